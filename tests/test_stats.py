@@ -1,0 +1,55 @@
+"""Bootstrap over texts: coverage of a mean with a known standard error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transformer_dynamics.stats import bootstrap, bootstrap_indices
+
+
+def test_mean_interval_matches_standard_error():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=400)  # standard error 2 / sqrt(400) = 0.1
+    est, lo, hi = bootstrap("mean", x, n_boot=4000, seed=1)
+    assert est == pytest.approx(x.mean())
+    assert lo < est < hi
+    half_width = (hi - lo) / 2
+    assert half_width == pytest.approx(1.96 * x.std(ddof=1) / 20, rel=0.1)
+
+
+def test_callable_agrees_with_vectorised_mean():
+    rng = np.random.default_rng(1)
+    rs = rng.normal(size=(200, 3, 4))
+    est_v, lo_v, hi_v = bootstrap("mean", rs, n_boot=2000, seed=2)
+    est_c, lo_c, hi_c = bootstrap(lambda a: a.mean(0), rs, n_boot=2000, seed=3)
+    assert est_v.shape == lo_v.shape == (3, 4)
+    np.testing.assert_allclose(est_v, est_c)
+    np.testing.assert_allclose(lo_v, lo_c, atol=0.03)
+    np.testing.assert_allclose(hi_v, hi_c, atol=0.03)
+
+
+def test_coverage_of_true_mean():
+    """About 95 % of intervals from independent data sets contain the true mean."""
+    rng = np.random.default_rng(4)
+    data = rng.exponential(1.0, size=(300, 200))  # 300 data sets of 200 texts; true mean 1
+    est, lo, hi = bootstrap("mean", data.T, n_boot=2000, seed=5)
+    coverage = np.mean((lo < 1.0) & (1.0 < hi))
+    assert 0.9 < coverage < 0.99
+
+
+def test_seed_reproducible_and_median():
+    x = np.random.default_rng(6).normal(size=101)
+    a = bootstrap(np.median, x, n_boot=200, seed=7)
+    b = bootstrap(np.median, x, n_boot=200, seed=7)
+    assert a == b and a[0] == np.median(x)
+    assert bootstrap_indices(5, 3, seed=0).shape == (3, 5)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="ci"):
+        bootstrap("mean", np.ones(10), ci=95)
+    with pytest.raises(ValueError, match="statistic"):
+        bootstrap("mode", np.ones(10))
+    with pytest.raises(ValueError, match="2 samples"):
+        bootstrap("mean", np.ones(1))
