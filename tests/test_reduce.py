@@ -244,7 +244,7 @@ def test_cae_split_has_no_leak(sheet_fit):
     np.testing.assert_allclose(res.model.input_scale.numpy(), train_rows.std(0), rtol=1e-4)
 
 
-def test_cae_deterministic_and_state_roundtrip():
+def test_cae_deterministic_and_state_roundtrip(tmp_path):
     rs = _rs(n=40, s=6, d=16, seed=5)
     a = R.fit_cae(rs, k=3, epochs=3, patience=2, batch_size=32, seed=1, progress=False, num_threads=1)
     b = R.fit_cae(rs, k=3, epochs=3, patience=2, batch_size=32, seed=1, progress=False, num_threads=1)
@@ -259,6 +259,14 @@ def test_cae_deterministic_and_state_roundtrip():
     np.testing.assert_array_equal(back.test_idx, a.test_idx)
     np.testing.assert_allclose(R.bottleneck_trajectories(back, rs), R.bottleneck_trajectories(a, rs))
     assert back.config["widths"] == a.model.widths
+    # through the on-disk cache (safetensors + JSON)
+    from transformer_dynamics import cache
+    identity = {"what": "cae-test", "seed": 1}
+    cache.save_module(tmp_path, identity, tensors, meta)
+    state, meta2 = cache.load_module(tmp_path, identity)
+    disk = R.CAEResult.from_state(state, meta2)
+    np.testing.assert_allclose(R.bottleneck_trajectories(disk, rs), R.bottleneck_trajectories(a, rs))
+    assert disk.test_ev == pytest.approx(a.test_ev) and disk.history == a.history
 
 
 def test_cae_streaming_matches_in_memory_split_and_runs_on_memmap(tmp_path):
@@ -271,6 +279,22 @@ def test_cae_streaming_matches_in_memory_split_and_runs_on_memmap(tmp_path):
     np.testing.assert_array_equal(res.test_idx, ref.test_idx)
     np.testing.assert_allclose(res.model.input_mean.numpy(), ref.model.input_mean.numpy(), atol=1e-5)
     assert np.isfinite(res.test_loss) and len(res.history["train_loss"]) == 2
+
+    class Store:  # the cache's ActivationStore interface: shape + read(start, stop)
+        shape = rs.shape
+        reads = []
+
+        def read(self, start=0, stop=None):
+            self.reads.append((start, stop))
+            return rs[start:stop]
+
+    store = Store()
+    res2 = R.fit_cae(store, k=3, epochs=2, patience=5, chunk_samples=7, seed=0, progress=False, num_threads=1)
+    assert max(b - a for a, b in store.reads) <= 7
+    for x, y in zip(res.model.state_dict().values(), res2.model.state_dict().values()):
+        torch.testing.assert_close(x, y)  # same blocks, same order, same weights as the memmap run
+    np.testing.assert_allclose(R.bottleneck_trajectories(res2, store, chunk_samples=4),
+                               R.bottleneck_trajectories(res2, rs), atol=1e-6)
 
 
 def test_fit_cae_errors():

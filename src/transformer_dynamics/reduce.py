@@ -88,22 +88,42 @@ def _check_rs(rs: Any, name: str = "rs") -> None:
         raise ValueError(f"{name} has an empty axis: shape {tuple(shape)}")
 
 
-def _sample_chunks(n: int, chunk_samples: int | None) -> Iterable[slice]:
-    step = n if not chunk_samples else max(1, int(chunk_samples))
-    for start in range(0, n, step):
-        yield slice(start, min(n, start + step))
+def _read(rs: Any, start: int, stop: int) -> np.ndarray:
+    """Samples ``start … stop-1`` of ``rs`` as a writable float32 array ``(m, n_sublayers, d_model)``.
 
-
-def _take(rs: Any, idx: np.ndarray) -> np.ndarray:
-    """``rs[idx]`` as float32 numpy for any array-like indexable along axis 0 (numpy, memmap, torch)."""
-    idx = np.asarray(idx)
+    ``rs`` may be a numpy array or memory map, a torch tensor, or a store with ``read(start, stop)`` and
+    ``shape`` (e.g. :class:`transformer_dynamics.cache.ActivationStore`, which reads only the shards needed).
+    """
     if isinstance(rs, torch.Tensor):
-        return rs[torch.as_tensor(idx)].detach().cpu().numpy().astype(np.float32, copy=False)
-    if idx.size and np.all(np.diff(idx) == 1):  # contiguous: a slice reads memmaps sequentially
-        out = rs[int(idx[0]):int(idx[-1]) + 1]
-    else:
-        out = rs[idx]
-    return np.array(out, dtype=np.float32)  # a writable copy (memmap slices are read-only views)
+        return rs[start:stop].detach().cpu().numpy().astype(np.float32)
+    if not isinstance(rs, np.ndarray) and hasattr(rs, "read"):
+        return np.array(rs.read(start, stop), dtype=np.float32)
+    return np.array(rs[start:stop], dtype=np.float32)  # a copy (memmap slices are read-only views)
+
+
+def _iter_selected(rs: Any, samples: np.ndarray | None, chunk_samples: int | None,
+                   gen: torch.Generator | None = None) -> Iterable[np.ndarray]:
+    """Blocks ``(m, n_sublayers, d_model)`` of the texts in ``samples`` (all if None), read as contiguous ranges
+    of ``chunk_samples`` texts (in a random order when ``gen`` is given), each filtered to ``samples``."""
+    n = rs.shape[0]
+    mask = np.ones(n, dtype=bool)
+    if samples is not None:
+        mask[:] = False
+        mask[np.asarray(samples, dtype=np.int64)] = True
+    starts = np.arange(0, n, n if not chunk_samples else max(1, int(chunk_samples)))
+    if gen is not None:
+        starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
+    step = n if not chunk_samples else max(1, int(chunk_samples))
+    for a in starts:
+        b = min(n, int(a) + step)
+        sel = np.nonzero(mask[a:b])[0]
+        if len(sel) == 0:
+            continue
+        if isinstance(rs, np.ndarray) and not isinstance(rs, np.memmap):
+            yield np.array(rs[a:b][sel], dtype=np.float32)
+        else:
+            block = _read(rs, int(a), b)
+            yield block if len(sel) == b - a else block[sel]
 
 
 def _sign_flip(components: torch.Tensor) -> torch.Tensor:
@@ -344,8 +364,8 @@ def explained_variance_curve_per_sublayer(pca: PCA, rs: Any, max_components: int
     sum_y2 = torch.zeros(s, dtype=torch.float64)       # sum_i ||y_is||^2
     sum_z2 = torch.zeros(s, K, dtype=torch.float64)    # sum_i z_isj^2
     sum_x = torch.zeros(s, d, dtype=torch.float64)
-    for sl in _sample_chunks(n, chunk_samples):
-        x = torch.as_tensor(_take(rs, np.arange(sl.start, sl.stop)), dtype=torch.float64)
+    for block in _iter_selected(rs, None, chunk_samples):
+        x = torch.as_tensor(block, dtype=torch.float64)
         y = x - mu
         z = y @ V.T
         sum_y2 += (y ** 2).sum(dim=(0, 2))
@@ -632,8 +652,10 @@ class CAEResult:
     train_time_s: float = float("nan")
 
     def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, config)``: the model's ``state_dict`` plus the split indices as tensors, and a JSON-able
-        dict with the architecture, scaling, history and metrics. :meth:`from_state` inverts it."""
+        """``(tensors, meta)``: the model's ``state_dict`` (keys prefixed ``model.``) plus the split indices as
+        tensors, and a JSON-able dict with the config (architecture, scaling, hyper-parameters), history and
+        metrics. :meth:`from_state` inverts it (tensors may also be numpy arrays), so the pair goes straight
+        through ``cache.save_module(root, identity, tensors, meta)`` / ``cache.load_module(root, identity)``."""
         tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         for name in ("train_idx", "val_idx", "test_idx"):
             idx = getattr(self, name)
@@ -647,9 +669,10 @@ class CAEResult:
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "CAEResult":
         model = CompressingAutoencoder.from_config(meta["config"])
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict({k[len("model."):]: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()
+                               if k.startswith("model.")})
         model.eval()
-        idx = {n: (tensors[n].numpy() if n in tensors else None) for n in ("train_idx", "val_idx", "test_idx")}
+        idx = {n: (np.asarray(tensors[n]) if n in tensors else None) for n in ("train_idx", "val_idx", "test_idx")}
         return cls(model=model, config=meta["config"], history=meta.get("history", {}),
                    best_epoch=meta.get("best_epoch", -1), test_loss=meta.get("test_loss", float("nan")),
                    test_ev=meta.get("test_ev", float("nan")), train_time_s=meta.get("train_time_s", float("nan")),
@@ -658,12 +681,8 @@ class CAEResult:
 
 def _batches(rs: Any, samples: np.ndarray, chunk_samples: int, batch_size: int, gen: torch.Generator | None,
              device: torch.device) -> Iterable[torch.Tensor]:
-    """Rows (sublayer vectors) of ``rs[samples]`` in mini-batches; shuffled texts and rows when ``gen``."""
-    if gen is not None:
-        samples = samples[torch.randperm(len(samples), generator=gen).numpy()]
-    for start in range(0, len(samples), chunk_samples):
-        idx = samples[start:start + chunk_samples]
-        block = _take(rs, np.sort(idx))
+    """Rows (sublayer vectors) of ``rs[samples]`` in mini-batches; blocks and rows shuffled when ``gen``."""
+    for block in _iter_selected(rs, samples, chunk_samples, gen):
         rows = torch.from_numpy(block.reshape(-1, block.shape[-1])).to(device)
         if gen is not None:
             rows = rows[torch.randperm(rows.shape[0], generator=gen).to(device)]
@@ -691,8 +710,9 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
 
     Parameters
     ----------
-    rs: ``(n_samples, n_sublayers, d_model)``; any array-like indexable along axis 0 with an int array
-        (numpy array, ``np.memmap``, torch tensor), so a memory-mapped cache streams from disk.
+    rs: ``(n_samples, n_sublayers, d_model)``: a numpy array, ``np.memmap``, torch tensor, or a store with
+        ``shape`` and ``read(start, stop)`` (:class:`transformer_dynamics.cache.ActivationStore`), so a cached
+        capture streams from disk with ``chunk_samples``.
     k: layers of units per half, input and bottleneck included (:func:`geometric_widths`; the paper's Fig 3
         used 10). d_bottle: bottleneck width (2).
     epochs, patience, lr: at most ``epochs`` epochs of Adam(lr) on the MSE; stop when the validation loss
@@ -705,9 +725,9 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
     scaling: input scaling fitted on the training texts only (:class:`Standardizer`): ``"standard"``
         (default, per-feature standardisation), ``"global"`` or ``"none"``. The loss is the MSE in the
         scaled space; outputs (trajectories, reconstructions, explained variance) are in raw RS units.
-    chunk_samples: texts loaded at a time (default: all, i.e. in memory). Set it to stream ``rs`` from disk:
-        each epoch visits the training texts in a shuffled order, ``chunk_samples`` texts at a time, rows
-        shuffled within each chunk.
+    chunk_samples: texts read at a time (default: all, i.e. in memory). Set it to stream ``rs`` from disk:
+        each epoch reads contiguous blocks of ``chunk_samples`` texts in a random block order, keeps the
+        training texts of each block and shuffles their rows (memory holds one block).
     device: torch device (default CPU). num_threads: torch CPU threads while training (default: leave as
         is); the network is small, so 1 thread is often as fast and far faster on a busy machine.
     progress: a tqdm bar over epochs showing the losses.
@@ -740,8 +760,8 @@ def _fit_cae(rs, *, k, d_bottle, epochs, patience, lr, batch_size, test_fraction
     train_idx, val_idx, test_idx = split_by_sample(n, test_fraction=test_fraction, val_fraction=val_fraction,
                                                    seed=seed)
     scaler = Standardizer(scaling)
-    for start in range(0, len(train_idx), chunk):
-        scaler.partial_fit(_take(rs, train_idx[start:start + chunk]))
+    for block in _iter_selected(rs, train_idx, chunk):
+        scaler.partial_fit(block)
 
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -800,8 +820,8 @@ def _fit_cae(rs, *, k, d_bottle, epochs, patience, lr, batch_size, test_fraction
 def _total_ev(model: CompressingAutoencoder, rs: Any, samples: np.ndarray, chunk: int, dev: torch.device) -> float:
     """EV of all vectors of ``rs[samples]`` pooled (about their overall mean), raw space, streamed."""
     sse, s1, s2, cnt = 0.0, None, 0.0, 0
-    for start in range(0, len(samples), chunk):
-        x = torch.as_tensor(_take(rs, samples[start:start + chunk]), device=dev).reshape(-1, rs.shape[-1])
+    for block in _iter_selected(rs, samples, chunk):
+        x = torch.as_tensor(block, device=dev).reshape(-1, rs.shape[-1])
         r = model(x).double()
         x = x.double()
         sse += float(((x - r) ** 2).sum())
@@ -830,8 +850,8 @@ def _apply(model: CompressingAutoencoder, rs: Any, fn: str, chunk_samples: int |
     was_training = model.training
     model.eval()
     out = []
-    for sl in _sample_chunks(n, chunk_samples):
-        x = torch.as_tensor(_take(rs, np.arange(sl.start, sl.stop)), device=dev)
+    for block in _iter_selected(rs, None, chunk_samples):
+        x = torch.as_tensor(block, device=dev)
         out.append(getattr(model, fn)(x).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out, axis=0)
@@ -879,8 +899,8 @@ def explained_variance_per_sublayer_cae(model: CompressingAutoencoder | CAEResul
     s2 = torch.zeros(s, dtype=torch.float64)
     shift = None
     m.eval()
-    for sl in _sample_chunks(n, chunk_samples):
-        x = torch.as_tensor(_take(rs, np.arange(sl.start, sl.stop)), device=dev)
+    for block in _iter_selected(rs, None, chunk_samples):
+        x = torch.as_tensor(block, device=dev)
         r = m(x).double().cpu()
         x = x.double().cpu()
         if shift is None:
