@@ -1,0 +1,254 @@
+"""The reproduction ledger: each notebook records its headline values as it runs; the book reads them back.
+
+A notebook makes one :class:`Ledger` and calls :meth:`Ledger.record` for every number it states::
+
+    led = Ledger("02_activation_statistics", directory=LEDGER_DIR, model=MODEL, n=N)
+    led.record("corr_first_median", r0, claim="r > 0.8 already in the earliest layers",
+               paper="> 0.8", holds=bool(r0 > 0.8), figure="1C")
+
+Each call rewrites ``<directory>/<notebook>.json`` atomically, so a notebook that fails half-way leaves
+what it recorded so far. Nothing in the ledger is typed in: values come from the computation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
+           "summary"]
+
+LEDGER_ENV = "TRANSFORMER_DYNAMICS_LEDGER"
+
+
+def default_directory() -> Path:
+    """``$TRANSFORMER_DYNAMICS_LEDGER`` if set, else ``./ledger`` in the working directory."""
+    return Path(os.environ.get(LEDGER_ENV, "ledger"))
+
+
+def _plain(value: Any) -> Any:
+    """Turn numpy scalars/arrays into JSON-friendly Python values (NaN/inf become strings)."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else str(v)
+    return value
+
+
+@dataclass
+class Entry:
+    """One recorded value.
+
+    key: short identifier, unique within a notebook; value: a number (or a short list of numbers);
+    claim: the paper's claim in words; paper: the paper's value or statement (text, as the paper has it);
+    holds: whether our value supports the claim (None when the question is not a yes/no one);
+    ci: optional (low, high) bootstrap interval; figure: the paper's panel, e.g. "1C"; unit: e.g. "nats".
+    """
+
+    key: str
+    value: Any
+    claim: str = ""
+    paper: str = ""
+    holds: bool | None = None
+    ci: tuple[float, float] | None = None
+    figure: str = ""
+    unit: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Ledger:
+    """Values recorded by one notebook run (one JSON file per notebook).
+
+    Parameters
+    ----------
+    notebook: name of the notebook, e.g. ``"02_activation_statistics"``; names the JSON file.
+    directory: where to write; default :func:`default_directory`.
+    **context: run context stored with every entry (model, n, seed, profile, condition…).
+    """
+
+    def __init__(self, notebook: str, directory: str | os.PathLike | None = None, **context: Any):
+        self.notebook = notebook
+        self.directory = Path(directory) if directory is not None else default_directory()
+        self.context = _plain(context)
+        self.entries: dict[str, Entry] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.notebook}.json"
+
+    def record(self, key: str, value: Any, *, claim: str = "", paper: str = "", holds: bool | None = None,
+               ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", **extra: Any) -> Any:
+        """Record ``value`` under ``key`` (replacing an earlier value of the same key) and return it."""
+        if not key or not isinstance(key, str):
+            raise ValueError("ledger key must be a non-empty string")
+        entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
+                      holds=None if holds is None else bool(holds),
+                      ci=None if ci is None else (float(ci[0]), float(ci[1])),
+                      figure=figure, unit=unit, extra=_plain(extra))
+        self.entries[key] = entry
+        self.save()
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"notebook": self.notebook, "context": self.context,
+                "entries": [asdict(e) for e in self.entries.values()]}
+
+    def save(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.notebook}.", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=1)
+        os.replace(tmp, self.path)
+        return self.path
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read one notebook's ledger JSON: ``{"notebook", "context", "entries": [...]}``."""
+    with open(path) as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or "entries" not in data:
+        raise ValueError(f"{path} is not a ledger file (no 'entries'); delete it and rerun its notebook")
+    return data
+
+
+def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every ledger in ``directory`` (sorted by notebook name)."""
+    directory = Path(directory) if directory is not None else default_directory()
+    return [load(p) for p in sorted(directory.glob("*.json"))]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering for the book (the ledger page is generated from the JSON files at build time).
+
+HOLDS_MARKS = {True: "✓", False: "✗", None: "–"}
+
+
+def format_value(value: Any, digits: int = 3, max_items: int = 6) -> str:
+    """A short human-readable form of a recorded value: numbers to ``digits`` significant digits,
+    non-finite values (stored as the strings ``"nan"``, ``"inf"``) as they are, long lists abbreviated."""
+    if value is None:
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) >= 10 ** (digits + 2) or abs(v) < 10 ** -(digits)):
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+        shown = ", ".join(format_value(v, digits, max_items) for v in items[:max_items])
+        more = f", … ({len(items)} values)" if len(items) > max_items else ""
+        return f"[{shown}{more}]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {format_value(v, digits, max_items)}" for k, v in value.items())
+    return str(value)
+
+
+def _md_cell(text: Any) -> str:
+    """Escape a value for a markdown table cell (pipes, newlines)."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _context_line(context: dict[str, Any], profile: str | None) -> str:
+    parts = []
+    for key, label in (("model", "model"), ("n", "N"), ("seed", "seed")):
+        if context.get(key) is not None:
+            parts.append(f"{label} = {context[key]}")
+    prof = context.get("profile", profile)
+    if prof:
+        parts.append(f"profile = {prof}")
+    for key, val in context.items():
+        if key not in ("model", "n", "seed", "profile"):
+            parts.append(f"{key} = {format_value(val)}")
+    return ", ".join(parts)
+
+
+def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None = None) -> str:
+    """One notebook's ledger (as :func:`load` returns it) as a table with a row per recorded value:
+    figure, claim, the paper's value, ours (± unit), the confidence interval if any, and whether it holds
+    (✓ / ✗ / –). ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
+    if fmt not in ("markdown", "html"):
+        raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
+    header = ["Figure", "Claim", "Paper", "Ours", "95% CI", "Holds"]
+    rows = []
+    for e in ledger.get("entries", []):
+        ours = format_value(e.get("value"))
+        if e.get("unit"):
+            ours += f" {e['unit']}"
+        ci = e.get("ci")
+        ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
+        claim = e.get("claim") or e.get("key", "")
+        rows.append([e.get("figure", ""), claim, e.get("paper", ""), ours, ci_text,
+                     HOLDS_MARKS.get(e.get("holds"), "–")])
+    caption = _context_line(ledger.get("context", {}), profile)
+    if fmt == "markdown":
+        lines = []
+        if caption:
+            lines += [f"*{_md_cell(caption)}*", ""]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * (len(header) - 1) + [":---:"]) + "|")
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    import html as _html
+    out = ["<table class=\"ledger\">"]
+    if caption:
+        out.append(f"<caption>{_html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>")
+    out += ["<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+    out.append("</tbody></table>")
+    return "\n".join(out) + "\n"
+
+
+def summary(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per notebook: ``{"notebook", "model", "n", "values", "holds", "fails", "open"}`` (counts of ✓ ✗ –)."""
+    out = []
+    for led in ledgers:
+        holds = [e.get("holds") for e in led.get("entries", [])]
+        ctx = led.get("context", {})
+        out.append({"notebook": led.get("notebook", ""), "model": ctx.get("model"), "n": ctx.get("n"),
+                    "values": len(holds), "holds": sum(h is True for h in holds),
+                    "fails": sum(h is False for h in holds), "open": sum(h is None for h in holds)})
+    return out
+
+
+def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
+                titles: dict[str, str] | None = None) -> str:
+    """All ledgers as a MyST page body: a summary table, then one section and table per notebook.
+
+    ``titles`` maps notebook names to section titles (default: the notebook name)."""
+    titles = titles or {}
+    if not ledgers:
+        where = f" for profile `{profile}`" if profile else ""
+        return (f":::{{warning}}\nNo ledger was found{where}. Run the notebooks first "
+                f"(`make notebooks PROFILE={profile or 'full'}`).\n:::\n")
+    lines = ["| Notebook | Model | N | Values | ✓ | ✗ | – |", "|---|---|---|---|---|---|---|"]
+    for s in summary(ledgers):
+        lines.append(f"| {_md_cell(titles.get(s['notebook'], s['notebook']))} | {_md_cell(s['model'] or '')} | "
+                     f"{s['n'] if s['n'] is not None else ''} | {s['values']} | {s['holds']} | {s['fails']} | "
+                     f"{s['open']} |")
+    lines.append("")
+    for led in ledgers:
+        name = led.get("notebook", "")
+        lines += [f"## {titles.get(name, name)}", "", to_table(led, "markdown", profile), ""]
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Run profiles: the papermill parameters each notebook gets under a named profile.
+
+A profile is a YAML file (``full.yml``, ``ci.yml``, ``colab.yml`` beside this module, or any path) with a
+``defaults:`` block shared by every notebook and one block per notebook, keyed by the notebook's stem::
+
+    defaults:
+      MODEL: smollm2-135m
+      N: 1000
+    03_phase_space_rotations:
+      N_SHUFFLES: 1000
+
+``load_profile("ci", "03_phase_space_rotations")`` merges the two (the notebook's block wins).
+
+The code lives in the package ``__init__`` (not a ``profiles.py`` beside a ``profiles/`` folder) because a
+module and a same-named folder cannot both be importable; the YAMLs ship as package data.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["available_profiles", "profile_path", "read_profile", "load_profile", "filter_parameters"]
+
+DEFAULTS_KEY = "defaults"
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped with the package (e.g. ``["ci", "colab", "full"]``)."""
+    return sorted(p.name[:-4] for p in resources.files(__name__).iterdir() if p.name.endswith(".yml"))
+
+
+def profile_path(profile: str | os.PathLike) -> Path:
+    """The YAML file of ``profile``: a shipped profile's name or a path to a ``.yml`` file."""
+    p = Path(profile)
+    if p.suffix in (".yml", ".yaml"):
+        if not p.is_file():
+            raise ValueError(f"profile file {p} does not exist")
+        return p
+    name = str(profile)
+    res = resources.files(__name__).joinpath(f"{name}.yml")
+    if not res.is_file():
+        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a path to a .yml file")
+    return Path(str(res))
+
+
+def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The whole profile: ``{"defaults": {...}, "<notebook stem>": {...}, ...}`` (every block a dict)."""
+    path = profile_path(profile)
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a profile must be a mapping of blocks ('defaults' and notebook stems)")
+    for key, block in data.items():
+        if block is None:
+            data[key] = {}
+        elif not isinstance(block, dict):
+            raise ValueError(f"{path}: block {key!r} must be a mapping of PARAMETER: value, got {type(block).__name__}")
+    return data
+
+
+def _stem(notebook: str | os.PathLike) -> str:
+    return Path(notebook).name.split(".")[0]
+
+
+def load_profile(profile: str | os.PathLike, notebook: str | os.PathLike,
+                 declared: Iterable[str] | None = None) -> dict[str, Any]:
+    """Parameters of ``notebook`` under ``profile``: the ``defaults`` block updated with the notebook's block.
+
+    Parameters
+    ----------
+    profile: a shipped profile's name (``"full"``, ``"ci"``, ``"colab"``) or a path to a YAML file.
+    notebook: the notebook's stem (``"02_activation_statistics"``) or a path to it; a block keyed by the
+        two-digit prefix alone (``"02"``) is accepted as well.
+    declared: if given, the parameter names the notebook declares; others are dropped with a warning
+        (see :func:`filter_parameters`).
+    """
+    data = read_profile(profile)
+    stem = _stem(notebook)
+    params = dict(data.get(DEFAULTS_KEY, {}))
+    prefix = stem.split("_")[0]
+    if prefix != stem and prefix in data:
+        params.update(data[prefix])
+    params.update(data.get(stem, {}))
+    if declared is not None:
+        params, _ = filter_parameters(params, declared, notebook=stem)
+    return params
+
+
+def filter_parameters(params: Mapping[str, Any], declared: Iterable[str], notebook: str = "notebook"
+                      ) -> tuple[dict[str, Any], list[str]]:
+    """Keep the parameters a notebook declares: returns ``(kept, dropped_names)`` and warns about dropped ones."""
+    declared = set(declared)
+    kept = {k: v for k, v in params.items() if k in declared}
+    dropped = sorted(k for k in params if k not in declared)
+    if dropped:
+        warnings.warn(f"{notebook}: its parameters cell does not declare {dropped}; not passed "
+                      f"(declared: {sorted(declared)})", stacklevel=2)
+    return kept, dropped
