@@ -1,0 +1,88 @@
+"""Smoke tests of the Figure 2 panels on small synthetic trajectories."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from transformer_dynamics import phase  # noqa: E402
+from transformer_dynamics.plots import portraits as PP  # noqa: E402
+
+N_SUB = 12
+
+
+@pytest.fixture(scope="module")
+def traj():
+    rng = np.random.default_rng(0)
+    return np.cumsum(rng.standard_normal((N_SUB, 20)), axis=0)  # (n_sublayers, d_model)
+
+
+@pytest.fixture(scope="module")
+def obs_null(traj):
+    return phase.count_rotations(traj.T), phase.shuffle_null(traj.T, n_shuffles=50, what="points")
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_portraits_grid(traj):
+    units = [0, 3, 5, 7, 9]
+    fig = PP.plot_phase_portraits(traj, units, ncols=3,
+                                  labels=[f"s{i}" for i in range(N_SUB)])
+    assert isinstance(fig, Figure)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.collections and ax.get_label() != "<colorbar>"]
+    assert len(panels) == len(units)
+    lc = [c for c in panels[1].collections if isinstance(c, LineCollection)][0]
+    segs = lc.get_segments()
+    assert len(segs) == N_SUB - 1
+    # the drawn path is the centred portrait of unit 3, coloured by sublayer
+    x, y = phase.phase_portrait(traj[:, 3])
+    np.testing.assert_allclose(segs[0][0], [x[0], y[0]])
+    np.testing.assert_allclose(segs[-1][1], [x[-1], y[-1]])
+    assert len(np.unique(lc.get_array())) == N_SUB - 1
+    r = phase.count_rotations(traj[:, 3])
+    assert f"{r:+.1f}" in panels[1].get_title()
+
+
+def test_portraits_into_axes_and_errors(traj):
+    fig, axes = plt.subplots(1, 2)
+    assert PP.plot_phase_portraits(traj, [1, 2], axes=axes) is fig
+    with pytest.raises(ValueError, match="axes"):
+        PP.plot_phase_portraits(traj, [1, 2, 3], axes=axes)
+    with pytest.raises(ValueError, match="units"):
+        PP.plot_phase_portraits(traj, [99])
+    with pytest.raises(ValueError, match="2-D"):
+        PP.plot_phase_portraits(traj[:, 0])
+
+
+def test_histogram(obs_null):
+    obs, null = obs_null
+    fig, ax = plt.subplots()
+    assert PP.plot_rotation_histogram(obs, null, ax=ax) is fig
+    assert len(ax.patches) > 0
+    means = sorted(line.get_xdata()[0] for line in ax.get_lines())
+    np.testing.assert_allclose(means, sorted([obs.mean(), null.mean()]))
+    with pytest.raises(ValueError, match="null must have shape"):
+        PP.plot_rotation_histogram(obs, null[:, :3])
+
+
+def test_sorted_with_band(obs_null):
+    obs, null = obs_null
+    fig = PP.plot_rotations_sorted(obs, null)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["RS units"].get_ydata(), np.sort(obs))
+    assert len(ax.collections) == 1  # the band
+    lo, hi = phase.null_band(null)
+    verts = ax.collections[0].get_paths()[0].vertices
+    assert verts[:, 1].min() == pytest.approx(lo.min()) and verts[:, 1].max() == pytest.approx(hi.max())
