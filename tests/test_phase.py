@@ -197,11 +197,14 @@ def _rs(seed=5, S=12, n=10, D=7):
 
 def test_rotations_per_unit_modes(monkeypatch):
     rs = _rs()
+    rs[:, :, 0] = 1.0  # a constant unit (no defined tangent): 0
+    rs[:3, 4:7, 1] = rs[:3, 4:5, 1]  # a flat stretch (zero-length steps) inside some samples
     np.testing.assert_allclose(P.rotations_per_unit(rs, "mean"), P.count_rotations(rs.mean(0).T), rtol=1e-5)
     per = P.rotations_per_sample(rs)
     assert per.shape == (12, 7)
     np.testing.assert_allclose(per, np.stack([P.count_rotations(r.T) for r in rs]), rtol=1e-5)
     np.testing.assert_allclose(P.rotations_per_unit(rs, "per_sample"), per.mean(0), rtol=1e-5)
+    assert np.all(per[:, 0] == 0)
     monkeypatch.setattr(P, "_MAX_ELEMENTS", 100)  # many chunks: same answer
     np.testing.assert_allclose(P.rotations_per_sample(rs), per, rtol=1e-6)
 

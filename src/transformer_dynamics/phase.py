@@ -99,7 +99,7 @@ def _as_array(a: Any, name: str = "traj", min_len: int = 3) -> tuple[np.ndarray,
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise ValueError(f"{name} must be a numeric array; got dtype {a.dtype}")
     if a.dtype != np.float64:
-        a = a.astype(np.float32)
+        a = a.astype(np.float32, copy=False)
     if a.ndim < 1 or a.shape[-1] < min_len:
         raise ValueError(f"{name} must have shape (..., n_sublayers) with n_sublayers >= {min_len}; "
                          f"got shape {a.shape}")
@@ -118,30 +118,38 @@ def _gradient(a: np.ndarray) -> np.ndarray:
     return np.gradient(a, axis=-1)
 
 
-def _wrapped_sum(theta: np.ndarray) -> np.ndarray:
-    """sum_l wrap(theta_{l+1} - theta_l) / 2pi for angles in (-pi, pi]: (..., m) -> (...)."""
-    d = np.diff(theta, axis=-1)
+def _ix(axis: int, ndim: int, i) -> tuple:
+    """Index ``i`` along ``axis`` (non-negative) of an ``ndim``-array."""
+    return (slice(None),) * axis + (i,) + (slice(None),) * (ndim - axis - 1)
+
+
+def _wrapped_sum(theta: np.ndarray, axis: int = -1) -> np.ndarray:
+    """sum_l wrap(theta_{l+1} - theta_l) / 2pi for angles in (-pi, pi]: reduces ``axis``."""
+    axis = axis % theta.ndim
+    d = np.diff(theta, axis=axis)
     # wrap into (-pi, pi]: the sum telescopes to theta_last - theta_first plus 2pi per wrap
-    wraps = np.count_nonzero(d <= -math.pi, axis=-1) - np.count_nonzero(d > math.pi, axis=-1)
-    return ((theta[..., -1] - theta[..., 0]) / (2.0 * math.pi) + wraps).astype(theta.dtype, copy=False)
+    wraps = np.count_nonzero(d <= -math.pi, axis=axis) - np.count_nonzero(d > math.pi, axis=axis)
+    last, first = theta[_ix(axis, theta.ndim, -1)], theta[_ix(axis, theta.ndim, 0)]
+    return ((last - first) / (2.0 * math.pi) + wraps).astype(theta.dtype, copy=False)
 
 
-def _fill_undefined(theta: np.ndarray, undefined: np.ndarray) -> np.ndarray:
+def _fill_undefined(theta: np.ndarray, undefined: np.ndarray, axis: int = -1) -> np.ndarray:
     """Replace undefined tangent angles by the last defined one (leading ones by the first defined)."""
+    theta, undefined = np.moveaxis(theta, axis, -1), np.moveaxis(undefined, axis, -1)
     m = theta.shape[-1]
     idx = np.where(undefined, 0, np.arange(m))
     idx = np.maximum.accumulate(idx, axis=-1)
     first = np.argmax(~undefined, axis=-1)[..., None]
     idx = np.maximum(idx, first)
-    return np.take_along_axis(theta, idx, axis=-1)
+    return np.moveaxis(np.take_along_axis(theta, idx, axis=-1), -1, axis)
 
 
-def _rotations_dxdy(dx: np.ndarray, dy: np.ndarray, atol: float) -> np.ndarray:
+def _rotations_dxdy(dx: np.ndarray, dy: np.ndarray, atol: float, axis: int = -1) -> np.ndarray:
     theta = np.arctan2(dy, dx)
     undefined = (np.abs(dx) <= atol) & (np.abs(dy) <= atol) if atol > 0 else (dx == 0) & (dy == 0)
     if undefined.any():
-        theta = _fill_undefined(theta, undefined)
-    return _wrapped_sum(theta)
+        theta = _fill_undefined(theta, undefined, axis)
+    return _wrapped_sum(theta, axis)
 
 
 def _rotations_xy(x: np.ndarray, y: np.ndarray, atol: float = 0.0) -> np.ndarray:
@@ -149,19 +157,22 @@ def _rotations_xy(x: np.ndarray, y: np.ndarray, atol: float = 0.0) -> np.ndarray
     return _rotations_dxdy(np.diff(x, axis=-1), np.diff(y, axis=-1), atol)
 
 
-def _rotations(a: np.ndarray, atol: float = 0.0) -> np.ndarray:
-    """Rotation count of trajectories ``a: (..., n)`` -> ``(...)`` (centring is a translation: skipped).
+def _rotations(a: np.ndarray, atol: float = 0.0, axis: int = -1) -> np.ndarray:
+    """Rotation count of trajectories along ``axis`` of ``a`` (that axis is reduced). Centring is a
+    translation and is skipped.
 
     Uses dx = diff(a) and, for the central-difference gradient g, diff(g)_l = (dx_{l+1} - dx_{l-1}) / 2
     with dx_{-1} := dx_0 and dx_{n-1} := dx_{n-2} (numpy.gradient's one-sided ends).
     """
-    dx = np.diff(a, axis=-1)
+    axis = axis % a.ndim
+    ix = lambda i: _ix(axis, a.ndim, i)  # noqa: E731
+    dx = np.diff(a, axis=axis)
     dy = np.empty_like(dx)
-    np.subtract(dx[..., 2:], dx[..., :-2], out=dy[..., 1:-1])
-    np.subtract(dx[..., 1], dx[..., 0], out=dy[..., 0])
-    np.subtract(dx[..., -1], dx[..., -2], out=dy[..., -1])
+    np.subtract(dx[ix(slice(2, None))], dx[ix(slice(None, -2))], out=dy[ix(slice(1, -1))])
+    np.subtract(dx[ix(slice(1, 2))], dx[ix(slice(0, 1))], out=dy[ix(slice(0, 1))])
+    np.subtract(dx[ix(slice(-1, None))], dx[ix(slice(-2, -1))], out=dy[ix(slice(-1, None))])
     dy *= 0.5
-    return _rotations_dxdy(dx, dy, atol)
+    return _rotations_dxdy(dx, dy, atol, axis)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,7 +340,7 @@ def rotations_per_sample(rs, *, atol: float = 0.0):
     out = np.empty((S, D), dtype=a.dtype)
     step = max(1, _MAX_ELEMENTS // (n * D))
     for s0 in range(0, S, step):
-        out[s0: s0 + step] = _rotations(np.swapaxes(a[s0: s0 + step], 1, 2), atol)
+        out[s0: s0 + step] = _rotations(a[s0: s0 + step], atol, axis=1)
     return _out(out, tt)
 
 
@@ -342,7 +353,7 @@ def rotations_per_unit(rs, mode: str = "mean", *, atol: float = 0.0):
     _check_mode(mode)
     a, tt = _check_rs(rs)
     if mode == "mean":
-        res = _rotations(a.mean(0).T, atol)
+        res = _rotations(a.mean(0), atol, axis=0)
     else:
         res = rotations_per_sample(a, atol=atol).mean(0)
     return _out(res, tt)
