@@ -99,10 +99,19 @@ class Ledger:
             raise ValueError("ledger key must be a non-empty string")
         entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
                       holds=None if holds is None else bool(holds),
-                      ci=None if ci is None else (float(ci[0]), float(ci[1])),
+                      ci=None if ci is None else (_plain(float(ci[0])), _plain(float(ci[1]))),
                       figure=figure, unit=unit, extra=_plain(extra))
+        previous = self.entries.get(key)
         self.entries[key] = entry
-        self.save()
+        try:
+            self.save()
+        except (TypeError, ValueError) as exc:
+            if previous is None:
+                del self.entries[key]
+            else:
+                self.entries[key] = previous
+            raise ValueError(f"ledger value {key!r} cannot be written as JSON ({exc}); record numbers, lists of "
+                             "numbers or strings (convert tensors with .item() / .tolist())") from exc
         return value
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,10 +120,15 @@ class Ledger:
 
     def save(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.notebook}.", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-        os.replace(tmp, self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.notebook}.", suffix=".json.tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.to_dict(), fh, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            # a value that cannot be written leaves the previous file as it was, and no temporary file behind
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return self.path
 
 
@@ -130,7 +144,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Every ledger in ``directory`` (sorted by notebook name)."""
     directory = Path(directory) if directory is not None else default_directory()
-    return [load(p) for p in sorted(directory.glob("*.json"))]
+    return [load(p) for p in sorted(directory.glob("*.json")) if not p.name.startswith(".")]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a profile must be a mapping of blocks ('defaults' and notebook stems)")
+    # a block keyed by a bare prefix (`02:`) reads as the integer 2 in YAML: key it as "02" again
+    data = {(f"{k:02d}" if isinstance(k, int) else str(k)): v for k, v in data.items()}
     for key, block in data.items():
         if block is None:
             data[key] = {}

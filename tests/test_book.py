@@ -1,0 +1,322 @@
+"""The book machinery: run profiles, parameter filtering, the notebooks' shape, the table of contents, the
+generated pages, and a small end-to-end run (papermill -> Jupyter Book -> browser) on a throwaway notebook."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from transformer_dynamics import book, ledger, profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+STEMS = book.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
+COMMON = {"MODEL", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# profiles
+
+
+def test_shipped_profiles():
+    assert set(profiles.available_profiles()) >= {"full", "ci", "colab"}
+    full = profiles.read_profile("full")
+    assert full["defaults"]["MODEL"] == "smollm2-135m" and full["defaults"]["N"] == 1000
+    # the paper's schedules
+    assert profiles.load_profile("full", "03_phase_space_rotations")["N_SHUFFLES"] == 1000
+    p4 = profiles.load_profile("full", "04_reduced_trajectories")
+    assert (p4["CAE_EPOCHS"], p4["CAE_PATIENCE"]) == (100, 10)
+    assert profiles.load_profile("full", "05_perturbation_attractors")["GRID_N"] == 10
+    colab = profiles.load_profile("colab", "02_activation_statistics")
+    assert colab["MODEL"] == "meta-llama/Llama-3.1-8B" and colab["QUANTIZATION"] == "4bit" and colab["N"] == 1000
+
+
+def test_ci_profile_is_smaller_than_full():
+    for stem in ("01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
+                 "04_reduced_trajectories", "05_perturbation_attractors"):
+        ci, full = profiles.load_profile("ci", stem), profiles.load_profile("full", stem)
+        assert ci["MODEL"] == full["MODEL"] and set(ci) == set(full), stem
+        for key, value in ci.items():
+            if full[key] is None:  # None = everything (e.g. all units)
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("SEED", "N_FOLLOWING"):
+                assert value <= full[key], (stem, key)
+        assert ci["N"] < full["N"]
+
+
+def test_load_profile_merges_and_validates(tmp_path):
+    p = tmp_path / "mine.yml"
+    p.write_text("defaults:\n  MODEL: m\n  N: 5\n02:\n  X: 1\n02_stats:\n  N: 7\nempty:\n")
+    assert profiles.load_profile(p, "02_stats") == {"MODEL": "m", "N": 7, "X": 1}
+    assert profiles.load_profile(p, "notebooks/02_stats.ipynb") == {"MODEL": "m", "N": 7, "X": 1}
+    assert profiles.load_profile(p, "09_other") == {"MODEL": "m", "N": 5}
+    assert profiles.load_profile(p, "empty") == {"MODEL": "m", "N": 5}
+    with pytest.warns(UserWarning, match=r"does not declare \['X'\]"):
+        assert profiles.load_profile(p, "02_stats", declared={"MODEL", "N"}) == {"MODEL": "m", "N": 7}
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        profiles.load_profile("nope", "02_stats")
+    with pytest.raises(ValueError, match="does not exist"):
+        profiles.load_profile(tmp_path / "missing.yml", "x")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("defaults: [1, 2]\n")
+    with pytest.raises(ValueError, match="block 'defaults' must be a mapping"):
+        profiles.load_profile(bad, "x")
+
+
+def _nb(params_src: str, tags=("parameters",)):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 9. Title"),
+                nbformat.v4.new_code_cell(params_src, metadata={"tags": list(tags)}),
+                nbformat.v4.new_code_cell("print(N)")]
+    return nb
+
+
+def test_declared_parameters_and_filtering():
+    nb = _nb('MODEL = "smollm2-135m"  # name\nN: int = 1000\nA, B = 1, 2\n%matplotlib inline\n'
+             'import os\nSEED = 0\nCACHE_DIR = None\nLEDGER_DIR = None\n')
+    declared = book.declared_parameters(nb)
+    assert set(declared) == {"MODEL", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+    assert declared["N"] == "1000" and declared["MODEL"] == '"smollm2-135m"'
+    params, dropped = book.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
+    assert dropped == ["MI_UNITS", "N_BOOT"]  # the ci profile sets them; this notebook does not declare them
+    assert params == {"MODEL": "smollm2-135m", "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
+    with pytest.raises(ValueError, match="tagged 'parameters'"):
+        book.declared_parameters(_nb("N = 1", tags=()))
+
+
+def test_notebook_stems_and_only(tmp_path):
+    for name in ("01_a.py", "01_a.ipynb", "02_b.ipynb", "helper.py", "3_c.py"):
+        (tmp_path / name).write_text("")
+    assert book.notebook_stems(tmp_path) == ["01_a", "02_b"]
+    assert book.notebook_stems(tmp_path, ["02"]) == ["02_b"]
+    assert book.notebook_stems(tmp_path, ["01,02_b"]) == ["01_a", "02_b"]
+    with pytest.raises(book.BookError, match="matches none"):
+        book.notebook_stems(tmp_path, ["07"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the repository's notebooks, table of contents and configuration
+
+
+def test_config():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert book.repository_url(ROOT / "_config.yml") == "https://github.com/transformer-dynamics/transformer-dynamics"
+    # sphinx-book-theme joins path_to_book + "/" + page: it must not produce ".../blob/main/./notebooks/..."
+    assert str(cfg["repository"].get("path_to_book", "")).strip("/") in ("",)
+    for bib in cfg["bibtex_bibfiles"]:
+        assert (ROOT / bib).is_file()
+    assert "sphinxcontrib.bibtex" in cfg["sphinx"]["extra_extensions"]
+
+
+def test_toc_entries_resolve():
+    files = book.toc_files(ROOT / "_toc.yml")
+    assert files[0] == "book/intro"
+    for entry in files:
+        if entry.startswith("notebooks/"):
+            assert (ROOT / f"{entry}.ipynb").is_file() or (ROOT / f"{entry}.py").is_file(), entry
+        else:
+            assert (ROOT / f"{entry}.md").is_file(), entry
+    assert {"book/methods", "book/ledger", "book/benchmarks", "book/references"} <= set(files)
+    assert (ROOT / "book" / "ledger.md").read_text().count(book.LEDGER_MARKER) == 1
+    assert (ROOT / "book" / "benchmarks.md").read_text().count(book.BENCHMARKS_MARKER) == 1
+
+
+def test_every_chapter_is_a_notebook_and_every_notebook_a_chapter():
+    chapters = [Path(f).name for f in book.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
+    assert chapters == ["01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
+                        "04_reduced_trajectories", "05_perturbation_attractors"]
+    assert STEMS == chapters, "notebooks/ and the chapters in _toc.yml differ"
+
+
+def test_citations_resolve():
+    bib = (ROOT / "book" / "references.bib").read_text()
+    keys = set(re.findall(r"@\w+\{([^,\s]+),", bib))
+    assert "fernando2025transformer" in keys and len(keys) >= 24
+    cited = set()
+    for md in (ROOT / "book").glob("*.md"):
+        for group in re.findall(r"\{cite[tp]?\}`([^`]+)`", md.read_text()):
+            cited.update(k.strip() for k in group.split(","))
+    assert cited and cited <= keys, sorted(cited - keys)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_pair_in_sync_without_outputs(stem):
+    py, ipynb = NOTEBOOKS / f"{stem}.py", NOTEBOOKS / f"{stem}.ipynb"
+    assert py.is_file() and ipynb.is_file(), f"pair {stem}: `jupytext --set-formats ipynb,py:percent {py.name}`"
+    a, b = jupytext.read(py), jupytext.read(ipynb)
+    cells = lambda nb: [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells]  # noqa
+    assert cells(a) == cells(b), f"{stem}.py and .ipynb differ: run `jupytext --sync notebooks/{stem}.py`"
+    raw = json.loads(ipynb.read_text())
+    for cell in raw["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, \
+                f"{ipynb.name} carries outputs; clear them (the book is built from executed copies)"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_parameters_cell_declares_every_profile_parameter(stem):
+    nb = book.read_notebook(NOTEBOOKS, stem)
+    declared = book.declared_parameters(nb)
+    assert COMMON <= set(declared), f"{stem}: parameters cell lacks {sorted(COMMON - set(declared))}"
+    for name in profiles.available_profiles():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, dropped = book.notebook_parameters(name, nb, stem)
+        assert not dropped, f"profile {name} sets {dropped}, which {stem}'s parameters cell does not declare"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_colab_cell_names_the_repository(stem):
+    url = book.repository_url(ROOT / "_config.yml")
+    nb = book.read_notebook(NOTEBOOKS, stem)
+    colab = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
+    assert len(colab) == 1, f"{stem}: expected one Colab cell"
+    cell = colab[0]
+    assert f"git+{url}" in cell.source, f"{stem}: the Colab cell must install from {url} (_config.yml)"
+    assert f'load_profile("colab", "{stem}")' in cell.source
+    assert "remove-cell" in cell.metadata.get("tags", [])
+    params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert nb.cells.index(cell) > params_at, "the Colab cell must come after the parameters cell"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generated pages
+
+
+def test_render_ledger_page(tmp_path):
+    ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).record("k", 0.5, claim="c", holds=True)
+    page = book.render_ledger_page(f"# L\n\n{book.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
+                                   titles={"02_x": "2. X"})
+    assert page.startswith("# L\n") and page.rstrip().endswith("end") and book.LEDGER_MARKER not in page
+    assert "## 2. X" in page and "| 2. X | m | 3 | 1 | 1 | 0 | 0 |" in page
+    assert "No ledger was found" in book.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
+
+
+def test_json_to_markdown_shapes():
+    md = book.json_to_markdown({"machine": "cpu", "threads": 2,
+                                "results": [{"n": 100, "seconds": 0.5, "err": {"max": 1e-9}},
+                                            {"n": 1000, "seconds": 4.25, "note": "x|y"}],
+                                "by_method": {"kde": {"s": 1.0}, "ksg": {"s": 2.0}}})
+    assert "| machine | cpu |" in md and "| threads | 2 |" in md
+    assert "| n | seconds | err.max | note |" in md and "| 1000 | 4.25 |  | x\\|y |" in md
+    assert "| name | s |" in md and "| ksg | 2 |" in md
+    assert book.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
+
+
+def test_render_benchmarks_page(tmp_path):
+    (tmp_path / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5}]))
+    (tmp_path / "broken.json").write_text("{")
+    timings = {"profile": "ci", "notebooks": {"01_a": {"seconds": 3.2, "ok": True}}}
+    page = book.render_benchmarks_page(f"# B\n{book.BENCHMARKS_MARKER}\n", tmp_path, timings)
+    assert "## mi_speed" in page and "| kde | 1.5 |" in page
+    assert "## broken" in page and "could not be read" in page
+    assert "Notebook run times (profile `ci`)" in page and "| 01_a | 3.2 | ✓ |" in page
+    assert "No benchmark results yet" in book.render_benchmarks_page("# B\n", tmp_path / "none")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# end to end on a throwaway book: papermill, staging, Jupyter Book, browser
+
+
+DUMMY = '''# %% [markdown]
+# # 1. A throwaway chapter
+
+# %% tags=["parameters"]
+MODEL = "smollm2-135m"
+N = 1000
+SEED = 0
+CACHE_DIR = None
+LEDGER_DIR = None
+
+# %% tags=["remove-cell"]
+import sys
+if "google.colab" in sys.modules:
+    raise RuntimeError("not in Colab")
+
+# %%
+import matplotlib.pyplot as plt
+from transformer_dynamics.ledger import Ledger
+led = Ledger("01_dummy", directory=LEDGER_DIR, model=MODEL, n=N)
+plt.plot(range(N))
+plt.show()
+led.record("n_seen", N * 2, claim="twice N", holds=True)
+'''
+
+FAILING = '''# %% tags=["parameters"]
+N = 1
+LEDGER_DIR = None
+
+# %%
+raise ValueError(f"deliberate {N}")
+'''
+
+
+@pytest.fixture(scope="module")
+def dummy_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dummybook")
+    (root / "notebooks").mkdir()
+    (root / "book").mkdir()
+    (root / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    for name in ("intro.md", "ledger.md", "benchmarks.md", "references.md", "references.bib"):
+        (root / "book" / name).write_text((ROOT / "book" / name).read_text())
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n- file: notebooks/01_dummy\n"
+                                   "- file: notebooks/02_failing\n- file: book/ledger\n- file: book/benchmarks\n"
+                                   "- file: book/references\n")
+    (root / "notebooks" / "01_dummy.py").write_text(DUMMY)
+    (root / "notebooks" / "02_failing.py").write_text(FAILING)
+    (root / "profile.yml").write_text("defaults:\n  N: 7\n  MODEL: tiny\n  SEED: 3\n  TYPO: 1\n")
+    return root
+
+
+def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
+    root = dummy_root
+    before = sorted(p.name for p in (root / "notebooks").iterdir())
+    status = book.main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
+    err = capsys.readouterr().err
+    assert status == 1, "a failing notebook must fail the run"
+    assert "02_failing" in err and "ValueError: deliberate 7" in err and 'raise ValueError(f"deliberate {N}")' in err
+    assert sorted(p.name for p in (root / "notebooks").iterdir()) == before  # nothing written into notebooks/
+    timings = json.loads((root / "_build" / "timings-profile.json").read_text())
+    assert timings["notebooks"]["01_dummy"]["ok"] and not timings["notebooks"]["02_failing"]["ok"]
+    assert timings["notebooks"]["01_dummy"]["dropped"] == ["TYPO"]
+    assert timings["notebooks"]["02_failing"]["parameters"]["N"] == 7
+    led = ledger.load(root / "_build" / "ledger" / "profile" / "01_dummy.json")
+    assert led["context"] == {"model": "tiny", "n": 7} and led["entries"][0]["value"] == 14
+    executed = nbformat.read(root / "_build" / "executed" / "profile" / "01_dummy.ipynb", as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "N = 7" in injected[0].source and "TYPO" not in injected[0].source
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+
+    html = book.build_html(str(root / "profile.yml"), root)
+    assert (html / "notebooks" / "01_dummy.html").is_file() and (html / "book" / "ledger.html").is_file()
+    page = (html / "notebooks" / "01_dummy.html").read_text()
+    assert ("https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/"
+            "notebooks/01_dummy.ipynb") in page
+    assert "not in Colab" not in page  # the remove-cell tag is honoured
+    ledger_page = (html / "book" / "ledger.html").read_text()
+    assert "twice N" in ledger_page and "tiny" in ledger_page
+
+    if book.find_chromium() is None:
+        pytest.skip("no Chromium here for the browser part (" + book.INSTALL_HINT + ")")
+    report = book.check_html(root)
+    assert not report["pages"]["notebooks/01_dummy"]["failures"]
+    assert report["pages"]["notebooks/01_dummy"]["figures"] >= 1
+    fails = report["pages"]["notebooks/02_failing"]["failures"]
+    assert any("error output" in f for f in fails) and any("no figure" in f for f in fails)
+    shot = root / "_build" / "screenshots" / "01_dummy.png"
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a missing image is caught
+    for img in (html / "_images").glob("*.png"):
+        img.unlink()
+    report = book.check_html(root, only=["01"])
+    assert any("broken image" in f for f in report["pages"]["notebooks/01_dummy"]["failures"])

@@ -1,0 +1,131 @@
+"""The reproduction ledger: round trip, atomic overwrite, NaN handling, rendering for the book."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from transformer_dynamics import ledger
+from transformer_dynamics.ledger import Ledger
+
+
+def test_round_trip(tmp_path):
+    led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=np.int64(96))
+    out = led.record("corr_first_median", np.float32(0.8125), claim="r > 0.8 early", paper="> 0.8",
+                     holds=np.bool_(True), figure="1C", unit="", ci=(np.float64(0.75), 0.875))
+    assert out == np.float32(0.8125)  # record returns the value it was given
+    led.record("mi_by_layer", np.array([1.5, 0.25, 0.125]), claim="MI drops", holds=None, method="kde")
+    data = ledger.load(tmp_path / "02_activation_statistics.json")
+    assert data["notebook"] == "02_activation_statistics"
+    assert data["context"] == {"model": "smollm2-135m", "n": 96}
+    e0, e1 = data["entries"]
+    assert e0["key"] == "corr_first_median" and e0["value"] == pytest.approx(0.8125)
+    assert e0["holds"] is True and e0["ci"] == [0.75, 0.875] and e0["figure"] == "1C"
+    assert e1["value"] == [1.5, 0.25, 0.125] and e1["holds"] is None and e1["extra"] == {"method": "kde"}
+    # numpy scalars became plain JSON types
+    assert isinstance(e0["value"], float) and isinstance(data["context"]["n"], int)
+
+
+def test_rerecord_replaces_and_overwrite_is_atomic(tmp_path):
+    led = Ledger("nb", directory=tmp_path)
+    led.record("a", 1.0)
+    led.record("b", 2.0)
+    led.record("a", 3.0)  # same key: replaced, not appended
+    data = ledger.load(led.path)
+    assert [(e["key"], e["value"]) for e in data["entries"]] == [("a", 3.0), ("b", 2.0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.json"]  # no temporary files left
+    # a value that cannot be written: clear error, previous file and entries intact, no temp file
+    with pytest.raises(ValueError, match="cannot be written as JSON"):
+        led.record("c", object())
+    assert ledger.load(led.path) == data
+    assert "c" not in led.entries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.json"]
+    # a new Ledger for the same notebook starts empty and overwrites on its first record
+    Ledger("nb", directory=tmp_path).record("z", 0)
+    assert [e["key"] for e in ledger.load(led.path)["entries"]] == ["z"]
+
+
+def test_nan_and_inf_are_stored_as_strings(tmp_path):
+    led = Ledger("nb", directory=tmp_path)
+    led.record("nan", float("nan"))
+    led.record("arr", np.array([1.0, np.nan, np.inf]), ci=(np.nan, 2.0))
+    text = (tmp_path / "nb.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    e = {x["key"]: x["value"] for x in ledger.load(led.path)["entries"]}
+    assert e["nan"] == "nan" and e["arr"] == [1.0, "nan", "inf"]
+    assert ledger.format_value(e["arr"]) == "[1, nan, inf]"
+    assert ledger.load(led.path)["entries"][1]["ci"] == ["nan", 2.0]
+
+
+def test_load_rejects_other_json_and_load_all_sorts(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"foo": 1}))
+    with pytest.raises(ValueError, match="not a ledger file"):
+        ledger.load(tmp_path / "x.json")
+    d = tmp_path / "led"
+    Ledger("03_b", directory=d).record("k", 1)
+    Ledger("01_a", directory=d).record("k", 2)
+    (d / ".01_a.partial.json").write_text("{")  # a stray hidden file is ignored
+    assert [x["notebook"] for x in ledger.load_all(d)] == ["01_a", "03_b"]
+
+
+def test_default_directory_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "L"))
+    assert Ledger("nb").directory == tmp_path / "L"
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0.123456, "0.123"), (12345.678, "1.23e+04"), (1e-7, "1.00e-07"), (0.0, "0"), (3, "3"), (True, "yes"),
+    (None, "–"), ("nan", "nan"), (float("-inf"), "-inf"), (list(range(8)), "[0, 1, 2, 3, 4, 5, … (8 values)]"),
+])
+def test_format_value(value, expected):
+    assert ledger.format_value(value) == expected
+
+
+def _sample(tmp_path):
+    led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=96, profile="ci")
+    led.record("r0", 0.91, claim="correlations start high | r > 0.8", paper="> 0.8", holds=True, figure="1C",
+               ci=(0.85, 0.95))
+    led.record("mi_drop", -0.4, claim="MI drops in early layers", paper="sharp decline", holds=False,
+               figure="1H", unit="nats")
+    led.record("mean_rot", float("nan"), claim="rotations", holds=None)
+    return ledger.load(led.path)
+
+
+def test_to_table_markdown(tmp_path):
+    md = ledger.to_table(_sample(tmp_path))
+    lines = md.strip().splitlines()
+    assert lines[0] == "*model = smollm2-135m, N = 96, profile = ci*"
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI", "Holds"]
+    rows = lines[4:]
+    assert len(rows) == 3
+    # a pipe inside a claim is escaped, so every row keeps 6 cells
+    for row in rows:
+        assert len([c for c in row.replace("\\|", "").strip("|").split("|")]) == 6
+    assert "0.91" in rows[0] and "[0.85, 0.95]" in rows[0] and rows[0].rstrip(" |").endswith("✓")
+    assert "-0.4 nats" in rows[1] and rows[1].rstrip(" |").endswith("✗")
+    assert "nan" in rows[2] and rows[2].rstrip(" |").endswith("–")
+
+
+def test_to_table_html_escapes(tmp_path):
+    data = _sample(tmp_path)
+    data["entries"][0]["claim"] = "a < b & c"
+    html = ledger.to_table(data, fmt="html")
+    assert html.count("<tr>") == 4 and "a &lt; b &amp; c" in html and "<caption>" in html
+    with pytest.raises(ValueError, match="fmt"):
+        ledger.to_table(data, fmt="latex")
+
+
+def test_to_markdown_summary_and_empty(tmp_path):
+    data = _sample(tmp_path)
+    md = ledger.to_markdown([data], profile="ci", titles={"02_activation_statistics": "2. Statistics"})
+    assert "| 2. Statistics | smollm2-135m | 96 | 3 | 1 | 1 | 1 |" in md
+    assert "## 2. Statistics" in md
+    assert ledger.summary([data])[0] == {"notebook": "02_activation_statistics", "model": "smollm2-135m",
+                                         "n": 96, "values": 3, "holds": 1, "fails": 1, "open": 1}
+    empty = ledger.to_markdown([], profile="ci")
+    assert "No ledger was found for profile `ci`" in empty and "make notebooks PROFILE=ci" in empty
+    assert math.isnan(float(data["entries"][2]["value"]))

@@ -1,0 +1,123 @@
+"""Every chapter notebook executed by papermill on the ``ci`` profile (default model, small parameters), its
+recorded ledger values checked, then the book built and checked in headless Chromium.
+
+This is the CI path: one run of all notebooks (module-scoped) serves every assertion. The browser part is
+skipped only when no Chromium can be found or installed (the skip says how to install it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from transformer_dynamics import book, ledger, profiles
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+STEMS = book.notebook_stems(ROOT / "notebooks") if (ROOT / "notebooks").is_dir() else []
+PROFILE = "ci"
+RUN_TIMEOUT = int(os.environ.get("TRANSFORMER_DYNAMICS_NOTEBOOK_TIMEOUT", "1800"))
+
+
+@pytest.fixture(scope="module")
+def ci_build(tmp_path_factory):
+    """Run ``book run --profile ci`` once into a fresh build folder; returns (out_dir, completed process)."""
+    if not STEMS:
+        pytest.skip("no notebooks in notebooks/ yet")
+    out = tmp_path_factory.mktemp("book_build")
+    cmd = [sys.executable, "-m", "transformer_dynamics.book", "run", "--profile", PROFILE, "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    return out, proc
+
+
+def _fail_log(proc) -> str:
+    return "\n".join(((proc.stdout or "") + "\n" + (proc.stderr or "")).splitlines()[-80:])
+
+
+def test_all_notebooks_run(ci_build):
+    out, proc = ci_build
+    assert proc.returncode == 0, "notebooks failed on the ci profile:\n" + _fail_log(proc)
+    timings = json.loads((out / f"timings-{PROFILE}.json").read_text())
+    assert set(timings["notebooks"]) == set(STEMS)
+    assert all(t["ok"] for t in timings["notebooks"].values())
+    print({k: v["seconds"] for k, v in timings["notebooks"].items()}, "total", timings["total_seconds"])
+
+
+def _finite_rectangular(value) -> bool:
+    """A finite number, or a (nested) list of finite numbers with a rectangular shape."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value)
+    if isinstance(value, list) and value:
+        if all(isinstance(v, list) for v in value):
+            return len({len(v) for v in value}) == 1 and all(_finite_rectangular(v) for v in value)
+        return all(not isinstance(v, list) and _finite_rectangular(v) for v in value)
+    return False
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
+    out, proc = ci_build
+    executed = out / "executed" / PROFILE / f"{stem}.ipynb"
+    assert executed.is_file(), f"{stem} was not executed:\n" + _fail_log(proc)
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, f"{stem}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})]
+    assert images, f"{stem} drew no figure"
+
+    path = out / "ledger" / PROFILE / f"{stem}.json"
+    assert path.is_file(), f"{stem} recorded nothing in the ledger"
+    data = ledger.load(path)
+    params = profiles.load_profile(PROFILE, stem)
+    assert data["notebook"] == stem
+    assert data["context"].get("model") == params["MODEL"] and data["context"].get("n") == params["N"]
+    assert data["entries"], f"{stem}: empty ledger"
+    keys = [e["key"] for e in data["entries"]]
+    assert len(keys) == len(set(keys))
+    bad = [(e["key"], e["value"]) for e in data["entries"] if not _finite_rectangular(e["value"])]
+    assert not bad, f"{stem}: non-finite or ragged ledger values {bad}"
+    for e in data["entries"]:
+        assert e["holds"] in (True, False, None), e["key"]
+        if e.get("ci") is not None:
+            lo, hi = e["ci"]
+            assert isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo <= hi, (e["key"], e["ci"])
+        if e["holds"] is not None:
+            assert e["claim"], f"{stem}/{e['key']}: a yes/no entry needs its claim"
+
+
+@pytest.fixture(scope="module")
+def ci_html(ci_build):
+    out, proc = ci_build
+    if proc.returncode != 0:
+        pytest.fail("notebooks failed; no book to build:\n" + _fail_log(proc))
+    return book.build_html(PROFILE, ROOT, out)
+
+
+def test_book_builds_and_passes_the_browser_check(ci_build, ci_html):
+    out, _ = ci_build
+    assert (ci_html / "index.html").is_file()
+    ledger_html = (ci_html / "book" / "ledger.html").read_text()
+    for stem in STEMS:
+        assert (ci_html / "notebooks" / f"{stem}.html").is_file()
+    assert "No ledger was found" not in ledger_html
+    try:
+        book.ensure_chromium(install=os.environ.get("CI", "").lower() == "true")
+    except book.BookError as exc:
+        pytest.skip(f"browser check skipped: {exc}")
+    report = book.check_html(ROOT, out)
+    assert not report["failures"], "browser check failed:\n" + "\n".join(report["failures"])
+    for stem in STEMS:
+        assert report["pages"][f"notebooks/{stem}"]["figures"] >= 1
+    assert report["screenshots"] and all(Path(p).is_file() for p in report["screenshots"])
