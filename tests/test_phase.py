@@ -246,4 +246,19 @@ def test_p_values_exceedance_band_summary():
     assert s["null_mean"] == pytest.approx(null.mean())
     assert s["frac_negative"] == pytest.approx(1 / 3)
     assert s["frac_exceeds"] == pytest.approx(np.mean(np.abs(obs) > q))
+    assert s["frac_below"] == pytest.approx(np.mean(np.abs(obs) < np.quantile(np.abs(null), 0.1, axis=0)))
     assert s["mean_abs_per_sublayer"] == pytest.approx(8.5 / 30)
+
+
+def test_reference_counts_scale_free_and_clockwise():
+    rw = P.reference_counts(64, "random_walk", n=2000, seed=0)
+    iid = P.reference_counts(64, "iid", n=2000, seed=0)
+    assert rw.shape == (2000,)
+    # the count ignores shift and scale: the reference equals a rescaled, shifted walk's count
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.standard_normal((2000, 64)), axis=-1)
+    np.testing.assert_allclose(rw, P.count_rotations(3.0 * walk + 7.0), atol=1e-9)
+    # structureless trajectories turn clockwise, i.i.d. values more than random walks
+    assert iid.mean() < rw.mean() < -5
+    with pytest.raises(ValueError, match="kind"):
+        P.reference_counts(64, "brownian")

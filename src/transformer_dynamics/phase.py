@@ -75,6 +75,7 @@ __all__ = [
     "exceeds_null",
     "null_band",
     "rotation_summary",
+    "reference_counts",
 ]
 
 MODES = ("mean", "per_sample")
@@ -312,6 +313,24 @@ def shuffle_null(traj, n_shuffles: int = 1000, seed: int = 0, *, what: str = "su
     return _out(res, tt)
 
 
+def reference_counts(n_sublayers: int, kind: str = "random_walk", n: int = 10000, seed: int = 0) -> np.ndarray:
+    """Rotation counts of structureless reference trajectories with ``n_sublayers`` points: (n,).
+
+    kind: ``"random_walk"`` (cumulative sums of i.i.d. Gaussian steps) or ``"iid"`` (i.i.d. Gaussian
+    values). The count is invariant to shifting and scaling a trajectory (both portrait axes scale alike),
+    so these need no parameters: they say how much a rough trajectory turns in activation-gradient space
+    by itself (e.g. about -11 for a 64-step random walk).
+    """
+    if kind not in ("random_walk", "iid"):
+        raise ValueError(f"kind must be 'random_walk' or 'iid'; got {kind!r}")
+    if n_sublayers < 3 or n < 1:
+        raise ValueError(f"need n_sublayers >= 3 and n >= 1; got {n_sublayers}, {n}")
+    x = np.random.default_rng(seed).standard_normal((n, n_sublayers))
+    if kind == "random_walk":
+        x = np.cumsum(x, axis=-1)
+    return _rotations(x)
+
+
 # --------------------------------------------------------------------------------------------------
 # residual-stream helpers: (n_samples, n_sublayers, d_model)
 # --------------------------------------------------------------------------------------------------
@@ -437,7 +456,8 @@ def rotation_summary(observed, null, *, n_sublayers: int | None = None, q: float
 
     observed: (d_model,); null: (n_shuffles, d_model). Returns a dict of floats: ``mean`` and ``mean_abs``
     of the observed counts, ``median``, ``null_mean``, ``null_mean_abs``, ``null_sd`` (pooled),
-    ``frac_exceeds`` (units whose |R| exceeds their null's ``q`` quantile of |R|), ``frac_p05`` (two-sided
+    ``frac_exceeds`` (units whose |R| exceeds their null's ``q`` quantile of |R|), ``frac_below`` (units
+    whose |R| is below their null's ``1 - q`` quantile: turning less than shuffles), ``frac_p05`` (two-sided
     empirical p < 0.05), ``frac_negative`` (units with R < 0) and, when ``n_sublayers`` is given,
     ``mean_per_sublayer`` and ``mean_abs_per_sublayer`` (counts divided by ``n_sublayers``).
     """
@@ -452,6 +472,7 @@ def rotation_summary(observed, null, *, n_sublayers: int | None = None, q: float
         "null_mean_abs": float(np.abs(nul).mean()),
         "null_sd": float(nul.std()),
         "frac_exceeds": float(exceeds_null(obs, nul, q).mean()),
+        "frac_below": float((np.abs(obs) < np.quantile(np.abs(nul), 1 - q, axis=0)).mean()),
         "frac_p05": float((empirical_p_values(obs, nul) < 0.05).mean()),
         "frac_negative": float((obs < 0).mean()),
     }
