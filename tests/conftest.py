@@ -1,0 +1,104 @@
+"""Shared fixtures: tiny random-weight Llama and Gemma 3 models built from configs in code, a real
+word-level tokenizer built in code, and the path of the offline WikiText files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+WORDS = ("the a of and to in is was for on that with as by at from his her it an were are which this "
+         "be or has had first new one two after their its also he she they game season war album film "
+         "song city river army ship team party state world year music series station church line").split()
+
+
+def make_tokenizer(words=WORDS):
+    """A real fast tokenizer (WordLevel over ``words``) with <s> as BOS and <pad>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {w: i for i, w in enumerate(specials + sorted(set(words)) + [".", ",", "\n", "@-@"])}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit()])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def _seeded(build):
+    torch.manual_seed(0)
+    model = build()
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, bos_token_id=tiny_tokenizer.bos_token_id,
+                      pad_token_id=tiny_tokenizer.pad_token_id, tie_word_embeddings=False)
+    return _seeded(lambda: LlamaForCausalLM(cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tiny_tokenizer):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                           max_position_embeddings=256, sliding_window=8,
+                           layer_types=["sliding_attention", "sliding_attention", "sliding_attention",
+                                        "full_attention"],
+                           bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.pad_token_id)
+    model = _seeded(lambda: Gemma3ForCausalLM(cfg))
+    # Gemma's RMSNorm scales by (1 + weight) with weight initialised to 0: give the norms real weights
+    # so a test that confuses two norms would fail.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def wikitext_dir() -> Path:
+    from transformer_dynamics.data import find_data_dir
+
+    path = find_data_dir()
+    if path is None:
+        pytest.skip("no local WikiText-2 files (set TRANSFORMER_DYNAMICS_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_texts():
+    """Short texts of different lengths over the tiny vocabulary (forces padding in batches)."""
+    return [
+        "the game was the first of the season",
+        "a war",
+        "the album of the year is new and the song is one of their first",
+        "she had a ship",
+        "the city is on the river and the army was at the station in the first year of the war",
+        "it was",
+        "the team and the party",
+    ]
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory) -> Path:
+    """Where the real offline model is converted during the test session (shared across tests).
+
+    Uses $TRANSFORMER_DYNAMICS_CACHE when set so a developer's converted model is reused."""
+    env = os.environ.get("TRANSFORMER_DYNAMICS_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("td-cache")

@@ -1,0 +1,119 @@
+"""Capture on tiny random-weight Llama and Gemma 3 models: the hooked points are the residual stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from transformer_dynamics import capture, models
+
+ARCHS = ["tiny_llama", "tiny_gemma3"]
+
+
+@pytest.fixture(params=ARCHS)
+def tiny(request):
+    return request.getfixturevalue(request.param)
+
+
+def _ids(tok, text, **kw):
+    return torch.tensor([capture.tokenize(tok, [text], **kw)[0]])
+
+
+def test_labels_and_hook_names():
+    assert capture.sublayer_labels(2) == ["L0.attn", "L0.mlp", "L1.attn", "L1.mlp"]
+    assert capture.hook_names(1) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid"]
+
+
+def test_architecture_finds_the_right_norms(tiny_llama, tiny_gemma3):
+    assert models.architecture(tiny_llama).mlp_norm == "post_attention_layernorm"
+    # Gemma 3's post_attention_layernorm norms the attention output; its pre-MLP norm is another one.
+    assert models.architecture(tiny_gemma3).mlp_norm == "pre_feedforward_layernorm"
+
+
+def test_even_sublayers_equal_hidden_states(tiny, tiny_tokenizer, sample_texts):
+    rs = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
+    n_layers = tiny.config.num_hidden_layers
+    assert rs.shape == (len(sample_texts), 2 * n_layers, tiny.config.hidden_size)
+    assert rs.dtype == np.float32
+    for i, text in enumerate(sample_texts):
+        out = tiny(_ids(tiny_tokenizer, text), output_hidden_states=True)
+        for l in range(n_layers):
+            np.testing.assert_allclose(rs[i, 2 * l], out.hidden_states[l][0, -1].numpy(), atol=1e-5, rtol=0)
+
+
+def test_odd_sublayer_is_even_plus_attention_output(tiny, tiny_tokenizer, sample_texts):
+    """index 2l+1 = index 2l + the attention block's output (for Gemma: after its post-attention norm)."""
+    arch = models.architecture(tiny)
+    layers = models.layer_modules(tiny)
+    added = {}
+    # The module whose output the layer adds to the residual stream after attention.
+    name = "post_attention_layernorm" if arch.mlp_norm == "pre_feedforward_layernorm" else "self_attn"
+    handles = [getattr(layer, name).register_forward_hook(
+        lambda m, a, o, l=l: added.__setitem__(l, (o[0] if isinstance(o, tuple) else o)[0, -1].clone()))
+        for l, layer in enumerate(layers)]
+    try:
+        text = sample_texts[4]
+        rs = capture.residual_stream(tiny, tiny_tokenizer, [text], progress=False)[0]
+        tiny(_ids(tiny_tokenizer, text))
+    finally:
+        for h in handles:
+            h.remove()
+    for l in range(len(layers)):
+        np.testing.assert_allclose(rs[2 * l + 1], rs[2 * l] + added[l].numpy(), atol=1e-5, rtol=0)
+        assert not np.allclose(rs[2 * l + 1], rs[2 * l])
+
+
+def test_batched_equals_unbatched_under_padding(tiny, tiny_tokenizer, sample_texts):
+    batched = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=4, progress=False)
+    single = np.stack([capture.residual_stream(tiny, tiny_tokenizer, [t], progress=False)[0]
+                       for t in sample_texts])
+    np.testing.assert_allclose(batched, single, atol=1e-4, rtol=0)
+
+
+def test_chunks_stream_in_input_order(tiny_llama, tiny_tokenizer, sample_texts):
+    whole = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False)
+    chunks = list(capture.iter_residual_stream(tiny_llama, tiny_tokenizer, sample_texts, chunk_size=3,
+                                               batch_size=2, progress=False))
+    assert [s for s, _ in chunks] == [0, 3, 6]
+    np.testing.assert_allclose(np.concatenate([c for _, c in chunks]), whole, atol=1e-4, rtol=0)
+
+
+def test_tokenize_bos_and_strip(tiny_tokenizer):
+    bos = tiny_tokenizer.bos_token_id
+    with_bos = capture.tokenize(tiny_tokenizer, ["the war \n"], add_bos=True)[0]
+    without = capture.tokenize(tiny_tokenizer, ["the war \n"], add_bos=False)[0]
+    assert with_bos[0] == bos and with_bos[1:] == without and bos not in without
+    assert without[-1] == tiny_tokenizer.convert_tokens_to_ids("\n") or len(without) == 2
+    stripped = capture.tokenize(tiny_tokenizer, ["the war \n"], add_bos=False, strip=True)[0]
+    assert stripped == tiny_tokenizer("the war", add_special_tokens=False)["input_ids"]
+    with pytest.raises(ValueError, match="empty"):
+        capture.tokenize(tiny_tokenizer, [" \n"], strip=True)
+
+
+def test_shuffled_control_keeps_bos_and_token_multiset(tiny_llama, tiny_tokenizer, sample_texts):
+    from transformer_dynamics.data import shuffle_token_ids
+
+    ids = capture.tokenize(tiny_tokenizer, sample_texts)
+    shuffled = shuffle_token_ids(ids, seed=3)
+    assert all(s[0] == tiny_tokenizer.bos_token_id for s in shuffled)
+    assert all(sorted(a) == sorted(b) for a, b in zip(ids, shuffled))
+    assert any(a != b for a, b in zip(ids, shuffled))
+    assert shuffle_token_ids(ids, seed=3) == shuffled  # seeded
+    orig = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False)
+    shuf = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, shuffle_tokens=True, seed=3,
+                                   progress=False)
+    # the control runs exactly the shuffled ids
+    direct = capture.iter_residual_stream(tiny_llama, tiny_tokenizer, token_ids=shuffled, progress=False)
+    np.testing.assert_allclose(shuf, next(direct)[1], atol=1e-5, rtol=0)
+    # the first sublayer depends only on the last token: same where the last token stayed put
+    same_last = np.array([a[-1] == b[-1] for a, b in zip(ids, shuffled)])
+    np.testing.assert_allclose(orig[same_last, 0], shuf[same_last, 0], atol=1e-6)
+    assert not np.allclose(orig, shuf)
+
+
+def test_capture_errors(tiny_llama, tiny_tokenizer):
+    with pytest.raises(ValueError, match="batch_size"):
+        capture.residual_stream(tiny_llama, tiny_tokenizer, ["a war"], batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        next(capture.iter_residual_stream(tiny_llama, tiny_tokenizer, progress=False))

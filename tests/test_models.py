@@ -1,0 +1,102 @@
+"""The real offline default model (SmolLM2-135M from its wheel), 4-bit loading, the pipeline's cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transformer_dynamics import capture, models, pipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smollm(model_cache_dir):
+    return pipeline.load_model("smollm2-135m", cache_dir=model_cache_dir)
+
+
+def test_unknown_model_lists_short_names():
+    with pytest.raises(ValueError, match="smollm2-135m"):
+        models.resolve("no-such-model")
+    assert models.resolve("meta-llama/Llama-3.1-8B").kind == "hub"
+    assert models.resolve("smollm2-135m").kind == "packaged"
+
+
+def test_bad_options_are_explained():
+    with pytest.raises(ValueError, match="quantization"):
+        models.load_model("smollm2-135m", quantization="3bit")
+    with pytest.raises(ValueError, match="dtype"):
+        models.load_model("smollm2-135m", dtype="float8")
+
+
+def test_default_model_loads_offline_and_speaks(smollm):
+    model, tok = smollm
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+    assert tok.bos_token_id is not None
+    # SmolLM2's tokenizer adds no BOS by itself: capture adds it explicitly.
+    assert tok("Paris")["input_ids"][0] != tok.bos_token_id
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_conversion_is_cached_with_its_source(model_cache_dir, smollm):
+    folder = models.convert_gguf("smollm2-135m", model_cache_dir)
+    assert (folder / "model.safetensors").is_file()
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    assert models.source_fingerprint("smollm2-135m", model_cache_dir).startswith("gguf:")
+
+
+def test_capture_shape_on_the_real_model(smollm, wikitext_dir):
+    model, tok = smollm
+    texts = pipeline.load_texts(3, seed=0, data_dir=wikitext_dir)
+    rs = capture.residual_stream(model, tok, texts, batch_size=2, progress=False)
+    assert rs.shape == (3, 60, 576) and np.isfinite(rs).all()
+    # the residual stream grows over depth
+    norms = np.linalg.norm(rs, axis=-1).mean(0)
+    assert norms[-1] > 5 * norms[1]
+
+
+def test_pipeline_caches_and_recomputes_corrupt(model_cache_dir, wikitext_dir, smollm, monkeypatch):
+    kw = dict(n=3, seed=5, cache_dir=model_cache_dir, data_dir=wikitext_dir, progress=False)
+    first = pipeline.residual_stream_store("smollm2-135m", **kw)
+    calls = []
+    real = pipeline.load_model
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = pipeline.residual_stream_store("smollm2-135m", **kw)
+    assert calls == [] and again.path == first.path  # a hit needs no model
+    np.testing.assert_array_equal(again.to_numpy(), first.to_numpy())
+    shard = first.path / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.warns(UserWarning, match="corrupt"):
+        redone = pipeline.residual_stream_store("smollm2-135m", **kw)
+    assert calls == [1]
+    assert redone.to_numpy().shape == (3, 60, 576)
+    shuffled = pipeline.residual_stream("smollm2-135m", condition="shuffled", **kw)
+    assert shuffled.shape == (3, 60, 576) and not np.allclose(shuffled, redone.to_numpy())
+    with pytest.raises(ValueError, match="condition"):
+        pipeline.residual_stream("smollm2-135m", condition="reversed", **kw)
+
+
+def test_cli_capture_prints_where(model_cache_dir, wikitext_dir, capsys):
+    from transformer_dynamics.__main__ import main
+
+    assert main(["capture", "--n", "2", "--cache-dir", str(model_cache_dir), "--data-dir", str(wikitext_dir),
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "(2, 60, 576)" in out and str(model_cache_dir) in out
+    assert main(["capture", "--model", "nope", "--n", "2", "--quiet"]) == 2
+    assert "short name" in capsys.readouterr().err
+
+
+def test_four_bit_capture_on_cpu(model_cache_dir, wikitext_dir, smollm):
+    """CI runs the capture on a 4-bit (bitsandbytes NF4) model, as the design asks."""
+    pytest.importorskip("bitsandbytes")
+    q, tok = models.load_model("smollm2-135m", quantization="4bit", cache_dir=model_cache_dir)
+    assert any("4bit" in type(m).__name__ for m in q.modules())
+    texts = pipeline.load_texts(2, seed=0, data_dir=wikitext_dir)
+    rs4 = capture.residual_stream(q, tok, texts, progress=False)
+    rs = capture.residual_stream(*smollm, texts, progress=False)
+    assert rs4.shape == rs.shape
+    r = np.corrcoef(rs4.ravel(), rs.ravel())[0, 1]
+    assert 0.9 < r < 1.0  # close to fp32, and really quantised
