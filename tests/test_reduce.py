@@ -136,6 +136,29 @@ def test_pca_linear_sheet_two_components():
     assert np.all(ev > 0.999)
 
 
+def test_sublayer_explained_variance_ratio_matches_sklearn():
+    rs = _rs(n=25, s=5, d=8, seed=7)
+    ratio = R.sublayer_explained_variance_ratio(rs, sublayers_per_batch=2)
+    assert ratio.shape == (5, 8)
+    for sl in range(5):
+        ref = SkPCA().fit(rs[:, sl].astype(np.float64)).explained_variance_ratio_
+        np.testing.assert_allclose(ratio[sl], ref, atol=1e-8)
+    # a sublayer confined to one direction needs 1 component
+    rs[:, 2] = np.outer(np.arange(25.0), np.ones(8))
+    n90 = R.components_for_variance(np.cumsum(R.sublayer_explained_variance_ratio(rs), 1), 0.9)
+    assert n90[2] == 1
+
+
+def test_turning_angle():
+    straight = np.stack([np.arange(5.0), 2 * np.arange(5.0)], -1)
+    np.testing.assert_allclose(R.turning_angle(straight), 0, atol=1e-6)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    np.testing.assert_allclose(R.turning_angle(square[None]), [[90, 90]])
+    back = np.array([[0, 0], [1, 0], [0, 0]], dtype=float)
+    np.testing.assert_allclose(R.turning_angle(back), [180])
+    assert np.isnan(R.turning_angle(np.zeros((3, 2)))).all()
+
+
 # ------------------------------------------------------------------ CAE pieces
 
 def test_geometric_widths():

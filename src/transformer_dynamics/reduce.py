@@ -45,6 +45,8 @@ __all__ = [
     "explained_variance_curve_per_sublayer",
     "explained_variance_per_sublayer",
     "components_for_variance",
+    "sublayer_explained_variance_ratio",
+    "turning_angle",
     "explained_variance_from_reconstruction",
     "Standardizer",
     "geometric_widths",
@@ -403,6 +405,51 @@ def components_for_variance(curve: np.ndarray, threshold: float = 0.9) -> np.nda
     reached = curve >= threshold
     first = np.argmax(reached, axis=-1).astype(float) + 1
     return np.where(reached.any(axis=-1), first, np.nan)
+
+
+def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) -> np.ndarray:
+    """Spectrum of each sublayer's **own** PCA (a check on Fig 4C that does not depend on the global fit).
+
+    ``rs: (n_samples, n_sublayers, d_model)`` -> ``(n_sublayers, min(n_samples, d_model))``: row s is the
+    explained-variance ratio (descending, summing to 1) of the vectors of sublayer s centred on their own mean,
+    from batched float64 singular values. ``np.cumsum(..., axis=1)`` with :func:`components_for_variance`
+    gives each sublayer's number of components for a variance fraction.
+    """
+    _check_rs(rs)
+    n, s, d = rs.shape
+    if n < 2:
+        raise ValueError("need at least 2 samples for a per-sublayer PCA")
+    out = np.empty((s, min(n, d)))
+    for a in range(0, s, sublayers_per_batch):
+        x = torch.as_tensor(np.asarray(rs[:, a:a + sublayers_per_batch]), dtype=torch.float64).transpose(0, 1)
+        x = x - x.mean(1, keepdim=True)
+        sv2 = torch.linalg.svdvals(x) ** 2                       # (b, min(n, d))
+        tot = sv2.sum(1, keepdim=True)
+        out[a:a + x.shape[0]] = torch.where(tot > 0, sv2 / tot, torch.zeros_like(sv2)).numpy()
+    return out
+
+
+def turning_angle(traj: np.ndarray) -> np.ndarray:
+    """Angle between successive steps of a trajectory, in degrees (0 = straight on, 180 = reversal).
+
+    ``traj: (n_samples, n_sublayers, k)`` (or one trajectory ``(n_sublayers, k)``) ->
+    ``(n_samples, n_sublayers - 2)`` (or ``(n_sublayers - 2,)``); entry ``t`` is the angle between the steps
+    ``t -> t+1`` and ``t+1 -> t+2``; NaN where a step has zero length. Falling angles = straightening (Fig 3B).
+    """
+    traj = np.asarray(traj, dtype=np.float64)
+    single = traj.ndim == 2
+    traj = traj[None] if single else traj
+    if traj.ndim != 3 or traj.shape[1] < 3:
+        raise ValueError(f"traj must be (n_samples, n_sublayers >= 3, k); got shape {traj.shape}")
+    v = np.diff(traj, axis=1)
+    a, b = v[:, :-1], v[:, 1:]
+    na, nb = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u, w = a / na, b / nb
+    # 2 atan2(|u - w|, |u + w|): accurate near 0 and 180 degrees, unlike arccos of the cosine
+    ang = np.degrees(2 * np.arctan2(np.linalg.norm(u - w, axis=-1), np.linalg.norm(u + w, axis=-1)))
+    ang = np.where((na[..., 0] > 0) & (nb[..., 0] > 0), ang, np.nan)
+    return ang[0] if single else ang
 
 
 def explained_variance_from_reconstruction(rs: np.ndarray, recon: np.ndarray) -> np.ndarray:
