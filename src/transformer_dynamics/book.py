@@ -253,6 +253,8 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(led_dir)   # for notebooks that leave LEDGER_DIR to the default
     os.environ["TRANSFORMER_DYNAMICS_PROFILE"] = pname
     os.environ.setdefault("TQDM_DISABLE", "1")                 # progress bars are noise in a book
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                          "ignore:IProgress not found"]))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     os.environ.pop("MPLBACKEND", None)                         # keep the inline backend: figures must be outputs
     t_all = time.perf_counter()
@@ -537,7 +539,7 @@ def build_html(profile: str = "full", root: str | os.PathLike | None = None, out
     _log(f"HTML in {html_dir} ({time.perf_counter() - t0:.0f} s, {len(warnings_)} Sphinx warnings; "
          f"log: {out_p / 'jupyter-book.log'})")
     for ln in warnings_[:20]:
-        _log("  " + ln.strip())
+        _log("  " + ANSI_RE.sub("", ln).strip())
     return html_dir
 
 

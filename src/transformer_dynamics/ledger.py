@@ -99,7 +99,7 @@ class Ledger:
             raise ValueError("ledger key must be a non-empty string")
         entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
                       holds=None if holds is None else bool(holds),
-                      ci=None if ci is None else (_plain(float(ci[0])), _plain(float(ci[1]))),
+                      ci=None if ci is None else (float(ci[0]), float(ci[1])),
                       figure=figure, unit=unit, extra=_plain(extra))
         previous = self.entries.get(key)
         self.entries[key] = entry
@@ -115,8 +115,9 @@ class Ledger:
         return value
 
     def to_dict(self) -> dict[str, Any]:
+        # _plain: a non-finite bound of ``ci`` is written as a string, like values (standard JSON)
         return {"notebook": self.notebook, "context": self.context,
-                "entries": [asdict(e) for e in self.entries.values()]}
+                "entries": [_plain(asdict(e)) for e in self.entries.values()]}
 
     def save(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
