@@ -1,0 +1,47 @@
+"""First look at a capture: the residual stream's norm over sublayers, per condition."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["rs_norm", "token_length_histogram"]
+
+
+def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None,
+            log: bool = True):
+    """Mean ± sd over samples of ``||h_s||_2`` per sublayer, one line per condition.
+
+    rs_by_condition: name -> ``rs: (n_samples, n_sublayers, d_model)``; labels: sublayer labels for ticks.
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.5))
+    for name, rs in rs_by_condition.items():
+        norms = np.linalg.norm(rs, axis=-1)  # (n_samples, n_sublayers)
+        mean, sd = norms.mean(0), norms.std(0)
+        x = np.arange(norms.shape[1])
+        ax.plot(x, mean, label=f"{name} (n = {norms.shape[0]})")
+        ax.fill_between(x, np.maximum(mean - sd, 1e-6), mean + sd, alpha=0.2)
+    if labels is not None:
+        step = max(1, len(labels) // 12)
+        ax.set_xticks(np.arange(0, len(labels), step), [labels[i] for i in range(0, len(labels), step)],
+                      rotation=45, ha="right")
+    ax.set_xlabel("sublayer")
+    ax.set_ylabel(r"$\|h\|_2$ at the last token")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def token_length_histogram(lengths: Mapping[str, Sequence[int]], *, ax=None):
+    """Histogram of texts' lengths (characters or tokens), one series per name."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3))
+    for name, values in lengths.items():
+        ax.hist(np.asarray(values), bins=30, alpha=0.6, label=name)
+    ax.set_ylabel("texts")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
