@@ -215,7 +215,8 @@ def _format_failure(stem: str, exc: BaseException) -> str:
 
 def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
                   only: Iterable[str] | None = None, cache_dir: str | os.PathLike | None = None,
-                  timeout: float | None = None, kernel: str = "python3") -> dict[str, Any]:
+                  timeout: float | None = None, kernel: str = "python3", log_output: bool = False
+                  ) -> dict[str, Any]:
     """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring).
 
     Returns the timings record ``{"profile", "notebooks": {stem: {"seconds", "ok", "error", "parameters",
@@ -276,7 +277,7 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
                 t0 = time.perf_counter()
                 try:
                     pm.execute_notebook(str(in_path), str(exe_dir / f"{stem}.ipynb"), parameters=params,
-                                        kernel_name=kernel, cwd=str(nb_dir), progress_bar=False, log_output=False,
+                                        kernel_name=kernel, cwd=str(nb_dir), progress_bar=False, log_output=log_output,
                                         execution_timeout=timeout)
                 finally:
                     entry["seconds"] = round(time.perf_counter() - t0, 2)
@@ -889,6 +890,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="activation cache passed as CACHE_DIR (default $TRANSFORMER_DYNAMICS_CACHE, else the "
                         "notebooks' own default: the user cache dir)")
     p.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds (default none)")
+    p.add_argument("--verbose", action="store_true", help="run: stream the notebooks' outputs to the log")
     p.add_argument("--install", action="store_true", help="check: apt-get install chromium if it is missing")
     return p
 
@@ -899,7 +901,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root = find_root(args.root)
         if args.command in ("run", "all"):
-            rec = run_notebooks(args.profile, root, args.out, args.only, args.cache_dir, args.timeout)
+            rec = run_notebooks(args.profile, root, args.out, args.only, args.cache_dir, args.timeout,
+                                log_output=args.verbose)
             if rec["failures"]:
                 status = 1
                 print("\n" + "=" * 100 + f"\n{len(rec['failures'])} notebook(s) failed:\n", file=sys.stderr)
