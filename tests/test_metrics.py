@@ -216,3 +216,18 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
         assert est == pytest.approx(-0.5 * np.log(1 - rho**2), abs=tol), (method, rho)
         means.append(est)
     assert means[0] < means[1] < means[2]
+
+
+# ------------------------------------------------------------------------------------------ summaries
+def test_claim_summaries():
+    mean = np.array([[1.0, -1, 1, 1], [1, 1, -1, 1], [2, -2, 2, 2]])
+    np.testing.assert_allclose(M.sign_agreement(mean), [1, 0.5, 1])
+    assert M.depth_trend([1, 2, np.nan, 5, 9]) == pytest.approx(1.0)
+    assert M.depth_trend([3, 2, 1]) == pytest.approx(-1.0)
+    assert M.within_above_cross([5, 1, 5, 1, 0]) == 1.0  # pairs (5,1), (5,1)
+    assert M.within_above_cross([1, 2, 5, 1]) == 0.5
+    y = np.r_[np.zeros(6), np.arange(6) ** 2.0]  # flat, then accelerating
+    assert M.steepest_segment(y) == 2
+    assert M.largest_drop([5, 4, 1, 0.5, 0]) == 2
+    assert M.largest_drop([5, 4, 3.5, 0, 0], stop=3) == 1
+    assert M.transition_kind(6)[M.largest_drop([5, 4, 1, 0.5, 0])] == "within"

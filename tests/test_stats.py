@@ -53,3 +53,19 @@ def test_bad_input():
         bootstrap("mode", np.ones(10))
     with pytest.raises(ValueError, match="2 samples"):
         bootstrap("mean", np.ones(1))
+
+
+def test_correlation_bootstrap_matches_generic():
+    from transformer_dynamics.metrics import successive_correlation
+    from transformer_dynamics.stats import bootstrap_correlation
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(150, 20)) * np.arange(1, 21) + 50  # different scales, a large mean
+    y = 0.7 * x + rng.normal(size=(150, 20)) * 5
+    y[:, 3] = 1.0  # a constant unit is ignored
+    fast = bootstrap_correlation(x, y, n_boot=300, seed=9, batch=64)
+    slow = bootstrap(lambda a: np.nanmedian(successive_correlation(a)[0]), np.stack([x, y], 1),
+                     n_boot=300, seed=9)
+    np.testing.assert_allclose(fast, slow, rtol=1e-9)
+    with pytest.raises(ValueError, match="reduce"):
+        bootstrap_correlation(x, y, reduce="max")

@@ -44,6 +44,11 @@ __all__ = [
     "mutual_information",
     "mutual_information_pairs",
     "MI_METHODS",
+    "sign_agreement",
+    "depth_trend",
+    "within_above_cross",
+    "steepest_segment",
+    "largest_drop",
     "unit_magnitude",
     "massive_units",
     "without_units",
@@ -159,7 +164,7 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
     out = np.empty((li.size, D), dtype=np.float64)
     for start in range(0, D, chunk):
         z = torch.from_numpy(_standardize(rs[:, :, start:start + chunk]))  # (n, L, U)
-        zu = z.permute(2, 1, 0)  # (U, L, n)
+        zu = z.permute(2, 1, 0).contiguous()  # (U, L, n); bmm on a non-contiguous view is ~10x slower
         c = torch.bmm(zu, zu.transpose(1, 2)) / n  # (U, L, L)
         out[:, start:start + chunk] = c[:, li, mi].T.numpy()
     return out
@@ -197,13 +202,18 @@ def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 
 # ----------------------------------------------------------------------------------------------------
 # cosine similarity and velocity (Fig 1E, 1F)
 # ----------------------------------------------------------------------------------------------------
-def _cosine(rs: np.ndarray) -> np.ndarray:
-    a = torch.from_numpy(np.ascontiguousarray(rs))
-    a64 = a.double()
-    dots = (a64[:, :-1] * a64[:, 1:]).sum(-1)
-    norms = a64.norm(dim=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
+def _cosine(rs: np.ndarray, mean: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
+    """Cosine of successive sublayer vectors of ``rs - mean``, in float64, ``chunk`` samples at a time."""
+    out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
+    m = None if mean is None else torch.from_numpy(np.asarray(mean, dtype=np.float64))
+    for s in range(0, rs.shape[0], chunk):
+        a = torch.from_numpy(np.ascontiguousarray(rs[s:s + chunk])).double()
+        if m is not None:
+            a -= m
+        dots = (a[:, :-1] * a[:, 1:]).sum(-1)
+        norms = a.norm(dim=-1)
+        out[s:s + chunk] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
+    return out
 
 
 def cosine_similarity(rs) -> np.ndarray:
@@ -224,18 +234,20 @@ def centered_cosine_similarity(rs) -> np.ndarray:
     sample-specific part of the representation keeps its direction from one sublayer to the next.
     """
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
-    centred = rs.astype(np.float64) - rs.mean(axis=0, dtype=np.float64)
-    return _cosine(centred)
+    return _cosine(rs, mean=rs.mean(axis=0, dtype=np.float64))
 
 
-def velocity(rs) -> np.ndarray:
+def velocity(rs, chunk: int = 64) -> np.ndarray:
     """Speed of the residual stream, ``||h_{t+1} - h_t||_2`` per sample and transition (Fig 1F, 2.4).
 
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1).
     """
     rs = _check_rs(rs, min_sublayers=2)
-    a = torch.from_numpy(np.ascontiguousarray(rs)).double()
-    return (a[:, 1:] - a[:, :-1]).norm(dim=-1).numpy()
+    out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
+    for s in range(0, rs.shape[0], chunk):
+        a = torch.from_numpy(np.ascontiguousarray(rs[s:s + chunk])).double()
+        out[s:s + chunk] = (a[:, 1:] - a[:, :-1]).norm(dim=-1).numpy()
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,6 +287,67 @@ def median_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
         med = np.nanmedian(x, axis=axis)
     within, cross = split_transitions(med)
     return {"all": med, "within": within, "cross": cross}
+
+
+# ----------------------------------------------------------------------------------------------------
+# summaries behind the section 3.1 statements
+# ----------------------------------------------------------------------------------------------------
+def sign_agreement(mean) -> np.ndarray:
+    """Fraction of units whose mean activation at each sublayer has the sign it has at the last sublayer.
+
+    mean: (n_sublayers, d_model) from :func:`mean_activations` -> (n_sublayers,) in [0, 1] (last = 1).
+    Units that keep their sign over the layers (Fig 1B) push this towards 1; chance is about 0.5.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    if mean.ndim != 2:
+        raise ValueError(f"mean must be (n_sublayers, d_model); got {mean.shape}")
+    return (np.sign(mean) == np.sign(mean[-1])).mean(axis=1)
+
+
+def depth_trend(y) -> float:
+    """Spearman rank correlation between ``y: (n,)`` and its index (depth); NaN entries are dropped.
+    > 0: y rises with depth, < 0: it falls."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(stats.spearmanr(np.flatnonzero(ok), y[ok])[0])
+
+
+def within_above_cross(values) -> float:
+    """Fraction of layers whose within-layer value (transition 2l) exceeds its cross-layer value (2l+1).
+
+    values: (n_transitions,) per-transition summary (e.g. a median over units or samples).
+    """
+    within, cross = split_transitions(np.asarray(values, dtype=np.float64))
+    k = min(within.size, cross.size)
+    if k == 0:
+        raise ValueError("need at least 2 transitions to compare within- and cross-layer values")
+    return float(np.mean(within[:k] > cross[:k]))
+
+
+def steepest_segment(y, n_segments: int = 3) -> int:
+    """Which of ``n_segments`` equal stretches of ``y: (n,)`` has the largest mean increase per step
+    (0 = first, n_segments - 1 = last). Used for 'steepest acceleration in the last third' (Fig 1F)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if y.size < 2 * n_segments:
+        raise ValueError(f"need at least {2 * n_segments} values for {n_segments} segments; got {y.size}")
+    steps = np.diff(y)
+    parts = np.array_split(np.arange(steps.size), n_segments)
+    return int(np.nanargmax([np.nanmean(steps[p]) for p in parts]))
+
+
+def largest_drop(y, stop: int | None = None) -> int:
+    """Index t (>= 1) where ``y[t - 1] - y[t]`` is largest, among t < ``stop`` (None: all).
+
+    y: (n_transitions,) e.g. mean MI over units per transition; combine with :func:`transition_kind` to
+    ask whether the steepest MI drops land on cross-layer transitions (Fig 1H).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    drops = y[:-1] - y[1:]
+    if stop is not None:
+        drops = drops[:max(1, stop - 1)]
+    return int(np.nanargmax(drops)) + 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -475,19 +548,22 @@ def _copnorm(v: np.ndarray, axis: int = -1) -> np.ndarray:
     return special.ndtri(stats.rankdata(v, axis=axis) / (n + 1))
 
 
-def _gcmi(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _gcmi(x: np.ndarray, y: np.ndarray, cx: np.ndarray | None = None, cy: np.ndarray | None = None
+          ) -> np.ndarray:
     """Bias-corrected Gaussian-copula MI in nats (Ince et al. 2017, ``gcmi_cc`` for 1-D x and y).
 
-    x, y: (B, N) -> (B,). Equals ``-1/2 ln(1 - rho^2)`` of the copula-normalised data plus the analytic
-    bias correction ``(psi((N - 2) / 2) - psi((N - 1) / 2)) / 2``.
+    x, y: (B, N) -> (B,); cx, cy: their copula-normalised versions if already computed. Equals
+    ``-1/2 ln(1 - rho^2)`` of the copula-normalised data plus the analytic bias correction
+    ``(psi((N - 2) / 2) - psi((N - 1) / 2)) / 2``. Rows constant in x or y give NaN.
     """
     n = x.shape[-1]
-    cx, cy = _copnorm(x), _copnorm(y)
-    cx -= cx.mean(-1, keepdims=True)
-    cy -= cy.mean(-1, keepdims=True)
+    cx = _copnorm(x) if cx is None else cx
+    cy = _copnorm(y) if cy is None else cy
+    cx = cx - cx.mean(-1, keepdims=True)
+    cy = cy - cy.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (cx * cy).sum(-1) / np.sqrt((cx * cx).sum(-1) * (cy * cy).sum(-1))
-        const = ((np.var(x, axis=-1) == 0) | (np.var(y, axis=-1) == 0))
+        const = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
         rho = np.where(const, np.nan, rho)
         mi = -0.5 * np.log1p(-np.minimum(rho * rho, 1.0))
     return mi + 0.5 * (special.digamma((n - 2) / 2.0) - special.digamma((n - 1) / 2.0))
@@ -574,6 +650,8 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
         elif method == "ksg":
             mi = _ksg(x, y, k=k).reshape(L - 1, U)
         else:
-            mi = torch.from_numpy(_gcmi(x.numpy(), y.numpy())).reshape(L - 1, U)
+            vn = v.numpy()
+            cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
+            mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
         out[:, s:s + chunk] = mi.numpy()
     return out

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import warnings
+
 import numpy as np
 
-__all__ = ["bootstrap", "bootstrap_indices"]
+__all__ = ["bootstrap", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation"]
 
 _VECTORISED = ("mean",)
 
@@ -20,6 +22,25 @@ def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     if n < 1 or n_boot < 1:
         raise ValueError(f"need n >= 1 and n_boot >= 1; got n={n}, n_boot={n_boot}")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """How often each text appears in each resample: (n_boot, n) float64 counts, rows summing to n.
+    The same resamples as :func:`bootstrap_indices` with the same seed."""
+    idx = bootstrap_indices(n, n_boot, seed)
+    flat = (np.arange(n_boot)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def _interval(estimate, reps, ci):
+    alpha = (1.0 - ci) / 2.0
+    with warnings.catch_warnings():  # all-NaN replicates (e.g. a constant unit) give NaN quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(reps, [alpha, 1.0 - alpha], axis=0)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    if estimate.ndim == 0:
+        return float(estimate), float(low), float(high)
+    return estimate, low, high
 
 
 def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 1000, seed: int = 0,
@@ -45,8 +66,7 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
             raise ValueError(f"statistic must be a callable or one of {_VECTORISED}; got {statistic!r}")
         flat = rs.reshape(n, -1).astype(np.float64)
         estimate = flat.mean(axis=0)
-        rng = np.random.default_rng(seed)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # (n_boot, n)
+        counts = bootstrap_counts(n, n_boot, seed)  # (n_boot, n)
         reps = (counts @ np.nan_to_num(flat)) / n
         reps[:, ~np.isfinite(estimate)] = np.nan
         reps = reps.reshape((n_boot,) + rs.shape[1:])
@@ -57,8 +77,44 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
         estimate = np.asarray(statistic(rs), dtype=np.float64)
         idx = bootstrap_indices(n, n_boot, seed)
         reps = np.stack([np.asarray(statistic(rs[i]), dtype=np.float64) for i in idx])
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.nanquantile(reps, [alpha, 1.0 - alpha], axis=0)
-    if estimate.ndim == 0:
-        estimate, low, high = float(estimate), float(low), float(high)
+    estimate, low, high = _interval(estimate, reps, ci)
     return (estimate, low, high, reps) if return_samples else (estimate, low, high)
+
+
+def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
+                          batch: int = 100):
+    """Bootstrap of a summary over units of the per-unit Pearson r between ``x`` and ``y``, vectorised.
+
+    x, y: (n_samples, n_units), e.g. ``rs[:, t]`` and ``rs[:, t + 1]``. For each resample of the texts the
+    r of every unit comes from resample-weighted moments (one matrix product for ``batch`` resamples), then
+    ``reduce`` ("median" or "mean", NaN-ignoring) over units. Same resamples as :func:`bootstrap` with the
+    same seed. -> (estimate, low, high) floats; constant units are ignored (NaN r).
+    """
+    if reduce not in ("median", "mean"):
+        raise ValueError(f"reduce must be 'median' or 'mean'; got {reduce!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {ci}")
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim == 1:
+        x, y = x[:, None], y[:, None]
+    if x.ndim != 2 or x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(f"x and y must both be (n_samples >= 2, n_units); got {x.shape} and {y.shape}")
+    n, d = x.shape
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    moments = np.concatenate([x, y, x * x, y * y, x * y], axis=1)  # (n, 5 d)
+    red = np.nanmedian if reduce == "median" else np.nanmean
+
+    def summary(w):  # w: (b, n) weights summing to 1 per row -> (b,)
+        m = w @ moments
+        mx, my, sxx, syy, sxy = (m[:, i * d:(i + 1) * d] for i in range(5))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (sxy - mx * my) / np.sqrt((sxx - mx * mx) * (syy - my * my))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return red(r, axis=1)
+
+    estimate = summary(np.full((1, n), 1.0 / n))[0]
+    counts = bootstrap_counts(n, n_boot, seed) / n
+    reps = np.concatenate([summary(counts[s:s + batch]) for s in range(0, n_boot, batch)])
+    return _interval(estimate, reps, ci)

@@ -1,0 +1,149 @@
+"""Time every Figure 1 metric at the paper's shape, (N=1000 texts, 64 sublayers, 4096 units), float32.
+
+    .venv/bin/python benchmarks/bench_metrics.py                 # KDE MI on 512 units, extrapolated
+    .venv/bin/python benchmarks/bench_metrics.py --mi-units 4096 # KDE MI at full scale
+
+Writes ``benchmarks/results/metrics.json`` (read by the book's benchmarks page) and prints a table.
+Goals: every metric but MI < 60 s; KDE MI < 5 min; KDE MI >= 50x faster per unit pair than a loop of
+``scipy.stats.gaussian_kde`` (the paper's reference computation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import gaussian_kde
+
+from transformer_dynamics import metrics as M
+from transformer_dynamics.stats import bootstrap, bootstrap_correlation
+
+RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
+
+
+def synthetic_rs(n=1000, n_sublayers=64, d_model=4096, seed=0) -> np.ndarray:
+    """A random walk over sublayers with a few massive units: (n, n_sublayers, d_model) float32."""
+    rng = np.random.default_rng(seed)
+    rs = np.empty((n, n_sublayers, d_model), dtype=np.float32)
+    rs[:, 0] = rng.standard_normal((n, d_model), dtype=np.float32)
+    for l in range(1, n_sublayers):
+        rs[:, l] = rs[:, l - 1] + 0.3 * rng.standard_normal((n, d_model), dtype=np.float32)
+    rs[:, :, :4] *= 100.0
+    return rs
+
+
+def scipy_kde_mi(x, y) -> float:
+    xy = np.vstack([x, y])
+    return float(np.mean(np.log(gaussian_kde(xy)(xy) + 1e-10) - np.log(gaussian_kde(x)(x) + 1e-10)
+                         - np.log(gaussian_kde(y)(y) + 1e-10)))
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--sublayers", type=int, default=64)
+    p.add_argument("--d-model", type=int, default=4096)
+    p.add_argument("--mi-units", type=int, default=512, help="units for the KDE MI timing (all: full scale)")
+    p.add_argument("--other-mi-units", type=int, default=64, help="units for the KSG timing")
+    p.add_argument("--scipy-pairs", type=int, default=4, help="unit pairs for the scipy reference loop")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    n, L, D = args.n, args.sublayers, args.d_model
+    rs, t_make = timed(synthetic_rs, n, L, D)
+    print(f"synthetic rs {rs.shape} float32 ({rs.nbytes / 2**30:.2f} GiB) in {t_make:.1f}s; "
+          f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {os.getloadavg()}")
+    rows = []
+
+    def add(name, seconds, goal=None, note=""):
+        rows.append({"metric": name, "seconds": round(seconds, 3), "goal_s": goal,
+                     "meets_goal": None if goal is None else bool(seconds < goal), "note": note})
+        print(f"{name:38s} {seconds:9.2f} s  {note}")
+
+    for name, fn in [("mean_activations", M.mean_activations), ("unit_order", M.unit_order),
+                     ("successive_correlation", M.successive_correlation),
+                     ("pairwise_correlation", M.pairwise_correlation),
+                     ("cosine_similarity", M.cosine_similarity),
+                     ("centered_cosine_similarity", M.centered_cosine_similarity),
+                     ("velocity", M.velocity), ("massive_units", M.massive_units)]:
+        out, dt = timed(fn, rs)
+        add(name, dt, 60.0)
+        if name == "pairwise_correlation":
+            _, dt = timed(M.correlation_histogram, out)
+            add("correlation_histogram", dt, 60.0)
+        if name == "velocity":
+            _, dt = timed(bootstrap, "mean", out, n_boot=1000)
+            add("bootstrap('mean') of velocity", dt, 60.0, "1000 resamples, all transitions")
+    _, dt = timed(bootstrap_correlation, rs[:, 0], rs[:, 1], n_boot=1000)
+    add("bootstrap_correlation (median r, 1 transition)", dt, 60.0, "1000 resamples, vectorised")
+
+    _, dt = timed(M.mutual_information, rs, "gcmi")
+    add("mutual_information gcmi (full)", dt, 60.0)
+    ksg_units = np.arange(args.other_mi_units)
+    _, dt = timed(M.mutual_information, rs, "ksg", units=ksg_units)
+    add(f"mutual_information ksg ({ksg_units.size} units)", dt, None,
+        f"extrapolated to {D} units: {dt * D / ksg_units.size:.0f}s")
+
+    # KDE (the paper's estimator): warm the compiled kernel first (compilation is a one-off cost)
+    _, t_compile = timed(M.mutual_information, rs[:, :2], "kde", units=np.arange(64))
+    add("kde warm-up (torch.compile, one-off)", t_compile, None)
+    units = np.arange(min(args.mi_units, D))
+    _, dt = timed(M.mutual_information, rs, "kde", units=units)
+    full = units.size == D
+    est_full = dt * D / units.size
+    n_pairs = (L - 1) * units.size
+    add(f"mutual_information kde ({units.size} units)", dt, None if not full else 300.0,
+        "full scale" if full else f"{n_pairs} unit-pairs")
+    add("mutual_information kde (paper scale)", est_full, 300.0,
+        "measured" if full else f"extrapolated x{D / units.size:.0f} from {units.size} units")
+    per_pair_ours = dt / n_pairs
+
+    # scipy reference loop on a few unit pairs at the same N
+    k = args.scipy_pairs
+    t0 = time.perf_counter()
+    t_src = min(10, L - 2)
+    ref = [scipy_kde_mi(rs[:, t_src, u].astype(np.float64), rs[:, t_src + 1, u].astype(np.float64))
+           for u in range(k)]
+    per_pair_scipy = (time.perf_counter() - t0) / k
+    ours = M.mutual_information_pairs(rs[:, t_src, :k], rs[:, t_src + 1, :k], "kde")
+    max_rel = float(np.max(np.abs(ours / np.asarray(ref) - 1)))
+    ratio = per_pair_scipy / per_pair_ours
+    add("scipy gaussian_kde loop, per unit-pair", per_pair_scipy, None,
+        f"{k} pairs; ours {per_pair_ours * 1e3:.2f} ms/pair; max rel diff {max_rel:.1e}")
+    print(f"\nKDE MI per-pair speed-up over the scipy loop: {ratio:.0f}x (goal >= 50x); "
+          f"paper-scale estimate {est_full:.0f}s (goal < 300 s)")
+
+    result = {
+        "benchmark": "metrics",
+        "shape": [n, L, D], "dtype": "float32",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "load_average": os.getloadavg()},
+        "rows": rows,
+        "kde_mi": {"units_timed": int(units.size), "seconds": round(dt, 2), "paper_scale_seconds":
+                   round(est_full, 1), "extrapolated": not full, "per_pair_ms": per_pair_ours * 1e3,
+                   "scipy_per_pair_ms": per_pair_scipy * 1e3, "speedup_vs_scipy": ratio,
+                   "max_rel_diff_vs_scipy": max_rel,
+                   "meets_goals": bool(est_full < 300 and ratio >= 50)},
+        "non_mi_meet_60s": bool(all(r["meets_goal"] for r in rows if r["goal_s"] == 60.0)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
