@@ -238,3 +238,26 @@ def test_run_with_edit_stop_after_and_batching(tiny):
     assert np.isnan(part[:, 3:]).all()
     with pytest.raises(ValueError, match="stop_after"):
         P.run_with_edit(model, ids, stop_after=2 * N_LAYERS)
+
+
+def test_sweeps_equal_single_calls(tiny):
+    model, tok = tiny
+    res = P.noise_sweep(model, tok, TEXTS, layers=[0, 2], scales=[0.0, 0.3], seed=1, n_following=3)
+    assert [(r.layer, r.scale) for r in res] == [(0, 0.0), (0, 0.3), (2, 0.0), (2, 0.3)]
+    single = P.inject_noise(model, tok, TEXTS, layer=2, scale=0.3, seed=1, n_following=3)
+    np.testing.assert_allclose(res[3].distance_own, single.distance_own, atol=1e-6)
+    np.testing.assert_array_equal(res[2].distance_own, 0.0)
+    a, b = TEXTS[:2], TEXTS[3:5]
+    sw = P.swap_sweep(model, tok, a, b, layers=[1, 3])
+    single = P.swap(model, tok, a, b, layer=3)
+    np.testing.assert_allclose(sw[1].distance_donor, single.distance_donor, atol=1e-6)
+    assert sw[1].sublayers.tolist() == [6, 7]
+
+
+def test_end_variance_in_compare(tiny, pca):
+    model, tok = tiny
+    grid = P.make_grid(-2, 2, 2)
+    res = [P.teleport(model, tok, pca, layer=l, grid=grid, n_following=2) for l in range(N_LAYERS)]
+    out = P.compare_layers(res)
+    np.testing.assert_allclose(out["end_variance"][1], np.var(res[1].perturbed[:, -1], axis=0).sum())
+    assert isinstance(out["mid_spread_below_ends"], bool)

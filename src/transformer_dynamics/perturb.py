@@ -42,11 +42,13 @@ __all__ = [
     "compare_layers",
     "grid_range",
     "inject_noise",
+    "noise_sweep",
     "make_grid",
     "paper_layers",
     "project",
     "run_with_edit",
     "swap",
+    "swap_sweep",
     "teleport",
     "unproject",
 ]
@@ -306,6 +308,12 @@ class TeleportResult:
         return len(self.sublayers) - 1
 
     @property
+    def end_variance(self) -> float:
+        """Total variance (PC1 + PC2) across grid points of where the trajectories end: the paper's
+        "variance on the perturbed trajectories" (low = the grid collapses onto a common path)."""
+        return float(np.var(self.perturbed[:, -1], axis=0).sum())
+
+    @property
     def displacement(self) -> np.ndarray:
         """``(n_points, 2)``: where each trajectory ends minus where it was teleported to (the quiver arrows)."""
         return self.perturbed[:, -1] - self.perturbed[:, 0]
@@ -384,7 +392,8 @@ def compare_layers(results: Sequence[TeleportResult], metric: str = "mse_pc") ->
     attribute (``"mse_pc"``, ``"mse_full"``, ``"rel_mse_full"``, ``"recovery"``); lower is better recovery.
     Returns ``layers``, ``median`` (per layer, NaN ignored), ``best_layer`` (lowest median),
     ``mid_beats_first`` / ``mid_beats_last`` (every middle layer's median below the first's / last's),
-    ``mid_beats_ends`` (both), ``last_worst`` (the last layer has the highest median).
+    ``mid_beats_ends`` (both), ``last_worst`` (the last layer has the highest median), and the same for
+    the spread of the end points: ``end_variance`` (per layer), ``mid_spread_below_ends``.
     """
     if len(results) < 3:
         raise ValueError("compare_layers needs results for at least 3 layers (first, middle, last)")
@@ -394,9 +403,14 @@ def compare_layers(results: Sequence[TeleportResult], metric: str = "mse_pc") ->
     mid = med[1:-1]
     first_ok = bool(np.all(mid < med[0]))
     last_ok = bool(np.all(mid < med[-1]))
-    return {"metric": metric, "layers": layers, "median": med, "best_layer": layers[int(np.nanargmin(med))],
-            "mid_beats_first": first_ok, "mid_beats_last": last_ok, "mid_beats_ends": first_ok and last_ok,
-            "last_worst": bool(np.nanargmax(med) == len(med) - 1)}
+    spread = np.array([r.end_variance for r in results]) if hasattr(results[0], "perturbed") else None
+    out = {"metric": metric, "layers": layers, "median": med, "best_layer": layers[int(np.nanargmin(med))],
+           "mid_beats_first": first_ok, "mid_beats_last": last_ok, "mid_beats_ends": first_ok and last_ok,
+           "last_worst": bool(np.nanargmax(med) == len(med) - 1)}
+    if spread is not None:
+        out["end_variance"] = spread
+        out["mid_spread_below_ends"] = bool(np.all(spread[1:-1] < min(spread[0], spread[-1])))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -523,3 +537,28 @@ def swap(model, tokenizer, texts_a: Sequence[str], texts_b: Sequence[str], *, la
     return PerturbationResult(kind="swap", layer=layer, sublayers=follow, distance_own=_rel_dist(pert, a),
                               distance_donor=_rel_dist(pert, b), distance_own_donor=_rel_dist(b, a),
                               meta={"n_texts": len(ids_a)})
+
+
+def noise_sweep(model, tokenizer, texts: Sequence[str], *, layers: Sequence[int], scales: Sequence[float],
+                seed: int = 0, n_following: int | None = None, add_bos: bool = True, strip: bool = False,
+                batch_size: int = 16) -> list[PerturbationResult]:
+    """:func:`inject_noise` for every ``(layer, scale)`` (layer-major), sharing one unperturbed run of
+    ``texts`` and the noise directions (same ``seed``). Returns one result per pair."""
+    ids = tokenize(tokenizer, list(texts), add_bos=add_bos, strip=strip)
+    base = run_with_edit(model, ids, batch_size=batch_size, pad_token_id=_pad_id(tokenizer))
+    return [inject_noise(model, tokenizer, texts, layer=l, scale=s, seed=seed, n_following=n_following,
+                         add_bos=add_bos, strip=strip, batch_size=batch_size, baseline=base)
+            for l in layers for s in scales]
+
+
+def swap_sweep(model, tokenizer, texts_a: Sequence[str], texts_b: Sequence[str], *, layers: Sequence[int],
+               n_following: int | None = None, add_bos: bool = True, strip: bool = False,
+               batch_size: int = 16) -> list[PerturbationResult]:
+    """:func:`swap` at every layer of ``layers``, sharing the unperturbed runs of both text lists."""
+    pad = _pad_id(tokenizer)
+    base_a = run_with_edit(model, tokenize(tokenizer, list(texts_a), add_bos=add_bos, strip=strip),
+                           batch_size=batch_size, pad_token_id=pad)
+    base_b = run_with_edit(model, tokenize(tokenizer, list(texts_b), add_bos=add_bos, strip=strip),
+                           batch_size=batch_size, pad_token_id=pad)
+    return [swap(model, tokenizer, texts_a, texts_b, layer=l, n_following=n_following, add_bos=add_bos,
+                 strip=strip, batch_size=batch_size, baseline_a=base_a, baseline_b=base_b) for l in layers]

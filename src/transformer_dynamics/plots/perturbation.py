@@ -1,0 +1,253 @@
+"""Figure 4 D (teleporting the residual stream in the plane of the first two principal components) and the
+two perturbations beyond the paper (noise injection, activation swap). Arrays in, a matplotlib figure out.
+
+The functions take the result objects of :mod:`transformer_dynamics.perturb` but only read their arrays
+(duck typing; nothing here touches a model):
+
+- teleport results: ``layer``, ``grid (n_points, 2)``, ``sublayers (n_follow + 1,)``, ``control (n_sublayers,
+  2)``, ``perturbed (n_points, n_follow + 1, 2)`` and per-point metrics such as ``mse_pc (n_points,)``;
+- noise / swap results: ``layer``, ``sublayers``, ``distance_own (n_texts, n_follow + 1)``, optionally
+  ``distance_donor`` and ``scale``.
+
+Quiver arrows (Fig 4 D) go from each teleport point to where its trajectory is after the following
+sublayers (``arrow="end"``, the default: the net displacement over the next 12 sublayers) or to the mean of
+its following positions (``arrow="mean"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .style import sublayer_cmap
+
+__all__ = [
+    "plot_teleport_quiver",
+    "plot_teleport_panels",
+    "plot_teleport_mse",
+    "plot_perturbation_distance",
+    "plot_noise_recovery",
+    "plot_swap",
+]
+
+CONTROL_COLOR = "0.55"
+
+
+def _fig_ax(ax, figsize=(4.5, 4.0)):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax.figure, ax
+
+
+def _check_teleport(res: Any) -> None:
+    pert = np.asarray(res.perturbed)
+    if pert.ndim != 3 or pert.shape[-1] != 2 or pert.shape[1] < 2:
+        raise ValueError(f"perturbed must be (n_points, n_follow + 1 >= 2, 2), got {pert.shape}")
+    if np.asarray(res.control).ndim != 2:
+        raise ValueError("control must be (n_sublayers, 2)")
+
+
+def _arrow_ends(res: Any, arrow: str) -> np.ndarray:
+    pert = np.asarray(res.perturbed, dtype=float)
+    if arrow == "end":
+        return pert[:, -1]
+    if arrow == "mean":
+        return pert[:, 1:].mean(axis=1)
+    raise ValueError(f"arrow must be 'end' or 'mean', got {arrow!r}")
+
+
+def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str | None = "recovery",
+                         show_paths: bool = False, title: str | None = None, colorbar: bool = True) -> Figure:
+    """One Fig 4 D panel: the grey control trajectory over all sublayers (PC1, PC2), its point at the
+    teleport sublayer (black star) and after the following sublayers (open circle), and one arrow per grid
+    point from the teleport point to its trajectory's end (``arrow="end"``) or mean following position
+    (``arrow="mean"``), drawn to scale in data units.
+
+    color_by: a per-point attribute of ``res`` to colour arrows by (``"recovery"``: distance to the control
+    at the end over that at the start, diverging around 1; any other attribute on a sequential map), or
+    ``None`` for black arrows. show_paths: also draw each perturbed trajectory as a faint line.
+    """
+    _check_teleport(res)
+    fig, ax = _fig_ax(ax)
+    control = np.asarray(res.control, dtype=float)
+    sub = np.asarray(res.sublayers)
+    pert = np.asarray(res.perturbed, dtype=float)
+    ax.plot(control[:, 0], control[:, 1], "-", color=CONTROL_COLOR, lw=2, zorder=1)
+    ax.scatter(control[:, 0], control[:, 1], s=8, color=CONTROL_COLOR, zorder=1)
+    if show_paths:
+        for p in pert:
+            ax.plot(p[:, 0], p[:, 1], "-", color="tab:orange", lw=0.5, alpha=0.4, zorder=2)
+    start = pert[:, 0]
+    delta = _arrow_ends(res, arrow) - start
+    kwargs = dict(angles="xy", scale_units="xy", scale=1, width=0.004, zorder=3)
+    if color_by is not None:
+        values = np.asarray(getattr(res, color_by), dtype=float)
+        if color_by == "recovery":
+            finite = values[np.isfinite(values)]
+            lo = min(float(finite.min()) if finite.size else 0.5, 0.99)
+            hi = max(float(finite.max()) if finite.size else 1.5, 1.01)
+            q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values, cmap="coolwarm",
+                          norm=TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi), **kwargs)
+        else:
+            q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values, cmap="viridis", **kwargs)
+        if colorbar:
+            fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery"
+                         else "recovery (end / start distance)")
+    else:
+        ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], color="k", **kwargs)
+    i0 = int(sub[0])
+    ax.scatter(*control[i0], marker="*", s=160, c="k", zorder=4)
+    ax.scatter(*control[int(sub[-1])], marker="o", s=60, facecolors="none", edgecolors="k", zorder=4)
+    # make sure arrows' heads and the control are inside the view
+    pts = np.concatenate([control, start, start + delta])
+    pad = 0.05 * (pts.max(0) - pts.min(0) + 1e-12)
+    ax.set_xlim(pts[:, 0].min() - pad[0], pts[:, 0].max() + pad[0])
+    ax.set_ylim(pts[:, 1].min() - pad[1], pts[:, 1].max() + pad[1])
+    ax.set_xlabel("PC1")
+    ax.set_ylabel("PC2")
+    nf = len(sub) - 1
+    ax.set_title(title if title is not None else f"layer {res.layer} (+{nf} sublayers)")
+    return fig
+
+
+def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by: str | None = "recovery",
+                         show_paths: bool = False, ncols: int | None = None, panel_size: float = 3.6) -> Figure:
+    """Figure 4 D: one :func:`plot_teleport_quiver` panel per teleport layer (titled by layer), plus a shared
+    legend (grey control trajectory, control point at the teleport layer, control after the following
+    sublayers, arrows)."""
+    results = list(results)
+    if not results:
+        raise ValueError("need at least one teleport result")
+    n = len(results)
+    ncols = min(n, 5) if ncols is None else int(ncols)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
+                             layout="constrained", squeeze=False)
+    for ax, res in zip(axes.ravel(), results):
+        plot_teleport_quiver(res, ax=ax, arrow=arrow, color_by=color_by, show_paths=show_paths,
+                             colorbar=ax is axes.ravel()[n - 1])
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
+               Line2D([], [], marker="*", color="k", ls="", ms=10, label="control at teleport sublayer"),
+               Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7, label="control after following sublayers"),
+               Line2D([], [], marker=r"$\rightarrow$", color="k", ls="", ms=12,
+                      label="teleport point → " + ("trajectory end" if arrow == "end" else "mean following position"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+    return fig
+
+
+def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None, log: bool = True,
+                      ylabel: str | None = None) -> Figure:
+    """Per-layer distribution of a per-point teleport metric (default ``mse_pc``, the MSE to the control
+    over the following sublayers in the PC plane): a box per layer with the points overlaid (jittered)
+    and the median marked. Lower = closer to the control."""
+    results = list(results)
+    if not results:
+        raise ValueError("need at least one teleport result")
+    fig, ax = _fig_ax(ax, figsize=(1.1 * len(results) + 2.5, 3.8))
+    data = [np.asarray(getattr(r, metric), dtype=float) for r in results]
+    data = [d[np.isfinite(d)] for d in data]
+    pos = np.arange(len(results))
+    ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "k", "lw": 2})
+    rng = np.random.default_rng(0)
+    cmap = sublayer_cmap()
+    for i, d in enumerate(data):
+        ax.scatter(i + rng.uniform(-0.2, 0.2, size=d.size), d, s=8, alpha=0.5,
+                   color=cmap(i / max(len(data) - 1, 1)), zorder=3)
+    ax.set_xticks(pos, [f"{r.layer}" for r in results])
+    ax.set_xlabel("teleport layer")
+    if log and all(d.size and np.all(d > 0) for d in data):
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel if ylabel is not None else metric)
+    ax.set_title(f"{metric} per teleport layer")
+    return fig
+
+
+def _band(ax, x, d, color, label, ls="-"):
+    med = np.nanmedian(d, axis=0)
+    lo, hi = np.nanpercentile(d, [25, 75], axis=0)
+    ax.plot(x, med, ls, color=color, lw=2, label=label)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def plot_perturbation_distance(results: Sequence[Any], *, which: str = "own", x: str = "absolute", ax=None,
+                               title: str | None = None, log: bool = False) -> Figure:
+    """Distance (relative to the reference run's norm) of perturbed runs to their own unperturbed run
+    (``which="own"``) or to the donor's run (``"donor"``), median over texts with the interquartile band,
+    against the sublayer: one line per perturbed layer, coloured by depth.
+
+    x: ``"absolute"`` (sublayer index: each curve starts at its layer's ``2l``) or ``"relative"`` (sublayers
+    after the perturbation, 0 = the perturbed point itself).
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("need at least one perturbation result")
+    if which not in ("own", "donor"):
+        raise ValueError(f"which must be 'own' or 'donor', got {which!r}")
+    if x not in ("absolute", "relative"):
+        raise ValueError(f"x must be 'absolute' or 'relative', got {x!r}")
+    fig, ax = _fig_ax(ax, figsize=(5.5, 3.8))
+    cmap = sublayer_cmap()
+    layers = [r.layer for r in results]
+    top = max(max(layers), 1)
+    for r in results:
+        d = getattr(r, f"distance_{which}")
+        if d is None:
+            raise ValueError(f"result for layer {r.layer} has no distance_{which} (only swap has a donor)")
+        sub = np.asarray(r.sublayers)
+        xs = sub if x == "absolute" else sub - sub[0]
+        _band(ax, xs, np.asarray(d, dtype=float), cmap(r.layer / top), f"layer {r.layer}")
+    ax.set_xlabel("sublayer" if x == "absolute" else "sublayers after the perturbation")
+    ax.set_ylabel(f"‖perturbed − {which} run‖ / ‖{which} run‖")
+    if log:
+        ax.set_yscale("log")
+    ax.legend(fontsize=8, frameon=False)
+    if title is not None:
+        ax.set_title(title)
+    return fig
+
+
+def plot_noise_recovery(results: Sequence[Any], *, x: str = "absolute", log: bool = True,
+                        panel_size: float = 4.0) -> Figure:
+    """Noise injection: one panel per noise scale (title), the relative distance to the unperturbed run
+    against the sublayer, one line per perturbed layer (see :func:`plot_perturbation_distance`). At the
+    perturbed point the distance equals the scale; below it afterwards = damped, above = amplified."""
+    results = list(results)
+    if not results:
+        raise ValueError("need at least one noise result")
+    scales = sorted({float(r.scale) for r in results})
+    fig, axes = plt.subplots(1, len(scales), figsize=(panel_size * len(scales) + 0.5, panel_size * 0.85),
+                             layout="constrained", squeeze=False, sharey=True)
+    for ax, s in zip(axes[0], scales):
+        group = sorted((r for r in results if float(r.scale) == s), key=lambda r: r.layer)
+        plot_perturbation_distance(group, which="own", x=x, ax=ax, title=f"noise scale {s:g}", log=log)
+        ax.axhline(s, color="k", lw=0.8, ls=":")
+    return fig
+
+
+def plot_swap(results: Sequence[Any], *, x: str = "absolute", panel_size: float = 4.2) -> Figure:
+    """Activation swap: distance of the swapped run to its own text's run (left) and to the donor text's
+    run (right), relative to that run's norm, one line per swap layer; the dotted lines in the left panel
+    are the distance between the two unperturbed runs (``distance_own_donor``), the scale to read against."""
+    results = sorted(results, key=lambda r: r.layer)
+    if not results:
+        raise ValueError("need at least one swap result")
+    fig, axes = plt.subplots(1, 2, figsize=(2 * panel_size + 0.6, panel_size * 0.85), layout="constrained",
+                             sharey=True)
+    plot_perturbation_distance(results, which="own", x=x, ax=axes[0], title="distance to own run")
+    plot_perturbation_distance(results, which="donor", x=x, ax=axes[1], title="distance to donor's run")
+    cmap = sublayer_cmap()
+    top = max(max(r.layer for r in results), 1)
+    for r in results:
+        if getattr(r, "distance_own_donor", None) is not None:
+            sub = np.asarray(r.sublayers)
+            xs = sub if x == "absolute" else sub - sub[0]
+            axes[0].plot(xs, np.nanmedian(r.distance_own_donor, axis=0), ":", color=cmap(r.layer / top), lw=1)
+    return fig

@@ -1,0 +1,93 @@
+"""Smoke tests for transformer_dynamics.plots.perturbation (Figure 4 D, noise and swap)."""
+
+from types import SimpleNamespace
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.quiver import Quiver
+
+from transformer_dynamics.plots import perturbation as P
+
+rng = np.random.default_rng(0)
+N_SUB = 20
+
+
+def _teleport(layer, n_points=9, nf=4):
+    control = np.cumsum(rng.normal(size=(N_SUB, 2)), axis=0)
+    sub = np.arange(2 * layer, min(2 * layer + nf, N_SUB - 1) + 1)
+    grid = rng.uniform(-3, 3, size=(n_points, 2))
+    pert = grid[:, None] + np.cumsum(rng.normal(size=(n_points, len(sub), 2)), axis=1)
+    pert[:, 0] = grid
+    d = np.linalg.norm(pert - control[sub], axis=-1)
+    return SimpleNamespace(layer=layer, grid=grid, sublayers=sub, control=control, perturbed=pert,
+                           mse_pc=((pert[:, 1:] - control[sub][1:]) ** 2).mean(axis=(1, 2)),
+                           recovery=d[:, -1] / d[:, 0])
+
+
+def _distance(layer, kind="noise", scale=0.5, n=6):
+    sub = np.arange(2 * layer, N_SUB)
+    own = np.abs(rng.normal(size=(n, len(sub))))
+    return SimpleNamespace(layer=layer, sublayers=sub, distance_own=own, scale=scale,
+                           distance_donor=np.abs(rng.normal(size=own.shape)) if kind == "swap" else None,
+                           distance_own_donor=np.abs(rng.normal(size=own.shape)) if kind == "swap" else None)
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+@pytest.mark.parametrize("arrow", ["end", "mean"])
+def test_quiver_arrows_are_displacements(arrow):
+    res = _teleport(2)
+    fig = P.plot_teleport_quiver(res, arrow=arrow)
+    assert isinstance(fig, Figure)
+    q = [c for c in fig.axes[0].collections if isinstance(c, Quiver)][0]
+    end = res.perturbed[:, -1] if arrow == "end" else res.perturbed[:, 1:].mean(1)
+    np.testing.assert_allclose(q.U, (end - res.grid)[:, 0])
+    np.testing.assert_allclose(q.V, (end - res.grid)[:, 1])
+    np.testing.assert_allclose(q.X, res.grid[:, 0])
+    # the control trajectory over all sublayers is drawn in grey
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_xdata(), res.control[:, 0])
+    assert "layer 2" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="arrow"):
+        P.plot_teleport_quiver(res, arrow="start")
+
+
+def test_teleport_panels_and_mse():
+    results = [_teleport(l) for l in (0, 3, 6, 9)]
+    fig = P.plot_teleport_panels(results, color_by=None, show_paths=True)
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert len(visible) == 4
+    fig = P.plot_teleport_panels(results, ncols=3)
+    assert isinstance(fig, Figure)
+    fig = P.plot_teleport_mse(results)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "3", "6", "9"]
+    assert ax.get_yscale() == "log"
+    with pytest.raises(ValueError):
+        P.plot_teleport_panels([])
+
+
+def test_noise_and_swap_plots():
+    noise = [_distance(l, scale=s) for l in (0, 4, 8) for s in (0.1, 1.0)]
+    fig = P.plot_noise_recovery(noise)
+    assert len([a for a in fig.axes if a.get_title().startswith("noise scale")]) == 2
+    swaps = [_distance(l, kind="swap") for l in (0, 4, 8)]
+    fig = P.plot_swap(swaps, x="relative")
+    assert len(fig.axes) == 2
+    # median line of the first layer in the left panel
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.median(swaps[0].distance_own, axis=0))
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), np.arange(N_SUB))
+    with pytest.raises(ValueError, match="donor"):
+        P.plot_perturbation_distance(noise, which="donor")
+    with pytest.raises(ValueError, match="which"):
+        P.plot_perturbation_distance(noise, which="other")
