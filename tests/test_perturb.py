@@ -1,4 +1,4 @@
-"""Tests for transformer_dynamics.perturb on a tiny random-weight Llama built in code (no download)."""
+"""Tests for transformer_dynamics.perturb on the tiny random-weight Llama of conftest.py (no download)."""
 
 import numpy as np
 import pytest
@@ -10,33 +10,14 @@ from transformer_dynamics.reduce import PCA
 
 N_LAYERS = 4
 D = 64
-TEXTS = ["the cat sat on the mat", "a dog", "hello world, how are you today?", "x", "ab cd ef gh"]
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {"<pad>": 0, "<s>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(alphabet)}}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", unk_token="<unk>")
+TEXTS = ["the game of the season was a film", "a war", "the army and the ship were in the city , it was new",
+         "music", "one river , two ships"]
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=D, intermediate_size=128, num_hidden_layers=N_LAYERS, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=128,
-                      bos_token_id=1, pad_token_id=0, eos_token_id=2)
-    model = LlamaForCausalLM(cfg).eval()
-    model.requires_grad_(False)
-    return model, tok
+def tiny(tiny_llama, tiny_tokenizer):
+    """The tiny random-weight Llama (4 layers, d_model 64) and word-level tokenizer of conftest.py."""
+    return tiny_llama, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +242,16 @@ def test_end_variance_in_compare(tiny, pca):
     out = P.compare_layers(res)
     np.testing.assert_allclose(out["end_variance"][1], np.var(res[1].perturbed[:, -1], axis=0).sum())
     assert isinstance(out["mid_spread_below_ends"], bool)
+
+
+def test_gemma3_prefix_unchanged_and_own_vector_exact(tiny_gemma3, tiny_tokenizer):
+    model, tok = tiny_gemma3, tiny_tokenizer
+    ids = tokenize(tok, TEXTS)
+    base = P.run_with_edit(model, ids)
+    np.testing.assert_allclose(base, residual_stream(model, tok, TEXTS, progress=False), atol=1e-5)
+    same = P.run_with_edit(model, ids, layer=2, edit=lambda h, idx: h.clone())
+    np.testing.assert_array_equal(same, base)
+    shifted = P.run_with_edit(model, ids, layer=2, edit=lambda h, idx: h + 1.0)
+    np.testing.assert_array_equal(shifted[:, :4], base[:, :4])
+    np.testing.assert_allclose(shifted[:, 4], base[:, 4] + 1.0, atol=1e-5)
+    assert np.all(np.abs(shifted[:, 5:] - base[:, 5:]).max(axis=-1) > 0)

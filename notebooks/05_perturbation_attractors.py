@@ -1,0 +1,250 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Perturbing the residual stream: attractor-like dynamics? (Figure 4 D)
+#
+# Section 3.4 of the paper asks whether the residual stream (RS) returns to its usual path when pushed off
+# it. It "teleports" the RS of a fixed prompt ("I'm sorry, Dave. I'm afraid I can't do that.") at its last
+# token to each point of a 10 × 10 grid in the plane of the first two principal components, at the input of
+# layers 0, 7, 15, 23 and 31 of Llama 3.1 8B, and follows the next 12 sublayers (Fig. 4D). Its claims:
+# perturbations at layer 0 give highly variable dynamics ending far from the control, at the penultimate
+# layer even more so; mid-layer perturbations recover best, with lower variance and lower mean squared
+# error (MSE) to the control trajectory.
+#
+# We repeat the experiment (same prompt, grid, 12 following sublayers; layers mapped by depth fraction to
+# our model) and check those claims with computed numbers. Then we ask the question the paper leaves to
+# future work, without the 2-D projection: how do runs recover from **noise** added to the RS, and from
+# **swapping** in another text's RS vector?
+
+# %% tags=["parameters"]
+MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+N = 1000                 # texts for the PCA fit
+SEED = 0
+CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
+LEDGER_DIR = None        # None: ./ledger
+QUANTIZATION = None      # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
+GRID_N = 10              # n x n teleport grid (paper §2.8: typically 10)
+GRID_PERCENTILES = [1, 99]  # grid range [r_min, r_max]: these percentiles of the projected trajectories
+LAYERS = None            # teleport layers; None: the paper's 0, 7, 15, 23, 31 of 32 mapped to this depth
+N_FOLLOWING = 12         # sublayers followed after the teleport (paper Fig. 4D: 12)
+PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."
+NOISE_SCALES = [0.1, 0.5, 1.0]  # noise norm / RS norm at the perturbed point
+N_SWAP = 32              # text pairs for noise injection and activation swap
+
+# %% tags=["remove-cell"]
+# In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "transformer-dynamics[quant] @ git+https://github.com/transformer-dynamics/transformer-dynamics"], check=True)
+    from transformer_dynamics.profiles import load_profile
+    globals().update(load_profile("colab", "05_perturbation_attractors"))
+
+# %%
+import time
+
+import numpy as np
+import pandas as pd
+
+from transformer_dynamics import perturb, pipeline, reduce
+from transformer_dynamics.ledger import Ledger
+from transformer_dynamics.models import layer_modules
+from transformer_dynamics.plots import perturbation as plots
+
+led = Ledger("05_perturbation_attractors", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED, grid_n=GRID_N,
+             n_following=N_FOLLOWING, n_swap=N_SWAP)
+rs = pipeline.residual_stream(MODEL, n=N, seed=SEED, condition="original", cache_dir=CACHE_DIR,
+                              quantization=QUANTIZATION)
+model, tokenizer = pipeline.load_model(MODEL, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
+n_layers = len(layer_modules(model))
+layers = perturb.paper_layers(n_layers) if LAYERS is None else [int(l) for l in LAYERS]
+print(f"{MODEL}: rs {rs.shape} (texts, sublayers, units), {n_layers} layers; teleport layers {layers}")
+
+# %% [markdown]
+# ## The PCA plane and the grid
+# As in §2.8 the PCA is fitted on every sublayer vector of every text (the array flattened to
+# `(N · 2L, d_model)`); a grid point $\mathbf z$ becomes $\mathbf x = \mathbf z V[:, :2]^\top + \boldsymbol\mu$
+# (`perturb.unproject`, first two components only). The paper does not give $[r_{min}, r_{max}]$; we take
+# the `GRID_PERCENTILES` of the projected trajectories (both coordinates pooled: a square grid as in the
+# paper).
+
+# %%
+pca = reduce.PCA(n_components=2).fit(rs)
+z = perturb.project(pca, rs)  # (N, 2L, 2)
+r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
+grid = perturb.make_grid(r_min, r_max, GRID_N)
+print(f"explained variance of PC1, PC2: {pca.explained_variance_ratio_[:2].round(3)}; "
+      f"grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]")
+led.record("pca_ev_pc1_pc2", pca.explained_variance_ratio_[:2], figure="4D",
+           claim="explained variance ratio of the two components the grid lives in")
+led.record("grid_range", [r_min, r_max], figure="4D",
+           claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected trajectories")
+
+# %% [markdown]
+# ## Teleporting (Figure 4 D)
+# At each layer the prompt is repeated once per grid point and run as one batch; a forward pre-hook on the
+# decoder layer replaces the RS entering it (sublayer $2l$, before the attention norm) at the last token with
+# the grid point's vector. The following sublayers are projected on the same two components. Each arrow
+# goes from a teleport point to where its trajectory is 12 sublayers later (fewer at the last layers: the
+# model ends; at the last layer only its own MLP input follows, as at the paper's layer 31 of 32), coloured
+# by *recovery*, the distance to the control at the end over that at the teleport point (blue: pulled back).
+# The grey line is the control (unperturbed) trajectory of the prompt over all sublayers; the star marks it
+# at the teleport sublayer, the circle where the control is at the end of the arrows.
+
+# %%
+results, seconds = [], []
+for l in layers:
+    t0 = time.perf_counter()
+    results.append(perturb.teleport(model, tokenizer, pca, layer=l, grid=grid, prompt=PROMPT,
+                                    n_following=N_FOLLOWING))
+    seconds.append(time.perf_counter() - t0)
+    print(f"layer {l:2d}: {len(grid)} grid points, sublayers {results[-1].sublayers[0]}–"
+          f"{results[-1].sublayers[-1]}, {seconds[-1]:.1f} s")
+led.record("teleport_seconds_per_layer", seconds, unit="s", figure="4D",
+           claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)")
+fig = plots.plot_teleport_panels(results)
+
+# %% [markdown]
+# The same panels with every perturbed trajectory drawn (orange) instead of the net arrows only:
+
+# %%
+fig = plots.plot_teleport_panels(results, color_by=None, show_paths=True)
+
+# %% [markdown]
+# ## Does the middle of the network recover best?
+# The paper compares the MSE between perturbed and control trajectories over the following sublayers. We
+# compute it in the PC plane (`mse_pc`, the figure's space) and in the full RS (`mse_full`). Both grow with
+# the RS's norm, which grows with depth, so we also show two scale-free versions: the full-space MSE over the
+# control's mean square (`rel_mse_full`) and the recovery ratio (distance at the end / at the teleport
+# point; below 1 = pulled back towards the control).
+
+# %%
+fig = plots.plot_teleport_mse(results, metric="mse_pc", ylabel="MSE to control (PC plane)")
+
+# %%
+fig = plots.plot_teleport_mse(results, metric="rel_mse_full", ylabel="MSE / control mean square (full RS)")
+
+# %%
+fig = plots.plot_teleport_mse(results, metric="recovery", log=False,
+                              ylabel="distance at end / at teleport (PC plane)")
+
+# %%
+cmp = {m: perturb.compare_layers(results, metric=m) for m in ("mse_pc", "mse_full", "rel_mse_full", "recovery")}
+pd.DataFrame({m: c["median"] for m, c in cmp.items()} | {"end_variance": cmp["mse_pc"]["end_variance"],
+                                                          "n_following": [r.n_following for r in results]},
+             index=pd.Index(layers, name="layer"))
+
+# %%
+c = cmp["mse_pc"]
+led.record("teleport_median_mse_pc", c["median"], figure="4D", layers=layers,
+           claim="median MSE to the control over the following sublayers (PC plane), per teleport layer")
+led.record("teleport_best_layer_mse_pc", c["best_layer"], figure="4D",
+           holds=c["best_layer"] not in (layers[0], layers[-1]),
+           paper="mid-layer perturbations (7, 15, 23) recover best",
+           claim="teleport layer with the lowest median MSE (PC plane)")
+led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], figure="4D", holds=c["mid_beats_ends"],
+           paper="lower MSE for mid layers than for layer 0 and the penultimate layer",
+           claim="every middle layer's median MSE (PC plane) is below both the first and the last layer's")
+led.record("teleport_last_worst_mse_pc", c["last_worst"], figure="4D", holds=c["last_worst"],
+           paper="even more drastic at the penultimate layer (31)",
+           claim="the last teleport layer has the highest median MSE (PC plane)")
+led.record("teleport_end_variance", c["end_variance"], figure="4D", layers=layers,
+           claim="variance of the trajectories' end points across the grid (PC plane), per layer")
+led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], figure="4D",
+           holds=c["mid_spread_below_ends"], paper="mid layers: lower variance on the perturbed trajectories",
+           claim="every middle layer's end-point variance is below the first and last layer's")
+for m in ("mse_full", "rel_mse_full", "recovery"):
+    c = cmp[m]
+    led.record(f"teleport_median_{m}", c["median"], figure="4D", layers=layers,
+               claim=f"median {m} per teleport layer")
+    led.record(f"teleport_mid_beats_ends_{m}", c["mid_beats_ends"], figure="4D", holds=c["mid_beats_ends"],
+               paper="mid-layer perturbations recover best",
+               claim=f"every middle layer's median {m} is below the first and last layer's")
+led.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp["recovery"]["median"]], figure="4D",
+           layers=layers, claim="per layer: is the median grid point closer to the control after the following "
+                                "sublayers than at the teleport point?")
+
+# %% [markdown]
+# ## Beyond the paper: noise injection
+# The paper's discussion suggests subtler perturbations. Here Gaussian noise with norm `scale · ‖h‖` is
+# added to the RS vector $h$ entering each layer at the last token of `N_SWAP` WikiText rows, and the run is
+# compared with its unperturbed self, in the full RS, at every later sublayer. At the perturbed point the
+# relative distance equals the scale (dotted line); below it afterwards means the network damps the noise,
+# above it that it amplifies it.
+
+# %%
+texts = pipeline.load_texts(n=max(N, 2 * N_SWAP), seed=SEED)
+n_pairs = min(N_SWAP, len(texts) // 2)
+texts_a, texts_b = texts[:n_pairs], texts[n_pairs:2 * n_pairs]
+t0 = time.perf_counter()
+noise = perturb.noise_sweep(model, tokenizer, texts_a, layers=layers, scales=NOISE_SCALES, seed=SEED)
+print(f"noise: {len(noise)} (layer, scale) runs of {n_pairs} texts in {time.perf_counter() - t0:.0f} s")
+fig = plots.plot_noise_recovery(noise)
+
+# %%
+noise_table = pd.DataFrame([{"layer": r.layer, "scale": r.scale,
+                             "median distance at end": np.median(r.distance_own[:, -1]),
+                             "median end / start": np.median(r.recovery)} for r in noise])
+noise_table
+
+# %%
+for r in noise:
+    led.record(f"noise_L{r.layer}_s{r.scale:g}_end_over_start", np.median(r.recovery), figure="beyond",
+               claim=f"noise at layer {r.layer} (scale {r.scale:g}): median relative distance to the unperturbed "
+                     "run at the last sublayer over that at the perturbed point (< 1: damped)")
+
+# %% [markdown]
+# ## Beyond the paper: activation swap
+# Text b's RS vector entering a layer (last token) is written into text a's run. Afterwards the run has a's
+# context (all earlier tokens) but b's vector at the last token: does it return towards a's own trajectory
+# (the context pulls it back), or stay with b's (the vector carries on)? Distances are relative to each
+# reference run's norm; the dotted lines show how far apart the two unperturbed runs are.
+
+# %%
+t0 = time.perf_counter()
+swaps = perturb.swap_sweep(model, tokenizer, texts_a, texts_b, layers=layers)
+print(f"swap: {len(swaps)} layers x {n_pairs} pairs in {time.perf_counter() - t0:.0f} s")
+fig = plots.plot_swap(swaps)
+
+# %%
+swap_table = pd.DataFrame([{"layer": r.layer, "median to own at end": np.median(r.distance_own[:, -1]),
+                            "median to donor at end": np.median(r.distance_donor[:, -1]),
+                            "fraction closer to own at end": np.mean(r.distance_own[:, -1] < r.distance_donor[:, -1]),
+                            "median own vs donor at swap": np.median(r.distance_own_donor[:, 0])}
+                           for r in swaps])
+swap_table
+
+# %%
+for r, row in zip(swaps, swap_table.to_dict("records")):
+    led.record(f"swap_L{r.layer}_fraction_closer_to_own", row["fraction closer to own at end"], figure="beyond",
+               claim=f"swap at layer {r.layer}: fraction of texts whose run ends closer (relative distance) to its "
+                     "own unperturbed run than to the donor's")
+    led.record(f"swap_L{r.layer}_end_distance_own_donor", [row["median to own at end"], row["median to donor at end"]],
+               figure="beyond", claim=f"swap at layer {r.layer}: median relative distance at the last sublayer to "
+                                      "the own run and to the donor's run")
+
+# %% [markdown]
+# ## The paper's statements next to ours
+# Every row is a ledger entry written above; `holds` says whether our number supports the paper's statement.
+
+# %%
+table = pd.DataFrame([{"key": e.key, "figure": e.figure, "paper": e.paper, "ours": e.value,
+                       "holds": e.holds, "claim": e.claim} for e in led.entries.values()])
+pd.set_option("display.max_colwidth", 120)
+table[table["paper"] != ""].reset_index(drop=True)
+
+# %%
+table[table["paper"] == ""].reset_index(drop=True)
