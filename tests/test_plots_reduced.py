@@ -61,6 +61,13 @@ def test_ev_plots():
     assert "100 PCs" in fig.axes[0].get_title()
     with pytest.raises(ValueError):
         P.plot_cae_explained_variance(np.zeros((2, 3)))
+    clipped = ev.copy()
+    clipped[:2] = [-50.0, -3.0]
+    fig = P.plot_cae_explained_variance(clipped, ylim=(-1, 1.02))
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == -1
+    assert np.isnan(ax.get_lines()[0].get_ydata()[:2]).all()
+    np.testing.assert_allclose(ax.collections[-1].get_offsets()[:, 1], [-1, -1])  # triangles on the edge
 
 
 def test_pca_trajectories_subsamples():
@@ -75,5 +82,7 @@ def test_cumulative_ev_and_components():
     ratio = np.array([0.5, 0.3, 0.1, 0.05, 0.05])
     fig = P.plot_cumulative_explained_variance({"original": ratio, "shuffled": ratio[::-1]})
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), np.cumsum(ratio))
-    fig = P.plot_components_for_variance(np.array([5, 4, np.nan, 2.0]))
-    assert isinstance(fig, Figure)
+    fig = P.plot_components_for_variance({"a": np.array([5, 4, np.nan, 2.0]), "b": np.array([np.inf, 3, 2, 1])})
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata()[1:], [3, 2, 1])
+    np.testing.assert_allclose(ax.collections[-1].get_offsets(), [[0, ax.get_ylim()[1]]])

@@ -119,6 +119,12 @@ def test_cumulative_and_per_sublayer_ev():
         direct = R.explained_variance_from_reconstruction(rs, rec)
         np.testing.assert_allclose(curve[:, k - 1], direct, atol=1e-8)
     np.testing.assert_allclose(curve[:, -1], 1.0, atol=1e-8)
+    g = R.explained_variance_curve_per_sublayer(pca, rs, 3, center="global", chunk_samples=5)
+    rec = pca.inverse_transform(pca.transform(rs.astype(np.float64), n_components=3))
+    np.testing.assert_allclose(g[:, 2], R.explained_variance_from_reconstruction(rs, rec, center="global"), atol=1e-8)
+    assert np.all(g[:, 2] >= curve[:, 2] - 1e-12)  # the global centre adds the offset to the total
+    with pytest.raises(ValueError):
+        R.explained_variance_per_sublayer(pca, rs, 3, center="median")
     ev = R.explained_variance_per_sublayer(pca, rs, n_components=100)  # clipped to 12
     np.testing.assert_allclose(ev, curve[:, -1])
     n90 = R.components_for_variance(curve, 0.9)
@@ -126,6 +132,8 @@ def test_cumulative_and_per_sublayer_ev():
     assert np.all(curve[np.arange(8), n90.astype(int) - 1] >= 0.9)
     assert np.all((n90 == 1) | (curve[np.arange(8), np.maximum(n90.astype(int) - 2, 0)] < 0.9))
     assert np.isnan(R.components_for_variance(np.array([0.1, 0.2]), 0.9))
+    both = R.components_for_variance(np.array([[0.1, 0.2], [np.nan, np.nan], [0.5, 0.95]]), 0.9, not_reached=np.inf)
+    np.testing.assert_array_equal(both, [np.inf, np.nan, 2])
 
 
 def test_pca_linear_sheet_two_components():
@@ -137,12 +145,16 @@ def test_pca_linear_sheet_two_components():
 
 
 def test_sublayer_explained_variance_ratio_matches_sklearn():
+    for n, d in ((25, 8), (6, 10)):  # scatter (n > d) and Gram (n <= d) routes
+        rs = _rs(n=n, s=5, d=d, seed=7)
+        ratio = R.sublayer_explained_variance_ratio(rs, sublayers_per_batch=2)
+        assert ratio.shape == (5, min(n, d))
+        for sl in range(5):
+            ref = SkPCA().fit(rs[:, sl].astype(np.float64)).explained_variance_ratio_
+            np.testing.assert_allclose(ratio[sl][:len(ref)], ref, atol=1e-8)
     rs = _rs(n=25, s=5, d=8, seed=7)
-    ratio = R.sublayer_explained_variance_ratio(rs, sublayers_per_batch=2)
-    assert ratio.shape == (5, 8)
-    for sl in range(5):
-        ref = SkPCA().fit(rs[:, sl].astype(np.float64)).explained_variance_ratio_
-        np.testing.assert_allclose(ratio[sl], ref, atol=1e-8)
+    rs[:, 4] = 1.0  # no variance: undefined
+    assert np.isnan(R.sublayer_explained_variance_ratio(rs)[4]).all()
     # a sublayer confined to one direction needs 1 component
     rs[:, 2] = np.outer(np.arange(25.0), np.ones(8))
     n90 = R.components_for_variance(np.cumsum(R.sublayer_explained_variance_ratio(rs), 1), 0.9)
@@ -249,6 +261,9 @@ def test_cae_learns_2d_manifold(sheet_fit):
     assert ev.shape == (8,)
     rec = R.reconstruct(res, rs[res.test_idx])
     np.testing.assert_allclose(ev, R.explained_variance_from_reconstruction(rs[res.test_idx], rec), atol=1e-5)
+    evg = R.explained_variance_per_sublayer_cae(res, rs[res.test_idx], center="global", chunk_samples=13)
+    np.testing.assert_allclose(evg, R.explained_variance_from_reconstruction(rs[res.test_idx], rec, center="global"),
+                               atol=1e-5)
     assert np.mean(ev) > 0.85
     traj = R.bottleneck_trajectories(res, rs)
     assert traj.shape == (300, 8, 2) and np.isfinite(traj).all()

@@ -147,7 +147,7 @@ class PCA:
     Parameters
     ----------
     n_components: number of components kept (``None``: ``min(n_rows, d_model)``).
-    svd_solver: ``"auto"`` (covariance eigendecomposition when ``n_rows >= 2 * d_model``, else SVD),
+    svd_solver: ``"auto"`` (covariance eigendecomposition when ``n_rows >= d_model``, else SVD),
         ``"full"`` (SVD of the centred data) or ``"covariance"``. :meth:`partial_fit` always uses the
         covariance route.
     chunk_rows: rows per block when :meth:`fit` forms ``X^T X`` (bounds the float64 temporary).
@@ -232,7 +232,7 @@ class PCA:
         n, d = X.shape
         solver = self.svd_solver
         if solver == "auto":
-            solver = "covariance" if n >= 2 * d else "full"
+            solver = "covariance" if n >= d else "full"
         if solver == "covariance":
             self._accumulate(X)
             self._finalize_from_gram()
@@ -341,8 +341,24 @@ def cumulative_explained_variance(pca_or_ratio: PCA | np.ndarray) -> np.ndarray:
     return np.cumsum(ratio)
 
 
+CENTERS = ("sublayer", "global")
+
+
+def _sst(sum_y2: torch.Tensor, sum_y: torch.Tensor, n: int, center: str) -> torch.Tensor:
+    """Total sum of squares per sublayer from shifted sums: ``sum_y2 (s,)`` = sum_i ||y_is||^2 and
+    ``sum_y (s, d)`` = sum_i y_is, about each sublayer's own mean or the mean of all rows; NaN where zero."""
+    if center == "sublayer":
+        sst = sum_y2 - (sum_y ** 2).sum(1) / n
+    elif center == "global":
+        m = sum_y.sum(0) / (n * sum_y.shape[0])
+        sst = sum_y2 - 2 * (sum_y @ m) + n * (m ** 2).sum()
+    else:
+        raise ValueError(f"center must be one of {CENTERS}; got {center!r}")
+    return torch.where(sst > 1e-12 * sst.abs().max().clamp_min(1e-300), sst, torch.full_like(sst, float("nan")))
+
+
 def explained_variance_curve_per_sublayer(pca: PCA, rs: Any, max_components: int | None = None, *,
-                                          chunk_samples: int | None = 256) -> np.ndarray:
+                                          center: str = "sublayer", chunk_samples: int | None = 256) -> np.ndarray:
     """Explained variance of each sublayer by the first k global components, for every k.
 
     ``rs: (n_samples, n_sublayers, d_model)`` -> ``(n_sublayers, max_components)``; entry ``[s, k-1]`` is
@@ -351,6 +367,8 @@ def explained_variance_curve_per_sublayer(pca: PCA, rs: Any, max_components: int
     global PCA mean, ``P_k`` the projector onto the first k components) and ``m_s`` the **sublayer's own
     mean** over samples. So it is the fraction of that sublayer's across-text variance the reconstruction
     captures; it can be negative when the k components miss the sublayer's offset from the global mean.
+    ``center="global"`` measures instead against the mean of all vectors of ``rs`` (a sublayer's offset
+    from it then counts as variance to explain); NaN for a sublayer without variance.
 
     Because the components are orthonormal, ``||y - P_k y||^2 = ||y||^2 - sum_{j<k} z_j^2`` with
     ``y = x - mu`` and ``z = V y``, so all k come from one projection. Streams ``rs`` in chunks of samples.
@@ -373,14 +391,12 @@ def explained_variance_curve_per_sublayer(pca: PCA, rs: Any, max_components: int
         sum_y2 += (y ** 2).sum(dim=(0, 2))
         sum_z2 += (z ** 2).sum(0)
         sum_x += y.sum(0)
-    # SST_s about the sublayer's own mean, from y = x - mu (shift invariant): sum||y||^2 - n ||mean(y)||^2
-    sst = sum_y2 - (sum_x ** 2).sum(1) / n
+    sst = _sst(sum_y2, sum_x, n, center)                # from y = x - mu (shift invariant)
     sse = sum_y2[:, None] - torch.cumsum(sum_z2, dim=1)
-    sst = torch.where(sst > 0, sst, torch.full_like(sst, float("nan")))
     return (1.0 - sse / sst[:, None]).numpy()
 
 
-def explained_variance_per_sublayer(pca: PCA, rs: Any, n_components: int = 100, *,
+def explained_variance_per_sublayer(pca: PCA, rs: Any, n_components: int = 100, *, center: str = "sublayer",
                                     chunk_samples: int | None = 256) -> np.ndarray:
     """Fraction of each sublayer's variance captured by the first ``n_components`` PCs (Fig 4C).
 
@@ -389,22 +405,26 @@ def explained_variance_per_sublayer(pca: PCA, rs: Any, n_components: int = 100, 
     :func:`explained_variance_curve_per_sublayer`. ``n_components`` is clipped to the number the PCA keeps.
     """
     k = min(int(n_components), pca._check_fitted()["n_components_"])
-    return explained_variance_curve_per_sublayer(pca, rs, k, chunk_samples=chunk_samples)[:, k - 1]
+    return explained_variance_curve_per_sublayer(pca, rs, k, center=center, chunk_samples=chunk_samples)[:, k - 1]
 
 
-def components_for_variance(curve: np.ndarray, threshold: float = 0.9) -> np.ndarray:
+def components_for_variance(curve: np.ndarray, threshold: float = 0.9, *,
+                            not_reached: float = np.nan) -> np.ndarray:
     """Smallest number of components reaching ``threshold`` explained variance.
 
     ``curve: (..., K)`` cumulative explained variance over k = 1..K (e.g. from
     :func:`explained_variance_curve_per_sublayer`, or :func:`cumulative_explained_variance`) ->
-    ``(...)`` float array of counts in ``1..K``; NaN where K components do not reach the threshold.
+    ``(...)`` float array of counts in ``1..K`` (a numpy float for a 1-D curve); ``not_reached`` (default NaN;
+    ``np.inf`` to count it as "more than K") where K components do not reach the threshold, and NaN where the
+    curve is undefined (all NaN, e.g. a sublayer without variance).
     """
     curve = np.asarray(curve, dtype=float)
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
     reached = curve >= threshold
     first = np.argmax(reached, axis=-1).astype(float) + 1
-    return np.where(reached.any(axis=-1), first, np.nan)
+    out = np.where(reached.any(axis=-1), first, not_reached)
+    return np.where(np.isnan(curve).all(axis=-1), np.nan, out)[()]  # a numpy scalar for a 1-D curve
 
 
 def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) -> np.ndarray:
@@ -412,8 +432,9 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
 
     ``rs: (n_samples, n_sublayers, d_model)`` -> ``(n_sublayers, min(n_samples, d_model))``: row s is the
     explained-variance ratio (descending, summing to 1) of the vectors of sublayer s centred on their own mean,
-    from batched float64 singular values. ``np.cumsum(..., axis=1)`` with :func:`components_for_variance`
-    gives each sublayer's number of components for a variance fraction.
+    from the eigenvalues of the smaller of the Gram (``n x n``) and scatter (``d x d``) matrices in float64,
+    batched over sublayers. Rows of a sublayer without variance are NaN. ``np.cumsum(..., axis=1)`` with
+    :func:`components_for_variance` gives each sublayer's number of components for a variance fraction.
     """
     _check_rs(rs)
     n, s, d = rs.shape
@@ -422,10 +443,11 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
     out = np.empty((s, min(n, d)))
     for a in range(0, s, sublayers_per_batch):
         x = torch.as_tensor(np.asarray(rs[:, a:a + sublayers_per_batch]), dtype=torch.float64).transpose(0, 1)
-        x = x - x.mean(1, keepdim=True)
-        sv2 = torch.linalg.svdvals(x) ** 2                       # (b, min(n, d))
-        tot = sv2.sum(1, keepdim=True)
-        out[a:a + x.shape[0]] = torch.where(tot > 0, sv2 / tot, torch.zeros_like(sv2)).numpy()
+        x = x - x.mean(1, keepdim=True)                              # (b, n, d)
+        g = x @ x.transpose(1, 2) if n <= d else x.transpose(1, 2) @ x
+        ev = torch.linalg.eigvalsh(g).flip(-1).clamp_min(0.0)        # (b, min(n, d)), descending
+        tot = ev.sum(1, keepdim=True)
+        out[a:a + x.shape[0]] = torch.where(tot > 0, ev / tot, torch.full_like(ev, float("nan"))).numpy()
     return out
 
 
@@ -452,23 +474,33 @@ def turning_angle(traj: np.ndarray) -> np.ndarray:
     return ang[0] if single else ang
 
 
-def explained_variance_from_reconstruction(rs: np.ndarray, recon: np.ndarray) -> np.ndarray:
+def explained_variance_from_reconstruction(rs: np.ndarray, recon: np.ndarray, *,
+                                           center: str = "sublayer") -> np.ndarray:
     """Explained variance per sublayer of a reconstruction (one definition for PCA and CAE).
 
     ``rs, recon: (n_samples, n_sublayers, d_model)`` -> ``(n_sublayers,)``:
     ``EV_s = 1 - sum_i ||x_is - x̂_is||^2 / sum_i ||x_is - m_s||^2`` with ``m_s`` the sublayer's own mean
     over samples (the coefficient of determination of sublayer s, pooled over features; 1 is perfect,
-    0 is no better than predicting the sublayer's mean, negative is worse).
+    0 is no better than predicting the sublayer's mean, negative is worse). ``center="global"``: ``m_s``
+    replaced by the mean of all vectors of ``rs``. NaN for a sublayer without variance.
+
+    Why "own mean" by default: it asks how much of the across-text variation *at that depth* survives the
+    reduction. Where texts barely differ at a sublayer (e.g. the first ones when every text ends with the same
+    token) the value is low or negative even if the sublayer's position is reproduced well; the global centre
+    rewards getting that position right.
     """
     rs = np.asarray(rs, dtype=np.float64)
     recon = np.asarray(recon, dtype=np.float64)
     if rs.shape != recon.shape or rs.ndim != 3:
         raise ValueError(f"rs and recon must both be (n_samples, n_sublayers, d_model); got {rs.shape} and "
                          f"{recon.shape}")
+    if center not in CENTERS:
+        raise ValueError(f"center must be one of {CENTERS}; got {center!r}")
     sse = ((rs - recon) ** 2).sum(axis=(0, 2))
-    sst = ((rs - rs.mean(axis=0, keepdims=True)) ** 2).sum(axis=(0, 2))
+    m = rs.mean(axis=0, keepdims=True) if center == "sublayer" else rs.mean(axis=(0, 1), keepdims=True)
+    sst = ((rs - m) ** 2).sum(axis=(0, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sst > 0, 1.0 - sse / sst, np.nan)
+        return np.where(sst > 1e-12 * max(sst.max(), 1e-300), 1.0 - sse / sst, np.nan)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -930,12 +962,13 @@ def successive_distance(traj: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def explained_variance_per_sublayer_cae(model: CompressingAutoencoder | CAEResult, rs: Any, *,
-                                        chunk_samples: int | None = 1024) -> np.ndarray:
+                                        center: str = "sublayer", chunk_samples: int | None = 1024) -> np.ndarray:
     """Explained variance of each sublayer by the CAE reconstruction (Fig 3D), raw RS units.
 
     ``rs: (n_samples, n_sublayers, d_model)`` — pass the **test** texts, e.g. ``rs[result.test_idx]`` ->
     ``(n_sublayers,)``, with the definition of :func:`explained_variance_from_reconstruction` (variance about
-    the sublayer's own mean). Streams in chunks of samples with float64 sums.
+    the sublayer's own mean; ``center="global"``: the mean of all vectors of ``rs``). Streams in chunks of
+    samples with float64 sums.
     """
     m = _model_of(model)
     _check_rs(rs)
@@ -951,11 +984,9 @@ def explained_variance_per_sublayer_cae(model: CompressingAutoencoder | CAEResul
         r = m(x).double().cpu()
         x = x.double().cpu()
         if shift is None:
-            shift = x.mean(0)
+            shift = x.mean(dim=(0, 1))  # one shift for all sublayers (the global centre needs it)
         y = x - shift
         sse += ((x - r) ** 2).sum(dim=(0, 2))
         s1 += y.sum(0)
         s2 += (y ** 2).sum(dim=(0, 2))
-    sst = s2 - (s1 ** 2).sum(1) / n
-    sst = torch.where(sst > 0, sst, torch.full_like(sst, float("nan")))
-    return (1.0 - sse / sst).numpy()
+    return (1.0 - sse / _sst(s2, s1, n, center)).numpy()

@@ -110,15 +110,22 @@ def plot_successive_distance(dist, *, ax=None, title: str = "Distance between su
 def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained variance per sublayer",
                                          ylabel: str = "explained variance", ylim=None) -> Figure:
     """Explained variance per sublayer: ``ev: (n_sublayers,)`` or ``{label: (n_sublayers,)}``; attn sublayers
-    (even) as circles, mlp sublayers (odd) as squares."""
+    (even) as circles, mlp sublayers (odd) as squares. With ``ylim=(low, high)``, values below ``low`` are
+    drawn as downward triangles on the bottom edge (explained variance can be very negative where texts
+    barely differ)."""
     fig, ax = _fig_ax(ax, (5.5, 3.5))
+    low = None if ylim is None else ylim[0]
     for label, e in _curves(ev).items():
         if e.ndim != 1:
             raise ValueError(f"ev must be (n_sublayers,); got {e.shape}")
         s = np.arange(e.shape[0])
-        line = ax.plot(s, e, lw=1.2, label=label or None)[0]
-        ax.scatter(s[0::2], e[0::2], color=line.get_color(), s=12, marker="o")
-        ax.scatter(s[1::2], e[1::2], color=line.get_color(), s=12, marker="s")
+        shown = e if low is None else np.where(e < low, np.nan, e)
+        line = ax.plot(s, shown, lw=1.2, label=label or None)[0]
+        ax.scatter(s[0::2], shown[0::2], color=line.get_color(), s=12, marker="o")
+        ax.scatter(s[1::2], shown[1::2], color=line.get_color(), s=12, marker="s")
+        if low is not None and np.any(e < low):
+            below = s[e < low]
+            ax.scatter(below, np.full(below.shape, low), color=line.get_color(), s=30, marker="v", clip_on=False)
     ax.set(xlabel="sublayer (even: before attn, odd: before mlp)", ylabel=ylabel, title=title)
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -127,9 +134,11 @@ def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained
     return fig
 
 
-def plot_cae_explained_variance(ev, *, ax=None, title: str = "CAE: explained variance on the test set") -> Figure:
-    """Fig 3D: CAE reconstruction EV per sublayer on the test texts, ``(n_sublayers,)`` or ``{label: ...}``."""
-    return plot_explained_variance_per_sublayer(ev, ax=ax, title=title)
+def plot_cae_explained_variance(ev, *, ax=None, title: str = "CAE: explained variance on the test set",
+                                **kwargs) -> Figure:
+    """Fig 3D: CAE reconstruction EV per sublayer on the test texts, ``(n_sublayers,)`` or ``{label: ...}``;
+    keywords as :func:`plot_explained_variance_per_sublayer` (``ylim``, ``ylabel``)."""
+    return plot_explained_variance_per_sublayer(ev, ax=ax, title=title, **kwargs)
 
 
 def plot_pca_trajectories(traj: np.ndarray, *, ax=None, max_samples: int = 1000, seed: int = 0,
@@ -171,22 +180,32 @@ def plot_cumulative_explained_variance(ratio, *, ax=None, threshold: float | Non
     return fig
 
 
-def plot_pca_explained_variance_per_sublayer(ev, *, ax=None, n_components: int | None = 100) -> Figure:
+def plot_pca_explained_variance_per_sublayer(ev, *, ax=None, n_components: int | None = 100, **kwargs) -> Figure:
     """Fig 4C: per-sublayer explained variance with the first ``n_components`` PCs, ``(n_sublayers,)`` or
-    ``{label: ...}``."""
+    ``{label: ...}``; keywords as :func:`plot_explained_variance_per_sublayer`."""
     title = f"PCA: explained variance per sublayer ({n_components} PCs)" if n_components else \
         "PCA: explained variance per sublayer"
-    return plot_explained_variance_per_sublayer(ev, ax=ax, title=title)
+    return plot_explained_variance_per_sublayer(ev, ax=ax, title=kwargs.pop("title", title), **kwargs)
 
 
 def plot_components_for_variance(n_pcs, *, ax=None, threshold: float = 0.9) -> Figure:
     """Number of PCs each sublayer needs to reach ``threshold`` explained variance, ``n_pcs: (n_sublayers,)``
-    or ``{label: ...}`` (NaN where not reached, drawn as gaps)."""
+    or ``{label: ...}``. NaN (undefined) is a gap; ``inf`` (not reached with the components kept) an upward
+    triangle on the top edge."""
     fig, ax = _fig_ax(ax, (5.5, 3.5))
-    for label, k in _curves(n_pcs).items():
+    curves = _curves(n_pcs)
+    finite = [k[np.isfinite(k)] for k in curves.values()]
+    top = max([f.max() for f in finite if f.size], default=1.0) * 1.08
+    for label, k in curves.items():
         if k.ndim != 1:
             raise ValueError(f"n_pcs must be (n_sublayers,); got {k.shape}")
-        ax.plot(np.arange(k.shape[0]), k, marker="o", ms=3, lw=1.2, label=label or None)
+        s = np.arange(k.shape[0])
+        line = ax.plot(s, np.where(np.isfinite(k), k, np.nan), marker="o", ms=3, lw=1.2, label=label or None)[0]
+        if np.isposinf(k).any():
+            ax.scatter(s[np.isposinf(k)], np.full(np.isposinf(k).sum(), top), marker="^", s=25,
+                       color=line.get_color(), clip_on=False)
+    if any(np.isposinf(k).any() for k in curves.values()):
+        ax.set_ylim(0, top)
     ax.set(xlabel="sublayer", ylabel=f"PCs for {threshold:.0%} variance",
            title=f"PCs needed for {threshold:.0%} of each sublayer's variance")
     if any(_curves(n_pcs)):

@@ -1,0 +1,108 @@
+"""Benchmark of transformer_dynamics.reduce: PCA fit (full, and streamed with partial_fit) at the paper's
+scale of one Llama-sized capture (N=1000 texts x 64 sublayers x 4096 dims) and CAE training time per epoch at
+the default CPU model's scale (N=1000 x 60 sublayers x 576 dims).
+
+    python benchmarks/bench_reduce.py [--quick] [--sklearn]
+
+Writes ``benchmarks/results/reduce.json`` and prints a table. ``--quick`` shrinks the PCA data 8x (for a
+smoke run); ``--sklearn`` adds scikit-learn's ``PCA(svd_solver="covariance_eigh")`` as a reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transformer_dynamics import reduce as R
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reduce.json"
+
+
+def synthetic_rs(n: int, s: int, d: int, seed: int = 0, rank: int = 64) -> np.ndarray:
+    """Low-rank-plus-noise data with a norm growing over depth, float32 ``(n, s, d)``, built in chunks."""
+    rng = np.random.default_rng(seed)
+    basis = rng.normal(size=(rank, d)).astype(np.float32) / np.sqrt(rank)
+    growth = np.linspace(1, 20, s, dtype=np.float32)[None, :, None]
+    out = np.empty((n, s, d), dtype=np.float32)
+    for a in range(0, n, 100):
+        b = min(n, a + 100)
+        z = rng.standard_normal((b - a, s, rank), dtype=np.float32)
+        out[a:b] = (z @ basis + 0.1 * rng.standard_normal((b - a, s, d), dtype=np.float32)) * growth
+    return out
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="PCA on 1/8 of the texts")
+    ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's PCA")
+    ap.add_argument("--cae-epochs", type=int, default=3)
+    args = ap.parse_args()
+
+    rows = []
+    n_pca = 125 if args.quick else 1000
+    rs = synthetic_rs(n_pca, 64, 4096)
+    shape = list(rs.shape)
+
+    t, full = timed(lambda: R.PCA(n_components=100).fit(rs))
+    rows.append({"task": "PCA fit (covariance, in memory)", "shape": shape, "seconds": t})
+
+    def streamed():
+        pca = R.PCA(n_components=100)
+        for a in range(0, rs.shape[0], 100):
+            pca.partial_fit(rs[a:a + 100])
+        pca.components_  # noqa: B018  (forces the final eigendecomposition)
+        return pca
+
+    t, inc = timed(streamed)
+    rows.append({"task": "PCA partial_fit (100 texts/chunk)", "shape": shape, "seconds": t,
+                 "max_abs_diff_ratio_vs_fit": float(np.abs(inc.explained_variance_ratio_
+                                                           - full.explained_variance_ratio_).max())})
+    t, _ = timed(lambda: R.explained_variance_per_sublayer(full, rs, n_components=100))
+    rows.append({"task": "EV per sublayer (100 PCs)", "shape": shape, "seconds": t})
+    if args.sklearn:
+        from sklearn.decomposition import PCA as SkPCA
+        t, sk = timed(lambda: SkPCA(n_components=100, svd_solver="covariance_eigh").fit(rs.reshape(-1, 4096)))
+        rows.append({"task": "sklearn PCA covariance_eigh (reference)", "shape": shape, "seconds": t,
+                     "max_abs_diff_ratio_vs_ours": float(np.abs(sk.explained_variance_ratio_
+                                                                - full.explained_variance_ratio_).max())})
+    del rs
+
+    rs = synthetic_rs(1000, 60, 576, seed=1)
+    for threads in (1, torch.get_num_threads()):
+        res = R.fit_cae(rs, k=10, epochs=args.cae_epochs, patience=args.cae_epochs, batch_size=256, seed=0,
+                        progress=False, num_threads=threads)
+        epochs = len(res.history["train_loss"])
+        rows.append({"task": f"CAE train, k=10, batch 256, {threads} thread(s)", "shape": list(rs.shape),
+                     "seconds": res.train_time_s / epochs, "per": "epoch", "epochs": epochs,
+                     "test_ev": res.test_ev})
+
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+           "quick": args.quick, "results": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=1))
+    print(f"{'task':45s} {'shape':>20s} {'seconds':>9s}")
+    for r in rows:
+        per = f"/{r['per']}" if "per" in r else ""
+        print(f"{r['task']:45s} {str(tuple(r['shape'])):>20s} {r['seconds']:9.2f}{per}")
+    print(f"-> {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Reduced-dimensional trajectories (Figure 3 B–D, Figure 4 A–C)
+#
+# Section 3.3 of the paper reduces the residual stream (RS) two ways, treating the RS vector of every
+# sublayer of every text as one sample. A **compressing autoencoder** (CAE) squeezes each vector through a
+# 2-D bottleneck: the mean bottleneck trajectory curves, then straightens over the layers with growing
+# distance between successive sublayers (3B, 3C), and the reconstruction's explained variance jumps after
+# the early layers, then rises slowly (3D). **PCA** of all sublayer vectors shows a consistent path in the
+# first two components (4A) and that later layers need fewer principal components than early ones for the
+# same share of their variance (4B, 4C).
+#
+# We train the CAE and fit the PCA on the original texts and, as a control, on texts whose tokens are
+# shuffled, and record every statement's number in the ledger; the table at the end sets them beside the
+# paper's.
+
+# %% tags=["parameters"]
+MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+N = 1000                 # texts
+SEED = 0
+CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
+LEDGER_DIR = None        # None: ./ledger
+QUANTIZATION = None      # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
+CAE_LAYERS = 10          # k: layers of units per half, input and bottleneck included (paper Fig 3A: 10)
+CAE_EPOCHS = 100         # at most this many epochs (paper §2.7) ...
+CAE_PATIENCE = 10        # ... early stopping on the validation loss with this patience
+CAE_SCALING = "standard"  # input scaling fitted on the training texts: "standard", "global" or "none"
+CAE_THREADS = 1          # torch CPU threads for CAE training (1: fastest on a small, busy CPU; None: torch's default)
+PCA_COMPONENTS = 100     # components for the per-sublayer explained variance (paper Fig 4C: 100)
+VARIANCE_THRESHOLD = 0.9  # "PCs needed for this share of a sublayer's variance"
+
+# %% tags=["remove-cell"]
+# In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "transformer-dynamics[quant] @ git+https://github.com/transformer-dynamics/transformer-dynamics"], check=True)
+    from transformer_dynamics.profiles import load_profile
+    globals().update(load_profile("colab", "04_reduced_trajectories"))
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from transformer_dynamics import metrics, pipeline, reduce
+from transformer_dynamics.capture import sublayer_labels
+from transformer_dynamics.ledger import Ledger
+from transformer_dynamics.plots import reduced
+
+CONDITIONS = ("original", "shuffled")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED,
+             cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING,
+             pca_components=PCA_COMPONENTS)
+rs = {c: pipeline.residual_stream(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                  quantization=QUANTIZATION)
+      for c in CONDITIONS}
+n_samples, n_sublayers, d_model = rs["original"].shape
+labels = sublayer_labels(n_sublayers // 2)
+thirds = np.array_split(np.arange(n_sublayers), 3)
+print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units); CAE on {DEVICE}")
+
+
+def side_by_side(plot, data, **kwargs):
+    """One panel per condition, side by side; ``data`` maps condition -> the plot's first argument."""
+    fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 4.4), layout="constrained")
+    for ax, (c, arg) in zip(np.atleast_1d(axes), data.items()):
+        plot(arg, ax=ax, **kwargs)
+        ax.set_title(f"{ax.get_title()} — {c}")
+    return fig
+
+
+def suffix(c):
+    return "" if c == "original" else f"_{c}"
+
+
+# %% [markdown]
+# ## Training the compressing autoencoder (Figure 3A)
+# `reduce.fit_cae` follows §2.7: encoder widths in the geometric progression $d_i = d_{in} r^i$,
+# $r = (d_{bottle}/d_{in})^{1/(k-1)}$ down to a 2-D bottleneck, a mirrored decoder, Linear → LayerNorm →
+# ReLU except at the bottleneck and the output, Adam (lr $10^{-3}$) on the MSE, early stopping on a
+# validation split. Every sublayer vector is a training sample; texts are split 75 / 10 / 15 % into
+# train / validation / test (all sublayers of a text on one side; the paper used 85k / 15k texts). Inputs are
+# standardised per feature with statistics of the training texts (one map for every sublayer, so the
+# bottleneck trajectory remains the image of the RS trajectory; this keeps the few "massive" units from
+# owning the loss). Reconstructions and explained variance are in raw RS units.
+#
+# The CAEs are trained here, in the notebook run (not yet cached on disk).
+
+# %%
+print("encoder widths:", reduce.geometric_widths(d_model, 2, CAE_LAYERS))
+cae = {c: reduce.fit_cae(rs[c], k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
+                         seed=SEED, device=DEVICE, num_threads=CAE_THREADS)
+       for c in CONDITIONS}
+for c in CONDITIONS:
+    r = cae[c]
+    print(f"{c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
+          f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}")
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 3.5), layout="constrained")
+for c in CONDITIONS:
+    ax.plot(cae[c].history["train_loss"], label=f"{c} train")
+    ax.plot(cae[c].history["val_loss"], ls="--", label=f"{c} validation")
+ax.set(xlabel="epoch", ylabel="MSE (standardised units)", yscale="log", title="CAE training")
+ax.legend(fontsize=7);
+
+# %%
+for c in CONDITIONS:
+    s = suffix(c)
+    led.record(f"cae_train_time_s{s}", cae[c].train_time_s, unit="s", figure="3",
+               claim=f"CAE training wall time ({c}, {DEVICE}, {len(cae[c].history['train_loss'])} epochs)")
+    led.record(f"cae_test_ev{s}", cae[c].test_ev, figure="3D",
+               claim=f"CAE explained variance of all test vectors pooled ({c})")
+    led.record(f"cae_best_epoch{s}", cae[c].best_epoch, figure="3",
+               claim=f"epoch with the lowest validation loss (0-based, {c})")
+
+# %% [markdown]
+# ## Figure 3B: the mean bottleneck trajectory
+# Each test text's sublayer vectors are encoded to 2-D; the panels show the mean over test texts, points
+# coloured by sublayer, within-layer steps (attn → mlp) solid green, cross-layer steps (mlp → next attn)
+# dashed blue. "Straightening" is measured by the angle between successive steps of the mean trajectory.
+
+# %%
+traj = {c: reduce.bottleneck_trajectories(cae[c], rs[c][cae[c].test_idx]) for c in CONDITIONS}
+side_by_side(reduced.plot_bottleneck_trajectory, traj);
+
+# %%
+for c in CONDITIONS:
+    ang = reduce.turning_angle(traj[c].mean(0))
+    trend = metrics.depth_trend(ang)
+    led.record(f"cae_turning_angle_trend{suffix(c)}", trend, figure="3B",
+               claim=f"Spearman rho of the mean trajectory's turning angle with depth ({c}); < 0: straightens",
+               paper="trajectories straightened over the layers", holds=trend < 0)
+    led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
+               [np.nanmean(ang[thirds[0][:-2]]), np.nanmean(ang[thirds[2][:-2]])], unit="degrees", figure="3B",
+               claim=f"mean turning angle of the mean trajectory, first vs last third of sublayers ({c})")
+
+# %% [markdown]
+# ## Figure 3C: distance between successive sublayers in the bottleneck
+
+# %%
+dist = {c: reduce.successive_distance(traj[c]) for c in CONDITIONS}
+reduced.plot_successive_distance(dist, title="CAE: distance between successive sublayers");
+
+# %%
+for c in CONDITIONS:
+    trend = metrics.depth_trend(dist[c].mean(0))
+    led.record(f"cae_distance_trend{suffix(c)}", trend, figure="3C",
+               claim=f"Spearman rho of the mean successive distance in the bottleneck with depth ({c})",
+               paper="increasing distance between successive layers", holds=trend > 0)
+
+# %% [markdown]
+# ## Figure 3D: explained variance per sublayer on the test texts
+# For each sublayer $s$: $EV_s = 1 - \sum_i \lVert x_{is} - \hat x_{is}\rVert^2 / \sum_i \lVert x_{is} -
+# \bar x_s\rVert^2$, the share of that sublayer's variance across test texts (about its own mean) that the
+# CAE's reconstruction keeps (`reduce.explained_variance_per_sublayer_cae`; the same definition as the PCA
+# panel 4C below). Where texts barely differ at a sublayer (WikiText rows all end with the same newline token,
+# so the first sublayers hold almost the same vector for every text) this is low or negative, and undefined
+# (gap) where there is no variance at all; values below −1 sit as triangles on the bottom edge. The right
+# panel measures against the mean of all vectors instead, so a sublayer's offset from it counts too.
+
+# %%
+ev_cae = {c: reduce.explained_variance_per_sublayer_cae(cae[c], rs[c][cae[c].test_idx]) for c in CONDITIONS}
+ev_cae_global = {c: reduce.explained_variance_per_sublayer_cae(cae[c], rs[c][cae[c].test_idx], center="global")
+                 for c in CONDITIONS}
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+reduced.plot_cae_explained_variance(ev_cae, ax=axes[0], ylim=(-1, 1.02),
+                                    title="CAE: EV on the test set (about each sublayer's mean)")
+reduced.plot_cae_explained_variance(ev_cae_global, ax=axes[1], ylim=(-1, 1.02),
+                                    title="CAE: EV on the test set (about the global mean)");
+
+# %%
+for c in CONDITIONS:
+    ev, s = ev_cae[c], suffix(c)
+    jump_at = int(np.nanargmax(np.diff(ev)))
+    led.record(f"cae_ev_first_last{s}", [ev[0], ev[1], ev[-1]], figure="3D",
+               claim=f"CAE explained variance at the first, second and last sublayer ({c}; NaN: no variance)")
+    led.record(f"cae_ev_below_zero{s}", int(np.sum(ev < 0)), figure="3D", unit="sublayers",
+               claim=f"sublayers whose CAE explained variance is negative ({c})")
+    led.record(f"cae_ev_global_first_last{s}", [ev_cae_global[c][0], ev_cae_global[c][-1]], figure="3D",
+               claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
+    led.record(f"cae_ev_trend{s}", metrics.depth_trend(ev), figure="3D", holds=metrics.depth_trend(ev) > 0,
+               paper="increasing explained variance",
+               claim=f"Spearman rho of the CAE's per-sublayer explained variance with depth ({c})")
+    led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition",
+               holds=jump_at in thirds[0], paper="a large jump after the early layers",
+               claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance ({c}); holds "
+                     "if in the first third")
+    steep = metrics.steepest_segment(ev)
+    led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", holds=steep == 0,
+               paper="a slower increase thereafter",
+               claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
+
+# %% [markdown]
+# ## Figure 4A: PCA trajectories
+# PCA of all $N \cdot 2L$ sublayer vectors (§2.8, `reduce.PCA`: SVD / covariance eigendecomposition in
+# float64, checked against scikit-learn in the tests). Thin grey lines: every text's trajectory in the first
+# two components; coloured: the mean per sublayer.
+
+# %%
+pca = {c: reduce.PCA(n_components=min(PCA_COMPONENTS, n_samples * n_sublayers, d_model)).fit(rs[c])
+       for c in CONDITIONS}
+ptraj = {c: reduce.pca_trajectories(pca[c], rs[c], n_components=2) for c in CONDITIONS}
+side_by_side(reduced.plot_pca_trajectories, ptraj);
+
+# %%
+for c in CONDITIONS:
+    led.record(f"pca_ev_two_components{suffix(c)}", pca[c].explained_variance_ratio_[:2].sum(), figure="4A",
+               claim=f"share of the total variance in the first two principal components ({c})")
+
+# %% [markdown]
+# ## Figure 4B: cumulative explained variance over components
+
+# %%
+reduced.plot_cumulative_explained_variance({c: pca[c].explained_variance_ratio_ for c in CONDITIONS},
+                                           threshold=VARIANCE_THRESHOLD);
+
+# %%
+for c in CONDITIONS:
+    k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[c]), VARIANCE_THRESHOLD,
+                                       not_reached=np.inf)
+    led.record(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}{suffix(c)}", k, figure="4B",
+               claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; inf: more than "
+                     f"{pca[c].n_components_})")
+
+# %% [markdown]
+# ## Figure 4C: explained variance per sublayer with the first components
+# Each sublayer reconstructed from the first `PCA_COMPONENTS` global components (same definition of
+# explained variance as 3D). Below it, the number of global components each sublayer needs for
+# `VARIANCE_THRESHOLD` of its variance, and, as a check that does not depend on the global fit (which the
+# large late-layer vectors dominate), the same count from each sublayer's **own** PCA.
+
+# %%
+curve = {c: reduce.explained_variance_curve_per_sublayer(pca[c], rs[c]) for c in CONDITIONS}
+k_use = pca["original"].n_components_
+reduced.plot_pca_explained_variance_per_sublayer({c: curve[c][:, -1] for c in CONDITIONS}, n_components=k_use,
+                                                 ylim=(-1, 1.02));
+
+# %%
+n_global = {c: reduce.components_for_variance(curve[c], VARIANCE_THRESHOLD, not_reached=np.inf) for c in CONDITIONS}
+own = {c: np.cumsum(reduce.sublayer_explained_variance_ratio(rs[c]), axis=1) for c in CONDITIONS}
+n_own = {c: reduce.components_for_variance(own[c], VARIANCE_THRESHOLD) for c in CONDITIONS}
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+reduced.plot_components_for_variance(n_global, ax=axes[0], threshold=VARIANCE_THRESHOLD)
+axes[0].set_title(f"global PCA: PCs for {VARIANCE_THRESHOLD:.0%} of each sublayer's variance")
+reduced.plot_components_for_variance(n_own, ax=axes[1], threshold=VARIANCE_THRESHOLD)
+axes[1].set_title(f"each sublayer's own PCA: PCs for {VARIANCE_THRESHOLD:.0%}");
+
+# %%
+tag = int(VARIANCE_THRESHOLD * 100)
+for c in CONDITIONS:
+    s = suffix(c)
+    ev = curve[c][:, -1]
+    first, last = np.nanmean(ev[thirds[0]]), np.nanmean(ev[thirds[2]])
+    led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", holds=last > first,
+               paper="later layers: more variance explained by the same components",
+               claim=f"mean per-sublayer explained variance with {k_use} PCs, first vs last third ({c})")
+    for name, n_pc in (("global", n_global[c]), ("own", n_own[c])):
+        # inf: not reached with the kept components; NaN (a sublayer without variance) is left out
+        a, b = np.nanmean(n_pc[thirds[0]]), np.nanmean(n_pc[thirds[2]])
+        led.record(f"pca_{name}_pcs_for_{tag}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
+                   paper="later layers require fewer principal components",
+                   claim=f"mean PCs for {VARIANCE_THRESHOLD:.0%} of a sublayer's variance, first vs last third "
+                         f"({name} PCA, {c}; inf: some sublayer not reached with {k_use} PCs)")
+
+# %% [markdown]
+# ## The paper's statements next to ours
+# Every row is a ledger entry written above (original texts unless the key ends in `_shuffled`).
+# `holds` says whether our number supports the paper's statement; empty where the row is a plain value.
+
+# %%
+table = pd.DataFrame([{"key": e.key, "figure": e.figure, "paper": e.paper, "ours": e.value,
+                       "holds": e.holds, "claim": e.claim} for e in led.entries.values()])
+pd.set_option("display.max_colwidth", 120)
+table[table["paper"] != ""].reset_index(drop=True)
+
+# %%
+table[table["paper"] == ""].reset_index(drop=True)
