@@ -100,3 +100,17 @@ def test_four_bit_capture_on_cpu(model_cache_dir, wikitext_dir, smollm):
     assert rs4.shape == rs.shape
     r = np.corrcoef(rs4.ravel(), rs.ravel())[0, 1]
     assert 0.9 < r < 1.0  # close to fp32, and really quantised
+
+
+def test_trained_cae_is_cached(model_cache_dir, wikitext_dir, monkeypatch):
+    from transformer_dynamics import reduce
+
+    kw = dict(n=6, seed=1, cache_dir=model_cache_dir, k=3, epochs=2, patience=1, batch_size=64, progress=False)
+    first = pipeline.trained_cae("smollm2-135m", **kw)
+    monkeypatch.setattr(reduce, "fit_cae", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = pipeline.trained_cae("smollm2-135m", **kw)
+    assert again.test_ev == first.test_ev and again.config == first.config
+    for (k1, v1), (k2, v2) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
+        assert k1 == k2 and np.array_equal(v1.numpy(), v2.numpy())
+    with pytest.raises(AssertionError, match="retrained"):
+        pipeline.trained_cae("smollm2-135m", **{**kw, "epochs": 3})

@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__, cache, capture, data, models
 
 __all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts",
-           "residual_stream", "residual_stream_store"]
+           "residual_stream", "residual_stream_store", "trained_cae"]
 
 CONDITIONS = ("original", "shuffled")
 #: Bump when capture semantics change: every cached array made before is then stale.
@@ -107,3 +107,35 @@ def residual_stream(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: i
     reads the file.
     """
     return residual_stream_store(model, n=n, seed=seed, condition=condition, **kwargs).to_numpy()
+
+
+#: Bump when CAE training semantics change: every cached CAE made before is then stale.
+CAE_VERSION = 1
+_CAE_RUNTIME_ARGS = {"device", "num_threads", "progress", "chunk_samples"}  # change speed, not the result
+
+
+def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0, condition: str = "original",
+                cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
+                recompute: bool = False, progress: bool = True, **cae_kwargs: Any):
+    """A compressing autoencoder trained on the cached capture (see :func:`reduce.fit_cae`), itself cached.
+
+    The CAE is keyed by the capture's identity plus every training argument that changes the result
+    (``k``, ``epochs``, ``patience``, ``lr``, ``batch_size``, ``scaling``, the split fractions and ``seed``);
+    a rerun with the same arguments loads it instead of training. Returns a :class:`reduce.CAEResult`.
+    """
+    from . import reduce  # noqa: PLC0415  (torch-heavy; only needed here)
+
+    store = residual_stream_store(model, n=n, seed=seed, condition=condition, cache_dir=cache_dir,
+                                  quantization=quantization, progress=progress)
+    cae_kwargs.setdefault("seed", seed)
+    identity = {"activations": store.identity, "cae_version": CAE_VERSION,
+                "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
+    root = models.cache_root(cache_dir)
+    if not recompute:
+        hit = cache.load_module(root, identity)
+        if hit is not None:
+            return reduce.CAEResult.from_state(*hit)
+    result = reduce.fit_cae(store.to_numpy(), progress=progress, **cae_kwargs)
+    tensors, meta = result.to_state()
+    cache.save_module(root, identity, tensors, meta)
+    return result
