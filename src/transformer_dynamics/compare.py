@@ -1,0 +1,541 @@
+"""Headline numbers of the paper for one residual-stream array, and their robustness: across models, numerical
+precisions, bootstrap resamples of the texts and the number of texts N (issue 8, notebook 06).
+
+The paper's results (section 3) rest on a handful of statistics of ``rs: (n_samples, n_sublayers, d_model)``.
+:func:`curves` computes the per-transition / per-unit curves behind them (the data of Fig 1C, 1E, 1F, 1H, 2B
+and 4B) and :func:`headlines_from_curves` reduces those to scalars, one per statement:
+
+====================================  ======  ======================================================
+key                                   figure  meaning
+====================================  ======  ======================================================
+``r_first`` / ``r_last``              1C      median over units of the successive Pearson r at the first
+                                              defined / the last transition
+``r_within_above_cross``              1C      fraction of layers whose within-layer median r exceeds the
+                                              cross-layer one
+``r_trend``                           1C      Spearman rho of the median r with depth
+``cos_within`` / ``cos_cross``        1E      mean raw cosine of successive RS vectors, within / cross
+``cos_within_above_cross``            1E      fraction of layers with within-layer cosine > cross-layer
+``vel_steepest_third_within|cross``   1F      third (1, 2, 3) with the largest mean velocity increase
+``vel_cross_above_within``            1F      fraction of layers with cross-layer velocity > within
+``mi_first`` / ``mi_min_early``       1H      mean MI over units at the first defined transition / its
+                                              minimum over the first third of transitions
+``mi_drop``                           1H      relative early drop ``1 - mi_min_early / mi_first``
+``mi_steepest_drop_cross``            1H      1 if the largest early drop is into a cross-layer
+                                              transition, else 0
+``rot_mean`` / ``rot_mean_abs``       2B      mean R / mean abs(R) per unit (mean trajectory over texts)
+``rot_null_mean_abs``                 2B      mean abs(R) of the layer-order shuffle null
+``rot_minus_null``                    2B      ``rot_mean_abs - rot_null_mean_abs``
+``pcs_total``                         4B      global PCA components for ``variance`` of the total variance
+``pcs_first_third|last_third``        4C      mean over the first / last third of the sublayers of the
+                                              components each sublayer's own PCA needs for ``variance``
+====================================  ======  ======================================================
+
+:data:`HEADLINES` holds, for each key, the paper's statement and a test of whether a value supports it.
+
+Robustness: :func:`bootstrap_headlines` (percentile intervals over texts; the cheap groups r, cos, vel and
+rot are computed for all resamples at once from resampling counts, the costly ones -- MI, PCA, the rotation
+null -- on ``n_boot_slow`` resamples through :func:`transformer_dynamics.stats.bootstrap`),
+:func:`n_dependence` (nested subsamples of the texts), :func:`precision_difference` (two captures of the same
+texts at two precisions) and :func:`relative_depth` (to line up models of different depth).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import metrics, phase, reduce, stats
+
+__all__ = [
+    "GROUPS",
+    "FAST_GROUPS",
+    "HEADLINES",
+    "Headline",
+    "relative_depth",
+    "precision_kwargs",
+    "curves",
+    "headlines_from_curves",
+    "headline_numbers",
+    "bootstrap_headlines",
+    "nested_subsamples",
+    "n_dependence",
+    "precision_difference",
+    "headline_change",
+    "holds",
+]
+
+#: Groups of headline numbers, by the figure they come from.
+GROUPS = ("r", "cos", "vel", "mi", "rot", "pca")
+#: Groups whose bootstrap is computed for all resamples at once (the rest loop over ``n_boot_slow``).
+FAST_GROUPS = ("r", "cos", "vel", "rot")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What a headline number means. ``test``: value -> whether it supports ``paper`` (None: a plain value)."""
+
+    group: str
+    figure: str
+    claim: str
+    paper: str = ""
+    test: Callable[[float], bool] | None = None
+    unit: str = ""
+
+
+HEADLINES: dict[str, Headline] = {
+    "r_first": Headline("r", "1C", "median r over units at the first defined transition",
+                        "r > 0.8 even in the earliest layers", lambda v: v > 0.8),
+    "r_last": Headline("r", "1C", "median r over units at the last transition"),
+    "r_within_above_cross": Headline("r", "1C", "fraction of layers whose within-layer median r exceeds the "
+                                     "cross-layer one", "within-layer r consistently higher than cross-layer",
+                                     lambda v: v > 0.5),
+    "r_trend": Headline("r", "1C", "Spearman rho of the median r with depth", "correlation increases over layers",
+                        lambda v: v > 0),
+    "cos_within": Headline("cos", "1E", "mean raw cosine of successive RS vectors, within-layer transitions"),
+    "cos_cross": Headline("cos", "1E", "mean raw cosine of successive RS vectors, cross-layer transitions"),
+    "cos_within_above_cross": Headline("cos", "1E", "fraction of layers whose within-layer mean cosine exceeds "
+                                       "the cross-layer one", "within-layer transitions more similar than "
+                                       "cross-layer", lambda v: v > 0.5),
+    "vel_steepest_third_within": Headline("vel", "1F", "third of the model (1-3) with the largest increase of "
+                                          "the mean velocity, within-layer", "steepest acceleration in the "
+                                          "last third", lambda v: v == 3, unit="third"),
+    "vel_steepest_third_cross": Headline("vel", "1F", "third of the model (1-3) with the largest increase of "
+                                         "the mean velocity, cross-layer", "steepest acceleration in the "
+                                         "last third", lambda v: v == 3, unit="third"),
+    "vel_cross_above_within": Headline("vel", "1F", "fraction of layers whose cross-layer mean velocity exceeds "
+                                       "the within-layer one", "cross-layer transitions consistently faster",
+                                       lambda v: v > 0.5),
+    "mi_first": Headline("mi", "1H", "mean MI over units at the first defined transition", unit="nats"),
+    "mi_min_early": Headline("mi", "1H", "smallest mean MI in the first third of the transitions", unit="nats"),
+    "mi_drop": Headline("mi", "1H", "relative early drop of the mean MI, 1 - min(first third) / first",
+                        "sharp decline of MI in early layers", lambda v: v > 0),
+    "mi_steepest_drop_cross": Headline("mi", "1H", "1 if the largest early drop of the mean MI is into a "
+                                       "cross-layer transition", "steepest drops at cross-layer transitions",
+                                       lambda v: v == 1),
+    "rot_mean": Headline("rot", "2B", "mean signed rotation count R per unit (mean trajectory over texts)"),
+    "rot_mean_abs": Headline("rot", "2B", "mean |R| per unit (mean trajectory over texts)"),
+    "rot_null_mean_abs": Headline("rot_null", "2B", "mean |R| of the layer-order shuffle null"),
+    "rot_minus_null": Headline("rot_null", "2B", "mean |R| minus the null's mean |R|",
+                               "clear rotations (10.74) vs ~0 in shuffle controls", lambda v: v > 0),
+    "pcs_total": Headline("pca", "4B", "global PCA components for the variance threshold of the total variance"),
+    "pcs_first_third": Headline("pca", "4C", "mean components a sublayer's own PCA needs for the variance "
+                                "threshold, first third of the sublayers"),
+    "pcs_last_third": Headline("pca", "4C", "the same, last third of the sublayers",
+                               "later layers require fewer principal components"),
+}
+
+
+def holds(key: str, value: float) -> bool | None:
+    """Whether ``value`` of headline ``key`` supports the paper's statement (None: no yes/no statement, or NaN)."""
+    h = HEADLINES.get(key)
+    if h is None or h.test is None or value is None or not np.isfinite(value):
+        return None
+    return bool(h.test(value))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------------------
+def relative_depth(n: int, *, transitions: bool = False) -> np.ndarray:
+    """x-coordinates that line up models of different depth.
+
+    Sublayers (``transitions=False``): ``s / n_sublayers`` for s = 0 .. n-1 -> (n,) in [0, 1).
+    Transitions (``transitions=True``, ``n = n_transitions``): the midpoint of sublayers t and t + 1,
+    ``(t + 0.5) / (n + 1)`` -> (n,).
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"need n >= 1; got {n}")
+    if transitions:
+        return (np.arange(n) + 0.5) / (n + 1)
+    return np.arange(n) / n
+
+
+def precision_kwargs(precision: str) -> dict[str, Any]:
+    """``pipeline.residual_stream`` keywords for a precision name: ``"float32"``, ``"bfloat16"``,
+    ``"float16"`` -> ``{"dtype": precision, "quantization": None}``; ``"4bit"`` / ``"8bit"`` ->
+    ``{"dtype": "float32", "quantization": precision}`` (bitsandbytes, float32 compute)."""
+    if precision in ("4bit", "8bit"):
+        return {"dtype": "float32", "quantization": precision}
+    if precision in ("float32", "bfloat16", "float16"):
+        return {"dtype": precision, "quantization": None}
+    raise ValueError(f"unknown precision {precision!r}; use 'float32', 'bfloat16', 'float16', '4bit' or '8bit'")
+
+
+def _check_rs(rs, min_samples: int = 4) -> np.ndarray:
+    rs = np.asarray(rs)
+    if rs.ndim != 3:
+        raise ValueError(f"rs must be (n_samples, n_sublayers, d_model); got shape {rs.shape}")
+    if rs.shape[1] < 6:
+        raise ValueError(f"need at least 6 sublayers (3 layers) for the headline numbers; got {rs.shape[1]}")
+    if rs.shape[0] < min_samples:
+        raise ValueError(f"need at least {min_samples} texts; got {rs.shape[0]}")
+    return rs
+
+
+def _check_groups(groups) -> tuple[str, ...]:
+    groups = tuple(groups)
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise ValueError(f"unknown headline groups {bad}; use a subset of {GROUPS}")
+    return groups
+
+
+def _nanmedian(x, axis):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=axis)
+
+
+def _nanmean(x, axis):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+def _first_finite(y: np.ndarray) -> int | None:
+    ok = np.flatnonzero(np.isfinite(y))
+    return int(ok[0]) if ok.size else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# curves and headline numbers
+# ----------------------------------------------------------------------------------------------------------
+def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] | None = 256,
+           mi_method: str = "kde", n_shuffles: int = 100, variance: float = 0.9, pca_components: int | None = None,
+           seed: int = 0) -> dict[str, Any]:
+    """The curves behind the headline numbers of one residual-stream array.
+
+    rs: (n_samples, n_sublayers, d_model). Returns a dict with (only for the requested ``groups``):
+
+    - ``"r_median"``: (n_sublayers - 1,) median over units of the successive r (Fig 1C);
+    - ``"cos_mean"``: (n_sublayers - 1,) mean over texts of the raw cosine (Fig 1E);
+    - ``"vel_mean"``: (n_sublayers - 1,) mean over texts of the velocity (Fig 1F);
+    - ``"mi_mean"``: (n_sublayers - 1,) mean over ``mi_units`` units of the MI (``mi_method``, Fig 1H);
+      ``mi_units``: an int (that many random units, ``seed``), indices, or None (all units);
+    - ``"rot"``: (d_model,) rotation count per unit of its mean trajectory, and ``"rot_null"``:
+      (n_shuffles, d_model) its layer-order shuffle null (skipped when ``n_shuffles`` is 0) (Fig 2B);
+    - ``"ev_ratio"``: (k,) explained-variance ratio of the global PCA of all sublayer vectors (Fig 4B), k =
+      ``pca_components`` (None: min(rows, d_model)); ``"own_pcs"``: (n_sublayers,) components each sublayer's
+      own PCA needs for ``variance`` of its variance (Fig 4C).
+
+    Also ``"n_sublayers"`` and ``"variance"``.
+    """
+    rs = _check_rs(rs)
+    groups = _check_groups(groups)
+    n, L, D = rs.shape
+    out: dict[str, Any] = {"n_sublayers": L, "variance": float(variance)}
+    if "r" in groups:
+        out["r_median"] = metrics.median_by_transition(metrics.successive_correlation(rs))["all"]
+    if "cos" in groups:
+        out["cos_mean"] = _nanmean(metrics.cosine_similarity(rs), 0)
+    if "vel" in groups:
+        out["vel_mean"] = metrics.velocity(rs).mean(0)
+    if "mi" in groups:
+        units = (metrics.subsample_units(D, mi_units, seed=seed) if mi_units is None or np.isscalar(mi_units)
+                 else np.asarray(mi_units, dtype=np.int64))
+        mi = metrics.mutual_information(rs, mi_method, units=units)
+        out["mi_mean"] = _nanmean(mi, 1)
+    if "rot" in groups:
+        # = phase.rotations_per_unit(rs, "mean"), with the mean trajectory accumulated in float64
+        out["rot"] = np.asarray(phase.count_rotations(rs.mean(0, dtype=np.float64).T), dtype=np.float64)
+        if n_shuffles:
+            out["rot_null"] = np.asarray(phase.null_per_unit(rs, "mean", n_shuffles, seed=seed), dtype=np.float64)
+    if "pca" in groups:
+        k = min(n * L, D) if pca_components is None else min(int(pca_components), n * L, D)
+        out["ev_ratio"] = reduce.PCA(n_components=k).fit(rs).explained_variance_ratio_
+        own = np.cumsum(reduce.sublayer_explained_variance_ratio(rs), axis=1)
+        out["own_pcs"] = np.asarray(reduce.components_for_variance(own, variance), dtype=np.float64)
+    return out
+
+
+def _r_headlines(med: np.ndarray) -> dict[str, float]:
+    t0 = _first_finite(med)
+    return {"r_first": np.nan if t0 is None else float(med[t0]), "r_last": float(med[-1]),
+            "r_within_above_cross": metrics.within_above_cross(med), "r_trend": metrics.depth_trend(med)}
+
+
+def _cos_headlines(cos: np.ndarray) -> dict[str, float]:
+    w, c = metrics.split_transitions(cos)
+    return {"cos_within": float(np.nanmean(w)), "cos_cross": float(np.nanmean(c)),
+            "cos_within_above_cross": metrics.within_above_cross(cos)}
+
+
+def _vel_headlines(vel: np.ndarray) -> dict[str, float]:
+    w, c = metrics.split_transitions(vel)
+
+    def third(y):  # NaN when too short to split into thirds (fewer than 6 transitions of a kind)
+        return float(metrics.steepest_segment(y) + 1) if y.size >= 6 else np.nan
+
+    return {"vel_steepest_third_within": third(w), "vel_steepest_third_cross": third(c),
+            "vel_cross_above_within": 1.0 - metrics.within_above_cross(vel)}
+
+
+def _mi_headlines(mi: np.ndarray) -> dict[str, float]:
+    T = mi.size
+    early = max(4, T // 3)
+    t0 = _first_finite(mi)
+    if t0 is None or not np.isfinite(mi[:early]).any():
+        return {k: np.nan for k in ("mi_first", "mi_min_early", "mi_drop", "mi_steepest_drop_cross")}
+    first, low = float(mi[t0]), float(np.nanmin(mi[:early]))
+    kinds = metrics.transition_kind(T + 1)
+    t = metrics.largest_drop(mi, stop=early)
+    return {"mi_first": first, "mi_min_early": low, "mi_drop": 1.0 - low / first if first != 0 else np.nan,
+            "mi_steepest_drop_cross": float(kinds[t] == "cross")}
+
+
+def _rot_headlines(rot: np.ndarray, null: np.ndarray | None) -> dict[str, float]:
+    out = {"rot_mean": float(rot.mean()), "rot_mean_abs": float(np.abs(rot).mean())}
+    if null is not None:
+        out["rot_null_mean_abs"] = float(np.abs(null).mean())
+        out["rot_minus_null"] = out["rot_mean_abs"] - out["rot_null_mean_abs"]
+    return out
+
+
+def _pca_headlines(ev_ratio: np.ndarray, own_pcs: np.ndarray, variance: float) -> dict[str, float]:
+    thirds = np.array_split(np.arange(own_pcs.size), 3)
+    total = reduce.components_for_variance(np.cumsum(ev_ratio), variance, not_reached=np.inf)
+    return {"pcs_total": float(total), "pcs_first_third": float(_nanmean(own_pcs[thirds[0]], 0)),
+            "pcs_last_third": float(_nanmean(own_pcs[thirds[2]], 0))}
+
+
+def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
+    """Headline numbers (see the module docstring and :data:`HEADLINES`) from :func:`curves`' output.
+
+    -> {key: float}, only the keys whose curves are present, in :data:`HEADLINES` order.
+    """
+    out: dict[str, float] = {}
+    if "r_median" in c:
+        out.update(_r_headlines(np.asarray(c["r_median"], dtype=np.float64)))
+    if "cos_mean" in c:
+        out.update(_cos_headlines(np.asarray(c["cos_mean"], dtype=np.float64)))
+    if "vel_mean" in c:
+        out.update(_vel_headlines(np.asarray(c["vel_mean"], dtype=np.float64)))
+    if "mi_mean" in c:
+        out.update(_mi_headlines(np.asarray(c["mi_mean"], dtype=np.float64)))
+    if "rot" in c:
+        out.update(_rot_headlines(np.asarray(c["rot"]), c.get("rot_null")))
+    if "ev_ratio" in c:
+        out.update(_pca_headlines(np.asarray(c["ev_ratio"]), np.asarray(c["own_pcs"]), c.get("variance", 0.9)))
+    return {k: out[k] for k in HEADLINES if k in out}
+
+
+def headline_numbers(rs, **kwargs: Any) -> dict[str, float]:
+    """The paper's headline statistics for one RS array: ``headlines_from_curves(curves(rs, **kwargs))``.
+
+    rs: (n_samples, n_sublayers, d_model); keywords as :func:`curves` (groups, mi_units, mi_method,
+    n_shuffles, variance, pca_components, seed). -> {key: float}.
+    """
+    return headlines_from_curves(curves(rs, **kwargs))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bootstrap
+# ----------------------------------------------------------------------------------------------------------
+def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...], batch: int = 50
+                     ) -> dict[str, np.ndarray]:
+    """Curves of the fast groups for every resample, from resampling counts (n_boot, n) -> {name: (n_boot, ...)}.
+
+    r: per transition, the weighted moments of every unit (one matrix product); cos / vel: weighted means of
+    the per-text values; rot: rotation counts of the weighted mean trajectories.
+    """
+    n, L, D = rs.shape
+    w = counts / n                                                   # (B, n), rows sum to 1
+    B = w.shape[0]
+    out: dict[str, np.ndarray] = {}
+    if "cos" in groups:
+        out["cos_mean"] = w @ np.nan_to_num(metrics.cosine_similarity(rs))
+    if "vel" in groups:
+        out["vel_mean"] = w @ metrics.velocity(rs)
+    if "r" in groups:
+        med = np.empty((B, L - 1))
+        x = rs.astype(np.float64)
+        x -= x.mean(0)
+        for t in range(L - 1):
+            a, b = x[:, t], x[:, t + 1]
+            moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)  # (n, 5 D)
+            for s in range(0, B, batch):
+                m = w[s:s + batch] @ moments
+                ma, mb, saa, sbb, sab = (m[:, i * D:(i + 1) * D] for i in range(5))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    va, vb = saa - ma * ma, sbb - mb * mb
+                    tiny_a = va <= 1e-12 * np.maximum(saa, 1e-300)
+                    tiny_b = vb <= 1e-12 * np.maximum(sbb, 1e-300)
+                    r = (sab - ma * mb) / np.sqrt(va * vb)
+                r[tiny_a | tiny_b] = np.nan                            # constant in this resample
+                med[s:s + batch, t] = _nanmedian(r, 1)
+        out["r_median"] = med
+    if "rot" in groups:
+        flat = rs.reshape(n, L * D).astype(np.float64)
+        rot = np.empty((B, D))
+        for s in range(0, B, batch):
+            mean = (w[s:s + batch] @ flat).reshape(-1, L, D)         # (b, L, D) mean trajectories
+            rot[s:s + batch] = phase.count_rotations(np.ascontiguousarray(mean.transpose(0, 2, 1)))
+        out["rot"] = rot
+    return out
+
+
+def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.95,
+                        groups: Iterable[str] = GROUPS, n_boot_slow: int | None = 50,
+                        return_samples: bool = False, **kwargs: Any):
+    """Percentile bootstrap intervals over texts of every headline number.
+
+    rs: (n_samples, n_sublayers, d_model). The groups in :data:`FAST_GROUPS` are computed for all ``n_boot``
+    resamples at once from resampling counts (:func:`transformer_dynamics.stats.bootstrap_counts`, the same
+    resamples as :func:`transformer_dynamics.stats.bootstrap` with the same seed); the rotation null, MI and
+    PCA are recomputed on the first ``min(n_boot, n_boot_slow)`` of those resamples (None: all) through
+    :func:`transformer_dynamics.stats.bootstrap`. Note that a resample repeats texts: the KDE MI (a
+    resubstitution estimate) and the PCA counts of a resample are biased by the duplicates, so their
+    intervals are rough. Other keywords go to :func:`curves` (mi_units, mi_method, n_shuffles, variance,
+    pca_components).
+
+    -> DataFrame indexed by headline key with columns ``estimate``, ``low``, ``high``, ``n_boot``, ``group``,
+    ``figure``; with ``return_samples=True`` also ``{key: (n_boot_of_key,) replicates}``.
+    """
+    rs = _check_rs(rs)
+    groups = _check_groups(groups)
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2; got {n_boot}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {ci}")
+    seed_c = kwargs.pop("seed", seed)
+    base = curves(rs, groups=groups, seed=seed_c, **kwargs)
+    estimate = headlines_from_curves(base)
+    reps: dict[str, np.ndarray] = {}
+
+    fast = tuple(g for g in groups if g in FAST_GROUPS)
+    if fast:
+        counts = stats.bootstrap_counts(rs.shape[0], n_boot, seed)
+        rep_curves = _fast_replicates(rs, counts, fast)
+        rows = []
+        for b in range(n_boot):
+            c = {k: v[b] for k, v in rep_curves.items()}
+            rows.append(headlines_from_curves(c))
+        for k in rows[0]:
+            reps[k] = np.array([r[k] for r in rows], dtype=np.float64)
+
+    slow_groups = tuple(g for g in groups if g not in FAST_GROUPS)
+    slow_keys = [k for k in estimate if k not in reps]
+    n_slow = n_boot if n_boot_slow is None else min(n_boot, int(n_boot_slow))
+    if slow_keys and n_slow >= 2:
+        want_null = "rot" in groups and kwargs.get("n_shuffles", 100)
+        slow = slow_groups + (("rot",) if want_null else ())
+
+        def statistic(x):
+            h = headlines_from_curves(curves(x, groups=slow, seed=seed_c, **kwargs))
+            return np.array([h.get(k, np.nan) for k in slow_keys])
+
+        _, _, _, samples = stats.bootstrap(statistic, rs, n_boot=n_slow, seed=seed, ci=ci, return_samples=True)
+        for i, k in enumerate(slow_keys):
+            reps[k] = samples[:, i]
+
+    alpha = (1.0 - ci) / 2.0
+    records = []
+    for k, v in estimate.items():
+        r = reps.get(k)
+        if r is None or not np.isfinite(r).any():
+            lo = hi = np.nan
+            nb = 0 if r is None else r.size
+        else:
+            lo, hi = np.nanquantile(r, [alpha, 1.0 - alpha])
+            nb = r.size
+        h = HEADLINES[k]
+        records.append({"key": k, "estimate": v, "low": float(lo), "high": float(hi), "n_boot": nb,
+                        "group": h.group, "figure": h.figure})
+    df = pd.DataFrame.from_records(records).set_index("key")
+    return (df, reps) if return_samples else df
+
+
+# ----------------------------------------------------------------------------------------------------------
+# N-dependence
+# ----------------------------------------------------------------------------------------------------------
+def nested_subsamples(n_total: int, ns: Sequence[int], seed: int = 0) -> list[np.ndarray]:
+    """Nested subsets of ``range(n_total)``: one random permutation (``seed``), subset i = its first ``ns[i]``
+    entries (sorted). Every subset contains all smaller ones. -> list of (ns[i],) int arrays."""
+    ns = [int(v) for v in ns]
+    if not ns or min(ns) < 1 or max(ns) > n_total:
+        raise ValueError(f"every N must be between 1 and the number of texts {n_total}; got {ns}")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    return [np.sort(perm[:v]) for v in ns]
+
+
+def n_dependence(rs, ns: Sequence[int], seed: int = 0, **kwargs: Any) -> pd.DataFrame:
+    """Headline numbers on nested subsamples of the texts (no recapture).
+
+    rs: (n_samples, n_sublayers, d_model); ns: numbers of texts, each <= n_samples. Subsample i is the first
+    ``ns[i]`` texts of one random permutation (:func:`nested_subsamples`), so larger N only add texts.
+    Keywords as :func:`curves`. -> DataFrame indexed by N (sorted ascending), one column per headline key.
+    """
+    rs = _check_rs(rs)
+    ns = sorted(int(v) for v in ns)
+    rows = {}
+    for v, idx in zip(ns, nested_subsamples(rs.shape[0], ns, seed)):
+        rows[v] = headline_numbers(rs[idx], seed=seed, **kwargs)
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "n"
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------
+# precision
+# ----------------------------------------------------------------------------------------------------------
+def _corr(a, b) -> float:
+    a, b = np.ravel(np.asarray(a, dtype=np.float64)), np.ravel(np.asarray(b, dtype=np.float64))
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return np.nan
+    a, b = a[ok], b[ok]
+    if np.array_equal(a, b):
+        return 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.corrcoef(a, b)[0, 1])
+
+
+def precision_difference(rs_a, rs_b) -> dict[str, Any]:
+    """How much a second capture of the same texts (e.g. bfloat16 vs float32) differs from the first.
+
+    rs_a, rs_b: (n_samples, n_sublayers, d_model), the same texts in the same order; ``rs_a`` is the
+    reference. Returns
+
+    - ``"rel_error"``: (n_sublayers,) ``||b_s - a_s||_F / ||a_s||_F`` over texts and units, per sublayer;
+    - ``"rel_error_per_text"``: (n_sublayers,) median over texts of ``||b_ns - a_ns|| / ||a_ns||``;
+    - ``"max_rel_error"``: float, the largest ``rel_error``;
+    - ``"corr"``: {statistic: Pearson correlation between its values from a and from b}, for ``"rs"`` (all
+      activations), ``"r"`` (successive r per transition and unit), ``"cos"`` and ``"vel"`` (per text and
+      transition) and ``"rot"`` (rotation count per unit).
+    """
+    a, b = np.asarray(rs_a), np.asarray(rs_b)
+    if a.ndim != 3 or a.shape != b.shape:
+        raise ValueError(f"rs_a and rs_b must be (n_samples, n_sublayers, d_model) arrays of one shape (the same "
+                         f"texts captured twice); got {a.shape} and {b.shape}")
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    diff = b64 - a64
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.sqrt((diff ** 2).sum(axis=(0, 2)) / (a64 ** 2).sum(axis=(0, 2)))
+        per_text = np.linalg.norm(diff, axis=2) / np.linalg.norm(a64, axis=2)
+    corr = {"rs": _corr(a64, b64)}
+    if a.shape[0] >= 2 and a.shape[1] >= 2:
+        corr["r"] = _corr(metrics.successive_correlation(a), metrics.successive_correlation(b))
+        corr["cos"] = _corr(metrics.cosine_similarity(a), metrics.cosine_similarity(b))
+        corr["vel"] = _corr(metrics.velocity(a), metrics.velocity(b))
+    if a.shape[1] >= 3:
+        corr["rot"] = _corr(phase.rotations_per_unit(a, "mean"), phase.rotations_per_unit(b, "mean"))
+    return {"rel_error": rel, "rel_error_per_text": _nanmedian(per_text, 0), "max_rel_error": float(np.nanmax(rel)),
+            "corr": corr}
+
+
+def headline_change(reference: Mapping[str, float], other: Mapping[str, float]) -> pd.DataFrame:
+    """Headline numbers side by side: -> DataFrame indexed by key (those in both) with columns ``reference``,
+    ``other``, ``change`` (other - reference) and ``rel_change`` (change / abs(reference); NaN where 0)."""
+    keys = [k for k in reference if k in other]
+    ref = np.array([reference[k] for k in keys], dtype=np.float64)
+    oth = np.array([other[k] for k in keys], dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = oth - ref
+        rel = np.where(ref != 0, change / np.abs(ref), np.nan)
+    return pd.DataFrame({"reference": ref, "other": oth, "change": change, "rel_change": rel},
+                        index=pd.Index(keys, name="key"))

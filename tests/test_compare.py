@@ -1,0 +1,227 @@
+"""compare: headline numbers on constructed arrays with known answers, bootstrap, N-dependence, precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transformer_dynamics import compare, metrics, phase, stats
+
+
+def _orthonormal_columns(n: int, k: int, rng) -> np.ndarray:
+    """(n, k) orthonormal columns, each centred (they span centred vectors): exact sample variances and zero
+    sample covariances."""
+    a = rng.standard_normal((n, k))
+    q, _ = np.linalg.qr(a - a.mean(0))
+    return q
+
+
+@pytest.fixture(scope="module")
+def rs_random():
+    rng = np.random.default_rng(0)
+    n, L, D = 40, 14, 16
+    base = rng.standard_normal((n, 1, D))
+    drift = np.cumsum(rng.standard_normal((n, L, D)) * 0.3, axis=1)
+    # every unit oscillates over the sublayers (its own phase): clear rotations of the mean trajectory
+    osc = 2.0 * np.cos(1.1 * np.arange(L)[:, None] + rng.uniform(0, 2 * np.pi, D)[None, :])
+    return (base + drift + osc[None] + np.linspace(0, 3, L)[None, :, None]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# headline numbers with known answers
+# ----------------------------------------------------------------------------------------------------------
+def test_r_headlines_known_answer():
+    """Within-layer transitions: an exact affine copy (r = 1); cross-layer: a fresh independent draw."""
+    rng = np.random.default_rng(1)
+    n, L, D = 3000, 8, 6
+    rs = np.empty((n, L, D))
+    for s in range(0, L, 2):
+        x = rng.standard_normal((n, D))
+        rs[:, s] = x
+        rs[:, s + 1] = 2.0 * x + 1.0          # sublayer 2l -> 2l+1 (within) : r = 1
+    c = compare.curves(rs, groups=("r",))
+    w, x = metrics.split_transitions(c["r_median"])
+    np.testing.assert_allclose(w, 1.0, atol=1e-9)
+    assert np.all(np.abs(x) < 0.1)             # independent draws: r ~ N(0, 1/sqrt(n))
+    h = compare.headlines_from_curves(c)
+    assert h["r_first"] == pytest.approx(1.0)
+    assert h["r_within_above_cross"] == 1.0
+    assert compare.holds("r_within_above_cross", h["r_within_above_cross"]) is True
+    assert compare.holds("r_first", h["r_first"]) is True
+
+
+def test_cos_and_velocity_known_answer():
+    """Fixed vectors per sublayer: cosines and speeds are closed forms."""
+    L, D, n = 14, 4, 5
+    t = np.arange(L, dtype=np.float64)
+    # direction of sublayer s: angle phi_s in the (e0, e1) plane; magnitude s^3 + 1
+    phi = np.where(t % 2 == 0, 0.0, 0.3)       # within: 0 -> 0.3 ; cross: 0.3 -> 0
+    phi = phi + 0.1 * t
+    mag = t ** 3 + 1.0
+    v = np.zeros((L, D))
+    v[:, 0], v[:, 1] = mag * np.cos(phi), mag * np.sin(phi)
+    rs = np.broadcast_to(v, (n, L, D)).copy()
+    c = compare.curves(rs, groups=("cos", "vel"))
+    np.testing.assert_allclose(c["cos_mean"], np.cos(np.diff(phi)), rtol=1e-12)
+    np.testing.assert_allclose(c["vel_mean"], np.linalg.norm(np.diff(v, axis=0), axis=1), rtol=1e-12)
+    h = compare.headlines_from_curves(c)
+    # within steps turn by 0.4 rad, cross steps by -0.2 rad: cos(0.2) > cos(0.4), so cross is more similar
+    assert h["cos_within"] == pytest.approx(np.cos(0.4))
+    assert h["cos_cross"] == pytest.approx(np.cos(0.2))
+    assert h["cos_within_above_cross"] == 0.0
+    # speeds grow like s^2: the steepest increase is in the last third for both kinds
+    assert h["vel_steepest_third_within"] == 3.0 and h["vel_steepest_third_cross"] == 3.0
+
+
+def test_mi_headlines_known_drop():
+    """mi_drop and the cross-layer test on a given MI curve."""
+    mi = np.array([2.0, 1.9, 1.0, 0.95, 0.9, 0.85, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6])  # 12 transitions
+    h = compare.headlines_from_curves({"mi_mean": mi})
+    assert h["mi_first"] == 2.0
+    assert h["mi_min_early"] == pytest.approx(0.95)         # first third: max(4, 12 // 3) = 4 transitions
+    assert h["mi_drop"] == pytest.approx(1 - 0.95 / 2.0)
+    assert h["mi_steepest_drop_cross"] == 0.0               # the big drop is into t = 2 (within)
+    mi2 = mi.copy()
+    mi2[1], mi2[2] = 1.0, 0.98                                # now the big drop is into t = 1 (cross)
+    assert compare.headlines_from_curves({"mi_mean": mi2})["mi_steepest_drop_cross"] == 1.0
+
+
+def test_mi_curve_matches_metrics(rs_random):
+    c = compare.curves(rs_random, groups=("mi",), mi_units=[0, 3, 5], mi_method="gcmi")
+    ref = metrics.mutual_information(rs_random, "gcmi", units=[0, 3, 5]).mean(1)
+    np.testing.assert_allclose(c["mi_mean"], ref)
+
+
+def test_rotation_headlines_match_phase(rs_random):
+    c = compare.curves(rs_random, groups=("rot",), n_shuffles=20, seed=3)
+    obs = phase.rotations_per_unit(rs_random, "mean")
+    null = phase.null_per_unit(rs_random, "mean", 20, seed=3)
+    h = compare.headlines_from_curves(c)
+    assert h["rot_mean_abs"] == pytest.approx(np.abs(obs).mean())
+    assert h["rot_null_mean_abs"] == pytest.approx(np.abs(null).mean())
+    assert h["rot_minus_null"] == pytest.approx(np.abs(obs).mean() - np.abs(null).mean())
+
+
+def test_pca_headlines_known_dimensions():
+    """First-third sublayers vary along 4 equal orthogonal directions, last third along 1: own PCs 4 vs 1."""
+    rng = np.random.default_rng(2)
+    n, L, D = 60, 9, 10
+    rs = np.zeros((n, L, D))
+    for s in range(L):
+        k = 4 if s < 3 else (2 if s < 6 else 1)
+        q = _orthonormal_columns(n, k, rng)                  # (n, k)
+        rs[:, s, :k] = q * 10.0
+    c = compare.curves(rs, groups=("pca",), variance=0.9)
+    np.testing.assert_array_equal(c["own_pcs"], [4, 4, 4, 2, 2, 2, 1, 1, 1])
+    h = compare.headlines_from_curves(c)
+    assert h["pcs_first_third"] == 4.0 and h["pcs_last_third"] == 1.0
+    assert 1 <= h["pcs_total"] <= 4
+    np.testing.assert_allclose(c["ev_ratio"].sum(), 1.0)
+
+
+def test_headline_numbers_keys_and_order(rs_random):
+    h = compare.headline_numbers(rs_random, mi_units=4, mi_method="gcmi", n_shuffles=10)
+    assert list(h) == [k for k in compare.HEADLINES if k in h]
+    assert set(h) == set(compare.HEADLINES)
+    assert all(isinstance(v, float) for v in h.values())
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="n_samples, n_sublayers"):
+        compare.headline_numbers(np.zeros((4, 6)))
+    with pytest.raises(ValueError, match="groups"):
+        compare.curves(np.zeros((8, 8, 3)), groups=("nope",))
+    with pytest.raises(ValueError, match="precision"):
+        compare.precision_kwargs("int3")
+    assert compare.precision_kwargs("4bit") == {"dtype": "float32", "quantization": "4bit"}
+    assert compare.precision_kwargs("bfloat16") == {"dtype": "bfloat16", "quantization": None}
+
+
+def test_relative_depth():
+    np.testing.assert_allclose(compare.relative_depth(4), [0, 0.25, 0.5, 0.75])
+    np.testing.assert_allclose(compare.relative_depth(3, transitions=True), [0.125, 0.375, 0.625])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bootstrap
+# ----------------------------------------------------------------------------------------------------------
+def test_fast_bootstrap_equals_recomputation(rs_random):
+    """The vectorised replicates equal the headline numbers recomputed on the resampled texts."""
+    n_boot, seed = 6, 4
+    df, reps = compare.bootstrap_headlines(rs_random, n_boot, seed, groups=("r", "cos", "vel", "rot"),
+                                           n_shuffles=0, return_samples=True)
+    idx = stats.bootstrap_indices(rs_random.shape[0], n_boot, seed)
+    for b in range(n_boot):
+        h = compare.headline_numbers(rs_random[idx[b]], groups=("r", "cos", "vel", "rot"), n_shuffles=0)
+        for k, v in h.items():
+            assert reps[k][b] == pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True), k
+
+
+def test_bootstrap_ci_contains_estimate(rs_random):
+    df = compare.bootstrap_headlines(rs_random, 200, 0, mi_units=4, mi_method="gcmi", n_shuffles=10,
+                                     n_boot_slow=20)
+    assert isinstance(df, pd.DataFrame)
+    assert set(df.index) == set(compare.HEADLINES)
+    for k in ["r_first", "r_last", "cos_within", "cos_cross", "rot_mean_abs", "mi_first"]:
+        row = df.loc[k]
+        assert row.low <= row.estimate <= row.high, k
+        assert row.low < row.high, k
+    assert df.loc["r_last", "n_boot"] == 200 and df.loc["mi_first", "n_boot"] == 20
+    est = compare.headline_numbers(rs_random, mi_units=4, mi_method="gcmi", n_shuffles=10)
+    for k, v in est.items():
+        assert df.loc[k, "estimate"] == pytest.approx(v, nan_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# N-dependence
+# ----------------------------------------------------------------------------------------------------------
+def test_nested_subsamples():
+    subs = compare.nested_subsamples(50, [10, 20, 50], seed=1)
+    assert [s.size for s in subs] == [10, 20, 50]
+    assert set(subs[0]) <= set(subs[1]) <= set(subs[2])
+    np.testing.assert_array_equal(subs[2], np.arange(50))
+    with pytest.raises(ValueError, match="between 1"):
+        compare.nested_subsamples(50, [10, 60])
+
+
+def test_n_dependence_shape_and_full(rs_random):
+    kw = dict(groups=("r", "cos", "vel", "rot"), n_shuffles=0)
+    df = compare.n_dependence(rs_random, [40, 10, 20], seed=0, **kw)
+    assert list(df.index) == [10, 20, 40]
+    full = compare.headline_numbers(rs_random, **kw)
+    assert list(df.columns) == list(full)
+    for k, v in full.items():                  # N = all texts is the full array (order does not matter)
+        assert df.loc[40, k] == pytest.approx(v, rel=1e-6), k
+    sub = compare.nested_subsamples(40, [10, 20, 40], seed=0)[0]
+    assert df.loc[10, "r_last"] == pytest.approx(compare.headline_numbers(rs_random[sub], **kw)["r_last"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# precision
+# ----------------------------------------------------------------------------------------------------------
+def test_precision_difference_identical(rs_random):
+    d = compare.precision_difference(rs_random, rs_random.copy())
+    np.testing.assert_array_equal(d["rel_error"], 0.0)
+    assert d["max_rel_error"] == 0.0
+    assert all(v == pytest.approx(1.0) for v in d["corr"].values())
+
+
+def test_precision_difference_known_error(rs_random):
+    rng = np.random.default_rng(5)
+    a = rs_random.astype(np.float64)
+    noise = rng.standard_normal(a.shape)
+    # scale the noise of each sublayer to exactly 1% of that sublayer's norm
+    noise *= 0.01 * np.linalg.norm(a, axis=(0, 2))[None, :, None] / np.linalg.norm(noise, axis=(0, 2))[None, :, None]
+    d = compare.precision_difference(a, a + noise)
+    np.testing.assert_allclose(d["rel_error"], 0.01, rtol=1e-9)
+    assert d["corr"]["rs"] > 0.99
+    with pytest.raises(ValueError, match="same texts"):
+        compare.precision_difference(a, a[:-1])
+
+
+def test_headline_change():
+    df = compare.headline_change({"a": 1.0, "b": 0.0, "c": 2.0}, {"a": 1.5, "b": 0.1})
+    assert list(df.index) == ["a", "b"]
+    assert df.loc["a", "change"] == pytest.approx(0.5) and df.loc["a", "rel_change"] == pytest.approx(0.5)
+    assert np.isnan(df.loc["b", "rel_change"])
