@@ -56,7 +56,7 @@ def main(argv=None):
     p.add_argument("--sublayers", type=int, default=64)
     p.add_argument("--d-model", type=int, default=4096)
     p.add_argument("--mi-units", type=int, default=512, help="units for the KDE MI timing (all: full scale)")
-    p.add_argument("--other-mi-units", type=int, default=64, help="units for the KSG timing")
+    p.add_argument("--other-mi-units", type=int, default=16, help="units for the KSG timing")
     p.add_argument("--scipy-pairs", type=int, default=4, help="unit pairs for the scipy reference loop")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)

@@ -184,6 +184,8 @@ def test_ksg_matches_sklearn():
     ref = np.array([mutual_info_regression(x[:, [u]], y[:, u], n_neighbors=3, random_state=0)[0]
                     for u in range(5)])
     np.testing.assert_allclose(ours, ref, rtol=1e-9)
+    # the fused (compiled) counting kernel gives the same counts
+    np.testing.assert_array_equal(M.mutual_information_pairs(x, y, "ksg", compile=True), ours)
 
 
 def test_gcmi_matches_ince_formula():

@@ -60,6 +60,8 @@ MI_METHODS = ("kde", "ksg", "gcmi")
 KDE_EPS = 1e-10
 #: Set this environment variable to 1 to never use ``torch.compile`` for the KDE kernel sums.
 NO_COMPILE_ENV = "TRANSFORMER_DYNAMICS_NO_COMPILE"
+#: Precision of the KSG distances (float64: identical neighbour counts to scikit-learn's float64 trees).
+KSG_DTYPE = torch.float64
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -417,7 +419,7 @@ def _rowsum_fused_2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * (da * da + db * db)).sum(-1)
 
 
-_COMPILED: dict[int, Callable | None] = {}
+_COMPILED: dict[int | str, Callable | None] = {}
 
 
 def _compiled_rowsum(d: int) -> Callable | None:
@@ -515,31 +517,64 @@ def _kde_mi_from_logs(lxy: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------------
 # mutual information: KSG and Gaussian copula
 # ----------------------------------------------------------------------------------------------------
-def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, mem_bytes: int = 256 * 2**20) -> torch.Tensor:
-    """KSG (Kraskov et al. 2004, algorithm 1) MI in nats. x, y: (B, N) float64 -> (B,)."""
+def _count_within(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """x: (B, N), r: (B, N) -> (B, N) int: #{j : |x_i - x_j| < r_i} (the point itself included)."""
+    return ((x[:, :, None] - x[:, None, :]).abs() < r[:, :, None]).sum(-1)
+
+
+def _compiled_count() -> Callable | None:
+    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
+        return None
+    if "count" not in _COMPILED:
+        try:
+            _COMPILED["count"] = torch.compile(_count_within, dynamic=False)
+        except Exception as exc:  # pragma: no cover - depends on the platform
+            warnings.warn(f"torch.compile unavailable ({exc}); KSG runs eagerly")
+            _COMPILED["count"] = None
+    return _COMPILED["count"]
+
+
+def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = None,
+         mem_bytes: int = 32 * 2**20) -> torch.Tensor:
+    """KSG (Kraskov et al. 2004, algorithm 1) MI in nats. x, y: (B, N) float64 -> (B,).
+
+    x and y are scaled to unit standard deviation; distances in ``KSG_DTYPE`` (float64 by default; the
+    radius and the marginal counts come from the same differences, so they are consistent).
+    The marginal counts run as a fused ``torch.compile`` kernel when the work is large (or compile=True).
+    """
     B, n = x.shape
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, n_samples); got k={k} with n_samples={n}")
     sx = x.std(dim=-1, correction=0, keepdim=True)
     sy = y.std(dim=-1, correction=0, keepdim=True)
-    x = x / torch.where(sx > 0, sx, torch.full_like(sx, float("nan")))
-    y = y / torch.where(sy > 0, sy, torch.full_like(sy, float("nan")))
+    bad = ~((sx > 0) & (sy > 0) & torch.isfinite(x).all(-1, keepdim=True)
+            & torch.isfinite(y).all(-1, keepdim=True))[:, 0]
+    x = torch.nan_to_num(x / torch.where(sx > 0, sx, torch.ones_like(sx))).to(KSG_DTYPE)
+    y = torch.nan_to_num(y / torch.where(sy > 0, sy, torch.ones_like(sy))).to(KSG_DTYPE)
+    count = None
+    if compile or (compile is None and B * n * n > 2e8):
+        count = _compiled_count()
     out = torch.empty(B, dtype=torch.float64)
-    chunk = max(1, int(mem_bytes // (n * n * 8 * 3)))
-    eye = torch.eye(n, dtype=torch.bool)
+    chunk = max(1, int(mem_bytes // (n * n * 8 * 2)))
     const = special.digamma(n) + special.digamma(k)
     for s in range(0, B, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
-        dx = (xb[:, :, None] - xb[:, None, :]).abs_()
-        dy = (yb[:, :, None] - yb[:, None, :]).abs_()
-        dz = torch.maximum(dx, dy).masked_fill_(eye, float("inf"))
-        radius = torch.kthvalue(dz, k, dim=-1).values[..., None]  # distance to the k-th neighbour
-        nx = (dx < radius).sum(-1)  # includes the point itself: n_x + 1
-        ny = (dy < radius).sum(-1)
-        mi = const - torch.special.digamma(nx.double()).mean(-1) - torch.special.digamma(ny.double()).mean(-1)
-        bad = ~(torch.isfinite(xb).all(-1) & torch.isfinite(yb).all(-1))
-        out[s:s + chunk] = mi.masked_fill(bad, float("nan"))
-    return out
+        dz = torch.maximum((xb[:, :, None] - xb[:, None, :]).abs_(), (yb[:, :, None] - yb[:, None, :]).abs_())
+        # the point itself is at distance 0, so the k-th neighbour is the (k+1)-th smallest
+        radius = torch.topk(dz, k + 1, dim=-1, largest=False).values[..., k].contiguous()
+        del dz
+        fn = count
+        if fn is not None and xb.shape[0] < chunk:  # pad: one compiled shape for every chunk
+            pad = chunk - xb.shape[0]
+            nx = fn(torch.cat([xb, xb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
+            ny = fn(torch.cat([yb, yb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
+            nx, ny = nx[:xb.shape[0]], ny[:xb.shape[0]]
+        else:
+            fn = fn or _count_within
+            nx, ny = fn(xb, radius), fn(yb, radius)  # n_x + 1 and n_y + 1
+        out[s:s + chunk] = const - torch.special.digamma(nx.double()).mean(-1) \
+            - torch.special.digamma(ny.double()).mean(-1)
+    return out.masked_fill(bad, float("nan"))
 
 
 def _copnorm(v: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -594,7 +629,8 @@ def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: in
 
     ``method="ksg"``: Kraskov k-NN estimator (algorithm 1, Chebyshev norm, x and y each scaled to unit
     standard deviation), the same computation as scikit-learn's ``mutual_info_regression(n_neighbors=k)``
-    but without its 1e-10 jitter and without clipping negative values to 0.
+    but without its 1e-10 jitter and without clipping negative values to 0 (identical on continuous
+    data without near-ties).
 
     ``method="gcmi"``: bias-corrected Gaussian-copula MI (Ince et al. 2017).
 
@@ -610,7 +646,7 @@ def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: in
     for s in range(0, x.shape[1], chunk):
         xb, yb = xt[s:s + chunk], yt[s:s + chunk]
         if method == "ksg":
-            out[s:s + chunk] = _ksg(xb, yb, k=k).numpy()
+            out[s:s + chunk] = _ksg(xb, yb, k=k, compile=compile).numpy()
         else:
             lx = _kde_log_density_1d(xb, compile)
             ly = _kde_log_density_1d(yb, compile)
@@ -648,7 +684,7 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
             lxy = _kde_log_density_2d(x, y, compile).reshape(L - 1, U, n)
             mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
         elif method == "ksg":
-            mi = _ksg(x, y, k=k).reshape(L - 1, U)
+            mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
         else:
             vn = v.numpy()
             cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
