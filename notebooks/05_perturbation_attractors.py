@@ -211,7 +211,9 @@ for r in noise:
 # Text b's RS vector entering a layer (last token) is written into text a's run. Afterwards the run has a's
 # context (all earlier tokens) but b's vector at the last token: does it return towards a's own trajectory
 # (the context pulls it back), or stay with b's (the vector carries on)? Distances are relative to each
-# reference run's norm; the dotted lines show how far apart the two unperturbed runs are.
+# reference run's norm; the dotted lines show how far apart the two unperturbed runs are. The texts are
+# captured as the pipeline does (not stripped), so every WikiText row ends in the same newline token: at
+# layer 0, the token embedding, a swap then exchanges identical vectors (see the last column below).
 
 # %%
 t0 = time.perf_counter()

@@ -91,3 +91,19 @@ def test_noise_and_swap_plots():
         P.plot_perturbation_distance(noise, which="donor")
     with pytest.raises(ValueError, match="which"):
         P.plot_perturbation_distance(noise, which="other")
+
+
+def test_panels_share_one_colour_scale():
+    results = [_teleport(l) for l in (0, 3, 6)]
+    results[1].recovery = results[1].recovery * 10  # one panel with a much wider range
+    fig = P.plot_teleport_panels(results)
+    quivers = [c for ax in fig.axes for c in ax.collections if isinstance(c, Quiver)]
+    assert len(quivers) == 3
+    norms = {(q.norm.vmin, q.norm.vmax) for q in quivers}
+    assert len(norms) == 1
+    lo, hi = norms.pop()
+    allv = np.concatenate([r.recovery for r in results])
+    assert lo <= allv.min() and hi >= allv.max()
+    fig = P.plot_teleport_panels(results, color_by="mse_pc")
+    assert len({(q.norm.vmin, q.norm.vmax) for ax in fig.axes for q in ax.collections
+                if isinstance(q, Quiver)}) == 1

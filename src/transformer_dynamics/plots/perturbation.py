@@ -21,7 +21,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -62,8 +62,23 @@ def _arrow_ends(res: Any, arrow: str) -> np.ndarray:
     raise ValueError(f"arrow must be 'end' or 'mean', got {arrow!r}")
 
 
+def _color_norm(results: Sequence[Any], color_by: str | None):
+    """One colour scale for all panels: TwoSlopeNorm around 1 for recovery, else min-max."""
+    if color_by is None:
+        return None
+    values = np.concatenate([np.asarray(getattr(r, color_by), dtype=float).ravel() for r in results])
+    finite = values[np.isfinite(values)]
+    if color_by == "recovery":
+        lo = min(float(finite.min()) if finite.size else 0.5, 0.99)
+        hi = max(float(finite.max()) if finite.size else 1.5, 1.01)
+        return TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi)
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+
+
 def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str | None = "recovery",
-                         show_paths: bool = False, title: str | None = None, colorbar: bool = True) -> Figure:
+                         show_paths: bool = False, title: str | None = None, colorbar: bool = True,
+                         norm=None) -> Figure:
     """One Fig 4 D panel: the grey control trajectory over all sublayers (PC1, PC2), its point at the
     teleport sublayer (black star) and after the following sublayers (open circle), and one arrow per grid
     point from the teleport point to its trajectory's end (``arrow="end"``) or mean following position
@@ -72,6 +87,7 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     color_by: a per-point attribute of ``res`` to colour arrows by (``"recovery"``: distance to the control
     at the end over that at the start, diverging around 1; any other attribute on a sequential map), or
     ``None`` for black arrows. show_paths: also draw each perturbed trajectory as a faint line.
+    norm: a matplotlib colour norm (default: from this panel's values; :func:`plot_teleport_panels` shares one).
     """
     _check_teleport(res)
     fig, ax = _fig_ax(ax)
@@ -88,14 +104,9 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     kwargs = dict(angles="xy", scale_units="xy", scale=1, width=0.004, zorder=3)
     if color_by is not None:
         values = np.asarray(getattr(res, color_by), dtype=float)
-        if color_by == "recovery":
-            finite = values[np.isfinite(values)]
-            lo = min(float(finite.min()) if finite.size else 0.5, 0.99)
-            hi = max(float(finite.max()) if finite.size else 1.5, 1.01)
-            q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values, cmap="coolwarm",
-                          norm=TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi), **kwargs)
-        else:
-            q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values, cmap="viridis", **kwargs)
+        norm = _color_norm([res], color_by) if norm is None else norm
+        q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values,
+                      cmap="coolwarm" if color_by == "recovery" else "viridis", norm=norm, **kwargs)
         if colorbar:
             fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery"
                          else "recovery (end / start distance)")
@@ -118,8 +129,8 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
 
 def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by: str | None = "recovery",
                          show_paths: bool = False, ncols: int | None = None, panel_size: float = 3.6) -> Figure:
-    """Figure 4 D: one :func:`plot_teleport_quiver` panel per teleport layer (titled by layer), plus a shared
-    legend (grey control trajectory, control point at the teleport layer, control after the following
+    """Figure 4 D: one :func:`plot_teleport_quiver` panel per teleport layer (titled by layer), arrows on one
+    shared colour scale (colour bar beside the last panel), plus a shared legend (grey control trajectory, control point at the teleport layer, control after the following
     sublayers, arrows)."""
     results = list(results)
     if not results:
@@ -129,9 +140,10 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
                              layout="constrained", squeeze=False)
+    norm = _color_norm(results, color_by)
     for ax, res in zip(axes.ravel(), results):
         plot_teleport_quiver(res, ax=ax, arrow=arrow, color_by=color_by, show_paths=show_paths,
-                             colorbar=ax is axes.ravel()[n - 1])
+                             colorbar=ax is axes.ravel()[n - 1], norm=norm)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
@@ -173,7 +185,7 @@ def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None
 def _band(ax, x, d, color, label, ls="-"):
     med = np.nanmedian(d, axis=0)
     lo, hi = np.nanpercentile(d, [25, 75], axis=0)
-    ax.plot(x, med, ls, color=color, lw=2, label=label)
+    ax.plot(x, med, ls, color=color, lw=2, label=label, marker="o" if len(x) <= 3 else None, ms=4)
     ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
