@@ -1,0 +1,362 @@
+"""Time residual-stream capture against the plain forward and against nnsight / TransformerLens.
+
+Every method runs in this one process, one after another, on the same model (``smollm2-135m``, fp32, CPU),
+the same WikiText texts (``pipeline.load_texts(n, seed=0)``), BOS added as :func:`capture.tokenize` does,
+right-padded batches of ``--batch-size`` texts, and — except for the "unsorted" row — the same batch
+composition (texts sorted by length, longest first, as :func:`capture.iter_residual_stream` forms them),
+so that only the method differs. Each method gets one warm-up batch before it is timed, and its captured
+values are compared with ours (``max_abs_diff``: largest absolute difference over every text, sublayer
+and unit it captures). ``ratio_vs_forward`` is ``forward seconds / method seconds``: above 1 is faster
+than a plain ``model(**batch)`` forward that computes the logits.
+
+Methods
+
+* ``ours``: ``capture.residual_stream(model, tok, texts, batch_size=16)`` — forward pre-hooks on the two
+  norms of each layer, only the last token's vectors copied, the forward stops after the last layer's
+  hook, the LM head never runs.
+* ``ours (no length sorting)``: the same capture with batches in input order
+  (``iter_residual_stream(..., chunk_size=batch_size)``: each chunk is one batch, so sorting never
+  moves a text to another batch) — what sorting by length buys.
+* ``HF forward (logits)``: ``model(input_ids, attention_mask)``: the reference; captures nothing.
+* ``HF output_hidden_states``: ``model(..., output_hidden_states=True)`` and a gather of the last token.
+  Hidden states give only the layer inputs (``hook_resid_pre``, 30 of the 60 points): the pre-MLP points
+  need hooks, so its diff covers the even sublayers only.
+* ``nnsight``: ``nnsight.LanguageModel`` wrapping (a copy of) the loaded model; one ``trace`` per batch
+  saving ``layer.input_layernorm.input`` and ``layer.post_attention_layernorm.input`` at the last token.
+* ``TransformerLens``: ``TransformerBridge.boot_transformers(..., hf_model=copy)`` (TransformerLens 4.x;
+  ``HookedTransformer`` was removed in 4.0), ``run_with_cache`` with a ``names_filter`` on
+  ``hook_resid_pre`` / ``hook_resid_mid``, then the last token gathered. The bridge switches the model to
+  eager attention (its documented behaviour, so attention patterns can be hooked).
+
+The peers are installed only in ``benchmarks/.venv-peers`` (see ``requirements-peers.txt``); run there
+to include them, otherwise their rows say "not installed"::
+
+    benchmarks/.venv-peers/bin/python benchmarks/bench_capture.py            # all methods, N = 256
+    .venv/bin/python benchmarks/bench_capture.py --n 1000 --methods ours,forward,unsorted
+
+Writes ``benchmarks/results/capture.json`` (``--out``) and prints a table. Goals: ours >= 1.2x the plain
+forward (issue 2), >= 2x each peer (issue 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transformer_dynamics import capture, models, pipeline
+
+RESULTS = Path(__file__).resolve().parent / "results" / "capture.json"
+METHODS = ("ours", "unsorted", "forward", "hidden_states", "nnsight", "transformerlens")
+LABELS = {
+    "ours": "ours (capture.residual_stream)",
+    "unsorted": "ours, no length sorting",
+    "forward": "HF forward (logits), reference",
+    "hidden_states": "HF output_hidden_states + gather",
+    "nnsight": "nnsight trace + save",
+    "transformerlens": "TransformerLens run_with_cache",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches: the same composition for every method
+# --------------------------------------------------------------------------------------------------
+def sorted_batches(ids: list[list[int]], batch_size: int) -> list[np.ndarray]:
+    """Index arrays of the batches ``iter_residual_stream`` forms: texts by length, longest first."""
+    order = np.argsort([-len(s) for s in ids], kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+
+
+def padded(ids: list[list[int]], sel: np.ndarray, pad_id: int):
+    """Right-padded ``(input_ids, attention_mask, last)`` for the texts ``sel``: (B, T), (B, T), (B,)."""
+    lengths = [len(ids[i]) for i in sel]
+    width = max(lengths)
+    input_ids = torch.full((len(sel), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sel), width), dtype=torch.long)
+    for r, i in enumerate(sel):
+        input_ids[r, :lengths[r]] = torch.tensor(ids[i])
+        mask[r, :lengths[r]] = 1
+    return input_ids, mask, torch.tensor(lengths) - 1
+
+
+def pad_id_of(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Methods. Each: setup(model, tok) -> state; run(state, batch list) -> rs (n, 2L, D) with NaN where it
+# captures nothing. ``batches`` holds pre-padded tensors so padding is not timed twice.
+# --------------------------------------------------------------------------------------------------
+def run_ours(model, tok, texts, n_sub, d, **_):
+    return capture.residual_stream(model, tok, texts, batch_size=ARGS.batch_size, progress=False)
+
+
+def run_unsorted(model, tok, texts, n_sub, d, **_):
+    parts = [c for _, c in capture.iter_residual_stream(
+        model, tok, texts, batch_size=ARGS.batch_size, chunk_size=ARGS.batch_size, progress=False)]
+    return np.concatenate(parts)
+
+
+def run_forward(model, tok, texts, n_sub, d, *, ids, batches, **_):
+    pad = pad_id_of(tok)
+    sink = 0.0
+    with torch.inference_mode():
+        for sel in batches:
+            input_ids, mask, _ = padded(ids, sel, pad)
+            logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+            sink += float(logits[0, 0, 0])  # touch the output
+    return None
+
+
+def run_hidden_states(model, tok, texts, n_sub, d, *, ids, batches, **_):
+    pad = pad_id_of(tok)
+    out = np.full((len(ids), n_sub, d), np.nan, dtype=np.float32)
+    with torch.inference_mode():
+        for sel in batches:
+            input_ids, mask, last = padded(ids, sel, pad)
+            hs = model(input_ids=input_ids, attention_mask=mask, use_cache=False,
+                       output_hidden_states=True).hidden_states  # n_layers + 1 of (B, T, D)
+            rows = torch.arange(len(sel))
+            out[sel, 0::2] = torch.stack([h[rows, last] for h in hs[:n_sub // 2]], 1).numpy()
+    return out
+
+
+def setup_nnsight(model, tok):
+    from nnsight import LanguageModel  # noqa: PLC0415
+
+    return LanguageModel(copy.deepcopy(model), tokenizer=tok)
+
+
+def run_nnsight(lm, tok, texts, n_sub, d, *, ids, batches, **_):
+    pad = pad_id_of(tok)
+    out = np.empty((len(ids), n_sub, d), dtype=np.float32)
+    layers = lm.model.layers
+    for sel in batches:
+        input_ids, mask, last = padded(ids, sel, pad)
+        rows = torch.arange(len(sel))
+        saved = []
+        with lm.trace({"input_ids": input_ids, "attention_mask": mask}):
+            for layer in layers:
+                saved.append(layer.input_layernorm.input[rows, last].save())
+                saved.append(layer.post_attention_layernorm.input[rows, last].save())
+        out[sel] = torch.stack([getattr(s, "value", s) for s in saved], 1).numpy()
+    return out
+
+
+def setup_transformerlens(model, tok):
+    from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415
+
+    return TransformerBridge.boot_transformers(model.config._name_or_path or "smollm2-135m",
+                                               hf_model=copy.deepcopy(model), tokenizer=tok,
+                                               device="cpu", dtype=torch.float32)
+
+
+def run_transformerlens(bridge, tok, texts, n_sub, d, *, ids, batches, **_):
+    pad = pad_id_of(tok)
+    out = np.empty((len(ids), n_sub, d), dtype=np.float32)
+    names = capture.hook_names(n_sub // 2)
+    wanted = set(names)
+    with torch.inference_mode():
+        for sel in batches:
+            input_ids, mask, last = padded(ids, sel, pad)
+            rows = torch.arange(len(sel))
+            _, cache = bridge.run_with_cache(input_ids, attention_mask=mask, names_filter=lambda n: n in wanted)
+            out[sel] = torch.stack([cache[n][rows, last] for n in names], 1).numpy()
+    return out
+
+
+RUNNERS = {"ours": run_ours, "unsorted": run_unsorted, "forward": run_forward,
+           "hidden_states": run_hidden_states, "nnsight": run_nnsight, "transformerlens": run_transformerlens}
+SETUPS = {"nnsight": setup_nnsight, "transformerlens": setup_transformerlens}
+PEER_PACKAGES = {"nnsight": "nnsight", "transformerlens": "transformer_lens"}
+
+
+def max_abs_diff(rs, ref) -> float | None:
+    if rs is None:
+        return None
+    ok = ~np.isnan(rs)
+    return float(np.abs(rs[ok] - ref[ok]).max())
+
+
+def version_of(pkg: str) -> str | None:
+    try:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        return version(pkg)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def profile_ours(model, tok, texts, batch_size: int, top: int = 15) -> str:
+    """torch.profiler table of ours on ``texts`` (operator self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        capture.residual_stream(model, tok, texts, batch_size=batch_size, progress=False)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+def main(argv=None):
+    global ARGS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=256, help="texts (1000 = the paper's N)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--model", default=models.DEFAULT_MODEL)
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch threads (default: cores; use 1 on a machine loaded by other jobs)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (ours and forward always run)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="timed passes per method, round-robin over methods; the fastest pass is kept")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    ARGS = args = p.parse_args(argv)
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    methods = [m for m in METHODS if m in set(methods) | {"ours", "forward"}]
+    torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()
+
+    t0 = time.perf_counter()
+    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
+    t_load = time.perf_counter() - t0
+    texts = pipeline.load_texts(args.n, seed=0)
+    ids = capture.tokenize(tok, texts)
+    batches = sorted_batches(ids, args.batch_size)
+    n_layers = len(models.layer_modules(model))
+    n_sub, d = 2 * n_layers, model.config.hidden_size
+    n_tokens = sum(len(s) for s in ids)
+    pad_sorted = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
+    pad_input = sum(len(ids[i:i + args.batch_size]) * max(len(s) for s in ids[i:i + args.batch_size])
+                    for i in range(0, len(ids), args.batch_size))
+    print(f"{args.model}: {n_layers} layers, d_model {d}; N = {args.n} texts, {n_tokens} tokens "
+          f"({pad_sorted} padded positions sorted, {pad_input} unsorted); threads {args.threads}, "
+          f"load {load0}; model loaded in {t_load:.1f}s", flush=True)
+
+    # Set up each method once (peers wrap a copy of the model), then warm up on one batch.
+    states, notes, failed = {}, {}, {}
+    warm_texts = [texts[i] for i in batches[len(batches) // 2]]
+    warm_ids = [ids[i] for i in batches[len(batches) // 2]]
+    warm_batches = sorted_batches(warm_ids, args.batch_size)
+    for m in methods:
+        if m in PEER_PACKAGES:
+            pkg = PEER_PACKAGES[m]
+            try:
+                __import__(pkg)
+            except ImportError as err:
+                failed[m] = (f"not installed in {sys.executable} ({err}); run with "
+                             "benchmarks/.venv-peers/bin/python (see requirements-peers.txt)")
+                continue
+        try:
+            t0 = time.perf_counter()
+            states[m] = SETUPS[m](model, tok) if m in SETUPS else model
+            t_setup = time.perf_counter() - t0
+            if m in SETUPS:
+                notes[m] = f"setup {t_setup:.1f}s (not timed)"
+            RUNNERS[m](states[m], tok, warm_texts, n_sub, d, ids=warm_ids, batches=warm_batches)
+        except Exception as err:  # noqa: BLE001 - a peer that cannot load this model is a result
+            traceback.print_exc()
+            failed[m] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            states.pop(m, None)
+    print("warm-up done: " + ", ".join(states), flush=True)
+
+    seconds: dict[str, float] = {}
+    outputs: dict[str, np.ndarray | None] = {}
+    for rep in range(args.repeats):
+        order = list(states)
+        order = order[rep % len(order):] + order[:rep % len(order)]
+        for m in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            try:
+                out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids, batches=batches)
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+                states.pop(m)
+                continue
+            dt = time.perf_counter() - t0
+            seconds[m] = min(dt, seconds.get(m, np.inf))
+            outputs[m] = out
+            print(f"  pass {rep + 1}: {LABELS[m]:36s} {dt:8.2f} s", flush=True)
+        order = [m for m in order if m in states]
+
+    ref = outputs["ours"]
+    t_fwd = seconds.get("forward")
+    rows = []
+    for m in METHODS:
+        if m not in methods:
+            continue
+        s = seconds.get(m)
+        note = failed.get(m, notes.get(m, ""))
+        if m == "hidden_states":
+            note = "resid_pre only (30 of 60 points; diff over those)" + (f"; {note}" if note else "")
+        if m == "unsorted":
+            note = f"{pad_input} padded positions vs {pad_sorted} sorted"
+        if m == "transformerlens" and s is not None:
+            note = (note + "; " if note else "") + "bridge forces eager attention"
+        if m == "forward":
+            note = f"{n_tokens / s:.0f} real tokens/s" if s else note
+        rows.append({
+            "method": LABELS[m],
+            "seconds": None if s is None else round(s, 3),
+            "texts_per_s": None if s is None else round(args.n / s, 3),
+            "ratio_vs_forward": None if (s is None or t_fwd is None) else round(t_fwd / s, 3),
+            "max_abs_diff": None if m == "forward" or m not in outputs else max_abs_diff(outputs[m], ref),
+            "note": note,
+        })
+    speedups = {}
+    for m in ("nnsight", "transformerlens", "hidden_states", "unsorted"):
+        if m in seconds:
+            speedups[f"ours_vs_{m}"] = round(seconds[m] / seconds["ours"], 3)
+    result = {
+        "model": args.model,
+        "n_texts": args.n,
+        "n_tokens": n_tokens,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "ours_vs_forward": round(t_fwd / seconds["ours"], 3) if t_fwd else None,
+        "goal_ours_vs_forward": 1.2,
+        "goal_ours_vs_each_peer": 2.0,
+        **speedups,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "loadavg_start": [round(x, 2) for x in load0],
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+                    "python": sys.executable, "torch": torch.__version__,
+                    "transformers": version_of("transformers"), "nnsight": version_of("nnsight"),
+                    "transformer_lens": version_of("transformer-lens")},
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    print(f"\n{'method':36s} {'seconds':>9s} {'texts/s':>8s} {'vs fwd':>7s} {'max|diff|':>10s}  note")
+    for r in rows:
+        def f(v, fmt):
+            return format(v, fmt) if v is not None else "-"
+        print(f"{r['method']:36s} {f(r['seconds'], '9.2f')} {f(r['texts_per_s'], '8.2f')} "
+              f"{f(r['ratio_vs_forward'], '7.2f')} {f(r['max_abs_diff'], '10.2e')}  {r['note']}")
+    print({k: v for k, v in result.items() if k.startswith("ours_vs")})
+    print(f"wrote {args.out}")
+    if args.profile:
+        print(profile_ours(model, tok, texts[:min(64, len(texts))], args.batch_size))
+
+
+ARGS: argparse.Namespace
+
+if __name__ == "__main__":
+    main()
