@@ -75,6 +75,13 @@ kinds = metrics.transition_kind(n_sublayers)
 print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units)")
 
 
+def record(key, value, *, condition="original", claim="", **kwargs):
+    """Ledger record; rows of the shuffled control get a key suffix and say so in their claim."""
+    if condition != "original":
+        key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
+    return led.record(key, value, claim=claim, condition=condition, **kwargs)
+
+
 def side_by_side(plot, data, **kwargs):
     """One panel per condition, side by side; ``data`` maps condition -> the plot's first argument(s)."""
     fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 4.2), layout="constrained")
@@ -162,8 +169,7 @@ side_by_side(activity.plot_successive_correlation, {c: S[c]["r"] for c in CONDIT
 # %%
 for c in CONDITIONS:
     med = metrics.median_by_transition(S[c]["r"])["all"]
-    suffix = "" if c == "original" else "_shuffled"
-    led.record(f"r_undefined_first{suffix}", float(np.mean(np.isnan(S[c]["r"][0]))), figure="1C",
+    record(f"r_undefined_first", float(np.mean(np.isnan(S[c]["r"][0]))), figure="1C",
                condition=c, claim="fraction of units whose r is undefined (constant) at the first transition")
     defined = np.flatnonzero(np.isfinite(med))
     first = {k: defined[kinds[defined] == k][0] for k in ("within", "cross")}
@@ -171,20 +177,20 @@ for c in CONDITIONS:
     for name, t in [("within_first", first["within"]), ("cross_first", first["cross"]),
                     ("within_last", last["within"]), ("cross_last", last["cross"])]:
         est, lo, hi = bootstrap_correlation(rs[c][:, t], rs[c][:, t + 1], n_boot=N_BOOT, seed=SEED)
-        led.record(f"r_{name}{suffix}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
+        record(f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
                    claim=f"median r over units, {kinds[t]}-layer transition {labels[t]} → {labels[t + 1]}")
     r_first = min(med[first["within"]], med[first["cross"]])
-    led.record(f"r_first_above_0.8{suffix}", r_first, paper="r > 0.8 even in the earliest layers",
+    record(f"r_first_above_0.8", r_first, paper="r > 0.8 even in the earliest layers",
                claim="median r of the first within- and cross-layer transitions (the smaller) > 0.8",
                holds=r_first > 0.8, figure="1C", condition=c)
     med_w, med_c = metrics.split_transitions(med)
     for kind, series in [("within", med_w), ("cross", med_c)]:
         rho = metrics.depth_trend(series)
-        led.record(f"r_trend_{kind}{suffix}", rho, paper="correlation increases over layers",
+        record(f"r_trend_{kind}", rho, paper="correlation increases over layers",
                    claim=f"Spearman rho of median r with depth, {kind}-layer transitions",
                    holds=rho > 0, figure="1C", condition=c)
     frac = metrics.within_above_cross(med)
-    led.record(f"r_within_above_cross{suffix}", frac, paper="within-layer r consistently higher than cross-layer",
+    record(f"r_within_above_cross", frac, paper="within-layer r consistently higher than cross-layer",
                claim="fraction of layers whose within-layer median r exceeds the cross-layer one",
                holds=frac > 0.5, figure="1C", condition=c)
 
@@ -205,13 +211,12 @@ fig.suptitle("all sublayer pairs l < m (the methods' definition)");
 
 # %%
 for c in CONDITIONS:
-    suffix = "" if c == "original" else "_shuffled"
     frac_high = float(np.mean(np.nanmedian(S[c]["r"], axis=0) > 0.8))
-    led.record(f"units_median_r_above_0.8{suffix}", frac_high, figure="1D", condition=c,
+    record(f"units_median_r_above_0.8", frac_high, figure="1D", condition=c,
                paper="most units maintain strong correlations throughout the network",
                claim="fraction of units whose median successive r exceeds 0.8", holds=frac_high > 0.5)
     frac_pairs = float(np.mean(np.nanmedian(S[c]["r_pairs"], axis=0) > 0.5))
-    led.record(f"units_median_pair_r_above_0.5{suffix}", frac_pairs, figure="1D", condition=c,
+    record(f"units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
                claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
 
 # %% [markdown]
@@ -226,23 +231,22 @@ side_by_side(activity.plot_cosine_similarity,
 
 # %%
 for c in CONDITIONS:
-    suffix = "" if c == "original" else "_shuffled"
     for name, key in [("cos", "cos"), ("ccos", "ccos")]:
         est, lo, hi = bootstrap("mean", S[c][key], n_boot=N_BOOT, seed=SEED)  # per transition
         w, x = metrics.split_transitions(est)
         (w_lo, x_lo), (w_hi, x_hi) = metrics.split_transitions(lo), metrics.split_transitions(hi)
         what = "raw" if key == "cos" else "centred"
-        led.record(f"{name}_within_mean{suffix}", w.mean(), figure="1E", condition=c,
-                   ci=(w_lo.mean(), w_hi.mean()), claim=f"mean {what} cosine, within-layer transitions")
-        led.record(f"{name}_cross_mean{suffix}", x.mean(), figure="1E", condition=c,
-                   ci=(x_lo.mean(), x_hi.mean()), claim=f"mean {what} cosine, cross-layer transitions")
+        record(f"{name}_within_mean", np.nanmean(w), figure="1E", condition=c,
+                   ci=(np.nanmean(w_lo), np.nanmean(w_hi)), claim=f"mean {what} cosine, within-layer transitions")
+        record(f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
+                   ci=(np.nanmean(x_lo), np.nanmean(x_hi)), claim=f"mean {what} cosine, cross-layer transitions")
         frac = metrics.within_above_cross(est)
-        led.record(f"{name}_within_above_cross{suffix}", frac, figure="1E", condition=c,
+        record(f"{name}_within_above_cross", frac, figure="1E", condition=c,
                    paper="within-layer transitions more similar than cross-layer",
                    claim=f"fraction of layers whose within-layer mean {what} cosine exceeds the cross-layer one",
                    holds=frac > 0.5)
         rho = metrics.depth_trend(est)
-        led.record(f"{name}_trend{suffix}", rho, figure="1E", condition=c,
+        record(f"{name}_trend", rho, figure="1E", condition=c,
                    paper="cosine similarity increases as a function of layers",
                    claim=f"Spearman rho of mean {what} cosine with depth", holds=rho > 0)
 
@@ -256,25 +260,24 @@ side_by_side(activity.plot_velocity, {c: S[c]["vel"] for c in CONDITIONS}, label
 
 # %%
 for c in CONDITIONS:
-    suffix = "" if c == "original" else "_shuffled"
     est, lo, hi = bootstrap("mean", S[c]["vel"], n_boot=N_BOOT, seed=SEED)
     w, x = metrics.split_transitions(est)
     for kind, series in [("within", w), ("cross", x)]:
         seg = metrics.steepest_segment(series)
-        led.record(f"vel_steepest_third_{kind}{suffix}", seg + 1, figure="1F", condition=c, unit="third",
+        record(f"vel_steepest_third_{kind}", seg + 1, figure="1F", condition=c, unit="third",
                    paper="steepest acceleration in the last third of the model",
                    claim=f"third of the model (1-3) with the largest mean velocity increase, {kind}-layer",
                    holds=seg == 2)
         rho = metrics.depth_trend(series)
-        led.record(f"vel_trend_{kind}{suffix}", rho, figure="1F", condition=c,
+        record(f"vel_trend_{kind}", rho, figure="1F", condition=c,
                    paper="velocity increases (accelerates) over the layers",
                    claim=f"Spearman rho of mean velocity with depth, {kind}-layer", holds=rho > 0)
     frac = 1.0 - metrics.within_above_cross(est)
-    led.record(f"vel_cross_above_within{suffix}", frac, figure="1F", condition=c,
+    record(f"vel_cross_above_within", frac, figure="1F", condition=c,
                paper="cross-layer transitions consistently showed higher velocities",
                claim="fraction of layers whose cross-layer mean velocity exceeds the within-layer one",
                holds=frac > 0.5)
-    led.record(f"vel_last_over_first{suffix}", est[-1] / est[0], figure="1F", condition=c,
+    record(f"vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
                claim="mean velocity at the last transition / at the first")
 
 # %% [markdown]
@@ -304,31 +307,30 @@ side_by_side(activity.plot_mi_mean, {c: S[c]["mi"] for c in CONDITIONS}, labels=
 # %%
 early = max(4, (n_sublayers - 1) // 3)  # the first third of the transitions
 for c in CONDITIONS:
-    suffix = "" if c == "original" else "_shuffled"
     for m, mi, cols in [("main", S[c]["mi_main"], units)] + [(m, S[c]["mi"][m], compare) for m in MI_METHODS]:
         name = f"{main_mi}, all MI units" if m == "main" else f"{m}, {len(compare)} units"
         med_r = metrics.median_by_transition(S[c]["r"][:, cols])["all"]
         with np.errstate(all="ignore"):
             mean_mi = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in mi])
         rho = metrics.depth_trend(mean_mi[:early])
-        led.record(f"mi_{m}_early_trend{suffix}", rho, figure="1H", condition=c, estimator=name,
+        record(f"mi_{m}_early_trend", rho, figure="1H", condition=c, estimator=name,
                    paper="sharp decline of MI in early layers",
                    claim=f"Spearman rho of mean MI ({name}) with depth over the first third of transitions",
                    holds=rho < 0)
         t0 = int(np.flatnonzero(np.isfinite(mean_mi))[0])
-        led.record(f"mi_{m}_first{suffix}", mean_mi[t0], figure="1H", condition=c, unit="nats",
+        record(f"mi_{m}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
                    estimator=name, transition=t0,
                    claim=f"mean MI ({name}) at the first defined transition {labels[t0]} → {labels[t0 + 1]}")
-        led.record(f"mi_{m}_min_early{suffix}", np.nanmin(mean_mi[:early]), figure="1H", condition=c,
+        record(f"mi_{m}_min_early", np.nanmin(mean_mi[:early]), figure="1H", condition=c,
                    unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
         t = metrics.largest_drop(mean_mi, stop=early)
-        led.record(f"mi_{m}_steepest_drop_cross{suffix}", t, figure="1H", condition=c, estimator=name,
+        record(f"mi_{m}_steepest_drop_cross", t, figure="1H", condition=c, estimator=name,
                    paper="steepest drops at cross-layer transitions",
                    claim=f"the largest early drop of mean MI ({name}) is into a cross-layer transition "
                          f"(here {labels[t]} → {labels[t + 1]}, {kinds[t]}-layer)",
                    holds=kinds[t] == "cross")
         corr = float(pd.Series(mean_mi).corr(pd.Series(med_r), method="spearman"))
-        led.record(f"mi_{m}_vs_r{suffix}", corr, figure="1G", condition=c, estimator=name,
+        record(f"mi_{m}_vs_r", corr, figure="1G", condition=c, estimator=name,
                    paper="MI falls while linear correlations rise",
                    claim=f"Spearman rho over transitions between mean MI ({name}) and median r", holds=corr < 0)
 
@@ -362,9 +364,9 @@ side_by_side(activity.plot_velocity,
 
 # %%
 cos_wo = metrics.split_transitions(S_wo["original"]["cos"].mean(0))
-led.record("cos_within_mean_no_massive", cos_wo[0].mean(), figure="1E",
+led.record("cos_within_mean_no_massive", np.nanmean(cos_wo[0]), figure="1E",
            claim="mean raw cosine, within-layer, without massive units")
-led.record("cos_cross_mean_no_massive", cos_wo[1].mean(), figure="1E",
+led.record("cos_cross_mean_no_massive", np.nanmean(cos_wo[1]), figure="1E",
            claim="mean raw cosine, cross-layer, without massive units")
 seg = metrics.steepest_segment(S_wo["original"]["vel"].mean(0)[1::2])
 led.record("vel_steepest_third_cross_no_massive", seg + 1, figure="1F", unit="third", holds=seg == 2,
