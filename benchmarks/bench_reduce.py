@@ -52,7 +52,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="PCA on 1/8 of the texts")
     ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's PCA")
     ap.add_argument("--cae-epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: on a small shared CPU, more threads can be far slower)")
     args = ap.parse_args()
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     rows = []
     n_pca = 125 if args.quick else 1000
@@ -84,8 +89,9 @@ def main() -> None:
     del rs
 
     rs = synthetic_rs(1000, 60, 576, seed=1)
-    for threads in (1, torch.get_num_threads()):
-        res = R.fit_cae(rs, k=10, epochs=args.cae_epochs, patience=args.cae_epochs, batch_size=256, seed=0,
+    for threads in sorted({args.threads, default_threads}):
+        epochs = args.cae_epochs if threads == args.threads else 1
+        res = R.fit_cae(rs, k=10, epochs=epochs, patience=epochs, batch_size=256, seed=0,
                         progress=False, num_threads=threads)
         epochs = len(res.history["train_loss"])
         rows.append({"task": f"CAE train, k=10, batch 256, {threads} thread(s)", "shape": list(rs.shape),
@@ -93,7 +99,8 @@ def main() -> None:
                      "test_ev": res.test_ev})
 
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads(), "torch": torch.__version__},
+                       "torch_threads": args.threads, "torch": torch.__version__,
+                       "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
            "quick": args.quick, "results": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1))

@@ -261,13 +261,12 @@ thresholds = sorted({0.5, VARIANCE_THRESHOLD})
 own = {c: np.cumsum(reduce.sublayer_explained_variance_ratio(rs[c]), axis=1) for c in CONDITIONS}
 n_pcs = {(name, th, c): reduce.components_for_variance(cv[c], th, not_reached=np.inf)
          for name, cv in (("global", curve), ("own", own)) for th in thresholds for c in CONDITIONS}
-n_global = {c: n_pcs["global", VARIANCE_THRESHOLD, c] for c in CONDITIONS}
-n_own = {c: n_pcs["own", VARIANCE_THRESHOLD, c] for c in CONDITIONS}
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-reduced.plot_components_for_variance(n_global, ax=axes[0], threshold=VARIANCE_THRESHOLD)
-axes[0].set_title(f"global PCA: PCs for {VARIANCE_THRESHOLD:.0%} of each sublayer's variance")
-reduced.plot_components_for_variance(n_own, ax=axes[1], threshold=VARIANCE_THRESHOLD)
-axes[1].set_title(f"each sublayer's own PCA: PCs for {VARIANCE_THRESHOLD:.0%}");
+for ax, name in zip(axes, ("global", "own")):
+    reduced.plot_components_for_variance({f"{c}, {th:.0%}": n_pcs[name, th, c] for c in CONDITIONS for th in thresholds},
+                                         ax=ax, threshold=None, n_kept=k_use if name == "global" else None)
+axes[0].set_title(f"global PCA (triangles: not reached with {k_use} PCs)")
+axes[1].set_title("each sublayer's own PCA");
 
 # %%
 for c in CONDITIONS:

@@ -188,14 +188,16 @@ def plot_pca_explained_variance_per_sublayer(ev, *, ax=None, n_components: int |
     return plot_explained_variance_per_sublayer(ev, ax=ax, title=kwargs.pop("title", title), **kwargs)
 
 
-def plot_components_for_variance(n_pcs, *, ax=None, threshold: float = 0.9) -> Figure:
+def plot_components_for_variance(n_pcs, *, ax=None, threshold: float | None = 0.9,
+                                 n_kept: int | None = None) -> Figure:
     """Number of PCs each sublayer needs to reach ``threshold`` explained variance, ``n_pcs: (n_sublayers,)``
     or ``{label: ...}``. NaN (undefined) is a gap; ``inf`` (not reached with the components kept) an upward
-    triangle on the top edge."""
+    triangle on the top edge, which sits at ``n_kept`` when given."""
     fig, ax = _fig_ax(ax, (5.5, 3.5))
     curves = _curves(n_pcs)
     finite = [k[np.isfinite(k)] for k in curves.values()]
     top = max([f.max() for f in finite if f.size], default=1.0) * 1.08
+    top = max(top, n_kept) if n_kept else top
     for label, k in curves.items():
         if k.ndim != 1:
             raise ValueError(f"n_pcs must be (n_sublayers,); got {k.shape}")
@@ -206,8 +208,9 @@ def plot_components_for_variance(n_pcs, *, ax=None, threshold: float = 0.9) -> F
                        color=line.get_color(), clip_on=False)
     if any(np.isposinf(k).any() for k in curves.values()):
         ax.set_ylim(0, top)
-    ax.set(xlabel="sublayer", ylabel=f"PCs for {threshold:.0%} variance",
-           title=f"PCs needed for {threshold:.0%} of each sublayer's variance")
+    what = f"{threshold:.0%}" if threshold is not None else "a share"
+    ax.set(xlabel="sublayer", ylabel=f"PCs for {what} of the variance",
+           title=f"PCs needed for {what} of each sublayer's variance")
     if any(_curves(n_pcs)):
         ax.legend(fontsize=7)
     return fig
