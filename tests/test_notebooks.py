@@ -52,7 +52,9 @@ def test_all_notebooks_run(ci_build):
 
 
 def _finite_rectangular(value) -> bool:
-    """A finite number, or a (nested) list of finite numbers with a rectangular shape."""
+    """A finite number, a (nested) list of finite numbers with a rectangular shape, or a dict of those."""
+    if isinstance(value, dict):
+        return bool(value) and all(_finite_rectangular(v) for v in value.values())
     if isinstance(value, bool):
         return True
     if isinstance(value, (int, float)):
