@@ -104,19 +104,22 @@ def test_rotation_headlines_match_phase(rs_random):
 
 
 def test_pca_headlines_known_dimensions():
-    """First-third sublayers vary along 4 equal orthogonal directions, last third along 1: own PCs 4 vs 1."""
+    """Axis-aligned design: the last third of the sublayers varies along e6 (largest global variance), the
+    middle third along e4, e5 (equal), the first third along e0..e3 (equal, smallest). The global components
+    are then e6, {e4, e5}, {e0..e3}, so sublayers need 1, 3 and 3 + 4 = 7 of them for 90% (3 of 4 equal
+    directions give 75%)."""
     rng = np.random.default_rng(2)
     n, L, D = 60, 9, 10
     rs = np.zeros((n, L, D))
     for s in range(L):
-        k = 4 if s < 3 else (2 if s < 6 else 1)
-        q = _orthonormal_columns(n, k, rng)                  # (n, k)
-        rs[:, s, :k] = q * 10.0
+        dims, scale = ([0, 1, 2, 3], 1.0) if s < 3 else (([4, 5], 3.0) if s < 6 else ([6], 10.0))
+        rs[:, s, dims] = _orthonormal_columns(n, len(dims), rng) * scale
     c = compare.curves(rs, groups=("pca",), variance=0.9)
-    np.testing.assert_array_equal(c["own_pcs"], [4, 4, 4, 2, 2, 2, 1, 1, 1])
+    np.testing.assert_array_equal(c["sublayer_pcs"], [7, 7, 7, 3, 3, 3, 1, 1, 1])
     h = compare.headlines_from_curves(c)
-    assert h["pcs_first_third"] == 4.0 and h["pcs_last_third"] == 1.0
-    assert 1 <= h["pcs_total"] <= 4
+    assert h["pcs_first_third"] == 7.0 and h["pcs_last_third"] == 1.0
+    # global variances 300 (e6), 2 x 27, 4 x 3 over 366: 90% needs e6, e4, e5 (354 / 366 = 0.967) -> 3
+    assert h["pcs_total"] == 3.0
     np.testing.assert_allclose(c["ev_ratio"].sum(), 1.0)
 
 
@@ -225,3 +228,35 @@ def test_headline_change():
     assert list(df.index) == ["a", "b"]
     assert df.loc["a", "change"] == pytest.approx(0.5) and df.loc["a", "rel_change"] == pytest.approx(0.5)
     assert np.isnan(df.loc["b", "rel_change"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# plots
+# ----------------------------------------------------------------------------------------------------------
+def test_plots_return_figures(rs_random):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from transformer_dynamics.plots import compare as pc
+
+    kw = dict(mi_units=4, mi_method="gcmi", n_shuffles=5)
+    cur = {"a": compare.curves(rs_random, **kw), "b": compare.curves(rs_random[:, :12], **kw)}
+    fig = pc.plot_successive_r(cur)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4                                  # 2 models x (within, cross)
+    x = ax.lines[0].get_xdata()                                # model a, within: transitions 0, 2, 4 ...
+    np.testing.assert_allclose(x, compare.relative_depth(13, transitions=True)[::2])
+    for f in (pc.plot_cosine, pc.plot_velocity, pc.plot_mutual_information, pc.plot_rotations,
+              pc.plot_cumulative_ev):
+        assert isinstance(f(cur), Figure)
+    boot = compare.bootstrap_headlines(rs_random, 20, 0, n_boot_slow=3, **kw)
+    fig = pc.plot_headline_intervals({"a": boot, "b": boot}, keys=["r_first", "rot_mean_abs"])
+    assert len([a for a in fig.axes if a.get_visible()]) == 2
+    nd = compare.n_dependence(rs_random, [10, 40], groups=("r", "cos"))
+    assert isinstance(pc.plot_n_dependence(nd, intervals=boot), Figure)
+    assert isinstance(pc.plot_relative_error({"bf16": np.full(14, 1e-3)}), Figure)
+    with pytest.raises(ValueError, match="missing"):
+        pc.plot_cumulative_ev({"a": {"r_median": np.zeros(3)}})
+    plt.close("all")

@@ -27,7 +27,8 @@ key                                   figure  meaning
 ``rot_minus_null``                    2B      ``rot_mean_abs - rot_null_mean_abs``
 ``pcs_total``                         4B      global PCA components for ``variance`` of the total variance
 ``pcs_first_third|last_third``        4C      mean over the first / last third of the sublayers of the
-                                              components each sublayer's own PCA needs for ``variance``
+                                              global components each sublayer needs for ``variance`` of
+                                              its own variance
 ====================================  ======  ======================================================
 
 :data:`HEADLINES` holds, for each key, the paper's statement and a test of whether a value supports it.
@@ -122,8 +123,8 @@ HEADLINES: dict[str, Headline] = {
     "rot_minus_null": Headline("rot_null", "2B", "mean |R| minus the null's mean |R|",
                                "clear rotations (10.74) vs ~0 in shuffle controls", lambda v: v > 0),
     "pcs_total": Headline("pca", "4B", "global PCA components for the variance threshold of the total variance"),
-    "pcs_first_third": Headline("pca", "4C", "mean components a sublayer's own PCA needs for the variance "
-                                "threshold, first third of the sublayers"),
+    "pcs_first_third": Headline("pca", "4C", "mean number of global PCs a sublayer needs for the variance "
+                                "threshold of its own variance, first third of the sublayers"),
     "pcs_last_third": Headline("pca", "4C", "the same, last third of the sublayers",
                                "later layers require fewer principal components"),
 }
@@ -220,8 +221,9 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
     - ``"rot"``: (d_model,) rotation count per unit of its mean trajectory, and ``"rot_null"``:
       (n_shuffles, d_model) its layer-order shuffle null (skipped when ``n_shuffles`` is 0) (Fig 2B);
     - ``"ev_ratio"``: (k,) explained-variance ratio of the global PCA of all sublayer vectors (Fig 4B), k =
-      ``pca_components`` (None: min(rows, d_model)); ``"own_pcs"``: (n_sublayers,) components each sublayer's
-      own PCA needs for ``variance`` of its variance (Fig 4C).
+      ``pca_components`` (None: min(rows, d_model)); ``"sublayer_pcs"``: (n_sublayers,) how many of those
+      global components each sublayer needs for ``variance`` of its own variance (about its mean, Fig 4C;
+      ``reduce.explained_variance_curve_per_sublayer``; inf: not reached with k components).
 
     Also ``"n_sublayers"`` and ``"variance"``.
     """
@@ -247,9 +249,11 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
             out["rot_null"] = np.asarray(phase.null_per_unit(rs, "mean", n_shuffles, seed=seed), dtype=np.float64)
     if "pca" in groups:
         k = min(n * L, D) if pca_components is None else min(int(pca_components), n * L, D)
-        out["ev_ratio"] = reduce.PCA(n_components=k).fit(rs).explained_variance_ratio_
-        own = np.cumsum(reduce.sublayer_explained_variance_ratio(rs), axis=1)
-        out["own_pcs"] = np.asarray(reduce.components_for_variance(own, variance), dtype=np.float64)
+        pca = reduce.PCA(n_components=k).fit(rs)
+        out["ev_ratio"] = pca.explained_variance_ratio_
+        curve = reduce.explained_variance_curve_per_sublayer(pca, rs)       # (n_sublayers, k)
+        out["sublayer_pcs"] = np.asarray(reduce.components_for_variance(curve, variance, not_reached=np.inf),
+                                         dtype=np.float64)
     return out
 
 
@@ -296,11 +300,11 @@ def _rot_headlines(rot: np.ndarray, null: np.ndarray | None) -> dict[str, float]
     return out
 
 
-def _pca_headlines(ev_ratio: np.ndarray, own_pcs: np.ndarray, variance: float) -> dict[str, float]:
-    thirds = np.array_split(np.arange(own_pcs.size), 3)
+def _pca_headlines(ev_ratio: np.ndarray, sublayer_pcs: np.ndarray, variance: float) -> dict[str, float]:
+    thirds = np.array_split(np.arange(sublayer_pcs.size), 3)
     total = reduce.components_for_variance(np.cumsum(ev_ratio), variance, not_reached=np.inf)
-    return {"pcs_total": float(total), "pcs_first_third": float(_nanmean(own_pcs[thirds[0]], 0)),
-            "pcs_last_third": float(_nanmean(own_pcs[thirds[2]], 0))}
+    return {"pcs_total": float(total), "pcs_first_third": float(_nanmean(sublayer_pcs[thirds[0]], 0)),
+            "pcs_last_third": float(_nanmean(sublayer_pcs[thirds[2]], 0))}
 
 
 def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
@@ -320,7 +324,7 @@ def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
     if "rot" in c:
         out.update(_rot_headlines(np.asarray(c["rot"]), c.get("rot_null")))
     if "ev_ratio" in c:
-        out.update(_pca_headlines(np.asarray(c["ev_ratio"]), np.asarray(c["own_pcs"]), c.get("variance", 0.9)))
+        out.update(_pca_headlines(np.asarray(c["ev_ratio"]), np.asarray(c["sublayer_pcs"]), c.get("variance", 0.9)))
     return {k: out[k] for k in HEADLINES if k in out}
 
 

@@ -1,0 +1,299 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Models side by side, precision and statistics (beyond the paper)
+#
+# The paper measures one model (Llama 3.1 8B) once, at one precision, with N = 1000 texts and no error bars.
+# Here we ask how much of what it reports is a property of transformers and how much of that one run:
+#
+# 1. **Models side by side.** The key panels of Figures 1, 2 and 4 for every model in `MODELS`, on a common
+#    *relative depth* axis (sublayer / number of sublayers) so that models of different depth line up, with a
+#    table of the headline numbers and their bootstrap intervals.
+# 2. **Precision.** The same headline numbers from captures of the same texts in float32, bfloat16 and 4-bit
+#    (NF4), and how far the residual stream itself moves.
+# 3. **Statistics.** Bootstrap intervals (over texts) of every headline number for the default model, and how
+#    each number depends on the number of texts N (nested subsamples of one capture).
+#
+# The headline numbers are defined once, in `transformer_dynamics.compare` (table in its docstring); each
+# one is a statistic of the residual stream `rs: (texts, sublayers, units)` and nothing else.
+
+# %% tags=["parameters"]
+MODEL = "smollm2-135m"   # short name, Hugging Face id or local path (the default model of sections 2 and 3)
+N = 1000                 # texts
+SEED = 0
+CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
+LEDGER_DIR = None        # None: ./ledger
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # models side by side (both load offline from wheels)
+PRECISIONS = ["float32", "bfloat16", "4bit"]  # the first is the reference; "4bit"/"8bit" use bitsandbytes
+N_PRECISION = 200        # texts for the precision comparison (4-bit runs slowly on a CPU)
+N_VALUES = [100, 250, 500, 1000]  # N-dependence: nested subsamples of the N texts (values > N are dropped)
+N_BOOT = 1000            # bootstrap resamples (r, cosine, velocity, rotations: all of them)
+N_BOOT_SLOW = 20         # ... of which MI, PCA and the rotation null are recomputed on this many
+MI_UNITS = 256           # KDE mutual information on a random subset of this many units (None: all)
+N_SHUFFLES = 100         # layer-order shuffles for the rotation null
+VARIANCE_THRESHOLD = 0.9 # "components for 90% of the variance"
+
+# %% tags=["remove-cell"]
+# In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "transformer-dynamics[quant] @ git+https://github.com/transformer-dynamics/transformer-dynamics"], check=True)
+    from transformer_dynamics.profiles import load_profile
+    globals().update(load_profile("colab", "06_models_and_robustness"))
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown
+
+from transformer_dynamics import compare, models, pipeline
+from transformer_dynamics.ledger import Ledger, to_table
+from transformer_dynamics.plots import compare as pc
+
+pd.set_option("display.max_colwidth", 90)
+CONDITIONS = ("original", "shuffled")
+MODELS = list(dict.fromkeys(MODELS))
+N_VALUES = sorted({int(v) for v in N_VALUES if v <= N} | {N})
+KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD, seed=SEED)
+led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, model=MODEL, models=MODELS, n=N, seed=SEED,
+             n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
+             mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
+
+
+def by_condition(plot, data, **kwargs):
+    """One panel per condition: ``data`` maps condition -> {model: curves}."""
+    fig, axes = plt.subplots(1, len(data), figsize=(5.6 * len(data), 4.0), layout="constrained")
+    for ax, (c, cur) in zip(np.atleast_1d(axes), data.items()):
+        plot(cur, ax=ax, **kwargs)
+        ax.set_title(f"{ax.get_title()} — {c}")
+    return fig
+
+
+def record_headlines(prefix, table, *, suffix="", **extra):
+    """Ledger rows for a bootstrap_headlines table (or a plain {key: value} dict)."""
+    rows = table.iterrows() if isinstance(table, pd.DataFrame) else ((k, {"estimate": v}) for k, v in table.items())
+    for key, row in rows:
+        h = compare.HEADLINES[key]
+        ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
+        led.record(f"{prefix}:{key}{suffix}", row["estimate"], ci=ci, claim=h.claim, paper=h.paper,
+                   holds=compare.holds(key, row["estimate"]) if h.test else None, figure=h.figure, unit=h.unit,
+                   **extra)
+
+
+# %% [markdown]
+# ## 1. Models side by side
+# Each model's residual stream for the same N WikiText texts, original and token-shuffled, captured at the
+# input of the two norms of every decoder layer. For Llama-like models (SmolLM2) these are `input_layernorm`
+# (before attention) and `post_attention_layernorm` (before the MLP). Gemma 3 has four norms per layer: it
+# also normalises the *outputs* of attention and of the MLP (`post_attention_layernorm`,
+# `post_feedforward_layernorm`) before adding them to the stream, so its pre-MLP norm is
+# `pre_feedforward_layernorm`; capture reads the inputs of `input_layernorm` and `pre_feedforward_layernorm`,
+# which are the residual stream in both cases. The table below is read from the loaded models.
+
+# %%
+rs, C, arch = {}, {}, []
+for m in MODELS:
+    lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR)
+    a = models.architecture(lm)
+    arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(models.layer_modules(lm)),
+                 "d_model": lm.config.hidden_size, "RS before attention": f"input of {a.attn_norm}",
+                 "RS before MLP": f"input of {a.mlp_norm}",
+                 "norms in a layer": ", ".join(n for n, _ in models.layer_modules(lm)[0].named_children()
+                                               if "norm" in n)})
+    for c in CONDITIONS:
+        rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR)
+        C[m, c] = compare.curves(rs[m, c], **KW)
+pd.DataFrame(arch).set_index("model")
+
+# %% [markdown]
+# Below, every panel puts the models on one relative-depth axis; within-layer transitions (attn → mlp) are
+# solid with circles, cross-layer (mlp → next attn) dashed with squares. Left: original texts; right: the
+# paper's control with the tokens of every text shuffled.
+
+# %%
+cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
+by_condition(pc.plot_successive_r, cur);
+
+# %%
+by_condition(pc.plot_cosine, cur);
+
+# %% [markdown]
+# Velocity: each model's curve divided by its own mean (their activation scales differ by orders of
+# magnitude).
+
+# %%
+by_condition(pc.plot_velocity, cur);
+
+# %% [markdown]
+# Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
+
+# %%
+by_condition(pc.plot_mutual_information, cur);
+
+# %% [markdown]
+# Rotation counts per unit, divided by the number of sublayers (solid), against the layer-order shuffle
+# null (dotted).
+
+# %%
+by_condition(pc.plot_rotations, cur);
+
+# %%
+by_condition(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
+
+# %% [markdown]
+# ### Headline numbers per model
+# Estimate and 95% percentile bootstrap interval over texts (`compare.bootstrap_headlines`): r, cosine,
+# velocity and rotation counts on all `N_BOOT` resamples, MI, PCA and the rotation null on the first
+# `N_BOOT_SLOW` of them. ✓/✗: whether the estimate supports the paper's statement.
+
+# %%
+boot = {m: compare.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+        for m in MODELS}
+shuffled = {m: compare.headlines_from_curves(C[m, "shuffled"]) for m in MODELS}
+
+
+def fmt(row):
+    ok = compare.holds(row.name, row["estimate"])
+    mark = "" if ok is None else (" ✓" if ok else " ✗")
+    if not np.isfinite(row["low"]):
+        return f"{row['estimate']:.3g}{mark}"
+    return f"{row['estimate']:.3g} [{row['low']:.3g}, {row['high']:.3g}]{mark}"
+
+
+table = pd.DataFrame({m: boot[m].apply(fmt, axis=1) for m in MODELS})
+for m in MODELS:
+    table[f"{m} (shuffled)"] = pd.Series(shuffled[m]).map(lambda v: f"{v:.3g}")
+table.insert(0, "paper", [compare.HEADLINES[k].paper for k in table.index])
+table.insert(0, "figure", [compare.HEADLINES[k].figure for k in table.index])
+table
+
+# %%
+pc.plot_headline_intervals(boot);
+
+# %%
+for m in MODELS:
+    record_headlines(m, boot[m], condition="original")
+    record_headlines(m, shuffled[m], suffix="_shuffled", condition="shuffled")
+agree = {k: [compare.holds(k, boot[m].loc[k, "estimate"]) for m in MODELS]
+         for k in boot[MODELS[0]].index if compare.HEADLINES[k].test is not None}
+same = [k for k, v in agree.items() if None not in v and len(set(v)) == 1]
+led.record("models_agree_fraction", len(same) / max(len(agree), 1),
+           claim=f"fraction of the paper's yes/no statements on which all of {', '.join(MODELS)} give the same "
+                 "verdict", disagree=[k for k in agree if k not in same]);
+
+# %% [markdown]
+# ## 2. Precision sensitivity
+# The default model's residual stream for the same `N_PRECISION` texts at each precision in `PRECISIONS`. The
+# shipped weights are a 4-bit GGUF dequantised to float32, so "float32" here is float32 arithmetic on those
+# weights; "bfloat16" casts them (8 bits of mantissa); "4bit" re-quantises the linear layers to NF4 with
+# bitsandbytes (float32 compute). Relative error per sublayer: $\|b_s - a_s\|_F / \|a_s\|_F$ over texts and
+# units, against the first precision.
+
+# %%
+rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original", cache_dir=CACHE_DIR,
+                                    **compare.precision_kwargs(p))
+        for p in PRECISIONS}
+ref = PRECISIONS[0]
+diff = {p: compare.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
+pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}");
+
+# %%
+H_p = {p: compare.headline_numbers(rs_p[p], **KW) for p in PRECISIONS}
+boot_ref = compare.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+change = {p: compare.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
+for p in change:
+    v = change[p]["other"]
+    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (v <= boot_ref["high"].reindex(v.index))
+ptable = pd.concat({p: change[p][["other", "change", "inside_ref_ci"]] for p in change}, axis=1)
+ptable.insert(0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1))
+ptable.insert(0, (ref, "value"), pd.Series(H_p[ref]))
+ptable
+
+# %% [markdown]
+# Agreement of the underlying statistics (Pearson correlation between their values at the two precisions:
+# all activations; each unit's successive r; each text's cosine and velocity per transition; each unit's
+# rotation count):
+
+# %%
+pd.DataFrame({p: diff[p]["corr"] for p in diff})
+
+# %%
+for p in diff:
+    d = diff[p]
+    led.record(f"precision_{p}:max_rel_error", d["max_rel_error"], figure="",
+               claim=f"largest per-sublayer relative L2 error of the RS, {p} vs {ref} ({N_PRECISION} texts)")
+    led.record(f"precision_{p}:rel_error_last", d["rel_error"][-1],
+               claim=f"relative L2 error of the RS at the last sublayer, {p} vs {ref}")
+    for stat, r in d["corr"].items():
+        led.record(f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
+    ch = change[p]
+    inside = ch["inside_ref_ci"]
+    led.record(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
+               claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
+                     f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
+    verdict_changes = [k for k in ch.index if compare.holds(k, H_p[ref][k]) != compare.holds(k, H_p[p][k])]
+    led.record(f"precision_{p}:verdicts_changed", len(verdict_changes),
+               claim=f"paper statements whose verdict differs between {p} and {ref}", keys=verdict_changes)
+    for k in ch.index:
+        led.record(f"precision_{p}:{k}", ch.loc[k, "other"], figure=compare.HEADLINES[k].figure,
+                   claim=f"{compare.HEADLINES[k].claim} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
+                   change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
+
+# %% [markdown]
+# ## 3. Statistics: bootstrap intervals and N-dependence
+# The intervals of the default model at N texts (section 1's table, drawn below), then every headline number
+# recomputed on nested subsamples of the same capture — the first n texts of one random permutation, for n
+# in `N_VALUES` — with the N-text interval as a grey band. A number whose curve is still moving at the
+# largest N is not settled by N texts.
+
+# %%
+boot_default = boot[MODEL] if MODEL in boot else compare.bootstrap_headlines(
+    pipeline.residual_stream(MODEL, n=N, seed=SEED, cache_dir=CACHE_DIR), N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+rs_default = rs[MODEL, "original"] if MODEL in MODELS else pipeline.residual_stream(MODEL, n=N, seed=SEED,
+                                                                                     cache_dir=CACHE_DIR)
+pc.plot_headline_intervals({MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals");
+
+# %%
+nd = compare.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)
+pc.plot_n_dependence(nd, intervals=boot_default);
+
+# %%
+nd.T
+
+# %%
+half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]
+at_half = nd.loc[half]
+inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
+led.record("n_half_inside_ci", float(inside.mean()),
+           claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
+           outside=list(inside.index[~inside]))
+for k in nd.columns:
+    led.record(f"n_dependence:{k}", nd[k].to_numpy(), figure=compare.HEADLINES[k].figure,
+               claim=f"{compare.HEADLINES[k].claim}, at N = {N_VALUES}")
+width = (boot_default["high"] - boot_default["low"]).to_dict()
+led.record("ci_width", [width[k] for k in boot_default.index],
+           claim=f"width of the 95% bootstrap interval of each headline number at N = {N}",
+           keys=list(boot_default.index));
+
+# %% [markdown]
+# ## Recorded values
+# Every number above, as the ledger holds it (rows with a paper statement first).
+
+# %%
+record = led.to_dict()
+Markdown(to_table({**record, "entries": [e for e in record["entries"] if e["paper"]]}))
