@@ -38,7 +38,7 @@ LEDGER_DIR = None        # None: ./ledger
 QUANTIZATION = None      # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
 MI_METHODS = ["kde", "ksg", "gcmi"]  # "kde" is the paper's estimator
 MI_UNITS = None          # None: all units; an int: a random subset of that many units (Fig 1G/H)
-MI_COMPARE_UNITS = 128   # the estimator comparison runs every method in MI_METHODS on this many of them
+MI_COMPARE_UNITS = 64    # the estimator comparison runs every method in MI_METHODS on this many of them
 N_BOOT = 1000            # bootstrap resamples of the texts for the intervals
 
 # %% tags=["remove-cell"]
