@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from transformer_dynamics import capture, data, models, pipeline
+from transformer_dynamics import capture, data, metrics, models, pipeline
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import overview
 
@@ -160,22 +160,9 @@ for add_bos in (True, False):
             MODEL, n=n_var, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE,
             add_bos=add_bos, strip=strip)
 ref = variants[(ADD_BOS, STRIP)]
-
-
-def _cos(a, b):
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-fig, ax = plt.subplots(figsize=(8, 3.5))
-for (add_bos, strip), v in variants.items():
-    ax.plot(_cos(v, ref).mean(0), label=f"add_bos={add_bos}, strip={strip}")
-ax.set_xlabel("sublayer")
-ax.set_ylabel("cosine to the default")
-ax.legend(frameon=False, fontsize=8)
-fig.tight_layout()
-effect = {f"add_bos={b}, strip={s}": float(_cos(v, ref)[:, -1].mean()) for (b, s), v in variants.items()}
+similarity = {f"add_bos={b}, strip={s}": metrics.paired_cosine(v, ref) for (b, s), v in variants.items()}
+fig = overview.similarity_to_reference(similarity, labels)
+effect = {name: float(np.nanmean(sim[:, -1])) for name, sim in similarity.items()}
 led.record("tokenisation_effect_last_sublayer_cosine", effect,
            claim="mean cosine to the default at the last sublayer, per tokenisation variant", figure="methods")
 display(pd.Series(effect, name="cosine at the last sublayer").to_frame())

@@ -233,3 +233,17 @@ def test_claim_summaries():
     assert M.largest_drop([5, 4, 1, 0.5, 0]) == 2
     assert M.largest_drop([5, 4, 3.5, 0, 0], stop=3) == 1
     assert M.transition_kind(6)[M.largest_drop([5, 4, 1, 0.5, 0])] == "within"
+
+
+def test_paired_cosine_closed_form():
+    from transformer_dynamics.metrics import paired_cosine
+
+    a = np.zeros((2, 3, 4), np.float32)
+    a[..., 0] = 1
+    b = a.copy()
+    b[1, :, 1] = 1  # 45 degrees for sample 1
+    got = paired_cosine(a, b)
+    np.testing.assert_allclose(got[0], 1.0)
+    np.testing.assert_allclose(got[1], np.sqrt(0.5))
+    with pytest.raises(ValueError, match="same shape"):
+        paired_cosine(a, b[:, :2])

@@ -239,6 +239,18 @@ def centered_cosine_similarity(rs) -> np.ndarray:
     return _cosine(rs, mean=rs.mean(axis=0, dtype=np.float64))
 
 
+def paired_cosine(a, b) -> np.ndarray:
+    """Cosine between matching vectors of two captures of the same texts (e.g. two tokenisations).
+
+    a, b: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers), in float64.
+    """
+    a, b = _check_rs(a), _check_rs(b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+    ta, tb = torch.from_numpy(np.ascontiguousarray(a)).double(), torch.from_numpy(np.ascontiguousarray(b)).double()
+    return ((ta * tb).sum(-1) / (ta.norm(dim=-1) * tb.norm(dim=-1))).numpy()
+
+
 def velocity(rs, chunk: int = 64) -> np.ndarray:
     """Speed of the residual stream, ``||h_{t+1} - h_t||_2`` per sample and transition (Fig 1F, 2.4).
 

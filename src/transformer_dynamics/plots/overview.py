@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["rs_norm", "token_length_histogram"]
+__all__ = ["rs_norm", "token_length_histogram", "similarity_to_reference"]
 
 
 def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None,
@@ -43,5 +43,25 @@ def token_length_histogram(lengths: Mapping[str, Sequence[int]], *, ax=None):
         ax.hist(np.asarray(values), bins=30, alpha=0.6, label=name)
     ax.set_ylabel("texts")
     ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def similarity_to_reference(similarity: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None):
+    """Mean over samples of a per-sublayer similarity, one line per variant.
+
+    similarity: name -> ``(n_samples, n_sublayers)`` (e.g. :func:`metrics.paired_cosine` of each
+    variant's capture with the reference capture).
+    """
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.5))
+    for name, sim in similarity.items():
+        ax.plot(np.nanmean(sim, axis=0), label=name)
+    if labels is not None:
+        step = max(1, len(labels) // 12)
+        ax.set_xticks(np.arange(0, len(labels), step), [labels[i] for i in range(0, len(labels), step)],
+                      rotation=45, ha="right")
+    ax.set_xlabel("sublayer")
+    ax.set_ylabel("cosine to the reference")
+    ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
