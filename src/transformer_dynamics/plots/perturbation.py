@@ -106,7 +106,8 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
         values = np.asarray(getattr(res, color_by), dtype=float)
         norm = _color_norm([res], color_by) if norm is None else norm
         q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values,
-                      cmap="coolwarm" if color_by == "recovery" else "viridis", norm=norm, **kwargs)
+                      cmap="coolwarm" if color_by == "recovery" else "viridis", norm=norm,
+                      edgecolor="0.35", linewidth=0.2, **kwargs)  # outlined: pale (recovery ~ 1) arrows stay visible
         if colorbar:
             fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery"
                          else "recovery (end / start distance)")
