@@ -101,12 +101,15 @@ def suffix(c):
 # bottleneck trajectory remains the image of the RS trajectory; this keeps the few "massive" units from
 # owning the loss). Reconstructions and explained variance are in raw RS units.
 #
-# The CAEs are trained here, in the notebook run (not yet cached on disk).
+# `pipeline.trained_cae` trains each CAE once and caches it next to the activations, keyed by the capture
+# and every training argument; a rerun (say after a prose change) loads it. The training time shown is that
+# of the run that trained it.
 
 # %%
 print("encoder widths:", reduce.geometric_widths(d_model, 2, CAE_LAYERS))
-cae = {c: reduce.fit_cae(rs[c], k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
-                         seed=SEED, device=DEVICE, num_threads=CAE_THREADS)
+cae = {c: pipeline.trained_cae(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
+                               k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
+                               device=DEVICE, num_threads=CAE_THREADS)
        for c in CONDITIONS}
 for c in CONDITIONS:
     r = cae[c]
