@@ -56,6 +56,8 @@ if "google.colab" in sys.modules:
     globals().update(load_profile("colab", "06_models_and_robustness"))
 
 # %%
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -68,8 +70,10 @@ from transformer_dynamics.plots import compare as pc
 pd.set_option("display.max_colwidth", 90)
 CONDITIONS = ("original", "shuffled")
 MODELS = list(dict.fromkeys(MODELS))
-N_VALUES = sorted({int(v) for v in N_VALUES if v <= N} | {N})
-KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD, seed=SEED)
+if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a string
+    N_VALUES = json.loads(N_VALUES)
+N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
+KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)  # for compare.curves
 led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, model=MODEL, models=MODELS, n=N, seed=SEED,
              n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
              mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
@@ -117,7 +121,7 @@ for m in MODELS:
                                                if "norm" in n)})
     for c in CONDITIONS:
         rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR)
-        C[m, c] = compare.curves(rs[m, c], **KW)
+        C[m, c] = compare.curves(rs[m, c], seed=SEED, **KW)
 pd.DataFrame(arch).set_index("model")
 
 # %% [markdown]
@@ -157,9 +161,13 @@ by_condition(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
 # %% [markdown]
 # ### Headline numbers per model
-# Estimate and 95% percentile bootstrap interval over texts (`compare.bootstrap_headlines`): r, cosine,
-# velocity and rotation counts on all `N_BOOT` resamples, MI, PCA and the rotation null on the first
-# `N_BOOT_SLOW` of them. ✓/✗: whether the estimate supports the paper's statement.
+# Estimate and 95% bootstrap interval over texts (`compare.bootstrap_headlines`): r, cosine, velocity and
+# rotation counts on all `N_BOOT` resamples, MI, PCA and the rotation null on the first `N_BOOT_SLOW` of
+# them. A resample repeats some texts, which by itself raises the KDE MI (a repeated point is its own
+# nearest neighbour) and lowers the PCA counts (fewer distinct texts span fewer directions); for those
+# numbers the interval is the replicates' spread re-centred on the estimate (column `interval` of
+# `boot`), and section 3 shows how they move with N. ✓/✗: whether the estimate supports the paper's
+# statement; the last columns are the token-shuffled control (no interval).
 
 # %%
 boot = {m: compare.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
@@ -213,7 +221,7 @@ diff = {p: compare.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[
 pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}");
 
 # %%
-H_p = {p: compare.headline_numbers(rs_p[p], **KW) for p in PRECISIONS}
+H_p = {p: compare.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
 boot_ref = compare.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
 change = {p: compare.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
 for p in change:

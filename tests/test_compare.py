@@ -118,6 +118,7 @@ def test_pca_headlines_known_dimensions():
     np.testing.assert_array_equal(c["sublayer_pcs"], [7, 7, 7, 3, 3, 3, 1, 1, 1])
     h = compare.headlines_from_curves(c)
     assert h["pcs_first_third"] == 7.0 and h["pcs_last_third"] == 1.0
+    assert h["pcs_last_minus_first"] == -6.0 and compare.holds("pcs_last_minus_first", -6.0) is True
     # global variances 300 (e6), 2 x 27, 4 x 3 over 366: 90% needs e6, e4, e5 (354 / 366 = 0.967) -> 3
     assert h["pcs_total"] == 3.0
     np.testing.assert_allclose(c["ev_ratio"].sum(), 1.0)
@@ -149,6 +150,17 @@ def test_relative_depth():
 # ----------------------------------------------------------------------------------------------------------
 # bootstrap
 # ----------------------------------------------------------------------------------------------------------
+def test_recentred_interval(rs_random):
+    """Keys flagged resample_biased: percentile interval of the replicates shifted by estimate - median."""
+    df, reps = compare.bootstrap_headlines(rs_random, 30, 1, groups=("pca",), n_boot_slow=12, return_samples=True)
+    r = reps["pcs_total"]
+    lo, hi = np.nanquantile(r, [0.025, 0.975])
+    shift = df.loc["pcs_total", "estimate"] - np.nanmedian(r)
+    assert df.loc["pcs_total", "low"] == pytest.approx(lo + shift)
+    assert df.loc["pcs_total", "high"] == pytest.approx(hi + shift)
+    assert r.size == 12
+
+
 def test_fast_bootstrap_equals_recomputation(rs_random):
     """The vectorised replicates equal the headline numbers recomputed on the resampled texts."""
     n_boot, seed = 6, 4
@@ -171,6 +183,7 @@ def test_bootstrap_ci_contains_estimate(rs_random):
         assert row.low <= row.estimate <= row.high, k
         assert row.low < row.high, k
     assert df.loc["r_last", "n_boot"] == 200 and df.loc["mi_first", "n_boot"] == 20
+    assert df.loc["r_last", "interval"] == "percentile" and df.loc["mi_first", "interval"] == "recentred"
     est = compare.headline_numbers(rs_random, mi_units=4, mi_method="gcmi", n_shuffles=10)
     for k, v in est.items():
         assert df.loc[k, "estimate"] == pytest.approx(v, nan_ok=True)

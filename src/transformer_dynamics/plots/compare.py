@@ -205,6 +205,8 @@ def plot_n_dependence(table: pd.DataFrame, keys: Sequence[str] | None = None, *,
             if np.isfinite(lo) and np.isfinite(hi):
                 ax.axhspan(lo, hi, color="0.8", alpha=0.6, lw=0)
         ax.set_xscale("log")
+        ax.set_xticks(n, [f"{v:g}" for v in n])
+        ax.minorticks_off()
         ax.set_title(key, fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[-ncols:]:
