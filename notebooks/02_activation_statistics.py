@@ -79,7 +79,7 @@ def record(key, value, *, condition="original", claim="", **kwargs):
     """Ledger record; rows of the shuffled control get a key suffix and say so in their claim."""
     if condition != "original":
         key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
-    return led.record(key, value, claim=claim, condition=condition, **kwargs)
+    led.record(key, value, claim=claim, condition=condition, **kwargs)
 
 
 def side_by_side(plot, data, **kwargs):

@@ -193,8 +193,10 @@ reduced.plot_cae_explained_variance(ev_cae_global, ax=axes[1], ylim=(-1, 1.02),
 for c in CONDITIONS:
     ev, s = ev_cae[c], suffix(c)
     jump_at = int(np.nanargmax(np.diff(ev)))
-    led.record(f"cae_ev_first_last{s}", [ev[0], ev[1], ev[-1]], figure="3D",
-               claim=f"CAE explained variance at the first, second and last sublayer ({c}; NaN: no variance)")
+    first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0 has no variance when every text ends alike
+    led.record(f"cae_ev_first_last{s}", [ev[first], ev[first + 1], ev[-1]], figure="3D", first_sublayer=first,
+               claim=f"CAE explained variance at the first two sublayers with variance (from {labels[first]}) "
+                     f"and the last ({c})")
     led.record(f"cae_ev_below_zero{s}", int(np.sum(ev < 0)), figure="3D", unit="sublayers",
                claim=f"sublayers whose CAE explained variance is negative ({c})")
     led.record(f"cae_ev_global_first_last{s}", [ev_cae_global[c][0], ev_cae_global[c][-1]], figure="3D",
@@ -237,11 +239,12 @@ reduced.plot_cumulative_explained_variance({c: pca[c].explained_variance_ratio_ 
 
 # %%
 for c in CONDITIONS:
+    k_max = pca[c].n_components_
     k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[c]), VARIANCE_THRESHOLD,
-                                       not_reached=np.inf)
+                                       not_reached=k_max + 1)
     led.record(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}{suffix(c)}", k, figure="4B",
-               claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; inf: more than "
-                     f"{pca[c].n_components_})")
+               claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; "
+                     f"{k_max + 1} means more than the {k_max} kept)")
 
 # %% [markdown]
 # ## Figure 4C: explained variance per sublayer with the first components
@@ -280,15 +283,18 @@ for c in CONDITIONS:
                paper="later layers: more variance explained by the same components",
                claim=f"mean per-sublayer explained variance with {k_use} PCs, first vs last third ({c})")
     for name, th in ((name, th) for name in ("global", "own") for th in thresholds):
-        # inf: not reached with the kept components; NaN (a sublayer without variance) is left out
-        n_pc = n_pcs[name, th, c]
+        # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
+        # finite); NaN (a sublayer without variance) is left out
+        n_pc = np.where(np.isposinf(n_pcs[name, th, c]), curve[c].shape[1] + 1 if name == "global"
+                        else own[c].shape[1] + 1, n_pcs[name, th, c])
         a, b = np.nanmedian(n_pc[thirds[0]]), np.nanmedian(n_pc[thirds[2]])
         which = "the global" if name == "global" else "each sublayer's own"
         led.record(f"pca_{name}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
                    paper="later layers require fewer principal components",
                    claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
                          f"({which} PCA, {c}; "
-                         f"inf: not reached with {k_use if name == 'global' else 'all'} PCs)")
+                         f"{k_use + 1 if name == 'global' else 'one more than all'}: not reached with "
+                         f"{k_use if name == 'global' else 'all'} PCs)")
 
 # %% [markdown]
 # ## The paper's statements next to ours

@@ -16,7 +16,7 @@ def test_round_trip(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=np.int64(96))
     out = led.record("corr_first_median", np.float32(0.8125), claim="r > 0.8 early", paper="> 0.8",
                      holds=np.bool_(True), figure="1C", unit="", ci=(np.float64(0.75), 0.875))
-    assert out == np.float32(0.8125)  # record returns the value it was given
+    assert out is None  # nothing for a notebook cell to display
     led.record("mi_by_layer", np.array([1.5, 0.25, 0.125]), claim="MI drops", holds=None, method="kde")
     data = ledger.load(tmp_path / "02_activation_statistics.json")
     assert data["notebook"] == "02_activation_statistics"

@@ -93,8 +93,10 @@ class Ledger:
         return self.directory / f"{self.notebook}.json"
 
     def record(self, key: str, value: Any, *, claim: str = "", paper: str = "", holds: bool | None = None,
-               ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", **extra: Any) -> Any:
-        """Record ``value`` under ``key`` (replacing an earlier value of the same key) and return it."""
+               ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", **extra: Any) -> None:
+        """Record ``value`` under ``key`` (replacing an earlier value of the same key).
+
+        Returns None, so a notebook cell ending in ``led.record(...)`` shows nothing extra in the book."""
         if not key or not isinstance(key, str):
             raise ValueError("ledger key must be a non-empty string")
         entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
@@ -112,7 +114,6 @@ class Ledger:
                 self.entries[key] = previous
             raise ValueError(f"ledger value {key!r} cannot be written as JSON ({exc}); record numbers, lists of "
                              "numbers or strings (convert tensors with .item() / .tolist())") from exc
-        return value
 
     def to_dict(self) -> dict[str, Any]:
         # _plain: a non-finite bound of ``ci`` is written as a string, like values (standard JSON)
