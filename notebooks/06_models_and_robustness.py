@@ -45,6 +45,7 @@ N_BOOT_SLOW = 20         # ... of which MI, PCA and the rotation null are recomp
 MI_UNITS = 256           # KDE mutual information on a random subset of this many units (None: all)
 N_SHUFFLES = 100         # layer-order shuffles for the rotation null
 VARIANCE_THRESHOLD = 0.9 # "components for 90% of the variance"
+QUANTIZATION = None      # None, "8bit" or "4bit": how section 1 loads MODELS (the Colab profile: 4bit)
 
 # %% tags=["remove-cell"]
 # In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
@@ -75,6 +76,7 @@ if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
 KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)  # for compare.curves
 led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, model=MODEL, models=MODELS, n=N, seed=SEED,
+             quantization=QUANTIZATION,
              n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
              mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
 
@@ -112,7 +114,7 @@ def record_headlines(prefix, table, *, suffix="", **extra):
 # %%
 rs, C, arch = {}, {}, []
 for m in MODELS:
-    lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR)
+    lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
     a = models.architecture(lm)
     arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(models.layer_modules(lm)),
                  "d_model": lm.config.hidden_size, "RS before attention": f"input of {a.attn_norm}",
@@ -120,7 +122,8 @@ for m in MODELS:
                  "norms in a layer": ", ".join(n for n, _ in models.layer_modules(lm)[0].named_children()
                                                if "norm" in n)})
     for c in CONDITIONS:
-        rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR)
+        rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                            quantization=QUANTIZATION)
         C[m, c] = compare.curves(rs[m, c], seed=SEED, **KW)
 pd.DataFrame(arch).set_index("model")
 
@@ -270,10 +273,10 @@ for p in diff:
 # largest N is not settled by N texts.
 
 # %%
+rs_default = rs[MODEL, "original"] if MODEL in MODELS else pipeline.residual_stream(
+    MODEL, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
 boot_default = boot[MODEL] if MODEL in boot else compare.bootstrap_headlines(
-    pipeline.residual_stream(MODEL, n=N, seed=SEED, cache_dir=CACHE_DIR), N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
-rs_default = rs[MODEL, "original"] if MODEL in MODELS else pipeline.residual_stream(MODEL, n=N, seed=SEED,
-                                                                                     cache_dir=CACHE_DIR)
+    rs_default, N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
 pc.plot_headline_intervals({MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals");
 
 # %%
