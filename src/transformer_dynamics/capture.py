@@ -25,6 +25,7 @@ __all__ = [
     "record_last_token",
     "iter_residual_stream",
     "n_sublayers",
+    "pad_right",
     "residual_stream",
     "sublayer_labels",
     "tokenize",
@@ -62,6 +63,21 @@ def tokenize(tokenizer, texts: Sequence[str], *, add_bos: bool = True, strip: bo
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     bos = tokenizer.bos_token_id
     return [([bos] + list(seq)) if add_bos else list(seq) for seq in ids]
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists into a batch: ``(input_ids, attention_mask, last)``, the first two
+    ``(B, max_len)`` long tensors, ``last: (B,)`` the index of each sequence's last real token.
+
+    Right padding keeps every real token's position and (causal) attention exactly as unpadded.
+    """
+    lengths = torch.tensor([len(s) for s in seqs])
+    input_ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for r, seq in enumerate(seqs):
+        input_ids[r, :len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[r, :len(seq)] = 1
+    return input_ids, mask, lengths - 1
 
 
 class StopForward(Exception):
@@ -149,14 +165,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
                 order = np.argsort([-len(s) for s in chunk], kind="stable")
                 for b0 in range(0, len(chunk), batch_size):
                     sel = order[b0:b0 + batch_size]
-                    lengths = torch.tensor([len(chunk[i]) for i in sel])
-                    width = int(lengths.max())
-                    input_ids = torch.full((len(sel), width), pad_id, dtype=torch.long)
-                    mask = torch.zeros((len(sel), width), dtype=torch.long)
-                    for r, i in enumerate(sel):
-                        input_ids[r, :len(chunk[i])] = torch.tensor(chunk[i])
-                        mask[r, :len(chunk[i])] = 1
-                    state.update(rows=torch.arange(len(sel)), last=lengths - 1,
+                    input_ids, mask, last = pad_right([chunk[i] for i in sel], pad_id)
+                    state.update(rows=torch.arange(len(sel)), last=last,
                                  out=torch.empty((len(sel), 2 * n_layers, d_model), dtype=torch.float32))
                     try:
                         base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)

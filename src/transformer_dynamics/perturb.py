@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import StopForward, record_last_token, tokenize
+from .capture import StopForward, pad_right, record_last_token, tokenize
 from .models import architecture, base_model, layer_modules
 
 __all__ = [
@@ -228,14 +228,8 @@ def run_with_edit(model, token_ids: Sequence[Sequence[int]], *, layer: int | Non
             order = np.argsort([-len(s) for s in ids], kind="stable")
             for b0 in range(0, len(ids), batch_size):
                 sel = order[b0:b0 + batch_size]
-                lengths = torch.tensor([len(ids[i]) for i in sel])
-                width = int(lengths.max())
-                input_ids = torch.full((len(sel), width), pad_token_id, dtype=torch.long)
-                mask = torch.zeros((len(sel), width), dtype=torch.long)
-                for r, i in enumerate(sel):
-                    input_ids[r, :len(ids[i])] = torch.tensor(ids[i])
-                    mask[r, :len(ids[i])] = 1
-                state.update(rows=torch.arange(len(sel)), last=lengths - 1, idx=sel,
+                input_ids, mask, last = pad_right([ids[i] for i in sel], pad_token_id)
+                state.update(rows=torch.arange(len(sel)), last=last, idx=sel,
                              out=torch.empty((len(sel), n_sub, d), dtype=torch.float32))
                 try:
                     base_model(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
