@@ -4,15 +4,19 @@ Every method runs in this one process, one after another, on the same model (``s
 the same WikiText texts (``pipeline.load_texts(n, seed=0)``), BOS added as :func:`capture.tokenize` does,
 right-padded batches of ``--batch-size`` texts, and — except for the "unsorted" row — the same batch
 composition (texts sorted by length, longest first, as :func:`capture.iter_residual_stream` forms them),
-so that only the method differs. Each method gets one warm-up batch before it is timed, and its captured
+so that only the method differs. Each method gets one warm-up batch before it is timed. Timing is
+interleaved: batch k of every method runs back to back (the order rotating with k), each call timed on
+its own, so a change in the machine's load hits every method alike (``--no-interleave`` times whole runs
+in turn instead; ours is then one ``residual_stream`` call on all texts). Each method's captured
 values are compared with ours (``max_abs_diff``: largest absolute difference over every text, sublayer
 and unit it captures). ``ratio_vs_forward`` is ``forward seconds / method seconds``: above 1 is faster
 than a plain ``model(**batch)`` forward that computes the logits.
 
 Methods
 
-* ``ours``: ``capture.residual_stream(model, tok, texts, batch_size=16)`` — forward pre-hooks on the two
-  norms of each layer, only the last token's vectors copied, the forward stops after the last layer's
+* ``ours``: ``capture.residual_stream(model, tok, texts, batch_size=16)`` (interleaved: called on each
+  batch's texts, so hook setup and tokenisation are paid per batch) — forward pre-hooks on the two norms
+  of each layer, only the last token's vectors copied, the forward stops after the last layer's
   hook, the LM head never runs.
 * ``ours (no length sorting)``: the same capture with batches in input order
   (``iter_residual_stream(..., chunk_size=batch_size)``: each chunk is one batch, so sorting never
@@ -27,6 +31,9 @@ Methods
   ``HookedTransformer`` was removed in 4.0), ``run_with_cache`` with a ``names_filter`` on
   ``hook_resid_pre`` / ``hook_resid_mid``, then the last token gathered. The bridge switches the model to
   eager attention (its documented behaviour, so attention patterns can be hooked).
+* ``nnsight, batches in input order`` / ``TransformerLens, batches in input order``: the same peers on
+  batches of consecutive texts (no length sorting), as they are usually driven; the other peer rows
+  get ours's sorted batches.
 
 The peers are installed only in ``benchmarks/.venv-peers`` (see ``requirements-peers.txt``); run there
 to include them, otherwise their rows say "not installed"::
@@ -57,7 +64,10 @@ import torch
 from transformer_dynamics import capture, models, pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results" / "capture.json"
-METHODS = ("ours", "unsorted", "forward", "hidden_states", "nnsight", "transformerlens")
+METHODS = ("ours", "unsorted", "forward", "hidden_states", "nnsight", "transformerlens", "nnsight_input_order",
+           "transformerlens_input_order")
+#: Methods run on batches of texts in input order (no length sorting), as the peers are usually driven.
+INPUT_ORDER = {"unsorted", "nnsight_input_order", "transformerlens_input_order"}
 LABELS = {
     "ours": "ours (capture.residual_stream)",
     "unsorted": "ours, no length sorting",
@@ -65,6 +75,8 @@ LABELS = {
     "hidden_states": "HF output_hidden_states + gather",
     "nnsight": "nnsight trace + save",
     "transformerlens": "TransformerLens run_with_cache",
+    "nnsight_input_order": "nnsight, batches in input order",
+    "transformerlens_input_order": "TransformerLens, batches in input order",
 }
 
 
@@ -97,17 +109,23 @@ def pad_id_of(tok) -> int:
 # Methods. Each: setup(model, tok) -> state; run(state, batch list) -> rs (n, 2L, D) with NaN where it
 # captures nothing. ``batches`` holds pre-padded tensors so padding is not timed twice.
 # --------------------------------------------------------------------------------------------------
-def run_ours(model, tok, texts, n_sub, d, **_):
+def run_ours(model, tok, texts, n_sub, d, *, batches, per_batch=False, **_):
+    if per_batch:  # interleaved timing: one batch per call (hooks set up and removed each call)
+        return capture.residual_stream(model, tok, [texts[i] for i in batches[0]], batch_size=ARGS.batch_size,
+                                       progress=False)
     return capture.residual_stream(model, tok, texts, batch_size=ARGS.batch_size, progress=False)
 
 
-def run_unsorted(model, tok, texts, n_sub, d, **_):
+def run_unsorted(model, tok, texts, n_sub, d, *, batches, per_batch=False, **_):
+    if per_batch:
+        return capture.residual_stream(model, tok, [texts[i] for i in batches[0]], batch_size=ARGS.batch_size,
+                                       progress=False)
     parts = [c for _, c in capture.iter_residual_stream(
         model, tok, texts, batch_size=ARGS.batch_size, chunk_size=ARGS.batch_size, progress=False)]
     return np.concatenate(parts)
 
 
-def run_forward(model, tok, texts, n_sub, d, *, ids, batches, **_):
+def run_forward(model, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
     pad = pad_id_of(tok)
     sink = 0.0
     with torch.inference_mode():
@@ -118,16 +136,27 @@ def run_forward(model, tok, texts, n_sub, d, *, ids, batches, **_):
     return None
 
 
-def run_hidden_states(model, tok, texts, n_sub, d, *, ids, batches, **_):
+def _out(ids, batches, n_sub, d, fill=None, per_batch=False):
+    """Output array and per-batch destination rows: local rows when timing one batch of many."""
+    if per_batch:
+        dest = [np.arange(len(batches[0]))]
+        n = len(batches[0])
+    else:
+        dest, n = batches, len(ids)
+    out = np.full((n, n_sub, d), np.nan, dtype=np.float32) if fill else np.empty((n, n_sub, d), dtype=np.float32)
+    return out, dest
+
+
+def run_hidden_states(model, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
     pad = pad_id_of(tok)
-    out = np.full((len(ids), n_sub, d), np.nan, dtype=np.float32)
+    out, dest = _out(ids, batches, n_sub, d, fill=True, per_batch=per_batch)
     with torch.inference_mode():
-        for sel in batches:
+        for sel, rows_out in zip(batches, dest):
             input_ids, mask, last = padded(ids, sel, pad)
             hs = model(input_ids=input_ids, attention_mask=mask, use_cache=False,
                        output_hidden_states=True).hidden_states  # n_layers + 1 of (B, T, D)
             rows = torch.arange(len(sel))
-            out[sel, 0::2] = torch.stack([h[rows, last] for h in hs[:n_sub // 2]], 1).numpy()
+            out[rows_out, 0::2] = torch.stack([h[rows, last] for h in hs[:n_sub // 2]], 1).numpy()
     return out
 
 
@@ -137,11 +166,11 @@ def setup_nnsight(model, tok):
     return LanguageModel(copy.deepcopy(model), tokenizer=tok)
 
 
-def run_nnsight(lm, tok, texts, n_sub, d, *, ids, batches, **_):
+def run_nnsight(lm, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
     pad = pad_id_of(tok)
-    out = np.empty((len(ids), n_sub, d), dtype=np.float32)
+    out, dest = _out(ids, batches, n_sub, d, per_batch=per_batch)
     layers = lm.model.layers
-    for sel in batches:
+    for sel, rows_out in zip(batches, dest):
         input_ids, mask, last = padded(ids, sel, pad)
         rows = torch.arange(len(sel))
         saved = []
@@ -149,7 +178,7 @@ def run_nnsight(lm, tok, texts, n_sub, d, *, ids, batches, **_):
             for layer in layers:
                 saved.append(layer.input_layernorm.input[rows, last].save())
                 saved.append(layer.post_attention_layernorm.input[rows, last].save())
-        out[sel] = torch.stack([getattr(s, "value", s) for s in saved], 1).numpy()
+        out[rows_out] = torch.stack([getattr(s, "value", s) for s in saved], 1).numpy()
     return out
 
 
@@ -161,24 +190,27 @@ def setup_transformerlens(model, tok):
                                                device="cpu", dtype=torch.float32)
 
 
-def run_transformerlens(bridge, tok, texts, n_sub, d, *, ids, batches, **_):
+def run_transformerlens(bridge, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
     pad = pad_id_of(tok)
-    out = np.empty((len(ids), n_sub, d), dtype=np.float32)
+    out, dest = _out(ids, batches, n_sub, d, per_batch=per_batch)
     names = capture.hook_names(n_sub // 2)
     wanted = set(names)
     with torch.inference_mode():
-        for sel in batches:
+        for sel, rows_out in zip(batches, dest):
             input_ids, mask, last = padded(ids, sel, pad)
             rows = torch.arange(len(sel))
             _, cache = bridge.run_with_cache(input_ids, attention_mask=mask, names_filter=lambda n: n in wanted)
-            out[sel] = torch.stack([cache[n][rows, last] for n in names], 1).numpy()
+            out[rows_out] = torch.stack([cache[n][rows, last] for n in names], 1).numpy()
     return out
 
 
 RUNNERS = {"ours": run_ours, "unsorted": run_unsorted, "forward": run_forward,
-           "hidden_states": run_hidden_states, "nnsight": run_nnsight, "transformerlens": run_transformerlens}
-SETUPS = {"nnsight": setup_nnsight, "transformerlens": setup_transformerlens}
-PEER_PACKAGES = {"nnsight": "nnsight", "transformerlens": "transformer_lens"}
+           "hidden_states": run_hidden_states, "nnsight": run_nnsight, "transformerlens": run_transformerlens,
+           "nnsight_input_order": run_nnsight, "transformerlens_input_order": run_transformerlens}
+SETUPS = {"nnsight": setup_nnsight, "transformerlens": setup_transformerlens,
+          "nnsight_input_order": setup_nnsight, "transformerlens_input_order": setup_transformerlens}
+PEER_PACKAGES = {"nnsight": "nnsight", "transformerlens": "transformer_lens",
+                 "nnsight_input_order": "nnsight", "transformerlens_input_order": "transformer_lens"}
 
 
 def max_abs_diff(rs, ref) -> float | None:
@@ -216,8 +248,11 @@ def main(argv=None):
                    help="torch threads (default: cores; use 1 on a machine loaded by other jobs)")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)} (ours and forward always run)")
+    p.add_argument("--no-interleave", dest="interleave", action="store_false",
+                   help="time each method's whole run in turn (ours: one residual_stream call on all texts) "
+                        "instead of interleaving the methods batch by batch")
     p.add_argument("--repeats", type=int, default=1,
-                   help="timed passes per method, round-robin over methods; the fastest pass is kept")
+                   help="with --no-interleave: passes per method, round-robin; the fastest is kept")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
     p.add_argument("--out", type=Path, default=RESULTS)
     ARGS = args = p.parse_args(argv)
@@ -262,11 +297,15 @@ def main(argv=None):
                 continue
         try:
             t0 = time.perf_counter()
-            states[m] = SETUPS[m](model, tok) if m in SETUPS else model
+            shared = m.removesuffix("_input_order")
+            if shared != m and shared in states:  # the same wrapped model, other batches
+                states[m] = states[shared]
+            else:
+                states[m] = SETUPS[m](model, tok) if m in SETUPS else model
             t_setup = time.perf_counter() - t0
             if m in SETUPS:
                 notes[m] = f"setup {t_setup:.1f}s (not timed)"
-            RUNNERS[m](states[m], tok, warm_texts, n_sub, d, ids=warm_ids, batches=warm_batches)
+            RUNNERS[m](states[m], tok, warm_texts, n_sub, d, ids=warm_ids, batches=warm_batches[:1], per_batch=True)
         except Exception as err:  # noqa: BLE001 - a peer that cannot load this model is a result
             traceback.print_exc()
             failed[m] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
@@ -275,24 +314,53 @@ def main(argv=None):
 
     seconds: dict[str, float] = {}
     outputs: dict[str, np.ndarray | None] = {}
-    for rep in range(args.repeats):
+    unsorted_batches = [np.arange(i, min(i + args.batch_size, len(ids))) for i in range(0, len(ids), args.batch_size)]
+    if args.interleave:
+        # Batch k of every method back to back (the method order rotating with k), each call timed on its
+        # own: a change in the machine's load hits every method alike. "unsorted" runs its own batch k.
+        for m in states:
+            seconds[m] = 0.0
+            outputs[m] = None if m == "forward" else np.full((len(ids), n_sub, d), np.nan, dtype=np.float32)
         order = list(states)
-        order = order[rep % len(order):] + order[:rep % len(order)]
-        for m in order:
-            gc.collect()
-            t0 = time.perf_counter()
-            try:
-                out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids, batches=batches)
-            except Exception as err:  # noqa: BLE001
-                traceback.print_exc()
-                failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
-                states.pop(m)
-                continue
-            dt = time.perf_counter() - t0
-            seconds[m] = min(dt, seconds.get(m, np.inf))
-            outputs[m] = out
-            print(f"  pass {rep + 1}: {LABELS[m]:36s} {dt:8.2f} s", flush=True)
-        order = [m for m in order if m in states]
+        for k in range(len(batches)):
+            if k % max(1, len(batches) // 8) == 0:
+                print(f"  batch {k + 1}/{len(batches)}, load {os.getloadavg()[0]:.1f}", flush=True)
+            for m in order[k % len(order):] + order[:k % len(order)]:
+                if m not in states:
+                    continue
+                sel = unsorted_batches[k] if m in INPUT_ORDER else batches[k]
+                t0 = time.perf_counter()
+                try:
+                    out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids, batches=[sel], per_batch=True)
+                except Exception as err:  # noqa: BLE001
+                    traceback.print_exc()
+                    failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+                    states.pop(m)
+                    seconds.pop(m, None)
+                    outputs.pop(m, None)
+                    continue
+                seconds[m] += time.perf_counter() - t0
+                if out is not None:
+                    outputs[m][sel] = out
+    else:
+        for rep in range(args.repeats):
+            order = list(states)
+            order = order[rep % len(order):] + order[:rep % len(order)]
+            for m in order:
+                gc.collect()
+                t0 = time.perf_counter()
+                try:
+                    out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids,
+                                     batches=unsorted_batches if m in INPUT_ORDER else batches)
+                except Exception as err:  # noqa: BLE001
+                    traceback.print_exc()
+                    failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+                    states.pop(m)
+                    continue
+                dt = time.perf_counter() - t0
+                seconds[m] = min(dt, seconds.get(m, np.inf))
+                outputs[m] = out
+                print(f"  pass {rep + 1}: {LABELS[m]:36s} {dt:8.2f} s", flush=True)
 
     ref = outputs["ours"]
     t_fwd = seconds.get("forward")
@@ -304,9 +372,9 @@ def main(argv=None):
         note = failed.get(m, notes.get(m, ""))
         if m == "hidden_states":
             note = "resid_pre only (30 of 60 points; diff over those)" + (f"; {note}" if note else "")
-        if m == "unsorted":
-            note = f"{pad_input} padded positions vs {pad_sorted} sorted"
-        if m == "transformerlens" and s is not None:
+        if m in INPUT_ORDER and s is not None:
+            note = (note + "; " if note else "") + f"{pad_input} padded positions vs {pad_sorted} sorted"
+        if m.startswith("transformerlens") and s is not None:
             note = (note + "; " if note else "") + "bridge forces eager attention"
         if m == "forward":
             note = f"{n_tokens / s:.0f} real tokens/s" if s else note
@@ -319,7 +387,8 @@ def main(argv=None):
             "note": note,
         })
     speedups = {}
-    for m in ("nnsight", "transformerlens", "hidden_states", "unsorted"):
+    for m in ("nnsight", "transformerlens", "nnsight_input_order", "transformerlens_input_order", "hidden_states",
+              "unsorted"):
         if m in seconds:
             speedups[f"ours_vs_{m}"] = round(seconds[m] / seconds["ours"], 3)
     result = {
@@ -328,7 +397,7 @@ def main(argv=None):
         "n_tokens": n_tokens,
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "repeats": args.repeats,
+        "timing": "interleaved per batch" if args.interleave else f"whole runs, best of {args.repeats}",
         "ours_vs_forward": round(t_fwd / seconds["ours"], 3) if t_fwd else None,
         "goal_ours_vs_forward": 1.2,
         "goal_ours_vs_each_peer": 2.0,

@@ -1,8 +1,8 @@
 """Peak memory of capturing N texts in memory vs streaming shards to the cache.
 
 Each case runs in its own subprocess (so one case's peak cannot hide another's). The child loads the model
-(``pipeline.load_model``), runs a 4-text warm-up capture (the weights are memory-mapped and paged in by the
-first forward), records its resident set (``VmRSS``), resets the peak counter (``VmHWM``, via
+(``pipeline.load_model``), reads every weight (they are memory-mapped and join RSS only when read) and runs a
+16-text warm-up capture, records its resident set (``VmRSS``), resets the peak counter (``VmHWM``, via
 ``/proc/self/clear_refs``; elsewhere the whole-process ``ru_maxrss`` is used) and then captures:
 
 * ``in_memory``: ``capture.residual_stream(model, tok, texts)`` — the whole ``(N, 2L, D)`` float32 array is
@@ -79,9 +79,14 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
     texts = pipeline.load_texts(n, seed=0)
     n_sub, d = capture.n_sublayers(model), model.config.hidden_size
     n_params = sum(p.numel() * p.element_size() for p in model.parameters())
-    # Warm up on a few texts first: safetensors maps the weights lazily, so RSS right after loading
-    # misses pages the first forward touches; the peak is reset only after that.
-    capture.residual_stream(model, tok, texts[:4], progress=False)
+    # Warm up first. safetensors memory-maps the weights, so a page joins RSS only when first read: without
+    # this, RSS would grow during the capture as new token ids read new rows of the (49152 x 576)
+    # embedding matrix (up to its 108 MiB), which is loading, not capturing. So read every parameter,
+    # then run one batch; the peak is reset only after that.
+    with torch.inference_mode():
+        for param in model.parameters():
+            param.sum()
+    capture.residual_stream(model, tok, texts[:16], progress=False)
     rss_loaded = _status_kib("VmRSS")
     reset = _reset_peak()
     t0 = time.perf_counter()

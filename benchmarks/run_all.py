@@ -30,14 +30,14 @@ PEERS_PYTHON = HERE / ".venv-peers" / "bin" / "python"
 
 #: Flags per benchmark (the part of the file name after ``bench_``).
 QUICK: dict[str, list[str]] = {
-    "capture": ["--n", "256"],            # all six methods on 256 texts
+    "capture": ["--n", "256"],            # all eight methods on 256 texts -> results/capture.json
     "memory": ["--max-tokens", "16"],     # N = 128, 512, 1000; texts cut to 16 tokens (same array sizes)
     "metrics": [],                        # KDE MI timed on 512 units, extrapolated to 4096
     "phase": [],                          # already at the paper's shape
     "reduce": ["--quick"],                # PCA on 1/8 of the texts
 }
 FULL: dict[str, list[str]] = {
-    "capture": ["--n", "1000"],
+    "capture": ["--n", "1000", "--out", str(HERE / "results" / "capture_n1000.json")],  # the paper's N
     "memory": [],
     "metrics": ["--mi-units", "4096"],
     "phase": [],
@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         dt = time.perf_counter() - t0
         print(f"=== {name}: exit {rc} after {dt:.0f} s", flush=True)
-        summary.append({"benchmark": f"bench_{name}.py", "flags": " ".join(flags.get(name, [])) or "(defaults)",
+        summary.append({"benchmark": f"bench_{name}.py", "flags": " ".join(os.path.relpath(f, ROOT) if f.startswith(str(ROOT)) else f
+                                                     for f in flags.get(name, [])) or "(defaults)",
                         "seconds": round(dt, 1), "ok": rc == 0,
                         "interpreter": os.path.relpath(cmd[0], ROOT) if cmd[0].startswith(str(ROOT)) else cmd[0]})
     if args.dry_run:
