@@ -61,6 +61,7 @@ from IPython.display import Markdown
 
 from transformer_dynamics.ledger import Ledger, to_table
 from transformer_dynamics.plots import activity
+from transformer_dynamics.plots.style import side_by_side
 from transformer_dynamics.stats import bootstrap, bootstrap_correlation
 
 CONDITIONS = ("original", "shuffled")
@@ -80,16 +81,6 @@ def record(key, value, *, condition="original", claim="", **kwargs):
     if condition != "original":
         key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
     led.record(key, value, claim=claim, condition=condition, **kwargs)
-
-
-def side_by_side(plot, data, **kwargs):
-    """One panel per condition, side by side; ``data`` maps condition -> the plot's first argument(s)."""
-    fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 4.2), layout="constrained")
-    for ax, (c, args) in zip(np.atleast_1d(axes), data.items()):
-        args = args if isinstance(args, tuple) else (args,)
-        plot(*args, ax=ax, **kwargs)
-        ax.set_title(f"{ax.get_title()} — {c}")
-    return fig
 
 
 # %% [markdown]

@@ -62,6 +62,7 @@ from transformer_dynamics import metrics, pipeline, reduce
 from transformer_dynamics.capture import sublayer_labels
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import reduced
+from transformer_dynamics.plots.style import side_by_side
 
 CONDITIONS = ("original", "shuffled")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,15 +76,6 @@ n_samples, n_sublayers, d_model = rs["original"].shape
 labels = sublayer_labels(n_sublayers // 2)
 thirds = np.array_split(np.arange(n_sublayers), 3)
 print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units); CAE on {DEVICE}")
-
-
-def side_by_side(plot, data, **kwargs):
-    """One panel per condition, side by side; ``data`` maps condition -> the plot's first argument."""
-    fig, axes = plt.subplots(1, len(data), figsize=(5.5 * len(data), 4.4), layout="constrained")
-    for ax, (c, arg) in zip(np.atleast_1d(axes), data.items()):
-        plot(arg, ax=ax, **kwargs)
-        ax.set_title(f"{ax.get_title()} — {c}")
-    return fig
 
 
 def suffix(c):

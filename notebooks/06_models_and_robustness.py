@@ -67,6 +67,7 @@ from IPython.display import Markdown
 from transformer_dynamics import compare, models, pipeline
 from transformer_dynamics.ledger import Ledger, to_table
 from transformer_dynamics.plots import compare as pc
+from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
 CONDITIONS = ("original", "shuffled")
@@ -79,15 +80,6 @@ led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, model=MODEL, mode
              quantization=QUANTIZATION,
              n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
              mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
-
-
-def by_condition(plot, data, **kwargs):
-    """One panel per condition: ``data`` maps condition -> {model: curves}."""
-    fig, axes = plt.subplots(1, len(data), figsize=(5.6 * len(data), 4.0), layout="constrained")
-    for ax, (c, cur) in zip(np.atleast_1d(axes), data.items()):
-        plot(cur, ax=ax, **kwargs)
-        ax.set_title(f"{ax.get_title()} — {c}")
-    return fig
 
 
 def record_headlines(prefix, table, *, suffix="", **extra):
@@ -134,33 +126,33 @@ pd.DataFrame(arch).set_index("model")
 
 # %%
 cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
-by_condition(pc.plot_successive_r, cur);
+side_by_side(pc.plot_successive_r, cur);
 
 # %%
-by_condition(pc.plot_cosine, cur);
+side_by_side(pc.plot_cosine, cur);
 
 # %% [markdown]
 # Velocity: each model's curve divided by its own mean (their activation scales differ by orders of
 # magnitude).
 
 # %%
-by_condition(pc.plot_velocity, cur);
+side_by_side(pc.plot_velocity, cur);
 
 # %% [markdown]
 # Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
 
 # %%
-by_condition(pc.plot_mutual_information, cur);
+side_by_side(pc.plot_mutual_information, cur);
 
 # %% [markdown]
 # Rotation counts per unit, divided by the number of sublayers (solid), against the layer-order shuffle
 # null (dotted).
 
 # %%
-by_condition(pc.plot_rotations, cur);
+side_by_side(pc.plot_rotations, cur);
 
 # %%
-by_condition(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
+side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
 # %% [markdown]
 # ### Headline numbers per model
