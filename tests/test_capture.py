@@ -117,3 +117,12 @@ def test_capture_errors(tiny_llama, tiny_tokenizer):
         capture.residual_stream(tiny_llama, tiny_tokenizer, ["a war"], batch_size=0, progress=False)
     with pytest.raises(ValueError, match="exactly one"):
         next(capture.iter_residual_stream(tiny_llama, tiny_tokenizer, progress=False))
+
+
+def test_chunked_shuffle_equals_one_shot(tiny_llama, tiny_tokenizer, sample_texts):
+    """Tokenising and shuffling chunk by chunk draws the same permutations as shuffling all at once."""
+    one = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, shuffle_tokens=True, seed=4,
+                                  progress=False)
+    chunks = capture.iter_residual_stream(tiny_llama, tiny_tokenizer, sample_texts, shuffle_tokens=True, seed=4,
+                                          chunk_size=2, progress=False)
+    np.testing.assert_allclose(np.concatenate([c for _, c in chunks]), one, atol=1e-4, rtol=0)

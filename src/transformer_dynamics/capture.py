@@ -138,13 +138,20 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
         raise ValueError("pass exactly one of texts or token_ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    ids = [list(s) for s in token_ids] if token_ids is not None else tokenize(
-        tokenizer, texts, add_bos=add_bos, strip=strip)
-    if any(len(s) == 0 for s in ids):
-        raise ValueError("a text has no tokens")
-    if shuffle_tokens:
-        bos = tokenizer.bos_token_id
-        ids = shuffle_token_ids(ids, seed=seed, keep_first=[bos is not None and s[0] == bos for s in ids])
+    n_texts = len(token_ids) if token_ids is not None else len(texts)
+    rng = np.random.default_rng(seed)  # one stream for all chunks: same permutations as a one-shot shuffle
+    bos = tokenizer.bos_token_id
+
+    def chunk_ids(start: int) -> list[list[int]]:
+        """Token ids of texts start … start + chunk_size - 1 (tokenised per chunk: memory stays flat in N)."""
+        ids = ([list(s) for s in token_ids[start:start + chunk_size]] if token_ids is not None
+               else tokenize(tokenizer, texts[start:start + chunk_size], add_bos=add_bos, strip=strip))
+        if any(len(s) == 0 for s in ids):
+            raise ValueError("a text has no tokens")
+        if shuffle_tokens:
+            ids = shuffle_token_ids(ids, seed=rng, keep_first=[bos is not None and s[0] == bos for s in ids])
+        return ids
+
     n_layers = len(layer_modules(model))
     d_model = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
     base = base_model(model)
@@ -155,12 +162,12 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
     if progress:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        bar = tqdm(total=len(ids), desc="capture", unit="text")
+        bar = tqdm(total=n_texts, desc="capture", unit="text")
     state: dict = {}
     try:
         with record_last_token(model, state), torch.inference_mode():
-            for start in range(0, len(ids), chunk_size):
-                chunk = ids[start:start + chunk_size]
+            for start in range(0, n_texts, chunk_size):
+                chunk = chunk_ids(start)
                 out = np.empty((len(chunk), 2 * n_layers, d_model), dtype=np.float32)
                 order = np.argsort([-len(s) for s in chunk], kind="stable")
                 for b0 in range(0, len(chunk), batch_size):
@@ -195,7 +202,11 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
     shuffle_tokens: the paper's control: BOS stays first, the rest of each text's tokens are permuted
     (``numpy.random.default_rng(seed)``). add_bos / strip: see :func:`tokenize`.
     """
-    parts = [chunk for _, chunk in iter_residual_stream(
-        model, tokenizer, texts, batch_size=batch_size, shuffle_tokens=shuffle_tokens, seed=seed,
-        add_bos=add_bos, strip=strip, progress=progress)]
-    return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+    out = None
+    for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
+                                             shuffle_tokens=shuffle_tokens, seed=seed, add_bos=add_bos,
+                                             strip=strip, progress=progress):
+        if out is None:  # filled chunk by chunk: the array is never held twice
+            out = np.empty((len(texts), *chunk.shape[1:]), dtype=np.float32)
+        out[start:start + len(chunk)] = chunk
+    return out

@@ -154,12 +154,13 @@ def rows_hash(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int = 0, keep_first: bool | Sequence[bool] = True
-                      ) -> list[list[int]]:
+def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int | np.random.Generator = 0,
+                      keep_first: bool | Sequence[bool] = True) -> list[list[int]]:
     """The paper's shuffled-token control: each sequence's tokens permuted, the first (BOS) kept in place.
 
     ids: token id lists, one per text. keep_first: keep position 0 fixed (per sequence or for all).
-    One ``default_rng(seed)`` draws every permutation in order, so the result is reproducible.
+    One ``default_rng(seed)`` draws every permutation in order, so the result is reproducible; pass a
+    ``numpy.random.Generator`` to continue one stream over several chunks of texts.
     """
     rng = np.random.default_rng(seed)
     keep = [keep_first] * len(ids) if isinstance(keep_first, bool) else list(keep_first)
