@@ -206,7 +206,10 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
     for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
                                              shuffle_tokens=shuffle_tokens, seed=seed, add_bos=add_bos,
                                              strip=strip, progress=progress):
-        if out is None:  # filled chunk by chunk: the array is never held twice
+        if start == 0 and len(chunk) == len(texts):  # one chunk: it is the result
+            out = chunk
+            continue
+        if out is None:  # several: filled chunk by chunk, so the array is never held twice
             out = np.empty((len(texts), *chunk.shape[1:]), dtype=np.float32)
         out[start:start + len(chunk)] = chunk
     return out
