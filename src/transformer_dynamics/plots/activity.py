@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from .style import CROSS_COLOR, WITHIN_COLOR
+from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_ticks
 
 __all__ = [
     "plot_mean_activations",
@@ -31,10 +31,6 @@ __all__ = [
 _KIND_LABEL = {"within": "within layer (attn→mlp)", "cross": "cross layer (mlp→next attn)"}
 
 
-def _fig_ax(ax, figsize=(5.0, 3.8)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
 
 
 def _as2d(x, name: str) -> np.ndarray:
@@ -44,21 +40,11 @@ def _as2d(x, name: str) -> np.ndarray:
     return x
 
 
-def _sublayer_ticks(ax, n: int, labels: Sequence[str] | None, axis: str = "x", max_ticks: int = 16):
-    step = max(1, int(np.ceil(n / max_ticks)))
-    ticks = np.arange(0, n, step)
-    setter = ax.set_xticks if axis == "x" else ax.set_yticks
-    if labels is not None:
-        if len(labels) != n:
-            raise ValueError(f"got {len(labels)} labels for {n} sublayers")
-        setter(ticks, [labels[i] for i in ticks], rotation=90 if axis == "x" else 0, fontsize=7)
-    else:
-        setter(ticks)
 
 
 def _transition_ticks(ax, n_transitions: int, labels: Sequence[str] | None):
     """Transition t is labelled by its source sublayer ``labels[t]`` (the arrow goes to t + 1)."""
-    _sublayer_ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
+    sublayer_ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
     ax.set_xlabel("transition t → t+1" + (" (source sublayer)" if labels is not None else ""))
 
 
@@ -76,13 +62,13 @@ def plot_mean_activations(mean, order=None, *, labels: Sequence[str] | None = No
     mean = _as2d(mean, "mean")
     if order is not None:
         mean = mean[:, np.asarray(order)]
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     if vmax is None:
         vmax = float(np.nanpercentile(np.abs(mean), 99)) or 1.0
     im = ax.imshow(mean.T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
                    origin="lower")
     fig.colorbar(im, ax=ax, label="mean activation", shrink=0.8)
-    _sublayer_ticks(ax, mean.shape[0], labels)
+    sublayer_ticks(ax, mean.shape[0], labels)
     ax.set_xlabel("sublayer")
     ax.set_ylabel("unit (sorted by last-sublayer mean)" if order is not None else "unit")
     ax.set_title(title)
@@ -105,7 +91,7 @@ def plot_successive_correlation(r, *, labels: Sequence[str] | None = None, ax=No
     (``metrics.successive_correlation``). Faint lines: up to ``max_lines`` units; thick lines: the median
     over units, within-layer transitions green, cross-layer blue; band: interquartile range."""
     r = _as2d(r, "r")
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     for kind, t_idx in _split_idx(r.shape[0]).items():
         if t_idx.size == 0:
             continue
@@ -138,7 +124,7 @@ def plot_correlation_histogram(density, edges, order=None, *, ax=None,
         cdf = np.nancumsum(density * np.diff(edges), axis=1)
         order = np.argsort(centres[np.minimum((cdf < 0.5).sum(1), centres.size - 1)], kind="stable")
     d = density[np.asarray(order)]
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     im = ax.imshow(d, aspect="auto", cmap="magma", origin="lower", interpolation="nearest",
                    extent=(edges[0], edges[-1], 0, d.shape[0]))
     fig.colorbar(im, ax=ax, label="density", shrink=0.8)
@@ -157,7 +143,7 @@ def _plot_transition_profile(values, *, labels, ax, ylabel, title, stat: str = "
     """values: (n_samples, n_transitions), or a mapping {name: such array} drawn with different line styles.
     Median (or mean) over samples with the interquartile band, coloured by transition kind."""
     curves = values if isinstance(values, Mapping) else {"": values}
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     styles = ["-", "--", ":", "-."]
     n_t = None
     for i, (name, v) in enumerate(curves.items()):
@@ -205,7 +191,7 @@ def plot_mi_units(mi, order=None, *, labels: Sequence[str] | None = None, ax=Non
     mi = _as2d(mi, "mi")
     if order is not None:
         mi = mi[:, np.asarray(order)]
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     if vmax is None:
         vmax = float(np.nanpercentile(mi, 99)) if np.isfinite(mi).any() else 1.0
     im = ax.imshow(mi.T, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, origin="lower",
@@ -223,7 +209,7 @@ def plot_mi_mean(mi, *, labels: Sequence[str] | None = None, ax=None,
     {name: mi} (e.g. one per estimator) drawn with different line styles. Within-layer green points,
     cross-layer blue, joined by a grey line in transition order."""
     curves = mi if isinstance(mi, Mapping) else {"": mi}
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     styles = ["-", "--", ":", "-."]
     n_t = None
     for i, (name, m) in enumerate(curves.items()):

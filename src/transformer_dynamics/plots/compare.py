@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..compare import HEADLINES, relative_depth
+from .style import fig_ax
 
 __all__ = [
     "plot_depth_profile",
@@ -33,10 +34,6 @@ __all__ = [
 _KINDS = {"within": ("-", "o", "within (attn→mlp)"), "cross": ("--", "s", "cross (mlp→attn)")}
 
 
-def _fig_ax(ax, figsize=(5.0, 3.8)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
 
 
 def _colors(n: int):
@@ -61,7 +58,7 @@ def plot_depth_profile(curves_by_label: Mapping[str, Mapping[str, Any]], key: st
     shapes of curves whose scales differ between models, e.g. velocity).
     """
     _check_curves(curves_by_label, key)
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
         y = np.asarray(c[key], dtype=float)
         if y.ndim != 1:
@@ -110,7 +107,7 @@ def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True, bins:
     null pooled over shuffles (dotted). ``per_sublayer``: R / n_sublayers, so models of different depth compare.
     curves_by_label: {label: :func:`compare.curves` output with ``"rot"`` (and ``"rot_null"``)}."""
     _check_curves(curves_by_label, "rot")
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     scale = {lab: (c["n_sublayers"] if per_sublayer else 1) for lab, c in curves_by_label.items()}
     allv = np.concatenate([np.ravel(c["rot"]) / scale[lab] for lab, c in curves_by_label.items()] +
                           [np.ravel(c["rot_null"]) / scale[lab] for lab, c in curves_by_label.items()
@@ -132,7 +129,7 @@ def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.
     """Fig 4B per model: cumulative explained-variance ratio of the global PCA against the number of
     components (log axis). curves_by_label: {label: :func:`compare.curves` output with ``"ev_ratio"``}."""
     _check_curves(curves_by_label, "ev_ratio")
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
         r = np.asarray(c["ev_ratio"], dtype=float)
         ax.plot(np.arange(1, r.size + 1), np.cumsum(r), color=color, lw=1.6, label=label)
@@ -221,7 +218,7 @@ def plot_relative_error(errors: Mapping[str, np.ndarray], *, ax=None, log: bool 
     relative-depth axis. errors: {label: (n_sublayers,)}, e.g. ``precision_difference(...)["rel_error"]``."""
     if not errors:
         raise ValueError("errors is empty: pass {label: precision_difference(a, b)['rel_error']}")
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     for color, (label, e) in zip(_colors(len(errors)), errors.items()):
         e = np.asarray(e, dtype=float)
         if e.ndim != 1:

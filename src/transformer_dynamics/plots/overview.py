@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["rs_norm", "token_length_histogram", "similarity_to_reference"]
+from .style import fig_ax, sublayer_ticks
+
+__all__ = ["rs_norm", "similarity_to_reference"]
 
 
 def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None,
@@ -16,7 +17,7 @@ def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | N
 
     rs_by_condition: name -> ``rs: (n_samples, n_sublayers, d_model)``; labels: sublayer labels for ticks.
     """
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.5))
+    fig, ax = fig_ax(ax, (8, 3.5))
     for name, rs in rs_by_condition.items():
         norms = np.linalg.norm(rs, axis=-1)  # (n_samples, n_sublayers)
         mean, sd = norms.mean(0), norms.std(0)
@@ -24,27 +25,14 @@ def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | N
         ax.plot(x, mean, label=f"{name} (n = {norms.shape[0]})")
         ax.fill_between(x, np.maximum(mean - sd, 1e-6), mean + sd, alpha=0.2)
     if labels is not None:
-        step = max(1, len(labels) // 12)
-        ax.set_xticks(np.arange(0, len(labels), step), [labels[i] for i in range(0, len(labels), step)],
-                      rotation=45, ha="right")
+        sublayer_ticks(ax, len(labels), labels)
     ax.set_xlabel("sublayer")
     ax.set_ylabel(r"$\|h\|_2$ at the last token")
     if log:
         ax.set_yscale("log")
     ax.legend(frameon=False)
-    fig.tight_layout()
     return fig
 
-
-def token_length_histogram(lengths: Mapping[str, Sequence[int]], *, ax=None):
-    """Histogram of texts' lengths (characters or tokens), one series per name."""
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 3))
-    for name, values in lengths.items():
-        ax.hist(np.asarray(values), bins=30, alpha=0.6, label=name)
-    ax.set_ylabel("texts")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig
 
 
 def similarity_to_reference(similarity: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None):
@@ -53,15 +41,12 @@ def similarity_to_reference(similarity: Mapping[str, np.ndarray], labels: Sequen
     similarity: name -> ``(n_samples, n_sublayers)`` (e.g. :func:`metrics.paired_cosine` of each
     variant's capture with the reference capture).
     """
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.5))
+    fig, ax = fig_ax(ax, (8, 3.5))
     for name, sim in similarity.items():
         ax.plot(np.nanmean(sim, axis=0), label=name)
     if labels is not None:
-        step = max(1, len(labels) // 12)
-        ax.set_xticks(np.arange(0, len(labels), step), [labels[i] for i in range(0, len(labels), step)],
-                      rotation=45, ha="right")
+        sublayer_ticks(ax, len(labels), labels)
     ax.set_xlabel("sublayer")
     ax.set_ylabel("cosine to the reference")
     ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
     return fig

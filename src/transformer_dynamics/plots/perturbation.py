@@ -25,7 +25,7 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import sublayer_cmap
+from .style import fig_ax, sublayer_cmap
 
 __all__ = [
     "plot_teleport_quiver",
@@ -39,10 +39,6 @@ __all__ = [
 CONTROL_COLOR = "0.55"
 
 
-def _fig_ax(ax, figsize=(4.5, 4.0)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
 
 
 def _check_teleport(res: Any) -> None:
@@ -90,7 +86,7 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     norm: a matplotlib colour norm (default: from this panel's values; :func:`plot_teleport_panels` shares one).
     """
     _check_teleport(res)
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax, (4.5, 4.0))
     control = np.asarray(res.control, dtype=float)
     sub = np.asarray(res.sublayers)
     pert = np.asarray(res.perturbed, dtype=float)
@@ -164,7 +160,7 @@ def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None
     results = list(results)
     if not results:
         raise ValueError("need at least one teleport result")
-    fig, ax = _fig_ax(ax, figsize=(1.1 * len(results) + 2.5, 3.8))
+    fig, ax = fig_ax(ax, figsize=(1.1 * len(results) + 2.5, 3.8))
     data = [np.asarray(getattr(r, metric), dtype=float) for r in results]
     data = [d[np.isfinite(d)] for d in data]
     pos = np.arange(len(results))
@@ -206,7 +202,7 @@ def plot_perturbation_distance(results: Sequence[Any], *, which: str = "own", x:
         raise ValueError(f"which must be 'own' or 'donor', got {which!r}")
     if x not in ("absolute", "relative"):
         raise ValueError(f"x must be 'absolute' or 'relative', got {x!r}")
-    fig, ax = _fig_ax(ax, figsize=(5.5, 3.8))
+    fig, ax = fig_ax(ax, figsize=(5.5, 3.8))
     cmap = sublayer_cmap()
     layers = [r.layer for r in results]
     top = max(max(layers), 1)

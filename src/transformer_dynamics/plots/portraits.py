@@ -14,7 +14,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .. import phase
-from .style import sublayer_cmap
+from .style import fig_ax, sublayer_cmap
 
 __all__ = ["plot_phase_portraits", "plot_rotation_histogram", "plot_rotations_sorted"]
 
@@ -22,10 +22,6 @@ OBS_COLOR = "#d62728"
 NULL_COLOR = "0.55"
 
 
-def _fig_ax(ax, figsize=(5.0, 3.8)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
 
 
 def _check_obs_null(observed, null) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +102,7 @@ def plot_rotation_histogram(observed, null, *, bins: int | Sequence[float] = 60,
     observed: (d_model,); null: (n_shuffles, d_model). Dashed lines mark both means.
     """
     obs, nul = _check_obs_null(observed, null)
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax)
     lo = min(obs.min(), np.percentile(nul, 0.1))
     hi = max(obs.max(), np.percentile(nul, 99.9))
     edges = np.linspace(lo, hi, bins + 1) if np.isscalar(bins) else np.asarray(bins)
@@ -133,7 +129,7 @@ def plot_rotations_sorted(observed, null, *, percentiles: tuple[float, float] = 
     lo, hi = phase.null_band(nul, percentiles)
     med = np.median(nul, axis=0)
     rank = np.arange(obs.size)
-    fig, ax = _fig_ax(ax, figsize=(6.0, 3.8))
+    fig, ax = fig_ax(ax, figsize=(6.0, 3.8))
     ax.fill_between(rank, lo[order], hi[order], color=NULL_COLOR, alpha=0.35, lw=0,
                     label=f"null {percentiles[0]:g}–{percentiles[1]:g}%")
     ax.plot(rank, med[order], color="0.35", lw=0.8, label="null median")

@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import CROSS_COLOR, WITHIN_COLOR, sublayer_cmap
+from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_cmap
 
 __all__ = [
     "plot_bottleneck_trajectory",
@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 
-def _fig_ax(ax, figsize=(4.5, 4.0)):
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax.figure, ax
 
 
 def _curves(data) -> dict[str, np.ndarray]:
@@ -74,7 +70,7 @@ def plot_bottleneck_trajectory(traj: np.ndarray, *, ax=None, title: str = "CAE b
     """Fig 3B: the mean over samples of ``traj: (n_samples, n_sublayers, 2)`` (or an already averaged
     ``(n_sublayers, 2)``), points coloured by sublayer, within-layer steps solid green, cross-layer dashed blue."""
     traj = _traj(traj)
-    fig, ax = _fig_ax(ax)
+    fig, ax = fig_ax(ax, (4.5, 4.0))
     mean = traj.mean(axis=0)
     handles = _draw_mean_path(ax, mean)
     ax.autoscale_view()
@@ -87,7 +83,7 @@ def plot_successive_distance(dist, *, ax=None, title: str = "Distance between su
                              ylabel: str = "distance in reduced space") -> Figure:
     """Fig 3C: ``dist: (n_samples, n_sublayers-1)`` (or ``(n_sublayers-1,)``, or ``{label: ...}``); mean over
     samples ± s.e.m. against the transition index, markers green (within-layer) / blue (cross-layer)."""
-    fig, ax = _fig_ax(ax, (5.5, 3.5))
+    fig, ax = fig_ax(ax, (5.5, 3.5))
     for i, (label, d) in enumerate(_curves(dist).items()):
         d = d[None] if d.ndim == 1 else d
         if d.ndim != 2:
@@ -113,7 +109,7 @@ def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained
     (even) as circles, mlp sublayers (odd) as squares. With ``ylim=(low, high)``, values below ``low`` are
     drawn as downward triangles on the bottom edge (explained variance can be very negative where texts
     barely differ)."""
-    fig, ax = _fig_ax(ax, (5.5, 3.5))
+    fig, ax = fig_ax(ax, (5.5, 3.5))
     low = None if ylim is None else ylim[0]
     for label, e in _curves(ev).items():
         if e.ndim != 1:
@@ -147,7 +143,7 @@ def plot_pca_trajectories(traj: np.ndarray, *, ax=None, max_samples: int = 1000,
     ``max_samples``, a seeded random subset) and the per-sublayer mean coloured by sublayer, within-layer
     steps solid green, cross-layer dashed blue."""
     traj = _traj(traj)
-    fig, ax = _fig_ax(ax, (5.0, 4.2))
+    fig, ax = fig_ax(ax, (5.0, 4.2))
     n = traj.shape[0]
     pick = np.random.default_rng(seed).choice(n, size=min(n, max_samples), replace=False) if n > max_samples \
         else np.arange(n)
@@ -166,7 +162,7 @@ def plot_cumulative_explained_variance(ratio, *, ax=None, threshold: float | Non
                                        title: str = "PCA: cumulative explained variance") -> Figure:
     """Fig 4B: cumulative explained-variance ratio against the number of components. ``ratio: (K,)`` the
     per-component ``explained_variance_ratio_`` (or ``{label: ...}``); a dotted line marks ``threshold``."""
-    fig, ax = _fig_ax(ax, (5.0, 3.5))
+    fig, ax = fig_ax(ax, (5.0, 3.5))
     for label, r in _curves(ratio).items():
         if r.ndim != 1:
             raise ValueError(f"ratio must be (n_components,); got {r.shape}")
@@ -193,7 +189,7 @@ def plot_components_for_variance(n_pcs, *, ax=None, threshold: float | None = 0.
     """Number of PCs each sublayer needs to reach ``threshold`` explained variance, ``n_pcs: (n_sublayers,)``
     or ``{label: ...}``. NaN (undefined) is a gap; ``inf`` (not reached with the components kept) an upward
     triangle on the top edge, which sits at ``n_kept`` when given."""
-    fig, ax = _fig_ax(ax, (5.5, 3.5))
+    fig, ax = fig_ax(ax, (5.5, 3.5))
     curves = _curves(n_pcs)
     finite = [k[np.isfinite(k)] for k in curves.values()]
     top = max([f.max() for f in finite if f.size], default=1.0) * 1.08

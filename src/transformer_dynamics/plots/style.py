@@ -12,6 +12,26 @@ CROSS_COLOR = "#1f77b4"  # h_l^MLP -> h_{l+1}^Attn
 TRANSITION_COLORS = {"within": WITHIN_COLOR, "cross": CROSS_COLOR}
 
 
+def fig_ax(ax=None, figsize=(5.0, 3.8)):
+    """``(figure, axes)``: the given ``ax`` and its figure, or a new constrained-layout figure of ``figsize``."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax.figure, ax
+
+
+def sublayer_ticks(ax, n: int, labels=None, axis: str = "x", max_ticks: int = 16) -> None:
+    """At most ``max_ticks`` ticks over ``n`` sublayers on ``axis``, named by ``labels`` (length ``n``) if given."""
+    step = max(1, int(np.ceil(n / max_ticks)))
+    ticks = np.arange(0, n, step)
+    setter = ax.set_xticks if axis == "x" else ax.set_yticks
+    if labels is not None:
+        if len(labels) != n:
+            raise ValueError(f"got {len(labels)} labels for {n} sublayers")
+        setter(ticks, [labels[i] for i in ticks], rotation=90 if axis == "x" else 0, fontsize=7)
+    else:
+        setter(ticks)
+
+
 def sublayer_cmap(name: str = "viridis") -> matplotlib.colors.Colormap:
     """Colour map used to colour points by sublayer depth."""
     return matplotlib.colormaps[name]
