@@ -18,7 +18,8 @@ from transformer_dynamics import book, ledger, profiles
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 STEMS = book.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
-COMMON = {"MODEL", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+OFFLINE_MODELS = ["smollm2-135m", "gemma-3-270m"]
 PAPER_CHAPTERS = ["01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
                   "04_reduced_trajectories", "05_perturbation_attractors"]
 
@@ -30,7 +31,7 @@ PAPER_CHAPTERS = ["01_data_and_capture", "02_activation_statistics", "03_phase_s
 def test_shipped_profiles():
     assert set(profiles.available_profiles()) >= {"full", "ci", "colab"}
     full = profiles.read_profile("full")
-    assert full["defaults"]["MODEL"] == "smollm2-135m" and full["defaults"]["N"] == 1000
+    assert full["defaults"]["MODELS"] == OFFLINE_MODELS and full["defaults"]["N"] == 1000
     # the paper's schedules
     assert profiles.load_profile("full", "03_phase_space_rotations")["N_SHUFFLES"] == 1000
     p4 = profiles.load_profile("full", "04_reduced_trajectories")
@@ -38,13 +39,16 @@ def test_shipped_profiles():
     assert profiles.load_profile("full", "05_perturbation_attractors")["GRID_N"] == 10
     for stem in PAPER_CHAPTERS:  # the paper's model on a Colab GPU
         colab = profiles.load_profile("colab", stem)
-        assert colab["MODEL"] == "meta-llama/Llama-3.1-8B" and colab["QUANTIZATION"] == "4bit" and colab["N"] == 1000
+        assert colab["MODELS"] == ["meta-llama/Llama-3.1-8B"] and colab["QUANTIZATION"] == "4bit"
+        assert colab["N"] == 1000
+    for stem in STEMS:  # both offline models go through every chapter
+        assert profiles.load_profile("full", stem)["MODELS"] == OFFLINE_MODELS, stem
 
 
 def test_ci_profile_is_smaller_than_full():
     for stem in sorted(set(PAPER_CHAPTERS) | set(STEMS)):
         ci, full = profiles.load_profile("ci", stem), profiles.load_profile("full", stem)
-        assert ci["MODEL"] == full["MODEL"] and set(ci) == set(full), stem
+        assert ci["MODELS"] == full["MODELS"] and set(ci) == set(full), stem
         for key, value in ci.items():
             if full[key] is None:  # None = everything (e.g. all units)
                 continue

@@ -41,7 +41,7 @@ def test_rerecord_replaces_and_overwrite_is_atomic(tmp_path):
     with pytest.raises(ValueError, match="cannot be written as JSON"):
         led.record("c", object())
     assert ledger.load(led.path) == data
-    assert "c" not in led.entries
+    assert ("", "c") not in led.entries and len(led.entries) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.json"]
     # a new Ledger for the same notebook starts empty and overwrites on its first record
     Ledger("nb", directory=tmp_path).record("z", 0)
@@ -129,3 +129,32 @@ def test_to_markdown_summary_and_empty(tmp_path):
     empty = ledger.to_markdown([], profile="ci")
     assert "No ledger was found for profile `ci`" in empty and "make notebooks PROFILE=ci" in empty
     assert math.isnan(float(data["entries"][2]["value"]))
+
+
+def test_several_models_side_by_side(tmp_path):
+    led = Ledger("02_x", directory=tmp_path, models=["smollm2-135m", "gemma-3-270m"], n=96)
+    for m, r in [("smollm2-135m", 0.5), ("gemma-3-270m", 0.9)]:
+        led.record("r0", r, claim="r > 0.8", paper="> 0.8", holds=r > 0.8, figure="1C", model=m)
+    for m in ("smollm2-135m", "gemma-3-270m"):
+        led.record("vel", 2.0, claim="velocity", model=m)
+    led.record("r0", 0.6, claim="r > 0.8", holds=False, model="smollm2-135m")  # replaces that model's value only
+    data = ledger.load(led.path)
+    assert ledger.models_of(data) == ["smollm2-135m", "gemma-3-270m"]
+    assert [(e["key"], e["model"], e["value"]) for e in data["entries"]] == [
+        ("r0", "smollm2-135m", 0.6), ("r0", "gemma-3-270m", 0.9), ("vel", "smollm2-135m", 2.0),
+        ("vel", "gemma-3-270m", 2.0)]
+    lines = ledger.to_table(data).strip().splitlines()
+    assert lines[0] == "*models = smollm2-135m, gemma-3-270m, N = 96*"
+    assert [c.strip() for c in lines[2].strip("|").split("|")][2] == "Model"
+    assert "smollm2-135m" in lines[4] and lines[4].rstrip(" |").endswith("✗")
+    assert "gemma-3-270m" in lines[5] and lines[5].rstrip(" |").endswith("✓")
+    rows = ledger.summary([data])
+    assert [(s["model"], s["values"], s["holds"], s["fails"], s["open"]) for s in rows] == [
+        ("smollm2-135m", 2, 0, 1, 1), ("gemma-3-270m", 2, 1, 0, 1)]
+
+
+def test_rows_of_one_claim_stand_together():
+    entries = [{"key": "a", "model": "x"}, {"key": "b", "model": "x"}, {"key": "a", "model": "y"},
+               {"key": "b", "model": "y"}]
+    assert [(e["key"], e["model"]) for e in ledger.by_claim(entries)] == [("a", "x"), ("a", "y"), ("b", "x"),
+                                                                          ("b", "y")]

@@ -84,10 +84,12 @@ def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
     data = ledger.load(path)
     params = profiles.load_profile(PROFILE, stem)
     assert data["notebook"] == stem
-    assert data["context"].get("model") == params["MODEL"] and data["context"].get("n") == params["N"]
+    assert data["context"].get("models") == params["MODELS"] and data["context"].get("n") == params["N"]
     assert data["entries"], f"{stem}: empty ledger"
-    keys = [e["key"] for e in data["entries"]]
+    keys = [(e.get("model", ""), e["key"]) for e in data["entries"]]
     assert len(keys) == len(set(keys))
+    # every model of the profile went through the chapter and recorded its numbers
+    assert set(params["MODELS"]) <= set(ledger.models_of(data)), (stem, ledger.models_of(data))
     bad = [(e["key"], e["value"]) for e in data["entries"] if not _finite_rectangular(e["value"])]
     assert not bad, f"{stem}: non-finite or ragged ledger values {bad}"
     for e in data["entries"]:

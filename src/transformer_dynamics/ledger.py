@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
-           "summary"]
+           "summary", "models_of", "by_claim"]
 
 LEDGER_ENV = "TRANSFORMER_DYNAMICS_LEDGER"
 
@@ -58,7 +58,8 @@ class Entry:
     key: short identifier, unique within a notebook; value: a number (or a short list of numbers);
     claim: the paper's claim in words; paper: the paper's value or statement (text, as the paper has it);
     holds: whether our value supports the claim (None when the question is not a yes/no one);
-    ci: optional (low, high) bootstrap interval; figure: the paper's panel, e.g. "1C"; unit: e.g. "nats".
+    ci: optional (low, high) bootstrap interval; figure: the paper's panel, e.g. "1C"; unit: e.g. "nats";
+    model: the model the value was computed on ("" when the notebook ran one model).
     """
 
     key: str
@@ -69,6 +70,7 @@ class Entry:
     ci: tuple[float, float] | None = None
     figure: str = ""
     unit: str = ""
+    model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,39 +81,45 @@ class Ledger:
     ----------
     notebook: name of the notebook, e.g. ``"02_activation_statistics"``; names the JSON file.
     directory: where to write; default :func:`default_directory`.
-    **context: run context stored with every entry (model, n, seed, profile, condition…).
+    **context: run context stored with every entry (models, n, seed, profile, condition…).
+
+    A notebook that runs several models records each value once per model (``model=``); the same key may
+    then appear once per model, and the book's table shows a Model column.
     """
 
     def __init__(self, notebook: str, directory: str | os.PathLike | None = None, **context: Any):
         self.notebook = notebook
         self.directory = Path(directory) if directory is not None else default_directory()
         self.context = _plain(context)
-        self.entries: dict[str, Entry] = {}
+        self.entries: dict[tuple[str, str], Entry] = {}  # (model, key) -> entry
 
     @property
     def path(self) -> Path:
         return self.directory / f"{self.notebook}.json"
 
     def record(self, key: str, value: Any, *, claim: str = "", paper: str = "", holds: bool | None = None,
-               ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", **extra: Any) -> None:
-        """Record ``value`` under ``key`` (replacing an earlier value of the same key).
+               ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", model: str | None = None,
+               **extra: Any) -> None:
+        """Record ``value`` under ``key`` for ``model`` (replacing an earlier value of the same key and model).
 
         Returns None, so a notebook cell ending in ``led.record(...)`` shows nothing extra in the book."""
         if not key or not isinstance(key, str):
             raise ValueError("ledger key must be a non-empty string")
+        model = "" if model is None else str(model)
         entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
                       holds=None if holds is None else bool(holds),
                       ci=None if ci is None else (float(ci[0]), float(ci[1])),
-                      figure=figure, unit=unit, extra=_plain(extra))
-        previous = self.entries.get(key)
-        self.entries[key] = entry
+                      figure=figure, unit=unit, model=model, extra=_plain(extra))
+        slot = (model, key)
+        previous = self.entries.get(slot)
+        self.entries[slot] = entry
         try:
             self.save()
         except (TypeError, ValueError) as exc:
             if previous is None:
-                del self.entries[key]
+                del self.entries[slot]
             else:
-                self.entries[key] = previous
+                self.entries[slot] = previous
             raise ValueError(f"ledger value {key!r} cannot be written as JSON ({exc}); record numbers, lists of "
                              "numbers or strings (convert tensors with .item() / .tolist())") from exc
 
@@ -188,35 +196,54 @@ def _md_cell(text: Any) -> str:
 
 def _context_line(context: dict[str, Any], profile: str | None) -> str:
     parts = []
-    for key, label in (("model", "model"), ("n", "N"), ("seed", "seed")):
+    for key, label in (("model", "model"), ("models", "models"), ("n", "N"), ("seed", "seed")):
         if context.get(key) is not None:
-            parts.append(f"{label} = {context[key]}")
+            value = context[key]
+            parts.append(f"{label} = {', '.join(map(str, value)) if isinstance(value, list) else value}")
     prof = context.get("profile", profile)
     if prof:
         parts.append(f"profile = {prof}")
     for key, val in context.items():
-        if key not in ("model", "n", "seed", "profile"):
+        if key not in ("model", "models", "n", "seed", "profile"):
             parts.append(f"{key} = {format_value(val)}")
     return ", ".join(parts)
+
+
+def models_of(ledger: dict[str, Any]) -> list[str]:
+    """The models a ledger's entries were recorded for, in order of first appearance ("" for entries
+    recorded without a model)."""
+    return list(dict.fromkeys(e.get("model", "") or "" for e in ledger.get("entries", [])))
+
+
+def by_claim(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries grouped by key in order of first appearance, so that the rows of one claim for several
+    models stand together (order within a key: as recorded)."""
+    first: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        first.setdefault(e.get("key", ""), i)
+    return sorted(entries, key=lambda e: first[e.get("key", "")])
 
 
 def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None = None) -> str:
     """One notebook's ledger (as :func:`load` returns it) as a table with a row per recorded value:
     figure, claim, the paper's value, ours (± unit), the confidence interval if any, and whether it holds
-    (✓ / ✗ / –). ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
+    (✓ / ✗ / –); with a Model column, the rows of one claim side by side, when values were recorded for
+    several models. ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
     if fmt not in ("markdown", "html"):
         raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
-    header = ["Figure", "Claim", "Paper", "Ours", "95% CI", "Holds"]
+    with_model = any(models_of(ledger))
+    header = ["Figure", "Claim"] + (["Model"] if with_model else []) + ["Paper", "Ours", "95% CI", "Holds"]
     rows = []
-    for e in ledger.get("entries", []):
+    entries = by_claim(ledger.get("entries", [])) if with_model else ledger.get("entries", [])
+    for e in entries:
         ours = format_value(e.get("value"))
         if e.get("unit"):
             ours += f" {e['unit']}"
         ci = e.get("ci")
         ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
         claim = e.get("claim") or e.get("key", "")
-        rows.append([e.get("figure", ""), claim, e.get("paper", ""), ours, ci_text,
-                     HOLDS_MARKS.get(e.get("holds"), "–")])
+        rows.append([e.get("figure", ""), claim] + ([e.get("model", "")] if with_model else [])
+                    + [e.get("paper", ""), ours, ci_text, HOLDS_MARKS.get(e.get("holds"), "–")])
     caption = _context_line(ledger.get("context", {}), profile)
     if fmt == "markdown":
         lines = []
@@ -237,14 +264,17 @@ def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None 
 
 
 def summary(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per notebook: ``{"notebook", "model", "n", "values", "holds", "fails", "open"}`` (counts of ✓ ✗ –)."""
+    """Per notebook and model: ``{"notebook", "model", "n", "values", "holds", "fails", "open"}`` (counts of
+    ✓ ✗ –). Entries recorded without a model count for the context's ``model`` (or its models, joined)."""
     out = []
     for led in ledgers:
-        holds = [e.get("holds") for e in led.get("entries", [])]
         ctx = led.get("context", {})
-        out.append({"notebook": led.get("notebook", ""), "model": ctx.get("model"), "n": ctx.get("n"),
-                    "values": len(holds), "holds": sum(h is True for h in holds),
-                    "fails": sum(h is False for h in holds), "open": sum(h is None for h in holds)})
+        default = ctx.get("model") or (", ".join(ctx["models"]) if isinstance(ctx.get("models"), list) else None)
+        for model in models_of(led) or [""]:
+            holds = [e.get("holds") for e in led.get("entries", []) if (e.get("model", "") or "") == model]
+            out.append({"notebook": led.get("notebook", ""), "model": model or default, "n": ctx.get("n"),
+                        "values": len(holds), "holds": sum(h is True for h in holds),
+                        "fails": sum(h is False for h in holds), "open": sum(h is None for h in holds)})
     return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__, cache, capture, data, models
 
-__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts",
+__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list",
            "residual_stream", "residual_stream_store", "trained_cae"]
 
 CONDITIONS = ("original", "shuffled")
@@ -25,6 +25,16 @@ CONDITIONS = ("original", "shuffled")
 CAPTURE_VERSION = 1
 
 _MODELS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def model_list(models: str | Sequence[str]) -> list[str]:
+    """A notebook's ``MODELS`` parameter as a list: one name (short name, hub id or folder) or several,
+    duplicates dropped, order kept. An empty list is an error (a chapter needs a model)."""
+    names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    names = [str(m) for m in dict.fromkeys(names)]
+    if not names:
+        raise ValueError("MODELS is empty: give at least one model, e.g. MODELS = ['smollm2-135m']")
+    return names
 
 
 def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SPLITS,

@@ -49,3 +49,29 @@ def side_by_side(plot, data, *, width: float = 5.5, height: float = 4.2, **kwarg
         plot(*args, ax=ax, **kwargs)
         ax.set_title(f"{ax.get_title()} — {name}")
     return fig
+
+
+def grid(plot, data, *, row_kwargs=None, col_kwargs=None, width: float = 5.5, height: float = 4.2, **kwargs):
+    """One panel per (row, column) pair: rows are models, columns conditions (or any two factors).
+
+    plot: a panel function taking ``ax=``; data: ``{(row, column): args}``, args the panel's first argument or
+    a tuple of its positional arguments; row_kwargs: ``{row: {...}}`` keyword arguments for that row's panels
+    only (e.g. each model's sublayer ``labels``), col_kwargs: the same per column, on top of ``kwargs`` for all. Rows and columns keep the
+    order of first appearance; a missing pair leaves its panel empty. Each panel's title gets
+    " — row, column" (just the column when there is one row). Returns the figure.
+    """
+    rows = list(dict.fromkeys(r for r, _ in data))
+    cols = list(dict.fromkeys(c for _, c in data))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),
+                             layout="constrained", squeeze=False)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            if (r, c) not in data:
+                ax.set_axis_off()
+                continue
+            args = data[r, c]
+            args = args if isinstance(args, tuple) else (args,)
+            plot(*args, ax=ax, **{**kwargs, **(row_kwargs or {}).get(r, {}), **(col_kwargs or {}).get(c, {})})
+            ax.set_title(f"{ax.get_title()} — {c}" if len(rows) == 1 else f"{ax.get_title()} — {r}, {c}")
+    return fig

@@ -4,7 +4,7 @@ A profile is a YAML file (``full.yml``, ``ci.yml``, ``colab.yml`` beside this mo
 ``defaults:`` block shared by every notebook and one block per notebook, keyed by the notebook's stem::
 
     defaults:
-      MODEL: smollm2-135m
+      MODELS: [smollm2-135m, gemma-3-270m]
       N: 1000
     03_phase_space_rotations:
       N_SHUFFLES: 1000

@@ -1,0 +1,48 @@
+"""plots.style: the panel grid that puts models (rows) and conditions (columns) side by side."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transformer_dynamics.plots.style import grid, side_by_side  # noqa: E402
+
+
+def _panel(y, *, ax, labels=None, title="panel"):
+    ax.plot(y)
+    ax.set_title(title)
+    if labels is not None:
+        ax.set_xticks(range(len(labels)), labels)
+
+
+def test_grid_rows_columns_titles_and_row_kwargs():
+    data = {("smol", "original"): np.arange(4), ("smol", "shuffled"): np.arange(4),
+            ("gemma", "original"): np.arange(6)}
+    fig = grid(_panel, data, row_kwargs={"gemma": {"labels": list("abcdef")}}, title="r")
+    axes = np.array(fig.axes).reshape(2, 2)
+    assert [ax.get_title() for ax in axes[0]] == ["r — smol, original", "r — smol, shuffled"]
+    assert axes[1, 0].get_title() == "r — gemma, original"
+    assert not axes[1, 1].axison  # the missing pair is left empty
+    assert [t.get_text() for t in axes[1, 0].get_xticklabels()] == list("abcdef")
+    assert len(axes[1, 0].lines[0].get_xdata()) == 6
+    plt.close(fig)
+
+
+def test_grid_with_one_row_matches_side_by_side_titles():
+    data = {"original": np.arange(3), "shuffled": np.arange(3)}
+    a = side_by_side(_panel, data)
+    b = grid(_panel, {("m", c): v for c, v in data.items()})
+    assert [ax.get_title() for ax in a.axes] == [ax.get_title() for ax in b.axes] == [
+        "panel — original", "panel — shuffled"]
+    plt.close("all")
+
+
+def test_grid_models_as_columns_with_col_kwargs():
+    data = {("", "smol"): np.arange(4), ("", "gemma"): np.arange(6)}
+    fig = grid(_panel, data, col_kwargs={"gemma": {"labels": list("abcdef")}})
+    assert [ax.get_title() for ax in fig.axes] == ["panel — smol", "panel — gemma"]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == list("abcdef")
+    plt.close(fig)
