@@ -66,6 +66,13 @@ def test_corrupt_entries_are_reported_never_used(tmp_path, damage):
             unverified.to_numpy()
 
 
+def test_missing_shard_is_a_miss_even_unverified(tmp_path):
+    _, store = _write(tmp_path)
+    (store.path / "shard-00001.safetensors").unlink()
+    with pytest.warns(cache.CacheWarning, match="missing"):
+        assert cache.open_store(tmp_path, ID, verify=False) is None
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         with cache.ShardWriter(tmp_path, ID) as w:

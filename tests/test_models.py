@@ -72,6 +72,14 @@ def test_pipeline_caches_and_recomputes_corrupt(model_cache_dir, wikitext_dir, s
         redone = pipeline.residual_stream_store("smollm2-135m", **kw)
     assert calls == [1]
     assert redone.to_numpy().shape == (3, 60, 576)
+    # residual_stream reads the entry once (hashing each shard as it reads) and recomputes a corrupt one
+    good = redone.to_numpy()
+    shard = redone.path / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\1" * 8)
+    with pytest.warns(UserWarning, match="corrupt"):
+        again = pipeline.residual_stream("smollm2-135m", **kw)
+    assert calls == [1, 1]
+    np.testing.assert_array_equal(again, good)
     shuffled = pipeline.residual_stream("smollm2-135m", condition="shuffled", **kw)
     assert shuffled.shape == (3, 60, 576) and not np.allclose(shuffled, redone.to_numpy())
     with pytest.raises(ValueError, match="condition"):

@@ -131,7 +131,12 @@ class ActivationStore:
 
 def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str = "activations",
                verify: bool = True) -> ActivationStore | None:
-    """The entry for ``identity``, or None when absent, incomplete, stale or corrupt (with a warning)."""
+    """The entry for ``identity``, or None when absent, incomplete, stale or corrupt (with a warning).
+
+    verify: hash every shard now (one full read). With ``verify=False`` only meta.json and the presence of
+    the shard files are checked; every later read still checks each shard's sha256 and raises
+    :class:`CacheError` on a bad one, so a caller that reads the whole entry anyway reads it once, not twice.
+    """
     path = _entry_dir(root, kind, identity)
     meta_file = path / "meta.json"
     if not path.exists():
@@ -148,6 +153,10 @@ def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str =
         diff = sorted(k for k in set(identity) | set(meta.get("identity", {}))
                       if meta.get("identity", {}).get(k) != identity.get(k))
         _reject(path, f"is stale (differs in {diff})")
+        return None
+    missing = [sh["file"] for sh in meta.get("shards", []) if not (path / sh["file"]).is_file()]
+    if missing or not meta.get("shards"):
+        _reject(path, f"is incomplete (missing {missing[:3] or 'shards'})")
         return None
     store = ActivationStore(path, meta)
     if verify:

@@ -10,6 +10,7 @@ This module only wires the rooms together (data, models, capture, cache); it hol
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,12 +80,14 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
                           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                           add_bos: bool = True, strip: bool = False, batch_size: int = 16,
                           dtype: str = "float32", quantization: str | None = None, device: str | None = None,
-                          shard_size: int = 4096, recompute: bool = False, progress: bool = True
-                          ) -> cache.ActivationStore:
+                          shard_size: int = 4096, recompute: bool = False, progress: bool = True,
+                          verify: bool = True) -> cache.ActivationStore:
     """Capture (or find in the cache) the residual stream and return its :class:`cache.ActivationStore`.
 
     The capture streams shard by shard (``shard_size`` texts each) to disk, so N may exceed memory;
-    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``.
+    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``. A cache hit is verified
+    (every shard's sha256) before it is returned; ``verify=False`` leaves that to the reads, which check each
+    shard they read anyway (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`).
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
@@ -93,7 +96,7 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
                                 quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir)
     if not recompute:
-        store = cache.open_store(root, identity)
+        store = cache.open_store(root, identity, verify=verify)
         if store is not None:
             return store
     lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
@@ -116,7 +119,18 @@ def residual_stream(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: i
     quantization, batch_size, recompute…). Cached on disk: the second call with the same arguments
     reads the file.
     """
-    return residual_stream_store(model, n=n, seed=seed, condition=condition, **kwargs).to_numpy()
+    store = residual_stream_store(model, n=n, seed=seed, condition=condition, verify=False, **kwargs)
+    return _read_or_recompute(store, model, n=n, seed=seed, condition=condition, **kwargs)
+
+
+def _read_or_recompute(store: cache.ActivationStore, model: str, **kwargs: Any) -> np.ndarray:
+    """``store.to_numpy()`` (each shard's sha256 checked as it is read); a corrupt shard is reported and the
+    entry recomputed with ``kwargs`` (the arguments of :func:`residual_stream_store`)."""
+    try:
+        return store.to_numpy()
+    except cache.CacheError as err:
+        warnings.warn(f"{err}; it will be recomputed", cache.CacheWarning, stacklevel=3)
+        return residual_stream_store(model, **{**kwargs, "recompute": True}).to_numpy()
 
 
 #: Bump when CAE training semantics change: every cached CAE made before is then stale.
@@ -135,8 +149,9 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
     """
     from . import reduce  # noqa: PLC0415  (torch-heavy; only needed here)
 
-    store = residual_stream_store(model, n=n, seed=seed, condition=condition, cache_dir=cache_dir,
-                                  quantization=quantization, progress=progress)
+    capture_kw = dict(n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
+                      progress=progress)
+    store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
     cae_kwargs.setdefault("seed", seed)
     identity = {"activations": store.identity, "cae_version": CAE_VERSION,
                 "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
@@ -145,7 +160,7 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
         hit = cache.load_module(root, identity)
         if hit is not None:
             return reduce.CAEResult.from_state(*hit)
-    result = reduce.fit_cae(store.to_numpy(), progress=progress, **cae_kwargs)
+    result = reduce.fit_cae(_read_or_recompute(store, model, **capture_kw), progress=progress, **cae_kwargs)
     tensors, meta = result.to_state()
     cache.save_module(root, identity, tensors, meta)
     return result
