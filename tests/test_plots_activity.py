@@ -97,3 +97,34 @@ def test_bad_input():
         A.plot_successive_correlation(np.zeros(5))
     with pytest.raises(ValueError, match="labels"):
         A.plot_mean_activations(np.zeros((6, 4)), labels=["a"])
+
+
+@pytest.mark.parametrize("n_layers", [3, 15, 18, 30])
+def test_ticks_name_one_kind_of_sublayer(n_layers):
+    """Any depth: the tick step is even (or 1), so the sublayer axis names attn sublayers only, and the
+    transition axis within-layer transitions only (16 ticks at most)."""
+    labels = [f"L{l}.{k}" for l in range(n_layers) for k in ("attn", "mlp")]
+    rng = np.random.default_rng(1)
+    fig = A.plot_mean_activations(rng.standard_normal((2 * n_layers, 8)), labels=labels)
+    names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert names[0] == "L0.attn" and len(names) <= 16
+    assert all(name.endswith(".attn") for name in names) or names == labels
+    fig = A.plot_velocity(rng.random((5, 2 * n_layers - 1)), labels=labels)
+    ticks = fig.axes[0].get_xticks()
+    assert len(ticks) <= 16 and (np.all(np.asarray(ticks) % 2 == 0) or len(ticks) == 2 * n_layers - 1)
+
+
+def test_undefined_transition_is_a_gap_without_warnings(rs):
+    """A constant first sublayer makes the first transition NaN: drawn as a gap, no RuntimeWarning."""
+    x = rs.copy()
+    x[:, 0] = 1.0
+    r, vel, mi = M.successive_correlation(x), M.velocity(x), M.mutual_information(x, method="gcmi")
+    r[0] = np.nan
+    vel[:, 0] = np.nan
+    mi[0] = np.nan
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        A.plot_successive_correlation(r, labels=LABELS)
+        A.plot_velocity(vel, labels=LABELS)
+        A.plot_mi_mean(mi, labels=LABELS)

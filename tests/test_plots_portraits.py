@@ -86,3 +86,30 @@ def test_sorted_with_band(obs_null):
     lo, hi = phase.null_band(null)
     verts = ax.collections[0].get_paths()[0].vertices
     assert verts[:, 1].min() == pytest.approx(lo.min()) and verts[:, 1].max() == pytest.approx(hi.max())
+
+
+def test_portraits_by_model_one_row_per_model(traj):
+    rng = np.random.default_rng(1)
+    other = np.cumsum(rng.standard_normal((8, 30)), axis=0)  # another depth and width
+    trajs = {"m1": traj, "m2": other}
+    units = {"m1": [0, 3, 5], "m2": [1, 2, 7, 29]}
+    rotations = {"m1": phase.count_rotations(traj.T), "m2": phase.count_rotations(other.T)}
+    fig = PP.plot_phase_portraits_by_model(trajs, units, rotations=rotations, ncols=2,
+                                           labels={"m1": [f"s{i}" for i in range(N_SUB)],
+                                                   "m2": [f"t{i}" for i in range(8)]}, suptitle="both")
+    assert isinstance(fig, Figure) and fig.get_suptitle() == "both"
+    assert [sf.get_suptitle() for sf in fig.subfigs] == ["m1", "m2"]
+    for sf, name in zip(fig.subfigs, trajs):
+        panels = [ax for ax in sf.axes if ax.get_visible() and ax.get_label() != "<colorbar>" and ax.collections]
+        assert len(panels) == len(units[name])
+        lc = [c for c in panels[-1].collections if isinstance(c, LineCollection)][0]
+        assert len(lc.get_segments()) == trajs[name].shape[0] - 1  # each model's own depth
+        u = units[name][-1]
+        assert f"unit {u}  R={rotations[name][u]:+.1f}" == panels[-1].get_title()
+        cbar = [ax for ax in sf.axes if ax.get_label() == "<colorbar>"]
+        assert len(cbar) == 1
+        assert [t.get_text() for t in cbar[0].get_yticklabels()][-1] == ("s11" if name == "m1" else "t7")
+    with pytest.raises(ValueError, match="no units"):
+        PP.plot_phase_portraits_by_model(trajs, {"m1": [0]})
+    with pytest.raises(ValueError, match="empty"):
+        PP.plot_phase_portraits_by_model({}, {})

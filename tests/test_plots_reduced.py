@@ -86,3 +86,37 @@ def test_cumulative_ev_and_components():
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata()[1:], [3, 2, 1])
     np.testing.assert_allclose(ax.collections[-1].get_offsets(), [[0, ax.get_ylim()[1]]])
+
+
+def test_components_for_variance_title_labels_and_not_reached_note():
+    k = np.array([np.inf, 3, 2, 1.0])
+    fig = P.plot_components_for_variance({"a": k}, n_kept=50, title="global PCA", labels=["A", "B", "C", "D"])
+    ax = fig.axes[0]
+    assert ax.get_title() == "global PCA"
+    assert ax.get_ylim()[1] == 50
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B", "C", "D"]
+    assert "not reached with 50 PCs" in [t.get_text() for t in ax.get_legend().get_texts()]
+    fig = P.plot_components_for_variance(np.array([3.0, 2, 1]), threshold=0.5)
+    assert "50%" in fig.axes[0].get_title() and fig.axes[0].get_legend() is None
+
+
+def test_ev_plot_sublayer_labels():
+    fig = P.plot_explained_variance_per_sublayer(np.linspace(0, 1, 4), labels=["a0", "m0", "a1", "m1"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a0", "m0", "a1", "m1"]
+    with pytest.raises(ValueError):
+        P.plot_explained_variance_per_sublayer(np.linspace(0, 1, 4), labels=["a0"])
+
+
+def test_training_history_one_run_or_several():
+    h = {"train_loss": [1.0, 0.5, 0.25], "val_loss": [1.2, 0.6, 0.4]}
+    fig = P.plot_training_history(h)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 2
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), h["val_loss"])
+    assert ax.get_lines()[1].get_linestyle() == "--"
+    fig = P.plot_training_history({"original": h, "shuffled": {"train_loss": [2.0, 1.0]}})
+    labels = [l.get_label() for l in fig.axes[0].get_lines()]
+    assert labels == ["original train", "original validation", "shuffled train"]
+    assert fig.axes[0].get_lines()[0].get_color() == fig.axes[0].get_lines()[1].get_color()
+    with pytest.raises(ValueError):
+        P.plot_training_history({"train_loss": [[1.0]]})

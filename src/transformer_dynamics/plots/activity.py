@@ -9,6 +9,8 @@ as ``capture.sublayer_labels(n_layers)``; without them axes show indices.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -40,11 +42,28 @@ def _as2d(x, name: str) -> np.ndarray:
     return x
 
 
+@contextlib.contextmanager
+def _quiet_nan():
+    """Silence numpy's warnings about all-NaN slices: an undefined transition (e.g. a first sublayer that is
+    constant over the texts) is drawn as a gap, which is expected, not worth a warning in the book."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        with np.errstate(all="ignore"):
+            yield
+
+
+def _ticks(ax, n: int, labels: Sequence[str] | None, max_ticks: int = 16) -> None:
+    """:func:`.style.sublayer_ticks` with an even step between ticks (when it is above 1), so that all ticks of
+    an axis over ``n`` sublayers (or transitions) name the same kind of sublayer (attn), whatever the depth."""
+    step = max(1, int(np.ceil(n / max_ticks)))
+    step += step % 2 if step > 1 else 0
+    sublayer_ticks(ax, n, labels, max_ticks=max(1, int(np.ceil(n / step))))
 
 
 def _transition_ticks(ax, n_transitions: int, labels: Sequence[str] | None):
     """Transition t is labelled by its source sublayer ``labels[t]`` (the arrow goes to t + 1)."""
-    sublayer_ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
+    _ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
     ax.set_xlabel("transition t → t+1" + (" (source sublayer)" if labels is not None else ""))
 
 
@@ -68,7 +87,7 @@ def plot_mean_activations(mean, order=None, *, labels: Sequence[str] | None = No
     im = ax.imshow(mean.T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
                    origin="lower")
     fig.colorbar(im, ax=ax, label="mean activation", shrink=0.8)
-    sublayer_ticks(ax, mean.shape[0], labels)
+    _ticks(ax, mean.shape[0], labels)
     ax.set_xlabel("sublayer")
     ax.set_ylabel("unit (sorted by last-sublayer mean)" if order is not None else "unit")
     ax.set_title(title)
@@ -98,7 +117,7 @@ def plot_successive_correlation(r, *, labels: Sequence[str] | None = None, ax=No
         color = WITHIN_COLOR if kind == "within" else CROSS_COLOR
         vals = r[t_idx]
         _per_unit_lines(ax, vals, color, t_idx, max_lines)
-        with np.errstate(all="ignore"):
+        with _quiet_nan():
             q1, med, q3 = np.nanpercentile(vals, [25, 50, 75], axis=1)
         ax.fill_between(t_idx, q1, q3, color=color, alpha=0.25, lw=0, zorder=2)
         ax.plot(t_idx, med, "-o", color=color, ms=3, lw=2, zorder=3, label=f"{_KIND_LABEL[kind]}, median")
@@ -149,7 +168,7 @@ def _plot_transition_profile(values, *, labels, ax, ylabel, title, stat: str = "
     for i, (name, v) in enumerate(curves.items()):
         v = _as2d(v, "values")
         n_t = v.shape[1]
-        with np.errstate(all="ignore"):
+        with _quiet_nan():
             q1, q3 = np.nanpercentile(v, [25, 75], axis=0)
             centre = np.nanmedian(v, axis=0) if stat == "median" else np.nanmean(v, axis=0)
         for kind, t_idx in _split_idx(n_t).items():
@@ -167,7 +186,7 @@ def _plot_transition_profile(values, *, labels, ax, ylabel, title, stat: str = "
 
 
 def plot_cosine_similarity(cos, *, labels: Sequence[str] | None = None, ax=None,
-                           title: str = "Cosine similarity of successive RS vectors") -> Figure:
+                           title: str = "Cosine of successive RS vectors") -> Figure:
     """Fig 1E: ``cos: (n_samples, n_transitions)`` (``metrics.cosine_similarity`` or its centred version),
     or a mapping {name: array} (e.g. raw and centred). Median over samples with the interquartile band;
     within-layer green, cross-layer blue."""
@@ -215,7 +234,8 @@ def plot_mi_mean(mi, *, labels: Sequence[str] | None = None, ax=None,
     for i, (name, m) in enumerate(curves.items()):
         m = _as2d(m, "mi")
         n_t = m.shape[0]
-        mean = np.nanmean(m, axis=1)
+        with _quiet_nan():
+            mean = np.nanmean(m, axis=1)
         ax.plot(np.arange(n_t), mean, styles[i % 4], color="0.5", lw=1, label=name or None)
         for kind, t_idx in _split_idx(n_t).items():
             color = WITHIN_COLOR if kind == "within" else CROSS_COLOR

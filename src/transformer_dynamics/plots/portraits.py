@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 from .. import phase
 from .style import fig_ax, sublayer_cmap
 
-__all__ = ["plot_phase_portraits", "plot_rotation_histogram", "plot_rotations_sorted"]
+__all__ = ["plot_phase_portraits", "plot_phase_portraits_by_model", "plot_rotation_histogram",
+           "plot_rotations_sorted"]
 
 OBS_COLOR = "#d62728"
 NULL_COLOR = "0.55"
@@ -79,6 +80,7 @@ def plot_phase_portraits(traj, units: Sequence[int] | None = None, *, rotations=
         ax.axvline(0, color="0.85", lw=0.6, zorder=0)
         ax.set_title(f"unit {u}  R={float(r):+.1f}", fontsize=8)
         ax.tick_params(labelsize=6)
+        ax.locator_params(nbins=3)
     for ax in axes[len(units):]:
         ax.set_visible(False)
     sm = plt.cm.ScalarMappable(cmap=cm, norm=norm)
@@ -91,6 +93,38 @@ def plot_phase_portraits(traj, units: Sequence[int] | None = None, *, rotations=
     axes[0].figure.supylabel("gradient $\\nabla a_l - \\nabla a_0$", fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def plot_phase_portraits_by_model(trajs: dict, units: dict, *, rotations: dict | None = None,
+                                  labels: dict | None = None, ncols: int = 8, panel_size=(2.0, 2.0),
+                                  cmap: str = "viridis", suptitle: str | None = None) -> Figure:
+    """Fig 2A for several models: one row of portraits (a subfigure) per model, each drawn by
+    :func:`plot_phase_portraits` with its own sublayer colour bar (models differ in depth and width).
+
+    trajs: ``{name: (n_sublayers, d_model)}`` (shapes may differ between names); units: ``{name: indices}``
+    into that model's ``d_model``; rotations: optional ``{name: (d_model,)}`` counts for the titles;
+    labels: optional ``{name: sublayer names}`` (length that model's ``n_sublayers``); ncols: portraits
+    per line within a model's row. Each row is titled with its name. Returns the figure.
+    """
+    if not trajs:
+        raise ValueError("trajs is empty: give at least one model's trajectories")
+    missing = [name for name in trajs if name not in units]
+    if missing:
+        raise ValueError(f"no units given for {missing}")
+    lines = {name: int(np.ceil(len(units[name]) / ncols)) for name in trajs}
+    width = min(ncols, max(len(units[name]) for name in trajs))
+    fig = plt.figure(figsize=(panel_size[0] * width + 1.0, sum(panel_size[1] * k + 0.6 for k in lines.values())),
+                     layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(trajs), 1, height_ratios=[k + 0.3 for k in lines.values()]))
+    for sub, (name, traj) in zip(subfigs, trajs.items()):
+        axes = sub.subplots(lines[name], width, squeeze=False)
+        plot_phase_portraits(traj, units[name], axes=axes, cmap=cmap,
+                             rotations=None if rotations is None else rotations[name],
+                             labels=None if labels is None else labels[name], suptitle=None)
+        sub.suptitle(str(name), fontsize=10, fontweight="bold")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
     return fig
 
 

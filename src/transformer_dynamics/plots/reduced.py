@@ -16,9 +16,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_cmap
+from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_cmap, sublayer_ticks
 
 __all__ = [
+    "plot_training_history",
     "plot_bottleneck_trajectory",
     "plot_successive_distance",
     "plot_explained_variance_per_sublayer",
@@ -28,8 +29,6 @@ __all__ = [
     "plot_pca_explained_variance_per_sublayer",
     "plot_components_for_variance",
 ]
-
-
 
 
 def _curves(data) -> dict[str, np.ndarray]:
@@ -63,6 +62,27 @@ def _draw_mean_path(ax, mean: np.ndarray, *, cmap_name: str = "viridis", lw: flo
     handles = [Line2D([], [], color=WITHIN_COLOR, lw=lw, ls="-", label="within layer (attn→mlp)"),
                Line2D([], [], color=CROSS_COLOR, lw=lw, ls="--", label="cross layer (mlp→next attn)")]
     return handles
+
+
+def plot_training_history(history, *, ax=None, title: str = "CAE training",
+                          ylabel: str = "MSE (standardised units)") -> Figure:
+    """Fig 3A (training): loss per epoch, ``history: {"train_loss": (n_epochs,), "val_loss": (n_epochs,)}``
+    (a :class:`~transformer_dynamics.reduce.CAEResult`'s ``.history``) or ``{label: history}`` (e.g. original
+    and shuffled); train solid, validation dashed in the same colour, log y axis."""
+    runs = history if isinstance(history, Mapping) and "train_loss" not in history else {"": history}
+    fig, ax = fig_ax(ax, (5.5, 3.5))
+    for label, h in runs.items():
+        train = np.asarray(h["train_loss"], dtype=float)
+        if train.ndim != 1:
+            raise ValueError(f"train_loss must be (n_epochs,); got {train.shape}")
+        prefix = f"{label} " if label else ""
+        line = ax.plot(np.arange(train.shape[0]), train, label=f"{prefix}train")[0]
+        if "val_loss" in h:
+            val = np.asarray(h["val_loss"], dtype=float)
+            ax.plot(np.arange(val.shape[0]), val, ls="--", color=line.get_color(), label=f"{prefix}validation")
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log", title=title)
+    ax.legend(fontsize=7)
+    return fig
 
 
 def plot_bottleneck_trajectory(traj: np.ndarray, *, ax=None, title: str = "CAE bottleneck: mean trajectory",
@@ -104,11 +124,11 @@ def plot_successive_distance(dist, *, ax=None, title: str = "Distance between su
 
 
 def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained variance per sublayer",
-                                         ylabel: str = "explained variance", ylim=None) -> Figure:
+                                         ylabel: str = "explained variance", ylim=None, labels=None) -> Figure:
     """Explained variance per sublayer: ``ev: (n_sublayers,)`` or ``{label: (n_sublayers,)}``; attn sublayers
     (even) as circles, mlp sublayers (odd) as squares. With ``ylim=(low, high)``, values below ``low`` are
     drawn as downward triangles on the bottom edge (explained variance can be very negative where texts
-    barely differ)."""
+    barely differ). ``labels``: the sublayers' names (length ``n_sublayers``) for the x ticks."""
     fig, ax = fig_ax(ax, (5.5, 3.5))
     low = None if ylim is None else ylim[0]
     for label, e in _curves(ev).items():
@@ -123,6 +143,8 @@ def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained
             below = s[e < low]
             ax.scatter(below, np.full(below.shape, low), color=line.get_color(), s=30, marker="v", clip_on=False)
     ax.set(xlabel="sublayer (even: before attn, odd: before mlp)", ylabel=ylabel, title=title)
+    if labels is not None:
+        sublayer_ticks(ax, max(e.shape[0] for e in _curves(ev).values()), labels)
     if ylim is not None:
         ax.set_ylim(*ylim)
     if any(_curves(ev)):
@@ -179,16 +201,17 @@ def plot_cumulative_explained_variance(ratio, *, ax=None, threshold: float | Non
 def plot_pca_explained_variance_per_sublayer(ev, *, ax=None, n_components: int | None = 100, **kwargs) -> Figure:
     """Fig 4C: per-sublayer explained variance with the first ``n_components`` PCs, ``(n_sublayers,)`` or
     ``{label: ...}``; keywords as :func:`plot_explained_variance_per_sublayer`."""
-    title = f"PCA: explained variance per sublayer ({n_components} PCs)" if n_components else \
-        "PCA: explained variance per sublayer"
+    title = f"PCA: EV per sublayer ({n_components} PCs)" if n_components else "PCA: EV per sublayer"
     return plot_explained_variance_per_sublayer(ev, ax=ax, title=kwargs.pop("title", title), **kwargs)
 
 
-def plot_components_for_variance(n_pcs, *, ax=None, threshold: float | None = 0.9,
-                                 n_kept: int | None = None) -> Figure:
+def plot_components_for_variance(n_pcs, n_kept: int | None = None, *, ax=None, threshold: float | None = 0.9,
+                                 title: str | None = None, labels=None) -> Figure:
     """Number of PCs each sublayer needs to reach ``threshold`` explained variance, ``n_pcs: (n_sublayers,)``
     or ``{label: ...}``. NaN (undefined) is a gap; ``inf`` (not reached with the components kept) an upward
-    triangle on the top edge, which sits at ``n_kept`` when given."""
+    triangle on the top edge, which sits at ``n_kept`` when given (the legend then says so; positional too, so
+    that a grid of panels can give it per panel). ``title``: default "PCs needed for <threshold> of each
+    sublayer's variance"; ``labels``: the sublayers' names (length ``n_sublayers``) for the x ticks."""
     fig, ax = fig_ax(ax, (5.5, 3.5))
     curves = _curves(n_pcs)
     finite = [k[np.isfinite(k)] for k in curves.values()]
@@ -202,11 +225,18 @@ def plot_components_for_variance(n_pcs, *, ax=None, threshold: float | None = 0.
         if np.isposinf(k).any():
             ax.scatter(s[np.isposinf(k)], np.full(np.isposinf(k).sum(), top), marker="^", s=25,
                        color=line.get_color(), clip_on=False)
-    if any(np.isposinf(k).any() for k in curves.values()):
+    not_reached = any(np.isposinf(k).any() for k in curves.values())
+    if not_reached:
         ax.set_ylim(0, top)
     what = f"{threshold:.0%}" if threshold is not None else "a share"
     ax.set(xlabel="sublayer", ylabel=f"PCs for {what} of the variance",
-           title=f"PCs needed for {what} of each sublayer's variance")
-    if any(_curves(n_pcs)):
-        ax.legend(fontsize=7)
+           title=title if title is not None else f"PCs needed for {what} of each sublayer's variance")
+    if labels is not None:
+        sublayer_ticks(ax, max(k.shape[0] for k in curves.values()), labels)
+    handles = [h for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")]
+    if not_reached:
+        handles.append(Line2D([], [], color="0.4", marker="^", ls="",
+                              label=f"not reached with {n_kept} PCs" if n_kept else "not reached"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7)
     return fig
