@@ -85,14 +85,14 @@ def _nb(params_src: str, tags=("parameters",)):
 
 
 def test_declared_parameters_and_filtering():
-    nb = _nb('MODEL = "smollm2-135m"  # name\nN: int = 1000\nA, B = 1, 2\n%matplotlib inline\n'
+    nb = _nb('MODELS = ["smollm2-135m"]  # names\nN: int = 1000\nA, B = 1, 2\n%matplotlib inline\n'
              'import os\nSEED = 0\nCACHE_DIR = None\nLEDGER_DIR = None\n')
     declared = book.declared_parameters(nb)
-    assert set(declared) == {"MODEL", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
-    assert declared["N"] == "1000" and declared["MODEL"] == '"smollm2-135m"'
+    assert set(declared) == {"MODELS", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+    assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
     params, dropped = book.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
     assert dropped == ["MI_UNITS", "N_BOOT"]  # the ci profile sets them; this notebook does not declare them
-    assert params == {"MODEL": "smollm2-135m", "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
+    assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
         book.declared_parameters(_nb("N = 1", tags=()))
 
