@@ -144,7 +144,7 @@ def parameters_cell(nb) -> Any:
         if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             return cell
     raise ValueError("the notebook has no code cell tagged 'parameters'; add `# %% tags=[\"parameters\"]` "
-                     "before the cell that assigns MODEL, N, ...")
+                     "before the cell that assigns MODELS, N, ...")
 
 
 def declared_parameters(nb) -> dict[str, str]:

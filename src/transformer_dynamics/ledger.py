@@ -2,9 +2,9 @@
 
 A notebook makes one :class:`Ledger` and calls :meth:`Ledger.record` for every number it states::
 
-    led = Ledger("02_activation_statistics", directory=LEDGER_DIR, model=MODEL, n=N)
+    led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N)
     led.record("corr_first_median", r0, claim="r > 0.8 already in the earliest layers",
-               paper="> 0.8", holds=bool(r0 > 0.8), figure="1C")
+               paper="> 0.8", holds=bool(r0 > 0.8), figure="1C", model="smollm2-135m")
 
 Each call rewrites ``<directory>/<notebook>.json`` atomically, so a notebook that fails half-way leaves
 what it recorded so far. Nothing in the ledger is typed in: values come from the computation.
