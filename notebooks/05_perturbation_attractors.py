@@ -24,13 +24,17 @@
 # layer even more so; mid-layer perturbations recover best, with lower variance and lower mean squared
 # error (MSE) to the control trajectory.
 #
-# We repeat the experiment (same prompt, grid, 12 following sublayers; layers mapped by depth fraction to
-# our model) and check those claims with computed numbers. Then we ask the question the paper leaves to
-# future work, without the 2-D projection: how do runs recover from **noise** added to the RS, and from
+# We repeat the experiment for every model in `MODELS` (same prompt, grid, following sublayers; the paper's
+# layers mapped by depth fraction to each model and named by depth position: first, early, middle, late,
+# last) and check those claims with computed numbers. Then we ask the question the paper leaves to future
+# work, without the 2-D projection: how do runs recover from **noise** added to the RS, and from
 # **swapping** in another text's RS vector?
+#
+# Each figure has one row (or, for single-panel figures, one column) per model; every ledger number is
+# recorded once per model, and the tables at the end show the models' rows of one claim together.
 
 # %% tags=["parameters"]
-MODEL = "smollm2-135m"   # short name, Hugging Face id or local path
+MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N = 1000                 # texts for the PCA fit
 SEED = 0
 CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
@@ -38,7 +42,8 @@ LEDGER_DIR = None        # None: ./ledger
 QUANTIZATION = None      # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
 GRID_N = 10              # n x n teleport grid (paper §2.8: typically 10)
 GRID_PERCENTILES = [1, 99]  # grid range [r_min, r_max]: these percentiles of the projected trajectories
-LAYERS = None            # teleport layers; None: the paper's 0, 7, 15, 23, 31 of 32 mapped to this depth
+LAYERS = None            # teleport layers numbered as in the paper's 32-layer Llama, mapped to each model by
+                         # depth fraction; None: the paper's 0, 7, 15, 23, 31
 N_FOLLOWING = 12         # sublayers followed after the teleport (paper Fig. 4D: 12)
 PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."
 NOISE_SCALES = [0.1, 0.5, 1.0]  # noise norm / RS norm at the perturbed point
@@ -58,70 +63,89 @@ import time
 
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 
 from transformer_dynamics import perturb, pipeline, reduce
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturbation as plots
+from transformer_dynamics.plots.style import grid
 
-led = Ledger("05_perturbation_attractors", directory=LEDGER_DIR, model=MODEL, n=N, seed=SEED, grid_n=GRID_N,
-             n_following=N_FOLLOWING, n_swap=N_SWAP)
-rs = pipeline.residual_stream(MODEL, n=N, seed=SEED, condition="original", cache_dir=CACHE_DIR,
-                              quantization=QUANTIZATION)
-model, tokenizer = pipeline.load_model(MODEL, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
-n_layers = len(layer_modules(model))
-layers = perturb.paper_layers(n_layers) if LAYERS is None else [int(l) for l in LAYERS]
-print(f"{MODEL}: rs {rs.shape} (texts, sublayers, units), {n_layers} layers; teleport layers {layers}")
+MODELS = pipeline.model_list(MODELS)
+PAPER_LAYERS = perturb.PAPER_LAYERS if LAYERS is None else sorted({int(l) for l in LAYERS})
+led = Ledger("05_perturbation_attractors", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED, grid_n=GRID_N,
+             n_following=N_FOLLOWING, n_swap=N_SWAP, paper_layers=PAPER_LAYERS)
+loaded, layers, names, pca = {}, {}, {}, {}
+for m in MODELS:
+    loaded[m] = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)  # (model, tokenizer)
+    n_layers = len(layer_modules(loaded[m][0]))
+    layers[m] = perturb.paper_layers(n_layers, PAPER_LAYERS)
+    names[m] = perturb.depth_names(layers[m])
+    print(f"{m}: {n_layers} layers; teleport layers {dict(zip(names[m], layers[m]))}")
+    led.record("teleport_layers", layers[m], figure="4D", model=m, names=names[m],
+               claim=f"perturbed layers: the paper's {list(PAPER_LAYERS)} of {perturb.PAPER_N_LAYERS} mapped by "
+                     "depth fraction")
 
 # %% [markdown]
 # ## The PCA plane and the grid
-# As in §2.8 the PCA is fitted on every sublayer vector of every text (the array flattened to
+# As in §2.8 the PCA is fitted, per model, on every sublayer vector of every text (the array flattened to
 # `(N · 2L, d_model)`); a grid point $\mathbf z$ becomes $\mathbf x = \mathbf z V[:, :2]^\top + \boldsymbol\mu$
 # (`perturb.unproject`, first two components only). The paper does not give $[r_{min}, r_{max}]$; we take
 # the `GRID_PERCENTILES` of the projected trajectories (both coordinates pooled: a square grid as in the
 # paper).
 
 # %%
-pca = reduce.PCA(n_components=2).fit(rs)
-z = perturb.project(pca, rs)  # (N, 2L, 2)
-r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
-grid = perturb.make_grid(r_min, r_max, GRID_N)
-print(f"explained variance of PC1, PC2: {pca.explained_variance_ratio_[:2].round(3)}; "
-      f"grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]")
-led.record("pca_ev_pc1_pc2", pca.explained_variance_ratio_[:2], figure="4D",
-           claim="explained variance ratio of the two components the grid lives in")
-led.record("grid_range", [r_min, r_max], figure="4D",
-           claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected trajectories")
+grids = {}
+for m in MODELS:
+    rs = pipeline.residual_stream(m, n=N, seed=SEED, condition="original", cache_dir=CACHE_DIR,
+                                  quantization=QUANTIZATION)
+    pca[m] = reduce.PCA(n_components=2).fit(rs)
+    z = perturb.project(pca[m], rs)  # (N, 2L, 2)
+    r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
+    grids[m] = perturb.make_grid(r_min, r_max, GRID_N)
+    print(f"{m}: rs {rs.shape} (texts, sublayers, units); explained variance of PC1, PC2: "
+          f"{pca[m].explained_variance_ratio_[:2].round(3)}; grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]")
+    led.record("pca_ev_pc1_pc2", pca[m].explained_variance_ratio_[:2], figure="4D", model=m,
+               claim="explained variance ratio of the two components the grid lives in")
+    led.record("grid_range", [r_min, r_max], figure="4D", model=m,
+               claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected trajectories")
+    del rs, z
 
 # %% [markdown]
 # ## Teleporting (Figure 4 D)
 # At each layer the prompt is repeated once per grid point and run as one batch; a forward pre-hook on the
 # decoder layer replaces the RS entering it (sublayer $2l$, before the attention norm) at the last token with
 # the grid point's vector. The following sublayers are projected on the same two components. Each arrow
-# goes from a teleport point to where its trajectory is 12 sublayers later (fewer at the last layers: the
-# model ends; at the last layer only its own MLP input follows, as at the paper's layer 31 of 32), coloured
-# by *recovery*, the distance to the control at the end over that at the teleport point (blue: pulled back).
-# The grey line is the control (unperturbed) trajectory of the prompt over all sublayers; the star marks it
-# at the teleport sublayer, the circle where the control is at the end of the arrows.
+# goes from a teleport point to where its trajectory is `N_FOLLOWING` sublayers later (the paper's 12; fewer
+# at the last layers: the model ends; at the last layer only its own MLP input follows, as at the paper's
+# layer 31 of 32), coloured by *recovery*, the distance to the control at the end over that at the teleport
+# point (blue: pulled back; one colour scale for all panels). The grey line is the control (unperturbed)
+# trajectory of the prompt over all sublayers; the star marks it at the teleport sublayer, the circle where
+# the control is at the end of the arrows. Rows: models; columns: teleport layers by depth position.
 
 # %%
-results, seconds = [], []
-for l in layers:
-    t0 = time.perf_counter()
-    results.append(perturb.teleport(model, tokenizer, pca, layer=l, grid=grid, prompt=PROMPT,
-                                    n_following=N_FOLLOWING))
-    seconds.append(time.perf_counter() - t0)
-    print(f"layer {l:2d}: {len(grid)} grid points, sublayers {results[-1].sublayers[0]}–"
-          f"{results[-1].sublayers[-1]}, {seconds[-1]:.1f} s")
-led.record("teleport_seconds_per_layer", seconds, unit="s", figure="4D",
-           claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)")
-fig = plots.plot_teleport_panels(results)
+tele = {}  # (model, depth position) -> TeleportResult
+for m in MODELS:
+    model, tokenizer = loaded[m]
+    seconds = []
+    for name, l in zip(names[m], layers[m]):
+        t0 = time.perf_counter()
+        tele[m, name] = perturb.teleport(model, tokenizer, pca[m], layer=l, grid=grids[m], prompt=PROMPT,
+                                         n_following=N_FOLLOWING)
+        seconds.append(time.perf_counter() - t0)
+        sub = tele[m, name].sublayers
+        print(f"{m} layer {l:2d} ({name}): {len(grids[m])} grid points, sublayers {sub[0]}–{sub[-1]}, "
+              f"{seconds[-1]:.1f} s")
+    led.record("teleport_seconds_per_layer", seconds, unit="s", figure="4D", model=m, layers=layers[m],
+               claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)")
+results = {m: [tele[m, name] for name in names[m]] for m in MODELS}  # per model, in depth order
+fig = plots.plot_teleport_grid(tele)
 
 # %% [markdown]
 # The same panels with every perturbed trajectory drawn (orange) instead of the net arrows only:
 
 # %%
-fig = plots.plot_teleport_panels(results, color_by=None, show_paths=True)
+fig = plots.plot_teleport_grid(tele, color_by=None, show_paths=True)
 
 # %% [markdown]
 # ## Does the middle of the network recover best?
@@ -129,122 +153,155 @@ fig = plots.plot_teleport_panels(results, color_by=None, show_paths=True)
 # compute it in the PC plane (`mse_pc`, the figure's space) and in the full RS (`mse_full`). Both grow with
 # the RS's norm, which grows with depth, so we also show two scale-free versions: the full-space MSE over the
 # control's mean square (`rel_mse_full`) and the recovery ratio (distance at the end / at the teleport
-# point; below 1 = pulled back towards the control).
+# point; below 1 = pulled back towards the control). One panel per model.
 
 # %%
-fig = plots.plot_teleport_mse(results, metric="mse_pc", ylabel="MSE to control (PC plane)")
+per_model = {("", m): results[m] for m in MODELS}
+col_names = {m: {"names": names[m]} for m in MODELS}
+fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
+           metric="mse_pc", ylabel="MSE to control (PC plane)")
 
 # %%
-fig = plots.plot_teleport_mse(results, metric="rel_mse_full", ylabel="MSE / control mean square (full RS)")
+fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
+           metric="rel_mse_full", ylabel="MSE / control mean square (full RS)")
 
 # %%
-fig = plots.plot_teleport_mse(results, metric="recovery", log=False,
-                              ylabel="distance at end / at teleport (PC plane)")
+fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
+           metric="recovery", log=False, ylabel="distance at end / at teleport (PC plane)")
 
 # %%
-cmp = {m: perturb.compare_layers(results, metric=m) for m in ("mse_pc", "mse_full", "rel_mse_full", "recovery")}
-pd.DataFrame({m: c["median"] for m, c in cmp.items()} | {"end_variance": cmp["mse_pc"]["end_variance"],
-                                                          "n_following": [r.n_following for r in results]},
-             index=pd.Index(layers, name="layer"))
+METRICS = ("mse_pc", "mse_full", "rel_mse_full", "recovery")
+cmp = {(m, k): perturb.compare_layers(results[m], metric=k) for m in MODELS for k in METRICS}
+pd.concat({m: pd.DataFrame({k: cmp[m, k]["median"] for k in METRICS}
+                           | {"end_variance": cmp[m, "mse_pc"]["end_variance"],
+                              "n_following": [r.n_following for r in results[m]]},
+                           index=pd.MultiIndex.from_arrays([names[m], layers[m]], names=["position", "layer"]))
+           for m in MODELS}, names=["model"])
 
 # %%
-c = cmp["mse_pc"]
-led.record("teleport_median_mse_pc", c["median"], figure="4D", layers=layers,
-           claim="median MSE to the control over the following sublayers (PC plane), per teleport layer")
-led.record("teleport_best_layer_mse_pc", c["best_layer"], figure="4D",
-           holds=c["best_layer"] not in (layers[0], layers[-1]),
-           paper="mid-layer perturbations (7, 15, 23) recover best",
-           claim="teleport layer with the lowest median MSE (PC plane)")
-led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], figure="4D", holds=c["mid_beats_ends"],
-           paper="lower MSE for mid layers than for layer 0 and the penultimate layer",
-           claim="every middle layer's median MSE (PC plane) is below both the first and the last layer's")
-led.record("teleport_last_worst_mse_pc", c["last_worst"], figure="4D", holds=c["last_worst"],
-           paper="even more drastic at the penultimate layer (31)",
-           claim="the last teleport layer has the highest median MSE (PC plane)")
-led.record("teleport_end_variance", c["end_variance"], figure="4D", layers=layers,
-           claim="variance of the trajectories' end points across the grid (PC plane), per layer")
-led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], figure="4D",
-           holds=c["mid_spread_below_ends"], paper="mid layers: lower variance on the perturbed trajectories",
-           claim="every middle layer's end-point variance is below the first and last layer's")
-for m in ("mse_full", "rel_mse_full", "recovery"):
-    c = cmp[m]
-    led.record(f"teleport_median_{m}", c["median"], figure="4D", layers=layers,
-               claim=f"median {m} per teleport layer")
-    led.record(f"teleport_mid_beats_ends_{m}", c["mid_beats_ends"], figure="4D", holds=c["mid_beats_ends"],
-               paper="mid-layer perturbations recover best",
-               claim=f"every middle layer's median {m} is below the first and last layer's")
-led.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp["recovery"]["median"]], figure="4D",
-           layers=layers, claim="per layer: is the median grid point closer to the control after the following "
-                                "sublayers than at the teleport point?")
+for m in MODELS:
+    c, kw = cmp[m, "mse_pc"], dict(figure="4D", model=m)
+    best = names[m][layers[m].index(c["best_layer"])]
+    led.record("teleport_median_mse_pc", c["median"], layers=layers[m], **kw,
+               claim="median MSE to the control over the following sublayers (PC plane), per teleport layer "
+                     f"({', '.join(names[m])})")
+    led.record("teleport_best_layer_mse_pc", c["best_layer"], position=best, **kw,
+               holds=c["best_layer"] not in (layers[m][0], layers[m][-1]),
+               paper="mid-layer perturbations (7, 15, 23) recover best",
+               claim="teleport layer with the lowest median MSE (PC plane)")
+    led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], holds=c["mid_beats_ends"], **kw,
+               paper="lower MSE for mid layers than for layer 0 and the penultimate layer",
+               claim="every middle layer's median MSE (PC plane) is below both the first and the last layer's")
+    led.record("teleport_last_worst_mse_pc", c["last_worst"], holds=c["last_worst"], **kw,
+               paper="even more drastic at the penultimate layer (31)",
+               claim="the last teleport layer has the highest median MSE (PC plane)")
+    led.record("teleport_end_variance", c["end_variance"], layers=layers[m], **kw,
+               claim="variance of the trajectories' end points across the grid (PC plane), per layer")
+    led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], holds=c["mid_spread_below_ends"],
+               paper="mid layers: lower variance on the perturbed trajectories", **kw,
+               claim="every middle layer's end-point variance is below the first and last layer's")
+    for k in ("mse_full", "rel_mse_full", "recovery"):
+        c = cmp[m, k]
+        led.record(f"teleport_median_{k}", c["median"], layers=layers[m], **kw,
+                   claim=f"median {k} per teleport layer")
+        led.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], holds=c["mid_beats_ends"], **kw,
+                   paper="mid-layer perturbations recover best",
+                   claim=f"every middle layer's median {k} is below the first and last layer's")
+    led.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp[m, "recovery"]["median"]],
+               layers=layers[m], **kw, claim="per layer: is the median grid point closer to the control after the "
+                                            "following sublayers than at the teleport point?")
 
 # %% [markdown]
 # ## Beyond the paper: noise injection
 # The paper's discussion suggests subtler perturbations. Here Gaussian noise with norm `scale · ‖h‖` is
-# added to the RS vector $h$ entering each layer at the last token of `N_SWAP` WikiText rows, and the run is
-# compared with its unperturbed self, in the full RS, at every later sublayer. At the perturbed point the
-# relative distance equals the scale (dotted line); below it afterwards means the network damps the noise,
-# above it that it amplifies it.
+# added to the RS vector $h$ entering each layer at the last token of `N_SWAP` WikiText rows (the same rows
+# for every model), and the run is compared with its unperturbed self, in the full RS, at every later
+# sublayer. At the perturbed point the relative distance equals the scale (dotted line); below it afterwards
+# means the network damps the noise, above it that it amplifies it. Rows: models; columns: noise scales.
 
 # %%
 texts = pipeline.load_texts(n=max(N, 2 * N_SWAP), seed=SEED)
 n_pairs = min(N_SWAP, len(texts) // 2)
 texts_a, texts_b = texts[:n_pairs], texts[n_pairs:2 * n_pairs]
-t0 = time.perf_counter()
-noise = perturb.noise_sweep(model, tokenizer, texts_a, layers=layers, scales=NOISE_SCALES, seed=SEED)
-print(f"noise: {len(noise)} (layer, scale) runs of {n_pairs} texts in {time.perf_counter() - t0:.0f} s")
-fig = plots.plot_noise_recovery(noise)
+noise = {}
+for m in MODELS:
+    t0 = time.perf_counter()
+    noise[m] = perturb.noise_sweep(*loaded[m], texts_a, layers=layers[m], scales=NOISE_SCALES, seed=SEED)
+    print(f"{m} noise: {len(noise[m])} (layer, scale) runs of {n_pairs} texts in {time.perf_counter() - t0:.0f} s")
+fig = plots.plot_noise_grid(noise)
 
 # %%
-noise_table = pd.DataFrame([{"layer": r.layer, "scale": r.scale,
+position = {(m, l): name for m in MODELS for name, l in zip(names[m], layers[m])}
+noise_table = pd.DataFrame([{"model": m, "position": position[m, r.layer], "layer": r.layer, "scale": r.scale,
                              "median distance at end": np.median(r.distance_own[:, -1]),
-                             "median end / start": np.median(r.recovery)} for r in noise])
+                             "median end / start": np.median(r.recovery)} for m in MODELS for r in noise[m]])
 noise_table
 
 # %%
-for r in noise:
-    led.record(f"noise_L{r.layer}_s{r.scale:g}_end_over_start", np.median(r.recovery), figure="beyond",
-               claim=f"noise at layer {r.layer} (scale {r.scale:g}): median relative distance to the unperturbed "
-                     "run at the last sublayer over that at the perturbed point (< 1: damped)")
+for m in MODELS:
+    for r in noise[m]:
+        p = position[m, r.layer]
+        led.record(f"noise_{p}_s{r.scale:g}_end_over_start", np.median(r.recovery), figure="beyond", model=m,
+                   layer=r.layer, claim=f"noise at the {p} layer (scale {r.scale:g}): median relative distance to "
+                   "the unperturbed run at the last sublayer over that at the perturbed point (< 1: damped)")
 
 # %% [markdown]
 # ## Beyond the paper: activation swap
 # Text b's RS vector entering a layer (last token) is written into text a's run. Afterwards the run has a's
 # context (all earlier tokens) but b's vector at the last token: does it return towards a's own trajectory
 # (the context pulls it back), or stay with b's (the vector carries on)? Distances are relative to each
-# reference run's norm; the dotted lines show how far apart the two unperturbed runs are. The texts are
-# captured as the pipeline does (not stripped), so every WikiText row ends in the same newline token: at
-# layer 0, the token embedding, a swap then exchanges identical vectors (see the last column below).
+# reference run's norm; the dotted lines show how far apart the two unperturbed runs are. Rows: models;
+# columns: distance to the own run and to the donor's run. The texts are captured as the pipeline does (not
+# stripped), so WikiText rows tend to end in the same newline token: at the first layer, the token
+# embedding, a swap may then exchange identical vectors (see the last column of the table and the line below
+# it).
 
 # %%
-t0 = time.perf_counter()
-swaps = perturb.swap_sweep(model, tokenizer, texts_a, texts_b, layers=layers)
-print(f"swap: {len(swaps)} layers x {n_pairs} pairs in {time.perf_counter() - t0:.0f} s")
-fig = plots.plot_swap(swaps)
+swaps = {}
+for m in MODELS:
+    t0 = time.perf_counter()
+    swaps[m] = perturb.swap_sweep(*loaded[m], texts_a, texts_b, layers=layers[m])
+    print(f"{m} swap: {len(swaps[m])} layers x {n_pairs} pairs in {time.perf_counter() - t0:.0f} s")
+fig = plots.plot_swap_grid(swaps)
 
 # %%
-swap_table = pd.DataFrame([{"layer": r.layer, "median to own at end": np.median(r.distance_own[:, -1]),
+swap_table = pd.DataFrame([{"model": m, "position": position[m, r.layer], "layer": r.layer,
+                            "median to own at end": np.median(r.distance_own[:, -1]),
                             "median to donor at end": np.median(r.distance_donor[:, -1]),
                             "fraction closer to own at end": np.mean(r.distance_own[:, -1] < r.distance_donor[:, -1]),
                             "median own vs donor at swap": np.median(r.distance_own_donor[:, 0])}
-                           for r in swaps])
+                           for m in MODELS for r in swaps[m]])
 swap_table
 
 # %%
-for r, row in zip(swaps, swap_table.to_dict("records")):
-    led.record(f"swap_L{r.layer}_fraction_closer_to_own", row["fraction closer to own at end"], figure="beyond",
-               claim=f"swap at layer {r.layer}: fraction of texts whose run ends closer (relative distance) to its "
+identical = {m: float(np.mean(swaps[m][0].distance_own_donor[:, 0] == 0)) for m in MODELS}
+Markdown("Pairs whose swapped vectors are identical at the first layer (same last token): "
+         + "; ".join(f"{m}, layer {layers[m][0]}: {identical[m]:.0%} of {n_pairs}" for m in MODELS) + ".")
+
+# %%
+for row in swap_table.to_dict("records"):
+    m, p, kw = row["model"], row["position"], dict(figure="beyond", model=row["model"], layer=row["layer"])
+    led.record(f"swap_{p}_fraction_closer_to_own", row["fraction closer to own at end"], **kw,
+               claim=f"swap at the {p} layer: fraction of texts whose run ends closer (relative distance) to its "
                      "own unperturbed run than to the donor's")
-    led.record(f"swap_L{r.layer}_end_distance_own_donor", [row["median to own at end"], row["median to donor at end"]],
-               figure="beyond", claim=f"swap at layer {r.layer}: median relative distance at the last sublayer to "
-                                      "the own run and to the donor's run")
+    led.record(f"swap_{p}_end_distance_own_donor", [row["median to own at end"], row["median to donor at end"]],
+               **kw, claim=f"swap at the {p} layer: median relative distance at the last sublayer to the own run "
+                           "and to the donor's run")
+for m in MODELS:
+    led.record("swap_first_identical_fraction", identical[m], figure="beyond", model=m, layer=layers[m][0],
+               claim="fraction of pairs whose swapped vectors are identical at the first swap layer (same last "
+                     "token, so a swap there changes nothing)")
 
 # %% [markdown]
 # ## The paper's statements next to ours
-# Every row is a ledger entry written above; `holds` says whether our number supports the paper's statement.
+# Every row is a ledger entry written above, one per model; `holds` says whether our number supports the
+# paper's statement.
 
 # %%
-table = pd.DataFrame([{"key": e.key, "figure": e.figure, "paper": e.paper, "ours": e.value,
+table = pd.DataFrame([{"key": e.key, "model": e.model, "figure": e.figure, "paper": e.paper, "ours": e.value,
                        "holds": e.holds, "claim": e.claim} for e in led.entries.values()])
+table["first"] = table.groupby("key", sort=False).ngroup()
+table = table.sort_values(["first"], kind="stable").drop(columns="first")
 pd.set_option("display.max_colwidth", 120)
 table[table["paper"] != ""].reset_index(drop=True)
 

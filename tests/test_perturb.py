@@ -255,3 +255,21 @@ def test_gemma3_prefix_unchanged_and_own_vector_exact(tiny_gemma3, tiny_tokenize
     np.testing.assert_array_equal(shifted[:, :4], base[:, :4])
     np.testing.assert_allclose(shifted[:, 4], base[:, 4] + 1.0, atol=1e-5)
     assert np.all(np.abs(shifted[:, 5:] - base[:, 5:]).max(axis=-1) > 0)
+
+
+def test_depth_names_line_up_across_depths():
+    # the paper's five layers mapped to SmolLM2 (30 layers) and Gemma 3 (18 layers) get the same names
+    smol, gemma = P.paper_layers(30), P.paper_layers(18)
+    assert P.depth_names(smol) == P.depth_names(gemma) == ["first", "early", "middle", "late", "last"]
+    assert P.depth_names(P.paper_layers(32)) == ["first", "early", "middle", "late", "last"]
+    assert P.depth_names([3]) == ["first"]
+    assert P.depth_names([0, 5, 9]) == ["first", "middle", "last"]
+    assert P.depth_names(range(7)) == ["first", "middle1", "middle2", "middle3", "middle4", "middle5", "last"]
+    assert len(set(P.depth_names(range(12)))) == 12
+    with pytest.raises(ValueError, match="increasing"):
+        P.depth_names([0, 7, 7])
+    with pytest.raises(ValueError, match="increasing"):
+        P.depth_names([7, 0])
+    with pytest.raises(ValueError):
+        P.depth_names([])
+    assert "depth_names" in P.__all__

@@ -107,3 +107,62 @@ def test_panels_share_one_colour_scale():
     fig = P.plot_teleport_panels(results, color_by="mse_pc")
     assert len({(q.norm.vmin, q.norm.vmax) for ax in fig.axes for q in ax.collections
                 if isinstance(q, Quiver)}) == 1
+
+
+def test_teleport_grid_rows_are_models_one_colour_scale():
+    data = {(m, pos): _teleport(l) for m, layers in (("a", (0, 3, 6)), ("b", (0, 2, 4)))
+            for pos, l in zip(("first", "middle", "last"), layers)}
+    data["b", "middle"].recovery = data["b", "middle"].recovery * 10  # one panel with a much wider range
+    fig = P.plot_teleport_grid(data)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 6
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0].endswith("\na, first") and titles[-1].endswith("\nb, last")
+    assert "layer 4" in titles[-1]
+    quivers = [c for ax in panels for c in ax.collections if isinstance(c, Quiver)]
+    assert len(quivers) == 6
+    norms = {(q.norm.vmin, q.norm.vmax) for q in quivers}
+    assert len(norms) == 1
+    lo, hi = norms.pop()
+    allv = np.concatenate([r.recovery for r in data.values()])
+    assert lo <= allv.min() and hi >= allv.max()
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1  # one colour bar for all
+    assert fig.legends
+    fig = P.plot_teleport_grid(data, color_by=None, show_paths=True)
+    assert not [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    with pytest.raises(ValueError):
+        P.plot_teleport_grid({})
+
+
+def test_teleport_mse_names():
+    results = [_teleport(l) for l in (0, 3, 6)]
+    fig = P.plot_teleport_mse(results, names=["first", "middle", "last"])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\nfirst", "3\nmiddle", "6\nlast"]
+    with pytest.raises(ValueError, match="names"):
+        P.plot_teleport_mse(results, names=["first"])
+
+
+def test_noise_and_swap_grids_rows_are_models():
+    noise = {m: [_distance(l, scale=s) for l in layers for s in (0.1, 1.0)]
+             for m, layers in (("a", (0, 4, 8)), ("b", (0, 3, 6)))}
+    fig = P.plot_noise_grid(noise)
+    assert len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "noise — a, scale 0.1" and titles[3] == "noise — b, scale 1"
+    assert len({ax.get_ylim() for ax in fig.axes}) == 1  # one y range
+    # the dotted line at the scale in each panel; the median line of the first layer of model b
+    assert [l for l in fig.axes[3].lines if l.get_linestyle() == ":"][0].get_ydata()[0] == 1.0
+    first_b = sorted((r for r in noise["b"] if r.scale == 0.1), key=lambda r: r.layer)[0]
+    np.testing.assert_allclose(fig.axes[2].lines[0].get_ydata(), np.median(first_b.distance_own, axis=0))
+    with pytest.raises(ValueError, match="scale"):
+        P.plot_noise_panel(noise["a"], scale=0.1)
+    swaps = {m: [_distance(l, kind="swap") for l in layers] for m, layers in (("a", (0, 4, 8)), ("b", (0, 3)))}
+    fig = P.plot_swap_grid(swaps, x="relative")
+    assert len(fig.axes) == 4
+    assert fig.axes[1].get_title().endswith("a, to donor's run")
+    assert len({ax.get_ylim() for ax in fig.axes}) == 1
+    np.testing.assert_allclose(fig.axes[3].lines[1].get_ydata(), np.median(swaps["b"][1].distance_donor, axis=0))
+    # own panel: one median line and one dotted own-vs-donor line per layer
+    assert len([l for l in fig.axes[2].lines if l.get_linestyle() == ":"]) == 2
+    with pytest.raises(ValueError):
+        P.plot_swap_grid({"a": []})

@@ -556,3 +556,33 @@ def swap_sweep(model, tokenizer, texts_a: Sequence[str], texts_b: Sequence[str],
                            batch_size=batch_size, pad_token_id=pad)
     return [swap(model, tokenizer, texts_a, texts_b, layer=l, n_following=n_following, add_bos=add_bos,
                  strip=strip, batch_size=batch_size, baseline_a=base_a, baseline_b=base_b) for l in layers]
+
+
+# --------------------------------------------------------------------------------------------------
+# Naming perturbed layers by depth, so that models of different depth line up
+# --------------------------------------------------------------------------------------------------
+#: Depth-position names for k perturbed layers in depth order (k = 5: the paper's 0, 7, 15, 23, 31 of 32).
+DEPTH_NAMES = {1: ("first",), 2: ("first", "last"), 3: ("first", "middle", "last"),
+               4: ("first", "early", "late", "last"), 5: ("first", "early", "middle", "late", "last")}
+
+
+def depth_names(layers: Sequence[int]) -> list[str]:
+    """Names of perturbed layers by depth position, for ledger keys and figure columns that line up across
+    models of different depth (SmolLM2's layer 7 of 30 and Gemma 3's layer 4 of 18 are both ``"early"``).
+
+    layers: ``(k,)`` distinct layer indices in increasing order (e.g. :func:`paper_layers`). Returns ``k``
+    names: :data:`DEPTH_NAMES` for k <= 5 (``"first", "early", "middle", "late", "last"`` for the paper's
+    five), else ``"first", "middle1", …, "middle{k-2}", "last"``.
+    """
+    layers = [int(l) for l in layers]
+    if not layers:
+        raise ValueError("need at least one layer")
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise ValueError(f"layers must be distinct and in increasing order, got {layers}")
+    k = len(layers)
+    if k in DEPTH_NAMES:
+        return list(DEPTH_NAMES[k])
+    return ["first"] + [f"middle{i}" for i in range(1, k - 1)] + ["last"]
+
+
+__all__ += ["DEPTH_NAMES", "depth_names"]

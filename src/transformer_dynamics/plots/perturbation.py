@@ -9,6 +9,10 @@ The functions take the result objects of :mod:`transformer_dynamics.perturb` but
 - noise / swap results: ``layer``, ``sublayers``, ``distance_own (n_texts, n_follow + 1)``, optionally
   ``distance_donor`` and ``scale``.
 
+Several models side by side (one row per model, :func:`transformer_dynamics.plots.style.grid`):
+:func:`plot_teleport_grid` (Fig 4 D, columns = teleport layers by depth position), :func:`plot_noise_grid`
+(columns = noise scales) and :func:`plot_swap_grid` (columns = distance to own / donor run).
+
 Quiver arrows (Fig 4 D) go from each teleport point to where its trajectory is after the following
 sublayers (``arrow="end"``, the default: the net displacement over the next 12 sublayers) or to the mean of
 its following positions (``arrow="mean"``).
@@ -16,29 +20,34 @@ its following positions (``arrow="mean"``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import fig_ax, sublayer_cmap
+from .style import fig_ax, grid, sublayer_cmap
 
 __all__ = [
     "plot_teleport_quiver",
     "plot_teleport_panels",
+    "plot_teleport_grid",
     "plot_teleport_mse",
     "plot_perturbation_distance",
     "plot_noise_recovery",
+    "plot_noise_panel",
+    "plot_noise_grid",
     "plot_swap",
+    "plot_swap_panel",
+    "plot_swap_grid",
 ]
 
 CONTROL_COLOR = "0.55"
-
-
+RECOVERY_LABEL = "recovery (end / start distance)"
 
 
 def _check_teleport(res: Any) -> None:
@@ -105,8 +114,7 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
                       cmap="coolwarm" if color_by == "recovery" else "viridis", norm=norm,
                       edgecolor="0.35", linewidth=0.2, **kwargs)  # outlined: pale (recovery ~ 1) arrows stay visible
         if colorbar:
-            fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery"
-                         else "recovery (end / start distance)")
+            fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery" else RECOVERY_LABEL)
     else:
         ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], color="k", **kwargs)
     i0 = int(sub[0])
@@ -143,20 +151,53 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
                              colorbar=ax is axes.ravel()[n - 1], norm=norm)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
+    _teleport_legend(fig, arrow)
+    return fig
+
+
+def _teleport_legend(fig: Figure, arrow: str) -> None:
+    """The shared legend of the Fig 4 D panels, below them."""
     handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
                Line2D([], [], marker="*", color="k", ls="", ms=10, label="control at teleport sublayer"),
                Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7, label="control after following sublayers"),
                Line2D([], [], marker=r"$\rightarrow$", color="k", ls="", ms=12,
                       label="teleport point → " + ("trajectory end" if arrow == "end" else "mean following position"))]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+
+
+def plot_teleport_grid(data: Mapping[tuple[str, str], Any], *, arrow: str = "end",
+                       color_by: str | None = "recovery", show_paths: bool = False,
+                       panel_size: float = 3.6) -> Figure:
+    """Figure 4 D for several models: one :func:`plot_teleport_quiver` panel per ``(row, column)`` key of
+    ``data`` (rows: models; columns: teleport layers by depth position, e.g. ``perturb.depth_names``), drawn by
+    :func:`transformer_dynamics.plots.style.grid`. All panels share one colour scale (one colour bar beside
+    the grid; ``recovery`` is scale-free, so one scale serves every model) and the legend below.
+
+    data: ``{(model, position): teleport result}``. Returns the figure.
+    """
+    data = dict(data)
+    if not data:
+        raise ValueError("need at least one teleport result")
+    norm = _color_norm(list(data.values()), color_by)
+    fig = grid(plot_teleport_quiver, data, width=panel_size, height=panel_size, arrow=arrow, color_by=color_by,
+               show_paths=show_paths, colorbar=False, norm=norm)
+    panels = [ax for ax in fig.axes if ax.axison]
+    for ax in panels:  # "layer l (+n sublayers)" over "model, position": narrow panels, no overlap
+        ax.set_title(ax.get_title().replace(" — ", "\n", 1), fontsize=9)
+    if color_by is not None:
+        sm = ScalarMappable(norm=norm, cmap="coolwarm" if color_by == "recovery" else "viridis")
+        fig.colorbar(sm, ax=panels, shrink=0.6, label=RECOVERY_LABEL if color_by == "recovery" else color_by)
+    _teleport_legend(fig, arrow)
     return fig
 
 
 def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None, log: bool = True,
-                      ylabel: str | None = None) -> Figure:
+                      ylabel: str | None = None, names: Sequence[str] | None = None) -> Figure:
     """Per-layer distribution of a per-point teleport metric (default ``mse_pc``, the MSE to the control
     over the following sublayers in the PC plane): a box per layer with the points overlaid (jittered)
-    and the median marked. Lower = closer to the control."""
+    and the median marked. Lower = closer to the control.
+
+    names: optional depth-position name per result (e.g. ``perturb.depth_names``), shown under the layer."""
     results = list(results)
     if not results:
         raise ValueError("need at least one teleport result")
@@ -170,7 +211,10 @@ def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None
     for i, d in enumerate(data):
         ax.scatter(i + rng.uniform(-0.2, 0.2, size=d.size), d, s=8, alpha=0.5,
                    color=cmap(i / max(len(data) - 1, 1)), zorder=3)
-    ax.set_xticks(pos, [f"{r.layer}" for r in results])
+    if names is not None and len(names) != len(results):
+        raise ValueError(f"got {len(names)} names for {len(results)} results")
+    ax.set_xticks(pos, [f"{r.layer}" if names is None else f"{r.layer}\n{n}" for r, n in
+                        zip(results, names if names is not None else [None] * len(results))])
     ax.set_xlabel("teleport layer")
     if log and all(d.size and np.all(d > 0) for d in data):
         ax.set_yscale("log")
@@ -235,9 +279,8 @@ def plot_noise_recovery(results: Sequence[Any], *, x: str = "absolute", log: boo
     fig, axes = plt.subplots(1, len(scales), figsize=(panel_size * len(scales) + 0.5, panel_size * 0.85),
                              layout="constrained", squeeze=False, sharey=True)
     for ax, s in zip(axes[0], scales):
-        group = sorted((r for r in results if float(r.scale) == s), key=lambda r: r.layer)
-        plot_perturbation_distance(group, which="own", x=x, ax=ax, title=f"noise scale {s:g}", log=log)
-        ax.axhline(s, color="k", lw=0.8, ls=":")
+        plot_noise_panel([r for r in results if float(r.scale) == s], scale=s, x=x, log=log, ax=ax,
+                         title=f"noise scale {s:g}")
     return fig
 
 
@@ -250,13 +293,87 @@ def plot_swap(results: Sequence[Any], *, x: str = "absolute", panel_size: float 
         raise ValueError("need at least one swap result")
     fig, axes = plt.subplots(1, 2, figsize=(2 * panel_size + 0.6, panel_size * 0.85), layout="constrained",
                              sharey=True)
-    plot_perturbation_distance(results, which="own", x=x, ax=axes[0], title="distance to own run")
-    plot_perturbation_distance(results, which="donor", x=x, ax=axes[1], title="distance to donor's run")
-    cmap = sublayer_cmap()
-    top = max(max(r.layer for r in results), 1)
-    for r in results:
-        if getattr(r, "distance_own_donor", None) is not None:
-            sub = np.asarray(r.sublayers)
-            xs = sub if x == "absolute" else sub - sub[0]
-            axes[0].plot(xs, np.nanmedian(r.distance_own_donor, axis=0), ":", color=cmap(r.layer / top), lw=1)
+    plot_swap_panel(results, which="own", x=x, ax=axes[0])
+    plot_swap_panel(results, which="donor", x=x, ax=axes[1])
+    return fig
+
+
+def _share_ylim(fig: Figure) -> None:
+    """One y range (the union of every drawn panel's) for all panels of ``fig``."""
+    axes = [ax for ax in fig.axes if ax.axison]
+    lo = min(ax.get_ylim()[0] for ax in axes)
+    hi = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(lo, hi)
+
+
+def plot_noise_panel(results: Sequence[Any], *, scale: float, x: str = "absolute", log: bool = True, ax=None,
+                     title: str = "distance to own run") -> Figure:
+    """One noise scale: the relative distance to the unperturbed run per sublayer, one line per perturbed layer
+    (:func:`plot_perturbation_distance`), and the scale as a dotted line (the distance at the perturbed
+    point). results: noise results of that scale (others are an error)."""
+    group = sorted(results, key=lambda r: r.layer)
+    if not group:
+        raise ValueError("need at least one noise result")
+    if any(float(r.scale) != float(scale) for r in group):
+        raise ValueError(f"results of scale {sorted({float(r.scale) for r in group})} given for scale {scale}")
+    fig = plot_perturbation_distance(group, which="own", x=x, ax=ax, title=title, log=log)
+    (ax if ax is not None else fig.axes[0]).axhline(float(scale), color="k", lw=0.8, ls=":")
+    return fig
+
+
+def plot_noise_grid(data: Mapping[str, Sequence[Any]], *, x: str = "absolute", log: bool = True,
+                    panel_size: float = 4.0) -> Figure:
+    """Noise injection for several models: rows = models (keys of ``data``), columns = noise scales, each panel
+    a :func:`plot_noise_panel`; one y range for all panels (the distances are relative, so models compare).
+
+    data: ``{model: [noise result, ...]}`` (every (layer, scale) of that model)."""
+    data = {m: list(rs) for m, rs in data.items()}
+    if not data or not all(data.values()):
+        raise ValueError("need at least one noise result per model")
+    scales = sorted({float(r.scale) for rs in data.values() for r in rs})
+    panels = {(m, f"scale {s:g}"): [r for r in rs if float(r.scale) == s]
+              for m, rs in data.items() for s in scales if any(float(r.scale) == s for r in rs)}
+    fig = grid(plot_noise_panel, panels, col_kwargs={f"scale {s:g}": {"scale": s} for s in scales},
+               width=panel_size * 1.1, height=panel_size * 0.85, x=x, log=log, title="noise")
+    _share_ylim(fig)
+    return fig
+
+
+def plot_swap_panel(results: Sequence[Any], *, which: str = "own", x: str = "absolute", ax=None,
+                    title: str | None = None) -> Figure:
+    """Activation swap, one side: the swapped runs' distance to their own text's run (``which="own"``, with the
+    distance between the two unperturbed runs, ``distance_own_donor``, as dotted lines: the scale to read
+    against) or to the donor's run (``"donor"``), one line per swap layer. title: default says which."""
+    results = sorted(results, key=lambda r: r.layer)
+    if not results:
+        raise ValueError("need at least one swap result")
+    if title is None:
+        title = "distance to own run" if which == "own" else "distance to donor's run"
+    fig = plot_perturbation_distance(results, which=which, x=x, ax=ax, title=title)
+    ax = ax if ax is not None else fig.axes[0]
+    if which == "own":
+        cmap = sublayer_cmap()
+        top = max(max(r.layer for r in results), 1)
+        for r in results:
+            if getattr(r, "distance_own_donor", None) is not None:
+                sub = np.asarray(r.sublayers)
+                xs = sub if x == "absolute" else sub - sub[0]
+                ax.plot(xs, np.nanmedian(r.distance_own_donor, axis=0), ":", color=cmap(r.layer / top), lw=1)
+    return fig
+
+
+def plot_swap_grid(data: Mapping[str, Sequence[Any]], *, x: str = "absolute", panel_size: float = 4.2) -> Figure:
+    """Activation swap for several models: rows = models (keys of ``data``), columns = distance to the own run
+    and to the donor's run (:func:`plot_swap_panel`); one y range for all panels.
+
+    data: ``{model: [swap result per layer]}``."""
+    data = {m: list(rs) for m, rs in data.items()}
+    if not data or not all(data.values()):
+        raise ValueError("need at least one swap result per model")
+    cols = {"own": "to own run", "donor": "to donor's run"}
+    panels = {(m, cols[w]): rs for m, rs in data.items() for w in cols}
+    fig = grid(plot_swap_panel, panels, col_kwargs={c: {"which": w} for w, c in cols.items()},
+               width=panel_size, height=panel_size * 0.85, x=x, title="distance")
+    _share_ylim(fig)
     return fig
