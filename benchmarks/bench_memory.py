@@ -27,7 +27,7 @@ N beyond the corpus (the paper's CAE saw 100 000 texts; WikiText-2 test + valida
 uses (``capture.iter_residual_stream`` into ``cache.ShardWriter``), in a temporary cache folder::
 
     .venv/bin/python benchmarks/bench_memory.py --ns 1000,10000,100000 --modes streaming --cycle-texts \
-        --max-tokens 8 --shard-size 1024 --out benchmarks/results/memory_streaming_100k.json
+        --max-tokens 8 --shard-size 1024 --batch-size 64 --out benchmarks/results/memory_streaming_100k.json
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _reset_peak() -> bool:
 
 
 def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, threads: int,
-          max_tokens: int | None, cycle_texts: bool = False) -> dict:
+          max_tokens: int | None, cycle_texts: bool = False, batch_size: int = 16) -> dict:
     """One case, in this process: returns RSS figures in bytes and the capture time."""
     import torch  # noqa: PLC0415
 
@@ -111,7 +111,7 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
         identity = {"benchmark": "bench_memory", "model": model_name, "n": n, "max_tokens": max_tokens}
         with cache.ShardWriter(cache_dir, identity) as writer:
             for start, chunk in capture.iter_residual_stream(model, tok, texts, chunk_size=shard_size,
-                                                             progress=False):
+                                                             batch_size=batch_size, progress=False):
                 writer.write(start, chunk)
         shape = list(writer.store.shape)
         shutil.rmtree(writer.store.path)  # 13.8 GB at N = 100 000: do not keep it
@@ -154,6 +154,7 @@ def main(argv=None):
     p.add_argument("--modes", default="in_memory,streaming")
     p.add_argument("--cycle-texts", action="store_true",
                    help="repeat the corpus's rows up to N (N may exceed the 1 246 rows)")
+    p.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (--cycle-texts runs)")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -161,7 +162,7 @@ def main(argv=None):
 
     if args.child:
         res = child(args.child[0], int(args.child[1]), args.shard_size, args.cache_dir, args.model, args.threads,
-                    args.max_tokens, args.cycle_texts)
+                    args.max_tokens, args.cycle_texts, args.batch_size)
         print("RESULT " + json.dumps(res), flush=True)
         return
 
@@ -180,7 +181,7 @@ def main(argv=None):
                 if args.max_tokens:
                     cmd += ["--max-tokens", str(args.max_tokens)]
                 if args.cycle_texts:
-                    cmd += ["--cycle-texts"]
+                    cmd += ["--cycle-texts", "--batch-size", str(args.batch_size)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if proc.returncode != 0 or line is None:
@@ -221,6 +222,7 @@ def main(argv=None):
         "max_tokens": args.max_tokens,
         "texts": "corpus rows repeated in order up to N" if args.cycle_texts else "WikiText rows sampled with seed 0",
         "threads": args.threads,
+        "batch_size": args.batch_size,
         "array_mib_per_1000_texts": None if per_text is None else round(per_text, 1),
         "in_memory_growth_mib_per_1000_texts": slope("in_memory"),
         "streaming_growth_mib_per_1000_texts": slope("streaming"),
