@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__, cache, capture, data, models
 
-__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list",
+__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
            "residual_stream", "residual_stream_store", "trained_cae"]
 
 CONDITIONS = ("original", "shuffled")
@@ -26,6 +26,16 @@ CONDITIONS = ("original", "shuffled")
 CAPTURE_VERSION = 1
 
 _MODELS: dict[tuple, tuple[Any, Any]] = {}
+
+
+#: Target size of one activation shard (float32). Capture holds about three shards' worth at a time (the
+#: chunk, its serialised bytes and the capture's buffers), so this bounds the streaming capture's memory.
+SHARD_BYTES = 256 * 2**20
+
+
+def shard_texts(n_sublayers: int, d_model: int, shard_bytes: int = SHARD_BYTES) -> int:
+    """Texts per shard so that a shard of ``(texts, n_sublayers, d_model)`` float32 fills ``shard_bytes``."""
+    return max(1, shard_bytes // (n_sublayers * d_model * 4))
 
 
 def model_list(models: str | Sequence[str]) -> list[str]:
@@ -80,11 +90,13 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
                           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                           add_bos: bool = True, strip: bool = False, batch_size: int = 16,
                           dtype: str = "float32", quantization: str | None = None, device: str | None = None,
-                          shard_size: int = 4096, recompute: bool = False, progress: bool = True,
+                          shard_size: int | None = None, recompute: bool = False, progress: bool = True,
                           verify: bool = True) -> cache.ActivationStore:
     """Capture (or find in the cache) the residual stream and return its :class:`cache.ActivationStore`.
 
-    The capture streams shard by shard (``shard_size`` texts each) to disk, so N may exceed memory;
+    The capture streams shard by shard (``shard_size`` texts each; None: as many as fill
+    :data:`SHARD_BYTES`, e.g. 1 942 texts of SmolLM2's 60 x 576 floats, 256 of Llama 3.1 8B's 64 x 4096) to
+    disk, so N may exceed memory;
     read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``. A cache hit is verified
     (every shard's sha256) before it is returned; ``verify=False`` leaves that to the reads, which check each
     shard they read anyway (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`).
@@ -101,6 +113,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
             return store
     lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
+    if shard_size is None:
+        shard_size = shard_texts(len(labels), lm.config.hidden_size)
     with cache.ShardWriter(root, identity, extra_meta={"sublayer_labels": labels}) as writer:
         for start, chunk in capture.iter_residual_stream(
                 lm, tokenizer, texts, batch_size=batch_size, chunk_size=shard_size,
