@@ -35,11 +35,13 @@ from .models import architecture, base_model, layer_modules
 
 __all__ = [
     "DEFAULT_PROMPT",
+    "DEPTH_NAMES",
     "PAPER_LAYERS",
     "PAPER_N_LAYERS",
     "PerturbationResult",
     "TeleportResult",
     "compare_layers",
+    "depth_names",
     "grid_range",
     "inject_noise",
     "noise_sweep",
@@ -584,5 +586,3 @@ def depth_names(layers: Sequence[int]) -> list[str]:
         return list(DEPTH_NAMES[k])
     return ["first"] + [f"middle{i}" for i in range(1, k - 1)] + ["last"]
 
-
-__all__ += ["DEPTH_NAMES", "depth_names"]

@@ -53,17 +53,9 @@ def _quiet_nan():
             yield
 
 
-def _ticks(ax, n: int, labels: Sequence[str] | None, max_ticks: int = 16) -> None:
-    """:func:`.style.sublayer_ticks` with an even step between ticks (when it is above 1), so that all ticks of
-    an axis over ``n`` sublayers (or transitions) name the same kind of sublayer (attn), whatever the depth."""
-    step = max(1, int(np.ceil(n / max_ticks)))
-    step += step % 2 if step > 1 else 0
-    sublayer_ticks(ax, n, labels, max_ticks=max(1, int(np.ceil(n / step))))
-
-
 def _transition_ticks(ax, n_transitions: int, labels: Sequence[str] | None):
     """Transition t is labelled by its source sublayer ``labels[t]`` (the arrow goes to t + 1)."""
-    _ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
+    sublayer_ticks(ax, n_transitions, None if labels is None else list(labels)[:n_transitions])
     ax.set_xlabel("transition t → t+1" + (" (source sublayer)" if labels is not None else ""))
 
 
@@ -87,7 +79,7 @@ def plot_mean_activations(mean, order=None, *, labels: Sequence[str] | None = No
     im = ax.imshow(mean.T, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
                    origin="lower")
     fig.colorbar(im, ax=ax, label="mean activation", shrink=0.8)
-    _ticks(ax, mean.shape[0], labels)
+    sublayer_ticks(ax, mean.shape[0], labels)
     ax.set_xlabel("sublayer")
     ax.set_ylabel("unit (sorted by last-sublayer mean)" if order is not None else "unit")
     ax.set_title(title)

@@ -20,8 +20,12 @@ def fig_ax(ax=None, figsize=(5.0, 3.8)):
 
 
 def sublayer_ticks(ax, n: int, labels=None, axis: str = "x", max_ticks: int = 16) -> None:
-    """At most ``max_ticks`` ticks over ``n`` sublayers on ``axis``, named by ``labels`` (length ``n``) if given."""
+    """At most ``max_ticks`` ticks over ``n`` sublayers on ``axis``, named by ``labels`` (length ``n``) if given.
+
+    The step between ticks is even when it is above 1, so that every tick names the same kind of sublayer
+    (attn) whatever the model's depth."""
     step = max(1, int(np.ceil(n / max_ticks)))
+    step += step % 2 if step > 1 else 0
     ticks = np.arange(0, n, step)
     setter = ax.set_xticks if axis == "x" else ax.set_yticks
     if labels is not None:
