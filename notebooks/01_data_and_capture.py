@@ -201,8 +201,7 @@ for m in MODELS:
                claim="mean cosine to the default at the last sublayer, per tokenisation variant", figure="methods",
                model=m)
 fig = grid(overview.similarity_to_reference, {("", m): similarity[m] for m in MODELS},
-           col_kwargs={m: {"labels": labels[m]} for m in MODELS},
-           ylim=overview.similarity_ylim(similarity.values()))
+           col_kwargs={m: {"labels": labels[m]} for m in MODELS}, sharey=True)
 display(pd.DataFrame(effect).rename_axis("cosine at the last sublayer"))
 furthest = {m: min(e, key=e.get) for m, e in effect.items()}
 display(Markdown("The variant furthest from the default at the last sublayer: " + "; ".join(

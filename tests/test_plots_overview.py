@@ -47,11 +47,12 @@ def test_models_side_by_side_with_their_own_depths():
 def test_similarity_panels_share_a_y_range():
     sims = {"a": {"v1": np.full((3, 6), 0.9), "v2": np.array([[1.0] * 6, [0.5] * 6, [0.0] * 6])},
             "b": {"v1": np.full((3, 4), 0.2)}}
-    low, high = overview.similarity_ylim(sims.values(), margin=0.1)
-    assert low == pytest.approx(0.2 - 0.07) and high == pytest.approx(0.9 + 0.07)
-    fig = grid(overview.similarity_to_reference, {("", m): s for m, s in sims.items()}, ylim=(low, high))
+    fig = grid(overview.similarity_to_reference, {("", m): s for m, s in sims.items()}, sharey=True)
+    low, high = fig.axes[0].get_ylim()
     assert all(ax.get_ylim() == pytest.approx((low, high)) for ax in fig.axes)
+    assert low < 0.2 and high > 0.9  # the range holds every panel's means (0.2 in b, 0.9 in a)
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), 0.5)
     plt.close(fig)
-    with pytest.raises(ValueError):
-        overview.similarity_ylim([])
+    fig = grid(overview.similarity_to_reference, {("", "a"): sims["a"]}, ylim=(0.1, 0.95))
+    assert fig.axes[0].get_ylim() == pytest.approx((0.1, 0.95))  # an explicit ylim is kept
+    plt.close(fig)

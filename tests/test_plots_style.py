@@ -46,3 +46,13 @@ def test_grid_models_as_columns_with_col_kwargs():
     assert [ax.get_title() for ax in fig.axes] == ["panel — smol", "panel — gemma"]
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == list("abcdef")
     plt.close(fig)
+
+
+def test_grid_sharey_gives_every_panel_the_union_of_ranges():
+    data = {("a", "x"): np.array([0.0, 1.0]), ("a", "y"): np.array([5.0, 9.0]), ("b", "x"): np.array([-3.0, 2.0])}
+    fig = grid(_panel, data, sharey=True)
+    drawn = [ax for ax in fig.axes if ax.axison]
+    low, high = drawn[0].get_ylim()
+    assert len(drawn) == 3 and all(ax.get_ylim() == (low, high) for ax in drawn)
+    assert low <= -3.0 and high >= 9.0
+    plt.close(fig)

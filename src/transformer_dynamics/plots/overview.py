@@ -3,13 +3,13 @@ tokenisation variant's capture lies from the reference one. One panel per model 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .style import fig_ax, sublayer_ticks
 
-__all__ = ["rs_norm", "similarity_to_reference", "similarity_ylim"]
+__all__ = ["rs_norm", "similarity_to_reference"]
 
 
 def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | None = None, *, ax=None,
@@ -46,8 +46,8 @@ def similarity_to_reference(similarity: Mapping[str, np.ndarray], labels: Sequen
 
     similarity: name -> ``(n_samples, n_sublayers)`` (e.g. :func:`metrics.paired_cosine` of each
     variant's capture with the reference capture); labels: sublayer labels (length ``n_sublayers``);
-    title: the panel's title; ylim: ``(low, high)`` of the y axis, e.g. the same for every model's panel
-    (see :func:`similarity_ylim`), or None for matplotlib's choice.
+    title: the panel's title; ylim: ``(low, high)`` of the y axis, or None for matplotlib's choice (several
+    models' panels share one with ``style.grid(..., sharey=True)``).
     """
     fig, ax = fig_ax(ax, (8, 3.5))
     for name, sim in similarity.items():
@@ -62,19 +62,3 @@ def similarity_to_reference(similarity: Mapping[str, np.ndarray], labels: Sequen
     ax.legend(frameon=False, fontsize=8)
     return fig
 
-
-def similarity_ylim(similarities: Iterable[Mapping[str, np.ndarray]], margin: float = 0.05) -> tuple[float, float]:
-    """One y range that holds every line :func:`similarity_to_reference` draws for several panels (e.g. one
-    per model), so that the panels share a scale.
-
-    similarities: the ``similarity`` mappings of the panels, each name -> ``(n_samples, n_sublayers)``
-    (``n_sublayers`` may differ between panels). Returns ``(low, high)`` around the range of the per-sublayer
-    means over samples, widened by ``margin`` of that range on each side.
-    """
-    means = [np.nanmean(sim, axis=0) for panel in similarities for sim in panel.values()]
-    if not means:
-        raise ValueError("no similarity arrays given")
-    low = float(min(np.nanmin(m) for m in means))
-    high = float(max(np.nanmax(m) for m in means))
-    pad = margin * max(high - low, 1e-3)
-    return low - pad, high + pad

@@ -213,8 +213,8 @@ def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None
                    color=cmap(i / max(len(data) - 1, 1)), zorder=3)
     if names is not None and len(names) != len(results):
         raise ValueError(f"got {len(names)} names for {len(results)} results")
-    ax.set_xticks(pos, [f"{r.layer}" if names is None else f"{r.layer}\n{n}" for r, n in
-                        zip(results, names if names is not None else [None] * len(results))])
+    ticks = [str(r.layer) for r in results]
+    ax.set_xticks(pos, ticks if names is None else [f"{t}\n{n}" for t, n in zip(ticks, names)])
     ax.set_xlabel("teleport layer")
     if log and all(d.size and np.all(d > 0) for d in data):
         ax.set_yscale("log")
@@ -298,15 +298,6 @@ def plot_swap(results: Sequence[Any], *, x: str = "absolute", panel_size: float 
     return fig
 
 
-def _share_ylim(fig: Figure) -> None:
-    """One y range (the union of every drawn panel's) for all panels of ``fig``."""
-    axes = [ax for ax in fig.axes if ax.axison]
-    lo = min(ax.get_ylim()[0] for ax in axes)
-    hi = max(ax.get_ylim()[1] for ax in axes)
-    for ax in axes:
-        ax.set_ylim(lo, hi)
-
-
 def plot_noise_panel(results: Sequence[Any], *, scale: float, x: str = "absolute", log: bool = True, ax=None,
                      title: str = "distance to own run") -> Figure:
     """One noise scale: the relative distance to the unperturbed run per sublayer, one line per perturbed layer
@@ -334,10 +325,8 @@ def plot_noise_grid(data: Mapping[str, Sequence[Any]], *, x: str = "absolute", l
     scales = sorted({float(r.scale) for rs in data.values() for r in rs})
     panels = {(m, f"scale {s:g}"): [r for r in rs if float(r.scale) == s]
               for m, rs in data.items() for s in scales if any(float(r.scale) == s for r in rs)}
-    fig = grid(plot_noise_panel, panels, col_kwargs={f"scale {s:g}": {"scale": s} for s in scales},
-               width=panel_size * 1.1, height=panel_size * 0.85, x=x, log=log, title="noise")
-    _share_ylim(fig)
-    return fig
+    return grid(plot_noise_panel, panels, col_kwargs={f"scale {s:g}": {"scale": s} for s in scales}, sharey=True,
+                width=panel_size * 1.1, height=panel_size * 0.85, x=x, log=log, title="noise")
 
 
 def plot_swap_panel(results: Sequence[Any], *, which: str = "own", x: str = "absolute", ax=None,
@@ -373,7 +362,5 @@ def plot_swap_grid(data: Mapping[str, Sequence[Any]], *, x: str = "absolute", pa
         raise ValueError("need at least one swap result per model")
     cols = {"own": "to own run", "donor": "to donor's run"}
     panels = {(m, cols[w]): rs for m, rs in data.items() for w in cols}
-    fig = grid(plot_swap_panel, panels, col_kwargs={c: {"which": w} for w, c in cols.items()},
-               width=panel_size, height=panel_size * 0.85, x=x, title="distance")
-    _share_ylim(fig)
-    return fig
+    return grid(plot_swap_panel, panels, col_kwargs={c: {"which": w} for w, c in cols.items()}, sharey=True,
+                width=panel_size, height=panel_size * 0.85, x=x, title="distance")

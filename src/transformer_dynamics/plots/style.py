@@ -55,12 +55,14 @@ def side_by_side(plot, data, *, width: float = 5.5, height: float = 4.2, **kwarg
     return fig
 
 
-def grid(plot, data, *, row_kwargs=None, col_kwargs=None, width: float = 5.5, height: float = 4.2, **kwargs):
+def grid(plot, data, *, row_kwargs=None, col_kwargs=None, sharey: bool = False, width: float = 5.5,
+         height: float = 4.2, **kwargs):
     """One panel per (row, column) pair: rows are models, columns conditions (or any two factors).
 
     plot: a panel function taking ``ax=``; data: ``{(row, column): args}``, args the panel's first argument or
     a tuple of its positional arguments; row_kwargs: ``{row: {...}}`` keyword arguments for that row's panels
-    only (e.g. each model's sublayer ``labels``), col_kwargs: the same per column, on top of ``kwargs`` for all. Rows and columns keep the
+    only (e.g. each model's sublayer ``labels``), col_kwargs: the same per column, on top of ``kwargs`` for all;
+    sharey: after drawing, give every panel the union of their y ranges (one scale to compare models on). Rows and columns keep the
     order of first appearance; a missing pair leaves its panel empty. Each panel's title gets
     " — row, column" (just the column when there is one row). Returns the figure.
     """
@@ -78,4 +80,10 @@ def grid(plot, data, *, row_kwargs=None, col_kwargs=None, width: float = 5.5, he
             args = args if isinstance(args, tuple) else (args,)
             plot(*args, ax=ax, **{**kwargs, **(row_kwargs or {}).get(r, {}), **(col_kwargs or {}).get(c, {})})
             ax.set_title(f"{ax.get_title()} — {c}" if len(rows) == 1 else f"{ax.get_title()} — {r}, {c}")
+    if sharey:
+        drawn = [ax for ax in axes.ravel() if ax.axison]
+        low = min(ax.get_ylim()[0] for ax in drawn)
+        high = max(ax.get_ylim()[1] for ax in drawn)
+        for ax in drawn:
+            ax.set_ylim(low, high)
     return fig
