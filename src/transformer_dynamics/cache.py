@@ -33,6 +33,9 @@ __all__ = [
     "ActivationStore",
     "ShardWriter",
     "cache_key",
+    "meta_problem",
+    "remove_stale_partials",
+    "writable",
     "open_store",
     "save_module",
     "load_module",
@@ -70,6 +73,53 @@ def _reject(path: Path, why: str) -> None:
     warnings.warn(f"cache entry {path} {why}; it will be recomputed", CacheWarning, stacklevel=3)
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_sha(x: Any) -> bool:
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+
+
+def _plain_name(x: Any) -> bool:
+    return isinstance(x, str) and x != "" and "/" not in x and "\\" not in x and not x.startswith(".")
+
+
+def meta_problem(meta: Any, identity: dict[str, Any] | None = None) -> str | None:
+    """Why an activation entry's ``meta.json`` cannot be trusted, or None when it is consistent.
+
+    Checks every key and type, that the shards tile ``[0, shape[0])`` exactly and in order, and (when the
+    identity has an integer ``n``) that ``shape[0]`` is that ``n``. Called before any read.
+    """
+    if not isinstance(meta, dict):
+        return f"has a meta.json that is a {type(meta).__name__}, not an object"
+    shape, shards = meta.get("shape"), meta.get("shards")
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(_is_int(d) and d >= 0 for d in shape)):
+        return f"has no valid shape in meta.json (got {shape!r})"
+    if meta.get("dtype") != "float32":
+        return f"has dtype {meta.get('dtype')!r} in meta.json, not 'float32'"
+    if not isinstance(shards, list) or not shards:
+        return f"lists no shards in meta.json (got {type(shards).__name__})"
+    expected_start, files = 0, set()
+    for i, sh in enumerate(shards):
+        if not (isinstance(sh, dict) and _plain_name(sh.get("file")) and _is_int(sh.get("start"))
+                and _is_int(sh.get("stop")) and _is_sha(sh.get("sha256"))):
+            return f"has a malformed shard entry {i} in meta.json (needs file, start, stop, sha256)"
+        if sh["start"] != expected_start or sh["stop"] <= sh["start"]:
+            return (f"has shards that do not tile [0, {shape[0]}) in order: shard {i} covers "
+                    f"[{sh['start']}, {sh['stop']}), expected a start of {expected_start}")
+        if sh["file"] in files:
+            return f"lists the file {sh['file']} twice in meta.json"
+        files.add(sh["file"])
+        expected_start = sh["stop"]
+    if expected_start != shape[0]:
+        return f"has shards covering [0, {expected_start}) but a shape of {shape[0]} rows"
+    n = (identity or {}).get("n")
+    if _is_int(n) and shape[0] != n:
+        return f"holds {shape[0]} rows but its identity asks for n = {n}"
+    return None
+
+
 @dataclass
 class ActivationStore:
     """A complete, verified activation entry. ``shape``: ``(n_samples, n_sublayers, d_model)``."""
@@ -95,7 +145,10 @@ class ActivationStore:
             raise CacheError(f"{file} cannot be read ({err}); delete {self.path} and rerun") from err
         if _sha256(data) != shard["sha256"]:
             raise CacheError(f"{file} is corrupt (sha256 mismatch); delete {self.path} and rerun")
-        arr = load(data)["rs"]
+        try:
+            arr = load(data)["rs"]
+        except Exception as err:  # noqa: BLE001 - any parse failure means the same thing
+            raise CacheError(f"{file} is not a readable shard ({err}); delete {self.path} and rerun") from err
         if arr.shape[0] != shard["stop"] - shard["start"] or tuple(arr.shape[1:]) != self.shape[1:]:
             raise CacheError(f"{file} has shape {arr.shape}, not what meta.json says; delete {self.path}")
         return arr
@@ -146,16 +199,21 @@ def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str =
     except (OSError, ValueError):
         _reject(path, "has no readable meta.json")
         return None
-    if meta.get("format") != FORMAT_VERSION or not meta.get("complete"):
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or meta.get("complete") is not True:
         _reject(path, "is incomplete or of another format")
         return None
-    if _canonical(meta.get("identity", {})) != _canonical(identity):
-        diff = sorted(k for k in set(identity) | set(meta.get("identity", {}))
-                      if meta.get("identity", {}).get(k) != identity.get(k))
+    found = meta.get("identity")
+    if not isinstance(found, dict) or _canonical(found) != _canonical(identity):
+        found = found if isinstance(found, dict) else {}
+        diff = sorted(k for k in set(identity) | set(found) if found.get(k) != identity.get(k))
         _reject(path, f"is stale (differs in {diff})")
         return None
-    missing = [sh["file"] for sh in meta.get("shards", []) if not (path / sh["file"]).is_file()]
-    if missing or not meta.get("shards"):
+    problem = meta_problem(meta, identity)
+    if problem is not None:
+        _reject(path, f"is corrupt: it {problem}")
+        return None
+    missing = [sh["file"] for sh in meta["shards"] if not (path / sh["file"]).is_file()]
+    if missing:
         _reject(path, f"is incomplete (missing {missing[:3] or 'shards'})")
         return None
     store = ActivationStore(path, meta)
@@ -166,6 +224,40 @@ def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str =
             _reject(path, f"is corrupt: {err}")
             return None
     return store
+
+
+#: A ``.partial`` folder untouched this long is left by a killed run (a live writer touches it per shard).
+STALE_PARTIAL_S = 24 * 3600
+
+
+def remove_stale_partials(folder: str | os.PathLike, pattern: str = ".*.partial",
+                          max_age_s: float = STALE_PARTIAL_S) -> list[Path]:
+    """Delete the temporary ``pattern`` folders in ``folder`` not modified for ``max_age_s`` seconds."""
+    import time  # noqa: PLC0415
+
+    removed = []
+    now = time.time()
+    for tmp in Path(folder).glob(pattern):
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > max_age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def writable(root: str | os.PathLike, kind: str = "activations") -> bool:
+    """Whether entries of ``kind`` can be written under ``root`` (creates ``root/kind`` if needed)."""
+    folder = Path(root) / kind
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
 
 
 class ShardWriter:
@@ -190,6 +282,7 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self.tmp.mkdir(parents=True)
+        remove_stale_partials(self.tmp.parent)
         return self
 
     def write(self, start: int, rs: np.ndarray) -> None:
@@ -218,6 +311,10 @@ class ShardWriter:
         meta = {"format": FORMAT_VERSION, "complete": True, "identity": self.identity,
                 "shape": [self.next_start, *self.tail_shape], "dtype": "float32", "shards": self.shards,
                 **self.extra_meta}
+        problem = meta_problem(meta, self.identity)
+        if problem is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise CacheError(f"refusing to write cache entry {self.final}: it {problem}")
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         if self.final.exists():
             shutil.rmtree(self.final)
@@ -226,13 +323,20 @@ class ShardWriter:
 
 
 def save_module(root: str | os.PathLike, identity: dict[str, Any], state: dict[str, Any],
-                config: dict[str, Any], *, kind: str = "modules") -> Path:
-    """Save a trained module's ``state`` (name -> tensor/array) and JSON ``config`` under ``identity``."""
+                config: dict[str, Any], *, kind: str = "modules") -> Path | None:
+    """Save a trained module's ``state`` (name -> tensor/array) and JSON ``config`` under ``identity``.
+
+    Returns the entry's folder, or None (with a :class:`CacheWarning`) when the cache is not writable."""
     from safetensors.numpy import save  # noqa: PLC0415
 
     final = _entry_dir(root, kind, identity)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        warnings.warn(f"cache folder {root} is not writable ({err}); the {kind} entry is not cached",
+                      CacheWarning, stacklevel=2)
+        return None
     arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state.items()}
     data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
     (tmp / "state.safetensors").write_bytes(data)
@@ -259,10 +363,19 @@ def load_module(root: str | os.PathLike, identity: dict[str, Any], *, kind: str 
     except (OSError, ValueError):
         _reject(path, "is unreadable")
         return None
-    if not meta.get("complete") or _canonical(meta.get("identity", {})) != _canonical(identity):
+    if not isinstance(meta, dict) or meta.get("complete") is not True or \
+            not isinstance(meta.get("identity"), dict) or _canonical(meta["identity"]) != _canonical(identity):
         _reject(path, "is incomplete or stale")
         return None
-    if _sha256(data) != meta.get("sha256"):
+    if not isinstance(meta.get("config"), dict) or not _is_sha(meta.get("sha256")):
+        _reject(path, "is corrupt: its meta.json lacks a config object or a sha256")
+        return None
+    if _sha256(data) != meta["sha256"]:
         _reject(path, "is corrupt (sha256 mismatch)")
         return None
-    return load(data), meta["config"]
+    try:
+        state = load(data)
+    except Exception as err:  # noqa: BLE001 - a parse failure with a matching hash: written corrupt
+        _reject(path, f"is corrupt: {err}")
+        return None
+    return state, meta["config"]
