@@ -51,9 +51,17 @@ def test_data_dir_errors(tmp_path, monkeypatch):
         data.load_rows(["dev"], tmp_path)
     (tmp_path / "wiki.test.raw").write_text(" \n = Title = \n" + " ".join(["word"] * 30) + " \n")
     monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    # read as the loader does, but not the published file: a clear error, never other texts
+    assert data.read_raw_rows(tmp_path / "wiki.test.raw") == ["", " = Title = \n", " ".join(["word"] * 30) + " \n"]
+    with pytest.raises(ValueError, match="wiki.test.raw is not the published"):
+        data.load_rows(["test"])
+
+
+def test_data_env_points_at_a_folder(tmp_path, monkeypatch, wikitext_dir):
+    (tmp_path / "wiki.test.raw").write_bytes((wikitext_dir / "wiki.test.raw").read_bytes())
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
     rows, source = data.load_rows(["test"])
-    assert source.location == str(tmp_path)
-    assert rows == ["", " = Title = \n", " ".join(["word"] * 30) + " \n"]
+    assert source.location == str(tmp_path) and len(rows) == 4358
 
 
 def test_shuffle_token_ids_keeps_first():

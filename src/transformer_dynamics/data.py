@@ -44,6 +44,12 @@ L_MIN, L_MAX = 100, 500
 DEFAULT_SPLITS = ("test", "validation")
 _FILE_SPLIT = {"test": "test", "validation": "valid", "valid": "valid", "train": "train"}
 _SHARED_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "wikitext-2-raw"
+#: wikitext-2-raw-v1 as published, per raw file: rows, rows passing the paper's filter, sha256 (None: unknown).
+KNOWN_FILES = {
+    "wiki.test.raw": (4358, 661, "173c87a53759e0201f33e0ccf978e510c2042d7f2cb78229d9a50d79b9e7dd08"),
+    "wiki.valid.raw": (3760, 585, "4cd0f6876d07a413aa911261ff6d363c72d757d47f0fdd6015702014c89cb9c7"),
+    "wiki.train.raw": (36718, None, None),
+}
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -63,9 +69,21 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
 
 
 def read_raw_rows(path: str | os.PathLike) -> list[str]:
-    """Rows of one raw WikiText file as the Hugging Face loader gives them (newline kept, blanks "")."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        lines = fh.read().split("\n")
+    """Rows of one raw WikiText file as the Hugging Face loader gives them (newline kept, blanks "").
+
+    A file that is not UTF-8 text, or has Windows (CRLF) line endings, is an error naming the file: CRLF
+    would silently end every text in ``"\\r\\n"`` and change every tokenisation.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}): "
+                         "is it a raw WikiText file (wiki.*.raw from wikitext-2-raw-v1)?") from None
+    if "\r" in text:
+        raise ValueError(f"{path} has Windows (CRLF) line endings: every text would end in '\\r\\n'. Convert "
+                         f"it to LF endings (dos2unix {path}, or sed -i 's/\\r$//' {path}) and rerun.")
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     # The loader yields each line with its newline; a line holding only " " is a blank row "".
@@ -100,7 +118,9 @@ def load_rows(splits: Sequence[str] = DEFAULT_SPLITS, data_dir: str | os.PathLik
                 raise FileNotFoundError(
                     f"{path} is missing. The folder {folder} must hold wiki.{_FILE_SPLIT[split]}.raw for the "
                     f"'{split}' split; pass splits=('test', 'validation') to use only the offline splits.")
-            rows.extend(read_raw_rows(path))
+            split_rows = read_raw_rows(path)
+            _check_file(path, split_rows, l_min=L_MIN, l_max=L_MAX)
+            rows.extend(split_rows)
         return rows, TextSource("local", str(folder), splits)
     try:
         import datasets  # noqa: PLC0415
@@ -111,12 +131,56 @@ def load_rows(splits: Sequence[str] = DEFAULT_SPLITS, data_dir: str | os.PathLik
     rows = []
     try:
         for split in splits:
-            rows.extend(datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+            split_rows = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"]
+            expected = KNOWN_FILES[f"wiki.{_FILE_SPLIT[split]}.raw"][0]
+            if len(split_rows) != expected:
+                raise ValueError(f"the hub's wikitext-2-raw-v1 '{split}' split has {len(split_rows)} rows, not "
+                                 f"{expected}: clear its datasets cache and reload")
+            rows.extend(split_rows)
+    except ValueError:  # pragma: no cover - network dependent
+        raise
     except Exception as err:  # pragma: no cover - network dependent
         raise RuntimeError(
             f"Could not load WikiText-2 from the Hugging Face hub ({err}). Offline? Set ${DATA_ENV} to a "
             "folder holding the raw files wiki.test.raw and wiki.valid.raw.") from err
     return rows, TextSource("hub", "wikitext/wikitext-2-raw-v1", splits)
+
+
+def _listed_sha256(folder: Path, name: str) -> str | None:
+    """The sha256 that ``folder/SHA256SUMS`` lists for ``name`` (None when not listed or no such file)."""
+    try:
+        lines = (folder / "SHA256SUMS").read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == name:
+            return parts[0].lower()
+    return None
+
+
+def _check_file(path: Path, rows: list[str], l_min: int, l_max: int) -> None:
+    """Raise a ValueError saying what differs when a raw file is not the published wikitext-2-raw-v1 file.
+
+    Checked against the folder's ``SHA256SUMS`` when it lists the file, else the known sha256, else the
+    known row count.
+    """
+    n_rows, n_filtered, known_sha = KNOWN_FILES.get(path.name, (None, None, None))
+    expected_sha = _listed_sha256(path.parent, path.name) or known_sha
+    if expected_sha is None and (n_rows is None or len(rows) == n_rows):
+        return
+    if expected_sha is not None:
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got == expected_sha:
+            return
+        what = f"its sha256 is {got[:12]}…, not {expected_sha[:12]}…"
+    else:
+        what = f"it has {len(rows)} rows, not {n_rows}"
+    counts = f"{len(rows)} rows, {len(filter_rows(rows, l_min, l_max))} pass the length filter"
+    if n_rows is not None:
+        counts += f"; the published file has {n_rows} rows" + (f", {n_filtered} pass" if n_filtered else "")
+    raise ValueError(f"{path} is not the published wikitext-2-raw-v1 file: {what} ({counts}). A truncated or "
+                     "edited copy? Replace it with the original raw file.")
 
 
 def filter_rows(rows: Sequence[str], l_min: int = L_MIN, l_max: int = L_MAX) -> list[str]:
@@ -126,6 +190,10 @@ def filter_rows(rows: Sequence[str], l_min: int = L_MIN, l_max: int = L_MAX) -> 
 
 def sample_rows(rows: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """``n`` distinct rows drawn without replacement with ``numpy.random.default_rng(seed)``."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"n must be an integer number of texts, got {n!r} ({type(n).__name__})")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r} ({type(seed).__name__})")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if n > len(rows):

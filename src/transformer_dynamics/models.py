@@ -15,11 +15,14 @@ A GGUF is dequantised once by transformers and written as safetensors + config +
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ __all__ = [
     "architecture",
     "cache_root",
     "convert_gguf",
+    "file_digests",
     "layer_modules",
     "load_model",
     "resolve",
@@ -47,12 +51,16 @@ DEFAULT_MODEL = "smollm2-135m"
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``cache_dir``, else ``$TRANSFORMER_DYNAMICS_CACHE``, else the user cache dir."""
     if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    import platformdirs  # noqa: PLC0415
+        path, what = Path(cache_dir).expanduser(), "cache_dir / --cache-dir"
+    elif os.environ.get(CACHE_ENV):
+        path, what = Path(os.environ[CACHE_ENV]).expanduser(), f"${CACHE_ENV}"
+    else:
+        import platformdirs  # noqa: PLC0415
 
-    return Path(platformdirs.user_cache_dir("transformer-dynamics"))
+        path, what = Path(platformdirs.user_cache_dir("transformer-dynamics")), "the user cache dir"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cache folder {path} (from {what}) is a file, not a folder: point {what} at a folder")
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,6 +102,10 @@ def resolve(name: str) -> ModelSpec:
         return ModelSpec(name, "packaged", SHORT_NAMES[name].package)
     path = Path(name).expanduser()
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{path} is not a model folder: it has no config.json. A local model is a folder written by "
+                "save_pretrained (config.json, *.safetensors weights, tokenizer files).")
         return ModelSpec(name, "local", str(path.resolve()))
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return ModelSpec(name, "hub", name)
@@ -126,69 +138,219 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Files of a model folder that decide what is loaded: weights, config, tokenizer, templates.
+_MODEL_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".txt", ".tiktoken",
+                   ".jinja"}
+_OWN_FILES = {"source.json"}  # written by convert_gguf, not read by from_pretrained
+# (path, size, mtime_ns, ctime_ns, inode, device) -> sha256 of the whole file, for this process
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _model_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in _MODEL_SUFFIXES and p.name not in _OWN_FILES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts) and p.is_file())
+
+
+def _stat_key(path: Path) -> tuple:
+    st = path.stat()
+    # ctime changes on every write and cannot be set back by a user (unlike mtime): an in-place edit
+    # that keeps the size and restores the mtime is still seen.
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def file_digests(folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{relative path: sha256 of the whole file}`` for every file of a model folder that loading reads.
+
+    A file is hashed whole once; the digest is remembered (in this process and in
+    ``<cache>/fingerprints/``) with the file's size, mtime, ctime, inode and device, and hashed again
+    only when one of them changes, so a re-check costs a ``stat`` per file.
+    """
+    folder = Path(folder)
+    memo_file = cache_root(cache_dir) / "fingerprints" / (hashlib.sha256(
+        str(folder.resolve()).encode()).hexdigest()[:20] + ".json")
+    try:
+        stored = json.loads(memo_file.read_text())
+        stored = stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        stored = {}
+    out, changed = {}, False
+    for p in _model_files(folder):
+        rel = p.relative_to(folder).as_posix()
+        key = _stat_key(p)
+        rec = stored.get(rel)
+        if key in _DIGESTS:
+            digest = _DIGESTS[key]
+        elif isinstance(rec, dict) and rec.get("stat") == list(key) and isinstance(rec.get("sha256"), str):
+            digest = rec["sha256"]
+        else:
+            digest = _file_digest(p)
+        _DIGESTS[key] = digest
+        if not (isinstance(rec, dict) and rec.get("stat") == list(key) and rec.get("sha256") == digest):
+            changed = True
+        out[rel] = digest
+        stored[rel] = {"stat": list(key), "sha256": digest}
+    if changed:
+        with contextlib.suppress(OSError):  # a read-only cache: the in-process memo still works
+            memo_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_file.with_name(f".{memo_file.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(json.dumps({k: stored[k] for k in out}, indent=0))
+            os.replace(tmp, memo_file)
+    return out
+
+
+def _folder_fingerprint(digests: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(digests):
+        h.update(rel.encode() + b"\0" + digests[rel].encode() + b"\n")
+    return h.hexdigest()
+
+
+def _converted_ok(out: Path, src: dict, cache_dir) -> str | None:
+    """Why the converted folder ``out`` cannot be used as recorded in ``source.json``, or None."""
+    if not ((out / "model.safetensors").is_file() and (out / "config.json").is_file()):
+        return "has no model.safetensors or config.json"
+    recorded = src.get("files")
+    digests = file_digests(out, cache_dir)
+    if not isinstance(recorded, dict):
+        # made before file digests were recorded: record the files as they are now (trusted once)
+        src["files"] = digests
+        with contextlib.suppress(OSError):
+            tmp = out / f".source.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.write_text(json.dumps(src, indent=1))
+            os.replace(tmp, out / "source.json")
+        return None
+    if recorded != digests:
+        bad = sorted(k for k in set(recorded) | set(digests) if recorded.get(k) != digests.get(k))
+        return f"differs from what was converted in {bad} (sha256)"
+    return None
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock on ``path`` (POSIX); yields whether it is held (False without fcntl)."""
+    try:
+        import fcntl  # noqa: PLC0415
+        fh = open(path, "a")  # noqa: SIM115
+    except (ImportError, OSError):
+        yield False
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield True
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
 def convert_gguf(name: str, cache_dir: str | os.PathLike | None = None, *, force: bool = False) -> Path:
     """Dequantise a packaged GGUF once into ``<cache>/models/<name>/`` (safetensors, config, tokenizer).
 
-    The folder records the GGUF's sha256 in ``source.json``; a folder made from another GGUF, or left
-    half-written, is rebuilt. Returns the folder, loadable with ``from_pretrained``.
+    The folder records the GGUF's sha256 and every written file's sha256 in ``source.json``. Each use
+    verifies the folder's files against those digests (:func:`file_digests`: a ``stat`` per file unless a
+    file changed); a folder made from another GGUF, edited, or left half-written is reported and rebuilt.
+    Two conversions at once take turns (a file lock); each writes to its own ``.partial`` folder, renamed
+    into place when complete; ``.partial`` folders left by killed runs are removed.
+    Returns the folder, loadable with ``from_pretrained``.
     """
+    gguf = _gguf_path(name, cache_dir)
+    out = cache_root(cache_dir) / "models" / name
+    if not force:
+        why = _usable_conversion(out, gguf, cache_dir)
+        if why is None:
+            return out
+    else:
+        why = "was asked to be rebuilt"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RuntimeError(f"cannot convert {name!r}: the cache folder {out.parent} is not writable ({err}); "
+                           "pass cache_dir / --cache-dir a writable folder") from err
+    with _lock(out.parent / f".{name}.lock") as locked:
+        # another process may have converted it while we waited for the lock
+        if not force and _usable_conversion(out, gguf, cache_dir) is None:
+            return out
+        if why is not None and out.exists():
+            warnings.warn(f"converted model {out} {why}; converting {gguf.name} again", UserWarning,
+                          stacklevel=2)
+        # under the lock no other conversion of this model runs: every .partial of it is left by a killed run
+        from .cache import remove_stale_partials  # noqa: PLC0415
+
+        remove_stale_partials(out.parent, f".{name}.*.partial", max_age_s=0 if locked else 3600)
+        shutil.rmtree(out.with_name(name + ".partial"), ignore_errors=True)  # the name before unique ones
+        return _convert(name, gguf, out, cache_dir)
+
+
+def _usable_conversion(out: Path, gguf: Path, cache_dir) -> str | None:
+    """None when ``out`` holds a verified conversion of ``gguf``; else why not."""
+    marker = out / "source.json"
+    if not marker.is_file():
+        return "is missing or incomplete"
+    try:
+        src = json.loads(marker.read_text())
+    except (ValueError, OSError):
+        return "has an unreadable source.json"
+    if not isinstance(src, dict):
+        return "has a malformed source.json"
+    stat = gguf.stat()
+    if not ((src.get("size"), src.get("mtime")) == (stat.st_size, stat.st_mtime)
+            or src.get("sha256") == _file_digest(gguf)):
+        return f"was made from another GGUF than {gguf}"
+    return _converted_ok(out, src, cache_dir)
+
+
+def _convert(name: str, gguf: Path, out: Path, cache_dir) -> Path:
+    """Write the conversion into a unique ``.partial`` folder, then rename it into place."""
     from safetensors.torch import save_model  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
-    gguf = _gguf_path(name, cache_dir)
-    out = cache_root(cache_dir) / "models" / name
-    marker = out / "source.json"
     stat = gguf.stat()
-    if marker.is_file() and not force:
-        try:
-            src = json.loads(marker.read_text())
-            if (src.get("size"), src.get("mtime")) == (stat.st_size, stat.st_mtime) or \
-                    src.get("sha256") == _file_digest(gguf):
-                if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
-                    return out
-        except (ValueError, OSError):
-            pass
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir(parents=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # transformers 5 refuses save_pretrained on a GGUF-loaded model: write the weights and a config
-    # without its quantization_config ourselves. save_model handles tied embeddings.
-    save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / "source.json").write_text(json.dumps(
-        {"name": name, "gguf": str(gguf), "sha256": _file_digest(gguf), "size": stat.st_size,
-         "mtime": stat.st_mtime}, indent=1))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers 5 refuses save_pretrained on a GGUF-loaded model: write the weights and a config
+        # without its quantization_config ourselves. save_model handles tied embeddings.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        files = {p.relative_to(tmp).as_posix(): _file_digest(p) for p in _model_files(tmp)}
+        (tmp / "source.json").write_text(json.dumps(
+            {"name": name, "gguf": str(gguf), "sha256": _file_digest(gguf), "size": stat.st_size,
+             "mtime": stat.st_mtime, "files": files}, indent=1))
+        old = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}.old.partial")
+        if out.exists():
+            out.rename(old)  # each rename is atomic: a reader sees the old folder, none, or the new one
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for rel, digest in files.items():  # just hashed: the first verification needs no second read
+        _DIGESTS[_stat_key(out / rel)] = digest
     return out
 
 
 def source_fingerprint(name: str, cache_dir: str | os.PathLike | None = None) -> str:
-    """A fingerprint of a model's weights on disk, computed without loading the model.
+    """A fingerprint of the files a load reads, computed without loading the model.
 
-    Packaged models: the GGUF's sha256. Local folders: sha256 over each weight file's name, size and
-    header bytes. Hub ids: the resolved commit of the local hub snapshot (else the id alone).
+    Packaged models: the GGUF's sha256, once the converted folder that is loaded has been verified against
+    the digests recorded at conversion (:func:`convert_gguf`). Local folders: sha256 over every model
+    file's name and whole-file sha256 (:func:`file_digests`: hashed once, re-hashed when a file's size,
+    mtime, ctime or inode changes). Hub ids: the resolved commit of the local hub snapshot (else the id).
     """
     spec = resolve(name)
     if spec.kind == "packaged":
         folder = convert_gguf(name, cache_dir)
         return "gguf:" + json.loads((folder / "source.json").read_text())["sha256"]
     if spec.kind == "local":
-        h = hashlib.sha256()
-        files = sorted(p for p in Path(spec.location).rglob("*")
-                       if p.suffix in {".safetensors", ".bin", ".json", ".gguf", ".pt"} and p.is_file())
-        for p in files:
-            h.update(str(p.relative_to(spec.location)).encode())
-            h.update(p.stat().st_size.to_bytes(8, "little"))
-            with open(p, "rb") as fh:
-                h.update(fh.read(1 << 20))
-        return "local:" + h.hexdigest()
+        digests = file_digests(spec.location, cache_dir)
+        if not digests:
+            raise ValueError(f"{spec.location} holds no model files (*.safetensors, *.bin, config.json…)")
+        return "local:" + _folder_fingerprint(digests)
     try:
         from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
 
@@ -224,6 +386,21 @@ def _quantization_config(quantization: str | None, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+def _check_device(device: str) -> None:
+    """A clear error for a device this torch cannot use (e.g. ``"cuda"`` on a CPU-only build)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1' or 'mps'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch has no usable CUDA (torch.cuda.is_available() is False); "
+                         "use device='cpu' (--device cpu) or install a CUDA build of torch")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available here; use device='cpu'")
+
+
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32", device: str | None = None,
                quantization: str | None = None, device_map: str | dict | None = None,
                attn_implementation: str | None = None, cache_dir: str | os.PathLike | None = None,
@@ -248,6 +425,7 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
     qconfig = _quantization_config(quantization, torch_dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(device)
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype, **kwargs}
     if attn_implementation is not None:
         load_kwargs["attn_implementation"] = attn_implementation
@@ -263,6 +441,13 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
         raise RuntimeError(
             f"could not load model {name!r} from {location}: {err}. Offline? Hub models need a network "
             "(or a local folder); the short names load offline.") from err
+    except (ValueError, KeyError, TypeError) as err:
+        if spec.kind == "hub":
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(
+            f"could not load model {name!r} from the folder {location}: {first}. It must hold a causal LM "
+            "saved with save_pretrained (config.json, weights, tokenizer files).") from err
     if qconfig is None and device_map is None:
         model.to(device)
     model.eval()

@@ -57,7 +57,9 @@ def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SP
 def load_model(name: str = models.DEFAULT_MODEL, *, dtype: str = "float32", quantization: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any):
     """``(model, tokenizer)``, loaded once per process for the same arguments (see :func:`models.load_model`)."""
-    key = (name, dtype, quantization, device, str(cache_dir), tuple(sorted(kwargs.items())))
+    # the weights' fingerprint is part of the key: a folder edited in place is loaded again, not reused
+    key = (name, models.source_fingerprint(name, cache_dir), dtype, quantization, device, str(cache_dir),
+           tuple(sorted(kwargs.items())))
     if key not in _MODELS:
         _MODELS[key] = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
                                          cache_dir=cache_dir, **kwargs)
@@ -85,6 +87,38 @@ def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, 
     }
 
 
+def _check_arguments(**kwargs: Any) -> None:
+    """One-line errors for capture arguments of the wrong type or range (before anything is loaded)."""
+    for name, value in kwargs.items():
+        if name in ("add_bos", "strip"):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+            continue
+        if value is None and name == "shard_size":
+            continue
+        low = 0 if name == "seed" else 1
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
+
+
+_SCRATCH: dict[str, str] = {}
+
+
+def _scratch_root(root: os.PathLike) -> str:
+    """A temporary cache folder (removed at exit) for a cache that cannot be written, with a warning."""
+    import atexit  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    if str(root) not in _SCRATCH:
+        _SCRATCH[str(root)] = tempfile.mkdtemp(prefix="transformer-dynamics-")
+        atexit.register(shutil.rmtree, _SCRATCH[str(root)], ignore_errors=True)
+    warnings.warn(f"cache folder {root} is not writable: computing without caching (the result lives in "
+                  f"{_SCRATCH[str(root)]} until this process exits); pass a writable cache_dir / --cache-dir "
+                  "to keep it", cache.CacheWarning, stacklevel=3)
+    return _SCRATCH[str(root)]
+
+
 def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
                           condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
                           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
@@ -103,18 +137,23 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     """
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size)
     texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
     root = models.cache_root(cache_dir)
     identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
                                 quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir)
     if not recompute:
         store = cache.open_store(root, identity, verify=verify)
+        if store is None and str(root) in _SCRATCH:  # computed earlier in this process, uncached
+            store = cache.open_store(_SCRATCH[str(root)], identity, verify=verify)
         if store is not None:
             return store
     lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
         shard_size = shard_texts(len(labels), lm.config.hidden_size)
+    if not cache.writable(root):
+        root = _scratch_root(root)
     with cache.ShardWriter(root, identity, extra_meta={"sublayer_labels": labels}) as writer:
         for start, chunk in capture.iter_residual_stream(
                 lm, tokenizer, texts, batch_size=batch_size, chunk_size=shard_size,
