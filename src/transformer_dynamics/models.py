@@ -123,6 +123,13 @@ def _gguf_path(name: str, cache_dir: str | os.PathLike | None) -> Path:
         # Import only this small assembler package (its chunk packages hold the data).
         module = __import__(info.package)
         target = cache_root(cache_dir) / "gguf" / f"{name}.gguf"
+        expected = getattr(module, "EXPECTED_SHA256", None)
+        if expected and target.is_file() and file_digests(target.parent, cache_dir).get(target.name) == expected:
+            return target  # assembled and verified before, unchanged since (a stat, not a 250 MB hash)
+        if expected and target.is_file():
+            warnings.warn(f"{target} is not the GGUF {info.package} assembles (sha256 differs); assembling it "
+                          "again", UserWarning, stacklevel=3)
+            target.unlink()
         return Path(module.assemble(output_path=target))
     path = Path(spec.submodule_search_locations[0]) / info.filename
     if not path.is_file():
@@ -298,25 +305,30 @@ def _usable_conversion(out: Path, gguf: Path, cache_dir) -> str | None:
     return _converted_ok(out, src, cache_dir)
 
 
-def _convert(name: str, gguf: Path, out: Path, cache_dir) -> Path:
-    """Write the conversion into a unique ``.partial`` folder, then rename it into place."""
+def _dequantise(gguf: Path, folder: Path) -> None:
+    """Write ``gguf`` dequantised to float32 into ``folder`` (model.safetensors, config, tokenizer)."""
     from safetensors.torch import save_model  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # transformers 5 refuses save_pretrained on a GGUF-loaded model: write the weights and a config
+    # without its quantization_config ourselves. save_model handles tied embeddings.
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+def _convert(name: str, gguf: Path, out: Path, cache_dir) -> Path:
+    """Write the conversion into a unique ``.partial`` folder, then rename it into place."""
     stat = gguf.stat()
     tmp = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir(parents=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        # transformers 5 refuses save_pretrained on a GGUF-loaded model: write the weights and a config
-        # without its quantization_config ourselves. save_model handles tied embeddings.
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
+        _dequantise(gguf, tmp)
         files = {p.relative_to(tmp).as_posix(): _file_digest(p) for p in _model_files(tmp)}
         (tmp / "source.json").write_text(json.dumps(
             {"name": name, "gguf": str(gguf), "sha256": _file_digest(gguf), "size": stat.st_size,
