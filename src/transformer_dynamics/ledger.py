@@ -144,8 +144,11 @@ class Ledger:
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """Read one notebook's ledger JSON: ``{"notebook", "context", "entries": [...]}``."""
-    with open(path) as fh:
-        data = json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}); delete it and rerun its notebook") from None
     if not isinstance(data, dict) or "entries" not in data:
         raise ValueError(f"{path} is not a ledger file (no 'entries'); delete it and rerun its notebook")
     return data

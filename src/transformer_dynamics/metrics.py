@@ -81,6 +81,19 @@ def _check_rs(rs, min_sublayers: int = 1, min_samples: int = 1) -> np.ndarray:
     return rs
 
 
+def _check_units(units, d_model: int) -> np.ndarray:
+    """``units`` as int64 indices, each in ``[0, d_model)``: a one-line error otherwise. -> (n_units,)"""
+    u = np.atleast_1d(np.asarray(units))
+    if u.size and not (np.issubdtype(u.dtype, np.integer) or
+                       (np.issubdtype(u.dtype, np.floating) and np.isfinite(u).all() and (u == np.round(u)).all())):
+        raise ValueError(f"units must be integer unit indices in [0, {d_model}); got dtype {u.dtype}: {u[:5]}")
+    u = u.astype(np.int64).ravel()
+    bad = u[(u < 0) | (u >= d_model)]
+    if bad.size:
+        raise ValueError(f"units {bad[:5].tolist()} out of range: indices must be in [0, {d_model}) (d_model)")
+    return u
+
+
 def _check_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim == 1:
@@ -397,7 +410,7 @@ def without_units(rs, units) -> np.ndarray:
     """rs with the given units (last axis) removed. rs: (..., d_model) -> (..., d_model - len(units))."""
     rs = np.asarray(rs)
     keep = np.ones(rs.shape[-1], dtype=bool)
-    keep[np.asarray(units, dtype=np.int64)] = False
+    keep[_check_units(units, rs.shape[-1])] = False
     return rs[..., keep]
 
 
@@ -610,7 +623,8 @@ def _gcmi(x: np.ndarray, y: np.ndarray, cx: np.ndarray | None = None, cy: np.nda
     cy = cy - cy.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (cx * cy).sum(-1) / np.sqrt((cx * cx).sum(-1) * (cy * cy).sum(-1))
-        const = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0)
+        const = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0) \
+            | ~np.isfinite(x).all(-1) | ~np.isfinite(y).all(-1)  # NaN like kde and ksg, not a rank-based value
         rho = np.where(const, np.nan, rho)
         mi = -0.5 * np.log1p(-np.minimum(rho * rho, 1.0))
     return mi + 0.5 * (special.digamma((n - 2) / 2.0) - special.digamma((n - 1) / 2.0))
@@ -680,7 +694,7 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     _check_method(method)
     rs = _check_rs(rs, min_sublayers=2, min_samples=4)
     n, L, D = rs.shape
-    units = np.arange(D) if units is None else np.asarray(units, dtype=np.int64)
+    units = np.arange(D) if units is None else _check_units(units, D)
     out = np.empty((L - 1, units.size), dtype=np.float64)
     starts = range(0, units.size, chunk)
     if progress:

@@ -106,6 +106,8 @@ def _as_array(a: Any, name: str = "traj", min_len: int = 3) -> tuple[np.ndarray,
                          f"got shape {a.shape}")
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or inf; drop or impute those values first")
+    if a.dtype == np.float32 and a.size and np.abs(a).max() > np.finfo(np.float32).max / 8:
+        a = a.astype(np.float64)  # differences of differences would overflow float32 (counts are scale-free)
     return a, was_torch
 
 
