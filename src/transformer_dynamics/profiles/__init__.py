@@ -17,7 +17,9 @@ module and a same-named folder cannot both be importable; the YAMLs ship as pack
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -26,7 +28,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["available_profiles", "profile_path", "read_profile", "load_profile", "filter_parameters"]
+__all__ = ["available_profiles", "profile_path", "read_profile", "load_profile", "filter_parameters",
+           "check_blocks"]
 
 DEFAULTS_KEY = "defaults"
 
@@ -64,7 +67,44 @@ def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
             data[key] = {}
         elif not isinstance(block, dict):
             raise ValueError(f"{path}: block {key!r} must be a mapping of PARAMETER: value, got {type(block).__name__}")
+        else:
+            data[key] = {str(k): _coerce(v) for k, v in block.items()}
     return data
+
+
+# YAML 1.1 (PyYAML) reads 1e3 and 1.5E-3 as strings (it wants a dot and a signed exponent): numbers here
+_EXP_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _coerce(value: Any) -> Any:
+    """``"1e3"`` -> 1000 and ``"1.5e-3"`` -> 0.0015 (also inside lists); anything else unchanged."""
+    if isinstance(value, list):
+        return [_coerce(v) for v in value]
+    if isinstance(value, str) and _EXP_NUMBER.match(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 2**53 else number
+    return value
+
+
+def _misspelled(data: dict[str, Any], stem: str) -> list[str]:
+    """Blocks that look meant for ``stem`` but do not name it (a close spelling: difflib ratio >= 0.85)."""
+    prefix = stem.split("_")[0]
+    return [key for key in data if key not in (DEFAULTS_KEY, stem, prefix)
+            and difflib.SequenceMatcher(None, key, stem).ratio() >= 0.85]
+
+
+def check_blocks(profile: str | os.PathLike, notebooks: Iterable[str | os.PathLike]) -> None:
+    """Raise a ValueError naming every block of ``profile`` that matches none of ``notebooks`` (stems or
+    paths; a block may also be keyed by a notebook's two-digit prefix), with the closest notebook name."""
+    data = read_profile(profile)
+    stems = [_stem(n) for n in notebooks]
+    names = set(stems) | {s.split("_")[0] for s in stems} | {DEFAULTS_KEY}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, stems, 1)) else "")
+                 for k in unknown]
+        raise ValueError(f"{profile_path(profile)}: block(s) {', '.join(hints)} name no notebook; rename them "
+                         f"to a notebook stem ({', '.join(sorted(stems))}) or 'defaults'")
 
 
 def _stem(notebook: str | os.PathLike) -> str:
@@ -85,6 +125,10 @@ def load_profile(profile: str | os.PathLike, notebook: str | os.PathLike,
     """
     data = read_profile(profile)
     stem = _stem(notebook)
+    wrong = _misspelled(data, stem)
+    if wrong and stem not in data:
+        raise ValueError(f"{profile_path(profile)}: no block {stem!r}, but block(s) {wrong} look meant for it; "
+                         f"rename the block to {stem!r} (else its parameters are silently not used)")
     params = dict(data.get(DEFAULTS_KEY, {}))
     prefix = stem.split("_")[0]
     if prefix != stem and prefix in data:
