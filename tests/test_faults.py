@@ -1,0 +1,435 @@
+"""Faults (issue 18): each fault is constructed and must give a recomputation equal to a clean capture,
+or a clear one-line error naming the argument or file -- never other data.
+
+Models are tiny random-weight Llamas saved to folders in code; a "packaged" model is a fake short name
+whose dequantisation writes such a folder, so the conversion's verification, locking and clean-up run
+for real without a GGUF.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from transformer_dynamics import cache, data, ledger, metrics, models, phase, pipeline, profiles
+
+KW = dict(n=4, seed=0, batch_size=4, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# fixtures: a local model folder and a fake packaged (converted) model, both tiny
+# --------------------------------------------------------------------------------------------------
+def _save(model, tokenizer, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _perturbed(model, scale: float = 0.5):
+    """A copy of ``model`` with every weight changed (same names, shapes and file size once saved)."""
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    return other
+
+
+@pytest.fixture
+def env(tmp_path, wikitext_dir):
+    """Keyword arguments for the pipeline with a fresh cache folder, and no models memoised."""
+    pipeline._MODELS.clear()
+    yield dict(KW, data_dir=wikitext_dir, cache_dir=tmp_path / "cache")
+    pipeline._MODELS.clear()
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch, tiny_llama, tiny_tokenizer):
+    """A short name ``tiny-packaged`` whose 'GGUF' converts into the tiny Llama; returns conversion calls."""
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF tiny")
+    calls = []
+
+    def dequantise(src, folder):
+        calls.append(folder)
+        _save(tiny_llama, tiny_tokenizer, folder)
+
+    monkeypatch.setitem(models.SHORT_NAMES, "tiny-packaged",
+                        models._Packaged(package="tiny", install="(test)", description="tiny Llama"))
+    monkeypatch.setattr(models, "_gguf_path", lambda name, cache_dir: gguf)
+    monkeypatch.setattr(models, "_dequantise", dequantise)
+    return calls
+
+
+def _flip_low_bits(path: Path, n_bits: int = 64, zero: bool = False) -> None:
+    """Flip the lowest bit of ``n_bits`` float bytes of a safetensors file (or zero its data), keeping its
+    size and mtime: the kind of damage a size/mtime check cannot see."""
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(raw[:8], "little")  # after the JSON header
+    if zero:
+        raw[start:] = bytes(len(raw) - start)
+    else:
+        for i in range(n_bits):
+            raw[start + 4 * i] ^= 0x01
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. model identity
+# --------------------------------------------------------------------------------------------------
+def test_local_folder_edited_in_place_is_recaptured(tmp_path, env, tiny_llama, tiny_tokenizer):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    before = pipeline.residual_stream(str(folder), **env)
+    st = (folder / "model.safetensors").stat()
+    other = _perturbed(tiny_llama)
+    _save(other, tiny_tokenizer, folder)  # a fine-tune re-exported into the same folder
+    os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns))  # even with its old mtime
+    assert (folder / "model.safetensors").stat().st_size == st.st_size
+    after = pipeline.residual_stream(str(folder), **env)
+    clean = pipeline.residual_stream(str(_save(other, tiny_tokenizer, tmp_path / "clean")),
+                                     **{**env, "cache_dir": tmp_path / "clean-cache"})
+    np.testing.assert_array_equal(after, clean)
+    assert np.abs(after - before).max() > 1e-3
+
+
+def test_fingerprint_hashes_whole_files_and_remembers_them(tmp_path, tiny_llama, tiny_tokenizer, monkeypatch):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    fp = models.source_fingerprint(str(folder), tmp_path / "cache")
+    weights = folder / "model.safetensors"
+    _flip_low_bits(weights, n_bits=1)  # one bit, far beyond the first MiB would do as well
+    fp2 = models.source_fingerprint(str(folder), tmp_path / "cache")
+    assert fp2 != fp
+    # an unchanged folder is not hashed again: in this process, nor in a new one (the memo on disk)
+    models._DIGESTS.clear()
+    monkeypatch.setattr(models, "_file_digest", lambda p: (_ for _ in ()).throw(AssertionError(f"hashed {p}")))
+    assert models.source_fingerprint(str(folder), tmp_path / "cache") == fp2
+
+
+@pytest.mark.parametrize("damage", ["flip", "zero"])
+def test_converted_model_with_damaged_weights_is_reconverted(env, packaged, damage):
+    clean = pipeline.residual_stream("tiny-packaged", **env)
+    folder = models.cache_root(env["cache_dir"]) / "models" / "tiny-packaged"
+    good = (folder / "model.safetensors").read_bytes()
+    _flip_low_bits(folder / "model.safetensors", zero=damage == "zero")
+    pipeline._MODELS.clear()
+    with pytest.warns(UserWarning, match="differs from what was converted"):
+        again = pipeline.residual_stream("tiny-packaged", **{**env, "recompute": True})
+    assert len(packaged) == 2 and (folder / "model.safetensors").read_bytes() == good
+    np.testing.assert_array_equal(again, clean)
+
+
+def test_conversion_without_recorded_digests_records_them(env, packaged):
+    folder = models.convert_gguf("tiny-packaged", env["cache_dir"])
+    src = json.loads((folder / "source.json").read_text())
+    assert "model.safetensors" in src["files"]
+    del src["files"]  # made by an older version
+    (folder / "source.json").write_text(json.dumps(src))
+    assert models.convert_gguf("tiny-packaged", env["cache_dir"]) == folder and len(packaged) == 1
+    assert "model.safetensors" in json.loads((folder / "source.json").read_text())["files"]
+
+
+def test_concurrent_conversions_and_stale_partials(env, packaged):
+    models_dir = models.cache_root(env["cache_dir"]) / "models"
+    stale = models_dir / ".tiny-packaged.deadbeef.partial"
+    stale.mkdir(parents=True)
+    (models_dir / "tiny-packaged.partial").mkdir()  # the old fixed name, left by a killed run
+    errors, out = [], []
+
+    def convert():
+        try:
+            out.append(models.convert_gguf("tiny-packaged", env["cache_dir"]))
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=convert) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(out)) == 1 and len(packaged) == 1  # one converted, the others waited
+    assert sorted(p.name for p in models_dir.iterdir() if not p.name.endswith(".lock")) == ["tiny-packaged"]
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. cache entries read only as their metadata proves
+# --------------------------------------------------------------------------------------------------
+def _shift(meta):
+    for sh in meta["shards"]:
+        sh["start"] += 1
+        sh["stop"] += 1
+
+
+def _swap(meta):
+    meta["shards"][0], meta["shards"][1] = meta["shards"][1], meta["shards"][0]
+
+
+def _lose_last(meta, path):
+    (path / meta["shards"][-1]["file"]).unlink()
+    meta["shards"].pop()
+
+
+def _lose_last_and_shrink(meta, path):
+    _lose_last(meta, path)
+    meta["shape"][0] = meta["shards"][-1]["stop"]
+
+
+def _more_rows(meta):
+    meta["shape"][0] += 1
+    meta["shards"][-1]["stop"] += 1
+
+
+META_DAMAGE = {
+    "offsets shifted by one": lambda m, p: _shift(m),
+    "two shards swapped": lambda m, p: _swap(m),
+    "last shard lost with its entry": _lose_last,
+    "last shard lost, shape shrunk": _lose_last_and_shrink,
+    "row count above N": lambda m, p: _more_rows(m),
+    "no shape": lambda m, p: m.pop("shape"),
+    "shard without sha256": lambda m, p: m["shards"][0].pop("sha256"),
+    "shards null": lambda m, p: m.update(shards=None),
+    "start as a string": lambda m, p: m["shards"][0].update(start="0"),
+    "file outside the entry": lambda m, p: m["shards"][0].update(file="../x.safetensors"),
+}
+
+
+@pytest.mark.parametrize("damage", list(META_DAMAGE))
+def test_inconsistent_meta_is_reported_and_recomputed(env, tiny_llama, tiny_tokenizer, tmp_path, damage):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    kw = {**env, "shard_size": 2}
+    store = pipeline.residual_stream_store(str(folder), **kw)
+    clean = store.to_numpy()
+    assert len(store.meta["shards"]) == 2
+    meta = json.loads((store.path / "meta.json").read_text())
+    META_DAMAGE[damage](meta, store.path)
+    (store.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(cache.CacheWarning, match="corrupt|incomplete|missing"):
+        assert cache.open_store(models.cache_root(kw["cache_dir"]), store.identity, verify=False) is None
+    with pytest.warns(cache.CacheWarning):
+        again = pipeline.residual_stream(str(folder), **kw)
+    np.testing.assert_array_equal(again, clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # repaired: the next read is a clean hit
+        np.testing.assert_array_equal(pipeline.residual_stream(str(folder), **kw), clean)
+
+
+@pytest.mark.parametrize("meta", [[1, 2], {"complete": True}, None, "x"])
+def test_meta_of_the_wrong_type_is_a_miss(tmp_path, meta):
+    ident = {"n": 2}
+    with cache.ShardWriter(tmp_path, ident) as w:
+        w.write(0, np.ones((2, 3, 4), np.float32))
+    (w.store.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(cache.CacheWarning):
+        assert cache.open_store(tmp_path, ident) is None
+
+
+def test_writer_refuses_an_entry_short_of_n(tmp_path):
+    with pytest.raises(cache.CacheError, match="n = 5"):
+        with cache.ShardWriter(tmp_path, {"n": 5}) as w:
+            w.write(0, np.ones((3, 2, 2), np.float32))
+    assert not any(tmp_path.rglob("meta.json"))
+
+
+@pytest.mark.parametrize("damage", ["no config", "sha256 a number", "a list", "no identity", "bad tensor"])
+def test_malformed_module_meta_is_a_miss(tmp_path, damage):
+    ident = {"n": 1}
+    path = cache.save_module(tmp_path, ident, {"w": np.ones(3, np.float32)}, {"k": 1})
+    meta = json.loads((path / "meta.json").read_text())
+    if damage == "no config":
+        del meta["config"]
+    elif damage == "sha256 a number":
+        meta["sha256"] = 1
+    elif damage == "a list":
+        meta = [meta]
+    elif damage == "no identity":
+        del meta["identity"]
+    else:
+        junk = b"not safetensors"
+        (path / "state.safetensors").write_bytes(junk)
+        meta["sha256"] = cache._sha256(junk)
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(cache.CacheWarning):
+        assert cache.load_module(tmp_path, ident) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. data files
+# --------------------------------------------------------------------------------------------------
+def _copy_data(src: Path, dst: Path, with_sums: bool = True) -> Path:
+    dst.mkdir()
+    for name in ("wiki.test.raw", "wiki.valid.raw") + (("SHA256SUMS",) if with_sums else ()):
+        if (src / name).exists():
+            shutil.copyfile(src / name, dst / name)
+    return dst
+
+
+@pytest.mark.parametrize("with_sums", [True, False])
+def test_crlf_data_is_an_error_naming_the_file(tmp_path, wikitext_dir, with_sums):
+    folder = _copy_data(wikitext_dir, tmp_path / "wt", with_sums)
+    f = folder / "wiki.test.raw"
+    f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(ValueError, match=r"wiki.test.raw has Windows \(CRLF\) line endings"):
+        data.load_texts(5, data_dir=folder)
+
+
+@pytest.mark.parametrize("with_sums", [True, False])
+def test_truncated_data_is_an_error_with_the_counts(tmp_path, wikitext_dir, with_sums):
+    folder = _copy_data(wikitext_dir, tmp_path / "wt", with_sums)
+    f = folder / "wiki.test.raw"
+    raw = f.read_bytes()
+    f.write_bytes(raw[:len(raw) * 2 // 3])
+    with pytest.raises(ValueError, match=r"wiki.test.raw is not the published.*pass the length filter.*661 pass"):
+        data.load_texts(5, data_dir=folder)
+
+
+def test_binary_data_is_an_error_naming_the_file(tmp_path, wikitext_dir):
+    folder = _copy_data(wikitext_dir, tmp_path / "wt")
+    (folder / "wiki.valid.raw").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(ValueError, match="wiki.valid.raw is not UTF-8 text"):
+        data.load_texts(5, data_dir=folder)
+
+
+def test_checksum_file_is_honoured(tmp_path, wikitext_dir):
+    folder = _copy_data(wikitext_dir, tmp_path / "wt")
+    assert len(data.load_rows(["test"], folder)[0]) == 4358
+    (folder / "SHA256SUMS").write_text("0" * 64 + "  wiki.test.raw\n")
+    with pytest.raises(ValueError, match="sha256 is 173c87a53759"):
+        data.load_rows(["test"], folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. clear errors instead of tracebacks
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"n": "abc"}, "n must be an integer"), ({"n": 16.0}, "n must be an integer"),
+    ({"n": True}, "n must be an integer"), ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"seed": "0"}, "seed must be an integer"), ({"strip": "false"}, "strip must be True or False"),
+    ({"add_bos": 1}, "add_bos must be True or False"), ({"batch_size": 0}, "batch_size must be"),
+    ({"shard_size": 2.5}, "shard_size must be")])
+def test_capture_arguments_are_checked_first(env, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pipeline.residual_stream_store("smollm2-135m", **{**env, **kwargs})
+    with pytest.raises(ValueError, match=match.split()[0]):
+        if "n" in kwargs or "seed" in kwargs:
+            data.sample_rows(["a", "b"], **{"n": 1, "seed": 0, **{k: v for k, v in kwargs.items()
+                                                                    if k in ("n", "seed")}})
+        else:
+            raise ValueError(match)
+
+
+def test_cuda_on_a_cpu_only_torch(monkeypatch, tmp_path, tiny_llama, tiny_tokenizer):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    with pytest.raises(ValueError, match="'cuda'.*no usable CUDA.*device='cpu'"):
+        models.load_model(str(folder), device="cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        models.load_model(str(folder), device="gpu0")
+
+
+def test_a_folder_that_is_not_a_model(tmp_path, tiny_llama, tiny_tokenizer):
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ValueError, match="notes is not a model folder: it has no config.json"):
+        models.load_model(str(tmp_path / "notes"))
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    for f in folder.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(RuntimeError, match=f"from (the folder )?{folder}"):
+        models.load_model(str(folder), device="cpu")
+
+
+def test_cache_dir_that_is_a_file(tmp_path, env):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        pipeline.residual_stream("smollm2-135m", **{**env, "cache_dir": tmp_path / "file"})
+    from transformer_dynamics.__main__ import main
+
+    assert main(["capture", "--n", "2", "--cache-dir", str(tmp_path / "file"), "--quiet"]) == 2
+
+
+def test_read_only_cache_with_a_corrupt_entry_still_gives_the_data(env, tmp_path, tiny_llama, tiny_tokenizer,
+                                                                   monkeypatch):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    store = pipeline.residual_stream_store(str(folder), **env)
+    clean = store.to_numpy()
+    shard = store.path / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-4] + b"\0\0\0\0")
+    root = models.cache_root(env["cache_dir"])
+    if os.geteuid() == 0:  # root writes anywhere: make the cache read-only the way the pipeline sees it
+        monkeypatch.setattr(cache, "writable", lambda r, kind="activations": Path(r) != root)
+    else:
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        with pytest.warns(cache.CacheWarning, match="not writable: computing without caching"):
+            got = pipeline.residual_stream(str(folder), **env)
+        np.testing.assert_array_equal(got, clean)
+    finally:
+        for p in [root, *root.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_read_only_module_cache_warns(tmp_path, monkeypatch):
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError("read-only")))
+    with pytest.warns(cache.CacheWarning, match="not writable"):
+        assert cache.save_module(tmp_path, {"n": 1}, {"w": np.ones(2)}, {}) is None
+
+
+def test_truncated_ledger_names_its_file(tmp_path):
+    f = tmp_path / "02_x.json"
+    f.write_text('{"notebook": "02_x", "entries": [{"key": ')
+    with pytest.raises(ValueError, match="02_x.json is not readable JSON"):
+        ledger.load(f)
+
+
+def test_profile_block_misspelled_and_numbers_in_exponent_form(tmp_path):
+    p = tmp_path / "p.yml"
+    p.write_text("defaults:\n  N: 1e3\n  LR: 1.5e-3\n03_phase_space_rotation:\n  N_SHUFFLES: 5\n")
+    params = profiles.load_profile(p, "02_activation_statistics")
+    assert params == {"N": 1000, "LR": 0.0015} and isinstance(params["N"], int)
+    with pytest.raises(ValueError, match="look meant for it; rename the block to '03_phase_space_rotations'"):
+        profiles.load_profile(p, "03_phase_space_rotations")
+    with pytest.raises(ValueError, match="did you mean '03_phase_space_rotations'"):
+        profiles.check_blocks(p, ["notebooks/03_phase_space_rotations.py", "02_activation_statistics"])
+
+
+def test_units_out_of_range_or_not_integers():
+    rs = np.random.default_rng(0).standard_normal((20, 3, 4)).astype(np.float32)
+    for units, match in [([4], r"units \[4\] out of range"), ([-1], "out of range"), ([1.5], "integer"),
+                         (["a"], "integer")]:
+        with pytest.raises(ValueError, match=match):
+            metrics.mutual_information(rs, "gcmi", units=units)
+    with pytest.raises(ValueError, match="out of range"):
+        metrics.without_units(rs, [7])
+
+
+def test_gcmi_on_inf_is_nan_like_kde_and_ksg():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 3))
+    y = x + rng.standard_normal((50, 3))
+    x[3, 1] = np.inf
+    for method in ("gcmi", "kde", "ksg"):
+        mi = metrics.mutual_information_pairs(x, y, method)
+        assert np.isnan(mi[1]) and np.isfinite(mi[[0, 2]]).all(), method
+
+
+def test_rotation_counts_near_float32_max():
+    t = np.linspace(0, 4 * np.pi, 40)
+    x = np.cos(t).astype(np.float32)
+    big = (x * np.float32(3e38)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        np.testing.assert_allclose(phase.shuffle_null(big, 8, seed=1), phase.shuffle_null(x, 8, seed=1),
+                                   rtol=1e-5)
+        rs = np.stack([big, -big])[:, :, None].repeat(3, axis=2)
+        np.testing.assert_allclose(phase.rotations_per_unit(rs), phase.rotations_per_unit(rs / 3e38), rtol=1e-5)
