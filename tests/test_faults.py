@@ -320,12 +320,24 @@ def test_checksum_file_is_honoured(tmp_path, wikitext_dir):
 def test_capture_arguments_are_checked_first(env, kwargs, match):
     with pytest.raises(ValueError, match=match):
         pipeline.residual_stream_store("smollm2-135m", **{**env, **kwargs})
-    with pytest.raises(ValueError, match=match.split()[0]):
-        if "n" in kwargs or "seed" in kwargs:
-            data.sample_rows(["a", "b"], **{"n": 1, "seed": 0, **{k: v for k, v in kwargs.items()
-                                                                    if k in ("n", "seed")}})
-        else:
-            raise ValueError(match)
+
+
+@pytest.mark.parametrize("kwargs", [{"n": "abc"}, {"n": 16.0}, {"seed": -1}, {"seed": 1.5}])
+def test_sampling_arguments_are_checked(kwargs):
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an integer"):
+        data.sample_rows(["a", "b", "c"], **{"n": 1, "seed": 0, **kwargs})
+
+
+def test_cli_gives_one_line_errors(tmp_path, capsys):
+    from transformer_dynamics.__main__ import main
+
+    for argv, match in [(["--seed", "-1"], "seed must be an integer >= 0"),
+                        (["--model", str(tmp_path)], "is not a model folder"),
+                        (["--cache-dir", str(tmp_path / "f")], "is a file, not a folder")]:
+        (tmp_path / "f").write_text("x")
+        assert main(["capture", "--n", "2", "--quiet", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and match in err and "Traceback" not in err
 
 
 def test_cuda_on_a_cpu_only_torch(monkeypatch, tmp_path, tiny_llama, tiny_tokenizer):
@@ -352,9 +364,6 @@ def test_cache_dir_that_is_a_file(tmp_path, env):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         pipeline.residual_stream("smollm2-135m", **{**env, "cache_dir": tmp_path / "file"})
-    from transformer_dynamics.__main__ import main
-
-    assert main(["capture", "--n", "2", "--cache-dir", str(tmp_path / "file"), "--quiet"]) == 2
 
 
 def test_read_only_cache_with_a_corrupt_entry_still_gives_the_data(env, tmp_path, tiny_llama, tiny_tokenizer,
