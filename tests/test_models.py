@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -45,6 +47,11 @@ def test_conversion_is_cached_with_its_source(model_cache_dir, smollm):
     assert (folder / "model.safetensors").is_file()
     assert "quantization_config" not in (folder / "config.json").read_text()
     assert models.source_fingerprint("smollm2-135m", model_cache_dir).startswith("gguf:")
+    # every loaded file's sha256 is recorded (at conversion, or on the first use of an older conversion)
+    # and verified on each use
+    recorded = json.loads((folder / "source.json").read_text())["files"]
+    assert set(recorded) >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert recorded == models.file_digests(folder, model_cache_dir)
 
 
 def test_capture_shape_on_the_real_model(smollm, wikitext_dir):

@@ -149,6 +149,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         if store is not None:
             return store
     lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
+    if models.source_fingerprint(model, cache_dir) != identity["weights"]:
+        raise RuntimeError(f"the files of model {model!r} changed while it was being loaded; rerun")
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
         shard_size = shard_texts(len(labels), lm.config.hidden_size)
