@@ -7,8 +7,10 @@ fingerprint, rows hash, N, seed, condition, dtype, package version…)::
     <root>/<kind>/<key>/shard-00000.safetensors   tensor "rs": (m, n_sublayers, d_model)
 
 Writes go to a temporary folder renamed into place when complete, so a crash never leaves an entry
-that looks whole. Reads check the identity (a hit only when every field matches) and each shard's
-sha256; a stale or corrupt entry is reported with a warning and treated as a miss, never used.
+that looks whole. Reads check the identity (a hit only when every field matches), that ``meta.json`` has
+every key with its type and that its shards tile ``[0, n)`` exactly, in order, with the identity's ``n``
+(:func:`meta_problem`), and each shard's sha256; a stale, inconsistent or corrupt entry is reported with a
+warning and treated as a miss, never used. A cache folder that cannot be written is reported, not fatal.
 Shards let N grow beyond memory: :meth:`ActivationStore.iter_chunks` reads one shard at a time.
 """
 

@@ -8,6 +8,10 @@ Where the rows come from, in this order:
 1. a folder passed as ``data_dir`` (or in ``$TRANSFORMER_DYNAMICS_DATA``) holding ``wiki.{split}.raw``;
 2. ``../shared/data/wikitext-2-raw`` beside the checkout, if present (the offline copy);
 3. the Hugging Face hub (needs the ``datasets`` package and a network).
+
+Local files are checked before use: against the folder's ``SHA256SUMS`` when it lists them, else the
+published files' sha256 and row counts (:data:`KNOWN_FILES`). A truncated or edited copy, Windows (CRLF)
+line endings or a binary file is an error naming the file and what differs, never a silent change.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "L_MIN",
     "L_MAX",
     "TextSource",
+    "KNOWN_FILES",
     "find_data_dir",
     "read_raw_rows",
     "load_rows",

