@@ -442,3 +442,22 @@ def test_rotation_counts_near_float32_max():
                                    rtol=1e-5)
         rs = np.stack([big, -big])[:, :, None].repeat(3, axis=2)
         np.testing.assert_allclose(phase.rotations_per_unit(rs), phase.rotations_per_unit(rs / 3e38), rtol=1e-5)
+
+
+def test_hub_model_downloaded_by_the_capture_is_cached_under_its_commit(env, tmp_path, monkeypatch,
+                                                                        tiny_llama, tiny_tokenizer):
+    """A hub model's fingerprint gains its commit once downloaded: the first capture is stored under it,
+    the next call is a hit, and the model is loaded once (not once per fingerprint)."""
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    loads = []
+    real_load = models.load_model
+    monkeypatch.setattr(models, "resolve", lambda name: models.ModelSpec(name, "hub", name))
+    monkeypatch.setattr(models, "source_fingerprint",
+                        lambda name, cache_dir=None: "hub:o/tiny@abc" if loads else "hub:o/tiny")
+    monkeypatch.setattr(models, "load_model", lambda name, **k: loads.append(1) or real_load(str(folder), **k))
+    store = pipeline.residual_stream_store("o/tiny", **env)
+    assert store.identity["weights"] == "hub:o/tiny@abc"
+    again = pipeline.residual_stream_store("o/tiny", **env)
+    assert again.path == store.path and loads == [1]
+    pipeline.residual_stream_store("o/tiny", **{**env, "condition": "shuffled"})
+    assert loads == [1]

@@ -25,7 +25,7 @@ CONDITIONS = ("original", "shuffled")
 #: Bump when capture semantics change: every cached array made before is then stale.
 CAPTURE_VERSION = 1
 
-_MODELS: dict[tuple, tuple[Any, Any]] = {}
+_MODELS: dict[tuple, tuple[str, Any, Any]] = {}  # load arguments -> (fingerprint, model, tokenizer)
 
 
 #: Target size of one activation shard (float32). Capture holds about three shards' worth at a time (the
@@ -56,14 +56,17 @@ def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SP
 
 def load_model(name: str = models.DEFAULT_MODEL, *, dtype: str = "float32", quantization: str | None = None,
                device: str | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any):
-    """``(model, tokenizer)``, loaded once per process for the same arguments (see :func:`models.load_model`)."""
-    # the weights' fingerprint is part of the key: a folder edited in place is loaded again, not reused
-    key = (name, models.source_fingerprint(name, cache_dir), dtype, quantization, device, str(cache_dir),
-           tuple(sorted(kwargs.items())))
-    if key not in _MODELS:
-        _MODELS[key] = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
-                                         cache_dir=cache_dir, **kwargs)
-    return _MODELS[key]
+    """``(model, tokenizer)``, loaded once per process for the same arguments (see :func:`models.load_model`)
+    and the same files: a folder edited in place is loaded again (the outdated model is dropped first)."""
+    key = (name, dtype, quantization, device, str(cache_dir), tuple(sorted(kwargs.items())))
+    held = _MODELS.get(key)
+    if held is None or held[0] != models.source_fingerprint(name, cache_dir):
+        _MODELS.pop(key, None)
+        loaded = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
+                                   cache_dir=cache_dir, **kwargs)
+        # fingerprinted after loading: a hub model's snapshot (its commit) exists only once downloaded
+        _MODELS[key] = (models.source_fingerprint(name, cache_dir), *loaded)
+    return _MODELS[key][1], _MODELS[key][2]
 
 
 def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, *, seed: int, condition: str,
@@ -149,8 +152,14 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         if store is not None:
             return store
     lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
-    if models.source_fingerprint(model, cache_dir) != identity["weights"]:
-        raise RuntimeError(f"the files of model {model!r} changed while it was being loaded; rerun")
+    loaded_fp = models.source_fingerprint(model, cache_dir)
+    if loaded_fp != identity["weights"]:
+        if models.resolve(model).kind != "hub":
+            raise RuntimeError(f"the files of model {model!r} changed while it was being loaded; rerun")
+        identity = {**identity, "weights": loaded_fp}  # downloaded by this load: its commit is known now
+        hit = None if recompute else cache.open_store(root, identity, verify=verify)
+        if hit is not None:
+            return hit
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
         shard_size = shard_texts(len(labels), lm.config.hidden_size)
