@@ -380,8 +380,10 @@ def test_read_only_cache_with_a_corrupt_entry_still_gives_the_data(env, tmp_path
         for p in [root, *root.rglob("*")]:
             p.chmod(0o555 if p.is_dir() else 0o444)
     try:
-        with pytest.warns(cache.CacheWarning, match="not writable: computing without caching"):
+        with pytest.warns(cache.CacheWarning) as caught:
             got = pipeline.residual_stream(str(folder), **env)
+        said = " ".join(str(w.message) for w in caught)
+        assert "corrupt (sha256 mismatch)" in said and "not writable: computing without caching" in said
         np.testing.assert_array_equal(got, clean)
     finally:
         for p in [root, *root.rglob("*")]:
@@ -461,3 +463,15 @@ def test_hub_model_downloaded_by_the_capture_is_cached_under_its_commit(env, tmp
     assert again.path == store.path and loads == [1]
     pipeline.residual_stream_store("o/tiny", **{**env, "condition": "shuffled"})
     assert loads == [1]
+
+
+def test_read_only_cache_with_a_damaged_conversion_converts_aside(env, packaged, monkeypatch):
+    folder = models.convert_gguf("tiny-packaged", env["cache_dir"])
+    _flip_low_bits(folder / "model.safetensors")
+    damaged = (folder / "model.safetensors").read_bytes()
+    monkeypatch.setattr(cache, "writable", lambda root, kind="activations": False)
+    with pytest.warns(UserWarning, match="not writable: converting 'tiny-packaged' into"):
+        aside = models.convert_gguf("tiny-packaged", env["cache_dir"])
+    assert aside != folder and models._converted_ok(aside, json.loads((aside / "source.json").read_text()),
+                                                    env["cache_dir"]) is None
+    assert (folder / "model.safetensors").read_bytes() == damaged  # the read-only cache is left as it was

@@ -270,11 +270,15 @@ def convert_gguf(name: str, cache_dir: str | os.PathLike | None = None, *, force
             return out
     else:
         why = "was asked to be rebuilt"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RuntimeError(f"cannot convert {name!r}: the cache folder {out.parent} is not writable ({err}); "
-                           "pass cache_dir / --cache-dir a writable folder") from err
+    from .cache import writable  # noqa: PLC0415
+
+    if not writable(out.parent.parent, out.parent.name):
+        out = _scratch_models() / name
+        warnings.warn(f"cache folder {cache_root(cache_dir)} is not writable: converting {name!r} into {out}, "
+                      "removed when this process exits; pass a writable cache_dir / --cache-dir to keep it",
+                      UserWarning, stacklevel=2)
+        if not force and _usable_conversion(out, gguf, cache_dir) is None:
+            return out
     with _lock(out.parent / f".{name}.lock") as locked:
         # another process may have converted it while we waited for the lock
         if not force and _usable_conversion(out, gguf, cache_dir) is None:
@@ -288,6 +292,20 @@ def convert_gguf(name: str, cache_dir: str | os.PathLike | None = None, *, force
         remove_stale_partials(out.parent, f".{name}.*.partial", max_age_s=0 if locked else 3600)
         shutil.rmtree(out.with_name(name + ".partial"), ignore_errors=True)  # the name before unique ones
         return _convert(name, gguf, out, cache_dir)
+
+
+_SCRATCH: list[Path] = []
+
+
+def _scratch_models() -> Path:
+    """A temporary models folder for this process (removed at exit), for a cache that cannot be written."""
+    if not _SCRATCH:
+        import atexit  # noqa: PLC0415
+        import tempfile  # noqa: PLC0415
+
+        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="transformer-dynamics-models-")))
+        atexit.register(shutil.rmtree, _SCRATCH[0], ignore_errors=True)
+    return _SCRATCH[0]
 
 
 def _usable_conversion(out: Path, gguf: Path, cache_dir) -> str | None:
