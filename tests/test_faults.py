@@ -475,3 +475,16 @@ def test_read_only_cache_with_a_damaged_conversion_converts_aside(env, packaged,
     assert aside != folder and models._converted_ok(aside, json.loads((aside / "source.json").read_text()),
                                                     env["cache_dir"]) is None
     assert (folder / "model.safetensors").read_bytes() == damaged  # the read-only cache is left as it was
+
+
+@pytest.mark.parametrize("damage", ["no weights", "config not JSON", "config of no known model"])
+def test_a_broken_model_folder_names_the_folder(tmp_path, tiny_llama, tiny_tokenizer, damage):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    if damage == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "config not JSON":
+        (folder / "config.json").write_text("{oops")
+    else:
+        (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(RuntimeError, match=f"from the folder {folder}: .*save_pretrained"):
+        models.load_model(str(folder), device="cpu")

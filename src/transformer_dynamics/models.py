@@ -471,9 +471,13 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location, **load_kwargs)
     except OSError as err:
-        raise RuntimeError(
-            f"could not load model {name!r} from {location}: {err}. Offline? Hub models need a network "
-            "(or a local folder); the short names load offline.") from err
+        if spec.kind == "hub":
+            raise RuntimeError(
+                f"could not load model {name!r} from {location}: {err}. Offline? Hub models need a network "
+                "(or a local folder); the short names load offline.") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RuntimeError(f"could not load model {name!r} from the folder {location}: {first}. It must hold a "
+                           "causal LM saved with save_pretrained (config.json, weights, tokenizer files).") from err
     except (ValueError, KeyError, TypeError) as err:
         if spec.kind == "hub":
             raise
