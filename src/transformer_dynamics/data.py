@@ -167,18 +167,21 @@ def _listed_sha256(folder: Path, name: str) -> str | None:
 def _check_file(path: Path, rows: list[str], l_min: int, l_max: int) -> None:
     """Raise a ValueError saying what differs when a raw file is not the published wikitext-2-raw-v1 file.
 
-    Checked against the folder's ``SHA256SUMS`` when it lists the file, else the known sha256, else the
-    known row count.
+    Checked against the published file's sha256 when known and the folder's ``SHA256SUMS`` when it lists
+    the file (both must match), else against the known row count.
     """
     n_rows, n_filtered, known_sha = KNOWN_FILES.get(path.name, (None, None, None))
-    expected_sha = _listed_sha256(path.parent, path.name) or known_sha
-    if expected_sha is None and (n_rows is None or len(rows) == n_rows):
-        return
-    if expected_sha is not None:
+    expected = [(sha, why) for sha, why in ((known_sha, "the published file's"),
+                                            (_listed_sha256(path.parent, path.name), "the one SHA256SUMS lists"))
+                if sha]
+    if expected:
         got = hashlib.sha256(path.read_bytes()).hexdigest()
-        if got == expected_sha:
+        wrong = [(sha, why) for sha, why in expected if sha != got]
+        if not wrong:
             return
-        what = f"its sha256 is {got[:12]}…, not {expected_sha[:12]}…"
+        what = f"its sha256 is {got[:12]}…, not {wrong[0][1]} ({wrong[0][0][:12]}…)"
+    elif n_rows is None or len(rows) == n_rows:
+        return
     else:
         what = f"it has {len(rows)} rows, not {n_rows}"
     counts = f"{len(rows)} rows, {len(filter_rows(rows, l_min, l_max))} pass the length filter"
