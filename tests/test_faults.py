@@ -488,3 +488,16 @@ def test_a_broken_model_folder_names_the_folder(tmp_path, tiny_llama, tiny_token
         (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(RuntimeError, match=f"from the folder {folder}: .*save_pretrained"):
         models.load_model(str(folder), device="cpu")
+
+
+@pytest.mark.slow
+def test_real_conversion_with_flipped_bits_is_detected(model_cache_dir, tmp_path):
+    """The real SmolLM2 conversion: 64 flipped low bits (size and mtime kept) are seen before any use."""
+    folder = models.convert_gguf("smollm2-135m", model_cache_dir)
+    damaged = tmp_path / "models" / "smollm2-135m"
+    shutil.copytree(folder, damaged)
+    gguf = models._gguf_path("smollm2-135m", model_cache_dir)
+    assert models._usable_conversion(damaged, gguf, tmp_path) is None
+    _flip_low_bits(damaged / "model.safetensors")
+    assert models._usable_conversion(damaged, gguf, tmp_path) == \
+        "differs from what was converted in ['model.safetensors'] (sha256)"
