@@ -414,6 +414,16 @@ def test_profile_block_misspelled_and_numbers_in_exponent_form(tmp_path):
         profiles.check_blocks(p, ["notebooks/03_phase_space_rotations.py", "02_activation_statistics"])
 
 
+def test_profile_counts_are_integers(tmp_path):
+    p = tmp_path / "p.yml"
+    p.write_text("defaults:\n  N: 16.0\n  N_VALUES: [1e2, 250]\n  MI_UNITS: null\n  SCALE: 1.0\n")
+    assert profiles.load_profile(p, "01_x") == {"N": 16, "N_VALUES": [100, 250], "MI_UNITS": None, "SCALE": 1.0}
+    for bad in ("abc", "16.5", "true"):
+        p.write_text(f"defaults:\n  N: 8\n01_x:\n  N: {bad}\n")
+        with pytest.raises(ValueError, match=r"p.yml: 01_x.N must be an integer"):
+            profiles.load_profile(p, "01_x")
+
+
 def test_units_out_of_range_or_not_integers():
     rs = np.random.default_rng(0).standard_normal((20, 3, 4)).astype(np.float32)
     for units, match in [([4], r"units \[4\] out of range"), ([-1], "out of range"), ([1.5], "integer"),

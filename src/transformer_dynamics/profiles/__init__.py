@@ -68,8 +68,26 @@ def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
         elif not isinstance(block, dict):
             raise ValueError(f"{path}: block {key!r} must be a mapping of PARAMETER: value, got {type(block).__name__}")
         else:
-            data[key] = {str(k): _coerce(v) for k, v in block.items()}
+            data[key] = {str(k): _count(path, key, str(k), _coerce(v)) for k, v in block.items()}
     return data
+
+
+# Parameters that are counts (texts, seeds, epochs, shuffles, units…): integers, a list of them, or null
+_COUNT = re.compile(r"^(N|SEED|N_\w+|GRID_N|BATCH_SIZE|\w+_(EPOCHS|LAYERS|PATIENCE|UNITS|COMPONENTS|SHUFFLES|"
+                    r"TEXTS|BOOT|SEED))$")
+
+
+def _count(path: Path, block: str, name: str, value: Any) -> Any:
+    """``value`` of a count parameter as int (16.0 -> 16); a one-line error naming the block and key otherwise."""
+    if not _COUNT.match(name) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_count(path, block, name, v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{path}: {block}.{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return value
 
 
 # YAML 1.1 (PyYAML) reads 1e3 and 1.5E-3 as strings (it wants a dot and a signed exponent): numbers here
