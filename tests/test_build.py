@@ -13,11 +13,13 @@ import nbformat
 import pytest
 import yaml
 
-from transformer_dynamics import book, ledger, profiles
+from transformer_dynamics import build, ledger, profiles
+from transformer_dynamics.build import pages, runner, site
+from transformer_dynamics.build.__main__ import main as build_main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-STEMS = book.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
+STEMS = build.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
 COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
 OFFLINE_MODELS = ["smollm2-135m", "gemma-3-270m"]
 PAPER_CHAPTERS = ["01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
@@ -87,24 +89,24 @@ def _nb(params_src: str, tags=("parameters",)):
 def test_declared_parameters_and_filtering():
     nb = _nb('MODELS = ["smollm2-135m"]  # names\nN: int = 1000\nA, B = 1, 2\n%matplotlib inline\n'
              'import os\nSEED = 0\nCACHE_DIR = None\nLEDGER_DIR = None\n')
-    declared = book.declared_parameters(nb)
+    declared = build.declared_parameters(nb)
     assert set(declared) == {"MODELS", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
     assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
-    params, dropped = book.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
+    params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
     assert dropped == ["MI_UNITS", "N_BOOT"]  # the ci profile sets them; this notebook does not declare them
     assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
-        book.declared_parameters(_nb("N = 1", tags=()))
+        build.declared_parameters(_nb("N = 1", tags=()))
 
 
 def test_notebook_stems_and_only(tmp_path):
     for name in ("01_a.py", "01_a.ipynb", "02_b.ipynb", "helper.py", "3_c.py"):
         (tmp_path / name).write_text("")
-    assert book.notebook_stems(tmp_path) == ["01_a", "02_b"]
-    assert book.notebook_stems(tmp_path, ["02"]) == ["02_b"]
-    assert book.notebook_stems(tmp_path, ["01,02_b"]) == ["01_a", "02_b"]
-    with pytest.raises(book.BookError, match="matches none"):
-        book.notebook_stems(tmp_path, ["07"])
+    assert build.notebook_stems(tmp_path) == ["01_a", "02_b"]
+    assert build.notebook_stems(tmp_path, ["02"]) == ["02_b"]
+    assert build.notebook_stems(tmp_path, ["01,02_b"]) == ["01_a", "02_b"]
+    with pytest.raises(build.BuildError, match="matches none"):
+        build.notebook_stems(tmp_path, ["07"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ def test_config():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["execute"]["execute_notebooks"] == "off"
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert book.repository_url(ROOT / "_config.yml") == "https://github.com/transformer-dynamics/transformer-dynamics"
+    assert build.repository_url(ROOT / "_config.yml") == "https://github.com/transformer-dynamics/transformer-dynamics"
     # sphinx-book-theme joins path_to_book + "/" + page: it must not produce ".../blob/main/./notebooks/..."
     assert str(cfg["repository"].get("path_to_book", "")).strip("/") in ("",)
     for bib in cfg["bibtex_bibfiles"]:
@@ -124,7 +126,7 @@ def test_config():
 
 
 def test_toc_entries_resolve():
-    files = book.toc_files(ROOT / "_toc.yml")
+    files = build.toc_files(ROOT / "_toc.yml")
     assert files[0] == "book/intro"
     for entry in files:
         if entry.startswith("notebooks/"):
@@ -132,12 +134,12 @@ def test_toc_entries_resolve():
         else:
             assert (ROOT / f"{entry}.md").is_file(), entry
     assert {"book/methods", "book/ledger", "book/benchmarks", "book/references"} <= set(files)
-    assert (ROOT / "book" / "ledger.md").read_text().count(book.LEDGER_MARKER) == 1
-    assert (ROOT / "book" / "benchmarks.md").read_text().count(book.BENCHMARKS_MARKER) == 1
+    assert (ROOT / "book" / "ledger.md").read_text().count(build.LEDGER_MARKER) == 1
+    assert (ROOT / "book" / "benchmarks.md").read_text().count(build.BENCHMARKS_MARKER) == 1
 
 
 def test_every_chapter_is_a_notebook_and_every_notebook_a_chapter():
-    chapters = [Path(f).name for f in book.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
+    chapters = [Path(f).name for f in build.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
     assert chapters[:5] == PAPER_CHAPTERS  # one chapter per section of the paper, in order
     assert STEMS == chapters, "notebooks/ and the chapters in _toc.yml differ"
 
@@ -169,20 +171,20 @@ def test_notebook_pair_in_sync_without_outputs(stem):
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_notebook_parameters_cell_declares_every_profile_parameter(stem):
-    nb = book.read_notebook(NOTEBOOKS, stem)
-    declared = book.declared_parameters(nb)
+    nb = build.read_notebook(NOTEBOOKS, stem)
+    declared = build.declared_parameters(nb)
     assert COMMON <= set(declared), f"{stem}: parameters cell lacks {sorted(COMMON - set(declared))}"
     for name in profiles.available_profiles():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, dropped = book.notebook_parameters(name, nb, stem)
+            _, dropped = build.notebook_parameters(name, nb, stem)
         assert not dropped, f"profile {name} sets {dropped}, which {stem}'s parameters cell does not declare"
 
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_notebook_colab_cell_names_the_repository(stem):
-    url = book.repository_url(ROOT / "_config.yml")
-    nb = book.read_notebook(NOTEBOOKS, stem)
+    url = build.repository_url(ROOT / "_config.yml")
+    nb = build.read_notebook(NOTEBOOKS, stem)
     colab = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
     assert len(colab) == 1, f"{stem}: expected one Colab cell"
     cell = colab[0]
@@ -199,33 +201,33 @@ def test_notebook_colab_cell_names_the_repository(stem):
 
 def test_render_ledger_page(tmp_path):
     ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).record("k", 0.5, claim="c", holds=True)
-    page = book.render_ledger_page(f"# L\n\n{book.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
+    page = build.render_ledger_page(f"# L\n\n{build.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
                                    titles={"02_x": "2. X"})
-    assert page.startswith("# L\n") and page.rstrip().endswith("end") and book.LEDGER_MARKER not in page
+    assert page.startswith("# L\n") and page.rstrip().endswith("end") and build.LEDGER_MARKER not in page
     assert "## 2. X" in page and "| 2. X | m | 3 | 1 | 1 | 0 | 0 |" in page
-    assert "No ledger was found" in book.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
+    assert "No ledger was found" in build.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
 
 
 def test_json_to_markdown_shapes():
-    md = book.json_to_markdown({"machine": "cpu", "threads": 2,
+    md = build.json_to_markdown({"machine": "cpu", "threads": 2,
                                 "results": [{"n": 100, "seconds": 0.5, "err": {"max": 1e-9}},
                                             {"n": 1000, "seconds": 4.25, "note": "x|y"}],
                                 "by_method": {"kde": {"s": 1.0}, "ksg": {"s": 2.0}}})
     assert "| machine | cpu |" in md and "| threads | 2 |" in md
     assert "| n | seconds | err.max | note |" in md and "| 1000 | 4.25 |  | x\\|y |" in md
     assert "| name | s |" in md and "| ksg | 2 |" in md
-    assert book.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
+    assert build.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
 
 
 def test_render_benchmarks_page(tmp_path):
     (tmp_path / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5}]))
     (tmp_path / "broken.json").write_text("{")
     timings = {"profile": "ci", "notebooks": {"01_a": {"seconds": 3.2, "ok": True}}}
-    page = book.render_benchmarks_page(f"# B\n{book.BENCHMARKS_MARKER}\n", tmp_path, timings)
+    page = build.render_benchmarks_page(f"# B\n{build.BENCHMARKS_MARKER}\n", tmp_path, timings)
     assert "## mi_speed" in page and "| kde | 1.5 |" in page
     assert "## broken" in page and "could not be read" in page
     assert "Notebook run times (profile `ci`)" in page and "| 01_a | 3.2 | ✓ |" in page
-    assert "No benchmark results yet" in book.render_benchmarks_page("# B\n", tmp_path / "none")
+    assert "No benchmark results yet" in build.render_benchmarks_page("# B\n", tmp_path / "none")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ def dummy_root(tmp_path_factory):
 def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     root = dummy_root
     before = sorted(p.name for p in (root / "notebooks").iterdir())
-    status = book.main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
+    status = build_main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
     err = capsys.readouterr().err
     assert status == 1, "a failing notebook must fail the run"
     assert "02_failing" in err and "ValueError: deliberate 7" in err and 'raise ValueError(f"deliberate {N}")' in err
@@ -302,7 +304,11 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in executed.cells if c.cell_type == "code" for o in c.outputs)
 
-    html = book.build_html(str(root / "profile.yml"), root)
+    html = build.build_html(str(root / "profile.yml"), root)
+    # the banner on every page: profile, models and N of what this build shows (from the ledger's context)
+    for name in ("notebooks/01_dummy.html", "book/intro.html", "book/ledger.html"):
+        text = (html / name).read_text()
+        assert "This build shows the <b>profile</b> profile" in text and "models tiny" in text and "N = 7" in text
     assert (html / "notebooks" / "01_dummy.html").is_file() and (html / "book" / "ledger.html").is_file()
     page = (html / "notebooks" / "01_dummy.html").read_text()
     assert ("https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/"
@@ -311,9 +317,10 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     ledger_page = (html / "book" / "ledger.html").read_text()
     assert "twice N" in ledger_page and "tiny" in ledger_page
 
-    if book.find_chromium() is None:
-        pytest.skip("no Chromium here for the browser part (" + book.INSTALL_HINT + ")")
-    report = book.check_html(root)
+    if build.opted_out():
+        pytest.skip(f"{build.OPT_OUT_ENV} is set: the browser check was opted out explicitly")
+    build.ensure_chromium(install=True)  # installs it on Debian as root; otherwise fails, saying what to install
+    report = build.check_html(root)
     assert not report["pages"]["notebooks/01_dummy"]["failures"]
     assert report["pages"]["notebooks/01_dummy"]["figures"] >= 1
     fails = report["pages"]["notebooks/02_failing"]["failures"]
@@ -323,5 +330,44 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     # a missing image is caught
     for img in (html / "_images").glob("*.png"):
         img.unlink()
-    report = book.check_html(root, only=["01"])
+    report = build.check_html(root, only=["01"])
     assert any("broken image" in f for f in report["pages"]["notebooks/01_dummy"]["failures"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# progress, banner, API page
+
+
+def test_progress_estimate_from_previous_timings(tmp_path):
+    path = tmp_path / "timings-ci.json"
+    path.write_text(json.dumps({"notebooks": {"01_a": {"seconds": 100, "ok": True},
+                                              "02_b": {"seconds": 50.5, "ok": True},
+                                              "03_c": {"seconds": 7, "ok": False}}}))
+    prev = runner.previous_timings(path)
+    assert prev == {"01_a": 100.0, "02_b": 50.5}  # a failed run is no estimate
+    assert runner.estimate_left(["02_b", "03_c"], prev) == (50.5, ["03_c"])
+    assert runner.previous_timings(tmp_path / "none.json") == {}
+    line = runner._progress_line(1, ["01_a", "02_b", "03_c"], prev, 130)
+    assert line.startswith("[2/3] 02_b: last run 50 s;") and "~50 s left" in line and "1 chapter(s) never timed" in line
+    assert runner.format_duration(3725) == "1 h 02 min" and runner.format_duration(95) == "1 min 35 s"
+
+
+def test_build_context_and_banner(tmp_path):
+    ctx = pages.build_context("ci")  # no ledgers: the profile's defaults
+    assert ctx == {"profile": "ci", "models": ["smollm2-135m", "gemma-3-270m"], "n": [96]}
+    assert "<b>ci</b> profile (a small test build" in pages.banner(ctx) and "N = 96" in pages.banner(ctx)
+    ledger.Ledger("02_x", directory=tmp_path, models=["a", "b"], n=10).record("k", 1.0)
+    ledger.Ledger("03_y", directory=tmp_path, model="c", n=20).record("k", 1.0)
+    ctx = pages.build_context(tmp_path / "full.yml", tmp_path)  # what was run wins over the profile
+    assert ctx == {"profile": "full", "models": ["a", "b", "c"], "n": [10, 20]}
+    assert "N = 10 / 20" in pages.banner(ctx)
+
+
+def test_api_page_lists_every_public_module():
+    mods = site.api_modules()
+    assert "transformer_dynamics.ledger" in mods and "transformer_dynamics.build.runner" in mods
+    assert not any(m.endswith("__main__") for m in mods)
+    page = site.render_api_page(f"# API\n\n{site.API_MARKER}\n", ["transformer_dynamics.ledger"])
+    assert ".. automodule:: transformer_dynamics.ledger" in page and site.API_MARKER not in page
+    assert (ROOT / "book" / "api.md").read_text().count(site.API_MARKER) == 1
+    assert "book/api" in build.toc_files(ROOT / "_toc.yml")
