@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from transformer_dynamics.build.__main__ import main as build_main
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 STEMS = build.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
-COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR", "PROFILE"}
 OFFLINE_MODELS = ["smollm2-135m", "gemma-3-270m"]
 PAPER_CHAPTERS = ["01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
                   "04_reduced_trajectories", "05_perturbation_attractors"]
@@ -182,17 +183,37 @@ def test_notebook_parameters_cell_declares_every_profile_parameter(stem):
 
 
 @pytest.mark.parametrize("stem", STEMS)
-def test_notebook_colab_cell_names_the_repository(stem):
+def test_notebook_colab_cell_and_metadata(stem):
     url = build.repository_url(ROOT / "_config.yml")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     nb = build.read_notebook(NOTEBOOKS, stem)
+    assert nb.metadata.get("accelerator") == "GPU", f"{stem}: the metadata must ask Colab for a GPU runtime"
+    raw = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    assert raw["metadata"]["accelerator"] == "GPU" and raw["metadata"]["colab"]["gpuType"]
     colab = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
     assert len(colab) == 1, f"{stem}: expected one Colab cell"
     cell = colab[0]
-    assert f"git+{url}" in cell.source, f"{stem}: the Colab cell must install from {url} (_config.yml)"
-    assert f'load_profile("colab", "{stem}")' in cell.source
+    # a pinned release with the extras every chapter needs, then one call into the package
+    assert f"transformer-dynamics[quant,hub] @ git+{url}@v{version}" in cell.source, stem
+    assert cell.source.rstrip().endswith(f'colab.setup(globals(), "{stem}")')
     assert "remove-cell" in cell.metadata.get("tags", [])
     params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    assert nb.cells.index(cell) > params_at, "the Colab cell must come after the parameters cell"
+    assert nb.cells.index(cell) == params_at + 1, "the Colab cell must come right after the parameters cell"
+    first = nb.cells[0]  # a visible first cell explains the token (hidden in the book only)
+    assert first.cell_type == "markdown" and "HF_TOKEN" in first.source and "licence" in first.source
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_papermill_documents_every_parameter(stem):
+    """`papermill --help-notebook` shows a type and a one-line comment for every parameter."""
+    import papermill
+
+    inferred = papermill.inspect_notebook(str(NOTEBOOKS / f"{stem}.ipynb"))
+    declared = build.declared_parameters(build.read_notebook(NOTEBOOKS, stem))
+    assert set(inferred) == set(declared), f"{stem}: papermill misses {sorted(set(declared) - set(inferred))}"
+    for name, p in inferred.items():
+        assert p["inferred_type_name"] not in ("None", ""), f"{stem}: {name} has no type annotation"
+        assert p["help"], f"{stem}: {name} has no one-line comment"
 
 
 # ----------------------------------------------------------------------------------------------------------
