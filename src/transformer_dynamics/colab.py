@@ -68,10 +68,12 @@ def apply_profile(namespace: MutableMapping[str, Any], notebook: str, profile: s
     return values
 
 
-def drive_cache_dir(mount: str = DRIVE_MOUNT, folder: str = DRIVE_FOLDER) -> Path:
-    """Mount Google Drive (asks for permission once) and return ``<mount>/<folder>``, created."""
+def drive_cache_dir(mount: str | None = None, folder: str = DRIVE_FOLDER) -> Path:
+    """Mount Google Drive at ``mount`` (default :data:`DRIVE_MOUNT`; asks for permission once) and return
+    ``<mount>/<folder>``, created."""
     from google.colab import drive
 
+    mount = mount or DRIVE_MOUNT
     if not Path(mount, "MyDrive").is_dir():
         drive.mount(mount)
     path = Path(mount) / folder
