@@ -392,3 +392,32 @@ def test_api_page_lists_every_public_module():
     assert ".. automodule:: transformer_dynamics.ledger" in page and site.API_MARKER not in page
     assert (ROOT / "book" / "api.md").read_text().count(site.API_MARKER) == 1
     assert "book/api" in build.toc_files(ROOT / "_toc.yml")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CI and publishing
+
+
+def test_workflows_build_the_full_book_and_test_pull_requests():
+    book_wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = book_wf["jobs"]["build"]["steps"]
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "make book PROFILE=full" in runs
+    # a cache saved on every run (run-specific key, even after a failure), restored from the newest
+    saves = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save")]
+    restores = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore")]
+    assert any(".td-cache" in s["with"]["path"] and "github.run_id" in s["with"]["key"] and s.get("if") == "always()"
+               for s in saves)
+    assert any(".td-cache" in s["with"]["path"] and s["with"].get("restore-keys") for s in restores)
+    test_wf = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    assert "pull_request" in test_wf[True]  # YAML reads the key `on` as True
+    assert any(s.get("run") == ".ci/run" for s in test_wf["jobs"]["test"]["steps"])
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for wf in (ROOT / ".github" / "workflows").glob("*.yml"):  # CI never opts out of the browser check
+        assert "TRANSFORMER_DYNAMICS_NO_BROWSER:" not in wf.read_text() and "NO_BROWSER=1" not in wf.read_text()
+
+
+def test_makefile_sets_up_chromium_for_test_and_book():
+    text = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: venv browser$", text, re.M) and re.search(r"^book: venv browser$", text, re.M)
+    assert "-m transformer_dynamics.build browser" in text and "transformer_dynamics.book" not in text
