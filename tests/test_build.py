@@ -309,9 +309,13 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     root = dummy_root
     before = sorted(p.name for p in (root / "notebooks").iterdir())
     status = build_main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert status == 1, "a failing notebook must fail the run"
     assert "02_failing" in err and "ValueError: deliberate 7" in err and 'raise ValueError(f"deliberate {N}")' in err
+    # progress: the chapter (k/n) on stdout, papermill's bar over its cells on stderr
+    assert "[1/2] 01_dummy: not timed before" in out and "[2/2] 02_failing" in out
+    assert re.search(r"01_dummy \(cells\): 100%.*\d+/\d+", err)
     assert sorted(p.name for p in (root / "notebooks").iterdir()) == before  # nothing written into notebooks/
     timings = json.loads((root / "_build" / "timings-profile.json").read_text())
     assert timings["notebooks"]["01_dummy"]["ok"] and not timings["notebooks"]["02_failing"]["ok"]

@@ -90,6 +90,7 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     """
     import nbformat
     import papermill as pm
+    import tqdm.auto  # noqa: F401 - tqdm reads TQDM_* at import: imported before TQDM_DISABLE is set below
 
     root = find_root(root)
     out = out_dir(root, out)
@@ -148,7 +149,8 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
                 t0 = time.perf_counter()
                 try:
                     pm.execute_notebook(str(in_path), str(exe_dir / f"{stem}.ipynb"), parameters=params,
-                                        kernel_name=kernel, cwd=str(nb_dir), progress_bar=progress,
+                                        kernel_name=kernel, cwd=str(nb_dir),
+                                        progress_bar={"desc": f"{stem} (cells)", "unit": "cell"} if progress else False,
                                         log_output=verbose, execution_timeout=timeout)
                 finally:
                     entry["seconds"] = round(time.perf_counter() - t0, 2)
