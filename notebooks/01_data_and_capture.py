@@ -49,7 +49,7 @@ from typing import Optional
 MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N: int = 1000                    # texts
 SEED: int = 0                    # random seed: which texts are sampled
-CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir; "drive": Google Drive (Colab)
+CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 QUANTIZATION: Optional[str] = None  # None, "4bit" or "8bit" (bitsandbytes)
 BATCH_SIZE: int = 16             # texts per forward pass

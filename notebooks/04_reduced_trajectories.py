@@ -50,7 +50,7 @@ from typing import Optional
 MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N: int = 1000                    # texts
 SEED: int = 0                    # random seed: which texts are sampled
-CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir; "drive": Google Drive (Colab)
+CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 QUANTIZATION: Optional[str] = None  # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
 CAE_LAYERS: int = 10             # k: layers of units per half, input and bottleneck included (paper Fig 3A: 10)

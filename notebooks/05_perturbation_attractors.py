@@ -53,12 +53,12 @@ from typing import Optional
 MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N: int = 1000                    # texts for the PCA fit
 SEED: int = 0                    # random seed: which texts are sampled
-CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir; "drive": Google Drive (Colab)
+CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 QUANTIZATION: Optional[str] = None  # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
 GRID_N: int = 10                 # n x n teleport grid (paper §2.8: typically 10)
 GRID_PERCENTILES: list[float] = [1, 99]  # grid range [r_min, r_max]: these percentiles of the projected trajectories
-LAYERS: Optional[list[int]] = None  # teleport layers as in the paper's 32-layer Llama, mapped by depth fraction; None: 0, 7, 15, 23, 31
+LAYERS: Optional[list[int]] = None  # layers of the paper's 32-layer Llama, mapped by depth; None: 0, 7, 15, 23, 31
 N_FOLLOWING: int = 12            # sublayers followed after the teleport (paper Fig. 4D: 12)
 PROMPT: str = "I'm sorry, Dave. I'm afraid I can't do that."  # the text whose residual stream is teleported (Fig. 4D)
 NOISE_SCALES: list[float] = [0.1, 0.5, 1.0]  # noise norm / RS norm at the perturbed point

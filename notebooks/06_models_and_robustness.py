@@ -50,7 +50,7 @@ from typing import Optional
 MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N: int = 1000                    # texts
 SEED: int = 0                    # random seed: which texts are sampled
-CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir; "drive": Google Drive (Colab)
+CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 PRECISIONS: list[str] = ["float32", "bfloat16", "4bit"]  # the first is the reference; "4bit"/"8bit" use bitsandbytes
 N_PRECISION: int = 200           # texts for the precision comparison (4-bit runs slowly on a CPU)
