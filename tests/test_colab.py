@@ -207,8 +207,15 @@ def test_colab_like_install_runs_a_chapter(tmp_path):
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "_build", "build", "dist", "*.egg-info",
                                                              "__pycache__", "notebooks", "tests", "benchmarks"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(src)], check=True, capture_output=True)
+    try:  # this environment's setuptools when it is new enough (no download), else pip's isolated build
+        import setuptools
+
+        isolation = [] if int(setuptools.__version__.split(".")[0]) >= 77 else None
+    except ImportError:
+        isolation = None
+    flags = ["--no-build-isolation"] if isolation is not None else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *flags, "-w", str(dist), str(src)],
+                   check=True, capture_output=True)
     wheel = next(dist.glob("transformer_dynamics-*.whl"))
     # 2. a fresh venv that sees this environment's packages (torch & co., no reinstall) but not its
     #    transformer_dynamics, plus a stand-in google.colab imported at start as in Colab
