@@ -210,10 +210,9 @@ def test_colab_like_install_runs_a_chapter(tmp_path):
     try:  # this environment's setuptools when it is new enough (no download), else pip's isolated build
         import setuptools
 
-        isolation = [] if int(setuptools.__version__.split(".")[0]) >= 77 else None
+        flags = ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
     except ImportError:
-        isolation = None
-    flags = ["--no-build-isolation"] if isolation is not None else []
+        flags = []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *flags, "-w", str(dist), str(src)],
                    check=True, capture_output=True)
     wheel = next(dist.glob("transformer_dynamics-*.whl"))
