@@ -1,5 +1,7 @@
 # transformer-dynamics: `make book` builds the book, `make test` runs the tests.
-# Both create/update the local virtual environment in .venv first.
+# Both create/update the local virtual environment in .venv first, then make sure Chromium is there for the
+# browser check (`make browser`: Debian's chromium via apt-get when this is Debian and you are root; elsewhere it
+# says what to install). TRANSFORMER_DYNAMICS_NO_BROWSER=1 opts out of the check explicitly.
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
@@ -9,13 +11,14 @@ TORCH_SPEC ?= torch==2.13.0
 PROFILE    ?= full
 PYTEST_ARGS ?=
 
-.PHONY: help venv test test-fast book notebooks book-html check-book sync benchmarks clean
+.PHONY: help venv browser test test-fast book notebooks book-html check-book sync benchmarks clean
 
 help:
 	@echo "make book      execute every notebook (profile $(PROFILE)) and build the HTML book"
 	@echo "make test      run the test suite (unit tests, real model, notebooks on the ci profile)"
 	@echo "make test-fast unit tests only"
 	@echo "make benchmarks run benchmarks/ and write their results for the book"
+	@echo "make browser   find or install Chromium for the browser check (run by test and book)"
 
 venv: $(VENV)/.stamp
 
@@ -30,23 +33,26 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-test: venv
+browser: venv
+	$(PY) -m transformer_dynamics.build browser
+
+test: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 notebooks: venv
-	$(PY) -m transformer_dynamics.book run --profile $(PROFILE)
+	$(PY) -m transformer_dynamics.build run --profile $(PROFILE)
 
 book-html: venv
-	$(PY) -m transformer_dynamics.book html --profile $(PROFILE)
+	$(PY) -m transformer_dynamics.build html --profile $(PROFILE)
 
-book: venv
-	$(PY) -m transformer_dynamics.book all --profile $(PROFILE)
+book: venv browser
+	$(PY) -m transformer_dynamics.build all --profile $(PROFILE)
 
-check-book: venv
-	$(PY) -m transformer_dynamics.book check
+check-book: venv browser
+	$(PY) -m transformer_dynamics.build check
 
 sync: venv
 	$(VENV)/bin/jupytext --sync notebooks/*.py

@@ -1,7 +1,12 @@
 # ---
 # jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab,kernelspec,jupytext
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -12,6 +17,15 @@
 #     language: python
 #     name: python3
 # ---
+
+# %% [markdown] tags=["remove-cell"]
+# **Running this in Google Colab?** The notebook asks for a GPU runtime (if Colab opened a CPU one: *Runtime >
+# Change runtime type > GPU*). The next code cells install the package and, with `PROFILE = "colab"`, take the
+# Colab profile's values (chapters 1–5: the paper's Llama 3.1 8B in 4-bit); `PROFILE = None` keeps your own.
+# Llama 3.1 8B is a **gated** model: accept its licence at https://huggingface.co/meta-llama/Llama-3.1-8B, create
+# a read token at https://huggingface.co/settings/tokens and add it as a Colab **secret named `HF_TOKEN`** (key
+# icon in the left bar, notebook access on). Without it the setup stops and says so. `CACHE_DIR = "drive"` keeps
+# the model download and the captures on your Google Drive, shared by every chapter.
 
 # %% [markdown]
 # # 3. Rotations of single units in activation-gradient space (Figure 2)
@@ -43,25 +57,28 @@
 #   the mean of $|R|$.
 
 # %% tags=["parameters"]
-MODELS = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
-N = 1000                 # texts
-SEED = 0
-CACHE_DIR = None         # None: $TRANSFORMER_DYNAMICS_CACHE or the user cache dir
-LEDGER_DIR = None        # None: ./ledger
-QUANTIZATION = None      # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
-N_SHUFFLES = 1000        # layer-order shuffles per unit (paper §2.6)
-N_PORTRAITS = 16         # units drawn in Fig 2A
-PER_SAMPLE_SHUFFLES = 10     # shuffles for the per-sample null (each costs N times a mean-mode shuffle)
-PER_SAMPLE_MAX_TEXTS = 200   # texts used in the per-sample null
+from typing import Optional
+
+MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
+N: int = 1000                    # texts
+SEED: int = 0                    # random seed: which texts are sampled
+CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
+LEDGER_DIR: Optional[str] = None  # None: ./ledger
+QUANTIZATION: Optional[str] = None  # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
+N_SHUFFLES: int = 1000           # layer-order shuffles per unit (paper §2.6)
+N_PORTRAITS: int = 16            # units drawn in Fig 2A
+PER_SAMPLE_SHUFFLES: int = 10    # shuffles for the per-sample null (each costs N times a mean-mode shuffle)
+PER_SAMPLE_MAX_TEXTS: int = 200  # texts used in the per-sample null
+PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
 
 # %% tags=["remove-cell"]
-# In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
-import sys
+# Lists given as text become lists; in Colab: install the package (pinned), apply PROFILE, HF_TOKEN, CACHE_DIR.
+import os, subprocess, sys  # noqa: E401
 if "google.colab" in sys.modules:
-    import subprocess
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "transformer-dynamics[quant] @ git+https://github.com/transformer-dynamics/transformer-dynamics"], check=True)
-    from transformer_dynamics.profiles import load_profile
-    globals().update(load_profile("colab", "03_phase_space_rotations"))
+    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC", "transformer-dynamics[quant,hub] @ git+https://github.com/transformer-dynamics/transformer-dynamics@v0.1.0")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
+from transformer_dynamics import colab
+colab.setup(globals(), "03_phase_space_rotations")
 
 # %%
 import numpy as np

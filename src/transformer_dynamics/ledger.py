@@ -192,7 +192,7 @@ def format_value(value: Any, digits: int = 3, max_items: int = 6) -> str:
     return str(value)
 
 
-def _md_cell(text: Any) -> str:
+def md_cell(text: Any) -> str:
     """Escape a value for a markdown table cell (pipes, newlines)."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
 
@@ -251,10 +251,10 @@ def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None 
     if fmt == "markdown":
         lines = []
         if caption:
-            lines += [f"*{_md_cell(caption)}*", ""]
+            lines += [f"*{md_cell(caption)}*", ""]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] * (len(header) - 1) + [":---:"]) + "|")
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+        lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
         return "\n".join(lines) + "\n"
     import html as _html
     out = ["<table class=\"ledger\">"]
@@ -293,7 +293,7 @@ def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
                 f"(`make notebooks PROFILE={profile or 'full'}`).\n:::\n")
     lines = ["| Notebook | Model | N | Values | ✓ | ✗ | – |", "|---|---|---|---|---|---|---|"]
     for s in summary(ledgers):
-        lines.append(f"| {_md_cell(titles.get(s['notebook'], s['notebook']))} | {_md_cell(s['model'] or '')} | "
+        lines.append(f"| {md_cell(titles.get(s['notebook'], s['notebook']))} | {md_cell(s['model'] or '')} | "
                      f"{s['n'] if s['n'] is not None else ''} | {s['values']} | {s['holds']} | {s['fails']} | "
                      f"{s['open']} |")
     lines.append("")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import warnings
 from pathlib import Path
 
@@ -13,12 +14,14 @@ import nbformat
 import pytest
 import yaml
 
-from transformer_dynamics import book, ledger, profiles
+from transformer_dynamics import build, ledger, profiles
+from transformer_dynamics.build import pages, runner, site
+from transformer_dynamics.build.__main__ import main as build_main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-STEMS = book.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
-COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR"}
+STEMS = build.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
+COMMON = {"MODELS", "N", "SEED", "CACHE_DIR", "LEDGER_DIR", "PROFILE"}
 OFFLINE_MODELS = ["smollm2-135m", "gemma-3-270m"]
 PAPER_CHAPTERS = ["01_data_and_capture", "02_activation_statistics", "03_phase_space_rotations",
                   "04_reduced_trajectories", "05_perturbation_attractors"]
@@ -87,24 +90,24 @@ def _nb(params_src: str, tags=("parameters",)):
 def test_declared_parameters_and_filtering():
     nb = _nb('MODELS = ["smollm2-135m"]  # names\nN: int = 1000\nA, B = 1, 2\n%matplotlib inline\n'
              'import os\nSEED = 0\nCACHE_DIR = None\nLEDGER_DIR = None\n')
-    declared = book.declared_parameters(nb)
+    declared = build.declared_parameters(nb)
     assert set(declared) == {"MODELS", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
     assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
-    params, dropped = book.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
+    params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
     assert dropped == ["MI_UNITS", "N_BOOT"]  # the ci profile sets them; this notebook does not declare them
     assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
-        book.declared_parameters(_nb("N = 1", tags=()))
+        build.declared_parameters(_nb("N = 1", tags=()))
 
 
 def test_notebook_stems_and_only(tmp_path):
     for name in ("01_a.py", "01_a.ipynb", "02_b.ipynb", "helper.py", "3_c.py"):
         (tmp_path / name).write_text("")
-    assert book.notebook_stems(tmp_path) == ["01_a", "02_b"]
-    assert book.notebook_stems(tmp_path, ["02"]) == ["02_b"]
-    assert book.notebook_stems(tmp_path, ["01,02_b"]) == ["01_a", "02_b"]
-    with pytest.raises(book.BookError, match="matches none"):
-        book.notebook_stems(tmp_path, ["07"])
+    assert build.notebook_stems(tmp_path) == ["01_a", "02_b"]
+    assert build.notebook_stems(tmp_path, ["02"]) == ["02_b"]
+    assert build.notebook_stems(tmp_path, ["01,02_b"]) == ["01_a", "02_b"]
+    with pytest.raises(build.BuildError, match="matches none"):
+        build.notebook_stems(tmp_path, ["07"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ def test_config():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["execute"]["execute_notebooks"] == "off"
     assert cfg["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
-    assert book.repository_url(ROOT / "_config.yml") == "https://github.com/transformer-dynamics/transformer-dynamics"
+    assert build.repository_url(ROOT / "_config.yml") == "https://github.com/transformer-dynamics/transformer-dynamics"
     # sphinx-book-theme joins path_to_book + "/" + page: it must not produce ".../blob/main/./notebooks/..."
     assert str(cfg["repository"].get("path_to_book", "")).strip("/") in ("",)
     for bib in cfg["bibtex_bibfiles"]:
@@ -124,7 +127,7 @@ def test_config():
 
 
 def test_toc_entries_resolve():
-    files = book.toc_files(ROOT / "_toc.yml")
+    files = build.toc_files(ROOT / "_toc.yml")
     assert files[0] == "book/intro"
     for entry in files:
         if entry.startswith("notebooks/"):
@@ -132,12 +135,12 @@ def test_toc_entries_resolve():
         else:
             assert (ROOT / f"{entry}.md").is_file(), entry
     assert {"book/methods", "book/ledger", "book/benchmarks", "book/references"} <= set(files)
-    assert (ROOT / "book" / "ledger.md").read_text().count(book.LEDGER_MARKER) == 1
-    assert (ROOT / "book" / "benchmarks.md").read_text().count(book.BENCHMARKS_MARKER) == 1
+    assert (ROOT / "book" / "ledger.md").read_text().count(build.LEDGER_MARKER) == 1
+    assert (ROOT / "book" / "benchmarks.md").read_text().count(build.BENCHMARKS_MARKER) == 1
 
 
 def test_every_chapter_is_a_notebook_and_every_notebook_a_chapter():
-    chapters = [Path(f).name for f in book.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
+    chapters = [Path(f).name for f in build.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
     assert chapters[:5] == PAPER_CHAPTERS  # one chapter per section of the paper, in order
     assert STEMS == chapters, "notebooks/ and the chapters in _toc.yml differ"
 
@@ -169,28 +172,48 @@ def test_notebook_pair_in_sync_without_outputs(stem):
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_notebook_parameters_cell_declares_every_profile_parameter(stem):
-    nb = book.read_notebook(NOTEBOOKS, stem)
-    declared = book.declared_parameters(nb)
+    nb = build.read_notebook(NOTEBOOKS, stem)
+    declared = build.declared_parameters(nb)
     assert COMMON <= set(declared), f"{stem}: parameters cell lacks {sorted(COMMON - set(declared))}"
     for name in profiles.available_profiles():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, dropped = book.notebook_parameters(name, nb, stem)
+            _, dropped = build.notebook_parameters(name, nb, stem)
         assert not dropped, f"profile {name} sets {dropped}, which {stem}'s parameters cell does not declare"
 
 
 @pytest.mark.parametrize("stem", STEMS)
-def test_notebook_colab_cell_names_the_repository(stem):
-    url = book.repository_url(ROOT / "_config.yml")
-    nb = book.read_notebook(NOTEBOOKS, stem)
+def test_notebook_colab_cell_and_metadata(stem):
+    url = build.repository_url(ROOT / "_config.yml")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    nb = build.read_notebook(NOTEBOOKS, stem)
+    assert nb.metadata.get("accelerator") == "GPU", f"{stem}: the metadata must ask Colab for a GPU runtime"
+    raw = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    assert raw["metadata"]["accelerator"] == "GPU" and raw["metadata"]["colab"]["gpuType"]
     colab = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
     assert len(colab) == 1, f"{stem}: expected one Colab cell"
     cell = colab[0]
-    assert f"git+{url}" in cell.source, f"{stem}: the Colab cell must install from {url} (_config.yml)"
-    assert f'load_profile("colab", "{stem}")' in cell.source
+    # a pinned release with the extras every chapter needs, then one call into the package
+    assert f"transformer-dynamics[quant,hub] @ git+{url}@v{version}" in cell.source, stem
+    assert cell.source.rstrip().endswith(f'colab.setup(globals(), "{stem}")')
     assert "remove-cell" in cell.metadata.get("tags", [])
     params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    assert nb.cells.index(cell) > params_at, "the Colab cell must come after the parameters cell"
+    assert nb.cells.index(cell) == params_at + 1, "the Colab cell must come right after the parameters cell"
+    first = nb.cells[0]  # a visible first cell explains the token (hidden in the book only)
+    assert first.cell_type == "markdown" and "HF_TOKEN" in first.source and "licence" in first.source
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_papermill_documents_every_parameter(stem):
+    """`papermill --help-notebook` shows a type and a one-line comment for every parameter."""
+    import papermill
+
+    inferred = papermill.inspect_notebook(str(NOTEBOOKS / f"{stem}.ipynb"))
+    declared = build.declared_parameters(build.read_notebook(NOTEBOOKS, stem))
+    assert set(inferred) == set(declared), f"{stem}: papermill misses {sorted(set(declared) - set(inferred))}"
+    for name, p in inferred.items():
+        assert p["inferred_type_name"] not in ("None", ""), f"{stem}: {name} has no type annotation"
+        assert p["help"], f"{stem}: {name} has no one-line comment"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,33 +222,33 @@ def test_notebook_colab_cell_names_the_repository(stem):
 
 def test_render_ledger_page(tmp_path):
     ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).record("k", 0.5, claim="c", holds=True)
-    page = book.render_ledger_page(f"# L\n\n{book.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
+    page = build.render_ledger_page(f"# L\n\n{build.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
                                    titles={"02_x": "2. X"})
-    assert page.startswith("# L\n") and page.rstrip().endswith("end") and book.LEDGER_MARKER not in page
+    assert page.startswith("# L\n") and page.rstrip().endswith("end") and build.LEDGER_MARKER not in page
     assert "## 2. X" in page and "| 2. X | m | 3 | 1 | 1 | 0 | 0 |" in page
-    assert "No ledger was found" in book.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
+    assert "No ledger was found" in build.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
 
 
 def test_json_to_markdown_shapes():
-    md = book.json_to_markdown({"machine": "cpu", "threads": 2,
+    md = build.json_to_markdown({"machine": "cpu", "threads": 2,
                                 "results": [{"n": 100, "seconds": 0.5, "err": {"max": 1e-9}},
                                             {"n": 1000, "seconds": 4.25, "note": "x|y"}],
                                 "by_method": {"kde": {"s": 1.0}, "ksg": {"s": 2.0}}})
     assert "| machine | cpu |" in md and "| threads | 2 |" in md
     assert "| n | seconds | err.max | note |" in md and "| 1000 | 4.25 |  | x\\|y |" in md
     assert "| name | s |" in md and "| ksg | 2 |" in md
-    assert book.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
+    assert build.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
 
 
 def test_render_benchmarks_page(tmp_path):
     (tmp_path / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5}]))
     (tmp_path / "broken.json").write_text("{")
     timings = {"profile": "ci", "notebooks": {"01_a": {"seconds": 3.2, "ok": True}}}
-    page = book.render_benchmarks_page(f"# B\n{book.BENCHMARKS_MARKER}\n", tmp_path, timings)
+    page = build.render_benchmarks_page(f"# B\n{build.BENCHMARKS_MARKER}\n", tmp_path, timings)
     assert "## mi_speed" in page and "| kde | 1.5 |" in page
     assert "## broken" in page and "could not be read" in page
     assert "Notebook run times (profile `ci`)" in page and "| 01_a | 3.2 | ✓ |" in page
-    assert "No benchmark results yet" in book.render_benchmarks_page("# B\n", tmp_path / "none")
+    assert "No benchmark results yet" in build.render_benchmarks_page("# B\n", tmp_path / "none")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,10 +308,14 @@ def dummy_root(tmp_path_factory):
 def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     root = dummy_root
     before = sorted(p.name for p in (root / "notebooks").iterdir())
-    status = book.main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
-    err = capsys.readouterr().err
+    status = build_main(["run", "--profile", str(root / "profile.yml"), "--root", str(root)])
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert status == 1, "a failing notebook must fail the run"
     assert "02_failing" in err and "ValueError: deliberate 7" in err and 'raise ValueError(f"deliberate {N}")' in err
+    # progress: the chapter (k/n) on stdout, papermill's bar over its cells on stderr
+    assert "[1/2] 01_dummy: not timed before" in out and "[2/2] 02_failing" in out
+    assert re.search(r"01_dummy \(cells\): 100%.*\d+/\d+", err)
     assert sorted(p.name for p in (root / "notebooks").iterdir()) == before  # nothing written into notebooks/
     timings = json.loads((root / "_build" / "timings-profile.json").read_text())
     assert timings["notebooks"]["01_dummy"]["ok"] and not timings["notebooks"]["02_failing"]["ok"]
@@ -302,7 +329,11 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in executed.cells if c.cell_type == "code" for o in c.outputs)
 
-    html = book.build_html(str(root / "profile.yml"), root)
+    html = build.build_html(str(root / "profile.yml"), root)
+    # the banner on every page: profile, models and N of what this build shows (from the ledger's context)
+    for name in ("notebooks/01_dummy.html", "book/intro.html", "book/ledger.html"):
+        text = (html / name).read_text()
+        assert "This build shows the <b>profile</b> profile" in text and "models tiny" in text and "N = 7" in text
     assert (html / "notebooks" / "01_dummy.html").is_file() and (html / "book" / "ledger.html").is_file()
     page = (html / "notebooks" / "01_dummy.html").read_text()
     assert ("https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/"
@@ -311,9 +342,10 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     ledger_page = (html / "book" / "ledger.html").read_text()
     assert "twice N" in ledger_page and "tiny" in ledger_page
 
-    if book.find_chromium() is None:
-        pytest.skip("no Chromium here for the browser part (" + book.INSTALL_HINT + ")")
-    report = book.check_html(root)
+    if build.opted_out():
+        pytest.skip(f"{build.OPT_OUT_ENV} is set: the browser check was opted out explicitly")
+    build.ensure_chromium(install=True)  # installs it on Debian as root; otherwise fails, saying what to install
+    report = build.check_html(root)
     assert not report["pages"]["notebooks/01_dummy"]["failures"]
     assert report["pages"]["notebooks/01_dummy"]["figures"] >= 1
     fails = report["pages"]["notebooks/02_failing"]["failures"]
@@ -323,5 +355,73 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
     # a missing image is caught
     for img in (html / "_images").glob("*.png"):
         img.unlink()
-    report = book.check_html(root, only=["01"])
+    report = build.check_html(root, only=["01"])
     assert any("broken image" in f for f in report["pages"]["notebooks/01_dummy"]["failures"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# progress, banner, API page
+
+
+def test_progress_estimate_from_previous_timings(tmp_path):
+    path = tmp_path / "timings-ci.json"
+    path.write_text(json.dumps({"notebooks": {"01_a": {"seconds": 100, "ok": True},
+                                              "02_b": {"seconds": 50.5, "ok": True},
+                                              "03_c": {"seconds": 7, "ok": False}}}))
+    prev = runner.previous_timings(path)
+    assert prev == {"01_a": 100.0, "02_b": 50.5}  # a failed run is no estimate
+    assert runner.estimate_left(["02_b", "03_c"], prev) == (50.5, ["03_c"])
+    assert runner.previous_timings(tmp_path / "none.json") == {}
+    line = runner._progress_line(1, ["01_a", "02_b", "03_c"], prev, 130)
+    assert line.startswith("[2/3] 02_b: last run 50 s;") and "~50 s left" in line and "1 chapter(s) never timed" in line
+    assert runner.format_duration(3725) == "1 h 02 min" and runner.format_duration(95) == "1 min 35 s"
+
+
+def test_build_context_and_banner(tmp_path):
+    ctx = pages.build_context("ci")  # no ledgers: the profile's defaults
+    assert ctx == {"profile": "ci", "models": ["smollm2-135m", "gemma-3-270m"], "n": [96]}
+    assert "<b>ci</b> profile (a small test build" in pages.banner(ctx) and "N = 96" in pages.banner(ctx)
+    ledger.Ledger("02_x", directory=tmp_path, models=["a", "b"], n=10).record("k", 1.0)
+    ledger.Ledger("03_y", directory=tmp_path, model="c", n=20).record("k", 1.0)
+    ctx = pages.build_context(tmp_path / "full.yml", tmp_path)  # what was run wins over the profile
+    assert ctx == {"profile": "full", "models": ["a", "b", "c"], "n": [10, 20]}
+    assert "N = 10 / 20" in pages.banner(ctx)
+
+
+def test_api_page_lists_every_public_module():
+    mods = site.api_modules()
+    assert "transformer_dynamics.ledger" in mods and "transformer_dynamics.build.runner" in mods
+    assert not any(m.endswith("__main__") for m in mods)
+    page = site.render_api_page(f"# API\n\n{site.API_MARKER}\n", ["transformer_dynamics.ledger"])
+    assert ".. automodule:: transformer_dynamics.ledger" in page and site.API_MARKER not in page
+    assert (ROOT / "book" / "api.md").read_text().count(site.API_MARKER) == 1
+    assert "book/api" in build.toc_files(ROOT / "_toc.yml")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CI and publishing
+
+
+def test_workflows_build_the_full_book_and_test_pull_requests():
+    book_wf = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = book_wf["jobs"]["build"]["steps"]
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "make book PROFILE=full" in runs
+    # a cache saved on every run (run-specific key, even after a failure), restored from the newest
+    saves = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache/save")]
+    restores = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache/restore")]
+    assert any(".td-cache" in s["with"]["path"] and "github.run_id" in s["with"]["key"] and s.get("if") == "always()"
+               for s in saves)
+    assert any(".td-cache" in s["with"]["path"] and s["with"].get("restore-keys") for s in restores)
+    test_wf = yaml.safe_load((ROOT / ".github" / "workflows" / "test.yml").read_text())
+    assert "pull_request" in test_wf[True]  # YAML reads the key `on` as True
+    assert any(s.get("run") == ".ci/run" for s in test_wf["jobs"]["test"]["steps"])
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    for wf in (ROOT / ".github" / "workflows").glob("*.yml"):  # CI never opts out of the browser check
+        assert "TRANSFORMER_DYNAMICS_NO_BROWSER:" not in wf.read_text() and "NO_BROWSER=1" not in wf.read_text()
+
+
+def test_makefile_sets_up_chromium_for_test_and_book():
+    text = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: venv browser$", text, re.M) and re.search(r"^book: venv browser$", text, re.M)
+    assert "-m transformer_dynamics.build browser" in text and "transformer_dynamics.book" not in text

@@ -1,0 +1,173 @@
+"""Run the chapter notebooks with papermill under a run profile, showing where the run is and what is left.
+
+Every ``notebooks/NN_*`` (from its ``.py`` when that is newer than the ``.ipynb``) is executed into
+``<out>/executed/<profile>/`` - the committed notebooks are never written - with the profile's parameters (only
+those its ``parameters`` cell declares), ``LEDGER_DIR=<out>/ledger/<profile>`` and the cache dir; kernel
+``python3``, working directory ``notebooks/``. Every notebook runs; the failures are reported together at the
+end. Progress: one line per chapter (k/n, its parameters, the time it took last time and an estimate of what is
+left, from the previous ``timings-<profile>.json``), papermill's bar over the chapter's cells, and with
+``verbose`` the notebooks' own output (the package's capture/training bars included) streamed to the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .layout import (ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, log, out_dir, profile_name,
+                     timings_path)
+from .notebooks import notebook_parameters, notebook_stems, read_notebook
+
+__all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration"]
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3725`` -> ``"1 h 02 min"``, ``95`` -> ``"1 min 35 s"``, ``None`` -> ``"?"``."""
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def previous_timings(path: str | os.PathLike) -> dict[str, float]:
+    """Seconds per notebook of the successful runs recorded in a timings file (``{}`` if there is none)."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v["seconds"]) for k, v in (rec.get("notebooks") or {}).items()
+            if isinstance(v, dict) and v.get("ok") and v.get("seconds") is not None}
+
+
+def estimate_left(stems: list[str], previous: dict[str, float]) -> tuple[float, list[str]]:
+    """Estimated seconds for running ``stems`` from ``previous`` timings: ``(seconds, stems_never_timed)``."""
+    return sum(previous.get(s, 0.0) for s in stems), [s for s in stems if s not in previous]
+
+
+def _format_failure(stem: str, exc: BaseException) -> str:
+    lines = [f"notebook {stem} FAILED"]
+    src = getattr(exc, "source", None)
+    if src is not None:
+        lines.append(f"  in cell {getattr(exc, 'cell_index', '?')} (execution count {getattr(exc, 'exec_count', '?')}):")
+        lines += ["    | " + s for s in str(src).splitlines()]
+        tb_text = ANSI_RE.sub("", "\n".join(getattr(exc, "traceback", None) or []))
+        lines.append("  traceback (last lines):")
+        lines += ["    " + s for s in tb_text.splitlines()[-25:]]
+        lines.append(f"  error: {getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}")
+    else:
+        lines.append(f"  error: {type(exc).__name__}: {ANSI_RE.sub('', str(exc))}")
+    return "\n".join(lines)
+
+
+def _progress_line(k: int, stems: list[str], previous: dict[str, float], elapsed: float) -> str:
+    stem = stems[k]
+    left, unknown = estimate_left(stems[k:], previous)
+    last = f"last run {format_duration(previous[stem])}" if stem in previous else "not timed before"
+    est = f"~{format_duration(left)} left in all" + (f" (+ {len(unknown)} chapter(s) never timed)" if unknown else "")
+    if not previous:
+        est = "no previous timings: no estimate yet"
+    return f"[{k + 1}/{len(stems)}] {stem}: {last}; {est}; {format_duration(elapsed)} so far"
+
+
+def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
+                  only: Iterable[str] | None = None, cache_dir: str | os.PathLike | None = None,
+                  timeout: float | None = None, kernel: str = "python3", verbose: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring).
+
+    Returns the timings record ``{"profile", "notebooks": {stem: {"seconds", "ok", "error", "parameters",
+    "dropped"}}, "failures": [messages], "total_seconds"}``; it is also written to ``<out>/timings-<profile>.json``
+    (with ``only``, the other chapters keep their previous entry).
+    """
+    import nbformat
+    import papermill as pm
+    import tqdm.auto  # noqa: F401 - tqdm reads TQDM_* at import: imported before TQDM_DISABLE is set below
+
+    root = find_root(root)
+    out = out_dir(root, out)
+    nb_dir = root / "notebooks"
+    pname = profile_name(profile)
+    exe_dir, led_dir = executed_dir(out, pname), ledger_dir(out, pname)
+    inputs = out / "executed" / ".inputs" / pname
+    for d in (exe_dir, led_dir, inputs):
+        d.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_dir or os.environ.get("TRANSFORMER_DYNAMICS_CACHE")
+    extra: dict[str, Any] = {"LEDGER_DIR": str(led_dir)}
+    if cache_dir:
+        extra["CACHE_DIR"] = str(Path(cache_dir).resolve())
+
+    tpath = timings_path(out, pname)
+    previous = previous_timings(tpath)
+    record: dict[str, Any] = {"profile": pname, "notebooks": {}}
+    if only and tpath.is_file():  # a partial run keeps the other chapters' entries
+        try:
+            record["notebooks"] = json.loads(tpath.read_text()).get("notebooks", {})
+        except (OSError, ValueError):
+            pass
+    stems = notebook_stems(nb_dir, only)
+    if not stems:
+        raise BuildError(f"no notebooks NN_*.py / NN_*.ipynb in {nb_dir}")
+    failures: list[str] = []
+    if verbose:  # papermill logs the notebooks' outputs at INFO
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    env_backup = dict(os.environ)
+    os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(led_dir)   # for notebooks that leave LEDGER_DIR to the default
+    os.environ["TRANSFORMER_DYNAMICS_PROFILE"] = pname
+    if not verbose:  # bars inside the kernel would land in the book's outputs; papermill's own bar stays on
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                                          "ignore:IProgress not found"]))
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    os.environ.pop("MPLBACKEND", None)                         # keep the inline backend: figures must be outputs
+    t_all = time.perf_counter()
+    try:
+        for k, stem in enumerate(stems):
+            entry: dict[str, Any] = {"seconds": None, "ok": False, "error": None}
+            record["notebooks"][stem] = entry
+            try:
+                nb = read_notebook(nb_dir, stem)
+                params, dropped = notebook_parameters(profile, nb, stem, extra)
+                entry.update(parameters=params, dropped=dropped)
+                if dropped:
+                    log(f"{stem}: WARNING: profile {pname} sets {dropped}, which its parameters cell does not "
+                        "declare; not passed")
+                in_path = inputs / f"{stem}.ipynb"
+                nbformat.write(nb, in_path)
+                (led_dir / f"{stem}.json").unlink(missing_ok=True)
+                log(_progress_line(k, stems, previous, time.perf_counter() - t_all))
+                log(f"{stem}: running ({pname}: "
+                    f"{', '.join(f'{a}={v!r}' for a, v in params.items() if a not in extra)})")
+                t0 = time.perf_counter()
+                try:
+                    pm.execute_notebook(str(in_path), str(exe_dir / f"{stem}.ipynb"), parameters=params,
+                                        kernel_name=kernel, cwd=str(nb_dir),
+                                        progress_bar={"desc": f"{stem} (cells)", "unit": "cell"} if progress else False,
+                                        log_output=verbose, execution_timeout=timeout)
+                finally:
+                    entry["seconds"] = round(time.perf_counter() - t0, 2)
+                entry["ok"] = True
+                log(f"{stem}: ok in {format_duration(entry['seconds'])}")
+            except Exception as exc:  # one failing notebook must not stop the others
+                msg = _format_failure(stem, exc)
+                entry["error"] = msg
+                failures.append(msg)
+                log(msg)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_backup)
+    record["total_seconds"] = round(time.perf_counter() - t_all, 2)
+    record["failures"] = failures
+    tpath.parent.mkdir(parents=True, exist_ok=True)
+    tpath.write_text(json.dumps(record, indent=1, default=str))
+    log(f"{len(stems) - len(failures)}/{len(stems)} notebooks ok in {format_duration(record['total_seconds'])} "
+        f"(timings: {tpath})")
+    return record
