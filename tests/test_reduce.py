@@ -347,3 +347,14 @@ def test_pca_float16_overflow_is_an_error_not_inf():
     with pytest.raises(ValueError, match="overflows float16"):
         pca.inverse_transform(np.full((3, 2), 6e4, dtype=np.float16))
     assert pca.transform(X.astype(np.float16)).dtype == np.float16  # in range: float16 stays float16
+
+
+def test_pca_from_components_matches_sklearn_projection():
+    X = _rs(n=30, s=4, d=8).reshape(-1, 8).astype(np.float64)
+    sk = SkPCA(n_components=3).fit(X)
+    own = R.PCA.from_components(sk.mean_, sk.components_)
+    np.testing.assert_allclose(own.transform(X), sk.transform(X), atol=1e-10)
+    np.testing.assert_allclose(own.inverse_transform(sk.transform(X)), sk.inverse_transform(sk.transform(X)),
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="components"):
+        R.PCA.from_components(np.zeros(8), np.zeros((3, 7)))

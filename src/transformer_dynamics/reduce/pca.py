@@ -152,6 +152,23 @@ class PCA:
         self._set(mean, S ** 2, Vh, n)
         return self
 
+    @classmethod
+    def from_components(cls, mean: Any, components: Any) -> "PCA":
+        """A fitted PCA from another fit's ``mean: (d,)`` and orthonormal ``components: (k, d)`` (e.g. a
+        scikit-learn PCA's ``mean_``/``components_``), so its ``transform``/``inverse_transform`` are these.
+        The variance attributes are unknown (NaN)."""
+        mean = np.asarray(mean, dtype=np.float64)
+        comps = np.asarray(components, dtype=np.float64)
+        if mean.ndim != 1 or comps.ndim != 2 or comps.shape[1] != mean.shape[0] or comps.shape[0] < 1:
+            raise ValueError(f"need mean (d,) and components (k, d); got {mean.shape} and {comps.shape}")
+        k, d = comps.shape
+        pca = cls(k)
+        nan = np.full(k, np.nan)
+        pca._fitted = {"mean_": mean.copy(), "components_": comps.copy(), "explained_variance_": nan,
+                       "explained_variance_ratio_": nan.copy(), "singular_values_": nan.copy(), "n_components_": k,
+                       "n_features_in_": d, "n_samples_seen_": 0, "noise_variance_": float("nan")}
+        return pca
+
     def fit_transform(self, X: Any) -> np.ndarray:
         """``fit(X)`` then ``transform(X)``: ``(..., d_model) -> (..., n_components)``."""
         return self.fit(X).transform(X)
