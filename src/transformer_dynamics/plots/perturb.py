@@ -23,14 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import fig_ax, grid, sublayer_cmap
+from .style import fig_ax, grid, sublayer_cmap, subplots
 
 __all__ = [
     "plot_teleport_quiver",
@@ -141,7 +140,7 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
     n = len(results)
     ncols = min(n, 5) if ncols is None else int(ncols)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
+    fig, axes = subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
                              layout="constrained", squeeze=False)
     norm = _color_norm(results, color_by)
     for ax, res in zip(axes.ravel(), results):
