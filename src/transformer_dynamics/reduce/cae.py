@@ -357,6 +357,20 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
 
 def _fit_cae(rs, *, k, d_bottle, epochs, patience, lr, batch_size, test_fraction, val_fraction, seed, scaling,
              chunk_samples, device, progress) -> CAEResult:
+    """The training loop behind :func:`fit_cae` (arguments as there, already validated for ``rs``).
+
+    1. Split the texts (not the vectors) into train / validation / test (:func:`split_by_sample`).
+    2. Fit the input scaler on the training texts only, streaming blocks of ``chunk_samples`` texts, and
+       store it inside the network, so the network itself maps raw vectors.
+    3. Initialise the weights under ``torch.manual_seed(seed)`` without touching the global RNG state.
+    4. Each epoch: visit the blocks in a random order and the rows of each block in a random order (one
+       ``torch.Generator`` seeded with ``seed``: the same seed and data give the same weights), one Adam
+       step per mini-batch on the MSE in the scaled space; then the validation MSE (the training texts when
+       there is no validation split). Keep a copy of the weights with the lowest validation loss; stop after
+       ``patience`` epochs without improvement.
+    5. Restore the best weights; measure the test MSE and the test texts' pooled explained variance.
+    Only the training itself is in ``train_time_s``.
+    """
     from tqdm.auto import tqdm
 
     n, s, d = rs.shape
