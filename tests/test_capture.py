@@ -126,3 +126,18 @@ def test_chunked_shuffle_equals_one_shot(tiny_llama, tiny_tokenizer, sample_text
     chunks = capture.iter_residual_stream(tiny_llama, tiny_tokenizer, sample_texts, shuffle_tokens=True, seed=4,
                                           chunk_size=2, progress=False)
     np.testing.assert_allclose(np.concatenate([c for _, c in chunks]), one, atol=1e-4, rtol=0)
+
+
+def test_batches_is_the_one_loop(tiny_llama, tiny_tokenizer, sample_texts):
+    """capture.batches: every text once, longest first, recorded rows equal the one-shot capture."""
+    ids = capture.tokenize(tiny_tokenizer, sample_texts)
+    full = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=2, progress=False)
+    state, seen = {}, []
+    with capture.record_last_token(tiny_llama, state), torch.inference_mode():
+        for sel, rec in capture.batches(tiny_llama, ids, state, batch_size=2):
+            assert len(sel) <= 2 and np.array_equal(state["idx"], sel)
+            np.testing.assert_allclose(rec, full[sel], atol=1e-6, rtol=0)
+            seen.extend(sel.tolist())
+    assert sorted(seen) == list(range(len(ids)))
+    lengths = [len(ids[i]) for i in seen]
+    assert lengths == sorted(lengths, reverse=True)

@@ -247,3 +247,25 @@ def test_paired_cosine_closed_form():
     np.testing.assert_allclose(got[1], np.sqrt(0.5))
     with pytest.raises(ValueError, match="same shape"):
         paired_cosine(a, b[:, :2])
+
+
+# ----------------------------------------------------------------------------------------------------
+# trajectory statistics (moved from reduce: turning_angle; velocity is Fig 3C's successive distance)
+# ----------------------------------------------------------------------------------------------------
+def test_turning_angle():
+    straight = np.stack([np.arange(5.0), 2 * np.arange(5.0)], -1)
+    np.testing.assert_allclose(M.turning_angle(straight), 0, atol=1e-6)
+    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
+    np.testing.assert_allclose(M.turning_angle(square[None]), [[90, 90]])
+    back = np.array([[0, 0], [1, 0], [0, 0]], dtype=float)
+    np.testing.assert_allclose(M.turning_angle(back), [180])
+    assert np.isnan(M.turning_angle(np.zeros((3, 2)))).all()
+
+
+def test_velocity_is_the_successive_distance_of_a_trajectory():
+    traj = np.zeros((2, 4, 2))
+    traj[:, :, 0] = [0, 3, 3, 0]
+    traj[:, :, 1] = [0, 4, 4, 0]
+    np.testing.assert_allclose(M.velocity(traj), [[5, 0, 5]] * 2)
+    with pytest.raises(ValueError):
+        M.velocity(np.zeros((3, 1, 2)))

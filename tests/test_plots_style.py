@@ -56,3 +56,20 @@ def test_grid_sharey_gives_every_panel_the_union_of_ranges():
     assert len(drawn) == 3 and all(ax.get_ylim() == (low, high) for ax in drawn)
     assert low <= -3.0 and high >= 9.0
     plt.close(fig)
+
+
+def test_the_book_theme_is_seaborn_and_keeps_the_paper_colours():
+    import matplotlib as mpl
+
+    from transformer_dynamics.plots import style
+
+    style.use()
+    assert mpl.rcParams["axes.spines.top"] is False and mpl.rcParams["axes.spines.right"] is False
+    cycle = [c["color"] for c in mpl.rcParams["axes.prop_cycle"]]
+    assert mpl.colors.to_hex(cycle[0]) == "#1f77b4"  # tab10: the paper's blue is still C0
+    fig, ax = style.fig_ax()
+    assert fig is ax.figure
+    style.use(style="whitegrid")
+    assert mpl.rcParams["axes.grid"] is True
+    style.use()
+    plt.close("all")

@@ -1,4 +1,4 @@
-"""Tests for transformer_dynamics.reduce: PCA against scikit-learn, the CAE on synthetic 2-D manifolds."""
+"""Tests for transformer_dynamics.reduce (reduce.pca, reduce.cae): PCA against scikit-learn, the CAE on synthetic 2-D manifolds."""
 
 import numpy as np
 import pytest
@@ -161,16 +161,6 @@ def test_sublayer_explained_variance_ratio_matches_sklearn():
     assert n90[2] == 1
 
 
-def test_turning_angle():
-    straight = np.stack([np.arange(5.0), 2 * np.arange(5.0)], -1)
-    np.testing.assert_allclose(R.turning_angle(straight), 0, atol=1e-6)
-    square = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype=float)
-    np.testing.assert_allclose(R.turning_angle(square[None]), [[90, 90]])
-    back = np.array([[0, 0], [1, 0], [0, 0]], dtype=float)
-    np.testing.assert_allclose(R.turning_angle(back), [180])
-    assert np.isnan(R.turning_angle(np.zeros((3, 2)))).all()
-
-
 # ------------------------------------------------------------------ CAE pieces
 
 def test_geometric_widths():
@@ -236,15 +226,6 @@ def test_split_by_sample():
         R.split_by_sample(2, test_fraction=0.5, val_fraction=0.5)
 
 
-def test_successive_distance():
-    traj = np.zeros((2, 4, 2))
-    traj[:, :, 0] = [0, 3, 3, 0]
-    traj[:, :, 1] = [0, 4, 4, 0]
-    np.testing.assert_allclose(R.successive_distance(traj), [[5, 0, 5]] * 2)
-    with pytest.raises(ValueError):
-        R.successive_distance(np.zeros((3, 1, 2)))
-
-
 # ------------------------------------------------------------------ CAE training
 
 @pytest.fixture(scope="module")
@@ -259,7 +240,8 @@ def test_cae_learns_2d_manifold(sheet_fit):
     assert res.test_ev > 0.9, res.test_ev
     ev = R.explained_variance_per_sublayer_cae(res, rs[res.test_idx], chunk_samples=13)
     assert ev.shape == (8,)
-    rec = R.reconstruct(res, rs[res.test_idx])
+    with torch.no_grad():
+        rec = res.model(torch.as_tensor(rs[res.test_idx])).numpy()
     np.testing.assert_allclose(ev, R.explained_variance_from_reconstruction(rs[res.test_idx], rec), atol=1e-5)
     evg = R.explained_variance_per_sublayer_cae(res, rs[res.test_idx], center="global", chunk_samples=13)
     np.testing.assert_allclose(evg, R.explained_variance_from_reconstruction(rs[res.test_idx], rec, center="global"),
@@ -342,3 +324,37 @@ def test_fit_cae_errors():
         R.fit_cae(np.zeros((10, 3, 16)), scaling="minmax")
     with pytest.raises(ValueError):
         R.bottleneck_trajectories("not a model", np.zeros((1, 2, 3)))
+
+
+def test_pca_rejects_nan_and_inf():
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    for bad in (np.nan, np.inf):
+        Y = X.copy()
+        Y[3, 2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            R.PCA(2).fit(Y)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            R.PCA(2).partial_fit(Y)
+
+
+def test_pca_float16_overflow_is_an_error_not_inf():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 1)) * np.array([[1.0, 1.0, 0.0, 0.0]]) + 0.01 * rng.normal(size=(50, 4))
+    pca = R.PCA(2).fit(X)  # PC1 ~ (1, 1, 0, 0) / sqrt(2)
+    x16 = np.array([[6e4, 6e4, 0.0, 0.0]], dtype=np.float16)  # finite in float16, PC1 ~ 8.5e4 is not
+    with pytest.raises(ValueError, match="overflows float16"):
+        pca.transform(x16)
+    with pytest.raises(ValueError, match="overflows float16"):
+        pca.inverse_transform(np.full((3, 2), 6e4, dtype=np.float16))
+    assert pca.transform(X.astype(np.float16)).dtype == np.float16  # in range: float16 stays float16
+
+
+def test_pca_from_components_matches_sklearn_projection():
+    X = _rs(n=30, s=4, d=8).reshape(-1, 8).astype(np.float64)
+    sk = SkPCA(n_components=3).fit(X)
+    own = R.PCA.from_components(sk.mean_, sk.components_)
+    np.testing.assert_allclose(own.transform(X), sk.transform(X), atol=1e-10)
+    np.testing.assert_allclose(own.inverse_transform(sk.transform(X)), sk.inverse_transform(sk.transform(X)),
+                               atol=1e-10)
+    with pytest.raises(ValueError, match="components"):
+        R.PCA.from_components(np.zeros(8), np.zeros((3, 7)))

@@ -21,6 +21,7 @@ from .models import architecture, base_model, layer_modules
 
 __all__ = [
     "StopForward",
+    "batches",
     "hook_names",
     "record_last_token",
     "iter_residual_stream",
@@ -123,6 +124,41 @@ def _input_device(model: torch.nn.Module) -> torch.device:
     return emb.weight.device if emb is not None else next(model.parameters()).device
 
 
+def _d_model(model: torch.nn.Module) -> int:
+    return model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
+
+
+def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: dict, *, batch_size: int = 16,
+            pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted, right-padded
+    batches, each forward ending where a hook raises :class:`StopForward`; yields ``(sel, rec)`` per batch.
+
+    Call it inside :func:`record_last_token` ``(model, state)`` (plus any editing hooks). Before each forward
+    it sets ``state["rows"]``, ``state["last"]`` (the batch's last real tokens), ``state["idx"] = sel`` (the
+    batch's indices into ``token_ids``) and ``state["out"]``. ``sel: (B,)`` int indices, ``rec: (B,
+    2 * n_layers, d_model)`` float32, what the hooks recorded. The same texts always form the same batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n_sub = 2 * len(layer_modules(model))
+    d = _d_model(model)
+    base = base_model(model)
+    device = _input_device(model)
+    order = np.argsort([-len(s) for s in token_ids], kind="stable")
+    for b0 in range(0, len(token_ids), batch_size):
+        sel = order[b0:b0 + batch_size]
+        input_ids, mask, last = pad_right([token_ids[i] for i in sel], pad_id)
+        state.update(rows=torch.arange(len(sel)), last=last, idx=sel,
+                     out=torch.empty((len(sel), n_sub, d), dtype=torch.float32))
+        try:
+            base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        except StopForward:
+            pass
+        else:  # pragma: no cover - would mean a hook never fired
+            raise RuntimeError("the recording hooks did not reach the stopping sublayer")
+        yield sel, state["out"].numpy()
+
+
 def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *,
                          token_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
                          chunk_size: int = 4096, shuffle_tokens: bool = False, seed: int = 0,
@@ -153,9 +189,7 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
         return ids
 
     n_layers = len(layer_modules(model))
-    d_model = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd
-    base = base_model(model)
-    device = _input_device(model)
+    d_model = _d_model(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
     bar = None
@@ -169,19 +203,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
             for start in range(0, n_texts, chunk_size):
                 chunk = chunk_ids(start)
                 out = np.empty((len(chunk), 2 * n_layers, d_model), dtype=np.float32)
-                order = np.argsort([-len(s) for s in chunk], kind="stable")
-                for b0 in range(0, len(chunk), batch_size):
-                    sel = order[b0:b0 + batch_size]
-                    input_ids, mask, last = pad_right([chunk[i] for i in sel], pad_id)
-                    state.update(rows=torch.arange(len(sel)), last=last,
-                                 out=torch.empty((len(sel), 2 * n_layers, d_model), dtype=torch.float32))
-                    try:
-                        base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                    except StopForward:
-                        pass
-                    else:  # pragma: no cover - would mean a hook never fired
-                        raise RuntimeError("capture hooks did not reach the last layer")
-                    out[sel] = state["out"].numpy()
+                for sel, rec in batches(model, chunk, state, batch_size=batch_size, pad_id=pad_id):
+                    out[sel] = rec
                     if bar is not None:
                         bar.update(len(sel))
                 yield start, out

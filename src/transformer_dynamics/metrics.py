@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from scipy import special, stats
 
+from .arrays import check_rs as _check_rs
+from .arrays import split_transitions, transition_kind
+
 __all__ = [
     "mean_activations",
     "unit_order",
@@ -38,6 +41,7 @@ __all__ = [
     "cosine_similarity",
     "centered_cosine_similarity",
     "velocity",
+    "turning_angle",
     "transition_kind",
     "split_transitions",
     "median_by_transition",
@@ -67,20 +71,6 @@ KSG_DTYPE = torch.float64
 # ----------------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------------
-def _check_rs(rs, min_sublayers: int = 1, min_samples: int = 1) -> np.ndarray:
-    rs = np.asarray(rs)
-    if rs.ndim != 3:
-        raise ValueError(f"rs must be (n_samples, n_sublayers, d_model); got shape {rs.shape}. "
-                         "Add the missing axis (e.g. rs[None]) or pass the full residual-stream array.")
-    if not np.issubdtype(rs.dtype, np.floating):
-        rs = rs.astype(np.float32)
-    if rs.shape[1] < min_sublayers:
-        raise ValueError(f"need at least {min_sublayers} sublayers; rs has {rs.shape[1]}")
-    if rs.shape[0] < min_samples:
-        raise ValueError(f"need at least {min_samples} samples (texts); rs has {rs.shape[0]}")
-    return rs
-
-
 def _check_units(units, d_model: int) -> np.ndarray:
     """``units`` as int64 indices, each in ``[0, d_model)``: a one-line error otherwise. -> (n_units,)"""
     u = np.atleast_1d(np.asarray(units))
@@ -277,29 +267,33 @@ def velocity(rs, chunk: int = 64) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------------------------------
-# transitions
-# ----------------------------------------------------------------------------------------------------
-def transition_kind(n_sublayers: int) -> np.ndarray:
-    """Kind of each transition ``t -> t + 1``: ``"within"`` (even t: attn -> mlp of one layer) or
-    ``"cross"`` (odd t: mlp -> next layer's attn). -> (n_sublayers - 1,) array of str."""
-    if n_sublayers < 2:
-        raise ValueError(f"need at least 2 sublayers for a transition; got {n_sublayers}")
-    t = np.arange(n_sublayers - 1)
-    return np.where(t % 2 == 0, "within", "cross")
+def turning_angle(traj: np.ndarray) -> np.ndarray:
+    """Angle between successive steps of a trajectory, in degrees (0 = straight on, 180 = reversal).
 
-
-def split_transitions(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Split a transition-indexed array into ``(within, cross)`` along ``axis``.
-
-    x: any array whose ``axis`` indexes transitions t = 0 .. n_sublayers - 2. within takes even t
-    (attn -> mlp of the same layer), cross takes odd t (mlp -> next layer's attn).
+    ``traj: (n_samples, n_sublayers, k)`` (or one trajectory ``(n_sublayers, k)``) ->
+    ``(n_samples, n_sublayers - 2)`` (or ``(n_sublayers - 2,)``); entry ``t`` is the angle between the steps
+    ``t -> t+1`` and ``t+1 -> t+2``; NaN where a step has zero length. Falling angles = straightening (Fig 3B).
+    The step lengths of the same trajectories are :func:`velocity`.
     """
-    x = np.asarray(x)
-    n = x.shape[axis]
-    return np.take(x, np.arange(0, n, 2), axis=axis), np.take(x, np.arange(1, n, 2), axis=axis)
+    traj = np.asarray(traj, dtype=np.float64)
+    single = traj.ndim == 2
+    traj = traj[None] if single else traj
+    if traj.ndim != 3 or traj.shape[1] < 3:
+        raise ValueError(f"traj must be (n_samples, n_sublayers >= 3, k); got shape {traj.shape}")
+    v = np.diff(traj, axis=1)
+    a, b = v[:, :-1], v[:, 1:]
+    na, nb = np.linalg.norm(a, axis=-1, keepdims=True), np.linalg.norm(b, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u, w = a / na, b / nb
+    # 2 atan2(|u - w|, |u + w|): accurate near 0 and 180 degrees, unlike arccos of the cosine
+    ang = np.degrees(2 * np.arctan2(np.linalg.norm(u - w, axis=-1), np.linalg.norm(u + w, axis=-1)))
+    ang = np.where((na[..., 0] > 0) & (nb[..., 0] > 0), ang, np.nan)
+    return ang[0] if single else ang
 
 
+# ----------------------------------------------------------------------------------------------------
+# transitions (the rule itself lives in arrays: split_transitions, transition_kind)
+# ----------------------------------------------------------------------------------------------------
 def median_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
     """NaN-median over ``axis`` (units or samples) of a transition-indexed array, split by kind.
 

@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import StopForward, pad_right, record_last_token, tokenize
-from .models import architecture, base_model, layer_modules
+from .arrays import check_rs
+from .capture import StopForward, batches, record_last_token, tokenize
+from .models import architecture, layer_modules
+from .reduce.pca import PCA
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -129,8 +131,9 @@ def grid_range(z: np.ndarray, q: tuple[float, float] = (1.0, 99.0), *, per_compo
     return float(lo), float(hi)
 
 
-def _pca_parts(pca: Any, d_model: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean (d,), V2 (2, d))`` of a fitted PCA-like object (``mean_``, ``components_``, ``n_features_in_``)."""
+def _plane(pca: Any, d_model: int | None = None) -> PCA:
+    """The first two components of a fitted PCA-like object (``mean_``, ``components_``; our
+    :class:`~transformer_dynamics.reduce.PCA` or scikit-learn's) as our PCA, checked against ``d_model``."""
     for attr in ("mean_", "components_"):
         if not hasattr(pca, attr):
             raise ValueError(f"pca has no {attr!r}: pass a fitted PCA (transformer_dynamics.reduce.PCA or "
@@ -143,23 +146,21 @@ def _pca_parts(pca: Any, d_model: int | None = None) -> tuple[np.ndarray, np.nda
     if d_model is not None and width != d_model:
         raise ValueError(f"the PCA was fitted on vectors of width {width} but the model's d_model is {d_model}; "
                          "fit it on this model's residual stream")
-    return mean, comps[:2]
+    return PCA.from_components(mean, comps[:2])
 
 
 def project(pca: Any, x: np.ndarray) -> np.ndarray:
     """``(x - mu) V[:, :2]``: ``x: (..., d_model)`` -> ``(..., 2)`` on the first two components (float64)."""
-    mean, V2 = _pca_parts(pca, np.shape(x)[-1])
-    return (np.asarray(x, dtype=np.float64) - mean) @ V2.T
+    return _plane(pca, np.shape(x)[-1]).transform(np.asarray(x, dtype=np.float64))
 
 
 def unproject(pca: Any, z: np.ndarray) -> np.ndarray:
     """The paper's inverse map ``x = z V[:, :2]^T + mu``: ``z: (..., 2)`` -> ``(..., d_model)`` (float64).
     Uses only the first two components, whatever the PCA keeps."""
-    mean, V2 = _pca_parts(pca)
     z = np.asarray(z, dtype=np.float64)
     if z.shape[-1] != 2:
         raise ValueError(f"z must have 2 coordinates (PC1, PC2) on its last axis, got shape {z.shape}")
-    return z @ V2 + mean
+    return _plane(pca).inverse_transform(z)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,10 +168,6 @@ def unproject(pca: Any, z: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 def _d_model(model) -> int:
     return int(model.get_input_embeddings().weight.shape[1])
-
-
-def _input_device(model) -> torch.device:
-    return model.get_input_embeddings().weight.device
 
 
 @torch.inference_mode()
@@ -200,9 +197,7 @@ def run_with_edit(model, token_ids: Sequence[Sequence[int]], *, layer: int | Non
     ids = [list(s) for s in token_ids]
     if not ids or any(len(s) == 0 for s in ids):
         raise ValueError("need at least one text, each with at least one token")
-    d = _d_model(model)
-    device = _input_device(model)
-    out = np.full((len(ids), n_sub, d), np.nan, dtype=np.float32)
+    out = np.full((len(ids), n_sub, _d_model(model)), np.nan, dtype=np.float32)
     state: dict = {}
     handles = []
 
@@ -227,19 +222,7 @@ def run_with_edit(model, token_ids: Sequence[Sequence[int]], *, layer: int | Non
             if stop_after < n_sub - 1:  # registered after the recorder's hook on the same norm: fires after it
                 norm = getattr(layers[stop_after // 2], (arch.attn_norm, arch.mlp_norm)[stop_after % 2])
                 handles.append(norm.register_forward_pre_hook(stop_hook, with_kwargs=True))
-            order = np.argsort([-len(s) for s in ids], kind="stable")
-            for b0 in range(0, len(ids), batch_size):
-                sel = order[b0:b0 + batch_size]
-                input_ids, mask, last = pad_right([ids[i] for i in sel], pad_token_id)
-                state.update(rows=torch.arange(len(sel)), last=last, idx=sel,
-                             out=torch.empty((len(sel), n_sub, d), dtype=torch.float32))
-                try:
-                    base_model(model)(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                except StopForward:
-                    pass
-                else:  # pragma: no cover - a hook never fired
-                    raise RuntimeError("the recording hooks did not reach the stopping sublayer")
-                rec = state["out"].numpy()
+            for sel, rec in batches(model, ids, state, batch_size=batch_size, pad_id=pad_token_id):
                 rec[:, stop_after + 1:] = np.nan
                 out[sel] = rec
     finally:
@@ -346,9 +329,9 @@ def teleport(model, tokenizer, pca: Any, *, layer: int, grid: np.ndarray, prompt
     layer = check_layer(layer, len(layers))
     grid = _validate_grid(grid)
     d = _d_model(model)
-    mean, V2 = _pca_parts(pca, d)
+    plane = _plane(pca, d)
     if vectors is None:
-        x = grid @ V2 + mean
+        x = plane.inverse_transform(grid)
     else:
         x = np.asarray(vectors, dtype=np.float64)
         if x.shape != (grid.shape[0], d):
@@ -362,8 +345,8 @@ def teleport(model, tokenizer, pca: Any, *, layer: int, grid: np.ndarray, prompt
     pert = run_with_edit(model, [ids] * grid.shape[0], layer=layer, edit=edit, stop_after=int(follow[-1]),
                          batch_size=batch_size, pad_token_id=pad)[:, follow].astype(np.float64)
     ctrl_f = control_rs[follow]  # (n_follow+1, d)
-    control = (control_rs - mean) @ V2.T
-    z_pert = (pert - mean) @ V2.T  # (n_points, n_follow+1, 2)
+    control = plane.transform(control_rs)
+    z_pert = plane.transform(pert)  # (n_points, n_follow+1, 2)
     z_ctrl = control[follow]
     diff_pc = z_pert - z_ctrl
     diff_full = pert - ctrl_f
@@ -492,7 +475,7 @@ def _baseline(model, ids, baseline, batch_size, pad) -> np.ndarray:
     n_sub = 2 * len(layer_modules(model))
     if baseline is None:
         return run_with_edit(model, ids, batch_size=batch_size, pad_token_id=pad)
-    baseline = np.asarray(baseline)
+    baseline = check_rs(baseline, name="baseline")
     if baseline.shape != (len(ids), n_sub, _d_model(model)):
         raise ValueError(f"baseline must be (n_texts, n_sublayers, d_model) = {(len(ids), n_sub, _d_model(model))}, "
                          f"got {baseline.shape}")

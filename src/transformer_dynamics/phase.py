@@ -61,12 +61,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .arrays import check_rs
+
 __all__ = [
     "activation_gradient",
     "phase_portrait",
-    "tangent_angles",
     "count_rotations",
-    "count_rotations_xy",
     "shuffle_null",
     "rotations_per_sample",
     "rotations_per_unit",
@@ -201,13 +201,6 @@ def phase_portrait(traj):
     return _out(a - a[..., :1], tt), _out(g - g[..., :1], tt)
 
 
-def tangent_angles(traj):
-    """Angles of the portrait's tangent vectors, ``atan2(dy_l, dx_l)``: (..., n) -> (..., n-1), in (-pi, pi]."""
-    a, tt = _as_array(traj, min_len=2)
-    g = _gradient(a)
-    return _out(np.arctan2(np.diff(g, axis=-1), np.diff(a, axis=-1)), tt)
-
-
 def count_rotations(traj, *, atol: float = 0.0):
     """Signed number of rotations of each trajectory's activation-gradient portrait (paper §2.6).
 
@@ -217,18 +210,6 @@ def count_rotations(traj, *, atol: float = 0.0):
     """
     a, tt = _as_array(traj)
     return _out(_rotations(a, atol), tt)
-
-
-def count_rotations_xy(x, y, *, atol: float = 0.0):
-    """Signed tangent-turning count of arbitrary 2-D polylines ``(x, y)``: each (..., n) -> (...).
-
-    The same count as :func:`count_rotations` on a given curve; reversing the curve flips the sign.
-    """
-    ax, tt = _as_array(x, "x")
-    ay, _ = _as_array(y, "y")
-    if ax.shape != ay.shape:
-        raise ValueError(f"x and y must have the same shape; got {ax.shape} and {ay.shape}")
-    return _out(_rotations_xy(ax, ay.astype(ax.dtype), atol), tt)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,12 +318,9 @@ def reference_counts(n_sublayers: int, kind: str = "random_walk", n: int = 10000
 # residual-stream helpers: (n_samples, n_sublayers, d_model)
 # --------------------------------------------------------------------------------------------------
 def _check_rs(rs) -> tuple[np.ndarray, bool]:
-    a, tt = _as_array(rs, "rs", min_len=1)
-    if a.ndim != 3:
-        raise ValueError(f"rs must have shape (n_samples, n_sublayers, d_model); got {a.shape}")
-    if a.shape[1] < 3:
-        raise ValueError(f"rs needs at least 3 sublayers to count rotations; got {a.shape[1]}")
-    return a, tt
+    """``(rs as float32/float64 numpy, was_torch)`` via :func:`transformer_dynamics.arrays.check_rs`."""
+    a = check_rs(rs, min_sublayers=3, finite=True)
+    return (a if a.dtype == np.float64 else a.astype(np.float32, copy=False)), isinstance(rs, torch.Tensor)
 
 
 def _check_mode(mode: str) -> str:

@@ -1,8 +1,9 @@
-"""One function per figure panel, each returning a matplotlib figure (arrays in, figure out).
+"""One module per analysis room, with the same name; one function per figure panel (arrays in, figure out).
 
-- :mod:`.activity`  Figure 1 B–H (means, correlations, cosine, velocity, mutual information)
-- :mod:`.portraits` Figure 2 A–C (phase portraits, rotation counts against the shuffle null)
-- :mod:`.reduced`   Figure 3 B–D and Figure 4 A–C (autoencoder and PCA trajectories)
-- :mod:`.perturbation` Figure 4 D (teleport quivers, recovery) and the noise / swap experiments
-- :mod:`.style`     shared colours (within-layer vs cross-layer transitions) and helpers
+- :mod:`.metrics`  Figure 1 B–H (means, correlations, cosine, velocity, mutual information)
+- :mod:`.phase`    Figure 2 A–C (phase portraits, rotation counts against the shuffle null)
+- :mod:`.reduce`   Figure 3 B–D and Figure 4 A–C (autoencoder and PCA trajectories)
+- :mod:`.perturb`  Figure 4 D (teleport quivers, recovery) and the noise / swap experiments
+- :mod:`.overview` chapter 1's first look at a capture
+- :mod:`.style`    colours (within-layer vs cross-layer transitions), ticks, grids and the book's seaborn theme
 """

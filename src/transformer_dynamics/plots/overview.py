@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..arrays import check_rs
 from .style import fig_ax, sublayer_ticks
 
 __all__ = ["rs_norm", "similarity_to_reference"]
@@ -24,7 +25,7 @@ def rs_norm(rs_by_condition: Mapping[str, np.ndarray], labels: Sequence[str] | N
     """
     fig, ax = fig_ax(ax, (8, 3.5))
     for name, rs in rs_by_condition.items():
-        norms = np.linalg.norm(rs, axis=-1)  # (n_samples, n_sublayers)
+        norms = np.linalg.norm(check_rs(rs, name=f"rs_by_condition[{name!r}]"), axis=-1)  # (n_samples, n_sublayers)
         low, high = np.percentile(norms, band, axis=0)
         x = np.arange(norms.shape[1])
         (line,) = ax.plot(x, norms.mean(0), label=f"{name} (n = {norms.shape[0]})")

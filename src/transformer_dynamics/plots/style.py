@@ -1,19 +1,54 @@
-"""Shared plotting conventions: the paper colours within-layer transitions (attn -> mlp) green and
-cross-layer transitions (mlp -> next attn) blue."""
+"""Shared plotting conventions: the book's seaborn theme (:func:`use`, applied by the first figure a panel
+function makes), and the paper's colours: within-layer transitions (attn -> mlp) green, cross-layer
+transitions (mlp -> next attn) blue."""
 
 from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
 WITHIN_COLOR = "#2ca02c"  # h_l^Attn -> h_l^MLP
 CROSS_COLOR = "#1f77b4"  # h_l^MLP -> h_{l+1}^Attn
 TRANSITION_COLORS = {"within": WITHIN_COLOR, "cross": CROSS_COLOR}
 
+#: The book's look: seaborn's "ticks" style (white, no grid, ticks out), matplotlib's tab10 colour cycle (so
+#: the paper's green/blue stay what they are), slightly smaller type than seaborn's notebook context.
+THEME = {"context": "notebook", "style": "ticks", "palette": "tab10", "font_scale": 0.85,
+         "rc": {"axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
+                "legend.frameon": False}}
+_applied = False
+
+
+def use(**overrides) -> None:
+    """Apply the book's seaborn theme (:data:`THEME`, updated by ``overrides``) to every later figure.
+    The panel functions call it once by themselves; call it again to change it."""
+    global _applied
+    sns.set_theme(**{**THEME, **overrides})
+    _applied = True
+
+
+def _ensure_theme() -> None:
+    if not _applied:
+        use()
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots`` under the book's theme."""
+    _ensure_theme()
+    return plt.subplots(*args, **kwargs)
+
+
+def figure(**kwargs):
+    """``plt.figure`` under the book's theme."""
+    _ensure_theme()
+    return plt.figure(**kwargs)
+
 
 def fig_ax(ax=None, figsize=(5.0, 3.8)):
     """``(figure, axes)``: the given ``ax`` and its figure, or a new constrained-layout figure of ``figsize``."""
+    _ensure_theme()
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax.figure, ax
@@ -47,6 +82,7 @@ def side_by_side(plot, data, *, width: float = 5.5, height: float = 4.2, **kwarg
     plot: a panel function taking ``ax=``; data: name -> the panel's first argument, or a tuple of its
     positional arguments. The name is appended to each panel's title. Returns the figure.
     """
+    _ensure_theme()
     fig, axes = plt.subplots(1, len(data), figsize=(width * len(data), height), layout="constrained")
     for ax, (name, args) in zip(np.atleast_1d(axes), data.items()):
         args = args if isinstance(args, tuple) else (args,)
@@ -66,6 +102,7 @@ def grid(plot, data, *, row_kwargs=None, col_kwargs=None, sharey: bool = False, 
     order of first appearance; a missing pair leaves its panel empty. Each panel's title gets
     " — row, column" (just the column when there is one row). Returns the figure.
     """
+    _ensure_theme()
     rows = list(dict.fromkeys(r for r, _ in data))
     cols = list(dict.fromkeys(c for _, c in data))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(width * len(cols), height * len(rows)),

@@ -16,6 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..arrays import within_mask
 from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_cmap, sublayer_ticks
 
 __all__ = [
@@ -113,8 +114,9 @@ def plot_successive_distance(dist, *, ax=None, title: str = "Distance between su
         sem = d.std(0, ddof=1) / np.sqrt(d.shape[0]) if d.shape[0] > 1 else np.zeros_like(m)
         line = ax.plot(t, m, color="0.3" if i == 0 else None, lw=1, label=label or None, zorder=1)[0]
         ax.fill_between(t, m - sem, m + sem, color=line.get_color(), alpha=0.2, lw=0)
-        ax.scatter(t[0::2], m[0::2], color=WITHIN_COLOR, s=14, zorder=2, marker="o" if i == 0 else "s")
-        ax.scatter(t[1::2], m[1::2], color=CROSS_COLOR, s=14, zorder=2, marker="o" if i == 0 else "s")
+        w = within_mask(len(t))
+        ax.scatter(t[w], m[w], color=WITHIN_COLOR, s=14, zorder=2, marker="o" if i == 0 else "s")
+        ax.scatter(t[~w], m[~w], color=CROSS_COLOR, s=14, zorder=2, marker="o" if i == 0 else "s")
     handles = [Line2D([], [], color=WITHIN_COLOR, marker="o", ls="", label="within layer"),
                Line2D([], [], color=CROSS_COLOR, marker="o", ls="", label="cross layer")]
     handles += [h for h in ax.get_lines() if h.get_label() and not h.get_label().startswith("_")]
@@ -137,8 +139,9 @@ def plot_explained_variance_per_sublayer(ev, *, ax=None, title: str = "Explained
         s = np.arange(e.shape[0])
         shown = e if low is None else np.where(e < low, np.nan, e)
         line = ax.plot(s, shown, lw=1.2, label=label or None)[0]
-        ax.scatter(s[0::2], shown[0::2], color=line.get_color(), s=12, marker="o")
-        ax.scatter(s[1::2], shown[1::2], color=line.get_color(), s=12, marker="s")
+        attn = s % 2 == 0  # sublayer 2l is before attention, 2l + 1 before the MLP
+        ax.scatter(s[attn], shown[attn], color=line.get_color(), s=12, marker="o")
+        ax.scatter(s[~attn], shown[~attn], color=line.get_color(), s=12, marker="s")
         if low is not None and np.any(e < low):
             below = s[e < low]
             ax.scatter(below, np.full(below.shape, low), color=line.get_color(), s=30, marker="v", clip_on=False)

@@ -23,14 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import fig_ax, grid, sublayer_cmap
+from .style import fig_ax, grid, sublayer_cmap, subplots
 
 __all__ = [
     "plot_teleport_quiver",
@@ -38,10 +37,8 @@ __all__ = [
     "plot_teleport_grid",
     "plot_teleport_mse",
     "plot_perturbation_distance",
-    "plot_noise_recovery",
     "plot_noise_panel",
     "plot_noise_grid",
-    "plot_swap",
     "plot_swap_panel",
     "plot_swap_grid",
 ]
@@ -143,7 +140,7 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
     n = len(results)
     ncols = min(n, 5) if ncols is None else int(ncols)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
+    fig, axes = subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
                              layout="constrained", squeeze=False)
     norm = _color_norm(results, color_by)
     for ax, res in zip(axes.ravel(), results):
@@ -264,37 +261,6 @@ def plot_perturbation_distance(results: Sequence[Any], *, which: str = "own", x:
     ax.legend(fontsize=8, frameon=False)
     if title is not None:
         ax.set_title(title)
-    return fig
-
-
-def plot_noise_recovery(results: Sequence[Any], *, x: str = "absolute", log: bool = True,
-                        panel_size: float = 4.0) -> Figure:
-    """Noise injection: one panel per noise scale (title), the relative distance to the unperturbed run
-    against the sublayer, one line per perturbed layer (see :func:`plot_perturbation_distance`). At the
-    perturbed point the distance equals the scale; below it afterwards = damped, above = amplified."""
-    results = list(results)
-    if not results:
-        raise ValueError("need at least one noise result")
-    scales = sorted({float(r.scale) for r in results})
-    fig, axes = plt.subplots(1, len(scales), figsize=(panel_size * len(scales) + 0.5, panel_size * 0.85),
-                             layout="constrained", squeeze=False, sharey=True)
-    for ax, s in zip(axes[0], scales):
-        plot_noise_panel([r for r in results if float(r.scale) == s], scale=s, x=x, log=log, ax=ax,
-                         title=f"noise scale {s:g}")
-    return fig
-
-
-def plot_swap(results: Sequence[Any], *, x: str = "absolute", panel_size: float = 4.2) -> Figure:
-    """Activation swap: distance of the swapped run to its own text's run (left) and to the donor text's
-    run (right), relative to that run's norm, one line per swap layer; the dotted lines in the left panel
-    are the distance between the two unperturbed runs (``distance_own_donor``), the scale to read against."""
-    results = sorted(results, key=lambda r: r.layer)
-    if not results:
-        raise ValueError("need at least one swap result")
-    fig, axes = plt.subplots(1, 2, figsize=(2 * panel_size + 0.6, panel_size * 0.85), layout="constrained",
-                             sharey=True)
-    plot_swap_panel(results, which="own", x=x, ax=axes[0])
-    plot_swap_panel(results, which="donor", x=x, ax=axes[1])
     return fig
 
 

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from transformer_dynamics import metrics as M  # noqa: E402
-from transformer_dynamics.plots import activity as A  # noqa: E402
+from transformer_dynamics.plots import metrics as A  # noqa: E402
 from transformer_dynamics.plots.style import CROSS_COLOR, WITHIN_COLOR  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Smoke tests for transformer_dynamics.plots.reduced (Figure 3 B–D, Figure 4 A–C)."""
+"""Smoke tests for transformer_dynamics.plots.reduce (Figure 3 B–D, Figure 4 A–C)."""
 
 import matplotlib
 
@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from transformer_dynamics.plots import reduced as P
+from transformer_dynamics.plots import reduce as P
 from transformer_dynamics.plots.style import CROSS_COLOR, WITHIN_COLOR
 
 rng = np.random.default_rng(0)

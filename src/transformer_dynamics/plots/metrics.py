@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from ..arrays import cross_mask, within_mask
 from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_ticks
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 _KIND_LABEL = {"within": "within layer (attn→mlp)", "cross": "cross layer (mlp→next attn)"}
-
-
 
 
 def _as2d(x, name: str) -> np.ndarray:
@@ -61,7 +60,7 @@ def _transition_ticks(ax, n_transitions: int, labels: Sequence[str] | None):
 
 def _split_idx(n_transitions: int):
     t = np.arange(n_transitions)
-    return {"within": t[t % 2 == 0], "cross": t[t % 2 == 1]}
+    return {"within": t[within_mask(n_transitions)], "cross": t[cross_mask(n_transitions)]}
 
 
 def plot_mean_activations(mean, order=None, *, labels: Sequence[str] | None = None, ax=None,

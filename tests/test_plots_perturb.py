@@ -1,4 +1,4 @@
-"""Smoke tests for transformer_dynamics.plots.perturbation (Figure 4 D, noise and swap)."""
+"""Smoke tests for transformer_dynamics.plots.perturb (Figure 4 D, noise and swap)."""
 
 from types import SimpleNamespace
 
@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.quiver import Quiver
 
-from transformer_dynamics.plots import perturbation as P
+from transformer_dynamics.plots import perturb as P
 
 rng = np.random.default_rng(0)
 N_SUB = 20
@@ -79,10 +79,10 @@ def test_teleport_panels_and_mse():
 
 def test_noise_and_swap_plots():
     noise = [_distance(l, scale=s) for l in (0, 4, 8) for s in (0.1, 1.0)]
-    fig = P.plot_noise_recovery(noise)
-    assert len([a for a in fig.axes if a.get_title().startswith("noise scale")]) == 2
+    fig = P.plot_noise_grid({"m": noise})
+    assert len([a for a in fig.axes if "scale" in a.get_title()]) == 2
     swaps = [_distance(l, kind="swap") for l in (0, 4, 8)]
-    fig = P.plot_swap(swaps, x="relative")
+    fig = P.plot_swap_grid({"m": swaps}, x="relative")
     assert len(fig.axes) == 2
     # median line of the first layer in the left panel
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.median(swaps[0].distance_own, axis=0))

@@ -9,12 +9,13 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from .. import phase
-from .style import fig_ax, sublayer_cmap
+from .style import fig_ax, figure, sublayer_cmap, subplots
 
 __all__ = ["plot_phase_portraits", "plot_phase_portraits_by_model", "plot_rotation_histogram",
            "plot_rotations_sorted"]
@@ -58,7 +59,7 @@ def plot_phase_portraits(traj, units: Sequence[int] | None = None, *, rotations=
     rot = phase.count_rotations(sel) if rotations is None else np.asarray(rotations)[units]
     if axes is None:
         nrows = int(np.ceil(len(units) / ncols))
-        fig, axes = plt.subplots(nrows, min(ncols, len(units)), figsize=(2.4 * min(ncols, len(units)),
+        fig, axes = subplots(nrows, min(ncols, len(units)), figsize=(2.4 * min(ncols, len(units)),
                                                                            2.3 * nrows),
                                  layout="constrained", squeeze=False)
     axes = np.asarray(axes).ravel()
@@ -114,7 +115,7 @@ def plot_phase_portraits_by_model(trajs: dict, units: dict, *, rotations: dict |
         raise ValueError(f"no units given for {missing}")
     lines = {name: int(np.ceil(len(units[name]) / ncols)) for name in trajs}
     width = min(ncols, max(len(units[name]) for name in trajs))
-    fig = plt.figure(figsize=(panel_size[0] * width + 1.0, sum(panel_size[1] * k + 0.6 for k in lines.values())),
+    fig = figure(figsize=(panel_size[0] * width + 1.0, sum(panel_size[1] * k + 0.6 for k in lines.values())),
                      layout="constrained")
     subfigs = np.atleast_1d(fig.subfigures(len(trajs), 1, height_ratios=[k + 0.3 for k in lines.values()]))
     for sub, (name, traj) in zip(subfigs, trajs.items()):
@@ -140,8 +141,10 @@ def plot_rotation_histogram(observed, null, *, bins: int | Sequence[float] = 60,
     lo = min(obs.min(), np.percentile(nul, 0.1))
     hi = max(obs.max(), np.percentile(nul, 99.9))
     edges = np.linspace(lo, hi, bins + 1) if np.isscalar(bins) else np.asarray(bins)
-    ax.hist(nul.ravel(), bins=edges, density=True, color=NULL_COLOR, alpha=0.6, label=null_label)
-    ax.hist(obs, bins=edges, density=True, histtype="stepfilled", color=OBS_COLOR, alpha=0.55, label=label)
+    sns.histplot(x=nul.ravel(), bins=edges, stat="density", color=NULL_COLOR, alpha=0.6, linewidth=0, ax=ax,
+                 label=null_label)
+    sns.histplot(x=obs, bins=edges, stat="density", element="step", color=OBS_COLOR, alpha=0.55, ax=ax,
+                 label=label)
     ax.axvline(obs.mean(), color=OBS_COLOR, ls="--", lw=1.2, label=f"mean {obs.mean():.2f}")
     ax.axvline(nul.mean(), color="0.3", ls="--", lw=1.2, label=f"null mean {nul.mean():.2f}")
     ax.set_xlabel("rotations R (counter-clockwise > 0)")

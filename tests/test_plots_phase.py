@@ -13,7 +13,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from transformer_dynamics import phase  # noqa: E402
-from transformer_dynamics.plots import portraits as PP  # noqa: E402
+from transformer_dynamics.plots import phase as PP  # noqa: E402
 
 N_SUB = 12
 

@@ -1,0 +1,106 @@
+"""A chapter's setup in one call: parameters -> residual streams per (model, condition), sublayer labels,
+the ledger.
+
+Every notebook opened with the same dozen lines (model list, conditions, ledger, one capture per model and
+condition, labels, per-row plot arguments, a ``record`` that suffixes the shuffled control's keys). Here
+they are once:
+
+>>> ch = chapter.setup("02_activation_statistics", models=MODELS, n=N, seed=SEED,     # doctest: +SKIP
+...                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
+...                    mi_units=MI_UNITS)                   # extra keywords: run context for the ledger
+>>> ch.rs["smollm2-135m", "original"].shape                                          # doctest: +SKIP
+(1000, 60, 576)
+>>> grid(plots.metrics.plot_velocity, {k: metrics.velocity(ch.rs[k]) for k in ch.runs},
+...      row_kwargs=ch.per_model)                                                    # doctest: +SKIP
+>>> ch.record("smollm2-135m", "r_first", 0.83, condition="shuffled", claim="...")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import pipeline
+from .capture import sublayer_labels
+from .ledger import Ledger
+
+__all__ = ["Chapter", "setup"]
+
+
+@dataclass
+class Chapter:
+    """What a chapter works with after :func:`setup`.
+
+    models: model names in figure-row order; conditions: e.g. ``("original", "shuffled")``;
+    runs: ``[(model, condition), ...]`` in figure order; rs: ``{(model, condition): (n, n_sublayers,
+    d_model)}`` float32 (empty when ``capture=False``); n_sublayers, d_model: ``{model: int}``;
+    labels: ``{model: ["L0.attn", "L0.mlp", ...]}``; per_model: ``{model: {"labels": ...}}``, the
+    ``row_kwargs`` of :func:`transformer_dynamics.plots.style.grid`; ledger: the chapter's
+    :class:`~transformer_dynamics.ledger.Ledger`.
+    """
+
+    name: str
+    models: list[str]
+    conditions: tuple[str, ...]
+    ledger: Ledger
+    rs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    n_sublayers: dict[str, int] = field(default_factory=dict)
+    d_model: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[tuple[str, str]]:
+        return [(m, c) for m in self.models for c in self.conditions]
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        return {m: sublayer_labels(s // 2) for m, s in self.n_sublayers.items()}
+
+    @property
+    def per_model(self) -> dict[str, dict[str, Any]]:
+        return {m: {"labels": lab} for m, lab in self.labels.items()}
+
+    def record(self, model: str, key: str, value: Any, *, condition: str = "original", claim: str = "",
+               **kwargs: Any) -> None:
+        """``ledger.record`` for ``model``; a control condition's key gets the suffix ``_{condition}`` and its
+        claim says so, so that the original and the control never share a row."""
+        if condition != self.conditions[0]:
+            key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
+        self.ledger.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
+
+    def summary(self) -> str:
+        """One Markdown line per model: the array's shape, layers and units."""
+        return "\n".join(f"- **{m}**: residual stream {self.rs[m, self.conditions[0]].shape} (texts, sublayers, "
+                         f"units): {self.n_sublayers[m] // 2} layers, {self.d_model[m]} units"
+                         for m in self.models if (m, self.conditions[0]) in self.rs)
+
+
+def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
+          conditions: Sequence[str] = pipeline.CONDITIONS, cache_dir: str | os.PathLike | None = None,
+          ledger_dir: str | os.PathLike | None = None, quantization: str | None = None, capture: bool = True,
+          **context: Any) -> Chapter:
+    """Set a chapter up from its parameters cell.
+
+    name: the notebook's name (``"02_activation_statistics"``), the ledger's file; models: the ``MODELS``
+    parameter (one name or several, :func:`pipeline.model_list`); n, seed: texts and sampling seed;
+    conditions: the capture conditions, the first is the reference (``pipeline.CONDITIONS``); cache_dir,
+    quantization: as :func:`pipeline.residual_stream`; ledger_dir: the ledger's folder; capture: False to
+    skip the captures (chapters that run the model themselves); context: more run context for the ledger
+    (its notebook-specific parameters). Returns a :class:`Chapter`.
+    """
+    models = pipeline.model_list(models)
+    conditions = tuple(conditions)
+    if not conditions:
+        raise ValueError(f"conditions is empty: give at least one, e.g. {pipeline.CONDITIONS}")
+    ledger = Ledger(name, directory=ledger_dir, models=models, n=n, seed=seed, **context)
+    ch = Chapter(name=name, models=models, conditions=conditions, ledger=ledger)
+    if capture:
+        for m in models:
+            for c in conditions:
+                ch.rs[m, c] = pipeline.residual_stream(m, n=n, seed=seed, condition=c, cache_dir=cache_dir,
+                                                       quantization=quantization)
+            ch.n_sublayers[m], ch.d_model[m] = (int(v) for v in ch.rs[m, conditions[0]].shape[1:])
+    return ch

@@ -1,0 +1,518 @@
+"""The compressing autoencoder (CAE, paper section 2.7, Figure 3).
+
+:class:`CompressingAutoencoder` has encoder widths in the geometric progression of :func:`geometric_widths`
+and a mirrored decoder; its input scaler lives inside the module as buffers, so ``state_dict()`` plus
+:meth:`CompressingAutoencoder.config` is the whole trained model and ``encode``/``forward`` take raw
+residual-stream vectors. :func:`fit_cae` trains it with the paper's recipe (Adam 1e-3, MSE, at most 100
+epochs, early stopping with patience 10, best weights kept), splitting texts (not vectors) into train /
+validation / test, and streams chunks of texts so ``rs`` may be a memory map or a store.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..arrays import rs_shape
+from ._common import _as_rows, _iter_selected, _sst
+
+__all__ = [
+    "Standardizer",
+    "geometric_widths",
+    "CompressingAutoencoder",
+    "CAEResult",
+    "split_by_sample",
+    "fit_cae",
+    "bottleneck_trajectories",
+    "explained_variance_per_sublayer_cae",
+]
+
+
+class Standardizer:
+    """Invertible affine input scaling for the CAE, ``z = (x - mean_) / scale_``, fitted on training rows.
+
+    kind: ``"standard"`` (per-feature mean and standard deviation: every feature weighs equally in the MSE,
+    which keeps a few huge "massive activation" features from owning the loss), ``"global"`` (per-feature
+    mean, one scalar scale = the RMS of the centred data: preserves the geometry of the residual stream up to
+    a shift and a zoom) or ``"none"``. The same map is applied to every sublayer (it does not know a vector's
+    depth), so the bottleneck trajectory is the image of the RS trajectory under one fixed function and the
+    growth of the RS norm over depth stays visible in it. Features with zero variance get scale 1.
+
+    ``fit``/``partial_fit`` take ``(n_rows, d)`` or ``(n_samples, n_sublayers, d)``; sums accumulate in
+    float64. Attributes: ``mean_ (d,)``, ``scale_ (d,)`` float64.
+    """
+
+    KINDS = ("standard", "global", "none")
+
+    def __init__(self, kind: str = "standard"):
+        if kind not in self.KINDS:
+            raise ValueError(f"scaling must be one of {self.KINDS}; got {kind!r}")
+        self.kind = kind
+        self._n = 0
+        self._shift = None
+        self._s1 = None
+        self._s2 = None
+        self.mean_: np.ndarray | None = None
+        self.scale_: np.ndarray | None = None
+
+    def partial_fit(self, X: Any) -> "Standardizer":
+        X = _as_rows(X).astype(np.float64)
+        if self._shift is None:
+            self._shift = X.mean(0)
+            self._s1 = np.zeros(X.shape[1])
+            self._s2 = np.zeros(X.shape[1])
+        Y = X - self._shift
+        self._s1 += Y.sum(0)
+        self._s2 += (Y ** 2).sum(0)
+        self._n += X.shape[0]
+        m = self._s1 / self._n
+        var = np.maximum(self._s2 / self._n - m ** 2, 0.0)
+        d = X.shape[1]
+        if self.kind == "none":
+            self.mean_, self.scale_ = np.zeros(d), np.ones(d)
+            return self
+        self.mean_ = self._shift + m
+        if self.kind == "standard":
+            std = np.sqrt(var)
+            self.scale_ = np.where(std > 1e-12 * max(std.max(), 1e-300), std, 1.0)
+        else:
+            rms = math.sqrt(var.sum() / d)
+            self.scale_ = np.full(d, rms if rms > 0 else 1.0)
+        return self
+
+    def fit(self, X: Any) -> "Standardizer":
+        self.__init__(self.kind)
+        return self.partial_fit(X)
+
+    def _check(self) -> None:
+        if self.mean_ is None:
+            raise ValueError("the Standardizer is not fitted; call fit(X) first")
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """``(..., d) -> (..., d)``: ``(X - mean_) / scale_``."""
+        self._check()
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
+        """``(..., d) -> (..., d)``: ``Z * scale_ + mean_``."""
+        self._check()
+        return np.asarray(Z, dtype=np.float64) * self.scale_ + self.mean_
+
+
+def geometric_widths(d_in: int, d_bottle: int = 2, k: int = 10) -> list[int]:
+    """Layer widths of the CAE encoder (paper 2.7): ``d_i = d_in * r**i`` for ``i = 0 … k-1`` with
+    ``r = (d_bottle / d_in) ** (1 / (k - 1))``, rounded to integers, so ``d_0 = d_in`` and
+    ``d_{k-1} = d_bottle``.
+
+    Returns ``k`` ints (``k`` layers of units, input and bottleneck included, hence ``k - 1`` Linear maps in
+    the encoder and ``k - 1`` in the mirrored decoder). Widths never go below ``d_bottle`` and never increase.
+    """
+    if not (isinstance(k, (int, np.integer)) and k >= 2):
+        raise ValueError(f"k (number of layers, input and bottleneck included) must be an int >= 2; got {k!r}")
+    if not (1 <= d_bottle <= d_in):
+        raise ValueError(f"need 1 <= d_bottle <= d_in; got d_in={d_in}, d_bottle={d_bottle}")
+    r = (d_bottle / d_in) ** (1.0 / (k - 1))
+    widths = [int(round(d_in * r ** i)) for i in range(k)]
+    widths[0], widths[-1] = int(d_in), int(d_bottle)
+    out = []
+    for w in widths:
+        w = max(w, d_bottle)
+        out.append(min(w, out[-1]) if out else w)
+    return out
+
+
+def _stack(widths: Sequence[int]) -> nn.Sequential:
+    """Linear -> LayerNorm -> ReLU between consecutive widths; the last layer is Linear only."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers += [nn.LayerNorm(b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class CompressingAutoencoder(nn.Module):
+    """The paper's compressing autoencoder (section 2.7).
+
+    Encoder: widths ``geometric_widths(d_model, d_bottle, k)``; each Linear is followed by LayerNorm and ReLU
+    except the last (the bottleneck is linear). Decoder: the mirrored widths, same rule (linear output).
+    The input scaler is stored as buffers ``input_mean``/``input_scale`` (``(d_model,)``), so ``encode`` and
+    ``forward`` take **raw** residual-stream vectors and ``forward`` returns raw reconstructions;
+    ``encode_scaled``/``forward_scaled`` work in the scaled space the loss is computed in.
+
+    Shapes: ``encode: (..., d_model) -> (..., d_bottle)``, ``decode: (..., d_bottle) -> (..., d_model)``.
+    """
+
+    def __init__(self, d_model: int, d_bottle: int = 2, k: int = 10, widths: Sequence[int] | None = None):
+        super().__init__()
+        widths = list(widths) if widths is not None else geometric_widths(d_model, d_bottle, k)
+        if widths[0] != d_model or widths[-1] != d_bottle:
+            raise ValueError(f"widths must run from d_model={d_model} to d_bottle={d_bottle}; got {widths}")
+        self.widths = widths
+        self.encoder = _stack(widths)
+        self.decoder = _stack(widths[::-1])
+        self.register_buffer("input_mean", torch.zeros(d_model))
+        self.register_buffer("input_scale", torch.ones(d_model))
+
+    @property
+    def d_model(self) -> int:
+        return self.widths[0]
+
+    @property
+    def d_bottle(self) -> int:
+        return self.widths[-1]
+
+    def config(self, scaling: str | None = None) -> dict[str, Any]:
+        """JSON-able description: enough, with ``state_dict()``, to rebuild the module."""
+        return {"class": "CompressingAutoencoder", "widths": list(map(int, self.widths)),
+                "d_model": self.d_model, "d_bottle": self.d_bottle, "k": len(self.widths),
+                **({"scaling": scaling} if scaling else {})}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "CompressingAutoencoder":
+        widths = config["widths"]
+        return cls(widths[0], widths[-1], widths=widths)
+
+    def set_scaler(self, scaler: Standardizer) -> "CompressingAutoencoder":
+        scaler._check()
+        self.input_mean.copy_(torch.as_tensor(scaler.mean_, dtype=self.input_mean.dtype))
+        self.input_scale.copy_(torch.as_tensor(scaler.scale_, dtype=self.input_scale.dtype))
+        return self
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_scale
+
+    def unscale(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.input_scale + self.input_mean
+
+    def encode_scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def forward_scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.scale(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.unscale(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CAE: training
+# ----------------------------------------------------------------------------------------------------------
+
+def split_by_sample(n_samples: int, *, test_fraction: float = 0.15, val_fraction: float = 0.1,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split text indices ``0 … n_samples-1`` into (train, validation, test), sorted int arrays.
+
+    All sublayers of a text go to the same side (the paper: 85k train / 15k test texts). ``test_fraction`` and
+    ``val_fraction`` are fractions of all texts; each non-zero fraction gets at least one text.
+    """
+    if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise ValueError(f"need 0 <= test_fraction, val_fraction and test_fraction + val_fraction < 1; got "
+                         f"{test_fraction}, {val_fraction}")
+    n_test = int(round(test_fraction * n_samples)) if test_fraction else 0
+    n_val = int(round(val_fraction * n_samples)) if val_fraction else 0
+    n_test = max(n_test, 1) if test_fraction else 0
+    n_val = max(n_val, 1) if val_fraction else 0
+    if n_samples - n_test - n_val < 1:
+        raise ValueError(f"n_samples={n_samples} is too small for the split (test {n_test}, val {n_val}); "
+                         "use more texts or smaller fractions")
+    perm = np.random.default_rng(seed).permutation(n_samples)
+    test = np.sort(perm[:n_test])
+    val = np.sort(perm[n_test:n_test + n_val])
+    train = np.sort(perm[n_test + n_val:])
+    return train, val, test
+
+
+@dataclass
+class CAEResult:
+    """A trained CAE and how it was trained.
+
+    model: the :class:`CompressingAutoencoder` with the best validation weights (scaler inside);
+    config: JSON-able (widths, scaling, hyper-parameters); history: per-epoch ``train_loss``/``val_loss``
+    (MSE in the scaled space); best_epoch (0-based); train_idx/val_idx/test_idx: text indices of the split;
+    test_loss: scaled-space MSE on the test texts; test_ev: explained variance of all test vectors about their
+    mean (raw space); train_time_s: wall time of training.
+    """
+
+    model: CompressingAutoencoder
+    config: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = -1
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+    test_idx: np.ndarray | None = None
+    test_loss: float = float("nan")
+    test_ev: float = float("nan")
+    train_time_s: float = float("nan")
+
+    def to_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: the model's ``state_dict`` (keys prefixed ``model.``) plus the split indices as
+        tensors, and a JSON-able dict with the config (architecture, scaling, hyper-parameters), history and
+        metrics. :meth:`from_state` inverts it (tensors may also be numpy arrays), so the pair goes straight
+        through ``cache.save_module(root, identity, tensors, meta)`` / ``cache.load_module(root, identity)``."""
+        tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        for name in ("train_idx", "val_idx", "test_idx"):
+            idx = getattr(self, name)
+            if idx is not None:
+                tensors[name] = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        meta = {"config": self.config, "history": self.history, "best_epoch": int(self.best_epoch),
+                "test_loss": float(self.test_loss), "test_ev": float(self.test_ev),
+                "train_time_s": float(self.train_time_s)}
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "CAEResult":
+        model = CompressingAutoencoder.from_config(meta["config"])
+        model.load_state_dict({k[len("model."):]: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()
+                               if k.startswith("model.")})
+        model.eval()
+        idx = {n: (np.asarray(tensors[n]) if n in tensors else None) for n in ("train_idx", "val_idx", "test_idx")}
+        return cls(model=model, config=meta["config"], history=meta.get("history", {}),
+                   best_epoch=meta.get("best_epoch", -1), test_loss=meta.get("test_loss", float("nan")),
+                   test_ev=meta.get("test_ev", float("nan")), train_time_s=meta.get("train_time_s", float("nan")),
+                   **idx)
+
+
+def _batches(rs: Any, samples: np.ndarray, chunk_samples: int, batch_size: int, gen: torch.Generator | None,
+             device: torch.device) -> Iterable[torch.Tensor]:
+    """Rows (sublayer vectors) of ``rs[samples]`` in mini-batches; blocks and rows shuffled when ``gen``."""
+    for block in _iter_selected(rs, samples, chunk_samples, gen):
+        rows = torch.from_numpy(block.reshape(-1, block.shape[-1])).to(device)
+        if gen is not None:
+            rows = rows[torch.randperm(rows.shape[0], generator=gen).to(device)]
+        for b in range(0, rows.shape[0], batch_size):
+            yield rows[b:b + batch_size]
+
+
+@torch.no_grad()
+def _mean_loss(model: CompressingAutoencoder, rs: Any, samples: np.ndarray, chunk_samples: int,
+               batch_size: int, device: torch.device) -> float:
+    total, count = 0.0, 0
+    for x in _batches(rs, samples, chunk_samples, max(batch_size, 4096), None, device):
+        xs = model.scale(x)
+        total += float(((model.forward_scaled(xs) - xs) ** 2).sum(dtype=torch.float64))
+        count += x.numel()
+    return total / max(count, 1)
+
+
+def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patience: int = 10,
+            lr: float = 1e-3, batch_size: int = 256, test_fraction: float = 0.15, val_fraction: float = 0.1,
+            seed: int = 0, scaling: str = "standard", chunk_samples: int | None = None,
+            device: str | torch.device | None = None, num_threads: int | None = None,
+            progress: bool = True) -> CAEResult:
+    """Train the compressing autoencoder on residual-stream vectors (paper section 2.7).
+
+    Parameters
+    ----------
+    rs: ``(n_samples, n_sublayers, d_model)``: a numpy array, ``np.memmap``, torch tensor, or a store with
+        ``shape`` and ``read(start, stop)`` (:class:`transformer_dynamics.cache.ActivationStore`), so a cached
+        capture streams from disk with ``chunk_samples``.
+    k: layers of units per half, input and bottleneck included (:func:`geometric_widths`; the paper's Fig 3
+        used 10). d_bottle: bottleneck width (2).
+    epochs, patience, lr: at most ``epochs`` epochs of Adam(lr) on the MSE; stop when the validation loss
+        has not improved for ``patience`` epochs; the best-validation weights are kept.
+    batch_size: sublayer vectors per step. Every sublayer vector is one training sample.
+    test_fraction, val_fraction: fractions of **texts** held out (:func:`split_by_sample`); all sublayers of
+        a text land on one side. Validation drives early stopping; test is only evaluated at the end.
+    seed: seeds the split, the initial weights and the shuffling (same seed and data -> same weights on the
+        same machine and thread count).
+    scaling: input scaling fitted on the training texts only (:class:`Standardizer`): ``"standard"``
+        (default, per-feature standardisation), ``"global"`` or ``"none"``. The loss is the MSE in the
+        scaled space; outputs (trajectories, reconstructions, explained variance) are in raw RS units.
+    chunk_samples: texts read at a time (default: all, i.e. in memory). Set it to stream ``rs`` from disk:
+        each epoch reads contiguous blocks of ``chunk_samples`` texts in a random block order, keeps the
+        training texts of each block and shuffles their rows (memory holds one block).
+    device: torch device (default CPU). num_threads: torch CPU threads while training (default: leave as
+        is); the network is small, so 1 thread is often as fast and far faster on a busy machine.
+    progress: a tqdm bar over epochs showing the losses.
+
+    Returns a :class:`CAEResult` (model in eval mode).
+    """
+    rs_shape(rs)
+    _kw = dict(k=k, d_bottle=d_bottle, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
+               test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, scaling=scaling,
+               chunk_samples=chunk_samples, device=device, progress=progress)
+    if num_threads is None:
+        return _fit_cae(rs, **_kw)
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        return _fit_cae(rs, **_kw)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _fit_cae(rs, *, k, d_bottle, epochs, patience, lr, batch_size, test_fraction, val_fraction, seed, scaling,
+             chunk_samples, device, progress) -> CAEResult:
+    """The training loop behind :func:`fit_cae` (arguments as there, already validated for ``rs``).
+
+    1. Split the texts (not the vectors) into train / validation / test (:func:`split_by_sample`).
+    2. Fit the input scaler on the training texts only, streaming blocks of ``chunk_samples`` texts, and
+       store it inside the network, so the network itself maps raw vectors.
+    3. Initialise the weights under ``torch.manual_seed(seed)`` without touching the global RNG state.
+    4. Each epoch: visit the blocks in a random order and the rows of each block in a random order (one
+       ``torch.Generator`` seeded with ``seed``: the same seed and data give the same weights), one Adam
+       step per mini-batch on the MSE in the scaled space; then the validation MSE (the training texts when
+       there is no validation split). Keep a copy of the weights with the lowest validation loss; stop after
+       ``patience`` epochs without improvement.
+    5. Restore the best weights; measure the test MSE and the test texts' pooled explained variance.
+    Only the training itself is in ``train_time_s``.
+    """
+    from tqdm.auto import tqdm
+
+    n, s, d = rs.shape
+    if epochs < 1 or patience < 1:
+        raise ValueError(f"epochs and patience must be >= 1; got {epochs}, {patience}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    chunk = n if not chunk_samples else int(chunk_samples)
+    train_idx, val_idx, test_idx = split_by_sample(n, test_fraction=test_fraction, val_fraction=val_fraction,
+                                                   seed=seed)
+    scaler = Standardizer(scaling)
+    for block in _iter_selected(rs, train_idx, chunk):
+        scaler.partial_fit(block)
+
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CompressingAutoencoder(d, d_bottle, k)
+    model.set_scaler(scaler)
+    model.to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    eval_samples = val_idx if len(val_idx) else train_idx
+
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    best, best_epoch, best_state, waited = math.inf, -1, None, 0
+    bar = tqdm(range(epochs), desc="CAE", disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        tot, cnt = 0.0, 0
+        for x in _batches(rs, train_idx, chunk, batch_size, gen, dev):
+            xs = model.scale(x)
+            loss = ((model.forward_scaled(xs) - xs) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach()) * x.numel()
+            cnt += x.numel()
+        model.eval()
+        val = _mean_loss(model, rs, eval_samples, chunk, batch_size, dev)
+        history["train_loss"].append(tot / cnt)
+        history["val_loss"].append(val)
+        if val < best:
+            best, best_epoch, waited = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+        bar.set_postfix(train=f"{tot / cnt:.4f}", val=f"{val:.4f}", best=best_epoch)
+        if waited >= patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    train_time = time.perf_counter() - t0
+
+    test_loss, test_ev = float("nan"), float("nan")
+    if len(test_idx):
+        test_loss = _mean_loss(model, rs, test_idx, chunk, batch_size, dev)
+        test_ev = _total_ev(model, rs, test_idx, chunk, dev)
+    config = {**model.config(scaling), "epochs": epochs, "patience": patience, "lr": lr,
+              "batch_size": batch_size, "test_fraction": test_fraction, "val_fraction": val_fraction,
+              "seed": seed, "n_samples": n, "n_sublayers": s}
+    return CAEResult(model=model.cpu(), config=config, history=history, best_epoch=best_epoch,
+                     train_idx=train_idx, val_idx=val_idx, test_idx=test_idx, test_loss=test_loss,
+                     test_ev=test_ev, train_time_s=train_time)
+
+
+@torch.no_grad()
+def _total_ev(model: CompressingAutoencoder, rs: Any, samples: np.ndarray, chunk: int, dev: torch.device) -> float:
+    """EV of all vectors of ``rs[samples]`` pooled (about their overall mean), raw space, streamed."""
+    sse, s1, s2, cnt = 0.0, None, 0.0, 0
+    for block in _iter_selected(rs, samples, chunk):
+        x = torch.as_tensor(block, device=dev).reshape(-1, rs.shape[-1])
+        r = model(x).double()
+        x = x.double()
+        sse += float(((x - r) ** 2).sum())
+        s1 = x.sum(0) if s1 is None else s1 + x.sum(0)
+        s2 += float((x ** 2).sum())
+        cnt += x.shape[0]
+    sst = s2 - float((s1 ** 2).sum()) / cnt
+    return 1.0 - sse / sst if sst > 0 else float("nan")
+
+
+def _model_of(model: CompressingAutoencoder | CAEResult) -> CompressingAutoencoder:
+    if isinstance(model, CAEResult):
+        return model.model
+    if isinstance(model, CompressingAutoencoder):
+        return model
+    raise ValueError(f"expected a CompressingAutoencoder or CAEResult; got {type(model).__name__}")
+
+
+@torch.no_grad()
+def _apply(model: CompressingAutoencoder, rs: Any, fn: str, chunk_samples: int | None) -> np.ndarray:
+    rs_shape(rs)
+    n, s, d = rs.shape
+    if d != model.d_model:
+        raise ValueError(f"rs has d_model={d}; the CAE was trained on {model.d_model}")
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for block in _iter_selected(rs, None, chunk_samples):
+        x = torch.as_tensor(block, device=dev)
+        out.append(getattr(model, fn)(x).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out, axis=0)
+
+
+def bottleneck_trajectories(model: CompressingAutoencoder | CAEResult, rs: Any, *,
+                            chunk_samples: int | None = 1024) -> np.ndarray:
+    """Bottleneck coordinates of every sublayer vector: ``rs: (n_samples, n_sublayers, d_model)`` ->
+    ``(n_samples, n_sublayers, d_bottle)`` (Fig 3B plots the mean over test texts)."""
+    return _apply(_model_of(model), rs, "encode", chunk_samples)
+
+
+
+@torch.no_grad()
+def explained_variance_per_sublayer_cae(model: CompressingAutoencoder | CAEResult, rs: Any, *,
+                                        center: str = "sublayer", chunk_samples: int | None = 1024) -> np.ndarray:
+    """Explained variance of each sublayer by the CAE reconstruction (Fig 3D), raw RS units.
+
+    ``rs: (n_samples, n_sublayers, d_model)`` — pass the **test** texts, e.g. ``rs[result.test_idx]`` ->
+    ``(n_sublayers,)``, with the definition of :func:`explained_variance_from_reconstruction` (variance about
+    the sublayer's own mean; ``center="global"``: the mean of all vectors of ``rs``). Streams in chunks of
+    samples with float64 sums.
+    """
+    m = _model_of(model)
+    rs_shape(rs)
+    n, s, d = rs.shape
+    dev = next(m.parameters()).device
+    sse = torch.zeros(s, dtype=torch.float64)
+    s1 = torch.zeros(s, d, dtype=torch.float64)
+    s2 = torch.zeros(s, dtype=torch.float64)
+    shift = None
+    m.eval()
+    for block in _iter_selected(rs, None, chunk_samples):
+        x = torch.as_tensor(block, device=dev)
+        r = m(x).double().cpu()
+        x = x.double().cpu()
+        if shift is None:
+            shift = x.mean(dim=(0, 1))  # one shift for all sublayers (the global centre needs it)
+        y = x - shift
+        sse += ((x - r) ** 2).sum(dim=(0, 2))
+        s1 += y.sum(0)
+        s2 += (y ** 2).sum(dim=(0, 2))
+    return (1.0 - sse / _sst(s2, s1, n, center)).numpy()

@@ -1,0 +1,31 @@
+"""Tests for transformer_dynamics.chapter: a chapter's setup (labels, per-row plot arguments, ledger)."""
+
+import numpy as np
+import pytest
+
+from transformer_dynamics import chapter
+
+
+def test_setup_without_capture_makes_the_ledger(tmp_path):
+    ch = chapter.setup("99_test", models="a", n=10, seed=3, ledger_dir=tmp_path, capture=False, extra_param=7)
+    assert ch.models == ["a"] and ch.conditions == ("original", "shuffled") and ch.rs == {}
+    assert ch.runs == [("a", "original"), ("a", "shuffled")]
+    assert ch.ledger.context["n"] == 10 and ch.ledger.context["extra_param"] == 7
+    with pytest.raises(ValueError, match="MODELS is empty"):
+        chapter.setup("99_test", models=[], n=10, ledger_dir=tmp_path, capture=False)
+    with pytest.raises(ValueError, match="conditions is empty"):
+        chapter.setup("99_test", models="a", n=10, conditions=(), ledger_dir=tmp_path, capture=False)
+
+
+def test_labels_rows_summary_and_control_keys(tmp_path):
+    ch = chapter.setup("99_test", models=["a", "b"], n=4, ledger_dir=tmp_path, capture=False)
+    ch.rs = {("a", "original"): np.zeros((4, 4, 3), np.float32), ("b", "original"): np.zeros((4, 6, 5), np.float32)}
+    ch.n_sublayers, ch.d_model = {"a": 4, "b": 6}, {"a": 3, "b": 5}
+    assert ch.labels["a"] == ["L0.attn", "L0.mlp", "L1.attn", "L1.mlp"] and len(ch.labels["b"]) == 6
+    assert ch.per_model["b"] == {"labels": ch.labels["b"]}
+    assert "**b**: residual stream (4, 6, 5)" in ch.summary() and "3 layers, 5 units" in ch.summary()
+    ch.record("a", "r_first", 0.5, claim="r is high")
+    ch.record("a", "r_first", 0.1, condition="shuffled", claim="r is high")
+    entries = {(e["model"], e["key"]): e for e in ch.ledger.to_dict()["entries"]}
+    assert entries["a", "r_first"]["value"] == 0.5
+    assert entries["a", "r_first_shuffled"]["claim"] == "r is high [shuffled-token control]"
