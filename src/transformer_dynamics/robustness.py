@@ -36,7 +36,7 @@ key                                   figure  meaning
 
 Robustness: :func:`bootstrap_headlines` (percentile intervals over texts; the cheap groups r, cos, vel and
 rot are computed for all resamples at once from resampling counts, the costly ones -- MI, PCA, the rotation
-null -- on ``n_boot_slow`` resamples through :func:`transformer_dynamics.stats.bootstrap`),
+null -- on ``n_boot_slow`` resamples through :func:`transformer_dynamics.bootstrap.bootstrap`),
 :func:`n_dependence` (nested subsamples of the texts), :func:`precision_difference` (two captures of the same
 texts at two precisions) and :func:`relative_depth` (to line up models of different depth).
 """
@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import metrics, phase, reduce, stats
+from . import bootstrap, metrics, phase, reduce
 
 __all__ = [
     "GROUPS",
@@ -373,15 +373,7 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
             a, b = x[:, t], x[:, t + 1]
             moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)  # (n, 5 D)
             for s in range(0, B, batch):
-                m = w[s:s + batch] @ moments
-                ma, mb, saa, sbb, sab = (m[:, i * D:(i + 1) * D] for i in range(5))
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    va, vb = saa - ma * ma, sbb - mb * mb
-                    tiny_a = va <= 1e-12 * np.maximum(saa, 1e-300)
-                    tiny_b = vb <= 1e-12 * np.maximum(sbb, 1e-300)
-                    r = (sab - ma * mb) / np.sqrt(va * vb)
-                r[tiny_a | tiny_b] = np.nan                            # constant in this resample
-                med[s:s + batch, t] = _nanmedian(r, 1)
+                med[s:s + batch, t] = _nanmedian(bootstrap.weighted_correlation(moments, w[s:s + batch]), 1)
         out["r_median"] = med
     if "rot" in groups:
         flat = rs.reshape(n, L * D).astype(np.float64)
@@ -399,10 +391,10 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
     """Percentile bootstrap intervals over texts of every headline number.
 
     rs: (n_samples, n_sublayers, d_model). The groups in :data:`FAST_GROUPS` are computed for all ``n_boot``
-    resamples at once from resampling counts (:func:`transformer_dynamics.stats.bootstrap_counts`, the same
-    resamples as :func:`transformer_dynamics.stats.bootstrap` with the same seed); the rotation null, MI and
+    resamples at once from resampling counts (:func:`transformer_dynamics.bootstrap.bootstrap_counts`, the same
+    resamples as :func:`transformer_dynamics.bootstrap.bootstrap` with the same seed); the rotation null, MI and
     PCA are recomputed on the first ``min(n_boot, n_boot_slow)`` of those resamples (None: all) through
-    :func:`transformer_dynamics.stats.bootstrap`.
+    :func:`transformer_dynamics.bootstrap.bootstrap`.
 
     A resample repeats texts (about 37% of them are missing), and for some statistics that shifts the value
     itself, not only its spread: the KDE MI (a resubstitution estimate: a repeated point is its own close
@@ -428,7 +420,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
 
     fast = tuple(g for g in groups if g in FAST_GROUPS)
     if fast:
-        counts = stats.bootstrap_counts(rs.shape[0], n_boot, seed)
+        counts = bootstrap.bootstrap_counts(rs.shape[0], n_boot, seed)
         rep_curves = _fast_replicates(rs, counts, fast)
         rows = []
         for b in range(n_boot):
@@ -448,7 +440,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
             h = headlines_from_curves(curves(x, groups=slow, seed=seed, **kwargs))
             return np.array([h.get(k, np.nan) for k in slow_keys])
 
-        _, _, _, samples = stats.bootstrap(statistic, rs, n_boot=n_slow, seed=seed, ci=ci, return_samples=True)
+        _, _, _, samples = bootstrap.bootstrap(statistic, rs, n_boot=n_slow, seed=seed, ci=ci, return_samples=True)
         for i, k in enumerate(slow_keys):
             reps[k] = samples[:, i]
 
