@@ -156,18 +156,23 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (ry @ rx) / np.sqrt((ry ** 2).sum(-1) * (rx ** 2).sum())
 
 
-def trend_test(y, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """Spearman rho of a curve with depth and its two-sided permutation p-value.
+def trend_test(y, x=None, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Spearman rho of a curve with depth (or with another curve ``x``) and its two-sided permutation p-value.
 
-    y: (n_points,) values in depth order (NaN points are dropped). The null shuffles the order of the points
-    ``n_perm`` times (``seed``); p = (1 + #{|rho_perm| >= |rho|}) / (1 + n_perm). -> (rho, p); (nan, nan)
-    with fewer than 4 finite points (no trend can be decided).
+    y: (n_points,) values in depth order; x: None (depth) or (n_points,); points where either is NaN are
+    dropped. The null shuffles the order of y ``n_perm`` times (``seed``); p = (1 + #{|rho_perm| >= |rho|}) /
+    (1 + n_perm). -> (rho, p); (nan, nan) with fewer than 4 points or a constant curve (no trend to decide).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
-    ok = np.isfinite(y)
+    x = np.arange(y.size, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape; got {x.shape} and {y.shape}")
+    ok = np.isfinite(y) & np.isfinite(x)
     if ok.sum() < 4:
         return float("nan"), float("nan")
-    x, y = np.flatnonzero(ok).astype(np.float64), y[ok]
+    x, y = x[ok], y[ok]
+    if np.ptp(x) == 0:
+        return float("nan"), float("nan")
     if np.ptp(y) == 0:
         return float("nan"), float("nan")
     rho = float(_spearman_rows(x, y[None])[0])

@@ -1,5 +1,6 @@
-"""Headline numbers of the paper for one residual-stream array, and their robustness: across models, numerical
-precisions, bootstrap resamples of the texts and the number of texts N (issue 8, notebook 06).
+"""Headline statistics of the paper for one residual-stream array, the evidence behind each claim of the
+registry (:mod:`transformer_dynamics.claims`), and their robustness: across models, numerical precisions,
+bootstrap resamples of the texts, the number of texts N and the open choices of the pipeline (notebooks 06, 08).
 
 The paper's results (section 3) rest on a handful of statistics of ``rs: (n_samples, n_sublayers, d_model)``.
 :func:`curves` computes the per-transition / per-unit curves behind them (the data of Fig 1C, 1E, 1F, 1H, 2B
@@ -10,6 +11,10 @@ key                                   figure  meaning
 ====================================  ======  ======================================================
 ``r_first`` / ``r_last``              1C      median over units of the successive Pearson r at the first
                                               defined / the last transition
+``r_first_transition``                1C      ... at transition 0 (NaN: sublayer 0 constant)
+``r_first_each_kind``                 1C      the smaller of the first defined within / cross medians
+``mag_trend`` / ``sign_preserved``    1B      rho of mean |activation| with depth; sign agreement with the
+                                              last sublayer, second half of the sublayers
 ``r_within_above_cross``              1C      fraction of layers whose within-layer median r exceeds the
                                               cross-layer one
 ``r_trend``                           1C      Spearman rho of the median r with depth
@@ -32,7 +37,9 @@ key                                   figure  meaning
 ``pcs_last_minus_first``              4C      their difference (< 0: later layers need fewer)
 ====================================  ======  ======================================================
 
-:data:`HEADLINES` holds, for each key, the paper's statement and a test of whether a value supports it.
+:data:`STATISTICS` says what each key is; whether a value supports the paper is decided in one place, the claim
+registry (:func:`claim_evidence` gives each claim's value with its interval or p-value, :func:`verdict_table` the
+verdicts, :func:`robustness_lines` one line per claim and model over the open choices).
 
 Robustness: :func:`bootstrap_headlines` (percentile intervals over texts; the cheap groups r, cos, vel and
 rot are computed for all resamples at once from resampling counts, the costly ones -- MI, PCA, the rotation
@@ -51,12 +58,18 @@ import numpy as np
 import pandas as pd
 
 from . import bootstrap, metrics, phase, reduce
+from . import claims as _claims
 
 __all__ = [
     "GROUPS",
     "FAST_GROUPS",
-    "HEADLINES",
-    "Headline",
+    "STATISTICS",
+    "Statistic",
+    "claim_evidence",
+    "verdict_table",
+    "robustness_lines",
+    "first_transitions",
+    "first_transitions_table",
     "relative_depth",
     "precision_kwargs",
     "curves",
@@ -67,84 +80,71 @@ __all__ = [
     "n_dependence",
     "precision_difference",
     "headline_change",
-    "holds",
 ]
 
 #: Groups of headline numbers, by the figure they come from.
-GROUPS = ("r", "cos", "vel", "mi", "rot", "pca")
+GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 #: Groups whose bootstrap is computed for all resamples at once (the rest loop over ``n_boot_slow``).
-FAST_GROUPS = ("r", "cos", "vel", "rot")
+FAST_GROUPS = ("mean", "r", "cos", "vel", "rot")
 
 
 @dataclass(frozen=True)
-class Headline:
-    """What a headline number means. ``test``: value -> whether it supports ``paper`` (None: a plain value)."""
+class Statistic:
+    """What a headline statistic is (the verdict on the paper's claims lives in :mod:`.claims`)."""
 
     group: str
     figure: str
-    claim: str
-    paper: str = ""
-    test: Callable[[float], bool] | None = None
+    description: str
     unit: str = ""
     #: True where repeated texts in a bootstrap resample shift the statistic itself (KDE MI, PCA counts):
     #: :func:`bootstrap_headlines` then gives a re-centred interval (see there).
     resample_biased: bool = False
 
+    @property
+    def claim(self) -> str:  # the name the plots use
+        return self.description
 
-HEADLINES: dict[str, Headline] = {
-    "r_first": Headline("r", "1C", "median r over units at the first defined transition",
-                        "r > 0.8 even in the earliest layers", lambda v: v > 0.8),
-    "r_last": Headline("r", "1C", "median r over units at the last transition"),
-    "r_within_above_cross": Headline("r", "1C", "fraction of layers whose within-layer median r exceeds the "
-                                     "cross-layer one", "within-layer r consistently higher than cross-layer",
-                                     lambda v: v > 0.5),
-    "r_trend": Headline("r", "1C", "Spearman rho of the median r with depth", "correlation increases over layers",
-                        lambda v: v > 0),
-    "cos_within": Headline("cos", "1E", "mean raw cosine of successive RS vectors, within-layer transitions"),
-    "cos_cross": Headline("cos", "1E", "mean raw cosine of successive RS vectors, cross-layer transitions"),
-    "cos_within_above_cross": Headline("cos", "1E", "fraction of layers whose within-layer mean cosine exceeds "
-                                       "the cross-layer one", "within-layer transitions more similar than "
-                                       "cross-layer", lambda v: v > 0.5),
-    "vel_steepest_third_within": Headline("vel", "1F", "third of the model (1-3) with the largest increase of "
-                                          "the mean velocity, within-layer", "steepest acceleration in the "
-                                          "last third", lambda v: v == 3, unit="third"),
-    "vel_steepest_third_cross": Headline("vel", "1F", "third of the model (1-3) with the largest increase of "
-                                         "the mean velocity, cross-layer", "steepest acceleration in the "
-                                         "last third", lambda v: v == 3, unit="third"),
-    "vel_cross_above_within": Headline("vel", "1F", "fraction of layers whose cross-layer mean velocity exceeds "
-                                       "the within-layer one", "cross-layer transitions consistently faster",
-                                       lambda v: v > 0.5),
-    "mi_first": Headline("mi", "1H", "mean MI over units at the first defined transition", unit="nats",
-                         resample_biased=True),
-    "mi_min_early": Headline("mi", "1H", "smallest mean MI in the first third of the transitions", unit="nats",
-                             resample_biased=True),
-    "mi_drop": Headline("mi", "1H", "relative early drop of the mean MI, 1 - min(first third) / first",
-                        "sharp decline of MI in early layers", lambda v: v > 0, resample_biased=True),
-    "mi_steepest_drop_cross": Headline("mi", "1H", "1 if the largest early drop of the mean MI is into a "
-                                       "cross-layer transition", "steepest drops at cross-layer transitions",
-                                       lambda v: v == 1),
-    "rot_mean": Headline("rot", "2B", "mean signed rotation count R per unit (mean trajectory over texts)"),
-    "rot_mean_abs": Headline("rot", "2B", "mean |R| per unit (mean trajectory over texts)"),
-    "rot_null_mean_abs": Headline("rot_null", "2B", "mean |R| of the layer-order shuffle null"),
-    "rot_minus_null": Headline("rot_null", "2B", "mean |R| minus the null's mean |R|",
-                               "clear rotations (10.74) vs ~0 in shuffle controls", lambda v: v > 0),
-    "pcs_total": Headline("pca", "4B", "global PCA components for the variance threshold of the total variance",
-                          resample_biased=True),
-    "pcs_first_third": Headline("pca", "4C", "mean number of global PCs a sublayer needs for the variance "
-                                "threshold of its own variance, first third of the sublayers", resample_biased=True),
-    "pcs_last_third": Headline("pca", "4C", "the same, last third of the sublayers", resample_biased=True),
-    "pcs_last_minus_first": Headline("pca", "4C", "pcs_last_third - pcs_first_third",
-                                     "later layers require fewer principal components", lambda v: v < 0,
-                                     resample_biased=True),
+
+def _st(group, figure, description, unit="", biased=False):
+    return Statistic(group, figure, description, unit, biased)
+
+
+STATISTICS: dict[str, Statistic] = {
+    "mag_trend": _st("mean", "1B", "Spearman rho of the mean |activation| over units with depth"),
+    "sign_preserved": _st("mean", "1B", "fraction of units with the last sublayer's sign, second half of the "
+                          "sublayers"),
+    "r_first": _st("r", "1C", "median r over units at the first defined transition"),
+    "r_first_transition": _st("r", "1C", "median r over units at transition 0 (NaN: sublayer 0 constant)"),
+    "r_first_each_kind": _st("r", "1C", "the smaller of the first defined within- and cross-layer median r"),
+    "r_last": _st("r", "1C", "median r over units at the last transition"),
+    "r_within_above_cross": _st("r", "1C", "fraction of layers whose within-layer median r exceeds the cross-layer "
+                                "one"),
+    "r_trend": _st("r", "1C", "Spearman rho of the median r with depth"),
+    "cos_within": _st("cos", "1E", "mean raw cosine of successive RS vectors, within-layer transitions"),
+    "cos_cross": _st("cos", "1E", "mean raw cosine of successive RS vectors, cross-layer transitions"),
+    "cos_within_above_cross": _st("cos", "1E", "fraction of layers whose within-layer mean cosine exceeds the "
+                                  "cross-layer one"),
+    "vel_steepest_third_within": _st("vel", "1F", "third of the model (1-3) with the largest increase of the mean "
+                                     "velocity, within-layer", "third"),
+    "vel_steepest_third_cross": _st("vel", "1F", "third of the model (1-3) with the largest increase of the mean "
+                                    "velocity, cross-layer", "third"),
+    "vel_cross_above_within": _st("vel", "1F", "fraction of layers whose cross-layer mean velocity exceeds the "
+                                  "within-layer one"),
+    "mi_first": _st("mi", "1H", "mean MI over units at the first defined transition", "nats", True),
+    "mi_min_early": _st("mi", "1H", "smallest mean MI in the first third of the transitions", "nats", True),
+    "mi_drop": _st("mi", "1H", "relative early drop of the mean MI, 1 - min(first third) / first", "", True),
+    "mi_steepest_drop_cross": _st("mi", "1H", "1 if the largest early drop of the mean MI is into a cross-layer "
+                                  "transition"),
+    "rot_mean": _st("rot", "2B", "mean signed rotation count R per unit (mean trajectory over texts)"),
+    "rot_mean_abs": _st("rot", "2B", "mean |R| per unit (mean trajectory over texts)"),
+    "rot_null_mean_abs": _st("rot_null", "2B", "mean |R| of the layer-order shuffle null"),
+    "rot_minus_null": _st("rot_null", "2B", "mean |R| minus the null's mean |R|"),
+    "pcs_total": _st("pca", "4B", "global PCA components for the variance threshold of the total variance", "", True),
+    "pcs_first_third": _st("pca", "4C", "mean number of global PCs a sublayer needs for the variance threshold of "
+                           "its own variance, first third of the sublayers", "", True),
+    "pcs_last_third": _st("pca", "4C", "the same, last third of the sublayers", "", True),
+    "pcs_last_minus_first": _st("pca", "4C", "pcs_last_third - pcs_first_third", "", True),
 }
-
-
-def holds(key: str, value: float) -> bool | None:
-    """Whether ``value`` of headline ``key`` supports the paper's statement (None: no yes/no statement, or NaN)."""
-    h = HEADLINES.get(key)
-    if h is None or h.test is None or value is None or not np.isfinite(value):
-        return None
-    return bool(h.test(value))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,6 +240,10 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
     groups = _check_groups(groups)
     n, L, D = rs.shape
     out: dict[str, Any] = {"n_sublayers": L, "variance": float(variance)}
+    if "mean" in groups:
+        mean = rs.mean(0, dtype=np.float64)
+        out["mag_mean"] = np.abs(mean).mean(1)
+        out["sign_agreement"] = metrics.sign_agreement(mean)
     if "r" in groups:
         out["r_median"] = metrics.median_by_transition(metrics.successive_correlation(rs))["all"]
     if "cos" in groups:
@@ -266,10 +270,29 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
     return out
 
 
-def _r_headlines(med: np.ndarray) -> dict[str, float]:
+def first_transitions(med) -> dict[str, float]:
+    """The readings of "the earliest layers" on a per-transition curve ``med: (n_transitions,)``:
+    ``first_transition`` (t = 0, NaN if undefined), ``first_defined`` (the first finite value) and
+    ``first_each_kind`` (the smaller of the first finite within- and cross-layer values)."""
+    med = np.asarray(med, dtype=np.float64)
     t0 = _first_finite(med)
-    return {"r_first": np.nan if t0 is None else float(med[t0]), "r_last": float(med[-1]),
+    w, c = metrics.split_transitions(med)
+    tw, tc = _first_finite(w), _first_finite(c)
+    each = np.nan if tw is None or tc is None else float(min(w[tw], c[tc]))
+    return {"first_transition": float(med[0]), "first_defined": np.nan if t0 is None else float(med[t0]),
+            "first_each_kind": each}
+
+
+def _r_headlines(med: np.ndarray) -> dict[str, float]:
+    f = first_transitions(med)
+    return {"r_first": f["first_defined"], "r_first_transition": f["first_transition"],
+            "r_first_each_kind": f["first_each_kind"], "r_last": float(med[-1]),
             "r_within_above_cross": metrics.within_above_cross(med), "r_trend": metrics.depth_trend(med)}
+
+
+def _mean_headlines(mag: np.ndarray, sign: np.ndarray) -> dict[str, float]:
+    L = sign.size
+    return {"mag_trend": metrics.depth_trend(mag), "sign_preserved": float(np.mean(sign[L // 2:-1]))}
 
 
 def _cos_headlines(cos: np.ndarray) -> dict[str, float]:
@@ -318,11 +341,14 @@ def _pca_headlines(ev_ratio: np.ndarray, sublayer_pcs: np.ndarray, variance: flo
 
 
 def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
-    """Headline numbers (see the module docstring and :data:`HEADLINES`) from :func:`curves`' output.
+    """Headline numbers (see the module docstring and :data:`STATISTICS`) from :func:`curves`' output.
 
-    -> {key: float}, only the keys whose curves are present, in :data:`HEADLINES` order.
+    -> {key: float}, only the keys whose curves are present, in :data:`STATISTICS` order.
     """
     out: dict[str, float] = {}
+    if "mag_mean" in c:
+        out.update(_mean_headlines(np.asarray(c["mag_mean"], dtype=np.float64),
+                                   np.asarray(c["sign_agreement"], dtype=np.float64)))
     if "r_median" in c:
         out.update(_r_headlines(np.asarray(c["r_median"], dtype=np.float64)))
     if "cos_mean" in c:
@@ -335,7 +361,7 @@ def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
         out.update(_rot_headlines(np.asarray(c["rot"]), c.get("rot_null")))
     if "ev_ratio" in c:
         out.update(_pca_headlines(np.asarray(c["ev_ratio"]), np.asarray(c["sublayer_pcs"]), c.get("variance", 0.9)))
-    return {k: out[k] for k in HEADLINES if k in out}
+    return {k: out[k] for k in STATISTICS if k in out}
 
 
 def headline_numbers(rs, **kwargs: Any) -> dict[str, float]:
@@ -361,6 +387,14 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
     w = counts / n                                                   # (B, n), rows sum to 1
     B = w.shape[0]
     out: dict[str, np.ndarray] = {}
+    if "mean" in groups:
+        flat = rs.reshape(n, L * D)
+        mag, sign = np.empty((B, L)), np.empty((B, L))
+        for s in range(0, B, batch):
+            mean = (w[s:s + batch] @ flat).reshape(-1, L, D)
+            mag[s:s + batch] = np.abs(mean).mean(2)
+            sign[s:s + batch] = (np.sign(mean) == np.sign(mean[:, -1:])).mean(2)
+        out["mag_mean"], out["sign_agreement"] = mag, sign
     if "cos" in groups:
         out["cos_mean"] = w @ np.nan_to_num(metrics.cosine_similarity(rs))
     if "vel" in groups:
@@ -387,7 +421,7 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
 
 def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.95,
                         groups: Iterable[str] = GROUPS, n_boot_slow: int | None = 50,
-                        return_samples: bool = False, **kwargs: Any):
+                        return_samples: bool = False, base: Mapping[str, Any] | None = None, **kwargs: Any):
     """Percentile bootstrap intervals over texts of every headline number.
 
     rs: (n_samples, n_sublayers, d_model). The groups in :data:`FAST_GROUPS` are computed for all ``n_boot``
@@ -399,7 +433,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
     A resample repeats texts (about 37% of them are missing), and for some statistics that shifts the value
     itself, not only its spread: the KDE MI (a resubstitution estimate: a repeated point is its own close
     neighbour) rises and the PCA counts fall (fewer distinct texts span fewer directions). For those keys
-    (``HEADLINES[key].resample_biased``) the interval is *re-centred*: the percentile interval of the
+    (``STATISTICS[key].resample_biased``) the interval is *re-centred*: the percentile interval of the
     replicates shifted by ``estimate - median(replicates)``, i.e. their spread around the estimate without
     the duplicate-induced shift (column ``interval`` = ``"recentred"``; else ``"percentile"``). It is an
     approximation; :func:`n_dependence` shows how these numbers move with N. ``seed`` draws the resamples and is passed to :func:`curves` (MI units, null); other
@@ -407,6 +441,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
 
     -> DataFrame indexed by headline key with columns ``estimate``, ``low``, ``high``, ``n_boot``,
     ``interval``, ``group``, ``figure``; with ``return_samples=True`` also ``{key: (n_boot_of_key,) replicates}``.
+    ``base``: :func:`curves` of ``rs`` already computed with the same keywords (skips recomputing them).
     """
     rs = _check_rs(rs)
     groups = _check_groups(groups)
@@ -414,7 +449,8 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
         raise ValueError(f"n_boot must be >= 2; got {n_boot}")
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {ci}")
-    base = curves(rs, groups=groups, seed=seed, **kwargs)
+    if base is None:
+        base = curves(rs, groups=groups, seed=seed, **kwargs)
     estimate = headlines_from_curves(base)
     reps: dict[str, np.ndarray] = {}
 
@@ -448,7 +484,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
     records = []
     for k, v in estimate.items():
         r = reps.get(k)
-        h = HEADLINES[k]
+        h = STATISTICS[k]
         kind = "recentred" if h.resample_biased else "percentile"
         if r is None or not np.isfinite(r).any():
             lo = hi = np.nan
@@ -554,3 +590,205 @@ def headline_change(reference: Mapping[str, float], other: Mapping[str, float]) 
         rel = np.where(ref != 0, change / np.abs(ref), np.nan)
     return pd.DataFrame({"reference": ref, "other": oth, "change": change, "rel_change": rel},
                         index=pd.Index(keys, name="key"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# claims: evidence, verdicts, robustness over the open choices
+# ----------------------------------------------------------------------------------------------------------
+#: claim -> (reading -> headline statistic) for the claims decided from a bootstrap interval
+_INTERVAL_CLAIMS = {
+    "r_early": {"first_each_kind": "r_first_each_kind", "first_transition": "r_first_transition",
+                "first_defined": "r_first"},
+    "sign_preserved": {"second_half": "sign_preserved"},
+    "vel_last_third": {"within": "vel_steepest_third_within", "cross": "vel_steepest_third_cross"},
+    "mi_drop_at_cross": {"*": "mi_steepest_drop_cross"},
+    "pcs_fewer_later": {"global": "pcs_last_minus_first"},
+}
+
+
+def _early(n_transitions: int) -> int:
+    return max(4, n_transitions // 3)
+
+
+def _p_rows(c: Mapping[str, Any], mi_method: str, seed: int) -> list[tuple[str, str, float, float]]:
+    """(claim, reading, value, p) of the claims decided by a permutation / sign test, from one set of curves."""
+    rows = []
+    if "mag_mean" in c:
+        rows.append(("magnitude_increases", "mean_abs") + bootstrap.trend_test(c["mag_mean"], seed=seed))
+    if "r_median" in c:
+        w, x = metrics.split_transitions(np.asarray(c["r_median"]))
+        rows.append(("r_increases_within", "median") + bootstrap.trend_test(w, seed=seed))
+        rows.append(("r_increases_cross", "median") + bootstrap.trend_test(x, seed=seed))
+        k = min(w.size, x.size)
+        rows.append(("r_within_above_cross", "median") + bootstrap.sign_test(w[:k], x[:k]))
+    if "cos_mean" in c:
+        w, x = metrics.split_transitions(np.asarray(c["cos_mean"]))
+        k = min(w.size, x.size)
+        rows.append(("cos_increases", "raw") + bootstrap.trend_test(c["cos_mean"], seed=seed))
+        rows.append(("cos_within_above_cross", "raw") + bootstrap.sign_test(w[:k], x[:k]))
+    if "vel_mean" in c:
+        w, x = metrics.split_transitions(np.asarray(c["vel_mean"]))
+        k = min(w.size, x.size)
+        rows.append(("vel_increases", "within") + bootstrap.trend_test(w, seed=seed))
+        rows.append(("vel_increases", "cross") + bootstrap.trend_test(x, seed=seed))
+        rows.append(("vel_cross_above_within", "median") + bootstrap.sign_test(x[:k], w[:k]))
+    if "mi_mean" in c:
+        mi = np.asarray(c["mi_mean"], dtype=np.float64)
+        rows.append(("mi_early_drop", mi_method) + bootstrap.trend_test(mi[:_early(mi.size)], seed=seed))
+        if "r_median" in c:
+            rows.append(("mi_vs_r", mi_method) + bootstrap.trend_test(mi, np.asarray(c["r_median"]), seed=seed))
+    if "rot" in c and c.get("rot_null") is not None:
+        rot, null = np.abs(np.asarray(c["rot"])), np.abs(np.asarray(c["rot_null"]))
+        obs, per_shuffle = rot.mean(), null.mean(1)                 # the null's mean |R| of each shuffle
+        p = (1.0 + np.sum(per_shuffle >= obs)) / (1.0 + per_shuffle.size)
+        rows.append(("rotations_beat_null", "sublayers", float(obs - null.mean()), float(p)))
+        exceeds = phase.exceeds_null(np.asarray(c["rot"]), np.asarray(c["rot_null"])).astype(np.float64)
+        rows.append(("rotations_majority", "sublayers") + bootstrap.sign_test(exceeds, np.full(exceeds.size, 0.5)))
+    return rows
+
+
+def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed: int = 0,
+                   groups: Iterable[str] = GROUPS, mi_methods: Sequence[str] = ("kde",), **kwargs: Any
+                   ) -> pd.DataFrame:
+    """The value of every registered claim computable from one residual-stream array, with its evidence.
+
+    rs: (n_samples, n_sublayers, d_model); keywords as :func:`bootstrap_headlines` / :func:`curves`;
+    ``mi_methods``: the MI estimators (the MI claims' readings; the first with the bootstrap of the drop's
+    location for each). -> DataFrame with columns ``claim``, ``reading``, ``value``, ``low``, ``high``
+    (bootstrap interval, claims with ``evidence="interval"``) and ``p`` (permutation / sign test, the others),
+    one row per (claim, reading) in registry order.
+    """
+    rs = _check_rs(rs)
+    groups = _check_groups(groups)
+    methods = list(mi_methods) if "mi" in groups else []
+    first = [g for g in groups if g != "mi"] + (["mi"] if methods else [])
+    kw = {**kwargs, "mi_method": methods[0]} if methods else kwargs
+    base = curves(rs, groups=first, seed=seed, **kw)
+    boot = bootstrap_headlines(rs, n_boot, seed, groups=first, n_boot_slow=n_boot_slow, base=base, **kw)
+    rows = []
+    for claim, readings in _INTERVAL_CLAIMS.items():
+        for reading, key in readings.items():
+            if key in boot.index:
+                r = boot.loc[key]
+                rows.append({"claim": claim, "reading": methods[0] if reading == "*" else reading,
+                             "value": r["estimate"], "low": r["low"], "high": r["high"], "p": np.nan})
+    rows += [{"claim": k, "reading": rd, "value": v, "low": np.nan, "high": np.nan, "p": p}
+             for k, rd, v, p in _p_rows(base, methods[0] if methods else "", seed)]
+    for m in methods[1:]:
+        kw_m = {**kwargs, "mi_method": m}
+        c_m = {**curves(rs, groups=("mi",), seed=seed, **kw_m), "r_median": base.get("r_median")}
+        if c_m["r_median"] is None:
+            del c_m["r_median"]
+        b_m = bootstrap_headlines(rs, n_boot, seed, groups=("mi",), n_boot_slow=n_boot_slow, base=c_m, **kw_m)
+        if "mi_steepest_drop_cross" in b_m.index:
+            r = b_m.loc["mi_steepest_drop_cross"]
+            rows.append({"claim": "mi_drop_at_cross", "reading": m, "value": r["estimate"], "low": r["low"],
+                         "high": r["high"], "p": np.nan})
+        rows += [{"claim": k, "reading": rd, "value": v, "low": np.nan, "high": np.nan, "p": p}
+                 for k, rd, v, p in _p_rows(c_m, m, seed) if k in ("mi_early_drop", "mi_vs_r")]
+    order = {k: i for i, k in enumerate(_claims.REGISTRY)}
+    df = pd.DataFrame(rows, columns=["claim", "reading", "value", "low", "high", "p"])
+    return df.sort_values("claim", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def verdict_table(evidence: pd.DataFrame) -> pd.DataFrame:
+    """Verdicts from the registry for a table of evidence.
+
+    evidence: rows with ``claim``, ``reading``, ``value``, ``low``, ``high``, ``p`` and any other columns that
+    name a run (model, choice, setting...): a claim's premise is looked up among the rows of the same run and
+    reading. -> a copy with ``verdict`` and ``reason`` columns.
+    """
+    ev = evidence.reset_index(drop=True).copy()
+    run_cols = [c for c in ev.columns if c not in ("claim", "value", "low", "high", "p")]
+    index = {tuple(r[c] for c in run_cols) + (r["claim"],): i for i, r in ev.iterrows()}
+    verdicts, reasons = [None] * len(ev), [""] * len(ev)
+
+    def decide(i):
+        if verdicts[i] is not None:
+            return verdicts[i]
+        r = ev.loc[i]
+        c = _claims.get(r["claim"])
+        premise = None
+        if c.premise is not None:
+            j = index.get(tuple(r[col] for col in run_cols) + (c.premise,))
+            premise = None if j is None else decide(j)
+        ci = (r["low"], r["high"]) if c.evidence == "interval" else None
+        v = _claims.verdict(r["claim"], r["value"], ci=ci, p=r["p"], premise=premise)
+        verdicts[i], reasons[i] = v.verdict, v.reason
+        return v.verdict
+
+    for i in range(len(ev)):
+        decide(i)
+    ev["verdict"], ev["reason"] = verdicts, reasons
+    return ev
+
+
+def _fmt(v) -> str:
+    return "undefined" if v is None or not np.isfinite(v) else f"{v:.3g}"
+
+
+def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.DataFrame:
+    """One line per (claim, model) over the open choices.
+
+    verdicts: :func:`verdict_table` output with columns ``model``, ``choice`` (the open choice a row varies:
+    ``"baseline"`` for the book's headline settings, else e.g. ``"strip"``, ``"reading"``) and ``setting`` (its
+    value there); the baseline rows of the claim's other readings count as the choice ``"reading"``. The
+    headline verdict is the baseline row of the claim's headline reading; other choices count only with the
+    headline reading. -> DataFrame with ``claim``, ``model``, ``headline`` (its
+    verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
+    ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict) and ``line`` (e.g. "robust ✓",
+    "hinges on strip (True: holds, 0.91; baseline: undecided, undefined)").
+    """
+    out = []
+    for (claim, model), g in verdicts.groupby(["claim", "model"], sort=False):
+        c = _claims.get(claim)
+        g = g.copy()
+        other = (g["choice"] == baseline) & (g["reading"] != c.headline)   # the claim's other readings
+        g.loc[other, "choice"], g.loc[other, "setting"] = "reading", g.loc[other, "reading"]
+        base = g[(g["choice"] == baseline) & (g["reading"] == c.headline)]
+        head = base["verdict"].iloc[0] if len(base) else "undecided"
+        head_value = base["value"].iloc[0] if len(base) else np.nan
+        # the headline reading under every choice, other readings under the baseline choice
+        rows = g[(g["reading"] == c.headline) | (g["choice"] == "reading")]
+        flips = rows[rows["verdict"] != head]
+        seen = set(rows["verdict"])
+        if not len(flips):
+            status = "robust" if head in ("holds", "fails") else "undecided"
+            line = {"holds": "robust ✓", "fails": "robust ✗"}.get(head, "undecided under every choice")
+            on = ""
+        else:
+            status = "hinges"
+            parts = []
+            for choice, f in flips.groupby("choice", sort=False):
+                vals = "; ".join(f"{s}: {v}, {_fmt(x)}" for s, v, x in zip(f["setting"], f["verdict"], f["value"]))
+                parts.append(f"{choice} ({vals})")
+            on = ", ".join(dict.fromkeys(flips["choice"]))
+            line = f"hinges on {'; '.join(parts)}; headline: {head}, {_fmt(head_value)}"
+            if seen <= {"undecided", head} and head == "undecided":
+                line = "hinges on " + "; ".join(parts) + " (headline undecided)"
+        out.append({"claim": claim, "model": model, "headline": head, "status": status, "hinges_on": on,
+                    "line": line})
+    return pd.DataFrame(out, columns=["claim", "model", "headline", "status", "hinges_on", "line"])
+
+
+def first_transitions_table(rs_by_variant: Mapping[Any, np.ndarray], n_first: int = 4,
+                            mi_units: int | Sequence[int] | None = 64, seed: int = 0) -> pd.DataFrame:
+    """Median r over units and mean KDE MI over units at the first ``n_first`` transitions, per variant.
+
+    rs_by_variant: {variant label (e.g. ``"strip=False, add_bos=True"``): rs (n_samples, n_sublayers, d_model)}.
+    -> long DataFrame with columns ``variant``, ``transition`` (0 .. n_first - 1), ``kind`` (within / cross),
+    ``r_median`` and ``mi_mean`` (NaN where undefined: a constant sublayer).
+    """
+    rows = []
+    for label, rs in rs_by_variant.items():
+        rs = _check_rs(rs)
+        k = min(int(n_first), rs.shape[1] - 1)
+        sub = rs[:, :k + 1]
+        units = (metrics.subsample_units(rs.shape[2], mi_units, seed=seed) if mi_units is None
+                 or np.isscalar(mi_units) else np.asarray(mi_units, dtype=np.int64))
+        med = metrics.median_by_transition(metrics.successive_correlation(sub))["all"]
+        mi = _nanmean(metrics.mutual_information(sub, "kde", units=units), 1)
+        kinds = metrics.transition_kind(rs.shape[1])[:k]
+        rows += [{"variant": label, "transition": t, "kind": kinds[t], "r_median": float(med[t]),
+                  "mi_mean": float(mi[t])} for t in range(k)]
+    return pd.DataFrame(rows, columns=["variant", "transition", "kind", "r_median", "mi_mean"])
