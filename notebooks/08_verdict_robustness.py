@@ -45,7 +45,7 @@ MI_UNITS = 256           # MI on a random subset of this many units (None: all)
 MI_METHODS = ["kde", "ksg", "gcmi"]  # readings of the MI claims; the first is the paper's
 N_SHUFFLES = 100         # layer-order shuffles for the rotation null
 VARIANCE_THRESHOLD = 0.9 # "components for 90% of the variance"
-N_VALUES = [100, 250, 500]  # nested subsamples of the N texts (values >= N are dropped)
+N_VALUES = [100, 250, 500]  # nested subsamples of the N texts (only those below N)
 PRECISIONS = ["float32", "bfloat16", "4bit"]  # chapter 6's captures (same texts, same cache)
 N_PRECISION = 200        # texts per precision (as chapter 6)
 N_FIRST = 4              # transitions in the last-token figure

@@ -1,4 +1,4 @@
-"""compare: headline numbers on constructed arrays with known answers, bootstrap, N-dependence, precision."""
+"""robustness: headline numbers on constructed arrays with known answers, bootstrap, N-dependence, precision."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transformer_dynamics import compare, metrics, phase, stats
+from transformer_dynamics import bootstrap as stats
+from transformer_dynamics import claims, metrics, phase
+from transformer_dynamics import robustness as compare
 
 
 def _orthonormal_columns(n: int, k: int, rng) -> np.ndarray:
@@ -47,8 +49,7 @@ def test_r_headlines_known_answer():
     h = compare.headlines_from_curves(c)
     assert h["r_first"] == pytest.approx(1.0)
     assert h["r_within_above_cross"] == 1.0
-    assert compare.holds("r_within_above_cross", h["r_within_above_cross"]) is True
-    assert compare.holds("r_first", h["r_first"]) is True
+    assert h["r_first_transition"] == pytest.approx(1.0) and h["r_first_each_kind"] < 0.1
 
 
 def test_cos_and_velocity_known_answer():
@@ -118,7 +119,7 @@ def test_pca_headlines_known_dimensions():
     np.testing.assert_array_equal(c["sublayer_pcs"], [7, 7, 7, 3, 3, 3, 1, 1, 1])
     h = compare.headlines_from_curves(c)
     assert h["pcs_first_third"] == 7.0 and h["pcs_last_third"] == 1.0
-    assert h["pcs_last_minus_first"] == -6.0 and compare.holds("pcs_last_minus_first", -6.0) is True
+    assert h["pcs_last_minus_first"] == -6.0
     # global variances 300 (e6), 2 x 27, 4 x 3 over 366: 90% needs e6, e4, e5 (354 / 366 = 0.967) -> 3
     assert h["pcs_total"] == 3.0
     np.testing.assert_allclose(c["ev_ratio"].sum(), 1.0)
@@ -126,8 +127,8 @@ def test_pca_headlines_known_dimensions():
 
 def test_headline_numbers_keys_and_order(rs_random):
     h = compare.headline_numbers(rs_random, mi_units=4, mi_method="gcmi", n_shuffles=10)
-    assert list(h) == [k for k in compare.HEADLINES if k in h]
-    assert set(h) == set(compare.HEADLINES)
+    assert list(h) == [k for k in compare.STATISTICS if k in h]
+    assert set(h) == set(compare.STATISTICS)
     assert all(isinstance(v, float) for v in h.values())
 
 
@@ -177,7 +178,7 @@ def test_bootstrap_ci_contains_estimate(rs_random):
     df = compare.bootstrap_headlines(rs_random, 200, 0, mi_units=4, mi_method="gcmi", n_shuffles=10,
                                      n_boot_slow=20)
     assert isinstance(df, pd.DataFrame)
-    assert set(df.index) == set(compare.HEADLINES)
+    assert set(df.index) == set(compare.STATISTICS)
     for k in ["r_first", "r_last", "cos_within", "cos_cross", "rot_mean_abs", "mi_first"]:
         row = df.loc[k]
         assert row.low <= row.estimate <= row.high, k
@@ -252,7 +253,7 @@ def test_plots_return_figures(rs_random):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from transformer_dynamics.plots import compare as pc
+    from transformer_dynamics.plots import robustness as pc
 
     kw = dict(mi_units=4, mi_method="gcmi", n_shuffles=5)
     cur = {"a": compare.curves(rs_random, **kw), "b": compare.curves(rs_random[:, :12], **kw)}
@@ -273,3 +274,81 @@ def test_plots_return_figures(rs_random):
     with pytest.raises(ValueError, match="missing"):
         pc.plot_cumulative_ev({"a": {"r_median": np.zeros(3)}})
     plt.close("all")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# claims: evidence, verdicts, robustness lines
+# ----------------------------------------------------------------------------------------------------------
+def _stream(n=80, L=14, D=12, seed=0, constant_first=False):
+    """A stream whose units keep their identity over the sublayers (high successive r) and grow with depth."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 1, D))
+    noise = rng.standard_normal((n, L, D)) * 0.05
+    rs = x * np.linspace(1.0, 3.0, L)[None, :, None] + noise
+    if constant_first:
+        rs[:, 0] = 1.0                       # every text ends in the same token: sublayer 0 is constant
+    return rs.astype(np.float32)
+
+
+def test_constant_first_sublayer_gives_undefined_not_fails():
+    rs = _stream(constant_first=True)
+    ev = compare.claim_evidence(rs, n_boot=50, n_boot_slow=2, groups=("r",), seed=1)
+    first = ev[(ev["claim"] == "r_early") & (ev["reading"] == "first_transition")].iloc[0]
+    assert np.isnan(first["value"])
+    v = compare.verdict_table(ev.assign(model="m", choice="baseline", setting="-"))
+    row = v[(v["claim"] == "r_early") & (v["reading"] == "first_transition")].iloc[0]
+    assert row["verdict"] == "undecided" and row["reason"] == "value undefined"
+    # the headline reading (first of each kind) is defined and high here
+    head = v[(v["claim"] == "r_early") & (v["reading"] == "first_each_kind")].iloc[0]
+    assert head["value"] > 0.9 and head["verdict"] == "holds"
+
+
+def test_monotone_stream_gives_positive_trends():
+    ev = compare.claim_evidence(_stream(), n_boot=50, n_boot_slow=2, groups=("mean", "r"), seed=1)
+    v = compare.verdict_table(ev.assign(model="m", choice="baseline", setting="-")).set_index("claim")
+    assert v.loc["magnitude_increases", "value"] > 0.9 and v.loc["magnitude_increases", "verdict"] == "holds"
+    assert v.loc["sign_preserved", "verdict"] == "holds"
+
+
+def test_stripping_flips_a_claim_hinges_on_strip():
+    """Rows as given: sublayer 0 constant -> the literal first transition undefined (undecided); stripped:
+    defined and high (holds). With first_transition as the reading, the line says 'hinges on strip'."""
+    runs = []
+    for choice, setting, const in (("baseline", "strip=False", True), ("strip", "True", False)):
+        ev = compare.claim_evidence(_stream(constant_first=const), n_boot=50, n_boot_slow=2, groups=("r",),
+                                    seed=1)
+        ev = ev[(ev["claim"] == "r_early") & (ev["reading"] == "first_transition")]
+        runs.append(ev.assign(model="m", choice=choice, setting=setting, reading="first_each_kind"))
+    lines = compare.robustness_lines(compare.verdict_table(pd.concat(runs, ignore_index=True)))
+    assert len(lines) == 1
+    r = lines.iloc[0]
+    assert r["status"] == "hinges" and r["hinges_on"] == "strip"
+    assert r["line"].startswith("hinges on strip (True: holds") and "undefined" in r["line"]
+
+
+def test_robustness_table_shape_and_choices():
+    rng = np.random.default_rng(3)
+    runs = []
+    for m in ("a", "b"):
+        for choice, setting in (("baseline", "-"), ("N", "40")):
+            rs = _stream(n=80 if choice == "baseline" else 40, seed=int(rng.integers(99)))
+            runs.append(compare.claim_evidence(rs, n_boot=30, n_boot_slow=2, groups=("mean", "r", "cos", "vel"),
+                                               seed=0).assign(model=m, choice=choice, setting=setting))
+    v = compare.verdict_table(pd.concat(runs, ignore_index=True))
+    assert set(v["verdict"]) <= set(claims.VERDICTS)
+    lines = compare.robustness_lines(v)
+    # one line per (claim, model), every claim registered, every choice named exists in the runs
+    assert len(lines) == len(lines[["claim", "model"]].drop_duplicates()) == 2 * v["claim"].nunique()
+    assert set(lines["claim"]) <= set(claims.REGISTRY)
+    for on in lines["hinges_on"]:
+        assert all(c in {"N", "reading"} for c in on.split(", ") if c)
+    assert set(lines["status"]) <= {"robust", "hinges", "undecided"}
+
+
+def test_first_transitions_table():
+    rs = _stream(constant_first=True)
+    t = compare.first_transitions_table({"as given": rs, "stripped": _stream()}, n_first=3, mi_units=4)
+    assert list(t.columns) == ["variant", "transition", "kind", "r_median", "mi_mean"] and len(t) == 6
+    g = t[t["variant"] == "as given"]
+    assert np.isnan(g["r_median"].iloc[0]) and np.isfinite(g["r_median"].iloc[1])
+    assert list(g["kind"]) == ["within", "cross", "within"]

@@ -109,7 +109,7 @@ _EST_WHY = "the paper's own estimator (Gaussian KDE, section 2.5); ksg and gcmi 
 _CLAIMS = [
     # --- contribution 1: correlations across layers -------------------------------------------------------
     Claim("r_early", "1C", "correlations starting high (r > 0.8) even in the earliest layers", 1,
-          "robustness.r_early", "median r over units at the earliest transition(s)", ">", 0.8, "interval",
+          "robustness.first_transitions", "median r over units at the earliest transition(s)", ">", 0.8, "interval",
           (_r("first_each_kind", "the smaller of the first defined within- and cross-layer medians"),
            _r("first_transition", "the literal first transition L0.attn -> L0.mlp (undefined if sublayer 0 is "
                                   "constant)"),
@@ -146,7 +146,7 @@ _CLAIMS = [
           2, "bootstrap.trend_test", "Spearman rho of the mean cosine with depth", ">", 0.0, "p",
           (_r("raw", "raw cosine (the paper's)"), _r("centred", "cosine after removing each sublayer's mean")),
           "raw", "the paper's definition (section 2.3)", "02_activation_statistics", paper="increases"),
-    Claim("cos_within_above_cross", "1E", "within-layer transitions more similar than cross-layer", 2,
+    Claim("cos_within_above_cross", "1E", "[within-layer] transitions more similar than cross-layer", 2,
           "bootstrap.sign_test", "fraction of layers whose within-layer mean cosine exceeds the cross-layer one "
           "(sign test over layers)", ">", 0.5, "p",
           (_r("raw", "raw cosine (the paper's)"), _r("centred", "cosine after removing each sublayer's mean")),
@@ -208,8 +208,8 @@ _CLAIMS = [
            _r("own", "each sublayer's own PCA")), "global",
           "Fig 4C plots the explained variance per layer of one PCA's components", "04_reduced_trajectories",
           paper="fewer", unit="PCs"),
-    Claim("teleport_mid_recovers", "4D", "mid-layer perturbations exhibited a more robust recovery, with lower "
-          "variance on the perturbed trajectories and lower mean squared error", 5, "perturb.compare_layers",
+    Claim("teleport_mid_recovers", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited a more robust "
+          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "perturb.compare_layers",
           "fraction of grid points whose end MSE after a mid-layer teleport is below the median end MSE after "
           "a teleport at the first and the last layer", ">", 0.5, "p",
           (_r("mse_pc", "MSE in the 2 PCs"),), "mse_pc", "the figure's space", "05_perturbation_attractors",
