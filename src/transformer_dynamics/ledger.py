@@ -299,7 +299,8 @@ def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None 
         ci = e.get("ci")
         ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
         if not ci and e.get("p") is not None:
-            ci_text = f"p = {format_value(e['p'], 2)}"
+            p = e["p"]
+            ci_text = f"p = {p:.2g}" if isinstance(p, (int, float)) else f"p = {p}"
         claim = e.get("claim") or e.get("key", "")
         rows.append([e.get("figure", ""), claim] + ([e.get("model", "")] if with_model else [])
                     + [e.get("paper", ""), ours, ci_text, _mark(e)])
@@ -347,7 +348,10 @@ def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     "value", "robustness", "status"}]`` in registry order."""
     decided, robust = {}, {}
     for led in ledgers:
+        ctx = led.get("context", {})
+        default = ctx.get("model") or ""
         for e in led.get("entries", []):
+            e = {**e, "model": e.get("model") or default}
             reg = e.get("registry") or e.get("extra", {}).get("registry")
             if not reg or reg not in _claims.REGISTRY:
                 continue
