@@ -153,6 +153,16 @@ class Ledger:
                         p=None if p is None else _plain(float(p)), verdict=v.verdict, reason=v.reason,
                         extra=_plain(extra)))
 
+    def claim_table(self, evidence, *, model: str | None = None, condition: str = "original",
+                    **extra: Any) -> None:
+        """:meth:`claim` for every row of an evidence table (:func:`transformer_dynamics.robustness.claim_evidence`:
+        columns ``claim``, ``reading``, ``value``, ``low``, ``high``, ``p``), in its order (premises first)."""
+        for _, r in evidence.iterrows():
+            c = _claims.get(r["claim"])
+            ci = (r["low"], r["high"]) if c.evidence == "interval" else None
+            self.claim(r["claim"], r["value"], model=model, ci=ci, p=None if ci else r["p"], reading=r["reading"],
+                       condition=condition, **extra)
+
     def _put(self, entry: Entry) -> None:
         if not entry.key or not isinstance(entry.key, str):
             raise ValueError("ledger key must be a non-empty string")

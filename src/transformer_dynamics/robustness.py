@@ -66,6 +66,7 @@ __all__ = [
     "STATISTICS",
     "Statistic",
     "claim_evidence",
+    "rotation_evidence",
     "verdict_table",
     "robustness_lines",
     "first_transitions",
@@ -117,6 +118,7 @@ STATISTICS: dict[str, Statistic] = {
     "r_first_transition": _st("r", "1C", "median r over units at transition 0 (NaN: sublayer 0 constant)"),
     "r_first_each_kind": _st("r", "1C", "the smaller of the first defined within- and cross-layer median r"),
     "r_last": _st("r", "1C", "median r over units at the last transition"),
+    "units_high_r": _st("r", "1D", "fraction of units whose median successive r exceeds 0.8"),
     "r_within_above_cross": _st("r", "1C", "fraction of layers whose within-layer median r exceeds the cross-layer "
                                 "one"),
     "r_trend": _st("r", "1C", "Spearman rho of the median r with depth"),
@@ -245,9 +247,12 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
         out["mag_mean"] = np.abs(mean).mean(1)
         out["sign_agreement"] = metrics.sign_agreement(mean)
     if "r" in groups:
-        out["r_median"] = metrics.median_by_transition(metrics.successive_correlation(rs))["all"]
+        r = metrics.successive_correlation(rs)                            # (n_sublayers - 1, d_model)
+        out["r_median"] = metrics.median_by_transition(r)["all"]
+        out["units_high_r"] = np.atleast_1d(_units_high_r(r[None]))
     if "cos" in groups:
         out["cos_mean"] = _nanmean(metrics.cosine_similarity(rs), 0)
+        out["ccos_mean"] = _nanmean(metrics.centered_cosine_similarity(rs), 0)
     if "vel" in groups:
         out["vel_mean"] = metrics.velocity(rs).mean(0)
     if "mi" in groups:
@@ -293,6 +298,13 @@ def _r_headlines(med: np.ndarray) -> dict[str, float]:
 def _mean_headlines(mag: np.ndarray, sign: np.ndarray) -> dict[str, float]:
     L = sign.size
     return {"mag_trend": metrics.depth_trend(mag), "sign_preserved": float(np.mean(sign[L // 2:-1]))}
+
+
+def _units_high_r(r: np.ndarray, level: float = 0.8) -> np.ndarray:
+    """r: (b, n_transitions, d_model) -> (b,) fraction of units whose median r over transitions exceeds
+    ``level`` (units never defined count as not high)."""
+    with np.errstate(invalid="ignore"):
+        return (_nanmedian(r, 1) > level).mean(1)
 
 
 def _cos_headlines(cos: np.ndarray) -> dict[str, float]:
@@ -351,6 +363,8 @@ def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
                                    np.asarray(c["sign_agreement"], dtype=np.float64)))
     if "r_median" in c:
         out.update(_r_headlines(np.asarray(c["r_median"], dtype=np.float64)))
+    if "units_high_r" in c:
+        out["units_high_r"] = float(np.asarray(c["units_high_r"]).ravel()[0])
     if "cos_mean" in c:
         out.update(_cos_headlines(np.asarray(c["cos_mean"], dtype=np.float64)))
     if "vel_mean" in c:
@@ -401,13 +415,17 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
         out["vel_mean"] = w @ metrics.velocity(rs)
     if "r" in groups:
         med = np.empty((B, L - 1))
+        r_all = np.empty((B, L - 1, D), dtype=np.float32)              # every unit's r, for units_high_r
         x = rs.astype(np.float64)
         x -= x.mean(0)
         for t in range(L - 1):
             a, b = x[:, t], x[:, t + 1]
             moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)  # (n, 5 D)
             for s in range(0, B, batch):
-                med[s:s + batch, t] = _nanmedian(bootstrap.weighted_correlation(moments, w[s:s + batch]), 1)
+                r = bootstrap.weighted_correlation(moments, w[s:s + batch])
+                r_all[s:s + batch, t] = r
+                med[s:s + batch, t] = _nanmedian(r, 1)
+        out["units_high_r"] = _units_high_r(r_all)[:, None]
         out["r_median"] = med
     if "rot" in groups:
         flat = rs.reshape(n, L * D).astype(np.float64)
@@ -600,6 +618,7 @@ _INTERVAL_CLAIMS = {
     "r_early": {"first_each_kind": "r_first_each_kind", "first_transition": "r_first_transition",
                 "first_defined": "r_first"},
     "sign_preserved": {"second_half": "sign_preserved"},
+    "units_high_r": {"median": "units_high_r"},
     "vel_last_third": {"within": "vel_steepest_third_within", "cross": "vel_steepest_third_cross"},
     "mi_drop_at_cross": {"*": "mi_steepest_drop_cross"},
     "pcs_fewer_later": {"global": "pcs_last_minus_first"},
@@ -621,11 +640,12 @@ def _p_rows(c: Mapping[str, Any], mi_method: str, seed: int) -> list[tuple[str, 
         rows.append(("r_increases_cross", "median") + bootstrap.trend_test(x, seed=seed))
         k = min(w.size, x.size)
         rows.append(("r_within_above_cross", "median") + bootstrap.sign_test(w[:k], x[:k]))
-    if "cos_mean" in c:
-        w, x = metrics.split_transitions(np.asarray(c["cos_mean"]))
-        k = min(w.size, x.size)
-        rows.append(("cos_increases", "raw") + bootstrap.trend_test(c["cos_mean"], seed=seed))
-        rows.append(("cos_within_above_cross", "raw") + bootstrap.sign_test(w[:k], x[:k]))
+    for reading, key in (("raw", "cos_mean"), ("centred", "ccos_mean")):
+        if key in c:
+            w, x = metrics.split_transitions(np.asarray(c[key]))
+            k = min(w.size, x.size)
+            rows.append(("cos_increases", reading) + bootstrap.trend_test(c[key], seed=seed))
+            rows.append(("cos_within_above_cross", reading) + bootstrap.sign_test(w[:k], x[:k]))
     if "vel_mean" in c:
         w, x = metrics.split_transitions(np.asarray(c["vel_mean"]))
         k = min(w.size, x.size)
@@ -638,13 +658,24 @@ def _p_rows(c: Mapping[str, Any], mi_method: str, seed: int) -> list[tuple[str, 
         if "r_median" in c:
             rows.append(("mi_vs_r", mi_method) + bootstrap.trend_test(mi, np.asarray(c["r_median"]), seed=seed))
     if "rot" in c and c.get("rot_null") is not None:
-        rot, null = np.abs(np.asarray(c["rot"])), np.abs(np.asarray(c["rot_null"]))
-        obs, per_shuffle = rot.mean(), null.mean(1)                 # the null's mean |R| of each shuffle
-        p = (1.0 + np.sum(per_shuffle >= obs)) / (1.0 + per_shuffle.size)
-        rows.append(("rotations_beat_null", "sublayers", float(obs - null.mean()), float(p)))
-        exceeds = phase.exceeds_null(np.asarray(c["rot"]), np.asarray(c["rot_null"])).astype(np.float64)
-        rows.append(("rotations_majority", "sublayers") + bootstrap.sign_test(exceeds, np.full(exceeds.size, 0.5)))
+        rows += rotation_evidence(c["rot"], c["rot_null"])
     return rows
+
+
+def rotation_evidence(rot, null, reading: str = "sublayers") -> list[tuple[str, str, float, float]]:
+    """The rotation claims from counts and their layer-shuffle null.
+
+    rot: (d_model,) rotation count per unit; null: (n_shuffles, d_model). -> [(claim, reading, value, p)]:
+    ``rotations_beat_null`` (mean |R| minus the null's; p: the fraction of shuffles whose mean |R| over
+    units reaches the observed one, a permutation test) and ``rotations_majority`` (fraction of units beyond
+    their null's 95th percentile of |R|; p: a sign test over units against one half).
+    """
+    rot, null = np.asarray(rot, dtype=np.float64), np.asarray(null, dtype=np.float64)
+    obs, per_shuffle = np.abs(rot).mean(), np.abs(null).mean(1)      # the null's mean |R| of each shuffle
+    p = (1.0 + np.sum(per_shuffle >= obs)) / (1.0 + per_shuffle.size)
+    exceeds = phase.exceeds_null(rot, null).astype(np.float64)
+    return [("rotations_beat_null", reading, float(obs - np.abs(null).mean()), float(p)),
+            ("rotations_majority", reading) + bootstrap.sign_test(exceeds, np.full(exceeds.size, 0.5))]
 
 
 def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed: int = 0,
