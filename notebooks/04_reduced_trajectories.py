@@ -44,6 +44,7 @@ CAE_SCALING = "standard"  # input scaling fitted on the training texts: "standar
 CAE_THREADS = 1          # torch CPU threads for CAE training (1: fastest on a small, busy CPU; None: torch's default)
 PCA_COMPONENTS = 100     # components for the per-sublayer explained variance (paper Fig 4C: 100)
 VARIANCE_THRESHOLD = 0.9  # "PCs needed for this share of a sublayer's variance"
+N_BOOT_SLOW = 10         # bootstrap resamples of the texts (PCA refitted on each) for the PCA claim
 
 # %% tags=["remove-cell"]
 # In Colab: install the package and take the GPU profile (Llama 3.1 8B in 4-bit). Does nothing elsewhere.
@@ -59,14 +60,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from transformer_dynamics import ledger, metrics, pipeline, reduce
+from transformer_dynamics import ledger, metrics, pipeline, reduce, robustness
+from transformer_dynamics.bootstrap import trend_test
 from transformer_dynamics.capture import sublayer_labels
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import reduced
 from transformer_dynamics.plots.style import grid
 
 MODELS = pipeline.model_list(MODELS)
-CONDITIONS = ("original", "shuffled")
+CONDITIONS = pipeline.CONDITIONS
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
              cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING,
@@ -140,14 +142,12 @@ traj = {(m, c): reduce.bottleneck_trajectories(cae[m, c], rs[m, c][cae[m, c].tes
         for m in MODELS for c in CONDITIONS}
 grid(reduced.plot_bottleneck_trajectory, traj);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         ang = reduce.turning_angle(traj[m, c].mean(0))
-        trend = metrics.depth_trend(ang)
-        led.record(f"cae_turning_angle_trend{suffix(c)}", trend, figure="3B", model=m,
-                   claim=f"Spearman rho of the mean trajectory's turning angle with depth ({c}); < 0: straightens",
-                   paper="trajectories straightened over the layers", holds=trend < 0)
+        rho, p = trend_test(ang, seed=SEED)
+        led.claim("cae_straighten", rho, p=p, model=m, condition=c)
         led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
                    [np.nanmean(ang[thirds[m][0][:-2]]), np.nanmean(ang[thirds[m][2][:-2]])], unit="degrees",
                    figure="3B", model=m,
@@ -161,13 +161,11 @@ dist = {(m, c): reduce.successive_distance(traj[m, c]) for m in MODELS for c in 
 grid(reduced.plot_successive_distance, {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
      title="CAE: distance between successive sublayers", height=3.8);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
-        trend = metrics.depth_trend(dist[m, c].mean(0))
-        led.record(f"cae_distance_trend{suffix(c)}", trend, figure="3C", model=m,
-                   claim=f"Spearman rho of the mean successive distance in the bottleneck with depth ({c})",
-                   paper="increasing distance between successive layers", holds=trend > 0)
+        rho, p = trend_test(dist[m, c].mean(0), seed=SEED)
+        led.claim("cae_distance_increases", rho, p=p, model=m, condition=c)
 
 # %% [markdown]
 # ## Figure 3D: explained variance per sublayer on the test texts
@@ -188,7 +186,7 @@ grid(reduced.plot_cae_explained_variance,
      row_kwargs={m: {"labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02), title="CAE: test-set EV",
      height=3.8);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         ev, s = ev_cae[m, c, "sublayer"], suffix(c)
@@ -202,17 +200,13 @@ for m in MODELS:
         ev_global = ev_cae[m, c, "global"]
         led.record(f"cae_ev_global_first_last{s}", [ev_global[0], ev_global[-1]], figure="3D", model=m,
                    claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
-        trend = metrics.depth_trend(ev)
-        led.record(f"cae_ev_trend{s}", trend, figure="3D", holds=trend > 0, model=m,
-                   paper="increasing explained variance",
-                   claim=f"Spearman rho of the CAE's per-sublayer explained variance with depth ({c})")
+        rho, p = trend_test(ev, seed=SEED)
+        led.claim("cae_ev_increases", rho, p=p, model=m, condition=c)
         led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition", model=m,
-                   holds=jump_at in thirds[m][0], paper="a large jump after the early layers",
-                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance ({c}); "
-                         "holds if in the first third")
+                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained "
+                         f"variance ({c}; first third: t < {len(thirds[m][0])})")
         steep = metrics.steepest_segment(ev)
-        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", holds=steep == 0, model=m,
-                   paper="a slower increase thereafter",
+        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", model=m,
                    claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
 
 # %% [markdown]
@@ -227,7 +221,7 @@ pca = {(m, c): reduce.PCA(n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m
 ptraj = {(m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2) for m in MODELS for c in CONDITIONS}
 grid(reduced.plot_pca_trajectories, ptraj);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         led.record(f"pca_ev_two_components{suffix(c)}", pca[m, c].explained_variance_ratio_[:2].sum(),
@@ -242,7 +236,7 @@ grid(reduced.plot_cumulative_explained_variance,
      {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS} for m in MODELS},
      threshold=VARIANCE_THRESHOLD, height=3.5);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         k_max = pca[m, c].n_components_
@@ -285,15 +279,15 @@ grid(reduced.plot_components_for_variance,
      row_kwargs={m: {"labels": labels[m]} for m in MODELS}, threshold=None, title="PCs per sublayer",
      height=3.8);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         s = suffix(c)
         ev = curve[m, c][:, -1]
         first, last = np.nanmean(ev[thirds[m][0]]), np.nanmean(ev[thirds[m][2]])
-        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", holds=last > first, model=m,
-                   paper="later layers: more variance explained by the same components",
-                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last third ({c})")
+        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", model=m,
+                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
+                         f"third ({c})")
         for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
             # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
             # finite); NaN (a sublayer without variance) is left out
@@ -301,25 +295,38 @@ for m in MODELS:
             n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
             a, b = np.nanmedian(n_pc[thirds[m][0]]), np.nanmedian(n_pc[thirds[m][2]])
             which = "the global" if kind == "global" else "each sublayer's own"
-            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
-                       model=m, paper="later layers require fewer principal components",
-                       claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
+            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C",
+                       model=m, claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
                              f"({which} PCA, {c}; "
                              f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached with "
                              f"{k_use[m] if kind == 'global' else 'all'} PCs)")
 
 # %% [markdown]
+# The paper's sentence "later layers requiring fewer principal components" is the registry's claim
+# `pcs_fewer_later`: the mean over the last third of the sublayers minus the mean over the first third of
+# the global components a sublayer needs for `VARIANCE_THRESHOLD` of its variance ("not reached" counted
+# as one more than kept), with a bootstrap interval over texts (the PCA refitted on `N_BOOT_SLOW`
+# resamples; `robustness.claim_evidence`).
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    for c in CONDITIONS:
+        ev = robustness.claim_evidence(rs[m, c], groups=("pca",), n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW,
+                                       seed=SEED, variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
+        led.claim_table(ev, model=m, condition=c)
+
+# %% [markdown]
 # ## The paper's statements next to ours
 # Every row is a ledger entry written above, one row per model, the rows of one statement together
-# (original texts unless the key ends in `_shuffled`). `holds` says whether our number supports the paper's
-# statement; empty where the row is a plain value.
+# (original texts unless the claim ends in "[shuffled control]"). `verdict` comes from the claim
+# registry (holds / fails / undecided); empty where the row is a plain value.
 
-# %%
+# %% tags=["remove-input"]
 table = pd.DataFrame([{"key": e["key"], "model": e["model"], "figure": e["figure"], "paper": e["paper"],
-                       "ours": e["value"], "holds": e["holds"], "claim": e["claim"]}
+                       "ours": e["value"], "verdict": e["verdict"], "claim": e["claim"]}
                       for e in ledger.by_claim(led.to_dict()["entries"])])
 pd.set_option("display.max_colwidth", 120)
 table[table["paper"] != ""].reset_index(drop=True)
 
-# %%
+# %% tags=["remove-input"]
 table[table["paper"] == ""].reset_index(drop=True)

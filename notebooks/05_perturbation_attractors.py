@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import perturb, pipeline, reduce
+from transformer_dynamics import perturb, pipeline, reduce, robustness
 from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturbation as plots
@@ -178,34 +178,37 @@ pd.concat({m: pd.DataFrame({k: cmp[m, k]["median"] for k in METRICS}
                            index=pd.MultiIndex.from_arrays([names[m], layers[m]], names=["position", "layer"]))
            for m in MODELS}, names=["model"])
 
-# %%
+# %% [markdown]
+# The paper's sentence "mid-layer perturbations exhibited a more robust recovery ... and lower mean
+# squared error" is the registry's claim `teleport_mid_recovers`: the fraction of the middle layers' grid
+# points whose MSE (PC plane) is below the smaller of the first and the last layer's medians, with a sign
+# test over the points (`robustness.teleport_evidence`).
+
+# %% tags=["remove-input"]
 for m in MODELS:
+    frac, p = robustness.teleport_evidence([r.mse_pc for r in results[m]])
+    led.claim("teleport_mid_recovers", frac, p=p, model=m)
     c, kw = cmp[m, "mse_pc"], dict(figure="4D", model=m)
     best = names[m][layers[m].index(c["best_layer"])]
     led.record("teleport_median_mse_pc", c["median"], layers=layers[m], **kw,
                claim="median MSE to the control over the following sublayers (PC plane), per teleport layer "
                      f"({', '.join(names[m])})")
     led.record("teleport_best_layer_mse_pc", c["best_layer"], position=best, **kw,
-               holds=c["best_layer"] not in (layers[m][0], layers[m][-1]),
-               paper="mid-layer perturbations (7, 15, 23) recover best",
                claim="teleport layer with the lowest median MSE (PC plane)")
-    led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], holds=c["mid_beats_ends"], **kw,
-               paper="lower MSE for mid layers than for layer 0 and the penultimate layer",
-               claim="every middle layer's median MSE (PC plane) is below both the first and the last layer's")
-    led.record("teleport_last_worst_mse_pc", c["last_worst"], holds=c["last_worst"], **kw,
-               paper="even more drastic at the penultimate layer (31)",
+    led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], **kw,
+               claim="every middle layer's median MSE (PC plane) is below both the first and the "
+                     "last layer's")
+    led.record("teleport_last_worst_mse_pc", c["last_worst"], **kw,
                claim="the last teleport layer has the highest median MSE (PC plane)")
     led.record("teleport_end_variance", c["end_variance"], layers=layers[m], **kw,
                claim="variance of the trajectories' end points across the grid (PC plane), per layer")
-    led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], holds=c["mid_spread_below_ends"],
-               paper="mid layers: lower variance on the perturbed trajectories", **kw,
+    led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], **kw,
                claim="every middle layer's end-point variance is below the first and last layer's")
     for k in ("mse_full", "rel_mse_full", "recovery"):
         c = cmp[m, k]
         led.record(f"teleport_median_{k}", c["median"], layers=layers[m], **kw,
                    claim=f"median {k} per teleport layer")
-        led.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], holds=c["mid_beats_ends"], **kw,
-                   paper="mid-layer perturbations recover best",
+        led.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], **kw,
                    claim=f"every middle layer's median {k} is below the first and last layer's")
     led.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp[m, "recovery"]["median"]],
                layers=layers[m], **kw, claim="per layer: is the median grid point closer to the control after the "
@@ -294,16 +297,17 @@ for m in MODELS:
 
 # %% [markdown]
 # ## The paper's statements next to ours
-# Every row is a ledger entry written above, one per model; `holds` says whether our number supports the
-# paper's statement.
+# Every row is a ledger entry written above, one per model; `verdict` comes from the claim registry
+# (holds / fails / undecided).
 
-# %%
-table = pd.DataFrame([{"key": e.key, "model": e.model, "figure": e.figure, "paper": e.paper, "ours": e.value,
-                       "holds": e.holds, "claim": e.claim} for e in led.entries.values()])
+# %% tags=["remove-input"]
+table = pd.DataFrame([{"key": e.key, "model": e.model, "figure": e.figure, "paper": e.paper,
+                       "ours": e.value, "verdict": e.verdict, "claim": e.claim}
+                      for e in led.entries.values()])
 table["first"] = table.groupby("key", sort=False).ngroup()
 table = table.sort_values(["first"], kind="stable").drop(columns="first")
 pd.set_option("display.max_colwidth", 120)
 table[table["paper"] != ""].reset_index(drop=True)
 
-# %%
+# %% tags=["remove-input"]
 table[table["paper"] == ""].reset_index(drop=True)

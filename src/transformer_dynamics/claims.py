@@ -102,6 +102,7 @@ def _r(name, description):
 
 
 _ONE = (_r("median", "median over units"),)
+_MEAN = (_r("mean", "the mean trajectory / mean over texts"),)
 _EST = (_r("kde", "Gaussian-KDE plug-in MI (the paper's estimator)"), _r("ksg", "Kraskov k-NN MI (k = 3)"),
         _r("gcmi", "Gaussian-copula MI (bias-corrected lower bound)"))
 _EST_WHY = "the paper's own estimator (Gaussian KDE, section 2.5); ksg and gcmi test whether it is an artefact"
@@ -192,14 +193,15 @@ _CLAIMS = [
     # --- contribution 5: reduced space, attractors --------------------------------------------------------
     Claim("cae_straighten", "3B", "the trajectories in this space straightened over the layers", 5,
           "bootstrap.trend_test", "Spearman rho of the mean turning angle of the CAE trajectory with depth", "<",
-          0.0, "p", _ONE, "median", "the mean trajectory's turning angle", "04_reduced_trajectories",
+          0.0, "p", _MEAN, "mean", "the figure shows the mean trajectory", "04_reduced_trajectories",
           paper="straightened"),
     Claim("cae_distance_increases", "3C", "with increasing distance between successive layers", 5,
           "bootstrap.trend_test", "Spearman rho of the successive distance in the CAE space with depth", ">", 0.0,
-          "p", _ONE, "median", "the median over texts", "04_reduced_trajectories", paper="increasing"),
+          "p", _MEAN, "mean", "the figure's mean over texts", "04_reduced_trajectories", paper="increasing"),
     Claim("cae_ev_increases", "3D", "the model's reconstruction of RS vectors showed increasing explained variance",
           5, "bootstrap.trend_test", "Spearman rho of the CAE's explained variance per sublayer with depth", ">",
-          0.0, "p", _ONE, "median", "explained variance about each sublayer's mean", "04_reduced_trajectories",
+          0.0, "p", _MEAN, "mean", "explained variance about each sublayer's mean (Fig 3D)",
+          "04_reduced_trajectories",
           paper="increasing"),
     Claim("pcs_fewer_later", "4C", "later layers requiring fewer principal components to explain the same amount "
           "of variance", 5, "robustness.curves", "mean over the last third of the sublayers minus mean over the "
@@ -209,9 +211,9 @@ _CLAIMS = [
           "Fig 4C plots the explained variance per layer of one PCA's components", "04_reduced_trajectories",
           paper="fewer", unit="PCs"),
     Claim("teleport_mid_recovers", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited a more robust "
-          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "perturb.compare_layers",
-          "fraction of grid points whose end MSE after a mid-layer teleport is below the median end MSE after "
-          "a teleport at the first and the last layer", ">", 0.5, "p",
+          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "robustness.teleport_evidence",
+          "fraction of the middle teleport layers' grid points whose MSE to the control is below the median "
+          "MSE of the first and of the last teleport layer (sign test over points)", ">", 0.5, "p",
           (_r("mse_pc", "MSE in the 2 PCs"),), "mse_pc", "the figure's space", "05_perturbation_attractors",
           paper="more robust"),
 ]

@@ -67,6 +67,7 @@ __all__ = [
     "Statistic",
     "claim_evidence",
     "rotation_evidence",
+    "teleport_evidence",
     "verdict_table",
     "robustness_lines",
     "first_transitions",
@@ -346,6 +347,8 @@ def _rot_headlines(rot: np.ndarray, null: np.ndarray | None) -> dict[str, float]
 
 def _pca_headlines(ev_ratio: np.ndarray, sublayer_pcs: np.ndarray, variance: float) -> dict[str, float]:
     thirds = np.array_split(np.arange(sublayer_pcs.size), 3)
+    # "not reached with the kept components" counts as one more than kept (a lower bound), as in chapter 4
+    sublayer_pcs = np.where(np.isposinf(sublayer_pcs), ev_ratio.size + 1, sublayer_pcs)
     total = reduce.components_for_variance(np.cumsum(ev_ratio), variance, not_reached=np.inf)
     first, last = float(_nanmean(sublayer_pcs[thirds[0]], 0)), float(_nanmean(sublayer_pcs[thirds[2]], 0))
     return {"pcs_total": float(total), "pcs_first_third": first, "pcs_last_third": last,
@@ -676,6 +679,22 @@ def rotation_evidence(rot, null, reading: str = "sublayers") -> list[tuple[str, 
     exceeds = phase.exceeds_null(rot, null).astype(np.float64)
     return [("rotations_beat_null", reading, float(obs - np.abs(null).mean()), float(p)),
             ("rotations_majority", reading) + bootstrap.sign_test(exceeds, np.full(exceeds.size, 0.5))]
+
+
+def teleport_evidence(per_layer: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The teleport claim (Fig 4D) from per-grid-point errors, one array per teleport layer in depth order.
+
+    per_layer: [(n_points,)] e.g. ``TeleportResult.mse_pc`` (lower: better recovery), at least 3 layers. ->
+    (fraction of the middle layers' points below the smaller of the first and the last layer's medians,
+    the sign test's p against one half). NaN points are dropped.
+    """
+    if len(per_layer) < 3:
+        raise ValueError(f"need at least 3 teleport layers (first, middle, last); got {len(per_layer)}")
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in per_layer]
+    ref = min(np.nanmedian(arrays[0]), np.nanmedian(arrays[-1]))
+    mid = np.concatenate(arrays[1:-1])
+    mid = mid[np.isfinite(mid)]
+    return bootstrap.sign_test(np.full(mid.size, ref), mid)
 
 
 def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed: int = 0,
