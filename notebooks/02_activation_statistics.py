@@ -70,12 +70,24 @@ from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
 
 MODELS = pipeline.model_list(MODELS)
 RUNS = [(m, c) for m in MODELS for c in pipeline.CONDITIONS]  # (model, condition), in figure order
-led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             mi_units=MI_UNITS, mi_compare_units=MI_COMPARE_UNITS, mi_methods=list(MI_METHODS),
-             n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW)
-rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                       quantization=QUANTIZATION)
-      for m, c in RUNS}
+led = Ledger(
+    "02_activation_statistics",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    mi_units=MI_UNITS,
+    mi_compare_units=MI_COMPARE_UNITS,
+    mi_methods=list(MI_METHODS),
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+)
+rs = {
+    (m, c): pipeline.residual_stream(
+        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+    )
+    for m, c in RUNS
+}
 n_sublayers = {m: rs[m, "original"].shape[1] for m in MODELS}
 d_model = {m: rs[m, "original"].shape[2] for m in MODELS}
 labels = {m: sublayer_labels(n_sublayers[m] // 2) for m in MODELS}
@@ -90,8 +102,13 @@ def record(model, key, value, *, condition="original", claim="", **kwargs):
     led.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
 
 
-Markdown("\n".join(f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
-                   f"{n_sublayers[m] // 2} layers, {d_model[m]} units" for m in MODELS))
+Markdown(
+    "\n".join(
+        f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
+        f"{n_sublayers[m] // 2} layers, {d_model[m]} units"
+        for m in MODELS
+    )
+)
 
 # %% [markdown]
 # ## Computing the statistics
@@ -151,7 +168,11 @@ for m in MODELS:
 # within-layer transitions (attn → mlp) green, cross-layer (mlp → next attn) blue.
 
 # %%
-grid(activity.plot_successive_correlation, {(m, c): S[m, c]["r"] for m, c in RUNS}, row_kwargs=per_model);
+grid(
+    activity.plot_successive_correlation,
+    {(m, c): S[m, c]["r"] for m, c in RUNS},
+    row_kwargs=per_model,
+);
 
 # %% [markdown]
 # A unit that is constant over the texts at a sublayer has no correlation there (NaN). If every text
@@ -203,8 +224,11 @@ for m, c in RUNS:
 # first and measures whether the text-specific part keeps its direction.
 
 # %%
-grid(activity.plot_cosine_similarity,
-     {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS}, row_kwargs=per_model);
+grid(
+    activity.plot_cosine_similarity,
+    {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS},
+    row_kwargs=per_model,
+);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
@@ -287,17 +311,37 @@ for m, c in RUNS:
 # %%
 massive = {m: metrics.massive_units(rs[m, "original"]) for m in MODELS}
 for m in MODELS:
-    led.record("n_massive_units", len(massive[m]), model=m, units=massive[m][:16],
-               claim="units whose magnitude exceeds 20x the median unit's")
+    led.record(
+        "n_massive_units",
+        len(massive[m]),
+        model=m,
+        units=massive[m][:16],
+        claim="units whose magnitude exceeds 20x the median unit's",
+    )
 S_wo = {}
 for m, c in RUNS:
     x = metrics.without_units(rs[m, c], massive[m])
-    S_wo[m, c] = {"cos": metrics.cosine_similarity(x), "vel": metrics.velocity(x),
-                  "mean": metrics.mean_activations(x), "order": metrics.unit_order(x)}
-display(Markdown("\n".join(f"- **{m}**: {len(massive[m])} massive units, largest first: "
-                           f"{', '.join(map(str, massive[m][:16])) or 'none'}" for m in MODELS)))
-grid(activity.plot_mean_activations, {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
-     row_kwargs=per_model, title="Mean activation, no massive units");
+    S_wo[m, c] = {
+        "cos": metrics.cosine_similarity(x),
+        "vel": metrics.velocity(x),
+        "mean": metrics.mean_activations(x),
+        "order": metrics.unit_order(x),
+    }
+display(
+    Markdown(
+        "\n".join(
+            f"- **{m}**: {len(massive[m])} massive units, largest first: "
+            f"{', '.join(map(str, massive[m][:16])) or 'none'}"
+            for m in MODELS
+        )
+    )
+)
+grid(
+    activity.plot_mean_activations,
+    {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
+    row_kwargs=per_model,
+    title="Mean activation, no massive units",
+);
 
 # %%
 grid(activity.plot_cosine_similarity,

@@ -103,15 +103,28 @@ for m in MODELS:
     for c in CONDITIONS:
         x = rs[m, c]
         R[m, c] = {
-            "traj": x.mean(0),                                   # (n_sublayers, d_model)
-            "mean": phase.rotations_per_unit(x, "mean"),         # (d_model,)
-            "samples": phase.rotations_per_sample(x),            # (n_samples, d_model)
-            "null": {w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w) for w in NULLS},
-            "null_ps": {w: phase.null_per_unit(x, "per_sample", PER_SAMPLE_SHUFFLES, seed=SEED, what=w,
-                                               max_samples=PER_SAMPLE_MAX_TEXTS) for w in NULLS},
+            "traj": x.mean(0),  # (n_sublayers, d_model)
+            "mean": phase.rotations_per_unit(x, "mean"),  # (d_model,)
+            "samples": phase.rotations_per_sample(x),  # (n_samples, d_model)
+            "null": {
+                w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w) for w in NULLS
+            },
+            "null_ps": {
+                w: phase.null_per_unit(
+                    x,
+                    "per_sample",
+                    PER_SAMPLE_SHUFFLES,
+                    seed=SEED,
+                    what=w,
+                    max_samples=PER_SAMPLE_MAX_TEXTS,
+                )
+                for w in NULLS
+            },
         }
         R[m, c]["per_sample"] = R[m, c]["samples"].mean(0)
-    reference[m] = {k: phase.reference_counts(n_sublayers[m], k, seed=SEED) for k in ("random_walk", "iid")}
+    reference[m] = {
+        k: phase.reference_counts(n_sublayers[m], k, seed=SEED) for k in ("random_walk", "iid")
+    }
 
 # %% [markdown]
 # ## Figure 2A: phase portraits
@@ -121,20 +134,33 @@ for m in MODELS:
 # unit's count $R$. One figure per condition, one row of portraits per model.
 
 # %%
-shown = {m: np.sort(np.random.default_rng(SEED).choice(d_model[m], size=min(N_PORTRAITS, d_model[m]),
-                                                        replace=False))
-         for m in MODELS}
+shown = {
+    m: np.sort(
+        np.random.default_rng(SEED).choice(
+            d_model[m], size=min(N_PORTRAITS, d_model[m]), replace=False
+        )
+    )
+    for m in MODELS
+}
 for c in CONDITIONS:
-    portraits.plot_phase_portraits_by_model({m: R[m, c]["traj"] for m in MODELS}, shown,
-                                            rotations={m: R[m, c]["mean"] for m in MODELS}, labels=labels,
-                                            suptitle=f"Mean trajectories over {N} texts — {c}");
+    portraits.plot_phase_portraits_by_model(
+        {m: R[m, c]["traj"] for m in MODELS},
+        shown,
+        rotations={m: R[m, c]["mean"] for m in MODELS},
+        labels=labels,
+        suptitle=f"Mean trajectories over {N} texts — {c}",
+    );
 
 # %% [markdown]
 # The same units in the first text alone (the `per_sample` reading): single-text trajectories are rougher.
 
 # %%
-portraits.plot_phase_portraits_by_model({m: rs[m, "original"][0] for m in MODELS}, shown, labels=labels,
-                                        suptitle="One text's trajectories — original");
+portraits.plot_phase_portraits_by_model(
+    {m: rs[m, "original"][0] for m in MODELS},
+    shown,
+    labels=labels,
+    suptitle="One text's trajectories — original",
+);
 
 # %% [markdown]
 # ## Figure 2B: rotations per unit against the shuffle nulls
@@ -173,19 +199,51 @@ for c in CONDITIONS:
 rows, summary = [], {}
 for m in MODELS:
     for c in CONDITIONS:
-        for mode, obs, nulls in (("mean", R[m, c]["mean"], R[m, c]["null"]),
-                                 ("per_sample", R[m, c]["per_sample"], R[m, c]["null_ps"])):
+        for mode, obs, nulls in (
+            ("mean", R[m, c]["mean"], R[m, c]["null"]),
+            ("per_sample", R[m, c]["per_sample"], R[m, c]["null_ps"]),
+        ):
             for w in NULLS:
                 s = phase.rotation_summary(obs, nulls[w], n_sublayers=n_sublayers[m])
                 summary[m, c, mode, w] = s
-                rows.append({"model": m, "condition": c, "mode": mode, "null": w, "shuffles": nulls[w].shape[0],
-                             **s})
+                rows.append(
+                    {
+                        "model": m,
+                        "condition": c,
+                        "mode": mode,
+                        "null": w,
+                        "shuffles": nulls[w].shape[0],
+                        **s,
+                    }
+                )
     for k, v in reference[m].items():
-        rows.append({"model": m, "condition": f"reference: {k}", "mode": "-", "null": "-", "mean": v.mean(),
-                     "mean_abs": np.abs(v).mean(), "sd": v.std(), "mean_per_sublayer": v.mean() / n_sublayers[m]})
+        rows.append(
+            {
+                "model": m,
+                "condition": f"reference: {k}",
+                "mode": "-",
+                "null": "-",
+                "mean": v.mean(),
+                "mean_abs": np.abs(v).mean(),
+                "sd": v.std(),
+                "mean_per_sublayer": v.mean() / n_sublayers[m],
+            }
+        )
 table = pd.DataFrame(rows)
-cols = ["model", "condition", "mode", "null", "shuffles", "mean", "mean_abs", "null_mean", "null_mean_abs",
-        "frac_exceeds", "frac_negative", "mean_per_sublayer"]
+cols = [
+    "model",
+    "condition",
+    "mode",
+    "null",
+    "shuffles",
+    "mean",
+    "mean_abs",
+    "null_mean",
+    "null_mean_abs",
+    "frac_exceeds",
+    "frac_negative",
+    "mean_per_sublayer",
+]
 table[cols].round(3)
 
 # %% [markdown]
@@ -265,15 +323,23 @@ for m in MODELS:
     sh = summary[m, "shuffled", "mean", "sublayers"]
     rw = reference[m]["random_walk"]
     print(f"{m}, {n_sublayers[m]} sublayers, N = {n_samples[m]} texts")
-    print(f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
-          f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers")
+    print(
+        f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
+        f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers"
+    )
     print(f"  mean R  (per text)               {ps['mean']:+.2f}")
-    print(f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {PAPER_MEAN / PAPER_SUBLAYERS:.3f}")
+    print(
+        f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {PAPER_MEAN / PAPER_SUBLAYERS:.3f}"
+    )
     for w in NULLS:
         s = summary[m, "original", "mean", w]
-        print(f"  null (shuffled {w:9s}) mean R {s['null_mean']:+.2f}, mean |R| {s['null_mean_abs']:.2f}; "
-              f"units beyond their null's 95th pct of |R|: {s['frac_exceeds']:.1%}")
-        print(f"  {'':28s} units turning less than their null (|R| below its 5th pct): {s['frac_below']:.1%}")
+        print(
+            f"  null (shuffled {w:9s}) mean R {s['null_mean']:+.2f}, mean |R| {s['null_mean_abs']:.2f}; "
+            f"units beyond their null's 95th pct of |R|: {s['frac_exceeds']:.1%}"
+        )
+        print(
+            f"  {'':28s} units turning less than their null (|R| below its 5th pct): {s['frac_below']:.1%}"
+        )
     print(f"  random-walk reference mean R {rw.mean():+.2f}, mean |R| {np.abs(rw).mean():.2f}")
     print(f"  token-shuffled texts: mean |R| {sh['mean_abs']:.2f}")
     print()

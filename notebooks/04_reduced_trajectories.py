@@ -70,12 +70,25 @@ from transformer_dynamics.plots.style import grid
 MODELS = pipeline.model_list(MODELS)
 CONDITIONS = pipeline.CONDITIONS
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING,
-             pca_components=PCA_COMPONENTS)
-rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                       quantization=QUANTIZATION)
-      for m in MODELS for c in CONDITIONS}
+led = Ledger(
+    "04_reduced_trajectories",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    cae_layers=CAE_LAYERS,
+    cae_epochs=CAE_EPOCHS,
+    cae_patience=CAE_PATIENCE,
+    cae_scaling=CAE_SCALING,
+    pca_components=PCA_COMPONENTS,
+)
+rs = {
+    (m, c): pipeline.residual_stream(
+        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+    )
+    for m in MODELS
+    for c in CONDITIONS
+}
 shape, labels, thirds = {}, {}, {}
 for m in MODELS:
     shape[m] = rs[m, "original"].shape  # (texts, sublayers, units)
@@ -109,27 +122,58 @@ cae = {}
 for m in MODELS:
     print(f"{m}: encoder widths", reduce.geometric_widths(shape[m][2], 2, CAE_LAYERS))
     for c in CONDITIONS:
-        cae[m, c] = r = pipeline.trained_cae(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                             quantization=QUANTIZATION, k=CAE_LAYERS, epochs=CAE_EPOCHS,
-                                             patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE,
-                                             num_threads=CAE_THREADS)
-        print(f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
-              f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}")
+        cae[m, c] = r = pipeline.trained_cae(
+            m,
+            n=N,
+            seed=SEED,
+            condition=c,
+            cache_dir=CACHE_DIR,
+            quantization=QUANTIZATION,
+            k=CAE_LAYERS,
+            epochs=CAE_EPOCHS,
+            patience=CAE_PATIENCE,
+            scaling=CAE_SCALING,
+            device=DEVICE,
+            num_threads=CAE_THREADS,
+        )
+        print(
+            f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
+            f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}"
+        )
 
 # %%
-grid(reduced.plot_training_history, {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
-     height=3.5);
+grid(
+    reduced.plot_training_history,
+    {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
+    height=3.5,
+);
 
 # %%
 for m in MODELS:
     for c in CONDITIONS:
         s, r = suffix(c), cae[m, c]
-        led.record(f"cae_train_time_s{s}", r.train_time_s, unit="s", figure="3", model=m,
-                   claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)")
-        led.record(f"cae_test_ev{s}", r.test_ev, figure="3D", model=m,
-                   claim=f"CAE explained variance of all test vectors pooled ({c})")
-        led.record(f"cae_best_epoch{s}", r.best_epoch, figure="3", model=m,
-                   claim=f"epoch with the lowest validation loss (0-based, {c})")
+        led.record(
+            f"cae_train_time_s{s}",
+            r.train_time_s,
+            unit="s",
+            figure="3",
+            model=m,
+            claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)",
+        )
+        led.record(
+            f"cae_test_ev{s}",
+            r.test_ev,
+            figure="3D",
+            model=m,
+            claim=f"CAE explained variance of all test vectors pooled ({c})",
+        )
+        led.record(
+            f"cae_best_epoch{s}",
+            r.best_epoch,
+            figure="3",
+            model=m,
+            claim=f"epoch with the lowest validation loss (0-based, {c})",
+        )
 
 # %% [markdown]
 # ## Figure 3B: the mean bottleneck trajectory
@@ -158,8 +202,12 @@ for m in MODELS:
 
 # %%
 dist = {(m, c): reduce.successive_distance(traj[m, c]) for m in MODELS for c in CONDITIONS}
-grid(reduced.plot_successive_distance, {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
-     title="CAE: distance between successive sublayers", height=3.8);
+grid(
+    reduced.plot_successive_distance,
+    {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
+    title="CAE: distance between successive sublayers",
+    height=3.8,
+);
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -179,12 +227,26 @@ for m in MODELS:
 
 # %%
 CENTERS = {"sublayer": "about each sublayer's mean", "global": "about the global mean"}
-ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(cae[m, c], rs[m, c][cae[m, c].test_idx], center=k)
-          for m in MODELS for c in CONDITIONS for k in CENTERS}
-grid(reduced.plot_cae_explained_variance,
-     {(m, name): {c: ev_cae[m, c, k] for c in CONDITIONS} for m in MODELS for k, name in CENTERS.items()},
-     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02), title="CAE: test-set EV",
-     height=3.8);
+ev_cae = {
+    (m, c, k): reduce.explained_variance_per_sublayer_cae(
+        cae[m, c], rs[m, c][cae[m, c].test_idx], center=k
+    )
+    for m in MODELS
+    for c in CONDITIONS
+    for k in CENTERS
+}
+grid(
+    reduced.plot_cae_explained_variance,
+    {
+        (m, name): {c: ev_cae[m, c, k] for c in CONDITIONS}
+        for m in MODELS
+        for k, name in CENTERS.items()
+    },
+    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
+    ylim=(-1, 1.02),
+    title="CAE: test-set EV",
+    height=3.8,
+);
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -216,9 +278,18 @@ for m in MODELS:
 # first two components; coloured: the mean per sublayer.
 
 # %%
-pca = {(m, c): reduce.PCA(n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])).fit(rs[m, c])
-       for m in MODELS for c in CONDITIONS}
-ptraj = {(m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2) for m in MODELS for c in CONDITIONS}
+pca = {
+    (m, c): reduce.PCA(
+        n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])
+    ).fit(rs[m, c])
+    for m in MODELS
+    for c in CONDITIONS
+}
+ptraj = {
+    (m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2)
+    for m in MODELS
+    for c in CONDITIONS
+}
 grid(reduced.plot_pca_trajectories, ptraj);
 
 # %% tags=["remove-input"]
@@ -257,27 +328,50 @@ for m in MODELS:
 # directions that the global fit picks.
 
 # %%
-curve = {(m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
-         for m in MODELS for c in CONDITIONS}
+curve = {
+    (m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
+    for m in MODELS
+    for c in CONDITIONS
+}
 k_use = {m: pca[m, "original"].n_components_ for m in MODELS}
-grid(reduced.plot_pca_explained_variance_per_sublayer,
-     {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
-     col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02),
-     height=3.8);
+grid(
+    reduced.plot_pca_explained_variance_per_sublayer,
+    {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
+    col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS},
+    ylim=(-1, 1.02),
+    height=3.8,
+);
 
 # %%
 thresholds = sorted({0.5, VARIANCE_THRESHOLD})
 PCA_KINDS = {"global": "global PCA", "own": "each sublayer's own PCA"}
-own = {(m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
-       for m in MODELS for c in CONDITIONS}
-n_pcs = {(m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
-         for m in MODELS for kind, cv in (("global", curve), ("own", own)) for th in thresholds for c in CONDITIONS}
-grid(reduced.plot_components_for_variance,
-     {(m, name): ({f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
-                  k_use[m] if kind == "global" else None)
-      for m in MODELS for kind, name in PCA_KINDS.items()},
-     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, threshold=None, title="PCs per sublayer",
-     height=3.8);
+own = {
+    (m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
+    for m in MODELS
+    for c in CONDITIONS
+}
+n_pcs = {
+    (m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
+    for m in MODELS
+    for kind, cv in (("global", curve), ("own", own))
+    for th in thresholds
+    for c in CONDITIONS
+}
+grid(
+    reduced.plot_components_for_variance,
+    {
+        (m, name): (
+            {f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
+            k_use[m] if kind == "global" else None,
+        )
+        for m in MODELS
+        for kind, name in PCA_KINDS.items()
+    },
+    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
+    threshold=None,
+    title="PCs per sublayer",
+    height=3.8,
+);
 
 # %% tags=["remove-input"]
 for m in MODELS:

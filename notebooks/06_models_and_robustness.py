@@ -79,22 +79,48 @@ MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first mo
 if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a string
     N_VALUES = json.loads(N_VALUES)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
-KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)  # robustness.curves
-led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             quantization=QUANTIZATION,
-             n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
-             mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
-record_first = functools.partial(led.record, model=MODEL)  # sections 2 and 3: values of the first model
+KW = dict(
+    mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD
+)  # robustness.curves
+led = Ledger(
+    "06_models_and_robustness",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    quantization=QUANTIZATION,
+    n_precision=N_PRECISION,
+    precisions=PRECISIONS,
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+    mi_units=MI_UNITS,
+    n_shuffles=N_SHUFFLES,
+)
+record_first = functools.partial(
+    led.record, model=MODEL
+)  # sections 2 and 3: values of the first model
 
 
 def record_headlines(model, table, *, suffix="", **extra):
     """Ledger rows of ``model`` for a bootstrap_headlines table (or a plain {key: value} dict)."""
-    rows = table.iterrows() if isinstance(table, pd.DataFrame) else ((k, {"estimate": v}) for k, v in table.items())
+    rows = (
+        table.iterrows()
+        if isinstance(table, pd.DataFrame)
+        else ((k, {"estimate": v}) for k, v in table.items())
+    )
     for key, row in rows:
         h = robustness.STATISTICS[key]
         ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
-        led.record(f"{key}{suffix}", row["estimate"], ci=ci, claim=h.description, figure=h.figure,
-                   unit=h.unit, model=model, **extra)
+        led.record(
+            f"{key}{suffix}",
+            row["estimate"],
+            ci=ci,
+            claim=h.description,
+            figure=h.figure,
+            unit=h.unit,
+            model=model,
+            **extra,
+        )
 
 
 # %% [markdown]
@@ -112,14 +138,23 @@ rs, C, arch = {}, {}, []
 for m in MODELS:
     lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
     a = models.architecture(lm)
-    arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(models.layer_modules(lm)),
-                 "d_model": lm.config.hidden_size, "RS before attention": f"input of {a.attn_norm}",
-                 "RS before MLP": f"input of {a.mlp_norm}",
-                 "norms in a layer": ", ".join(n for n, _ in models.layer_modules(lm)[0].named_children()
-                                               if "norm" in n)})
+    arch.append(
+        {
+            "model": m,
+            "model_type": lm.config.model_type,
+            "layers": len(models.layer_modules(lm)),
+            "d_model": lm.config.hidden_size,
+            "RS before attention": f"input of {a.attn_norm}",
+            "RS before MLP": f"input of {a.mlp_norm}",
+            "norms in a layer": ", ".join(
+                n for n, _ in models.layer_modules(lm)[0].named_children() if "norm" in n
+            ),
+        }
+    )
     for c in CONDITIONS:
-        rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                            quantization=QUANTIZATION)
+        rs[m, c] = pipeline.residual_stream(
+            m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+        )
         C[m, c] = robustness.curves(rs[m, c], seed=SEED, **KW)
 pd.DataFrame(arch).set_index("model")
 
@@ -204,12 +239,22 @@ for m in MODELS:
 # units, against the first precision.
 
 # %%
-rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original", cache_dir=CACHE_DIR,
-                                    **robustness.precision_kwargs(p))
-        for p in PRECISIONS}
+rs_p = {
+    p: pipeline.residual_stream(
+        MODEL,
+        n=N_PRECISION,
+        seed=SEED,
+        condition="original",
+        cache_dir=CACHE_DIR,
+        **robustness.precision_kwargs(p),
+    )
+    for p in PRECISIONS
+}
 ref = PRECISIONS[0]
 diff = {p: robustness.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
-pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}");
+pc.plot_relative_error(
+    {p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}"
+);
 
 # %%
 H_p = {p: robustness.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
@@ -217,9 +262,13 @@ boot_ref = robustness.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N
 change = {p: robustness.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
 for p in change:
     v = change[p]["other"]
-    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (v <= boot_ref["high"].reindex(v.index))
+    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (
+        v <= boot_ref["high"].reindex(v.index)
+    )
 ptable = pd.concat({p: change[p][["other", "change", "inside_ref_ci"]] for p in change}, axis=1)
-ptable.insert(0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1))
+ptable.insert(
+    0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1)
+)
 ptable.insert(0, (ref, "value"), pd.Series(H_p[ref]))
 ptable
 
@@ -259,7 +308,9 @@ for p in diff:
 
 # %%
 rs_default, boot_default = rs[MODEL, "original"], boot[MODEL]
-pc.plot_headline_intervals({MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals");
+pc.plot_headline_intervals(
+    {MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals"
+);
 
 # %%
 nd = robustness.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)

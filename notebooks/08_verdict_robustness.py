@@ -74,21 +74,42 @@ for name in ("N_VALUES", "PRECISIONS", "MI_METHODS"):  # papermill -p passes lis
     if isinstance(globals()[name], str):
         globals()[name] = json.loads(globals()[name])
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
-led = Ledger("08_verdict_robustness", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED, n_boot=N_BOOT,
-             n_boot_slow=N_BOOT_SLOW, mi_units=MI_UNITS, mi_methods=list(MI_METHODS), n_values=N_VALUES,
-             precisions=list(PRECISIONS), n_precision=N_PRECISION)
-KW = dict(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, mi_units=MI_UNITS, n_shuffles=N_SHUFFLES,
-          variance=VARIANCE_THRESHOLD)
+led = Ledger(
+    "08_verdict_robustness",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+    mi_units=MI_UNITS,
+    mi_methods=list(MI_METHODS),
+    n_values=N_VALUES,
+    precisions=list(PRECISIONS),
+    n_precision=N_PRECISION,
+)
+KW = dict(
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+    seed=SEED,
+    mi_units=MI_UNITS,
+    n_shuffles=N_SHUFFLES,
+    variance=VARIANCE_THRESHOLD,
+)
 #: the book's headline capture and the three other last-token variants: (choice, setting) -> keywords
-TOKENS = {("baseline", "strip=False, add_bos=True"): dict(strip=False, add_bos=True),
-          ("strip", "True"): dict(strip=True, add_bos=True),
-          ("add_bos", "False"): dict(strip=False, add_bos=False),
-          ("strip & add_bos", "True & False"): dict(strip=True, add_bos=False)}
+TOKENS = {
+    ("baseline", "strip=False, add_bos=True"): dict(strip=False, add_bos=True),
+    ("strip", "True"): dict(strip=True, add_bos=True),
+    ("add_bos", "False"): dict(strip=False, add_bos=False),
+    ("strip & add_bos", "True & False"): dict(strip=True, add_bos=False),
+}
 
 
 def capture(model, n=N, condition="original", **kw):
     """One capture through the cache (a second identical call is a read)."""
-    return pipeline.residual_stream(model, n=n, seed=SEED, condition=condition, cache_dir=CACHE_DIR, **kw)
+    return pipeline.residual_stream(
+        model, n=n, seed=SEED, condition=condition, cache_dir=CACHE_DIR, **kw
+    )
 
 
 def evidence(rs, choice, setting, model, methods=MI_METHODS[:1]):
@@ -152,8 +173,10 @@ for m in MODELS:
 # %%
 control = []
 for m in MODELS:
-    for cond, (choice, setting) in {"shuffled": ("baseline", "paper: all but BOS"),
-                                    "shuffled_keep_last": ("shuffle", "all but BOS and the last")}.items():
+    for cond, (choice, setting) in {
+        "shuffled": ("baseline", "paper: all but BOS"),
+        "shuffled_keep_last": ("shuffle", "all but BOS and the last"),
+    }.items():
         control.append(evidence(capture(m, condition=cond), choice, setting, m))
 control_verdicts = robustness.verdict_table(pd.concat(control, ignore_index=True))
 control_lines = robustness.robustness_lines(control_verdicts)
@@ -172,8 +195,12 @@ Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index
 # and MI are undefined (marked x on the axis).
 
 # %%
-first = {m: robustness.first_transitions_table({s: rs_tokens[m, s] for _, s in TOKENS}, n_first=N_FIRST,
-                                               mi_units=MI_UNITS, seed=SEED) for m in MODELS}
+first = {
+    m: robustness.first_transitions_table(
+        {s: rs_tokens[m, s] for _, s in TOKENS}, n_first=N_FIRST, mi_units=MI_UNITS, seed=SEED
+    )
+    for m in MODELS
+}
 pr.plot_first_transitions(first);
 
 # %% tags=["remove-input"]
