@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from transformer_dynamics import book, ledger, profiles
+from transformer_dynamics import book, claims, ledger, profiles
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,8 @@ def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
     assert len(keys) == len(set(keys))
     # every model of the profile went through the chapter and recorded its numbers
     assert set(params["MODELS"]) <= set(ledger.models_of(data)), (stem, ledger.models_of(data))
-    bad = [(e["key"], e["value"]) for e in data["entries"] if not _finite_rectangular(e["value"])]
+    bad = [(e["key"], e["value"]) for e in data["entries"]
+           if not _finite_rectangular(e["value"]) and not (e.get("verdict") and e["value"] == "nan")]
     assert not bad, f"{stem}: non-finite or ragged ledger values {bad}"
     for e in data["entries"]:
         assert e["holds"] in (True, False, None), e["key"]
@@ -99,6 +100,26 @@ def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
             assert isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo <= hi, (e["key"], e["ci"])
         if e["holds"] is not None:
             assert e["claim"], f"{stem}/{e['key']}: a yes/no entry needs its claim"
+    _verdicts_come_from_the_registry(stem, data["entries"])
+
+
+def _verdicts_come_from_the_registry(stem, entries):
+    """Every verdict in a ledger JSON is the registry's verdict on the recorded value and evidence."""
+    by_key = {(e.get("model", ""), e["key"]): e for e in entries}
+    for e in entries:
+        if e.get("verdict") is None and e["holds"] is None:
+            continue
+        assert e.get("registry") in claims.REGISTRY, f"{stem}/{e['key']}: a verdict not from the registry"
+        c = claims.REGISTRY[e["registry"]]
+        premise = None
+        if c.premise is not None:
+            key = c.premise + e["key"][len(c.key):]               # same reading and condition suffix
+            premise = by_key.get((e.get("model", ""), key), {}).get("verdict")
+        value = e["value"] if not isinstance(e["value"], str) else float(e["value"])
+        ci = None if e.get("ci") is None else tuple(float(v) for v in e["ci"])
+        p = None if e.get("p") is None else float(e["p"])
+        v = claims.verdict(e["registry"], value, ci=ci, p=p, premise=premise)
+        assert (v.verdict, v.holds) == (e["verdict"], e["holds"]), (stem, e["key"], v, e["verdict"])
 
 
 @pytest.fixture(scope="module")
