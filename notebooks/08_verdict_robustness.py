@@ -148,9 +148,11 @@ lines = robustness.robustness_lines(verdicts)
 
 # %% tags=["remove-input"]
 for _, r in lines.iterrows():
-    led.record(f"robustness:{r['claim']}", r["line"], model=r["model"], registry=r["claim"],
-               status=r["status"], headline=r["headline"], hinges_on=r["hinges_on"],
-               figure=claims.get(r["claim"]).figure, claim=claims.get(r["claim"]).quote)
+    c = claims.get(r["claim"])
+    led.record(f"robustness:{r['claim']}", r["flips"], model=r["model"], registry=r["claim"],
+               status=r["status"], headline=r["headline"], hinges_on=r["hinges_on"], line=r["line"],
+               settings=r["settings"], figure=c.figure, claim=f"{c.quote}: {r['line']} (value: settings "
+               f"whose verdict differs from the headline, of {r['settings']})")
 table = lines.assign(figure=lines["claim"].map(lambda k: claims.get(k).figure),
                      contribution=lines["claim"].map(lambda k: claims.get(k).contribution))
 Markdown(table[["contribution", "figure", "claim", "model", "headline", "line"]].to_markdown(index=False))
@@ -183,8 +185,9 @@ control_lines = robustness.robustness_lines(control_verdicts)
 
 # %% tags=["remove-input"]
 for _, r in control_lines.iterrows():
-    led.record(f"control:{r['claim']}", r["line"], model=r["model"], status_control=r["status"],
-               headline=r["headline"], claim=claims.get(r["claim"]).quote + " [shuffled-token control]")
+    led.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
+               headline=r["headline"], line=r["line"],
+               claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: {r['line']}")
 Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index=False))
 
 # %% [markdown]
@@ -208,8 +211,9 @@ ft = pd.concat(first, names=["model"]).reset_index(level=0)
 for m in MODELS:
     for s in dict.fromkeys(first[m]["variant"]):
         d = first[m][first[m]["variant"] == s]
-        led.record(f"first_transitions:{s}", d["r_median"].to_numpy(), model=m, figure="1C",
-                   claim=f"median r at the first {len(d)} transitions, {s}", mi_mean=d["mi_mean"].to_numpy())
+        led.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
+                   claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
+                   r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
 Markdown(ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
                         values=["r_median", "mi_mean"]).round(3).to_markdown())
 

@@ -786,8 +786,9 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
     headline verdict is the baseline row of the claim's headline reading; other choices count only with the
     headline reading. -> DataFrame with ``claim``, ``model``, ``headline`` (its
     verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
-    ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict) and ``line`` (e.g. "robust ✓",
-    "hinges on strip (True: holds, 0.91; baseline: undecided, undefined)").
+    ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓",
+    "hinges on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and
+    ``flips`` (rows whose verdict differs from the headline).
     """
     out = []
     for (claim, model), g in verdicts.groupby(["claim", "model"], sort=False):
@@ -817,8 +818,9 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
             if seen <= {"undecided", head} and head == "undecided":
                 line = "hinges on " + "; ".join(parts) + " (headline undecided)"
         out.append({"claim": claim, "model": model, "headline": head, "status": status, "hinges_on": on,
-                    "line": line})
-    return pd.DataFrame(out, columns=["claim", "model", "headline", "status", "hinges_on", "line"])
+                    "line": line, "settings": int(len(rows)), "flips": int(len(flips))})
+    return pd.DataFrame(out, columns=["claim", "model", "headline", "status", "hinges_on", "line", "settings",
+                                      "flips"])
 
 
 def first_transitions_table(rs_by_variant: Mapping[Any, np.ndarray], n_first: int = 4,
