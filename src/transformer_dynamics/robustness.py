@@ -782,9 +782,9 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
 
     verdicts: :func:`verdict_table` output with columns ``model``, ``choice`` (the open choice a row varies:
     ``"baseline"`` for the book's headline settings, else e.g. ``"strip"``, ``"reading"``) and ``setting`` (its
-    value there); the baseline rows of the claim's other readings count as the choice ``"reading"``. The
-    headline verdict is the baseline row of the claim's headline reading; other choices count only with the
-    headline reading. -> DataFrame with ``claim``, ``model``, ``headline`` (its
+    value there); the baseline rows of the claim's other readings count as the choice ``"reading"``, and
+    its other readings under another choice X as ``"X & reading"`` (readings crossed with the other choices).
+    The headline verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``, ``model``, ``headline`` (its
     verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
     ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓",
     "hinges on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and
@@ -794,15 +794,19 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
     for (claim, model), g in verdicts.groupby(["claim", "model"], sort=False):
         c = _claims.get(claim)
         g = g.copy()
-        other = (g["choice"] == baseline) & (g["reading"] != c.headline)   # the claim's other readings
-        g.loc[other, "choice"], g.loc[other, "setting"] = "reading", g.loc[other, "reading"]
+        g["setting"] = g["setting"].astype(str)
+        other = g["reading"] != c.headline                                   # the claim's other readings
+        crossed = other & (g["choice"] != baseline)                           # ... under another choice too
+        g.loc[crossed, "setting"] = g.loc[crossed, "setting"] + ", " + g.loc[crossed, "reading"]
+        g.loc[crossed, "choice"] = g.loc[crossed, "choice"] + " & reading"
+        plain = other & (g["choice"] == baseline)
+        g.loc[plain, "choice"], g.loc[plain, "setting"] = "reading", g.loc[plain, "reading"]
         base = g[(g["choice"] == baseline) & (g["reading"] == c.headline)]
         head = base["verdict"].iloc[0] if len(base) else "undecided"
         head_value = base["value"].iloc[0] if len(base) else np.nan
-        # the headline reading under every choice, other readings under the baseline choice
-        rows = g[(g["reading"] == c.headline) | (g["choice"] == "reading")]
+        rows = g[~((g["choice"] == baseline) & (g["reading"] == c.headline))]
         flips = rows[rows["verdict"] != head]
-        seen = set(rows["verdict"])
+        seen = set(rows["verdict"]) | {head}
         if not len(flips):
             status = "robust" if head in ("holds", "fails") else "undecided"
             line = {"holds": "robust ✓", "fails": "robust ✗"}.get(head, "undecided under every choice")
