@@ -193,14 +193,17 @@ Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index
 # %% [markdown]
 # ## The last token, decided by evidence
 # Median r over units and mean KDE MI over units at the first transitions, under the four BOS / strip
-# variants. With rows as given every text ends in the same token, so sublayer 0 (that token's embedding,
-# plus BOS-free positions when `add_bos=False`) is the same vector for every text: the first transition's r
-# and MI are undefined (marked x on the axis).
+# variants. With rows as given every text ends in the same newline token, so sublayer 0 (that token's
+# embedding) is the same vector for every text: the first transition's r and MI are undefined (marked x on
+# the axis). Stripping the rows makes the last token a word that varies from text to text.
 
 # %%
 first = {
     m: robustness.first_transitions_table(
-        {s: rs_tokens[m, s] for _, s in TOKENS}, n_first=N_FIRST, mi_units=MI_UNITS, seed=SEED
+        {f"strip={kw['strip']}, add_bos={kw['add_bos']}": rs_tokens[m, s] for (_, s), kw in TOKENS.items()},
+        n_first=N_FIRST,
+        mi_units=MI_UNITS,
+        seed=SEED,
     )
     for m in MODELS
 }
@@ -214,8 +217,10 @@ for m in MODELS:
         led.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
                    claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
                    r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
-Markdown(ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
-                        values=["r_median", "mi_mean"]).round(3).to_markdown())
+Markdown("\n\n".join(
+    f"**{title}**\n\n" + ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
+                                       values=col, dropna=False).round(3).to_markdown()
+    for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)"))))
 
 # %% [markdown]
 # ## Closing note
