@@ -34,15 +34,17 @@ key                                   figure  meaning
 ``pcs_first_third|last_third``        4C      mean over the first / last third of the sublayers of the
                                               global components each sublayer needs for ``variance`` of
                                               its own variance
-``pcs_last_minus_first``              4C      their difference (< 0: later layers need fewer)
+``pcs_last_minus_first``              4C      their difference (< 0: later layers need fewer); "not
+                                              reached" counts as one more than the kept components
+``units_high_r``                      1D      fraction of units whose median successive r > 0.8
 ====================================  ======  ======================================================
 
 :data:`STATISTICS` says what each key is; whether a value supports the paper is decided in one place, the claim
 registry (:func:`claim_evidence` gives each claim's value with its interval or p-value, :func:`verdict_table` the
 verdicts, :func:`robustness_lines` one line per claim and model over the open choices).
 
-Robustness: :func:`bootstrap_headlines` (percentile intervals over texts; the cheap groups r, cos, vel and
-rot are computed for all resamples at once from resampling counts, the costly ones -- MI, PCA, the rotation
+Robustness: :func:`bootstrap_headlines` (percentile intervals over texts; the cheap groups mean, r, cos, vel
+and rot are computed for all resamples at once from resampling counts, the costly ones -- MI, PCA, the rotation
 null -- on ``n_boot_slow`` resamples through :func:`transformer_dynamics.bootstrap.bootstrap`),
 :func:`n_dependence` (nested subsamples of the texts), :func:`precision_difference` (two captures of the same
 texts at two precisions) and :func:`relative_depth` (to line up models of different depth).
