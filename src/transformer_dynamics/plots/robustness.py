@@ -1,4 +1,5 @@
-"""Notebooks 06 and 08: models side by side, precision, the statistics of the headline numbers, and the verdicts (arrays in, figures out).
+"""Notebooks 06 and 08: models side by side, precision, the statistics of the headline numbers, and the
+verdicts under the open choices.
 
 Arrays in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of different
 depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`robustness.relative_depth`). In the
