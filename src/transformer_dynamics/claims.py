@@ -211,7 +211,8 @@ _CLAIMS = [
           "Fig 4C plots the explained variance per layer of one PCA's components", "04_reduced_trajectories",
           paper="fewer", unit="PCs"),
     Claim("teleport_mid_recovers", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited a more robust "
-          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "robustness.teleport_evidence",
+          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5,
+          "robustness.teleport_evidence",
           "fraction of the middle teleport layers' grid points whose MSE to the control is below the median "
           "MSE of the first and of the last teleport layer (sign test over points)", ">", 0.5, "p",
           (_r("mse_pc", "MSE in the 2 PCs"),), "mse_pc", "the figure's space", "05_perturbation_attractors",

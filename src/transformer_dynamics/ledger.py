@@ -292,7 +292,8 @@ def by_claim(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None = None) -> str:
     """One notebook's ledger (as :func:`load` returns it) as a table with a row per recorded value:
     figure, claim, the paper's value, ours (± unit), the confidence interval if any, and whether it holds
-    (✓ holds / ✗ fails / ? undecided, from the claim registry; – a plain value); with a Model column, the rows of one claim side by side, when values were recorded for
+    (✓ holds / ✗ fails / ? undecided, from the claim registry; – a plain value); with a Model column, the rows
+    of one claim side by side, when values were recorded for
     several models. ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
     if fmt not in ("markdown", "html"):
         raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")

@@ -459,7 +459,8 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
     (``STATISTICS[key].resample_biased``) the interval is *re-centred*: the percentile interval of the
     replicates shifted by ``estimate - median(replicates)``, i.e. their spread around the estimate without
     the duplicate-induced shift (column ``interval`` = ``"recentred"``; else ``"percentile"``). It is an
-    approximation; :func:`n_dependence` shows how these numbers move with N. ``seed`` draws the resamples and is passed to :func:`curves` (MI units, null); other
+    approximation; :func:`n_dependence` shows how these numbers move with N. ``seed`` draws the resamples and
+    is passed to :func:`curves` (MI units, null); other
     keywords go to :func:`curves` (mi_units, mi_method, n_shuffles, variance, pca_components).
 
     -> DataFrame indexed by headline key with columns ``estimate``, ``low``, ``high``, ``n_boot``,
@@ -786,7 +787,8 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
     ``"baseline"`` for the book's headline settings, else e.g. ``"strip"``, ``"reading"``) and ``setting`` (its
     value there); the baseline rows of the claim's other readings count as the choice ``"reading"``, and
     its other readings under another choice X as ``"X & reading"`` (readings crossed with the other choices).
-    The headline verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``, ``model``, ``headline`` (its
+    The headline verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``,
+    ``model``, ``headline`` (its
     verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
     ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓",
     "hinges on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and
