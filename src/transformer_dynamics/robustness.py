@@ -788,8 +788,7 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
     value there); the baseline rows of the claim's other readings count as the choice ``"reading"``, and
     its other readings under another choice X as ``"X & reading"`` (readings crossed with the other choices).
     The headline verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``,
-    ``model``, ``headline`` (its
-    verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
+    ``model``, ``headline`` (its verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
     ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓",
     "hinges on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and
     ``flips`` (rows whose verdict differs from the headline).
