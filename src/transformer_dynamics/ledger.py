@@ -145,6 +145,10 @@ class Ledger:
             pe = self.entries.get((model, pk))
             premise = None if pe is None else pe.verdict
         v = _claims.verdict(key, value, ci=ci, p=p, premise=premise)
+        if ci is not None and not all(_claims._finite(b) for b in ci):
+            ci = None                       # no interval (e.g. an undefined value): stored as none
+        if p is not None and not _claims._finite(p):
+            p = None
         text = c.quote + ("" if r.name == c.headline else f" [{r.description}]") + (
             "" if condition == "original" else f" [{condition} control]")
         self._put(Entry(key=name, value=_plain(value), claim=text, paper=c.paper, holds=v.holds,
