@@ -177,6 +177,7 @@ def test_claim_takes_everything_from_the_registry(tmp_path):
     e = {x["key"]: x for x in ledger.load(led.path)["entries"]}
     assert e["r_early:first_transition"]["verdict"] == "undecided"
     assert e["r_early:first_transition"]["reason"] == "value undefined"
+    assert e["r_early:first_transition"]["ci"] is None and e["r_early:first_transition"]["value"] == "nan"
     assert "undefined" in ledger.to_table(ledger.load(led.path))
     assert e["mi_drop_at_cross"]["verdict"] == "holds"
     assert e["mi_early_drop@shuffled"]["condition"] == "shuffled"
