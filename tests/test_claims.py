@@ -28,7 +28,8 @@ def test_registry_complete():
         import importlib
         assert hasattr(importlib.import_module(f"transformer_dynamics.{module}"), func), c.statistic
         if text is not None:  # the quote is the paper's sentence (a part of it)
-            assert c.quote.lower().replace("[within-layer] ", "").split(" (")[0][:40] in text, key
+            quote = re.sub(r"^\[[^\]]*\] ", "", c.quote.lower())       # "[within-layer] ..." names the part
+            assert quote.split(" (")[0][:40] in text, key
         assert (ROOT / "notebooks" / f"{c.chapter}.py").is_file()
 
 

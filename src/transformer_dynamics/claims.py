@@ -117,11 +117,13 @@ _CLAIMS = [
            _r("first_defined", "the first transition whose median r is defined")),
           "first_each_kind", "the sentence speaks of both transition types ('for both transition types, with "
           "correlations starting high')", "02_activation_statistics", paper="r > 0.8"),
-    Claim("r_increases_within", "1C", "the correlation strength increased over layers for both transition types",
+    Claim("r_increases_within", "1C", "[within-layer] the correlation strength increased over layers for both "
+          "transition types",
           1, "bootstrap.trend_test", "Spearman rho of the within-layer median r with depth", ">", 0.0, "p", _ONE,
           "median", "the figure's thick line is the median over units", "02_activation_statistics",
           paper="increases"),
-    Claim("r_increases_cross", "1C", "the correlation strength increased over layers for both transition types",
+    Claim("r_increases_cross", "1C", "[cross-layer] the correlation strength increased over layers for both "
+          "transition types",
           1, "bootstrap.trend_test", "Spearman rho of the cross-layer median r with depth", ">", 0.0, "p", _ONE,
           "median", "the figure's thick line is the median over units", "02_activation_statistics",
           paper="increases"),
