@@ -359,3 +359,12 @@ def test_centred_cosine_leaves_float64_input_alone():
     before = rs.copy()
     metrics.centered_cosine_similarity(rs)
     np.testing.assert_array_equal(rs, before)
+
+
+def test_pca_difference_undefined_when_not_reached():
+    """A sublayer that needs more components than kept makes 'fewer PCs later' undefined, not 0."""
+    ev = np.full(4, 0.25)
+    pcs = np.array([np.inf, 2.0, 2.0, 1.0, 1.0, 1.0])
+    h = robustness.headlines_from_curves({"ev_ratio": ev, "sublayer_pcs": pcs, "variance": 0.9})
+    assert h["pcs_first_third"] == 3.5 and np.isnan(h["pcs_last_minus_first"])
+

@@ -35,7 +35,8 @@ key                                   figure  meaning
                                               global components each sublayer needs for ``variance`` of
                                               its own variance
 ``pcs_last_minus_first``              4C      their difference (< 0: later layers need fewer); "not
-                                              reached" counts as one more than the kept components
+                                              reached" counts as one more than the kept components in
+                                              the thirds, and makes the difference undefined
 ``units_high_r``                      1D      fraction of units whose median successive r > 0.8
 ====================================  ======  ======================================================
 
@@ -349,12 +350,15 @@ def _rot_headlines(rot: np.ndarray, null: np.ndarray | None) -> dict[str, float]
 
 def _pca_headlines(ev_ratio: np.ndarray, sublayer_pcs: np.ndarray, variance: float) -> dict[str, float]:
     thirds = np.array_split(np.arange(sublayer_pcs.size), 3)
-    # "not reached with the kept components" counts as one more than kept (a lower bound), as in chapter 4
+    # "not reached with the kept components" counts as one more than kept (a lower bound, as in chapter 4) in
+    # the thirds' means; their difference is undefined when a sublayer of either third is not reached (a
+    # difference of lower bounds says nothing)
+    saturated = bool(np.isposinf(sublayer_pcs[np.r_[thirds[0], thirds[2]]]).any())
     sublayer_pcs = np.where(np.isposinf(sublayer_pcs), ev_ratio.size + 1, sublayer_pcs)
     total = reduce.components_for_variance(np.cumsum(ev_ratio), variance, not_reached=np.inf)
     first, last = float(_nanmean(sublayer_pcs[thirds[0]], 0)), float(_nanmean(sublayer_pcs[thirds[2]], 0))
     return {"pcs_total": float(total), "pcs_first_third": first, "pcs_last_third": last,
-            "pcs_last_minus_first": last - first}
+            "pcs_last_minus_first": np.nan if saturated else last - first}
 
 
 def headlines_from_curves(c: Mapping[str, Any]) -> dict[str, float]:
