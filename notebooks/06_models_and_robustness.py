@@ -109,6 +109,8 @@ def record_headlines(model, table, *, suffix="", **extra):
         else ((k, {"estimate": v}) for k, v in table.items())
     )
     for key, row in rows:
+        if not np.isfinite(row["estimate"]):  # undefined (e.g. a constant first sublayer): not a value
+            continue
         h = robustness.STATISTICS[key]
         ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
         led.record(
@@ -294,7 +296,7 @@ for p in diff:
     record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
                claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
                      f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
-    for k in ch.index:
+    for k in ch.index[np.isfinite(ch["other"])]:
         record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
                    claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
                    change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
@@ -326,13 +328,13 @@ inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
 record_first("n_half_inside_ci", float(inside.mean()),
            claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
            outside=list(inside.index[~inside]))
-for k in nd.columns:
+for k in nd.columns[np.isfinite(nd).all()]:
     record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=robustness.STATISTICS[k].figure,
                claim=f"{robustness.STATISTICS[k].description}, at N = {N_VALUES}")
-width = (boot_default["high"] - boot_default["low"]).to_dict()
-record_first("ci_width", [width[k] for k in boot_default.index],
+width = (boot_default["high"] - boot_default["low"]).dropna().to_dict()
+record_first("ci_width", list(width.values()),
            claim=f"width of the 95% bootstrap interval of each headline number at N = {N}",
-           keys=list(boot_default.index));
+           keys=list(width));
 
 # %% [markdown]
 # ## Recorded values
