@@ -296,7 +296,7 @@ for p in diff:
     record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
                claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
                      f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
-    for k in ch.index[np.isfinite(ch["other"])]:
+    for k in ch.index[np.isfinite(ch["other"]).to_numpy()]:
         record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
                    claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
                    change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
@@ -328,7 +328,7 @@ inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
 record_first("n_half_inside_ci", float(inside.mean()),
            claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
            outside=list(inside.index[~inside]))
-for k in nd.columns[np.isfinite(nd).all()]:
+for k in nd.columns[np.isfinite(nd).all().to_numpy()]:
     record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=robustness.STATISTICS[k].figure,
                claim=f"{robustness.STATISTICS[k].description}, at N = {N_VALUES}")
 width = (boot_default["high"] - boot_default["low"]).dropna().to_dict()
