@@ -234,7 +234,8 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
     - ``"mi_mean"``: (n_sublayers - 1,) mean over ``mi_units`` units of the MI (``mi_method``, Fig 1H);
       ``mi_units``: an int (that many random units, ``seed``), indices, or None (all units);
     - ``"rot"``: (d_model,) rotation count per unit of its mean trajectory, and ``"rot_null"``:
-      (n_shuffles, d_model) its layer-order shuffle null (skipped when ``n_shuffles`` is 0) (Fig 2B);
+      (n_shuffles, d_model) its layer-order shuffle null (skipped when ``n_shuffles`` is 0) (Fig 2B), and
+      ``"rot_null_points"`` the null that shuffles the (a, grad a) points instead (chapter 3's second null);
     - ``"ev_ratio"``: (k,) explained-variance ratio of the global PCA of all sublayer vectors (Fig 4B), k =
       ``pca_components`` (None: min(rows, d_model)); ``"sublayer_pcs"``: (n_sublayers,) how many of those
       global components each sublayer needs for ``variance`` of its own variance (about its mean, Fig 4C;
@@ -269,6 +270,8 @@ def curves(rs, *, groups: Iterable[str] = GROUPS, mi_units: int | Sequence[int] 
         out["rot"] = np.asarray(phase.count_rotations(rs.mean(0, dtype=np.float64).T), dtype=np.float64)
         if n_shuffles:
             out["rot_null"] = np.asarray(phase.null_per_unit(rs, "mean", n_shuffles, seed=seed), dtype=np.float64)
+            out["rot_null_points"] = np.asarray(
+                phase.null_per_unit(rs, "mean", n_shuffles, seed=seed, what="points"), dtype=np.float64)
     if "pca" in groups:
         k = min(n * L, D) if pca_components is None else min(int(pca_components), n * L, D)
         pca = reduce.PCA(n_components=k).fit(rs)
@@ -669,6 +672,8 @@ def _p_rows(c: Mapping[str, Any], mi_method: str, seed: int) -> list[tuple[str, 
             rows.append(("mi_vs_r", mi_method) + bootstrap.trend_test(mi, np.asarray(c["r_median"]), seed=seed))
     if "rot" in c and c.get("rot_null") is not None:
         rows += rotation_evidence(c["rot"], c["rot_null"])
+    if "rot" in c and c.get("rot_null_points") is not None:
+        rows += rotation_evidence(c["rot"], c["rot_null_points"], "points")
     return rows
 
 
