@@ -368,3 +368,19 @@ def test_pca_difference_undefined_when_not_reached():
     h = robustness.headlines_from_curves({"ev_ratio": ev, "sublayer_pcs": pcs, "variance": 0.9})
     assert h["pcs_first_third"] == 3.5 and np.isnan(h["pcs_last_minus_first"])
 
+
+
+def test_shuffle_keep_last_variant():
+    """The control that keeps BOS and the last token: only the order of the tokens between them changes."""
+    from transformer_dynamics import data, pipeline
+
+    ids = [[1, 10, 11, 12, 13, 14, 99], [1, 20, 98], [1, 97]]
+    out = data.shuffle_token_ids(ids, seed=3, keep_last=True)
+    for a, b in zip(ids, out):
+        assert b[0] == a[0] and b[-1] == a[-1] and sorted(b) == sorted(a)
+    assert out[0] != ids[0]                                   # the middle did move
+    paper = data.shuffle_token_ids(ids, seed=3)               # the paper's control moves the last token too
+    assert any(b[-1] != a[-1] for a, b in zip(ids, paper))
+    assert "shuffled_keep_last" in pipeline.ALL_CONDITIONS and "shuffled_keep_last" not in pipeline.CONDITIONS
+    with pytest.raises(ValueError, match="condition must be one of"):
+        pipeline.residual_stream_store("smollm2-135m", n=4, condition="shuffled_all")
