@@ -59,6 +59,7 @@ MI_METHODS: list[str] = ["kde", "ksg", "gcmi"]  # "kde" is the paper's estimator
 MI_UNITS: Optional[int] = None   # None: all units; an int: a random subset of that many units (Fig 1G/H)
 MI_COMPARE_UNITS: int = 64       # the estimator comparison runs every method in MI_METHODS on this many of them
 N_BOOT: int = 1000               # bootstrap resamples of the texts for the intervals
+N_BOOT_SLOW: int = 10           # ... of which the MI claims are recomputed on this many (MI_COMPARE_UNITS units)
 PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
 
 # %% tags=["remove-cell"]
@@ -75,23 +76,35 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from transformer_dynamics import metrics, pipeline
+from transformer_dynamics import metrics, pipeline, robustness
 from transformer_dynamics.capture import sublayer_labels
 from IPython.display import Markdown, display
 
 from transformer_dynamics.ledger import Ledger, to_table
-from transformer_dynamics.plots import activity
+from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
-from transformer_dynamics.stats import bootstrap, bootstrap_correlation
+from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
 
 MODELS = pipeline.model_list(MODELS)
-CONDITIONS = ("original", "shuffled")
-RUNS = [(m, c) for m in MODELS for c in CONDITIONS]  # (model, condition), in figure order
-led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             mi_units=MI_UNITS, mi_compare_units=MI_COMPARE_UNITS, mi_methods=list(MI_METHODS))
-rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                       quantization=QUANTIZATION)
-      for m, c in RUNS}
+RUNS = [(m, c) for m in MODELS for c in pipeline.CONDITIONS]  # (model, condition), in figure order
+led = Ledger(
+    "02_activation_statistics",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    mi_units=MI_UNITS,
+    mi_compare_units=MI_COMPARE_UNITS,
+    mi_methods=list(MI_METHODS),
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+)
+rs = {
+    (m, c): pipeline.residual_stream(
+        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+    )
+    for m, c in RUNS
+}
 n_sublayers = {m: rs[m, "original"].shape[1] for m in MODELS}
 d_model = {m: rs[m, "original"].shape[2] for m in MODELS}
 labels = {m: sublayer_labels(n_sublayers[m] // 2) for m in MODELS}
@@ -106,8 +119,13 @@ def record(model, key, value, *, condition="original", claim="", **kwargs):
     led.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
 
 
-Markdown("\n".join(f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
-                   f"{n_sublayers[m] // 2} layers, {d_model[m]} units" for m in MODELS))
+Markdown(
+    "\n".join(
+        f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
+        f"{n_sublayers[m] // 2} layers, {d_model[m]} units"
+        for m in MODELS
+    )
+)
 
 # %% [markdown]
 # ## Computing the statistics
@@ -149,25 +167,16 @@ mi_order = {m: np.argsort(np.argsort(S[m, "original"]["order"])[units[m]]) for m
 # units (below) do not wash out the rest.
 
 # %%
-grid(activity.plot_mean_activations, {(m, c): (S[m, c]["mean"], S[m, c]["order"]) for m, c in RUNS},
+grid(plot_metrics.plot_mean_activations, {(m, c): (S[m, c]["mean"], S[m, c]["order"]) for m, c in RUNS},
      row_kwargs=per_model);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     mean = S[m, "original"]["mean"]
     led.record("mean_abs_first", np.abs(mean[0]).mean(), model=m, figure="1B",
                claim="mean |activation| over units at the first sublayer")
     led.record("mean_abs_last", np.abs(mean[-1]).mean(), model=m, figure="1B",
                claim="mean |activation| over units at the last sublayer")
-    rho = metrics.depth_trend(np.abs(mean).mean(1))
-    led.record("magnitude_trend", rho, model=m, figure="1B",
-               claim="activations increase in magnitude over the layers (Spearman rho of mean |activation| "
-                     "with depth)", paper="increase over the layers", holds=rho > 0)
-    sign = metrics.sign_agreement(mean)[n_sublayers[m] // 2:-1].mean()
-    led.record("sign_agreement_second_half", sign, model=m, figure="1B",
-               claim="units preserve their sign over the layers (fraction of units with the last sublayer's "
-                     "sign, averaged over the second half of the sublayers; chance 0.5)",
-               paper="units tend to preserve their sign", holds=sign > 0.5)
 
 # %% [markdown]
 # ## Figure 1C: correlation of each unit between successive sublayers
@@ -176,7 +185,11 @@ for m in MODELS:
 # within-layer transitions (attn → mlp) green, cross-layer (mlp → next attn) blue.
 
 # %%
-grid(activity.plot_successive_correlation, {(m, c): S[m, c]["r"] for m, c in RUNS}, row_kwargs=per_model);
+grid(
+    plot_metrics.plot_successive_correlation,
+    {(m, c): S[m, c]["r"] for m, c in RUNS},
+    row_kwargs=per_model,
+);
 
 # %% [markdown]
 # A unit that is constant over the texts at a sublayer has no correlation there (NaN). If every text
@@ -184,7 +197,7 @@ grid(activity.plot_successive_correlation, {(m, c): S[m, c]["r"] for m, c in RUN
 # first transition is undefined; "the first layer" below is then the first transition of each kind
 # whose correlation is defined.
 
-# %%
+# %% tags=["remove-input"]
 for m, c in RUNS:
     med = metrics.median_by_transition(S[m, c]["r"])["all"]
     record(m, "r_undefined_first", float(np.mean(np.isnan(S[m, c]["r"][0]))), figure="1C", condition=c,
@@ -194,23 +207,11 @@ for m, c in RUNS:
     last = {k: defined[kinds[m][defined] == k][-1] for k in ("within", "cross")}
     for name, t in [("within_first", first["within"]), ("cross_first", first["cross"]),
                     ("within_last", last["within"]), ("cross_last", last["cross"])]:
-        est, lo, hi = bootstrap_correlation(rs[m, c][:, t], rs[m, c][:, t + 1], n_boot=N_BOOT, seed=SEED)
+        x = rs[m, c]
+        est, lo, hi = bootstrap_correlation(x[:, t], x[:, t + 1], n_boot=N_BOOT, seed=SEED)
         record(m, f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
-               claim=f"median r over units, {kinds[m][t]}-layer transition {labels[m][t]} → {labels[m][t + 1]}")
-    r_first = min(med[first["within"]], med[first["cross"]])
-    record(m, "r_first_above_0.8", r_first, paper="r > 0.8 even in the earliest layers",
-           claim="median r of the first within- and cross-layer transitions (the smaller) > 0.8",
-           holds=r_first > 0.8, figure="1C", condition=c)
-    med_w, med_c = metrics.split_transitions(med)
-    for kind, series in [("within", med_w), ("cross", med_c)]:
-        rho = metrics.depth_trend(series)
-        record(m, f"r_trend_{kind}", rho, paper="correlation increases over layers",
-               claim=f"Spearman rho of median r with depth, {kind}-layer transitions",
-               holds=rho > 0, figure="1C", condition=c)
-    frac = metrics.within_above_cross(med)
-    record(m, "r_within_above_cross", frac, paper="within-layer r consistently higher than cross-layer",
-           claim="fraction of layers whose within-layer median r exceeds the cross-layer one",
-           holds=frac > 0.5, figure="1C", condition=c)
+               claim=f"median r over units, {kinds[m][t]}-layer transition "
+                     f"{labels[m][t]} → {labels[m][t + 1]}")
 
 # %% [markdown]
 # ## Figure 1D: per-unit distribution of correlations
@@ -221,18 +222,14 @@ for m, c in RUNS:
 # correlation; the white line is the density pooled over units.
 
 # %%
-grid(activity.plot_correlation_histogram, {(m, c): S[m, c]["hist"] for m, c in RUNS});
+grid(plot_metrics.plot_correlation_histogram, {(m, c): S[m, c]["hist"] for m, c in RUNS});
 
 # %%
-fig = grid(activity.plot_correlation_histogram, {(m, c): S[m, c]["hist_pairs"] for m, c in RUNS})
+fig = grid(plot_metrics.plot_correlation_histogram, {(m, c): S[m, c]["hist_pairs"] for m, c in RUNS})
 fig.suptitle("all sublayer pairs l < m (the methods' definition)");
 
-# %%
+# %% tags=["remove-input"]
 for m, c in RUNS:
-    frac_high = float(np.mean(np.nanmedian(S[m, c]["r"], axis=0) > 0.8))
-    record(m, "units_median_r_above_0.8", frac_high, figure="1D", condition=c,
-           paper="most units maintain strong correlations throughout the network",
-           claim="fraction of units whose median successive r exceeds 0.8", holds=frac_high > 0.5)
     frac_pairs = float(np.mean(np.nanmedian(S[m, c]["r_pairs"], axis=0) > 0.5))
     record(m, "units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
            claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
@@ -244,10 +241,13 @@ for m, c in RUNS:
 # first and measures whether the text-specific part keeps its direction.
 
 # %%
-grid(activity.plot_cosine_similarity,
-     {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS}, row_kwargs=per_model);
+grid(
+    plot_metrics.plot_cosine_similarity,
+    {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS},
+    row_kwargs=per_model,
+);
 
-# %%
+# %% tags=["remove-input"]
 for m, c in RUNS:
     for name in ("cos", "ccos"):
         est, lo, hi = bootstrap("mean", S[m, c][name], n_boot=N_BOOT, seed=SEED)  # per transition
@@ -258,15 +258,6 @@ for m, c in RUNS:
                ci=(np.nanmean(w_lo), np.nanmean(w_hi)), claim=f"mean {what} cosine, within-layer transitions")
         record(m, f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
                ci=(np.nanmean(x_lo), np.nanmean(x_hi)), claim=f"mean {what} cosine, cross-layer transitions")
-        frac = metrics.within_above_cross(est)
-        record(m, f"{name}_within_above_cross", frac, figure="1E", condition=c,
-               paper="within-layer transitions more similar than cross-layer",
-               claim=f"fraction of layers whose within-layer mean {what} cosine exceeds the cross-layer one",
-               holds=frac > 0.5)
-        rho = metrics.depth_trend(est)
-        record(m, f"{name}_trend", rho, figure="1E", condition=c,
-               paper="cosine similarity increases as a function of layers",
-               claim=f"Spearman rho of mean {what} cosine with depth", holds=rho > 0)
 
 # %% [markdown]
 # ## Figure 1F: velocity
@@ -274,27 +265,11 @@ for m, c in RUNS:
 # transformer the within-layer step is the attention block's output and the cross-layer step the MLP's.
 
 # %%
-grid(activity.plot_velocity, {(m, c): S[m, c]["vel"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_velocity, {(m, c): S[m, c]["vel"] for m, c in RUNS}, row_kwargs=per_model);
 
-# %%
+# %% tags=["remove-input"]
 for m, c in RUNS:
-    est, lo, hi = bootstrap("mean", S[m, c]["vel"], n_boot=N_BOOT, seed=SEED)
-    w, x = metrics.split_transitions(est)
-    for kind, series in [("within", w), ("cross", x)]:
-        seg = metrics.steepest_segment(series)
-        record(m, f"vel_steepest_third_{kind}", seg + 1, figure="1F", condition=c, unit="third",
-               paper="steepest acceleration in the last third of the model",
-               claim=f"third of the model (1-3) with the largest mean velocity increase, {kind}-layer",
-               holds=seg == 2)
-        rho = metrics.depth_trend(series)
-        record(m, f"vel_trend_{kind}", rho, figure="1F", condition=c,
-               paper="velocity increases (accelerates) over the layers",
-               claim=f"Spearman rho of mean velocity with depth, {kind}-layer", holds=rho > 0)
-    frac = 1.0 - metrics.within_above_cross(est)
-    record(m, "vel_cross_above_within", frac, figure="1F", condition=c,
-           paper="cross-layer transitions consistently showed higher velocities",
-           claim="fraction of layers whose cross-layer mean velocity exceeds the within-layer one",
-           holds=frac > 0.5)
+    est = S[m, c]["vel"].mean(0)
     record(m, "vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
            claim="mean velocity at the last transition / at the first")
 
@@ -307,11 +282,11 @@ for m, c in RUNS:
 # order), H: mean over units.
 
 # %%
-grid(activity.plot_mi_units, {(m, c): (S[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
+grid(plot_metrics.plot_mi_units, {(m, c): (S[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
      row_kwargs=per_model);
 
 # %%
-grid(activity.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, row_kwargs=per_model);
 
 # %% [markdown]
 # ### The estimators side by side
@@ -320,23 +295,17 @@ grid(activity.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, row_k
 # per estimator on these units; the paper's estimator on all `MI_UNITS` units is recorded as `mi_main_*`.
 
 # %%
-grid(activity.plot_mi_mean, {(m, c): S[m, c]["mi"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi"] for m, c in RUNS}, row_kwargs=per_model);
 
-# %%
+# %% tags=["remove-input"]
 early = {m: max(4, (n_sublayers[m] - 1) // 3) for m in MODELS}  # the first third of the transitions
 for m, c in RUNS:
     lab, kind = labels[m], kinds[m]
     for est, mi, cols in ([("main", S[m, c]["mi_main"], units[m])]
                           + [(e, S[m, c]["mi"][e], compare[m]) for e in MI_METHODS]):
         name = f"{main_mi}, all MI units" if est == "main" else f"{est}, {len(compare[m])} units"
-        med_r = metrics.median_by_transition(S[m, c]["r"][:, cols])["all"]
         with np.errstate(all="ignore"):
             mean_mi = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in mi])
-        rho = metrics.depth_trend(mean_mi[:early[m]])
-        record(m, f"mi_{est}_early_trend", rho, figure="1H", condition=c, estimator=name,
-               paper="sharp decline of MI in early layers",
-               claim=f"Spearman rho of mean MI ({name}) with depth over the first third of transitions",
-               holds=rho < 0)
         t0 = int(np.flatnonzero(np.isfinite(mean_mi))[0])
         record(m, f"mi_{est}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
                estimator=name, transition=t0,
@@ -344,15 +313,9 @@ for m, c in RUNS:
         record(m, f"mi_{est}_min_early", np.nanmin(mean_mi[:early[m]]), figure="1H", condition=c,
                unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
         t = metrics.largest_drop(mean_mi, stop=early[m])
-        record(m, f"mi_{est}_steepest_drop_cross", t, figure="1H", condition=c, estimator=name,
-               paper="steepest drops at cross-layer transitions",
-               claim=f"the largest early drop of mean MI ({name}) is into a cross-layer transition "
-                     f"(here {lab[t]} → {lab[t + 1]}, {kind[t]}-layer)",
-               holds=kind[t] == "cross")
-        corr = float(pd.Series(mean_mi).corr(pd.Series(med_r), method="spearman"))
-        record(m, f"mi_{est}_vs_r", corr, figure="1G", condition=c, estimator=name,
-               paper="MI falls while linear correlations rise",
-               claim=f"Spearman rho over transitions between mean MI ({name}) and median r", holds=corr < 0)
+        record(m, f"mi_{est}_steepest_drop_at", t, figure="1H", condition=c, estimator=name,
+               claim=f"transition of the largest early drop of mean MI ({name}): "
+                     f"{lab[t]} → {lab[t + 1]}, {kind[t]}-layer")
 
 # %% [markdown]
 # ## Massive units
@@ -365,29 +328,49 @@ for m, c in RUNS:
 # %%
 massive = {m: metrics.massive_units(rs[m, "original"]) for m in MODELS}
 for m in MODELS:
-    led.record("n_massive_units", len(massive[m]), model=m, units=massive[m][:16],
-               claim="units whose magnitude exceeds 20x the median unit's")
+    led.record(
+        "n_massive_units",
+        len(massive[m]),
+        model=m,
+        units=massive[m][:16],
+        claim="units whose magnitude exceeds 20x the median unit's",
+    )
 S_wo = {}
 for m, c in RUNS:
     x = metrics.without_units(rs[m, c], massive[m])
-    S_wo[m, c] = {"cos": metrics.cosine_similarity(x), "vel": metrics.velocity(x),
-                  "mean": metrics.mean_activations(x), "order": metrics.unit_order(x)}
-display(Markdown("\n".join(f"- **{m}**: {len(massive[m])} massive units, largest first: "
-                           f"{', '.join(map(str, massive[m][:16])) or 'none'}" for m in MODELS)))
-grid(activity.plot_mean_activations, {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
-     row_kwargs=per_model, title="Mean activation, no massive units");
+    S_wo[m, c] = {
+        "cos": metrics.cosine_similarity(x),
+        "vel": metrics.velocity(x),
+        "mean": metrics.mean_activations(x),
+        "order": metrics.unit_order(x),
+    }
+display(
+    Markdown(
+        "\n".join(
+            f"- **{m}**: {len(massive[m])} massive units, largest first: "
+            f"{', '.join(map(str, massive[m][:16])) or 'none'}"
+            for m in MODELS
+        )
+    )
+)
+grid(
+    plot_metrics.plot_mean_activations,
+    {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
+    row_kwargs=per_model,
+    title="Mean activation, no massive units",
+);
 
 # %%
-grid(activity.plot_cosine_similarity,
+grid(plot_metrics.plot_cosine_similarity,
      {(m, c): {"all units": S[m, c]["cos"], "without massive": S_wo[m, c]["cos"]} for m, c in RUNS},
      row_kwargs=per_model);
 
 # %%
-grid(activity.plot_velocity,
+grid(plot_metrics.plot_velocity,
      {(m, c): {"all units": S[m, c]["vel"], "without massive": S_wo[m, c]["vel"]} for m, c in RUNS},
      row_kwargs=per_model);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     cos_w, cos_x = metrics.split_transitions(S_wo[m, "original"]["cos"].mean(0))
     led.record("cos_within_mean_no_massive", np.nanmean(cos_w), model=m, figure="1E",
@@ -396,20 +379,35 @@ for m in MODELS:
                claim="mean raw cosine, cross-layer, without massive units")
     seg = metrics.steepest_segment(S_wo[m, "original"]["vel"].mean(0)[1::2])
     led.record("vel_steepest_third_cross_no_massive", seg + 1, model=m, figure="1F", unit="third",
-               holds=seg == 2, paper="steepest acceleration in the last third",
                claim="third with the largest cross-layer velocity increase, without massive units")
 
 # %% [markdown]
-# ## The paper's statements next to ours
-# Every row is a ledger entry written above, one per model (original texts unless the claim ends in
-# "[shuffled-token control]"). ✓ / ✗: whether our number supports the paper's statement.
+# ## The paper's statements, decided
+# Each statement of this section is a claim of the registry (`transformer_dynamics.claims`): its value
+# and uncertainty come from `robustness.claim_evidence` (bootstrap intervals over texts; permutation
+# tests for trends, sign tests over layers for orderings; the MI claims on the `MI_COMPARE_UNITS` units,
+# with each estimator in `MI_METHODS` as a reading), and the registry decides: ✓ holds, ✗ fails,
+# ? undecided (the interval straddles the threshold, p ≥ 0.05, the value is undefined, or the claim's
+# premise does not hold). Chapter 8 varies every open choice.
 
-# %%
+# %% tags=["remove-input"]
+evidence = {(m, c): robustness.claim_evidence(rs[m, c], groups=("mean", "r", "cos", "vel", "mi"),
+                                              n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
+                                              mi_units=compare[m], mi_methods=MI_METHODS)
+            for m, c in RUNS}
+for (m, c), ev in evidence.items():
+    led.claim_table(ev, model=m, condition=c)
+
+# %% [markdown]
+# The rows, one per model (original texts unless the claim ends in "[shuffled control]"); readings other
+# than the headline name themselves in brackets.
+
+# %% tags=["remove-input"]
 table = led.to_dict()
 Markdown(to_table({**table, "entries": [e for e in table["entries"] if e["paper"]]}))
 
 # %% [markdown]
 # The other recorded values:
 
-# %%
+# %% tags=["remove-input"]
 Markdown(to_table({**table, "entries": [e for e in table["entries"] if not e["paper"]]}))

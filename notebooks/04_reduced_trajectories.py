@@ -60,6 +60,7 @@ CAE_SCALING: str = "standard"    # input scaling fitted on the training texts: "
 CAE_THREADS: Optional[int] = 1   # torch CPU threads for CAE training (1: fastest on a small, busy CPU; None: torch's default)
 PCA_COMPONENTS: int = 100        # components for the per-sublayer explained variance (paper Fig 4C: 100)
 VARIANCE_THRESHOLD: float = 0.9  # "PCs needed for this share of a sublayer's variance"
+N_BOOT_SLOW: int = 10            # bootstrap resamples of the texts (PCA refitted on each) for the PCA claim
 PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
 
 # %% tags=["remove-cell"]
@@ -76,21 +77,35 @@ import numpy as np
 import pandas as pd
 import torch
 
-from transformer_dynamics import ledger, metrics, pipeline, reduce
+from transformer_dynamics import ledger, metrics, pipeline, reduce, robustness
+from transformer_dynamics.bootstrap import trend_test
 from transformer_dynamics.capture import sublayer_labels
 from transformer_dynamics.ledger import Ledger
-from transformer_dynamics.plots import reduced
+from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
 
 MODELS = pipeline.model_list(MODELS)
-CONDITIONS = ("original", "shuffled")
+CONDITIONS = pipeline.CONDITIONS
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-led = Ledger("04_reduced_trajectories", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING,
-             pca_components=PCA_COMPONENTS)
-rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                       quantization=QUANTIZATION)
-      for m in MODELS for c in CONDITIONS}
+led = Ledger(
+    "04_reduced_trajectories",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    cae_layers=CAE_LAYERS,
+    cae_epochs=CAE_EPOCHS,
+    cae_patience=CAE_PATIENCE,
+    cae_scaling=CAE_SCALING,
+    pca_components=PCA_COMPONENTS,
+)
+rs = {
+    (m, c): pipeline.residual_stream(
+        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+    )
+    for m in MODELS
+    for c in CONDITIONS
+}
 shape, labels, thirds = {}, {}, {}
 for m in MODELS:
     shape[m] = rs[m, "original"].shape  # (texts, sublayers, units)
@@ -124,27 +139,58 @@ cae = {}
 for m in MODELS:
     print(f"{m}: encoder widths", reduce.geometric_widths(shape[m][2], 2, CAE_LAYERS))
     for c in CONDITIONS:
-        cae[m, c] = r = pipeline.trained_cae(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                             quantization=QUANTIZATION, k=CAE_LAYERS, epochs=CAE_EPOCHS,
-                                             patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE,
-                                             num_threads=CAE_THREADS)
-        print(f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
-              f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}")
+        cae[m, c] = r = pipeline.trained_cae(
+            m,
+            n=N,
+            seed=SEED,
+            condition=c,
+            cache_dir=CACHE_DIR,
+            quantization=QUANTIZATION,
+            k=CAE_LAYERS,
+            epochs=CAE_EPOCHS,
+            patience=CAE_PATIENCE,
+            scaling=CAE_SCALING,
+            device=DEVICE,
+            num_threads=CAE_THREADS,
+        )
+        print(
+            f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
+            f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}"
+        )
 
 # %%
-grid(reduced.plot_training_history, {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
-     height=3.5);
+grid(
+    plot_reduce.plot_training_history,
+    {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
+    height=3.5,
+);
 
 # %%
 for m in MODELS:
     for c in CONDITIONS:
         s, r = suffix(c), cae[m, c]
-        led.record(f"cae_train_time_s{s}", r.train_time_s, unit="s", figure="3", model=m,
-                   claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)")
-        led.record(f"cae_test_ev{s}", r.test_ev, figure="3D", model=m,
-                   claim=f"CAE explained variance of all test vectors pooled ({c})")
-        led.record(f"cae_best_epoch{s}", r.best_epoch, figure="3", model=m,
-                   claim=f"epoch with the lowest validation loss (0-based, {c})")
+        led.record(
+            f"cae_train_time_s{s}",
+            r.train_time_s,
+            unit="s",
+            figure="3",
+            model=m,
+            claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)",
+        )
+        led.record(
+            f"cae_test_ev{s}",
+            r.test_ev,
+            figure="3D",
+            model=m,
+            claim=f"CAE explained variance of all test vectors pooled ({c})",
+        )
+        led.record(
+            f"cae_best_epoch{s}",
+            r.best_epoch,
+            figure="3",
+            model=m,
+            claim=f"epoch with the lowest validation loss (0-based, {c})",
+        )
 
 # %% [markdown]
 # ## Figure 3B: the mean bottleneck trajectory
@@ -155,16 +201,14 @@ for m in MODELS:
 # %%
 traj = {(m, c): reduce.bottleneck_trajectories(cae[m, c], rs[m, c][cae[m, c].test_idx])
         for m in MODELS for c in CONDITIONS}
-grid(reduced.plot_bottleneck_trajectory, traj);
+grid(plot_reduce.plot_bottleneck_trajectory, traj);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
-        ang = reduce.turning_angle(traj[m, c].mean(0))
-        trend = metrics.depth_trend(ang)
-        led.record(f"cae_turning_angle_trend{suffix(c)}", trend, figure="3B", model=m,
-                   claim=f"Spearman rho of the mean trajectory's turning angle with depth ({c}); < 0: straightens",
-                   paper="trajectories straightened over the layers", holds=trend < 0)
+        ang = metrics.turning_angle(traj[m, c].mean(0))
+        rho, p = trend_test(ang, seed=SEED)
+        led.claim("cae_straighten", rho, p=p, model=m, condition=c)
         led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
                    [np.nanmean(ang[thirds[m][0][:-2]]), np.nanmean(ang[thirds[m][2][:-2]])], unit="degrees",
                    figure="3B", model=m,
@@ -174,17 +218,19 @@ for m in MODELS:
 # ## Figure 3C: distance between successive sublayers in the bottleneck
 
 # %%
-dist = {(m, c): reduce.successive_distance(traj[m, c]) for m in MODELS for c in CONDITIONS}
-grid(reduced.plot_successive_distance, {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
-     title="CAE: distance between successive sublayers", height=3.8);
+dist = {(m, c): metrics.velocity(traj[m, c]) for m in MODELS for c in CONDITIONS}
+grid(
+    plot_reduce.plot_successive_distance,
+    {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
+    title="CAE: distance between successive sublayers",
+    height=3.8,
+);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
-        trend = metrics.depth_trend(dist[m, c].mean(0))
-        led.record(f"cae_distance_trend{suffix(c)}", trend, figure="3C", model=m,
-                   claim=f"Spearman rho of the mean successive distance in the bottleneck with depth ({c})",
-                   paper="increasing distance between successive layers", holds=trend > 0)
+        rho, p = trend_test(dist[m, c].mean(0), seed=SEED)
+        led.claim("cae_distance_increases", rho, p=p, model=m, condition=c)
 
 # %% [markdown]
 # ## Figure 3D: explained variance per sublayer on the test texts
@@ -198,14 +244,28 @@ for m in MODELS:
 
 # %%
 CENTERS = {"sublayer": "about each sublayer's mean", "global": "about the global mean"}
-ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(cae[m, c], rs[m, c][cae[m, c].test_idx], center=k)
-          for m in MODELS for c in CONDITIONS for k in CENTERS}
-grid(reduced.plot_cae_explained_variance,
-     {(m, name): {c: ev_cae[m, c, k] for c in CONDITIONS} for m in MODELS for k, name in CENTERS.items()},
-     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02), title="CAE: test-set EV",
-     height=3.8);
+ev_cae = {
+    (m, c, k): reduce.explained_variance_per_sublayer_cae(
+        cae[m, c], rs[m, c][cae[m, c].test_idx], center=k
+    )
+    for m in MODELS
+    for c in CONDITIONS
+    for k in CENTERS
+}
+grid(
+    plot_reduce.plot_cae_explained_variance,
+    {
+        (m, name): {c: ev_cae[m, c, k] for c in CONDITIONS}
+        for m in MODELS
+        for k, name in CENTERS.items()
+    },
+    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
+    ylim=(-1, 1.02),
+    title="CAE: test-set EV",
+    height=3.8,
+);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         ev, s = ev_cae[m, c, "sublayer"], suffix(c)
@@ -219,17 +279,13 @@ for m in MODELS:
         ev_global = ev_cae[m, c, "global"]
         led.record(f"cae_ev_global_first_last{s}", [ev_global[0], ev_global[-1]], figure="3D", model=m,
                    claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
-        trend = metrics.depth_trend(ev)
-        led.record(f"cae_ev_trend{s}", trend, figure="3D", holds=trend > 0, model=m,
-                   paper="increasing explained variance",
-                   claim=f"Spearman rho of the CAE's per-sublayer explained variance with depth ({c})")
+        rho, p = trend_test(ev, seed=SEED)
+        led.claim("cae_ev_increases", rho, p=p, model=m, condition=c)
         led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition", model=m,
-                   holds=jump_at in thirds[m][0], paper="a large jump after the early layers",
-                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance ({c}); "
-                         "holds if in the first third")
+                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained "
+                         f"variance ({c}; first third: t < {len(thirds[m][0])})")
         steep = metrics.steepest_segment(ev)
-        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", holds=steep == 0, model=m,
-                   paper="a slower increase thereafter",
+        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", model=m,
                    claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
 
 # %% [markdown]
@@ -239,12 +295,21 @@ for m in MODELS:
 # first two components; coloured: the mean per sublayer.
 
 # %%
-pca = {(m, c): reduce.PCA(n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])).fit(rs[m, c])
-       for m in MODELS for c in CONDITIONS}
-ptraj = {(m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2) for m in MODELS for c in CONDITIONS}
-grid(reduced.plot_pca_trajectories, ptraj);
+pca = {
+    (m, c): reduce.PCA(
+        n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])
+    ).fit(rs[m, c])
+    for m in MODELS
+    for c in CONDITIONS
+}
+ptraj = {
+    (m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2)
+    for m in MODELS
+    for c in CONDITIONS
+}
+grid(plot_reduce.plot_pca_trajectories, ptraj);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         led.record(f"pca_ev_two_components{suffix(c)}", pca[m, c].explained_variance_ratio_[:2].sum(),
@@ -255,11 +320,11 @@ for m in MODELS:
 # ## Figure 4B: cumulative explained variance over components
 
 # %%
-grid(reduced.plot_cumulative_explained_variance,
+grid(plot_reduce.plot_cumulative_explained_variance,
      {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS} for m in MODELS},
      threshold=VARIANCE_THRESHOLD, height=3.5);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         k_max = pca[m, c].n_components_
@@ -280,37 +345,60 @@ for m in MODELS:
 # directions that the global fit picks.
 
 # %%
-curve = {(m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
-         for m in MODELS for c in CONDITIONS}
+curve = {
+    (m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
+    for m in MODELS
+    for c in CONDITIONS
+}
 k_use = {m: pca[m, "original"].n_components_ for m in MODELS}
-grid(reduced.plot_pca_explained_variance_per_sublayer,
-     {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
-     col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS}, ylim=(-1, 1.02),
-     height=3.8);
+grid(
+    plot_reduce.plot_pca_explained_variance_per_sublayer,
+    {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
+    col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS},
+    ylim=(-1, 1.02),
+    height=3.8,
+);
 
 # %%
 thresholds = sorted({0.5, VARIANCE_THRESHOLD})
 PCA_KINDS = {"global": "global PCA", "own": "each sublayer's own PCA"}
-own = {(m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
-       for m in MODELS for c in CONDITIONS}
-n_pcs = {(m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
-         for m in MODELS for kind, cv in (("global", curve), ("own", own)) for th in thresholds for c in CONDITIONS}
-grid(reduced.plot_components_for_variance,
-     {(m, name): ({f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
-                  k_use[m] if kind == "global" else None)
-      for m in MODELS for kind, name in PCA_KINDS.items()},
-     row_kwargs={m: {"labels": labels[m]} for m in MODELS}, threshold=None, title="PCs per sublayer",
-     height=3.8);
+own = {
+    (m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
+    for m in MODELS
+    for c in CONDITIONS
+}
+n_pcs = {
+    (m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
+    for m in MODELS
+    for kind, cv in (("global", curve), ("own", own))
+    for th in thresholds
+    for c in CONDITIONS
+}
+grid(
+    plot_reduce.plot_components_for_variance,
+    {
+        (m, name): (
+            {f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
+            k_use[m] if kind == "global" else None,
+        )
+        for m in MODELS
+        for kind, name in PCA_KINDS.items()
+    },
+    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
+    threshold=None,
+    title="PCs per sublayer",
+    height=3.8,
+);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for c in CONDITIONS:
         s = suffix(c)
         ev = curve[m, c][:, -1]
         first, last = np.nanmean(ev[thirds[m][0]]), np.nanmean(ev[thirds[m][2]])
-        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", holds=last > first, model=m,
-                   paper="later layers: more variance explained by the same components",
-                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last third ({c})")
+        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", model=m,
+                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
+                         f"third ({c})")
         for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
             # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
             # finite); NaN (a sublayer without variance) is left out
@@ -318,25 +406,38 @@ for m in MODELS:
             n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
             a, b = np.nanmedian(n_pc[thirds[m][0]]), np.nanmedian(n_pc[thirds[m][2]])
             which = "the global" if kind == "global" else "each sublayer's own"
-            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C", holds=b < a,
-                       model=m, paper="later layers require fewer principal components",
-                       claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
+            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C",
+                       model=m, claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
                              f"({which} PCA, {c}; "
                              f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached with "
                              f"{k_use[m] if kind == 'global' else 'all'} PCs)")
 
 # %% [markdown]
+# The paper's sentence "later layers requiring fewer principal components" is the registry's claim
+# `pcs_fewer_later`: the mean over the last third of the sublayers minus the mean over the first third of
+# the global components a sublayer needs for `VARIANCE_THRESHOLD` of its variance ("not reached" counted
+# as one more than kept), with a bootstrap interval over texts (the PCA refitted on `N_BOOT_SLOW`
+# resamples; `robustness.claim_evidence`).
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    for c in CONDITIONS:
+        ev = robustness.claim_evidence(rs[m, c], groups=("pca",), n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW,
+                                       seed=SEED, variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
+        led.claim_table(ev, model=m, condition=c)
+
+# %% [markdown]
 # ## The paper's statements next to ours
 # Every row is a ledger entry written above, one row per model, the rows of one statement together
-# (original texts unless the key ends in `_shuffled`). `holds` says whether our number supports the paper's
-# statement; empty where the row is a plain value.
+# (original texts unless the claim ends in "[shuffled control]"). `verdict` comes from the claim
+# registry (holds / fails / undecided); empty where the row is a plain value.
 
-# %%
+# %% tags=["remove-input"]
 table = pd.DataFrame([{"key": e["key"], "model": e["model"], "figure": e["figure"], "paper": e["paper"],
-                       "ours": e["value"], "holds": e["holds"], "claim": e["claim"]}
+                       "ours": e["value"], "verdict": e["verdict"], "claim": e["claim"]}
                       for e in ledger.by_claim(led.to_dict()["entries"])])
 pd.set_option("display.max_colwidth", 120)
 table[table["paper"] != ""].reset_index(drop=True)
 
-# %%
+# %% tags=["remove-input"]
 table[table["paper"] == ""].reset_index(drop=True)

@@ -41,8 +41,11 @@
 # 3. **Statistics.** Bootstrap intervals (over texts) of every headline number for the first model, and how
 #    each number depends on the number of texts N (nested subsamples of one capture).
 #
-# The headline numbers are defined once, in `transformer_dynamics.compare` (table in its docstring); each
-# one is a statistic of the residual stream `rs: (texts, sublayers, units)` and nothing else.
+# The headline numbers are defined once, in `transformer_dynamics.robustness` (table in its docstring);
+# each one is a statistic of the residual stream `rs: (texts, sublayers, units)` and nothing else. Whether
+# a number supports the paper is decided in one place, the claim registry (`transformer_dynamics.claims`),
+# in the chapters of the paper's sections; chapter 8 varies every open choice (precision and N among
+# them) and says, per claim and model, whether the verdict survives.
 
 # %% tags=["parameters"]
 from typing import Optional
@@ -81,35 +84,62 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import compare, models, pipeline
+from transformer_dynamics import models, pipeline, robustness
 from transformer_dynamics.ledger import Ledger, to_table
-from transformer_dynamics.plots import compare as pc
+from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
-CONDITIONS = ("original", "shuffled")
+CONDITIONS = pipeline.CONDITIONS
 MODELS = pipeline.model_list(MODELS)
 MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
 if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a string
     N_VALUES = json.loads(N_VALUES)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
-KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)  # for compare.curves
-led = Ledger("06_models_and_robustness", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             quantization=QUANTIZATION,
-             n_precision=N_PRECISION, precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
-             mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
-record_first = functools.partial(led.record, model=MODEL)  # sections 2 and 3: values of the first model
+KW = dict(
+    mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD
+)  # robustness.curves
+led = Ledger(
+    "06_models_and_robustness",
+    directory=LEDGER_DIR,
+    models=MODELS,
+    n=N,
+    seed=SEED,
+    quantization=QUANTIZATION,
+    n_precision=N_PRECISION,
+    precisions=PRECISIONS,
+    n_boot=N_BOOT,
+    n_boot_slow=N_BOOT_SLOW,
+    mi_units=MI_UNITS,
+    n_shuffles=N_SHUFFLES,
+)
+record_first = functools.partial(
+    led.record, model=MODEL
+)  # sections 2 and 3: values of the first model
 
 
 def record_headlines(model, table, *, suffix="", **extra):
     """Ledger rows of ``model`` for a bootstrap_headlines table (or a plain {key: value} dict)."""
-    rows = table.iterrows() if isinstance(table, pd.DataFrame) else ((k, {"estimate": v}) for k, v in table.items())
+    rows = (
+        table.iterrows()
+        if isinstance(table, pd.DataFrame)
+        else ((k, {"estimate": v}) for k, v in table.items())
+    )
     for key, row in rows:
-        h = compare.HEADLINES[key]
+        if not np.isfinite(row["estimate"]):  # undefined (e.g. a constant first sublayer): not a value
+            continue
+        h = robustness.STATISTICS[key]
         ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
-        led.record(f"{key}{suffix}", row["estimate"], ci=ci, claim=h.claim, paper=h.paper,
-                   holds=compare.holds(key, row["estimate"]) if h.test else None, figure=h.figure, unit=h.unit,
-                   model=model, **extra)
+        led.record(
+            f"{key}{suffix}",
+            row["estimate"],
+            ci=ci,
+            claim=h.description,
+            figure=h.figure,
+            unit=h.unit,
+            model=model,
+            **extra,
+        )
 
 
 # %% [markdown]
@@ -127,15 +157,24 @@ rs, C, arch = {}, {}, []
 for m in MODELS:
     lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
     a = models.architecture(lm)
-    arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(models.layer_modules(lm)),
-                 "d_model": lm.config.hidden_size, "RS before attention": f"input of {a.attn_norm}",
-                 "RS before MLP": f"input of {a.mlp_norm}",
-                 "norms in a layer": ", ".join(n for n, _ in models.layer_modules(lm)[0].named_children()
-                                               if "norm" in n)})
+    arch.append(
+        {
+            "model": m,
+            "model_type": lm.config.model_type,
+            "layers": len(models.layer_modules(lm)),
+            "d_model": lm.config.hidden_size,
+            "RS before attention": f"input of {a.attn_norm}",
+            "RS before MLP": f"input of {a.mlp_norm}",
+            "norms in a layer": ", ".join(
+                n for n, _ in models.layer_modules(lm)[0].named_children() if "norm" in n
+            ),
+        }
+    )
     for c in CONDITIONS:
-        rs[m, c] = pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                            quantization=QUANTIZATION)
-        C[m, c] = compare.curves(rs[m, c], seed=SEED, **KW)
+        rs[m, c] = pipeline.residual_stream(
+            m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
+        )
+        C[m, c] = robustness.curves(rs[m, c], seed=SEED, **KW)
 pd.DataFrame(arch).set_index("model")
 
 # %% [markdown]
@@ -175,48 +214,40 @@ side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
 # %% [markdown]
 # ### Headline numbers per model
-# Estimate and 95% bootstrap interval over texts (`compare.bootstrap_headlines`): r, cosine, velocity and
+# Estimate and 95% bootstrap interval over texts (`robustness.bootstrap_headlines`): r, cosine, velocity and
 # rotation counts on all `N_BOOT` resamples, MI, PCA and the rotation null on the first `N_BOOT_SLOW` of
 # them. A resample repeats some texts, which by itself raises the KDE MI (a repeated point is its own
 # nearest neighbour) and lowers the PCA counts (fewer distinct texts span fewer directions); for those
 # numbers the interval is the replicates' spread re-centred on the estimate (column `interval` of
-# `boot`), and section 3 shows how they move with N. ✓/✗: whether the estimate supports the paper's
-# statement; the last columns are the token-shuffled control (no interval).
+# `boot`), and section 3 shows how they move with N. The last columns are the token-shuffled control
+# (no interval). The verdicts on the paper's claims are in chapters 2-5 and chapter 8.
 
-# %%
-boot = {m: compare.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+# %% tags=["remove-input"]
+boot = {m: robustness.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
         for m in MODELS}
-shuffled = {m: compare.headlines_from_curves(C[m, "shuffled"]) for m in MODELS}
+shuffled = {m: robustness.headlines_from_curves(C[m, "shuffled"]) for m in MODELS}
 
 
 def fmt(row):
-    ok = compare.holds(row.name, row["estimate"])
-    mark = "" if ok is None else (" ✓" if ok else " ✗")
     if not np.isfinite(row["low"]):
-        return f"{row['estimate']:.3g}{mark}"
-    return f"{row['estimate']:.3g} [{row['low']:.3g}, {row['high']:.3g}]{mark}"
+        return f"{row['estimate']:.3g}"
+    return f"{row['estimate']:.3g} [{row['low']:.3g}, {row['high']:.3g}]"
 
 
 table = pd.DataFrame({m: boot[m].apply(fmt, axis=1) for m in MODELS})
 for m in MODELS:
     table[f"{m} (shuffled)"] = pd.Series(shuffled[m]).map(lambda v: f"{v:.3g}")
-table.insert(0, "paper", [compare.HEADLINES[k].paper for k in table.index])
-table.insert(0, "figure", [compare.HEADLINES[k].figure for k in table.index])
+table.insert(0, "statistic", [robustness.STATISTICS[k].description for k in table.index])
+table.insert(0, "figure", [robustness.STATISTICS[k].figure for k in table.index])
 table
 
 # %%
 pc.plot_headline_intervals(boot);
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     record_headlines(m, boot[m], condition="original")
     record_headlines(m, shuffled[m], suffix="_shuffled", condition="shuffled")
-agree = {k: [compare.holds(k, boot[m].loc[k, "estimate"]) for m in MODELS]
-         for k in boot[MODELS[0]].index if compare.HEADLINES[k].test is not None}
-same = [k for k, v in agree.items() if None not in v and len(set(v)) == 1]
-led.record("models_agree_fraction", len(same) / max(len(agree), 1),
-           claim=f"fraction of the paper's yes/no statements on which all of {', '.join(MODELS)} give the same "
-                 "verdict", disagree=[k for k in agree if k not in same]);
 
 # %% [markdown]
 # ## 2. Precision sensitivity
@@ -227,22 +258,36 @@ led.record("models_agree_fraction", len(same) / max(len(agree), 1),
 # units, against the first precision.
 
 # %%
-rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original", cache_dir=CACHE_DIR,
-                                    **compare.precision_kwargs(p))
-        for p in PRECISIONS}
+rs_p = {
+    p: pipeline.residual_stream(
+        MODEL,
+        n=N_PRECISION,
+        seed=SEED,
+        condition="original",
+        cache_dir=CACHE_DIR,
+        **robustness.precision_kwargs(p),
+    )
+    for p in PRECISIONS
+}
 ref = PRECISIONS[0]
-diff = {p: compare.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
-pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}");
+diff = {p: robustness.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
+pc.plot_relative_error(
+    {p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}"
+);
 
 # %%
-H_p = {p: compare.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
-boot_ref = compare.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
-change = {p: compare.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
+H_p = {p: robustness.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
+boot_ref = robustness.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+change = {p: robustness.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
 for p in change:
     v = change[p]["other"]
-    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (v <= boot_ref["high"].reindex(v.index))
+    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (
+        v <= boot_ref["high"].reindex(v.index)
+    )
 ptable = pd.concat({p: change[p][["other", "change", "inside_ref_ci"]] for p in change}, axis=1)
-ptable.insert(0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1))
+ptable.insert(
+    0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1)
+)
 ptable.insert(0, (ref, "value"), pd.Series(H_p[ref]))
 ptable
 
@@ -254,7 +299,7 @@ ptable
 # %%
 pd.DataFrame({p: diff[p]["corr"] for p in diff})
 
-# %%
+# %% tags=["remove-input"]
 for p in diff:
     d = diff[p]
     record_first(f"precision_{p}:max_rel_error", d["max_rel_error"], figure="",
@@ -268,12 +313,9 @@ for p in diff:
     record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
                claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
                      f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
-    verdict_changes = [k for k in ch.index if compare.holds(k, H_p[ref][k]) != compare.holds(k, H_p[p][k])]
-    record_first(f"precision_{p}:verdicts_changed", len(verdict_changes),
-               claim=f"paper statements whose verdict differs between {p} and {ref}", keys=verdict_changes)
-    for k in ch.index:
-        record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=compare.HEADLINES[k].figure,
-                   claim=f"{compare.HEADLINES[k].claim} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
+    for k in ch.index[np.isfinite(ch["other"]).to_numpy()]:
+        record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
+                   claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
                    change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
 
 # %% [markdown]
@@ -285,34 +327,35 @@ for p in diff:
 
 # %%
 rs_default, boot_default = rs[MODEL, "original"], boot[MODEL]
-pc.plot_headline_intervals({MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals");
+pc.plot_headline_intervals(
+    {MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals"
+);
 
 # %%
-nd = compare.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)
+nd = robustness.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)
 pc.plot_n_dependence(nd, intervals=boot_default);
 
 # %%
 nd.T
 
-# %%
+# %% tags=["remove-input"]
 half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]
 at_half = nd.loc[half]
 inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
 record_first("n_half_inside_ci", float(inside.mean()),
            claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
            outside=list(inside.index[~inside]))
-for k in nd.columns:
-    record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=compare.HEADLINES[k].figure,
-               claim=f"{compare.HEADLINES[k].claim}, at N = {N_VALUES}")
-width = (boot_default["high"] - boot_default["low"]).to_dict()
-record_first("ci_width", [width[k] for k in boot_default.index],
+for k in nd.columns[np.isfinite(nd).all().to_numpy()]:
+    record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=robustness.STATISTICS[k].figure,
+               claim=f"{robustness.STATISTICS[k].description}, at N = {N_VALUES}")
+width = (boot_default["high"] - boot_default["low"]).dropna().to_dict()
+record_first("ci_width", list(width.values()),
            claim=f"width of the 95% bootstrap interval of each headline number at N = {N}",
-           keys=list(boot_default.index));
+           keys=list(width));
 
 # %% [markdown]
 # ## Recorded values
-# Every number above, as the ledger holds it (rows with a paper statement first).
+# Every number above, as the ledger holds it.
 
-# %%
-record = led.to_dict()
-Markdown(to_table({**record, "entries": [e for e in record["entries"] if e["paper"]]}))
+# %% tags=["remove-input"]
+Markdown(to_table(led.to_dict()))

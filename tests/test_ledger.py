@@ -14,16 +14,16 @@ from transformer_dynamics.ledger import Ledger
 
 def test_round_trip(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=np.int64(96))
-    out = led.record("corr_first_median", np.float32(0.8125), claim="r > 0.8 early", paper="> 0.8",
-                     holds=np.bool_(True), figure="1C", unit="", ci=(np.float64(0.75), 0.875))
+    out = led.claim("r_early", np.float32(0.8125), ci=(np.float64(0.81), 0.875))
     assert out is None  # nothing for a notebook cell to display
-    led.record("mi_by_layer", np.array([1.5, 0.25, 0.125]), claim="MI drops", holds=None, method="kde")
+    led.record("mi_by_layer", np.array([1.5, 0.25, 0.125]), claim="MI drops", method="kde")
     data = ledger.load(tmp_path / "02_activation_statistics.json")
     assert data["notebook"] == "02_activation_statistics"
     assert data["context"] == {"model": "smollm2-135m", "n": 96}
     e0, e1 = data["entries"]
-    assert e0["key"] == "corr_first_median" and e0["value"] == pytest.approx(0.8125)
-    assert e0["holds"] is True and e0["ci"] == [0.75, 0.875] and e0["figure"] == "1C"
+    assert e0["key"] == "r_early" and e0["value"] == pytest.approx(0.8125)
+    assert e0["holds"] is True and e0["verdict"] == "holds" and e0["ci"] == [0.81, 0.875] and e0["figure"] == "1C"
+    assert e0["registry"] == "r_early" and e0["reading"] == "first_each_kind" and e0["paper"] == "r > 0.8"
     assert e1["value"] == [1.5, 0.25, 0.125] and e1["holds"] is None and e1["extra"] == {"method": "kde"}
     # numpy scalars became plain JSON types
     assert isinstance(e0["value"], float) and isinstance(data["context"]["n"], int)
@@ -86,11 +86,9 @@ def test_format_value(value, expected):
 
 def _sample(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=96, profile="ci")
-    led.record("r0", 0.91, claim="correlations start high | r > 0.8", paper="> 0.8", holds=True, figure="1C",
-               ci=(0.85, 0.95))
-    led.record("mi_drop", -0.4, claim="MI drops in early layers", paper="sharp decline", holds=False,
-               figure="1H", unit="nats")
-    led.record("mean_rot", float("nan"), claim="rotations", holds=None)
+    led.claim("r_early", 0.91, ci=(0.85, 0.95))
+    led.claim("mi_early_drop", 0.4, p=0.001)
+    led.record("mean_rot", float("nan"), claim="rotations | mean", unit="nats")
     return ledger.load(led.path)
 
 
@@ -99,15 +97,15 @@ def test_to_table_markdown(tmp_path):
     lines = md.strip().splitlines()
     assert lines[0] == "*model = smollm2-135m, N = 96, profile = ci*"
     header = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI", "Holds"]
+    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI / p", "Holds"]
     rows = lines[4:]
     assert len(rows) == 3
     # a pipe inside a claim is escaped, so every row keeps 6 cells
     for row in rows:
         assert len([c for c in row.replace("\\|", "").strip("|").split("|")]) == 6
     assert "0.91" in rows[0] and "[0.85, 0.95]" in rows[0] and rows[0].rstrip(" |").endswith("✓")
-    assert "-0.4 nats" in rows[1] and rows[1].rstrip(" |").endswith("✗")
-    assert "nan" in rows[2] and rows[2].rstrip(" |").endswith("–")
+    assert "0.4" in rows[1] and "p = 0.001" in rows[1] and rows[1].rstrip(" |").endswith("✗")
+    assert "nan nats" in rows[2] and rows[2].rstrip(" |").endswith("–")
 
 
 def test_to_table_html_escapes(tmp_path):
@@ -122,10 +120,13 @@ def test_to_table_html_escapes(tmp_path):
 def test_to_markdown_summary_and_empty(tmp_path):
     data = _sample(tmp_path)
     md = ledger.to_markdown([data], profile="ci", titles={"02_activation_statistics": "2. Statistics"})
-    assert "| 2. Statistics | smollm2-135m | 96 | 3 | 1 | 1 | 1 |" in md
+    assert "| 2. Statistics | smollm2-135m | 96 | 3 | 1 | 1 | 0 | 1 |" in md
     assert "## 2. Statistics" in md
     assert ledger.summary([data])[0] == {"notebook": "02_activation_statistics", "model": "smollm2-135m",
-                                         "n": 96, "values": 3, "holds": 1, "fails": 1, "open": 1}
+                                         "n": 96, "values": 3, "holds": 1, "fails": 1, "undecided": 0, "open": 1}
+    # the page leads with the five contributions
+    assert md.index("five contributions") < md.index("## 2. Statistics")
+    assert "| 1 | individual RS units keep strong correlations across layers | smollm2-135m | 1 | 1 | 0 | 0 | 0 |" in md
     empty = ledger.to_markdown([], profile="ci")
     assert "No ledger was found for profile `ci`" in empty and "make notebooks PROFILE=ci" in empty
     assert math.isnan(float(data["entries"][2]["value"]))
@@ -134,14 +135,14 @@ def test_to_markdown_summary_and_empty(tmp_path):
 def test_several_models_side_by_side(tmp_path):
     led = Ledger("02_x", directory=tmp_path, models=["smollm2-135m", "gemma-3-270m"], n=96)
     for m, r in [("smollm2-135m", 0.5), ("gemma-3-270m", 0.9)]:
-        led.record("r0", r, claim="r > 0.8", paper="> 0.8", holds=r > 0.8, figure="1C", model=m)
+        led.claim("r_early", r, ci=(r - 0.05, r + 0.05), model=m)
     for m in ("smollm2-135m", "gemma-3-270m"):
         led.record("vel", 2.0, claim="velocity", model=m)
-    led.record("r0", 0.6, claim="r > 0.8", holds=False, model="smollm2-135m")  # replaces that model's value only
+    led.claim("r_early", 0.6, ci=(0.55, 0.65), model="smollm2-135m")  # replaces that model's value only
     data = ledger.load(led.path)
     assert ledger.models_of(data) == ["smollm2-135m", "gemma-3-270m"]
     assert [(e["key"], e["model"], e["value"]) for e in data["entries"]] == [
-        ("r0", "smollm2-135m", 0.6), ("r0", "gemma-3-270m", 0.9), ("vel", "smollm2-135m", 2.0),
+        ("r_early", "smollm2-135m", 0.6), ("r_early", "gemma-3-270m", 0.9), ("vel", "smollm2-135m", 2.0),
         ("vel", "gemma-3-270m", 2.0)]
     lines = ledger.to_table(data).strip().splitlines()
     assert lines[0] == "*models = smollm2-135m, gemma-3-270m, N = 96*"
@@ -158,3 +159,37 @@ def test_rows_of_one_claim_stand_together():
                {"key": "b", "model": "y"}]
     assert [(e["key"], e["model"]) for e in ledger.by_claim(entries)] == [("a", "x"), ("a", "y"), ("b", "x"),
                                                                           ("b", "y")]
+
+
+def test_claim_takes_everything_from_the_registry(tmp_path):
+    led = Ledger("02_activation_statistics", directory=tmp_path)
+    with pytest.raises(ValueError, match="registry"):
+        led.record("r0", 0.9, holds=True)
+    with pytest.raises(KeyError, match="not a claim"):
+        led.claim("r0", 0.9)
+    # undefined value: reported as undefined, undecided
+    led.claim("r_early", float("nan"), reading="first_transition", model="m", ci=(float("nan"), float("nan")))
+    # premise looked up in the ledger: the drop's location is undecided until the drop holds
+    led.claim("mi_drop_at_cross", 1.0, ci=(1.0, 1.0), model="m")
+    led.claim("mi_early_drop", -0.9, p=0.001, model="m")
+    led.claim("mi_drop_at_cross", 1.0, ci=(1.0, 1.0), model="m")
+    led.claim("mi_early_drop", -0.9, p=0.001, model="m", condition="shuffled")
+    e = {x["key"]: x for x in ledger.load(led.path)["entries"]}
+    assert e["r_early:first_transition"]["verdict"] == "undecided"
+    assert e["r_early:first_transition"]["reason"] == "value undefined"
+    assert e["r_early:first_transition"]["ci"] is None and e["r_early:first_transition"]["value"] == "nan"
+    assert "undefined" in ledger.to_table(ledger.load(led.path))
+    assert e["mi_drop_at_cross"]["verdict"] == "holds"
+    assert e["mi_early_drop@shuffled"]["condition"] == "shuffled"
+    assert "[shuffled control]" in e["mi_early_drop@shuffled"]["claim"]
+    rows = ledger.claim_rows([ledger.load(led.path)])
+    assert [(r["key"], r["verdict"]) for r in rows] == [("mi_early_drop", "holds"), ("mi_drop_at_cross", "holds")]
+
+
+def test_contributions_count_hinges(tmp_path):
+    Ledger("02_activation_statistics", directory=tmp_path).claim("r_early", 0.9, ci=(0.85, 0.95), model="m")
+    Ledger("08_verdict_robustness", directory=tmp_path).record(
+        "robustness:r_early", "hinges on strip (True: fails, 0.09)", model="m", registry="r_early",
+        status="hinges")
+    md = ledger.contributions(ledger.load_all(tmp_path))
+    assert "| 1 | individual RS units keep strong correlations across layers | m | 1 | 1 | 0 | 0 | 1 |" in md

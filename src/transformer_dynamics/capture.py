@@ -162,8 +162,8 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
 def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *,
                          token_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
                          chunk_size: int = 4096, shuffle_tokens: bool = False, seed: int = 0,
-                         add_bos: bool = True, strip: bool = False, progress: bool = True
-                         ) -> Iterator[tuple[int, np.ndarray]]:
+                         add_bos: bool = True, strip: bool = False, progress: bool = True,
+                         keep_last: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Stream the residual stream in chunks: yields ``(start, rs_chunk)`` with
     ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
 
@@ -185,7 +185,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
         if any(len(s) == 0 for s in ids):
             raise ValueError("a text has no tokens")
         if shuffle_tokens:
-            ids = shuffle_token_ids(ids, seed=rng, keep_first=[bos is not None and s[0] == bos for s in ids])
+            ids = shuffle_token_ids(ids, seed=rng, keep_first=[bos is not None and s[0] == bos for s in ids],
+                                    keep_last=keep_last)
         return ids
 
     n_layers = len(layer_modules(model))
@@ -215,7 +216,7 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
 
 def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
                     shuffle_tokens: bool = False, seed: int = 0, progress: bool = True,
-                    add_bos: bool = True, strip: bool = False) -> np.ndarray:
+                    add_bos: bool = True, strip: bool = False, keep_last: bool = False) -> np.ndarray:
     """The residual stream at each text's last real token.
 
     Returns ``rs: (n_texts, 2 * n_layers, d_model)`` float32: ``rs[:, 2l]`` is the input of layer l's
@@ -223,12 +224,13 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
     (``hook_resid_mid``).
 
     shuffle_tokens: the paper's control: BOS stays first, the rest of each text's tokens are permuted
-    (``numpy.random.default_rng(seed)``). add_bos / strip: see :func:`tokenize`.
+    (``numpy.random.default_rng(seed)``); with ``keep_last`` the last token stays in place too.
+    add_bos / strip: see :func:`tokenize`.
     """
     out = None
     for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
                                              shuffle_tokens=shuffle_tokens, seed=seed, add_bos=add_bos,
-                                             strip=strip, progress=progress):
+                                             strip=strip, progress=progress, keep_last=keep_last):
         if start == 0 and len(chunk) == len(texts):  # one chunk: it is the result
             out = chunk
             continue

@@ -231,10 +231,12 @@ def rows_hash(texts: Sequence[str]) -> str:
 
 
 def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int | np.random.Generator = 0,
-                      keep_first: bool | Sequence[bool] = True) -> list[list[int]]:
+                      keep_first: bool | Sequence[bool] = True, keep_last: bool = False) -> list[list[int]]:
     """The paper's shuffled-token control: each sequence's tokens permuted, the first (BOS) kept in place.
 
     ids: token id lists, one per text. keep_first: keep position 0 fixed (per sequence or for all).
+    keep_last: also keep the last token in place (the variant in which only the order changes: the token
+    whose residual stream is read stays the same).
     One ``default_rng(seed)`` draws every permutation in order, so the result is reproducible; pass a
     ``numpy.random.Generator`` to continue one stream over several chunks of texts.
     """
@@ -244,5 +246,6 @@ def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int | np.random.Genera
     for seq, k in zip(ids, keep):
         seq = list(seq)
         head, tail = (seq[:1], seq[1:]) if k else ([], seq)
-        out.append(head + [tail[i] for i in rng.permutation(len(tail))])
+        end, tail = (tail[-1:], tail[:-1]) if keep_last and tail else ([], tail)
+        out.append(head + [tail[i] for i in rng.permutation(len(tail))] + end)
     return out

@@ -1,10 +1,12 @@
 """The reproduction ledger: each notebook records its headline values as it runs; the book reads them back.
 
-A notebook makes one :class:`Ledger` and calls :meth:`Ledger.record` for every number it states::
+A notebook makes one :class:`Ledger` and records every number it states: a claim of the paper by its key in
+the registry (:mod:`transformer_dynamics.claims`), which supplies the sentence, the paper's value and the
+verdict; any other number as a plain value, without a verdict::
 
     led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N)
-    led.record("corr_first_median", r0, claim="r > 0.8 already in the earliest layers",
-               paper="> 0.8", holds=bool(r0 > 0.8), figure="1C", model="smollm2-135m")
+    led.claim("r_early", r0, model="smollm2-135m", ci=(lo, hi))        # verdict from the registry
+    led.record("mean_abs_first", m0, claim="mean |activation| at sublayer 0", figure="1B")  # no verdict
 
 Each call rewrites ``<directory>/<notebook>.json`` atomically, so a notebook that fails half-way leaves
 what it recorded so far. Nothing in the ledger is typed in: values come from the computation.
@@ -22,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from . import claims as _claims
+
 __all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
-           "summary", "models_of", "by_claim"]
+           "summary", "models_of", "by_claim", "claim_rows", "contributions", "md_cell"]
 
 LEDGER_ENV = "TRANSFORMER_DYNAMICS_LEDGER"
 
@@ -57,7 +61,7 @@ class Entry:
 
     key: short identifier, unique within a notebook; value: a number (or a short list of numbers);
     claim: the paper's claim in words; paper: the paper's value or statement (text, as the paper has it);
-    holds: whether our value supports the claim (None when the question is not a yes/no one);
+    holds: True / False / None from ``verdict`` (holds / fails / undecided or no claim), never set by hand;
     ci: optional (low, high) bootstrap interval; figure: the paper's panel, e.g. "1C"; unit: e.g. "nats";
     model: the model the value was computed on ("" when the notebook ran one model).
     """
@@ -71,6 +75,14 @@ class Entry:
     figure: str = ""
     unit: str = ""
     model: str = ""
+    #: set by :meth:`Ledger.claim` only: the registry key, the reading, the condition, the test's p-value, and
+    #: the verdict ("holds" / "fails" / "undecided") with its reason
+    registry: str = ""
+    reading: str = ""
+    condition: str = ""
+    p: float | None = None
+    verdict: str | None = None
+    reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,20 +109,69 @@ class Ledger:
     def path(self) -> Path:
         return self.directory / f"{self.notebook}.json"
 
-    def record(self, key: str, value: Any, *, claim: str = "", paper: str = "", holds: bool | None = None,
+    def record(self, key: str, value: Any, *, claim: str = "", paper: str = "",
                ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", model: str | None = None,
                **extra: Any) -> None:
-        """Record ``value`` under ``key`` for ``model`` (replacing an earlier value of the same key and model).
+        """Record a plain ``value`` under ``key`` for ``model`` (no verdict: claims go through :meth:`claim`),
+        replacing an earlier value of the same key and model.
 
         Returns None, so a notebook cell ending in ``led.record(...)`` shows nothing extra in the book."""
-        if not key or not isinstance(key, str):
-            raise ValueError("ledger key must be a non-empty string")
+        if "holds" in extra or "verdict" in extra:
+            raise ValueError(f"{key!r}: verdicts come from the claim registry; use led.claim(claim_key, value, ...) "
+                             "(transformer_dynamics.claims) or drop holds=")
+        self._put(Entry(key=key, value=_plain(value), claim=claim, paper=paper,
+                        ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=figure, unit=unit,
+                        model="" if model is None else str(model), extra=_plain(extra)))
+
+    def claim(self, key: str, value: Any, *, model: str | None = None, ci: tuple[float, float] | None = None,
+              p: float | None = None, reading: str | None = None, condition: str = "original",
+              **extra: Any) -> None:
+        """Record the value of the registered claim ``key`` (its ``reading``, default the headline, on
+        ``condition``) for ``model``, with its bootstrap interval ``ci`` or test p-value ``p``.
+
+        The sentence, figure, paper's value and verdict come from :mod:`transformer_dynamics.claims`; a claim
+        with a premise looks the premise up in this ledger (same model, reading and condition: record it
+        first). The ledger key is ``key``, ``key:reading`` for a non-headline reading, ``...@condition`` off
+        the original texts. Returns None."""
+        c = _claims.get(key)
+        r = c.reading(reading)
         model = "" if model is None else str(model)
-        entry = Entry(key=key, value=_plain(value), claim=claim, paper=paper,
-                      holds=None if holds is None else bool(holds),
-                      ci=None if ci is None else (float(ci[0]), float(ci[1])),
-                      figure=figure, unit=unit, model=model, extra=_plain(extra))
-        slot = (model, key)
+        name = key + ("" if r.name == c.headline else f":{r.name}") + ("" if condition == "original"
+                                                                        else f"@{condition}")
+        premise = None
+        if c.premise is not None:
+            pk = c.premise + ("" if r.name == c.headline else f":{r.name}") + ("" if condition == "original"
+                                                                              else f"@{condition}")
+            pe = self.entries.get((model, pk))
+            premise = None if pe is None else pe.verdict
+        v = _claims.verdict(key, value, ci=ci, p=p, premise=premise)
+        if ci is not None and not all(_claims._finite(b) for b in ci):
+            ci = None                       # no interval (e.g. an undefined value): stored as none
+        if p is not None and not _claims._finite(p):
+            p = None
+        text = c.quote + ("" if r.name == c.headline else f" [{r.description}]") + (
+            "" if condition == "original" else f" [{condition} control]")
+        self._put(Entry(key=name, value=_plain(value), claim=text, paper=c.paper, holds=v.holds,
+                        ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=c.figure, unit=c.unit,
+                        model=model, registry=key, reading=r.name, condition=condition,
+                        p=None if p is None else _plain(float(p)), verdict=v.verdict, reason=v.reason,
+                        extra=_plain(extra)))
+
+    def claim_table(self, evidence, *, model: str | None = None, condition: str = "original",
+                    **extra: Any) -> None:
+        """:meth:`claim` for every row of an evidence table (:func:`transformer_dynamics.robustness.claim_evidence`:
+        columns ``claim``, ``reading``, ``value``, ``low``, ``high``, ``p``), in its order (premises first)."""
+        for _, r in evidence.iterrows():
+            c = _claims.get(r["claim"])
+            ci = (r["low"], r["high"]) if c.evidence == "interval" else None
+            self.claim(r["claim"], r["value"], model=model, ci=ci, p=None if ci else r["p"], reading=r["reading"],
+                       condition=condition, **extra)
+
+    def _put(self, entry: Entry) -> None:
+        if not entry.key or not isinstance(entry.key, str):
+            raise ValueError("ledger key must be a non-empty string")
+        slot = (entry.model, entry.key)
+        key = entry.key
         previous = self.entries.get(slot)
         self.entries[slot] = entry
         try:
@@ -164,6 +225,14 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]
 # Rendering for the book (the ledger page is generated from the JSON files at build time).
 
 HOLDS_MARKS = {True: "✓", False: "✗", None: "–"}
+#: the notebook whose entries carry each claim's robustness line (``extra["status"]``)
+ROBUSTNESS_NOTEBOOK = "08_verdict_robustness"
+
+
+def _mark(entry: dict[str, Any]) -> str:
+    if entry.get("verdict"):
+        return _claims.MARKS.get(entry["verdict"], "–")
+    return HOLDS_MARKS.get(entry.get("holds"), "–")
 
 
 def format_value(value: Any, digits: int = 3, max_items: int = 6) -> str:
@@ -230,23 +299,29 @@ def by_claim(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None = None) -> str:
     """One notebook's ledger (as :func:`load` returns it) as a table with a row per recorded value:
     figure, claim, the paper's value, ours (± unit), the confidence interval if any, and whether it holds
-    (✓ / ✗ / –); with a Model column, the rows of one claim side by side, when values were recorded for
+    (✓ holds / ✗ fails / ? undecided, from the claim registry; – a plain value); with a Model column, the rows
+    of one claim side by side, when values were recorded for
     several models. ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
     if fmt not in ("markdown", "html"):
         raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
     with_model = any(models_of(ledger))
-    header = ["Figure", "Claim"] + (["Model"] if with_model else []) + ["Paper", "Ours", "95% CI", "Holds"]
+    header = ["Figure", "Claim"] + (["Model"] if with_model else []) + ["Paper", "Ours", "95% CI / p", "Holds"]
     rows = []
     entries = by_claim(ledger.get("entries", [])) if with_model else ledger.get("entries", [])
     for e in entries:
         ours = format_value(e.get("value"))
+        if e.get("verdict") and ours in ("nan", "–"):
+            ours = "undefined"
         if e.get("unit"):
             ours += f" {e['unit']}"
         ci = e.get("ci")
         ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
+        if not ci and e.get("p") is not None:
+            p = e["p"]
+            ci_text = f"p = {p:.2g}" if isinstance(p, (int, float)) else f"p = {p}"
         claim = e.get("claim") or e.get("key", "")
         rows.append([e.get("figure", ""), claim] + ([e.get("model", "")] if with_model else [])
-                    + [e.get("paper", ""), ours, ci_text, HOLDS_MARKS.get(e.get("holds"), "–")])
+                    + [e.get("paper", ""), ours, ci_text, _mark(e)])
     caption = _context_line(ledger.get("context", {}), profile)
     if fmt == "markdown":
         lines = []
@@ -267,23 +342,79 @@ def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None 
 
 
 def summary(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per notebook and model: ``{"notebook", "model", "n", "values", "holds", "fails", "open"}`` (counts of
-    ✓ ✗ –). Entries recorded without a model count for the context's ``model`` (or its models, joined)."""
+    """Per notebook and model: ``{"notebook", "model", "n", "values", "holds", "fails", "undecided", "open"}``
+    (counts of ✓ ✗ ? and plain values). Entries recorded without a model count for the context's ``model``
+    (or its models, joined)."""
     out = []
     for led in ledgers:
         ctx = led.get("context", {})
         default = ctx.get("model") or (", ".join(ctx["models"]) if isinstance(ctx.get("models"), list) else None)
         for model in models_of(led) or [""]:
-            holds = [e.get("holds") for e in led.get("entries", []) if (e.get("model", "") or "") == model]
+            es = [e for e in led.get("entries", []) if (e.get("model", "") or "") == model]
+            verdicts = [e.get("verdict") or {True: "holds", False: "fails"}.get(e.get("holds")) for e in es]
             out.append({"notebook": led.get("notebook", ""), "model": model or default, "n": ctx.get("n"),
-                        "values": len(holds), "holds": sum(h is True for h in holds),
-                        "fails": sum(h is False for h in holds), "open": sum(h is None for h in holds)})
+                        "values": len(es), "holds": verdicts.count("holds"), "fails": verdicts.count("fails"),
+                        "undecided": sum(bool(e.get("verdict")) and v == "undecided" for e, v in zip(es, verdicts)),
+                        "open": sum(v is None for v in verdicts)})
     return out
+
+
+def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The headline verdict of every registered claim, once per model: the entry its own chapter
+    (``Claim.chapter``) recorded for the headline reading on the original texts, with the robustness line
+    of :data:`ROBUSTNESS_NOTEBOOK` when there is one. -> ``[{"key", "contribution", "model", "verdict",
+    "value", "robustness", "status"}]`` in registry order."""
+    decided, robust = {}, {}
+    for led in ledgers:
+        ctx = led.get("context", {})
+        default = ctx.get("model") or ""
+        for e in led.get("entries", []):
+            e = {**e, "model": e.get("model") or default}
+            reg = e.get("registry") or e.get("extra", {}).get("registry")
+            if not reg or reg not in _claims.REGISTRY:
+                continue
+            c = _claims.REGISTRY[reg]
+            if led.get("notebook") == ROBUSTNESS_NOTEBOOK and "status" in e.get("extra", {}):
+                robust[reg, e.get("model", "")] = (e.get("value"), e["extra"]["status"])
+            elif (led.get("notebook") == c.chapter and e.get("verdict") and e.get("reading") == c.headline
+                  and e.get("condition", "original") == "original"):
+                decided[reg, e.get("model", "")] = e
+    rows = []
+    models = list(dict.fromkeys([m for _, m in decided] + [m for _, m in robust]))
+    for key, c in _claims.REGISTRY.items():
+        for m in models:
+            if (key, m) not in decided and (key, m) not in robust:
+                continue
+            e = decided.get((key, m), {})
+            line, status = robust.get((key, m), ("", ""))
+            rows.append({"key": key, "contribution": c.contribution, "model": m, "verdict": e.get("verdict"),
+                         "value": e.get("value"), "robustness": line, "status": status})
+    return rows
+
+
+def contributions(ledgers: list[dict[str, Any]]) -> str:
+    """The ledger page's lead: per contribution of the paper (section 1) and model, how many of its claims
+    hold, fail or are undecided (headline reading, as each chapter decides it) and how many hinge on an open
+    choice (the verdict-robustness chapter), as a markdown table."""
+    rows = claim_rows(ledgers)
+    lines = ["| # | Contribution | Model | Claims | ✓ holds | ✗ fails | ? undecided | hinges |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k, text in _claims.CONTRIBUTIONS.items():
+        for m in dict.fromkeys(r["model"] for r in rows):
+            rs = [r for r in rows if r["contribution"] == k and r["model"] == m]
+            if not rs:
+                continue
+            count = {v: sum(r["verdict"] == v for r in rs) for v in _claims.VERDICTS}
+            hinge = sum(r["status"] == "hinges" for r in rs)
+            lines.append(f"| {k} | {md_cell(text)} | {md_cell(m)} | {len(rs)} | {count['holds']} | "
+                         f"{count['fails']} | {count['undecided']} | {hinge} |")
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
                 titles: dict[str, str] | None = None) -> str:
-    """All ledgers as a MyST page body: a summary table, then one section and table per notebook.
+    """All ledgers as a MyST page body: the five contributions (:func:`contributions`), a summary table per
+    notebook, then one section and table per notebook.
 
     ``titles`` maps notebook names to section titles (default: the notebook name)."""
     titles = titles or {}
@@ -291,11 +422,15 @@ def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
         where = f" for profile `{profile}`" if profile else ""
         return (f":::{{warning}}\nNo ledger was found{where}. Run the notebooks first "
                 f"(`make notebooks PROFILE={profile or 'full'}`).\n:::\n")
-    lines = ["| Notebook | Model | N | Values | ✓ | ✗ | – |", "|---|---|---|---|---|---|---|"]
+    lines = ["## The paper's five contributions", "",
+             "Per contribution and model: the claims of the registry (`transformer_dynamics.claims`) that hold, "
+             "fail or stay undecided under the book's headline choices, and how many hinge on an open choice "
+             "(the verdict-robustness chapter).", "", contributions(ledgers), "## Per chapter", "",
+             "| Notebook | Model | N | Values | ✓ | ✗ | ? | – |", "|---|---|---|---|---|---|---|---|"]
     for s in summary(ledgers):
         lines.append(f"| {md_cell(titles.get(s['notebook'], s['notebook']))} | {md_cell(s['model'] or '')} | "
                      f"{s['n'] if s['n'] is not None else ''} | {s['values']} | {s['holds']} | {s['fails']} | "
-                     f"{s['open']} |")
+                     f"{s['undecided']} | {s['open']} |")
     lines.append("")
     for led in ledgers:
         name = led.get("notebook", "")

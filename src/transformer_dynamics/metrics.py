@@ -214,7 +214,7 @@ def _cosine(rs: np.ndarray, mean: np.ndarray | None = None, chunk: int = 64) -> 
     for s in range(0, rs.shape[0], chunk):
         a = torch.from_numpy(np.ascontiguousarray(rs[s:s + chunk])).double()
         if m is not None:
-            a -= m
+            a = a - m  # not in place: for float64 input, .double() shares the caller's memory
         dots = (a[:, :-1] * a[:, 1:]).sum(-1)
         norms = a.norm(dim=-1)
         out[s:s + chunk] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()

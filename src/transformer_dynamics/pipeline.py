@@ -18,10 +18,13 @@ import numpy as np
 
 from . import __version__, cache, capture, data, models
 
-__all__ = ["CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
+__all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
            "residual_stream", "residual_stream_store", "trained_cae"]
 
 CONDITIONS = ("original", "shuffled")
+#: every condition a capture accepts: CONDITIONS, and the control that keeps the last token in place too
+#: (tokens after BOS and before the last permuted; only the order changes: the verdict-robustness chapter)
+ALL_CONDITIONS = CONDITIONS + ("shuffled_keep_last",)
 #: Bump when capture semantics change: every cached array made before is then stale.
 CAPTURE_VERSION = 1
 
@@ -138,8 +141,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     (every shard's sha256) before it is returned; ``verify=False`` leaves that to the reads, which check each
     shard they read anyway (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`).
     """
-    if condition not in CONDITIONS:
-        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    if condition not in ALL_CONDITIONS:
+        raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
     _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size)
     texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
     root = models.cache_root(cache_dir)
@@ -168,8 +171,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     with cache.ShardWriter(root, identity, extra_meta={"sublayer_labels": labels}) as writer:
         for start, chunk in capture.iter_residual_stream(
                 lm, tokenizer, texts, batch_size=batch_size, chunk_size=shard_size,
-                shuffle_tokens=condition == "shuffled", seed=seed, add_bos=add_bos, strip=strip,
-                progress=progress):
+                shuffle_tokens=condition.startswith("shuffled"), seed=seed, add_bos=add_bos, strip=strip,
+                progress=progress, keep_last=condition == "shuffled_keep_last"):
             writer.write(start, chunk)
     return writer.store
 
@@ -178,7 +181,8 @@ def residual_stream(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: i
                     condition: str = "original", **kwargs: Any) -> np.ndarray:
     """The residual stream ``rs: (n, 2 * n_layers, d_model)`` float32 for ``n`` WikiText rows.
 
-    condition: ``"original"`` or ``"shuffled"`` (tokens after BOS permuted: the paper's control).
+    condition: ``"original"``, ``"shuffled"`` (tokens after BOS permuted: the paper's control) or
+    ``"shuffled_keep_last"`` (the last token kept in place too).
     Other keyword arguments as :func:`residual_stream_store` (cache_dir, add_bos, strip, dtype,
     quantization, batch_size, recompute…). Cached on disk: the second call with the same arguments
     reads the file.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transformer_dynamics.stats import bootstrap, bootstrap_indices
+from transformer_dynamics.bootstrap import bootstrap, bootstrap_indices
 
 
 def test_mean_interval_matches_standard_error():
@@ -57,7 +57,7 @@ def test_bad_input():
 
 def test_correlation_bootstrap_matches_generic():
     from transformer_dynamics.metrics import successive_correlation
-    from transformer_dynamics.stats import bootstrap_correlation
+    from transformer_dynamics.bootstrap import bootstrap_correlation
 
     rng = np.random.default_rng(8)
     x = rng.normal(size=(150, 20)) * np.arange(1, 21) + 50  # different scales, a large mean

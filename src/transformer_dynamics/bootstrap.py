@@ -1,7 +1,14 @@
-"""Bootstrap confidence intervals over text samples (axis 0 of ``rs``).
+"""Uncertainty of the book's numbers: bootstrap intervals over texts (axis 0 of ``rs``) and permutation
+tests over depth.
 
-Every number the book states about the paper's claims comes with a percentile bootstrap interval where
-it is cheap: the texts are resampled with replacement and the statistic recomputed.
+- :func:`bootstrap` / :func:`bootstrap_correlation`: percentile intervals, the texts resampled with
+  replacement; :func:`weighted_correlation` is the one resample-weighted per-unit Pearson r that both the
+  correlation bootstrap here and :mod:`transformer_dynamics.robustness` use.
+- :func:`trend_test`: Spearman rho of a curve with depth and its permutation p-value (the order of the
+  points shuffled), for claims about trends; :func:`sign_test`: a two-sided sign test of paired
+  differences (e.g. within- minus cross-layer per layer), for claims about orderings.
+
+:mod:`transformer_dynamics.claims` turns an interval or a p-value into a verdict.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["bootstrap", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation"]
+__all__ = ["bootstrap", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation", "weighted_correlation",
+           "trend_test", "sign_test"]
 
 _VECTORISED = ("mean",)
 
@@ -99,22 +107,95 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
         x, y = x[:, None], y[:, None]
     if x.ndim != 2 or x.shape != y.shape or x.shape[0] < 2:
         raise ValueError(f"x and y must both be (n_samples >= 2, n_units); got {x.shape} and {y.shape}")
-    n, d = x.shape
+    n = x.shape[0]
     x = x - x.mean(0)
     y = y - y.mean(0)
     moments = np.concatenate([x, y, x * x, y * y, x * y], axis=1)  # (n, 5 d)
     red = np.nanmedian if reduce == "median" else np.nanmean
 
     def summary(w):  # w: (b, n) weights summing to 1 per row -> (b,)
-        m = w @ moments
-        mx, my, sxx, syy, sxy = (m[:, i * d:(i + 1) * d] for i in range(5))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (sxy - mx * my) / np.sqrt((sxx - mx * mx) * (syy - my * my))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return red(r, axis=1)
+            return red(weighted_correlation(moments, w), axis=1)
 
     estimate = summary(np.full((1, n), 1.0 / n))[0]
     counts = bootstrap_counts(n, n_boot, seed) / n
     reps = np.concatenate([summary(counts[s:s + batch]) for s in range(0, n_boot, batch)])
     return _interval(estimate, reps, ci)
+
+
+def weighted_correlation(moments, weights) -> np.ndarray:
+    """Per-unit Pearson r under resample weights: the one resample-weighted correlation of the package.
+
+    moments: (n_samples, 5 d), the columns ``[x, y, x*x, y*y, x*y]`` of centred x, y: (n_samples, d);
+    weights: (b, n_samples), rows summing to 1 (``bootstrap_counts / n``). -> (b, d) float64; NaN where x or y
+    is constant in that resample (variance below 1e-12 of its second moment).
+    """
+    moments = np.asarray(moments, dtype=np.float64)
+    if moments.ndim != 2 or moments.shape[1] % 5:
+        raise ValueError(f"moments must be (n_samples, 5 d) = [x, y, x*x, y*y, x*y]; got {moments.shape}")
+    d = moments.shape[1] // 5
+    m = np.atleast_2d(weights) @ moments
+    mx, my, sxx, syy, sxy = (m[:, i * d:(i + 1) * d] for i in range(5))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vx, vy = sxx - mx * mx, syy - my * my
+        r = (sxy - mx * my) / np.sqrt(vx * vy)
+    r[(vx <= 1e-12 * np.maximum(sxx, 1e-300)) | (vy <= 1e-12 * np.maximum(syy, 1e-300))] = np.nan
+    return r
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of (k, m) rows ``y`` with the (m,) ranks ``x`` (no ties in y assumed continuous)."""
+    from scipy import stats as _st
+
+    ry = _st.rankdata(y, axis=-1)
+    rx = _st.rankdata(x)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (ry @ rx) / np.sqrt((ry ** 2).sum(-1) * (rx ** 2).sum())
+
+
+def trend_test(y, x=None, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Spearman rho of a curve with depth (or with another curve ``x``) and its two-sided permutation p-value.
+
+    y: (n_points,) values in depth order; x: None (depth) or (n_points,); points where either is NaN are
+    dropped. The null shuffles the order of y ``n_perm`` times (``seed``); p = (1 + #{|rho_perm| >= |rho|}) /
+    (1 + n_perm). -> (rho, p); (nan, nan) with fewer than 4 points or a constant curve (no trend to decide).
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    x = np.arange(y.size, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have one shape; got {x.shape} and {y.shape}")
+    ok = np.isfinite(y) & np.isfinite(x)
+    if ok.sum() < 4:
+        return float("nan"), float("nan")
+    x, y = x[ok], y[ok]
+    if np.ptp(x) == 0:
+        return float("nan"), float("nan")
+    if np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    rho = float(_spearman_rows(x, y[None])[0])
+    rng = np.random.default_rng(seed)
+    perms = rng.permuted(np.broadcast_to(y, (int(n_perm), y.size)), axis=1)
+    null = _spearman_rows(x, perms)
+    p = (1.0 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1.0 + n_perm)
+    return rho, float(p)
+
+
+def sign_test(a, b) -> tuple[float, float]:
+    """Fraction of pairs with ``a > b`` and the exact two-sided sign-test p-value (ties dropped).
+
+    a, b: (n_pairs,), e.g. a layer's within-layer and cross-layer values. -> (fraction, p); (nan, nan) when no
+    finite untied pair is left. The permutation test of an ordering: under the null each pair's sign is a coin.
+    """
+    from scipy import stats as _st
+
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must pair up (one shape); got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b) & (a != b)
+    k, n = int(np.sum(a[ok] > b[ok])), int(ok.sum())
+    if n == 0:
+        return float("nan"), float("nan")
+    return k / n, float(_st.binomtest(k, n, 0.5).pvalue)

@@ -1,7 +1,8 @@
-"""Notebook 06: models side by side, precision sensitivity and the statistics of the headline numbers.
+"""Notebooks 06 and 08: models side by side, precision, the statistics of the headline numbers, and the
+verdicts under the open choices.
 
-Arrays in (the outputs of :mod:`transformer_dynamics.compare`), a matplotlib figure out. Models of different
-depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`compare.relative_depth`). In the
+Arrays in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of different
+depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`robustness.relative_depth`). In the
 per-transition panels within-layer transitions (attn -> mlp) are solid lines with circles, cross-layer ones
 (mlp -> next attn) dashed with squares; colour = model (or condition / precision).
 """
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..compare import HEADLINES, relative_depth
+from ..robustness import relative_depth
 from .style import fig_ax
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "plot_headline_intervals",
     "plot_n_dependence",
     "plot_relative_error",
+    "plot_first_transitions",
+    "plot_verdict_grid",
 ]
 
 _KINDS = {"within": ("-", "o", "within (attn→mlp)"), "cross": ("--", "s", "cross (mlp→attn)")}
@@ -43,17 +46,17 @@ def _colors(n: int):
 
 def _check_curves(curves_by_label: Mapping[str, Mapping[str, Any]], key: str) -> None:
     if not curves_by_label:
-        raise ValueError("curves_by_label is empty: pass {label: compare.curves(rs)}")
+        raise ValueError("curves_by_label is empty: pass {label: robustness.curves(rs)}")
     missing = [lab for lab, c in curves_by_label.items() if key not in c]
     if missing:
-        raise ValueError(f"{key!r} missing from the curves of {missing}; compute compare.curves with its group")
+        raise ValueError(f"{key!r} missing from the curves of {missing}; compute robustness.curves with its group")
 
 
 def plot_depth_profile(curves_by_label: Mapping[str, Mapping[str, Any]], key: str, *, ax=None, ylabel: str = "",
                        title: str = "", log: bool = False, normalise: bool = False) -> Figure:
     """A per-transition curve of several models on the relative-depth axis.
 
-    curves_by_label: {label: :func:`compare.curves` output}; key: ``"r_median"``, ``"cos_mean"``, ``"vel_mean"``
+    curves_by_label: {label: :func:`robustness.curves` output}; key: ``"r_median"``, ``"cos_mean"``, ``"vel_mean"``
     or ``"mi_mean"`` (each ``(n_sublayers - 1,)``). ``normalise``: divide each curve by its mean (compares
     shapes of curves whose scales differ between models, e.g. velocity).
     """
@@ -105,7 +108,7 @@ def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True, bins:
                    title: str = "Rotations per unit vs shuffle null (2B)") -> Figure:
     """Fig 2B per model: histogram over units of the rotation count R (solid) and of its layer-order shuffle
     null pooled over shuffles (dotted). ``per_sublayer``: R / n_sublayers, so models of different depth compare.
-    curves_by_label: {label: :func:`compare.curves` output with ``"rot"`` (and ``"rot_null"``)}."""
+    curves_by_label: {label: :func:`robustness.curves` output with ``"rot"`` (and ``"rot_null"``)}."""
     _check_curves(curves_by_label, "rot")
     fig, ax = fig_ax(ax)
     scale = {lab: (c["n_sublayers"] if per_sublayer else 1) for lab, c in curves_by_label.items()}
@@ -127,7 +130,7 @@ def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True, bins:
 def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.9,
                        title: str = "PCA: cumulative explained variance (4B)") -> Figure:
     """Fig 4B per model: cumulative explained-variance ratio of the global PCA against the number of
-    components (log axis). curves_by_label: {label: :func:`compare.curves` output with ``"ev_ratio"``}."""
+    components (log axis). curves_by_label: {label: :func:`robustness.curves` output with ``"ev_ratio"``}."""
     _check_curves(curves_by_label, "ev_ratio")
     fig, ax = fig_ax(ax)
     for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
@@ -155,11 +158,11 @@ def plot_headline_intervals(tables: Mapping[str, pd.DataFrame], keys: Sequence[s
                             ncols: int = 5, title: str = "Headline numbers with 95% bootstrap intervals") -> Figure:
     """One small panel per headline number: the estimate of each label (model, precision…) with its interval.
 
-    tables: {label: :func:`compare.bootstrap_headlines` output (index key; columns estimate, low, high)}.
+    tables: {label: :func:`robustness.bootstrap_headlines` output (index key; columns estimate, low, high)}.
     keys: which headline numbers (default: every key of the first table).
     """
     if not tables:
-        raise ValueError("tables is empty: pass {label: compare.bootstrap_headlines(rs)}")
+        raise ValueError("tables is empty: pass {label: robustness.bootstrap_headlines(rs)}")
     keys = list(keys) if keys is not None else list(next(iter(tables.values())).index)
     fig, axes = _grid(len(keys), ncols)
     colors = _colors(len(tables))
@@ -174,9 +177,6 @@ def plot_headline_intervals(tables: Mapping[str, pd.DataFrame], keys: Sequence[s
         ax.set_xticks([])
         ax.tick_params(labelsize=7)
         ax.set_xlim(-0.7, len(tables) - 0.3)
-        h = HEADLINES.get(key)
-        if h is not None and h.test is not None:
-            ax.set_xlabel("paper: " + h.paper[:38], fontsize=6)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -187,12 +187,12 @@ def plot_n_dependence(table: pd.DataFrame, keys: Sequence[str] | None = None, *,
                       ncols: int = 5, title: str = "Headline numbers against the number of texts N") -> Figure:
     """Each headline number against N (log axis), one small panel per number.
 
-    table: :func:`compare.n_dependence` output (index N, one column per key). ``intervals``: optional
-    :func:`compare.bootstrap_headlines` table at the largest N, drawn as a grey band.
+    table: :func:`robustness.n_dependence` output (index N, one column per key). ``intervals``: optional
+    :func:`robustness.bootstrap_headlines` table at the largest N, drawn as a grey band.
     """
     keys = list(keys) if keys is not None else list(table.columns)
     if table.empty or not keys:
-        raise ValueError("table is empty: pass compare.n_dependence(rs, ns)")
+        raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
     fig, axes = _grid(len(keys), ncols)
     n = np.asarray(table.index, dtype=float)
     for ax, key in zip(axes, keys):
@@ -228,4 +228,78 @@ def plot_relative_error(errors: Mapping[str, np.ndarray], *, ax=None, log: bool 
         ax.set_yscale("log")
     ax.set(xlabel="relative depth (sublayer / n_sublayers)", ylabel="relative L2 error", title=title, xlim=(0, 1))
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_first_transitions(tables: Mapping[str, pd.DataFrame], *, title: str = "The first transitions under the "
+                           "four BOS / strip variants") -> Figure:
+    """Median r (top) and mean KDE MI (bottom) at the first transitions, one column per model, one line per
+    variant; an undefined value (constant sublayer) is marked with an x on the axis.
+
+    tables: {model: :func:`robustness.first_transitions_table` output}.
+    """
+    if not tables:
+        raise ValueError("tables is empty: pass {model: robustness.first_transitions_table(...)}")
+    fig, axes = plt.subplots(2, len(tables), figsize=(3.4 * len(tables), 5.2), squeeze=False,
+                             layout="constrained")
+    for j, (model, df) in enumerate(tables.items()):
+        variants = list(dict.fromkeys(df["variant"]))
+        for i, (col, ylabel) in enumerate((("r_median", "median r"), ("mi_mean", "mean MI (nats)"))):
+            ax = axes[i, j]
+            for color, v in zip(_colors(len(variants)), variants):
+                d = df[df["variant"] == v]
+                y = d[col].to_numpy(dtype=float)
+                ax.plot(d["transition"], y, "-o", color=color, ms=4, label=v)
+                bad = ~np.isfinite(y)
+                if bad.any():
+                    ax.plot(d["transition"].to_numpy()[bad], np.zeros(bad.sum()), "x", color=color, ms=8,
+                            clip_on=False)
+            ax.set_xticks(sorted(set(df["transition"])))
+            ax.set_xticklabels([f"{t}\n{k}" for t, k in
+                                dict(zip(df["transition"], df["kind"])).items()], fontsize=7)
+            ax.set_ylabel(ylabel, fontsize=8)
+            if i == 0:
+                ax.set_title(model, fontsize=9)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    fig.suptitle(title + " (x on the axis: undefined)", fontsize=10)
+    return fig
+
+
+_VERDICT_CODE = {"holds": 1.0, "undecided": 0.0, "fails": -1.0}
+
+
+def plot_verdict_grid(verdicts: pd.DataFrame, *, model: str, title: str | None = None) -> Figure:
+    """Verdict of every claim (rows) under every open choice (columns) for one model: green holds, red fails,
+    grey undecided; a dot marks the book's headline setting.
+
+    verdicts: :func:`robustness.verdict_table` output with ``model``, ``choice``, ``setting`` columns (headline
+    readings only are drawn; other readings appear as their own columns).
+    """
+    from matplotlib.colors import ListedColormap
+
+    from ..claims import REGISTRY
+
+    v = verdicts[verdicts["model"] == model].copy()
+    if v.empty:
+        raise ValueError(f"no verdicts for model {model!r}; models: {sorted(set(verdicts['model']))}")
+    head = v["claim"].map(lambda k: REGISTRY[k].headline)
+    other = (v["choice"] == "baseline") & (v["reading"] != head)
+    v.loc[other, "choice"], v.loc[other, "setting"] = "reading", v.loc[other, "reading"]
+    v = v[(v["reading"] == head) | (v["choice"] == "reading")]
+    cols = list(dict.fromkeys(zip(v["choice"], v["setting"].astype(str))))
+    claims = [k for k in REGISTRY if k in set(v["claim"])]
+    grid = np.full((len(claims), len(cols)), np.nan)
+    for _, r in v.iterrows():
+        grid[claims.index(r["claim"]), cols.index((r["choice"], str(r["setting"])))] = _VERDICT_CODE[r["verdict"]]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * len(cols), 1.0 + 0.28 * len(claims)), layout="constrained")
+    cmap = ListedColormap(["#d62728", "#c7c7c7", "#2ca02c"])
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="auto")
+    ax.set_yticks(range(len(claims)), claims, fontsize=7)
+    ax.set_xticks(range(len(cols)), [f"{c}={s}" if c != "baseline" else "headline" for c, s in cols],
+                  rotation=70, ha="right", fontsize=7)
+    if ("baseline", str(v.loc[v["choice"] == "baseline", "setting"].iloc[0])) in cols:
+        j = [c for c, _ in cols].index("baseline")
+        ax.plot(np.full(len(claims), j), range(len(claims)), ".", color="k", ms=3)
+    ax.set_title(title or f"{model}: verdicts (green holds, red fails, grey undecided)", fontsize=9)
     return fig
