@@ -94,7 +94,7 @@ def test_declared_parameters_and_filtering():
     assert set(declared) == {"MODELS", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
     assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
     params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
-    assert dropped == ["MI_UNITS", "N_BOOT"]  # the ci profile sets them; this notebook does not declare them
+    assert dropped == ["MI_UNITS", "N_BOOT", "N_BOOT_SLOW"]  # the ci profile sets them; this notebook does not declare them
     assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
         build.declared_parameters(_nb("N = 1", tags=()))
@@ -221,7 +221,7 @@ def test_papermill_documents_every_parameter(stem):
 
 
 def test_render_ledger_page(tmp_path):
-    ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).record("k", 0.5, claim="c", holds=True)
+    ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).claim("r_early", 0.9, model="m", ci=(0.85, 0.95))
     page = build.render_ledger_page(f"# L\n\n{build.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
                                    titles={"02_x": "2. X"})
     assert page.startswith("# L\n") and page.rstrip().endswith("end") and build.LEDGER_MARKER not in page
@@ -276,7 +276,7 @@ from transformer_dynamics.ledger import Ledger
 led = Ledger("01_dummy", directory=LEDGER_DIR, model=MODEL, n=N)
 plt.plot(range(N))
 plt.show()
-led.record("n_seen", N * 2, claim="twice N", holds=True)
+led.record("n_seen", N * 2, claim="twice N")
 '''
 
 FAILING = '''# %% tags=["parameters"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from .layout import (ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, log, out_dir, profile_name,
                      timings_path)
+from .. import profiles
 from .notebooks import notebook_parameters, notebook_stems, read_notebook
 
 __all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration"]
@@ -116,6 +117,10 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     stems = notebook_stems(nb_dir, only)
     if not stems:
         raise BuildError(f"no notebooks NN_*.py / NN_*.ipynb in {nb_dir}")
+    try:  # a misspelled block would otherwise be ignored silently: say so before the long run
+        profiles.check_blocks(profile, notebook_stems(nb_dir))
+    except ValueError as exc:
+        log(f"WARNING: {exc}")
     failures: list[str] = []
     if verbose:  # papermill logs the notebooks' outputs at INFO
         logging.basicConfig(level=logging.INFO, format="%(message)s")
