@@ -148,7 +148,9 @@ GRID_H = 0.6
 GRID_REACH = 5.5
 #: Largest grid (nodes per axis) before a point set falls back to the exact sum (e.g. an extreme outlier
 #: stretches the grid, whose cost grows as nodes^2 in 2-D).
-GRID_MAX_NODES = {1: 1024, 2: 128}
+GRID_MAX_NODES = {1: 1024, 2: 96}
+#: Largest fraction of a point set outside that grid (summed exactly) before the whole set is.
+GRID_MAX_FAR = 0.05
 #: Every gridded point set is checked against the exact sum at ``GRID_CHECK_POINTS`` of its points (those
 #: with the smallest sums, where the relative error is largest); above ``GRID_CHECK_RTOL`` relative error
 #: the set is recomputed exactly.
@@ -156,15 +158,27 @@ GRID_CHECK_POINTS = 8
 GRID_CHECK_RTOL = 2e-4
 
 
-def _grid_sums(z: torch.Tensor, h: float, tau: float, reach: float) -> torch.Tensor:
-    """Gridded Gaussian kernel sums for point sets of one grid size. z: (B, N, d) float64 -> (B, N)."""
+def _kernel_sums_at(zi: torch.Tensor, zj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
+    """Exact ``sum_j wj[b, j] exp(-|zi[b, i] - zj[b, j]|^2 / 2)``. zi: (B, M, d), zj: (B, K, d), wj: (B, K)."""
+    return (torch.exp(-0.5 * (zi[:, :, None, :] - zj[:, None, :, :]).square().sum(-1)) * wj[:, None, :]).sum(-1)
+
+
+def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach: float) -> torch.Tensor:
+    """Gridded Gaussian kernel sums. z: (B, N, d) float64, core: (B, N) bool -> (B, N) float64.
+
+    The grid covers the ``core`` points; sums between a core point and the others (the far points, e.g. an
+    extreme outlier, at most a few per set) and the whole sums of far points are exact.
+    """
     B, N, d = z.shape
     pad = reach * math.sqrt(tau)
-    lo = z.amin(1) - pad  # (B, d)
-    G = int(((z.amax(1) + pad - lo).amax() / h).ceil().item()) + 1
+    inf = torch.tensor(float("inf"), dtype=z.dtype)
+    lo = torch.where(core[..., None], z, inf).amin(1) - pad  # (B, d)
+    hi = torch.where(core[..., None], z, -inf).amax(1) + pad
+    G = int(((hi - lo).amax() / h).ceil().item()) + 1
     k = torch.arange(G, dtype=torch.float64) * h
+    w = core.float()[..., None]
     # spreading weights exp(-(z - node)^2 / (2 tau)) per axis: (B, N, G); differences in float64
-    phi = [(z[:, :, a, None] - lo[:, None, a, None] - k).square_().mul_(-0.5 / tau).float().exp_()
+    phi = [(z[:, :, a, None] - lo[:, None, a, None] - k).square_().mul_(-0.5 / tau).float().exp_().mul_(w)
            for a in range(d)]
     s2 = 1.0 - 2.0 * tau
     # per axis: sqrt(2 pi) h^2 N(.; tau)^2-normalisation times the middle kernel N(.; 1 - 2 tau) on the grid
@@ -172,24 +186,36 @@ def _grid_sums(z: torch.Tensor, h: float, tau: float, reach: float) -> torch.Ten
     C = (c * torch.exp(-0.5 / s2 * (k[:, None] - k[None, :]).square())).float()  # (G, G)
     if d == 1:
         mass = phi[0].sum(1)  # (B, G)
-        return (phi[0] @ (mass @ C)[:, :, None])[..., 0].double()
-    m = phi[0].transpose(1, 2) @ phi[1]  # (B, G, G): mass on the grid
-    p = C @ m @ C
-    return ((phi[0] @ p) * phi[1]).sum(-1).double()
+        out = (phi[0] @ (mass @ C)[:, :, None])[..., 0].double()
+    else:
+        m = phi[0].transpose(1, 2) @ phi[1]  # (B, G, G): mass on the grid
+        out = ((phi[0] @ (C @ m @ C)) * phi[1]).sum(-1).double()
+    n_far = (~core).sum(1)
+    F = int(n_far.max())
+    if F:
+        far_idx = torch.argsort(core.to(torch.int8), dim=1, stable=True)[:, :F]  # far points first
+        valid = torch.arange(F)[None, :] < n_far[:, None]  # (B, F)
+        zf = torch.gather(z, 1, far_idx[..., None].expand(-1, -1, d))
+        out += _kernel_sums_at(z, zf, valid.double())  # core (and far) points <- far sources
+        whole = _kernel_sums_at(zf, z, torch.ones(B, N, dtype=torch.float64))  # (B, F): far points, exact
+        cur = torch.gather(out, 1, far_idx)
+        out.scatter_(1, far_idx, torch.where(valid, whole, cur))
+    return out
 
 
 def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = None,
                h: float = GRID_H, tau: float = GRID_TAU, reach: float = GRID_REACH,
-               max_nodes: int | None = None, check_points: int = GRID_CHECK_POINTS,
+               max_nodes: int | None = None, max_far: float = GRID_MAX_FAR, check_points: int = GRID_CHECK_POINTS,
                check_rtol: float = GRID_CHECK_RTOL, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian kernel sums ``S[b, i] = sum_j exp(-|z[b, i] - z[b, j]|^2 / 2)`` (self term included).
 
     z: (B, N, d) float64 whitened, bandwidth-scaled points, d in (1, 2) -> (S: (B, N) float64,
     gridded: (B,) bool, True where the grid was used). ``exact=True``: the exact O(N^2) sums (the
     compiled kernel of ``compile``). Otherwise each point set is summed on a grid of step ``h`` (cost
-    O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time;
-    sets whose grid would exceed ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) are summed
-    exactly, and every gridded set is checked against the exact sum at its ``check_points`` points of
+    O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time.
+    The grid spans at most ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) around the median;
+    points beyond it (outliers) are summed exactly against all points, and a set with more than a
+    fraction ``max_far`` of them is summed exactly as a whole. Every gridded set is checked against the exact sum at its ``check_points`` points of
     smallest sum: a relative error above ``check_rtol`` there sends the set to the exact sum too.
     Non-finite points give non-finite sums (callers mark those sets NaN).
     """
@@ -201,14 +227,19 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
     finite = torch.isfinite(z).all(-1).all(-1)
     zf = torch.nan_to_num(z)
     pad = reach * math.sqrt(tau)
-    nodes = ((zf.amax(1) - zf.amin(1)).amax(-1) + 2 * pad) / h + 1  # (B,)
-    use = finite & (nodes <= max_nodes)
+    # the core: points within the widest allowed grid around the median; the rest (far) are summed exactly
+    half = ((max_nodes - 1) * h - 2 * pad) / 2
+    core = ((zf - zf.median(1, keepdim=True).values).abs() <= half).all(-1)  # (B, N)
+    core_z = torch.where(core[..., None], zf, torch.nan)
+    nodes = ((core_z.nan_to_num(-math.inf).amax(1) - core_z.nan_to_num(math.inf).amin(1)).amax(-1)
+             + 2 * pad) / h + 1  # (B,)
+    use = finite & ((~core).sum(1) <= max_far * N)
     out = torch.empty(B, N, dtype=torch.float64)
     idx = torch.nonzero(use)[:, 0]
-    idx = idx[torch.argsort(nodes[idx])]
+    idx = idx[torch.argsort(nodes[idx] + N * (~core[idx]).sum(1))]  # similar grids and far counts together
     for s in range(0, idx.numel(), batch):
         sel = idx[s:s + batch]
-        out[sel] = _grid_sums(zf[sel], h, tau, reach)
+        out[sel] = _grid_sums(zf[sel], core[sel], h, tau, reach)
     if check_points and idx.numel():
         k = min(check_points, N)
         pts = torch.topk(out[idx], k, dim=1, largest=False).indices  # (b, k)
