@@ -9,6 +9,10 @@ from sublayer ``t`` to ``t + 1``; even ``t`` (attn -> mlp of the same layer) is 
 Units whose activation is constant over the samples have no correlation and no density; they give NaN
 (never an exception) in the correlation and mutual-information functions. Use ``np.nan*`` reductions.
 
+Every statistic of Figure 1 also takes a cache entry (:class:`cache.ActivationStore`, e.g. from
+``pipeline.residual_stream_store``) in place of ``rs``: it is then computed shard by shard with float64
+streaming sums, memory flat in N (:func:`iter_chunks`); the values equal the in-memory ones.
+
 The mutual-information estimators live in :mod:`transformer_dynamics.mutual_info`; ``mutual_information``,
 ``mutual_information_pairs`` and ``MI_METHODS`` are re-exported here so that existing callers keep working.
 """
@@ -24,6 +28,7 @@ from scipy import stats
 from .mutual_info import MI_METHODS, mutual_information, mutual_information_pairs
 
 __all__ = [
+    "iter_chunks",
     "mean_activations",
     "unit_order",
     "successive_correlation",
@@ -53,8 +58,36 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------
-# input checks
+# input checks; arrays or cache entries
 # ----------------------------------------------------------------------------------------------------
+def _is_store(rs) -> bool:
+    return hasattr(rs, "iter_chunks") and hasattr(rs, "shape") and not isinstance(rs, (np.ndarray, torch.Tensor))
+
+
+def _store_shape(store, min_sublayers: int = 1, min_samples: int = 1) -> tuple[int, int, int]:
+    shape = tuple(store.shape)
+    if len(shape) != 3:
+        raise ValueError(f"the cache entry must hold (n_samples, n_sublayers, d_model); it holds {shape}")
+    if shape[1] < min_sublayers or shape[0] < min_samples:
+        raise ValueError(f"need at least {min_sublayers} sublayers and {min_samples} samples; the entry has {shape}")
+    return shape
+
+
+def iter_chunks(rs, max_samples: int | None = None):
+    """Yield ``(start, chunk)`` over the samples of ``rs``: an array (slices of ``max_samples``; None: one
+    chunk) or a cache entry (its shards, each read and verified once). chunk: (m, n_sublayers, d_model)."""
+    if _is_store(rs):
+        for start, chunk in rs.iter_chunks():
+            step = len(chunk) if max_samples is None else max_samples
+            for s in range(0, len(chunk), step):
+                yield start + s, chunk[s:s + step]
+        return
+    rs = np.asarray(rs)
+    step = max(1, len(rs) if max_samples is None else max_samples)
+    for s in range(0, len(rs), step):
+        yield s, rs[s:s + step]
+
+
 def _check_rs(rs, min_sublayers: int = 1, min_samples: int = 1) -> np.ndarray:
     rs = np.asarray(rs)
     if rs.ndim != 3:
@@ -75,8 +108,11 @@ def _check_rs(rs, min_sublayers: int = 1, min_samples: int = 1) -> np.ndarray:
 def mean_activations(rs) -> np.ndarray:
     """Mean activation of each unit at each sublayer over the samples (Fig 1B, section 2.2).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers, d_model), float64.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers, d_model), float64.
     """
+    if _is_store(rs):
+        n = _store_shape(rs)[0]
+        return sum(c.sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n
     rs = _check_rs(rs)
     return rs.mean(axis=0, dtype=np.float64)
 
@@ -86,6 +122,8 @@ def unit_order(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,) int indices, ascending.
     """
+    if _is_store(rs):
+        return np.argsort(mean_activations(rs)[-1], kind="stable")
     rs = _check_rs(rs)
     return np.argsort(rs[:, -1].mean(axis=0, dtype=np.float64), kind="stable")
 
@@ -110,6 +148,8 @@ def successive_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, d_model). A unit that is constant over the
     samples at either sublayer gives NaN.
     """
+    if _is_store(rs):
+        return _streamed_correlation(rs, successive=True)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     n, L, D = rs.shape
     out = np.empty((L - 1, D), dtype=np.float64)
@@ -134,6 +174,8 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_pairs, d_model), pairs ordered as :func:`pair_indices`.
     Constant units give NaN. Computed as one batched matrix product per chunk of units.
     """
+    if _is_store(rs):
+        return _streamed_correlation(rs, successive=False)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     n, L, D = rs.shape
     li, mi = pair_indices(L)
@@ -144,6 +186,38 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
         c = torch.bmm(zu, zu.transpose(1, 2)) / n  # (U, L, L)
         out[:, start:start + chunk] = c[:, li, mi].T.numpy()
     return out
+
+
+def _streamed_correlation(store, successive: bool) -> np.ndarray:
+    """Pearson r from one pass of float64 sums over the entry's shards, each shifted by the first shard's
+    mean (no cancellation for units with a large mean): successive (n_sublayers - 1, d_model) or pairwise
+    (n_pairs, d_model)."""
+    n, L, D = _store_shape(store, min_sublayers=2, min_samples=2)
+    shift = s1 = s2 = sxy = None
+    for _, chunk in iter_chunks(store):
+        x = torch.from_numpy(np.ascontiguousarray(chunk)).double()
+        if shift is None:
+            shift = x.mean(0)
+            s1, s2 = torch.zeros(L, D, dtype=torch.float64), torch.zeros(L, D, dtype=torch.float64)
+            sxy = torch.zeros((L - 1, D) if successive else (D, L, L), dtype=torch.float64)
+        x -= shift
+        s1 += x.sum(0)
+        s2 += (x * x).sum(0)
+        if successive:
+            sxy += (x[:, :-1] * x[:, 1:]).sum(0)
+        else:
+            xu = x.permute(2, 1, 0).contiguous()  # (D, L, m)
+            sxy += torch.bmm(xu, xu.transpose(1, 2))
+    mean = s1 / n
+    var = s2 / n - mean * mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = torch.where(var > 0, var.clamp_min(0).sqrt(), torch.tensor(float("nan"), dtype=torch.float64))
+    if successive:
+        cov = sxy / n - mean[:-1] * mean[1:]
+        return (cov / (sd[:-1] * sd[1:])).numpy()
+    li, mi = pair_indices(L)
+    cov = sxy[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
+    return (cov / (sd[li] * sd[mi])).numpy()
 
 
 def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 1.0)
@@ -199,6 +273,9 @@ def cosine_similarity(rs) -> np.ndarray:
     Note: raw cosine is dominated by the residual stream's large mean direction (and its massive units);
     see :func:`centered_cosine_similarity`.
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2)
+        return np.concatenate([_cosine(c) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2)
     return _cosine(rs)
 
@@ -209,6 +286,10 @@ def centered_cosine_similarity(rs) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1). Measures whether the
     sample-specific part of the representation keeps its direction from one sublayer to the next.
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2, min_samples=2)
+        mean = mean_activations(rs)  # a first pass; the cosines in a second
+        return np.concatenate([_cosine(c, mean=mean) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     return _cosine(rs, mean=rs.mean(axis=0, dtype=np.float64))
 
@@ -230,6 +311,9 @@ def velocity(rs, chunk: int = 64) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1).
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2)
+        return np.concatenate([velocity(c, chunk) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2)
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
     for s in range(0, rs.shape[0], chunk):
@@ -346,6 +430,9 @@ def unit_magnitude(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,).
     """
+    if _is_store(rs):
+        n = _store_shape(rs)[0]
+        return (sum(np.abs(c).sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n).max(axis=0)
     rs = _check_rs(rs)
     return np.abs(rs).mean(axis=0, dtype=np.float64).max(axis=0)
 

@@ -452,16 +452,29 @@ def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: in
 
 
 def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk: int = 64,
-                       compile: bool | None = None, progress: bool = False) -> np.ndarray:
+                       compile: bool | None = None, progress: bool = False,
+                       max_bytes: int = 512 * 2**20) -> np.ndarray:
     """Mutual information (nats) of each unit between successive sublayers t and t + 1 (Fig 1G, 1H).
 
     rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, n_units) float64, where the units are
     ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "ksg" or "gcmi"; see
     :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
     sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
-    transitions that touch it.
+    transitions that touch it. ``rs`` may be a cache entry (:class:`cache.ActivationStore`): the units are
+    then read in blocks of at most ``max_bytes`` (float32, all samples and sublayers), one pass over the
+    shards per block.
     """
     _check_method(method)
+    if hasattr(rs, "iter_chunks") and not isinstance(rs, np.ndarray):  # a cache entry: read unit blocks
+        n, L, D = rs.shape
+        units = np.arange(D) if units is None else np.asarray(units, dtype=np.int64)
+        block = max(1, int(max_bytes // (n * L * 4)))
+        parts = []
+        for b in range(0, units.size, block):
+            idx = units[b:b + block]
+            cols = np.concatenate([c[:, :, idx] for _, c in rs.iter_chunks()])  # one pass per block
+            parts.append(mutual_information(cols, method, k=k, chunk=chunk, compile=compile, progress=progress))
+        return np.concatenate(parts, axis=1)
     rs = _check_rs(rs, min_sublayers=2, min_samples=4)
     n, L, D = rs.shape
     units = np.arange(D) if units is None else np.asarray(units, dtype=np.int64)
