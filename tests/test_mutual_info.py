@@ -128,7 +128,13 @@ def _hard_pairs(n=600, seed=7):
     return x, y
 
 
-def test_gridded_kde_matches_exact_on_hard_pairs():
+@pytest.fixture
+def grid_always(monkeypatch):
+    """Grid the 2-D sums at every N (by default only from MI.GRID_MIN_N[2] samples)."""
+    monkeypatch.setitem(MI.GRID_MIN_N, 2, 0)
+
+
+def test_gridded_kde_matches_exact_on_hard_pairs(grid_always):
     x, y = _hard_pairs()
     fast = MI.mutual_information_pairs(x, y, "kde")
     exact = MI.mutual_information_pairs(x, y, "kde_exact")
@@ -137,7 +143,7 @@ def test_gridded_kde_matches_exact_on_hard_pairs():
     np.testing.assert_allclose(fast, exact, rtol=1e-3, atol=1e-4)
 
 
-def test_gauss_sums_error_bound_holds_at_every_point():
+def test_gauss_sums_error_bound_holds_at_every_point(grid_always):
     """The run-time check bounds the error at the worst points; here the bound is checked at all points."""
     import torch
 
@@ -153,7 +159,7 @@ def test_gauss_sums_error_bound_holds_at_every_point():
         assert (rel <= MI.GRID_CHECK_RTOL).all(), rel
 
 
-def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
+def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly(grid_always):
     import torch
 
     rng = np.random.default_rng(8)
@@ -166,7 +172,7 @@ def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
     assert gridded.all() and (fast / exact - 1).abs().max() > 1e-3
 
 
-def test_every_entry_point_takes_the_fast_path(rs):
+def test_every_entry_point_takes_the_fast_path(rs, grid_always):
     mi_fast = MI.mutual_information(rs, "kde", units=[0, 5])
     mi_exact = MI.mutual_information(rs, "kde_exact", units=[0, 5])
     np.testing.assert_allclose(mi_fast, mi_exact, rtol=1e-3, atol=1e-4)

@@ -151,6 +151,10 @@ GRID_REACH = 5.5
 #: Largest grid (nodes per axis) before a point set falls back to the exact sum (e.g. an extreme outlier
 #: stretches the grid, whose cost grows as nodes^2 in 2-D).
 GRID_MAX_NODES = {1: 1024, 2: 96}
+#: Smallest point set (N) summed on the grid, per dimension. The 2-D grid costs ~2 N nodes^2 multiply-adds
+#: (nodes ~ 55 at N = 1000) against N^2 fused kernel terms of the compiled exact sum, so it wins only at
+#: large N (measured on this 2-core machine, loaded: 4x slower at N = 1000); the 1-D grid (~N nodes) always.
+GRID_MIN_N = {1: 0, 2: 8000}
 #: Largest fraction of a point set outside that grid (summed exactly) before the whole set is.
 GRID_MAX_FAR = 0.05
 #: Every gridded point set is checked against the exact sum at ``GRID_CHECK_POINTS`` of its points (those
@@ -220,7 +224,8 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
 
     z: (B, N, d) float64 whitened, bandwidth-scaled points, d in (1, 2) -> (S: (B, N) float64,
     gridded: (B,) bool, True where the grid was used). ``exact=True``: the exact O(N^2) sums (the
-    compiled kernel of ``compile``). Otherwise each point set is summed on a grid of step ``h`` (cost
+    compiled kernel of ``compile``); so are sets smaller than :data:`GRID_MIN_N` (where the exact sum is
+    the faster). Otherwise each point set is summed on a grid of step ``h`` (cost
     O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time.
     The grid spans at most ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) around the median;
     points beyond it (outliers) are summed exactly against all points, and a set with more than a
@@ -230,7 +235,7 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
     """
     B, N, d = z.shape
     z = z.double()
-    if exact or B == 0:
+    if exact or B == 0 or N < GRID_MIN_N[d]:
         return _gauss_rowsum(torch.nan_to_num(z).float(), compile=compile).double(), torch.zeros(B, dtype=torch.bool)
     max_nodes = GRID_MAX_NODES[d] if max_nodes is None else max_nodes
     finite = torch.isfinite(z).all(-1).all(-1)
