@@ -84,7 +84,7 @@ STATS = ["mean_activations", "successive_correlation", "pairwise_correlation", "
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ns", default="10000,100000")
+    p.add_argument("--ns", default="10000", help="comma-separated N (e.g. 10000,100000)")
     p.add_argument("--sublayers", type=int, default=60)
     p.add_argument("--d-model", type=int, default=576)
     p.add_argument("--shard-size", type=int, default=1942, help="texts per shard (the pipeline's default "
