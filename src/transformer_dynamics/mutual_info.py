@@ -151,10 +151,11 @@ GRID_REACH = 5.5
 #: Largest grid (nodes per axis) before a point set falls back to the exact sum (e.g. an extreme outlier
 #: stretches the grid, whose cost grows as nodes^2 in 2-D).
 GRID_MAX_NODES = {1: 1024, 2: 96}
-#: Smallest point set (N) summed on the grid, per dimension. The 2-D grid costs ~2 N nodes^2 multiply-adds
-#: (nodes ~ 55 at N = 1000) against N^2 fused kernel terms of the compiled exact sum, so it wins only at
-#: large N (measured on this 2-core machine, loaded: 4x slower at N = 1000); the 1-D grid (~N nodes) always.
-GRID_MIN_N = {1: 0, 2: 8000}
+#: Smallest point set (N) summed on the grid, per dimension: below it the compiled exact sum is faster.
+#: Measured on this 2-core machine (loaded, 1 thread, warm kernels): 1-D grid 1.8x faster than the exact
+#: sum at N = 1000 and 8x at 4000; 2-D grid 0.8x at N = 1000 and 2.9x at 4000 (its cost, ~2 N nodes^2
+#: multiply-adds with ~55 nodes at N = 1000, grows as N^(4/3) against the exact N^2).
+GRID_MIN_N = {1: 0, 2: 2000}
 #: Largest fraction of a point set outside that grid (summed exactly) before the whole set is.
 GRID_MAX_FAR = 0.05
 #: Every gridded point set is checked against the exact sum at ``GRID_CHECK_POINTS`` of its points (those
@@ -167,6 +168,31 @@ GRID_CHECK_RTOL = 2e-4
 def _kernel_sums_at(zi: torch.Tensor, zj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
     """Exact ``sum_j wj[b, j] exp(-|zi[b, i] - zj[b, j]|^2 / 2)``. zi: (B, M, d), zj: (B, K, d), wj: (B, K)."""
     return (torch.exp(-0.5 * (zi[:, :, None, :] - zj[:, None, :, :]).square().sum(-1)) * wj[:, None, :]).sum(-1)
+
+
+def _phi(frac: torch.Tensor, i0: torch.Tensor, w: torch.Tensor, G: int, c: float) -> torch.Tensor:
+    """Spreading weights ``w_i exp(-c (frac_i + i0_i - k)^2)`` for nodes k < G: (B, N) x 3 -> (B, N, G)
+    float32. The exponent is floored at -60 (a term of 1e-26 instead of a denormal, ~50x slower)."""
+    k = torch.arange(G, dtype=frac.dtype, device=frac.device)
+    dk = (i0[..., None] - k) + frac[..., None]
+    return torch.exp(torch.clamp(-c * dk * dk, min=-60.0)) * w[..., None]
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1)
+
+
+def _compiled_phi(name: str = "phi") -> Callable | None:
+    """The fused kernel ``name`` ("phi": :func:`_phi`, "rowdot": :func:`_rowdot`), or None (eager)."""
+    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
+        return None
+    if name not in _COMPILED:
+        try:
+            _COMPILED[name] = torch.compile(_phi if name == "phi" else _rowdot, dynamic=True)
+        except Exception as exc:  # pragma: no cover - depends on the platform
+            warnings.warn(f"torch.compile unavailable ({exc}); gridded KDE runs eagerly")
+            _COMPILED[name] = None
+    return _COMPILED[name]
 
 
 def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach: float) -> torch.Tensor:
@@ -183,10 +209,12 @@ def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach:
     G = int(((hi - lo).amax() / h).ceil().item()) + 1
     k = torch.arange(G, dtype=torch.float64) * h
     w = core.float()[..., None]
-    # spreading weights exp(-(z - node)^2 / (2 tau)) per axis: (B, N, G); differences in float64; the
-    # exponent floored at -60 (a term of 1e-26 instead of a denormal float32, which is ~50x slower)
-    phi = [(z[:, :, a, None] - lo[:, None, a, None] - k).square_().mul_(-0.5 / tau).clamp_(min=-60.0).float()
-           .exp_().mul_(w)
+    # spreading weights exp(-(z - node)^2 / (2 tau)) per axis: (B, N, G)
+    u = (z - lo[:, None, :]) / h  # node coordinates; integer part exact in float32, fraction from float64
+    i0 = u.floor()
+    frac, i0 = (u - i0).float(), i0.float()
+    fn = _compiled_phi() or _phi
+    phi = [fn(frac[..., a].contiguous(), i0[..., a].contiguous(), w[..., 0], G, h * h * 0.5 / tau)
            for a in range(d)]
     s2 = 1.0 - 2.0 * tau
     if s2 > 0:  # per axis: sqrt(2 pi) h^2 / (2 pi tau) times the middle kernel N(.; 1 - 2 tau) on the grid
@@ -202,7 +230,7 @@ def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach:
     else:
         m = phi[0].transpose(1, 2) @ phi[1]  # (B, G, G): mass on the grid
         m = C @ m @ C if C is not None else m * (c * c)
-        out = ((phi[0] @ m) * phi[1]).sum(-1).double()
+        out = (_compiled_phi("rowdot") or _rowdot)(phi[0] @ m, phi[1]).double()
     n_far = (~core).sum(1)
     F = int(n_far.max())
     if F:
@@ -243,7 +271,11 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
     pad = reach * math.sqrt(tau)
     # the core: points within the widest allowed grid around the median; the rest (far) are summed exactly
     half = ((max_nodes - 1) * h - 2 * pad) / 2
-    core = ((zf - zf.median(1, keepdim=True).values).abs() <= half).all(-1)  # (B, N)
+    wide = ((zf.amax(1) - zf.amin(1)).amax(-1) + 2 * pad) / h + 1 > max_nodes  # (B,): needs a median
+    core = torch.ones(B, N, dtype=torch.bool)
+    if wide.any():
+        zw = zf[wide]
+        core[wide] = ((zw - zw.median(1, keepdim=True).values).abs() <= half).all(-1)
     core_z = torch.where(core[..., None], zf, torch.nan)
     nodes = ((core_z.nan_to_num(-math.inf).amax(1) - core_z.nan_to_num(math.inf).amin(1)).amax(-1)
              + 2 * pad) / h + 1  # (B,)
