@@ -249,14 +249,14 @@ def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach:
 def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = None,
                h: float = GRID_H, tau: float = GRID_TAU, reach: float = GRID_REACH,
                max_nodes: int | None = None, max_far: float = GRID_MAX_FAR, check_points: int = GRID_CHECK_POINTS,
-               check_rtol: float = GRID_CHECK_RTOL, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+               check_rtol: float = GRID_CHECK_RTOL, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian kernel sums ``S[b, i] = sum_j exp(-|z[b, i] - z[b, j]|^2 / 2)`` (self term included).
 
     z: (B, N, d) float64 whitened, bandwidth-scaled points, d in (1, 2) -> (S: (B, N) float64,
     gridded: (B,) bool, True where the grid was used). ``exact=True``: the exact O(N^2) sums (the
     compiled kernel of ``compile``); so are sets smaller than :data:`GRID_MIN_N` (where the exact sum is
     the faster). Otherwise each point set is summed on a grid of step ``h`` (cost
-    O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time.
+    O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time (None: ~64 MiB of weights).
     The grid spans at most ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) around the median;
     points beyond it (outliers) are summed exactly against all points, and a set with more than a
     fraction ``max_far`` of them is summed exactly as a whole. Every gridded set is checked against the
@@ -285,6 +285,8 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
     use = finite & ((~core).sum(1) <= max_far * N)
     out = torch.empty(B, N, dtype=torch.float64)
     idx = torch.nonzero(use)[:, 0]
+    if batch is None and idx.numel():  # ~64 MiB of spreading weights per batch
+        batch = max(1, int(2**24 // (N * min(float(nodes[idx].max()), max_nodes) * d)))
     idx = idx[torch.argsort(nodes[idx] + N * (~core[idx]).sum(1))]  # similar grids and far counts together
     for s in range(0, idx.numel(), batch):
         sel = idx[s:s + batch]
