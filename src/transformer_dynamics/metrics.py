@@ -194,7 +194,8 @@ def _streamed_correlation(store, successive: bool) -> np.ndarray:
     (n_pairs, d_model)."""
     n, L, D = _store_shape(store, min_sublayers=2, min_samples=2)
     shift = s1 = s2 = sxy = None
-    for _, chunk in iter_chunks(store):
+    step = max(1, int(2**27 // (L * D * 8)))  # float64 work in blocks of ~128 MiB, not whole shards
+    for _, chunk in iter_chunks(store, max_samples=step):
         x = torch.from_numpy(np.ascontiguousarray(chunk)).double()
         if shift is None:
             shift = x.mean(0)
