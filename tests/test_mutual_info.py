@@ -130,7 +130,8 @@ def _hard_pairs(n=600, seed=7):
 
 @pytest.fixture
 def grid_always(monkeypatch):
-    """Grid the 2-D sums at every N (by default only from MI.GRID_MIN_N[2] samples)."""
+    """Grid the sums at every N (by default only from MI.GRID_MIN_N samples)."""
+    monkeypatch.setitem(MI.GRID_MIN_N, 1, 0)
     monkeypatch.setitem(MI.GRID_MIN_N, 2, 0)
 
 
