@@ -6,7 +6,7 @@
 Writes ``benchmarks/results/metrics.json`` (read by the book's benchmarks page) and prints a table.
     .venv/bin/python benchmarks/bench_metrics.py --real 64    # + gridded vs exact KDE on SmolLM2 pairs
 
-Goals: every metric but MI < 60 s; KDE MI (gridded, the default "kde") at paper scale < 60 s and >= 50x
+Goals: every metric but MI < 60 s; KDE MI (the default "kde": grid from N = 2000) at paper scale < 60 s, >= 50x
 (goal 100x) faster per unit pair than a loop of ``scipy.stats.gaussian_kde`` (the paper's reference
 computation), within 1e-3 relative of the exact estimator ("kde_exact") on real residual-stream pairs.
 """
