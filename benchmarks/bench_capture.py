@@ -41,6 +41,15 @@ to include them, otherwise their rows say "not installed"::
     benchmarks/.venv-peers/bin/python benchmarks/bench_capture.py            # all methods, N = 256
     .venv/bin/python benchmarks/bench_capture.py --n 1000 --methods ours,forward,unsorted
 
+Against the machine's limit (``--roofline``): this machine's float32 and bfloat16 matmul peak (torch,
+square matmuls, best of several), measured in the same run as the capture's achieved rate, 2 x parameters
+touched (every layer's matrices, the last layer's MLP excepted: the forward stops before it; embeddings are
+a lookup) x real tokens (padding excluded) / seconds, and the fraction; then the levers: threads, bf16
+autocast (the CPU has AVX-512 BF16), and the padding share of the sorted batches (what padding-free
+packing could at most recover)::
+
+    .venv/bin/python benchmarks/bench_capture.py --roofline --n 64    # -> results/capture_roofline.json
+
 Writes ``benchmarks/results/capture.json`` (``--out``) and prints a table. Goals: ours >= 1.2x the plain
 forward (issue 2), >= 2x each peer (issue 8).
 """
@@ -238,6 +247,73 @@ def profile_ours(model, tok, texts, batch_size: int, top: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of ``size x size`` matmuls in ``dtype`` with the current torch threads."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
+    return best
+
+
+def params_touched(model) -> int:
+    """Parameters the capture multiplies by: every layer's, but the last layer's MLP (never reached)."""
+    layers = models.layer_modules(model)
+    last = sum(p.numel() for name, p in layers[-1].named_parameters() if "mlp" not in name)
+    return sum(p.numel() for layer in layers[:-1] for p in layer.parameters()) + last
+
+
+def roofline(args) -> dict:
+    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever."""
+    out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_roofline.json")
+    load0 = os.getloadavg()
+    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
+    texts = pipeline.load_texts(args.n, seed=0)
+    ids = capture.tokenize(tok, texts)
+    real = sum(len(s) for s in ids)
+    batches = sorted_batches(ids, args.batch_size)
+    padded_tokens = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
+    n_params = params_touched(model)
+    flops = 2.0 * n_params * real
+    rows, ref = [], None
+    for threads in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(threads)
+        peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+        for lever in ("fp32", "bf16 autocast"):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if lever != "fp32" else torch.autocast("cpu", enabled=False)
+            with ctx:
+                capture.residual_stream(model, tok, texts[:args.batch_size], batch_size=args.batch_size,
+                                        progress=False)  # warm-up
+                t0 = time.perf_counter()
+                rs = capture.residual_stream(model, tok, texts, batch_size=args.batch_size, progress=False)
+                dt = time.perf_counter() - t0
+            if ref is None:
+                ref = rs
+            peak = peak32 if lever == "fp32" else peak16
+            rate = flops / dt
+            rel = float(np.max(np.abs(rs - ref)) / np.max(np.abs(ref)))
+            rows.append({"threads": threads, "lever": lever, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
+                         "peak_gflops": round(peak / 1e9, 1), "fraction_of_peak": round(rate / peak, 3),
+                         "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
+                         "max_abs_diff_vs_fp32_rel": rel})
+            print(json.dumps(rows[-1]), flush=True)
+    result = {"benchmark": "capture_roofline", "model": args.model, "n": args.n, "batch_size": args.batch_size,
+              "params_touched": n_params, "real_tokens": real, "padded_tokens": padded_tokens,
+              "padding_share": round(1 - real / padded_tokens, 4), "flops_per_run": flops,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                          "torch": torch.__version__, "load_average_start": load0,
+                          "load_average_end": os.getloadavg()},
+              "rows": rows}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"padding share {result['padding_share']:.1%}; wrote {out_path}")
+    return result
+
+
 def main(argv=None):
     global ARGS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -254,8 +330,11 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1,
                    help="with --no-interleave: passes per method, round-robin; the fastest is kept")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
+    p.add_argument("--roofline", action="store_true", help="matmul peak vs the capture's FLOP rate, levers")
     p.add_argument("--out", type=Path, default=RESULTS)
     ARGS = args = p.parse_args(argv)
+    if args.roofline:
+        return roofline(args)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_rs", "rs_shape", "within_mask", "cross_mask", "split_transitions", "transition_kind"]
+__all__ = ["check_rs", "check_units", "rs_shape", "within_mask", "cross_mask", "split_transitions", "transition_kind"]
 
 _SHAPE_HINT = "Add the missing axis (e.g. rs[None]) or pass the full residual-stream array."
 
@@ -77,3 +77,16 @@ def split_transitions(x, axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x)
     w = within_mask(x.shape[axis])
     return np.compress(w, x, axis=axis), np.compress(~w, x, axis=axis)
+
+
+def check_units(units: Any, d_model: int) -> np.ndarray:
+    """``units`` as int64 indices, each in ``[0, d_model)``: a one-line error otherwise. -> (n_units,)"""
+    u = np.atleast_1d(np.asarray(units))
+    if u.size and not (np.issubdtype(u.dtype, np.integer) or
+                       (np.issubdtype(u.dtype, np.floating) and np.isfinite(u).all() and (u == np.round(u)).all())):
+        raise ValueError(f"units must be integer unit indices in [0, {d_model}); got dtype {u.dtype}: {u[:5]}")
+    u = u.astype(np.int64).ravel()
+    bad = u[(u < 0) | (u >= d_model)]
+    if bad.size:
+        raise ValueError(f"units {bad[:5].tolist()} out of range: indices must be in [0, {d_model}) (d_model)")
+    return u

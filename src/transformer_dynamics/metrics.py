@@ -9,29 +9,30 @@ from sublayer ``t`` to ``t + 1``; even ``t`` (attn -> mlp of the same layer) is 
 Units whose activation is constant over the samples have no correlation and no density; they give NaN
 (never an exception) in the correlation and mutual-information functions. Use ``np.nan*`` reductions.
 
-Mutual information estimators (all in nats, per unit and successive sublayer pair):
+Every statistic of Figure 1 also takes a cache entry (:class:`cache.ActivationStore`, e.g. from
+``pipeline.residual_stream_store``) in place of ``rs``: it is then computed shard by shard with float64
+streaming sums, memory flat in N (:func:`iter_chunks`); the values equal the in-memory ones.
 
-- ``"kde"``: the paper's Gaussian-KDE plug-in estimate (see :func:`mutual_information_pairs`);
-- ``"ksg"``: Kraskov–Stögbauer–Grassberger k-nearest-neighbour estimate (k = 3, as scikit-learn);
-- ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
-  Gaussian-copula data.
+The mutual-information estimators live in :mod:`transformer_dynamics.mutual_info`; ``mutual_information``,
+``mutual_information_pairs`` and ``MI_METHODS`` are re-exported here so that existing callers keep working.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import warnings
-from typing import Callable
 
 import numpy as np
 import torch
-from scipy import special, stats
+from scipy import stats
+
+from .mutual_info import MI_METHODS, mutual_information, mutual_information_pairs
 
 from .arrays import check_rs as _check_rs
+from .arrays import check_units as _check_units
 from .arrays import split_transitions, transition_kind
 
 __all__ = [
+    "iter_chunks",
     "mean_activations",
     "unit_order",
     "successive_correlation",
@@ -59,43 +60,39 @@ __all__ = [
     "subsample_units",
 ]
 
-MI_METHODS = ("kde", "ksg", "gcmi")
-#: Added to every density before its log, as in the paper (section 2.5).
-KDE_EPS = 1e-10
-#: Set this environment variable to 1 to never use ``torch.compile`` for the KDE kernel sums.
-NO_COMPILE_ENV = "TRANSFORMER_DYNAMICS_NO_COMPILE"
-#: Precision of the KSG distances (float64: identical neighbour counts to scikit-learn's float64 trees).
-KSG_DTYPE = torch.float64
 
 
 # ----------------------------------------------------------------------------------------------------
-# input checks
+# input checks; arrays or cache entries
 # ----------------------------------------------------------------------------------------------------
-def _check_units(units, d_model: int) -> np.ndarray:
-    """``units`` as int64 indices, each in ``[0, d_model)``: a one-line error otherwise. -> (n_units,)"""
-    u = np.atleast_1d(np.asarray(units))
-    if u.size and not (np.issubdtype(u.dtype, np.integer) or
-                       (np.issubdtype(u.dtype, np.floating) and np.isfinite(u).all() and (u == np.round(u)).all())):
-        raise ValueError(f"units must be integer unit indices in [0, {d_model}); got dtype {u.dtype}: {u[:5]}")
-    u = u.astype(np.int64).ravel()
-    bad = u[(u < 0) | (u >= d_model)]
-    if bad.size:
-        raise ValueError(f"units {bad[:5].tolist()} out of range: indices must be in [0, {d_model}) (d_model)")
-    return u
+def _is_store(rs) -> bool:
+    return hasattr(rs, "iter_chunks") and hasattr(rs, "shape") and not isinstance(rs, (np.ndarray, torch.Tensor))
 
 
-def _check_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if y.ndim == 1:
-        y = y[:, None]
-    if x.ndim != 2 or x.shape != y.shape:
-        raise ValueError(f"x and y must both be (n_samples, n_units) with equal shapes; got {x.shape} "
-                         f"and {y.shape}")
-    if x.shape[0] < 4:
-        raise ValueError(f"need at least 4 samples to estimate mutual information; got {x.shape[0]}")
-    return x, y
+def _store_shape(store, min_sublayers: int = 1, min_samples: int = 1) -> tuple[int, int, int]:
+    shape = tuple(store.shape)
+    if len(shape) != 3:
+        raise ValueError(f"the cache entry must hold (n_samples, n_sublayers, d_model); it holds {shape}")
+    if shape[1] < min_sublayers or shape[0] < min_samples:
+        raise ValueError(f"need at least {min_sublayers} sublayers and {min_samples} samples; the entry has {shape}")
+    return shape
+
+
+def iter_chunks(rs, max_samples: int | None = None):
+    """Yield ``(start, chunk)`` over the samples of ``rs``: an array (slices of ``max_samples``; None: one
+    chunk) or a cache entry (its shards, each read and verified once). chunk: (m, n_sublayers, d_model)."""
+    if _is_store(rs):
+        for start, chunk in rs.iter_chunks():
+            step = len(chunk) if max_samples is None else max_samples
+            for s in range(0, len(chunk), step):
+                yield start + s, chunk[s:s + step]
+        return
+    rs = np.asarray(rs)
+    step = max(1, len(rs) if max_samples is None else max_samples)
+    for s in range(0, len(rs), step):
+        yield s, rs[s:s + step]
+
+
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -104,8 +101,11 @@ def _check_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
 def mean_activations(rs) -> np.ndarray:
     """Mean activation of each unit at each sublayer over the samples (Fig 1B, section 2.2).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers, d_model), float64.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers, d_model), float64.
     """
+    if _is_store(rs):
+        n = _store_shape(rs)[0]
+        return sum(c.sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n
     rs = _check_rs(rs)
     return rs.mean(axis=0, dtype=np.float64)
 
@@ -115,6 +115,8 @@ def unit_order(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,) int indices, ascending.
     """
+    if _is_store(rs):
+        return np.argsort(mean_activations(rs)[-1], kind="stable")
     rs = _check_rs(rs)
     return np.argsort(rs[:, -1].mean(axis=0, dtype=np.float64), kind="stable")
 
@@ -139,6 +141,8 @@ def successive_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, d_model). A unit that is constant over the
     samples at either sublayer gives NaN.
     """
+    if _is_store(rs):
+        return _streamed_correlation(rs, successive=True)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     n, L, D = rs.shape
     out = np.empty((L - 1, D), dtype=np.float64)
@@ -163,6 +167,8 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_pairs, d_model), pairs ordered as :func:`pair_indices`.
     Constant units give NaN. Computed as one batched matrix product per chunk of units.
     """
+    if _is_store(rs):
+        return _streamed_correlation(rs, successive=False)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     n, L, D = rs.shape
     li, mi = pair_indices(L)
@@ -173,6 +179,39 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
         c = torch.bmm(zu, zu.transpose(1, 2)) / n  # (U, L, L)
         out[:, start:start + chunk] = c[:, li, mi].T.numpy()
     return out
+
+
+def _streamed_correlation(store, successive: bool) -> np.ndarray:
+    """Pearson r from one pass of float64 sums over the entry's shards, each shifted by the first shard's
+    mean (no cancellation for units with a large mean): successive (n_sublayers - 1, d_model) or pairwise
+    (n_pairs, d_model)."""
+    n, L, D = _store_shape(store, min_sublayers=2, min_samples=2)
+    shift = s1 = s2 = sxy = None
+    step = max(1, int(2**27 // (L * D * 8)))  # float64 work in blocks of ~128 MiB, not whole shards
+    for _, chunk in iter_chunks(store, max_samples=step):
+        x = torch.from_numpy(np.ascontiguousarray(chunk)).double()
+        if shift is None:
+            shift = x.mean(0)
+            s1, s2 = torch.zeros(L, D, dtype=torch.float64), torch.zeros(L, D, dtype=torch.float64)
+            sxy = torch.zeros((L - 1, D) if successive else (D, L, L), dtype=torch.float64)
+        x -= shift
+        s1 += x.sum(0)
+        s2 += (x * x).sum(0)
+        if successive:
+            sxy += (x[:, :-1] * x[:, 1:]).sum(0)
+        else:
+            xu = x.permute(2, 1, 0).contiguous()  # (D, L, m)
+            sxy += torch.bmm(xu, xu.transpose(1, 2))
+    mean = s1 / n
+    var = s2 / n - mean * mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = torch.where(var > 0, var.clamp_min(0).sqrt(), torch.tensor(float("nan"), dtype=torch.float64))
+    if successive:
+        cov = sxy / n - mean[:-1] * mean[1:]
+        return (cov / (sd[:-1] * sd[1:])).numpy()
+    li, mi = pair_indices(L)
+    cov = sxy[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
+    return (cov / (sd[li] * sd[mi])).numpy()
 
 
 def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 1.0)
@@ -228,6 +267,9 @@ def cosine_similarity(rs) -> np.ndarray:
     Note: raw cosine is dominated by the residual stream's large mean direction (and its massive units);
     see :func:`centered_cosine_similarity`.
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2)
+        return np.concatenate([_cosine(c) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2)
     return _cosine(rs)
 
@@ -238,6 +280,10 @@ def centered_cosine_similarity(rs) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1). Measures whether the
     sample-specific part of the representation keeps its direction from one sublayer to the next.
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2, min_samples=2)
+        mean = mean_activations(rs)  # a first pass; the cosines in a second
+        return np.concatenate([_cosine(c, mean=mean) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
     return _cosine(rs, mean=rs.mean(axis=0, dtype=np.float64))
 
@@ -259,6 +305,9 @@ def velocity(rs, chunk: int = 64) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1).
     """
+    if _is_store(rs):
+        _store_shape(rs, min_sublayers=2)
+        return np.concatenate([velocity(c, chunk) for _, c in iter_chunks(rs)])
     rs = _check_rs(rs, min_sublayers=2)
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
     for s in range(0, rs.shape[0], chunk):
@@ -379,6 +428,9 @@ def unit_magnitude(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,).
     """
+    if _is_store(rs):
+        n = _store_shape(rs)[0]
+        return (sum(np.abs(c).sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n).max(axis=0)
     rs = _check_rs(rs)
     return np.abs(rs).mean(axis=0, dtype=np.float64).max(axis=0)
 
@@ -415,299 +467,3 @@ def subsample_units(d_model: int, n_units: int | None, seed: int = 0) -> np.ndar
     if n_units < 1:
         raise ValueError(f"n_units must be >= 1 or None; got {n_units}")
     return np.sort(np.random.default_rng(seed).choice(d_model, size=n_units, replace=False))
-
-
-# ----------------------------------------------------------------------------------------------------
-# mutual information: Gaussian KDE (the paper's estimator)
-# ----------------------------------------------------------------------------------------------------
-def _rowsum_eager(z: torch.Tensor) -> torch.Tensor:
-    """z: (B, N, d) float32 -> (B, N): sum_j exp(-|z_i - z_j|^2 / 2)."""
-    d = z[:, :, None, :] - z[:, None, :, :]
-    return d.square_().sum(-1).mul_(-0.5).exp_().sum(-1)
-
-
-def _rowsum_fused_1d(a: torch.Tensor) -> torch.Tensor:
-    # written so that inductor fuses difference, square, exp and the sum into one loop (no B x N x N)
-    da = a[:, :, None] - a[:, None, :]
-    return torch.exp(-0.5 * (da * da)).sum(-1)
-
-
-def _rowsum_fused_2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    da = a[:, :, None] - a[:, None, :]
-    db = b[:, :, None] - b[:, None, :]
-    return torch.exp(-0.5 * (da * da + db * db)).sum(-1)
-
-
-_COMPILED: dict[int | str, Callable | None] = {}
-
-
-def _compiled_rowsum(d: int) -> Callable | None:
-    """The fused kernel for d = 1 or 2 coordinates, or None when compilation is off or unavailable."""
-    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
-        return None
-    if d not in _COMPILED:
-        try:
-            _COMPILED[d] = torch.compile(_rowsum_fused_1d if d == 1 else _rowsum_fused_2d, dynamic=False)
-        except Exception as exc:  # pragma: no cover - depends on the platform
-            warnings.warn(f"torch.compile unavailable ({exc}); KDE mutual information runs eagerly")
-            _COMPILED[d] = None
-    return _COMPILED[d]
-
-
-def _gauss_rowsum(z: torch.Tensor, compile: bool | None = None, mem_bytes: int = 256 * 2**20
-                  ) -> torch.Tensor:
-    """Gaussian kernel row sums for a batch of point clouds.
-
-    z: (B, N, d) float32 whitened and bandwidth-scaled points, d in (1, 2) -> (B, N) float32,
-    ``S[b, i] = sum_j exp(-|z[b, i] - z[b, j]|^2 / 2)`` (self term included, as scipy's KDE).
-    compile: use the fused ``torch.compile`` kernel (None: when the work is large, > 5e8 kernel terms).
-    """
-    B, N, d = z.shape
-    fn = None
-    if d in (1, 2) and (compile or (compile is None and B * N * N > 5e8)):
-        fn = _compiled_rowsum(d)
-    out = torch.empty(B, N, dtype=torch.float32)
-    if fn is not None:
-        coords = [z[..., c].contiguous() for c in range(d)]
-        chunk = min(B, 64)
-        for s in range(0, B, chunk):
-            blk = [c[s:s + chunk] for c in coords]
-            n_blk = blk[0].shape[0]
-            if n_blk < chunk:  # pad to one fixed shape: no recompilation for the last chunk
-                blk = [torch.cat([c, c.new_zeros(chunk - n_blk, N)]) for c in blk]
-            try:
-                out[s:s + n_blk] = fn(*blk)[:n_blk]
-            except Exception as exc:  # pragma: no cover - compiler missing at run time
-                warnings.warn(f"compiled KDE kernel failed ({exc}); falling back to eager torch")
-                _COMPILED[d] = None
-                return _gauss_rowsum(z, compile=False, mem_bytes=mem_bytes)
-        return out
-    chunk = max(1, int(mem_bytes // (N * N * 4 * max(d, 1))))
-    for s in range(0, B, chunk):
-        out[s:s + chunk] = _rowsum_eager(z[s:s + chunk])
-    return out
-
-
-def _kde_log_density_1d(v: torch.Tensor, compile: bool | None = None) -> torch.Tensor:
-    """Log of scipy's ``gaussian_kde(v_b)(v_b)`` (+ KDE_EPS) for every row: v (B, N) float64 -> (B, N).
-
-    Bandwidth: Scott's factor n^(-1/5) times the unbiased sample standard deviation. Constant rows: NaN.
-    """
-    n = v.shape[-1]
-    f = n ** (-1.0 / 5.0)
-    sd = v.std(dim=-1, correction=1, keepdim=True)
-    sd = torch.where(sd > 0, sd, torch.full_like(sd, float("nan")))
-    z = ((v - v.mean(dim=-1, keepdim=True)) / (sd * f)).float()
-    s = _gauss_rowsum(torch.nan_to_num(z)[..., None], compile=compile).double()
-    dens = s / (n * math.sqrt(2 * math.pi) * f * sd)
-    return torch.log(dens + KDE_EPS)
-
-
-def _kde_log_density_2d(x: torch.Tensor, y: torch.Tensor, compile: bool | None = None) -> torch.Tensor:
-    """Log of scipy's 2-D ``gaussian_kde([x_b, y_b])`` at its own points (+ KDE_EPS).
-
-    x, y: (B, N) float64 -> (B, N). Bandwidth: Scott's factor n^(-1/6) times the full unbiased 2x2 data
-    covariance. Points are whitened with its Cholesky factor. Singular covariance: NaN.
-    """
-    n = x.shape[-1]
-    f = n ** (-1.0 / 6.0)
-    xc = x - x.mean(dim=-1, keepdim=True)
-    yc = y - y.mean(dim=-1, keepdim=True)
-    vx = (xc * xc).sum(-1, keepdim=True) / (n - 1)
-    vy = (yc * yc).sum(-1, keepdim=True) / (n - 1)
-    cxy = (xc * yc).sum(-1, keepdim=True) / (n - 1)
-    nan = torch.full_like(vx, float("nan"))
-    l11 = torch.where(vx > 0, vx.sqrt(), nan)
-    l21 = cxy / l11
-    r22 = vy - l21 * l21
-    l22 = torch.where(r22 > 1e-12 * vy, r22.clamp_min(0).sqrt(), nan)
-    a = xc / l11
-    b = (yc - l21 * a) / l22
-    z = torch.stack([a, b], dim=-1).div_(f).float()
-    s = _gauss_rowsum(torch.nan_to_num(z), compile=compile).double()
-    dens = s / (n * 2 * math.pi * f * f * l11 * l22)
-    return torch.log(dens + KDE_EPS)
-
-
-def _kde_mi_from_logs(lxy: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> torch.Tensor:
-    return (lxy - lx - ly).mean(-1)
-
-
-# ----------------------------------------------------------------------------------------------------
-# mutual information: KSG and Gaussian copula
-# ----------------------------------------------------------------------------------------------------
-def _count_within(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """x: (B, N), r: (B, N) -> (B, N) int: #{j : |x_i - x_j| < r_i} (the point itself included)."""
-    return ((x[:, :, None] - x[:, None, :]).abs() < r[:, :, None]).sum(-1)
-
-
-def _compiled_count() -> Callable | None:
-    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
-        return None
-    if "count" not in _COMPILED:
-        try:
-            _COMPILED["count"] = torch.compile(_count_within, dynamic=False)
-        except Exception as exc:  # pragma: no cover - depends on the platform
-            warnings.warn(f"torch.compile unavailable ({exc}); KSG runs eagerly")
-            _COMPILED["count"] = None
-    return _COMPILED["count"]
-
-
-def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = None,
-         mem_bytes: int = 32 * 2**20) -> torch.Tensor:
-    """KSG (Kraskov et al. 2004, algorithm 1) MI in nats. x, y: (B, N) float64 -> (B,).
-
-    x and y are scaled to unit standard deviation; distances in ``KSG_DTYPE`` (float64 by default; the
-    radius and the marginal counts come from the same differences, so they are consistent).
-    The marginal counts run as a fused ``torch.compile`` kernel when the work is large (or compile=True).
-    """
-    B, n = x.shape
-    if not 1 <= k < n:
-        raise ValueError(f"k must be in [1, n_samples); got k={k} with n_samples={n}")
-    sx = x.std(dim=-1, correction=0, keepdim=True)
-    sy = y.std(dim=-1, correction=0, keepdim=True)
-    bad = ~((sx > 0) & (sy > 0) & torch.isfinite(x).all(-1, keepdim=True)
-            & torch.isfinite(y).all(-1, keepdim=True))[:, 0]
-    x = torch.nan_to_num(x / torch.where(sx > 0, sx, torch.ones_like(sx))).to(KSG_DTYPE)
-    y = torch.nan_to_num(y / torch.where(sy > 0, sy, torch.ones_like(sy))).to(KSG_DTYPE)
-    count = None
-    if compile or (compile is None and B * n * n > 2e8):
-        count = _compiled_count()
-    out = torch.empty(B, dtype=torch.float64)
-    chunk = max(1, int(mem_bytes // (n * n * 8 * 2)))
-    const = special.digamma(n) + special.digamma(k)
-    for s in range(0, B, chunk):
-        xb, yb = x[s:s + chunk], y[s:s + chunk]
-        dz = torch.maximum((xb[:, :, None] - xb[:, None, :]).abs_(), (yb[:, :, None] - yb[:, None, :]).abs_())
-        # the point itself is at distance 0, so the k-th neighbour is the (k+1)-th smallest
-        radius = torch.topk(dz, k + 1, dim=-1, largest=False).values[..., k].contiguous()
-        del dz
-        fn = count
-        if fn is not None and xb.shape[0] < chunk:  # pad: one compiled shape for every chunk
-            pad = chunk - xb.shape[0]
-            nx = fn(torch.cat([xb, xb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
-            ny = fn(torch.cat([yb, yb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
-            nx, ny = nx[:xb.shape[0]], ny[:xb.shape[0]]
-        else:
-            fn = fn or _count_within
-            nx, ny = fn(xb, radius), fn(yb, radius)  # n_x + 1 and n_y + 1
-        out[s:s + chunk] = const - torch.special.digamma(nx.double()).mean(-1) \
-            - torch.special.digamma(ny.double()).mean(-1)
-    return out.masked_fill(bad, float("nan"))
-
-
-def _copnorm(v: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Copula normalisation (Ince et al. 2017): standard-normal quantiles of the ranks / (n + 1)."""
-    n = v.shape[axis]
-    return special.ndtri(stats.rankdata(v, axis=axis) / (n + 1))
-
-
-def _gcmi(x: np.ndarray, y: np.ndarray, cx: np.ndarray | None = None, cy: np.ndarray | None = None
-          ) -> np.ndarray:
-    """Bias-corrected Gaussian-copula MI in nats (Ince et al. 2017, ``gcmi_cc`` for 1-D x and y).
-
-    x, y: (B, N) -> (B,); cx, cy: their copula-normalised versions if already computed. Equals
-    ``-1/2 ln(1 - rho^2)`` of the copula-normalised data plus the analytic bias correction
-    ``(psi((N - 2) / 2) - psi((N - 1) / 2)) / 2``. Rows constant in x or y give NaN.
-    """
-    n = x.shape[-1]
-    cx = _copnorm(x) if cx is None else cx
-    cy = _copnorm(y) if cy is None else cy
-    cx = cx - cx.mean(-1, keepdims=True)
-    cy = cy - cy.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (cx * cy).sum(-1) / np.sqrt((cx * cx).sum(-1) * (cy * cy).sum(-1))
-        const = (np.ptp(x, axis=-1) == 0) | (np.ptp(y, axis=-1) == 0) \
-            | ~np.isfinite(x).all(-1) | ~np.isfinite(y).all(-1)  # NaN like kde and ksg, not a rank-based value
-        rho = np.where(const, np.nan, rho)
-        mi = -0.5 * np.log1p(-np.minimum(rho * rho, 1.0))
-    return mi + 0.5 * (special.digamma((n - 2) / 2.0) - special.digamma((n - 1) / 2.0))
-
-
-def _check_method(method: str) -> str:
-    if method not in MI_METHODS:
-        raise ValueError(f"unknown mutual-information method {method!r}; use one of {MI_METHODS}")
-    return method
-
-
-def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: int = 256,
-                             compile: bool | None = None) -> np.ndarray:
-    """Mutual information (nats) between ``x[:, u]`` and ``y[:, u]`` for every unit u.
-
-    x, y: (n_samples, n_units) -> (n_units,) float64.
-
-    ``method="kde"`` (the paper's, section 2.5): for each unit, 1-D Gaussian KDEs of x and y and a 2-D KDE
-    of (x, y), bandwidths exactly as ``scipy.stats.gaussian_kde`` chooses them (Scott's factor
-    ``n^(-1/(d+4))`` times the unbiased data covariance, the full 2x2 covariance in 2-D), evaluated at the
-    samples themselves (a resubstitution estimate: each point's own kernel is included), then
-    ``MI = mean_i[log(p(x_i, y_i) + 1e-10) - log(p(x_i) + 1e-10) - log(p(y_i) + 1e-10)]``. The reference
-    is, per unit, ``kxy = gaussian_kde(np.vstack([x, y])); kx = gaussian_kde(x); ky = gaussian_kde(y);
-    np.mean(np.log(kxy(np.vstack([x, y])) + 1e-10) - np.log(kx(x) + 1e-10) - np.log(ky(y) + 1e-10))``.
-    Kernel sums run batched in float32 on whitened data (a fused ``torch.compile`` kernel for large
-    work; set ``$TRANSFORMER_DYNAMICS_NO_COMPILE=1`` to disable), densities and logs in float64.
-    The 1e-10 makes this estimate depend on the activation scale (as in the paper).
-
-    ``method="ksg"``: Kraskov k-NN estimator (algorithm 1, Chebyshev norm, x and y each scaled to unit
-    standard deviation), the same computation as scikit-learn's ``mutual_info_regression(n_neighbors=k)``
-    but without its 1e-10 jitter and without clipping negative values to 0 (identical on continuous
-    data without near-ties).
-
-    ``method="gcmi"``: bias-corrected Gaussian-copula MI (Ince et al. 2017).
-
-    Units constant in x or y (or, for "kde", with perfectly collinear x and y) give NaN.
-    """
-    _check_method(method)
-    x, y = _check_pairs(x, y)
-    xt = torch.from_numpy(np.ascontiguousarray(x.T))
-    yt = torch.from_numpy(np.ascontiguousarray(y.T))
-    if method == "gcmi":
-        return _gcmi(x.T, y.T)
-    out = np.empty(x.shape[1], dtype=np.float64)
-    for s in range(0, x.shape[1], chunk):
-        xb, yb = xt[s:s + chunk], yt[s:s + chunk]
-        if method == "ksg":
-            out[s:s + chunk] = _ksg(xb, yb, k=k, compile=compile).numpy()
-        else:
-            lx = _kde_log_density_1d(xb, compile)
-            ly = _kde_log_density_1d(yb, compile)
-            lxy = _kde_log_density_2d(xb, yb, compile)
-            out[s:s + chunk] = _kde_mi_from_logs(lxy, lx, ly).numpy()
-    return out
-
-
-def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk: int = 64,
-                       compile: bool | None = None, progress: bool = False) -> np.ndarray:
-    """Mutual information (nats) of each unit between successive sublayers t and t + 1 (Fig 1G, 1H).
-
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, n_units) float64, where the units are
-    ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "ksg" or "gcmi"; see
-    :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
-    sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
-    transitions that touch it.
-    """
-    _check_method(method)
-    rs = _check_rs(rs, min_sublayers=2, min_samples=4)
-    n, L, D = rs.shape
-    units = np.arange(D) if units is None else _check_units(units, D)
-    out = np.empty((L - 1, units.size), dtype=np.float64)
-    starts = range(0, units.size, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"MI ({method})", unit="chunk")
-    for s in starts:
-        idx = units[s:s + chunk]
-        U = idx.size
-        v = torch.from_numpy(rs[:, :, idx].astype(np.float64)).permute(1, 2, 0).contiguous()  # (L, U, n)
-        x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
-        if method == "kde":
-            lv = _kde_log_density_1d(v.reshape(-1, n), compile).reshape(L, U, n)
-            lxy = _kde_log_density_2d(x, y, compile).reshape(L - 1, U, n)
-            mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
-        elif method == "ksg":
-            mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
-        else:
-            vn = v.numpy()
-            cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
-            mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
-        out[:, s:s + chunk] = mi.numpy()
-    return out

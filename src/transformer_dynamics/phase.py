@@ -317,6 +317,11 @@ def reference_counts(n_sublayers: int, kind: str = "random_walk", n: int = 10000
 # --------------------------------------------------------------------------------------------------
 # residual-stream helpers: (n_samples, n_sublayers, d_model)
 # --------------------------------------------------------------------------------------------------
+def _is_store(rs) -> bool:
+    """A cache entry (:class:`cache.ActivationStore`) rather than an array."""
+    return hasattr(rs, "iter_chunks") and not isinstance(rs, (np.ndarray, torch.Tensor))
+
+
 def _check_rs(rs) -> tuple[np.ndarray, bool]:
     """``(rs as float32/float64 numpy, was_torch)`` via :func:`transformer_dynamics.arrays.check_rs`."""
     a = check_rs(rs, min_sublayers=3, finite=True)
@@ -332,8 +337,11 @@ def _check_mode(mode: str) -> str:
 def rotations_per_sample(rs, *, atol: float = 0.0):
     """Each sample's own rotation count per unit.
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_samples, d_model). Works in chunks of samples.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry (read shard by shard) -> (n_samples, d_model).
+    Works in chunks of samples.
     """
+    if _is_store(rs):
+        return np.concatenate([rotations_per_sample(c, atol=atol) for _, c in rs.iter_chunks()])
     a, tt = _check_rs(rs)
     S, n, D = a.shape
     out = np.empty((S, D), dtype=a.dtype)
@@ -348,11 +356,19 @@ def rotations_per_unit(rs, mode: str = "mean", *, atol: float = 0.0):
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,). ``mode="mean"``: count of the unit's mean
     trajectory over samples; ``mode="per_sample"``: mean over samples of each sample's own count.
+    ``rs`` may be a cache entry: the mean trajectory (float64 sums) or the counts are then streamed shard
+    by shard.
     """
     _check_mode(mode)
+    if _is_store(rs):
+        n = rs.shape[0]
+        if mode == "mean":
+            mean = sum(c.sum(0, dtype=np.float64) for _, c in rs.iter_chunks()) / n
+            return _rotations(mean.astype(np.float32), atol, axis=0)
+        return sum(rotations_per_sample(c, atol=atol).sum(0, dtype=np.float64) for _, c in rs.iter_chunks()) / n
     a, tt = _check_rs(rs)
     if mode == "mean":
-        res = _rotations(a.mean(0), atol, axis=0)
+        res = _rotations(a.mean(0, dtype=np.float64).astype(a.dtype), atol, axis=0)  # float64 sums, as streamed
     else:
         res = rotations_per_sample(a, atol=atol).mean(0)
     return _out(res, tt)

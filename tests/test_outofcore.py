@@ -1,0 +1,56 @@
+"""Figure 1 and 2 statistics from a cache entry (shard by shard) equal the in-memory ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transformer_dynamics import cache, metrics as M, mutual_info as MI, phase
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    """An array (n=301, 8 sublayers, 12 units) with a massive unit, a large-mean unit and a constant unit,
+    written into a cache entry as 4 uneven shards. -> (rs, store)."""
+    rng = np.random.default_rng(0)
+    rs = np.cumsum(rng.standard_normal((301, 8, 12)), axis=1).astype(np.float32)
+    rs[:, :, 0] *= 300.0  # massive
+    rs[:, :, 1] += 1e4  # large mean, small spread: needs the shifted sums
+    rs[:, 3, 2] = 5.0  # constant at one sublayer: NaN correlations
+    root = tmp_path_factory.mktemp("cache")
+    with cache.ShardWriter(root, {"test": "outofcore"}) as w:
+        for a, b in [(0, 100), (100, 101), (101, 250), (250, 301)]:
+            w.write(a, rs[a:b])
+    store = cache.open_store(root, {"test": "outofcore"})
+    assert store is not None and len(store.meta["shards"]) == 4
+    return rs, store
+
+
+@pytest.mark.parametrize("fn", [M.mean_activations, M.unit_order, M.successive_correlation,
+                                M.pairwise_correlation, M.cosine_similarity, M.centered_cosine_similarity,
+                                M.velocity, M.unit_magnitude, M.massive_units, phase.rotations_per_sample,
+                                lambda r: phase.rotations_per_unit(r, "mean"),
+                                lambda r: phase.rotations_per_unit(r, "per_sample")])
+def test_store_equals_in_memory(sharded, fn):
+    rs, store = sharded
+    mem, ooc = np.asarray(fn(rs), dtype=np.float64), np.asarray(fn(store), dtype=np.float64)
+    assert mem.shape == ooc.shape
+    np.testing.assert_array_equal(np.isnan(mem), np.isnan(ooc))
+    np.testing.assert_allclose(ooc, mem, rtol=1e-6, atol=1e-9, equal_nan=True)
+
+
+@pytest.mark.parametrize("method", ["kde", "gcmi"])
+def test_mutual_information_from_store(sharded, method):
+    rs, store = sharded
+    units = [0, 1, 3, 7]
+    mem = MI.mutual_information(rs, method, units=units)
+    ooc = MI.mutual_information(store, method, units=units, max_bytes=301 * 8 * 4 * 3)  # 2 unit blocks
+    np.testing.assert_allclose(ooc, mem, rtol=1e-6)
+
+
+def test_iter_chunks_covers_the_samples_in_order(sharded):
+    rs, store = sharded
+    got = np.concatenate([c for _, c in M.iter_chunks(store, max_samples=64)])
+    np.testing.assert_array_equal(got, rs)
+    starts = [s for s, _ in M.iter_chunks(rs, max_samples=100)]
+    assert starts == [0, 100, 200, 300]
