@@ -59,6 +59,7 @@ __all__ = [
     "frozen_context",
     "jacobians",
     "jpca",
+    "jpca_projection",
     "jpca_shuffled",
     "jvp_steps",
     "learned_difference",
@@ -245,12 +246,15 @@ def _rope(model, layer: torch.nn.Module, x: torch.Tensor, positions: torch.Tenso
     return rotary(x, pos)
 
 
-def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast: bool = True
+                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The last token's map from sublayer ``s`` to ``s + 1`` with the context frozen: ``f(x: (B, D)) -> (B, D)``.
 
     Even ``s = 2l``: ``x + post(attn(norm(x)))`` with the prefix's keys/values of layer ``l`` and the last
     token's RoPE position; odd ``s``: ``x + post(mlp(norm(x)))``; ``post`` is the identity or (Gemma 2/3) the
-    branch's output norm. rows: a slice of the context's texts (B is its length).
+    branch's output norm. rows: a slice of the context's texts (B is its length). fast: for Llama/Gemma-like
+    attention, the same arithmetic with the prefix as a constant operand (:func:`_attend_last`, several times
+    faster under vmap); else (or ``False``) the module itself is called with the prefix as its cache.
     """
     n_sub = ctx.n_sublayers
     if not 0 <= int(s) < n_sub:
@@ -271,6 +275,9 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None) -> Call
     name = _cache_kwarg(attn)
     positions = ctx.positions[rows]
     pe = _rope(model, layer, ctx.h[rows, s][:, None], positions)
+    if ctx.mode == "frozen" and fast and _fast_supported(attn):
+        keys, values, mask = ctx.keys[l][rows], ctx.values[l][rows], ctx.masks[l][rows][..., :-1]
+        return lambda x: x + post(_attend_last(attn, norm(x[:, None, :]), pe, keys, values, mask))[:, 0]
     if ctx.mode == "frozen":
         cache = _Frozen(ctx.keys[l][rows], ctx.values[l][rows])
         mask = ctx.masks[l][rows]
@@ -284,6 +291,50 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None) -> Call
         out = out[0] if isinstance(out, tuple) else out
         return x + post(out)[:, 0]
     return f
+
+
+_FAST_ATTRS = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling", "num_key_value_groups")
+
+
+def _fast_supported(attn: torch.nn.Module) -> bool:
+    import sys  # noqa: PLC0415
+
+    module = sys.modules.get(type(attn).__module__)
+    return all(hasattr(attn, a) for a in _FAST_ATTRS) and hasattr(module, "apply_rotary_pos_emb")
+
+
+def _attend_last(attn, x: torch.Tensor, pe, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+                 ) -> torch.Tensor:
+    """The attention output of the last token ``x: (B, 1, D)`` (normed) against frozen prefix ``keys, values:
+    (B, n_kv, T, hd)`` (``mask: (B, 1, 1, T)`` additive) and its own key/value, with the module's weights.
+
+    The same arithmetic as transformers' eager attention (q/k norms where the module has them, RoPE, scaling,
+    optional logit soft-capping, softmax in at least float32: in float64 for a float64 model), but with the query heads grouped under their key/value
+    head and the prefix scored apart from the new key: the prefix enters only as a constant operand, so a
+    vmapped backward does not copy it per basis vector. Returns ``(B, 1, D)``.
+    """
+    import sys  # noqa: PLC0415
+
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    B, hd, g = x.shape[0], attn.head_dim, attn.num_key_value_groups
+    q = attn.q_proj(x).view(B, 1, -1, hd).transpose(1, 2)  # (B, H, 1, hd)
+    k = attn.k_proj(x).view(B, 1, -1, hd).transpose(1, 2)  # (B, n_kv, 1, hd)
+    v = attn.v_proj(x).view(B, 1, -1, hd).transpose(1, 2)
+    if getattr(attn, "q_norm", None) is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    cos, sin = pe
+    q, k = rope(q, k, cos, sin)
+    n_kv = k.shape[1]
+    q = q.reshape(B, n_kv, g, hd)  # query heads grouped by their key/value head
+    scores = torch.cat([q @ keys.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) * attn.scaling
+    softcap = getattr(attn, "attn_logit_softcapping", None)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores + torch.cat([mask.expand(B, n_kv, g, mask.shape[-1]),
+                                 torch.zeros((B, n_kv, g, 1), dtype=scores.dtype, device=scores.device)], -1)
+    w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
+    out = w[..., :-1] @ values + w[..., -1:] * v  # (B, n_kv, g, hd)
+    return attn.o_proj(out.reshape(B, 1, -1))
 
 
 @contextmanager
@@ -302,7 +353,7 @@ def _eager(attn: torch.nn.Module):
         config._attn_implementation = before
 
 
-def check_maps(model, ctx: Context) -> np.ndarray:
+def check_maps(model, ctx: Context, *, fast: bool = True) -> np.ndarray:
     """``(n_sublayers,)`` max over texts of ``||f_s(h_s) - h_{s+1}|| / ||h_{s+1}||``: how well the sublayer
     maps reproduce the captured RS (float32 rounding: ~1e-6; a wrong map: order 1). Frozen context only."""
     if ctx.mode != "frozen":
@@ -310,7 +361,7 @@ def check_maps(model, ctx: Context) -> np.ndarray:
     err = []
     with torch.no_grad():
         for s in range(ctx.n_sublayers):
-            y = sublayer_map(model, ctx, s)(ctx.h[:, s])
+            y = sublayer_map(model, ctx, s, fast=fast)(ctx.h[:, s])
             ref = ctx.h[:, s + 1]
             err.append(((y - ref).norm(dim=-1) / ref.norm(dim=-1)).max().item())
     return np.asarray(err)
@@ -320,7 +371,7 @@ def check_maps(model, ctx: Context) -> np.ndarray:
 # Jacobians and Jacobian-vector products
 # --------------------------------------------------------------------------------------------------
 def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, method: str = "rev",
-              chunk_size: int | None = None) -> torch.Tensor:
+              chunk_size: int | None = None, fast: bool = True) -> torch.Tensor:
     """Full last-token Jacobians ``J[b, i] = d f_s(x) / d x`` at ``x = h_s`` of text ``b``.
 
     sublayers: ``(n,)`` which (default: all ``2L``). method: ``"rev"`` (one vjp per output unit, vmapped over
@@ -336,7 +387,7 @@ def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, me
     eye = torch.eye(D, dtype=ctx.h.dtype, device=ctx.h.device)
     basis = eye[:, None, :].expand(D, B, D)
     for i, s in enumerate(sublayers):
-        f = sublayer_map(model, ctx, s)
+        f = sublayer_map(model, ctx, s, fast=fast)
         x = ctx.h[:, s]
         if method == "rev":
             _, vjp_fn = torch.func.vjp(f, x)
@@ -424,15 +475,31 @@ def spectra(J: torch.Tensor | np.ndarray, *, tol: float = 1e-6, update: bool = F
     A = torch.as_tensor(J).to(torch.float64)
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"J must be (..., D, D) square matrices, got {tuple(A.shape)}")
-    lam = torch.linalg.eigvals(A)
+    lam, sv = _decompose(A, singular)
     out = _eig_measures(A, lam, tol)
     if singular:
-        out["effective_rank"] = effective_rank(torch.linalg.svdvals(A).numpy())
+        out["effective_rank"] = effective_rank(sv.numpy())
     if update:
         eye = torch.eye(A.shape[-1], dtype=A.dtype)
         for k, v in _eig_measures(A - eye, lam - 1, tol).items():
             out[f"{k}_update"] = v
     return out
+
+
+def _decompose(A: torch.Tensor, singular: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Eigenvalues ``(..., D)`` complex and singular values ``(..., D)`` of float64 ``A: (..., D, D)``, one
+    LAPACK call per matrix spread over ``torch.get_num_threads()`` threads (LAPACK releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    flat = A.reshape(-1, *A.shape[-2:]).numpy()
+    eig = lambda M: np.linalg.eigvals(M)  # noqa: E731
+    svd = lambda M: np.linalg.svd(M, compute_uv=False)  # noqa: E731
+    workers = max(1, min(torch.get_num_threads(), len(flat)))
+    with ThreadPoolExecutor(workers) as pool:
+        lam = np.stack(list(pool.map(eig, flat))) if len(flat) else np.zeros((0, A.shape[-1]), complex)
+        sv = np.stack(list(pool.map(svd, flat))) if singular and len(flat) else None
+    lam = torch.as_tensor(lam.astype(np.complex128)).reshape(*A.shape[:-1])
+    return lam, (None if sv is None else torch.as_tensor(sv).reshape(*A.shape[:-1]))
 
 
 def _eig_measures(A: torch.Tensor, lam: torch.Tensor, tol: float) -> dict[str, np.ndarray]:
@@ -479,8 +546,9 @@ def lyapunov(steps: Sequence[_Step], k: int = 10, *, starts: Sequence[int] | Non
 
     steps: ``S`` linear steps (:func:`matrix_steps` or :func:`jvp_steps`), each acting on ``(B, k, D)``.
     Benettin's method: k orthonormal vectors are pushed through the steps and re-orthonormalised by QR
-    after each; ``lambda_i = (1 / n) sum log |R_ii|`` over the ``n = S - s`` steps (per sublayer, natural
-    log). ``n_iter`` rounds of subspace iteration first (forward through ``J``, back through ``J^T``) turn
+    after each; the growth is read from the triangular factors (``lambda_i = (1 / n) log sigma_i`` of their
+    product, per sublayer over the ``n = S - s`` steps, natural log; on a converged subspace this is the
+    textbook ``(1 / n) sum log |R_ii|``). ``n_iter`` rounds of subspace iteration first (forward through ``J``, back through ``J^T``) turn
     the random start into the top-k right singular subspace of ``P_s``, so that the exponents are
     ``log(sigma_i(P_s)) / n`` (``n_iter=0``: the textbook single pass from random vectors); the iteration
     carries ``k + oversample`` vectors (default ``oversample = k``), so it converges at the rate of
@@ -505,12 +573,19 @@ def lyapunov(steps: Sequence[_Step], k: int = 10, *, starts: Sequence[int] | Non
                 Q = torch.linalg.qr(_apply(steps[t].apply, Q).mT)[0].mT
             for t in range(S - 1, s - 1, -1):
                 Q = torch.linalg.qr(_apply(steps[t].apply_t, Q).mT)[0].mT
-        logs = torch.zeros((n_texts, kk), dtype=dtype)
+        # last pass: accumulate the triangular factors, P_s Q = Q_n (R_n ... R_1), rescaled as they grow
+        R_acc = torch.eye(kk, dtype=dtype).expand(n_texts, kk, kk)
+        log_scale = torch.zeros(n_texts, dtype=dtype)
         for t in range(s, S):
             Qn, R = torch.linalg.qr(_apply(steps[t].apply, Q).mT)
-            logs += torch.log(torch.diagonal(R, dim1=-2, dim2=-1).abs())
+            R_acc = R @ R_acc
+            c = torch.linalg.matrix_norm(R_acc).clamp(min=1e-300)
+            R_acc = R_acc / c[:, None, None]
+            log_scale += torch.log(c)
             Q = Qn.mT
-        lam = (logs / (S - s)).numpy()
+        # Rayleigh-Ritz: the singular values of P_s Q are those of the accumulated factor
+        sv = torch.linalg.svdvals(R_acc)[:, :k]
+        lam = ((torch.log(sv) + log_scale[:, None]) / (S - s)).numpy()
         out[:, i] = -np.sort(-lam, axis=-1)[:, :k]
     return out
 
@@ -577,49 +652,55 @@ def _fit_dynamics(X: np.ndarray, dX: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return M_skew, M_full, float(r2(M_skew)), float(r2(M_full))
 
 
-def _prepare(rs: np.ndarray, k: int):
+def jpca_projection(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """jPCA's preprocessing of ``rs: (n_samples, n_sublayers, d_model)``: optional soft normalisation of each
+    unit (divide by its range + ``soft_norm`` times the median range: the RS's massive units would otherwise be
+    the whole PCA), subtraction of the cross-text mean at each sublayer, projection on the top ``k`` PCs.
+    Returns ``(Z: (n_samples, n_sublayers, k), components: (k, d_model), explained: (k,))``."""
     rs = np.asarray(rs, dtype=np.float64)
-    if rs.ndim != 3 or rs.shape[1] < 3:
+    if rs.ndim != 3 or rs.shape[1] < 3 or rs.shape[0] < 1:
         raise ValueError(f"rs must be (n_samples, n_sublayers >= 3, d_model), got shape {rs.shape}")
-    if not 2 <= k <= min(rs.shape[0] * rs.shape[1], rs.shape[2]):
-        raise ValueError(f"k must be >= 2 and at most the number of units and points, got {k}")
-    if k % 2:
-        raise ValueError(f"k must be even (rotational planes come in pairs), got {k}")
-    return rs - rs.mean(axis=0, keepdims=True)  # cross-text mean at each sublayer removed
-
-
-def jpca(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0) -> JPCAResult:
-    """jPCA (Churchland et al., Nature 2012) on trajectories over sublayers.
-
-    rs: ``(n_samples, n_sublayers, d_model)`` (texts play the role of conditions, sublayers of time). Steps:
-    optional soft normalisation of each unit (divide by its range + ``soft_norm`` times the median range; the
-    RS's massive units would otherwise be the whole PCA), subtraction of the cross-text mean at each
-    sublayer, projection on the top ``k`` PCs (k even), then ``dX = X[:, 1:] - X[:, :-1]`` against the
-    midpoints ``(X[:, 1:] + X[:, :-1]) / 2``, fitted with an unconstrained and a skew-symmetric ``M``.
-    """
-    rs = np.asarray(rs, dtype=np.float64)
+    if k < 2 or k % 2 or k > min(rs.shape[0] * rs.shape[1], rs.shape[2]):
+        raise ValueError(f"k must be even (rotational planes come in pairs), >= 2 and at most the number of "
+                         f"units and points; got {k}")
     if soft_norm is not None:
         flat = rs.reshape(-1, rs.shape[-1])
-        rng_ = flat.max(0) - flat.min(0)
-        rs = rs / (rng_ + soft_norm * np.median(rng_) + 1e-12)
-    Xc = _prepare(rs, k)
+        span = flat.max(0) - flat.min(0)
+        rs = rs / (span + soft_norm * np.median(span) + 1e-300)
+    Xc = rs - rs.mean(axis=0, keepdims=True)
     n, S, D = Xc.shape
     flat = Xc.reshape(-1, D)
-    U, sv, Vt = np.linalg.svd(flat, full_matrices=False)
+    _, sv, Vt = np.linalg.svd(flat, full_matrices=False)
     comps = Vt[:k]
-    explained = (sv[:k] ** 2) / (sv ** 2).sum()
-    Z = (flat @ comps.T).reshape(n, S, k)
+    return (flat @ comps.T).reshape(n, S, k), comps, (sv[:k] ** 2) / (sv ** 2).sum()
+
+
+def jpca(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0, projected: bool = False) -> JPCAResult:
+    """jPCA (Churchland et al., Nature 2012) on trajectories over sublayers.
+
+    rs: ``(n_samples, n_sublayers, d_model)`` (texts play the role of conditions, sublayers of time), reduced by
+    :func:`jpca_projection`; or, with ``projected=True``, already ``Z: (n_samples, n_sublayers, k)``.
+    ``dX = Z[:, 1:] - Z[:, :-1]`` is fitted against the midpoints ``(Z[:, 1:] + Z[:, :-1]) / 2`` by an
+    unconstrained and a skew-symmetric ``M`` (least squares; the skew one over the ``k(k-1)/2`` free entries).
+    The rotational planes are the eigenvector pairs of ``M_skew`` (eigenvalues ``±i omega``), fastest first.
+    """
+    if projected:
+        Z = np.asarray(rs, dtype=np.float64)
+        if Z.ndim != 3 or Z.shape[1] < 3 or Z.shape[2] % 2:
+            raise ValueError(f"projected Z must be (n_samples, n_sublayers >= 3, even k), got {Z.shape}")
+        comps, explained = np.full((Z.shape[2], 0), np.nan), np.full(Z.shape[2], np.nan)
+    else:
+        Z, comps, explained = jpca_projection(rs, k, soft_norm=soft_norm)
+    k = Z.shape[2]
     dX = (Z[:, 1:] - Z[:, :-1]).reshape(-1, k)
     X = ((Z[:, 1:] + Z[:, :-1]) / 2).reshape(-1, k)
     M_skew, M_full, r2s, r2f = _fit_dynamics(X, dX)
     w, V = np.linalg.eig(M_skew)
-    order = np.argsort(-w.imag)
     planes, freqs = [], []
-    for i in order:
+    for i in np.argsort(-w.imag):
         if w[i].imag > 1e-12:
-            v = V[:, i]
-            basis = np.stack([v.real, v.imag], axis=1)
-            q, _ = np.linalg.qr(basis)
+            q, _ = np.linalg.qr(np.stack([V[:, i].real, V[:, i].imag], axis=1))
             planes.append(q)
             freqs.append(float(w[i].imag))
     return JPCAResult(r2_skew=r2s, r2_full=r2f, ratio=r2s / r2f if r2f > 0 else float("nan"),
@@ -629,16 +710,16 @@ def jpca(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0) -> JPCARe
 
 def jpca_shuffled(rs: np.ndarray, k: int = 6, *, n_shuffles: int = 20, seed: int = 0,
                   soft_norm: float | None = 5.0) -> np.ndarray:
-    """The layer-shuffled control: :func:`jpca`'s R² ratio after permuting the sublayer order (one random
-    permutation per shuffle, the same for every text, so each text keeps its states but loses their order).
-    Returns ``(n_shuffles, 3)``: r2_skew, r2_full, ratio per shuffle."""
-    rs = np.asarray(rs)
+    """The layer-shuffled control: :func:`jpca`'s fits after permuting the sublayer order (one random
+    permutation per shuffle, the same for every text: each text keeps its states and loses their order; the
+    PCA is unchanged, so it is done once). Returns ``(n_shuffles, 3)``: r2_skew, r2_full, ratio."""
+    Z = jpca_projection(rs, k, soft_norm=soft_norm)[0]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_shuffles):
-        res = jpca(rs[:, rng.permutation(rs.shape[1])], k, soft_norm=soft_norm)
+        res = jpca(Z[:, rng.permutation(Z.shape[1])], projected=True)
         out.append((res.r2_skew, res.r2_full, res.ratio))
-    return np.asarray(out)
+    return np.asarray(out).reshape(-1, 3)
 
 
 # --------------------------------------------------------------------------------------------------
