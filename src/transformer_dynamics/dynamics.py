@@ -63,6 +63,7 @@ __all__ = [
     "jpca_shuffled",
     "jvp_steps",
     "learned_difference",
+    "local_dynamics",
     "lyapunov",
     "matrix_steps",
     "random_init_model",
@@ -456,8 +457,8 @@ def effective_rank(sv: np.ndarray) -> np.ndarray:
     return np.exp(h)
 
 
-def spectra(J: torch.Tensor | np.ndarray, *, tol: float = 1e-6, update: bool = False, singular: bool = True
-            ) -> dict[str, np.ndarray]:
+def spectra(J: torch.Tensor | np.ndarray, *, tol: float = 1e-6, update: bool = False, singular: bool = True,
+            eigenvalues: bool = False) -> dict[str, np.ndarray]:
     """Spectral measures of square matrices ``J: (..., D, D)`` (computed in float64), each ``(...)``:
 
     - ``spectral_radius``: ``max |lambda|``;
@@ -471,12 +472,15 @@ def spectra(J: torch.Tensor | np.ndarray, *, tol: float = 1e-6, update: bool = F
 
     update: also the same measures of the update ``J - I`` (suffix ``_update``; shares the eigenvalues:
     ``eig(J - I) = eig(J) - 1``) -- the residual connection's identity dominates ``J`` itself.
+    eigenvalues: also ``eigenvalues: (..., D)`` complex.
     """
     A = torch.as_tensor(J).to(torch.float64)
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise ValueError(f"J must be (..., D, D) square matrices, got {tuple(A.shape)}")
     lam, sv = _decompose(A, singular)
     out = _eig_measures(A, lam, tol)
+    if eigenvalues:
+        out["eigenvalues"] = lam.numpy()
     if singular:
         out["effective_rank"] = effective_rank(sv.numpy())
     if update:
@@ -766,3 +770,69 @@ def learned_difference(trained: np.ndarray, random: np.ndarray, *, kind: str = "
     thirds = depth_thirds(trained.shape[1], kind)
     d = lambda v: v[:, thirds[a]].mean(1) - v[:, thirds[b]].mean(1)  # noqa: E731
     return bootstrap("mean", d(trained) - d(random), n_boot=n_boot, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything for a list of texts, streamed (what a chapter calls)
+# --------------------------------------------------------------------------------------------------
+def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int = 4, context: str = "frozen",
+                   k: int = 10, lyapunov_starts: Sequence[int] | None = None, n_iter: int = 2,
+                   cumulative: bool = True, pad_token_id: int = 0, keep_eigenvalues: bool = True,
+                   seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Jacobians of every sublayer for ``B = len(token_ids)`` texts, streamed: a batch's Jacobians are
+    computed from the last sublayer down, summarised and dropped, so at most two ``(batch, D, D)`` matrices per
+    text are held (the current ``J_s`` and the product ``P_s = J_{S-1} ... J_s``) at any width.
+
+    Returns a dict of arrays (``S = 2L`` sublayers):
+
+    - every key of :func:`spectra` with ``update=True``: ``(B, S)`` per-text measures of ``J_s``;
+    - ``cumulative_effective_rank``, ``cumulative_growth`` (``cumulative=True``): ``(B, S)`` the effective rank
+      of ``P_s`` and ``||P_s||_F / sqrt(D)`` (the mean gain of a random unit perturbation at ``s``);
+      ``exponents``: ``(B, S, k)`` the exact top-k finite-time Lyapunov exponents ``log sigma_i(P_s) / (S - s)``;
+    - ``benettin``: ``(B, n_starts, k)`` the same by :func:`lyapunov` from ``lyapunov_starts`` (default: none
+      if ``cumulative`` else every sublayer) through :func:`jvp_steps`: no full matrix;
+    - ``norms``: ``(B, S + 1)`` the RS norm at each sublayer and after the last; ``map_error``: ``(S,)``
+      :func:`check_maps` (frozen context); ``eigenvalues``: ``(B, S, D)`` complex (``keep_eigenvalues``).
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    token_ids = [list(t) for t in token_ids]
+    B = len(token_ids)
+    if B < 1:
+        raise ValueError("need at least one text")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks, errors = [], []
+    starts = (list(lyapunov_starts) if lyapunov_starts is not None else [] if cumulative else None)
+    bar = tqdm(total=B, desc="jacobians", unit="text", disable=not progress)
+    for b0 in range(0, B, batch_size):
+        ctx = frozen_context(model, token_ids[b0:b0 + batch_size], mode=context, pad_token_id=pad_token_id)
+        if context == "frozen":
+            errors.append(check_maps(model, ctx))
+        S, D = ctx.n_sublayers, ctx.h.shape[-1]
+        rows: dict[str, list] = {}
+        P = None
+        for s in range(S - 1, -1, -1):
+            J = jacobians(model, ctx, [s])[:, 0].to(torch.float64).cpu()
+            st = spectra(J, update=True, eigenvalues=keep_eigenvalues)
+            if cumulative:
+                P = J if P is None else P @ J
+                svP = np.stack([np.linalg.svd(p, compute_uv=False) for p in P.numpy()])
+                st["cumulative_effective_rank"] = effective_rank(svP)
+                st["cumulative_growth"] = np.sqrt((svP ** 2).sum(-1) / D)
+                st["exponents"] = np.log(np.maximum(svP[:, :k], 1e-300)) / (S - s)
+            for key, v in st.items():
+                rows.setdefault(key, []).append(v)
+        out = {key: np.stack(v[::-1], axis=1) for key, v in rows.items()}
+        out["norms"] = ctx.h.norm(dim=-1).double().cpu().numpy()
+        if starts is None or starts:
+            st_ = list(range(S)) if starts is None else starts
+            out["benettin"] = lyapunov(jvp_steps(model, ctx), k=k, starts=st_, n_iter=n_iter, seed=seed,
+                                       n_texts=ctx.n_texts, d_model=D)
+        chunks.append(out)
+        bar.update(ctx.n_texts)
+    bar.close()
+    result = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
+    if errors:
+        result["map_error"] = np.max(errors, axis=0)
+    return result
