@@ -789,6 +789,8 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
     - ``cumulative_effective_rank``, ``cumulative_growth`` (``cumulative=True``): ``(B, S)`` the effective rank
       of ``P_s`` and ``||P_s||_F / sqrt(D)`` (the mean gain of a random unit perturbation at ``s``);
       ``exponents``: ``(B, S, k)`` the exact top-k finite-time Lyapunov exponents ``log sigma_i(P_s) / (S - s)``;
+      ``growth_to_last``: ``(B, S)`` ``||J_{S-2} ... J_s||_F / sqrt(D)`` (to the last recorded sublayer, NaN at
+      ``S - 1``): with the RS norms, the linear prediction of chapter 5's noise recovery;
     - ``benettin``: ``(B, n_starts, k)`` the same by :func:`lyapunov` from ``lyapunov_starts`` (default: none
       if ``cumulative`` else every sublayer) through :func:`jvp_steps`: no full matrix;
     - ``norms``: ``(B, S + 1)`` the RS norm at each sublayer and after the last; ``map_error``: ``(S,)``
@@ -811,7 +813,7 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
             errors.append(check_maps(model, ctx))
         S, D = ctx.n_sublayers, ctx.h.shape[-1]
         rows: dict[str, list] = {}
-        P = None
+        P = P_last = None
         for s in range(S - 1, -1, -1):
             J = jacobians(model, ctx, [s])[:, 0].to(torch.float64).cpu()
             st = spectra(J, update=True, eigenvalues=keep_eigenvalues)
@@ -821,6 +823,12 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
                 st["cumulative_effective_rank"] = effective_rank(svP)
                 st["cumulative_growth"] = np.sqrt((svP ** 2).sum(-1) / D)
                 st["exponents"] = np.log(np.maximum(svP[:, :k], 1e-300)) / (S - s)
+                # the product up to the last *recorded* sublayer S - 1 (where chapter 5 measures recovery)
+                if s < S - 1:
+                    P_last = J if P_last is None else P_last @ J
+                    st["growth_to_last"] = (P_last ** 2).sum(dim=(-2, -1)).div(D).sqrt().numpy()
+                else:
+                    st["growth_to_last"] = np.full(J.shape[0], np.nan)
             for key, v in st.items():
                 rows.setdefault(key, []).append(v)
         out = {key: np.stack(v[::-1], axis=1) for key, v in rows.items()}
