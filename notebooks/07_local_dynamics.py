@@ -367,33 +367,26 @@ for m in MODELS:
 # Each row is also computed for the token-shuffled texts and the random-init model.
 
 # %%
-CLAIMS = {  # key: (measure, a, b, sentence)
-    "rotation_early_minus_late": ("rotation_dominance", "early", "late", "early layers are dominated by rotations"),
-    "nonnormality_early_minus_late": ("departure_update", "early", "late", "early layers are non-normal"),
-    "antisymmetry_late_minus_early": ("antisymmetric_share_update", "late", "early", "late layers are near-symmetric"),
-}
 claim_rows = []
 for m in MODELS:
-    D = lm_[m][0].config.hidden_size
-    for key, (measure, a, b, sentence) in CLAIMS.items():
-        row = {"model": m, "claim": sentence}
+    for key, c in dy.SEQUEL_CLAIMS.items():
+        row = {"model": m, "claim": c.sentence}
         for ref in REFERENCES:
-            est, lo, hi = dy.depth_contrast(R[m, ref][measure], a=a, b=b, n_boot=N_BOOT, seed=SEED)
+            est, lo, hi = dy.sequel_statistic(key, R[m, ref], n_boot=N_BOOT, seed=SEED)
             row[ref] = (est, lo, hi)
             suffix = "" if ref == "trained" else "_" + ref.replace(" ", "_")
             led.record(f"dyn_{key}{suffix}", est, ci=(lo, hi), model=m, figure="beyond", reference=ref,
-                       paper=f"sequel (arXiv 2605.14258): {sentence}",
-                       claim=f"{a} minus {b} third of depth: mean {measure.replace('_', ' ')} per text")
-        est, lo, hi = dy.learned_difference(R[m, "trained"][measure], R[m, "random init"][measure], a=a, b=b,
-                                            n_boot=N_BOOT, seed=SEED)
+                       paper=f"sequel (arXiv 2605.14258): {c.sentence}",
+                       claim=f"{c.a} minus {c.b} third of depth: mean {c.measure.replace('_', ' ')} per text")
+        est, lo, hi = dy.sequel_statistic(key, R[m, "trained"], random=R[m, "random init"], n_boot=N_BOOT, seed=SEED)
         row["trained − random init"] = (est, lo, hi)
         led.record(f"dyn_{key}_learned", est, ci=(lo, hi), model=m, figure="beyond",
                    paper="sequel: the structure is learned (absent at random init)",
-                   claim=f"the {a}-minus-{b} contrast of the trained model minus that of the random-init model")
+                   claim=f"the {c.a}-minus-{c.b} contrast of the trained model minus that of the random-init model")
         claim_rows.append(row)
     row = {"model": m, "claim": "a low-rank bottleneck (effective rank of the whole product / D)"}
     for ref in REFERENCES:
-        v = R[m, ref]["cumulative_effective_rank"][:, 0] / D
+        v = dy.bottleneck_fraction(R[m, ref])
         row[ref] = (float(np.median(v)), float(v.min()), float(v.max()))
         suffix = "" if ref == "trained" else "_" + ref.replace(" ", "_")
         led.record(f"dyn_bottleneck_effective_rank_fraction{suffix}", float(np.median(v)), model=m, figure="beyond",
@@ -429,15 +422,6 @@ def thirds(values):
     return " / ".join(f"{values[:, th[t]].mean():.3f}" for t in ("early", "middle", "late"))
 
 
-def verdict(t, sign=1):
-    est, lo, hi = t
-    if sign * lo > 0:
-        return "holds"
-    if sign * hi < 0:
-        return "reversed"
-    return "undecided"
-
-
 lines = []
 for i, m in enumerate(MODELS):
     rows_m = [r for r in claim_rows if r["model"] == m]
@@ -456,14 +440,14 @@ for i, m in enumerate(MODELS):
     lines.append(f"- jPCA R² ratio {jp['ratio']:.3f} against {jp['ratio, layer-shuffled (median)']:.3f} with the "
                  f"sublayers shuffled (fraction of shuffles at least as rotational: "
                  f"{jp['fraction of shuffles with ratio ≥ observed']:.2f}).")
-    signs = {"early layers are dominated by rotations": 1, "early layers are non-normal": 1,
-             "late layers are near-symmetric": -1}
+    signs = {c.sentence: c.sign for c in dy.SEQUEL_CLAIMS.values()}
     for r in rows_m:
         if r["claim"] in signs:
             sg = signs[r["claim"]]
-            lines.append(f"- *{r['claim']}*: {verdict(r['trained'], sg)} on the trained model, "
-                         f"{verdict(r['shuffled'], sg)} on shuffled texts, {verdict(r['random init'], sg)} at random "
-                         f"init; trained − random init {fmt(r['trained − random init'])}.")
+            lines.append(f"- *{r['claim']}*: {dy.verdict(*r['trained'], sg)} on the trained model, "
+                         f"{dy.verdict(*r['shuffled'], sg)} on shuffled texts, {dy.verdict(*r['random init'], sg)} at "
+                         f"random init; trained − random init {fmt(r['trained − random init'])} "
+                         f"({'learned' if dy.verdict(*r['trained − random init'], sg) == 'holds' else 'not shown to be learned'}).")
         else:
             lines.append(f"- *{r['claim']}*: {r['trained'][0]:.3f} trained, {r['shuffled'][0]:.3f} shuffled, "
                          f"{r['random init'][0]:.3f} at random init.")

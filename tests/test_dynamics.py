@@ -276,3 +276,18 @@ def test_depth_thirds_and_contrast():
     assert 0.9 < low <= est <= high < 1.1
     est, low, high = dy.learned_difference(values, np.zeros_like(values), n_boot=200)
     assert low > 0.9
+
+
+def test_sequel_statistics_and_verdicts():
+    n, S = 12, 12
+    rng = np.random.default_rng(1)
+    trained = {"rotation_dominance": np.where(np.arange(S) < 4, 0.9, 0.5) + rng.normal(0, 0.01, (n, S)),
+               "cumulative_effective_rank": np.full((n, S), 32.0), "d_model": np.full(n, 64)}
+    random = {"rotation_dominance": np.full((n, S), 0.5) + rng.normal(0, 0.01, (n, S))}
+    est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, n_boot=200)
+    assert dy.verdict(est, lo, hi, +1) == "holds" and dy.verdict(est, lo, hi, -1) == "reversed"
+    assert dy.verdict(*dy.sequel_statistic("rotation_early_minus_late", trained, random=random, n_boot=200)) == "holds"
+    assert dy.verdict(-0.1, -0.2, 0.1) == "undecided"
+    np.testing.assert_allclose(dy.bottleneck_fraction(trained), 0.5)
+    with pytest.raises(ValueError, match="unknown sequel claim"):
+        dy.sequel_statistic("nope", trained)

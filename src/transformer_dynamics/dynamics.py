@@ -49,7 +49,10 @@ from .models import architecture, base_model, layer_modules
 
 __all__ = [
     "CONTEXTS",
+    "SEQUEL_CLAIMS",
     "Context",
+    "SequelClaim",
+    "bottleneck_fraction",
     "JPCAResult",
     "check_maps",
     "cumulative_products",
@@ -70,7 +73,9 @@ __all__ = [
     "relative_exponents",
     "spectra",
     "sublayer_map",
+    "sequel_statistic",
     "text_token_ids",
+    "verdict",
 ]
 
 CONTEXTS = ("frozen", "single")
@@ -793,7 +798,8 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
       ``S - 1``): with the RS norms, the linear prediction of chapter 5's noise recovery;
     - ``benettin``: ``(B, n_starts, k)`` the same by :func:`lyapunov` from ``lyapunov_starts`` (default: none
       if ``cumulative`` else every sublayer) through :func:`jvp_steps`: no full matrix;
-    - ``norms``: ``(B, S + 1)`` the RS norm at each sublayer and after the last; ``map_error``: ``(S,)``
+    - ``norms``: ``(B, S + 1)`` the RS norm at each sublayer and after the last; ``d_model``: ``(B,)`` D;
+      ``map_error``: ``(S,)``
       :func:`check_maps` (frozen context); ``eigenvalues``: ``(B, S, D)`` complex (``keep_eigenvalues``).
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -833,6 +839,7 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
                 rows.setdefault(key, []).append(v)
         out = {key: np.stack(v[::-1], axis=1) for key, v in rows.items()}
         out["norms"] = ctx.h.norm(dim=-1).double().cpu().numpy()
+        out["d_model"] = np.full(ctx.n_texts, D)
         if starts is None or starts:
             st_ = list(range(S)) if starts is None else starts
             out["benettin"] = lyapunov(jvp_steps(model, ctx), k=k, starts=st_, n_iter=n_iter, seed=seed,
@@ -844,3 +851,61 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
     if errors:
         result["map_error"] = np.max(errors, axis=0)
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# The sequel's claims as statistics (for the claim registry and chapter 7)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SequelClaim:
+    """A claim of the sequel (arXiv 2605.14258) decided by a depth contrast of a per-text measure.
+
+    measure: a key of :func:`local_dynamics`'s result, ``(n_texts, n_sublayers)``; the statistic is the mean
+    over the ``a`` third of depth minus that over the ``b`` third (:func:`depth_contrast`); sign: +1 if the
+    claim says the contrast is positive, -1 if negative."""
+
+    sentence: str
+    measure: str
+    a: str
+    b: str
+    sign: int
+
+
+SEQUEL_CLAIMS: dict[str, SequelClaim] = {
+    "rotation_early_minus_late": SequelClaim(
+        "early layers are dominated by rotations", "rotation_dominance", "early", "late", +1),
+    "nonnormality_early_minus_late": SequelClaim(
+        "early layers are non-normal", "departure_update", "early", "late", +1),
+    "antisymmetry_late_minus_early": SequelClaim(
+        "late layers are near-symmetric", "antisymmetric_share_update", "late", "early", -1),
+}
+
+
+def sequel_statistic(key: str, result: dict[str, np.ndarray], *, random: dict[str, np.ndarray] | None = None,
+                     n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """The statistic of :data:`SEQUEL_CLAIMS` ``key`` on one :func:`local_dynamics` result: its depth contrast
+    with a 95% bootstrap interval over texts. With ``random`` (the same texts through the random-init model):
+    the trained-minus-random difference of the contrast (:func:`learned_difference`, paired). Returns
+    ``(estimate, low, high)``."""
+    if key not in SEQUEL_CLAIMS:
+        raise ValueError(f"unknown sequel claim {key!r}; one of {sorted(SEQUEL_CLAIMS)}")
+    c = SEQUEL_CLAIMS[key]
+    if random is None:
+        return depth_contrast(result[c.measure], a=c.a, b=c.b, n_boot=n_boot, seed=seed)
+    return learned_difference(result[c.measure], random[c.measure], a=c.a, b=c.b, n_boot=n_boot, seed=seed)
+
+
+def bottleneck_fraction(result: dict[str, np.ndarray]) -> np.ndarray:
+    """``(n_texts,)`` the effective rank of the end-to-end last-token Jacobian from sublayer 0, over D: the
+    sequel's cumulative low-rank bottleneck (well below 1: perturbations are funnelled into few directions)."""
+    return result["cumulative_effective_rank"][:, 0] / result["d_model"]
+
+
+def verdict(estimate: float, low: float, high: float, sign: int = 1) -> str:
+    """``"holds"`` if the interval lies on the claimed side of 0 (``sign``), ``"reversed"`` if on the other,
+    else ``"undecided"``."""
+    if sign * low > 0 and sign * high > 0:
+        return "holds"
+    if sign * low < 0 and sign * high < 0:
+        return "reversed"
+    return "undecided"
