@@ -783,10 +783,11 @@ def learned_difference(trained: np.ndarray, random: np.ndarray, *, kind: str = "
 def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int = 4, context: str = "frozen",
                    k: int = 10, lyapunov_starts: Sequence[int] | None = None, n_iter: int = 2,
                    cumulative: bool = True, pad_token_id: int = 0, keep_eigenvalues: bool = True,
-                   seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                   chunk_size: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Jacobians of every sublayer for ``B = len(token_ids)`` texts, streamed: a batch's Jacobians are
     computed from the last sublayer down, summarised and dropped, so at most two ``(batch, D, D)`` matrices per
-    text are held (the current ``J_s`` and the product ``P_s = J_{S-1} ... J_s``) at any width.
+    text are held (the current ``J_s`` and the product ``P_s = J_{S-1} ... J_s``) at any width; chunk_size
+    bounds the vmap over the D basis vectors (see :func:`jacobians`).
 
     Returns a dict of arrays (``S = 2L`` sublayers):
 
@@ -821,7 +822,7 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
         rows: dict[str, list] = {}
         P = P_last = None
         for s in range(S - 1, -1, -1):
-            J = jacobians(model, ctx, [s])[:, 0].to(torch.float64).cpu()
+            J = jacobians(model, ctx, [s], chunk_size=chunk_size)[:, 0].to(torch.float64).cpu()
             st = spectra(J, update=True, eigenvalues=keep_eigenvalues)
             if cumulative:
                 P = J if P is None else P @ J
