@@ -83,8 +83,9 @@ def test_jacobians_equal_finite_differences_float64(tiny64, tiny_tokenizer):
     for s in range(8):  # attention (even) and MLP (odd) sublayers, Gemma 3's four norms included
         fd = _fd_jacobian(dy.sublayer_map(tiny64, ctx, s), ctx.h[:, s], 1e-5)
         assert ((J[:, s] - fd).norm() / fd.norm()).item() <= 1e-6, s
-    np.testing.assert_allclose(dy.jacobians(tiny64, ctx, [0, 1], method="fwd").numpy(), J[:, :2].numpy(),
-                               rtol=1e-10, atol=1e-12)
+    for method in ("fwd", "rev", "replicate"):  # the default is replicate (attention) + rev (MLP)
+        np.testing.assert_allclose(dy.jacobians(tiny64, ctx, [0, 1], method=method).numpy(), J[:, :2].numpy(),
+                                   rtol=1e-10, atol=1e-12)
     module = dy.jacobians(tiny64, ctx, [2], fast=False)  # float32 softmax inside transformers' attention
     assert ((module - J[:, 2:3]).norm() / J[:, 2:3].norm()).item() < 1e-6
 

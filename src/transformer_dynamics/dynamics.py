@@ -256,6 +256,9 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The last token's map from sublayer ``s`` to ``s + 1`` with the context frozen: ``f(x: (B, D)) -> (B, D)``.
 
+    x may also be ``(B, R, D)``: R independent copies per text (the fast path and the MLP; used by
+    ``jacobians(method="replicate")``).
+
     Even ``s = 2l``: ``x + post(attn(norm(x)))`` with the prefix's keys/values of layer ``l`` and the last
     token's RoPE position; odd ``s``: ``x + post(mlp(norm(x)))``; ``post`` is the identity or (Gemma 2/3) the
     branch's output norm. rows: a slice of the context's texts (B is its length). fast: for Llama/Gemma-like
@@ -273,7 +276,11 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
     if kind == 1:
         norm = getattr(layer, arch.mlp_norm)
         post = getattr(layer, "post_feedforward_layernorm", None) or identity
-        return lambda x: x + post(layer.mlp(norm(x[:, None, :])))[:, 0]
+        def f_mlp(x):
+            y = x[:, None, :] if x.ndim == 2 else x
+            out = y + post(layer.mlp(norm(y)))
+            return out[:, 0] if x.ndim == 2 else out
+        return f_mlp
     norm = getattr(layer, arch.attn_norm)
     post = (getattr(layer, "post_attention_layernorm", None) if arch.mlp_norm != "post_attention_layernorm"
             else None) or identity
@@ -283,7 +290,11 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
     pe = _rope(model, layer, ctx.h[rows, s][:, None], positions)
     if ctx.mode == "frozen" and fast and _fast_supported(attn):
         keys, values, mask = ctx.keys[l][rows], ctx.values[l][rows], ctx.masks[l][rows][..., :-1]
-        return lambda x: x + post(_attend_last(attn, norm(x[:, None, :]), pe, keys, values, mask))[:, 0]
+        def f_attn(x):
+            y = x[:, None, :] if x.ndim == 2 else x
+            out = y + post(_attend_last(attn, norm(y), pe, keys, values, mask))
+            return out[:, 0] if x.ndim == 2 else out
+        return f_attn
     if ctx.mode == "frozen":
         cache = _Frozen(ctx.keys[l][rows], ctx.values[l][rows])
         mask = ctx.masks[l][rows]
@@ -311,36 +322,40 @@ def _fast_supported(attn: torch.nn.Module) -> bool:
 
 def _attend_last(attn, x: torch.Tensor, pe, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
                  ) -> torch.Tensor:
-    """The attention output of the last token ``x: (B, 1, D)`` (normed) against frozen prefix ``keys, values:
-    (B, n_kv, T, hd)`` (``mask: (B, 1, 1, T)`` additive) and its own key/value, with the module's weights.
+    """The attention output of the last token, ``x: (B, R, D)`` (normed; R independent copies of it, e.g. one
+    per basis vector), against frozen prefix ``keys, values: (B, n_kv, T, hd)`` (``mask: (B, 1, 1, T)``
+    additive) and each copy's own key/value, with the module's weights. Returns ``(B, R, D)``.
 
-    The same arithmetic as transformers' eager attention (q/k norms where the module has them, RoPE, scaling,
-    optional logit soft-capping, softmax in at least float32: in float64 for a float64 model), but with the query heads grouped under their key/value
-    head and the prefix scored apart from the new key: the prefix enters only as a constant operand, so a
-    vmapped backward does not copy it per basis vector. Returns ``(B, 1, D)``.
+    The same arithmetic as transformers' eager attention (q/k norms where the module has them, RoPE at the
+    last token's position, scaling, optional logit soft-capping, softmax in at least float32), but with the
+    query heads (and copies) grouped under their key/value head and the prefix scored apart from the copies'
+    own keys: the prefix is a constant operand of one batched matmul, never copied per copy or per vmapped
+    basis vector.
     """
     import sys  # noqa: PLC0415
 
     rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-    B, hd, g = x.shape[0], attn.head_dim, attn.num_key_value_groups
-    q = attn.q_proj(x).view(B, 1, -1, hd).transpose(1, 2)  # (B, H, 1, hd)
-    k = attn.k_proj(x).view(B, 1, -1, hd).transpose(1, 2)  # (B, n_kv, 1, hd)
-    v = attn.v_proj(x).view(B, 1, -1, hd).transpose(1, 2)
+    B, R = x.shape[:2]
+    hd, g = attn.head_dim, attn.num_key_value_groups
+    q = attn.q_proj(x).view(B, R, -1, hd).transpose(1, 2)  # (B, H, R, hd)
+    k = attn.k_proj(x).view(B, R, -1, hd).transpose(1, 2)  # (B, n_kv, R, hd)
+    v = attn.v_proj(x).view(B, R, -1, hd).transpose(1, 2)
     if getattr(attn, "q_norm", None) is not None:
         q, k = attn.q_norm(q), attn.k_norm(k)
     cos, sin = pe
     q, k = rope(q, k, cos, sin)
-    n_kv = k.shape[1]
-    q = q.reshape(B, n_kv, g, hd)  # query heads grouped by their key/value head
-    scores = torch.cat([q @ keys.transpose(-1, -2), q @ k.transpose(-1, -2)], dim=-1) * attn.scaling
+    n_kv, T = k.shape[1], keys.shape[2]
+    q = q.reshape(B, n_kv, g, R, hd)  # query head h reads key/value head h // g
+    prefix = (q.reshape(B, n_kv, g * R, hd) @ keys.transpose(-1, -2)).view(B, n_kv, g, R, T)
+    own = (q * k[:, :, None]).sum(-1, keepdim=True)  # (B, n_kv, g, R, 1)
+    scores = torch.cat([prefix, own], dim=-1) * attn.scaling
     softcap = getattr(attn, "attn_logit_softcapping", None)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    scores = scores + torch.cat([mask.expand(B, n_kv, g, mask.shape[-1]),
-                                 torch.zeros((B, n_kv, g, 1), dtype=scores.dtype, device=scores.device)], -1)
+    scores = torch.cat([scores[..., :-1] + mask[:, :, :, None, :], scores[..., -1:]], dim=-1)
     w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
-    out = w[..., :-1] @ values + w[..., -1:] * v  # (B, n_kv, g, hd)
-    return attn.o_proj(out.reshape(B, 1, -1))
+    out = (w[..., :-1].reshape(B, n_kv, g * R, T) @ values).view(B, n_kv, g, R, hd) + w[..., -1:] * v[:, :, None]
+    return attn.o_proj(out.permute(0, 3, 1, 2, 4).reshape(B, R, -1))
 
 
 @contextmanager
@@ -376,17 +391,20 @@ def check_maps(model, ctx: Context, *, fast: bool = True) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Jacobians and Jacobian-vector products
 # --------------------------------------------------------------------------------------------------
-def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, method: str = "rev",
+def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, method: str = "auto",
               chunk_size: int | None = None, fast: bool = True) -> torch.Tensor:
     """Full last-token Jacobians ``J[b, i] = d f_s(x) / d x`` at ``x = h_s`` of text ``b``.
 
-    sublayers: ``(n,)`` which (default: all ``2L``). method: ``"rev"`` (one vjp per output unit, vmapped over
-    the ``D`` basis vectors, all texts at once: the maps act on each text's row separately) or ``"fwd"``
-    (jvps over the input basis). chunk_size: basis vectors per vmap chunk (bounds memory; None: all).
+    sublayers: ``(n,)`` which (default: all ``2L``). method: ``"rev"`` (``torch.func.vjp``, one per output
+    unit, vmapped over the ``D`` basis vectors, all texts at once: the maps act on each text's row
+    separately), ``"fwd"`` (``torch.func.jvp`` over the input basis), ``"replicate"`` (the map evaluated on
+    ``D`` copies of each text's state, one backward with the basis as cotangents: the prefix stays one
+    operand of a batched matmul, where vmap copies it per basis vector) or ``"auto"``: replicate for
+    attention sublayers on the fast path, rev otherwise. chunk_size: basis vectors per vmap chunk (bounds memory; None: all).
     Returns ``J: (B, n, D, D)`` (output index, input index) in the model's dtype.
     """
-    if method not in ("rev", "fwd"):
-        raise ValueError(f"method must be 'rev' or 'fwd', got {method!r}")
+    if method not in ("auto", "rev", "fwd", "replicate"):
+        raise ValueError(f"method must be 'auto', 'rev', 'fwd' or 'replicate', got {method!r}")
     sublayers = list(range(ctx.n_sublayers)) if sublayers is None else [int(s) for s in sublayers]
     B, D = ctx.n_texts, ctx.h.shape[-1]
     out = torch.empty((B, len(sublayers), D, D), dtype=ctx.h.dtype, device=ctx.h.device)
@@ -395,7 +413,18 @@ def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, me
     for i, s in enumerate(sublayers):
         f = sublayer_map(model, ctx, s, fast=fast)
         x = ctx.h[:, s]
-        if method == "rev":
+        how = method
+        if method == "auto":
+            attn_fast = s % 2 == 0 and fast and ctx.mode == "frozen" and _fast_supported(
+                layer_modules(model)[s // 2].self_attn)
+            how = "replicate" if attn_fast else "rev"
+        if how == "replicate":
+            if s % 2 == 0 and not (fast and ctx.mode == "frozen"):
+                raise ValueError("method='replicate' needs the fast attention path (fast=True, frozen context)")
+            with torch.enable_grad():
+                X = x[:, None, :].expand(B, D, D).clone().requires_grad_(True)
+                out[:, i] = torch.autograd.grad(f(X), X, grad_outputs=eye.expand(B, D, D))[0]
+        elif how == "rev":
             _, vjp_fn = torch.func.vjp(f, x)
             rows = torch.func.vmap(lambda u: vjp_fn(u)[0], chunk_size=chunk_size)(basis)  # (D_out, B, D_in)
             out[:, i] = rows.permute(1, 0, 2)
