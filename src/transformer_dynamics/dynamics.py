@@ -17,24 +17,24 @@ Jacobian with the context fixed; products ``J_{s'} ... J_s`` are exact end-to-en
 the context fixed. ``context="single"`` is the sequel's variant: the last token's RS fed alone (it attends
 only to itself, no prefix).
 
-=====================  =====================================================================================
-function               what
-=====================  =====================================================================================
-:func:`frozen_context` one forward per batch of texts: the linearisation points and the prefix's keys/values
-:func:`sublayer_map`   ``f_s: (B, D) -> (B, D)``, the last token's sublayer map with the context frozen
-:func:`jacobians`      ``J: (B, n, D, D)``: ``torch.func`` vjps vmapped over the output basis (MLP), one backward
-                       through D copies of the state (attention: the prefix stays one matmul operand)
-:func:`spectra`        eigen/singular-value measures of ``(..., D, D)`` matrices (rotation dominance, Henrici
-                       departure, antisymmetric share, effective rank)
-:func:`lyapunov`       top-k finite-time Lyapunov exponents of ``J_{S-1} ... J_s`` for every start ``s`` by
-                       Benettin's method (products with vectors + QR), from matrices or from
-                       :func:`jvp_steps` (no full matrix: any width)
-:func:`jpca`           Churchland et al. (2012): skew-symmetric vs unconstrained linear dynamics on the
-                       top-k PCs of the mean-centred trajectories over sublayers
-:func:`local_dynamics` all of the above for a list of texts, streamed (what chapter 7 calls)
-:func:`sequel_statistic` the sequel's claims (:data:`SEQUEL_CLAIMS`) as depth contrasts with bootstrap
-                       intervals over texts, and trained-minus-random-init differences
-=====================  =====================================================================================
+==========================  ====================================================================================
+function                    what
+==========================  ====================================================================================
+:func:`frozen_context`      one forward per batch of texts: the linearisation points and the prefix's keys/values
+:func:`sublayer_map`        ``f_s: (B, D) -> (B, D)``, the last token's sublayer map with the context frozen
+:func:`jacobians`           ``J: (B, n, D, D)``: ``torch.func`` vjps vmapped over the output basis (MLP), one
+                            backward through D copies of the state (attention: the prefix stays one matmul operand)
+:func:`spectra`             eigen/singular-value measures of ``(..., D, D)`` matrices (rotation dominance,
+                            Henrici departure, antisymmetric share, effective rank)
+:func:`lyapunov`            top-k finite-time Lyapunov exponents of ``J_{S-1} ... J_s`` for every start ``s`` by
+                            Benettin's method (products with vectors + QR), from matrices or from
+                            :func:`jvp_steps` (no full matrix: any width)
+:func:`jpca`                Churchland et al. (2012): skew-symmetric vs unconstrained linear dynamics on the
+                            top-k PCs of the mean-centred trajectories over sublayers
+:func:`local_dynamics`      all of the above for a list of texts, streamed (what chapter 7 calls)
+:func:`sequel_statistic`    the sequel's claims (:data:`SEQUEL_CLAIMS`) as depth contrasts with bootstrap
+                            intervals over texts, and trained-minus-random-init differences
+==========================  ====================================================================================
 """
 
 from __future__ import annotations
