@@ -292,3 +292,22 @@ def test_sequel_statistics_and_verdicts():
     np.testing.assert_allclose(dy.bottleneck_fraction(trained), 0.5)
     with pytest.raises(ValueError, match="unknown sequel claim"):
         dy.sequel_statistic("nope", trained)
+
+
+def test_local_dynamics_streams_consistent_summaries(tiny64, tiny_tokenizer):
+    ids = tokenize(tiny_tokenizer, TEXTS)
+    r = dy.local_dynamics(tiny64, ids, batch_size=2, k=3, lyapunov_starts=[0, 5], n_iter=30,
+                          pad_token_id=tiny_tokenizer.pad_token_id)
+    assert r["rotation_dominance"].shape == (3, 8) and r["exponents"].shape == (3, 8, 3)
+    assert r["eigenvalues"].shape == (3, 8, 64) and r["norms"].shape == (3, 9)
+    assert r["map_error"].max() < 1e-12
+    J = dy.jacobians(tiny64, _ctx(tiny64, tiny_tokenizer))
+    P = dy.cumulative_products(J)
+    np.testing.assert_allclose(r["exponents"][:, 2], np.log(torch.linalg.svdvals(P[:, 2])[:, :3].numpy()) / 6,
+                               rtol=1e-9)
+    np.testing.assert_allclose(r["benettin"], r["exponents"][:, [0, 5]], atol=1e-3)  # JVPs only, no matrix
+    Q = J[:, 6] @ J[:, 5] @ J[:, 4]  # to the last recorded sublayer 7
+    np.testing.assert_allclose(r["growth_to_last"][:, 4], Q.pow(2).sum((-2, -1)).div(64).sqrt().numpy(), rtol=1e-9)
+    assert np.isnan(r["growth_to_last"][:, 7]).all()
+    st = dy.spectra(J[:, 3])
+    np.testing.assert_allclose(r["departure"][:, 3], st["departure"], rtol=1e-9)
