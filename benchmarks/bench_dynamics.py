@@ -193,7 +193,8 @@ def main(argv=None):
     err = ((Jn - J[0, 2, :args.naive_rows]).norm() / J[0, 2, :args.naive_rows].norm()).item()
     per_naive = t_fwd + t_naive / args.naive_rows * D
     add(f"naive loop: forward + {args.naive_rows} of {D} backward passes", t_fwd + t_naive, per_jacobian=per_naive,
-        note=f"forward {t_fwd:.2f} s, {1e3 * t_naive / args.naive_rows:.0f} ms per row; rel. diff of the rows {err:.1e}")
+        note=f"forward {t_fwd:.2f} s, {1e3 * t_naive / args.naive_rows:.0f} ms per row; "
+             f"rel. diff of the rows {err:.1e}")
     speedup = per_naive / per_ours
     print(f"  -> ours {1e3 * per_ours:.1f} ms vs naive {1e3 * per_naive:.0f} ms per Jacobian: {speedup:.0f}x")
 

@@ -262,7 +262,7 @@ for m in MODELS:
     S = r["norms"].shape[1] - 1
     for name, l, res in zip(names, layers, noise):
         s = 2 * l
-        pred = r["growth_to_last"][:, s] * r["norms"][:, s] / r["norms"][:, S - 1] if s < S - 1 else np.full(len(pick), np.nan)
+        pred = r["growth_to_last"][:, s] * r["norms"][:, s] / r["norms"][:, S - 1]
         rel = dy.relative_exponents(r["exponents"][:, [s], :1], r["norms"], [s])[:, 0, 0]
         cmp_rows.append({"model": m, "depth": name, "layer": l, "sublayer": s,
                          "λ₁": np.median(r["exponents"][:, s, 0]), "λ₁ relative": np.median(rel),
@@ -285,7 +285,8 @@ for m in MODELS:
                claim="median top Lyapunov exponent from the input of the paper's five layers to the end")
     led.record("dyn_relative_exponent_at_depths", c["λ₁ relative"].tolist(), unit="per sublayer", **kw,
                paper="attractor-like dynamics in the lower layers (section 3.4)",
-               claim="the same minus the RS's own log-norm growth rate (< 0: perturbations shrink relative to the state)")
+               claim="the same minus the RS's own log-norm growth rate (< 0: perturbations shrink relative to "
+                     "the state)")
     led.record("dyn_predicted_noise_recovery", c["predicted recovery"].tolist(), **kw,
                claim="noise recovery predicted by the Jacobians (random-direction gain times the RS norm ratio)")
     led.record("dyn_measured_noise_recovery", c["measured recovery"].tolist(), **kw,
@@ -391,7 +392,8 @@ for m in MODELS:
         suffix = "" if ref == "trained" else "_" + ref.replace(" ", "_")
         led.record(f"dyn_bottleneck_effective_rank_fraction{suffix}", float(np.median(v)), model=m, figure="beyond",
                    reference=ref, paper="sequel: a cumulative low-rank bottleneck",
-                   claim="effective rank of the end-to-end last-token Jacobian from sublayer 0, over D (median over texts)")
+                   claim="effective rank of the end-to-end last-token Jacobian from sublayer 0, over D "
+                         "(median over texts)")
     claim_rows.append(row)
 
 
@@ -441,13 +443,14 @@ for i, m in enumerate(MODELS):
                  f"sublayers shuffled (fraction of shuffles at least as rotational: "
                  f"{jp['fraction of shuffles with ratio ≥ observed']:.2f}).")
     signs = {c.sentence: c.sign for c in dy.SEQUEL_CLAIMS.values()}
+    learned = {"holds": "learned", "reversed": "stronger at random init", "undecided": "not shown to be learned"}
     for r in rows_m:
         if r["claim"] in signs:
             sg = signs[r["claim"]]
             lines.append(f"- *{r['claim']}*: {dy.verdict(*r['trained'], sg)} on the trained model, "
                          f"{dy.verdict(*r['shuffled'], sg)} on shuffled texts, {dy.verdict(*r['random init'], sg)} at "
                          f"random init; trained − random init {fmt(r['trained − random init'])} "
-                         f"({'learned' if dy.verdict(*r['trained − random init'], sg) == 'holds' else 'not shown to be learned'}).")
+                         f"({learned[dy.verdict(*r['trained − random init'], sg)]}).")
         else:
             lines.append(f"- *{r['claim']}*: {r['trained'][0]:.3f} trained, {r['shuffled'][0]:.3f} shuffled, "
                          f"{r['random init'][0]:.3f} at random init.")

@@ -20,7 +20,8 @@ TEXTS = ["the game was the first of the season", "a war",
 def _rmsnorm64(module, x):
     """transformers' RMSNorms compute in float32 whatever the model's dtype; the float64 test models use the
     same formula in float64 (Gemma scales by ``1 + weight``, Llama by ``weight``)."""
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + getattr(module, "eps", getattr(module, "variance_epsilon", 1e-6)))
+    eps = getattr(module, "eps", getattr(module, "variance_epsilon", 1e-6))
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
     return y * (1.0 + module.weight) if "Gemma" in type(module).__name__ else module.weight * y
 
 

@@ -404,7 +404,8 @@ def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, me
     separately), ``"fwd"`` (``torch.func.jvp`` over the input basis), ``"replicate"`` (the map evaluated on
     ``D`` copies of each text's state, one backward with the basis as cotangents: the prefix stays one
     operand of a batched matmul, where vmap copies it per basis vector) or ``"auto"``: replicate for
-    attention sublayers on the fast path, rev otherwise. chunk_size: basis vectors per vmap chunk (bounds memory; None: all).
+    attention sublayers on the fast path, rev otherwise. chunk_size: basis vectors per vmap chunk (bounds
+    memory; None: all).
     Returns ``J: (B, n, D, D)`` (output index, input index) in the model's dtype.
     """
     if method not in ("auto", "rev", "fwd", "replicate"):
@@ -603,7 +604,8 @@ def lyapunov(steps: Sequence[_Step], k: int = 10, *, starts: Sequence[int] | Non
     Benettin's method: k orthonormal vectors are pushed through the steps and re-orthonormalised by QR
     after each; the growth is read from the triangular factors (``lambda_i = (1 / n) log sigma_i`` of their
     product, per sublayer over the ``n = S - s`` steps, natural log; on a converged subspace this is the
-    textbook ``(1 / n) sum log |R_ii|``). ``n_iter`` rounds of subspace iteration first (forward through ``J``, back through ``J^T``) turn
+    textbook ``(1 / n) sum log |R_ii|``). ``n_iter`` rounds of subspace iteration first (forward through
+    ``J``, back through ``J^T``) turn
     the random start into the top-k right singular subspace of ``P_s``, so that the exponents are
     ``log(sigma_i(P_s)) / n`` (``n_iter=0``: the textbook single pass from random vectors); the iteration
     carries ``k + oversample`` vectors (default ``oversample = k``), so it converges at the rate of
