@@ -316,11 +316,11 @@ J_rows, JP, JZ, JC = [], {}, {}, {}
 for m in MODELS:
     for cond in ("original", "shuffled"):
         rs = pipeline.residual_stream(m, n=N, seed=SEED, condition=cond, cache_dir=CACHE_DIR)
-        res = dy.jpca(rs, k=JPCA_K)
-        ctrl = dy.jpca_shuffled(rs, k=JPCA_K, n_shuffles=N_SHUFFLES, seed=SEED)
+        JZ[m, cond], _, explained = dy.jpca_projection(rs, JPCA_K)  # one PCA for the fit and its control
+        res = dy.jpca(JZ[m, cond], projected=True)
+        ctrl = dy.jpca_shuffled(JZ[m, cond], n_shuffles=N_SHUFFLES, seed=SEED, projected=True)
         JP[m, cond], JC[m, cond] = res, ctrl
-        JZ[m, cond] = dy.jpca_projection(rs, JPCA_K)[0]
-        J_rows.append({"model": m, "texts": cond, "R² skew": res.r2_skew, "R² unconstrained": res.r2_full,
+        J_rows.append({"model": m, "texts": cond, "variance in the PCs": explained.sum(), "R² skew": res.r2_skew, "R² unconstrained": res.r2_full,
                        "ratio": res.ratio, "ratio, layer-shuffled (median)": np.median(ctrl[:, 2]),
                        "fraction of shuffles with ratio ≥ observed": np.mean(ctrl[:, 2] >= res.ratio),
                        "ω of the fastest plane (rad/sublayer)": res.frequencies[0] if len(res.frequencies) else np.nan,

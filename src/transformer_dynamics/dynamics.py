@@ -766,11 +766,12 @@ def jpca(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0, projected
 
 
 def jpca_shuffled(rs: np.ndarray, k: int = 6, *, n_shuffles: int = 20, seed: int = 0,
-                  soft_norm: float | None = 5.0) -> np.ndarray:
+                  soft_norm: float | None = 5.0, projected: bool = False) -> np.ndarray:
     """The layer-shuffled control: :func:`jpca`'s fits after permuting the sublayer order (one random
     permutation per shuffle, the same for every text: each text keeps its states and loses their order; the
-    PCA is unchanged, so it is done once). Returns ``(n_shuffles, 3)``: r2_skew, r2_full, ratio."""
-    Z = jpca_projection(rs, k, soft_norm=soft_norm)[0]
+    PCA is unchanged, so it is done once; ``projected=True``: ``rs`` is already :func:`jpca_projection`'s
+    ``Z``). Returns ``(n_shuffles, 3)``: r2_skew, r2_full, ratio."""
+    Z = np.asarray(rs, dtype=np.float64) if projected else jpca_projection(rs, k, soft_norm=soft_norm)[0]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_shuffles):
