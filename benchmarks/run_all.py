@@ -35,6 +35,7 @@ QUICK: dict[str, list[str]] = {
     "metrics": [],                        # KDE MI timed on 512 units, extrapolated to 4096
     "phase": [],                          # already at the paper's shape
     "reduce": ["--quick"],                # PCA on 1/8 of the texts
+    "dynamics": [],                       # Jacobians of 8 SmolLM2 texts timed, extrapolated to 64
 }
 FULL: dict[str, list[str]] = {
     "capture": ["--n", "1000", "--out", str(HERE / "results" / "capture_n1000.json")],  # the paper's N
@@ -42,6 +43,7 @@ FULL: dict[str, list[str]] = {
     "metrics": ["--mi-units", "4096"],
     "phase": [],
     "reduce": ["--sklearn"],
+    "dynamics": ["--n", "64"],            # all Jacobians of 64 texts timed
 }
 
 

@@ -1,0 +1,242 @@
+"""Time the local-dynamics computations of chapter 7 on SmolLM2-135M (60 sublayers, D = 576), float32 on CPU.
+
+    .venv/bin/python benchmarks/bench_dynamics.py              # 8 texts timed, extrapolated to 64
+    .venv/bin/python benchmarks/bench_dynamics.py --n 64        # all 64 texts timed
+
+Writes ``benchmarks/results/dynamics.json`` and prints a table. What is timed:
+
+- ``ours``: every sublayer's last-token Jacobian by ``dynamics.jacobians`` (frozen prefix keys/values computed
+  once per text by one forward; one vjp per output unit, vmapped over the D basis vectors and batched over
+  texts; the attention with the prefix as a constant operand);
+- ``module attention``: the same, but calling the model's attention module with the prefix as its cache
+  (``fast=False``): the speed lever of the grouped, constant-prefix attention;
+- ``prefix recomputed``: ``torch.func.jacrev`` of the whole text's forward through the sublayer with the last
+  token's input as the variable: the prefix's keys and values are recomputed, and differentiated through,
+  inside every call;
+- ``naive loop``: D backward passes per Jacobian (``torch.autograd.grad`` of each output unit, the graph of
+  one forward of the text through the model retained), timed on ``--naive-rows`` rows and extrapolated to D.
+
+The goal is >= 10x over the naive loop for all Jacobians of 64 texts. Lyapunov exponents (top 10 from every
+sublayer): exact from the products' singular values, Benettin with explicit matrices, and Benettin by
+Jacobian-vector products (no matrix; timed from ``--jvp-starts`` starts, extrapolated to all 60).
+Peak memory: the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transformer_dynamics import dynamics as dy
+from transformer_dynamics import pipeline
+from transformer_dynamics.capture import StopForward
+from transformer_dynamics.models import architecture, base_model, layer_modules
+
+RESULTS = Path(__file__).resolve().parent / "results" / "dynamics.json"
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def naive_rows(model, ids, s: int, rows: int) -> tuple[torch.Tensor, float, float]:
+    """``rows`` rows of text ``ids``'s Jacobian at sublayer ``s`` by one backward pass each, through the graph
+    of one forward of the text (stopped after sublayer ``s + 1``, retained). Returns (rows, forward seconds,
+    backward seconds)."""
+    arch = architecture(model)
+    layers = layer_modules(model)
+    l, kind = divmod(s, 2)
+    nxt = getattr(layers[l], arch.mlp_norm)
+    last = len(ids) - 1
+    state = {}
+
+    def pre_in(module, args, kwargs):
+        x = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+        leaf = x[:, last].clone().requires_grad_(True)
+        state["x"] = leaf
+        x = torch.cat([x[:, :last], leaf[:, None]], dim=1)
+        if args:
+            return (x,) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": x}
+
+    if kind != 0:
+        raise ValueError("the naive loop is timed on attention sublayers (the input of a decoder layer)")
+    h_in = layers[l].register_forward_pre_hook(pre_in, with_kwargs=True)
+    def stop(module, args):
+        state["y"] = args[0][:, last]
+        raise StopForward
+
+    h_out = nxt.register_forward_pre_hook(stop)
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        try:
+            base_model(model)(input_ids=torch.tensor([ids]), use_cache=False)
+        except StopForward:
+            pass
+        finally:
+            for h in (h_in, h_out):
+                h.remove()
+        t_forward = time.perf_counter() - t0
+        y, x = state["y"][0], state["x"]
+        t0 = time.perf_counter()
+        out = torch.stack([torch.autograd.grad(y[i], x, retain_graph=True)[0][0] for i in range(rows)])
+    return out, t_forward, time.perf_counter() - t0
+
+
+def prefix_recomputed(model, ids, s: int) -> tuple[torch.Tensor, float]:
+    """jacrev of the attention sublayer of layer ``s // 2`` run on the whole text, the last token's input free."""
+    layers = layer_modules(model)
+    l = s // 2
+    rotary = base_model(model).rotary_emb
+    ctx = dy.frozen_context(model, [ids])
+    # the whole text's input to layer l, all positions: one more forward with a hook
+    grab = {}
+    h = layers[l].register_forward_pre_hook(lambda m, a: grab.__setitem__("x", a[0].detach()))
+    with torch.no_grad():
+        base_model(model)(input_ids=torch.tensor([ids]), use_cache=False)
+    h.remove()
+    X = grab["x"]
+    T = X.shape[1]
+    pos = torch.arange(T)[None]
+    pe = rotary(X, pos)
+    mask = torch.full((T, T), torch.finfo(X.dtype).min).triu(1)[None, None]
+    arch = architecture(model)
+    layer = layers[l]
+    norm = getattr(layer, arch.attn_norm)
+
+    def f(x):
+        Z = torch.cat([X[:, :-1], x[None, None]], dim=1)
+        with dy._eager(layer.self_attn):
+            out = layer.self_attn(hidden_states=norm(Z), position_embeddings=pe, attention_mask=mask)[0]
+        return x + out[0, -1]
+
+    t0 = time.perf_counter()
+    J = torch.func.jacrev(f)(X[0, -1])
+    del ctx
+    return J, time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--n", type=int, default=8, help="texts timed (extrapolated to --target)")
+    p.add_argument("--target", type=int, default=64, help="texts the totals are stated for")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--naive-rows", type=int, default=24, help="rows of the naive loop timed (of D)")
+    p.add_argument("--jvp-starts", type=int, default=2, help="Benettin-by-JVP starts timed (of all sublayers)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+
+    (lm, tok), t_load = timed(pipeline.load_model, args.model)
+    texts = pipeline.load_texts(args.n, seed=0)
+    ids = dy.text_token_ids(tok, texts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    S, D = 2 * len(layer_modules(lm)), lm.config.hidden_size
+    print(f"{args.model}: S = {S}, D = {D}, {args.n} texts of {min(map(len, ids))}-{max(map(len, ids))} tokens; "
+          f"cpus {os.cpu_count()}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
+    rows = []
+    scale = args.target / args.n
+
+    def add(name, seconds, note="", per_jacobian=None):
+        rows.append({"step": name, "seconds": round(seconds, 3), "per_jacobian_ms": per_jacobian and
+                     round(1e3 * per_jacobian, 2), "note": note})
+        print(f"{name:58s} {seconds:9.2f} s  {note}")
+
+    # ours: frozen context + all Jacobians, batched
+    t_ctx = t_jac = 0.0
+    Js = []
+    for b0 in range(0, args.n, args.batch_size):
+        ctx, t = timed(dy.frozen_context, lm, ids[b0:b0 + args.batch_size], pad_token_id=pad)
+        t_ctx += t
+        J, t = timed(dy.jacobians, lm, ctx)
+        t_jac += t
+        Js.append(J)
+    J = torch.cat(Js)
+    per_ours = (t_ctx + t_jac) / (args.n * S)
+    add(f"ours: contexts ({args.n} texts)", t_ctx)
+    add(f"ours: all Jacobians ({args.n} x {S})", t_jac, per_jacobian=per_ours,
+        note=f"-> {per_ours * args.target * S:.0f} s for {args.target} texts")
+    attn_subs = list(range(0, S, 2))
+    ctx = dy.frozen_context(lm, ids[:args.batch_size], pad_token_id=pad)
+    _, t_fast = timed(dy.jacobians, lm, ctx, attn_subs[:4])
+    _, t_mod = timed(dy.jacobians, lm, ctx, attn_subs[:4], fast=False)
+    add("attention Jacobians, grouped constant prefix (4 sublayers)", t_fast)
+    add("attention Jacobians, module + prefix as cache (4 sublayers)", t_mod, note=f"{t_mod / t_fast:.1f}x slower")
+    # prefix recomputed inside jacrev, one text, attention sublayers
+    t_re = 0.0
+    for s in attn_subs[:2]:
+        Jr, t = prefix_recomputed(lm, ids[0], s)
+        t_re += t
+        err = ((Jr - J[0, s]).norm() / J[0, s].norm()).item()
+    per_re = t_re / 2
+    per_fast_attn = t_fast / (4 * min(args.batch_size, args.n))
+    add("prefix recomputed in jacrev (1 text, 2 attn sublayers)", t_re, per_jacobian=per_re,
+        note=f"{per_re / per_fast_attn:.1f}x ours per attention Jacobian; rel. diff {err:.1e}")
+    # naive loop: D backward passes per Jacobian
+    Jn, t_fwd, t_naive = naive_rows(lm, ids[0], 2, args.naive_rows)
+    err = ((Jn - J[0, 2, :args.naive_rows]).norm() / J[0, 2, :args.naive_rows].norm()).item()
+    per_naive = t_fwd + t_naive / args.naive_rows * D
+    add(f"naive loop: forward + {args.naive_rows} of {D} backward passes", t_fwd + t_naive, per_jacobian=per_naive,
+        note=f"forward {t_fwd:.2f} s, {1e3 * t_naive / args.naive_rows:.0f} ms per row; "
+             f"rel. diff of the rows {err:.1e}")
+    speedup = per_naive / per_ours
+    print(f"  -> ours {1e3 * per_ours:.1f} ms vs naive {1e3 * per_naive:.0f} ms per Jacobian: {speedup:.0f}x")
+
+    # spectra
+    st, t_spec = timed(dy.spectra, J[:1, :8].double(), update=True)
+    per_spec = t_spec / 8
+    add("spectra of 8 Jacobians (eigen + singular values)", t_spec, note=f"-> {per_spec * args.target * S:.0f} s "
+        f"for {args.target} x {S}")
+    # Lyapunov: exact from products, Benettin with matrices, Benettin by JVPs
+    Jd = J[:min(2, args.n)].double()
+    P, t_p = timed(dy.cumulative_products, Jd)
+    sv, t_sv = timed(torch.linalg.svdvals, P)
+    exact = torch.log(sv[..., :args.k]).numpy() / (S - np.arange(S))[None, :, None]
+    add(f"exact exponents: products + SVD ({Jd.shape[0]} texts)", t_p + t_sv)
+    lam, t_ben = timed(dy.lyapunov, dy.matrix_steps(Jd), args.k, n_iter=2, n_texts=Jd.shape[0], d_model=D)
+    add(f"Benettin, matrices, top-{args.k} from all {S} starts ({Jd.shape[0]} texts)", t_ben,
+        note=f"|diff| to exact: max {np.abs(lam - exact).max():.1e}, median {np.median(np.abs(lam - exact)):.1e} "
+             "(clustered singular values of near-identity products converge slowly)")
+    ctx1 = dy.frozen_context(lm, ids[:1], pad_token_id=pad)
+    starts = list(range(S - args.jvp_starts, S))
+    lam_j, t_jvp = timed(dy.lyapunov, dy.jvp_steps(lm, ctx1), args.k, starts=starts, n_iter=2, n_texts=1, d_model=D)
+    steps_timed = sum(S - s for s in starts)
+    steps_all = S * (S + 1) // 2
+    add(f"Benettin by JVPs, {len(starts)} starts (1 text)", t_jvp,
+        note=f"-> {t_jvp / steps_timed * steps_all:.0f} s from all {S} starts; max |diff| "
+             f"{np.abs(lam_j[0] - exact[0, starts]).max():.1e}")
+
+    result = {"model": args.model, "shape": {"n_texts_timed": args.n, "n_texts_target": args.target,
+                                             "n_sublayers": S, "d_model": D},
+              "speedup_vs_naive_loop": round(speedup, 1), "goal_speedup": 10, "meets_goal": bool(speedup >= 10),
+              "speedup_vs_prefix_recomputed": round(per_re / per_fast_attn, 1),
+              "all_jacobians_target_s": round(per_ours * args.target * S, 1),
+              "naive_all_jacobians_target_s": round(per_naive * args.target * S, 1),
+              "peak_rss_mib": round(peak_mib(), 1),
+              "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                          "platform": platform.platform(), "torch": torch.__version__,
+                          "loadavg": os.getloadavg()},
+              "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"peak RSS {peak_mib():.0f} MiB; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
