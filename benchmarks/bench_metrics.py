@@ -26,7 +26,7 @@ from scipy.stats import gaussian_kde
 
 from transformer_dynamics import metrics as M
 from transformer_dynamics import mutual_info as MI
-from transformer_dynamics.stats import bootstrap, bootstrap_correlation
+from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
 

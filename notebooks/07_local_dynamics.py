@@ -311,9 +311,8 @@ for m in MODELS:
     led.record("dyn_measured_noise_recovery", c["measured recovery"].tolist(), **kw,
                claim=f"noise recovery measured as in chapter 5 (scale {NOISE_SCALE:g}, {N_NOISE} texts)")
     first = c.iloc[:2]  # the first and early layers: the paper's "lower layers"
-    led.record("dyn_lower_layers_relative_exponent", float(first["λ₁ relative"].max()), unit="per sublayer", **kw,
-               paper="attractor-like dynamics in the lower layers (section 3.4)",
-               claim="largest relative top exponent at the first and early perturbed layers (< 0: attractor-like)")
+    est, lo, hi = dy.lower_layers_exponent(R[m, "trained"], first["sublayer"].tolist(), n_boot=N_BOOT, seed=SEED)
+    led.claim("attractor_lower_exponents", est, ci=(lo, hi), model=m)
     led.record("dyn_lower_layers_noise_recovery", float(first["measured recovery"].max()), **kw,
                paper="attractor-like dynamics in the lower layers (section 3.4)",
                claim="largest measured noise recovery at the first and early perturbed layers (< 1: damped)")
@@ -387,32 +386,24 @@ for m in MODELS:
 # Each row is also computed for the token-shuffled texts and the random-init model.
 
 # %%
+COND = {"trained": "original", "shuffled": "shuffled", "random init": "random_init"}  # ledger conditions
 claim_rows = []
 for m in MODELS:
     for key, c in dy.SEQUEL_CLAIMS.items():
-        row = {"model": m, "claim": c.sentence}
+        row = {"model": m, "claim": c.sentence, "registry": c.registry}
         for ref in REFERENCES:
-            est, lo, hi = dy.sequel_statistic(key, R[m, ref], n_boot=N_BOOT, seed=SEED)
-            row[ref] = (est, lo, hi)
-            suffix = "" if ref == "trained" else "_" + ref.replace(" ", "_")
-            led.record(f"dyn_{key}{suffix}", est, ci=(lo, hi), model=m, figure="beyond", reference=ref,
-                       paper=f"sequel (arXiv 2605.14258): {c.sentence}",
-                       claim=f"{c.a} minus {c.b} third of depth: mean {c.measure.replace('_', ' ')} per text")
-        est, lo, hi = dy.sequel_statistic(key, R[m, "trained"], random=R[m, "random init"], n_boot=N_BOOT, seed=SEED)
-        row["trained − random init"] = (est, lo, hi)
-        led.record(f"dyn_{key}_learned", est, ci=(lo, hi), model=m, figure="beyond",
-                   paper="sequel: the structure is learned (absent at random init)",
-                   claim=f"the {c.a}-minus-{c.b} contrast of the trained model minus that of the random-init model")
+            row[ref] = dy.sequel_statistic(key, R[m, ref], n_boot=N_BOOT, seed=SEED)
+            led.claim(c.registry, row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
+        row["trained − random init"] = dy.sequel_statistic(key, R[m, "trained"], random=R[m, "random init"],
+                                                          n_boot=N_BOOT, seed=SEED)
+        led.claim(c.registry, row["trained − random init"][0], ci=row["trained − random init"][1:], model=m,
+                  reading="learned")
         claim_rows.append(row)
-    row = {"model": m, "claim": "a low-rank bottleneck (effective rank of the whole product / D)"}
+    row = {"model": m, "claim": "a low-rank bottleneck (effective rank of the whole product / D)",
+           "registry": "dyn_bottleneck"}
     for ref in REFERENCES:
-        v = dy.bottleneck_fraction(R[m, ref])
-        row[ref] = (float(np.median(v)), float(v.min()), float(v.max()))
-        suffix = "" if ref == "trained" else "_" + ref.replace(" ", "_")
-        led.record(f"dyn_bottleneck_effective_rank_fraction{suffix}", float(np.median(v)), model=m, figure="beyond",
-                   reference=ref, paper="sequel: a cumulative low-rank bottleneck",
-                   claim="effective rank of the end-to-end last-token Jacobian from sublayer 0, over D "
-                         "(median over texts)")
+        row[ref] = dy.bottleneck_statistic(R[m, ref], n_boot=N_BOOT, seed=SEED)
+        led.claim("dyn_bottleneck", row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
     claim_rows.append(row)
 
 
@@ -420,11 +411,8 @@ def fmt(t):
     return "" if not isinstance(t, tuple) else f"{t[0]:.3g} [{t[1]:.3g}, {t[2]:.3g}]"
 
 
-claims = pd.DataFrame(claim_rows).set_index(["model", "claim"]).map(fmt)
-claims
-
-# %% [markdown]
-# (For the bottleneck row the brackets are the smallest and largest value over texts, not an interval.)
+claim_table = pd.DataFrame(claim_rows).drop(columns="registry").set_index(["model", "claim"]).map(fmt)
+claim_table
 
 # %%
 seconds = time.perf_counter() - T0
@@ -461,18 +449,19 @@ for i, m in enumerate(MODELS):
     lines.append(f"- jPCA R² ratio {jp['ratio']:.3f} against {jp['ratio, layer-shuffled (median)']:.3f} with the "
                  f"sublayers shuffled (fraction of shuffles at least as rotational: "
                  f"{jp['fraction of shuffles with ratio ≥ observed']:.2f}).")
-    signs = {c.sentence: c.sign for c in dy.SEQUEL_CLAIMS.values()}
-    learned = {"holds": "learned", "reversed": "stronger at random init", "undecided": "not shown to be learned"}
+    learned = {"holds": "learned", "fails": "stronger at random init", "undecided": "not shown to be learned"}
     for r in rows_m:
-        if r["claim"] in signs:
-            sg = signs[r["claim"]]
-            lines.append(f"- *{r['claim']}*: {dy.verdict(*r['trained'], sg)} on the trained model, "
-                         f"{dy.verdict(*r['shuffled'], sg)} on shuffled texts, {dy.verdict(*r['random init'], sg)} at "
-                         f"random init; trained − random init {fmt(r['trained − random init'])} "
-                         f"({learned[dy.verdict(*r['trained − random init'], sg)]}).")
-        else:
-            lines.append(f"- *{r['claim']}*: {r['trained'][0]:.3f} trained, {r['shuffled'][0]:.3f} shuffled, "
-                         f"{r['random init'][0]:.3f} at random init.")
+        # the registry's verdicts, as recorded in the ledger above
+        v = {ref: led.entries[m, r["registry"] + (f"@{COND[ref]}" if COND[ref] != "original" else "")].verdict
+             for ref in REFERENCES}
+        if "trained − random init" in r:
+            v["trained − random init"] = led.entries[m, r["registry"] + ":learned"].verdict
+        text = (f"- *{r['claim']}*: {v['trained']} on the trained model, {v['shuffled']} on shuffled texts, "
+                f"{v['random init']} at random init")
+        if "trained − random init" in r:
+            text += (f"; trained − random init {fmt(r['trained − random init'])} "
+                     f"({learned[v['trained − random init']]})")
+        lines.append(text + ".")
     lines.append("")
 lines.append(f"The chapter ran in {seconds / 60:.1f} minutes.")
 Markdown("\n".join(lines))

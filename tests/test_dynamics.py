@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from transformer_dynamics import claims
+
 from transformer_dynamics import dynamics as dy
 from transformer_dynamics.capture import residual_stream, tokenize
 
@@ -287,9 +289,15 @@ def test_sequel_statistics_and_verdicts():
                "cumulative_effective_rank": np.full((n, S), 32.0), "d_model": np.full(n, 64)}
     random = {"rotation_dominance": np.full((n, S), 0.5) + rng.normal(0, 0.01, (n, S))}
     est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, n_boot=200)
-    assert dy.verdict(est, lo, hi, +1) == "holds" and dy.verdict(est, lo, hi, -1) == "reversed"
-    assert dy.verdict(*dy.sequel_statistic("rotation_early_minus_late", trained, random=random, n_boot=200)) == "holds"
-    assert dy.verdict(-0.1, -0.2, 0.1) == "undecided"
+    key = dy.SEQUEL_CLAIMS["rotation_early_minus_late"].registry      # the registry decides
+    assert claims.verdict(key, est, ci=(lo, hi)).verdict == "holds"
+    assert claims.verdict("dyn_symmetric_late", est, ci=(lo, hi)).verdict == "fails"
+    est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, random=random, n_boot=200)
+    assert claims.verdict(key, est, ci=(lo, hi)).verdict == "holds"  # the "learned" reading, same test
+    assert claims.verdict(key, -0.1, ci=(-0.2, 0.1)).verdict == "undecided"
+    assert all(k.registry in claims.REGISTRY for k in dy.SEQUEL_CLAIMS.values())
+    est, lo, hi = dy.bottleneck_statistic(trained, n_boot=50)
+    assert est == lo == hi == 0.5 and claims.verdict("dyn_bottleneck", est, ci=(lo, hi)).verdict == "fails"
     np.testing.assert_allclose(dy.bottleneck_fraction(trained), 0.5)
     with pytest.raises(ValueError, match="unknown sequel claim"):
         dy.sequel_statistic("nope", trained)

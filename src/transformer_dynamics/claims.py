@@ -42,6 +42,7 @@ CONTRIBUTIONS = {
     3: "a sharp decrease of mutual information in the early layers",
     4: "units trace unstable periodic orbits (rotations) in phase space",
     5: "self-correcting curved trajectories in reduced space, attractor-like in the lower layers",
+    6: "beyond the paper: the sequel's Jacobian picture (arXiv 2605.14258), checked in chapter 7",
 }
 VERDICTS = ("holds", "fails", "undecided")
 MARKS = {"holds": "✓", "fails": "✗", "undecided": "?", None: "–"}
@@ -76,6 +77,7 @@ class Claim:
     premise: str | None = None
     paper: str = ""         # the paper's value, in its words
     unit: str = ""
+    source: str = "paper"   # "paper": a sentence of arXiv 2502.12131; "sequel": of arXiv 2605.14258
 
     def reading(self, name: str | None) -> Reading:
         name = self.headline if name is None else name
@@ -106,6 +108,10 @@ _MEAN = (_r("mean", "the mean trajectory / mean over texts"),)
 _EST = (_r("kde", "Gaussian-KDE plug-in MI (the paper's estimator)"), _r("ksg", "Kraskov k-NN MI (k = 3)"),
         _r("gcmi", "Gaussian-copula MI (bias-corrected lower bound)"))
 _EST_WHY = "the paper's own estimator (Gaussian KDE, section 2.5); ksg and gcmi test whether it is an artefact"
+
+_LEARNED = (Reading("trained", "the trained model"),
+            Reading("learned", "trained minus random-init model, paired over the same texts"))
+_LEARNED_WHY = "the sentence describes the trained model; 'learned' checks that random init lacks it"
 
 _CLAIMS = [
     # --- contribution 1: correlations across layers -------------------------------------------------------
@@ -219,6 +225,32 @@ _CLAIMS = [
           "MSE of the first and of the last teleport layer (sign test over points)", ">", 0.5, "p",
           (_r("mse_pc", "MSE in the 2 PCs"),), "mse_pc", "the figure's space", "05_perturbation_attractors",
           paper="more robust"),
+    Claim("attractor_lower_exponents", "7", "attractor-like dynamics in the lower layers", 5,
+          "dynamics.lower_layers_exponent",
+          "largest median top finite-time Lyapunov exponent at the first and early perturbed layers, relative to "
+          "the residual stream's own growth (< 0: perturbations shrink relative to the state; bootstrap over "
+          "texts)", "<", 0.0, "interval",
+          (_r("relative", "exponent minus the RS's log-norm growth rate"),), "relative",
+          "the teleports judge recovery relative to the trajectory, so the exponent is taken relative to the "
+          "stream's growth", "07_local_dynamics", paper="attractor-like", unit="per sublayer"),
+    # the sequel (arXiv 2605.14258): the Jacobian of the layer map (chapter 7)
+    Claim("dyn_rotation_early", "7", "early layers are dominated by rotations", 6, "dynamics.sequel_statistic",
+          "early minus late third of depth: rotation dominance (share of eigenvalues in complex-conjugate "
+          "pairs), mean per text", ">", 0.0, "interval", _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics",
+          paper="early > late", source="sequel"),
+    Claim("dyn_nonnormal_early", "7", "early layers are non-normal", 6, "dynamics.sequel_statistic",
+          "early minus late third of depth: Henrici's departure from normality of the update J - I, normalised",
+          ">", 0.0, "interval", _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics", paper="early > late",
+          source="sequel"),
+    Claim("dyn_symmetric_late", "7", "late layers are near-symmetric", 6, "dynamics.sequel_statistic",
+          "late minus early third of depth: antisymmetric share of the update J - I", "<", 0.0, "interval",
+          _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics", paper="late < early", source="sequel"),
+    Claim("dyn_bottleneck", "7", "a cumulative low-rank bottleneck that funnels perturbations", 6,
+          "dynamics.bottleneck_statistic",
+          "effective rank of the end-to-end last-token Jacobian from sublayer 0, over D (mean over texts)", "<",
+          0.5, "interval", (_r("trained", "the trained model"),), "trained",
+          "low rank = well below half of the dimensions", "07_local_dynamics", paper="low rank",
+          source="sequel"),
 ]
 
 #: key -> :class:`Claim`, in the paper's order.

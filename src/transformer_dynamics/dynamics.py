@@ -79,7 +79,8 @@ __all__ = [
     "sublayer_map",
     "sequel_statistic",
     "text_token_ids",
-    "verdict",
+    "bottleneck_statistic",
+    "lower_layers_exponent",
 ]
 
 CONTEXTS = ("frozen", "single")
@@ -800,7 +801,7 @@ def depth_contrast(values: np.ndarray, *, kind: str = "all", a: str = "early", b
     bootstrap interval over texts. values: ``(n_texts, n_sublayers)`` per-text measures (e.g. rotation
     dominance). Returns ``(estimate, low, high)``. E.g. the sequel's "early layers rotation-dominated":
     early minus late rotation dominance > 0 (the interval above 0)."""
-    from .stats import bootstrap  # noqa: PLC0415
+    from .bootstrap import bootstrap  # noqa: PLC0415
 
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 2:
@@ -816,7 +817,7 @@ def learned_difference(trained: np.ndarray, random: np.ndarray, *, kind: str = "
     ``contrast(trained) - contrast(random)`` with a paired bootstrap over texts (the same texts in both).
     trained, random: ``(n_texts, n_sublayers)``. Returns ``(estimate, low, high)``; > 0 with the interval
     above 0: the structure is learned."""
-    from .stats import bootstrap  # noqa: PLC0415
+    from .bootstrap import bootstrap  # noqa: PLC0415
 
     trained, random = np.asarray(trained, dtype=np.float64), np.asarray(random, dtype=np.float64)
     if trained.shape != random.shape:
@@ -919,15 +920,19 @@ class SequelClaim:
     a: str
     b: str
     sign: int
+    registry: str  # its key in :mod:`transformer_dynamics.claims`, which decides the verdict
 
 
 SEQUEL_CLAIMS: dict[str, SequelClaim] = {
     "rotation_early_minus_late": SequelClaim(
-        "early layers are dominated by rotations", "rotation_dominance", "early", "late", +1),
+        "early layers are dominated by rotations", "rotation_dominance", "early", "late", +1,
+        "dyn_rotation_early"),
     "nonnormality_early_minus_late": SequelClaim(
-        "early layers are non-normal", "departure_update", "early", "late", +1),
+        "early layers are non-normal", "departure_update", "early", "late", +1,
+        "dyn_nonnormal_early"),
     "antisymmetry_late_minus_early": SequelClaim(
-        "late layers are near-symmetric", "antisymmetric_share_update", "late", "early", -1),
+        "late layers are near-symmetric", "antisymmetric_share_update", "late", "early", -1,
+        "dyn_symmetric_late"),
 }
 
 
@@ -951,11 +956,26 @@ def bottleneck_fraction(result: dict[str, np.ndarray]) -> np.ndarray:
     return result["cumulative_effective_rank"][:, 0] / result["d_model"]
 
 
-def verdict(estimate: float, low: float, high: float, sign: int = 1) -> str:
-    """``"holds"`` if the interval lies on the claimed side of 0 (``sign``), ``"reversed"`` if on the other,
-    else ``"undecided"``."""
-    if sign * low > 0 and sign * high > 0:
-        return "holds"
-    if sign * low < 0 and sign * high < 0:
-        return "reversed"
-    return "undecided"
+def bottleneck_statistic(result: dict[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0
+                         ) -> tuple[float, float, float]:
+    """The registry's ``dyn_bottleneck``: mean of :func:`bottleneck_fraction` over texts with a 95% bootstrap
+    interval over texts. Returns ``(estimate, low, high)``."""
+    from .bootstrap import bootstrap  # noqa: PLC0415
+
+    return bootstrap("mean", bottleneck_fraction(result).astype(np.float64), n_boot=n_boot, seed=seed)
+
+
+def lower_layers_exponent(result: dict[str, np.ndarray], sublayers: Sequence[int], *, n_boot: int = 1000,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """The registry's ``attractor_lower_exponents``: the largest, over ``sublayers`` (the lower perturbed
+    layers' inputs), of the median over texts of the top exponent relative to the RS's own growth
+    (:func:`relative_exponents`), with a 95% percentile bootstrap interval over texts. Returns
+    ``(estimate, low, high)``; below 0 with the interval: perturbations shrink relative to the state."""
+    s = np.asarray(sublayers)
+    rel = relative_exponents(result["exponents"][:, s, :1], result["norms"], s)[:, :, 0]  # (B, n)
+    stat = lambda x: float(np.max(np.median(x, axis=0)))  # noqa: E731
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, rel.shape[0], size=(n_boot, rel.shape[0]))
+    reps = np.array([stat(rel[i]) for i in idx])
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return stat(rel), float(lo), float(hi)
