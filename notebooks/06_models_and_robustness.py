@@ -77,7 +77,6 @@ colab.setup(globals(), "06_models_and_robustness")
 
 # %%
 import functools
-import json
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -93,8 +92,6 @@ pd.set_option("display.max_colwidth", 90)
 CONDITIONS = pipeline.CONDITIONS
 MODELS = pipeline.model_list(MODELS)
 MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
-if isinstance(N_VALUES, str):  # `papermill -p N_VALUES "[16, 32, 64]"` passes a string
-    N_VALUES = json.loads(N_VALUES)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
 KW = dict(
     mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD

@@ -78,8 +78,6 @@ from transformer_dynamics import colab
 colab.setup(globals(), "08_verdict_robustness")
 
 # %%
-import json
-
 import pandas as pd
 from IPython.display import Markdown
 
@@ -88,9 +86,6 @@ from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import robustness as pr
 
 MODELS = pipeline.model_list(MODELS)
-for name in ("N_VALUES", "PRECISIONS", "MI_METHODS"):  # papermill -p passes lists as strings
-    if isinstance(globals()[name], str):
-        globals()[name] = json.loads(globals()[name])
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
 led = Ledger(
     "08_verdict_robustness",
