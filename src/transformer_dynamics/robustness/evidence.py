@@ -107,11 +107,11 @@ def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed
                    ) -> pd.DataFrame:
     """The value of every registered claim computable from one residual-stream array, with its evidence.
 
-    rs: (n_samples, n_sublayers, d_model); keywords as :func:`bootstrap_headlines` / :func:`curves`;
-    ``mi_methods``: the MI estimators (the MI claims' readings; the first with the bootstrap of the drop's
-    location for each). -> DataFrame with columns ``claim``, ``reading``, ``value``, ``low``, ``high``
-    (bootstrap interval, claims with ``evidence="interval"``) and ``p`` (permutation / sign test, the others),
-    one row per (claim, reading) in registry order.
+    rs: (n_samples, n_sublayers, d_model); keywords as :func:`~.resampling.bootstrap_headlines` /
+    :func:`~.statistics.curves`; ``mi_methods``: the MI estimators (the MI claims' readings; the first with the
+    bootstrap of the drop's location for each). -> DataFrame with columns ``claim``, ``reading``, ``value``,
+    ``low``, ``high`` (bootstrap interval, claims with ``evidence="interval"``) and ``p`` (permutation / sign test,
+    the others), one row per (claim, reading) in registry order.
     """
     rs = check_rs(rs, **_MIN_RS)
     groups = _check_groups(groups)
@@ -190,13 +190,13 @@ def robustness_lines(verdicts: pd.DataFrame, baseline: str = "baseline") -> pd.D
 
     verdicts: :func:`verdict_table` output with columns ``model``, ``choice`` (the open choice a row varies:
     ``"baseline"`` for the book's headline settings, else e.g. ``"strip"``, ``"reading"``) and ``setting`` (its
-    value there); the baseline rows of the claim's other readings count as the choice ``"reading"``, and
-    its other readings under another choice X as ``"X & reading"`` (readings crossed with the other choices).
-    The headline verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``,
-    ``model``, ``headline`` (its verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"``
-    nowhere decided, ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓",
-    "hinges on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and
-    ``flips`` (rows whose verdict differs from the headline).
+    value there); the baseline rows of the claim's other readings count as the choice ``"reading"``, and its other
+    readings under another choice X as ``"X & reading"`` (readings crossed with the other choices). The headline
+    verdict is the baseline row of the claim's headline reading. -> DataFrame with ``claim``, ``model``,
+    ``headline`` (its verdict), ``status`` (``"robust"`` holds or fails everywhere, ``"undecided"`` nowhere decided,
+    ``"hinges"``), ``hinges_on`` (the choices whose setting changes the verdict), ``line`` (e.g. "robust ✓", "hinges
+    on strip (True: holds, 0.91); headline: undecided, undefined"), ``settings`` (rows compared) and ``flips`` (rows
+    whose verdict differs from the headline).
     """
     out = []
     for (claim, model), g in verdicts.groupby(["claim", "model"], sort=False):

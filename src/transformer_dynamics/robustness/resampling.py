@@ -1,8 +1,8 @@
 """The headline numbers resampled over texts: bootstrap intervals (:func:`bootstrap_headlines`) and nested
 subsamples of the texts (:func:`nested_subsamples`, :func:`n_dependence`), without recapturing.
 
-The cheap groups (:data:`FAST_GROUPS`: mean, r, cos, vel, rot) are computed for all resamples at once from
-resampling counts; the costly ones (MI, PCA, the rotation null) on ``n_boot_slow`` resamples through
+The cheap groups (:data:`~.statistics.FAST_GROUPS`: mean, r, cos, vel, rot) are computed for all resamples
+at once from resampling counts; the costly ones (MI, PCA, the rotation null) on ``n_boot_slow`` resamples through
 :func:`transformer_dynamics.bootstrap.bootstrap`.
 """
 
@@ -75,10 +75,10 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
                         return_samples: bool = False, base: Mapping[str, Any] | None = None, **kwargs: Any):
     """Percentile bootstrap intervals over texts of every headline number.
 
-    rs: (n_samples, n_sublayers, d_model). The groups in :data:`FAST_GROUPS` are computed for all ``n_boot``
-    resamples at once from resampling counts (:func:`transformer_dynamics.bootstrap.bootstrap_counts`, the same
-    resamples as :func:`transformer_dynamics.bootstrap.bootstrap` with the same seed); the rotation null, MI and
-    PCA are recomputed on the first ``min(n_boot, n_boot_slow)`` of those resamples (None: all) through
+    rs: (n_samples, n_sublayers, d_model). The groups in :data:`~.statistics.FAST_GROUPS` are computed for all
+    ``n_boot`` resamples at once from resampling counts (:func:`transformer_dynamics.bootstrap.bootstrap_counts`,
+    the same resamples as :func:`transformer_dynamics.bootstrap.bootstrap` with the same seed); the rotation null,
+    MI and PCA are recomputed on the first ``min(n_boot, n_boot_slow)`` of those resamples (None: all) through
     :func:`transformer_dynamics.bootstrap.bootstrap`.
 
     A resample repeats texts (about 37% of them are missing), and for some statistics that shifts the value
@@ -88,12 +88,12 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
     replicates shifted by ``estimate - median(replicates)``, i.e. their spread around the estimate without
     the duplicate-induced shift (column ``interval`` = ``"recentred"``; else ``"percentile"``). It is an
     approximation; :func:`n_dependence` shows how these numbers move with N. ``seed`` draws the resamples and
-    is passed to :func:`curves` (MI units, null); other
-    keywords go to :func:`curves` (mi_units, mi_method, n_shuffles, variance, pca_components).
+    is passed to :func:`~.statistics.curves` (MI units, null); other
+    keywords go to :func:`~.statistics.curves` (mi_units, mi_method, n_shuffles, variance, pca_components).
 
     -> DataFrame indexed by headline key with columns ``estimate``, ``low``, ``high``, ``n_boot``,
     ``interval``, ``group``, ``figure``; with ``return_samples=True`` also ``{key: (n_boot_of_key,) replicates}``.
-    ``base``: :func:`curves` of ``rs`` already computed with the same keywords (skips recomputing them).
+    ``base``: :func:`~.statistics.curves` of ``rs`` already computed with the same keywords (skips recomputing them).
     """
     rs = check_rs(rs, **_MIN_RS)
     groups = _check_groups(groups)
@@ -170,7 +170,7 @@ def n_dependence(rs, ns: Sequence[int], seed: int = 0, **kwargs: Any) -> pd.Data
 
     rs: (n_samples, n_sublayers, d_model); ns: numbers of texts, each <= n_samples. Subsample i is the first
     ``ns[i]`` texts of one random permutation (:func:`nested_subsamples`), so larger N only add texts.
-    Keywords as :func:`curves`. -> DataFrame indexed by N (sorted ascending), one column per headline key.
+    Keywords as :func:`~.statistics.curves`. -> DataFrame indexed by N (sorted ascending), one column per headline key.
     """
     rs = check_rs(rs, **_MIN_RS)
     ns = sorted(int(v) for v in ns)

@@ -38,7 +38,7 @@ class Statistic:
     description: str
     unit: str = ""
     #: True where repeated texts in a bootstrap resample shift the statistic itself (KDE MI, PCA counts):
-    #: :func:`bootstrap_headlines` then gives a re-centred interval (see there).
+    #: :func:`~.resampling.bootstrap_headlines` then gives a re-centred interval (see there).
     resample_biased: bool = False
 
     @property
