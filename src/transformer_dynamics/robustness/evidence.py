@@ -255,4 +255,3 @@ def first_transitions_table(rs_by_variant: Mapping[Any, np.ndarray], n_first: in
         rows += [{"variant": label, "transition": t, "kind": kinds[t], "r_median": float(med[t]),
                   "mi_mean": float(mi[t])} for t in range(k)]
     return pd.DataFrame(rows, columns=["variant", "transition", "kind", "r_median", "mi_mean"])
-

@@ -27,7 +27,6 @@ def precision_kwargs(precision: str) -> dict[str, Any]:
     raise ValueError(f"unknown precision {precision!r}; use 'float32', 'bfloat16', 'float16', '4bit' or '8bit'")
 
 
-
 def _corr(a, b) -> float:
     a, b = np.ravel(np.asarray(a, dtype=np.float64)), np.ravel(np.asarray(b, dtype=np.float64))
     ok = np.isfinite(a) & np.isfinite(b)
@@ -84,4 +83,3 @@ def headline_change(reference: Mapping[str, float], other: Mapping[str, float]) 
         rel = np.where(ref != 0, change / np.abs(ref), np.nan)
     return pd.DataFrame({"reference": ref, "other": oth, "change": change, "rel_change": rel},
                         index=pd.Index(keys, name="key"))
-

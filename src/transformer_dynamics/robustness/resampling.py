@@ -20,6 +20,7 @@ from .statistics import (FAST_GROUPS, GROUPS, STATISTICS, _MIN_RS, _check_groups
 
 __all__ = ["bootstrap_headlines", "nested_subsamples", "n_dependence"]
 
+
 # ----------------------------------------------------------------------------------------------------------
 # bootstrap
 # ----------------------------------------------------------------------------------------------------------
@@ -180,4 +181,3 @@ def n_dependence(rs, ns: Sequence[int], seed: int = 0, **kwargs: Any) -> pd.Data
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "n"
     return df
-

@@ -89,8 +89,6 @@ STATISTICS: dict[str, Statistic] = {
 }
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # small helpers
 # ----------------------------------------------------------------------------------------------------------
@@ -107,7 +105,6 @@ def relative_depth(n: int, *, transitions: bool = False) -> np.ndarray:
     if transitions:
         return (np.arange(n) + 0.5) / (n + 1)
     return np.arange(n) / n
-
 
 
 def _check_groups(groups) -> tuple[str, ...]:
@@ -323,4 +320,3 @@ def headline_numbers(rs, **kwargs: Any) -> dict[str, float]:
     n_shuffles, variance, pca_components, seed). -> {key: float}.
     """
     return headlines_from_curves(curves(rs, **kwargs))
-
