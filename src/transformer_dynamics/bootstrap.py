@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["bootstrap", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation", "weighted_correlation",
+__all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation", "weighted_correlation",
            "trend_test", "sign_test"]
 
 _VECTORISED = ("mean",)
@@ -40,7 +40,9 @@ def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
 
 
-def _interval(estimate, reps, ci):
+def percentile_interval(estimate, reps, ci: float = 0.95):
+    """Percentile interval of bootstrap replicates. estimate: scalar or (...,); reps: (n_boot, ...) ->
+    (estimate, low, high), NaN where every replicate is NaN."""
     alpha = (1.0 - ci) / 2.0
     with warnings.catch_warnings():  # all-NaN replicates (e.g. a constant unit) give NaN quietly
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -85,7 +87,7 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
         estimate = np.asarray(statistic(rs), dtype=np.float64)
         idx = bootstrap_indices(n, n_boot, seed)
         reps = np.stack([np.asarray(statistic(rs[i]), dtype=np.float64) for i in idx])
-    estimate, low, high = _interval(estimate, reps, ci)
+    estimate, low, high = percentile_interval(estimate, reps, ci)
     return (estimate, low, high, reps) if return_samples else (estimate, low, high)
 
 
@@ -121,7 +123,7 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
     estimate = summary(np.full((1, n), 1.0 / n))[0]
     counts = bootstrap_counts(n, n_boot, seed) / n
     reps = np.concatenate([summary(counts[s:s + batch]) for s in range(0, n_boot, batch)])
-    return _interval(estimate, reps, ci)
+    return percentile_interval(estimate, reps, ci)
 
 
 def weighted_correlation(moments, weights) -> np.ndarray:

@@ -142,7 +142,7 @@ def bootstrap_headlines(rs, n_boot: int = 1000, seed: int = 0, *, ci: float = 0.
             lo = hi = np.nan
             nb = 0 if r is None else r.size
         else:
-            _, lo, hi = bootstrap._interval(v, r, ci)
+            _, lo, hi = bootstrap.percentile_interval(v, r, ci)
             if h.resample_biased and np.isfinite(v):
                 shift = v - np.nanmedian(r)
                 lo, hi = lo + shift, hi + shift
