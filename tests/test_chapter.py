@@ -29,3 +29,13 @@ def test_labels_rows_summary_and_control_keys(tmp_path):
     entries = {(e["model"], e["key"]): e for e in ch.ledger.to_dict()["entries"]}
     assert entries["a", "r_first"]["value"] == 0.5
     assert entries["a", "r_first_shuffled"]["claim"] == "r is high [shuffled-token control]"
+
+
+def test_key_suffixes_controls_only_and_quantization_enters_the_context_on_request(tmp_path):
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
+    assert ch.key("cae_ev", "original") == "cae_ev" and ch.key("cae_ev", "shuffled") == "cae_ev_shuffled"
+    assert "quantization" not in ch.ledger.context
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False, quantization="4bit",
+                       context_quantization=True, n_boot=5)
+    assert list(ch.ledger.context) == ["models", "n", "seed", "quantization", "n_boot"]
+    assert ch.ledger.context["quantization"] == "4bit"
