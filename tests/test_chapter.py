@@ -39,3 +39,15 @@ def test_key_suffixes_controls_only_and_quantization_enters_the_context_on_reque
                        context_quantization=True, n_boot=5)
     assert list(ch.ledger.context) == ["models", "n", "seed", "quantization", "n_boot"]
     assert ch.ledger.context["quantization"] == "4bit"
+
+
+def test_table_splits_rows_with_and_without_a_paper_value(tmp_path):
+    ch = chapter.setup("99_test", models=["a", "b"], n=4, ledger_dir=tmp_path, capture=False)
+    ch.ledger.record("plain", 1.0, model="a", claim="a plain value")
+    ch.ledger.record("stated", 2.0, model="a", paper="about 2", claim="the paper says so")
+    ch.ledger.record("plain", 3.0, model="b", claim="a plain value")
+    both, paper, other = ch.table(), ch.table(paper=True), ch.table(paper=False)
+    assert "the paper says so" in paper and "a plain value" not in paper
+    assert "a plain value" in other and "the paper says so" not in other
+    rows = [line for line in both.splitlines() if line.startswith("| ") and "Figure" not in line]
+    assert [r.split(" | ")[1] for r in rows] == ["a plain value", "a plain value", "the paper says so"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import pipeline
 from .capture import sublayer_labels
-from .ledger import Ledger
+from .ledger import Ledger, to_table
 
 __all__ = ["Chapter", "setup"]
 
@@ -76,6 +76,15 @@ class Chapter:
             claim = f"{claim} [{condition}-token control]"
         self.ledger.record(self.key(key, condition), value, claim=claim, condition=condition, model=model,
                            **kwargs)
+
+    def table(self, paper: bool | None = None) -> str:
+        """The ledger so far as a Markdown table (:func:`~transformer_dynamics.ledger.to_table`: the rows of one
+        claim together): ``paper=True`` only the rows with a paper's value, ``False`` only the others, None
+        all. The one way a chapter shows "the paper's statements next to ours"."""
+        led = self.ledger.to_dict()
+        if paper is not None:
+            led["entries"] = [e for e in led["entries"] if bool(e["paper"]) == paper]
+        return to_table(led)
 
     def summary(self) -> str:
         """One Markdown line per model: the array's shape, layers and units."""
