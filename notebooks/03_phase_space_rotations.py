@@ -256,56 +256,55 @@ table[cols].round(3)
 # sign test over units). Every value is recorded once per model.
 
 # %% tags=["remove-input"]
-led = ch.ledger
 for m in ch.models:
-    led.record("n_sublayers", ch.n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
-               paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
+    ch.ledger.record("n_sublayers", ch.n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
+                     paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
     o = summary[m, "original", "mean", "sublayers"]
-    led.record("rotations_mean", o["mean"],
-               claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
-               paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
-    led.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
-               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
-    led.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
-               claim="mean |R| per unit divided by the number of sublayers",
-               paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
-               unit="rotations per sublayer", model=m)
-    led.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
-               figure="2C", model=m)
+    ch.ledger.record("rotations_mean", o["mean"],
+                     claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
+                     paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
+                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
+                     claim="mean |R| per unit divided by the number of sublayers",
+                     paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
+                     unit="rotations per sublayer", model=m)
+    ch.ledger.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
+                     figure="2C", model=m)
     ps = summary[m, "original", "per_sample", "sublayers"]
-    led.record("rotations_per_sample_mean", ps["mean"],
-               claim="mean signed R per unit, each text's own trajectory, averaged over texts",
-               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
-    led.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
-               claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
-               figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_per_sample_mean", ps["mean"],
+                     claim="mean signed R per unit, each text's own trajectory, averaged over texts",
+                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
+                     claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
+                     figure="2B", unit="rotations", model=m)
     for w in NULLS:
         s = summary[m, "original", "mean", w]
-        led.record(f"null_{w}_mean", s["null_mean"],
-                   claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
-                   paper="~0", figure="2B", unit="rotations", model=m)
-        led.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
-                   figure="2B", unit="rotations", model=m)
-        led.record(f"frac_units_below_null_{w}", s["frac_below"],
-                   claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
-                         f"turn less than their shuffles (shuffled {w})", figure="2C", model=m)
+        ch.ledger.record(f"null_{w}_mean", s["null_mean"],
+                         claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
+                         paper="~0", figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
+                         figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"frac_units_below_null_{w}", s["frac_below"],
+                         claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
+                               f"turn less than their shuffles (shuffled {w})", figure="2C", model=m)
         ev = robustness.rotation_evidence(R[m, "original"]["mean"], R[m, "original"]["null"][w], w)
         for key, reading, value, p in ev:
-            led.claim(key, value, p=p, reading=reading, model=m)
+            ch.ledger.claim(key, value, p=p, reading=reading, model=m)
     sh = summary[m, "shuffled", "mean", "sublayers"]
-    led.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
-               claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B",
-               unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
+                     claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B",
+                     unit="rotations", model=m)
     for k, v in reference[m].items():
-        led.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
-                   claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
-                   figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
+                         claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
+                         figure="2B", unit="rotations", model=m)
     rw_abs = np.abs(reference[m]["random_walk"]).mean()
-    led.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
-               claim="units rotate more than structureless paths: mean |R| of the units minus that of "
-                     "Gaussian random walks with as many sublayers (our check; not in the paper)",
-               figure="2B", unit="rotations", model=m)
-pd.DataFrame({m: {k: e.value for (mm, k), e in led.entries.items() if mm == m} for m in ch.models})
+    ch.ledger.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
+                     claim="units rotate more than structureless paths: mean |R| of the units minus that of "
+                           "Gaussian random walks with as many sublayers (our check; not in the paper)",
+                     figure="2B", unit="rotations", model=m)
+pd.DataFrame({m: {k: e.value for (mm, k), e in ch.ledger.entries.items() if mm == m} for m in ch.models})
 
 # %% [markdown]
 # ## What we find

@@ -51,3 +51,21 @@ def test_table_splits_rows_with_and_without_a_paper_value(tmp_path):
     assert "a plain value" in other and "the paper says so" not in other
     rows = [line for line in both.splitlines() if line.startswith("| ") and "Figure" not in line]
     assert [r.split(" | ")[1] for r in rows] == ["a plain value", "a plain value", "the paper says so"]
+
+
+def test_record_headlines_from_a_bootstrap_frame_or_a_dict(tmp_path):
+    import pandas as pd
+
+    from transformer_dynamics import robustness
+
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
+    boot = pd.DataFrame({"estimate": [0.9, np.nan, 0.4], "low": [0.8, np.nan, np.nan],
+                         "high": [0.95, np.nan, np.nan]}, index=["r_first", "r_first_transition", "r_last"])
+    ch.record_headlines("a", boot, condition="original")
+    ch.record_headlines("a", {"r_first": 0.2, "r_last": float("nan")}, suffix="_shuffled", condition="shuffled")
+    e = {x["key"]: x for x in ch.ledger.to_dict()["entries"]}
+    assert list(e) == ["r_first", "r_last", "r_first_shuffled"]          # undefined numbers skipped
+    assert e["r_first"]["ci"] == [0.8, 0.95] and e["r_last"]["ci"] is None
+    assert e["r_first"]["claim"] == robustness.STATISTICS["r_first"].description
+    assert e["r_first"]["figure"] == "1C" and e["r_first_shuffled"]["value"] == 0.2
+    assert e["r_first_shuffled"]["extra"] == {"condition": "shuffled"}

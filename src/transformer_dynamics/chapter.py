@@ -77,6 +77,24 @@ class Chapter:
         self.ledger.record(self.key(key, condition), value, claim=claim, condition=condition, model=model,
                            **kwargs)
 
+    def record_headlines(self, model: str, table: Any, *, suffix: str = "", **extra: Any) -> None:
+        """One ledger row per headline number of ``model``: ``table`` is a
+        :func:`robustness.bootstrap_headlines` frame (index: keys; columns ``estimate``, ``low``, ``high``)
+        or a plain ``{key: value}`` dict (:func:`robustness.headlines_from_curves`). The row's key is
+        ``{key}{suffix}``; its sentence, figure and unit come from ``robustness.STATISTICS``; the interval
+        is kept where finite; an undefined (non-finite) number is not a value and is skipped."""
+        from . import robustness  # noqa: PLC0415 (the claims' statistics; only chapter 6 needs them here)
+
+        rows = table.iterrows() if hasattr(table, "iterrows") else (
+            (k, {"estimate": v}) for k, v in table.items())
+        for key, row in rows:
+            if not np.isfinite(row["estimate"]):
+                continue
+            h = robustness.STATISTICS[key]
+            ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
+            self.ledger.record(f"{key}{suffix}", row["estimate"], ci=ci, claim=h.description, figure=h.figure,
+                               unit=h.unit, model=model, **extra)
+
     def table(self, paper: bool | None = None) -> str:
         """The ledger so far as a Markdown table (:func:`~transformer_dynamics.ledger.to_table`: the rows of one
         claim together): ``paper=True`` only the rows with a paper's value, ``False`` only the others, None
