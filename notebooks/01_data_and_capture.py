@@ -204,7 +204,8 @@ for m in MODELS:
     growth[m] = float(np.linalg.norm(rs[m, "original"][:, -1], axis=-1).mean()
                       / np.linalg.norm(rs[m, "original"][:, 0], axis=-1).mean())
 display(Markdown("The mean RS norm at the last sublayer over that at the first "
-                 "(original texts): " + "; ".join(f"`{m}` **{g:.1f}×**" for m, g in growth.items()) + "."))
+                 "(original texts): "
+                 + "; ".join(f"`{m}` **{g:.1f}×**" for m, g in growth.items()) + "."))
 
 # %% tags=["remove-input"]
 for m in MODELS:
