@@ -13,6 +13,9 @@ they are once:
 >>> grid(plots.metrics.plot_velocity, {k: metrics.velocity(ch.rs[k]) for k in ch.runs},
 ...      row_kwargs=ch.per_model)                                                    # doctest: +SKIP
 >>> ch.record("smollm2-135m", "r_first", 0.83, condition="shuffled", claim="...")   # doctest: +SKIP
+>>> Markdown(ch.table(paper=True))      # the paper's statements next to ours       # doctest: +SKIP
+
+Chapters that run the models themselves (1, 5, 7, 8) take only the ledger (``capture=False``).
 """
 
 from __future__ import annotations
