@@ -70,3 +70,14 @@ def test_first_last_third_mean_median_and_trim():
         metrics.first_last_third(y, trim=3)
     with pytest.raises(ValueError, match="the last third"):
         metrics.first_last_third(ang, n=9, trim=1)
+
+
+def test_mean_by_transition_does_not_depend_on_memory_layout():
+    rng = np.random.default_rng(0)
+    x = np.asfortranarray(rng.random((9, 200)) * 3)
+    x[0, :5] = nan
+    sub = x[:, rng.choice(200, 64, replace=False)]           # not C-contiguous
+    per_row = np.array([np.nanmean(row) for row in sub])
+    np.testing.assert_array_equal(metrics.mean_by_transition(sub)["all"], per_row)
+    np.testing.assert_array_equal(metrics.mean_by_transition(np.ascontiguousarray(sub.T), axis=0)["all"],
+                                  per_row)

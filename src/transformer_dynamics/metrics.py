@@ -375,9 +375,12 @@ def mean_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (transitions x units or samples x transitions); got {x.shape}")
+    # the averaged axis contiguous: each transition's sum is numpy's pairwise sum over its own values, the
+    # same whatever the memory layout of x
+    x = np.ascontiguousarray(np.moveaxis(x, axis, -1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
+        mean = np.nanmean(x, axis=-1)
     within, cross = split_transitions(mean)
     return {"all": mean, "within": within, "cross": cross}
 
