@@ -74,16 +74,16 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from transformer_dynamics import capture, data, metrics, models, pipeline
-from transformer_dynamics.ledger import Ledger
+from transformer_dynamics import capture, chapter, data, metrics, models, pipeline
 from transformer_dynamics.plots import overview
 from transformer_dynamics.plots.style import grid
 
-MODELS = pipeline.model_list(MODELS)
-led = Ledger("01_data_and_capture", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED)
-capture_kw = dict(cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE, add_bos=ADD_BOS,
-                  strip=STRIP)
-CONDITIONS = ("original", "shuffled")
+# the ledger only: this chapter shows the capture itself (timed, below)
+ch = chapter.setup("01_data_and_capture", models=MODELS, n=N, seed=SEED,
+                   ledger_dir=LEDGER_DIR, capture=False)
+MODELS, CONDITIONS = ch.models, ch.conditions
+capture_kw = dict(cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE,
+                  add_bos=ADD_BOS, strip=STRIP)
 
 # %% [markdown]
 # ## The data and the paper's length filter
@@ -98,22 +98,25 @@ counts = []
 for split in data.DEFAULT_SPLITS:
     rows, source = data.load_rows([split])
     kept = data.filter_rows(rows)
-    counts.append({"split": split, "rows": len(rows), "non-blank": sum(r != "" for r in rows),
+    counts.append({"split": split, "rows": len(rows),
+                   "non-blank": sum(r != "" for r in rows),
                    f"{data.L_MIN} < len < {data.L_MAX}": len(kept)})
 counts = pd.DataFrame(counts).set_index("split")
 counts.loc["together"] = counts.sum()
 display(counts)
 n_available = int(counts.loc["together"].iloc[-1])
-for m in MODELS:
-    led.record("rows_after_filter", n_available, claim="rows of 100-500 characters available", figure="data",
-               model=m)
 print(source.describe())
 
 texts = pipeline.load_texts(N, seed=SEED)
 ends = pd.Series([repr(t[-3:]) for t in texts]).value_counts().head(3)
-display(Markdown(f"Sampled **{len(texts)}** rows (seed {SEED}) of the **{n_available}** that pass the filter. "
-                 "The most common row endings:"))
+display(Markdown(f"Sampled **{len(texts)}** rows (seed {SEED}) of the **{n_available}** "
+                 "that pass the filter. The most common row endings:"))
 display(ends.to_frame("rows"))
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("rows_after_filter", n_available, claim="rows of 100-500 characters available",
+                     figure="data", model=m)
 
 # %% [markdown]
 # ## The models, and two explicit tokenisation choices
@@ -139,27 +142,33 @@ for m in MODELS:
     labels[m] = capture.sublayer_labels(n_layers[m])
     default_ids = tok(example)["input_ids"]
     default_bos[m] = tok.bos_token_id is not None and default_ids[0] == tok.bos_token_id
-    facts[m] = {"model type": model.config.model_type, "decoder layers": n_layers[m], "d_model": d_model[m],
-                "sublayers (2L)": 2 * n_layers[m], "pre-attention norm": arch.attn_norm,
-                "pre-MLP norm": arch.mlp_norm, "BOS token": tok.bos_token,
-                "tokenizer adds BOS by itself": default_bos[m]}
-    led.record("tokenizer_adds_bos", default_bos[m], claim="the tokenizer's own default puts BOS first "
-               "(we add it explicitly either way)", figure="methods", model=m)
+    facts[m] = {"model type": model.config.model_type, "decoder layers": n_layers[m],
+                "d_model": d_model[m], "sublayers (2L)": 2 * n_layers[m],
+                "pre-attention norm": arch.attn_norm, "pre-MLP norm": arch.mlp_norm,
+                "BOS token": tok.bos_token, "tokenizer adds BOS by itself": default_bos[m]}
+    bos = tok.bos_token_id
     for add_bos in (True, False):
         for strip in (False, True):
             ids = capture.tokenize(tok, [example], add_bos=add_bos, strip=strip)[0]
-            token_rows.append({"model": m, "add_bos": add_bos, "strip": strip, "tokens": len(ids),
-                               "BOS count": ids.count(tok.bos_token_id) if tok.bos_token_id is not None else 0,
+            token_rows.append({"model": m, "add_bos": add_bos, "strip": strip,
+                               "tokens": len(ids),
+                               "BOS count": ids.count(bos) if bos is not None else 0,
                                "first token": tok.convert_ids_to_tokens(ids[0]),
                                "last token": repr(tok.decode(ids[-1:]))})
 display(pd.DataFrame(facts))
 display(pd.DataFrame(token_rows).set_index(["model", "add_bos", "strip"]))
-adds = [f"`{m}`" for m in MODELS if default_bos[m]]
-no_adds = [f"`{m}`" for m in MODELS if not default_bos[m]]
+adds = ", ".join(f"`{m}`" for m in MODELS if default_bos[m]) or "none"
+no_adds = ", ".join(f"`{m}`" for m in MODELS if not default_bos[m]) or "none"
 display(Markdown(
-    f"Tokenizers that put BOS first by themselves: {', '.join(adds) or 'none'}; that do not: "
-    f"{', '.join(no_adds) or 'none'}. With `ADD_BOS = {ADD_BOS}` every sequence starts with "
-    f"{'exactly one BOS' if ADD_BOS else 'no added BOS'} for every model (the BOS count column)."))
+    f"Tokenizers that put BOS first by themselves: {adds}; that do not: {no_adds}. "
+    f"With `ADD_BOS = {ADD_BOS}` every sequence starts with "
+    f"{'exactly one BOS' if ADD_BOS else 'no added BOS'} for every model "
+    "(the BOS count column)."))
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("tokenizer_adds_bos", default_bos[m], claim="the tokenizer's own default puts BOS "
+                     "first (we add it explicitly either way)", figure="methods", model=m)
 
 # %% [markdown]
 # ## Capture, both conditions
@@ -174,12 +183,18 @@ rs, seconds = {}, {}
 for m in MODELS:
     for condition in CONDITIONS:
         t0 = time.perf_counter()
-        store = pipeline.residual_stream_store(m, n=N, seed=SEED, condition=condition, **capture_kw)
+        store = pipeline.residual_stream_store(m, n=N, seed=SEED, condition=condition,
+                                               **capture_kw)
         rs[m, condition] = store.to_numpy()
         seconds[m, condition] = time.perf_counter() - t0
-        print(f"{m:14s} {condition:9s} {rs[m, condition].shape}  {seconds[m, condition]:.1f} s  {store.path}")
-    led.record("rs_shape", list(rs[m, "original"].shape), claim="RS array (N, 2L, D)", figure="1A", model=m)
+        print(f"{m:14s} {condition:9s} {rs[m, condition].shape}  "
+              f"{seconds[m, condition]:.1f} s  {store.path}")
     assert rs[m, "original"].shape == (N, 2 * n_layers[m], d_model[m])
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("rs_shape", list(rs[m, "original"].shape), claim="RS array (N, 2L, D)",
+                     figure="1A", model=m)
 
 # %%
 fig = grid(overview.rs_norm, {("", m): {c: rs[m, c] for c in CONDITIONS} for m in MODELS},
@@ -188,11 +203,16 @@ growth = {}
 for m in MODELS:
     growth[m] = float(np.linalg.norm(rs[m, "original"][:, -1], axis=-1).mean()
                       / np.linalg.norm(rs[m, "original"][:, 0], axis=-1).mean())
-    led.record("norm_growth_last_over_first", growth[m], claim="RS activations grow in magnitude over the layers",
-               paper="increase in magnitude over the layers (decided in chapter 2: magnitude_increases)",
-               figure="1B", model=m)
-display(Markdown("The mean RS norm at the last sublayer over that at the first (original texts): "
+display(Markdown("The mean RS norm at the last sublayer over that at the first "
+                 "(original texts): "
                  + "; ".join(f"`{m}` **{g:.1f}×**" for m, g in growth.items()) + "."))
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("norm_growth_last_over_first", growth[m],
+                     claim="RS activations grow in magnitude over the layers",
+                     paper="increase in magnitude over the layers (decided in chapter 2: "
+                           "magnitude_increases)", figure="1B", model=m)
 
 # %% [markdown]
 # ## What the tokenisation choices change
@@ -210,17 +230,21 @@ for m in MODELS:
     for add_bos in (True, False):
         for strip in (False, True):
             variants[add_bos, strip] = pipeline.residual_stream(
-                m, n=n_var, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, batch_size=BATCH_SIZE,
-                add_bos=add_bos, strip=strip)
+                m, n=n_var, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
+                batch_size=BATCH_SIZE, add_bos=add_bos, strip=strip)
     ref = variants[ADD_BOS, STRIP]
-    similarity[m] = {f"add_bos={b}, strip={s}": metrics.paired_cosine(v, ref) for (b, s), v in variants.items()}
+    similarity[m] = {f"add_bos={b}, strip={s}": metrics.paired_cosine(v, ref)
+                     for (b, s), v in variants.items()}
     effect[m] = {name: float(np.nanmean(sim[:, -1])) for name, sim in similarity[m].items()}
-    led.record("tokenisation_effect_last_sublayer_cosine", effect[m],
-               claim="mean cosine to the default at the last sublayer, per tokenisation variant", figure="methods",
-               model=m)
 fig = grid(overview.similarity_to_reference, {("", m): similarity[m] for m in MODELS},
            col_kwargs={m: {"labels": labels[m]} for m in MODELS}, sharey=True)
 display(pd.DataFrame(effect).rename_axis("cosine at the last sublayer"))
 furthest = {m: min(e, key=e.get) for m, e in effect.items()}
 display(Markdown("The variant furthest from the default at the last sublayer: " + "; ".join(
     f"`{m}`: {v} (cosine {effect[m][v]:.2f})" for m, v in furthest.items()) + "."))
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("tokenisation_effect_last_sublayer_cosine", effect[m], figure="methods",
+                     model=m,
+                     claim="mean cosine to the default at the last sublayer, per tokenisation variant")

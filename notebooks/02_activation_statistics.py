@@ -72,60 +72,21 @@ from transformer_dynamics import colab
 colab.setup(globals(), "02_activation_statistics")
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-
-from transformer_dynamics import metrics, pipeline, robustness
-from transformer_dynamics.capture import sublayer_labels
 from IPython.display import Markdown, display
 
-from transformer_dynamics.ledger import Ledger, to_table
+from transformer_dynamics import chapter, metrics, robustness
+from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
+from transformer_dynamics.ledger import to_table
 from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
-from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
 
-MODELS = pipeline.model_list(MODELS)
-RUNS = [(m, c) for m in MODELS for c in pipeline.CONDITIONS]  # (model, condition), in figure order
-led = Ledger(
-    "02_activation_statistics",
-    directory=LEDGER_DIR,
-    models=MODELS,
-    n=N,
-    seed=SEED,
-    mi_units=MI_UNITS,
-    mi_compare_units=MI_COMPARE_UNITS,
-    mi_methods=list(MI_METHODS),
-    n_boot=N_BOOT,
-    n_boot_slow=N_BOOT_SLOW,
-)
-rs = {
-    (m, c): pipeline.residual_stream(
-        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
-    )
-    for m, c in RUNS
-}
-n_sublayers = {m: rs[m, "original"].shape[1] for m in MODELS}
-d_model = {m: rs[m, "original"].shape[2] for m in MODELS}
-labels = {m: sublayer_labels(n_sublayers[m] // 2) for m in MODELS}
-kinds = {m: metrics.transition_kind(n_sublayers[m]) for m in MODELS}
-per_model = {m: {"labels": labels[m]} for m in MODELS}  # each figure row's sublayer axis
-
-
-def record(model, key, value, *, condition="original", claim="", **kwargs):
-    """Ledger record for ``model``; rows of the shuffled control get a key suffix and say so in their claim."""
-    if condition != "original":
-        key, claim = f"{key}_{condition}", f"{claim} [{condition}-token control]"
-    led.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
-
-
-Markdown(
-    "\n".join(
-        f"- **{m}**: residual stream {rs[m, 'original'].shape} (texts, sublayers, units): "
-        f"{n_sublayers[m] // 2} layers, {d_model[m]} units"
-        for m in MODELS
-    )
-)
+ch = chapter.setup("02_activation_statistics", models=MODELS, n=N, seed=SEED,
+                   cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
+                   mi_units=MI_UNITS, mi_compare_units=MI_COMPARE_UNITS,
+                   mi_methods=list(MI_METHODS), n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW)
+rs, RUNS = ch.rs, ch.runs  # {(model, condition): (texts, sublayers, units)}; figure order
+Markdown(ch.summary())
 
 # %% [markdown]
 # ## Computing the statistics
@@ -136,9 +97,10 @@ Markdown(
 
 # %%
 main_mi = "kde" if "kde" in MI_METHODS else MI_METHODS[0]
-units = {m: metrics.subsample_units(d_model[m], MI_UNITS, seed=SEED) for m in MODELS}
-compare = {m: np.sort(units[m][metrics.subsample_units(units[m].size, MI_COMPARE_UNITS, seed=SEED)])
-           for m in MODELS}
+units = {m: metrics.subsample_units(ch.d_model[m], MI_UNITS, seed=SEED) for m in ch.models}
+compare = {m: np.sort(units[m][metrics.subsample_units(units[m].size, MI_COMPARE_UNITS,
+                                                       seed=SEED)])
+           for m in ch.models}
 S = {}
 for m, c in RUNS:
     x = rs[m, c]
@@ -153,12 +115,14 @@ for m, c in RUNS:
         "mi_main": metrics.mutual_information(x, main_mi, units=units[m]),
     }
     in_compare = np.isin(units[m], compare[m])
-    S[m, c]["mi"] = {est: S[m, c]["mi_main"][:, in_compare] if est == main_mi else
-                     metrics.mutual_information(x, est, units=compare[m]) for est in MI_METHODS}
+    S[m, c]["mi"] = {est: S[m, c]["mi_main"][:, in_compare] if est == main_mi
+                     else metrics.mutual_information(x, est, units=compare[m])
+                     for est in MI_METHODS}
     S[m, c]["hist"] = metrics.correlation_histogram(S[m, c]["r"])
     S[m, c]["hist_pairs"] = metrics.correlation_histogram(S[m, c]["r_pairs"])
 # MI units in the Fig 1B order of each model
-mi_order = {m: np.argsort(np.argsort(S[m, "original"]["order"])[units[m]]) for m in MODELS}
+mi_order = {m: np.argsort(np.argsort(S[m, "original"]["order"])[units[m]])
+            for m in ch.models}
 
 # %% [markdown]
 # ## Figure 1B: mean activations
@@ -167,15 +131,16 @@ mi_order = {m: np.argsort(np.argsort(S[m, "original"]["order"])[units[m]]) for m
 # units (below) do not wash out the rest.
 
 # %%
-grid(plot_metrics.plot_mean_activations, {(m, c): (S[m, c]["mean"], S[m, c]["order"]) for m, c in RUNS},
-     row_kwargs=per_model);
+grid(plot_metrics.plot_mean_activations,
+     {(m, c): (S[m, c]["mean"], S[m, c]["order"]) for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% tags=["remove-input"]
-for m in MODELS:
+for m in ch.models:
     mean = S[m, "original"]["mean"]
-    led.record("mean_abs_first", np.abs(mean[0]).mean(), model=m, figure="1B",
+    ch.ledger.record("mean_abs_first", np.abs(mean[0]).mean(), model=m, figure="1B",
                claim="mean |activation| over units at the first sublayer")
-    led.record("mean_abs_last", np.abs(mean[-1]).mean(), model=m, figure="1B",
+    ch.ledger.record("mean_abs_last", np.abs(mean[-1]).mean(), model=m, figure="1B",
                claim="mean |activation| over units at the last sublayer")
 
 # %% [markdown]
@@ -188,7 +153,7 @@ for m in MODELS:
 grid(
     plot_metrics.plot_successive_correlation,
     {(m, c): S[m, c]["r"] for m, c in RUNS},
-    row_kwargs=per_model,
+    row_kwargs=ch.per_model,
 );
 
 # %% [markdown]
@@ -200,18 +165,14 @@ grid(
 # %% tags=["remove-input"]
 for m, c in RUNS:
     med = metrics.median_by_transition(S[m, c]["r"])["all"]
-    record(m, "r_undefined_first", float(np.mean(np.isnan(S[m, c]["r"][0]))), figure="1C", condition=c,
-           claim="fraction of units whose r is undefined (constant) at the first transition")
-    defined = np.flatnonzero(np.isfinite(med))
-    first = {k: defined[kinds[m][defined] == k][0] for k in ("within", "cross")}
-    last = {k: defined[kinds[m][defined] == k][-1] for k in ("within", "cross")}
-    for name, t in [("within_first", first["within"]), ("cross_first", first["cross"]),
-                    ("within_last", last["within"]), ("cross_last", last["cross"])]:
-        x = rs[m, c]
+    ch.record(m, "r_undefined_first", float(np.mean(np.isnan(S[m, c]["r"][0]))), figure="1C",
+              condition=c, claim="fraction of units whose r is undefined (constant) at the first transition")
+    lab, x = ch.labels[m], rs[m, c]
+    for name, t in metrics.first_last_defined(med).items():  # within_first, cross_first, ..._last
         est, lo, hi = bootstrap_correlation(x[:, t], x[:, t + 1], n_boot=N_BOOT, seed=SEED)
-        record(m, f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=int(t),
-               claim=f"median r over units, {kinds[m][t]}-layer transition "
-                     f"{labels[m][t]} → {labels[m][t + 1]}")
+        ch.record(m, f"r_{name}", est, ci=(lo, hi), figure="1C", condition=c, transition=t,
+                  claim=f"median r over units, {name.split('_')[0]}-layer transition "
+                        f"{lab[t]} → {lab[t + 1]}")
 
 # %% [markdown]
 # ## Figure 1D: per-unit distribution of correlations
@@ -225,14 +186,15 @@ for m, c in RUNS:
 grid(plot_metrics.plot_correlation_histogram, {(m, c): S[m, c]["hist"] for m, c in RUNS});
 
 # %%
-fig = grid(plot_metrics.plot_correlation_histogram, {(m, c): S[m, c]["hist_pairs"] for m, c in RUNS})
+fig = grid(plot_metrics.plot_correlation_histogram,
+           {(m, c): S[m, c]["hist_pairs"] for m, c in RUNS})
 fig.suptitle("all sublayer pairs l < m (the methods' definition)");
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
     frac_pairs = float(np.mean(np.nanmedian(S[m, c]["r_pairs"], axis=0) > 0.5))
-    record(m, "units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
-           claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
+    ch.record(m, "units_median_pair_r_above_0.5", frac_pairs, figure="1D", condition=c,
+              claim="fraction of units whose median r over all sublayer pairs l < m exceeds 0.5")
 
 # %% [markdown]
 # ## Figure 1E: cosine similarity of successive RS vectors
@@ -244,7 +206,7 @@ for m, c in RUNS:
 grid(
     plot_metrics.plot_cosine_similarity,
     {(m, c): {"raw": S[m, c]["cos"], "centred": S[m, c]["ccos"]} for m, c in RUNS},
-    row_kwargs=per_model,
+    row_kwargs=ch.per_model,
 );
 
 # %% tags=["remove-input"]
@@ -254,10 +216,12 @@ for m, c in RUNS:
         w, x = metrics.split_transitions(est)
         (w_lo, x_lo), (w_hi, x_hi) = metrics.split_transitions(lo), metrics.split_transitions(hi)
         what = "raw" if name == "cos" else "centred"
-        record(m, f"{name}_within_mean", np.nanmean(w), figure="1E", condition=c,
-               ci=(np.nanmean(w_lo), np.nanmean(w_hi)), claim=f"mean {what} cosine, within-layer transitions")
-        record(m, f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
-               ci=(np.nanmean(x_lo), np.nanmean(x_hi)), claim=f"mean {what} cosine, cross-layer transitions")
+        ch.record(m, f"{name}_within_mean", np.nanmean(w), figure="1E", condition=c,
+                  ci=(np.nanmean(w_lo), np.nanmean(w_hi)),
+                  claim=f"mean {what} cosine, within-layer transitions")
+        ch.record(m, f"{name}_cross_mean", np.nanmean(x), figure="1E", condition=c,
+                  ci=(np.nanmean(x_lo), np.nanmean(x_hi)),
+                  claim=f"mean {what} cosine, cross-layer transitions")
 
 # %% [markdown]
 # ## Figure 1F: velocity
@@ -265,13 +229,14 @@ for m, c in RUNS:
 # transformer the within-layer step is the attention block's output and the cross-layer step the MLP's.
 
 # %%
-grid(plot_metrics.plot_velocity, {(m, c): S[m, c]["vel"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_velocity, {(m, c): S[m, c]["vel"] for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
     est = S[m, c]["vel"].mean(0)
-    record(m, "vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
-           claim="mean velocity at the last transition / at the first")
+    ch.record(m, "vel_last_over_first", est[-1] / est[0], figure="1F", condition=c,
+              claim="mean velocity at the last transition / at the first")
 
 # %% [markdown]
 # ## Figure 1G, 1H: mutual information between successive sublayers
@@ -282,11 +247,12 @@ for m, c in RUNS:
 # order), H: mean over units.
 
 # %%
-grid(plot_metrics.plot_mi_units, {(m, c): (S[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
-     row_kwargs=per_model);
+grid(plot_metrics.plot_mi_units,
+     {(m, c): (S[m, c]["mi_main"], mi_order[m]) for m, c in RUNS}, row_kwargs=ch.per_model);
 
 # %%
-grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% [markdown]
 # ### The estimators side by side
@@ -295,27 +261,26 @@ grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi_main"] for m, c in RUNS}, r
 # per estimator on these units; the paper's estimator on all `MI_UNITS` units is recorded as `mi_main_*`.
 
 # %%
-grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi"] for m, c in RUNS}, row_kwargs=per_model);
+grid(plot_metrics.plot_mi_mean, {(m, c): S[m, c]["mi"] for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% tags=["remove-input"]
-early = {m: max(4, (n_sublayers[m] - 1) // 3) for m in MODELS}  # the first third of the transitions
 for m, c in RUNS:
-    lab, kind = labels[m], kinds[m]
-    for est, mi, cols in ([("main", S[m, c]["mi_main"], units[m])]
-                          + [(e, S[m, c]["mi"][e], compare[m]) for e in MI_METHODS]):
+    lab, kind = ch.labels[m], metrics.transition_kind(ch.n_sublayers[m])
+    early = metrics.early_stop(ch.n_sublayers[m] - 1)  # the first third of the transitions
+    for est, mi in ([("main", S[m, c]["mi_main"])] + [(e, S[m, c]["mi"][e]) for e in MI_METHODS]):
         name = f"{main_mi}, all MI units" if est == "main" else f"{est}, {len(compare[m])} units"
-        with np.errstate(all="ignore"):
-            mean_mi = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in mi])
-        t0 = int(np.flatnonzero(np.isfinite(mean_mi))[0])
-        record(m, f"mi_{est}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
-               estimator=name, transition=t0,
-               claim=f"mean MI ({name}) at the first defined transition {lab[t0]} → {lab[t0 + 1]}")
-        record(m, f"mi_{est}_min_early", np.nanmin(mean_mi[:early[m]]), figure="1H", condition=c,
-               unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
-        t = metrics.largest_drop(mean_mi, stop=early[m])
-        record(m, f"mi_{est}_steepest_drop_at", t, figure="1H", condition=c, estimator=name,
-               claim=f"transition of the largest early drop of mean MI ({name}): "
-                     f"{lab[t]} → {lab[t + 1]}, {kind[t]}-layer")
+        mean_mi = metrics.mean_by_transition(mi)["all"]
+        t0 = int(metrics.defined_transitions(mean_mi)[0])
+        ch.record(m, f"mi_{est}_first", mean_mi[t0], figure="1H", condition=c, unit="nats",
+                  estimator=name, transition=t0,
+                  claim=f"mean MI ({name}) at the first defined transition {lab[t0]} → {lab[t0 + 1]}")
+        ch.record(m, f"mi_{est}_min_early", np.nanmin(mean_mi[:early]), figure="1H", condition=c,
+                  unit="nats", estimator=name, claim=f"smallest mean MI ({name}) in the first third")
+        t = metrics.largest_drop(mean_mi, stop=early)
+        ch.record(m, f"mi_{est}_steepest_drop_at", t, figure="1H", condition=c, estimator=name,
+                  claim=f"transition of the largest early drop of mean MI ({name}): "
+                        f"{lab[t]} → {lab[t + 1]}, {kind[t]}-layer")
 
 # %% [markdown]
 # ## Massive units
@@ -326,15 +291,7 @@ for m, c in RUNS:
 # then Fig 1B, 1E and 1F without them.
 
 # %%
-massive = {m: metrics.massive_units(rs[m, "original"]) for m in MODELS}
-for m in MODELS:
-    led.record(
-        "n_massive_units",
-        len(massive[m]),
-        model=m,
-        units=massive[m][:16],
-        claim="units whose magnitude exceeds 20x the median unit's",
-    )
+massive = {m: metrics.massive_units(rs[m, "original"]) for m in ch.models}
 S_wo = {}
 for m, c in RUNS:
     x = metrics.without_units(rs[m, c], massive[m])
@@ -349,37 +306,45 @@ display(
         "\n".join(
             f"- **{m}**: {len(massive[m])} massive units, largest first: "
             f"{', '.join(map(str, massive[m][:16])) or 'none'}"
-            for m in MODELS
+            for m in ch.models
         )
     )
 )
 grid(
     plot_metrics.plot_mean_activations,
     {(m, c): (S_wo[m, c]["mean"], S_wo[m, c]["order"]) for m, c in RUNS},
-    row_kwargs=per_model,
+    row_kwargs=ch.per_model,
     title="Mean activation, no massive units",
 );
 
+# %% tags=["remove-input"]
+for m in ch.models:
+    ch.ledger.record("n_massive_units", len(massive[m]), model=m, units=massive[m][:16],
+                     claim="units whose magnitude exceeds 20x the median unit's")
+
 # %%
 grid(plot_metrics.plot_cosine_similarity,
-     {(m, c): {"all units": S[m, c]["cos"], "without massive": S_wo[m, c]["cos"]} for m, c in RUNS},
-     row_kwargs=per_model);
+     {(m, c): {"all units": S[m, c]["cos"], "without massive": S_wo[m, c]["cos"]}
+      for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %%
 grid(plot_metrics.plot_velocity,
-     {(m, c): {"all units": S[m, c]["vel"], "without massive": S_wo[m, c]["vel"]} for m, c in RUNS},
-     row_kwargs=per_model);
+     {(m, c): {"all units": S[m, c]["vel"], "without massive": S_wo[m, c]["vel"]}
+      for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% tags=["remove-input"]
-for m in MODELS:
+for m in ch.models:
     cos_w, cos_x = metrics.split_transitions(S_wo[m, "original"]["cos"].mean(0))
-    led.record("cos_within_mean_no_massive", np.nanmean(cos_w), model=m, figure="1E",
-               claim="mean raw cosine, within-layer, without massive units")
-    led.record("cos_cross_mean_no_massive", np.nanmean(cos_x), model=m, figure="1E",
-               claim="mean raw cosine, cross-layer, without massive units")
-    seg = metrics.steepest_segment(S_wo[m, "original"]["vel"].mean(0)[1::2])
-    led.record("vel_steepest_third_cross_no_massive", seg + 1, model=m, figure="1F", unit="third",
-               claim="third with the largest cross-layer velocity increase, without massive units")
+    ch.ledger.record("cos_within_mean_no_massive", np.nanmean(cos_w), model=m, figure="1E",
+                     claim="mean raw cosine, within-layer, without massive units")
+    ch.ledger.record("cos_cross_mean_no_massive", np.nanmean(cos_x), model=m, figure="1E",
+                     claim="mean raw cosine, cross-layer, without massive units")
+    vel_cross = metrics.split_transitions(S_wo[m, "original"]["vel"].mean(0))[1]
+    ch.ledger.record("vel_steepest_third_cross_no_massive", metrics.steepest_segment(vel_cross) + 1,
+                     model=m, figure="1F", unit="third",
+                     claim="third with the largest cross-layer velocity increase, without massive units")
 
 # %% [markdown]
 # ## The paper's statements, decided
@@ -396,14 +361,14 @@ evidence = {(m, c): robustness.claim_evidence(rs[m, c], groups=("mean", "r", "co
                                               mi_units=compare[m], mi_methods=MI_METHODS)
             for m, c in RUNS}
 for (m, c), ev in evidence.items():
-    led.claim_table(ev, model=m, condition=c)
+    ch.ledger.claim_table(ev, model=m, condition=c)
 
 # %% [markdown]
 # The rows, one per model (original texts unless the claim ends in "[shuffled control]"); readings other
 # than the headline name themselves in brackets.
 
 # %% tags=["remove-input"]
-table = led.to_dict()
+table = ch.ledger.to_dict()
 Markdown(to_table({**table, "entries": [e for e in table["entries"] if e["paper"]]}))
 
 # %% [markdown]

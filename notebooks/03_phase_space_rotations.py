@@ -83,28 +83,20 @@ colab.setup(globals(), "03_phase_space_rotations")
 # %%
 import numpy as np
 import pandas as pd
+from IPython.display import Markdown
 
-from transformer_dynamics import phase, pipeline, robustness
-from transformer_dynamics.capture import sublayer_labels
-from transformer_dynamics.ledger import Ledger
+from transformer_dynamics import chapter, phase, robustness
 from transformer_dynamics.plots import phase as plot_phase
 from transformer_dynamics.plots.style import grid
 
-MODELS = pipeline.model_list(MODELS)
-CONDITIONS = pipeline.CONDITIONS
 NULLS = ("sublayers", "points")
 PAPER_MEAN, PAPER_SUBLAYERS = 10.74, 64
-led = Ledger("03_phase_space_rotations", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED,
-             n_shuffles=N_SHUFFLES, per_sample_shuffles=PER_SAMPLE_SHUFFLES,
-             per_sample_max_texts=PER_SAMPLE_MAX_TEXTS)
-rs = {(m, c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR,
-                                       quantization=QUANTIZATION)
-      for m in MODELS for c in CONDITIONS}
-n_samples, n_sublayers, d_model, labels = {}, {}, {}, {}
-for m in MODELS:
-    n_samples[m], n_sublayers[m], d_model[m] = rs[m, "original"].shape
-    labels[m] = sublayer_labels(n_sublayers[m] // 2)
-    print(f"{m}: rs {rs[m, 'original'].shape} (texts, sublayers, units)")
+ch = chapter.setup("03_phase_space_rotations", models=MODELS, n=N, seed=SEED,
+                   cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
+                   n_shuffles=N_SHUFFLES, per_sample_shuffles=PER_SAMPLE_SHUFFLES,
+                   per_sample_max_texts=PER_SAMPLE_MAX_TEXTS)
+rs, CONDITIONS = ch.rs, ch.conditions
+Markdown(ch.summary())
 
 # %% [markdown]
 # ## Rotation counts and their nulls
@@ -116,32 +108,22 @@ for m in MODELS:
 
 # %%
 R, reference = {}, {}
-for m in MODELS:
-    for c in CONDITIONS:
-        x = rs[m, c]
-        R[m, c] = {
-            "traj": x.mean(0),  # (n_sublayers, d_model)
-            "mean": phase.rotations_per_unit(x, "mean"),  # (d_model,)
-            "samples": phase.rotations_per_sample(x),  # (n_samples, d_model)
-            "null": {
-                w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w) for w in NULLS
-            },
-            "null_ps": {
-                w: phase.null_per_unit(
-                    x,
-                    "per_sample",
-                    PER_SAMPLE_SHUFFLES,
-                    seed=SEED,
-                    what=w,
-                    max_samples=PER_SAMPLE_MAX_TEXTS,
-                )
-                for w in NULLS
-            },
-        }
-        R[m, c]["per_sample"] = R[m, c]["samples"].mean(0)
-    reference[m] = {
-        k: phase.reference_counts(n_sublayers[m], k, seed=SEED) for k in ("random_walk", "iid")
+for m, c in ch.runs:
+    x = rs[m, c]
+    R[m, c] = {
+        "traj": x.mean(0),  # (n_sublayers, d_model)
+        "mean": phase.rotations_per_unit(x, "mean"),  # (d_model,)
+        "samples": phase.rotations_per_sample(x),  # (n_samples, d_model)
+        "null": {w: phase.null_per_unit(x, "mean", N_SHUFFLES, seed=SEED, what=w)
+                 for w in NULLS},
+        "null_ps": {w: phase.null_per_unit(x, "per_sample", PER_SAMPLE_SHUFFLES, seed=SEED,
+                                           what=w, max_samples=PER_SAMPLE_MAX_TEXTS)
+                    for w in NULLS},
     }
+    R[m, c]["per_sample"] = R[m, c]["samples"].mean(0)
+for m in ch.models:
+    reference[m] = {k: phase.reference_counts(ch.n_sublayers[m], k, seed=SEED)
+                    for k in ("random_walk", "iid")}
 
 # %% [markdown]
 # ## Figure 2A: phase portraits
@@ -154,17 +136,17 @@ for m in MODELS:
 shown = {
     m: np.sort(
         np.random.default_rng(SEED).choice(
-            d_model[m], size=min(N_PORTRAITS, d_model[m]), replace=False
+            ch.d_model[m], size=min(N_PORTRAITS, ch.d_model[m]), replace=False
         )
     )
-    for m in MODELS
+    for m in ch.models
 }
 for c in CONDITIONS:
     plot_phase.plot_phase_portraits_by_model(
-        {m: R[m, c]["traj"] for m in MODELS},
+        {m: R[m, c]["traj"] for m in ch.models},
         shown,
-        rotations={m: R[m, c]["mean"] for m in MODELS},
-        labels=labels,
+        rotations={m: R[m, c]["mean"] for m in ch.models},
+        labels=ch.labels,
         suptitle=f"Mean trajectories over {N} texts — {c}",
     );
 
@@ -173,9 +155,9 @@ for c in CONDITIONS:
 
 # %%
 plot_phase.plot_phase_portraits_by_model(
-    {m: rs[m, "original"][0] for m in MODELS},
+    {m: rs[m, "original"][0] for m in ch.models},
     shown,
-    labels=labels,
+    labels=ch.labels,
     suptitle="One text's trajectories — original",
 );
 
@@ -189,7 +171,8 @@ plot_phase.plot_phase_portraits_by_model(
 null_cols = {w: f"null: shuffled {w}" for w in NULLS}
 for c in CONDITIONS:
     grid(plot_phase.plot_rotation_histogram,
-         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w]) for m in MODELS for w in NULLS},
+         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w])
+          for m in ch.models for w in NULLS},
          col_kwargs={null_cols[w]: {"null_label": f"null (shuffled {w})"} for w in NULLS},
          title=f"{c} texts", height=4.0);
 
@@ -201,7 +184,8 @@ for c in CONDITIONS:
 # %%
 for c in CONDITIONS:
     grid(plot_phase.plot_rotations_sorted,
-         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w]) for m in MODELS for w in NULLS},
+         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w])
+          for m in ch.models for w in NULLS},
          title=f"{c} texts", width=6.0, height=4.0);
 
 # %% [markdown]
@@ -212,16 +196,16 @@ for c in CONDITIONS:
 # rows of each model are structureless references with the same number of sublayers: Gaussian random
 # walks and i.i.d. Gaussian values (the count ignores scale and offset, so these need no fitting).
 
-# %%
+# %% tags=["hide-input"]
 rows, summary = [], {}
-for m in MODELS:
+for m in ch.models:
     for c in CONDITIONS:
         for mode, obs, nulls in (
             ("mean", R[m, c]["mean"], R[m, c]["null"]),
             ("per_sample", R[m, c]["per_sample"], R[m, c]["null_ps"]),
         ):
             for w in NULLS:
-                s = phase.rotation_summary(obs, nulls[w], n_sublayers=n_sublayers[m])
+                s = phase.rotation_summary(obs, nulls[w], n_sublayers=ch.n_sublayers[m])
                 summary[m, c, mode, w] = s
                 rows.append(
                     {
@@ -243,7 +227,7 @@ for m in MODELS:
                 "mean": v.mean(),
                 "mean_abs": np.abs(v).mean(),
                 "sd": v.std(),
-                "mean_per_sublayer": v.mean() / n_sublayers[m],
+                "mean_per_sublayer": v.mean() / ch.n_sublayers[m],
             }
         )
 table = pd.DataFrame(rows)
@@ -272,55 +256,55 @@ table[cols].round(3)
 # sign test over units). Every value is recorded once per model.
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    led.record("n_sublayers", n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
-               paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
+for m in ch.models:
+    ch.ledger.record("n_sublayers", ch.n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
+                     paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
     o = summary[m, "original", "mean", "sublayers"]
-    led.record("rotations_mean", o["mean"],
-               claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
-               paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
-    led.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
-               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
-    led.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
-               claim="mean |R| per unit divided by the number of sublayers",
-               paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
-               unit="rotations per sublayer", model=m)
-    led.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
-               figure="2C", model=m)
+    ch.ledger.record("rotations_mean", o["mean"],
+                     claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
+                     paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
+                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
+                     claim="mean |R| per unit divided by the number of sublayers",
+                     paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
+                     unit="rotations per sublayer", model=m)
+    ch.ledger.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
+                     figure="2C", model=m)
     ps = summary[m, "original", "per_sample", "sublayers"]
-    led.record("rotations_per_sample_mean", ps["mean"],
-               claim="mean signed R per unit, each text's own trajectory, averaged over texts",
-               paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
-    led.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
-               claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
-               figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_per_sample_mean", ps["mean"],
+                     claim="mean signed R per unit, each text's own trajectory, averaged over texts",
+                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+    ch.ledger.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
+                     claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
+                     figure="2B", unit="rotations", model=m)
     for w in NULLS:
         s = summary[m, "original", "mean", w]
-        led.record(f"null_{w}_mean", s["null_mean"],
-                   claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
-                   paper="~0", figure="2B", unit="rotations", model=m)
-        led.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
-                   figure="2B", unit="rotations", model=m)
-        led.record(f"frac_units_below_null_{w}", s["frac_below"],
-                   claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
-                         f"turn less than their shuffles (shuffled {w})", figure="2C", model=m)
+        ch.ledger.record(f"null_{w}_mean", s["null_mean"],
+                         claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
+                         paper="~0", figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
+                         figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"frac_units_below_null_{w}", s["frac_below"],
+                         claim=f"fraction of units whose |R| is below their own null's 5th percentile, i.e. units that "
+                               f"turn less than their shuffles (shuffled {w})", figure="2C", model=m)
         ev = robustness.rotation_evidence(R[m, "original"]["mean"], R[m, "original"]["null"][w], w)
         for key, reading, value, p in ev:
-            led.claim(key, value, p=p, reading=reading, model=m)
+            ch.ledger.claim(key, value, p=p, reading=reading, model=m)
     sh = summary[m, "shuffled", "mean", "sublayers"]
-    led.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
-               claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B",
-               unit="rotations", model=m)
+    ch.ledger.record("rotations_mean_abs_token_shuffled", sh["mean_abs"],
+                     claim="mean |R| per unit for the token-shuffled texts (mean trajectory)", figure="2B",
+                     unit="rotations", model=m)
     for k, v in reference[m].items():
-        led.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
-                   claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
-                   figure="2B", unit="rotations", model=m)
+        ch.ledger.record(f"reference_{k}_mean_abs", np.abs(v).mean(),
+                         claim=f"mean |R| of {k.replace('_', ' ')} trajectories with the same number of sublayers",
+                         figure="2B", unit="rotations", model=m)
     rw_abs = np.abs(reference[m]["random_walk"]).mean()
-    led.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
-               claim="units rotate more than structureless paths: mean |R| of the units minus that of "
-                     "Gaussian random walks with as many sublayers (our check; not in the paper)",
-               figure="2B", unit="rotations", model=m)
-pd.DataFrame({m: {k: e.value for (mm, k), e in led.entries.items() if mm == m} for m in MODELS})
+    ch.ledger.record("rotations_minus_random_walk", o["mean_abs"] - rw_abs,
+                     claim="units rotate more than structureless paths: mean |R| of the units minus that of "
+                           "Gaussian random walks with as many sublayers (our check; not in the paper)",
+                     figure="2B", unit="rotations", model=m)
+pd.DataFrame({m: {k: e.value for (mm, k), e in ch.ledger.entries.items() if mm == m} for m in ch.models})
 
 # %% [markdown]
 # ## What we find
@@ -333,13 +317,13 @@ pd.DataFrame({m: {k: e.value for (mm, k), e in led.entries.items() if mm == m} f
 # (gradient recomputed) makes the paths rougher, so it is the fairer test of whether the layer order adds
 # turning.
 
-# %%
-for m in MODELS:
+# %% tags=["hide-input"]
+for m in ch.models:
     o = summary[m, "original", "mean", "sublayers"]
     ps = summary[m, "original", "per_sample", "sublayers"]
     sh = summary[m, "shuffled", "mean", "sublayers"]
     rw = reference[m]["random_walk"]
-    print(f"{m}, {n_sublayers[m]} sublayers, N = {n_samples[m]} texts")
+    print(f"{m}, {ch.n_sublayers[m]} sublayers, N = {len(rs[m, 'original'])} texts")
     print(
         f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
         f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers"

@@ -74,49 +74,21 @@ colab.setup(globals(), "04_reduced_trajectories")
 
 # %%
 import numpy as np
-import pandas as pd
 import torch
+from IPython.display import Markdown
 
-from transformer_dynamics import ledger, metrics, pipeline, reduce, robustness
+from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness
 from transformer_dynamics.bootstrap import trend_test
-from transformer_dynamics.capture import sublayer_labels
-from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
 
-MODELS = pipeline.model_list(MODELS)
-CONDITIONS = pipeline.CONDITIONS
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-led = Ledger(
-    "04_reduced_trajectories",
-    directory=LEDGER_DIR,
-    models=MODELS,
-    n=N,
-    seed=SEED,
-    cae_layers=CAE_LAYERS,
-    cae_epochs=CAE_EPOCHS,
-    cae_patience=CAE_PATIENCE,
-    cae_scaling=CAE_SCALING,
-    pca_components=PCA_COMPONENTS,
-)
-rs = {
-    (m, c): pipeline.residual_stream(
-        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
-    )
-    for m in MODELS
-    for c in CONDITIONS
-}
-shape, labels, thirds = {}, {}, {}
-for m in MODELS:
-    shape[m] = rs[m, "original"].shape  # (texts, sublayers, units)
-    labels[m] = sublayer_labels(shape[m][1] // 2)
-    thirds[m] = np.array_split(np.arange(shape[m][1]), 3)
-    print(f"{m}: rs {shape[m]} (texts, sublayers, units); CAE on {DEVICE}")
-
-
-def suffix(c):
-    return "" if c == "original" else f"_{c}"
-
+ch = chapter.setup("04_reduced_trajectories", models=MODELS, n=N, seed=SEED,
+                   cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
+                   cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE,
+                   cae_scaling=CAE_SCALING, pca_components=PCA_COMPONENTS)
+rs, RUNS, CONDITIONS = ch.rs, ch.runs, ch.conditions
+Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 
 # %% [markdown]
 # ## Training the compressing autoencoder (Figure 3A)
@@ -136,61 +108,31 @@ def suffix(c):
 
 # %%
 cae = {}
-for m in MODELS:
-    print(f"{m}: encoder widths", reduce.geometric_widths(shape[m][2], 2, CAE_LAYERS))
-    for c in CONDITIONS:
-        cae[m, c] = r = pipeline.trained_cae(
-            m,
-            n=N,
-            seed=SEED,
-            condition=c,
-            cache_dir=CACHE_DIR,
-            quantization=QUANTIZATION,
-            k=CAE_LAYERS,
-            epochs=CAE_EPOCHS,
-            patience=CAE_PATIENCE,
-            scaling=CAE_SCALING,
-            device=DEVICE,
-            num_threads=CAE_THREADS,
-        )
-        print(
-            f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), {r.train_time_s:.0f} s, "
-            f"test MSE (scaled) {r.test_loss:.4f}, test EV {r.test_ev:.3f}"
-        )
+for m, c in RUNS:
+    if c == CONDITIONS[0]:
+        print(f"{m}: encoder widths", reduce.geometric_widths(ch.d_model[m], 2, CAE_LAYERS))
+    cae[m, c] = r = pipeline.trained_cae(
+        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
+        k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
+        device=DEVICE, num_threads=CAE_THREADS)
+    print(f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), "
+          f"{r.train_time_s:.0f} s, test MSE (scaled) {r.test_loss:.4f}, "
+          f"test EV {r.test_ev:.3f}")
 
 # %%
-grid(
-    plot_reduce.plot_training_history,
-    {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in MODELS},
-    height=3.5,
-);
+grid(plot_reduce.plot_training_history,
+     {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in ch.models}, height=3.5);
 
-# %%
-for m in MODELS:
-    for c in CONDITIONS:
-        s, r = suffix(c), cae[m, c]
-        led.record(
-            f"cae_train_time_s{s}",
-            r.train_time_s,
-            unit="s",
-            figure="3",
-            model=m,
-            claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} epochs)",
-        )
-        led.record(
-            f"cae_test_ev{s}",
-            r.test_ev,
-            figure="3D",
-            model=m,
-            claim=f"CAE explained variance of all test vectors pooled ({c})",
-        )
-        led.record(
-            f"cae_best_epoch{s}",
-            r.best_epoch,
-            figure="3",
-            model=m,
-            claim=f"epoch with the lowest validation loss (0-based, {c})",
-        )
+# %% tags=["remove-input"]
+for m, c in RUNS:
+    r = cae[m, c]
+    ch.ledger.record(ch.key("cae_train_time_s", c), r.train_time_s, unit="s", figure="3", model=m,
+                     claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} "
+                           "epochs)")
+    ch.ledger.record(ch.key("cae_test_ev", c), r.test_ev, figure="3D", model=m,
+                     claim=f"CAE explained variance of all test vectors pooled ({c})")
+    ch.ledger.record(ch.key("cae_best_epoch", c), r.best_epoch, figure="3", model=m,
+                     claim=f"epoch with the lowest validation loss (0-based, {c})")
 
 # %% [markdown]
 # ## Figure 3B: the mean bottleneck trajectory
@@ -200,37 +142,33 @@ for m in MODELS:
 
 # %%
 traj = {(m, c): reduce.bottleneck_trajectories(cae[m, c], rs[m, c][cae[m, c].test_idx])
-        for m in MODELS for c in CONDITIONS}
+        for m, c in RUNS}
 grid(plot_reduce.plot_bottleneck_trajectory, traj);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        ang = metrics.turning_angle(traj[m, c].mean(0))
-        rho, p = trend_test(ang, seed=SEED)
-        led.claim("cae_straighten", rho, p=p, model=m, condition=c)
-        led.record(f"cae_turning_angle_first_last_third{suffix(c)}",
-                   [np.nanmean(ang[thirds[m][0][:-2]]), np.nanmean(ang[thirds[m][2][:-2]])], unit="degrees",
-                   figure="3B", model=m,
-                   claim=f"mean turning angle of the mean trajectory, first vs last third of sublayers ({c})")
+for m, c in RUNS:
+    ang = metrics.turning_angle(traj[m, c].mean(0))  # (n_sublayers - 2,)
+    rho, p = trend_test(ang, seed=SEED)
+    ch.ledger.claim("cae_straighten", rho, p=p, model=m, condition=c)
+    ch.ledger.record(ch.key("cae_turning_angle_first_last_third", c),
+                     metrics.first_last_third(ang, n=ch.n_sublayers[m], trim=2), unit="degrees",
+                     figure="3B", model=m,
+                     claim=f"mean turning angle of the mean trajectory, first vs last third of "
+                           f"sublayers ({c})")
 
 # %% [markdown]
 # ## Figure 3C: distance between successive sublayers in the bottleneck
 
 # %%
-dist = {(m, c): metrics.velocity(traj[m, c]) for m in MODELS for c in CONDITIONS}
-grid(
-    plot_reduce.plot_successive_distance,
-    {("", m): {c: dist[m, c] for c in CONDITIONS} for m in MODELS},
-    title="CAE: distance between successive sublayers",
-    height=3.8,
-);
+dist = {(m, c): metrics.velocity(traj[m, c]) for m, c in RUNS}
+grid(plot_reduce.plot_successive_distance,
+     {("", m): {c: dist[m, c] for c in CONDITIONS} for m in ch.models},
+     title="CAE: distance between successive sublayers", height=3.8);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        rho, p = trend_test(dist[m, c].mean(0), seed=SEED)
-        led.claim("cae_distance_increases", rho, p=p, model=m, condition=c)
+for m, c in RUNS:
+    rho, p = trend_test(dist[m, c].mean(0), seed=SEED)
+    ch.ledger.claim("cae_distance_increases", rho, p=p, model=m, condition=c)
 
 # %% [markdown]
 # ## Figure 3D: explained variance per sublayer on the test texts
@@ -244,49 +182,40 @@ for m in MODELS:
 
 # %%
 CENTERS = {"sublayer": "about each sublayer's mean", "global": "about the global mean"}
-ev_cae = {
-    (m, c, k): reduce.explained_variance_per_sublayer_cae(
-        cae[m, c], rs[m, c][cae[m, c].test_idx], center=k
-    )
-    for m in MODELS
-    for c in CONDITIONS
-    for k in CENTERS
-}
-grid(
-    plot_reduce.plot_cae_explained_variance,
-    {
-        (m, name): {c: ev_cae[m, c, k] for c in CONDITIONS}
-        for m in MODELS
-        for k, name in CENTERS.items()
-    },
-    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
-    ylim=(-1, 1.02),
-    title="CAE: test-set EV",
-    height=3.8,
-);
+ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(
+              cae[m, c], rs[m, c][cae[m, c].test_idx], center=k)
+          for m, c in RUNS for k in CENTERS}
+grid(plot_reduce.plot_cae_explained_variance,
+     {(m, name): {c: ev_cae[m, c, k] for c in CONDITIONS}
+      for m in ch.models for k, name in CENTERS.items()},
+     row_kwargs=ch.per_model, ylim=(-1, 1.02), title="CAE: test-set EV", height=3.8);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        ev, s = ev_cae[m, c, "sublayer"], suffix(c)
-        jump_at = int(np.nanargmax(np.diff(ev)))
-        first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0 has no variance when every text ends alike
-        led.record(f"cae_ev_first_last{s}", [ev[first], ev[first + 1], ev[-1]], figure="3D", first_sublayer=first,
-                   model=m, claim=f"CAE explained variance at the first two sublayers with variance (from "
-                                  f"{labels[m][first]}) and the last ({c})")
-        led.record(f"cae_ev_below_zero{s}", int(np.sum(ev < 0)), figure="3D", unit="sublayers", model=m,
-                   claim=f"sublayers whose CAE explained variance is negative ({c}; of {shape[m][1]})")
-        ev_global = ev_cae[m, c, "global"]
-        led.record(f"cae_ev_global_first_last{s}", [ev_global[0], ev_global[-1]], figure="3D", model=m,
-                   claim=f"CAE explained variance about the global mean, first and last sublayer ({c})")
-        rho, p = trend_test(ev, seed=SEED)
-        led.claim("cae_ev_increases", rho, p=p, model=m, condition=c)
-        led.record(f"cae_ev_largest_jump_at{s}", jump_at, figure="3D", unit="transition", model=m,
-                   claim=f"transition t (sublayer t -> t+1) with the largest rise in explained "
-                         f"variance ({c}; first third: t < {len(thirds[m][0])})")
-        steep = metrics.steepest_segment(ev)
-        led.record(f"cae_ev_steepest_third{s}", steep + 1, figure="3D", unit="third", model=m,
-                   claim=f"third of the sublayers with the steepest mean rise in explained variance ({c})")
+for m, c in RUNS:
+    ev, lab = ev_cae[m, c, "sublayer"], ch.labels[m]
+    jump_at = int(np.nanargmax(np.diff(ev)))
+    first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0: no variance if every text ends alike
+    ch.ledger.record(ch.key("cae_ev_first_last", c), [ev[first], ev[first + 1], ev[-1]], figure="3D",
+                     first_sublayer=first, model=m,
+                     claim=f"CAE explained variance at the first two sublayers with variance (from "
+                           f"{lab[first]}) and the last ({c})")
+    ch.ledger.record(ch.key("cae_ev_below_zero", c), int(np.sum(ev < 0)), figure="3D", unit="sublayers",
+                     model=m, claim=f"sublayers whose CAE explained variance is negative ({c}; of "
+                                    f"{ch.n_sublayers[m]})")
+    ev_global = ev_cae[m, c, "global"]
+    ch.ledger.record(ch.key("cae_ev_global_first_last", c), [ev_global[0], ev_global[-1]], figure="3D",
+                     model=m, claim=f"CAE explained variance about the global mean, first and last "
+                                    f"sublayer ({c})")
+    rho, p = trend_test(ev, seed=SEED)
+    ch.ledger.claim("cae_ev_increases", rho, p=p, model=m, condition=c)
+    ch.ledger.record(ch.key("cae_ev_largest_jump_at", c), jump_at, figure="3D", unit="transition",
+                     model=m, claim=f"transition t (sublayer t -> t+1) with the largest rise in explained "
+                                    f"variance ({c}; first third: t < "
+                                    f"{len(metrics.thirds(ch.n_sublayers[m])[0])})")
+    ch.ledger.record(ch.key("cae_ev_steepest_third", c), metrics.steepest_segment(ev) + 1, figure="3D",
+                     unit="third", model=m,
+                     claim=f"third of the sublayers with the steepest mean rise in explained variance "
+                           f"({c})")
 
 # %% [markdown]
 # ## Figure 4A: PCA trajectories
@@ -295,44 +224,37 @@ for m in MODELS:
 # first two components; coloured: the mean per sublayer.
 
 # %%
-pca = {
-    (m, c): reduce.PCA(
-        n_components=min(PCA_COMPONENTS, shape[m][0] * shape[m][1], shape[m][2])
-    ).fit(rs[m, c])
-    for m in MODELS
-    for c in CONDITIONS
-}
-ptraj = {
-    (m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2)
-    for m in MODELS
-    for c in CONDITIONS
-}
+# components: at most the vectors (texts x sublayers) and the units
+k_pca = {m: min(PCA_COMPONENTS, len(rs[m, "original"]) * ch.n_sublayers[m], ch.d_model[m])
+         for m in ch.models}
+pca = {(m, c): reduce.PCA(n_components=k_pca[m]).fit(rs[m, c]) for m, c in RUNS}
+ptraj = {(m, c): reduce.pca_trajectories(pca[m, c], rs[m, c], n_components=2)
+         for m, c in RUNS}
 grid(plot_reduce.plot_pca_trajectories, ptraj);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        led.record(f"pca_ev_two_components{suffix(c)}", pca[m, c].explained_variance_ratio_[:2].sum(),
-                   figure="4A", model=m,
-                   claim=f"share of the total variance in the first two principal components ({c})")
+for m, c in RUNS:
+    ch.ledger.record(ch.key("pca_ev_two_components", c), pca[m, c].explained_variance_ratio_[:2].sum(),
+                     figure="4A", model=m,
+                     claim=f"share of the total variance in the first two principal components ({c})")
 
 # %% [markdown]
 # ## Figure 4B: cumulative explained variance over components
 
 # %%
 grid(plot_reduce.plot_cumulative_explained_variance,
-     {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS} for m in MODELS},
+     {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS}
+      for m in ch.models},
      threshold=VARIANCE_THRESHOLD, height=3.5);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        k_max = pca[m, c].n_components_
-        k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[m, c]), VARIANCE_THRESHOLD,
-                                           not_reached=k_max + 1)
-        led.record(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}{suffix(c)}", k, figure="4B", model=m,
-                   claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total variance ({c}; "
-                         f"{k_max + 1} means more than the {k_max} kept)")
+for m, c in RUNS:
+    k_max = pca[m, c].n_components_
+    k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[m, c]),
+                                       VARIANCE_THRESHOLD, not_reached=k_max + 1)
+    ch.ledger.record(ch.key(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}", c), k, figure="4B",
+                     model=m, claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total "
+                                    f"variance ({c}; {k_max + 1} means more than the {k_max} kept)")
 
 # %% [markdown]
 # ## Figure 4C: explained variance per sublayer with the first components
@@ -345,72 +267,47 @@ for m in MODELS:
 # directions that the global fit picks.
 
 # %%
-curve = {
-    (m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
-    for m in MODELS
-    for c in CONDITIONS
-}
-k_use = {m: pca[m, "original"].n_components_ for m in MODELS}
-grid(
-    plot_reduce.plot_pca_explained_variance_per_sublayer,
-    {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in MODELS},
-    col_kwargs={m: {"n_components": k_use[m], "labels": labels[m]} for m in MODELS},
-    ylim=(-1, 1.02),
-    height=3.8,
-);
+curve = {(m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
+         for m, c in RUNS}
+k_use = {m: pca[m, CONDITIONS[0]].n_components_ for m in ch.models}
+grid(plot_reduce.plot_pca_explained_variance_per_sublayer,
+     {("", m): {c: curve[m, c][:, -1] for c in CONDITIONS} for m in ch.models},
+     col_kwargs={m: {"n_components": k_use[m], "labels": ch.labels[m]} for m in ch.models},
+     ylim=(-1, 1.02), height=3.8);
 
 # %%
 thresholds = sorted({0.5, VARIANCE_THRESHOLD})
 PCA_KINDS = {"global": "global PCA", "own": "each sublayer's own PCA"}
-own = {
-    (m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
-    for m in MODELS
-    for c in CONDITIONS
-}
-n_pcs = {
-    (m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
-    for m in MODELS
-    for kind, cv in (("global", curve), ("own", own))
-    for th in thresholds
-    for c in CONDITIONS
-}
-grid(
-    plot_reduce.plot_components_for_variance,
-    {
-        (m, name): (
-            {f"{c}, {th:.0%}": n_pcs[m, kind, th, c] for c in CONDITIONS for th in thresholds},
-            k_use[m] if kind == "global" else None,
-        )
-        for m in MODELS
-        for kind, name in PCA_KINDS.items()
-    },
-    row_kwargs={m: {"labels": labels[m]} for m in MODELS},
-    threshold=None,
-    title="PCs per sublayer",
-    height=3.8,
-);
+own = {(m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
+       for m, c in RUNS}
+n_pcs = {(m, kind, th, c): reduce.components_for_variance(cv[m, c], th, not_reached=np.inf)
+         for m in ch.models for kind, cv in (("global", curve), ("own", own))
+         for th in thresholds for c in CONDITIONS}
+grid(plot_reduce.plot_components_for_variance,
+     {(m, name): ({f"{c}, {th:.0%}": n_pcs[m, kind, th, c]
+                   for c in CONDITIONS for th in thresholds},
+                  k_use[m] if kind == "global" else None)
+      for m in ch.models for kind, name in PCA_KINDS.items()},
+     row_kwargs=ch.per_model, threshold=None, title="PCs per sublayer", height=3.8);
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        s = suffix(c)
-        ev = curve[m, c][:, -1]
-        first, last = np.nanmean(ev[thirds[m][0]]), np.nanmean(ev[thirds[m][2]])
-        led.record(f"pca_ev_first_last_third{s}", [first, last], figure="4C", model=m,
-                   claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
-                         f"third ({c})")
-        for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
-            # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
-            # finite); NaN (a sublayer without variance) is left out
-            kept = (curve if kind == "global" else own)[m, c].shape[1]
-            n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
-            a, b = np.nanmedian(n_pc[thirds[m][0]]), np.nanmedian(n_pc[thirds[m][2]])
-            which = "the global" if kind == "global" else "each sublayer's own"
-            led.record(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third{s}", [a, b], figure="4C",
-                       model=m, claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third of sublayers "
-                             f"({which} PCA, {c}; "
-                             f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached with "
-                             f"{k_use[m] if kind == 'global' else 'all'} PCs)")
+for m, c in RUNS:
+    ch.ledger.record(ch.key("pca_ev_first_last_third", c), metrics.first_last_third(curve[m, c][:, -1]),
+                     figure="4C", model=m,
+                     claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
+                           f"third ({c})")
+    for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
+        # not reached with the kept components counts as one more than kept (a lower bound, so medians stay
+        # finite); NaN (a sublayer without variance) is left out
+        kept = (curve if kind == "global" else own)[m, c].shape[1]
+        n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
+        which = "the global" if kind == "global" else "each sublayer's own"
+        ch.ledger.record(ch.key(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third", c),
+                         metrics.first_last_third(n_pc, "median"), figure="4C", model=m,
+                         claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third "
+                               f"of sublayers ({which} PCA, {c}; "
+                               f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached "
+                               f"with {k_use[m] if kind == 'global' else 'all'} PCs)")
 
 # %% [markdown]
 # The paper's sentence "later layers requiring fewer principal components" is the registry's claim
@@ -420,24 +317,20 @@ for m in MODELS:
 # resamples; `robustness.claim_evidence`).
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    for c in CONDITIONS:
-        ev = robustness.claim_evidence(rs[m, c], groups=("pca",), n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW,
-                                       seed=SEED, variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
-        led.claim_table(ev, model=m, condition=c)
+for m, c in RUNS:
+    ev = robustness.claim_evidence(rs[m, c], groups=("pca",), n_boot=N_BOOT_SLOW,
+                                   n_boot_slow=N_BOOT_SLOW, seed=SEED, variance=VARIANCE_THRESHOLD,
+                                   pca_components=PCA_COMPONENTS)
+    ch.ledger.claim_table(ev, model=m, condition=c)
 
 # %% [markdown]
 # ## The paper's statements next to ours
 # Every row is a ledger entry written above, one row per model, the rows of one statement together
-# (original texts unless the claim ends in "[shuffled control]"). `verdict` comes from the claim
-# registry (holds / fails / undecided); empty where the row is a plain value.
+# (original texts unless the claim ends in "[shuffled control]"). The last column comes from the
+# claim registry (✓ holds, ✗ fails, ? undecided); – where the row is a plain value.
 
 # %% tags=["remove-input"]
-table = pd.DataFrame([{"key": e["key"], "model": e["model"], "figure": e["figure"], "paper": e["paper"],
-                       "ours": e["value"], "verdict": e["verdict"], "claim": e["claim"]}
-                      for e in ledger.by_claim(led.to_dict()["entries"])])
-pd.set_option("display.max_colwidth", 120)
-table[table["paper"] != ""].reset_index(drop=True)
+Markdown(ch.table(paper=True))
 
 # %% tags=["remove-input"]
-table[table["paper"] == ""].reset_index(drop=True)
+Markdown(ch.table(paper=False))

@@ -81,43 +81,30 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import perturb, pipeline, reduce, robustness
-from transformer_dynamics.ledger import Ledger
+from transformer_dynamics import chapter, perturb, pipeline, reduce, robustness
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturb as plots
 from transformer_dynamics.plots.style import grid
 
-MODELS = pipeline.model_list(MODELS)
 PAPER_LAYERS = perturb.PAPER_LAYERS if LAYERS is None else sorted({int(l) for l in LAYERS})
-led = Ledger(
-    "05_perturbation_attractors",
-    directory=LEDGER_DIR,
-    models=MODELS,
-    n=N,
-    seed=SEED,
-    grid_n=GRID_N,
-    n_following=N_FOLLOWING,
-    n_swap=N_SWAP,
-    paper_layers=PAPER_LAYERS,
-)
+# the ledger only: each model's RS is read in turn below (one array in memory at a time)
+ch = chapter.setup("05_perturbation_attractors", models=MODELS, n=N, seed=SEED,
+                   ledger_dir=LEDGER_DIR, capture=False, grid_n=GRID_N,
+                   n_following=N_FOLLOWING, n_swap=N_SWAP, paper_layers=PAPER_LAYERS)
+MODELS = ch.models
 loaded, layers, names, pca = {}, {}, {}, {}
 for m in MODELS:
-    loaded[m] = pipeline.load_model(
-        m, quantization=QUANTIZATION, cache_dir=CACHE_DIR
-    )  # (model, tokenizer)
-    n_layers = len(layer_modules(loaded[m][0]))
+    loaded[m] = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
+    n_layers = len(layer_modules(loaded[m][0]))  # loaded[m]: (model, tokenizer)
     layers[m] = perturb.paper_layers(n_layers, PAPER_LAYERS)
     names[m] = perturb.depth_names(layers[m])
     print(f"{m}: {n_layers} layers; teleport layers {dict(zip(names[m], layers[m]))}")
-    led.record(
-        "teleport_layers",
-        layers[m],
-        figure="4D",
-        model=m,
-        names=names[m],
-        claim=f"perturbed layers: the paper's {list(PAPER_LAYERS)} of {perturb.PAPER_N_LAYERS} mapped by "
-        "depth fraction",
-    )
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("teleport_layers", layers[m], figure="4D", model=m, names=names[m],
+                     claim=f"perturbed layers: the paper's {list(PAPER_LAYERS)} of "
+                           f"{perturb.PAPER_N_LAYERS} mapped by depth fraction")
 
 # %% [markdown]
 # ## The PCA plane and the grid
@@ -128,34 +115,26 @@ for m in MODELS:
 # paper).
 
 # %%
-grids = {}
+grids, ranges = {}, {}
 for m in MODELS:
-    rs = pipeline.residual_stream(
-        m, n=N, seed=SEED, condition="original", cache_dir=CACHE_DIR, quantization=QUANTIZATION
-    )
+    rs = pipeline.residual_stream(m, n=N, seed=SEED, condition="original",
+                                  cache_dir=CACHE_DIR, quantization=QUANTIZATION)
     pca[m] = reduce.PCA(n_components=2).fit(rs)
     z = perturb.project(pca[m], rs)  # (N, 2L, 2)
-    r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
+    ranges[m] = r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
     grids[m] = perturb.make_grid(r_min, r_max, GRID_N)
-    print(
-        f"{m}: rs {rs.shape} (texts, sublayers, units); explained variance of PC1, PC2: "
-        f"{pca[m].explained_variance_ratio_[:2].round(3)}; grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]"
-    )
-    led.record(
-        "pca_ev_pc1_pc2",
-        pca[m].explained_variance_ratio_[:2],
-        figure="4D",
-        model=m,
-        claim="explained variance ratio of the two components the grid lives in",
-    )
-    led.record(
-        "grid_range",
-        [r_min, r_max],
-        figure="4D",
-        model=m,
-        claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected trajectories",
-    )
+    print(f"{m}: rs {rs.shape} (texts, sublayers, units); explained variance of PC1, PC2: "
+          f"{pca[m].explained_variance_ratio_[:2].round(3)}; "
+          f"grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]")
     del rs, z
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("pca_ev_pc1_pc2", pca[m].explained_variance_ratio_[:2], figure="4D", model=m,
+                     claim="explained variance ratio of the two components the grid lives in")
+    ch.ledger.record("grid_range", list(ranges[m]), figure="4D", model=m,
+                     claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected "
+                           "trajectories")
 
 # %% [markdown]
 # ## Teleporting (Figure 4 D)
@@ -170,32 +149,26 @@ for m in MODELS:
 # the control is at the end of the arrows. Rows: models; columns: teleport layers by depth position.
 
 # %%
-tele = {}  # (model, depth position) -> TeleportResult
+tele, seconds = {}, {}  # (model, depth position) -> TeleportResult; model -> s per layer
 for m in MODELS:
     model, tokenizer = loaded[m]
-    seconds = []
+    seconds[m] = []
     for name, l in zip(names[m], layers[m]):
         t0 = time.perf_counter()
-        tele[m, name] = perturb.teleport(
-            model, tokenizer, pca[m], layer=l, grid=grids[m], prompt=PROMPT, n_following=N_FOLLOWING
-        )
-        seconds.append(time.perf_counter() - t0)
+        tele[m, name] = perturb.teleport(model, tokenizer, pca[m], layer=l, grid=grids[m],
+                                         prompt=PROMPT, n_following=N_FOLLOWING)
+        seconds[m].append(time.perf_counter() - t0)
         sub = tele[m, name].sublayers
-        print(
-            f"{m} layer {l:2d} ({name}): {len(grids[m])} grid points, sublayers {sub[0]}–{sub[-1]}, "
-            f"{seconds[-1]:.1f} s"
-        )
-    led.record(
-        "teleport_seconds_per_layer",
-        seconds,
-        unit="s",
-        figure="4D",
-        model=m,
-        layers=layers[m],
-        claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)",
-    )
-results = {m: [tele[m, name] for name in names[m]] for m in MODELS}  # per model, in depth order
+        print(f"{m} layer {l:2d} ({name}): {len(grids[m])} grid points, "
+              f"sublayers {sub[0]}–{sub[-1]}, {seconds[m][-1]:.1f} s")
+results = {m: [tele[m, name] for name in names[m]] for m in MODELS}  # in depth order
 fig = plots.plot_teleport_grid(tele)
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("teleport_seconds_per_layer", seconds[m], unit="s", figure="4D", model=m,
+                     layers=layers[m],
+                     claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)")
 
 # %% [markdown]
 # The same panels with every perturbed trajectory drawn (orange) instead of the net arrows only:
@@ -225,7 +198,7 @@ fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, 
 fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
            metric="recovery", log=False, ylabel="distance at end / at teleport (PC plane)")
 
-# %%
+# %% tags=["hide-input"]
 METRICS = ("mse_pc", "mse_full", "rel_mse_full", "recovery")
 cmp = {(m, k): perturb.compare_layers(results[m], metric=k) for m in MODELS for k in METRICS}
 pd.concat(
@@ -252,30 +225,30 @@ pd.concat(
 # %% tags=["remove-input"]
 for m in MODELS:
     frac, p = robustness.teleport_evidence([r.mse_pc for r in results[m]])
-    led.claim("teleport_mid_recovers", frac, p=p, model=m)
+    ch.ledger.claim("teleport_mid_recovers", frac, p=p, model=m)
     c, kw = cmp[m, "mse_pc"], dict(figure="4D", model=m)
     best = names[m][layers[m].index(c["best_layer"])]
-    led.record("teleport_median_mse_pc", c["median"], layers=layers[m], **kw,
+    ch.ledger.record("teleport_median_mse_pc", c["median"], layers=layers[m], **kw,
                claim="median MSE to the control over the following sublayers (PC plane), per teleport layer "
                      f"({', '.join(names[m])})")
-    led.record("teleport_best_layer_mse_pc", c["best_layer"], position=best, **kw,
+    ch.ledger.record("teleport_best_layer_mse_pc", c["best_layer"], position=best, **kw,
                claim="teleport layer with the lowest median MSE (PC plane)")
-    led.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], **kw,
+    ch.ledger.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], **kw,
                claim="every middle layer's median MSE (PC plane) is below both the first and the "
                      "last layer's")
-    led.record("teleport_last_worst_mse_pc", c["last_worst"], **kw,
+    ch.ledger.record("teleport_last_worst_mse_pc", c["last_worst"], **kw,
                claim="the last teleport layer has the highest median MSE (PC plane)")
-    led.record("teleport_end_variance", c["end_variance"], layers=layers[m], **kw,
+    ch.ledger.record("teleport_end_variance", c["end_variance"], layers=layers[m], **kw,
                claim="variance of the trajectories' end points across the grid (PC plane), per layer")
-    led.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], **kw,
+    ch.ledger.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], **kw,
                claim="every middle layer's end-point variance is below the first and last layer's")
     for k in ("mse_full", "rel_mse_full", "recovery"):
         c = cmp[m, k]
-        led.record(f"teleport_median_{k}", c["median"], layers=layers[m], **kw,
+        ch.ledger.record(f"teleport_median_{k}", c["median"], layers=layers[m], **kw,
                    claim=f"median {k} per teleport layer")
-        led.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], **kw,
+        ch.ledger.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], **kw,
                    claim=f"every middle layer's median {k} is below the first and last layer's")
-    led.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp[m, "recovery"]["median"]],
+    ch.ledger.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp[m, "recovery"]["median"]],
                layers=layers[m], **kw, claim="per layer: is the median grid point closer to the control after the "
                                             "following sublayers than at the teleport point?")
 
@@ -294,15 +267,13 @@ texts_a, texts_b = texts[:n_pairs], texts[n_pairs : 2 * n_pairs]
 noise = {}
 for m in MODELS:
     t0 = time.perf_counter()
-    noise[m] = perturb.noise_sweep(
-        *loaded[m], texts_a, layers=layers[m], scales=NOISE_SCALES, seed=SEED
-    )
-    print(
-        f"{m} noise: {len(noise[m])} (layer, scale) runs of {n_pairs} texts in {time.perf_counter() - t0:.0f} s"
-    )
+    noise[m] = perturb.noise_sweep(*loaded[m], texts_a, layers=layers[m],
+                                   scales=NOISE_SCALES, seed=SEED)
+    print(f"{m} noise: {len(noise[m])} (layer, scale) runs of {n_pairs} texts "
+          f"in {time.perf_counter() - t0:.0f} s")
 fig = plots.plot_noise_grid(noise)
 
-# %%
+# %% tags=["hide-input"]
 position = {(m, l): name for m in MODELS for name, l in zip(names[m], layers[m])}
 noise_table = pd.DataFrame(
     [
@@ -320,11 +291,11 @@ noise_table = pd.DataFrame(
 )
 noise_table
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for r in noise[m]:
         p = position[m, r.layer]
-        led.record(
+        ch.ledger.record(
             f"noise_{p}_s{r.scale:g}_end_over_start",
             np.median(r.recovery),
             figure="beyond",
@@ -350,10 +321,11 @@ swaps = {}
 for m in MODELS:
     t0 = time.perf_counter()
     swaps[m] = perturb.swap_sweep(*loaded[m], texts_a, texts_b, layers=layers[m])
-    print(f"{m} swap: {len(swaps[m])} layers x {n_pairs} pairs in {time.perf_counter() - t0:.0f} s")
+    print(f"{m} swap: {len(swaps[m])} layers x {n_pairs} pairs "
+          f"in {time.perf_counter() - t0:.0f} s")
 fig = plots.plot_swap_grid(swaps)
 
-# %%
+# %% tags=["hide-input"]
 swap_table = pd.DataFrame(
     [
         {
@@ -373,7 +345,7 @@ swap_table = pd.DataFrame(
 )
 swap_table
 
-# %%
+# %% tags=["hide-input"]
 identical = {m: float(np.mean(swaps[m][0].distance_own_donor[:, 0] == 0)) for m in MODELS}
 Markdown(
     "Pairs whose swapped vectors are identical at the first layer (same last token): "
@@ -381,21 +353,21 @@ Markdown(
     + "."
 )
 
-# %%
+# %% tags=["remove-input"]
 for row in swap_table.to_dict("records"):
     m, p, kw = (
         row["model"],
         row["position"],
         dict(figure="beyond", model=row["model"], layer=row["layer"]),
     )
-    led.record(
+    ch.ledger.record(
         f"swap_{p}_fraction_closer_to_own",
         row["fraction closer to own at end"],
         **kw,
         claim=f"swap at the {p} layer: fraction of texts whose run ends closer (relative distance) to its "
         "own unperturbed run than to the donor's",
     )
-    led.record(
+    ch.ledger.record(
         f"swap_{p}_end_distance_own_donor",
         [row["median to own at end"], row["median to donor at end"]],
         **kw,
@@ -403,7 +375,7 @@ for row in swap_table.to_dict("records"):
         "and to the donor's run",
     )
 for m in MODELS:
-    led.record(
+    ch.ledger.record(
         "swap_first_identical_fraction",
         identical[m],
         figure="beyond",
@@ -415,17 +387,11 @@ for m in MODELS:
 
 # %% [markdown]
 # ## The paper's statements next to ours
-# Every row is a ledger entry written above, one per model; `verdict` comes from the claim registry
-# (holds / fails / undecided).
+# Every row is a ledger entry written above, one per model, the rows of one statement together; the
+# last column comes from the claim registry (✓ holds, ✗ fails, ? undecided; – a plain value).
 
 # %% tags=["remove-input"]
-table = pd.DataFrame([{"key": e.key, "model": e.model, "figure": e.figure, "paper": e.paper,
-                       "ours": e.value, "verdict": e.verdict, "claim": e.claim}
-                      for e in led.entries.values()])
-table["first"] = table.groupby("key", sort=False).ngroup()
-table = table.sort_values(["first"], kind="stable").drop(columns="first")
-pd.set_option("display.max_colwidth", 120)
-table[table["paper"] != ""].reset_index(drop=True)
+Markdown(ch.table(paper=True))
 
 # %% tags=["remove-input"]
-table[table["paper"] == ""].reset_index(drop=True)
+Markdown(ch.table(paper=False))

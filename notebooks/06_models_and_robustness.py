@@ -78,66 +78,25 @@ colab.setup(globals(), "06_models_and_robustness")
 # %%
 import functools
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import models, pipeline, robustness
-from transformer_dynamics.ledger import Ledger, to_table
+from transformer_dynamics import chapter, models, pipeline, robustness
 from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
-CONDITIONS = pipeline.CONDITIONS
-MODELS = pipeline.model_list(MODELS)
-MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
-KW = dict(
-    mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD
-)  # robustness.curves
-led = Ledger(
-    "06_models_and_robustness",
-    directory=LEDGER_DIR,
-    models=MODELS,
-    n=N,
-    seed=SEED,
-    quantization=QUANTIZATION,
-    n_precision=N_PRECISION,
-    precisions=PRECISIONS,
-    n_boot=N_BOOT,
-    n_boot_slow=N_BOOT_SLOW,
-    mi_units=MI_UNITS,
-    n_shuffles=N_SHUFFLES,
-)
-record_first = functools.partial(
-    led.record, model=MODEL
-)  # sections 2 and 3: values of the first model
-
-
-def record_headlines(model, table, *, suffix="", **extra):
-    """Ledger rows of ``model`` for a bootstrap_headlines table (or a plain {key: value} dict)."""
-    rows = (
-        table.iterrows()
-        if isinstance(table, pd.DataFrame)
-        else ((k, {"estimate": v}) for k, v in table.items())
-    )
-    for key, row in rows:
-        if not np.isfinite(row["estimate"]):  # undefined (e.g. a constant first sublayer): not a value
-            continue
-        h = robustness.STATISTICS[key]
-        ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
-        led.record(
-            f"{key}{suffix}",
-            row["estimate"],
-            ci=ci,
-            claim=h.description,
-            figure=h.figure,
-            unit=h.unit,
-            model=model,
-            **extra,
-        )
-
+KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)
+ch = chapter.setup("06_models_and_robustness", models=MODELS, n=N, seed=SEED,
+                   cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
+                   context_quantization=True, n_precision=N_PRECISION,
+                   precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
+                   mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
+MODELS, CONDITIONS, rs = ch.models, ch.conditions, ch.rs
+MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
+record_first = functools.partial(ch.ledger.record, model=MODEL)  # sections 2 and 3
 
 # %% [markdown]
 # ## 1. Models side by side
@@ -150,28 +109,17 @@ def record_headlines(model, table, *, suffix="", **extra):
 # which are the residual stream in both cases. The table below is read from the loaded models.
 
 # %%
-rs, C, arch = {}, {}, []
+C = {(m, c): robustness.curves(rs[m, c], seed=SEED, **KW) for m, c in ch.runs}
+arch = []
 for m in MODELS:
     lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
-    a = models.architecture(lm)
-    arch.append(
-        {
-            "model": m,
-            "model_type": lm.config.model_type,
-            "layers": len(models.layer_modules(lm)),
-            "d_model": lm.config.hidden_size,
-            "RS before attention": f"input of {a.attn_norm}",
-            "RS before MLP": f"input of {a.mlp_norm}",
-            "norms in a layer": ", ".join(
-                n for n, _ in models.layer_modules(lm)[0].named_children() if "norm" in n
-            ),
-        }
-    )
-    for c in CONDITIONS:
-        rs[m, c] = pipeline.residual_stream(
-            m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION
-        )
-        C[m, c] = robustness.curves(rs[m, c], seed=SEED, **KW)
+    a, blocks = models.architecture(lm), models.layer_modules(lm)
+    arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(blocks),
+                 "d_model": lm.config.hidden_size,
+                 "RS before attention": f"input of {a.attn_norm}",
+                 "RS before MLP": f"input of {a.mlp_norm}",
+                 "norms in a layer": ", ".join(n for n, _ in blocks[0].named_children()
+                                               if "norm" in n)})
 pd.DataFrame(arch).set_index("model")
 
 # %% [markdown]
@@ -219,8 +167,9 @@ side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 # `boot`), and section 3 shows how they move with N. The last columns are the token-shuffled control
 # (no interval). The verdicts on the paper's claims are in chapters 2-5 and chapter 8.
 
-# %% tags=["remove-input"]
-boot = {m: robustness.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
+# %% tags=["hide-input"]
+boot = {m: robustness.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED,
+                                         n_boot_slow=N_BOOT_SLOW, **KW)
         for m in MODELS}
 shuffled = {m: robustness.headlines_from_curves(C[m, "shuffled"]) for m in MODELS}
 
@@ -243,8 +192,8 @@ pc.plot_headline_intervals(boot);
 
 # %% tags=["remove-input"]
 for m in MODELS:
-    record_headlines(m, boot[m], condition="original")
-    record_headlines(m, shuffled[m], suffix="_shuffled", condition="shuffled")
+    ch.record_headlines(m, boot[m], condition="original")
+    ch.record_headlines(m, shuffled[m], suffix="_shuffled", condition="shuffled")
 
 # %% [markdown]
 # ## 2. Precision sensitivity
@@ -255,24 +204,15 @@ for m in MODELS:
 # units, against the first precision.
 
 # %%
-rs_p = {
-    p: pipeline.residual_stream(
-        MODEL,
-        n=N_PRECISION,
-        seed=SEED,
-        condition="original",
-        cache_dir=CACHE_DIR,
-        **robustness.precision_kwargs(p),
-    )
-    for p in PRECISIONS
-}
+rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original",
+                                    cache_dir=CACHE_DIR, **robustness.precision_kwargs(p))
+        for p in PRECISIONS}
 ref = PRECISIONS[0]
 diff = {p: robustness.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
-pc.plot_relative_error(
-    {p: diff[p]["rel_error"] for p in diff}, title=f"Relative error of the RS against {ref}"
-);
+pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff},
+                       title=f"Relative error of the RS against {ref}");
 
-# %%
+# %% tags=["hide-input"]
 H_p = {p: robustness.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
 boot_ref = robustness.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
 change = {p: robustness.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
@@ -305,15 +245,15 @@ for p in diff:
                claim=f"relative L2 error of the RS at the last sublayer, {p} vs {ref}")
     for stat, r in d["corr"].items():
         record_first(f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
-    ch = change[p]
-    inside = ch["inside_ref_ci"]
+    chg = change[p]
+    inside = chg["inside_ref_ci"]
     record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
                claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
-                     f"({N_PRECISION} texts)", outside=list(ch.index[~inside]))
-    for k in ch.index[np.isfinite(ch["other"]).to_numpy()]:
-        record_first(f"precision_{p}:{k}", ch.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
-                   claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {ch.loc[k, 'reference']:.4g})",
-                   change=ch.loc[k, "change"], inside_ref_ci=bool(ch.loc[k, "inside_ref_ci"]))
+                     f"({N_PRECISION} texts)", outside=list(chg.index[~inside]))
+    for k in chg.index[np.isfinite(chg["other"]).to_numpy()]:
+        record_first(f"precision_{p}:{k}", chg.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
+                   claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {chg.loc[k, 'reference']:.4g})",
+                   change=chg.loc[k, "change"], inside_ref_ci=bool(chg.loc[k, "inside_ref_ci"]))
 
 # %% [markdown]
 # ## 3. Statistics: bootstrap intervals and N-dependence
@@ -355,4 +295,4 @@ record_first("ci_width", list(width.values()),
 # Every number above, as the ledger holds it.
 
 # %% tags=["remove-input"]
-Markdown(to_table(led.to_dict()))
+Markdown(ch.table())

@@ -94,20 +94,23 @@ import pandas as pd
 from IPython.display import Markdown
 
 from transformer_dynamics import dynamics as dy
-from transformer_dynamics import models, perturb, pipeline
+from transformer_dynamics import chapter, models, perturb, pipeline
 from transformer_dynamics.capture import sublayer_labels
-from transformer_dynamics.ledger import Ledger
 from transformer_dynamics.plots import dynamics as pd_
 from transformer_dynamics.plots.style import grid
 
 T0 = time.perf_counter()
-MODELS = pipeline.model_list(MODELS)
 REFERENCES = ("trained", "shuffled", "random init")
-led = Ledger("07_local_dynamics", directory=LEDGER_DIR, models=MODELS, n=N, seed=SEED, n_jacobian=N_JACOBIAN,
-             context=CONTEXT, lyapunov_k=LYAPUNOV_K, jpca_k=JPCA_K, n_shuffles=N_SHUFFLES, n_noise=N_NOISE,
-             noise_scale=NOISE_SCALE, n_boot=N_BOOT)
+# the ledger only: this chapter runs the models itself (Jacobians of the sublayer maps)
+ch = chapter.setup("07_local_dynamics", models=MODELS, n=N, seed=SEED,
+                   ledger_dir=LEDGER_DIR, capture=False, n_jacobian=N_JACOBIAN,
+                   context=CONTEXT, lyapunov_k=LYAPUNOV_K, jpca_k=JPCA_K,
+                   n_shuffles=N_SHUFFLES, n_noise=N_NOISE, noise_scale=NOISE_SCALE,
+                   n_boot=N_BOOT)
+MODELS = ch.models
 texts = pipeline.load_texts(n=N, seed=SEED)
-pick = np.sort(np.random.default_rng(SEED).choice(len(texts), size=min(N_JACOBIAN, len(texts)), replace=False))
+rng = np.random.default_rng(SEED)
+pick = np.sort(rng.choice(len(texts), size=min(N_JACOBIAN, len(texts)), replace=False))
 jac_texts = [texts[i] for i in pick]
 
 # %% [markdown]
@@ -130,9 +133,10 @@ for m in MODELS:
                              ("random init", rand, "original")):
         ids = dy.text_token_ids(tok, jac_texts, condition=cond, seed=SEED)
         t0 = time.perf_counter()
-        R[m, ref] = dy.local_dynamics(model, ids, batch_size=BATCH_SIZE, context=CONTEXT, k=LYAPUNOV_K,
-                                      pad_token_id=pad, seed=SEED)
-        rows.append({"model": m, "reference": ref, "texts": len(ids), "sublayers": R[m, ref]["norms"].shape[1] - 1,
+        R[m, ref] = dy.local_dynamics(model, ids, batch_size=BATCH_SIZE, context=CONTEXT,
+                                      k=LYAPUNOV_K, pad_token_id=pad, seed=SEED)
+        rows.append({"model": m, "reference": ref, "texts": len(ids),
+                     "sublayers": R[m, ref]["norms"].shape[1] - 1,
                      "d_model": lm.config.hidden_size,
                      "max map error": R[m, ref].get("map_error", np.array([np.nan])).max(),
                      "seconds": time.perf_counter() - t0})
@@ -142,19 +146,22 @@ map_table
 
 # %%
 labels = {m: sublayer_labels((R[m, "trained"]["norms"].shape[1] - 1) // 2) for m in MODELS}
-for m in MODELS:
-    if CONTEXT == "frozen":  # the single-token map is a different function: nothing to check it against
-        led.record("dyn_max_map_error", float(map_table.loc[m]["max map error"].max()), model=m, figure="beyond",
-                   claim="largest relative error of the last-token sublayer maps against the captured RS "
-                         "(all references)")
 
 
 def panel(measure, ylabel, title, **kw):
     """Figure: one row per model, one panel per model, the three references in each."""
     data = {(m, measure): {ref: R[m, ref][measure] for ref in REFERENCES} for m in MODELS}
-    return grid(pd_.plot_measure, data, row_kwargs={m: {"labels": labels[m]} for m in MODELS},
-                ylabel=ylabel, title=title, width=6.5, **kw)
+    rows = {m: {"labels": labels[m]} for m in MODELS}
+    return grid(pd_.plot_measure, data, row_kwargs=rows, ylabel=ylabel, title=title,
+                width=6.5, **kw)
 
+# %% tags=["remove-input"]
+if CONTEXT == "frozen":  # the single-token map is a different function: nothing to check it against
+    for m in MODELS:
+        ch.ledger.record("dyn_max_map_error", float(map_table.loc[m]["max map error"].max()),
+                         model=m, figure="beyond",
+                         claim="largest relative error of the last-token sublayer maps against the "
+                               "captured RS (all references)")
 
 # %% [markdown]
 # ## 2. Spectral geometry over depth
@@ -163,7 +170,8 @@ def panel(measure, ylabel, title, **kw):
 # sublayers dashed; line: median over texts, band: interquartile range.
 
 # %%
-panel("rotation_dominance", "fraction of eigenvalues in complex pairs", "rotation dominance");
+panel("rotation_dominance", "fraction of eigenvalues in complex pairs",
+      "rotation dominance");
 
 # %% [markdown]
 # **Non-normality**: Henrici's departure from normality $\sqrt{\|J\|_F^2 - \sum|\lambda_i|^2}/\|J\|_F$ (0 for a
@@ -184,7 +192,8 @@ panel("departure_update", "departure / ‖J − I‖_F", "non-normality of the u
 panel("antisymmetric_share", "‖(J − Jᵀ)/2‖ / ‖J‖", "antisymmetric share of J");
 
 # %%
-panel("antisymmetric_share_update", "‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I", "antisymmetric share of the update");
+panel("antisymmetric_share_update", "‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
+      "antisymmetric share of the update");
 
 # %% [markdown]
 # Eigenvalues of the update $J_s - I$ in the complex plane, pooled over texts, at an attention and an MLP
@@ -198,12 +207,14 @@ def depth_picks(n_sub):
             for labels_ in [sublayer_labels(n_sub // 2)]}
 
 
-fig, axes = plt.subplots(len(MODELS), 2, figsize=(10, 4.2 * len(MODELS)), layout="constrained", squeeze=False)
+fig, axes = plt.subplots(len(MODELS), 2, figsize=(10, 4.2 * len(MODELS)),
+                         layout="constrained", squeeze=False)
 for i, m in enumerate(MODELS):
     n_sub = R[m, "trained"]["norms"].shape[1] - 1
     picks = depth_picks(n_sub)
     for j, kind in enumerate(("attn", "mlp")):
-        ev = {name: R[m, "trained"]["eigenvalues"][:, s].ravel() for name, s in picks.items() if name.endswith(kind)}
+        ev = {name: R[m, "trained"]["eigenvalues"][:, s].ravel()
+              for name, s in picks.items() if name.endswith(kind)}
         pd_.plot_eigenvalues(ev, ax=axes[i, j])
         axes[i, j].set_title(f"{axes[i, j].get_title()} — {m}, {kind}")
 
@@ -217,7 +228,8 @@ for i, m in enumerate(MODELS):
 panel("effective_rank", "effective rank of J_s", "effective rank per sublayer");
 
 # %%
-panel("cumulative_effective_rank", "effective rank of J_{S-1} ⋯ J_s", "cumulative effective rank (to the end)");
+panel("cumulative_effective_rank", "effective rank of J_{S-1} ⋯ J_s",
+      "cumulative effective rank (to the end)");
 
 # %% [markdown]
 # ## 4. Finite-time Lyapunov exponents
@@ -232,9 +244,12 @@ lam1 = {m: {ref: R[m, ref]["exponents"][..., 0] for ref in REFERENCES} for m in 
 lam1_rel = {}
 for m in MODELS:
     n_sub = R[m, "trained"]["norms"].shape[1] - 1
-    lam1_rel[m] = {ref: dy.relative_exponents(R[m, ref]["exponents"][..., :1], R[m, ref]["norms"],
-                                              np.arange(n_sub))[..., 0] for ref in REFERENCES}
-grid(pd_.plot_exponents, {(m, "absolute"): lam1[m] for m in MODELS} | {(m, "relative"): lam1_rel[m] for m in MODELS},
+    lam1_rel[m] = {ref: dy.relative_exponents(R[m, ref]["exponents"][..., :1],
+                                              R[m, ref]["norms"], np.arange(n_sub))[..., 0]
+                   for ref in REFERENCES}
+grid(pd_.plot_exponents,
+     {(m, "absolute"): lam1[m] for m in MODELS}
+     | {(m, "relative"): lam1_rel[m] for m in MODELS},
      row_kwargs={m: {"labels": labels[m]} for m in MODELS}, width=6.5);
 
 # %% [markdown]
@@ -249,17 +264,26 @@ bench = []
 for m in MODELS:
     lm, tok = lm_[m]
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    ctx = dy.frozen_context(lm, dy.text_token_ids(tok, jac_texts[:1]), mode=CONTEXT, pad_token_id=pad)
+    ctx = dy.frozen_context(lm, dy.text_token_ids(tok, jac_texts[:1]), mode=CONTEXT,
+                            pad_token_id=pad)
     s0 = 2 * perturb.paper_layers(ctx.n_sublayers // 2)[1]
-    lam = dy.lyapunov(dy.jvp_steps(lm, ctx), k=LYAPUNOV_K, starts=[s0], n_iter=LYAPUNOV_ITER, seed=SEED,
-                      n_texts=1, d_model=ctx.h.shape[-1])[0, 0]
+    lam = dy.lyapunov(dy.jvp_steps(lm, ctx), k=LYAPUNOV_K, starts=[s0],
+                      n_iter=LYAPUNOV_ITER, seed=SEED, n_texts=1,
+                      d_model=ctx.h.shape[-1])[0, 0]
     exact = R[m, "trained"]["exponents"][0, s0]
-    bench.append({"model": m, "start sublayer": s0, "max |Benettin − exact|": np.abs(lam - exact).max(),
+    bench.append({"model": m, "start sublayer": s0,
+                  "max |Benettin − exact|": np.abs(lam - exact).max(),
                   "λ₁ exact": exact[0], "λ_k exact": exact[-1]})
-    led.record("dyn_benettin_max_abs_error", float(np.abs(lam - exact).max()), model=m, figure="beyond",
-               start=s0, claim=f"top-{LYAPUNOV_K} exponents by JVPs + QR (Benettin, {LYAPUNOV_ITER} subspace rounds) "
-                               "against the exact ones from the full product: largest absolute difference")
-pd.DataFrame(bench).set_index("model")
+bench = pd.DataFrame(bench).set_index("model")
+bench
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    ch.ledger.record("dyn_benettin_max_abs_error", float(bench.loc[m, "max |Benettin − exact|"]),
+                     model=m, figure="beyond", start=int(bench.loc[m, "start sublayer"]),
+                     claim=f"top-{LYAPUNOV_K} exponents by JVPs + QR (Benettin, {LYAPUNOV_ITER} subspace "
+                           "rounds) against the exact ones from the full product: largest absolute "
+                           "difference")
 
 # %% [markdown]
 # ### Does the local picture predict where perturbations recover?
@@ -276,7 +300,8 @@ for m in MODELS:
     n_layers = len(models.layer_modules(lm))
     layers = perturb.paper_layers(n_layers)
     names = perturb.depth_names(layers)
-    noise = perturb.noise_sweep(lm, tok, texts[:N_NOISE], layers=layers, scales=[NOISE_SCALE], seed=SEED)
+    noise = perturb.noise_sweep(lm, tok, texts[:N_NOISE], layers=layers,
+                                scales=[NOISE_SCALE], seed=SEED)
     r = R[m, "trained"]
     S = r["norms"].shape[1] - 1
     for name, l, res in zip(names, layers, noise):
@@ -284,38 +309,41 @@ for m in MODELS:
         pred = r["growth_to_last"][:, s] * r["norms"][:, s] / r["norms"][:, S - 1]
         rel = dy.relative_exponents(r["exponents"][:, [s], :1], r["norms"], [s])[:, 0, 0]
         cmp_rows.append({"model": m, "depth": name, "layer": l, "sublayer": s,
-                         "λ₁": np.median(r["exponents"][:, s, 0]), "λ₁ relative": np.median(rel),
-                         "predicted recovery": np.nanmedian(pred), "measured recovery": np.median(res.recovery)})
+                         "λ₁": np.median(r["exponents"][:, s, 0]),
+                         "λ₁ relative": np.median(rel),
+                         "predicted recovery": np.nanmedian(pred),
+                         "measured recovery": np.median(res.recovery)})
 cmp = pd.DataFrame(cmp_rows).set_index(["model", "depth"])
 cmp
 
 # %%
-fig, axes = plt.subplots(1, len(MODELS), figsize=(4.6 * len(MODELS), 4.0), layout="constrained", squeeze=False)
+fig, axes = plt.subplots(1, len(MODELS), figsize=(4.6 * len(MODELS), 4.0),
+                         layout="constrained", squeeze=False)
 for ax, m in zip(axes[0], MODELS):
     c = cmp.loc[m]
     pd_.plot_exponents_vs_recovery(list(c.index), c["predicted recovery"].to_numpy(),
                                    c["measured recovery"].to_numpy(), ax=ax, title=m)
 
-# %%
+# %% tags=["hide-input"]
 for m in MODELS:
     c = cmp.loc[m]
     kw = dict(model=m, figure="beyond", depths=list(c.index), layers=c["layer"].tolist())
-    led.record("dyn_top_exponent_at_depths", c["λ₁"].tolist(), unit="per sublayer", **kw,
-               claim="median top Lyapunov exponent from the input of the paper's five layers to the end")
-    led.record("dyn_relative_exponent_at_depths", c["λ₁ relative"].tolist(), unit="per sublayer", **kw,
-               paper="attractor-like dynamics in the lower layers (section 3.4)",
-               claim="the same minus the RS's own log-norm growth rate (< 0: perturbations shrink relative to "
-                     "the state)")
-    led.record("dyn_predicted_noise_recovery", c["predicted recovery"].tolist(), **kw,
-               claim="noise recovery predicted by the Jacobians (random-direction gain times the RS norm ratio)")
-    led.record("dyn_measured_noise_recovery", c["measured recovery"].tolist(), **kw,
-               claim=f"noise recovery measured as in chapter 5 (scale {NOISE_SCALE:g}, {N_NOISE} texts)")
+    ch.ledger.record("dyn_top_exponent_at_depths", c["λ₁"].tolist(), unit="per sublayer", **kw,
+                     claim="median top Lyapunov exponent from the input of the paper's five layers to the end")
+    ch.ledger.record("dyn_relative_exponent_at_depths", c["λ₁ relative"].tolist(), unit="per sublayer", **kw,
+                     paper="attractor-like dynamics in the lower layers (section 3.4)",
+                     claim="the same minus the RS's own log-norm growth rate (< 0: perturbations shrink relative to "
+                           "the state)")
+    ch.ledger.record("dyn_predicted_noise_recovery", c["predicted recovery"].tolist(), **kw,
+                     claim="noise recovery predicted by the Jacobians (random-direction gain times the RS norm ratio)")
+    ch.ledger.record("dyn_measured_noise_recovery", c["measured recovery"].tolist(), **kw,
+                     claim=f"noise recovery measured as in chapter 5 (scale {NOISE_SCALE:g}, {N_NOISE} texts)")
     first = c.iloc[:2]  # the first and early layers: the paper's "lower layers"
     est, lo, hi = dy.lower_layers_exponent(R[m, "trained"], first["sublayer"].tolist(), n_boot=N_BOOT, seed=SEED)
-    led.claim("attractor_lower_exponents", est, ci=(lo, hi), model=m)
-    led.record("dyn_lower_layers_noise_recovery", float(first["measured recovery"].max()), **kw,
-               paper="attractor-like dynamics in the lower layers (section 3.4)",
-               claim="largest measured noise recovery at the first and early perturbed layers (< 1: damped)")
+    ch.ledger.claim("attractor_lower_exponents", est, ci=(lo, hi), model=m)
+    ch.ledger.record("dyn_lower_layers_noise_recovery", float(first["measured recovery"].max()), **kw,
+                     paper="attractor-like dynamics in the lower layers (section 3.4)",
+                     claim="largest measured noise recovery at the first and early perturbed layers (< 1: damped)")
 
 # %% [markdown]
 # ## 5. jPCA: rotational planes of the population trajectory
@@ -331,44 +359,53 @@ for m in MODELS:
 J_rows, JP, JZ, JC = [], {}, {}, {}
 for m in MODELS:
     for cond in ("original", "shuffled"):
-        rs = pipeline.residual_stream(m, n=N, seed=SEED, condition=cond, cache_dir=CACHE_DIR)
-        JZ[m, cond], _, explained = dy.jpca_projection(rs, JPCA_K)  # one PCA for the fit and its control
+        rs = pipeline.residual_stream(m, n=N, seed=SEED, condition=cond,
+                                      cache_dir=CACHE_DIR)
+        # one PCA for the fit and its control
+        JZ[m, cond], _, explained = dy.jpca_projection(rs, JPCA_K)
         res = dy.jpca(JZ[m, cond], projected=True)
-        ctrl = dy.jpca_shuffled(JZ[m, cond], n_shuffles=N_SHUFFLES, seed=SEED, projected=True)
+        ctrl = dy.jpca_shuffled(JZ[m, cond], n_shuffles=N_SHUFFLES, seed=SEED,
+                                projected=True)
         JP[m, cond], JC[m, cond] = res, ctrl
-        J_rows.append({"model": m, "texts": cond, "variance in the PCs": explained.sum(), "R² skew": res.r2_skew, "R² unconstrained": res.r2_full,
-                       "ratio": res.ratio, "ratio, layer-shuffled (median)": np.median(ctrl[:, 2]),
-                       "fraction of shuffles with ratio ≥ observed": np.mean(ctrl[:, 2] >= res.ratio),
-                       "ω of the fastest plane (rad/sublayer)": res.frequencies[0] if len(res.frequencies) else np.nan,
-                       "period (sublayers)": 2 * np.pi / res.frequencies[0] if len(res.frequencies) else np.nan})
+        omega = res.frequencies[0] if len(res.frequencies) else np.nan
+        J_rows.append({"model": m, "texts": cond, "variance in the PCs": explained.sum(),
+                       "R² skew": res.r2_skew, "R² unconstrained": res.r2_full,
+                       "ratio": res.ratio,
+                       "ratio, layer-shuffled (median)": np.median(ctrl[:, 2]),
+                       "fraction of shuffles with ratio ≥ observed":
+                           np.mean(ctrl[:, 2] >= res.ratio),
+                       "ω of the fastest plane (rad/sublayer)": omega,
+                       "period (sublayers)": 2 * np.pi / omega})
         del rs
 jpca_table = pd.DataFrame(J_rows).set_index(["model", "texts"])
 jpca_table
 
 # %%
-fig, axes = plt.subplots(len(MODELS), 3, figsize=(14, 4.2 * len(MODELS)), layout="constrained", squeeze=False)
+fig, axes = plt.subplots(len(MODELS), 3, figsize=(14, 4.2 * len(MODELS)),
+                         layout="constrained", squeeze=False)
 for i, m in enumerate(MODELS):
     for j, cond in enumerate(("original", "shuffled")):
         res = JP[m, cond]
         if len(res.planes):
-            pd_.plot_jpca_plane(JZ[m, cond], res.planes[0], frequency=res.frequencies[0], ax=axes[i, j],
-                                title=f"{m}, {cond}")
+            pd_.plot_jpca_plane(JZ[m, cond], res.planes[0], frequency=res.frequencies[0],
+                                ax=axes[i, j], title=f"{m}, {cond}")
     pd_.plot_jpca_ratio({c: JP[m, c].ratio for c in ("original", "shuffled")},
-                        {c: JC[m, c][:, 2] for c in ("original", "shuffled")}, ax=axes[i, 2], title=m)
+                        {c: JC[m, c][:, 2] for c in ("original", "shuffled")},
+                        ax=axes[i, 2], title=m)
 
-# %%
+# %% tags=["remove-input"]
 for m in MODELS:
     for cond in ("original", "shuffled"):
         row = jpca_table.loc[(m, cond)]
         suffix = "" if cond == "original" else "_shuffled_texts"
-        led.record(f"jpca_r2_ratio{suffix}", float(row["ratio"]), model=m, figure="beyond", condition=cond,
-                   claim=f"jPCA R² ratio (skew-symmetric / unconstrained) on the top {JPCA_K} PCs")
-        led.record(f"jpca_r2_ratio_layer_shuffled{suffix}", float(row["ratio, layer-shuffled (median)"]), model=m,
-                   figure="beyond", condition=cond, p=float(row["fraction of shuffles with ratio ≥ observed"]),
-                   claim=f"jPCA R² ratio with the sublayer order shuffled (median of {N_SHUFFLES})")
-        led.record(f"jpca_top_frequency{suffix}", float(row["ω of the fastest plane (rad/sublayer)"]), model=m,
-                   unit="rad/sublayer", figure="beyond", condition=cond,
-                   claim="angular frequency of jPCA's fastest rotational plane")
+        ch.ledger.record(f"jpca_r2_ratio{suffix}", float(row["ratio"]), model=m, figure="beyond", condition=cond,
+                         claim=f"jPCA R² ratio (skew-symmetric / unconstrained) on the top {JPCA_K} PCs")
+        ch.ledger.record(f"jpca_r2_ratio_layer_shuffled{suffix}", float(row["ratio, layer-shuffled (median)"]), model=m,
+                         figure="beyond", condition=cond, p=float(row["fraction of shuffles with ratio ≥ observed"]),
+                         claim=f"jPCA R² ratio with the sublayer order shuffled (median of {N_SHUFFLES})")
+        ch.ledger.record(f"jpca_top_frequency{suffix}", float(row["ω of the fastest plane (rad/sublayer)"]), model=m,
+                         unit="rad/sublayer", figure="beyond", condition=cond,
+                         claim="angular frequency of jPCA's fastest rotational plane")
 
 # %% [markdown]
 # ## 6. The sequel's claims on these models
@@ -385,7 +422,7 @@ for m in MODELS:
 #
 # Each row is also computed for the token-shuffled texts and the random-init model.
 
-# %%
+# %% tags=["hide-input"]
 COND = {"trained": "original", "shuffled": "shuffled", "random init": "random_init"}  # ledger conditions
 claim_rows = []
 for m in MODELS:
@@ -393,17 +430,17 @@ for m in MODELS:
         row = {"model": m, "claim": c.sentence, "registry": c.registry}
         for ref in REFERENCES:
             row[ref] = dy.sequel_statistic(key, R[m, ref], n_boot=N_BOOT, seed=SEED)
-            led.claim(c.registry, row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
+            ch.ledger.claim(c.registry, row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
         row["trained − random init"] = dy.sequel_statistic(key, R[m, "trained"], random=R[m, "random init"],
                                                           n_boot=N_BOOT, seed=SEED)
-        led.claim(c.registry, row["trained − random init"][0], ci=row["trained − random init"][1:], model=m,
-                  reading="learned")
+        ch.ledger.claim(c.registry, row["trained − random init"][0], ci=row["trained − random init"][1:], model=m,
+                        reading="learned")
         claim_rows.append(row)
     row = {"model": m, "claim": "a low-rank bottleneck (effective rank of the whole product / D)",
            "registry": "dyn_bottleneck"}
     for ref in REFERENCES:
         row[ref] = dy.bottleneck_statistic(R[m, ref], n_boot=N_BOOT, seed=SEED)
-        led.claim("dyn_bottleneck", row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
+        ch.ledger.claim("dyn_bottleneck", row[ref][0], ci=row[ref][1:], model=m, condition=COND[ref])
     claim_rows.append(row)
 
 
@@ -414,18 +451,18 @@ def fmt(t):
 claim_table = pd.DataFrame(claim_rows).drop(columns="registry").set_index(["model", "claim"]).map(fmt)
 claim_table
 
-# %%
+# %% tags=["remove-input"]
 seconds = time.perf_counter() - T0
 for m in MODELS:
-    led.record("dyn_chapter_seconds", seconds, unit="s", model=m, figure="beyond",
-               claim="wall time of this chapter (all models, all references)")
+    ch.ledger.record("dyn_chapter_seconds", seconds, unit="s", model=m, figure="beyond",
+                     claim="wall time of this chapter (all models, all references)")
 
 # %% [markdown]
 # ## Closing note
 # Computed from the tables above (per model: the profiles over depth as early / middle / late means of the
 # trained model, with the two references; the exponents and recovery at the five perturbed depths; jPCA).
 
-# %%
+# %% tags=["remove-input"]
 def thirds(values):
     th = dy.depth_thirds(values.shape[1])
     return " / ".join(f"{values[:, th[t]].mean():.3f}" for t in ("early", "middle", "late"))
@@ -452,10 +489,10 @@ for i, m in enumerate(MODELS):
     learned = {"holds": "learned", "fails": "stronger at random init", "undecided": "not shown to be learned"}
     for r in rows_m:
         # the registry's verdicts, as recorded in the ledger above
-        v = {ref: led.entries[m, r["registry"] + (f"@{COND[ref]}" if COND[ref] != "original" else "")].verdict
-             for ref in REFERENCES}
+        v = {ref: ch.ledger.entries[m, r["registry"] + (f"@{COND[ref]}" if COND[ref] != "original" else "")].verdict
+                   for ref in REFERENCES}
         if "trained − random init" in r:
-            v["trained − random init"] = led.entries[m, r["registry"] + ":learned"].verdict
+            v["trained − random init"] = ch.ledger.entries[m, r["registry"] + ":learned"].verdict
         text = (f"- *{r['claim']}*: {v['trained']} on the trained model, {v['shuffled']} on shuffled texts, "
                 f"{v['random init']} at random init")
         if "trained − random init" in r:

@@ -81,36 +81,20 @@ colab.setup(globals(), "08_verdict_robustness")
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import claims, pipeline, robustness
-from transformer_dynamics.ledger import Ledger
+from transformer_dynamics import chapter, claims, pipeline, robustness
 from transformer_dynamics.plots import robustness as pr
 
-MODELS = pipeline.model_list(MODELS)
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
-led = Ledger(
-    "08_verdict_robustness",
-    directory=LEDGER_DIR,
-    models=MODELS,
-    n=N,
-    seed=SEED,
-    n_boot=N_BOOT,
-    n_boot_slow=N_BOOT_SLOW,
-    mi_units=MI_UNITS,
-    mi_methods=list(MI_METHODS),
-    n_values=N_VALUES,
-    precisions=list(PRECISIONS),
-    n_precision=N_PRECISION,
-)
-KW = dict(
-    pca_components=PCA_COMPONENTS,
-    n_boot=N_BOOT,
-    n_boot_slow=N_BOOT_SLOW,
-    seed=SEED,
-    mi_units=MI_UNITS,
-    n_shuffles=N_SHUFFLES,
-    variance=VARIANCE_THRESHOLD,
-)
-#: the book's headline capture and the three other last-token variants: (choice, setting) -> keywords
+# the ledger only: the captures below vary the tokenisation, N and the precision
+ch = chapter.setup("08_verdict_robustness", models=MODELS, n=N, seed=SEED,
+                   ledger_dir=LEDGER_DIR, capture=False, n_boot=N_BOOT,
+                   n_boot_slow=N_BOOT_SLOW, mi_units=MI_UNITS, mi_methods=list(MI_METHODS),
+                   n_values=N_VALUES, precisions=list(PRECISIONS), n_precision=N_PRECISION)
+MODELS = ch.models
+KW = dict(pca_components=PCA_COMPONENTS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
+          mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)
+#: the book's headline capture and the three other last-token variants:
+#: (choice, setting) -> keywords
 TOKENS = {
     ("baseline", "strip=False, add_bos=True"): dict(strip=False, add_bos=True),
     ("strip", "True"): dict(strip=True, add_bos=True),
@@ -163,10 +147,10 @@ lines = robustness.robustness_lines(verdicts)
 # %% tags=["remove-input"]
 for _, r in lines.iterrows():
     c = claims.get(r["claim"])
-    led.record(f"robustness:{r['claim']}", r["flips"], model=r["model"], registry=r["claim"],
-               status=r["status"], headline=r["headline"], hinges_on=r["hinges_on"], line=r["line"],
-               settings=r["settings"], figure=c.figure, claim=f"{c.quote}: {r['line']} (value: settings "
-               f"whose verdict differs from the headline, of {r['settings']})")
+    ch.ledger.record(f"robustness:{r['claim']}", r["flips"], model=r["model"], registry=r["claim"],
+                     status=r["status"], headline=r["headline"], hinges_on=r["hinges_on"], line=r["line"],
+                     settings=r["settings"], figure=c.figure, claim=f"{c.quote}: {r['line']} (value: settings "
+                     f"whose verdict differs from the headline, of {r['settings']})")
 table = lines.assign(figure=lines["claim"].map(lambda k: claims.get(k).figure),
                      contribution=lines["claim"].map(lambda k: claims.get(k).contribution))
 Markdown(table[["contribution", "figure", "claim", "model", "headline", "line"]].to_markdown(index=False))
@@ -199,9 +183,9 @@ control_lines = robustness.robustness_lines(control_verdicts)
 
 # %% tags=["remove-input"]
 for _, r in control_lines.iterrows():
-    led.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
-               headline=r["headline"], line=r["line"],
-               claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: {r['line']}")
+    ch.ledger.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
+                     headline=r["headline"], line=r["line"],
+                     claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: {r['line']}")
 Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index=False))
 
 # %% [markdown]
@@ -212,15 +196,11 @@ Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index
 # the axis). Stripping the rows makes the last token a word that varies from text to text.
 
 # %%
-first = {
-    m: robustness.first_transitions_table(
-        {f"strip={kw['strip']}, add_bos={kw['add_bos']}": rs_tokens[m, s] for (_, s), kw in TOKENS.items()},
-        n_first=N_FIRST,
-        mi_units=MI_UNITS,
-        seed=SEED,
-    )
-    for m in MODELS
-}
+first = {m: robustness.first_transitions_table(
+                {f"strip={kw['strip']}, add_bos={kw['add_bos']}": rs_tokens[m, s]
+                 for (_, s), kw in TOKENS.items()},
+                n_first=N_FIRST, mi_units=MI_UNITS, seed=SEED)
+         for m in MODELS}
 pr.plot_first_transitions(first);
 
 # %% tags=["remove-input"]
@@ -228,9 +208,9 @@ ft = pd.concat(first, names=["model"]).reset_index(level=0)
 for m in MODELS:
     for s in dict.fromkeys(first[m]["variant"]):
         d = first[m][first[m]["variant"] == s]
-        led.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
-                   claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
-                   r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
+        ch.ledger.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
+                         claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
+                         r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
 Markdown("\n\n".join(
     f"**{title}**\n\n" + ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
                                        values=col, dropna=False).round(3).to_markdown()

@@ -29,3 +29,43 @@ def test_labels_rows_summary_and_control_keys(tmp_path):
     entries = {(e["model"], e["key"]): e for e in ch.ledger.to_dict()["entries"]}
     assert entries["a", "r_first"]["value"] == 0.5
     assert entries["a", "r_first_shuffled"]["claim"] == "r is high [shuffled-token control]"
+
+
+def test_key_suffixes_controls_only_and_quantization_enters_the_context_on_request(tmp_path):
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
+    assert ch.key("cae_ev", "original") == "cae_ev" and ch.key("cae_ev", "shuffled") == "cae_ev_shuffled"
+    assert "quantization" not in ch.ledger.context
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False, quantization="4bit",
+                       context_quantization=True, n_boot=5)
+    assert list(ch.ledger.context) == ["models", "n", "seed", "quantization", "n_boot"]
+    assert ch.ledger.context["quantization"] == "4bit"
+
+
+def test_table_splits_rows_with_and_without_a_paper_value(tmp_path):
+    ch = chapter.setup("99_test", models=["a", "b"], n=4, ledger_dir=tmp_path, capture=False)
+    ch.ledger.record("plain", 1.0, model="a", claim="a plain value")
+    ch.ledger.record("stated", 2.0, model="a", paper="about 2", claim="the paper says so")
+    ch.ledger.record("plain", 3.0, model="b", claim="a plain value")
+    both, paper, other = ch.table(), ch.table(paper=True), ch.table(paper=False)
+    assert "the paper says so" in paper and "a plain value" not in paper
+    assert "a plain value" in other and "the paper says so" not in other
+    rows = [line for line in both.splitlines() if line.startswith("| ") and "Figure" not in line]
+    assert [r.split(" | ")[1] for r in rows] == ["a plain value", "a plain value", "the paper says so"]
+
+
+def test_record_headlines_from_a_bootstrap_frame_or_a_dict(tmp_path):
+    import pandas as pd
+
+    from transformer_dynamics import robustness
+
+    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
+    boot = pd.DataFrame({"estimate": [0.9, np.nan, 0.4], "low": [0.8, np.nan, np.nan],
+                         "high": [0.95, np.nan, np.nan]}, index=["r_first", "r_first_transition", "r_last"])
+    ch.record_headlines("a", boot, condition="original")
+    ch.record_headlines("a", {"r_first": 0.2, "r_last": float("nan")}, suffix="_shuffled", condition="shuffled")
+    e = {x["key"]: x for x in ch.ledger.to_dict()["entries"]}
+    assert list(e) == ["r_first", "r_last", "r_first_shuffled"]          # undefined numbers skipped
+    assert e["r_first"]["ci"] == [0.8, 0.95] and e["r_last"]["ci"] is None
+    assert e["r_first"]["claim"] == robustness.STATISTICS["r_first"].description
+    assert e["r_first"]["figure"] == "1C" and e["r_first_shuffled"]["value"] == 0.2
+    assert e["r_first_shuffled"]["extra"] == {"condition": "shuffled"}

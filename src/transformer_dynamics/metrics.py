@@ -46,6 +46,12 @@ __all__ = [
     "transition_kind",
     "split_transitions",
     "median_by_transition",
+    "mean_by_transition",
+    "defined_transitions",
+    "first_last_defined",
+    "early_stop",
+    "thirds",
+    "first_last_third",
     "mutual_information",
     "mutual_information_pairs",
     "MI_METHODS",
@@ -357,6 +363,100 @@ def median_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
         med = np.nanmedian(x, axis=axis)
     within, cross = split_transitions(med)
     return {"all": med, "within": within, "cross": cross}
+
+
+def mean_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
+    """NaN-mean over ``axis`` (units or samples) of a transition-indexed array, split by kind; NaN (no
+    warning) where every value of a transition is NaN.
+
+    x: (n_transitions, n_units) with axis=-1, or (n_samples, n_transitions) with axis=0.
+    -> {"all": (n_transitions,), "within": (ceil(n_t / 2),), "cross": (floor(n_t / 2),)}.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (transitions x units or samples x transitions); got {x.shape}")
+    # the averaged axis contiguous: each transition's sum is numpy's pairwise sum over its own values, the
+    # same whatever the memory layout of x
+    x = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=-1)
+    within, cross = split_transitions(mean)
+    return {"all": mean, "within": within, "cross": cross}
+
+
+# ----------------------------------------------------------------------------------------------------
+# where along the depth: defined transitions, early window, thirds
+# ----------------------------------------------------------------------------------------------------
+_KINDS = ("all", "within", "cross")
+
+
+def defined_transitions(y, kind: str = "all") -> np.ndarray:
+    """Transitions ``t`` where ``y: (n_transitions,)`` is finite, of ``kind`` ``"all"``, ``"within"``
+    (even t) or ``"cross"`` (odd t). -> (k,) int64, ascending (empty when none is defined)."""
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {_KINDS}; got {kind!r}")
+    y = np.asarray(y, dtype=np.float64).ravel()
+    t = np.flatnonzero(np.isfinite(y))
+    if kind == "all" or not t.size:
+        return t
+    return t[transition_kind(y.size + 1)[t] == kind]
+
+
+def first_last_defined(y) -> dict[str, int]:
+    """The first and the last defined (finite) transition of each kind in ``y: (n_transitions,)``.
+
+    -> ``{"within_first": t, "cross_first": t, "within_last": t, "cross_last": t}``. When every text ends
+    in the same token, the first sublayer is constant and transition 0 undefined; "the first layer" is then
+    the first transition of each kind whose value is defined (Fig 1C)."""
+    out = {}
+    for end, pick in (("first", 0), ("last", -1)):
+        for kind in ("within", "cross"):
+            t = defined_transitions(y, kind)
+            if not t.size:
+                raise ValueError(f"no {kind}-layer transition has a defined value (all NaN): check that the "
+                                 "texts differ at more than one sublayer")
+            out[f"{kind}_{end}"] = int(t[pick])
+    return out
+
+
+def early_stop(n_transitions: int, minimum: int = 4) -> int:
+    """End (exclusive) of the "early layers" window over ``n_transitions`` transitions: the first third,
+    at least ``minimum`` transitions (Fig 1H's "sharp drop in the early layers")."""
+    if n_transitions < 1:
+        raise ValueError(f"need at least one transition; got {n_transitions}")
+    return max(int(minimum), int(n_transitions) // 3)
+
+
+def thirds(n: int) -> list[np.ndarray]:
+    """Positions ``0 .. n - 1`` in three consecutive parts of near-equal length (the first parts one longer
+    when ``n`` is not a multiple of 3): ``[(n0,), (n1,), (n2,)]`` int arrays. Thirds of the sublayers, not
+    of the layers (for thirds of depth by layer see ``dynamics.depth_thirds``)."""
+    if n < 3:
+        raise ValueError(f"need at least 3 positions for three thirds; got {n}")
+    return np.array_split(np.arange(int(n)), 3)
+
+
+def first_last_third(y, stat: str = "mean", *, n: int | None = None, trim: int = 0) -> list[float]:
+    """``[stat over the first third, stat over the last third]`` of ``y: (k,)``, NaN ignored.
+
+    stat: ``"mean"`` or ``"median"``; the thirds are :func:`thirds` of ``n`` positions (default ``len(y)``),
+    each without its last ``trim`` positions (chapter 4 reads the turning angles ``(n_sublayers - 2,)`` of a
+    trajectory on the thirds of its ``n_sublayers`` with ``trim=2``). A third without a finite value gives
+    NaN."""
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median'; got {stat!r}")
+    y = np.asarray(y, dtype=np.float64).ravel()
+    parts = thirds(y.size if n is None else n)
+    if trim < 0 or trim >= min(p.size for p in parts):
+        raise ValueError(f"trim must be in [0, {min(p.size for p in parts)}) for thirds of "
+                         f"{sum(p.size for p in parts)} positions; got {trim}")
+    if parts[2][-1 - trim] >= y.size:
+        raise ValueError(f"y has {y.size} values; the last third (trim={trim}) needs {parts[2][-1 - trim] + 1}")
+    f = np.nanmean if stat == "mean" else np.nanmedian
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(f(y[p[:p.size - trim]])) for p in (parts[0], parts[2])]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""The chapters as the book shows them, checked statically (no execution): every chapter is set up by
+``chapter.setup``, keeps no algorithm the package has, hides the cells that only record, and shows code
+that fits the page."""
+
+import ast
+import re
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from transformer_dynamics import build
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+STEMS = build.notebook_stems(NOTEBOOKS) if NOTEBOOKS.is_dir() else []
+WIDTH = 92  # characters of code a reader sees per line (the book's page width)
+HIDDEN = {"remove-input", "remove-cell", "hide-input"}
+RECORDS = re.compile(r"^(ch\.ledger|led)\.(record|claim|claim_table)$|^ch\.(record|record_headlines)$"
+                     r"|^record(_first|_headlines)?$")
+
+
+def _code_cells(stem):
+    return [c for c in jupytext.read(NOTEBOOKS / f"{stem}.py").cells if c.cell_type == "code"]
+
+
+def _visible(cell) -> bool:
+    return not set(cell.metadata.get("tags", [])) & (HIDDEN | {"parameters"})
+
+
+def _only_records(stmts) -> bool:
+    """Every statement records into the ledger (or prepares a value for it, or loops over such); at least one
+    records."""
+    recorded = False
+    for s in stmts:
+        if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call):
+            if not RECORDS.match(ast.unparse(s.value.func)):
+                return False
+            recorded = True
+        elif isinstance(s, (ast.For, ast.If)):
+            if not _only_records(s.body + s.orelse):
+                return False
+            recorded = True
+        elif not isinstance(s, (ast.Assign, ast.AugAssign)):
+            return False
+    return recorded
+
+
+def test_the_rules_see_what_they_are_meant_to():
+    assert _only_records(ast.parse("for m in M:\n    x = f(m)\n    ch.ledger.record('k', x, model=m)").body)
+    assert not _only_records(ast.parse("for m in M:\n    ch.record(m, 'k', 1)\ngrid(plot, data)").body)
+    assert not _only_records(ast.parse("x = 1").body)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_chapter_is_set_up_by_the_package(stem):
+    source = (NOTEBOOKS / f"{stem}.py").read_text()
+    assert source.count("chapter.setup(") == 1, f"{stem}: set the chapter up with one chapter.setup(...)"
+    for pattern, what in ((r"\bLedger\(", "a Ledger of its own (chapter.setup makes it)"),
+                          (r"def (record|suffix)\b", "its own record/suffix helper (ch.record, ch.key)"),
+                          (r"array_split", "its own thirds (metrics.thirds, metrics.first_last_third)"),
+                          (r"\[[01]::2\]", "the within/cross rule (metrics.split_transitions)")):
+        assert not re.search(pattern, source), f"{stem} has {what}"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_cells_that_only_record_are_hidden(stem):
+    for cell in _code_cells(stem):
+        tree = ast.parse(cell.source.replace(";\n", "\n").rstrip(";"))
+        if _only_records(tree.body):
+            assert set(cell.metadata.get("tags", [])) & HIDDEN, (
+                f"{stem}: a cell that only records is shown; tag it remove-input:\n{cell.source[:200]}")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_visible_code_fits_the_page(stem):
+    wide = [line for cell in _code_cells(stem) if _visible(cell) for line in cell.source.splitlines()
+            if len(line) > WIDTH]
+    assert not wide, f"{stem}: {len(wide)} visible code line(s) over {WIDTH} characters, e.g. {wide[0]!r}"
