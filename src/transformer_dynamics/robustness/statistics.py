@@ -128,13 +128,13 @@ def _nanmean(x, axis):
 
 
 def _first_finite(y: np.ndarray) -> int | None:
-    ok = np.flatnonzero(np.isfinite(y))
-    return int(ok[0]) if ok.size else None
+    t = metrics.defined_transitions(y)
+    return int(t[0]) if t.size else None
 
 
 def _early(n_transitions: int) -> int:
-    """How many transitions count as "early" (the MI drop): the first third, at least 4."""
-    return max(4, n_transitions // 3)
+    """How many transitions count as "early" (the MI drop): :func:`metrics.early_stop`."""
+    return metrics.early_stop(n_transitions)
 
 
 def _mi_units(d_model: int, mi_units: int | Sequence[int] | None, seed: int) -> np.ndarray:
@@ -275,7 +275,7 @@ def _rot_headlines(rot: np.ndarray, null: np.ndarray | None) -> dict[str, float]
 
 
 def _pca_headlines(ev_ratio: np.ndarray, sublayer_pcs: np.ndarray, variance: float) -> dict[str, float]:
-    thirds = np.array_split(np.arange(sublayer_pcs.size), 3)
+    thirds = metrics.thirds(sublayer_pcs.size)
     # "not reached with the kept components" counts as one more than kept (a lower bound, as in chapter 4) in
     # the thirds' means; their difference is undefined when a sublayer of either third is not reached (a
     # difference of lower bounds says nothing)
