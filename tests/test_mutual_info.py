@@ -108,7 +108,7 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
 
 
 # ------------------------------------------------------------------------------ gridded KDE vs exact
-def _hard_pairs(n=600, seed=7):
+def _hard_pairs(n=1000, seed=7):
     """Constructed (x, y) columns: Gaussian, bimodal, heavy-tailed, one massive outlier, near constant
     (tiny noise), near constant with three spikes, and a sharply nonlinear pair. -> x, y: (n, 7)."""
     rng = np.random.default_rng(seed)
@@ -128,52 +128,125 @@ def _hard_pairs(n=600, seed=7):
     return x, y
 
 
-@pytest.fixture
-def grid_always(monkeypatch):
-    """Grid the sums at every N (by default only from MI.GRID_MIN_N samples)."""
-    monkeypatch.setitem(MI.GRID_MIN_N, 1, 0)
-    monkeypatch.setitem(MI.GRID_MIN_N, 2, 0)
+def _whitened(x, y):
+    """The points the KDE sums over, as mutual_info whitens them: (1-D x, 1-D y, 2-D (x, y)) as
+    (B, N, d) float64 tensors, x, y: (N, B)."""
+    import torch
+
+    n = x.shape[0]
+    xt, yt = torch.from_numpy(x.T), torch.from_numpy(y.T)
+    xc, yc = xt - xt.mean(-1, keepdim=True), yt - yt.mean(-1, keepdim=True)
+    z1 = [(c / c.std(-1, keepdim=True) / n ** -0.2)[..., None] for c in (xc, yc)]
+    l11 = xc.std(-1, keepdim=True)
+    l21 = (xc * yc).sum(-1, keepdim=True) / (n - 1) / l11
+    a = xc / l11
+    b = yc - l21 * a
+    z2 = torch.stack([a, b / b.std(-1, keepdim=True)], -1) / n ** (-1 / 6)
+    return (*z1, z2)
 
 
-def test_gridded_kde_matches_exact_on_hard_pairs(grid_always):
+def _exact_sums64(z):
+    """Exact kernel sums in float64 (the reference the bound is stated against): (B, N, d) -> (B, N)."""
+    return np.exp(-0.5 * ((z[:, :, None, :] - z[:, None, :, :]) ** 2).sum(-1)).sum(-1)
+
+
+def test_grid_error_bound_is_the_trapezoid_rule():
+    assert MI.grid_error_bound(0.6, 1) == pytest.approx(2 * np.exp(-np.pi**2 / 0.72), rel=1e-6)
+    assert MI.grid_error_bound(0.6, 2) == pytest.approx((1 + MI.grid_error_bound(0.6, 1)) ** 2 - 1)
+    assert MI.grid_error_bound(0.6, 2) < 5e-6 < 1e-3 / 3  # three log densities per MI term
+
+
+def test_gauss_sums_error_bound_holds_at_every_point():
+    """The run-time check looks at each set's worst points only; here the stated bound is checked at every
+    point of the constructed sets against float64 exact sums (slack: float32 accumulation, 2e-6)."""
     x, y = _hard_pairs()
-    fast = MI.mutual_information_pairs(x, y, "kde")
+    for z in _whitened(x, y):
+        fast, gridded = MI.gauss_sums(z)
+        assert gridded[np.isfinite(z.numpy()).all((1, 2))].all()  # the grid served every finite set
+        ok = gridded.numpy()
+        rel = np.abs(fast.numpy()[ok] / _exact_sums64(z.numpy()[ok]) - 1)
+        assert rel.max() <= MI.grid_error_bound(MI.GRID_H, z.shape[-1]) + 2e-6, rel.max(1)
+
+
+def test_gridded_kde_matches_exact_on_hard_pairs():
+    """The stated tolerance, 1e-3 relative to the exact estimator, on every constructed pair; the grid (not
+    the exact fallback) served all of them."""
+    x, y = _hard_pairs()
     exact = MI.mutual_information_pairs(x, y, "kde_exact")
+    fast = MI.mutual_information_pairs(x, y, "kde")
     assert np.isfinite(exact).all()
-    # the stated tolerance: 1e-3 relative (absolute 1e-4 nats for MI near 0)
-    np.testing.assert_allclose(fast, exact, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fast, exact, rtol=1e-3)
+    import torch
+
+    for args in ((torch.from_numpy(x.T),), (torch.from_numpy(y.T),), (torch.from_numpy(x.T), torch.from_numpy(y.T))):
+        _, done = MI._grid_log_density(*args)
+        assert done.all()
 
 
-def test_gauss_sums_error_bound_holds_at_every_point(grid_always):
-    """The run-time check bounds the error at the worst points; here the bound is checked at all points."""
+def test_far_points_beyond_a_small_grid_are_summed_exactly():
+    """A grid capped at 60 nodes: the massive outlier (and the heavy tail's extremes) are far points, summed
+    exactly, and the set stays gridded within the bound; with too many far points the set is exact."""
     import torch
 
     x, y = _hard_pairs()
-    xt, yt = torch.from_numpy(x.T), torch.from_numpy(y.T)
-    xt, yt = xt - xt.mean(-1, keepdim=True), yt - yt.mean(-1, keepdim=True)
-    for z in (xt[..., None] / xt.std(-1, keepdim=True)[..., None] / 600 ** -0.2,
-              torch.stack([xt / xt.std(-1, keepdim=True), yt / yt.std(-1, keepdim=True)], -1) / 600 ** (-1 / 6)):
-        fast, gridded = MI.gauss_sums(z)
-        exact, _ = MI.gauss_sums(z, exact=True)
-        assert gridded.sum() >= 5  # the grid served most sets, outliers included
-        rel = (fast / exact - 1).abs().amax(1)
-        assert (rel <= MI.GRID_CHECK_RTOL).all(), rel
+    z = _whitened(x, y)[2][[2, 3]]  # heavy-tailed, one massive outlier
+    fast, gridded = MI.gauss_sums(z, max_nodes=60, max_far=0.05)
+    assert gridded.all()
+    rel = np.abs(fast.numpy() / _exact_sums64(z.numpy()) - 1)
+    assert rel.max() <= MI.grid_error_bound(MI.GRID_H, 2) + 2e-6
+    wide = torch.cat([z[:1], 50 * z[:1]])  # half of the second set's points beyond the grid
+    fast, gridded = MI.gauss_sums(wide, max_nodes=60)
+    assert gridded.tolist() == [True, False]
+    np.testing.assert_allclose(fast.numpy(), _exact_sums64(wide.numpy()), rtol=1e-5)
 
 
-def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly(grid_always):
+def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
     import torch
 
     rng = np.random.default_rng(8)
     z = torch.from_numpy(rng.standard_normal((4, 300, 2)) * 3)
-    exact, _ = MI.gauss_sums(z, exact=True)
-    fast, gridded = MI.gauss_sums(z, h=2.0)  # far too coarse: trapezoid error ~ exp(-2 pi^2 tau / h^2)
+    exact = _exact_sums64(z.numpy())
+    fast, gridded = MI.gauss_sums(z, h=2.0)  # far too coarse: grid_error_bound(2.0) = 0.6
     assert not gridded.any()
-    np.testing.assert_allclose(fast.numpy(), exact.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(fast.numpy(), exact, rtol=1e-5)
     fast, gridded = MI.gauss_sums(z, check_points=0, h=2.0)  # unchecked, the error shows
-    assert gridded.all() and (fast / exact - 1).abs().max() > 1e-3
+    assert gridded.all() and np.abs(fast.numpy() / exact - 1).max() > 1e-3
 
 
-def test_every_entry_point_takes_the_fast_path(rs, grid_always):
-    mi_fast = MI.mutual_information(rs, "kde", units=[0, 5])
-    mi_exact = MI.mutual_information(rs, "kde_exact", units=[0, 5])
-    np.testing.assert_allclose(mi_fast, mi_exact, rtol=1e-3, atol=1e-4)
+def test_constant_and_nonfinite_sets_give_nan():
+    x, y = _hard_pairs(n=200)
+    x[:, 0] = 3.0  # constant
+    y[5, 1] = np.nan
+    y[:, 2] = 2 * x[:, 2] + 1  # collinear: singular 2-D covariance
+    for method in ("kde", "kde_exact"):
+        mi = MI.mutual_information_pairs(x, y, method)
+        assert np.isnan(mi[:3]).all() and np.isfinite(mi[3:]).all(), method
+
+
+def test_every_entry_point_takes_the_fast_path(rs, monkeypatch):
+    """"kde" never calls the exact kernel sums on ordinary data, whatever the chunk (the default chunk of
+    mutual_information_pairs included), and agrees with "kde_exact"."""
+    exact = {f: MI.mutual_information(rs, "kde_exact", units=[0, 5]) for f in ("mi",)}["mi"]
+    pairs_exact = MI.mutual_information_pairs(rs[:, 2], rs[:, 3], "kde_exact")
+
+    def no_exact(*args, **kwargs):
+        raise AssertionError("the exact kernel sums were called")
+
+    monkeypatch.setattr(MI, "_gauss_rowsum", no_exact)
+    np.testing.assert_allclose(MI.mutual_information(rs, "kde", units=[0, 5]), exact, rtol=1e-3)
+    np.testing.assert_allclose(MI.mutual_information_pairs(rs[:, 2], rs[:, 3]), pairs_exact, rtol=1e-3)
+    np.testing.assert_allclose(MI.mutual_information_pairs(rs[:, 2], rs[:, 3], chunk=5), pairs_exact, rtol=1e-3)
+
+
+def test_without_the_compiled_kernel_kde_is_the_exact_estimate(rs, monkeypatch):
+    monkeypatch.setenv(MI.NO_COMPILE_ENV, "1")
+    np.testing.assert_array_equal(MI.mutual_information(rs, "kde", units=[1, 2]),
+                                  MI.mutual_information(rs, "kde_exact", units=[1, 2]))
+
+
+def test_kernel_build_is_cached_per_source(tmp_path):
+    lib = MI._build_grid_lib(tmp_path)
+    assert lib.exists() and lib.parent == tmp_path
+    mtime = lib.stat().st_mtime_ns
+    assert MI._build_grid_lib(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
+    assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary files left
