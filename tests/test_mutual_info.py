@@ -108,26 +108,6 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
 
 
 # ------------------------------------------------------------------------------ gridded KDE vs exact
-def _hard_pairs(n=1000, seed=7):
-    """Constructed (x, y) columns: Gaussian, bimodal, heavy-tailed, one massive outlier, near constant
-    (tiny noise), near constant with three spikes, and a sharply nonlinear pair. -> x, y: (n, 7)."""
-    rng = np.random.default_rng(seed)
-    g = rng.standard_normal((n, 7))
-    e = rng.standard_normal((n, 7))
-    x, y = g.copy(), 0.8 * g + 0.6 * e
-    x[:, 1] = np.where(rng.random(n) < 0.5, -4.0, 4.0) + 0.5 * g[:, 1]
-    y[:, 1] = x[:, 1] ** 2 + e[:, 1]
-    x[:, 2] = rng.standard_t(1.5, n)
-    y[:, 2] = x[:, 2] + rng.standard_t(1.5, n)
-    x[0, 3], y[0, 3] = 400.0, -300.0  # one massive outlier
-    x[:, 4] = 5.0 + 1e-6 * g[:, 4]
-    y[:, 4] = 5.0 + 1e-6 * x[:, 4] * 1e6 + 1e-6 * e[:, 4]
-    x[:, 5], y[:, 5] = 0.01 * g[:, 5], 0.01 * e[:, 5] + 0.01 * g[:, 5]
-    x[:3, 5], y[:3, 5] = [30.0, -50.0, 80.0], [20.0, 60.0, -90.0]  # near constant with spikes
-    y[:, 6] = np.sin(4 * x[:, 6]) + 0.05 * e[:, 6]
-    return x, y
-
-
 def _whitened(x, y):
     """The points the KDE sums over, as mutual_info whitens them: (1-D x, 1-D y, 2-D (x, y)) as
     (B, N, d) float64 tensors, x, y: (N, B)."""
@@ -159,7 +139,7 @@ def test_grid_error_bound_is_the_trapezoid_rule():
 def test_gauss_sums_error_bound_holds_at_every_point():
     """The run-time check looks at each set's worst points only; here the stated bound is checked at every
     point of the constructed sets against float64 exact sums (slack: float32 accumulation, 2e-6)."""
-    x, y = _hard_pairs()
+    x, y = MI.constructed_pairs()
     for z in _whitened(x, y):
         fast, gridded = MI.gauss_sums(z)
         assert gridded[np.isfinite(z.numpy()).all((1, 2))].all()  # the grid served every finite set
@@ -168,10 +148,10 @@ def test_gauss_sums_error_bound_holds_at_every_point():
         assert rel.max() <= MI.grid_error_bound(MI.GRID_H, z.shape[-1]) + 2e-6, rel.max(1)
 
 
-def test_gridded_kde_matches_exact_on_hard_pairs():
+def test_gridded_kde_matches_exact_on_constructed_pairs():
     """The stated tolerance, 1e-3 relative to the exact estimator, on every constructed pair; the grid (not
     the exact fallback) served all of them."""
-    x, y = _hard_pairs()
+    x, y = MI.constructed_pairs()
     exact = MI.mutual_information_pairs(x, y, "kde_exact")
     fast = MI.mutual_information_pairs(x, y, "kde")
     assert np.isfinite(exact).all()
@@ -188,7 +168,7 @@ def test_far_points_beyond_a_small_grid_are_summed_exactly():
     exactly, and the set stays gridded within the bound; with too many far points the set is exact."""
     import torch
 
-    x, y = _hard_pairs()
+    x, y = MI.constructed_pairs()
     z = _whitened(x, y)[2][[2, 3]]  # heavy-tailed, one massive outlier
     fast, gridded = MI.gauss_sums(z, max_nodes=60, max_far=0.05)
     assert gridded.all()
@@ -214,7 +194,7 @@ def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
 
 
 def test_constant_and_nonfinite_sets_give_nan():
-    x, y = _hard_pairs(n=200)
+    x, y = MI.constructed_pairs(n=200)
     x[:, 0] = 3.0  # constant
     y[5, 1] = np.nan
     y[:, 2] = 2 * x[:, 2] + 1  # collinear: singular 2-D covariance
