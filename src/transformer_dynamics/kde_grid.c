@@ -21,19 +21,46 @@
 
 #define K 16 /* grid nodes per axis a point spreads to: floor(u) - KL ... floor(u) + K - 1 - KL */
 #define KL 7
+#define NP 4 /* partial grids in 1-D */
 
 typedef float v16 __attribute__((vector_size(64)));
 static inline v16 loadu(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 static inline void storeu(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 static inline float hsum(v16 v) { float s = 0.f; for (int k = 0; k < K; k++) s += v[k]; return s; }
 
-/* w[i][k] = exp(-c (k - KL - delta[i])^2) for M points: one vectorised loop of expf */
-static void weights(int M, const double *delta, double c, float *restrict w) {
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++) {
-            double t = k - KL - delta[i];
-            w[i * K + k] = expf((float)(-c * t * t));
-        }
+/* w[i][k] = exp(-c (k - KL - delta[i])^2), 0 <= delta < 1, for M points, as exp(-c d (d + 2 KL)) r^k e3[k] with
+   r = exp(2 c d) and e3[k] = exp(-c (k - KL)^2): two exp per point (one vectorised loop, double), r^k as the
+   product of r, r^2, r^4, r^8 (squared in double, each rounded to float once) chosen by the bits of k.
+   buf: (2 M) doubles. */
+static void weights(int M, const double *delta, double c, float *restrict w, double *restrict buf) {
+    double *s = buf, *r = buf + M;
+    if (c > 1.0) { /* a coarse grid (h > 1): r^15 could overflow a float; exp per weight */
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) w[i * K + k] = (float)exp(-c * (k - KL - delta[i]) * (k - KL - delta[i]));
+        return;
+    }
+    for (int i = 0; i < M; i++) {
+        s[i] = exp(-c * delta[i] * (delta[i] + 2 * KL));
+        r[i] = exp(2 * c * delta[i]);
+    }
+    v16 e3, b0, b1, b2, b3;
+    for (int k = 0; k < K; k++) {
+        e3[k] = (float)exp(-c * (k - KL) * (k - KL));
+        b0[k] = k & 1; b1[k] = (k >> 1) & 1; b2[k] = (k >> 2) & 1; b3[k] = (k >> 3) & 1;
+    }
+    for (int i = 0; i < M; i++) {
+        const double r1 = r[i], r2 = r1 * r1, r4 = r2 * r2, r8 = r4 * r4;
+        const v16 v = (1.f + b0 * (float)(r1 - 1)) * (1.f + b1 * (float)(r2 - 1)) * (1.f + b2 * (float)(r4 - 1))
+                      * (1.f + b3 * (float)(r8 - 1));
+        storeu(w + (size_t)i * K, ((float)s[i] * e3) * v);
+    }
+}
+
+/* v is finite (a bit test: -ffast-math may fold isfinite away) */
+static int finite_bits(double v) {
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    return ((u >> 52) & 0x7ff) != 0x7ff;
 }
 
 /* exact sum_j exp(-|z_i - z_j|^2 / 2) at one point i */
@@ -49,25 +76,33 @@ static double exact_at(int N, int d, const double *z, int i, float *tmp) {
     return s;
 }
 
-/* One point set. z: (N, d) whitened, bandwidth-scaled points; out: (N,) kernel sums. Returns 1 when
-   gridded and checked, 0 when the caller must sum the set exactly. Work buffers: grid (gmax^d), w (N d K),
-   delta (N), start (N d), core (N), list (N), tmp (N). */
-static int one_set(int N, int d, const double *z, const double *center, double h, int gmax, int max_far,
+/* One point set. z: (N, d) whitened, bandwidth-scaled points; box, all_in: from set_box; out: (N,) kernel
+   sums. Returns 1 when gridded and checked, 0 when the caller must sum the set exactly. Work buffers:
+   grid (gmax^d, NP times in 1-D), w (N d K), delta (3 N), start (N d), core (N), list (N), tmp (N). */
+static int one_set(int N, int d, const double *z, const double *box, int all_in, double h, int gmax, int max_far,
                    int check_k, double rtol, double *out, float *grid, float *w, double *delta, int *start,
                    uint8_t *core, int *list, float *tmp) {
-    const double half = 0.5 * (gmax - K - 1) * h;
-    double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+    const double half = 0.5 * (gmax - K - 1) * h, *center = box;
+    double lo[2] = {box[2], box[3]}, hi[2] = {box[4], box[5]};
     int M = 0, F = 0; /* list: the M core points, then the F far ones from the end */
-    for (int i = 0; i < N; i++) {
-        int ok = 1;
-        for (int a = 0; a < d; a++) ok &= fabs(z[i * d + a] - center[a]) <= half;
-        core[i] = (uint8_t)ok;
-        if (!ok) { if (++F > max_far) return 0; list[N - F] = i; continue; }
-        list[M++] = i;
-        for (int a = 0; a < d; a++) {
-            double v = z[i * d + a];
-            lo[a] = v < lo[a] ? v : lo[a];
-            hi[a] = v > hi[a] ? v : hi[a];
+    if (all_in) { /* the common case: every point on the grid */
+        memset(core, 1, N);
+        for (int i = 0; i < N; i++) list[i] = i;
+        M = N;
+    } else {
+        lo[0] = lo[1] = INFINITY;
+        hi[0] = hi[1] = -INFINITY;
+        for (int i = 0; i < N; i++) {
+            int ok = 1;
+            for (int a = 0; a < d; a++) ok &= fabs(z[i * d + a] - center[a]) <= half;
+            core[i] = (uint8_t)ok;
+            if (!ok) { if (++F > max_far) return 0; list[N - F] = i; continue; }
+            list[M++] = i;
+            for (int a = 0; a < d; a++) {
+                double v = z[i * d + a];
+                lo[a] = v < lo[a] ? v : lo[a];
+                hi[a] = v > hi[a] ? v : hi[a];
+            }
         }
     }
     if (M == 0) return 0;
@@ -79,24 +114,36 @@ static int one_set(int N, int d, const double *z, const double *center, double h
             start[a * N + m] = (int)f; /* nodes f .. f + K - 1 of a grid whose node 0 is at lo - KL h */
             delta[m] = u - f;
         }
-        weights(M, delta, h * h, w + (size_t)a * N * K); /* spreading kernel exp(-(z - node)^2) */
+        weights(M, delta, h * h, w + (size_t)a * N * K, delta + N); /* spreading kernel exp(-(z - node)^2) */
     }
     const double cst = pow(h * sqrt(2.0 / M_PI), d);
     const float *wx = w, *wy = w + (size_t)N * K;
     const int *sx = start, *sy = start + N;
+    /* In 1-D, spreading writes NP partial grids in turn (point m to grid m % NP), summed afterwards: a point's
+       read-modify-write then rarely overlaps the previous points' stores still in flight (an unaligned
+       overlap cannot be forwarded and stalls; measured 1.2x faster). In 2-D a point's 16 rows rarely overlap
+       the previous point's, and one grid is as fast. */
+    const int np = d == 1 ? NP : 1;
+    const size_t size = (size_t)G[0] * (d == 1 ? 1 : G[1]) + K, Gy = d == 1 ? 0 : G[1];
+    memset(grid, 0, sizeof(float) * size * np);
     if (d == 1) {
-        memset(grid, 0, sizeof(float) * G[0]);
-        for (int m = 0; m < M; m++) storeu(grid + sx[m], loadu(grid + sx[m]) + loadu(wx + m * K));
-        for (int m = 0; m < M; m++) out[list[m]] = cst * hsum(loadu(grid + sx[m]) * loadu(wx + m * K));
+        for (int m = 0; m < M; m++) {
+            float *g = grid + (m % np) * size + sx[m];
+            storeu(g, loadu(g) + loadu(wx + m * K));
+        }
     } else {
-        const size_t Gy = G[1];
-        memset(grid, 0, sizeof(float) * G[0] * Gy);
         for (int m = 0; m < M; m++) {
             const v16 b = loadu(wy + m * K);
             const float *a = wx + m * K;
             float *g = grid + sx[m] * Gy + sy[m];
             for (int p = 0; p < K; p++, g += Gy) storeu(g, loadu(g) + a[p] * b);
         }
+    }
+    for (int j = 1; j < np; j++)
+        for (size_t i = 0; i < size; i++) grid[i] += grid[j * size + i];
+    if (d == 1) {
+        for (int m = 0; m < M; m++) out[list[m]] = cst * hsum(loadu(grid + sx[m]) * loadu(wx + m * K));
+    } else {
         for (int m = 0; m < M; m++) {
             const float *a = wx + m * K, *g = grid + sx[m] * Gy + sy[m];
             v16 acc = {0};
@@ -123,16 +170,9 @@ static int one_set(int N, int d, const double *z, const double *center, double h
     }
     for (int r = 0; r < ns; r++) {
         double ex = exact_at(N, d, z, sel[r], tmp);
-        if (!(fabs(out[sel[r]] / ex - 1.0) <= rtol)) return 0;
+        if (!finite_bits(out[sel[r]]) || !(fabs(out[sel[r]] / ex - 1.0) <= rtol)) return 0;
     }
     return 1;
-}
-
-/* v is finite (a bit test: -ffast-math may fold isfinite away) */
-static int finite_bits(double v) {
-    uint64_t u;
-    memcpy(&u, &v, sizeof u);
-    return ((u >> 52) & 0x7ff) != 0x7ff;
 }
 
 /* the k-th smallest of v[0..n) (reorders v) */
@@ -160,10 +200,10 @@ typedef struct {
 
 static int work_alloc(work_t *W, int N, int d, int gmax) {
     size_t gsize = d == 1 ? (size_t)gmax : (size_t)gmax * gmax;
-    W->grid = malloc(sizeof(float) * (gsize + K));
+    W->grid = malloc(sizeof(float) * (gsize + K) * (d == 1 ? NP : 1));
     W->w = malloc(sizeof(float) * (size_t)N * d * K);
     W->tmp = malloc(sizeof(float) * N);
-    W->delta = malloc(sizeof(double) * N);
+    W->delta = malloc(sizeof(double) * 3 * N);
     W->z = malloc(sizeof(double) * (size_t)N * d);
     W->start = malloc(sizeof(int) * (size_t)N * d);
     W->list = malloc(sizeof(int) * N);
@@ -176,8 +216,10 @@ static void work_free(work_t *W) {
     free(W->core);
 }
 
-/* the grid's centre per axis: the midrange, or the median where the set is wider than the grid */
-static void set_center(int N, int d, const double *z, double h, int gmax, double *center, double *buf) {
+/* box = (centre, lo, hi) per axis of the grid: the centre is the midrange, or the median where the set is
+   wider than the grid. Returns 1 when every point is on the grid. */
+static int set_box(int N, int d, const double *z, double h, int gmax, double *box, double *buf) {
+    int all_in = 1;
     for (int a = 0; a < d; a++) {
         double lo = INFINITY, hi = -INFINITY;
         for (int i = 0; i < N; i++) {
@@ -185,19 +227,23 @@ static void set_center(int N, int d, const double *z, double h, int gmax, double
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
         }
-        center[a] = 0.5 * (lo + hi);
+        box[a] = 0.5 * (lo + hi);
+        box[2 + a] = lo;
+        box[4 + a] = hi;
         if ((hi - lo) / h + K + 1 > gmax) {
             for (int i = 0; i < N; i++) buf[i] = z[i * d + a];
-            center[a] = select_kth(buf, N, N / 2);
+            box[a] = select_kth(buf, N, N / 2);
+            all_in = 0;
         }
     }
+    return all_in;
 }
 
 static int grid_set(int N, int d, const double *z, double h, int gmax, int max_far, int check_k, double rtol,
                     double *out, work_t *W) {
-    double center[2];
-    set_center(N, d, z, h, gmax, center, W->delta);
-    return one_set(N, d, z, center, h, gmax, max_far, check_k, rtol, out, W->grid, W->w, W->delta, W->start,
+    double box[6] = {0, 0, 0, 0, 0, 0};
+    int all_in = set_box(N, d, z, h, gmax, box, W->delta);
+    return one_set(N, d, z, box, all_in, h, gmax, max_far, check_k, rtol, out, W->grid, W->w, W->delta, W->start,
                    W->core, W->list, W->tmp);
 }
 
@@ -237,7 +283,8 @@ int kde_log_density(int B, int N, int d, const double *x, const double *y, doubl
         }
         vx /= N - 1; vy /= N - 1; cxy /= N - 1;
         status[b] = 0;
-        if (!finite_bits(vx) || !finite_bits(vy) || !finite_bits(cxy) || !(vx > 0)) continue; /* NaN/inf input or constant */
+        if (!finite_bits(vx) || !finite_bits(vy) || !finite_bits(cxy) || !(vx > 0))
+            continue; /* NaN/inf input or constant */
         const double l11 = sqrt(vx);
         if (d == 1) {
             for (int i = 0; i < N; i++) W.z[i] = (xb[i] - mx) / (l11 * f);

@@ -190,7 +190,8 @@ def _build_grid_lib(folder: Path) -> Path:
         c, obj, so = Path(tmp) / "kde_grid.c", Path(tmp) / "kde_grid.o", Path(tmp) / "kde_grid.so"
         c.write_bytes(src)
         for cflags, libs in _GRID_FLAGS:  # link without -ffast-math: no process-wide flush-to-zero
-            run = [[cc, *cflags, "-fPIC", "-c", str(c), "-o", str(obj)], [cc, "-shared", str(obj), "-o", str(so), *libs]]
+            run = [[cc, *cflags, "-fPIC", "-c", str(c), "-o", str(obj)],
+                   [cc, "-shared", str(obj), "-o", str(so), *libs]]
             res = [subprocess.run(cmd, capture_output=True, text=True) for cmd in run[:1]]
             if res[0].returncode == 0:
                 res.append(subprocess.run(run[1], capture_output=True, text=True))
@@ -209,7 +210,8 @@ def _grid_lib():
     if "grid" not in _COMPILED:
         try:
             uid = os.getuid() if hasattr(os, "getuid") else 0
-            folder = Path(os.environ.get(KERNELS_ENV) or Path(tempfile.gettempdir()) / f"transformer_dynamics_kernels_{uid}")
+            folder = Path(os.environ.get(KERNELS_ENV)
+                          or Path(tempfile.gettempdir()) / f"transformer_dynamics_kernels_{uid}")
             lib = ctypes.CDLL(str(_build_grid_lib(folder)))
             ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
             lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
