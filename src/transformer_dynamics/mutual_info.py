@@ -563,7 +563,7 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     for s in starts:
         idx = units[s:s + chunk]
         U = idx.size
-        v = torch.from_numpy(rs[:, :, idx].astype(np.float64)).permute(1, 2, 0).contiguous()  # (L, U, n)
+        v = torch.from_numpy(np.ascontiguousarray(rs[:, :, idx].transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
         x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
         if method in ("kde", "kde_exact"):
             exact = method == "kde_exact"
