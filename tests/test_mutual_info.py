@@ -230,3 +230,14 @@ def test_kernel_build_is_cached_per_source(tmp_path):
     mtime = lib.stat().st_mtime_ns
     assert MI._build_grid_lib(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
     assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary files left
+
+
+def test_gauss_sums_bad_grid_raises():
+    import torch
+
+    z = torch.zeros(1, 50, 2)
+    for kwargs in ({"h": 0.0}, {"max_nodes": 10}):
+        with pytest.raises(ValueError, match="grid step"):
+            MI.gauss_sums(z, **kwargs)
+    with pytest.raises(ValueError, match="1-D or 2-D"):
+        MI.gauss_sums(torch.zeros(1, 50, 3))

@@ -261,6 +261,10 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
     B, N, d = z.shape
     if d not in (1, 2):
         raise ValueError(f"gauss_sums sums 1-D or 2-D points; got d={d}")
+    gmax = GRID_MAX_NODES[d] if max_nodes is None else int(max_nodes)
+    if not (h > 0 and gmax > 17):
+        raise ValueError(f"need a grid step h > 0 and max_nodes > 17 (a point touches 16 nodes per axis); "
+                         f"got h={h}, max_nodes={max_nodes}")
     z = z.double()
     lib = None if exact or B == 0 or N < GRID_MIN_N else _grid_lib()
     gridded = torch.zeros(B, dtype=torch.bool)
@@ -270,7 +274,6 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
         idx = torch.nonzero(finite)[:, 0]
         zf = np.ascontiguousarray(z[idx].numpy())
         s, status = np.empty(zf.shape[:2]), np.zeros(idx.numel(), dtype=np.int8)
-        gmax = GRID_MAX_NODES[d] if max_nodes is None else int(max_nodes)
         _run_sets(idx.numel(), lambda lo, hi: lib.kde_grid_sums(
             hi - lo, N, d, _ptr(zf, lo), h, gmax, int(max_far * N), int(check_points), float(check_rtol),
             _ptr(s, lo), _ptr(status, lo)))
