@@ -108,6 +108,9 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
 
 
 # ------------------------------------------------------------------------------ gridded KDE vs exact
+#: The gridded sums need the C kernel, compiled at first use; without a C compiler "kde" sums exactly.
+needs_kernel = pytest.mark.skipif(MI._grid_lib() is None, reason="no C compiler: the grid kernel is unavailable")
+
 def _whitened(x, y):
     """The points the KDE sums over, as mutual_info whitens them: (1-D x, 1-D y, 2-D (x, y)) as
     (B, N, d) float64 tensors, x, y: (N, B)."""
@@ -136,6 +139,7 @@ def test_grid_error_bound_is_the_trapezoid_rule():
     assert MI.grid_error_bound(0.6, 2) < 5e-6 < 1e-3 / 3  # three log densities per MI term
 
 
+@needs_kernel
 def test_gauss_sums_error_bound_holds_at_every_point():
     """The run-time check looks at each set's worst points only; here the stated bound is checked at every
     point of the constructed sets against float64 exact sums (slack: float32 accumulation, 2e-6)."""
@@ -148,6 +152,7 @@ def test_gauss_sums_error_bound_holds_at_every_point():
         assert rel.max() <= MI.grid_error_bound(MI.GRID_H, z.shape[-1]) + 2e-6, rel.max(1)
 
 
+@needs_kernel
 def test_gridded_kde_matches_exact_on_constructed_pairs():
     """The stated tolerance, 1e-3 relative to the exact estimator, on every constructed pair; the grid (not
     the exact fallback) served all of them."""
@@ -163,6 +168,7 @@ def test_gridded_kde_matches_exact_on_constructed_pairs():
         assert done.all()
 
 
+@needs_kernel
 def test_far_points_beyond_a_small_grid_are_summed_exactly():
     """A grid capped at 60 nodes: the massive outlier (and the heavy tail's extremes) are far points, summed
     exactly, and the set stays gridded within the bound; with too many far points the set is exact."""
@@ -180,6 +186,7 @@ def test_far_points_beyond_a_small_grid_are_summed_exactly():
     np.testing.assert_allclose(fast.numpy(), _exact_sums64(wide.numpy()), rtol=1e-5)
 
 
+@needs_kernel
 def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
     import torch
 
@@ -203,6 +210,7 @@ def test_constant_and_nonfinite_sets_give_nan():
         assert np.isnan(mi[:3]).all() and np.isfinite(mi[3:]).all(), method
 
 
+@needs_kernel
 def test_every_entry_point_takes_the_fast_path(rs, monkeypatch):
     """"kde" never calls the exact kernel sums on ordinary data, whatever the chunk (the default chunk of
     mutual_information_pairs included), and agrees with "kde_exact"."""
@@ -224,6 +232,7 @@ def test_without_the_compiled_kernel_kde_is_the_exact_estimate(rs, monkeypatch):
                                   MI.mutual_information(rs, "kde_exact", units=[1, 2]))
 
 
+@needs_kernel
 def test_kernel_build_is_cached_per_source(tmp_path):
     lib = MI._build_grid_lib(tmp_path)
     assert lib.exists() and lib.parent == tmp_path

@@ -43,7 +43,7 @@ MI_METHODS = ("kde", "kde_exact", "ksg", "gcmi")
 KDE_EPS = 1e-10
 #: Set this environment variable to 1 to never use ``torch.compile`` for the KDE kernel sums.
 NO_COMPILE_ENV = "TRANSFORMER_DYNAMICS_NO_COMPILE"
-#: Folder for the compiled grid kernel (default: ``transformer_dynamics_kernels_<uid>`` in the temp dir).
+#: Folder for the compiled grid kernel (default: ``kernels`` in the user cache dir, see :func:`_grid_lib`).
 KERNELS_ENV = "TRANSFORMER_DYNAMICS_KERNELS"
 #: Precision of the KSG distances (float64: identical neighbour counts to scikit-learn's float64 trees).
 KSG_DTYPE = torch.float64
@@ -204,14 +204,17 @@ def _build_grid_lib(folder: Path) -> Path:
 
 def _grid_lib():
     """The compiled grid kernel (ctypes), or None when compilation is off or impossible (then "kde" sums
-    exactly, with a warning). Built in ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: a folder in the temp dir)."""
+    exactly, with a warning). Built in ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: ``kernels`` in the user
+    cache dir, e.g. ``~/.cache/transformer-dynamics/kernels``, never ``$TRANSFORMER_DYNAMICS_CACHE``, which
+    may be a shared drive); one library per source, compiler and CPU model."""
     if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
         return None
     if "grid" not in _COMPILED:
         try:
-            uid = os.getuid() if hasattr(os, "getuid") else 0
+            import platformdirs  # noqa: PLC0415
+
             folder = Path(os.environ.get(KERNELS_ENV)
-                          or Path(tempfile.gettempdir()) / f"transformer_dynamics_kernels_{uid}")
+                          or Path(platformdirs.user_cache_dir("transformer-dynamics")) / "kernels")
             lib = ctypes.CDLL(str(_build_grid_lib(folder)))
             ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
             lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
