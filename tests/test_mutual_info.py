@@ -250,3 +250,12 @@ def test_gauss_sums_bad_grid_raises():
             MI.gauss_sums(z, **kwargs)
     with pytest.raises(ValueError, match="1-D or 2-D"):
         MI.gauss_sums(torch.zeros(1, 50, 3))
+
+
+@needs_kernel
+def test_threads_split_the_sets_without_changing_them(monkeypatch):
+    x, y = MI.constructed_pairs(n=300)
+    x, y = np.tile(x, 4), np.tile(y, 4)  # 28 sets: split 3 ways
+    one = MI.mutual_information_pairs(x, y)
+    monkeypatch.setattr(MI.torch, "get_num_threads", lambda: 3)
+    np.testing.assert_array_equal(MI.mutual_information_pairs(x, y), one)
