@@ -63,16 +63,23 @@ static int finite_bits(double v) {
     return ((u >> 52) & 0x7ff) != 0x7ff;
 }
 
-/* exact sum_j exp(-|z_i - z_j|^2 / 2) at one point i */
-static double exact_at(int N, int d, const double *z, int i, float *tmp) {
-    const double xi = z[i * d], yi = d == 2 ? z[i * d + 1] : 0.0;
-    for (int j = 0; j < N; j++) {
-        double dx = z[j * d] - xi, dy = d == 2 ? z[j * d + 1] - yi : 0.0;
-        tmp[j] = fmaxf((float)(-0.5 * (dx * dx + dy * dy)), -80.f);
+/* exact sum_j exp(-|z_i - z_j|^2 / 2) at one point i; tmp[j] holds the terms */
+static double exact_at(int N, int d, const double *restrict z, int i, float *restrict tmp) {
+    const double xi = z[i * d];
+    if (d == 1) {
+        for (int j = 0; j < N; j++) tmp[j] = (float)(-0.5 * (z[j] - xi) * (z[j] - xi));
+    } else {
+        const double yi = z[i * d + 1];
+        for (int j = 0; j < N; j++) {
+            double dx = z[2 * j] - xi, dy = z[2 * j + 1] - yi;
+            tmp[j] = (float)(-0.5 * (dx * dx + dy * dy));
+        }
     }
-    for (int j = 0; j < N; j++) tmp[j] = expf(tmp[j]);
     double s = 0.0;
-    for (int j = 0; j < N; j++) s += tmp[j];
+    for (int j = 0; j < N; j++) {
+        tmp[j] = expf(fmaxf(tmp[j], -80.f)); /* no denormals */
+        s += tmp[j];
+    }
     return s;
 }
 
