@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results" / "outofcore.json"
 IDENTITY = {"benchmark": "outofcore"}
@@ -118,14 +118,9 @@ def main(argv=None):
     result = {"benchmark": "outofcore", "shape_per_text": [args.sublayers, args.d_model],
               "data": "synthetic random walk written with cache.ShardWriter (not a capture)",
               "shard_size": args.shard_size,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average_start": load_start, "load_average_end": os.getloadavg(),
-                          "peak_measure": "VmHWM, reset before each statistic"},
+              "machine": machine(load_start, peak_measure="VmHWM, reset before each statistic"),
               "runs": runs}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
-    return result
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

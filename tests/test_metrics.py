@@ -16,13 +16,6 @@ def rs():
     return x.astype(np.float32)
 
 
-def gaussian_pairs(n, n_units, rho, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, n_units))
-    y = rho * x + np.sqrt(1 - rho**2) * rng.standard_normal((n, n_units))
-    return x, y
-
-
 # --------------------------------------------------------------------------------------------- means
 def test_mean_and_order(rs):
     mean = M.mean_activations(rs)

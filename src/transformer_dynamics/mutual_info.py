@@ -5,10 +5,9 @@ and successive sublayer pair) and :func:`mutual_information_pairs` (``x, y: (n_s
 Estimators (``method``):
 
 - ``"kde"``: the paper's Gaussian-KDE plug-in estimate, scipy's ``gaussian_kde`` bandwidths; kernel sums on
-  a grid where that is the faster (:func:`gauss_sums`: O(N * nodes^d) per point set instead of O(N^2),
-  from :data:`GRID_MIN_N` samples; below, e.g. at the paper's N = 1000, the exact sums), each gridded set
-  checked against the exact sum (a measured 2e-6 largest relative difference in MI on SmolLM2's residual
-  stream with the grid forced at N = 1000);
+  a grid (:func:`gauss_sums`, a small C kernel compiled at first use: O(N * 16^d) per point set instead of
+  O(N^2)), within a bounded relative error (:func:`grid_error_bound`: 4.5e-6 in 2-D) of the exact sums,
+  each set checked against the exact sum at its worst points;
 - ``"kde_exact"``: the same estimate from the exact O(N^2) kernel sums (the reference);
 - ``"ksg"``: Kraskov–Stögbauer–Grassberger k-nearest-neighbour estimate (k = 3, as scikit-learn);
 - ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
@@ -17,9 +16,17 @@ Estimators (``method``):
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import math
 import os
+import platform
+import shutil
+import subprocess
+import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -28,19 +35,18 @@ from scipy import special, stats
 
 from .arrays import check_rs, check_units
 
-__all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums"]
+__all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums", "grid_error_bound",
+           "constructed_pairs"]
 
 MI_METHODS = ("kde", "kde_exact", "ksg", "gcmi")
 #: Added to every density before its log, as in the paper (section 2.5).
 KDE_EPS = 1e-10
 #: Set this environment variable to 1 to never use ``torch.compile`` for the KDE kernel sums.
 NO_COMPILE_ENV = "TRANSFORMER_DYNAMICS_NO_COMPILE"
+#: Folder for the compiled grid kernel (default: ``kernels`` in the user cache dir, see :func:`_grid_lib`).
+KERNELS_ENV = "TRANSFORMER_DYNAMICS_KERNELS"
 #: Precision of the KSG distances (float64: identical neighbour counts to scikit-learn's float64 trees).
 KSG_DTYPE = torch.float64
-
-
-def _check_rs(rs, min_sublayers: int = 2, min_samples: int = 4) -> np.ndarray:
-    return check_rs(rs, min_sublayers=min_sublayers, min_samples=min_samples)
 
 
 def _check_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -131,179 +137,188 @@ def _gauss_rowsum(z: torch.Tensor, compile: bool | None = None, mem_bytes: int =
 
 
 # ----------------------------------------------------------------------------------------------------
-# Gaussian kernel sums on a grid (the fast path of method "kde")
+# Gaussian kernel sums on a grid (the fast path of method "kde"; the kernel itself is kde_grid.c)
 # ----------------------------------------------------------------------------------------------------
-#: Spreading variance tau (in bandwidths^2) and grid step h (bandwidths) of :func:`gauss_sums`. The unit
-#: Gaussian kernel is split as K_1 = K_tau * K_(1 - 2 tau) * K_tau (K_s: the normal density of variance s),
-#: the outer two evaluated exactly between points and grid nodes, the convolution integrals as sums over the
-#: nodes (a trapezoid rule on a Gaussian integrand: error ~ exp(-2 pi^2 s / h^2), s its variance). With
-#: tau = 1/2 there is no middle kernel, s = 1/4 and the error is ~1e-6 (measured: <= 5e-6 relative).
-GRID_TAU = 0.5
+#: Grid step h, in bandwidths. The unit Gaussian kernel is split per axis as
+#: exp(-(x - y)^2 / 2) = h sqrt(2 / pi) sum_g exp(-(x - g)^2) exp(-(g - y)^2) over the nodes g (a trapezoid
+#: rule on a Gaussian of variance 1/4): the relative error of every pair's term is at most
+#: :func:`grid_error_bound` (2.2e-6 per axis at h = 0.6); each point touches the 16 nodes around it per axis.
 GRID_H = 0.6
-#: The grid reaches this many spreading standard deviations beyond the outermost points.
-GRID_REACH = 5.5
-#: Largest grid (nodes per axis) before a point set falls back to the exact sum (e.g. an extreme outlier
-#: stretches the grid, whose cost grows as nodes^2 in 2-D).
-GRID_MAX_NODES = {1: 1024, 2: 96}
-#: Smallest point set (N) summed on the grid, per dimension: below it the compiled exact sum is faster.
-#: Measured on this 2-core machine (idle, 1 thread, warm kernels; ms per point set, grid vs exact): 1-D
-#: 0.29 vs 0.51 at N = 1000, 0.73 vs 3.2 at 2000; 2-D 0.65 vs 0.57 at N = 1000, 1.55 vs 2.55 at 2000,
-#: 3.3 vs 10.7 at 4000 (the 2-D grid's ~2 N nodes^2 multiply-adds, ~55 nodes at N = 1000, grow as N^(4/3)).
-#: Inside ``mutual_information`` at N = 1000 (idle, 2 threads) the 1-D grid still lost (2.09 vs 1.67 ms per
-#: unit pair with the 1-D grid on), so both start at N = 2000.
-GRID_MIN_N = {1: 2000, 2: 2000}
-#: Largest fraction of a point set outside that grid (summed exactly) before the whole set is.
+#: Largest grid (nodes per axis) around a set's centre; points beyond it (extreme outliers) are summed exactly.
+#: Whitened points lie within sqrt(N - 1) / Scott's factor of the mean (100 bandwidths at N = 1000), so at
+#: the paper's N no point is ever beyond.
+GRID_MAX_NODES = {1: 8192, 2: 512}
+#: Smallest point set (N) summed on the grid (below, the exact sum: a few microseconds either way).
+GRID_MIN_N = 32
+#: Largest fraction of a point set beyond the grid (summed exactly) before the whole set is summed exactly.
 GRID_MAX_FAR = 0.05
 #: Every gridded point set is checked against the exact sum at ``GRID_CHECK_POINTS`` of its points (those
 #: with the smallest sums, where the relative error is largest); above ``GRID_CHECK_RTOL`` relative error
 #: the set is recomputed exactly.
 GRID_CHECK_POINTS = 8
 GRID_CHECK_RTOL = 2e-4
+#: The C kernel's source (next to this module) and its compile flags; the first set that works is used.
+_GRID_SOURCE = Path(__file__).with_name("kde_grid.c")
+_GRID_FLAGS = ((["-O3", "-march=native", "-ffast-math"], ["-lmvec", "-lm"]), (["-O3"], ["-lm"]))
 
 
-def _kernel_sums_at(zi: torch.Tensor, zj: torch.Tensor, wj: torch.Tensor) -> torch.Tensor:
-    """Exact ``sum_j wj[b, j] exp(-|zi[b, i] - zj[b, j]|^2 / 2)``. zi: (B, M, d), zj: (B, K, d), wj: (B, K)."""
-    return (torch.exp(-0.5 * (zi[:, :, None, :] - zj[:, None, :, :]).square().sum(-1)) * wj[:, None, :]).sum(-1)
+def grid_error_bound(h: float = GRID_H, d: int = 1) -> float:
+    """Largest relative error of the gridded kernel sums (:func:`gauss_sums`) for a grid step ``h``
+    (bandwidths) in ``d`` dimensions, before float32 rounding: the trapezoid rule's
+    ``2 sum_k exp(-pi^2 k^2 / (2 h^2))`` per axis, compounded over the axes."""
+    e = 2.0 * sum(math.exp(-math.pi**2 * k * k / (2.0 * h * h)) for k in range(1, 20))
+    return (1.0 + e) ** d - 1.0
 
 
-def _phi(frac: torch.Tensor, i0: torch.Tensor, w: torch.Tensor, G: int, c: float) -> torch.Tensor:
-    """Spreading weights ``w_i exp(-c (frac_i + i0_i - k)^2)`` for nodes k < G: (B, N) x 3 -> (B, N, G)
-    float32. The exponent is floored at -60 (a term of 1e-26 instead of a denormal, ~50x slower)."""
-    k = torch.arange(G, dtype=frac.dtype, device=frac.device)
-    dk = (i0[..., None] - k) + frac[..., None]
-    return torch.exp(torch.clamp(-c * dk * dk, min=-60.0)) * w[..., None]
+def _build_grid_lib(folder: Path) -> Path:
+    """Compile kde_grid.c into ``folder`` (once per source, compiler and CPU) -> the shared library path."""
+    src = _GRID_SOURCE.read_bytes()
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    cpu = platform.machine() + platform.processor()
+    if os.path.exists("/proc/cpuinfo"):  # -march=native: one build per CPU model
+        cpu += "".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                       if ln.startswith(("flags", "model name")))[:4096]
+    key = hashlib.sha256(src + cc.encode() + cpu.encode() + repr(_GRID_FLAGS).encode()).hexdigest()[:16]
+    lib = folder / f"kde_grid_{key}.so"
+    if lib.exists():
+        return lib
+    folder.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        c, obj, so = Path(tmp) / "kde_grid.c", Path(tmp) / "kde_grid.o", Path(tmp) / "kde_grid.so"
+        c.write_bytes(src)
+        for cflags, libs in _GRID_FLAGS:  # link without -ffast-math: no process-wide flush-to-zero
+            run = [[cc, *cflags, "-fPIC", "-c", str(c), "-o", str(obj)],
+                   [cc, "-shared", str(obj), "-o", str(so), *libs]]
+            res = [subprocess.run(cmd, capture_output=True, text=True) for cmd in run[:1]]
+            if res[0].returncode == 0:
+                res.append(subprocess.run(run[1], capture_output=True, text=True))
+            if all(r.returncode == 0 for r in res):
+                os.replace(so, lib)  # atomic: concurrent builds end with one complete library
+                return lib
+            errors.append(res[-1].stderr.strip()[-500:])
+    raise RuntimeError("compiling kde_grid.c failed: " + " | ".join(errors))
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(-1)
-
-
-def _compiled_phi(name: str = "phi") -> Callable | None:
-    """The fused kernel ``name`` ("phi": :func:`_phi`, "rowdot": :func:`_rowdot`), or None (eager)."""
+def _grid_lib():
+    """The compiled grid kernel (ctypes), or None when compilation is off or impossible (then "kde" sums
+    exactly, with a warning). Built in ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: ``kernels`` in the user
+    cache dir, e.g. ``~/.cache/transformer-dynamics/kernels``, never ``$TRANSFORMER_DYNAMICS_CACHE``, which
+    may be a shared drive); one library per source, compiler and CPU model."""
     if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
         return None
-    if name not in _COMPILED:
+    if "grid" not in _COMPILED:
         try:
-            _COMPILED[name] = torch.compile(_phi if name == "phi" else _rowdot, dynamic=True)
-        except Exception as exc:  # pragma: no cover - depends on the platform
-            warnings.warn(f"torch.compile unavailable ({exc}); gridded KDE runs eagerly")
-            _COMPILED[name] = None
-    return _COMPILED[name]
+            import platformdirs  # noqa: PLC0415
+
+            folder = Path(os.environ.get(KERNELS_ENV)
+                          or Path(platformdirs.user_cache_dir("transformer-dynamics")) / "kernels")
+            lib = ctypes.CDLL(str(_build_grid_lib(folder)))
+            ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+            lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
+            lib.kde_log_density.argtypes = [i32, i32, i32, ptr, ptr, f64, f64, i32, i32, i32, f64, ptr, ptr]
+            lib.kde_grid_sums.restype = lib.kde_log_density.restype = i32
+            _COMPILED["grid"] = lib
+        except Exception as exc:  # no compiler, a failed build: exact sums, correct but slower
+            warnings.warn(f"the KDE grid kernel is unavailable ({exc}); method 'kde' sums exactly (slower)")
+            _COMPILED["grid"] = None
+    return _COMPILED["grid"]
 
 
-def _grid_sums(z: torch.Tensor, core: torch.Tensor, h: float, tau: float, reach: float) -> torch.Tensor:
-    """Gridded Gaussian kernel sums. z: (B, N, d) float64, core: (B, N) bool -> (B, N) float64.
-
-    The grid covers the ``core`` points; sums between a core point and the others (the far points, e.g. an
-    extreme outlier, at most a few per set) and the whole sums of far points are exact.
-    """
-    B, N, d = z.shape
-    pad = reach * math.sqrt(tau)
-    inf = torch.tensor(float("inf"), dtype=z.dtype)
-    lo = torch.where(core[..., None], z, inf).amin(1) - pad  # (B, d)
-    hi = torch.where(core[..., None], z, -inf).amax(1) + pad
-    G = int(((hi - lo).amax() / h).ceil().item()) + 1
-    k = torch.arange(G, dtype=torch.float64) * h
-    w = core.float()[..., None]
-    # spreading weights exp(-(z - node)^2 / (2 tau)) per axis: (B, N, G)
-    u = (z - lo[:, None, :]) / h  # node coordinates; integer part exact in float32, fraction from float64
-    i0 = u.floor()
-    frac, i0 = (u - i0).float(), i0.float()
-    fn = _compiled_phi() or _phi
-    phi = [fn(frac[..., a].contiguous(), i0[..., a].contiguous(), w[..., 0], G, h * h * 0.5 / tau)
-           for a in range(d)]
-    s2 = 1.0 - 2.0 * tau
-    if s2 > 0:  # per axis: sqrt(2 pi) h^2 / (2 pi tau) times the middle kernel N(.; 1 - 2 tau) on the grid
-        c = math.sqrt(2 * math.pi) * h * h / (2 * math.pi * tau) / math.sqrt(2 * math.pi * s2)
-        C = (c * torch.exp(-0.5 / s2 * (k[:, None] - k[None, :]).square())).float()  # (G, G)
-    else:  # tau = 1/2: no middle kernel, K_1 = K_(1/2) * K_(1/2)
-        C = None
-        c = math.sqrt(2 * math.pi) * h / (2 * math.pi * tau)
-    if d == 1:
-        mass = phi[0].sum(1)  # (B, G)
-        mass = mass @ C if C is not None else mass * c
-        out = (phi[0] @ mass[:, :, None])[..., 0].double()
+def _run_sets(B: int, call: Callable[[int, int], int]) -> None:
+    """Run ``call(lo, hi)`` (a C kernel on sets lo..hi, returning its code) over B sets, split across torch's
+    thread count (ctypes releases the GIL)."""
+    n_threads = max(1, min(torch.get_num_threads(), B // 8))
+    bounds = np.linspace(0, B, n_threads + 1).astype(int)
+    if n_threads == 1:
+        codes = [call(0, B)]
     else:
-        m = phi[0].transpose(1, 2) @ phi[1]  # (B, G, G): mass on the grid
-        m = C @ m @ C if C is not None else m * (c * c)
-        out = (_compiled_phi("rowdot") or _rowdot)(phi[0] @ m, phi[1]).double()
-    n_far = (~core).sum(1)
-    F = int(n_far.max())
-    if F:
-        far_idx = torch.argsort(core.to(torch.int8), dim=1, stable=True)[:, :F]  # far points first
-        valid = torch.arange(F)[None, :] < n_far[:, None]  # (B, F)
-        zf = torch.gather(z, 1, far_idx[..., None].expand(-1, -1, d))
-        out += _kernel_sums_at(z, zf, valid.double())  # core (and far) points <- far sources
-        whole = _kernel_sums_at(zf, z, torch.ones(B, N, dtype=torch.float64))  # (B, F): far points, exact
-        cur = torch.gather(out, 1, far_idx)
-        out.scatter_(1, far_idx, torch.where(valid, whole, cur))
-    return out
+        with ThreadPoolExecutor(n_threads) as pool:
+            codes = list(pool.map(call, bounds[:-1], bounds[1:]))
+    if any(codes):
+        raise RuntimeError(f"the KDE grid kernel failed (codes {codes}: -1 bad arguments, -2 out of memory)")
 
 
-def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = None,
-               h: float = GRID_H, tau: float = GRID_TAU, reach: float = GRID_REACH,
+def _ptr(a: np.ndarray, lo: int) -> int:
+    return a[lo:].ctypes.data if a.size else 0
+
+
+def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = None, h: float = GRID_H,
                max_nodes: int | None = None, max_far: float = GRID_MAX_FAR, check_points: int = GRID_CHECK_POINTS,
-               check_rtol: float = GRID_CHECK_RTOL, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               check_rtol: float = GRID_CHECK_RTOL) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian kernel sums ``S[b, i] = sum_j exp(-|z[b, i] - z[b, j]|^2 / 2)`` (self term included).
 
     z: (B, N, d) float64 whitened, bandwidth-scaled points, d in (1, 2) -> (S: (B, N) float64,
-    gridded: (B,) bool, True where the grid was used). ``exact=True``: the exact O(N^2) sums (the
-    compiled kernel of ``compile``); so are sets smaller than :data:`GRID_MIN_N` (where the exact sum is
-    the faster). Otherwise each point set is summed on a grid of step ``h`` (cost
-    O(N * nodes * d) + matmuls of nodes^2), point sets sorted by grid size and summed ``batch`` at a time (None: ~64 MiB of weights).
-    The grid spans at most ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) around the median;
-    points beyond it (outliers) are summed exactly against all points, and a set with more than a
-    fraction ``max_far`` of them is summed exactly as a whole. Every gridded set is checked against the
-    exact sum at its ``check_points`` points of smallest sum: a relative error above ``check_rtol`` there
-    sends the set to the exact sum too.
-    Non-finite points give non-finite sums (callers mark those sets NaN).
+    gridded: (B,) bool, True where the grid was used). ``exact=True``: the exact O(N^2) sums (float32,
+    the fused ``torch.compile`` kernel of ``compile``); so are sets smaller than :data:`GRID_MIN_N`.
+    Otherwise every set is summed on a grid of step ``h`` bandwidths by the C kernel (kde_grid.c):
+    O(N 16^d) per set, relative error at most :func:`grid_error_bound` (plus float32 rounding, ~1e-6).
+    The grid spans at most ``max_nodes`` per axis (default :data:`GRID_MAX_NODES`) around the set's
+    centre (the median where the set is wider); points beyond it are summed exactly, and a set with
+    more than a fraction ``max_far`` of them is summed exactly as a whole. Every gridded set is checked
+    against the exact sum at its ``check_points`` points of smallest sum: a relative error above
+    ``check_rtol`` there sends the set to the exact sum too. Non-finite sets give NaN sums.
     """
     B, N, d = z.shape
+    if d not in (1, 2):
+        raise ValueError(f"gauss_sums sums 1-D or 2-D points; got d={d}")
+    gmax = GRID_MAX_NODES[d] if max_nodes is None else int(max_nodes)
+    if not (h > 0 and gmax > 17):
+        raise ValueError(f"need a grid step h > 0 and max_nodes > 17 (a point touches 16 nodes per axis); "
+                         f"got h={h}, max_nodes={max_nodes}")
     z = z.double()
-    if exact or B == 0 or N < GRID_MIN_N[d]:
-        return _gauss_rowsum(torch.nan_to_num(z).float(), compile=compile).double(), torch.zeros(B, dtype=torch.bool)
-    max_nodes = GRID_MAX_NODES[d] if max_nodes is None else max_nodes
-    finite = torch.isfinite(z).all(-1).all(-1)
-    zf = torch.nan_to_num(z)
-    pad = reach * math.sqrt(tau)
-    # the core: points within the widest allowed grid around the median; the rest (far) are summed exactly
-    half = ((max_nodes - 1) * h - 2 * pad) / 2
-    wide = ((zf.amax(1) - zf.amin(1)).amax(-1) + 2 * pad) / h + 1 > max_nodes  # (B,): needs a median
-    core = torch.ones(B, N, dtype=torch.bool)
-    if wide.any():
-        zw = zf[wide]
-        core[wide] = ((zw - zw.median(1, keepdim=True).values).abs() <= half).all(-1)
-    core_z = torch.where(core[..., None], zf, torch.nan)
-    nodes = ((core_z.nan_to_num(-math.inf).amax(1) - core_z.nan_to_num(math.inf).amin(1)).amax(-1)
-             + 2 * pad) / h + 1  # (B,)
-    use = finite & ((~core).sum(1) <= max_far * N)
-    out = torch.empty(B, N, dtype=torch.float64)
-    idx = torch.nonzero(use)[:, 0]
-    if batch is None and idx.numel():  # ~64 MiB of spreading weights per batch
-        batch = max(1, int(2**24 // (N * min(float(nodes[idx].max()), max_nodes) * d)))
-    idx = idx[torch.argsort(nodes[idx] + N * (~core[idx]).sum(1))]  # similar grids and far counts together
-    for s in range(0, idx.numel(), batch):
-        sel = idx[s:s + batch]
-        out[sel] = _grid_sums(zf[sel], core[sel], h, tau, reach)
-    if check_points and idx.numel():
-        k = min(check_points, N)
-        pts = torch.topk(out[idx], k, dim=1, largest=False).indices  # (b, k)
-        zi = torch.gather(zf[idx], 1, pts[..., None].expand(-1, -1, d))  # (b, k, d)
-        exact_s = torch.exp(-0.5 * (zi[:, :, None, :] - zf[idx][:, None, :, :]).square().sum(-1)).sum(-1)
-        err = (torch.gather(out[idx], 1, pts) / exact_s - 1).abs().amax(1)
-        use[idx[~(err <= check_rtol)]] = False
-    rest = torch.nonzero(~use)[:, 0]
+    lib = None if exact or B == 0 or N < GRID_MIN_N else _grid_lib()
+    gridded = torch.zeros(B, dtype=torch.bool)
+    out = torch.full((B, N), float("nan"), dtype=torch.float64)
+    finite = torch.isfinite(z.sum((1, 2)))  # (B,): whitened points are small, so a finite sum means finite points
+    if lib is not None and finite.any():
+        idx = torch.nonzero(finite)[:, 0]
+        zf = np.ascontiguousarray(z[idx].numpy())
+        s, status = np.empty(zf.shape[:2]), np.zeros(idx.numel(), dtype=np.int8)
+        _run_sets(idx.numel(), lambda lo, hi: lib.kde_grid_sums(
+            hi - lo, N, d, _ptr(zf, lo), h, gmax, int(max_far * N), int(check_points), float(check_rtol),
+            _ptr(s, lo), _ptr(status, lo)))
+        out[idx] = torch.from_numpy(s)
+        gridded[idx] = torch.from_numpy(status.astype(bool))
+    rest = torch.nonzero(~gridded & finite)[:, 0]  # non-finite sets stay NaN
     if rest.numel():
-        out[rest] = _gauss_rowsum(zf[rest].float(), compile=compile).double()
-    return out, use
+        out[rest] = _gauss_rowsum(z[rest].float(), compile=compile).double()
+    return out, gridded
+
+
+def _grid_log_density(x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fast path of :func:`_kde_log_density_1d` (y None) and :func:`_kde_log_density_2d`: whitening,
+    gridded sums and logs in one C call per set. x, y: (B, N) float64 -> (log density (B, N), done (B,) bool),
+    or None when the kernel is unavailable. Sets not done (constant or collinear data, or a set the grid
+    could not serve) are the caller's."""
+    B, N = x.shape
+    lib = None if B == 0 or N < GRID_MIN_N else _grid_lib()
+    if lib is None:
+        return None
+    d = 1 if y is None else 2
+    xa = np.ascontiguousarray(x.numpy(), dtype=np.float64)
+    ya = xa if y is None else np.ascontiguousarray(y.numpy(), dtype=np.float64)
+    out, status = np.empty((B, N)), np.zeros(B, dtype=np.int8)
+    _run_sets(B, lambda lo, hi: lib.kde_log_density(
+        hi - lo, N, d, _ptr(xa, lo), _ptr(ya, lo), KDE_EPS, GRID_H, GRID_MAX_NODES[d], int(GRID_MAX_FAR * N),
+        GRID_CHECK_POINTS, GRID_CHECK_RTOL, _ptr(out, lo), _ptr(status, lo)))
+    return torch.from_numpy(out), torch.from_numpy(status.astype(bool))
 
 
 def _kde_log_density_1d(v: torch.Tensor, compile: bool | None = None, exact: bool = True) -> torch.Tensor:
     """Log of scipy's ``gaussian_kde(v_b)(v_b)`` (+ KDE_EPS) for every row: v (B, N) float64 -> (B, N).
-    exact: exact kernel sums; False: gridded ones (:func:`gauss_sums`).
+    exact: exact kernel sums; False: gridded ones (:func:`_grid_log_density`, the same whitening in C).
 
     Bandwidth: Scott's factor n^(-1/5) times the unbiased sample standard deviation. Constant rows: NaN.
     """
+    fast = None if exact else _grid_log_density(v)
+    if fast is not None:
+        out, done = fast
+        if not done.all():
+            out[~done] = _kde_log_density_1d(v[~done], compile, exact=True)
+        return out
     n = v.shape[-1]
     f = n ** (-1.0 / 5.0)
     sd = v.std(dim=-1, correction=1, keepdim=True)
@@ -319,8 +334,15 @@ def _kde_log_density_2d(x: torch.Tensor, y: torch.Tensor, compile: bool | None =
     """Log of scipy's 2-D ``gaussian_kde([x_b, y_b])`` at its own points (+ KDE_EPS).
 
     x, y: (B, N) float64 -> (B, N). Bandwidth: Scott's factor n^(-1/6) times the full unbiased 2x2 data
-    covariance. Points are whitened with its Cholesky factor. Singular covariance: NaN.
+    covariance. Points are whitened with its Cholesky factor. Singular covariance: NaN. exact as in
+    :func:`_kde_log_density_1d`.
     """
+    fast = None if exact else _grid_log_density(x, y)
+    if fast is not None:
+        out, done = fast
+        if not done.all():
+            out[~done] = _kde_log_density_2d(x[~done], y[~done], compile, exact=True)
+        return out
     n = x.shape[-1]
     f = n ** (-1.0 / 6.0)
     xc = x - x.mean(dim=-1, keepdim=True)
@@ -339,6 +361,27 @@ def _kde_log_density_2d(x: torch.Tensor, y: torch.Tensor, compile: bool | None =
     s = gauss_sums(z, exact=exact, compile=compile)[0]
     dens = s / (n * 2 * math.pi * f * f * l11 * l22)
     return torch.log(dens + KDE_EPS)
+
+
+def constructed_pairs(n: int = 1000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Hard (x, y) pairs on which the gridded "kde" is verified against "kde_exact" (tests, benchmark):
+    Gaussian, bimodal, heavy-tailed (Student t, 1.5 degrees of freedom), one massive outlier, near constant
+    (noise 1e-6 around 5), near constant with three spikes, sharply nonlinear. -> x, y: (n, 7) float64."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((n, 7))
+    e = rng.standard_normal((n, 7))
+    x, y = g.copy(), 0.8 * g + 0.6 * e
+    x[:, 1] = np.where(rng.random(n) < 0.5, -4.0, 4.0) + 0.5 * g[:, 1]
+    y[:, 1] = x[:, 1] ** 2 + e[:, 1]
+    x[:, 2] = rng.standard_t(1.5, n)
+    y[:, 2] = x[:, 2] + rng.standard_t(1.5, n)
+    x[0, 3], y[0, 3] = 400.0, -300.0
+    x[:, 4] = 5.0 + 1e-6 * g[:, 4]
+    y[:, 4] = 5.0 + 1e-6 * x[:, 4] * 1e6 + 1e-6 * e[:, 4]
+    x[:, 5], y[:, 5] = 0.01 * g[:, 5], 0.01 * e[:, 5] + 0.01 * g[:, 5]
+    x[:3, 5], y[:3, 5] = [30.0, -50.0, 80.0], [20.0, 60.0, -90.0]
+    y[:, 6] = np.sin(4 * x[:, 6]) + 0.05 * e[:, 6]
+    return x, y
 
 
 def _kde_mi_from_logs(lxy: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> torch.Tensor:
@@ -455,10 +498,11 @@ def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: in
     ``MI = mean_i[log(p(x_i, y_i) + 1e-10) - log(p(x_i) + 1e-10) - log(p(y_i) + 1e-10)]``. The reference
     is, per unit, ``kxy = gaussian_kde(np.vstack([x, y])); kx = gaussian_kde(x); ky = gaussian_kde(y);
     np.mean(np.log(kxy(np.vstack([x, y])) + 1e-10) - np.log(kx(x) + 1e-10) - np.log(ky(y) + 1e-10))``.
-    Kernel sums run batched in float32 on whitened data, on a grid where that is the faster
-    (:func:`gauss_sums`, checked against the exact sum), else exactly (a fused ``torch.compile`` kernel
-    for large work; set ``$TRANSFORMER_DYNAMICS_NO_COMPILE=1`` to disable); densities and logs in float64.
-    ``method="kde_exact"``: the same with every kernel sum exact. The 1e-10 makes this estimate depend on
+    Kernel sums run batched on whitened data, on a grid (:func:`gauss_sums`: the compiled C kernel,
+    relative error <= :func:`grid_error_bound`, checked against the exact sum); densities and logs in
+    float64. ``method="kde_exact"``: the same with every kernel sum exact (float32, a fused
+    ``torch.compile`` kernel for large work). ``$TRANSFORMER_DYNAMICS_NO_COMPILE=1`` turns both compilers
+    off ("kde" then sums exactly, eagerly). The 1e-10 makes this estimate depend on
     the activation scale (as in the paper).
 
     ``method="ksg"``: Kraskov k-NN estimator (algorithm 1, Chebyshev norm, x and y each scaled to unit
@@ -514,7 +558,7 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
             cols = np.concatenate([c[:, :, idx] for _, c in rs.iter_chunks()])  # one pass per block
             parts.append(mutual_information(cols, method, k=k, chunk=chunk, compile=compile, progress=progress))
         return np.concatenate(parts, axis=1)
-    rs = _check_rs(rs, min_sublayers=2, min_samples=4)
+    rs = check_rs(rs, min_sublayers=2, min_samples=4)
     n, L, D = rs.shape
     units = np.arange(D) if units is None else check_units(units, D)
     out = np.empty((L - 1, units.size), dtype=np.float64)
@@ -525,7 +569,7 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     for s in starts:
         idx = units[s:s + chunk]
         U = idx.size
-        v = torch.from_numpy(rs[:, :, idx].astype(np.float64)).permute(1, 2, 0).contiguous()  # (L, U, n)
+        v = torch.from_numpy(np.ascontiguousarray(rs[:, :, idx].transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
         x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
         if method in ("kde", "kde_exact"):
             exact = method == "kde_exact"
