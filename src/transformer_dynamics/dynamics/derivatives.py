@@ -2,7 +2,7 @@
 
 :func:`jacobians`: full matrices ``J: (B, n, D, D)`` (``torch.func`` vjps vmapped over the output basis, or one
 backward through ``D`` copies of the state for attention on the fast path). :func:`matrix_steps` and
-:func:`jvp_steps`: the linear steps ``V: (B, k, D) -> J V`` (and ``J^T V``) that :func:`.exponents.lyapunov`
+:func:`jvp_steps`: the linear steps ``V: (B, k, D) -> J V`` (and ``J^T V``) that :func:`~.exponents.lyapunov`
 pushes vectors through, from explicit matrices or by Jacobian-vector products (no full matrix: any width).
 """
 

@@ -1,10 +1,10 @@
 """The sequel's claims (arXiv 2605.14258) as statistics with bootstrap intervals over texts.
 
-Per-text measures ``(n_texts, n_sublayers)`` of :func:`.local.local_dynamics` contrasted between thirds of
+Per-text measures ``(n_texts, n_sublayers)`` of :func:`~.local.local_dynamics` contrasted between thirds of
 depth (:func:`depth_thirds`, :func:`depth_contrast`) and against the same architecture at random init
 (:func:`learned_difference`); :data:`SEQUEL_CLAIMS` and :func:`sequel_statistic`, the cumulative bottleneck
 (:func:`bottleneck_statistic`) and the lower layers' relative exponent (:func:`lower_layers_exponent`): the
-statistics that :mod:`transformer_dynamics.claims` decides verdicts on. Each returns ``(estimate, low, high)``.
+statistics that :mod:`transformer_dynamics.claims` decides verdicts on, each ``(estimate, low, high)``.
 """
 
 from __future__ import annotations
