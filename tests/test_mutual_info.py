@@ -259,3 +259,12 @@ def test_threads_split_the_sets_without_changing_them(monkeypatch):
     one = MI.mutual_information_pairs(x, y)
     monkeypatch.setattr(MI.torch, "get_num_threads", lambda: 3)
     np.testing.assert_array_equal(MI.mutual_information_pairs(x, y), one)
+
+
+def test_max_relative_difference():
+    a = np.array([1.0, 2.2, np.nan, 5.0])
+    b = np.array([1.0, 2.0, 3.0, 0.0])
+    assert MI.max_relative_difference(a, b) == pytest.approx(0.1)
+    assert np.isnan(MI.max_relative_difference([np.nan], [1.0]))
+    with pytest.raises(ValueError, match="one shape"):
+        MI.max_relative_difference([1.0], [1.0, 2.0])

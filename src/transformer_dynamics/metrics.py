@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .mutual_info import MI_METHODS, mutual_information, mutual_information_pairs
+from .mutual_info import MI_METHODS, max_relative_difference, mutual_information, mutual_information_pairs
 
 from .arrays import check_rs as _check_rs
 from .arrays import check_units as _check_units
@@ -54,6 +54,7 @@ __all__ = [
     "first_last_third",
     "mutual_information",
     "mutual_information_pairs",
+    "max_relative_difference",
     "MI_METHODS",
     "sign_agreement",
     "depth_trend",

@@ -36,7 +36,7 @@ from scipy import special, stats
 from .arrays import check_rs, check_units
 
 __all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums", "grid_error_bound",
-           "constructed_pairs"]
+           "constructed_pairs", "max_relative_difference"]
 
 MI_METHODS = ("kde", "kde_exact", "ksg", "gcmi")
 #: Added to every density before its log, as in the paper (section 2.5).
@@ -584,3 +584,13 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
             mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
         out[:, s:s + chunk] = mi.numpy()
     return out
+
+
+def max_relative_difference(a, b) -> float:
+    """Largest ``|a - b| / |b|`` over the entries where both are finite and ``b != 0`` (e.g. "kde" against
+    "kde_exact" MI). a, b: arrays of one shape -> float (NaN when no entry qualifies)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have one shape; got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b) & (b != 0)
+    return float(np.max(np.abs(a[ok] - b[ok]) / np.abs(b[ok]))) if ok.any() else float("nan")

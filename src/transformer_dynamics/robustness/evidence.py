@@ -109,13 +109,14 @@ def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed
 
     rs: (n_samples, n_sublayers, d_model); keywords as :func:`~.resampling.bootstrap_headlines` /
     :func:`~.statistics.curves`; ``mi_methods``: the MI estimators (the MI claims' readings; the first with the
-    bootstrap of the drop's location for each). -> DataFrame with columns ``claim``, ``reading``, ``value``,
+    bootstrap of the drop's location for each; "kde_exact" beside "kde" is the same estimate, not a reading,
+    and is left out). -> DataFrame with columns ``claim``, ``reading``, ``value``,
     ``low``, ``high`` (bootstrap interval, claims with ``evidence="interval"``) and ``p`` (permutation / sign test,
     the others), one row per (claim, reading) in registry order.
     """
     rs = check_rs(rs, **_MIN_RS)
     groups = _check_groups(groups)
-    methods = list(mi_methods) if "mi" in groups else []
+    methods = [m for m in mi_methods if not (m == "kde_exact" and "kde" in mi_methods)] if "mi" in groups else []
     first = [g for g in groups if g != "mi"] + (["mi"] if methods else [])
     kw = {**kwargs, "mi_method": methods[0]} if methods else kwargs
     base = curves(rs, groups=first, seed=seed, **kw)
