@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ __all__ = [
     "StopForward",
     "batches",
     "hook_names",
+    "pack_ids",
+    "can_pack",
     "record_last_token",
     "iter_residual_stream",
     "n_sublayers",
@@ -81,6 +84,131 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return input_ids, mask, lengths - 1
 
 
+# --------------------------------------------------------------------------------------------------
+# Packed (padding-free) batches: the texts of a batch concatenated into one row, so that every linear
+# layer multiplies real tokens only; attention alone unpacks them into today's right-padded layout.
+# --------------------------------------------------------------------------------------------------
+#: Name under which the packed attention is registered with transformers (attention and mask interfaces).
+PACKED_ATTENTION = "td_packed"
+_PACKING: ContextVar[_Packing | None] = ContextVar("transformer_dynamics_packing", default=None)
+
+
+class _Packing:
+    """Where each text of a packed batch lies. ``lengths: (B,)`` tokens per text; the packed row holds
+    text 0's tokens, then text 1's, ... (``T = lengths.sum()`` positions). ``flat: (T,)`` each packed
+    position's index in the right-padded ``(B, width)`` layout flattened."""
+
+    def __init__(self, lengths: torch.Tensor, device: torch.device):
+        self.lengths = lengths
+        self.width = int(lengths.max())
+        valid = torch.arange(self.width)[None, :] < lengths[:, None]  # (B, width)
+        self.valid = valid.to(device)
+        self.flat = torch.nonzero(valid.reshape(-1)).squeeze(1).to(device)  # row-major: text by text
+        self._masks: dict = {}
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """``(1, H, T, dh)`` packed -> ``(B, H, width, dh)`` right-padded (zeros at padding), laid out as a
+        padded batch's ``proj(x).view(B, width, H, dh).transpose(1, 2)``."""
+        _, h, t, dh = x.shape
+        buf = x.new_zeros((len(self.lengths) * self.width, h, dh))
+        buf[self.flat] = x[0].transpose(0, 1)
+        return buf.view(len(self.lengths), self.width, h, dh).transpose(1, 2)
+
+    def pack(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B, width, H, dh)`` attention output -> ``(1, T, H, dh)``: the real positions only."""
+        b, w, h, dh = out.shape
+        return out.reshape(b * w, h, dh)[self.flat][None]
+
+    def mask(self, sliding_window: int | None) -> torch.Tensor | None:
+        """The boolean ``(B, 1, width, width)`` mask transformers' ``sdpa_mask`` builds for the right-padded
+        batch (causal, keys inside the text, inside ``sliding_window``), or None where it skips it."""
+        key = sliding_window
+        if key not in self._masks:
+            w = self.width
+            if bool(self.valid.all()) and (sliding_window is None or w < sliding_window):
+                self._masks[key] = None  # no padding: sdpa's is_causal, as transformers does
+            else:
+                q = torch.arange(w, device=self.valid.device)
+                allowed = (q[None, :] <= q[:, None])[None] & self.valid[:, None, :]  # (B, q, kv)
+                if sliding_window is not None:
+                    allowed = allowed & (q[None, :] > q[:, None] - sliding_window)[None]
+                self._masks[key] = allowed[:, None]
+        return self._masks[key]
+
+
+def _packed_attention(module, query, key, value, attention_mask, **kwargs):
+    """transformers attention function for packed batches: unpack ``query/key/value: (1, H, T, dh)`` into the
+    right-padded batch, run transformers' own sdpa attention on it with the padded batch's mask (the same
+    arithmetic as an unpacked capture), pack the output back: ``(1, T, H, dh)``."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: PLC0415
+
+    packing = _PACKING.get()
+    if packing is None:
+        raise RuntimeError(f"attention implementation {PACKED_ATTENTION!r} runs only inside capture.batches("
+                           "..., pack=True)")
+    mask = packing.mask(kwargs.pop("sliding_window", None))
+    out, weights = sdpa_attention_forward(module, packing.unpack(query), packing.unpack(key),
+                                          packing.unpack(value), mask, **kwargs)
+    return packing.pack(out), weights
+
+
+def _no_mask(*args, **kwargs):
+    """Mask function of the packed attention: the attention builds its own per-text masks."""
+    return None
+
+
+def _register_packed_attention() -> None:
+    from transformers import AttentionInterface  # noqa: PLC0415
+    from transformers.masking_utils import AttentionMaskInterface  # noqa: PLC0415
+
+    AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+    AttentionMaskInterface.register(PACKED_ATTENTION, _no_mask)
+
+
+def can_pack(model: torch.nn.Module) -> bool:
+    """Whether :func:`batches` can pack ``model``'s batches: its attention is transformers' ``"sdpa"``
+    (the packed attention reuses it; eager or other kernels run padded batches)."""
+    return all(getattr(c, "_attn_implementation", None) == "sdpa" for c in _configs(model))
+
+
+def _configs(model: torch.nn.Module) -> list:
+    """Every distinct config object held by ``model``'s modules (a multimodal model's text config too)."""
+    found = {}
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            found[id(cfg)] = cfg
+    return list(found.values())
+
+
+@contextmanager
+def _packed(model: torch.nn.Module):
+    """Switch ``model``'s attention to the packed implementation for the duration (restored after)."""
+    _register_packed_attention()
+    configs = _configs(model)
+    before = [c._attn_implementation for c in configs]
+    try:
+        for c in configs:
+            c._attn_implementation = PACKED_ATTENTION
+        yield
+    finally:
+        for c, b in zip(configs, before):
+            c._attn_implementation = b
+
+
+def pack_ids(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Concatenate token id lists into one packed row: ``(input_ids, position_ids, last, lengths)``, the
+    first two ``(1, T)`` long tensors (``T`` = total tokens; positions restart at 0 for each text), ``last:
+    (B,)`` each text's last token's index in the row, ``lengths: (B,)`` tokens per text."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    if int(lengths.min()) < 1:
+        raise ValueError("a text has no tokens")
+    input_ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]
+    starts = torch.cumsum(lengths, 0) - lengths
+    position_ids = (torch.arange(input_ids.shape[1]) - torch.repeat_interleave(starts, lengths))[None]
+    return input_ids, position_ids, starts + lengths - 1, lengths
+
+
 class StopForward(Exception):
     """Raised after the last layer's hooks have fired: nothing after them is needed."""
 
@@ -129,7 +257,7 @@ def _d_model(model: torch.nn.Module) -> int:
 
 
 def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: dict, *, batch_size: int = 16,
-            pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            pad_id: int = 0, pack: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted, right-padded
     batches, each forward ending where a hook raises :class:`StopForward`; yields ``(sel, rec)`` per batch.
 
@@ -140,6 +268,11 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    packable = can_pack(model)
+    if pack and not packable:
+        raise ValueError("pack=True needs the model's attention to be transformers' 'sdpa'; load it with "
+                         "attn_implementation='sdpa' or pass pack=False")
+    pack = packable if pack is None else pack
     n_sub = 2 * len(layer_modules(model))
     d = _d_model(model)
     base = base_model(model)
@@ -147,23 +280,38 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     order = np.argsort([-len(s) for s in token_ids], kind="stable")
     for b0 in range(0, len(token_ids), batch_size):
         sel = order[b0:b0 + batch_size]
-        input_ids, mask, last = pad_right([token_ids[i] for i in sel], pad_id)
-        state.update(rows=torch.arange(len(sel)), last=last, idx=sel,
-                     out=torch.empty((len(sel), n_sub, d), dtype=torch.float32))
-        try:
-            base(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        except StopForward:
-            pass
-        else:  # pragma: no cover - would mean a hook never fired
-            raise RuntimeError("the recording hooks did not reach the stopping sublayer")
+        seqs = [token_ids[i] for i in sel]
+        out = torch.empty((len(sel), n_sub, d), dtype=torch.float32)
+        if pack:
+            input_ids, position_ids, last, lengths = pack_ids(seqs)
+            state.update(rows=torch.zeros(len(sel), dtype=torch.long), last=last, idx=sel, out=out)
+            token = _PACKING.set(_Packing(lengths, device))
+            try:
+                with _packed(model):
+                    _forward(base, input_ids=input_ids.to(device), position_ids=position_ids.to(device))
+            finally:
+                _PACKING.reset(token)
+        else:
+            input_ids, mask, last = pad_right(seqs, pad_id)
+            state.update(rows=torch.arange(len(sel)), last=last, idx=sel, out=out)
+            _forward(base, input_ids=input_ids.to(device), attention_mask=mask.to(device))
         yield sel, state["out"].numpy()
+
+
+def _forward(base: torch.nn.Module, **inputs: torch.Tensor) -> None:
+    """Run the decoder stack until a recording hook raises :class:`StopForward`."""
+    try:
+        base(**inputs, use_cache=False)
+    except StopForward:
+        return
+    raise RuntimeError("the recording hooks did not reach the stopping sublayer")  # pragma: no cover
 
 
 def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *,
                          token_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
                          chunk_size: int = 4096, shuffle_tokens: bool = False, seed: int = 0,
                          add_bos: bool = True, strip: bool = False, progress: bool = True,
-                         keep_last: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+                         keep_last: bool = False, pack: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Stream the residual stream in chunks: yields ``(start, rs_chunk)`` with
     ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
 
@@ -204,7 +352,7 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
             for start in range(0, n_texts, chunk_size):
                 chunk = chunk_ids(start)
                 out = np.empty((len(chunk), 2 * n_layers, d_model), dtype=np.float32)
-                for sel, rec in batches(model, chunk, state, batch_size=batch_size, pad_id=pad_id):
+                for sel, rec in batches(model, chunk, state, batch_size=batch_size, pad_id=pad_id, pack=pack):
                     out[sel] = rec
                     if bar is not None:
                         bar.update(len(sel))
@@ -216,7 +364,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
 
 def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
                     shuffle_tokens: bool = False, seed: int = 0, progress: bool = True,
-                    add_bos: bool = True, strip: bool = False, keep_last: bool = False) -> np.ndarray:
+                    add_bos: bool = True, strip: bool = False, keep_last: bool = False,
+                    pack: bool | None = None) -> np.ndarray:
     """The residual stream at each text's last real token.
 
     Returns ``rs: (n_texts, 2 * n_layers, d_model)`` float32: ``rs[:, 2l]`` is the input of layer l's
@@ -230,7 +379,7 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
     out = None
     for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
                                              shuffle_tokens=shuffle_tokens, seed=seed, add_bos=add_bos,
-                                             strip=strip, progress=progress, keep_last=keep_last):
+                                             strip=strip, progress=progress, keep_last=keep_last, pack=pack):
         if start == 0 and len(chunk) == len(texts):  # one chunk: it is the result
             out = chunk
             continue
