@@ -260,6 +260,25 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return best
 
 
+def shaped_peak(model, tokens: int, repeats: int = 3) -> float:
+    """Best FLOP/s of the capture's own matmuls: ``F.linear`` of ``(tokens, in)`` activations with every
+    weight of one decoder layer (fp32, current threads): the rate the capture's matmuls can reach at a
+    packed batch's token count."""
+    weights = [m.weight for m in models.layer_modules(model)[0].modules() if isinstance(m, torch.nn.Linear)]
+    xs = [torch.randn(tokens, w.shape[1]) for w in weights]
+    flops = sum(2 * tokens * w.numel() for w in weights)
+    best = 0.0
+    with torch.inference_mode():
+        for x, w in zip(xs, weights):
+            torch.nn.functional.linear(x, w)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for x, w in zip(xs, weights):
+                torch.nn.functional.linear(x, w)
+            best = max(best, flops / (time.perf_counter() - t0))
+    return best
+
+
 def params_touched(model) -> int:
     """Parameters the capture multiplies by: every layer's, but the last layer's MLP (never reached)."""
     layers = models.layer_modules(model)
@@ -267,8 +286,54 @@ def params_touched(model) -> int:
     return sum(p.numel() for layer in layers[:-1] for p in layer.parameters()) + last
 
 
+#: Levers of the roofline run: capture arguments and settings (packed: ``capture``'s padding-free batches;
+#: compile: ``torch.compile(dynamic=True)`` of every layer's MLP and norm forwards on a copy of the model:
+#: the norms' pre-hooks stay eager; bf16: ``torch.autocast("cpu", torch.bfloat16)``).
+LEVERS = {
+    "fp32 padded": {"pack": False},
+    "fp32 packed": {"pack": True},
+    "fp32 packed + torch.compile": {"pack": True, "compile": True},
+    "bf16 autocast padded": {"pack": False, "bf16": True},
+    "bf16 autocast packed": {"pack": True, "bf16": True},
+}
+
+
+def compiled_copy(model):
+    """A copy of ``model`` whose layers' MLP and norm forwards are ``torch.compile``d (dynamic shapes)."""
+    twin = copy.deepcopy(model)
+    arch = models.architecture(twin)
+    for layer in models.layer_modules(twin):
+        for mod in (getattr(layer, "mlp"), getattr(layer, arch.attn_norm), getattr(layer, arch.mlp_norm)):
+            mod.forward = torch.compile(mod.forward, dynamic=True)
+    return twin
+
+
+def op_shares(model, tok, texts, batch_size: int, pack: bool) -> dict:
+    """torch.profiler self-CPU shares of one capture call: matmul (mm/addmm/bmm), attention (sdpa kernels),
+    the packing's gathers/scatters, and everything else (norms, activations, rotary, copies)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        capture.residual_stream(model, tok, texts, batch_size=batch_size, progress=False, pack=pack)
+    groups = {"matmul": 0.0, "attention": 0.0, "packing (index/index_put)": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        name = e.key
+        if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+            g = "matmul"
+        elif "scaled_dot_product" in name or "flash_attention" in name:
+            g = "attention"
+        elif name in ("aten::index", "aten::_index_put_impl_", "aten::index_put_"):
+            g = "packing (index/index_put)"
+        else:
+            g = "other"
+        groups[g] += e.self_cpu_time_total
+    total = sum(groups.values())
+    return {k: round(v / total, 4) for k, v in groups.items()} | {"seconds": round(total / 1e6, 2)}
+
+
 def roofline(args) -> dict:
-    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever."""
+    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever and thread
+    count, all interleaved batch by batch in one run (same texts, same sorted batches)."""
     out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_roofline.json")
     load0 = os.getloadavg()
     model, tok = models.load_model(args.model, dtype="float32", device="cpu")
@@ -279,33 +344,107 @@ def roofline(args) -> dict:
     padded_tokens = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
     n_params = params_touched(model)
     flops = 2.0 * n_params * real
-    rows, ref = [], None
-    for threads in sorted({1, os.cpu_count() or 1}):
-        torch.set_num_threads(threads)
-        peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-        for lever in ("fp32", "bf16 autocast"):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if lever != "fp32" else torch.autocast("cpu", enabled=False)
-            with ctx:
-                capture.residual_stream(model, tok, texts[:args.batch_size], batch_size=args.batch_size,
-                                        progress=False)  # warm-up
-                t0 = time.perf_counter()
-                rs = capture.residual_stream(model, tok, texts, batch_size=args.batch_size, progress=False)
-                dt = time.perf_counter() - t0
-            if ref is None:
-                ref = rs
-            peak = peak32 if lever == "fp32" else peak16
-            rate = flops / dt
-            rel = float(np.max(np.abs(rs - ref)) / np.max(np.abs(ref)))
-            rows.append({"threads": threads, "lever": lever, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
-                         "peak_gflops": round(peak / 1e9, 1), "fraction_of_peak": round(rate / peak, 3),
-                         "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                         "max_abs_diff_vs_fp32_rel": rel})
-            print(json.dumps(rows[-1]), flush=True)
+    thread_list = [int(t) for t in args.threads_list.split(",")]
+    levers = [x.strip() for x in args.levers.split(",")] if args.levers else list(LEVERS)
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        raise ValueError(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    median_tokens = int(np.median([sum(len(ids[i]) for i in b) for b in batches]))
+
+    def peaks(tag):
+        out = {}
+        for th in thread_list:
+            torch.set_num_threads(th)
+            out[th] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16),
+                       "capture_shaped_fp32": shaped_peak(model, median_tokens)}
+            print(f"peak {tag}, {th} threads: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in out[th].items())
+                  + " GFLOP/s", flush=True)
+        return out
+
+    peak_start = peaks("start")
+    twins = {}
+    compile_seconds = {}
+    if any(LEVERS[lv].get("compile") for lv in levers):
+        twins["compile"] = compiled_copy(model)
+
+    def run(lever, sel_texts):
+        cfg = LEVERS[lever]
+        m = twins["compile"] if cfg.get("compile") else model
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16")
+               else torch.autocast("cpu", enabled=False))
+        with ctx:
+            return capture.residual_stream(m, tok, sel_texts, batch_size=args.batch_size, progress=False,
+                                           pack=cfg["pack"])
+
+    combos = [(th, lv) for th in thread_list for lv in levers]
+    # warm-up: two batches of different lengths per combination (torch.compile specialises, then goes dynamic)
+    for th, lv in combos:
+        torch.set_num_threads(th)
+        t0 = time.perf_counter()
+        for b in (batches[-1], batches[0]):
+            run(lv, [texts[i] for i in b])
+        if LEVERS[lv].get("compile"):
+            compile_seconds[th] = round(time.perf_counter() - t0, 1)
+    print("warm-up done" + (f"; compile + 2 warm-up batches: {compile_seconds} s" if compile_seconds else ""),
+          flush=True)
+    seconds = {c: 0.0 for c in combos}
+    outs = {c: np.empty((len(ids), 2 * len(models.layer_modules(model)), model.config.hidden_size), np.float32)
+            for c in combos}
+    loads = []
+    for k, b in enumerate(batches):
+        loads.append(os.getloadavg()[0])
+        order = combos[k % len(combos):] + combos[:k % len(combos)]
+        for th, lv in order:
+            torch.set_num_threads(th)
+            sel_texts = [texts[i] for i in b]
+            t0 = time.perf_counter()
+            rs = run(lv, sel_texts)
+            seconds[(th, lv)] += time.perf_counter() - t0
+            outs[(th, lv)][b] = rs
+        print(f"  batch {k + 1}/{len(batches)}, load {loads[-1]:.1f}", flush=True)
+    peak_end = peaks("end")
+    shares = {}
+    if args.profile_shares:
+        prof_texts = [texts[i] for i in batches[len(batches) // 2]]
+        for th in thread_list:
+            torch.set_num_threads(th)
+            shares[th] = op_shares(model, tok, prof_texts, args.batch_size, pack=True)
+            print(f"op shares, {th} threads (packed, one batch): {shares[th]}", flush=True)
+
+    ref = outs[(thread_list[0], "fp32 padded")] if "fp32 padded" in levers else None
+    rows = []
+    for th, lv in combos:
+        peak = {key: max(peak_start[th][key], peak_end[th][key]) for key in peak_start[th]}
+        kind = "bf16" if LEVERS[lv].get("bf16") else "fp32"
+        dt = seconds[(th, lv)]
+        rate = flops / dt
+        rs = outs[(th, lv)]
+        diff = None if ref is None else np.abs(rs - ref)
+        rows.append({
+            "threads": th, "lever": lv, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
+            "peak_gflops": round(peak[kind] / 1e9, 1), "fraction_of_peak": round(rate / peak[kind], 3),
+            "fraction_of_capture_shaped_peak": (round(rate / peak["capture_shaped_fp32"], 3) if kind == "fp32"
+                                                else None),
+            "speedup_vs_fp32_padded_same_threads": (round(seconds[(th, "fp32 padded")] / dt, 3)
+                                                    if "fp32 padded" in levers else None),
+            "max_abs_diff_vs_fp32": None if diff is None else float(diff.max()),
+            "max_rel_diff_vs_fp32": None if diff is None else float(diff.max() / np.abs(ref).max()),
+            "bit_identical_to_fp32": None if ref is None else bool(np.array_equal(rs, ref)),
+        })
+        print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "capture_roofline", "model": args.model, "n": args.n, "batch_size": args.batch_size,
+              "timing": "interleaved per batch over every (threads, lever), order rotating with the batch",
               "params_touched": n_params, "real_tokens": real, "padded_tokens": padded_tokens,
               "padding_share": round(1 - real / padded_tokens, 4), "flops_per_run": flops,
+              "median_batch_tokens": median_tokens,
+              "peaks_gflops": {str(th): {"start": {k: round(v / 1e9, 1) for k, v in peak_start[th].items()},
+                                         "end": {k: round(v / 1e9, 1) for k, v in peak_end[th].items()}}
+                               for th in thread_list},
+              "compile_seconds": {str(k): v for k, v in compile_seconds.items()},
+              "op_shares": {str(k): v for k, v in shares.items()},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                           "torch": torch.__version__, "load_average_start": load0,
+                          "load_average_per_batch": [round(x, 2) for x in loads],
                           "load_average_end": os.getloadavg()},
               "rows": rows}
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,6 +470,11 @@ def main(argv=None):
                    help="with --no-interleave: passes per method, round-robin; the fastest is kept")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
     p.add_argument("--roofline", action="store_true", help="matmul peak vs the capture's FLOP rate, levers")
+    p.add_argument("--levers", default="", help=f"with --roofline: comma-separated subset of {', '.join(LEVERS)}")
+    p.add_argument("--threads-list", default=",".join(str(t) for t in sorted({1, os.cpu_count() or 1})),
+                   help="with --roofline: thread counts, interleaved")
+    p.add_argument("--no-profile-shares", dest="profile_shares", action="store_false",
+                   help="with --roofline: skip the torch.profiler op shares")
     p.add_argument("--out", type=Path, default=RESULTS)
     ARGS = args = p.parse_args(argv)
     if args.roofline:
