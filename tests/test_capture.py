@@ -141,3 +141,78 @@ def test_batches_is_the_one_loop(tiny_llama, tiny_tokenizer, sample_texts):
     assert sorted(seen) == list(range(len(ids)))
     lengths = [len(ids[i]) for i in seen]
     assert lengths == sorted(lengths, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Packed (padding-free) batches
+# ------------------------------------------------------------------------------------------------
+def test_pack_ids_restarts_positions_per_text():
+    input_ids, position_ids, last, lengths = capture.pack_ids([[5, 6, 7], [8], [9, 10]])
+    assert input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert last.tolist() == [2, 3, 5] and lengths.tolist() == [3, 1, 2]
+    with pytest.raises(ValueError, match="no tokens"):
+        capture.pack_ids([[1], []])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+def test_packed_equals_padded_bit_for_bit(tiny, tiny_tokenizer, sample_texts, batch_size):
+    """Packing changes only which rows the linear layers see; attention runs on the padded batch with its
+    own mask (Gemma 3's sliding window of 8 included: several texts are longer), so values are identical."""
+    assert capture.can_pack(tiny)
+    assert max(len(s) for s in capture.tokenize(tiny_tokenizer, sample_texts)) > 8
+    padded = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
+                                     pack=False)
+    packed = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
+                                     pack=True)
+    np.testing.assert_array_equal(packed, padded)
+    assert tiny.config._attn_implementation == "sdpa"  # restored after the capture
+
+
+def test_packed_attention_sees_only_its_own_text(tiny_llama, tiny_tokenizer, sample_texts):
+    """Each text of a packed batch gives what it gives alone: nothing leaks between neighbours in the row."""
+    packed = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=len(sample_texts),
+                                     progress=False, pack=True)
+    alone = np.stack([capture.residual_stream(tiny_llama, tiny_tokenizer, [t], progress=False, pack=False)[0]
+                      for t in sample_texts])
+    np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
+
+
+def test_pack_needs_sdpa_and_default_falls_back(tiny_llama, tiny_tokenizer, sample_texts):
+    cfg = tiny_llama.config
+    padded = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False,
+                                     pack=False)
+    cfg._attn_implementation = "eager"
+    try:
+        assert not capture.can_pack(tiny_llama)
+        with pytest.raises(ValueError, match="sdpa"):
+            capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
+        eager = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
+    finally:
+        cfg._attn_implementation = "sdpa"
+    np.testing.assert_allclose(eager, padded, atol=1e-5, rtol=0)
+
+
+def test_packed_attention_outside_a_capture_is_an_error(tiny_llama, tiny_tokenizer):
+    cfg = tiny_llama.config
+    capture._register_packed_attention()
+    cfg._attn_implementation = capture.PACKED_ATTENTION
+    try:
+        with pytest.raises(RuntimeError, match="pack=True"), torch.inference_mode():
+            tiny_llama(input_ids=_ids(tiny_tokenizer, "the game was"))
+    finally:
+        cfg._attn_implementation = "sdpa"
+
+
+def test_attention_restored_when_a_hook_fails(tiny_llama, tiny_tokenizer, sample_texts):
+    def boom(module, args):
+        raise KeyError("boom")
+
+    handle = models.layer_modules(tiny_llama)[1].register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(KeyError):
+            capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
+    finally:
+        handle.remove()
+    assert tiny_llama.config._attn_implementation == "sdpa"
+    assert capture._PACKING.get() is None
