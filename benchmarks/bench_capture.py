@@ -247,16 +247,17 @@ def profile_ours(model, tok, texts, batch_size: int, top: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of ``size x size`` matmuls in ``dtype`` with the current torch threads."""
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, inner: int = 4) -> float:
+    """Best FLOP/s of ``size x size`` matmuls in ``dtype`` with the current torch threads (``repeats``
+    timings of ``inner`` products each, after one untimed)."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(4):
+        for _ in range(inner):
             a @ b
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
+        best = max(best, inner * 2 * size**3 / (time.perf_counter() - t0))
     return best
 
 
@@ -376,12 +377,14 @@ def roofline(args) -> dict:
             return capture.residual_stream(m, tok, sel_texts, batch_size=args.batch_size, progress=False,
                                            pack=cfg["pack"])
 
-    combos = [(th, lv) for th in thread_list for lv in levers]
-    # warm-up: two batches of different lengths per combination (torch.compile specialises, then goes dynamic)
+    other = [x.strip() for x in args.levers_other_threads.split(",") if x.strip()]
+    combos = [(th, lv) for th in thread_list for lv in levers if th == thread_list[0] or lv in other]
+    # warm-up on the shortest batch; torch.compile gets a second, longer one (it specialises on the first
+    # shape, then recompiles once with dynamic shapes)
     for th, lv in combos:
         torch.set_num_threads(th)
         t0 = time.perf_counter()
-        for b in (batches[-1], batches[0]):
+        for b in ((batches[-1], batches[-2]) if LEVERS[lv].get("compile") and len(batches) > 1 else batches[-1:]):
             run(lv, [texts[i] for i in b])
         if LEVERS[lv].get("compile"):
             compile_seconds[th] = round(time.perf_counter() - t0, 1)
@@ -391,8 +394,15 @@ def roofline(args) -> dict:
     outs = {c: np.empty((len(ids), 2 * len(models.layer_modules(model)), model.config.hidden_size), np.float32)
             for c in combos}
     loads = []
+    # the matmul peak sampled between batches too (one 2048^2 product per thread count and dtype): under
+    # load the machine's limit moves, and the fraction is reported against what the run itself could get
+    samples: dict = {(th, kind): [] for th in thread_list for kind in ("fp32", "bf16")}
     for k, b in enumerate(batches):
         loads.append(os.getloadavg()[0])
+        for th in thread_list:
+            torch.set_num_threads(th)
+            for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                samples[(th, kind)].append(matmul_peak(dtype, repeats=1, inner=2))
         order = combos[k % len(combos):] + combos[:k % len(combos)]
         for th, lv in order:
             torch.set_num_threads(th)
@@ -414,7 +424,10 @@ def roofline(args) -> dict:
     ref = outs[(thread_list[0], "fp32 padded")] if "fp32 padded" in levers else None
     rows = []
     for th, lv in combos:
-        peak = {key: max(peak_start[th][key], peak_end[th][key]) for key in peak_start[th]}
+        peak = {key: max(peak_start[th][key], peak_end[th][key], *samples.get((th, key), []))
+                for key in peak_start[th]}
+        during = float(np.mean(samples[(th, "bf16" if LEVERS[lv].get("bf16") else "fp32")]))
+        base = seconds.get((th, "fp32 padded"))
         kind = "bf16" if LEVERS[lv].get("bf16") else "fp32"
         dt = seconds[(th, lv)]
         rate = flops / dt
@@ -423,10 +436,11 @@ def roofline(args) -> dict:
         rows.append({
             "threads": th, "lever": lv, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
             "peak_gflops": round(peak[kind] / 1e9, 1), "fraction_of_peak": round(rate / peak[kind], 3),
+            "mean_peak_during_run_gflops": round(during / 1e9, 1),
+            "fraction_of_peak_during_run": round(rate / during, 3),
             "fraction_of_capture_shaped_peak": (round(rate / peak["capture_shaped_fp32"], 3) if kind == "fp32"
                                                 else None),
-            "speedup_vs_fp32_padded_same_threads": (round(seconds[(th, "fp32 padded")] / dt, 3)
-                                                    if "fp32 padded" in levers else None),
+            "speedup_vs_fp32_padded_same_threads": None if base is None else round(base / dt, 3),
             "max_abs_diff_vs_fp32": None if diff is None else float(diff.max()),
             "max_rel_diff_vs_fp32": None if diff is None else float(diff.max() / np.abs(ref).max()),
             "bit_identical_to_fp32": None if ref is None else bool(np.array_equal(rs, ref)),
@@ -440,6 +454,8 @@ def roofline(args) -> dict:
               "peaks_gflops": {str(th): {"start": {k: round(v / 1e9, 1) for k, v in peak_start[th].items()},
                                          "end": {k: round(v / 1e9, 1) for k, v in peak_end[th].items()}}
                                for th in thread_list},
+              "peak_samples_between_batches_gflops": {f"{th} {kind}": [round(v / 1e9, 1) for v in vals]
+                                                      for (th, kind), vals in samples.items()},
               "compile_seconds": {str(k): v for k, v in compile_seconds.items()},
               "op_shares": {str(k): v for k, v in shares.items()},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
@@ -473,6 +489,8 @@ def main(argv=None):
     p.add_argument("--levers", default="", help=f"with --roofline: comma-separated subset of {', '.join(LEVERS)}")
     p.add_argument("--threads-list", default=",".join(str(t) for t in sorted({1, os.cpu_count() or 1})),
                    help="with --roofline: thread counts, interleaved")
+    p.add_argument("--levers-other-threads", default="fp32 padded,fp32 packed",
+                   help="with --roofline: the levers also run at the thread counts after the first")
     p.add_argument("--no-profile-shares", dest="profile_shares", action="store_false",
                    help="with --roofline: skip the torch.profiler op shares")
     p.add_argument("--out", type=Path, default=RESULTS)

@@ -3,9 +3,16 @@
 For decoder layer ``l`` the array holds at sublayer ``2l`` the input of the pre-attention norm
 (TransformerLens's ``blocks.l.hook_resid_pre``) and at ``2l + 1`` the input of the pre-MLP norm
 (``blocks.l.hook_resid_mid``). Texts are tokenised explicitly (``add_bos``, ``strip``), sorted by length
-inside each chunk to cut padding, right-padded (so positions and causal attention of real tokens are
-unchanged), and run through the decoder stack only: the LM head never runs, and the forward stops after
-the last layer. Only the last real token's vectors leave the hooks.
+inside each chunk to cut padding, batched, and run through the decoder stack only: the LM head never runs,
+and the forward stops after the last layer. Only the last real token's vectors leave the hooks.
+
+A batch is *packed* where the model's attention is transformers' ``"sdpa"`` (the default): its texts are
+concatenated into one row with positions restarting at 0 for each text, so the linear layers (most of
+the time) multiply real tokens only; the attention alone unpacks queries, keys and values into the
+right-padded ``(B, H, width, dh)`` layout and runs transformers' sdpa attention there with the padded
+batch's own mask (causal, keys inside the text, sliding window where the layer has one). The captured
+values are those of a right-padded batch (bit for bit, tested); ``pack=False`` runs right-padded batches
+(so positions and causal attention of real tokens are unchanged), as do models with other attention kernels.
 """
 
 from __future__ import annotations
@@ -265,6 +272,9 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     it sets ``state["rows"]``, ``state["last"]`` (the batch's last real tokens), ``state["idx"] = sel`` (the
     batch's indices into ``token_ids``) and ``state["out"]``. ``sel: (B,)`` int indices, ``rec: (B,
     2 * n_layers, d_model)`` float32, what the hooks recorded. The same texts always form the same batches.
+
+    pack: None (default) packs each batch into one padding-free row where :func:`can_pack` (``state["rows"]``
+    is then all 0 and ``state["last"]`` indexes the row); False right-pads; True packs or raises.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -316,7 +326,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
     ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
 
     Within a chunk of ``chunk_size`` texts, batches are formed from length-sorted texts; pass either
-    ``texts`` or pre-tokenised ``token_ids``. See :func:`residual_stream` for the other arguments.
+    ``texts`` or pre-tokenised ``token_ids``. See :func:`residual_stream` for the other arguments and
+    :func:`batches` for ``pack``.
     """
     if (texts is None) == (token_ids is None):
         raise ValueError("pass exactly one of texts or token_ids")
@@ -374,7 +385,7 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
 
     shuffle_tokens: the paper's control: BOS stays first, the rest of each text's tokens are permuted
     (``numpy.random.default_rng(seed)``); with ``keep_last`` the last token stays in place too.
-    add_bos / strip: see :func:`tokenize`.
+    add_bos / strip: see :func:`tokenize`. pack: padding-free batches (see :func:`batches`; same values).
     """
     out = None
     for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
