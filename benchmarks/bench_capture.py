@@ -288,8 +288,8 @@ def params_touched(model) -> int:
 
 
 #: Levers of the roofline run: capture arguments and settings (packed: ``capture``'s padding-free batches;
-#: compile: ``torch.compile(dynamic=True)`` of every layer's MLP and norm forwards on a copy of the model:
-#: the norms' pre-hooks stay eager; bf16: ``torch.autocast("cpu", torch.bfloat16)``).
+#: compile: ``capture``'s ``compile=True``, ``torch.compile(dynamic=True)`` of every layer's MLP and norm
+#: forwards, the norms' pre-hooks staying eager; bf16: ``torch.autocast("cpu", torch.bfloat16)``).
 LEVERS = {
     "fp32 padded": {"pack": False},
     "fp32 packed": {"pack": True},
@@ -297,16 +297,6 @@ LEVERS = {
     "bf16 autocast padded": {"pack": False, "bf16": True},
     "bf16 autocast packed": {"pack": True, "bf16": True},
 }
-
-
-def compiled_copy(model):
-    """A copy of ``model`` whose layers' MLP and norm forwards are ``torch.compile``d (dynamic shapes)."""
-    twin = copy.deepcopy(model)
-    arch = models.architecture(twin)
-    for layer in models.layer_modules(twin):
-        for mod in (getattr(layer, "mlp"), getattr(layer, arch.attn_norm), getattr(layer, arch.mlp_norm)):
-            mod.forward = torch.compile(mod.forward, dynamic=True)
-    return twin
 
 
 def op_shares(model, tok, texts, batch_size: int, pack: bool) -> dict:
@@ -363,19 +353,15 @@ def roofline(args) -> dict:
         return out
 
     peak_start = peaks("start")
-    twins = {}
     compile_seconds = {}
-    if any(LEVERS[lv].get("compile") for lv in levers):
-        twins["compile"] = compiled_copy(model)
 
     def run(lever, sel_texts):
         cfg = LEVERS[lever]
-        m = twins["compile"] if cfg.get("compile") else model
         ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16")
                else torch.autocast("cpu", enabled=False))
         with ctx:
-            return capture.residual_stream(m, tok, sel_texts, batch_size=args.batch_size, progress=False,
-                                           pack=cfg["pack"])
+            return capture.residual_stream(model, tok, sel_texts, batch_size=args.batch_size, progress=False,
+                                           pack=cfg["pack"], compile=cfg.get("compile", False))
 
     other = [x.strip() for x in args.levers_other_threads.split(",") if x.strip()]
     combos = [(th, lv) for th in thread_list for lv in levers if th == thread_list[0] or lv in other]
@@ -489,7 +475,7 @@ def main(argv=None):
     p.add_argument("--levers", default="", help=f"with --roofline: comma-separated subset of {', '.join(LEVERS)}")
     p.add_argument("--threads-list", default=",".join(str(t) for t in sorted({1, os.cpu_count() or 1})),
                    help="with --roofline: thread counts, interleaved")
-    p.add_argument("--levers-other-threads", default="fp32 padded,fp32 packed",
+    p.add_argument("--levers-other-threads", default="fp32 padded,fp32 packed,fp32 packed + torch.compile",
                    help="with --roofline: the levers also run at the thread counts after the first")
     p.add_argument("--no-profile-shares", dest="profile_shares", action="store_false",
                    help="with --roofline: skip the torch.profiler op shares")

@@ -216,3 +216,14 @@ def test_attention_restored_when_a_hook_fails(tiny_llama, tiny_tokenizer, sample
         handle.remove()
     assert tiny_llama.config._attn_implementation == "sdpa"
     assert capture._PACKING.get() is None
+
+
+def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_tokenizer, sample_texts):
+    """compile=True: the layers' MLPs and norms run torch.compile'd (round-off only), the recording hooks
+    still fire, and the modules get their own forward back afterwards."""
+    eager = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
+    compiled = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False,
+                                       compile=True)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=1e-5)
+    layer = models.layer_modules(tiny_llama)[0]
+    assert "forward" not in layer.mlp.__dict__ and "forward" not in layer.input_layernorm.__dict__

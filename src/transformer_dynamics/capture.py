@@ -18,7 +18,8 @@ values are those of a right-padded batch (bit for bit, tested); ``pack=False`` r
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
 import numpy as np
@@ -103,28 +104,31 @@ _PACKING: ContextVar[_Packing | None] = ContextVar("transformer_dynamics_packing
 class _Packing:
     """Where each text of a packed batch lies. ``lengths: (B,)`` tokens per text; the packed row holds
     text 0's tokens, then text 1's, ... (``T = lengths.sum()`` positions). ``flat: (T,)`` each packed
-    position's index in the right-padded ``(B, width)`` layout flattened."""
+    position's index in the right-padded ``(B, width)`` layout flattened; ``gather: (B * width,)`` the packed
+    position each padded slot reads (a padding slot reads its text's first token: finite, and masked)."""
 
     def __init__(self, lengths: torch.Tensor, device: torch.device):
         self.lengths = lengths
         self.width = int(lengths.max())
-        valid = torch.arange(self.width)[None, :] < lengths[:, None]  # (B, width)
+        starts = torch.cumsum(lengths, 0) - lengths
+        slot = torch.arange(self.width)[None, :]
+        valid = slot < lengths[:, None]  # (B, width)
         self.valid = valid.to(device)
         self.flat = torch.nonzero(valid.reshape(-1)).squeeze(1).to(device)  # row-major: text by text
+        self.gather = (starts[:, None] + torch.where(valid, slot, 0)).reshape(-1).to(device)
         self._masks: dict = {}
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """``(1, H, T, dh)`` packed -> ``(B, H, width, dh)`` right-padded (zeros at padding), laid out as a
-        padded batch's ``proj(x).view(B, width, H, dh).transpose(1, 2)``."""
-        _, h, t, dh = x.shape
-        buf = x.new_zeros((len(self.lengths) * self.width, h, dh))
-        buf[self.flat] = x[0].transpose(0, 1)
-        return buf.view(len(self.lengths), self.width, h, dh).transpose(1, 2)
+        """``(1, H, T, dh)`` packed -> ``(B, H, width, dh)`` right-padded (one gather), laid out as a padded
+        batch's ``proj(x).view(B, width, H, dh).transpose(1, 2)``."""
+        _, h, _, dh = x.shape
+        rows = x[0].transpose(0, 1).index_select(0, self.gather)  # (B * width, H, dh)
+        return rows.view(len(self.lengths), self.width, h, dh).transpose(1, 2)
 
     def pack(self, out: torch.Tensor) -> torch.Tensor:
         """``(B, width, H, dh)`` attention output -> ``(1, T, H, dh)``: the real positions only."""
         b, w, h, dh = out.shape
-        return out.reshape(b * w, h, dh)[self.flat][None]
+        return out.reshape(b * w, h, dh).index_select(0, self.flat)[None]
 
     def mask(self, sliding_window: int | None) -> torch.Tensor | None:
         """The boolean ``(B, 1, width, width)`` mask transformers' ``sdpa_mask`` builds for the right-padded
@@ -203,6 +207,38 @@ def _packed(model: torch.nn.Module):
             c._attn_implementation = b
 
 
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> its compiled forward
+
+
+def _compiled_forward(module: torch.nn.Module):
+    """``torch.compile(module.forward, dynamic=True)``, made once per module and kept while it lives."""
+    if module not in _COMPILED:
+        _COMPILED[module] = torch.compile(type(module).forward.__get__(module), dynamic=True)
+    return _COMPILED[module]
+
+
+@contextmanager
+def _compiled(model: torch.nn.Module):
+    """For the duration, every layer's MLP and its two norms run ``torch.compile``d forwards (the
+    element-wise work around the matmuls fused); only ``forward`` is swapped, so the norms' pre-hooks
+    (the recording and any editing hooks) still run eagerly around them."""
+    arch = architecture(model)
+    mods = [m for layer in layer_modules(model)
+            for m in (getattr(layer, "mlp", None), getattr(layer, arch.attn_norm), getattr(layer, arch.mlp_norm))
+            if m is not None]
+    saved = [m.__dict__.get("forward") for m in mods]
+    try:
+        for m in mods:
+            m.forward = _compiled_forward(m)
+        yield
+    finally:
+        for m, before in zip(mods, saved):
+            if before is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = before
+
+
 def pack_ids(seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Concatenate token id lists into one packed row: ``(input_ids, position_ids, last, lengths)``, the
     first two ``(1, T)`` long tensors (``T`` = total tokens; positions restart at 0 for each text), ``last:
@@ -264,7 +300,8 @@ def _d_model(model: torch.nn.Module) -> int:
 
 
 def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: dict, *, batch_size: int = 16,
-            pad_id: int = 0, pack: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            pad_id: int = 0, pack: bool | None = None, compile: bool = False
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted, right-padded
     batches, each forward ending where a hook raises :class:`StopForward`; yields ``(sel, rec)`` per batch.
 
@@ -275,6 +312,8 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
 
     pack: None (default) packs each batch into one padding-free row where :func:`can_pack` (``state["rows"]``
     is then all 0 and ``state["last"]`` indexes the row); False right-pads; True packs or raises.
+    compile: run every layer's MLP and norms through ``torch.compile`` (opt-in: a one-off compile of tens
+    of seconds; values equal the eager ones to float32 round-off, not bit for bit, so a cache must key on it).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -292,19 +331,20 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
         sel = order[b0:b0 + batch_size]
         seqs = [token_ids[i] for i in sel]
         out = torch.empty((len(sel), n_sub, d), dtype=torch.float32)
-        if pack:
-            input_ids, position_ids, last, lengths = pack_ids(seqs)
-            state.update(rows=torch.zeros(len(sel), dtype=torch.long), last=last, idx=sel, out=out)
-            token = _PACKING.set(_Packing(lengths, device))
-            try:
-                with _packed(model):
-                    _forward(base, input_ids=input_ids.to(device), position_ids=position_ids.to(device))
-            finally:
-                _PACKING.reset(token)
-        else:
-            input_ids, mask, last = pad_right(seqs, pad_id)
-            state.update(rows=torch.arange(len(sel)), last=last, idx=sel, out=out)
-            _forward(base, input_ids=input_ids.to(device), attention_mask=mask.to(device))
+        with ExitStack() as stack:
+            if compile:
+                stack.enter_context(_compiled(model))
+            if pack:
+                input_ids, position_ids, last, lengths = pack_ids(seqs)
+                state.update(rows=torch.zeros(len(sel), dtype=torch.long), last=last, idx=sel, out=out)
+                token = _PACKING.set(_Packing(lengths, device))
+                stack.callback(_PACKING.reset, token)
+                stack.enter_context(_packed(model))
+                _forward(base, input_ids=input_ids.to(device), position_ids=position_ids.to(device))
+            else:
+                input_ids, mask, last = pad_right(seqs, pad_id)
+                state.update(rows=torch.arange(len(sel)), last=last, idx=sel, out=out)
+                _forward(base, input_ids=input_ids.to(device), attention_mask=mask.to(device))
         yield sel, state["out"].numpy()
 
 
@@ -321,13 +361,14 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
                          token_ids: Sequence[Sequence[int]] | None = None, batch_size: int = 16,
                          chunk_size: int = 4096, shuffle_tokens: bool = False, seed: int = 0,
                          add_bos: bool = True, strip: bool = False, progress: bool = True,
-                         keep_last: bool = False, pack: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                         keep_last: bool = False, pack: bool | None = None,
+                         compile: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Stream the residual stream in chunks: yields ``(start, rs_chunk)`` with
     ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
 
     Within a chunk of ``chunk_size`` texts, batches are formed from length-sorted texts; pass either
     ``texts`` or pre-tokenised ``token_ids``. See :func:`residual_stream` for the other arguments and
-    :func:`batches` for ``pack``.
+    :func:`batches` for ``pack`` and ``compile``.
     """
     if (texts is None) == (token_ids is None):
         raise ValueError("pass exactly one of texts or token_ids")
@@ -363,7 +404,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
             for start in range(0, n_texts, chunk_size):
                 chunk = chunk_ids(start)
                 out = np.empty((len(chunk), 2 * n_layers, d_model), dtype=np.float32)
-                for sel, rec in batches(model, chunk, state, batch_size=batch_size, pad_id=pad_id, pack=pack):
+                for sel, rec in batches(model, chunk, state, batch_size=batch_size, pad_id=pad_id, pack=pack,
+                                        compile=compile):
                     out[sel] = rec
                     if bar is not None:
                         bar.update(len(sel))
@@ -376,7 +418,7 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
 def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
                     shuffle_tokens: bool = False, seed: int = 0, progress: bool = True,
                     add_bos: bool = True, strip: bool = False, keep_last: bool = False,
-                    pack: bool | None = None) -> np.ndarray:
+                    pack: bool | None = None, compile: bool = False) -> np.ndarray:
     """The residual stream at each text's last real token.
 
     Returns ``rs: (n_texts, 2 * n_layers, d_model)`` float32: ``rs[:, 2l]`` is the input of layer l's
@@ -386,11 +428,13 @@ def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int =
     shuffle_tokens: the paper's control: BOS stays first, the rest of each text's tokens are permuted
     (``numpy.random.default_rng(seed)``); with ``keep_last`` the last token stays in place too.
     add_bos / strip: see :func:`tokenize`. pack: padding-free batches (see :func:`batches`; same values).
+    compile: ``torch.compile`` the layers' MLPs and norms (opt-in; round-off differences: see :func:`batches`).
     """
     out = None
     for start, chunk in iter_residual_stream(model, tokenizer, texts, batch_size=batch_size,
                                              shuffle_tokens=shuffle_tokens, seed=seed, add_bos=add_bos,
-                                             strip=strip, progress=progress, keep_last=keep_last, pack=pack):
+                                             strip=strip, progress=progress, keep_last=keep_last, pack=pack,
+                                             compile=compile):
         if start == 0 and len(chunk) == len(texts):  # one chunk: it is the result
             out = chunk
             continue
