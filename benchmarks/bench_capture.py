@@ -41,14 +41,21 @@ to include them, otherwise their rows say "not installed"::
     benchmarks/.venv-peers/bin/python benchmarks/bench_capture.py            # all methods, N = 256
     .venv/bin/python benchmarks/bench_capture.py --n 1000 --methods ours,forward,unsorted
 
-Against the machine's limit (``--roofline``): this machine's float32 and bfloat16 matmul peak (torch,
-square matmuls, best of several), measured in the same run as the capture's achieved rate, 2 x parameters
-touched (every layer's matrices, the last layer's MLP excepted: the forward stops before it; embeddings are
-a lookup) x real tokens (padding excluded) / seconds, and the fraction; then the levers: threads, bf16
-autocast (the CPU has AVX-512 BF16), and the padding share of the sorted batches (what padding-free
-packing could at most recover)::
+Against the machine's limit (``--roofline``): this machine's float32 and bfloat16 matmul peak (torch, square
+matmuls, best of several, at the start, the end and between batches) and the rate of the capture's own
+matmul shapes, measured in the same run as the capture's achieved rate, 2 x parameters touched (every
+layer's matrices, the last layer's MLP excepted: the forward stops before it; embeddings are a lookup) x
+real tokens (padding excluded) / seconds, and the fraction; the levers (:data:`LEVERS`: padded vs packed
+batches, ``torch.compile``, bf16 autocast, at each of ``--threads-list``) interleaved batch by batch, each
+with its max abs / rel difference to the fp32 padded capture; a ``torch.profiler`` split per thread count::
 
-    .venv/bin/python benchmarks/bench_capture.py --roofline --n 64    # -> results/capture_roofline.json
+    .venv/bin/python benchmarks/bench_capture.py --roofline --n 48    # -> results/capture_roofline.json
+
+OpenMP's wait policy (``--wait-policy-ab K``): spinning (default) vs sleeping (``OMP_WAIT_POLICY=PASSIVE``)
+threads at the end of each parallel region, which OpenMP reads only when it loads, so each policy runs in
+child processes, alternated K times::
+
+    .venv/bin/python benchmarks/bench_capture.py --wait-policy-ab 4 --n 32   # -> results/capture_threads.json
 
 Writes ``benchmarks/results/capture.json`` (``--out``) and prints a table. Goals: ours >= 1.2x the plain
 forward (issue 2), >= 2x each peer (issue 8).
@@ -455,6 +462,58 @@ def roofline(args) -> dict:
     return result
 
 
+POLICIES = ("default", "PASSIVE")
+
+
+def wait_policy_child(args) -> None:
+    """In a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` when it loads): seconds of the default (packed)
+    capture of ``args.n`` texts at each of ``--threads-list``, printed as one JSON line."""
+    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
+    texts = pipeline.load_texts(args.n, seed=0)
+    out = {"policy": os.environ.get("OMP_WAIT_POLICY", "default"), "load_average": os.getloadavg()[0]}
+    for th in (int(t) for t in args.threads_list.split(",")):
+        torch.set_num_threads(th)
+        capture.residual_stream(model, tok, texts[-4:], batch_size=args.batch_size, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        capture.residual_stream(model, tok, texts, batch_size=args.batch_size, progress=False)
+        out[str(th)] = round(time.perf_counter() - t0, 2)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def wait_policy(args) -> dict:
+    """OpenMP's wait policy (how a thread waits at the end of a parallel region: spinning by default,
+    sleeping with ``OMP_WAIT_POLICY=PASSIVE``) as a thread-settings lever: ``--wait-policy-ab K`` runs K
+    alternations of a child process per policy (A B A B ...), each timing the same capture at every thread
+    count; reports every time and the median per (policy, threads)."""
+    import subprocess  # noqa: PLC0415
+
+    out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_threads.json")
+    runs = []
+    for k in range(args.wait_policy_ab):
+        for policy in (POLICIES if k % 2 == 0 else POLICIES[::-1]):
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(int(t) for t in args.threads_list.split(",")))}
+            env.pop("OMP_WAIT_POLICY", None)
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            cmd = [sys.executable, __file__, "--wait-policy-child", "--n", str(args.n), "--batch-size",
+                   str(args.batch_size), "--model", args.model, "--threads-list", args.threads_list]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT "))
+            runs.append(json.loads(line[len("RESULT "):]))
+            print(runs[-1], flush=True)
+    threads = args.threads_list.split(",")
+    medians = {f"{p} {th} threads": round(float(np.median([r[th] for r in runs if r["policy"] == p])), 2)
+               for p in POLICIES for th in threads}
+    result = {"benchmark": "capture_wait_policy", "model": args.model, "n": args.n, "batch_size": args.batch_size,
+              "capture": "capture.residual_stream defaults (packed), one warm-up call, then all n texts",
+              "alternations": args.wait_policy_ab, "median_seconds": medians, "runs": runs,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(medians), f"wrote {out_path}")
+    return result
+
+
 def main(argv=None):
     global ARGS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -480,7 +539,15 @@ def main(argv=None):
     p.add_argument("--no-profile-shares", dest="profile_shares", action="store_false",
                    help="with --roofline: skip the torch.profiler op shares")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--wait-policy-ab", type=int, default=0,
+                   help="K > 0: OMP_WAIT_POLICY default vs PASSIVE, K alternations of child processes "
+                        "(-> results/capture_threads.json)")
+    p.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
     ARGS = args = p.parse_args(argv)
+    if args.wait_policy_child:
+        return wait_policy_child(args)
+    if args.wait_policy_ab:
+        return wait_policy(args)
     if args.roofline:
         return roofline(args)
 
