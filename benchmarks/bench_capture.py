@@ -453,6 +453,7 @@ def roofline(args) -> dict:
               "op_shares": {str(k): v for k, v in shares.items()},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                           "torch": torch.__version__, "load_average_start": load0,
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                           "load_average_per_batch": [round(x, 2) for x in loads],
                           "load_average_end": os.getloadavg()},
               "rows": rows}

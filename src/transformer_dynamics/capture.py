@@ -18,7 +18,6 @@ values are those of a right-padded batch (bit for bit, tested); ``pack=False`` r
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-import weakref
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
@@ -107,44 +106,48 @@ class _Packing:
     position's index in the right-padded ``(B, width)`` layout flattened; ``gather: (B * width,)`` the packed
     position each padded slot reads (a padding slot reads its text's first token: finite, and masked)."""
 
-    def __init__(self, lengths: torch.Tensor, device: torch.device):
+    def __init__(self, lengths: torch.Tensor):
         self.lengths = lengths
         self.width = int(lengths.max())
         starts = torch.cumsum(lengths, 0) - lengths
         slot = torch.arange(self.width)[None, :]
-        valid = slot < lengths[:, None]  # (B, width)
-        self.valid = valid.to(device)
-        self.flat = torch.nonzero(valid.reshape(-1)).squeeze(1).to(device)  # row-major: text by text
-        self.gather = (starts[:, None] + torch.where(valid, slot, 0)).reshape(-1).to(device)
-        self._masks: dict = {}
+        self.valid = slot < lengths[:, None]  # (B, width)
+        self.flat = torch.nonzero(self.valid.reshape(-1)).squeeze(1)  # row-major: text by text
+        self.gather = (starts[:, None] + torch.where(self.valid, slot, 0)).reshape(-1)
+        self._cache: dict = {}  # (what, device) -> tensor: layers split over devices get their own copies
+
+    def _at(self, name: str, device: torch.device) -> torch.Tensor:
+        if (name, device) not in self._cache:
+            self._cache[(name, device)] = getattr(self, name).to(device)
+        return self._cache[(name, device)]
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
         """``(1, H, T, dh)`` packed -> ``(B, H, width, dh)`` right-padded (one gather), laid out as a padded
         batch's ``proj(x).view(B, width, H, dh).transpose(1, 2)``."""
         _, h, _, dh = x.shape
-        rows = x[0].transpose(0, 1).index_select(0, self.gather)  # (B * width, H, dh)
+        rows = x[0].transpose(0, 1).index_select(0, self._at("gather", x.device))  # (B * width, H, dh)
         return rows.view(len(self.lengths), self.width, h, dh).transpose(1, 2)
 
     def pack(self, out: torch.Tensor) -> torch.Tensor:
         """``(B, width, H, dh)`` attention output -> ``(1, T, H, dh)``: the real positions only."""
         b, w, h, dh = out.shape
-        return out.reshape(b * w, h, dh).index_select(0, self.flat)[None]
+        return out.reshape(b * w, h, dh).index_select(0, self._at("flat", out.device))[None]
 
-    def mask(self, sliding_window: int | None) -> torch.Tensor | None:
+    def mask(self, sliding_window: int | None, device: torch.device) -> torch.Tensor | None:
         """The boolean ``(B, 1, width, width)`` mask transformers' ``sdpa_mask`` builds for the right-padded
         batch (causal, keys inside the text, inside ``sliding_window``), or None where it skips it."""
-        key = sliding_window
-        if key not in self._masks:
+        key = ("mask", sliding_window, device)
+        if key not in self._cache:
             w = self.width
             if bool(self.valid.all()) and (sliding_window is None or w < sliding_window):
-                self._masks[key] = None  # no padding: sdpa's is_causal, as transformers does
+                self._cache[key] = None  # no padding: sdpa's is_causal, as transformers does
             else:
-                q = torch.arange(w, device=self.valid.device)
+                q = torch.arange(w)
                 allowed = (q[None, :] <= q[:, None])[None] & self.valid[:, None, :]  # (B, q, kv)
                 if sliding_window is not None:
                     allowed = allowed & (q[None, :] > q[:, None] - sliding_window)[None]
-                self._masks[key] = allowed[:, None]
-        return self._masks[key]
+                self._cache[key] = allowed[:, None].to(device)
+        return self._cache[key]
 
 
 def _packed_attention(module, query, key, value, attention_mask, **kwargs):
@@ -157,7 +160,7 @@ def _packed_attention(module, query, key, value, attention_mask, **kwargs):
     if packing is None:
         raise RuntimeError(f"attention implementation {PACKED_ATTENTION!r} runs only inside capture.batches("
                            "..., pack=True)")
-    mask = packing.mask(kwargs.pop("sliding_window", None))
+    mask = packing.mask(kwargs.pop("sliding_window", None), query.device)
     out, weights = sdpa_attention_forward(module, packing.unpack(query), packing.unpack(key),
                                           packing.unpack(value), mask, **kwargs)
     return packing.pack(out), weights
@@ -207,14 +210,11 @@ def _packed(model: torch.nn.Module):
             c._attn_implementation = b
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> its compiled forward
-
-
 def _compiled_forward(module: torch.nn.Module):
-    """``torch.compile(module.forward, dynamic=True)``, made once per module and kept while it lives."""
-    if module not in _COMPILED:
-        _COMPILED[module] = torch.compile(type(module).forward.__get__(module), dynamic=True)
-    return _COMPILED[module]
+    """``torch.compile(module.forward, dynamic=True)``, made once per module and kept on it."""
+    if "_td_compiled_forward" not in module.__dict__:
+        module.__dict__["_td_compiled_forward"] = torch.compile(type(module).forward.__get__(module), dynamic=True)
+    return module.__dict__["_td_compiled_forward"]
 
 
 @contextmanager
@@ -337,7 +337,7 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
             if pack:
                 input_ids, position_ids, last, lengths = pack_ids(seqs)
                 state.update(rows=torch.zeros(len(sel), dtype=torch.long), last=last, idx=sel, out=out)
-                token = _PACKING.set(_Packing(lengths, device))
+                token = _PACKING.set(_Packing(lengths))
                 stack.callback(_PACKING.reset, token)
                 stack.enter_context(_packed(model))
                 _forward(base, input_ids=input_ids.to(device), position_ids=position_ids.to(device))
