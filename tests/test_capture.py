@@ -227,3 +227,25 @@ def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_t
     np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=1e-5)
     layer = models.layer_modules(tiny_llama)[0]
     assert "forward" not in layer.mlp.__dict__ and "forward" not in layer.input_layernorm.__dict__
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "mistral_sliding_window"])
+def test_packed_equals_padded_on_other_architectures(kind, tiny_tokenizer, sample_texts):
+    """Absolute position embeddings (GPT-2: positions restart per packed text) and a sliding window passed
+    to the attention (Mistral, window 6 < the longest text): still the padded batch's values, bit for bit."""
+    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=64, n_layer=2, n_head=4,
+                                           n_positions=128, bos_token_id=tiny_tokenizer.bos_token_id))
+    else:
+        model = MistralForCausalLM(MistralConfig(
+            vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, sliding_window=6,
+            bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.pad_token_id))
+    model.eval()
+    assert capture.can_pack(model)
+    padded = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=False)
+    packed = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=True)
+    np.testing.assert_array_equal(packed, padded)
