@@ -302,8 +302,9 @@ def _d_model(model: torch.nn.Module) -> int:
 def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: dict, *, batch_size: int = 16,
             pad_id: int = 0, pack: bool | None = None, compile: bool = False
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted, right-padded
-    batches, each forward ending where a hook raises :class:`StopForward`; yields ``(sel, rec)`` per batch.
+    """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted batches (packed
+    or right-padded: see ``pack``), each forward ending where a hook raises :class:`StopForward`; yields
+    ``(sel, rec)`` per batch.
 
     Call it inside :func:`record_last_token` ``(model, state)`` (plus any editing hooks). Before each forward
     it sets ``state["rows"]``, ``state["last"]`` (the batch's last real tokens), ``state["idx"] = sel`` (the
