@@ -17,7 +17,7 @@ Methods
 * ``ours``: ``capture.residual_stream(model, tok, texts, batch_size=16)`` (interleaved: called on each
   batch's texts, so hook setup and tokenisation are paid per batch) — forward pre-hooks on the two norms
   of each layer, only the last token's vectors copied, the forward stops after the last layer's
-  hook, the LM head never runs.
+  hook, the LM head never runs; each batch packed into one padding-free row (``capture``'s default).
 * ``ours (no length sorting)``: the same capture with batches in input order
   (``iter_residual_stream(..., chunk_size=batch_size)``: each chunk is one batch, so sorting never
   moves a text to another batch) — what sorting by length buys.
