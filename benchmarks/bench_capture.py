@@ -17,7 +17,7 @@ Methods
 * ``ours``: ``capture.residual_stream(model, tok, texts, batch_size=16)`` (interleaved: called on each
   batch's texts, so hook setup and tokenisation are paid per batch) — forward pre-hooks on the two norms
   of each layer, only the last token's vectors copied, the forward stops after the last layer's
-  hook, the LM head never runs.
+  hook, the LM head never runs; each batch packed into one padding-free row (``capture``'s default).
 * ``ours (no length sorting)``: the same capture with batches in input order
   (``iter_residual_stream(..., chunk_size=batch_size)``: each chunk is one batch, so sorting never
   moves a text to another batch) — what sorting by length buys.
@@ -41,14 +41,21 @@ to include them, otherwise their rows say "not installed"::
     benchmarks/.venv-peers/bin/python benchmarks/bench_capture.py            # all methods, N = 256
     .venv/bin/python benchmarks/bench_capture.py --n 1000 --methods ours,forward,unsorted
 
-Against the machine's limit (``--roofline``): this machine's float32 and bfloat16 matmul peak (torch,
-square matmuls, best of several), measured in the same run as the capture's achieved rate, 2 x parameters
-touched (every layer's matrices, the last layer's MLP excepted: the forward stops before it; embeddings are
-a lookup) x real tokens (padding excluded) / seconds, and the fraction; then the levers: threads, bf16
-autocast (the CPU has AVX-512 BF16), and the padding share of the sorted batches (what padding-free
-packing could at most recover)::
+Against the machine's limit (``--roofline``): this machine's float32 and bfloat16 matmul peak (torch, square
+matmuls, best of several, at the start, the end and between batches) and the rate of the capture's own
+matmul shapes, measured in the same run as the capture's achieved rate, 2 x parameters touched (every
+layer's matrices, the last layer's MLP excepted: the forward stops before it; embeddings are a lookup) x
+real tokens (padding excluded) / seconds, and the fraction; the levers (:data:`LEVERS`: padded vs packed
+batches, ``torch.compile``, bf16 autocast, at each of ``--threads-list``) interleaved batch by batch, each
+with its max abs / rel difference to the fp32 padded capture; a ``torch.profiler`` split per thread count::
 
-    .venv/bin/python benchmarks/bench_capture.py --roofline --n 64    # -> results/capture_roofline.json
+    .venv/bin/python benchmarks/bench_capture.py --roofline --n 48    # -> results/capture_roofline.json
+
+OpenMP's wait policy (``--wait-policy-ab K``): spinning (default) vs sleeping (``OMP_WAIT_POLICY=PASSIVE``)
+threads at the end of each parallel region, which OpenMP reads only when it loads, so each policy runs in
+child processes, alternated K times::
+
+    .venv/bin/python benchmarks/bench_capture.py --wait-policy-ab 4 --n 32   # -> results/capture_threads.json
 
 Writes ``benchmarks/results/capture.json`` (``--out``) and prints a table. Goals: ours >= 1.2x the plain
 forward (issue 2), >= 2x each peer (issue 8).
@@ -247,16 +254,36 @@ def profile_ours(model, tok, texts, batch_size: int, top: int = 15) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of ``size x size`` matmuls in ``dtype`` with the current torch threads."""
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, inner: int = 4) -> float:
+    """Best FLOP/s of ``size x size`` matmuls in ``dtype`` with the current torch threads (``repeats``
+    timings of ``inner`` products each, after one untimed)."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(4):
+        for _ in range(inner):
             a @ b
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t0))
+        best = max(best, inner * 2 * size**3 / (time.perf_counter() - t0))
+    return best
+
+
+def shaped_peak(model, tokens: int, repeats: int = 3) -> float:
+    """Best FLOP/s of the capture's own matmuls: ``F.linear`` of ``(tokens, in)`` activations with every
+    weight of one decoder layer (fp32, current threads): the rate the capture's matmuls can reach at a
+    packed batch's token count."""
+    weights = [m.weight for m in models.layer_modules(model)[0].modules() if isinstance(m, torch.nn.Linear)]
+    xs = [torch.randn(tokens, w.shape[1]) for w in weights]
+    flops = sum(2 * tokens * w.numel() for w in weights)
+    best = 0.0
+    with torch.inference_mode():
+        for x, w in zip(xs, weights):
+            torch.nn.functional.linear(x, w)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for x, w in zip(xs, weights):
+                torch.nn.functional.linear(x, w)
+            best = max(best, flops / (time.perf_counter() - t0))
     return best
 
 
@@ -267,8 +294,44 @@ def params_touched(model) -> int:
     return sum(p.numel() for layer in layers[:-1] for p in layer.parameters()) + last
 
 
+#: Levers of the roofline run: capture arguments and settings (packed: ``capture``'s padding-free batches;
+#: compile: ``capture``'s ``compile=True``, ``torch.compile(dynamic=True)`` of every layer's MLP and norm
+#: forwards, the norms' pre-hooks staying eager; bf16: ``torch.autocast("cpu", torch.bfloat16)``).
+LEVERS = {
+    "fp32 padded": {"pack": False},
+    "fp32 packed": {"pack": True},
+    "fp32 packed + torch.compile": {"pack": True, "compile": True},
+    "bf16 autocast padded": {"pack": False, "bf16": True},
+    "bf16 autocast packed": {"pack": True, "bf16": True},
+}
+
+
+def op_shares(model, tok, texts, batch_size: int, pack: bool) -> dict:
+    """torch.profiler self-CPU shares of one capture call: matmul (mm/addmm/bmm), attention (sdpa kernels),
+    the packing's gathers/scatters, and everything else (norms, activations, rotary, copies)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        capture.residual_stream(model, tok, texts, batch_size=batch_size, progress=False, pack=pack)
+    groups = {"matmul": 0.0, "attention": 0.0, "packing (index/index_put)": 0.0, "other": 0.0}
+    for e in prof.key_averages():
+        name = e.key
+        if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"):
+            g = "matmul"
+        elif "scaled_dot_product" in name or "flash_attention" in name:
+            g = "attention"
+        elif name in ("aten::index", "aten::_index_put_impl_", "aten::index_put_"):
+            g = "packing (index/index_put)"
+        else:
+            g = "other"
+        groups[g] += e.self_cpu_time_total
+    total = sum(groups.values())
+    return {k: round(v / total, 4) for k, v in groups.items()} | {"seconds": round(total / 1e6, 2)}
+
+
 def roofline(args) -> dict:
-    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever."""
+    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever and thread
+    count, all interleaved batch by batch in one run (same texts, same sorted batches)."""
     out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_roofline.json")
     load0 = os.getloadavg()
     model, tok = models.load_model(args.model, dtype="float32", device="cpu")
@@ -279,38 +342,176 @@ def roofline(args) -> dict:
     padded_tokens = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
     n_params = params_touched(model)
     flops = 2.0 * n_params * real
-    rows, ref = [], None
-    for threads in sorted({1, os.cpu_count() or 1}):
-        torch.set_num_threads(threads)
-        peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
-        for lever in ("fp32", "bf16 autocast"):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if lever != "fp32" else torch.autocast("cpu", enabled=False)
-            with ctx:
-                capture.residual_stream(model, tok, texts[:args.batch_size], batch_size=args.batch_size,
-                                        progress=False)  # warm-up
-                t0 = time.perf_counter()
-                rs = capture.residual_stream(model, tok, texts, batch_size=args.batch_size, progress=False)
-                dt = time.perf_counter() - t0
-            if ref is None:
-                ref = rs
-            peak = peak32 if lever == "fp32" else peak16
-            rate = flops / dt
-            rel = float(np.max(np.abs(rs - ref)) / np.max(np.abs(ref)))
-            rows.append({"threads": threads, "lever": lever, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
-                         "peak_gflops": round(peak / 1e9, 1), "fraction_of_peak": round(rate / peak, 3),
-                         "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
-                         "max_abs_diff_vs_fp32_rel": rel})
-            print(json.dumps(rows[-1]), flush=True)
+    thread_list = [int(t) for t in args.threads_list.split(",")]
+    levers = [x.strip() for x in args.levers.split(",")] if args.levers else list(LEVERS)
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        raise ValueError(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    median_tokens = int(np.median([sum(len(ids[i]) for i in b) for b in batches]))
+
+    def peaks(tag):
+        out = {}
+        for th in thread_list:
+            torch.set_num_threads(th)
+            out[th] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16),
+                       "capture_shaped_fp32": shaped_peak(model, median_tokens)}
+            print(f"peak {tag}, {th} threads: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in out[th].items())
+                  + " GFLOP/s", flush=True)
+        return out
+
+    peak_start = peaks("start")
+    compile_seconds = {}
+
+    def run(lever, sel_texts):
+        cfg = LEVERS[lever]
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16")
+               else torch.autocast("cpu", enabled=False))
+        with ctx:
+            return capture.residual_stream(model, tok, sel_texts, batch_size=args.batch_size, progress=False,
+                                           pack=cfg["pack"], compile=cfg.get("compile", False))
+
+    other = [x.strip() for x in args.levers_other_threads.split(",") if x.strip()]
+    combos = [(th, lv) for th in thread_list for lv in levers if th == thread_list[0] or lv in other]
+    # warm-up on the shortest batch; torch.compile gets a second, longer one (it specialises on the first
+    # shape, then recompiles once with dynamic shapes)
+    for th, lv in combos:
+        torch.set_num_threads(th)
+        t0 = time.perf_counter()
+        for b in ((batches[-1], batches[-2]) if LEVERS[lv].get("compile") and len(batches) > 1 else batches[-1:]):
+            run(lv, [texts[i] for i in b])
+        if LEVERS[lv].get("compile"):
+            compile_seconds[th] = round(time.perf_counter() - t0, 1)
+    print("warm-up done" + (f"; compile + 2 warm-up batches: {compile_seconds} s" if compile_seconds else ""),
+          flush=True)
+    seconds = {c: 0.0 for c in combos}
+    outs = {c: np.empty((len(ids), 2 * len(models.layer_modules(model)), model.config.hidden_size), np.float32)
+            for c in combos}
+    loads = []
+    # the matmul peak sampled between batches too (one 2048^2 product per thread count and dtype): under
+    # load the machine's limit moves, and the fraction is reported against what the run itself could get
+    samples: dict = {(th, kind): [] for th in thread_list for kind in ("fp32", "bf16")}
+    for k, b in enumerate(batches):
+        loads.append(os.getloadavg()[0])
+        for th in thread_list:
+            torch.set_num_threads(th)
+            for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+                samples[(th, kind)].append(matmul_peak(dtype, repeats=1, inner=2))
+        order = combos[k % len(combos):] + combos[:k % len(combos)]
+        for th, lv in order:
+            torch.set_num_threads(th)
+            sel_texts = [texts[i] for i in b]
+            t0 = time.perf_counter()
+            rs = run(lv, sel_texts)
+            seconds[(th, lv)] += time.perf_counter() - t0
+            outs[(th, lv)][b] = rs
+        print(f"  batch {k + 1}/{len(batches)}, load {loads[-1]:.1f}", flush=True)
+    peak_end = peaks("end")
+    shares = {}
+    if args.profile_shares:
+        prof_texts = [texts[i] for i in batches[len(batches) // 2]]
+        for th in thread_list:
+            torch.set_num_threads(th)
+            shares[th] = op_shares(model, tok, prof_texts, args.batch_size, pack=True)
+            print(f"op shares, {th} threads (packed, one batch): {shares[th]}", flush=True)
+
+    ref = outs[(thread_list[0], "fp32 padded")] if "fp32 padded" in levers else None
+    rows = []
+    for th, lv in combos:
+        peak = {key: max(peak_start[th][key], peak_end[th][key], *samples.get((th, key), []))
+                for key in peak_start[th]}
+        during = float(np.mean(samples[(th, "bf16" if LEVERS[lv].get("bf16") else "fp32")]))
+        base = seconds.get((th, "fp32 padded"))
+        kind = "bf16" if LEVERS[lv].get("bf16") else "fp32"
+        dt = seconds[(th, lv)]
+        rate = flops / dt
+        rs = outs[(th, lv)]
+        diff = None if ref is None else np.abs(rs - ref)
+        rows.append({
+            "threads": th, "lever": lv, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
+            "peak_gflops": round(peak[kind] / 1e9, 1), "fraction_of_peak": round(rate / peak[kind], 3),
+            "mean_peak_during_run_gflops": round(during / 1e9, 1),
+            "fraction_of_peak_during_run": round(rate / during, 3),
+            "fraction_of_capture_shaped_peak": (round(rate / peak["capture_shaped_fp32"], 3) if kind == "fp32"
+                                                else None),
+            "speedup_vs_fp32_padded_same_threads": None if base is None else round(base / dt, 3),
+            "max_abs_diff_vs_fp32": None if diff is None else float(diff.max()),
+            "max_rel_diff_vs_fp32": None if diff is None else float(diff.max() / np.abs(ref).max()),
+            "bit_identical_to_fp32": None if ref is None else bool(np.array_equal(rs, ref)),
+        })
+        print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "capture_roofline", "model": args.model, "n": args.n, "batch_size": args.batch_size,
+              "timing": "interleaved per batch over every (threads, lever), order rotating with the batch",
               "params_touched": n_params, "real_tokens": real, "padded_tokens": padded_tokens,
               "padding_share": round(1 - real / padded_tokens, 4), "flops_per_run": flops,
+              "median_batch_tokens": median_tokens,
+              "peaks_gflops": {str(th): {"start": {k: round(v / 1e9, 1) for k, v in peak_start[th].items()},
+                                         "end": {k: round(v / 1e9, 1) for k, v in peak_end[th].items()}}
+                               for th in thread_list},
+              "peak_samples_between_batches_gflops": {f"{th} {kind}": [round(v / 1e9, 1) for v in vals]
+                                                      for (th, kind), vals in samples.items()},
+              "compile_seconds": {str(k): v for k, v in compile_seconds.items()},
+              "op_shares": {str(k): v for k, v in shares.items()},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                           "torch": torch.__version__, "load_average_start": load0,
+                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                          "load_average_per_batch": [round(x, 2) for x in loads],
                           "load_average_end": os.getloadavg()},
               "rows": rows}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"padding share {result['padding_share']:.1%}; wrote {out_path}")
+    return result
+
+
+POLICIES = ("default", "PASSIVE")
+
+
+def wait_policy_child(args) -> None:
+    """In a fresh process (OpenMP reads ``OMP_WAIT_POLICY`` when it loads): seconds of the default (packed)
+    capture of ``args.n`` texts at each of ``--threads-list``, printed as one JSON line."""
+    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
+    texts = pipeline.load_texts(args.n, seed=0)
+    out = {"policy": os.environ.get("OMP_WAIT_POLICY", "default"), "load_average": os.getloadavg()[0]}
+    for th in (int(t) for t in args.threads_list.split(",")):
+        torch.set_num_threads(th)
+        capture.residual_stream(model, tok, texts[-4:], batch_size=args.batch_size, progress=False)  # warm-up
+        t0 = time.perf_counter()
+        capture.residual_stream(model, tok, texts, batch_size=args.batch_size, progress=False)
+        out[str(th)] = round(time.perf_counter() - t0, 2)
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def wait_policy(args) -> dict:
+    """OpenMP's wait policy (how a thread waits at the end of a parallel region: spinning by default,
+    sleeping with ``OMP_WAIT_POLICY=PASSIVE``) as a thread-settings lever: ``--wait-policy-ab K`` runs K
+    alternations of a child process per policy (A B A B ...), each timing the same capture at every thread
+    count; reports every time and the median per (policy, threads)."""
+    import subprocess  # noqa: PLC0415
+
+    out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_threads.json")
+    runs = []
+    for k in range(args.wait_policy_ab):
+        for policy in (POLICIES if k % 2 == 0 else POLICIES[::-1]):
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(int(t) for t in args.threads_list.split(",")))}
+            env.pop("OMP_WAIT_POLICY", None)
+            if policy != "default":
+                env["OMP_WAIT_POLICY"] = policy
+            cmd = [sys.executable, __file__, "--wait-policy-child", "--n", str(args.n), "--batch-size",
+                   str(args.batch_size), "--model", args.model, "--threads-list", args.threads_list]
+            res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT "))
+            runs.append(json.loads(line[len("RESULT "):]))
+            print(runs[-1], flush=True)
+    threads = args.threads_list.split(",")
+    medians = {f"{p} {th} threads": round(float(np.median([r[th] for r in runs if r["policy"] == p])), 2)
+               for p in POLICIES for th in threads}
+    result = {"benchmark": "capture_wait_policy", "model": args.model, "n": args.n, "batch_size": args.batch_size,
+              "capture": "capture.residual_stream defaults (packed), one warm-up call, then all n texts",
+              "alternations": args.wait_policy_ab, "median_seconds": medians, "runs": runs,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(medians), f"wrote {out_path}")
     return result
 
 
@@ -331,8 +532,23 @@ def main(argv=None):
                    help="with --no-interleave: passes per method, round-robin; the fastest is kept")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours")
     p.add_argument("--roofline", action="store_true", help="matmul peak vs the capture's FLOP rate, levers")
+    p.add_argument("--levers", default="", help=f"with --roofline: comma-separated subset of {', '.join(LEVERS)}")
+    p.add_argument("--threads-list", default=",".join(str(t) for t in sorted({1, os.cpu_count() or 1})),
+                   help="with --roofline: thread counts, interleaved")
+    p.add_argument("--levers-other-threads", default="fp32 padded,fp32 packed,fp32 packed + torch.compile",
+                   help="with --roofline: the levers also run at the thread counts after the first")
+    p.add_argument("--no-profile-shares", dest="profile_shares", action="store_false",
+                   help="with --roofline: skip the torch.profiler op shares")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--wait-policy-ab", type=int, default=0,
+                   help="K > 0: OMP_WAIT_POLICY default vs PASSIVE, K alternations of child processes "
+                        "(-> results/capture_threads.json)")
+    p.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
     ARGS = args = p.parse_args(argv)
+    if args.wait_policy_child:
+        return wait_policy_child(args)
+    if args.wait_policy_ab:
+        return wait_policy(args)
     if args.roofline:
         return roofline(args)
 

@@ -141,3 +141,111 @@ def test_batches_is_the_one_loop(tiny_llama, tiny_tokenizer, sample_texts):
     assert sorted(seen) == list(range(len(ids)))
     lengths = [len(ids[i]) for i in seen]
     assert lengths == sorted(lengths, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Packed (padding-free) batches
+# ------------------------------------------------------------------------------------------------
+def test_pack_ids_restarts_positions_per_text():
+    input_ids, position_ids, last, lengths = capture.pack_ids([[5, 6, 7], [8], [9, 10]])
+    assert input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert last.tolist() == [2, 3, 5] and lengths.tolist() == [3, 1, 2]
+    with pytest.raises(ValueError, match="no tokens"):
+        capture.pack_ids([[1], []])
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7])
+def test_packed_equals_padded_bit_for_bit(tiny, tiny_tokenizer, sample_texts, batch_size):
+    """Packing changes only which rows the linear layers see; attention runs on the padded batch with its
+    own mask (Gemma 3's sliding window of 8 included: several texts are longer), so values are identical."""
+    assert capture.can_pack(tiny)
+    assert max(len(s) for s in capture.tokenize(tiny_tokenizer, sample_texts)) > 8
+    padded = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
+                                     pack=False)
+    packed = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
+                                     pack=True)
+    np.testing.assert_array_equal(packed, padded)
+    assert tiny.config._attn_implementation == "sdpa"  # restored after the capture
+
+
+def test_packed_attention_sees_only_its_own_text(tiny_llama, tiny_tokenizer, sample_texts):
+    """Each text of a packed batch gives what it gives alone: nothing leaks between neighbours in the row."""
+    packed = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=len(sample_texts),
+                                     progress=False, pack=True)
+    alone = np.stack([capture.residual_stream(tiny_llama, tiny_tokenizer, [t], progress=False, pack=False)[0]
+                      for t in sample_texts])
+    np.testing.assert_allclose(packed, alone, atol=1e-5, rtol=0)
+
+
+def test_pack_needs_sdpa_and_default_falls_back(tiny_llama, tiny_tokenizer, sample_texts):
+    cfg = tiny_llama.config
+    padded = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False,
+                                     pack=False)
+    cfg._attn_implementation = "eager"
+    try:
+        assert not capture.can_pack(tiny_llama)
+        with pytest.raises(ValueError, match="sdpa"):
+            capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
+        eager = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
+    finally:
+        cfg._attn_implementation = "sdpa"
+    np.testing.assert_allclose(eager, padded, atol=1e-5, rtol=0)
+
+
+def test_packed_attention_outside_a_capture_is_an_error(tiny_llama, tiny_tokenizer):
+    cfg = tiny_llama.config
+    capture._register_packed_attention()
+    cfg._attn_implementation = capture.PACKED_ATTENTION
+    try:
+        with pytest.raises(RuntimeError, match="pack=True"), torch.inference_mode():
+            tiny_llama(input_ids=_ids(tiny_tokenizer, "the game was"))
+    finally:
+        cfg._attn_implementation = "sdpa"
+
+
+def test_attention_restored_when_a_hook_fails(tiny_llama, tiny_tokenizer, sample_texts):
+    def boom(module, args):
+        raise KeyError("boom")
+
+    handle = models.layer_modules(tiny_llama)[1].register_forward_pre_hook(boom)
+    try:
+        with pytest.raises(KeyError):
+            capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
+    finally:
+        handle.remove()
+    assert tiny_llama.config._attn_implementation == "sdpa"
+    assert capture._PACKING.get() is None
+
+
+def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_tokenizer, sample_texts):
+    """compile=True: the layers' MLPs and norms run torch.compile'd (round-off only), the recording hooks
+    still fire, and the modules get their own forward back afterwards."""
+    eager = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
+    compiled = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False,
+                                       compile=True)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=1e-5)
+    layer = models.layer_modules(tiny_llama)[0]
+    assert "forward" not in layer.mlp.__dict__ and "forward" not in layer.input_layernorm.__dict__
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "mistral_sliding_window"])
+def test_packed_equals_padded_on_other_architectures(kind, tiny_tokenizer, sample_texts):
+    """Absolute position embeddings (GPT-2: positions restart per packed text) and a sliding window passed
+    to the attention (Mistral, window 6 < the longest text): still the padded batch's values, bit for bit."""
+    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=64, n_layer=2, n_head=4,
+                                           n_positions=128, bos_token_id=tiny_tokenizer.bos_token_id))
+    else:
+        model = MistralForCausalLM(MistralConfig(
+            vocab_size=len(tiny_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, sliding_window=6,
+            bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.pad_token_id))
+    model.eval()
+    assert capture.can_pack(model)
+    padded = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=False)
+    packed = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=True)
+    np.testing.assert_array_equal(packed, padded)
