@@ -10,6 +10,9 @@ PY         := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 PROFILE    ?= full
 PYTEST_ARGS ?=
+# OpenMP threads sleep instead of spinning while they wait: on a shared machine spinning threads took 2.7x
+# longer at 2 threads (benchmarks/results/capture_roofline_passive*.json); 1 thread: 7.1 s vs 7.3 s spinning.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help venv browser test test-fast book notebooks book-html check-book sync benchmarks clean
 
