@@ -4,6 +4,7 @@ and the browser check, each timed on its own.
     .venv/bin/python benchmarks/bench_book.py --profile full          # the published book (hours on 2 cores)
     .venv/bin/python benchmarks/bench_book.py --profile ci            # the test profile (~15 min)
     .venv/bin/python benchmarks/bench_book.py --profile full --nice 19 --only 01,02
+    .venv/bin/python benchmarks/bench_book.py --profile full --cache-dir /big/cold --resume   # after a stop
 
 "Cold" means: a fresh activation/model cache (models converted from their GGUF files again, every capture
 recomputed) and a fresh ``torch.compile`` cache. Each step runs as ``python -m transformer_dynamics.build
@@ -12,7 +13,10 @@ CPU seconds (user + system of the step's process tree, from ``getrusage(RUSAGE_C
 machine, or under ``--nice``, the wall time mostly measures the other work; the CPU time does not, and on 2
 idle cores a step's wall time lies between CPU / 2 (both cores busy throughout) and CPU (one core).
 The JSON (``results/book_cold_<profile>.json``) is rewritten after every step, so an interrupted run keeps the
-steps it finished. Goal (issue 17): the full profile under 25 minutes on this 2-core machine when idle.
+steps it finished, and ``--resume`` (with the same ``--cache-dir``) runs only the steps not yet done
+(the cache then holds what the finished steps left, as it would have in one uninterrupted run).
+``OMP_WAIT_POLICY`` is PASSIVE unless set, as ``make book`` sets it: spinning OpenMP threads would count their
+waiting as CPU time. Goal (issue 17): the full profile under 25 minutes on this 2-core machine when idle.
 """
 
 from __future__ import annotations
@@ -63,22 +67,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default=None, help="the (empty) cache to fill (default: a fresh temp dir, removed after)")
     p.add_argument("--nice", type=int, default=0, help="run each step under nice -n NICE (CPU times stay comparable)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML build and the browser check")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep --cache-dir and the steps already recorded in --out")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     only = a.only.split(",") if a.only else None
     out = Path(a.out or HERE / "results" / f"book_cold_{a.profile}.json")
     cache = Path(a.cache_dir) if a.cache_dir else Path(tempfile.mkdtemp(prefix="td-cold-"))
-    if cache.exists() and any(cache.iterdir()):
+    if a.resume and not (a.cache_dir and out.exists()):
+        sys.exit(f"--resume needs the interrupted run's --cache-dir and its results file ({out})")
+    if not a.resume and cache.exists() and any(cache.iterdir()):
         sys.exit(f"--cache-dir {cache} is not empty: a cold build needs an empty folder (or omit the flag)")
     cache.mkdir(parents=True, exist_ok=True)
     build_out = cache / "_build"
     logs = cache / "logs"
     logs.mkdir(exist_ok=True)
     env = dict(os.environ, TRANSFORMER_DYNAMICS_CACHE=str(cache), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     py = [sys.executable, "-m", "transformer_dynamics.build"]
     record = {"benchmark": "book_cold", "profile": a.profile, "nice": a.nice, "cache": "empty at start",
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
               "goal_s": GOAL_S.get(a.profile), "rows": []}
+    if a.resume:
+        record["rows"] = [r for r in json.loads(out.read_text())["rows"] if r.get("ok")]
 
     def save() -> None:
         done = [r for r in record["rows"] if r.get("ok")]
@@ -99,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         steps += [("html", py + ["html", "--profile", a.profile, "--out", str(build_out)]),
                   ("browser check", py + ["check", "--out", str(build_out)])]
     try:
+        done = {r["step"] for r in record["rows"]}
         for name, cmd in steps:
+            if name in done:
+                continue
             print(f"[bench_book] {name} ...", flush=True)
-            row = {"step": name, **_step(cmd, env, logs / f"{name.replace(' ', '_')}.log", a.nice)}
+            row = {"step": name, "omp_wait_policy": env["OMP_WAIT_POLICY"], **_step(cmd, env, logs / f"{name.replace(' ', '_')}.log", a.nice)}
             record["rows"].append(row)
             save()
             print(f"[bench_book] {name}: {row['wall_s']} s wall, {row['cpu_s']} s CPU, ok={row['ok']}", flush=True)
