@@ -155,17 +155,24 @@ def test_pack_ids_restarts_positions_per_text():
         capture.pack_ids([[1], []])
 
 
+def assert_roundoff_equal(a, b):
+    """Equal to float32 round-off: measured at 2 threads on tiny GPT-2 / Mistral, 2e-8 absolute (1.8e-5
+    relative on values ~1e-3); a wrong mask or position would move values by far more than 1e-6."""
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(np.abs(b).max()))
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 7])
-def test_packed_equals_padded_bit_for_bit(tiny, tiny_tokenizer, sample_texts, batch_size):
+def test_packed_equals_padded(tiny, tiny_tokenizer, sample_texts, batch_size):
     """Packing changes only which rows the linear layers see; attention runs on the padded batch with its
-    own mask (Gemma 3's sliding window of 8 included: several texts are longer), so values are identical."""
+    own mask (Gemma 3's sliding window of 8 included: several texts are longer), so values agree to float32
+    round-off (matmuls of other shapes may sum in another order with 2+ threads)."""
     assert capture.can_pack(tiny)
     assert max(len(s) for s in capture.tokenize(tiny_tokenizer, sample_texts)) > 8
     padded = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
                                      pack=False)
     packed = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
                                      pack=True)
-    np.testing.assert_array_equal(packed, padded)
+    assert_roundoff_equal(packed, padded)
     assert tiny.config._attn_implementation == "sdpa"  # restored after the capture
 
 
@@ -232,7 +239,7 @@ def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_t
 @pytest.mark.parametrize("kind", ["gpt2", "mistral_sliding_window"])
 def test_packed_equals_padded_on_other_architectures(kind, tiny_tokenizer, sample_texts):
     """Absolute position embeddings (GPT-2: positions restart per packed text) and a sliding window passed
-    to the attention (Mistral, window 6 < the longest text): still the padded batch's values, bit for bit."""
+    to the attention (Mistral, window 6 < the longest text): still the padded batch's values (to round-off)."""
     from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
@@ -248,4 +255,4 @@ def test_packed_equals_padded_on_other_architectures(kind, tiny_tokenizer, sampl
     assert capture.can_pack(model)
     padded = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=False)
     packed = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=True)
-    np.testing.assert_array_equal(packed, padded)
+    assert_roundoff_equal(packed, padded)

@@ -11,7 +11,8 @@ concatenated into one row with positions restarting at 0 for each text, so the l
 the time) multiply real tokens only; the attention alone unpacks queries, keys and values into the
 right-padded ``(B, H, width, dh)`` layout and runs transformers' sdpa attention there with the padded
 batch's own mask (causal, keys inside the text, sliding window where the layer has one). The captured
-values are those of a right-padded batch (bit for bit, tested); ``pack=False`` runs right-padded batches
+values are those of a right-padded batch to float32 round-off (bit for bit in our SmolLM2 and Gemma 3 runs;
+with 2+ threads a matmul of another shape may sum in another order: 2e-8 absolute on tiny GPT-2, tested); ``pack=False`` runs right-padded batches
 (so positions and causal attention of real tokens are unchanged), as do models with other attention kernels.
 """
 
