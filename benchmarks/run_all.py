@@ -36,6 +36,7 @@ QUICK: dict[str, list[str]] = {
     "phase": [],                          # already at the paper's shape
     "reduce": ["--quick"],                # PCA on 1/8 of the texts
     "dynamics": [],                       # Jacobians of 8 SmolLM2 texts timed, extrapolated to 64
+    "book": ["--profile", "ci"],          # the cold make book on the ci profile (~15 min)
 }
 FULL: dict[str, list[str]] = {
     "capture": ["--n", "1000", "--out", str(HERE / "results" / "capture_n1000.json")],  # the paper's N
@@ -44,6 +45,7 @@ FULL: dict[str, list[str]] = {
     "phase": [],
     "reduce": ["--sklearn"],
     "dynamics": ["--n", "64"],            # all Jacobians of 64 texts timed
+    "book": ["--profile", "full"],        # the cold make book, full profile (hours on 2 cores: run it idle)
 }
 
 
