@@ -18,7 +18,7 @@ from .. import bootstrap, metrics, phase
 from .. import claims as _claims
 from ..arrays import check_rs, split_transitions, transition_kind
 from .resampling import bootstrap_headlines
-from .statistics import GROUPS, _MIN_RS, _check_groups, _early, _mi_units, _nanmean, curves
+from .statistics import GROUPS, _MIN_RS, _check_groups, _mi_units, _nanmean, curves
 
 __all__ = ["claim_evidence", "rotation_evidence", "teleport_evidence", "verdict_table", "robustness_lines",
            "first_transitions_table"]
@@ -60,7 +60,7 @@ def _p_rows(c: Mapping[str, Any], mi_method: str, seed: int) -> list[tuple[str, 
         rows.append(("vel_cross_above_within", "median") + bootstrap.sign_test(x[:k], w[:k]))
     if "mi_mean" in c:
         mi = np.asarray(c["mi_mean"], dtype=np.float64)
-        rows.append(("mi_early_drop", mi_method) + bootstrap.trend_test(mi[:_early(mi.size)], seed=seed))
+        rows.append(("mi_early_drop", mi_method) + bootstrap.trend_test(mi[:metrics.early_stop(mi.size)], seed=seed))
         if "r_median" in c:
             rows.append(("mi_vs_r", mi_method) + bootstrap.trend_test(mi, np.asarray(c["r_median"]), seed=seed))
     if "rot" in c and c.get("rot_null") is not None:

@@ -132,10 +132,6 @@ def _first_finite(y: np.ndarray) -> int | None:
     return int(t[0]) if t.size else None
 
 
-def _early(n_transitions: int) -> int:
-    """How many transitions count as "early" (the MI drop): :func:`metrics.early_stop`."""
-    return metrics.early_stop(n_transitions)
-
 
 def _mi_units(d_model: int, mi_units: int | Sequence[int] | None, seed: int) -> np.ndarray:
     """The units the MI is averaged over: an int (that many random units, ``seed``), indices, or None (all)."""
@@ -255,7 +251,7 @@ def _vel_headlines(vel: np.ndarray) -> dict[str, float]:
 
 def _mi_headlines(mi: np.ndarray) -> dict[str, float]:
     T = mi.size
-    early = _early(T)
+    early = metrics.early_stop(T)
     t0 = _first_finite(mi)
     if t0 is None or not np.isfinite(mi[:early]).any():
         return {k: np.nan for k in ("mi_first", "mi_min_early", "mi_drop", "mi_steepest_drop_cross")}
