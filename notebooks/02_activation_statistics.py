@@ -371,7 +371,7 @@ for (m, c), ev in evidence.items():
     ch.ledger.claim_table(ev, model=m, condition=c)
 
 # %% [markdown]
-# The rows, one per model (original texts unless the claim ends in "[shuffled control]"); readings other
+# The rows, one per model (original texts unless the claim ends in "[shuffled-token control]"); readings other
 # than the headline name themselves in brackets.
 
 # %% tags=["remove-input"]

@@ -326,7 +326,7 @@ for m, c in RUNS:
 # %% [markdown]
 # ## The paper's statements next to ours
 # Every row is a ledger entry written above, one row per model, the rows of one statement together
-# (original texts unless the claim ends in "[shuffled control]"). The last column comes from the
+# (original texts unless the claim ends in "[shuffled-token control]"). The last column comes from the
 # claim registry (✓ holds, ✗ fails, ? undecided); – where the row is a plain value.
 
 # %% tags=["remove-input"]

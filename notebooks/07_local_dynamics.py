@@ -397,15 +397,15 @@ for i, m in enumerate(MODELS):
 for m in MODELS:
     for cond in ("original", "shuffled"):
         row = jpca_table.loc[(m, cond)]
-        suffix = "" if cond == "original" else "_shuffled_texts"
-        ch.ledger.record(f"jpca_r2_ratio{suffix}", float(row["ratio"]), model=m, figure="beyond", condition=cond,
-                         claim=f"jPCA R² ratio (skew-symmetric / unconstrained) on the top {JPCA_K} PCs")
-        ch.ledger.record(f"jpca_r2_ratio_layer_shuffled{suffix}", float(row["ratio, layer-shuffled (median)"]), model=m,
-                         figure="beyond", condition=cond, p=float(row["fraction of shuffles with ratio ≥ observed"]),
-                         claim=f"jPCA R² ratio with the sublayer order shuffled (median of {N_SHUFFLES})")
-        ch.ledger.record(f"jpca_top_frequency{suffix}", float(row["ω of the fastest plane (rad/sublayer)"]), model=m,
-                         unit="rad/sublayer", figure="beyond", condition=cond,
-                         claim="angular frequency of jPCA's fastest rotational plane")
+        ch.record(m, "jpca_r2_ratio", float(row["ratio"]), figure="beyond", condition=cond,
+                  claim=f"jPCA R² ratio (skew-symmetric / unconstrained) on the top {JPCA_K} PCs")
+        ch.record(m, "jpca_r2_ratio_layer_shuffled", float(row["ratio, layer-shuffled (median)"]),
+                  figure="beyond", condition=cond,
+                  p=float(row["fraction of shuffles with ratio ≥ observed"]),
+                  claim=f"jPCA R² ratio with the sublayer order shuffled (median of {N_SHUFFLES})")
+        ch.record(m, "jpca_top_frequency", float(row["ω of the fastest plane (rad/sublayer)"]),
+                  unit="rad/sublayer", figure="beyond", condition=cond,
+                  claim="angular frequency of jPCA's fastest rotational plane")
 
 # %% [markdown]
 # ## 6. The sequel's claims on these models

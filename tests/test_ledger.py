@@ -181,7 +181,7 @@ def test_claim_takes_everything_from_the_registry(tmp_path):
     assert "undefined" in ledger.to_table(ledger.load(led.path))
     assert e["mi_drop_at_cross"]["verdict"] == "holds"
     assert e["mi_early_drop@shuffled"]["condition"] == "shuffled"
-    assert "[shuffled control]" in e["mi_early_drop@shuffled"]["claim"]
+    assert "[shuffled-token control]" in e["mi_early_drop@shuffled"]["claim"]
     rows = ledger.claim_rows([ledger.load(led.path)])
     assert [(r["key"], r["verdict"]) for r in rows] == [("mi_early_drop", "holds"), ("mi_drop_at_cross", "holds")]
 

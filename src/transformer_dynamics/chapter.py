@@ -29,7 +29,7 @@ import numpy as np
 
 from . import pipeline
 from .capture import sublayer_labels
-from .ledger import Ledger, to_table
+from .ledger import Ledger, control_note, to_table
 
 __all__ = ["Chapter", "setup"]
 
@@ -76,7 +76,7 @@ class Chapter:
         """``ledger.record`` for ``model`` with the condition stored; a control condition's key gets the
         suffix ``_{condition}`` (:meth:`key`) and its claim says so."""
         if condition != self.conditions[0]:
-            claim = f"{claim} [{condition}-token control]"
+            claim = claim + control_note(condition)
         self.ledger.record(self.key(key, condition), value, claim=claim, condition=condition, model=model,
                            **kwargs)
 

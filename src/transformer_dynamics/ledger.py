@@ -86,6 +86,18 @@ class Entry:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: how a control condition is named in a ledger row's sentence (others: the condition's own name)
+CONTROL_NAMES = {"shuffled": "shuffled-token", "shuffled_keep_last": "shuffled-token, last kept",
+                 "random_init": "random-init"}
+
+
+def control_note(condition: str) -> str:
+    """The suffix a control condition's row adds to its sentence: ``""`` for the original texts, else e.g.
+    ``" [shuffled-token control]"``. The one wording for claims (:meth:`Ledger.claim`) and plain values
+    (:meth:`transformer_dynamics.chapter.Chapter.record`)."""
+    return "" if condition == "original" else f" [{CONTROL_NAMES.get(condition, condition)} control]"
+
+
 class Ledger:
     """Values recorded by one notebook run (one JSON file per notebook).
 
@@ -149,8 +161,7 @@ class Ledger:
             ci = None                       # no interval (e.g. an undefined value): stored as none
         if p is not None and not _claims._finite(p):
             p = None
-        text = c.quote + ("" if r.name == c.headline else f" [{r.description}]") + (
-            "" if condition == "original" else f" [{condition} control]")
+        text = c.quote + ("" if r.name == c.headline else f" [{r.description}]") + control_note(condition)
         self._put(Entry(key=name, value=_plain(value), claim=text, paper=c.paper, holds=v.holds,
                         ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=c.figure, unit=c.unit,
                         model=model, registry=key, reading=r.name, condition=condition,
