@@ -149,15 +149,18 @@ def plot_correlation_histogram(density, edges, order=None, *, ax=None,
     return fig
 
 
+def _named_curves(values, what: str) -> list[tuple[str, str, np.ndarray]]:
+    """``(line style, name, 2-D array)`` per curve of ``values``: one array (name "") or {name: array}."""
+    curves = values if isinstance(values, Mapping) else {"": values}
+    return [(("-", "--", ":", "-.")[i % 4], name, _as2d(v, what)) for i, (name, v) in enumerate(curves.items())]
+
+
 def _plot_transition_profile(values, *, labels, ax, ylabel, title, stat: str = "median") -> Figure:
     """values: (n_samples, n_transitions), or a mapping {name: such array} drawn with different line styles.
     Median (or mean) over samples with the interquartile band, coloured by transition kind."""
-    curves = values if isinstance(values, Mapping) else {"": values}
     fig, ax = fig_ax(ax)
-    styles = ["-", "--", ":", "-."]
     n_t = None
-    for i, (name, v) in enumerate(curves.items()):
-        v = _as2d(v, "values")
+    for style, name, v in _named_curves(values, "values"):
         n_t = v.shape[1]
         with _quiet_nan():
             q1, q3 = np.nanpercentile(v, [25, 75], axis=0)
@@ -168,7 +171,7 @@ def _plot_transition_profile(values, *, labels, ax, ylabel, title, stat: str = "
             color = WITHIN_COLOR if kind == "within" else CROSS_COLOR
             label = _KIND_LABEL[kind] + (f" — {name}" if name else "")
             ax.fill_between(t_idx, q1[t_idx], q3[t_idx], color=color, alpha=0.2, lw=0)
-            ax.plot(t_idx, centre[t_idx], styles[i % 4], marker="o", ms=3, color=color, lw=1.8, label=label)
+            ax.plot(t_idx, centre[t_idx], style, marker="o", ms=3, color=color, lw=1.8, label=label)
     ax.set_ylabel(ylabel)
     _transition_ticks(ax, n_t, labels)
     ax.legend(fontsize=7)
@@ -218,16 +221,13 @@ def plot_mi_mean(mi, *, labels: Sequence[str] | None = None, ax=None,
     """Fig 1H: mean over units of ``mi: (n_transitions, n_units)`` per transition, or a mapping
     {name: mi} (e.g. one per estimator) drawn with different line styles. Within-layer green points,
     cross-layer blue, joined by a grey line in transition order."""
-    curves = mi if isinstance(mi, Mapping) else {"": mi}
     fig, ax = fig_ax(ax)
-    styles = ["-", "--", ":", "-."]
     n_t = None
-    for i, (name, m) in enumerate(curves.items()):
-        m = _as2d(m, "mi")
+    for i, (style, name, m) in enumerate(_named_curves(mi, "mi")):
         n_t = m.shape[0]
         with _quiet_nan():
             mean = np.nanmean(m, axis=1)
-        ax.plot(np.arange(n_t), mean, styles[i % 4], color="0.5", lw=1, label=name or None)
+        ax.plot(np.arange(n_t), mean, style, color="0.5", lw=1, label=name or None)
         for kind, t_idx in _split_idx(n_t).items():
             color = WITHIN_COLOR if kind == "within" else CROSS_COLOR
             ax.plot(t_idx, mean[t_idx], "o", ms=4, color=color, label=_KIND_LABEL[kind] if i == 0 else None)
