@@ -75,6 +75,31 @@ def test_ksg_matches_sklearn():
     np.testing.assert_array_equal(MI.mutual_information_pairs(x, y, "ksg", compile=True), ours)
 
 
+@pytest.mark.skipif(MI._kernel_lib("ksg_counts") is None, reason="no C compiler: the KSG kernel is unavailable")
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_ksg_kernel_counts_equal_brute_force(k):
+    """The sorted sweep (ksg_counts.c) finds the same radii and counts as the O(N^2) distance matrix: the
+    estimates are bit-identical, on the constructed pairs (massive outlier, heavy tails, near constant...)
+    and on ties (rounded values, half the points equal, a constant unit, duplicated rows as a bootstrap
+    resample makes them)."""
+    import torch
+
+    x, y = MI.constructed_pairs(n=300, seed=3)
+    rng = np.random.default_rng(4)
+    extra_x, extra_y = rng.standard_normal((300, 5)), rng.standard_normal((300, 5))
+    extra_x[:, 0] = np.round(extra_x[:, 0])
+    extra_x[:150, 1] = 0.0
+    extra_y[:, 2] = 3.0
+    idx = rng.integers(0, 300, 300)
+    extra_x[:, 3], extra_y[:, 3] = x[idx, 0], y[idx, 0]
+    extra_y[:, 4] = np.round(2 * extra_x[:, 4]) / 2
+    xt = torch.from_numpy(np.ascontiguousarray(np.hstack([x, extra_x]).T))
+    yt = torch.from_numpy(np.ascontiguousarray(np.hstack([y, extra_y]).T))
+    fast, brute = MI._ksg(xt, yt, k=k), MI._ksg(xt, yt, k=k, brute=True)
+    np.testing.assert_array_equal(fast.numpy(), brute.numpy())
+    assert np.isnan(fast[xt.shape[0] - 3]) and np.isfinite(fast[:7]).all()
+
+
 def test_gcmi_matches_ince_formula():
     x, y = gaussian_pairs(300, 4, 0.5, seed=6)
     ours = MI.mutual_information_pairs(x, y, "gcmi")
@@ -234,10 +259,10 @@ def test_without_the_compiled_kernel_kde_is_the_exact_estimate(rs, monkeypatch):
 
 @needs_kernel
 def test_kernel_build_is_cached_per_source(tmp_path):
-    lib = MI._build_grid_lib(tmp_path)
+    lib = MI._build_lib(tmp_path)
     assert lib.exists() and lib.parent == tmp_path
     mtime = lib.stat().st_mtime_ns
-    assert MI._build_grid_lib(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
+    assert MI._build_lib(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
     assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary files left
 
 

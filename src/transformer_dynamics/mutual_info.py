@@ -9,7 +9,9 @@ Estimators (``method``):
   O(N^2)), within a bounded relative error (:func:`grid_error_bound`: 4.5e-6 in 2-D) of the exact sums,
   each set checked against the exact sum at its worst points;
 - ``"kde_exact"``: the same estimate from the exact O(N^2) kernel sums (the reference);
-- ``"ksg"``: Kraskov–Stögbauer–Grassberger k-nearest-neighbour estimate (k = 3, as scikit-learn);
+- ``"ksg"``: Kraskov–Stögbauer–Grassberger k-nearest-neighbour estimate (k = 3, as scikit-learn); radii and
+  counts by a sorted sweep in a second C kernel (``ksg_counts.c``: the brute force's numbers, bit for bit,
+  in O(N log N + N m) per pair instead of O(N^2));
 - ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
   Gaussian-copula data.
 """
@@ -157,9 +159,12 @@ GRID_MAX_FAR = 0.05
 #: the set is recomputed exactly.
 GRID_CHECK_POINTS = 8
 GRID_CHECK_RTOL = 2e-4
-#: The C kernel's source (next to this module) and its compile flags; the first set that works is used.
-_GRID_SOURCE = Path(__file__).with_name("kde_grid.c")
-_GRID_FLAGS = ((["-O3", "-march=native", "-ffast-math"], ["-lmvec", "-lm"]), (["-O3"], ["-lm"]))
+#: The C kernels (sources next to this module) and their compile flags, tried in order: the grid sums
+#: (fast math: float32 vector exps, checked against the exact sums) and the KSG counts (exact comparisons).
+_KERNELS = {
+    "kde_grid": ((["-O3", "-march=native", "-ffast-math"], ["-lmvec", "-lm"]), (["-O3"], ["-lm"])),
+    "ksg_counts": ((["-O3", "-march=native"], []), (["-O3"], [])),
+}
 
 
 def grid_error_bound(h: float = GRID_H, d: int = 1) -> float:
@@ -170,9 +175,11 @@ def grid_error_bound(h: float = GRID_H, d: int = 1) -> float:
     return (1.0 + e) ** d - 1.0
 
 
-def _build_grid_lib(folder: Path) -> Path:
-    """Compile kde_grid.c into ``folder`` (once per source, compiler and CPU) -> the shared library path."""
-    src = _GRID_SOURCE.read_bytes()
+def _build_lib(folder: Path, name: str = "kde_grid") -> Path:
+    """Compile ``name``.c (a key of :data:`_KERNELS`) into ``folder``, once per source, compiler and CPU
+    -> the shared library's path."""
+    src = Path(__file__).with_name(f"{name}.c").read_bytes()
+    flags = _KERNELS[name]
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
@@ -180,16 +187,16 @@ def _build_grid_lib(folder: Path) -> Path:
     if os.path.exists("/proc/cpuinfo"):  # -march=native: one build per CPU model
         cpu += "".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
                        if ln.startswith(("flags", "model name")))[:4096]
-    key = hashlib.sha256(src + cc.encode() + cpu.encode() + repr(_GRID_FLAGS).encode()).hexdigest()[:16]
-    lib = folder / f"kde_grid_{key}.so"
+    key = hashlib.sha256(src + cc.encode() + cpu.encode() + repr(flags).encode()).hexdigest()[:16]
+    lib = folder / f"{name}_{key}.so"
     if lib.exists():
         return lib
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        c, obj, so = Path(tmp) / "kde_grid.c", Path(tmp) / "kde_grid.o", Path(tmp) / "kde_grid.so"
+        c, obj, so = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
         c.write_bytes(src)
-        for cflags, libs in _GRID_FLAGS:  # link without -ffast-math: no process-wide flush-to-zero
+        for cflags, libs in flags:  # link without -ffast-math: no process-wide flush-to-zero
             run = [[cc, *cflags, "-fPIC", "-c", str(c), "-o", str(obj)],
                    [cc, "-shared", str(obj), "-o", str(so), *libs]]
             res = [subprocess.run(cmd, capture_output=True, text=True) for cmd in run[:1]]
@@ -199,32 +206,44 @@ def _build_grid_lib(folder: Path) -> Path:
                 os.replace(so, lib)  # atomic: concurrent builds end with one complete library
                 return lib
             errors.append(res[-1].stderr.strip()[-500:])
-    raise RuntimeError("compiling kde_grid.c failed: " + " | ".join(errors))
+    raise RuntimeError(f"compiling {name}.c failed: " + " | ".join(errors))
 
 
-def _grid_lib():
-    """The compiled grid kernel (ctypes), or None when compilation is off or impossible (then "kde" sums
-    exactly, with a warning). Built in ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: ``kernels`` in the user
-    cache dir, e.g. ``~/.cache/transformer-dynamics/kernels``, never ``$TRANSFORMER_DYNAMICS_CACHE``, which
-    may be a shared drive); one library per source, compiler and CPU model."""
+def _kernel_lib(name: str):
+    """The compiled kernel ``name`` (ctypes; a key of :data:`_KERNELS`), or None when compilation is off or
+    impossible (then "kde" sums exactly and "ksg" counts by brute force, with a warning). Built in
+    ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: ``kernels`` in the user cache dir, e.g.
+    ``~/.cache/transformer-dynamics/kernels``, never ``$TRANSFORMER_DYNAMICS_CACHE``, which may be a shared
+    drive); one library per source, compiler and CPU model."""
     if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
         return None
-    if "grid" not in _COMPILED:
+    if name not in _COMPILED:
         try:
             import platformdirs  # noqa: PLC0415
 
             folder = Path(os.environ.get(KERNELS_ENV)
                           or Path(platformdirs.user_cache_dir("transformer-dynamics")) / "kernels")
-            lib = ctypes.CDLL(str(_build_grid_lib(folder)))
+            lib = ctypes.CDLL(str(_build_lib(folder, name)))
             ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-            lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
-            lib.kde_log_density.argtypes = [i32, i32, i32, ptr, ptr, f64, f64, i32, i32, i32, f64, ptr, ptr]
-            lib.kde_grid_sums.restype = lib.kde_log_density.restype = i32
-            _COMPILED["grid"] = lib
-        except Exception as exc:  # no compiler, a failed build: exact sums, correct but slower
-            warnings.warn(f"the KDE grid kernel is unavailable ({exc}); method 'kde' sums exactly (slower)")
-            _COMPILED["grid"] = None
-    return _COMPILED["grid"]
+            if name == "kde_grid":
+                lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
+                lib.kde_log_density.argtypes = [i32, i32, i32, ptr, ptr, f64, f64, i32, i32, i32, f64, ptr, ptr]
+                lib.kde_grid_sums.restype = lib.kde_log_density.restype = i32
+            else:
+                lib.ksg_counts.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr]
+                lib.ksg_counts.restype = i32
+            _COMPILED[name] = lib
+        except Exception as exc:  # no compiler, a failed build: the slower exact path
+            warnings.warn(f"the C kernel {name} is unavailable ({exc}); "
+                          + ("method 'kde' sums exactly" if name == "kde_grid" else "'ksg' counts by brute force")
+                          + " (slower)")
+            _COMPILED[name] = None
+    return _COMPILED[name]
+
+
+def _grid_lib():
+    """The grid kernel (:func:`_kernel_lib` ``"kde_grid"``)."""
+    return _kernel_lib("kde_grid")
 
 
 def _run_sets(B: int, call: Callable[[int, int], int]) -> None:
@@ -238,7 +257,7 @@ def _run_sets(B: int, call: Callable[[int, int], int]) -> None:
         with ThreadPoolExecutor(n_threads) as pool:
             codes = list(pool.map(call, bounds[:-1], bounds[1:]))
     if any(codes):
-        raise RuntimeError(f"the KDE grid kernel failed (codes {codes}: -1 bad arguments, -2 out of memory)")
+        raise RuntimeError(f"a C kernel failed (codes {codes}: -1 bad arguments, -2 out of memory)")
 
 
 def _ptr(a: np.ndarray, lo: int) -> int:
@@ -409,12 +428,15 @@ def _compiled_count() -> Callable | None:
 
 
 def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = None,
-         mem_bytes: int = 32 * 2**20) -> torch.Tensor:
+         mem_bytes: int = 32 * 2**20, brute: bool = False) -> torch.Tensor:
     """KSG (Kraskov et al. 2004, algorithm 1) MI in nats. x, y: (B, N) float64 -> (B,).
 
     x and y are scaled to unit standard deviation; distances in ``KSG_DTYPE`` (float64 by default; the
     radius and the marginal counts come from the same differences, so they are consistent).
-    The marginal counts run as a fused ``torch.compile`` kernel when the work is large (or compile=True).
+    The radii and counts come from the C kernel (ksg_counts.c: a sorted sweep, O(N log N + N m) per pair,
+    the same numbers as the brute force), else (``brute=True``, no compiler, float32 distances) from the
+    O(N^2) distance matrix, whose marginal counts run as a fused ``torch.compile`` kernel when the work is
+    large (or compile=True).
     """
     B, n = x.shape
     if not 1 <= k < n:
@@ -425,12 +447,21 @@ def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = No
             & torch.isfinite(y).all(-1, keepdim=True))[:, 0]
     x = torch.nan_to_num(x / torch.where(sx > 0, sx, torch.ones_like(sx))).to(KSG_DTYPE)
     y = torch.nan_to_num(y / torch.where(sy > 0, sy, torch.ones_like(sy))).to(KSG_DTYPE)
+    const = special.digamma(n) + special.digamma(k)
+    lib = None if brute or KSG_DTYPE != torch.float64 or B == 0 else _kernel_lib("ksg_counts")
+    if lib is not None:
+        xa, ya = np.ascontiguousarray(x.numpy()), np.ascontiguousarray(y.numpy())
+        nx, ny = np.empty((B, n), dtype=np.int32), np.empty((B, n), dtype=np.int32)
+        _run_sets(B, lambda lo, hi: lib.ksg_counts(hi - lo, n, k, _ptr(xa, lo), _ptr(ya, lo), _ptr(nx, lo),
+                                                   _ptr(ny, lo)))
+        out = const - torch.special.digamma(torch.from_numpy(nx).double()).mean(-1) \
+            - torch.special.digamma(torch.from_numpy(ny).double()).mean(-1)
+        return out.masked_fill(bad, float("nan"))
     count = None
     if compile or (compile is None and B * n * n > 2e8):
         count = _compiled_count()
     out = torch.empty(B, dtype=torch.float64)
     chunk = max(1, int(mem_bytes // (n * n * 8 * 2)))
-    const = special.digamma(n) + special.digamma(k)
     for s in range(0, B, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
         dz = torch.maximum((xb[:, :, None] - xb[:, None, :]).abs_(), (yb[:, :, None] - yb[:, None, :]).abs_())
