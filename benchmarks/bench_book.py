@@ -54,6 +54,27 @@ def _step(cmd: list[str], env: dict[str, str], log: Path, nice: int) -> dict:
             "load_end": [round(v, 2) for v in os.getloadavg()], "log": str(log)}
 
 
+def _commit() -> str:
+    """The commit the step ran (``+dirty`` with uncommitted changes): a long run may span several."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
+
+
+def slowest_cells(notebook: Path, top: int = 5) -> list[dict]:
+    """The ``top`` slowest cells of an executed notebook (papermill's per-cell durations): where the time went."""
+    if not notebook.exists():
+        return []
+    cells = json.loads(notebook.read_text())["cells"]
+    rows = []
+    for c in cells:
+        d = c.get("metadata", {}).get("papermill", {}).get("duration")
+        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        if d:
+            rows.append({"s": round(d, 1), "cell": src.strip().splitlines()[0][:80] if src.strip() else ""})
+    return sorted(rows, key=lambda r: -r["s"])[:top]
+
+
 def stems(profile: str, only: list[str] | None) -> list[str]:
     from transformer_dynamics.build.notebooks import notebook_stems
 
@@ -115,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in done:
                 continue
             print(f"[bench_book] {name} ...", flush=True)
-            row = {"step": name, "omp_wait_policy": env["OMP_WAIT_POLICY"], **_step(cmd, env, logs / f"{name.replace(' ', '_')}.log", a.nice)}
+            row = {"step": name, "omp_wait_policy": env["OMP_WAIT_POLICY"], "commit": _commit(),
+                   **_step(cmd, env, logs / f"{name.replace(' ', '_')}.log", a.nice)}
+            row["slowest_cells"] = slowest_cells(build_out / "executed" / a.profile / f"{name}.ipynb")
             record["rows"].append(row)
             save()
             print(f"[bench_book] {name}: {row['wall_s']} s wall, {row['cpu_s']} s CPU, ok={row['ok']}", flush=True)
