@@ -75,6 +75,45 @@ def slowest_cells(notebook: Path, top: int = 5) -> list[dict]:
     return sorted(rows, key=lambda r: -r["s"])[:top]
 
 
+def capture_floor(cache: Path) -> dict:
+    """The captures' share of the book that no code change can remove: every complete capture in ``cache``
+    (a cold build's), its real tokens (the texts tokenised as captured) and FLOPs (2 x parameters touched x
+    tokens), and the seconds they need at this machine's float32 (bfloat16) matmul peak, measured now with all
+    cores. 4-bit captures are listed without a floor (dequantisation, not matmuls, bounds them on a CPU)."""
+    import torch
+
+    from transformer_dynamics import capture, pipeline
+
+    sys.path.insert(0, str(HERE))
+    from bench_capture import matmul_peak, params_touched  # noqa: PLC0415
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    loaded, rows = {}, []
+    for meta in sorted(cache.glob("activations/*/meta.json")):
+        m = json.loads(meta.read_text())
+        if not m.get("complete"):
+            continue
+        i = m["identity"]
+        if i["model"] not in loaded:
+            model, tok = pipeline.load_model(i["model"], cache_dir=cache)
+            loaded[i["model"]] = (params_touched(model), tok)
+            del model
+        p, tok = loaded[i["model"]]
+        ids = capture.tokenize(tok, pipeline.load_texts(i["n"], seed=i["seed"]), add_bos=i["add_bos"],
+                               strip=i["strip"])
+        tokens = sum(map(len, ids))
+        dtype = "4bit" if i.get("quantization") == "4bit" else i["dtype"]
+        flops = 2.0 * p * tokens
+        rows.append({k: i.get(k) for k in ("model", "n", "condition", "add_bos", "strip")} | {
+            "dtype": dtype, "tokens": tokens, "tflop": round(flops / 1e12, 3),
+            "floor_s": round(flops / peak[dtype], 1) if dtype in peak else None})
+    floors = [r["floor_s"] for r in rows if r["floor_s"] is not None]
+    return {"peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()}, "captures": rows,
+            "fp32_tflop": round(sum(r["tflop"] for r in rows if r["dtype"] == "float32"), 2),
+            "floor_s": round(sum(floors), 1)}
+
+
 def stems(profile: str, only: list[str] | None) -> list[str]:
     from transformer_dynamics.build.notebooks import notebook_stems
 
@@ -90,11 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-html", action="store_true", help="skip the HTML build and the browser check")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: keep --cache-dir and the steps already recorded in --out")
+    p.add_argument("--floor", action="store_true",
+                   help="only add the capture floor (capture_floor) of the finished run in --cache-dir to --out")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     only = a.only.split(",") if a.only else None
     out = Path(a.out or HERE / "results" / f"book_cold_{a.profile}.json")
     cache = Path(a.cache_dir) if a.cache_dir else Path(tempfile.mkdtemp(prefix="td-cold-"))
+    if a.floor:
+        if not (a.cache_dir and out.exists()):
+            sys.exit(f"--floor needs the finished run's --cache-dir and its results file ({out})")
+        record = json.loads(out.read_text())
+        record["capture_floor"] = capture_floor(Path(a.cache_dir))
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[bench_book] capture floor {record['capture_floor']['floor_s']} s; wrote {out}")
+        return 0
     if a.resume and not (a.cache_dir and out.exists()):
         sys.exit(f"--resume needs the interrupted run's --cache-dir and its results file ({out})")
     if not a.resume and cache.exists() and any(cache.iterdir()):
