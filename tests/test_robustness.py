@@ -172,6 +172,20 @@ def test_fast_bootstrap_equals_recomputation(rs_random):
             assert reps[k][b] == pytest.approx(v, rel=1e-6, abs=1e-9, nan_ok=True), k
 
 
+def test_fast_replicates_do_not_depend_on_the_batch(rs_random):
+    """The resamples per matrix product (bootstrap.batch_rows: up to 500) change the speed, not the replicates."""
+    from transformer_dynamics.robustness import resampling
+
+    counts = bootstrap.bootstrap_counts(rs_random.shape[0], 23, 1)
+    groups = ("mean", "r", "cos", "vel", "rot")
+    auto = resampling._fast_replicates(rs_random, counts, groups)
+    for b in (1, 7):
+        small = resampling._fast_replicates(rs_random, counts, groups, batch=b)
+        for k in auto:
+            np.testing.assert_allclose(small[k], auto[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    assert bootstrap.batch_rows(5 * 576) == 500 and bootstrap.batch_rows(64 * 4096) == 64
+
+
 def test_bootstrap_ci_contains_estimate(rs_random):
     df = robustness.bootstrap_headlines(rs_random, 200, 0, mi_units=4, mi_method="gcmi", n_shuffles=10,
                                      n_boot_slow=20)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 __all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation", "weighted_correlation",
-           "trend_test", "sign_test"]
+           "batch_rows", "trend_test", "sign_test"]
 
 _VECTORISED = ("mean",)
 
@@ -91,12 +91,19 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
     return (estimate, low, high, reps) if return_samples else (estimate, low, high)
 
 
+def batch_rows(cols: int, max_bytes: int = 2**27, lo: int = 50, hi: int = 500) -> int:
+    """Resamples per matrix product ``(b, n) @ (n, cols)`` in float64: as many as ``max_bytes`` of output allow,
+    within [lo, hi] (a thin product wastes the BLAS kernel: 50 rows run at a third of 500's rate here)."""
+    return int(min(hi, max(lo, max_bytes // (8 * max(cols, 1)))))
+
+
 def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed: int = 0, ci: float = 0.95,
-                          batch: int = 100):
+                          batch: int | None = None):
     """Bootstrap of a summary over units of the per-unit Pearson r between ``x`` and ``y``, vectorised.
 
     x, y: (n_samples, n_units), e.g. ``rs[:, t]`` and ``rs[:, t + 1]``. For each resample of the texts the
-    r of every unit comes from resample-weighted moments (one matrix product for ``batch`` resamples), then
+    r of every unit comes from resample-weighted moments (one matrix product for ``batch`` resamples, None:
+    :func:`batch_rows`), then
     ``reduce`` ("median" or "mean", NaN-ignoring) over units. Same resamples as :func:`bootstrap` with the
     same seed. -> (estimate, low, high) floats; constant units are ignored (NaN r).
     """
@@ -113,6 +120,7 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
     x = x - x.mean(0)
     y = y - y.mean(0)
     moments = np.concatenate([x, y, x * x, y * y, x * y], axis=1)  # (n, 5 d)
+    batch = batch or batch_rows(moments.shape[1])
     red = np.nanmedian if reduce == "median" else np.nanmean
 
     def summary(w):  # w: (b, n) weights summing to 1 per row -> (b,)

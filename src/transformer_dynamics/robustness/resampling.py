@@ -24,24 +24,26 @@ __all__ = ["bootstrap_headlines", "nested_subsamples", "n_dependence"]
 # ----------------------------------------------------------------------------------------------------------
 # bootstrap
 # ----------------------------------------------------------------------------------------------------------
-def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...], batch: int = 50
+def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...], batch: int | None = None
                      ) -> dict[str, np.ndarray]:
     """Curves of the fast groups for every resample, from resampling counts (n_boot, n) -> {name: (n_boot, ...)}.
 
     r: per transition, the weighted moments of every unit (one matrix product); cos / vel: weighted means of
-    the per-text values; rot: rotation counts of the weighted mean trajectories.
+    the per-text values; rot: rotation counts of the weighted mean trajectories. ``batch``: resamples per
+    product (None: :func:`_batch_rows` of the product's width).
     """
     n, L, D = rs.shape
     w = counts / n                                                   # (B, n), rows sum to 1
     B = w.shape[0]
     out: dict[str, np.ndarray] = {}
+    wide = batch or bootstrap.batch_rows(L * D)                               # mean trajectories: (b, L D)
     if "mean" in groups:
         flat = rs.reshape(n, L * D)
         mag, sign = np.empty((B, L)), np.empty((B, L))
-        for s in range(0, B, batch):
-            mean = (w[s:s + batch] @ flat).reshape(-1, L, D)
-            mag[s:s + batch] = np.abs(mean).mean(2)
-            sign[s:s + batch] = (np.sign(mean) == np.sign(mean[:, -1:])).mean(2)
+        for s in range(0, B, wide):
+            mean = (w[s:s + wide] @ flat).reshape(-1, L, D)
+            mag[s:s + wide] = np.abs(mean).mean(2)
+            sign[s:s + wide] = (np.sign(mean) == np.sign(mean[:, -1:])).mean(2)
         out["mag_mean"], out["sign_agreement"] = mag, sign
     if "cos" in groups:
         out["cos_mean"] = w @ np.nan_to_num(metrics.cosine_similarity(rs))
@@ -52,21 +54,22 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
         r_all = np.empty((B, L - 1, D), dtype=np.float32)              # every unit's r, for units_high_r
         x = rs.astype(np.float64)
         x -= x.mean(0)
+        narrow = batch or bootstrap.batch_rows(5 * D)                        # moments: (b, 5 D)
         for t in range(L - 1):
             a, b = x[:, t], x[:, t + 1]
             moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)  # (n, 5 D)
-            for s in range(0, B, batch):
-                r = bootstrap.weighted_correlation(moments, w[s:s + batch])
-                r_all[s:s + batch, t] = r
-                med[s:s + batch, t] = _nanmedian(r, 1)
+            for s in range(0, B, narrow):
+                r = bootstrap.weighted_correlation(moments, w[s:s + narrow])
+                r_all[s:s + narrow, t] = r
+                med[s:s + narrow, t] = _nanmedian(r, 1)
         out["units_high_r"] = _units_high_r(r_all)[:, None]
         out["r_median"] = med
     if "rot" in groups:
         flat = rs.reshape(n, L * D).astype(np.float64)
         rot = np.empty((B, D))
-        for s in range(0, B, batch):
-            mean = (w[s:s + batch] @ flat).reshape(-1, L, D)         # (b, L, D) mean trajectories
-            rot[s:s + batch] = phase.count_rotations(np.ascontiguousarray(mean.transpose(0, 2, 1)))
+        for s in range(0, B, wide):
+            mean = (w[s:s + wide] @ flat).reshape(-1, L, D)          # (b, L, D) mean trajectories
+            rot[s:s + wide] = phase.count_rotations(np.ascontiguousarray(mean.transpose(0, 2, 1)))
         out["rot"] = rot
     return out
 
