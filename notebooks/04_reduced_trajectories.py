@@ -102,19 +102,19 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 # owning the loss). Reconstructions and explained variance are in raw RS units. Each model gets its own CAE
 # (its width sets the encoder's).
 #
-# `pipeline.trained_cae` trains each CAE once and caches it next to the activations, keyed by the capture
-# and every training argument; a rerun (say after a prose change) loads it. The training time shown is that
-# of the run that trained it.
+# `pipeline.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
+# next to the activations, keyed by the capture and every training argument; a rerun (say after a prose
+# change) loads it. The training time shown is that of the run that trained it.
 
 # %%
-cae = {}
+cae = pipeline.trained_caes(  # those not cached yet train side by side, one per CPU core
+    RUNS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
+    epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE,
+    num_threads=CAE_THREADS)
 for m, c in RUNS:
     if c == CONDITIONS[0]:
         print(f"{m}: encoder widths", reduce.geometric_widths(ch.d_model[m], 2, CAE_LAYERS))
-    cae[m, c] = r = pipeline.trained_cae(
-        m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
-        k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
-        device=DEVICE, num_threads=CAE_THREADS)
+    r = cae[m, c]
     print(f"  {c}: {len(r.history['train_loss'])} epochs (best {r.best_epoch}), "
           f"{r.train_time_s:.0f} s, test MSE (scaled) {r.test_loss:.4f}, "
           f"test EV {r.test_ev:.3f}")

@@ -129,3 +129,16 @@ def test_trained_cae_is_cached(model_cache_dir, wikitext_dir, monkeypatch):
         assert k1 == k2 and np.array_equal(v1.numpy(), v2.numpy())
     with pytest.raises(AssertionError, match="retrained"):
         pipeline.trained_cae("smollm2-135m", **{**kw, "epochs": 3})
+
+
+def test_trained_caes_in_worker_processes_equal_in_process(model_cache_dir, wikitext_dir):
+    """CAEs trained side by side in two spawned processes are the CAEs one process trains (bit for bit)."""
+    kw = dict(n=6, seed=3, cache_dir=model_cache_dir, k=3, epochs=2, patience=1, batch_size=64, progress=False,
+              num_threads=1)
+    runs = [("smollm2-135m", "original"), ("smollm2-135m", "shuffled")]
+    parallel = pipeline.trained_caes(runs, workers=2, recompute=True, **kw)  # trained in the workers
+    for m, c in runs:
+        alone = pipeline.trained_cae(m, condition=c, recompute=True, **kw)
+        assert parallel[m, c].test_ev == alone.test_ev
+        for (k1, v1), (k2, v2) in zip(parallel[m, c].model.state_dict().items(), alone.model.state_dict().items()):
+            assert k1 == k2 and np.array_equal(v1.numpy(), v2.numpy()), (c, k1)

@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__, cache, capture, data, models
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
-           "residual_stream", "residual_stream_store", "trained_cae"]
+           "residual_stream", "residual_stream_store", "trained_cae", "trained_caes"]
 
 CONDITIONS = ("original", "shuffled")
 #: every condition a capture accepts: CONDITIONS, and the control that keeps the last token in place too
@@ -206,6 +206,21 @@ CAE_VERSION = 1
 _CAE_RUNTIME_ARGS = {"device", "num_threads", "progress", "chunk_samples"}  # change speed, not the result
 
 
+def _cae_identity(store: Any, cae_kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"activations": store.identity, "cae_version": CAE_VERSION,
+            "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
+
+
+def _cae_cached(model: str, condition: str, kwargs: dict[str, Any]) -> bool:
+    """Whether :func:`trained_cae` would load this CAE from the module cache (the capture must exist)."""
+    cap = {k: kwargs[k] for k in ("n", "seed", "cache_dir", "quantization") if k in kwargs}
+    cae_kwargs = {k: v for k, v in kwargs.items() if k not in ("n", "cache_dir", "quantization", "recompute",
+                                                                "progress")}
+    cae_kwargs.setdefault("seed", cap.get("seed", 0))
+    store = residual_stream_store(model, verify=False, condition=condition, progress=False, **cap)
+    return cache.load_module(models.cache_root(kwargs.get("cache_dir")), _cae_identity(store, cae_kwargs)) is not None
+
+
 def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0, condition: str = "original",
                 cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
                 recompute: bool = False, progress: bool = True, **cae_kwargs: Any):
@@ -221,8 +236,7 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
                       progress=progress)
     store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
     cae_kwargs.setdefault("seed", seed)
-    identity = {"activations": store.identity, "cae_version": CAE_VERSION,
-                "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
+    identity = _cae_identity(store, cae_kwargs)
     root = models.cache_root(cache_dir)
     if not recompute:
         hit = cache.load_module(root, identity)
@@ -232,3 +246,33 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
     tensors, meta = result.to_state()
     cache.save_module(root, identity, tensors, meta)
     return result
+
+
+def _train_in_worker(model: str, condition: str, kwargs: dict[str, Any]) -> None:
+    """A worker process's job in :func:`trained_caes`: train one CAE into the module cache."""
+    trained_cae(model, condition=condition, **kwargs)
+
+
+def trained_caes(runs: Sequence[tuple[str, str]], *, workers: int | None = None, **kwargs: Any) -> dict:
+    """:func:`trained_cae` for every ``(model, condition)`` of ``runs`` (keywords as there), the CAEs not yet
+    cached trained side by side in ``workers`` processes (None: one per CPU core, up to the number to train,
+    when they train on the CPU with ``num_threads=1``, the fastest setting for these small networks; else 1).
+    Each CAE is the same as when trained alone (its own seed and generator, one thread); ``recompute=True``
+    retrains them all. -> {run: CAEResult}.
+    """
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+    import multiprocessing  # noqa: PLC0415
+
+    runs = list(dict.fromkeys(runs))
+    if workers is None:
+        on_cpu = kwargs.get("device") in (None, "cpu") and kwargs.get("num_threads") == 1
+        workers = (os.cpu_count() or 1) if on_cpu else 1
+    todo = [(m, c) for m, c in runs if kwargs.get("recompute") or not _cae_cached(m, c, kwargs)] \
+        if workers > 1 and len(runs) > 1 else []
+    if len(todo) > 1:
+        quiet = {**kwargs, "progress": False}
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for f in [pool.submit(_train_in_worker, m, c, quiet) for m, c in todo]:
+                f.result()  # a worker's error is raised here
+        kwargs = {**kwargs, "recompute": False}  # trained just now: load them
+    return {(m, c): trained_cae(m, condition=c, **kwargs) for m, c in runs}
