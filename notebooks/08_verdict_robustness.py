@@ -110,10 +110,13 @@ def capture(model, n=N, condition="original", **kw):
     )
 
 
-def evidence(rs, choice, setting, model, methods=MI_METHODS[:1]):
-    """Every rs-computable claim's value and uncertainty, labelled with the run."""
-    ev = robustness.claim_evidence(rs, mi_methods=methods, **KW)
-    return ev.assign(model=model, choice=choice, setting=setting)
+def evidence(runs, every_mi=()):
+    """Every rs-computable claim's value and uncertainty for each run
+    {(model, choice, setting): rs}, side by side (one process per core);
+    the runs in ``every_mi`` with every MI estimator."""
+    every_mi = {k: {"mi_methods": MI_METHODS} for k in every_mi}
+    return robustness.claim_evidence_runs(runs, names=("model", "choice", "setting"),
+                                          mi_methods=MI_METHODS[:1], per_run=every_mi, **KW)
 
 
 # %% [markdown]
@@ -121,22 +124,21 @@ def evidence(rs, choice, setting, model, methods=MI_METHODS[:1]):
 # Per model: the four last-token captures (the baseline with every MI estimator, so that the MI claims'
 # readings are covered), nested subsamples of the baseline capture, chapter 6's precision captures
 # (`N_PRECISION` texts each, float32 among them so that N and precision are not confounded), and the two
-# shuffled controls. Every capture goes through the cache.
+# shuffled controls. Every capture goes through the cache; the evidence of the runs is computed side by
+# side, one process per CPU core (`robustness.claim_evidence_runs`).
 
 # %%
-runs, rs_tokens = [], {}
+runs, rs_tokens = {}, {}
 for m in MODELS:
     for (choice, setting), kw in TOKENS.items():
-        rs_tokens[m, setting] = capture(m, **kw)
-        methods = MI_METHODS if choice == "baseline" else MI_METHODS[:1]
-        runs.append(evidence(rs_tokens[m, setting], choice, setting, m, methods))
+        runs[m, choice, setting] = rs_tokens[m, setting] = capture(m, **kw)
     base = rs_tokens[m, "strip=False, add_bos=True"]
     for n, idx in zip(N_VALUES, robustness.nested_subsamples(N, N_VALUES, seed=SEED)):
-        runs.append(evidence(base[idx], "N", str(n), m))
+        runs[m, "N", str(n)] = base[idx]
     for p in PRECISIONS:
         rs_p = capture(m, n=min(N_PRECISION, N), **robustness.precision_kwargs(p))
-        runs.append(evidence(rs_p, "precision", f"{p} (N={rs_p.shape[0]})", m))
-verdicts = robustness.verdict_table(pd.concat(runs, ignore_index=True))
+        runs[m, "precision", f"{p} (N={rs_p.shape[0]})"] = rs_p
+verdicts = robustness.verdict_table(evidence(runs, [k for k in runs if k[1] == "baseline"]))
 lines = robustness.robustness_lines(verdicts)
 
 # %% [markdown]
@@ -171,14 +173,11 @@ for m in MODELS:
 # only the order changed. The claims recomputed on both controls (headline: the paper's control):
 
 # %%
-control = []
-for m in MODELS:
-    for cond, (choice, setting) in {
-        "shuffled": ("baseline", "paper: all but BOS"),
-        "shuffled_keep_last": ("shuffle", "all but BOS and the last"),
-    }.items():
-        control.append(evidence(capture(m, condition=cond), choice, setting, m))
-control_verdicts = robustness.verdict_table(pd.concat(control, ignore_index=True))
+control = {(m, choice, setting): capture(m, condition=cond) for m in MODELS
+           for cond, (choice, setting) in {
+               "shuffled": ("baseline", "paper: all but BOS"),
+               "shuffled_keep_last": ("shuffle", "all but BOS and the last")}.items()}
+control_verdicts = robustness.verdict_table(evidence(control))
 control_lines = robustness.robustness_lines(control_verdicts)
 
 # %% tags=["remove-input"]

@@ -357,6 +357,24 @@ def test_robustness_table_shape_and_choices():
     assert set(lines["status"]) <= {"robust", "hinges", "undecided"}
 
 
+def test_claim_evidence_runs_side_by_side_equal_one_by_one():
+    """Two worker processes give each run's claim_evidence (to round-off: one BLAS thread there), labelled with
+    its key, in the order of the runs, with per-run keywords applied."""
+    runs = {("a", "baseline", "-"): _stream(n=60, seed=1), ("a", "N", "30"): _stream(n=30, seed=2),
+            ("b", "baseline", "-"): _stream(n=60, seed=3)}
+    kw = dict(n_boot=30, n_boot_slow=2, groups=("mean", "r", "vel", "mi"), seed=0, mi_units=4)
+    per_run = {("b", "baseline", "-"): {"mi_methods": ("kde", "gcmi")}}
+    side = robustness.claim_evidence_runs(runs, names=("model", "choice", "setting"), per_run=per_run, workers=2,
+                                          **kw)
+    alone = pd.concat([robustness.claim_evidence(rs, **{**kw, **per_run.get(k, {})}).assign(
+        model=k[0], choice=k[1], setting=k[2]) for k, rs in runs.items()], ignore_index=True)
+    assert list(side.columns) == list(alone.columns)
+    pd.testing.assert_frame_equal(side, alone, rtol=1e-9)
+    assert "gcmi" in set(side.loc[side["model"] == "b", "reading"])
+    with pytest.raises(ValueError, match="tuple of 3 values"):
+        robustness.claim_evidence_runs({"a": runs["a", "N", "30"]}, names=("model", "choice", "setting"))
+
+
 def test_first_transitions_table():
     rs = _stream(constant_first=True)
     t = robustness.first_transitions_table({"as given": rs, "stripped": _stream()}, n_first=3, mi_units=4)

@@ -255,24 +255,21 @@ def _train_in_worker(model: str, condition: str, kwargs: dict[str, Any]) -> None
 
 def trained_caes(runs: Sequence[tuple[str, str]], *, workers: int | None = None, **kwargs: Any) -> dict:
     """:func:`trained_cae` for every ``(model, condition)`` of ``runs`` (keywords as there), the CAEs not yet
-    cached trained side by side in ``workers`` processes (None: one per CPU core, up to the number to train,
+    cached trained side by side in ``workers`` processes (:func:`workers.map_jobs`; None: one per CPU core
     when they train on the CPU with ``num_threads=1``, the fastest setting for these small networks; else 1).
     Each CAE is the same as when trained alone (its own seed and generator, one thread); ``recompute=True``
     retrains them all. -> {run: CAEResult}.
     """
-    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
-    import multiprocessing  # noqa: PLC0415
+    from . import workers as _workers  # noqa: PLC0415
 
     runs = list(dict.fromkeys(runs))
     if workers is None:
         on_cpu = kwargs.get("device") in (None, "cpu") and kwargs.get("num_threads") == 1
-        workers = (os.cpu_count() or 1) if on_cpu else 1
+        workers = _workers.default_workers(len(runs)) if on_cpu else 1
     todo = [(m, c) for m, c in runs if kwargs.get("recompute") or not _cae_cached(m, c, kwargs)] \
         if workers > 1 and len(runs) > 1 else []
     if len(todo) > 1:
         quiet = {**kwargs, "progress": False}
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            for f in [pool.submit(_train_in_worker, m, c, quiet) for m, c in todo]:
-                f.result()  # a worker's error is raised here
+        _workers.map_jobs(_train_in_worker, [(m, c, quiet) for m, c in todo], workers)
         kwargs = {**kwargs, "recompute": False}  # trained just now: load them
     return {(m, c): trained_cae(m, condition=c, **kwargs) for m, c in runs}

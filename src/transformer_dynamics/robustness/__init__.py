@@ -7,12 +7,13 @@ precisions, bootstrap resamples of the texts, the number of texts N and the pipe
   :func:`n_dependence`);
 - :mod:`.precision`: two captures of the same texts at two precisions compared;
 - :mod:`.evidence`: each claim's value with its interval or p-value, the verdicts and one robustness line per
-  claim and model (:func:`claim_evidence`, :func:`verdict_table`, :func:`robustness_lines`).
+  claim and model (:func:`claim_evidence`, :func:`claim_evidence_runs` for many runs side by side,
+  :func:`verdict_table`, :func:`robustness_lines`).
 
 ``from transformer_dynamics import robustness; robustness.curves(rs)`` and every other public name work from here.
 """
 
-from .evidence import (claim_evidence, first_transitions_table, robustness_lines, rotation_evidence,
+from .evidence import (claim_evidence, claim_evidence_runs, first_transitions_table, robustness_lines, rotation_evidence,
                        teleport_evidence, verdict_table)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import bootstrap_headlines, n_dependence, nested_subsamples
@@ -25,6 +26,7 @@ __all__ = [
     "STATISTICS",
     "Statistic",
     "claim_evidence",
+    "claim_evidence_runs",
     "rotation_evidence",
     "teleport_evidence",
     "verdict_table",

@@ -20,7 +20,7 @@ from ..arrays import check_rs, split_transitions, transition_kind
 from .resampling import bootstrap_headlines
 from .statistics import GROUPS, _MIN_RS, _check_groups, _mi_units, _nanmean, curves
 
-__all__ = ["claim_evidence", "rotation_evidence", "teleport_evidence", "verdict_table", "robustness_lines",
+__all__ = ["claim_evidence", "claim_evidence_runs", "rotation_evidence", "teleport_evidence", "verdict_table", "robustness_lines",
            "first_transitions_table"]
 
 #: claim -> (reading -> headline statistic) for the claims decided from a bootstrap interval
@@ -148,6 +148,31 @@ def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed
     order = {k: i for i, k in enumerate(_claims.REGISTRY)}
     df = pd.DataFrame(rows, columns=["claim", "reading", "value", "low", "high", "p"])
     return df.sort_values("claim", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def _evidence_job(rs: Any, kwargs: dict[str, Any]) -> pd.DataFrame:
+    return claim_evidence(rs.to_numpy() if hasattr(rs, "to_numpy") else rs, **kwargs)
+
+
+def claim_evidence_runs(runs: Mapping[tuple, Any], *, names: Sequence[str], per_run: Mapping[tuple, dict] | None = None,
+                        workers: int | None = None, **kwargs: Any) -> pd.DataFrame:
+    """:func:`claim_evidence` of every run, side by side in worker processes, one thread each
+    (:func:`transformer_dynamics.workers.map_jobs`; ``workers=1``: one after another here).
+
+    runs: {key: rs} with rs ``(n_samples, n_sublayers, d_model)`` (or a cache entry), each key a tuple naming the
+    run, one value per column of ``names`` (e.g. ``("smollm2-135m", "N", "250")`` for ``("model", "choice",
+    "setting")``); keywords as :func:`claim_evidence`, ``per_run[key]`` overriding them for one run. -> the runs'
+    evidence tables, in the order of ``runs``, each with the columns ``names`` added: :func:`verdict_table`'s input.
+    """
+    from .. import workers as _workers  # noqa: PLC0415
+
+    per_run = per_run or {}
+    keys = list(runs)
+    bad = [k for k in keys if not isinstance(k, tuple) or len(k) != len(names)]
+    if bad:
+        raise ValueError(f"every run's key must be a tuple of {len(names)} values ({', '.join(names)}); got {bad[0]!r}")
+    tables = _workers.map_jobs(_evidence_job, [(runs[k], {**kwargs, **per_run.get(k, {})}) for k in keys], workers)
+    return pd.concat([t.assign(**dict(zip(names, k))) for k, t in zip(keys, tables)], ignore_index=True)
 
 
 def verdict_table(evidence: pd.DataFrame) -> pd.DataFrame:
