@@ -5,6 +5,7 @@ and the browser check, each timed on its own.
     .venv/bin/python benchmarks/bench_book.py --profile ci            # the test profile (~15 min)
     .venv/bin/python benchmarks/bench_book.py --profile full --nice 19 --only 01,02
     .venv/bin/python benchmarks/bench_book.py --profile full --cache-dir /big/cold --resume   # after a stop
+    .venv/bin/python benchmarks/bench_book.py --profile full --cache-dir /big/cold --floor    # + the capture floor
 
 "Cold" means: a fresh activation/model cache (models converted from their GGUF files again, every capture
 recomputed) and a fresh ``torch.compile`` cache. Each step runs as ``python -m transformer_dynamics.build
@@ -16,7 +17,10 @@ The JSON (``results/book_cold_<profile>.json``) is rewritten after every step, s
 steps it finished, and ``--resume`` (with the same ``--cache-dir``) runs only the steps not yet done
 (the cache then holds what the finished steps left, as it would have in one uninterrupted run).
 ``OMP_WAIT_POLICY`` is PASSIVE unless set, as ``make book`` sets it: spinning OpenMP threads would count their
-waiting as CPU time. Goal (issue 17): the full profile under 25 minutes on this 2-core machine when idle.
+waiting as CPU time. Each step records the commit it ran and its slowest cells. ``--floor`` adds, for a finished
+run, the captures' FLOP floor (:func:`capture_floor`): the seconds its captures need at the matmul peak measured
+then, a bound no change of the analysis can lower. Goal (issue 17): the full profile under 25 minutes on this
+2-core machine when idle.
 """
 
 from __future__ import annotations

@@ -363,11 +363,12 @@ for m in ch.models:
 # premise does not hold). Chapter 8 varies every open choice.
 
 # %% tags=["remove-input"]
-evidence = {(m, c): robustness.claim_evidence(rs[m, c], groups=("mean", "r", "cos", "vel", "mi"),
-                                              n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
-                                              mi_units=compare[m], mi_methods=MI_METHODS)
-            for m, c in RUNS}
-for (m, c), ev in evidence.items():
+evidence = robustness.claim_evidence_runs(  # the runs side by side, one process per core
+    {(m, c): rs[m, c] for m, c in RUNS}, names=("model", "condition"),
+    per_run={(m, c): {"mi_units": compare[m]} for m, c in RUNS},
+    groups=("mean", "r", "cos", "vel", "mi"), n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
+    mi_methods=MI_METHODS)
+for (m, c), ev in evidence.groupby(["model", "condition"], sort=False):
     ch.ledger.claim_table(ev, model=m, condition=c)
 
 # %% [markdown]
