@@ -317,10 +317,11 @@ for m, c in RUNS:
 # resamples; `robustness.claim_evidence`).
 
 # %% tags=["remove-input"]
-for m, c in RUNS:
-    ev = robustness.claim_evidence(rs[m, c], groups=("pca",), n_boot=N_BOOT_SLOW,
-                                   n_boot_slow=N_BOOT_SLOW, seed=SEED, variance=VARIANCE_THRESHOLD,
-                                   pca_components=PCA_COMPONENTS)
+evidence = robustness.claim_evidence_runs(  # the runs side by side, one process per core
+    {(m, c): rs[m, c] for m, c in RUNS}, names=("model", "condition"), groups=("pca",),
+    n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, seed=SEED, variance=VARIANCE_THRESHOLD,
+    pca_components=PCA_COMPONENTS)
+for (m, c), ev in evidence.groupby(["model", "condition"], sort=False):
     ch.ledger.claim_table(ev, model=m, condition=c)
 
 # %% [markdown]
