@@ -65,18 +65,18 @@ def _commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
 
 
-def slowest_cells(notebook: Path, top: int = 5) -> list[dict]:
-    """The ``top`` slowest cells of an executed notebook (papermill's per-cell durations): where the time went."""
+def slowest_cells(notebook: Path, top: int = 3) -> str:
+    """The ``top`` slowest cells of an executed notebook (papermill's per-cell durations), as
+    ``"669 s: <first line of the cell> · ..."``: where the time went."""
     if not notebook.exists():
-        return []
-    cells = json.loads(notebook.read_text())["cells"]
+        return ""
     rows = []
-    for c in cells:
+    for c in json.loads(notebook.read_text())["cells"]:
         d = c.get("metadata", {}).get("papermill", {}).get("duration")
-        src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        src = (c["source"] if isinstance(c["source"], str) else "".join(c["source"])).strip()
         if d:
-            rows.append({"s": round(d, 1), "cell": src.strip().splitlines()[0][:80] if src.strip() else ""})
-    return sorted(rows, key=lambda r: -r["s"])[:top]
+            rows.append((d, src.splitlines()[0][:60] if src else ""))
+    return " · ".join(f"{d:.0f} s: {first}" for d, first in sorted(rows, reverse=True)[:top])
 
 
 def capture_floor(cache: Path) -> dict:
