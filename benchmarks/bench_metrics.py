@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_metrics.py                 # KDE MI on 512 units, extrapolated
     .venv/bin/python benchmarks/bench_metrics.py --mi-units 4096 # KDE MI at full scale
     .venv/bin/python benchmarks/bench_metrics.py --skip-other --out benchmarks/results/metrics_kde.json
+    .venv/bin/python benchmarks/bench_metrics.py --ksg 64 --out benchmarks/results/metrics_ksg.json
 
 Writes ``benchmarks/results/metrics.json`` (read by the book's benchmarks page) and prints a table.
 
@@ -105,6 +106,36 @@ def constructed_check() -> dict:
     return out
 
 
+def ksg_speed(n_units: int, sklearn_pairs: int = 8) -> dict:
+    """KSG MI on SmolLM2's residual stream (N = 1000, every transition of ``n_units`` random units): the C
+    kernel's sorted sweep (``ksg_counts.c``) against the O(N^2) distance matrix (``_ksg(brute=True)``) on the same
+    pairs, in one run, with whether the estimates are bit-identical; scikit-learn's
+    ``mutual_info_regression`` on ``sklearn_pairs`` of them for scale."""
+    from sklearn.feature_selection import mutual_info_regression
+
+    from transformer_dynamics import pipeline
+
+    rs = pipeline.residual_stream("smollm2-135m", n=1000, seed=0)
+    units = np.sort(np.random.default_rng(0).choice(rs.shape[2], n_units, replace=False))
+    v = torch.from_numpy(np.ascontiguousarray(rs[:, :, units].transpose(1, 2, 0), dtype=np.float64))
+    x, y = v[:-1].reshape(-1, rs.shape[0]), v[1:].reshape(-1, rs.shape[0])
+    MI._ksg(x[:8], y[:8])  # build / load the kernel (one-off)
+    fast, t_fast, cpu_fast = clocked(MI._ksg, x, y)
+    brute, t_brute, cpu_brute = clocked(MI._ksg, x, y, brute=True)
+    t0 = time.perf_counter()
+    for i in range(sklearn_pairs):
+        mutual_info_regression(x[i, :, None].numpy(), y[i].numpy(), n_neighbors=3, random_state=0)
+    t_sk = (time.perf_counter() - t0) / sklearn_pairs
+    pairs = x.shape[0]
+    return {"pairs": pairs, "n": rs.shape[0], "units": n_units, "threads": torch.get_num_threads(),
+            "kernel_per_pair_ms": t_fast / pairs * 1e3, "brute_per_pair_ms": t_brute / pairs * 1e3,
+            "kernel_cpu_per_pair_ms": cpu_fast / pairs * 1e3, "brute_cpu_per_pair_ms": cpu_brute / pairs * 1e3,
+            "sklearn_per_pair_ms": t_sk * 1e3, "speedup_vs_brute": t_brute / t_fast,
+            "speedup_vs_sklearn": t_sk / (t_fast / pairs),
+            "bit_identical": bool(np.array_equal(fast.numpy(), brute.numpy(), equal_nan=True)),
+            "paper_scale_seconds_estimate": round(t_fast / pairs * 63 * 4096, 1)}
+
+
 def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -132,6 +163,8 @@ def main(argv=None):
                    help="units of SmolLM2 (N=1000, cached capture; 576 = all) for kde-vs-exact errors (0: skip)")
     p.add_argument("--threads", type=int, default=None, help="torch (and grid kernel) threads (default: cores)")
     p.add_argument("--skip-other", action="store_true", help="time only the KDE mutual information")
+    p.add_argument("--ksg", type=int, default=0, metavar="UNITS",
+                   help="only the KSG kernel vs brute force on UNITS units of SmolLM2 (N = 1000, every transition)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -139,6 +172,10 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
+    if args.ksg:
+        res = ksg_speed(args.ksg)
+        print(json.dumps(res, indent=1))
+        return write_result(args.out, {"benchmark": "ksg_mi", "machine": machine(load_start), **res})
     # with --skip-other only the units KDE MI times are made (the same random walk per unit)
     rs, t_make = timed(synthetic_rs, n, L, min(D, max(args.mi_units, args.exact_units, 64)) if args.skip_other else D)
     print(f"synthetic rs {rs.shape} float32 ({rs.nbytes / 2**30:.2f} GiB) in {t_make:.1f}s; "
