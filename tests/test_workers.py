@@ -22,3 +22,13 @@ def test_map_jobs_raises_a_jobs_error():
 def test_default_workers():
     assert workers.default_workers(1) == 1
     assert 1 <= workers.default_workers(64) <= 64
+
+
+def test_default_workers_respects_memory(monkeypatch):
+    monkeypatch.setattr(workers, "available_memory", lambda: 10 * 2**30)
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 8)
+    assert workers.default_workers(16) == 8
+    assert workers.default_workers(16, job_bytes=3 * 2**30) == 3  # 10 GiB hold three 3-GiB jobs
+    assert workers.default_workers(16, job_bytes=64 * 2**30) == 1
+    monkeypatch.setattr(workers, "available_memory", lambda: None)
+    assert workers.default_workers(16, job_bytes=64 * 2**30) == 8  # unknown memory: no cap

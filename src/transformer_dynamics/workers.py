@@ -18,12 +18,27 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-__all__ = ["default_workers", "map_jobs"]
+__all__ = ["available_memory", "default_workers", "map_jobs"]
 
 
-def default_workers(n_jobs: int) -> int:
-    """One worker per CPU core, at most one per job."""
-    return max(1, min(os.cpu_count() or 1, int(n_jobs)))
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux: ``MemAvailable`` of /proc/meminfo), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_workers(n_jobs: int, job_bytes: int | None = None) -> int:
+    """One worker per CPU core, at most one per job, and (given ``job_bytes``, the memory one job needs) no
+    more than the available memory holds."""
+    n = max(1, min(os.cpu_count() or 1, int(n_jobs)))
+    free = available_memory() if job_bytes else None
+    return n if free is None else max(1, min(n, free // max(int(job_bytes), 1)))
 
 
 def _one_thread() -> None:

@@ -150,6 +150,10 @@ def claim_evidence(rs, *, n_boot: int = 1000, n_boot_slow: int | None = 50, seed
     return df.sort_values("claim", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
+def _nbytes(rs: Any) -> int:
+    return int(np.prod(rs.shape)) * 4 if hasattr(rs, "shape") else 0
+
+
 def _evidence_job(rs: Any, kwargs: dict[str, Any]) -> pd.DataFrame:
     return claim_evidence(rs.to_numpy() if hasattr(rs, "to_numpy") else rs, **kwargs)
 
@@ -157,7 +161,8 @@ def _evidence_job(rs: Any, kwargs: dict[str, Any]) -> pd.DataFrame:
 def claim_evidence_runs(runs: Mapping[tuple, Any], *, names: Sequence[str], per_run: Mapping[tuple, dict] | None = None,
                         workers: int | None = None, **kwargs: Any) -> pd.DataFrame:
     """:func:`claim_evidence` of every run, side by side in worker processes, one thread each
-    (:func:`transformer_dynamics.workers.map_jobs`; ``workers=1``: one after another here).
+    (:func:`transformer_dynamics.workers.map_jobs`; None: one per core while the available memory holds ~8x the
+    largest array per worker; ``workers=1``: one after another here).
 
     runs: {key: rs} with rs ``(n_samples, n_sublayers, d_model)`` (or a cache entry), each key a tuple naming the
     run, one value per column of ``names`` (e.g. ``("smollm2-135m", "N", "250")`` for ``("model", "choice",
@@ -171,6 +176,8 @@ def claim_evidence_runs(runs: Mapping[tuple, Any], *, names: Sequence[str], per_
     bad = [k for k in keys if not isinstance(k, tuple) or len(k) != len(names)]
     if bad:
         raise ValueError(f"every run's key must be a tuple of {len(names)} values ({', '.join(names)}); got {bad[0]!r}")
+    if workers is None:  # a job holds float64 copies of its array: ~8x its float32 bytes
+        workers = _workers.default_workers(len(keys), 8 * max(_nbytes(runs[k]) for k in keys))
     tables = _workers.map_jobs(_evidence_job, [(runs[k], {**kwargs, **per_run.get(k, {})}) for k in keys], workers)
     return pd.concat([t.assign(**dict(zip(names, k))) for k, t in zip(keys, tables)], ignore_index=True)
 
