@@ -103,9 +103,8 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
 
     x, y: (n_samples, n_units), e.g. ``rs[:, t]`` and ``rs[:, t + 1]``. For each resample of the texts the
     r of every unit comes from resample-weighted moments (one matrix product for ``batch`` resamples, None:
-    :func:`batch_rows`), then
-    ``reduce`` ("median" or "mean", NaN-ignoring) over units. Same resamples as :func:`bootstrap` with the
-    same seed. -> (estimate, low, high) floats; constant units are ignored (NaN r).
+    :func:`batch_rows`), then ``reduce`` ("median" or "mean", NaN-ignoring) over units. Same resamples as
+    :func:`bootstrap` with the same seed. -> (estimate, low, high) floats; constant units are ignored (NaN r).
     """
     if reduce not in ("median", "mean"):
         raise ValueError(f"reduce must be 'median' or 'mean'; got {reduce!r}")

@@ -206,19 +206,24 @@ CAE_VERSION = 1
 _CAE_RUNTIME_ARGS = {"device", "num_threads", "progress", "chunk_samples"}  # change speed, not the result
 
 
-def _cae_identity(store: Any, cae_kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {"activations": store.identity, "cae_version": CAE_VERSION,
-            "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
+def _cae_entry(model: str, *, n: int = 1000, seed: int = 0, condition: str = "original",
+               cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
+               recompute: bool = False, progress: bool = True, **cae_kwargs: Any) -> tuple:
+    """:func:`trained_cae`'s arguments, split as it uses them -> ``(capture keywords, training keywords,
+    capture store, module identity, cache root)``: the one place a CAE's cache key is made."""
+    capture_kw = dict(n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
+                      progress=progress)
+    store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
+    cae_kwargs.setdefault("seed", seed)
+    identity = {"activations": store.identity, "cae_version": CAE_VERSION,
+                "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
+    return capture_kw, cae_kwargs, store, identity, models.cache_root(cache_dir)
 
 
 def _cae_cached(model: str, condition: str, kwargs: dict[str, Any]) -> bool:
-    """Whether :func:`trained_cae` would load this CAE from the module cache (the capture must exist)."""
-    cap = {k: kwargs[k] for k in ("n", "seed", "cache_dir", "quantization") if k in kwargs}
-    cae_kwargs = {k: v for k, v in kwargs.items() if k not in ("n", "cache_dir", "quantization", "recompute",
-                                                                "progress")}
-    cae_kwargs.setdefault("seed", cap.get("seed", 0))
-    store = residual_stream_store(model, verify=False, condition=condition, progress=False, **cap)
-    return cache.load_module(models.cache_root(kwargs.get("cache_dir")), _cae_identity(store, cae_kwargs)) is not None
+    """Whether :func:`trained_cae` ``(model, condition=condition, **kwargs)`` would load its CAE from the cache."""
+    *_, identity, root = _cae_entry(model, condition=condition, **kwargs)
+    return cache.load_module(root, identity) is not None
 
 
 def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0, condition: str = "original",
@@ -232,12 +237,9 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
     """
     from . import reduce  # noqa: PLC0415  (torch-heavy; only needed here)
 
-    capture_kw = dict(n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
-                      progress=progress)
-    store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
-    cae_kwargs.setdefault("seed", seed)
-    identity = _cae_identity(store, cae_kwargs)
-    root = models.cache_root(cache_dir)
+    capture_kw, cae_kwargs, store, identity, root = _cae_entry(
+        model, n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
+        progress=progress, **cae_kwargs)
     if not recompute:
         hit = cache.load_module(root, identity)
         if hit is not None:

@@ -30,13 +30,13 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
 
     r: per transition, the weighted moments of every unit (one matrix product); cos / vel: weighted means of
     the per-text values; rot: rotation counts of the weighted mean trajectories. ``batch``: resamples per
-    product (None: :func:`_batch_rows` of the product's width).
+    product (None: :func:`~transformer_dynamics.bootstrap.batch_rows` of the product's width).
     """
     n, L, D = rs.shape
     w = counts / n                                                   # (B, n), rows sum to 1
     B = w.shape[0]
     out: dict[str, np.ndarray] = {}
-    wide = batch or bootstrap.batch_rows(L * D)                               # mean trajectories: (b, L D)
+    wide = batch or bootstrap.batch_rows(L * D)                    # mean trajectories: (b, L D)
     if "mean" in groups:
         flat = rs.reshape(n, L * D)
         mag, sign = np.empty((B, L)), np.empty((B, L))
@@ -54,7 +54,7 @@ def _fast_replicates(rs: np.ndarray, counts: np.ndarray, groups: tuple[str, ...]
         r_all = np.empty((B, L - 1, D), dtype=np.float32)              # every unit's r, for units_high_r
         x = rs.astype(np.float64)
         x -= x.mean(0)
-        narrow = batch or bootstrap.batch_rows(5 * D)                        # moments: (b, 5 D)
+        narrow = batch or bootstrap.batch_rows(5 * D)              # moments: (b, 5 D)
         for t in range(L - 1):
             a, b = x[:, t], x[:, t + 1]
             moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)  # (n, 5 D)

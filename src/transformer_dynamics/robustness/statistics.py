@@ -132,7 +132,6 @@ def _first_finite(y: np.ndarray) -> int | None:
     return int(t[0]) if t.size else None
 
 
-
 def _mi_units(d_model: int, mi_units: int | Sequence[int] | None, seed: int) -> np.ndarray:
     """The units the MI is averaged over: an int (that many random units, ``seed``), indices, or None (all)."""
     return (metrics.subsample_units(d_model, mi_units, seed=seed) if mi_units is None or np.isscalar(mi_units)
