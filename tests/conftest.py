@@ -106,3 +106,22 @@ def model_cache_dir(tmp_path_factory) -> Path:
     Uses $TRANSFORMER_DYNAMICS_CACHE when set so a developer's converted model is reused."""
     env = os.environ.get("TRANSFORMER_DYNAMICS_CACHE")
     return Path(env) if env else tmp_path_factory.mktemp("td-cache")
+
+
+def record_claim(led, key, value, *, ci=None, reading=None, model=None, condition="original", premise=None):
+    """Record one claim row as a chapter does (through a verdict table), from a value and an interval."""
+    import numpy as np
+    import pandas as pd
+
+    from transformer_dynamics import claims, verdicts
+
+    c = claims.get(key)
+    reading = reading or c.headline
+    lo, hi = ci if ci is not None else (np.nan, np.nan)
+    reps = np.linspace(lo, hi, 41) if ci is not None else np.full(41, np.nan)
+    e = verdicts.Evidence(key, reading, "trained", value, reps, 100, recentred=False)
+    d = verdicts.decide(e, premise=premise)
+    if ci is not None:
+        d["low"], d["high"] = ci
+    row = {"claim": key, "reading": reading, **d, "line": d["verdict"], "refs": {}}
+    led.claims(pd.DataFrame([row]), model=model, condition=condition)

@@ -12,6 +12,7 @@ from pathlib import Path
 import jupytext
 import nbformat
 import pytest
+from conftest import record_claim
 import yaml
 
 from transformer_dynamics import build, ledger, profiles
@@ -221,7 +222,7 @@ def test_papermill_documents_every_parameter(stem):
 
 
 def test_render_ledger_page(tmp_path):
-    ledger.Ledger("02_x", directory=tmp_path, model="m", n=3).claim("r_early", 0.9, model="m", ci=(0.85, 0.95))
+    record_claim(ledger.Ledger("02_x", directory=tmp_path, model="m", n=3), "r_early", 0.9, model="m", ci=(0.85, 0.95))
     page = build.render_ledger_page(f"# L\n\n{build.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
                                    titles={"02_x": "2. X"})
     assert page.startswith("# L\n") and page.rstrip().endswith("end") and build.LEDGER_MARKER not in page

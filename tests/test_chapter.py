@@ -28,17 +28,18 @@ def test_labels_rows_summary_and_control_keys(tmp_path):
     ch.record("a", "r_first", 0.1, condition="shuffled", claim="r is high")
     entries = {(e["model"], e["key"]): e for e in ch.ledger.to_dict()["entries"]}
     assert entries["a", "r_first"]["value"] == 0.5
-    assert entries["a", "r_first_shuffled"]["claim"] == "r is high [shuffled-token control]"
+    assert entries["a", "r_first@shuffled"]["claim"] == "r is high [shuffled-token control]"
 
 
-def test_key_suffixes_controls_only_and_quantization_enters_the_context_on_request(tmp_path):
+def test_quantization_enters_the_context_on_request(tmp_path):
     ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
-    assert ch.key("cae_ev", "original") == "cae_ev" and ch.key("cae_ev", "shuffled") == "cae_ev_shuffled"
     assert "quantization" not in ch.ledger.context
     ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False, quantization="4bit",
                        context_quantization=True, n_boot=5)
     assert list(ch.ledger.context) == ["models", "n", "seed", "quantization", "n_boot"]
     assert ch.ledger.context["quantization"] == "4bit"
+    with pytest.raises(ValueError, match="random-init kind"):
+        chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False, reference_inits=("nope",))
 
 
 def test_table_splits_rows_with_and_without_a_paper_value(tmp_path):
@@ -53,19 +54,25 @@ def test_table_splits_rows_with_and_without_a_paper_value(tmp_path):
     assert [r.split(" | ")[1] for r in rows] == ["a plain value", "a plain value", "the paper says so"]
 
 
-def test_record_headlines_from_a_bootstrap_frame_or_a_dict(tmp_path):
-    import pandas as pd
-
-    from transformer_dynamics import robustness
-
-    ch = chapter.setup("99_test", models="a", n=4, ledger_dir=tmp_path, capture=False)
-    boot = pd.DataFrame({"estimate": [0.9, np.nan, 0.4], "low": [0.8, np.nan, np.nan],
-                         "high": [0.95, np.nan, np.nan]}, index=["r_first", "r_first_transition", "r_last"])
-    ch.record_headlines("a", boot, condition="original")
-    ch.record_headlines("a", {"r_first": 0.2, "r_last": float("nan")}, suffix="_shuffled", condition="shuffled")
+@pytest.mark.slow
+def test_decide_against_the_null_and_random_init(tmp_path, tiny_llama, tiny_tokenizer, wikitext_dir):
+    """A chapter decides its claims on a real (tiny) model with its random-init references, through the cache."""
+    folder = tmp_path / "tiny"
+    tiny_llama.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    kw = dict(models=str(folder), n=16, seed=0, cache_dir=tmp_path / "cache", ledger_dir=tmp_path / "ledger",
+              reference_n=8, reference_seeds=(0, 1), conditions=("original",))
+    ch = chapter.setup("02_activation_statistics", **kw)
+    table = ch.decide(["r_early", "magnitude_increases"], n_boot=40)
+    assert set(table["model"]) == {str(folder)} and set(table["condition"]) == {"original"}
+    refs = ch.reference_streams(str(folder))
+    assert sorted(refs) == ["default:0", "default:1", "matched:0", "matched:1"]
+    assert all(r.shape == (8,) + ch.rs[str(folder), "original"].shape[1:] for r in refs.values())
+    assert not np.allclose(refs["default:0"], refs["default:1"])             # seeds differ
     e = {x["key"]: x for x in ch.ledger.to_dict()["entries"]}
-    assert list(e) == ["r_first", "r_last", "r_first_shuffled"]          # undefined numbers skipped
-    assert e["r_first"]["ci"] == [0.8, 0.95] and e["r_last"]["ci"] is None
-    assert e["r_first"]["claim"] == robustness.STATISTICS["r_first"].description
-    assert e["r_first"]["figure"] == "1C" and e["r_first_shuffled"]["value"] == 0.2
-    assert e["r_first_shuffled"]["extra"] == {"condition": "shuffled"}
+    head = e["r_early"]
+    assert set(head["refs"]) == {"null", "default", "matched"} and head["refs"]["default"]["seeds"] == 2
+    assert head["line"] and head["verdict_bh"] in ("holds", "fails", "undecided")
+    # a second chapter with the same arguments reads the references from the cache (same arrays)
+    again = chapter.setup("02_activation_statistics", **kw).reference_streams(str(folder))
+    np.testing.assert_array_equal(again["matched:1"], refs["matched:1"])

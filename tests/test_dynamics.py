@@ -283,6 +283,8 @@ def test_depth_thirds_and_contrast():
 
 
 def test_sequel_statistics_and_verdicts():
+    from transformer_dynamics.verdicts import verdict_from_interval
+
     n, S = 12, 12
     rng = np.random.default_rng(1)
     trained = {"rotation_dominance": np.where(np.arange(S) < 4, 0.9, 0.5) + rng.normal(0, 0.01, (n, S)),
@@ -290,14 +292,15 @@ def test_sequel_statistics_and_verdicts():
     random = {"rotation_dominance": np.full((n, S), 0.5) + rng.normal(0, 0.01, (n, S))}
     est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, n_boot=200)
     key = dy.SEQUEL_CLAIMS["rotation_early_minus_late"].registry      # the registry decides
-    assert claims.verdict(key, est, ci=(lo, hi)).verdict == "holds"
-    assert claims.verdict("dyn_symmetric_late", est, ci=(lo, hi)).verdict == "fails"
+    assert verdict_from_interval(key, est, lo, hi)[0] == "holds"
+    assert verdict_from_interval("dyn_symmetric_late", est, lo, hi)[0] == "fails"
     est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, random=random, n_boot=200)
-    assert claims.verdict(key, est, ci=(lo, hi)).verdict == "holds"  # the "learned" reading, same test
-    assert claims.verdict(key, -0.1, ci=(-0.2, 0.1)).verdict == "undecided"
+    assert verdict_from_interval(key, est, lo, hi)[0] == "holds"  # the "learned" reading, same test
+    assert verdict_from_interval(key, -0.1, -0.2, 0.1)[0] == "undecided"
     assert all(k.registry in claims.REGISTRY for k in dy.SEQUEL_CLAIMS.values())
     est, lo, hi = dy.bottleneck_statistic(trained, n_boot=50)
-    assert est == lo == hi == 0.5 and claims.verdict("dyn_bottleneck", est, ci=(lo, hi)).verdict == "fails"
+    # exactly at the threshold: on neither side
+    assert est == lo == hi == 0.5 and verdict_from_interval("dyn_bottleneck", est, lo, hi)[0] == "undecided"
     np.testing.assert_allclose(dy.bottleneck_fraction(trained), 0.5)
     with pytest.raises(ValueError, match="unknown sequel claim"):
         dy.sequel_statistic("nope", trained)

@@ -8,13 +8,15 @@ import math
 import numpy as np
 import pytest
 
+from conftest import record_claim as claim
+
 from transformer_dynamics import ledger
 from transformer_dynamics.ledger import Ledger
 
 
 def test_round_trip(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=np.int64(96))
-    out = led.claim("r_early", np.float32(0.8125), ci=(np.float64(0.81), 0.875))
+    out = claim(led, "r_early", np.float32(0.8125), ci=(np.float64(0.81), 0.875))
     assert out is None  # nothing for a notebook cell to display
     led.record("mi_by_layer", np.array([1.5, 0.25, 0.125]), claim="MI drops", method="kde")
     data = ledger.load(tmp_path / "02_activation_statistics.json")
@@ -22,7 +24,8 @@ def test_round_trip(tmp_path):
     assert data["context"] == {"model": "smollm2-135m", "n": 96}
     e0, e1 = data["entries"]
     assert e0["key"] == "r_early" and e0["value"] == pytest.approx(0.8125)
-    assert e0["holds"] is True and e0["verdict"] == "holds" and e0["ci"] == [0.81, 0.875] and e0["figure"] == "1C"
+    assert e0["verdict"] == "holds" and e0["ci"] == [0.81, 0.875] and e0["figure"] == "1C"
+    assert e0["verdict_bh"] == "holds" and e0["q"] == pytest.approx(e0["p"])
     assert e0["registry"] == "r_early" and e0["reading"] == "first_each_kind" and e0["paper"] == "r > 0.8"
     assert e1["value"] == [1.5, 0.25, 0.125] and e1["holds"] is None and e1["extra"] == {"method": "kde"}
     # numpy scalars became plain JSON types
@@ -86,8 +89,8 @@ def test_format_value(value, expected):
 
 def _sample(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path, model="smollm2-135m", n=96, profile="ci")
-    led.claim("r_early", 0.91, ci=(0.85, 0.95))
-    led.claim("mi_early_drop", 0.4, p=0.001)
+    claim(led, "r_early", 0.91, ci=(0.85, 0.95))
+    claim(led, "mi_early_drop", 0.1, ci=(0.05, 0.2))
     led.record("mean_rot", float("nan"), claim="rotations | mean", unit="nats")
     return ledger.load(led.path)
 
@@ -104,7 +107,7 @@ def test_to_table_markdown(tmp_path):
     for row in rows:
         assert len([c for c in row.replace("\\|", "").strip("|").split("|")]) == 6
     assert "0.91" in rows[0] and "[0.85, 0.95]" in rows[0] and rows[0].rstrip(" |").endswith("✓")
-    assert "0.4" in rows[1] and "p = 0.001" in rows[1] and rows[1].rstrip(" |").endswith("✗")
+    assert "0.1" in rows[1] and "[0.05, 0.2]" in rows[1] and rows[1].rstrip(" |").endswith("✗")
     assert "nan nats" in rows[2] and rows[2].rstrip(" |").endswith("–")
 
 
@@ -135,10 +138,10 @@ def test_to_markdown_summary_and_empty(tmp_path):
 def test_several_models_side_by_side(tmp_path):
     led = Ledger("02_x", directory=tmp_path, models=["smollm2-135m", "gemma-3-270m"], n=96)
     for m, r in [("smollm2-135m", 0.5), ("gemma-3-270m", 0.9)]:
-        led.claim("r_early", r, ci=(r - 0.05, r + 0.05), model=m)
+        claim(led, "r_early", r, ci=(r - 0.05, r + 0.05), model=m)
     for m in ("smollm2-135m", "gemma-3-270m"):
         led.record("vel", 2.0, claim="velocity", model=m)
-    led.claim("r_early", 0.6, ci=(0.55, 0.65), model="smollm2-135m")  # replaces that model's value only
+    claim(led, "r_early", 0.6, ci=(0.55, 0.65), model="smollm2-135m")  # replaces that model's value only
     data = ledger.load(led.path)
     assert ledger.models_of(data) == ["smollm2-135m", "gemma-3-270m"]
     assert [(e["key"], e["model"], e["value"]) for e in data["entries"]] == [
@@ -161,33 +164,43 @@ def test_rows_of_one_claim_stand_together():
                                                                           ("b", "y")]
 
 
-def test_claim_takes_everything_from_the_registry(tmp_path):
+def test_claims_take_everything_from_the_registry(tmp_path):
     led = Ledger("02_activation_statistics", directory=tmp_path)
-    with pytest.raises(ValueError, match="registry"):
-        led.record("r0", 0.9, holds=True)
+    for bad in (dict(holds=True), dict(p=0.01), dict(verdict="holds")):
+        with pytest.raises(ValueError, match="verdict-like"):
+            led.record("r0", 0.9, **bad)
+    with pytest.raises(ValueError, match="yes/no value is a verdict"):
+        led.record("mid_beats_ends", True)
+    with pytest.raises(ValueError, match="yes/no value is a verdict"):
+        led.record("per_layer", [True, False])
     with pytest.raises(KeyError, match="not a claim"):
-        led.claim("r0", 0.9)
-    # undefined value: reported as undefined, undecided
-    led.claim("r_early", float("nan"), reading="first_transition", model="m", ci=(float("nan"), float("nan")))
-    # premise looked up in the ledger: the drop's location is undecided until the drop holds
-    led.claim("mi_drop_at_cross", 1.0, ci=(1.0, 1.0), model="m")
-    led.claim("mi_early_drop", -0.9, p=0.001, model="m")
-    led.claim("mi_drop_at_cross", 1.0, ci=(1.0, 1.0), model="m")
-    led.claim("mi_early_drop", -0.9, p=0.001, model="m", condition="shuffled")
+        claim(led, "r0", 0.9)
+    claim(led, "r_early", float("nan"), reading="first_transition", model="m")
+    claim(led, "mi_early_drop", 0.7, ci=(0.6, 0.8), model="m", condition="shuffled")
+    led.record("r_first", 0.5, model="m", condition="shuffled", claim="r")
     e = {x["key"]: x for x in ledger.load(led.path)["entries"]}
     assert e["r_early:first_transition"]["verdict"] == "undecided"
     assert e["r_early:first_transition"]["reason"] == "value undefined"
     assert e["r_early:first_transition"]["ci"] is None and e["r_early:first_transition"]["value"] == "nan"
-    assert "undefined" in ledger.to_table(ledger.load(led.path))
-    assert e["mi_drop_at_cross"]["verdict"] == "holds"
     assert e["mi_early_drop@shuffled"]["condition"] == "shuffled"
     assert "[shuffled-token control]" in e["mi_early_drop@shuffled"]["claim"]
-    rows = ledger.claim_rows([ledger.load(led.path)])
-    assert [(r["key"], r["verdict"]) for r in rows] == [("mi_early_drop", "holds"), ("mi_drop_at_cross", "holds")]
+    assert e["r_first@shuffled"]["claim"] == "r [shuffled-token control]"     # one key grammar for both verbs
+
+
+def test_benjamini_hochberg_over_the_chapter(tmp_path):
+    """A verdict that stands alone can fall once the chapter's other verdicts are counted."""
+    led = Ledger("02_activation_statistics", directory=tmp_path)
+    claim(led, "r_increases_within", 0.1, ci=(0.001, 0.2), model="m")      # p just under 0.05
+    e = {x["key"]: x for x in ledger.load(led.path)["entries"]}
+    assert e["r_increases_within"]["verdict_bh"] == "holds"
+    for k in ("r_increases_cross", "cos_increases", "vel_increases"):
+        claim(led, k, 0.0, ci=(-0.5, 0.5), model="m")                      # undecided, p near 1
+    e = {x["key"]: x for x in ledger.load(led.path)["entries"]}
+    assert e["r_increases_within"]["verdict"] == "holds" and e["r_increases_within"]["verdict_bh"] == "undecided"
 
 
 def test_contributions_count_hinges(tmp_path):
-    Ledger("02_activation_statistics", directory=tmp_path).claim("r_early", 0.9, ci=(0.85, 0.95), model="m")
+    claim(Ledger("02_activation_statistics", directory=tmp_path), "r_early", 0.9, ci=(0.85, 0.95), model="m")
     Ledger("08_verdict_robustness", directory=tmp_path).record(
         "robustness:r_early", "hinges on strip (True: fails, 0.09)", model="m", registry="r_early",
         status="hinges")

@@ -1,14 +1,13 @@
-"""Uncertainty of the book's numbers: bootstrap intervals over texts (axis 0 of ``rs``) and permutation
-tests over depth.
+"""Uncertainty of the book's numbers: bootstrap resamples over texts (axis 0 of ``rs``), the sampling unit.
 
+- :func:`bootstrap_indices` / :func:`bootstrap_counts`: the resamples (the same draw as indices or as counts);
 - :func:`bootstrap` / :func:`bootstrap_correlation`: percentile intervals, the texts resampled with
   replacement; :func:`weighted_correlation` is the one resample-weighted per-unit Pearson r that both the
   correlation bootstrap here and :mod:`transformer_dynamics.robustness` use.
-- :func:`trend_test`: Spearman rho of a curve with depth and its permutation p-value (the order of the
-  points shuffled), for claims about trends; :func:`sign_test`: a two-sided sign test of paired
-  differences (e.g. within- minus cross-layer per layer), for claims about orderings.
 
-:mod:`transformer_dynamics.claims` turns an interval or a p-value into a verdict.
+Layers are never permuted to get a p-value (adjacent layers are not exchangeable); layer-order surrogates are
+nulls to compare against (:mod:`transformer_dynamics.robustness.curves`). :mod:`transformer_dynamics.verdicts`
+turns replicates into a verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import warnings
 import numpy as np
 
 __all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "bootstrap_correlation", "weighted_correlation",
-           "batch_rows", "trend_test", "sign_test"]
+           "batch_rows"]
 
 _VECTORISED = ("mean",)
 
@@ -151,60 +150,3 @@ def weighted_correlation(moments, weights) -> np.ndarray:
         r = (sxy - mx * my) / np.sqrt(vx * vy)
     r[(vx <= 1e-12 * np.maximum(sxx, 1e-300)) | (vy <= 1e-12 * np.maximum(syy, 1e-300))] = np.nan
     return r
-
-
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman rho of (k, m) rows ``y`` with the (m,) ranks ``x`` (no ties in y assumed continuous)."""
-    from scipy import stats as _st
-
-    ry = _st.rankdata(y, axis=-1)
-    rx = _st.rankdata(x)
-    rx = rx - rx.mean()
-    ry = ry - ry.mean(-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ry @ rx) / np.sqrt((ry ** 2).sum(-1) * (rx ** 2).sum())
-
-
-def trend_test(y, x=None, n_perm: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """Spearman rho of a curve with depth (or with another curve ``x``) and its two-sided permutation p-value.
-
-    y: (n_points,) values in depth order; x: None (depth) or (n_points,); points where either is NaN are
-    dropped. The null shuffles the order of y ``n_perm`` times (``seed``); p = (1 + #{|rho_perm| >= |rho|}) /
-    (1 + n_perm). -> (rho, p); (nan, nan) with fewer than 4 points or a constant curve (no trend to decide).
-    """
-    y = np.asarray(y, dtype=np.float64).ravel()
-    x = np.arange(y.size, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have one shape; got {x.shape} and {y.shape}")
-    ok = np.isfinite(y) & np.isfinite(x)
-    if ok.sum() < 4:
-        return float("nan"), float("nan")
-    x, y = x[ok], y[ok]
-    if np.ptp(x) == 0:
-        return float("nan"), float("nan")
-    if np.ptp(y) == 0:
-        return float("nan"), float("nan")
-    rho = float(_spearman_rows(x, y[None])[0])
-    rng = np.random.default_rng(seed)
-    perms = rng.permuted(np.broadcast_to(y, (int(n_perm), y.size)), axis=1)
-    null = _spearman_rows(x, perms)
-    p = (1.0 + np.sum(np.abs(null) >= abs(rho) - 1e-12)) / (1.0 + n_perm)
-    return rho, float(p)
-
-
-def sign_test(a, b) -> tuple[float, float]:
-    """Fraction of pairs with ``a > b`` and the exact two-sided sign-test p-value (ties dropped).
-
-    a, b: (n_pairs,), e.g. a layer's within-layer and cross-layer values. -> (fraction, p); (nan, nan) when no
-    finite untied pair is left. The permutation test of an ordering: under the null each pair's sign is a coin.
-    """
-    from scipy import stats as _st
-
-    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must pair up (one shape); got {a.shape} and {b.shape}")
-    ok = np.isfinite(a) & np.isfinite(b) & (a != b)
-    k, n = int(np.sum(a[ok] > b[ok])), int(ok.sum())
-    if n == 0:
-        return float("nan"), float("nan")
-    return k / n, float(_st.binomtest(k, n, 0.5).pvalue)

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from . import pipeline
+from . import pipeline, random_init
 from .capture import sublayer_labels
-from .ledger import Ledger, control_note, to_table
+from .ledger import Ledger, to_table
 
 __all__ = ["Chapter", "setup"]
 
@@ -53,6 +53,12 @@ class Chapter:
     rs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     n_sublayers: dict[str, int] = field(default_factory=dict)
     d_model: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+    cache_dir: str | os.PathLike | None = None
+    reference_n: int = 200
+    reference_seeds: tuple[int, ...] = random_init.SEEDS
+    reference_inits: tuple[str, ...] = ("default", "matched")
+    _refs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def runs(self) -> list[tuple[str, str]]:
@@ -66,37 +72,49 @@ class Chapter:
     def per_model(self) -> dict[str, dict[str, Any]]:
         return {m: {"labels": lab} for m, lab in self.labels.items()}
 
-    def key(self, key: str, condition: str) -> str:
-        """The ledger key of ``key`` on ``condition``: as it is on the reference condition (the first),
-        ``{key}_{condition}`` on a control, so that the original and the control never share a row."""
-        return key if condition == self.conditions[0] else f"{key}_{condition}"
-
     def record(self, model: str, key: str, value: Any, *, condition: str = "original", claim: str = "",
                **kwargs: Any) -> None:
-        """``ledger.record`` for ``model`` with the condition stored; a control condition's key gets the
-        suffix ``_{condition}`` (:meth:`key`) and its claim says so."""
-        if condition != self.conditions[0]:
-            claim = claim + control_note(condition)
-        self.ledger.record(self.key(key, condition), value, claim=claim, condition=condition, model=model,
-                           **kwargs)
+        """A plain value (no verdict) for ``model`` on ``condition``: :meth:`Ledger.record
+        <transformer_dynamics.ledger.Ledger.record>` (key ``key@condition`` off the original texts)."""
+        self.ledger.record(key, value, claim=claim, condition=condition, model=model, **kwargs)
 
-    def record_headlines(self, model: str, table: Any, *, suffix: str = "", **extra: Any) -> None:
-        """One ledger row per headline number of ``model``: ``table`` is a
-        :func:`robustness.bootstrap_headlines` frame (index: keys; columns ``estimate``, ``low``, ``high``)
-        or a plain ``{key: value}`` dict (:func:`robustness.headlines_from_curves`). The row's key is
-        ``{key}{suffix}``; its sentence, figure and unit come from ``robustness.STATISTICS``; the interval
-        is kept where finite; an undefined (non-finite) number is not a value and is skipped."""
-        from . import robustness  # noqa: PLC0415 (the claims' statistics; only chapter 6 needs them here)
+    def reference_streams(self, model: str) -> dict[str, np.ndarray]:
+        """The random-init references of ``model``: ``{"default:<seed>" / "matched:<seed>": rs}``, captured through
+        the cache on ``reference_n`` texts drawn with the chapter's seed, one per init in
+        ``reference_inits`` and seed in ``reference_seeds`` (:mod:`transformer_dynamics.random_init`)."""
+        if model not in self._refs:
+            self._refs[model] = {
+                f"{kind}:{s}": pipeline.residual_stream(model, n=self.reference_n, seed=self.seed, init=kind,
+                                                        init_seed=s, cache_dir=self.cache_dir)
+                for kind in self.reference_inits for s in self.reference_seeds}
+        return self._refs[model]
 
-        rows = table.iterrows() if hasattr(table, "iterrows") else (
-            (k, {"estimate": v}) for k, v in table.items())
-        for key, row in rows:
-            if not np.isfinite(row["estimate"]):
-                continue
-            h = robustness.STATISTICS[key]
-            ci = (row["low"], row["high"]) if "low" in row and np.isfinite(row["low"]) else None
-            self.ledger.record(f"{key}{suffix}", row["estimate"], ci=ci, claim=h.description, figure=h.figure,
-                               unit=h.unit, model=model, **extra)
+    def decide(self, claims: Sequence[str] | None = None, *, conditions: Sequence[str] | None = None,
+               references: bool = True, **evidence: Any):
+        """Decide the residual-stream claims of this chapter (``claims``: keys; None: every ``"rs"`` claim whose
+        chapter this is) on every model and condition, record them in the ledger and return the verdict table.
+
+        On the reference condition (the first) each claim is set against the residual-accumulation null of the same
+        texts and the random-init references (:meth:`reference_streams`), unless ``references=False``; controls
+        are decided on their own. Keywords go to :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot,
+        n_boot_slow, mi_units, mi_methods, n_shuffles, variance, pca_components...). -> DataFrame with ``model`` and
+        ``condition`` columns added to the :func:`transformer_dynamics.verdicts.judge` rows.
+        """
+        from . import claims as _claims, robustness  # noqa: PLC0415
+
+        keys = _claims.claims_of(source="rs", chapter=self.name) if claims is None else list(claims)
+        tables = []
+        for m in self.models:
+            for c in (self.conditions if conditions is None else conditions):
+                ref = references and c == self.conditions[0]
+                table, _ = robustness.stream_verdicts(
+                    self.rs[m, c], self.reference_streams(m) if ref else {}, keys, null=ref, seed=self.seed,
+                    **evidence)
+                self.ledger.claims(table, model=m, condition=c)
+                tables.append(table.assign(model=m, condition=c))
+        import pandas as pd  # noqa: PLC0415
+
+        return pd.concat(tables, ignore_index=True)
 
     def table(self, paper: bool | None = None) -> str:
         """The ledger so far as a Markdown table (:func:`~transformer_dynamics.ledger.to_table`: the rows of one
@@ -117,7 +135,9 @@ class Chapter:
 def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
           conditions: Sequence[str] = pipeline.CONDITIONS, cache_dir: str | os.PathLike | None = None,
           ledger_dir: str | os.PathLike | None = None, quantization: str | None = None, capture: bool = True,
-          context_quantization: bool = False, **context: Any) -> Chapter:
+          context_quantization: bool = False, reference_n: int = 200,
+          reference_seeds: Sequence[int] = random_init.SEEDS,
+          reference_inits: Sequence[str] = ("default", "matched"), **context: Any) -> Chapter:
     """Set a chapter up from its parameters cell.
 
     name: the notebook's name (``"02_activation_statistics"``), the ledger's file; models: the ``MODELS``
@@ -126,7 +146,9 @@ def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
     quantization: as :func:`pipeline.residual_stream`; ledger_dir: the ledger's folder; capture: False to
     skip the captures (chapters that run the model themselves); context_quantization: also write
     ``quantization`` into the ledger's run context (after ``seed``; chapter 6, which compares precisions);
-    context: more run context for the ledger (its notebook-specific parameters). Returns a :class:`Chapter`.
+    reference_n, reference_seeds, reference_inits: the random-init references of :meth:`Chapter.decide` (texts,
+    seeds, kinds of :mod:`transformer_dynamics.random_init`); context: more run context for the ledger (its
+    notebook-specific parameters). Returns a :class:`Chapter`.
     """
     models = pipeline.model_list(models)
     conditions = tuple(conditions)
@@ -137,7 +159,14 @@ def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
     if context_quantization:
         context = {"quantization": quantization, **context}
     ledger = Ledger(name, directory=ledger_dir, models=models, n=n, seed=seed, **context)
-    ch = Chapter(name=name, models=models, conditions=conditions, ledger=ledger)
+    for kind in reference_inits:
+        random_init.check_kind(kind)
+    if isinstance(reference_n, bool) or int(reference_n) != reference_n or reference_n < 4:
+        raise ValueError(f"reference_n must be an integer >= 4 (texts of the random-init references); got "
+                         f"{reference_n!r}")
+    ch = Chapter(name=name, models=models, conditions=conditions, ledger=ledger, seed=seed, cache_dir=cache_dir,
+                 reference_n=min(int(reference_n), int(n)), reference_seeds=tuple(int(s) for s in reference_seeds),
+                 reference_inits=tuple(reference_inits))
     if capture:
         for m in models:
             for c in conditions:

@@ -1,41 +1,34 @@
-"""The registry of the paper's claims: each claim once, with the one rule that decides it.
+"""The registry of the paper's claims: each sentence once, with the statistic that measures it.
 
-A claim (:class:`Claim`) is one sentence of the paper: its key, figure, a short quote, which of the paper's
-five numbered contributions (section 1, :data:`CONTRIBUTIONS`) it belongs to, the statistic that measures it
-(a function in an analysis module, named in ``statistic``: the computation lives there, not here), the test
-a value must pass, the evidence the test needs, and the readings the paper's words allow, one of them the
-headline (with why).
+A claim (:class:`Claim`) is one sentence of the paper (or of its sequel): key, figure, a short quote, which of
+the paper's five numbered contributions (section 1, :data:`CONTRIBUTIONS`) it belongs to, where its curves come
+from (``source``: a residual stream ``"rs"``, the autoencoder ``"cae"``, the teleport ``"teleport"`` or the
+Jacobians ``"dynamics"``), the test a value must pass (``test`` and ``threshold``) and the readings the paper's
+words allow (:class:`Reading`), one of them the headline (with why). Each reading carries its statistic: a
+function from curves (with a leading bootstrap-resample axis) to one number per resample
+(:mod:`transformer_dynamics.effects`). That function is the claim's evidence: the value on all texts and its
+bootstrap replicates over texts (or prompts) come from it, and :mod:`transformer_dynamics.verdicts` decides
+from them. Nothing else declares a claim.
 
-A verdict (:func:`verdict`) has three values, decided from the value's uncertainty, never from a bare
-threshold on a point estimate:
-
-- ``evidence="interval"`` (a bootstrap interval over texts, ``ci=(low, high)``): **holds** when the whole
-  interval lies on the claim's side of the threshold, **fails** when it lies wholly on the other side,
-  **undecided** when it straddles the threshold;
-- ``evidence="p"`` (a permutation or sign test of a trend or an ordering, ``p``): **holds** when p < alpha and
-  the value is on the claim's side, **fails** when p < alpha and it is on the other side, else **undecided**.
-
-An undefined value (NaN: e.g. the correlation at a transition whose first sublayer is constant) is reported
-as undefined and the verdict is undecided, never 0 and never fails. A claim with a ``premise`` (the location
-of the MI drop presupposes the drop) is undecided unless its premise holds.
-
-Adding a claim: append a :class:`Claim` to ``_CLAIMS`` below (key, figure, quote from the paper, contribution,
-the statistic's function, the test and evidence, readings with one headline and why), compute its value
-(and interval or p) in the analysis module, and record it in its chapter with
-``led.claim(key, value, model=m, ci=(lo, hi))`` or ``p=p``. ``tests/test_claims.py`` checks every entry is
-complete; values that are not a claim of the paper go to ``led.record`` (no verdict).
+Adding a claim: append a :class:`Claim` to ``_CLAIMS`` with its readings' statistics over curves its source
+provides (for ``"rs"``: :mod:`transformer_dynamics.robustness.curves`); ``tests/test_claims.py`` checks every
+entry is complete, and ``tests/test_calibration.py`` runs it on streams whose answer is known.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CONTRIBUTIONS", "VERDICTS", "MARKS", "Reading", "Claim", "Verdict", "REGISTRY", "get", "verdict",
-           "keys_of_contribution"]
+import numpy as np
 
-#: The paper's five numbered contributions (section 1), shortened.
+from . import effects as fx
+
+__all__ = ["CONTRIBUTIONS", "VERDICTS", "MARKS", "ALPHA", "SOURCES", "SHARP_DROP", "Reading", "Claim", "REGISTRY",
+           "get", "claims_of", "readings"]
+
+#: The paper's five numbered contributions (section 1), shortened; 6: the sequel's claims.
 CONTRIBUTIONS = {
     1: "individual RS units keep strong correlations across layers",
     2: "the residual stream accelerates and grows denser over the layers",
@@ -47,210 +40,299 @@ CONTRIBUTIONS = {
 VERDICTS = ("holds", "fails", "undecided")
 MARKS = {"holds": "✓", "fails": "✗", "undecided": "?", None: "–"}
 ALPHA = 0.05
+SOURCES = ("rs", "cae", "teleport", "dynamics")
+#: What "a sharp decline" of the MI means here: at least a third of the first transition's MI lost within the
+#: early window. The paper's figures are not part of its text and it gives no number; its summary says the MI
+#: "dropped precipitously in the first several steps". The threshold is fixed here, never taken from our models.
+SHARP_DROP = 1 / 3
 
 
 @dataclass(frozen=True)
 class Reading:
-    """One way to read the claim's words: ``name`` (a ledger suffix) and what it computes."""
+    """One way to read the claim's words: ``name`` (a ledger suffix), what it computes, and its statistic
+    (curves -> ``(B,)``); ``keys``: the curves it reads."""
 
     name: str
     description: str
+    statistic: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    keys: tuple[str, ...]
+
+    def __call__(self, curves: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.statistic(curves), dtype=np.float64).reshape(-1)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One sentence of the paper and the rule that decides it (see the module docstring)."""
+    """One sentence of the paper and the rule that decides it (see the module docstring).
+
+    test: ``">"`` or ``"<"``: the value's side of ``threshold`` that supports the claim; premise: a claim that must
+    hold first (same run and reading).
+    """
 
     key: str
     figure: str
     quote: str
     contribution: int
-    statistic: str          # "module.function" that computes the value (and its interval / p)
-    description: str        # what the value is
-    test: str               # ">", "<" or "==": the value's relation to ``threshold`` that supports the claim
+    source: str
+    description: str
+    test: str
     threshold: float
-    evidence: str           # "interval" (bootstrap over texts) or "p" (permutation / sign test)
     readings: tuple[Reading, ...]
-    headline: str           # the reading the book's headline uses
-    why: str                # why that one
-    chapter: str            # the notebook that records it
+    headline: str
+    why: str
+    chapter: str
     premise: str | None = None
-    paper: str = ""         # the paper's value, in its words
+    paper: str = ""
     unit: str = ""
-    source: str = "paper"   # "paper": a sentence of arXiv 2502.12131; "sequel": of arXiv 2605.14258
+    origin: str = "paper"      # "paper": a sentence of arXiv 2502.12131; "sequel": of arXiv 2605.14258
 
-    def reading(self, name: str | None) -> Reading:
+    def reading(self, name: str | None = None) -> Reading:
         name = self.headline if name is None else name
         for r in self.readings:
             if r.name == name:
                 return r
         raise ValueError(f"claim {self.key!r} has no reading {name!r}; use one of {[r.name for r in self.readings]}")
 
-
-@dataclass(frozen=True)
-class Verdict:
-    """``verdict``: "holds" / "fails" / "undecided"; ``reason``: one line saying why."""
-
-    verdict: str
-    reason: str
-
     @property
-    def holds(self) -> bool | None:
-        return {"holds": True, "fails": False}.get(self.verdict)
+    def reading_names(self) -> list[str]:
+        return [r.name for r in self.readings]
+
+    def supports(self, value: float) -> bool:
+        """Whether ``value`` lies on the claim's side of its threshold."""
+        return value > self.threshold if self.test == ">" else value < self.threshold
 
 
-def _r(name, description):
-    return Reading(name, description)
+def _read(name: str, description: str, keys: str | tuple[str, ...], f: Callable[..., np.ndarray] | None = None
+          ) -> Reading:
+    """A reading whose statistic is ``f(curves[k1], curves[k2], ...)`` (None: the single curve as it is)."""
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+
+    def stat(c: Mapping[str, np.ndarray]) -> np.ndarray:
+        ys = [np.asarray(c[k], dtype=np.float64) for k in keys]
+        b = min(y.shape[0] for y in ys)                    # slow curves may have fewer resamples than fast ones
+        ys = [y[:b] for y in ys]
+        if f is None:
+            return ys[0].reshape(b, -1)[:, 0]
+        return f(*ys)
+
+    return Reading(name, description, stat, keys)
 
 
-_ONE = (_r("median", "median over units"),)
-_MEAN = (_r("mean", "the mean trajectory / mean over texts"),)
-_EST = (_r("kde", "Gaussian-KDE plug-in MI (the paper's estimator)"), _r("ksg", "Kraskov k-NN MI (k = 3)"),
-        _r("gcmi", "Gaussian-copula MI (bias-corrected lower bound)"))
-_EST_WHY = "the paper's own estimator (Gaussian KDE, section 2.5); ksg and gcmi test whether it is an artefact"
+_MI = ("kde", "ksg", "gcmi")
+_MI_TEXT = {"kde": "Gaussian-KDE plug-in MI (the paper's estimator)", "ksg": "Kraskov k-NN MI (k = 3)",
+            "gcmi": "Gaussian-copula MI (bias-corrected lower bound)"}
+_MI_WHY = "the paper's own estimator (Gaussian KDE, section 2.5); ksg and gcmi test whether it is an artefact"
 
-_LEARNED = (Reading("trained", "the trained model"),
-            Reading("learned", "trained minus random-init model, paired over the same texts"))
-_LEARNED_WHY = "the sentence describes the trained model; 'learned' checks that random init lacks it"
+
+def _per_mi(f: Callable[..., np.ndarray], *more: str) -> tuple[Reading, ...]:
+    return tuple(_read(m, _MI_TEXT[m], (f"mi:{m}",) + more, f) for m in _MI)
+
+
+def _mi_vs(other_key: str, lag: bool = False):
+    def f(mi, other):
+        return fx.early_difference_correlation(mi, other[:, 1:] if lag else other)
+    return f
+
+
+_ROT_NULL_TEXT = {"sublayers": "each unit's activations in shuffled layer order (the paper's control)",
+                  "points": "the (a, grad a) points in shuffled order",
+                  "steps": "a random walk of the unit's own steps in shuffled order"}
+
+
+def _rot_beats(kind: str) -> Reading:
+    return _read(kind, f"mean |R| minus that of {_ROT_NULL_TEXT[kind]}", ("rot_abs", f"rot_null_abs:{kind}"),
+                 lambda a, b: a - b)
+
+
+_THIRDS = "mean over the last third of depth minus the first third"
 
 _CLAIMS = [
     # --- contribution 1: correlations across layers -------------------------------------------------------
-    Claim("r_early", "1C", "correlations starting high (r > 0.8) even in the earliest layers", 1,
-          "robustness.first_transitions", "median r over units at the earliest transition(s)", ">", 0.8, "interval",
-          (_r("first_each_kind", "the smaller of the first defined within- and cross-layer medians"),
-           _r("first_transition", "the literal first transition L0.attn -> L0.mlp (undefined if sublayer 0 is "
-                                  "constant)"),
-           _r("first_defined", "the first transition whose median r is defined")),
+    Claim("r_early", "1C", "correlations starting high (r > 0.8) even in the earliest layers", 1, "rs",
+          "median r over units at the earliest transition(s)", ">", 0.8,
+          (_read("first_each_kind", "the smaller of the first defined within- and cross-layer medians", "r",
+                 fx.first_each_kind),
+           _read("first_transition", "the literal first transition L0.attn -> L0.mlp", "r", lambda y: y[:, 0]),
+           _read("first_defined", "the first transition whose median r is defined", "r", fx.first_defined)),
           "first_each_kind", "the sentence speaks of both transition types ('for both transition types, with "
           "correlations starting high')", "02_activation_statistics", paper="r > 0.8"),
     Claim("r_increases_within", "1C", "[within-layer] the correlation strength increased over layers for both "
-          "transition types",
-          1, "bootstrap.trend_test", "Spearman rho of the within-layer median r with depth", ">", 0.0, "p", _ONE,
+          "transition types", 1, "rs", f"median r over units, within-layer transitions: {_THIRDS}", ">", 0.0,
+          (_read("median", "median over units", "r", lambda y: fx.contrast(fx.within(y))),),
           "median", "the figure's thick line is the median over units", "02_activation_statistics",
-          paper="increases"),
+          paper="increases", unit="r"),
     Claim("r_increases_cross", "1C", "[cross-layer] the correlation strength increased over layers for both "
-          "transition types",
-          1, "bootstrap.trend_test", "Spearman rho of the cross-layer median r with depth", ">", 0.0, "p", _ONE,
+          "transition types", 1, "rs", f"median r over units, cross-layer transitions: {_THIRDS}", ">", 0.0,
+          (_read("median", "median over units", "r", lambda y: fx.contrast(fx.cross(y))),),
           "median", "the figure's thick line is the median over units", "02_activation_statistics",
-          paper="increases"),
+          paper="increases", unit="r"),
     Claim("r_within_above_cross", "1C", "the within-layer correlations were consistently higher than the "
-          "cross-layer correlations", 1, "bootstrap.sign_test", "fraction of layers whose within-layer median r "
-          "exceeds the cross-layer one (sign test over layers)", ">", 0.5, "p", _ONE, "median",
-          "one comparison per layer, the figure's median lines", "02_activation_statistics", paper="consistently"),
-    Claim("units_high_r", "1D", "most units maintain strong correlations throughout the network", 1,
-          "metrics.successive_correlation", "fraction of units whose median successive r exceeds 0.8", ">", 0.5,
-          "interval", _ONE, "median", "'most units' = more than half; 'strong' = the paper's own 0.8",
-          "02_activation_statistics", paper="most units"),
-    # --- contribution 2: acceleration, density ------------------------------------------------------------
+          "cross-layer correlations", 1, "rs", "mean over layers of the within-layer minus the cross-layer median "
+          "r", ">", 0.0,
+          (_read("mean", "mean over layers of within - cross", "r", fx.kind_difference),),
+          "mean", "one comparison per layer, averaged over the layers", "02_activation_statistics",
+          paper="consistently", unit="r"),
+    Claim("units_high_r", "1D", "most units maintain strong correlations throughout the network", 1, "rs",
+          "share of units whose median successive r exceeds 0.8", ">", 0.5,
+          (_read("median", "median over transitions per unit", "units_high_r"),), "median",
+          "'most units' = more than half; 'strong' = the paper's own 0.8", "02_activation_statistics",
+          paper="most units"),
+    # --- contribution 2: magnitude, density, cosine, velocity ----------------------------------------------
     Claim("magnitude_increases", "1B", "activations at the last token position for input sequences increase in "
-          "magnitude over the layers", 2, "bootstrap.trend_test", "Spearman rho of the mean |activation| over "
-          "units with depth", ">", 0.0, "p", (_r("mean_abs", "mean over units of |mean over texts|"),), "mean_abs",
-          "Fig 1B shows the mean over texts", "02_activation_statistics", paper="increase"),
-    Claim("sign_preserved", "1B", "units tend to preserve their sign over the layers", 2, "metrics.sign_agreement",
-          "fraction of units with the last sublayer's sign, averaged over the second half of the sublayers "
-          "(chance 0.5)", ">", 0.5, "interval", (_r("second_half", "averaged over the second half"),),
-          "second_half", "the first sublayers are near zero, where a sign means little",
-          "02_activation_statistics", paper="tend to preserve"),
+          "magnitude over the layers", 2, "rs", f"mean over units of |mean activation|: {_THIRDS}", ">", 0.0,
+          (_read("mean_abs", "every unit", "mag", fx.contrast),
+           _read("no_massive", "without the massive units", "mag_nomassive", fx.contrast)),
+          "mean_abs", "Fig 1B shows the mean over texts of every unit", "02_activation_statistics",
+          paper="increase"),
+    Claim("units_majority_rise", "1B", "the majority increasing in magnitude progressively over the layers", 2, "rs",
+          "share of units whose |mean activation| over the last third of the sublayers exceeds that over the "
+          "first third", ">", 0.5, (_read("mean_abs", "|mean over texts| per unit", "mag_rise_share"),),
+          "mean_abs", "'the majority' = more than half of the units", "02_activation_statistics",
+          paper="the majority"),
+    Claim("density_increases", "1B", "activations not only grow dense as the layers progress", 2, "rs",
+          f"participation ratio of each text's vector (mean over texts): {_THIRDS}", ">", 0.0,
+          (_read("no_massive", "the units other than the massive ones", "density", fx.contrast),
+           _read("all_units", "every unit", "density_all", fx.contrast)),
+          "no_massive", "Fig 1B's colour scale is clipped so that the few massive units do not wash out the rest: "
+          "density is a property of the many units", "02_activation_statistics", paper="grow dense"),
+    Claim("sign_preserved", "1B", "units tend to preserve their sign over the layers", 2, "rs",
+          "share of units with the last sublayer's sign, averaged over the second half of the sublayers", ">", 0.5,
+          (_read("second_half", "averaged over the second half", "sign", fx.second_half_mean),),
+          "second_half", "the first sublayers are near zero, where a sign means little", "02_activation_statistics",
+          paper="tend to preserve"),
     Claim("cos_increases", "1E", "cosine similarity of layerwise RS vector pairs increased as a function of layers",
-          2, "bootstrap.trend_test", "Spearman rho of the mean cosine with depth", ">", 0.0, "p",
-          (_r("raw", "raw cosine (the paper's)"), _r("centred", "cosine after removing each sublayer's mean")),
+          2, "rs", f"mean cosine of successive RS vectors: {_THIRDS}", ">", 0.0,
+          (_read("raw", "raw cosine (the paper's)", "cos", fx.contrast),
+           _read("centred", "cosine after removing each sublayer's mean", "ccos", fx.contrast)),
           "raw", "the paper's definition (section 2.3)", "02_activation_statistics", paper="increases"),
-    Claim("cos_within_above_cross", "1E", "[within-layer] transitions more similar than cross-layer", 2,
-          "bootstrap.sign_test", "fraction of layers whose within-layer mean cosine exceeds the cross-layer one "
-          "(sign test over layers)", ">", 0.5, "p",
-          (_r("raw", "raw cosine (the paper's)"), _r("centred", "cosine after removing each sublayer's mean")),
+    Claim("cos_within_above_cross", "1E", "[within-layer] transitions more similar than cross-layer", 2, "rs",
+          "mean over layers of the within-layer minus the cross-layer mean cosine", ">", 0.0,
+          (_read("raw", "raw cosine (the paper's)", "cos", fx.kind_difference),
+           _read("centred", "cosine after removing each sublayer's mean", "ccos", fx.kind_difference)),
           "raw", "the paper's definition (section 2.3)", "02_activation_statistics", paper="more similar"),
     Claim("vel_increases", "1F", "the velocity profile showed a distinct pattern of acceleration through the model",
-          2, "bootstrap.trend_test", "Spearman rho of the mean velocity with depth", ">", 0.0, "p",
-          (_r("within", "within-layer transitions"), _r("cross", "cross-layer transitions")), "cross",
-          "'this acceleration pattern holds for both'; the cross-layer steps carry the larger velocity",
+          2, "rs", f"mean velocity: {_THIRDS}", ">", 0.0,
+          (_read("cross", "cross-layer transitions", "vel", lambda y: fx.contrast(fx.cross(y))),
+           _read("within", "within-layer transitions", "vel", lambda y: fx.contrast(fx.within(y))),
+           _read("cross_no_massive", "cross-layer, without the massive units", "vel_nomassive",
+                 lambda y: fx.contrast(fx.cross(y))),
+           _read("within_no_massive", "within-layer, without the massive units", "vel_nomassive",
+                 lambda y: fx.contrast(fx.within(y)))),
+          "cross", "'this acceleration pattern holds for both'; the cross-layer steps carry the larger velocity",
           "02_activation_statistics", paper="accelerates"),
-    Claim("vel_last_third", "1F", "the steepest acceleration occurring in the last third of the model", 2,
-          "metrics.steepest_segment", "third of the model (1-3) with the largest increase of the mean velocity",
-          "==", 3.0, "interval", (_r("within", "within-layer transitions"), _r("cross", "cross-layer transitions")),
-          "cross", "'this acceleration pattern holds for both'; both readings are in the robustness table",
-          "02_activation_statistics", paper="last third", unit="third"),
-    Claim("vel_cross_above_within", "1F", "cross-layer transitions consistently showed higher velocities", 2,
-          "bootstrap.sign_test", "fraction of layers whose cross-layer mean velocity exceeds the within-layer one "
-          "(sign test over layers)", ">", 0.5, "p", _ONE, "median", "one comparison per layer",
-          "02_activation_statistics", paper="consistently"),
+    Claim("vel_early_constant", "1F", "early layers maintain relatively constant velocities", 2, "rs",
+          "coefficient of variation of the mean velocity over the first third of depth minus over the last third",
+          "<", 0.0,
+          (_read("cross", "cross-layer transitions", "vel", lambda y: fx.cv_early_minus_late(fx.cross(y))),
+           _read("within", "within-layer transitions", "vel", lambda y: fx.cv_early_minus_late(fx.within(y)))),
+          "cross", "'relatively constant' compared with the later layers, which 'exhibited a slight increase'",
+          "02_activation_statistics", paper="relatively constant"),
+    Claim("vel_last_third", "1F", "the steepest acceleration occurring in the last third of the model", 2, "rs",
+          "mean increase of the mean velocity per step in the last third minus the larger of those in the first "
+          "and middle thirds", ">", 0.0,
+          (_read("cross", "cross-layer transitions", "vel", lambda y: fx.steepest_third_margin(fx.cross(y))),
+           _read("within", "within-layer transitions", "vel", lambda y: fx.steepest_third_margin(fx.within(y)))),
+          "cross", "'this acceleration pattern holds for both'; both readings are in the robustness chapter",
+          "02_activation_statistics", paper="last third"),
+    Claim("vel_cross_above_within", "1F", "cross-layer transitions consistently showed higher velocities", 2, "rs",
+          "mean over layers of the cross-layer minus the within-layer mean velocity", ">", 0.0,
+          (_read("mean", "mean over layers of cross - within", "vel", lambda y: fx.kind_difference(y, -1)),),
+          "mean", "one comparison per layer, averaged over the layers", "02_activation_statistics",
+          paper="consistently"),
     # --- contribution 3: mutual information ---------------------------------------------------------------
-    Claim("mi_early_drop", "1H", "MI showed a sharp decline in early layers", 3, "bootstrap.trend_test",
-          "Spearman rho of the mean MI over units with depth, first third of the transitions", "<", 0.0, "p", _EST,
-          "kde", _EST_WHY, "02_activation_statistics", paper="sharp decline"),
-    Claim("mi_drop_at_cross", "1H", "with the steepest drops occurring at cross-layer transitions", 3,
-          "metrics.largest_drop", "1 if the largest early drop of the mean MI is into a cross-layer transition",
-          "==", 1.0, "interval", _EST, "kde", _EST_WHY, "02_activation_statistics", premise="mi_early_drop",
-          paper="cross-layer"),
+    Claim("mi_early_drop", "1H", "MI showed a sharp decline in early layers", 3, "rs",
+          "size of the early drop of the mean MI over units: 1 - (its smallest value in the first third of the "
+          f"transitions) / (its first value); 'sharp': at least {SHARP_DROP:.2f}", ">", SHARP_DROP,
+          _per_mi(fx.early_drop), "kde", _MI_WHY, "02_activation_statistics", paper="sharp decline"),
+    Claim("mi_drop_at_cross", "1H", "with the steepest drops occurring at cross-layer transitions", 3, "rs",
+          "largest early drop of the mean MI into a cross-layer transition minus the largest into a within-layer "
+          "one", ">", 0.0, _per_mi(fx.drop_at_cross_margin), "kde", _MI_WHY, "02_activation_statistics",
+          premise="mi_early_drop", paper="cross-layer", unit="nats"),
     Claim("mi_vs_r", "1G", "the reduction in MI occurred simultaneously with increasing linear correlations", 3,
-          "bootstrap.trend_test", "Spearman rho over transitions between the mean MI and the median r", "<", 0.0,
-          "p", _EST, "kde", _EST_WHY, "02_activation_statistics", paper="MI falls while r rises"),
+          "rs", "correlation of the first differences of the mean MI and the median r over the early window, within- "
+          "and cross-layer transitions separately, averaged", "<", 0.0, _per_mi(_mi_vs("r"), "r"), "kde", _MI_WHY,
+          "02_activation_statistics", paper="MI falls while r rises"),
+    Claim("mi_with_magnitude", "1H", "the MI decrease coincided with growing activation magnitudes", 3, "rs",
+          "correlation of the first differences of the mean MI and the mean |activation| (at each transition's "
+          "end) over the early window, within- and cross-layer separately, averaged", "<", 0.0,
+          _per_mi(_mi_vs("mag", lag=True), "mag"), "kde", _MI_WHY, "02_activation_statistics",
+          paper="MI falls while magnitudes grow"),
     # --- contribution 4: rotations ------------------------------------------------------------------------
     Claim("rotations_beat_null", "2B", "a mean of 10.74 rotations over the layers compared to approximately zero "
-          "rotations in shuffle controls", 4, "phase.null_per_unit", "mean |R| per unit minus the layer-shuffle "
-          "null's (permutation p: the null's mean |R| per shuffle)", ">", 0.0, "p",
-          (_r("sublayers", "mean trajectory; null: each unit's activations in shuffled layer order"),
-           _r("points", "mean trajectory; null: the (a, grad a) points in shuffled order")),
-          "sublayers", "the paper's control 'randomly permut[es] the layer ordering' of each unit",
-          "03_phase_space_rotations", paper="10.74 vs ~0", unit="rotations"),
+          "rotations in shuffle controls", 4, "rs", "mean |R| per unit of the mean trajectory minus that of a "
+          "surrogate", ">", 0.0, tuple(_rot_beats(k) for k in ("sublayers", "points", "steps")), "sublayers",
+          "the paper's control 'randomly permut[es] the layer ordering' of each unit", "03_phase_space_rotations",
+          paper="10.74 vs ~0", unit="rotations"),
     Claim("rotations_majority", "2C", "this rotational behavior was consistent across the majority of the 4096 "
-          "units", 4, "phase.exceeds_null", "fraction of units whose |R| exceeds their own null's 95th "
-          "percentile (sign test over units)", ">", 0.5, "p",
-          (_r("sublayers", "null: shuffled layer order"), _r("points", "null: shuffled points")), "sublayers",
-          "the paper's control", "03_phase_space_rotations", paper="the majority"),
+          "units", 4, "rs", "share of units whose |R| exceeds their own surrogate's 95th percentile", ">", 0.5,
+          tuple(_read(k, f"surrogate: {_ROT_NULL_TEXT[k]}", f"rot_exceed:{k}") for k in ("sublayers", "points",
+                                                                                       "steps")),
+          "sublayers", "the paper's control", "03_phase_space_rotations", paper="the majority"),
+    Claim("rotations_spiral_out", "2A", "these rotations often spiraled out, increasing in magnitude on both axes", 4,
+          "rs", "median over units of log(mean |gradient| over the last third / over the first third) of the mean "
+          "trajectory", ">", 0.0, (_read("gradient", "the portrait's gradient axis", "rot_spiral"),), "gradient",
+          "the gradient axis measures the orbit's size wherever its centre is ('centered at multiple points')",
+          "03_phase_space_rotations", paper="spiraled out"),
     # --- contribution 5: reduced space, attractors --------------------------------------------------------
-    Claim("cae_straighten", "3B", "the trajectories in this space straightened over the layers", 5,
-          "bootstrap.trend_test", "Spearman rho of the mean turning angle of the CAE trajectory with depth", "<",
-          0.0, "p", _MEAN, "mean", "the figure shows the mean trajectory", "04_reduced_trajectories",
-          paper="straightened"),
-    Claim("cae_distance_increases", "3C", "with increasing distance between successive layers", 5,
-          "bootstrap.trend_test", "Spearman rho of the successive distance in the CAE space with depth", ">", 0.0,
-          "p", _MEAN, "mean", "the figure's mean over texts", "04_reduced_trajectories", paper="increasing"),
+    Claim("cae_straighten", "3B", "the trajectories in this space straightened over the layers", 5, "cae",
+          f"turning angle of the mean CAE trajectory: {_THIRDS}", "<", 0.0,
+          (_read("mean", "the mean trajectory over test texts", "cae_angle", fx.contrast),), "mean",
+          "the figure shows the mean trajectory", "04_reduced_trajectories", paper="straightened", unit="degrees"),
+    Claim("cae_distance_increases", "3C", "with increasing distance between successive layers", 5, "cae",
+          f"distance between successive sublayers in the CAE space (mean over texts): {_THIRDS}", ">", 0.0,
+          (_read("mean", "mean over test texts", "cae_dist", fx.contrast),), "mean", "the figure's mean over texts",
+          "04_reduced_trajectories", paper="increasing"),
     Claim("cae_ev_increases", "3D", "the model's reconstruction of RS vectors showed increasing explained variance",
-          5, "bootstrap.trend_test", "Spearman rho of the CAE's explained variance per sublayer with depth", ">",
-          0.0, "p", _MEAN, "mean", "explained variance about each sublayer's mean (Fig 3D)",
-          "04_reduced_trajectories",
-          paper="increasing"),
+          5, "cae", f"CAE explained variance per sublayer: {_THIRDS}", ">", 0.0,
+          (_read("mean", "explained variance about each sublayer's mean", "cae_ev", fx.contrast),), "mean",
+          "explained variance about each sublayer's mean (Fig 3D)", "04_reduced_trajectories", paper="increasing"),
+    Claim("cae_ev_early_jump", "3D", "with a large jump after the early layers and a slower increase thereafter", 5,
+          "cae", "mean increase per step of the CAE explained variance over the first third minus over the rest",
+          ">", 0.0, (_read("mean", "explained variance about each sublayer's mean", "cae_ev",
+                           fx.early_rate_minus_later),), "mean", "Fig 3D's shape", "04_reduced_trajectories",
+          paper="large jump, then slower"),
     Claim("pcs_fewer_later", "4C", "later layers requiring fewer principal components to explain the same amount "
-          "of variance", 5, "robustness.curves", "mean over the last third of the sublayers minus mean over the "
-          "first third of the global PCs a sublayer needs for the variance threshold", "<", 0.0, "interval",
-          (_r("global", "components of one PCA of all sublayers (Fig 4C)"),
-           _r("own", "each sublayer's own PCA")), "global",
+          "of variance", 5, "rs", f"PCs a sublayer needs for the variance threshold: {_THIRDS}", "<", 0.0,
+          (_read("global", "components of one PCA of all sublayers (Fig 4C)", "pcs", fx.bounded_contrast),
+           _read("own", "each sublayer's own PCA", "pcs_own", fx.bounded_contrast)), "global",
           "Fig 4C plots the explained variance per layer of one PCA's components", "04_reduced_trajectories",
           paper="fewer", unit="PCs"),
+    Claim("low_dimensional", "4B", "the dynamics we observe are remarkably low-dimensional", 5, "rs",
+          "global PCs needed for the variance threshold of all sublayer vectors, over the width D; 'remarkably "
+          "low': under a tenth of the dimensions", "<", 0.1,
+          (_read("pca", "one PCA of all sublayer vectors (Fig 4B)", "pcs_total_frac"),), "pca",
+          "Fig 4B's cumulative explained variance", "04_reduced_trajectories", paper="remarkably low-dimensional"),
     Claim("teleport_mid_recovers", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited a more robust "
-          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5,
-          "robustness.teleport_evidence",
-          "fraction of the middle teleport layers' grid points whose MSE to the control is below the median "
-          "MSE of the first and of the last teleport layer (sign test over points)", ">", 0.5, "p",
-          (_r("mse_pc", "MSE in the 2 PCs"),), "mse_pc", "the figure's space", "05_perturbation_attractors",
+          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "teleport",
+          "recovery ratio (distance to the control after the follow-up window over the distance at the teleport) "
+          "of the middle teleport layers minus the mean of the first and the last, per prompt", "<", 0.0,
+          (_read("recovery", "recovery ratio in the full residual stream", "recovery", fx.middle_minus_ends),),
+          "recovery", "scale-free: each layer's error relative to its own perturbation", "05_perturbation_attractors",
           paper="more robust"),
-    Claim("attractor_lower_exponents", "7", "attractor-like dynamics in the lower layers", 5,
-          "dynamics.lower_layers_exponent",
+    Claim("attractor_lower_exponents", "7", "attractor-like dynamics in the lower layers", 5, "dynamics",
           "largest median top finite-time Lyapunov exponent at the first and early perturbed layers, relative to "
-          "the residual stream's own growth (< 0: perturbations shrink relative to the state; bootstrap over "
-          "texts)", "<", 0.0, "interval",
-          (_r("relative", "exponent minus the RS's log-norm growth rate"),), "relative",
-          "the teleports judge recovery relative to the trajectory, so the exponent is taken relative to the "
-          "stream's growth", "07_local_dynamics", paper="attractor-like", unit="per sublayer"),
-    # the sequel (arXiv 2605.14258): the Jacobian of the layer map (chapter 7)
-    Claim("dyn_rotation_early", "7", "early layers are dominated by rotations", 6, "dynamics.sequel_statistic",
-          "early minus late third of depth: rotation dominance (share of eigenvalues in complex-conjugate "
-          "pairs), mean per text", ">", 0.0, "interval", _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics",
-          paper="early > late", source="sequel"),
-    Claim("dyn_nonnormal_early", "7", "early layers are non-normal", 6, "dynamics.sequel_statistic",
-          "early minus late third of depth: Henrici's departure from normality of the update J - I, normalised",
-          ">", 0.0, "interval", _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics", paper="early > late",
-          source="sequel"),
-    Claim("dyn_symmetric_late", "7", "late layers are near-symmetric", 6, "dynamics.sequel_statistic",
-          "late minus early third of depth: antisymmetric share of the update J - I", "<", 0.0, "interval",
-          _LEARNED, "trained", _LEARNED_WHY, "07_local_dynamics", paper="late < early", source="sequel"),
-    Claim("dyn_bottleneck", "7", "a cumulative low-rank bottleneck that funnels perturbations", 6,
-          "dynamics.bottleneck_statistic",
-          "effective rank of the end-to-end last-token Jacobian from sublayer 0, over D (mean over texts)", "<",
-          0.5, "interval", (_r("trained", "the trained model"),), "trained",
-          "low rank = well below half of the dimensions", "07_local_dynamics", paper="low rank",
-          source="sequel"),
+          "the residual stream's own growth (< 0: perturbations shrink relative to the state)", "<", 0.0,
+          (_read("relative", "exponent minus the RS's log-norm growth rate", "lower_relative_exponent"),),
+          "relative", "the teleports judge recovery relative to the trajectory, so the exponent is taken relative "
+          "to the stream's growth", "07_local_dynamics", paper="attractor-like", unit="per sublayer"),
+    # --- the sequel (arXiv 2605.14258): the Jacobian of the layer map (chapter 7) ---------------------------
+    Claim("dyn_rotation_early", "7", "early layers are dominated by rotations", 6, "dynamics",
+          "early minus late third of depth: rotation dominance (share of eigenvalues in complex-conjugate pairs)",
+          ">", 0.0, (_read("trained", "the trained model", "rotation_dominance", fx.depth_contrast),), "trained",
+          "the sentence describes the trained model", "07_local_dynamics", paper="early > late", origin="sequel"),
+    Claim("dyn_nonnormal_early", "7", "early layers are non-normal", 6, "dynamics",
+          "early minus late third of depth: Henrici's departure from normality of the update J - I, normalised", ">",
+          0.0, (_read("trained", "the trained model", "departure_update", fx.depth_contrast),), "trained",
+          "the sentence describes the trained model", "07_local_dynamics", paper="early > late", origin="sequel"),
+    Claim("dyn_symmetric_late", "7", "late layers are near-symmetric", 6, "dynamics",
+          "late minus early third of depth: antisymmetric share of the update J - I", "<", 0.0,
+          (_read("trained", "the trained model", "antisymmetric_share_update",
+                 lambda y: fx.depth_contrast(y, "late", "early")),), "trained",
+          "the sentence describes the trained model", "07_local_dynamics", paper="late < early", origin="sequel"),
+    Claim("dyn_bottleneck", "7", "a cumulative low-rank bottleneck that funnels perturbations", 6, "dynamics",
+          "effective rank of the end-to-end last-token Jacobian from sublayer 0, over D (mean over texts)", "<", 0.5,
+          (_read("trained", "the trained model", "bottleneck_fraction"),), "trained",
+          "low rank = well below half of the dimensions", "07_local_dynamics", paper="low rank", origin="sequel"),
 ]
 
 #: key -> :class:`Claim`, in the paper's order.
@@ -263,60 +345,18 @@ def get(key: str) -> Claim:
         return REGISTRY[key]
     except KeyError:
         raise KeyError(f"{key!r} is not a claim of the registry (transformer_dynamics.claims.REGISTRY); record a "
-                       "plain value with led.record, or add the claim there") from None
+                       "plain value with ch.record, or add the claim there") from None
 
 
-def keys_of_contribution(contribution: int) -> list[str]:
-    """Keys of the claims of one of the five contributions, in registry order."""
-    return [k for k, c in REGISTRY.items() if c.contribution == contribution]
+def claims_of(*, source: str | None = None, chapter: str | None = None) -> list[str]:
+    """Keys of the claims with this ``source`` and/or recorded by this ``chapter``, in registry order."""
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}; got {source!r}")
+    return [k for k, c in REGISTRY.items()
+            if (source is None or c.source == source) and (chapter is None or c.chapter == chapter)]
 
 
-def _finite(x: Any) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _side(test: str, value: float, threshold: float) -> bool:
-    return value > threshold if test == ">" else value < threshold if test == "<" else value == threshold
-
-
-def verdict(key: str, value: Any, *, ci: tuple[float, float] | None = None, p: float | None = None,
-            premise: str | None = None, alpha: float = ALPHA) -> Verdict:
-    """Decide claim ``key`` from ``value`` and its uncertainty -> :class:`Verdict`.
-
-    ci: (low, high) bootstrap interval (claims with ``evidence="interval"``); p: the permutation / sign test's
-    p-value (``evidence="p"``); premise: the verdict of the claim's premise (required when it has one).
-    Undefined values, missing evidence, an interval across the threshold, p >= alpha or a premise that does
-    not hold all give "undecided", with the reason.
-    """
-    c = get(key)
-    if not _finite(value):
-        return Verdict("undecided", "value undefined")
-    if c.premise is not None and premise != "holds":
-        return Verdict("undecided", f"premise {c.premise} {premise or 'not recorded'}")
-    value, thr = float(value), c.threshold
-    if c.evidence == "interval":
-        if ci is None or not (_finite(ci[0]) and _finite(ci[1])):
-            return Verdict("undecided", "no interval")
-        lo, hi = sorted((float(ci[0]), float(ci[1])))
-        if c.test == "==":
-            if lo == hi == thr:
-                return Verdict("holds", f"interval [{lo:g}, {hi:g}] = {thr:g}")
-            if thr < lo or thr > hi:
-                return Verdict("fails", f"{thr:g} outside interval [{lo:g}, {hi:g}]")
-            return Verdict("undecided", f"interval [{lo:g}, {hi:g}] contains {thr:g} and other values")
-        inside, outside = (lo > thr, hi <= thr) if c.test == ">" else (hi < thr, lo >= thr)
-        if inside:
-            return Verdict("holds", f"interval [{lo:.3g}, {hi:.3g}] {c.test} {thr:g}")
-        if outside:
-            return Verdict("fails", f"interval [{lo:.3g}, {hi:.3g}] on the wrong side of {thr:g}")
-        return Verdict("undecided", f"interval [{lo:.3g}, {hi:.3g}] contains {thr:g}")
-    if not _finite(p):
-        return Verdict("undecided", "no p-value")
-    if float(p) >= alpha:
-        return Verdict("undecided", f"p = {float(p):.2g} >= {alpha:g}")
-    if _side(c.test, value, thr):
-        return Verdict("holds", f"p = {float(p):.2g}, value {c.test} {thr:g}")
-    return Verdict("fails", f"p = {float(p):.2g}, value on the wrong side of {thr:g}")
+def readings(keys: Any = None, *, headline_only: bool = False) -> list[tuple[str, str]]:
+    """``[(claim, reading)]`` of the claims ``keys`` (None: all), every reading or only the headline's."""
+    keys = list(REGISTRY) if keys is None else [keys] if isinstance(keys, str) else list(keys)
+    return [(k, r.name) for k in keys for r in get(k).readings if not headline_only or r.name == get(k).headline]

@@ -71,7 +71,7 @@ def _barrier(world: int) -> None:
 
 def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
                   condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
-                  data_dir=None, cache_dir=None, add_bos: bool = True, strip: bool = False,
+                  data_dir=None, cache_dir=None, add_bos: bool = True, strip: bool = pipeline.STRIP,
                   batch_size: int = 16, dtype: str = "float32", quantization: str | None = None,
                   device: str | None = None, shard_size: int | None = None, backend: str | None = None,
                   recompute: bool = False, progress: bool = False, **model_kwargs: Any) -> cache.ActivationStore:

@@ -5,7 +5,7 @@ the registry (:mod:`transformer_dynamics.claims`), which supplies the sentence, 
 verdict; any other number as a plain value, without a verdict::
 
     led = Ledger("02_activation_statistics", directory=LEDGER_DIR, models=MODELS, n=N)
-    led.claim("r_early", r0, model="smollm2-135m", ci=(lo, hi))        # verdict from the registry
+    led.claims(verdict_table, model="smollm2-135m")   # claims: verdicts.judge's table (the registry decides)
     led.record("mean_abs_first", m0, claim="mean |activation| at sublayer 0", figure="1B")  # no verdict
 
 Each call rewrites ``<directory>/<notebook>.json`` atomically, so a notebook that fails half-way leaves
@@ -75,7 +75,7 @@ class Entry:
     figure: str = ""
     unit: str = ""
     model: str = ""
-    #: set by :meth:`Ledger.claim` only: the registry key, the reading, the condition, the test's p-value, and
+    #: set by :meth:`Ledger.claims` only: the registry key, the reading, the condition, the test's p-value, and
     #: the verdict ("holds" / "fails" / "undecided") with its reason
     registry: str = ""
     reading: str = ""
@@ -83,6 +83,15 @@ class Entry:
     p: float | None = None
     verdict: str | None = None
     reason: str = ""
+    #: set by :meth:`Ledger.claims` only: the verdict line against the references ("holds, but so does random
+    #: init"...), each reference's value, interval, verdict and difference, the sampling units and resamples, and
+    #: the Benjamini-Hochberg q-value and corrected verdict over the chapter's claim rows
+    line: str = ""
+    refs: dict[str, Any] = field(default_factory=dict)
+    n: int | None = None
+    n_boot: int | None = None
+    q: float | None = None
+    verdict_bh: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,10 +100,25 @@ CONTROL_NAMES = {"shuffled": "shuffled-token", "shuffled_keep_last": "shuffled-t
                  "random_init": "random-init"}
 
 
+def _claims_finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _verdict_like(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return any(_verdict_like(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value))
+    return False
+
+
 def control_note(condition: str) -> str:
     """The suffix a control condition's row adds to its sentence: ``""`` for the original texts, else e.g.
-    ``" [shuffled-token control]"``. The one wording for claims (:meth:`Ledger.claim`) and plain values
-    (:meth:`transformer_dynamics.chapter.Chapter.record`)."""
+    ``" [shuffled-token control]"``. The one wording for claims (:meth:`Ledger.claims`) and plain values
+    (:meth:`Ledger.record`)."""
     return "" if condition == "original" else f" [{CONTROL_NAMES.get(condition, condition)} control]"
 
 
@@ -123,60 +147,60 @@ class Ledger:
 
     def record(self, key: str, value: Any, *, claim: str = "", paper: str = "",
                ci: tuple[float, float] | None = None, figure: str = "", unit: str = "", model: str | None = None,
-               **extra: Any) -> None:
-        """Record a plain ``value`` under ``key`` for ``model`` (no verdict: claims go through :meth:`claim`),
-        replacing an earlier value of the same key and model.
+               condition: str = "original", **extra: Any) -> None:
+        """Record a plain ``value`` (a number, a short list of numbers, or text) under ``key`` for ``model``, with
+        no verdict: claims of the paper go through :meth:`claims`. The stored key is ``key@condition`` off the
+        original texts. A plain value is never verdict-like: booleans, ``holds=``/``verdict=`` and a test's ``p=``
+        are refused (decide through the registry instead). Replaces an earlier value of the same key and model.
 
         Returns None, so a notebook cell ending in ``led.record(...)`` shows nothing extra in the book."""
-        if "holds" in extra or "verdict" in extra:
-            raise ValueError(f"{key!r}: verdicts come from the claim registry; use led.claim(claim_key, value, ...) "
-                             "(transformer_dynamics.claims) or drop holds=")
-        self._put(Entry(key=key, value=_plain(value), claim=claim, paper=paper,
+        bad = sorted({"holds", "verdict", "p", "p_value"} & set(extra))
+        if bad:
+            raise ValueError(f"{key!r}: {', '.join(bad)} is verdict-like; a claim's verdict and p come from the "
+                             "registry (transformer_dynamics.claims, recorded with ch.decide / Ledger.claims)")
+        if _verdict_like(value):
+            raise ValueError(f"{key!r}: a yes/no value is a verdict; decide it through the claim registry or record "
+                             "the number it is decided from")
+        name = key + ("" if condition == "original" else f"@{condition}")
+        self._put(Entry(key=name, value=_plain(value), claim=claim + control_note(condition), paper=paper,
                         ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=figure, unit=unit,
-                        model="" if model is None else str(model), extra=_plain(extra)))
+                        model="" if model is None else str(model), condition=condition, extra=_plain(extra)))
 
-    def claim(self, key: str, value: Any, *, model: str | None = None, ci: tuple[float, float] | None = None,
-              p: float | None = None, reading: str | None = None, condition: str = "original",
-              **extra: Any) -> None:
-        """Record the value of the registered claim ``key`` (its ``reading``, default the headline, on
-        ``condition``) for ``model``, with its bootstrap interval ``ci`` or test p-value ``p``.
-
-        The sentence, figure, paper's value and verdict come from :mod:`transformer_dynamics.claims`; a claim
-        with a premise looks the premise up in this ledger (same model, reading and condition: record it
-        first). The ledger key is ``key``, ``key:reading`` for a non-headline reading, ``...@condition`` off
-        the original texts. Returns None."""
-        c = _claims.get(key)
-        r = c.reading(reading)
+    def claims(self, table, *, model: str | None = None, condition: str = "original", **extra: Any) -> None:
+        """Record every row of a verdict table (:func:`transformer_dynamics.verdicts.judge`: ``claim``,
+        ``reading``, ``value``, ``low``, ``high``, ``p``, ``n``, ``n_boot``, ``verdict``, ``reason``, ``line``,
+        ``refs``) for ``model`` on ``condition``. The key is ``claim``, ``claim:reading`` off the headline reading
+        and ``...@condition`` off the original texts; sentence, figure, paper's value and unit come from the
+        registry. After each write the chapter's verdicts are corrected for their number (Benjamini-Hochberg over
+        every claim row of this ledger: ``q`` and ``verdict_bh``)."""
         model = "" if model is None else str(model)
-        name = key + ("" if r.name == c.headline else f":{r.name}") + ("" if condition == "original"
-                                                                        else f"@{condition}")
-        premise = None
-        if c.premise is not None:
-            pk = c.premise + ("" if r.name == c.headline else f":{r.name}") + ("" if condition == "original"
-                                                                              else f"@{condition}")
-            pe = self.entries.get((model, pk))
-            premise = None if pe is None else pe.verdict
-        v = _claims.verdict(key, value, ci=ci, p=p, premise=premise)
-        if ci is not None and not all(_claims._finite(b) for b in ci):
-            ci = None                       # no interval (e.g. an undefined value): stored as none
-        if p is not None and not _claims._finite(p):
-            p = None
-        text = c.quote + ("" if r.name == c.headline else f" [{r.description}]") + control_note(condition)
-        self._put(Entry(key=name, value=_plain(value), claim=text, paper=c.paper, holds=v.holds,
-                        ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=c.figure, unit=c.unit,
-                        model=model, registry=key, reading=r.name, condition=condition,
-                        p=None if p is None else _plain(float(p)), verdict=v.verdict, reason=v.reason,
-                        extra=_plain(extra)))
-
-    def claim_table(self, evidence, *, model: str | None = None, condition: str = "original",
-                    **extra: Any) -> None:
-        """:meth:`claim` for every row of an evidence table (:func:`transformer_dynamics.robustness.claim_evidence`:
-        columns ``claim``, ``reading``, ``value``, ``low``, ``high``, ``p``), in its order (premises first)."""
-        for _, r in evidence.iterrows():
+        for _, r in table.iterrows():
             c = _claims.get(r["claim"])
-            ci = (r["low"], r["high"]) if c.evidence == "interval" else None
-            self.claim(r["claim"], r["value"], model=model, ci=ci, p=None if ci else r["p"], reading=r["reading"],
-                       condition=condition, **extra)
+            rd = c.reading(r["reading"])
+            name = (r["claim"] + ("" if rd.name == c.headline else f":{rd.name}")
+                    + ("" if condition == "original" else f"@{condition}"))
+            ci = (r["low"], r["high"]) if _claims_finite(r["low"]) and _claims_finite(r["high"]) else None
+            text = c.quote + ("" if rd.name == c.headline else f" [{rd.description}]") + control_note(condition)
+            self.entries[model, name] = Entry(
+                key=name, value=_plain(r["value"]), claim=text, paper=c.paper, holds=None,
+                ci=None if ci is None else (float(ci[0]), float(ci[1])), figure=c.figure, unit=c.unit, model=model,
+                registry=c.key, reading=rd.name, condition=condition,
+                p=float(r["p"]) if _claims_finite(r["p"]) else None, verdict=r["verdict"], reason=r["reason"],
+                line=r.get("line", r["verdict"]), refs=_plain(r.get("refs") or {}),
+                n=int(r["n"]) if _claims_finite(r.get("n")) else None,
+                n_boot=int(r["n_boot"]) if _claims_finite(r.get("n_boot")) else None, extra=_plain(extra))
+        self._correct()
+        self.save()
+
+    def _correct(self) -> None:
+        """Benjamini-Hochberg over the ledger's claim rows: each entry's ``q`` and ``verdict_bh``."""
+        from .verdicts import corrected  # noqa: PLC0415
+
+        rows = [e for e in self.entries.values() if e.verdict]
+        q, bh = corrected([e.verdict for e in rows], [np.nan if e.p is None else e.p for e in rows])
+        for e, qi, v in zip(rows, q, bh):
+            e.q = float(qi) if np.isfinite(qi) else None
+            e.verdict_bh = v
 
     def _put(self, entry: Entry) -> None:
         if not entry.key or not isinstance(entry.key, str):

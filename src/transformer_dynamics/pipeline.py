@@ -16,15 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cache, capture, data, models
+from . import __version__, cache, capture, data, models, random_init
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
-           "residual_stream", "residual_stream_store", "trained_cae", "trained_caes"]
+           "residual_stream", "residual_stream_store", "STRIP", "trained_cae", "trained_caes"]
 
 CONDITIONS = ("original", "shuffled")
 #: every condition a capture accepts: CONDITIONS, and the control that keeps the last token in place too
 #: (tokens after BOS and before the last permuted; only the order changes: the verdict-robustness chapter)
 ALL_CONDITIONS = CONDITIONS + ("shuffled_keep_last",)
+#: The book's last token: rows stripped of WikiText's trailing " \n", so that the last token is the text's last
+#: word rather than the same newline for every text (the methods page compares the two; rows as given are the
+#: robustness chapter's other setting).
+STRIP = True
 #: Bump when capture semantics change: every cached array made before is then stale.
 CAPTURE_VERSION = 1
 
@@ -74,8 +78,12 @@ def load_model(name: str = models.DEFAULT_MODEL, *, dtype: str = "float32", quan
 
 def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, *, seed: int, condition: str,
                      dtype: str, quantization: str | None, add_bos: bool, strip: bool,
-                     cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Everything a cached capture depends on; a cache hit needs all of it to match."""
+                     cache_dir: str | os.PathLike | None = None, init: str | None = None,
+                     init_seed: int = 0) -> dict[str, Any]:
+    """Everything a cached capture depends on; a cache hit needs all of it to match. ``init``: a random
+    initialisation of the model's architecture (:mod:`.random_init`) with ``init_seed``, None for the weights
+    as loaded (the key is left out then, so that entries made before it existed still match)."""
+    extra = {} if init is None else {"init": f"{init}:{int(init_seed)}"}
     return {
         "model": model,
         "weights": models.source_fingerprint(model, cache_dir),
@@ -90,6 +98,7 @@ def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, 
         "strip": strip,
         "capture_version": CAPTURE_VERSION,
         "package_version": __version__,
+        **extra,
     }
 
 
@@ -102,7 +111,7 @@ def _check_arguments(**kwargs: Any) -> None:
             continue
         if value is None and name == "shard_size":
             continue
-        low = 0 if name == "seed" else 1
+        low = 0 if name in ("seed", "init_seed") else 1
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
 
@@ -128,26 +137,36 @@ def _scratch_root(root: os.PathLike) -> str:
 def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
                           condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
                           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                          add_bos: bool = True, strip: bool = False, batch_size: int = 16,
+                          add_bos: bool = True, strip: bool = STRIP, batch_size: int = 16,
                           dtype: str = "float32", quantization: str | None = None, device: str | None = None,
                           shard_size: int | None = None, recompute: bool = False, progress: bool = True,
-                          verify: bool = True) -> cache.ActivationStore:
+                          verify: bool = True, init: str | None = None, init_seed: int = 0
+                          ) -> cache.ActivationStore:
     """Capture (or find in the cache) the residual stream and return its :class:`cache.ActivationStore`.
 
     The capture streams shard by shard (``shard_size`` texts each; None: as many as fill
     :data:`SHARD_BYTES`, e.g. 1 942 texts of SmolLM2's 60 x 576 floats, 256 of Llama 3.1 8B's 64 x 4096) to
     disk, so N may exceed memory;
-    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``. A cache hit is verified
+    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``. ``init`` (``"default"``,
+    ``"matched"``, ``"permuted"``; None: the weights as loaded) captures the model's architecture at a random
+    initialisation instead (:func:`.random_init.random_init_model` with ``init_seed``). A cache hit is verified
     (every shard's sha256) before it is returned; ``verify=False`` leaves that to the reads, which check each
     shard they read anyway (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`).
     """
     if condition not in ALL_CONDITIONS:
         raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
-    _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size)
+    _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size,
+                     init_seed=init_seed)
+    if init is not None:
+        random_init.check_kind(init)
+        if quantization is not None:
+            raise ValueError(f"init={init!r} draws new weights: it cannot be combined with quantization="
+                             f"{quantization!r}; capture the random-init reference unquantised")
     texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
     root = models.cache_root(cache_dir)
     identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
-                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir)
+                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir,
+                                init=init, init_seed=init_seed)
     if not recompute:
         store = cache.open_store(root, identity, verify=verify)
         if store is None and str(root) in _SCRATCH:  # computed earlier in this process, uncached
@@ -163,6 +182,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         hit = None if recompute else cache.open_store(root, identity, verify=verify)
         if hit is not None:
             return hit
+    if init is not None:
+        lm = random_init.random_init_model(lm, init, init_seed)
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
         shard_size = shard_texts(len(labels), lm.config.hidden_size)

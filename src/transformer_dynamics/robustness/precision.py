@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, phase
-from .statistics import _nanmedian
+from .curves import _nanmedian
 
 __all__ = ["precision_kwargs", "precision_difference", "headline_change"]
 

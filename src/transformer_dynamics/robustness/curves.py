@@ -1,0 +1,298 @@
+"""The curves behind the claims, for the full data and for every bootstrap resample of the texts.
+
+A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (what each curve is):
+
+- ``"mean"``: ``mag`` (L,) mean over units of |mean over texts| (Fig 1B), ``mag_nomassive`` the same without the
+  massive units, ``mag_rise_share`` () the share of units whose |mean| over the last third of the sublayers
+  exceeds that over the first third, ``sign`` (L,) the share of units with the last sublayer's sign,
+  ``density`` (L,) the mean over texts of the participation ratio ``(sum h^2)^2 / (D' sum h^4)`` of the
+  non-massive units (1: every unit equally large; small: a few units carry the vector), ``density_all`` with
+  every unit;
+- ``"r"``: ``r`` (T,) median over units of the successive Pearson r (Fig 1C), ``units_high_r`` () the share of
+  units whose median r exceeds 0.8 (Fig 1D);
+- ``"cos"``: ``cos`` / ``ccos`` (T,) mean over texts of the raw / centred cosine of successive vectors (Fig 1E);
+- ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F);
+- ``"mi"``: ``mi:{method}`` (T,) mean over the MI units of each unit's MI between successive sublayers (Fig 1H);
+  on resamples only the early window is recomputed (every MI claim reads only it; the rest is NaN);
+- ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean |R|,
+  ``rot_null_abs:{kind}`` () the mean |R| of a surrogate, ``rot_exceed:{kind}`` () the share of units whose |R|
+  exceeds their own surrogate's 95th percentile, for ``kind`` in :data:`ROTATION_NULLS`, and ``rot_spiral`` ()
+  the median over units of log(mean |gradient| over the last third / over the first third);
+- ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
+  variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
+  ``variance`` of all the variance over D (Fig 4B), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
+
+Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all resamples at once
+from resampling weights (one matrix product per batch); the others are recomputed on each of the first
+``n_boot_slow`` resamples (the same resamples: :func:`transformer_dynamics.bootstrap.bootstrap_indices`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import bootstrap, metrics, phase, reduce
+from ..arrays import check_rs
+from ..effects import early_window, thirds_of
+
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves"]
+
+GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
+FAST = ("mean", "r", "cos", "vel")
+#: Surrogates the rotation count is compared with: each unit's activations in shuffled layer order
+#: ("sublayers", the paper's control), its (a, grad a) points in shuffled order ("points"), and a random walk
+#: with the unit's own steps in shuffled order ("steps").
+ROTATION_NULLS = ("sublayers", "points", "steps")
+_MIN_RS = {"min_samples": 4, "min_sublayers": 6}
+
+
+def group_of(key: str) -> str:
+    """The group a curve key belongs to (``"mi:kde"`` -> ``"mi"``, ``"rot_null_abs:points"`` -> ``"rot"``)."""
+    head = key.split(":")[0]
+    for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
+                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("mi", "mi"), ("rot", "rot"),
+                          ("pcs", "pca"), ("r", "r")):
+        if head == prefix or head.startswith(prefix + "_"):
+            return group
+    raise KeyError(f"{key!r} is not a residual-stream curve (see transformer_dynamics.robustness.curves)")
+
+
+@dataclass
+class CurveOptions:
+    """What the curves depend on beyond the texts. massive: the massive units (left out of ``*_nomassive`` and
+    ``density``); mi_units: the units the MI is averaged over (None: all); mi_methods: estimators;
+    n_shuffles: surrogates per unit for the rotation nulls; variance: the PCA threshold; pca_components: kept
+    components (None: all); seed: the MI units' draw and the surrogates; keys: the curves wanted (None: every
+    curve of the groups; else costly curves not named are skipped: ``pcs_own``, the rotation surrogates)."""
+
+    massive: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mi_units: np.ndarray | None = None
+    mi_methods: tuple[str, ...] = ("kde",)
+    n_shuffles: int = 100
+    variance: float = 0.9
+    pca_components: int | None = None
+    seed: int = 0
+    keys: frozenset[str] | None = None
+
+    def wants(self, key: str) -> bool:
+        return self.keys is None or key in self.keys
+
+
+def _keep(D: int, massive: np.ndarray) -> np.ndarray:
+    keep = np.ones(D, dtype=bool)
+    keep[np.asarray(massive, dtype=np.int64)] = False
+    return keep
+
+
+def _participation(rs: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """(n, L) participation ratio of each text's vector at each sublayer, over the units ``keep``."""
+    out = np.empty(rs.shape[:2])
+    for s in range(rs.shape[1]):
+        x = rs[:, s].astype(np.float64)
+        if keep is not None:
+            x = x[:, keep]
+        x2 = x * x
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, s] = x2.sum(1) ** 2 / (x.shape[1] * (x2 * x2).sum(1))
+    return out
+
+
+def _per_text(rs: np.ndarray, groups: Sequence[str], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-text (n, ...) arrays whose weighted means are fast curves."""
+    out: dict[str, np.ndarray] = {}
+    if "mean" in groups:
+        out["density"] = _participation(rs, keep)
+        out["density_all"] = _participation(rs, None)
+    if "cos" in groups:
+        out["cos"] = np.nan_to_num(metrics.cosine_similarity(rs))
+        out["ccos"] = np.nan_to_num(metrics.centered_cosine_similarity(rs))
+    if "vel" in groups:
+        out["vel"] = metrics.velocity(rs)
+        out["vel_nomassive"] = metrics.velocity(rs[:, :, keep]) if not keep.all() else out["vel"]
+    return out
+
+
+def _mean_curves(mean: np.ndarray, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Curves of mean trajectories ``mean: (b, L, D)``."""
+    L = mean.shape[1]
+    a = np.abs(mean)
+    first, _, last = thirds_of(L)
+    return {"mag": a.mean(2), "mag_nomassive": a[:, :, keep].mean(2),
+            "mag_rise_share": (a[:, last].mean(1) > a[:, first].mean(1)).mean(1),
+            "sign": (np.sign(mean) == np.sign(mean[:, -1:])).mean(2)}
+
+
+def _fast(rs: np.ndarray, w: np.ndarray, groups: Sequence[str], per_text: dict[str, np.ndarray],
+          keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Fast curves for resample weights ``w: (B, n)`` (rows summing to 1) -> {key: (B, ...)}."""
+    n, L, D = rs.shape
+    B = w.shape[0]
+    out: dict[str, np.ndarray] = {k: w @ v for k, v in per_text.items()}
+    if "mean" in groups:
+        flat = rs.reshape(n, L * D)
+        wide = bootstrap.batch_rows(L * D)
+        parts = [_mean_curves((w[s:s + wide] @ flat).reshape(-1, L, D), keep) for s in range(0, B, wide)]
+        out.update({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    if "r" in groups:
+        med = np.empty((B, L - 1))
+        r_all = np.empty((B, L - 1, D), dtype=np.float32)
+        x = rs.astype(np.float64)
+        x -= x.mean(0)
+        narrow = bootstrap.batch_rows(5 * D)
+        for t in range(L - 1):
+            a, b = x[:, t], x[:, t + 1]
+            moments = np.concatenate([a, b, a * a, b * b, a * b], axis=1)
+            for s in range(0, B, narrow):
+                r = bootstrap.weighted_correlation(moments, w[s:s + narrow])
+                r_all[s:s + narrow, t] = r
+                with np.errstate(invalid="ignore"):
+                    med[s:s + narrow, t] = _nanmedian(r, 1)
+        with np.errstate(invalid="ignore"):
+            out["units_high_r"] = (_nanmedian(r_all, 1) > 0.8).mean(1)
+        out["r"] = med
+    return out
+
+
+def _nanmedian(x, axis):
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=axis)
+
+
+def _steps_null(traj: np.ndarray, n_shuffles: int, seed: int) -> np.ndarray:
+    """Rotation counts of random walks made of each trajectory's own steps in shuffled order.
+    traj: (U, L) -> (n_shuffles, U)."""
+    U, L = traj.shape
+    steps = np.diff(traj, axis=1)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
+    out = np.empty((n_shuffles, U))
+    for k in range(n_shuffles):
+        perm = np.argsort(rng.random((U, L - 1)), axis=1)
+        walk = np.concatenate([traj[:, :1], traj[:, :1] + np.cumsum(np.take_along_axis(steps, perm, 1), 1)], 1)
+        out[k] = phase.count_rotations(walk)
+    return out
+
+
+def _rot(mean_traj: np.ndarray, opts: CurveOptions) -> dict[str, float]:
+    """Rotation curves of one mean trajectory ``(L, D)``."""
+    traj = np.ascontiguousarray(mean_traj.T)                              # (D, L)
+    rot = np.asarray(phase.count_rotations(traj), dtype=np.float64)
+    out = {"rot_abs": float(np.abs(rot).mean())}
+    kinds = [k for k in ROTATION_NULLS if opts.wants(f"rot_null_abs:{k}") or opts.wants(f"rot_exceed:{k}")]
+    nulls = {k: (_steps_null(traj, opts.n_shuffles, opts.seed) if k == "steps" else
+                 np.asarray(phase.shuffle_null(traj, opts.n_shuffles, seed=opts.seed, what=k), dtype=np.float64))
+             for k in kinds}
+    for k, nul in nulls.items():
+        out[f"rot_null_abs:{k}"] = float(np.abs(nul).mean())
+        out[f"rot_exceed:{k}"] = float(phase.exceeds_null(rot, nul).mean())
+    grad = np.abs(np.gradient(traj, axis=1))
+    first, _, last = thirds_of(traj.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.log(grad[:, last].mean(1) / grad[:, first].mean(1))
+    out["rot_spiral"] = float(_nanmedian(ratio[np.isfinite(ratio)], 0)) if np.isfinite(ratio).any() else np.nan
+    return out
+
+
+def _mi(x: np.ndarray, opts: CurveOptions, window: int | None) -> dict[str, np.ndarray]:
+    """Mean MI over the MI units per transition, for each method; only the first ``window`` transitions (the
+    rest NaN) when given."""
+    T = x.shape[1] - 1
+    sub = x if window is None else x[:, :window + 1]
+    out = {}
+    for m in opts.mi_methods:
+        mi = metrics.mutual_information(sub, m, units=opts.mi_units)         # (t, U)
+        curve = np.full(T, np.nan)
+        with np.errstate(invalid="ignore"):
+            curve[:mi.shape[0]] = _nanmean(mi, 1)
+        out[f"mi:{m}"] = curve
+    return out
+
+
+def _nanmean(x, axis):
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
+    n, L, D = x.shape
+    k = min(n * L, D) if opts.pca_components is None else min(int(opts.pca_components), n * L, D)
+    pca = reduce.PCA(n_components=k).fit(x)
+    curve = reduce.explained_variance_curve_per_sublayer(pca, x)
+    pcs = reduce.components_for_variance(curve, opts.variance, not_reached=np.inf)
+    own = (reduce.components_for_variance(np.cumsum(reduce.sublayer_explained_variance_ratio(x), axis=1),
+                                          opts.variance, not_reached=np.inf) if opts.wants("pcs_own")
+           else np.full(L, np.nan))
+    total = reduce.components_for_variance(np.cumsum(pca.explained_variance_ratio_), opts.variance,
+                                           not_reached=np.inf)
+    # inf: not reached with the kept components (the claims' statistics treat it as a lower bound)
+    return {"pcs": np.asarray(pcs, dtype=np.float64), "pcs_own": np.asarray(own, dtype=np.float64),
+            "pcs_total_frac": float(total) / D,
+            "ev_ratio": pca.explained_variance_ratio_}
+
+
+def _slow(x: np.ndarray, groups: Sequence[str], opts: CurveOptions, full: bool) -> dict[str, Any]:
+    """Slow curves of one (resampled) stream ``x``; ``full``: the whole MI curve (for the figure)."""
+    out: dict[str, Any] = {}
+    if "mi" in groups:
+        out.update(_mi(x, opts, None if full else early_window(x.shape[1] - 1)))
+    if "rot" in groups:
+        out.update(_rot(x.mean(0, dtype=np.float64), opts))
+    if "pca" in groups:
+        out.update(_pca(x, opts))
+    return out
+
+
+def _stack(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([np.asarray(r[k], dtype=np.float64) for r in rows]) for k in rows[0]}
+
+
+def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0, n_boot_slow: int | None = None,
+              seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The curves of ``groups`` on the full data and on ``n_boot`` resamples of the texts.
+
+    rs: (n_samples, n_sublayers, d_model). -> ``(full, replicates)``: ``full[key]`` is ``(1, ...)``,
+    ``replicates[key]`` ``(n_boot, ...)`` for the fast groups and ``(min(n_boot, n_boot_slow), ...)`` for the
+    others (the first resamples of the same draw, ``seed``). ``n_boot=0``: no replicates.
+    """
+    rs = check_rs(rs, **_MIN_RS)
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        raise ValueError(f"unknown curve groups {bad}; use a subset of {GROUPS}")
+    n, L, D = rs.shape
+    keep = _keep(D, opts.massive)
+    fast = [g for g in groups if g in FAST]
+    slow = [g for g in groups if g not in FAST]
+    per_text = _per_text(rs, fast, keep)
+    full = _fast(rs, np.full((1, n), 1.0 / n), fast, per_text, keep) if fast else {}
+    if slow:
+        full.update({k: np.asarray(v)[None] for k, v in _slow(rs, slow, opts, full=True).items()})
+    reps: dict[str, np.ndarray] = {}
+    if n_boot:
+        if fast:
+            reps.update(_fast(rs, bootstrap.bootstrap_counts(n, n_boot, seed) / n, fast, per_text, keep))
+        n_slow = n_boot if n_boot_slow is None else min(n_boot, int(n_boot_slow))
+        if slow and n_slow:
+            idx = bootstrap.bootstrap_indices(n, n_boot, seed)[:n_slow]
+            reps.update(_stack([_slow(rs[i], slow, opts, full=False) for i in idx]))
+    return full, reps
+
+
+def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = None, mi_units=None,
+                  mi_methods: Sequence[str] = ("kde",), n_shuffles: int = 100, variance: float = 0.9,
+                  pca_components: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The full-data curves of ``groups`` (no resamples), each without the resample axis: the numbers the
+    figures draw. Keywords as :class:`CurveOptions`; ``massive`` None: the stream's own massive units."""
+    rs = check_rs(rs, **_MIN_RS)
+    opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
+                        mi_units=mi_units, mi_methods=tuple(mi_methods), n_shuffles=n_shuffles, variance=variance,
+                        pca_components=pca_components, seed=seed)
+    full, _ = rs_curves(rs, groups, opts)
+    return {k: v[0] for k, v in full.items()}
