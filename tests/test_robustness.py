@@ -256,3 +256,16 @@ def test_shuffle_keep_last_variant():
     assert "shuffled_keep_last" in pipeline.ALL_CONDITIONS and "shuffled_keep_last" not in pipeline.CONDITIONS
     with pytest.raises(ValueError, match="condition must be one of"):
         pipeline.residual_stream_store("smollm2-135m", n=4, condition="shuffled_all")
+
+
+def test_mean_curves_resample_the_units():
+    rng = np.random.default_rng(0)
+    x = {"recovery": rng.normal(size=(20, 5)), "frac": rng.normal(size=20)}
+    x["recovery"][3, 2] = np.nan
+    full, reps = robustness.mean_curves(x, n_boot=7, seed=1)
+    np.testing.assert_allclose(full["recovery"][0], np.nanmean(x["recovery"], 0))
+    assert reps["recovery"].shape == (7, 5) and reps["frac"].shape == (7,)
+    idx = bootstrap.bootstrap_indices(20, 7, seed=1)[4]
+    np.testing.assert_allclose(reps["frac"][4], x["frac"][idx].mean())
+    with pytest.raises(ValueError, match="same number of units"):
+        robustness.mean_curves({"a": np.zeros(3), "b": np.zeros(4)})

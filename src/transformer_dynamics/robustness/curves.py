@@ -38,7 +38,7 @@ from .. import bootstrap, metrics, phase, reduce
 from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves"]
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -296,3 +296,38 @@ def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = Non
                         pca_components=pca_components, seed=seed)
     full, _ = rs_curves(rs, groups, opts)
     return {k: v[0] for k, v in full.items()}
+
+
+def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Curves that are means over the sampling unit (texts, prompts) of per-unit arrays, for the full data and for
+    ``n_boot`` resamples of the units: the curves of the claims whose sources are not a residual stream (the
+    teleport's per-prompt recovery, the Jacobians' per-text measures...).
+
+    per_unit: {key: (n, ...)} with the units on axis 0 (NaN entries are left out of that entry's mean). ->
+    ``(full, replicates)``: ``full[key]`` ``(1, ...)``, ``replicates[key]`` ``(n_boot, ...)`` (the resamples of
+    :func:`transformer_dynamics.bootstrap.bootstrap_counts` with ``seed``).
+    """
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in per_unit.items()}
+    if not arrays:
+        raise ValueError("per_unit is empty: give at least one (n, ...) array")
+    ns = {v.shape[0] for v in arrays.values() if v.ndim}
+    if len(ns) != 1 or any(v.ndim == 0 for v in arrays.values()):
+        raise ValueError(f"every per-unit array needs the same number of units on axis 0; got shapes "
+                         f"{ {k: v.shape for k, v in arrays.items()} }")
+    n = ns.pop()
+    if n < 2:
+        raise ValueError(f"need at least 2 units (texts or prompts) to resample; got {n}")
+
+    def weighted(w):
+        out = {}
+        for k, v in arrays.items():
+            flat = v.reshape(n, -1)
+            ok = np.isfinite(flat)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k] = ((w @ np.where(ok, flat, 0.0)) / (w @ ok)).reshape((w.shape[0],) + v.shape[1:])
+        return out
+
+    full = weighted(np.full((1, n), 1.0 / n))
+    reps = weighted(bootstrap.bootstrap_counts(n, n_boot, seed) / n) if n_boot else {}
+    return full, reps
