@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -60,7 +60,13 @@ CAE_SCALING: str = "standard"    # input scaling fitted on the training texts: "
 CAE_THREADS: Optional[int] = 1   # torch CPU threads for CAE training (1: fastest on a small, busy CPU; None: torch's default)
 PCA_COMPONENTS: int = 100        # components for the per-sublayer explained variance (paper Fig 4C: 100)
 VARIANCE_THRESHOLD: float = 0.9  # "PCs needed for this share of a sublayer's variance"
-N_BOOT_SLOW: int = 10            # bootstrap resamples of the texts (PCA refitted on each) for the PCA claim
+N_BOOT: int = 1000               # bootstrap resamples of the (test) texts for the CAE claims' intervals
+N_BOOT_SLOW: int = 200           # bootstrap resamples of the texts (PCA refitted on each) for the PCA claims
+CAE_SEEDS: list[int] = [0, 1, 2]  # CAE training seeds on the original texts (the spread is reported)
+N_REFERENCE: int = 200           # texts of each random-init reference
+REFERENCE_SEEDS: list[int] = [0, 1, 2]  # random-init seeds (each kind) for the PCA claims
+REFERENCE_INITS: list[str] = ["default", "matched"]  # transformers' init; each tensor at the trained scale
+CAE_REFERENCE_SEEDS: list[int] = [0]  # random-init seeds with their own CAE (one CAE each)
 PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
 
 # %% tags=["remove-cell"]
@@ -74,19 +80,21 @@ colab.setup(globals(), "04_reduced_trajectories")
 
 # %%
 import numpy as np
+import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness
-from transformer_dynamics.bootstrap import trend_test
+from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness, verdicts
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ch = chapter.setup("04_reduced_trajectories", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
-                   cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS, cae_patience=CAE_PATIENCE,
-                   cae_scaling=CAE_SCALING, pca_components=PCA_COMPONENTS)
+                   reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
+                   reference_inits=REFERENCE_INITS, cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS,
+                   cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING, cae_seeds=CAE_SEEDS,
+                   pca_components=PCA_COMPONENTS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW)
 rs, RUNS, CONDITIONS = ch.rs, ch.runs, ch.conditions
 Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 
@@ -104,13 +112,22 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 #
 # `pipeline.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
 # next to the activations, keyed by the capture and every training argument; a rerun (say after a prose
-# change) loads it. The training time shown is that of the run that trained it.
+# change) loads it. The training time shown is that of the run that trained it. On the original texts one CAE
+# per training seed in `CAE_SEEDS` (the figures show the first; the claims pool them and report their spread);
+# on the shuffled control the first seed; and one CAE per random-init reference (`REFERENCE_INITS` x
+# `CAE_REFERENCE_SEEDS`, on `N_REFERENCE` texts).
 
 # %%
-cae = pipeline.trained_caes(  # those not cached yet train side by side, one per CPU core
-    RUNS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
-    epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE,
-    num_threads=CAE_THREADS)
+SEEDED = [(m, c, s) for m, c in RUNS for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
+CAE_REFS = [(m, CONDITIONS[0], f"{kind}:{s}") for m in ch.models for kind in REFERENCE_INITS
+            for s in CAE_REFERENCE_SEEDS]
+trained = pipeline.trained_caes(  # those not cached yet train side by side, one per CPU core
+    SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
+    epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE, num_threads=CAE_THREADS,
+    per_run={**{r: {"cae_seed": r[2]} for r in SEEDED},
+             **{r: {"n": ch.reference_n, "init": r[2].split(":")[0], "init_seed": int(r[2].split(":")[1])}
+                for r in CAE_REFS}})
+cae = {(m, c): trained[m, c, CAE_SEEDS[0]] for m, c in RUNS}
 for m, c in RUNS:
     if c == CONDITIONS[0]:
         print(f"{m}: encoder widths", reduce.geometric_widths(ch.d_model[m], 2, CAE_LAYERS))
@@ -126,12 +143,12 @@ grid(plot_reduce.plot_training_history,
 # %% tags=["remove-input"]
 for m, c in RUNS:
     r = cae[m, c]
-    ch.ledger.record(ch.key("cae_train_time_s", c), r.train_time_s, unit="s", figure="3", model=m,
+    ch.record(m, "cae_train_time_s", condition=c, r.train_time_s, unit="s", figure="3",
                      claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} "
                            "epochs)")
-    ch.ledger.record(ch.key("cae_test_ev", c), r.test_ev, figure="3D", model=m,
+    ch.record(m, "cae_test_ev", condition=c, r.test_ev, figure="3D",
                      claim=f"CAE explained variance of all test vectors pooled ({c})")
-    ch.ledger.record(ch.key("cae_best_epoch", c), r.best_epoch, figure="3", model=m,
+    ch.record(m, "cae_best_epoch", condition=c, r.best_epoch, figure="3",
                      claim=f"epoch with the lowest validation loss (0-based, {c})")
 
 # %% [markdown]
@@ -148,13 +165,10 @@ grid(plot_reduce.plot_bottleneck_trajectory, traj);
 # %% tags=["remove-input"]
 for m, c in RUNS:
     ang = metrics.turning_angle(traj[m, c].mean(0))  # (n_sublayers - 2,)
-    rho, p = trend_test(ang, seed=SEED)
-    ch.ledger.claim("cae_straighten", rho, p=p, model=m, condition=c)
-    ch.ledger.record(ch.key("cae_turning_angle_first_last_third", c),
-                     metrics.first_last_third(ang, n=ch.n_sublayers[m], trim=2), unit="degrees",
-                     figure="3B", model=m,
-                     claim=f"mean turning angle of the mean trajectory, first vs last third of "
-                           f"sublayers ({c})")
+    ch.record(m, "cae_turning_angle_first_last_third",
+              metrics.first_last_third(ang, n=ch.n_sublayers[m], trim=2), unit="degrees",
+              figure="3B", condition=c,
+              claim="mean turning angle of the mean trajectory, first vs last third of sublayers")
 
 # %% [markdown]
 # ## Figure 3C: distance between successive sublayers in the bottleneck
@@ -164,11 +178,6 @@ dist = {(m, c): metrics.velocity(traj[m, c]) for m, c in RUNS}
 grid(plot_reduce.plot_successive_distance,
      {("", m): {c: dist[m, c] for c in CONDITIONS} for m in ch.models},
      title="CAE: distance between successive sublayers", height=3.8);
-
-# %% tags=["remove-input"]
-for m, c in RUNS:
-    rho, p = trend_test(dist[m, c].mean(0), seed=SEED)
-    ch.ledger.claim("cae_distance_increases", rho, p=p, model=m, condition=c)
 
 # %% [markdown]
 # ## Figure 3D: explained variance per sublayer on the test texts
@@ -195,27 +204,18 @@ for m, c in RUNS:
     ev, lab = ev_cae[m, c, "sublayer"], ch.labels[m]
     jump_at = int(np.nanargmax(np.diff(ev)))
     first = int(np.flatnonzero(np.isfinite(ev))[0])  # sublayer 0: no variance if every text ends alike
-    ch.ledger.record(ch.key("cae_ev_first_last", c), [ev[first], ev[first + 1], ev[-1]], figure="3D",
-                     first_sublayer=first, model=m,
-                     claim=f"CAE explained variance at the first two sublayers with variance (from "
-                           f"{lab[first]}) and the last ({c})")
-    ch.ledger.record(ch.key("cae_ev_below_zero", c), int(np.sum(ev < 0)), figure="3D", unit="sublayers",
-                     model=m, claim=f"sublayers whose CAE explained variance is negative ({c}; of "
-                                    f"{ch.n_sublayers[m]})")
+    ch.record(m, "cae_ev_first_last", [ev[first], ev[first + 1], ev[-1]], figure="3D", condition=c,
+              first_sublayer=first,
+              claim=f"CAE explained variance at the first two sublayers with variance (from {lab[first]}) and "
+                    "the last")
+    ch.record(m, "cae_ev_below_zero", int(np.sum(ev < 0)), figure="3D", unit="sublayers", condition=c,
+              claim=f"sublayers whose CAE explained variance is negative (of {ch.n_sublayers[m]})")
     ev_global = ev_cae[m, c, "global"]
-    ch.ledger.record(ch.key("cae_ev_global_first_last", c), [ev_global[0], ev_global[-1]], figure="3D",
-                     model=m, claim=f"CAE explained variance about the global mean, first and last "
-                                    f"sublayer ({c})")
-    rho, p = trend_test(ev, seed=SEED)
-    ch.ledger.claim("cae_ev_increases", rho, p=p, model=m, condition=c)
-    ch.ledger.record(ch.key("cae_ev_largest_jump_at", c), jump_at, figure="3D", unit="transition",
-                     model=m, claim=f"transition t (sublayer t -> t+1) with the largest rise in explained "
-                                    f"variance ({c}; first third: t < "
-                                    f"{len(metrics.thirds(ch.n_sublayers[m])[0])})")
-    ch.ledger.record(ch.key("cae_ev_steepest_third", c), metrics.steepest_segment(ev) + 1, figure="3D",
-                     unit="third", model=m,
-                     claim=f"third of the sublayers with the steepest mean rise in explained variance "
-                           f"({c})")
+    ch.record(m, "cae_ev_global_first_last", [ev_global[0], ev_global[-1]], figure="3D", condition=c,
+              claim="CAE explained variance about the global mean, first and last sublayer")
+    ch.record(m, "cae_ev_largest_jump_at", jump_at, figure="3D", unit="transition", condition=c,
+              claim=f"transition t (sublayer t -> t+1) with the largest rise in explained variance (first "
+                    f"third: t < {len(metrics.thirds(ch.n_sublayers[m])[0])})")
 
 # %% [markdown]
 # ## Figure 4A: PCA trajectories
@@ -234,8 +234,8 @@ grid(plot_reduce.plot_pca_trajectories, ptraj);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
-    ch.ledger.record(ch.key("pca_ev_two_components", c), pca[m, c].explained_variance_ratio_[:2].sum(),
-                     figure="4A", model=m,
+    ch.record(m, "pca_ev_two_components", condition=c, pca[m, c].explained_variance_ratio_[:2].sum(),
+                     figure="4A",
                      claim=f"share of the total variance in the first two principal components ({c})")
 
 # %% [markdown]
@@ -252,8 +252,8 @@ for m, c in RUNS:
     k_max = pca[m, c].n_components_
     k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[m, c]),
                                        VARIANCE_THRESHOLD, not_reached=k_max + 1)
-    ch.ledger.record(ch.key(f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}", c), k, figure="4B",
-                     model=m, claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total "
+    ch.record(m, f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}", condition=c, k, figure="4B",
+                     claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total "
                                     f"variance ({c}; {k_max + 1} means more than the {k_max} kept)")
 
 # %% [markdown]
@@ -292,8 +292,8 @@ grid(plot_reduce.plot_components_for_variance,
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
-    ch.ledger.record(ch.key("pca_ev_first_last_third", c), metrics.first_last_third(curve[m, c][:, -1]),
-                     figure="4C", model=m,
+    ch.record(m, "pca_ev_first_last_third", condition=c, metrics.first_last_third(curve[m, c][:, -1]),
+                     figure="4C",
                      claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
                            f"third ({c})")
     for kind, th in ((kind, th) for kind in PCA_KINDS for th in thresholds):
@@ -302,27 +302,40 @@ for m, c in RUNS:
         kept = (curve if kind == "global" else own)[m, c].shape[1]
         n_pc = np.where(np.isposinf(n_pcs[m, kind, th, c]), kept + 1, n_pcs[m, kind, th, c])
         which = "the global" if kind == "global" else "each sublayer's own"
-        ch.ledger.record(ch.key(f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third", c),
-                         metrics.first_last_third(n_pc, "median"), figure="4C", model=m,
-                         claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third "
-                               f"of sublayers ({which} PCA, {c}; "
-                               f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached "
-                               f"with {k_use[m] if kind == 'global' else 'all'} PCs)")
+        ch.record(m, f"pca_{kind}_pcs_for_{int(th * 100)}_first_last_third",
+                  metrics.first_last_third(n_pc, "median"), figure="4C", condition=c,
+                  claim=f"median PCs for {th:.0%} of a sublayer's variance, first vs last third "
+                        f"of sublayers ({which} PCA; "
+                        f"{k_use[m] + 1 if kind == 'global' else 'one more than all'}: not reached "
+                        f"with {k_use[m] if kind == 'global' else 'all'} PCs)")
 
 # %% [markdown]
-# The paper's sentence "later layers requiring fewer principal components" is the registry's claim
-# `pcs_fewer_later`: the mean over the last third of the sublayers minus the mean over the first third of
-# the global components a sublayer needs for `VARIANCE_THRESHOLD` of its variance ("not reached" counted
-# as one more than kept), with a bootstrap interval over texts (the PCA refitted on `N_BOOT_SLOW`
-# resamples; `robustness.claim_evidence`).
+# ## The paper's statements, decided
+# The autoencoder's four sentences (`cae_straighten`, `cae_distance_increases`, `cae_ev_increases`,
+# `cae_ev_early_jump`) and the PCA's two (`pcs_fewer_later`, `low_dimensional`) are claims of the registry
+# (`transformer_dynamics.claims`), each an effect size (a trend: the mean over the last third of the sublayers
+# minus the first third; the "jump": the early rise per step minus the later one). The autoencoder's are
+# resampled over its test texts (`N_BOOT` resamples; the mean trajectory, the distances and the explained
+# variance recomputed on each) and pooled over the `CAE_SEEDS` training seeds (the seeds' own values are
+# listed); the PCA's over all texts (the PCA refitted on each of `N_BOOT_SLOW` resamples). Each is set against
+# the same architecture at random initialisation (the PCA's also against the residual-accumulation null; the
+# autoencoder's against one CAE per random-init kind): the line says whether the trained model lies beyond
+# them. Controls (shuffled tokens) are decided on their own.
 
 # %% tags=["remove-input"]
-evidence = robustness.claim_evidence_runs(  # the runs side by side, one process per core
-    {(m, c): rs[m, c] for m, c in RUNS}, names=("model", "condition"), groups=("pca",),
-    n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, seed=SEED, variance=VARIANCE_THRESHOLD,
-    pca_components=PCA_COMPONENTS)
-for (m, c), ev in evidence.groupby(["model", "condition"], sort=False):
-    ch.ledger.claim_table(ev, model=m, condition=c)
+cae_tables = []
+for m, c in RUNS:
+    seeds = [s for (mm, cc, s) in SEEDED if (mm, cc) == (m, c)]
+    refs = ({run: (trained[m, c, run], ch.reference_streams(m)[run][trained[m, c, run].test_idx])
+             for (mm, cc, run) in CAE_REFS if mm == m} if c == CONDITIONS[0] else {})
+    table, _ = robustness.cae_verdicts(
+        {s: (trained[m, c, s], rs[m, c][trained[m, c, s].test_idx]) for s in seeds}, refs,
+        n_boot=N_BOOT, seed=SEED)
+    ch.ledger.claims(table, model=m, condition=c)
+    cae_tables.append(table.assign(model=m, condition=c))
+pca_table = ch.decide(n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, variance=VARIANCE_THRESHOLD,
+                      pca_components=PCA_COMPONENTS)
+verdicts.summary_table(pd.concat(cae_tables + [pca_table], ignore_index=True))
 
 # %% [markdown]
 # ## The paper's statements next to ours

@@ -269,3 +269,22 @@ def test_mean_curves_resample_the_units():
     np.testing.assert_allclose(reps["frac"][4], x["frac"][idx].mean())
     with pytest.raises(ValueError, match="same number of units"):
         robustness.mean_curves({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+def test_cae_curves_are_the_figure_s_numbers_and_resample_the_test_texts(rs_random):
+    from transformer_dynamics import reduce
+
+    res = reduce.fit_cae(rs_random, k=3, epochs=2, patience=1, seed=0, progress=False)
+    x = rs_random[res.test_idx] if len(res.test_idx) >= 4 else rs_random[:8]
+    full, reps = robustness.cae_curves(res, x, n_boot=5, seed=3)
+    np.testing.assert_allclose(full["cae_ev"][0], reduce.explained_variance_per_sublayer_cae(res, x), rtol=1e-6)
+    z = reduce.bottleneck_trajectories(res, x)
+    np.testing.assert_allclose(full["cae_angle"][0], metrics.turning_angle(z.mean(0)), rtol=1e-5)
+    np.testing.assert_allclose(full["cae_dist"][0], metrics.velocity(z).mean(0), rtol=1e-5)
+    idx = bootstrap.bootstrap_indices(len(x), 5, seed=3)[2]
+    again, _ = robustness.cae_curves(res, x[idx])
+    for k in ("cae_ev", "cae_angle", "cae_dist"):
+        np.testing.assert_allclose(reps[k][2], again[k][0], rtol=1e-5, atol=1e-9, err_msg=k)
+    table, ev = robustness.cae_verdicts({0: (res, x), 1: (res, x)}, {"default:0": (res, x)}, n_boot=20)
+    assert list(table["seeds"].iloc[0]) == [pytest.approx(full["cae_angle"].size and ev[0].value)] * 2
+    assert table.loc[0, "refs"]["default"]["seeds"] == 1

@@ -90,15 +90,16 @@ class Chapter:
         return self._refs[model]
 
     def decide(self, claims: Sequence[str] | None = None, *, conditions: Sequence[str] | None = None,
-               references: bool = True, **evidence: Any):
+               references: bool = True, control_readings: str = "headline", **evidence: Any):
         """Decide the residual-stream claims of this chapter (``claims``: keys; None: every ``"rs"`` claim whose
         chapter this is) on every model and condition, record them in the ledger and return the verdict table.
 
         On the reference condition (the first) each claim is set against the residual-accumulation null of the same
         texts and the random-init references (:meth:`reference_streams`), unless ``references=False``; controls
-        are decided on their own. Keywords go to :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot,
-        n_boot_slow, mi_units, mi_methods, n_shuffles, variance, pca_components...). -> DataFrame with ``model`` and
-        ``condition`` columns added to the :func:`transformer_dynamics.verdicts.judge` rows.
+        are decided on their own, on the headline readings (``control_readings="all"``: every reading). Keywords go to :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot,
+        n_boot_slow, mi_units, mi_methods, n_shuffles, variance, pca_components...). -> DataFrame: the
+        :func:`transformer_dynamics.verdicts.judge` rows with ``model``, ``condition``, and the chapter's
+        Benjamini-Hochberg ``q`` and ``verdict_bh`` (over every claim row recorded so far).
         """
         from . import claims as _claims, robustness  # noqa: PLC0415
 
@@ -109,12 +110,17 @@ class Chapter:
                 ref = references and c == self.conditions[0]
                 table, _ = robustness.stream_verdicts(
                     self.rs[m, c], self.reference_streams(m) if ref else {}, keys, null=ref, seed=self.seed,
-                    **evidence)
+                    readings="all" if c == self.conditions[0] else control_readings, **evidence)
                 self.ledger.claims(table, model=m, condition=c)
                 tables.append(table.assign(model=m, condition=c))
         import pandas as pd  # noqa: PLC0415
 
-        return pd.concat(tables, ignore_index=True)
+        out = pd.concat(tables, ignore_index=True)
+        # the corrected verdicts over the whole chapter so far, as the ledger holds them
+        corrected = {(e.model, e.registry, e.reading, e.condition): (e.q, e.verdict_bh)
+                     for e in self.ledger.entries.values() if e.verdict}
+        qv = [corrected.get((r.model, r.claim, r.reading, r.condition), (None, None)) for r in out.itertuples()]
+        return out.assign(q=[q for q, _ in qv], verdict_bh=[v for _, v in qv])
 
     def table(self, paper: bool | None = None) -> str:
         """The ledger so far as a Markdown table (:func:`~transformer_dynamics.ledger.to_table`: the rows of one

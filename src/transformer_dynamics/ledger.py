@@ -188,7 +188,8 @@ class Ledger:
                 p=float(r["p"]) if _claims_finite(r["p"]) else None, verdict=r["verdict"], reason=r["reason"],
                 line=r.get("line", r["verdict"]), refs=_plain(r.get("refs") or {}),
                 n=int(r["n"]) if _claims_finite(r.get("n")) else None,
-                n_boot=int(r["n_boot"]) if _claims_finite(r.get("n_boot")) else None, extra=_plain(extra))
+                n_boot=int(r["n_boot"]) if _claims_finite(r.get("n_boot")) else None,
+                extra=_plain({**extra, **({"seeds": list(r["seeds"])} if r.get("seeds") is not None else {})}))
         self._correct()
         self.save()
 

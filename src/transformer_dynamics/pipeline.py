@@ -229,38 +229,42 @@ _CAE_RUNTIME_ARGS = {"device", "num_threads", "progress", "chunk_samples"}  # ch
 
 def _cae_entry(model: str, *, n: int = 1000, seed: int = 0, condition: str = "original",
                cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
-               recompute: bool = False, progress: bool = True, **cae_kwargs: Any) -> tuple:
+               recompute: bool = False, progress: bool = True, init: str | None = None, init_seed: int = 0,
+               cae_seed: int | None = None, **cae_kwargs: Any) -> tuple:
     """:func:`trained_cae`'s arguments, split as it uses them -> ``(capture keywords, training keywords,
     capture store, module identity, cache root)``: the one place a CAE's cache key is made."""
     capture_kw = dict(n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
-                      progress=progress)
+                      progress=progress, **({} if init is None else {"init": init, "init_seed": init_seed}))
     store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
-    cae_kwargs.setdefault("seed", seed)
+    cae_kwargs["seed"] = seed if cae_seed is None else cae_seed
     identity = {"activations": store.identity, "cae_version": CAE_VERSION,
                 "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
     return capture_kw, cae_kwargs, store, identity, models.cache_root(cache_dir)
 
 
-def _cae_cached(model: str, condition: str, kwargs: dict[str, Any]) -> bool:
-    """Whether :func:`trained_cae` ``(model, condition=condition, **kwargs)`` would load its CAE from the cache."""
-    *_, identity, root = _cae_entry(model, condition=condition, **kwargs)
+def _cae_cached(model: str, kwargs: dict[str, Any]) -> bool:
+    """Whether :func:`trained_cae` ``(model, **kwargs)`` would load its CAE from the cache."""
+    *_, identity, root = _cae_entry(model, **kwargs)
     return cache.load_module(root, identity) is not None
 
 
 def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0, condition: str = "original",
                 cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
-                recompute: bool = False, progress: bool = True, **cae_kwargs: Any):
+                recompute: bool = False, progress: bool = True, init: str | None = None, init_seed: int = 0,
+                cae_seed: int | None = None, **cae_kwargs: Any):
     """A compressing autoencoder trained on the cached capture (see :func:`reduce.fit_cae`), itself cached.
 
-    The CAE is keyed by the capture's identity plus every training argument that changes the result
-    (``k``, ``epochs``, ``patience``, ``lr``, ``batch_size``, ``scaling``, the split fractions and ``seed``);
-    a rerun with the same arguments loads it instead of training. Returns a :class:`reduce.CAEResult`.
+    ``init``, ``init_seed``: the capture of a random-init model (:func:`residual_stream_store`); ``cae_seed``: the
+    training seed (initial weights, the split of the texts, the batches; default ``seed``). The CAE is keyed by the
+    capture's identity plus every training argument that changes the result (``k``, ``epochs``, ``patience``,
+    ``lr``, ``batch_size``, ``scaling``, the split fractions and the training seed); a rerun with the same arguments
+    loads it instead of training. Returns a :class:`reduce.CAEResult`.
     """
     from . import reduce  # noqa: PLC0415  (torch-heavy; only needed here)
 
     capture_kw, cae_kwargs, store, identity, root = _cae_entry(
         model, n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
-        progress=progress, **cae_kwargs)
+        progress=progress, init=init, init_seed=init_seed, cae_seed=cae_seed, **cae_kwargs)
     if not recompute:
         hit = cache.load_module(root, identity)
         if hit is not None:
@@ -271,28 +275,34 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
     return result
 
 
-def _train_in_worker(model: str, condition: str, kwargs: dict[str, Any]) -> None:
+def _train_in_worker(model: str, kwargs: dict[str, Any]) -> None:
     """A worker process's job in :func:`trained_caes`: train one CAE into the module cache."""
-    trained_cae(model, condition=condition, **kwargs)
+    trained_cae(model, **kwargs)
 
 
-def trained_caes(runs: Sequence[tuple[str, str]], *, workers: int | None = None, **kwargs: Any) -> dict:
-    """:func:`trained_cae` for every ``(model, condition)`` of ``runs`` (keywords as there), the CAEs not yet
-    cached trained side by side in ``workers`` processes (:func:`workers.map_jobs`; None: one per CPU core
-    when they train on the CPU with ``num_threads=1``, the fastest setting for these small networks; else 1).
-    Each CAE is the same as when trained alone (its own seed and generator, one thread); ``recompute=True``
-    retrains them all. -> {run: CAEResult}.
+def trained_caes(runs: Sequence[tuple], *, per_run: dict | None = None, workers: int | None = None,
+                 **kwargs: Any) -> dict:
+    """:func:`trained_cae` for every run of ``runs`` (keywords as there), the CAEs not yet cached trained side by
+    side in ``workers`` processes (:func:`workers.map_jobs`; None: one per CPU core when they train on the CPU with
+    ``num_threads=1``, the fastest setting for these small networks; else 1).
+
+    runs: tuples ``(model, condition, ...)`` (more entries may name the run, e.g. a training seed); per_run: {run:
+    keywords overriding ``kwargs`` for that run (``cae_seed``, ``init``, ``init_seed``, ``n``...)}. Each CAE is the
+    same as when trained alone (its own seed and generator, one thread); ``recompute=True`` retrains them all.
+    -> {run: CAEResult}.
     """
     from . import workers as _workers  # noqa: PLC0415
 
     runs = list(dict.fromkeys(runs))
+    per_run = per_run or {}
+    jobs = {r: (r[0], {**kwargs, "condition": r[1], **per_run.get(r, {})}) for r in runs}
     if workers is None:
         on_cpu = kwargs.get("device") in (None, "cpu") and kwargs.get("num_threads") == 1
         workers = _workers.default_workers(len(runs)) if on_cpu else 1
-    todo = [(m, c) for m, c in runs if kwargs.get("recompute") or not _cae_cached(m, c, kwargs)] \
+    todo = [r for r in runs if kwargs.get("recompute") or not _cae_cached(*jobs[r])] \
         if workers > 1 and len(runs) > 1 else []
     if len(todo) > 1:
-        quiet = {**kwargs, "progress": False}
-        _workers.map_jobs(_train_in_worker, [(m, c, quiet) for m, c in todo], workers)
-        kwargs = {**kwargs, "recompute": False}  # trained just now: load them
-    return {(m, c): trained_cae(m, condition=c, **kwargs) for m, c in runs}
+        _workers.map_jobs(_train_in_worker, [(jobs[r][0], {**jobs[r][1], "progress": False}) for r in todo],
+                          workers)
+        jobs = {r: (m, {**kw, "recompute": False}) for r, (m, kw) in jobs.items()}  # trained just now: load them
+    return {r: trained_cae(m, **kw) for r, (m, kw) in jobs.items()}

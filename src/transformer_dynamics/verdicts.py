@@ -27,7 +27,7 @@ import pandas as pd
 from . import claims as _claims
 
 __all__ = ["Evidence", "decide", "bootstrap_p", "benjamini_hochberg", "corrected", "compare", "judge",
-           "verdict_from_interval", "REFERENCES", "MIN_DEFINED"]
+           "verdict_from_interval", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
 
 #: The reference runs, in the order a verdict line names them: the accumulation null and the random inits.
 REFERENCES = {"null": "the null", "default": "random init", "matched": "random init (matched scale)"}
@@ -73,6 +73,26 @@ class Evidence:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 r = r + (float(self.value) - np.nanmedian(r))
         return r
+
+
+def pool_seeds(evidence: Sequence[Evidence], run: str | None = None) -> Evidence:
+    """One :class:`Evidence` from the same claim measured with several seeds of a random procedure (e.g. an
+    autoencoder trained with each seed): the value is the mean over seeds, replicate b the mean of the seeds'
+    replicates b (each seed resampled over its own texts), and ``extra["seeds"]`` the seeds' values, so that a
+    reader sees the spread. run: the pooled run's name (default: the first's)."""
+    evidence = list(evidence)
+    if not evidence:
+        raise ValueError("no evidence to pool")
+    first = evidence[0]
+    if any((e.claim, e.reading) != (first.claim, first.reading) for e in evidence):
+        raise ValueError("pool_seeds needs the same claim and reading from every seed")
+    B = min(np.asarray(e.replicates).size for e in evidence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(np.nanmean([e.value for e in evidence]))
+        reps = np.nanmean(np.stack([np.asarray(e.centred, dtype=np.float64)[:B] for e in evidence]), axis=0)
+    return Evidence(first.claim, first.reading, run or first.run, value, reps, min(e.n for e in evidence),
+                    recentred=False, extra={**first.extra, "seeds": [float(e.value) for e in evidence]})
 
 
 def _interval(reps: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -220,7 +240,8 @@ def judge(evidence: Sequence[Evidence], *, alpha: float = _claims.ALPHA, seed: i
     ``"matched:s"``) for any claims and readings. The null is compared only where it can move the claim's
     statistic (``Evidence.extra["null_moves"]``; its own value is still reported). -> one row per (claim, reading)
     of the trained run, in registry order: ``claim``, ``reading``, ``value``, ``low``, ``high``, ``p``, ``n``,
-    ``n_boot``, ``verdict``, ``reason``, ``line`` and ``refs`` ({reference: :func:`compare`'s dict}).
+    ``n_boot``, ``verdict``, ``reason``, ``line``, ``refs`` ({reference: :func:`compare`'s dict}) and ``seeds`` (the
+    values of the seeds pooled into the trained value, :func:`pool_seeds`; None otherwise).
     """
     by_key: dict[tuple[str, str], dict[str, list[Evidence]]] = {}
     for e in evidence:
@@ -256,6 +277,56 @@ def judge(evidence: Sequence[Evidence], *, alpha: float = _claims.ALPHA, seed: i
                     r = {**r, "beyond": None, "note": "the null keeps this statistic: same number as the data"}
                 refs[kind] = r
         decisive = {k: r for k, r in refs.items() if r["beyond"] is not None}
-        rows.append({"claim": key, "reading": reading, **d, "line": _line(d["verdict"], decisive), "refs": refs})
+        rows.append({"claim": key, "reading": reading, **d, "line": _line(d["verdict"], decisive), "refs": refs,
+                     "seeds": trained.extra.get("seeds")})
     return pd.DataFrame(rows, columns=["claim", "reading", "value", "low", "high", "p", "n", "n_boot", "verdict",
-                                       "reason", "line", "refs"])
+                                       "reason", "line", "refs", "seeds"])
+
+
+def _num(v) -> str:
+    if not _finite(v):
+        return "undefined"
+    v = float(v)
+    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def _with_interval(value, low, high) -> str:
+    if not _finite(value):
+        return "undefined"
+    if not (_finite(low) and _finite(high)):
+        return _num(value)
+    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A verdict table for readers: one row per claim, reading, model (and condition), with the figure, the
+    paper's sentence, our value with its 95 % interval, the verdict (raw and corrected for the chapter's number of
+    verdicts), each reference's value and the verdict line.
+
+    table: :func:`judge` rows (optionally with ``model``, ``condition``, ``verdict_bh`` columns, as
+    :meth:`transformer_dynamics.chapter.Chapter.decide` returns them). -> DataFrame of strings.
+    """
+    rows = []
+    for r in table.to_dict("records"):
+        c = _claims.get(r["claim"])
+        rd = c.reading(r["reading"])
+        sentence = c.quote + ("" if rd.name == c.headline else f" [{rd.description}]")
+        cond = r.get("condition", "original")
+        if cond and cond != "original":
+            sentence += f" [{cond} control]"
+        row = {"Figure": c.figure, "Claim": sentence}
+        if "model" in r:
+            row["Model"] = r["model"]
+        row["Paper"] = c.paper
+        row["Ours [95% CI]"] = _with_interval(r["value"], r["low"], r["high"])
+        row["Verdict"] = f"{_claims.MARKS.get(r['verdict'], '–')} {r['verdict']}"
+        if "verdict_bh" in r:
+            row["Corrected (BH)"] = f"{_claims.MARKS.get(r['verdict_bh'], '–')} {r['verdict_bh']}" \
+                if r["verdict_bh"] else "–"
+        refs = r.get("refs") or {}
+        for kind, name in REFERENCES.items():
+            ref = refs.get(kind)
+            row[name[0].upper() + name[1:]] = "–" if not ref else _with_interval(ref["value"], ref["low"], ref["high"])
+        row["Line"] = r.get("line", r["verdict"])
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -7,7 +7,7 @@ sublayer has one definition for both (:func:`explained_variance_from_reconstruct
 
 from ._common import CENTERS, explained_variance_from_reconstruction
 from .cae import (CAEResult, CompressingAutoencoder, Standardizer, bottleneck_trajectories,
-                  explained_variance_per_sublayer_cae, fit_cae, geometric_widths, split_by_sample)
+                  explained_variance_per_sublayer_cae, fit_cae, geometric_widths, reconstruct, split_by_sample)
 from .pca import (PCA, components_for_variance, cumulative_explained_variance,
                   explained_variance_curve_per_sublayer, explained_variance_per_sublayer, pca_trajectories,
                   sublayer_explained_variance_ratio)
@@ -29,5 +29,6 @@ __all__ = [
     "split_by_sample",
     "fit_cae",
     "bottleneck_trajectories",
+    "reconstruct",
     "explained_variance_per_sublayer_cae",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "split_by_sample",
     "fit_cae",
     "bottleneck_trajectories",
+    "reconstruct",
     "explained_variance_per_sublayer_cae",
 ]
 
@@ -484,6 +485,12 @@ def bottleneck_trajectories(model: CompressingAutoencoder | CAEResult, rs: Any, 
     ``(n_samples, n_sublayers, d_bottle)`` (Fig 3B plots the mean over test texts)."""
     return _apply(_model_of(model), rs, "encode", chunk_samples)
 
+
+def reconstruct(model: CompressingAutoencoder | CAEResult, rs: Any, *, chunk_samples: int | None = 1024
+                ) -> np.ndarray:
+    """The CAE's reconstruction of every sublayer vector, in raw RS units: ``rs: (n_samples, n_sublayers,
+    d_model)`` -> the same shape (float32)."""
+    return _apply(_model_of(model), rs, "forward", chunk_samples)
 
 
 @torch.no_grad()

@@ -9,13 +9,13 @@ null, random initialisations), nested subsamples of the texts and numerical prec
 - :mod:`.precision`: two captures of the same texts at two precisions compared.
 """
 
-from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, mean_curves, rs_curves, stream_curves
-from .evidence import (claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
+from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean_curves, rs_curves, stream_curves
+from .evidence import (cae_verdicts, claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "claim_evidence",
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "cae_curves", "cae_verdicts", "claim_evidence",
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples"]

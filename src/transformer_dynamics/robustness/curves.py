@@ -38,7 +38,8 @@ from .. import bootstrap, metrics, phase, reduce
 from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves"]
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves",
+           "cae_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -330,4 +331,45 @@ def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0
 
     full = weighted(np.full((1, n), 1.0 / n))
     reps = weighted(bootstrap.bootstrap_counts(n, n_boot, seed) / n) if n_boot else {}
+    return full, reps
+
+
+def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples: int | None = 256
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The autoencoder's curves (Fig 3B-D) on its test texts, for the data and ``n_boot`` resamples of the texts.
+
+    result: a trained CAE (:class:`transformer_dynamics.reduce.CAEResult` or its module); rs_test: (n_test,
+    n_sublayers, d_model) the texts it was not trained on. -> ``(full, replicates)`` with ``cae_angle`` (B, L - 2)
+    the turning angle of the mean bottleneck trajectory, ``cae_dist`` (B, L - 1) the mean distance between
+    successive sublayers in the bottleneck, and ``cae_ev`` (B, L) each sublayer's explained variance about its
+    own mean (the reconstruction's errors and the sublayer's spread summed over the resample's texts, raw units).
+    """
+    from .. import reduce  # noqa: PLC0415
+
+    rs_test = check_rs(rs_test, min_samples=2, min_sublayers=3, name="rs_test")
+    n, L, D = rs_test.shape
+    z = reduce.bottleneck_trajectories(result, rs_test, chunk_samples=chunk_samples).astype(np.float64)
+    recon = reduce.reconstruct(result, rs_test, chunk_samples=chunk_samples)
+    x = rs_test.astype(np.float64)
+    err = ((x - recon) ** 2).sum(2)                                         # (n, L)
+    x -= x.mean(0)                                                          # SST is shift invariant per sublayer
+    sq = (x ** 2).sum(2)                                                    # (n, L)
+    flat_z, flat_x = z.reshape(n, -1), x.reshape(n, -1)
+    dist = metrics.velocity(z)                                              # (n, L - 1)
+
+    def curves(w):
+        mean_z = (w @ flat_z).reshape(-1, L, z.shape[2])
+        m = (w @ flat_x).reshape(-1, L, D)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sst = w @ sq - (m ** 2).sum(2)
+            ev = np.where(sst > 1e-12 * np.nanmax(np.abs(sst)), 1.0 - (w @ err) / sst, np.nan)
+        return {"cae_angle": metrics.turning_angle(mean_z), "cae_dist": w @ dist, "cae_ev": ev}
+
+    full = curves(np.full((1, n), 1.0 / n))
+    reps: dict[str, np.ndarray] = {}
+    if n_boot:
+        w = bootstrap.bootstrap_counts(n, n_boot, seed) / n
+        step = bootstrap.batch_rows(L * D)
+        parts = [curves(w[s:s + step]) for s in range(0, n_boot, step)]
+        reps = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return full, reps

@@ -22,11 +22,11 @@ import pandas as pd
 from .. import claims as _claims
 from .. import metrics, nulls
 from ..arrays import check_rs, transition_kind
-from ..verdicts import Evidence, decide, judge
-from .curves import CurveOptions, _MIN_RS, _nanmean, group_of, rs_curves
+from ..verdicts import Evidence, decide, judge, pool_seeds
+from .curves import CurveOptions, _MIN_RS, _nanmean, cae_curves, group_of, rs_curves
 
-__all__ = ["evidence_from_curves", "claim_evidence", "claim_evidence_runs", "stream_verdicts", "evidence_frame",
-           "first_transitions_table", "rs_readings"]
+__all__ = ["evidence_from_curves", "claim_evidence", "claim_evidence_runs", "stream_verdicts", "cae_verdicts",
+           "evidence_frame", "first_transitions_table", "rs_readings"]
 
 
 def rs_readings(keys: Iterable[str] | None = None, *, mi_methods: Sequence[str] = ("kde",),
@@ -128,25 +128,52 @@ def claim_evidence_runs(runs: Mapping[Any, Any], *, per_run: Mapping[Any, dict] 
 
 def stream_verdicts(rs, references: Mapping[str, Any] | None = None, keys: Iterable[str] | None = None, *,
                     null: bool = True, null_seed: int = 0, reference_readings: str = "headline",
-                    workers: int | None = None, seed: int = 0, **kwargs: Any
+                    readings: str = "all", workers: int | None = None, seed: int = 0, **kwargs: Any
                     ) -> tuple[pd.DataFrame, list[Evidence]]:
     """One model's verdicts on the residual-stream claims ``keys``, against what any residual stream gives.
 
     rs: (n_samples, n_sublayers, d_model), the data; references: {run: rs'} random-init streams named
     ``"default:<seed>"`` / ``"matched:<seed>"`` (fewer texts allowed); null: also the residual-accumulation null of
     ``rs`` (:func:`transformer_dynamics.nulls.accumulation_null`, ``null_seed``); reference_readings:
-    ``"headline"`` (the references on the headline readings only) or ``"all"``. Keywords as
+    ``"headline"`` (the references on the headline readings only) or ``"all"``; readings: the same for the data
+    (``"all"``: every reading the curves allow). Keywords as
     :func:`claim_evidence`. -> (:func:`transformer_dynamics.verdicts.judge`'s table, every :class:`Evidence`).
     """
     runs: dict[str, Any] = {"trained": rs}
     if null:
         runs["null"] = nulls.accumulation_null(rs, seed=null_seed)
     runs.update(references or {})
-    ref_kw = {"headline_only": reference_readings == "headline"}
-    per_run = {r: ({"run": r} if r == "trained" else {"run": r, **ref_kw}) for r in runs}
+    per_run = {r: {"run": r, "headline_only": (readings if r == "trained" else reference_readings) == "headline"}
+               for r in runs}
     ev = claim_evidence_runs(runs, per_run=per_run, workers=workers, keys=keys, seed=seed, **kwargs)
     flat = [e for es in ev.values() for e in es]
     return judge(flat, seed=seed), flat
+
+
+def cae_verdicts(trained: Mapping[Any, tuple], references: Mapping[str, tuple] | None = None,
+                 keys: Iterable[str] | None = None, *, n_boot: int = 1000, seed: int = 0
+                 ) -> tuple[pd.DataFrame, list[Evidence]]:
+    """The autoencoder's claims (source ``"cae"``) decided over its test texts, pooled over training seeds.
+
+    trained: {training seed: (CAEResult, rs_test)} of the trained model's stream (each CAE on its own test texts);
+    references: {run: (CAEResult, rs_test)} of random-init streams, runs named ``"default:<seed>"`` /
+    ``"matched:<seed>"``. Each seed's curves are resampled over its test texts (:func:`~.curves.cae_curves`); the
+    seeds are pooled (:func:`transformer_dynamics.verdicts.pool_seeds`: the spread between them is reported with
+    each row, column ``seeds``). -> (:func:`transformer_dynamics.verdicts.judge`'s table, every :class:`Evidence`).
+    """
+    keys = _claims.claims_of(source="cae") if keys is None else list(keys)
+    pairs = _claims.readings(keys)
+    if not trained:
+        raise ValueError("trained is empty: give at least one {seed: (cae, rs_test)}")
+    per_seed = []
+    for res, x in trained.values():
+        full, reps = cae_curves(res, x, n_boot=n_boot, seed=seed)
+        per_seed.append(evidence_from_curves(full, reps, pairs, run="trained", n=len(x), null_moves=True))
+    evidence = [pool_seeds([ev[i] for ev in per_seed]) for i in range(len(pairs))]
+    for run, (res, x) in (references or {}).items():
+        full, reps = cae_curves(res, x, n_boot=n_boot, seed=seed)
+        evidence += evidence_from_curves(full, reps, pairs, run=run, n=len(x), null_moves=True)
+    return judge(evidence, seed=seed), evidence
 
 
 def evidence_frame(evidence: Sequence[Evidence], **columns: Any) -> pd.DataFrame:
