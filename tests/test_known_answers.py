@@ -209,10 +209,16 @@ def test_product_measures_are_chapter_7s_cumulative_measures():
 
 def test_known_answers_table(table):
     assert table["within"].all(), table.loc[~table["within"], ["estimate", "known", "error"]]
-    assert {"estimator", "system", "quantity", "estimate", "known", "error", "relative error", "tolerance",
+    assert {"label", "estimator", "system", "quantity", "estimate", "known", "error", "relative error", "tolerance",
             "relative", "setup", "source"} <= set(table.columns)
     chaotic = table["relative"]
     assert set(table.index[chaotic]) >= {"lorenz_largest_exponent", "henon_largest_exponent"}
     assert (table.loc[chaotic, "tolerance"] == RELATIVE).all()
     assert (table.loc[~chaotic, "tolerance"] == EXACT).all()
     assert table.loc["lorenz_largest_exponent", "source"].startswith("J. C. Sprott")
+    shown = known.summary_table(table.reset_index())
+    assert list(shown.columns) == ["estimate", "known", "error", "tolerance"]
+    assert len(shown) == len(table) and shown["error"].str.endswith("✓").all()
+    assert shown.loc[("lyapunov", "Lorenz: λ₁"), "tolerance"] == "2 %"
+    broken = table.reset_index().assign(estimate=lambda d: d["known"] * 1.5, within=False)
+    assert known.summary_table(broken)["error"].str.endswith("✗").all()

@@ -1,26 +1,21 @@
 """Known answers: every dynamics estimator of the package on a system whose answer is a textbook value or a
 closed form (the book's appendix 9 and ``tests/test_known_answers.py``).
 
-=========================================  ==================================================================
-estimator                                  system and known answer
-=========================================  ==================================================================
-:func:`~.exponents.lyapunov`               the Lorenz flow (sigma = 10, rho = 28, beta = 8/3), largest exponent
-(Benettin, through                         0.9056 per unit time, and the Henon map (a = 1.4, b = 0.3), 0.41922
-:func:`~.derivatives.matrix_steps`)        per iteration (:data:`LORENZ_LARGEST`, :data:`HENON_LARGEST`: Sprott
-                                           2003); the Henon exponents' sum ``ln b`` (``det J = -b`` at every
-                                           step); the finite-time exponents of ``exp(nhA)`` for a non-normal
-                                           ``A`` (closed-form singular values)
-:func:`~transformer_dynamics.phase.        a cosine ``cos(theta t + phi)`` (one coordinate of a planar rotation
-count_rotations`,                          by ``theta`` per step) and a block-diagonal rotation map:
-:func:`~transformer_dynamics.phase.        :func:`rotation_count_of_cosine`, derived below (not
-rotations_per_unit`                        ``theta T / 2 pi``: the count is taken in activation-gradient space)
-:func:`~.rotational.jpca`,                 ``x_{t+1} = exp(dt M) x_t`` with ``M`` skew-symmetric of known
-:func:`~.rotational.jpca_projection`       frequencies: R^2 ratio 1, frequencies ``2 tan(omega dt / 2)`` (the
-                                           midpoint fit is the Cayley transform of the step), the planes
-:func:`~.spectral.spectra`,                ``[[-1, a], [0, -2]]``, a rotation beside a Jordan block, and the
-:func:`~.spectral.cumulative_products`,    transient growth of ``||exp(tA)||``: each measure against its
-:func:`~.spectral.product_measures`        closed form
-=========================================  ==================================================================
+- :func:`~.exponents.lyapunov` (Benettin, through :func:`~.derivatives.matrix_steps`): the Lorenz flow (sigma =
+  10, rho = 28, beta = 8/3), largest exponent 0.9056 per unit time, and the Henon map (a = 1.4, b = 0.3),
+  0.41922 per iteration (:data:`LORENZ_LARGEST`, :data:`HENON_LARGEST`: Sprott 2003); the exponents' sums
+  (the flow's divergence ``-(sigma + 1 + beta)``; ``ln b`` for the map, ``det J = -b`` at every step); the
+  finite-time exponents of ``exp(nhA)`` for a non-normal ``A`` (closed-form singular values).
+- :func:`transformer_dynamics.phase.count_rotations` and :func:`transformer_dynamics.phase.rotations_per_unit`:
+  a cosine ``cos(theta t + phi)`` (one coordinate of a planar rotation by ``theta`` per step) and a
+  block-diagonal rotation map, against :func:`rotation_count_of_cosine`, derived below (not
+  ``theta T / 2 pi``: the count is taken in activation-gradient space).
+- :func:`~.rotational.jpca` (with :func:`~.rotational.jpca_projection`): ``x_{t+1} = exp(dt M) x_t`` with ``M``
+  skew-symmetric of known frequencies: R^2 ratio 1, frequencies ``2 tan(omega dt / 2)`` (the midpoint fit is
+  the Cayley transform of the step), the planes.
+- :func:`~.spectral.spectra`, :func:`~.spectral.cumulative_products`, :func:`~.spectral.product_measures`:
+  ``[[-1, a], [0, -2]]``, a rotation beside a Jordan-type block, and the transient growth of
+  ``||exp(tA)||``, each measure against its closed form.
 
 :func:`known_answers` returns one row per check (:class:`KnownAnswer`: estimate, known value, error,
 tolerance, source); :func:`benettin_convergence` the Benettin estimate over growing lengths (the appendix's
@@ -69,11 +64,12 @@ from .exponents import lyapunov
 from .rotational import jpca
 from .spectral import cumulative_products, product_measures, spectra
 
-__all__ = ["HENON", "HENON_LARGEST", "HENON_SETUP", "KnownAnswer", "Literature", "LORENZ", "LORENZ_LARGEST",
-           "LORENZ_SETUP", "benettin_convergence", "benettin_running", "henon_exponent", "henon_jacobians", "henon_trajectory",
-           "jpca_answers", "known_answers", "lorenz", "lorenz_exponent", "lorenz_trajectory",
-           "rk4_jacobians", "rotation_answers", "rotation_count_of_cosine", "spectral_answers",
-           "benettin_answers"]
+__all__ = ["EXACT_TOLERANCE", "HENON", "HENON_LARGEST", "HENON_SETUP", "KnownAnswer", "LORENZ", "LORENZ_LARGEST",
+           "LORENZ_SETUP", "Literature", "RELATIVE_TOLERANCE", "benettin_answers", "benettin_convergence",
+           "benettin_running", "henon_exponent", "henon_jacobians", "henon_jacobians_along", "henon_trajectory",
+           "jpca_answers", "known_answers", "lorenz", "lorenz_exponent", "lorenz_jacobians", "lorenz_trajectory",
+           "rk4_jacobians", "rotation_answers", "rotation_count_of_cosine", "spectral_answers", "summary_table",
+           "transient_growth"]
 
 #: The textbook parameters.
 LORENZ = {"sigma": 10.0, "rho": 28.0, "beta": 8.0 / 3.0}
@@ -109,11 +105,13 @@ EXACT_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class KnownAnswer:
-    """One estimator on one system (``key``: its short name, the ledger's key): ``estimate`` against ``known`` (``error = estimate - known``), within
-    ``tolerance`` (relative to ``|known|`` when ``relative``, else absolute); ``setup``: the system's
-    parameters and run lengths; ``source``: where the known value comes from (a citation or "closed form")."""
+    """One estimator on one system: ``estimate`` against ``known`` (``error = estimate - known``), within
+    ``tolerance`` (relative to ``|known|`` when ``relative``, else absolute). key: the ledger's key; label: a
+    short name of the check; system, quantity: in full; setup: parameters and run lengths; source: where the
+    known value comes from (a citation or "closed form")."""
 
     key: str
+    label: str
     estimator: str
     system: str
     quantity: str
@@ -284,7 +282,7 @@ def benettin_running(J: np.ndarray, lengths: Sequence[int], *, scale: float = 1.
 
 def benettin_convergence(seed: int = 0, n_points: int = 8) -> dict[str, dict]:
     """The Benettin estimate against the length of the run, for the appendix's figure: per system
-    (``"Lorenz"``, ``"Henon"``) a dict with ``lengths: (n_points,)`` (time units, iterations),
+    (``"Lorenz"``, ``"Hénon"``) a dict with ``lengths: (n_points,)`` (time units, iterations),
     ``estimates: (n_points, B)`` (one per trajectory, :func:`benettin_running` on geometrically spaced
     prefixes of :data:`LORENZ_SETUP`'s and :data:`HENON_SETUP`'s runs), ``known`` (the literature value),
     ``unit``."""
@@ -296,23 +294,23 @@ def benettin_convergence(seed: int = 0, n_points: int = 8) -> dict[str, dict]:
                      "known": LORENZ_LARGEST.value, "unit": "time units"}
     J, _ = henon_jacobians_along(seed)
     steps = np.unique(np.geomspace(20, J.shape[1], n_points).round().astype(int))
-    out["Henon"] = {"lengths": steps.astype(np.float64), "estimates": benettin_running(J, steps, seed=seed),
+    out["Hénon"] = {"lengths": steps.astype(np.float64), "estimates": benettin_running(J, steps, seed=seed),
                     "known": HENON_LARGEST.value, "unit": "iterations"}
     return out
 
 
-def _mean_row(key: str, estimator: str, system: str, quantity: str, values: np.ndarray, lit: Literature,
-              setup: str) -> KnownAnswer:
+def _mean_row(key: str, label: str, estimator: str, system: str, quantity: str, values: np.ndarray,
+              lit: Literature, setup: str) -> KnownAnswer:
     se = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return KnownAnswer(key, estimator, system, quantity, float(values.mean()), lit.value, RELATIVE_TOLERANCE, True,
-                       f"{setup}; standard error over trajectories {se:.2g}", lit.source)
+    return KnownAnswer(key, label, estimator, system, quantity, float(values.mean()), lit.value,
+                       RELATIVE_TOLERANCE, True, f"{setup}; standard error over trajectories {se:.2g}", lit.source)
 
 
 def benettin_answers(seed: int = 0) -> list[KnownAnswer]:
     """:func:`~.exponents.lyapunov` on the Lorenz flow and the Henon map: the mean over the trajectories of the
     finite-time largest exponent, with the routine's defaults (``k = 1`` carried with one more vector, no
     subspace iteration) and, for the Henon map, with one vector (``oversample = 0``, the textbook single pass);
-    and the Henon exponents' sum over a short product."""
+    and the exponents' sums over products short enough for the whole spectrum."""
     est = "dynamics.lyapunov"
     ls, hs = LORENZ_SETUP, HENON_SETUP
     lsetup = (f"RK4 h = {ls['h']}, transient {ls['transient']:g}, length {ls['length']:g} time units, "
@@ -321,18 +319,20 @@ def benettin_answers(seed: int = 0) -> list[KnownAnswer]:
               "trajectories")
     lsys = "Lorenz (σ = 10, ρ = 28, β = 8/3)"
     hsys = "Hénon (a = 1.4, b = 0.3)"
-    rows = [_mean_row("lorenz_largest_exponent", est, lsys, "largest exponent (per unit time)", lorenz_exponent(seed), LORENZ_LARGEST,
-                      lsetup),
-            _mean_row("henon_largest_exponent", est, hsys, "largest exponent (per iteration)", henon_exponent(seed), HENON_LARGEST,
-                      hsetup),
-            _mean_row("henon_largest_exponent_one_vector", est + " (oversample = 0)", hsys, "largest exponent (per iteration)",
-                      henon_exponent(seed, oversample=0), HENON_LARGEST, hsetup)]
+    rows = [_mean_row("lorenz_largest_exponent", "Lorenz: λ₁", est, lsys, "largest exponent (per unit time)",
+                      lorenz_exponent(seed), LORENZ_LARGEST, lsetup),
+            _mean_row("henon_largest_exponent", "Hénon: λ₁", est, hsys, "largest exponent (per iteration)",
+                      henon_exponent(seed), HENON_LARGEST, hsetup),
+            _mean_row("henon_largest_exponent_one_vector", "Hénon: λ₁", est + " (oversample = 0)", hsys,
+                      "largest exponent (per iteration)", henon_exponent(seed, oversample=0), HENON_LARGEST,
+                      hsetup)]
     # the whole spectrum (k = D) over products short enough for lyapunov's float64 range (see its docstring):
     # the flow's exponents sum to its divergence -(sigma + 1 + beta) (the RK4 map's, to O(h^4))
     J, s = lorenz_jacobians(seed, length=30.0, n_trajectories=2)
     lam = _benettin(J, 3, 0, seed).sum(-1) / float(s["h"])
     p = LORENZ
-    rows.append(KnownAnswer("lorenz_exponent_sum", est + " (k = 3)", lsys, "sum of the three exponents (per unit time)", float(lam.mean()),
+    rows.append(KnownAnswer("lorenz_exponent_sum", "Lorenz: λ₁ + λ₂ + λ₃", est + " (k = 3)", lsys,
+                            "sum of the three exponents (per unit time)", float(lam.mean()),
                             -(p["sigma"] + 1.0 + p["beta"]), RELATIVE_TOLERANCE, True,
                             f"RK4 h = {s['h']}, 30 time units, mean of 2 trajectories",
                             "closed form: the divergence -(σ + 1 + β) of the flow"))
@@ -340,9 +340,9 @@ def benettin_answers(seed: int = 0) -> list[KnownAnswer]:
     J, _ = henon_jacobians_along(seed, length=300, n_trajectories=4)
     lam = _benettin(J, 2, 0, seed).sum(-1)
     worst = int(np.argmax(np.abs(lam - math.log(HENON["b"]))))
-    rows.append(KnownAnswer("henon_exponent_sum", est + " (k = 2)", hsys, "sum of the two exponents", float(lam[worst]),
-                            math.log(HENON["b"]), EXACT_TOLERANCE, False,
-                            "300 iterations, worst of 4 trajectories", "closed form: ln b (det J = -b)"))
+    rows.append(KnownAnswer("henon_exponent_sum", "Hénon: λ₁ + λ₂", est + " (k = 2)", hsys,
+                            "sum of the two exponents", float(lam[worst]), math.log(HENON["b"]), EXACT_TOLERANCE,
+                            False, "300 iterations, worst of 4 trajectories", "closed form: ln b (det J = -b)"))
     return rows
 
 
@@ -386,7 +386,8 @@ def rotation_answers(seed: int = 0) -> list[KnownAnswer]:
     rows = []
     for theta, T, phi in ((2 * np.pi / 12, 60, 0.0), (0.3, 63, 0.4), (2.5, 40, 1.0)):
         a = 2.0 * np.cos(theta * np.arange(T + 1) + phi) + 0.5
-        rows.append(KnownAnswer(f"rotation_count_theta_{theta:.3f}", "phase.count_rotations", f"cos(θt + φ), θ = {theta:.4g}, φ = {phi:g}",
+        rows.append(KnownAnswer(f"rotation_count_theta_{theta:.3f}", f"cos, θ = {theta:.3g}, T = {T}",
+                                "phase.count_rotations", f"cos(θt + φ), θ = {theta:.4g}, φ = {phi:g}",
                                 f"rotation count over T = {T} steps", float(phase.count_rotations(a)),
                                 float(rotation_count_of_cosine(theta, T + 1, phi)), EXACT_TOLERANCE, False,
                                 f"-θT/2π = {-theta * T / (2 * np.pi):.4g} (the naive value)",
@@ -399,7 +400,8 @@ def rotation_answers(seed: int = 0) -> list[KnownAnswer]:
                         ("per_sample", np.stack([_unit_counts(thetas, T + 1, p) for p in phases]).mean(0))):
         got = np.asarray(phase.rotations_per_unit(rs, mode=mode))
         worst = int(np.argmax(np.abs(got - known)))
-        rows.append(KnownAnswer(f"rotations_per_unit_{mode}", f"phase.rotations_per_unit ({mode})",
+        rows.append(KnownAnswer(f"rotations_per_unit_{mode}", "rotation map",
+                                f"phase.rotations_per_unit ({mode})",
                                 "x_{t+1} = R x_t, planes at θ = " + ", ".join(f"{t:.3g}" for t in thetas),
                                 f"rotation count per unit (worst of {rs.shape[2]})", float(got[worst]),
                                 float(known[worst]), EXACT_TOLERANCE, False,
@@ -445,20 +447,24 @@ def jpca_answers(seed: int = 0) -> list[KnownAnswer]:
                f"in {D} units")
     setup = f"{n} trajectories of {S} steps"
     src = "closed form: 2 tan(ω dt / 2) (midpoint fit)"
-    rows = [KnownAnswer("jpca_ratio", "dynamics.jpca", sysname, "R² ratio (skew / full)", res.ratio, 1.0, EXACT_TOLERANCE,
-                        False, setup, "closed form: the step is exactly skew-symmetric"),
-            KnownAnswer("jpca_r2_skew", "dynamics.jpca", sysname, "R² of the skew-symmetric fit", res.r2_skew, 1.0,
-                        EXACT_TOLERANCE, False, setup, "closed form: the dynamics are linear and noiseless")]
+    rows = [KnownAnswer("jpca_ratio", "skew flow: R² ratio", "dynamics.jpca", sysname, "R² ratio (skew / full)",
+                        res.ratio, 1.0, EXACT_TOLERANCE, False, setup,
+                        "closed form: the step is exactly skew-symmetric"),
+            KnownAnswer("jpca_r2_skew", "skew flow: R² skew", "dynamics.jpca", sysname,
+                        "R² of the skew-symmetric fit", res.r2_skew, 1.0, EXACT_TOLERANCE, False, setup,
+                        "closed form: the dynamics are linear and noiseless")]
     known = np.sort(2 * np.tan(omegas * dt / 2))[::-1]
     for i, (f, k) in enumerate(zip(res.frequencies, known, strict=True)):
-        rows.append(KnownAnswer(f"jpca_frequency_{i + 1}", "dynamics.jpca", sysname, f"frequency of plane {i + 1} (rad per step)", float(f),
-                                float(k), EXACT_TOLERANCE, False, setup, src))
+        rows.append(KnownAnswer(f"jpca_frequency_{i + 1}", f"skew flow: frequency {i + 1}", "dynamics.jpca",
+                                sysname, f"frequency of plane {i + 1} (rad per step)", float(f), float(k),
+                                EXACT_TOLERANCE, False, setup, src))
     for i, w in enumerate(np.argsort(-omegas)):
         plane = res.components.T @ res.planes[i]                 # (D, 2) in the units
         true = U[:, 2 * w: 2 * w + 2]
         sine = float(np.linalg.norm(plane - true @ (true.T @ plane), 2))   # sin of the largest principal angle
-        rows.append(KnownAnswer(f"jpca_plane_{i + 1}", "dynamics.jpca", sysname, f"plane {i + 1}: sine of the largest principal angle",
-                                sine, 0.0, EXACT_TOLERANCE, False, setup, "closed form: the rotation's plane"))
+        rows.append(KnownAnswer(f"jpca_plane_{i + 1}", f"skew flow: plane {i + 1}", "dynamics.jpca",
+                                sysname, f"plane {i + 1}: sine of the largest principal angle", sine, 0.0,
+                                EXACT_TOLERANCE, False, setup, "closed form: the rotation's plane"))
     return rows
 
 
@@ -499,8 +505,9 @@ def spectral_answers(a: float = 10.0) -> list[KnownAnswer]:
               "departure_update": abs(a) / math.sqrt(13.0 + a ** 2),
               "antisymmetric_share_update": abs(a) / math.sqrt(2 * (13.0 + a ** 2))}
     for key, known in closed.items():
-        rows.append(KnownAnswer(f"spectra_A_{key}", "dynamics.spectra", nameA, key, float(sa[key][0]), float(known),
-                                EXACT_TOLERANCE, False, "update=True", "closed form"))
+        rows.append(KnownAnswer(f"spectra_A_{key}", f"A: {key}", "dynamics.spectra", nameA, key,
+                                float(sa[key][0]), float(known), EXACT_TOLERANCE, False, "update=True",
+                                "closed form"))
     rho, alpha, mu, b = 0.9, 0.6, 0.5, 3.0
     B = np.zeros((4, 4))
     B[:2, :2] = rho * np.array([[math.cos(alpha), -math.sin(alpha)], [math.sin(alpha), math.cos(alpha)]])
@@ -512,8 +519,9 @@ def spectral_answers(a: float = 10.0) -> list[KnownAnswer]:
                 "departure": b / math.sqrt(fro2b),
                 "antisymmetric_share": math.sqrt(2 * rho ** 2 * math.sin(alpha) ** 2 + b ** 2 / 2) / math.sqrt(fro2b)}
     for key, known in closed_b.items():
-        rows.append(KnownAnswer(f"spectra_rotation_jordan_{key}", "dynamics.spectra", nameB, key, float(sb[key][0]), float(known),
-                                EXACT_TOLERANCE, False, "", "closed form"))
+        rows.append(KnownAnswer(f"spectra_rotation_jordan_{key}", f"rot. ⊕ Jordan: {key}", "dynamics.spectra",
+                                nameB, key, float(sb[key][0]), float(known), EXACT_TOLERANCE, False, "",
+                                "closed form"))
     rows += _transient_answers(a)
     return rows
 
@@ -527,46 +535,69 @@ def transient_growth(a: float, t: np.ndarray) -> np.ndarray:
 
 def _transient_answers(a: float, h: float = 0.05, S: int = 100) -> list[KnownAnswer]:
     """``exp(nhA)`` as the product of ``n`` steps ``exp(hA)``: every measure of the products against
-    :func:`transient_growth`, worst over ``n = 1 .. S``; and the peak of ``||exp(tA)||_2`` over the grid."""
+    :func:`transient_growth`, the worst over ``n = 1 .. S`` (and over ``i``); and the peak of ``||exp(tA)||_2``
+    over the grid."""
     step = np.array([[math.exp(-h), a * (math.exp(-h) - math.exp(-2 * h))], [0.0, math.exp(-2 * h)]])
     J = torch.as_tensor(np.broadcast_to(step, (1, S, 2, 2)).copy())
     P = cumulative_products(J)                                   # P[:, s] = exp((S - s) h A)
     n = S - np.arange(S)                                         # steps in each product
     pm = product_measures(P[0], n, k=2)
     sv = transient_growth(a, n * h)                              # (S, 2)
+    lam = lyapunov(matrix_steps(J), k=2, n_iter=0, n_texts=1, d_model=2)[0]   # (S starts, 2)
     name = f"exp(tA), A = [[-1, {a:g}], [0, -2]], t = n·{h:g}, n = 1..{S}"
     setup = f"products of {S} steps exp(hA) (worst over n)"
     rows = []
-    for key, what, got, known in (
-            ("transient_growth", "||exp(tA)||_F / √2", pm["cumulative_growth"], np.sqrt((sv ** 2).sum(-1) / 2)),
-            ("transient_exponents", "finite-time exponents log σ_i / n", pm["exponents"], np.log(sv) / n[:, None]),
-            ("transient_effective_rank", "effective rank of exp(tA)", pm["cumulative_effective_rank"], _entropy_rank(sv))):
-        err = np.abs(got - known).reshape(S, -1).max(-1)
-        w = int(np.argmax(err))
-        rows.append(KnownAnswer(key, "dynamics.product_measures", name, what, float(np.ravel(got[w])[0]),
-                                float(np.ravel(known[w])[0]), EXACT_TOLERANCE, False, setup, "closed form"))
-    lam = lyapunov(matrix_steps(J), k=2, n_iter=0, n_texts=1, d_model=2)[0]   # (S starts, 2)
-    err = np.abs(lam - np.log(sv) / n[:, None]).max(-1)
-    w = int(np.argmax(err))
-    rows.append(KnownAnswer("transient_benettin", "dynamics.lyapunov (k = D)", name, "finite-time exponents log σ_i / n",
-                            float(lam[w, 0]), float(np.log(sv[w, 0]) / n[w]), EXACT_TOLERANCE, False, setup,
-                            "closed form"))
+    for key, label, estimator, what, got, known in (
+            ("transient_growth", "exp(tA): ‖·‖_F / √2", "dynamics.product_measures", "||exp(tA)||_F / √2",
+             pm["cumulative_growth"], np.sqrt((sv ** 2).sum(-1) / 2)),
+            ("transient_exponents", "exp(tA): log σᵢ / n", "dynamics.product_measures",
+             "finite-time exponents log σ_i / n", pm["exponents"], np.log(sv) / n[:, None]),
+            ("transient_effective_rank", "exp(tA): effective rank", "dynamics.product_measures",
+             "effective rank of exp(tA)", pm["cumulative_effective_rank"], _entropy_rank(sv)),
+            ("transient_benettin", "exp(tA): log σᵢ / n", "dynamics.lyapunov (k = D)",
+             "finite-time exponents log σ_i / n", lam, np.log(sv) / n[:, None])):
+        w = int(np.argmax(np.abs(got - known)))                    # the worst over n (and i)
+        rows.append(KnownAnswer(key, label, estimator, name, what, float(np.ravel(got)[w]),
+                                float(np.ravel(known)[w]), EXACT_TOLERANCE, False, setup, "closed form"))
     peak = np.exp(pm["exponents"][:, 0] * n).max()               # max over n of ||exp(nhA)||_2
-    rows.append(KnownAnswer("transient_peak", "dynamics.product_measures", name, "transient peak max_n ||exp(nhA)||_2",
-                            float(peak), float(sv[:, 0].max()), EXACT_TOLERANCE, False,
-                            "both eigenvalues decay; the peak is the non-normal transient", "closed form"))
+    rows.insert(3, KnownAnswer("transient_peak", "exp(tA): peak of ‖·‖₂", "dynamics.product_measures", name,
+                               "transient peak max_n ||exp(nhA)||_2", float(peak), float(sv[:, 0].max()),
+                               EXACT_TOLERANCE, False, "both eigenvalues decay; the peak is the non-normal "
+                               "transient", "closed form"))
     return rows
 
 
 # ------------------------------------------------------------------------------------------------------------
+def summary_table(table, styled: bool = False):
+    """The book's view of :func:`known_answers`' table, narrow enough for a page: indexed by (estimator without
+    its module, check label); the estimate and the known value to 6 digits, the error (relative, in %, where
+    the tolerance is relative) marked ✓ within the tolerance or ✗ outside it, and the tolerance. styled: a
+    pandas ``Styler`` in a smaller font, numbers unwrapped (the book's page), else the ``DataFrame``."""
+    import pandas as pd  # noqa: PLC0415
+
+    err = [(f"{100 * r['relative error']:+.2g} %" if r["relative"] else f"{r['error']:.0e}" if r["error"] else "0")
+           + (" ✓" if r["within"] else " ✗") for _, r in table.iterrows()]
+    tol = [f"{100 * t:g} %" if rel else f"{t:.0e}" for t, rel in zip(table["tolerance"], table["relative"],
+                                                                     strict=True)]
+    out = pd.DataFrame({"estimate": [f"{v:.6g}" for v in table["estimate"]],
+                        "known": [f"{v:.6g}" for v in table["known"]], "error": err, "tolerance": tol})
+    names = [e.split(".", 1)[-1] for e in table["estimator"]]
+    out.index = pd.MultiIndex.from_arrays([names, table["label"]], names=["estimator", "check"])
+    if not styled:
+        return out
+    return out.style.set_table_styles([{"selector": "", "props": "font-size: 0.8em;"},
+                                       {"selector": "td", "props": "white-space: nowrap;"}])
+
+
 def known_answers(seed: int = 0):
-    """Every check above as a ``pandas.DataFrame``, one row per (estimator, system, quantity): estimate,
-    known, error, relative error, tolerance (relative or absolute), within, setup, source."""
+    """Every check above as a ``pandas.DataFrame``, one row per (estimator, system, quantity): key, label,
+    estimate, known, error, relative error, tolerance (relative or absolute), within, setup, source
+    (:func:`summary_table`: the book's view)."""
     import pandas as pd  # noqa: PLC0415
 
     rows = benettin_answers(seed) + rotation_answers(seed) + jpca_answers(seed) + spectral_answers()
     df = pd.DataFrame([{**asdict(r), "error": r.error, "relative error": r.relative_error, "within": r.within}
                        for r in rows])
-    cols = ["key", "estimator", "system", "quantity", "estimate", "known", "error", "relative error", "tolerance",
-            "relative", "within", "setup", "source"]
+    cols = ["key", "label", "estimator", "system", "quantity", "estimate", "known", "error", "relative error",
+            "tolerance", "relative", "within", "setup", "source"]
     return df[cols]
