@@ -362,7 +362,7 @@ def rotation_count_of_cosine(theta: float | np.ndarray, n: int, phi: float | np.
     if n < 4 or np.any((theta <= 0) | (theta >= np.pi)):
         raise ValueError("the closed form needs n >= 4 samples and 0 < theta < pi")
     c, s2 = np.sin(theta), np.sin(theta / 2)
-    m = lambda l: phi + theta * (l + 0.5)  # noqa: E731
+    m = lambda i: phi + theta * (i + 0.5)  # noqa: E731
 
     def eta(mm):  # the ellipse's polar angle at eccentric anomaly mm, continuous in mm
         return mm + np.arctan((1 - c) * np.sin(mm) * np.cos(mm) / (c * np.cos(mm) ** 2 + np.sin(mm) ** 2))
