@@ -26,6 +26,9 @@ module                 what
                        over texts, trained-minus-random-init differences, the bottleneck, the lower layers'
                        exponent
 :mod:`.local`          :func:`local_dynamics`: all of the above for a list of texts, streamed
+:mod:`.known`          every estimator here (and chapter 3's rotation count) on systems with a known answer:
+                       the Lorenz flow, the Henon map, rotations, non-normal matrices (:func:`known_answers`;
+                       the book's appendix)
 =====================  ======================================================================================
 
 ``from transformer_dynamics import dynamics as dy; dy.jacobians(...)`` and every other public name work from
@@ -34,13 +37,14 @@ here. Nothing here imports :mod:`transformer_dynamics.claims` (the registry impo
 
 from .derivatives import jacobians, jvp_steps, matrix_steps
 from .exponents import lyapunov, relative_exponents
+from .known import KnownAnswer, known_answers
 from .local import local_dynamics
 from .maps import (CONTEXTS, Context, _eager, check_maps, frozen_context, random_init_model,  # noqa: F401
                    sublayer_map, text_token_ids)
 from .rotational import JPCAResult, jpca, jpca_projection, jpca_shuffled
 from .sequel import (SEQUEL_CLAIMS, SequelClaim, bottleneck_fraction, bottleneck_statistic, depth_contrast,
                      depth_thirds, learned_difference, lower_layers_exponent, sequel_statistic)
-from .spectral import cumulative_products, effective_rank, spectra
+from .spectral import cumulative_products, effective_rank, product_measures, spectra
 
 # ``_eager`` is private to .maps; benchmarks/bench_dynamics.py reaches it as ``dy._eager``
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "SequelClaim",
     "bottleneck_fraction",
     "JPCAResult",
+    "KnownAnswer",
     "check_maps",
     "cumulative_products",
     "depth_contrast",
@@ -61,10 +66,12 @@ __all__ = [
     "jpca_projection",
     "jpca_shuffled",
     "jvp_steps",
+    "known_answers",
     "learned_difference",
     "local_dynamics",
     "lyapunov",
     "matrix_steps",
+    "product_measures",
     "random_init_model",
     "relative_exponents",
     "spectra",

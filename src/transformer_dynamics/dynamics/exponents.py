@@ -42,6 +42,14 @@ def lyapunov(steps: Sequence[_Step], k: int = 10, *, starts: Sequence[int] | Non
     carries ``k + oversample`` vectors (default ``oversample = k``), so it converges at the rate of
     ``sigma_{k + oversample} / sigma_k`` rather than ``sigma_{k+1} / sigma_k``.
     Returns ``(B, len(starts), k)`` float64, each row in decreasing order. Negative: perturbations shrink.
+
+    Range: the accumulated factor is one float64 matrix, rescaled as a whole, so exponent ``i`` is resolved
+    while ``n (lambda_1 - lambda_i)`` stays below about 700 (the smallest float64 is ``e^-708``; beyond it
+    the exponent comes out ``-inf``). Within that range the triangular factor keeps the small singular values
+    to relative accuracy (the exponents of 30 time units of the Lorenz flow, ``n (lambda_1 - lambda_3)`` about
+    470, sum to the mean log-determinant to 1e-16); the largest exponent has no such limit. Chapter 7's
+    products (``n <= 2L`` sublayers) are far inside. Checked on systems with known answers in
+    :mod:`.known`.
     """
     S = len(steps)
     starts = list(range(S)) if starts is None else [int(s) for s in starts]

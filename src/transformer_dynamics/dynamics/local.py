@@ -16,7 +16,7 @@ import torch
 from .derivatives import jacobians, jvp_steps
 from .exponents import lyapunov
 from .maps import check_maps, frozen_context
-from .spectral import _decompose, effective_rank, spectra
+from .spectral import product_measures, spectra
 
 __all__ = ["local_dynamics"]
 
@@ -68,10 +68,7 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
             st = spectra(J, update=True, eigenvalues=keep_eigenvalues)
             if cumulative:
                 P = J if P is None else P @ J
-                svP = _decompose(P, singular=True, eig=False)[1].numpy()
-                st["cumulative_effective_rank"] = effective_rank(svP)
-                st["cumulative_growth"] = np.sqrt((svP ** 2).sum(-1) / D)
-                st["exponents"] = np.log(np.maximum(svP[:, :k], 1e-300)) / (S - s)
+                st.update(product_measures(P, S - s, k))
                 # the product up to the last *recorded* sublayer S - 1 (where chapter 5 measures recovery)
                 if s < S - 1:
                     P_last = J if P_last is None else P_last @ J

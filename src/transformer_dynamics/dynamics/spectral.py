@@ -2,7 +2,8 @@
 
 :func:`spectra`: spectral radius, rotation dominance and angle, Henrici's departure from normality, the
 antisymmetric share and the effective rank, each ``(...)``, of ``J`` and (``update=True``) of ``J - I``.
-:func:`effective_rank` of singular values; :func:`cumulative_products` ``P[:, s] = J[:, S-1] ... J[:, s]``.
+:func:`effective_rank` of singular values; :func:`cumulative_products` ``P[:, s] = J[:, S-1] ... J[:, s]``;
+:func:`product_measures`: growth, finite-time exponents and effective rank of such products.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-__all__ = ["cumulative_products", "effective_rank", "spectra"]
+__all__ = ["cumulative_products", "effective_rank", "product_measures", "spectra"]
 
 
 def effective_rank(sv: np.ndarray) -> np.ndarray:
@@ -114,3 +115,20 @@ def cumulative_products(J: torch.Tensor) -> torch.Tensor:
         acc = acc @ J[:, s]
         P[:, s] = acc
     return P
+
+
+def product_measures(P: torch.Tensor | np.ndarray, n_steps, k: int) -> dict[str, np.ndarray]:
+    """Measures of products ``P: (B, D, D)`` of ``n_steps`` (an int or ``(B,)``) Jacobians, from their singular
+    values (chapter 7's cumulative measures, :func:`~.local.local_dynamics`):
+
+    - ``cumulative_effective_rank``: ``(B,)`` :func:`effective_rank` of ``P``;
+    - ``cumulative_growth``: ``(B,)`` ``||P||_F / sqrt(D)`` (the mean gain of a random unit perturbation);
+    - ``exponents``: ``(B, k)`` the finite-time Lyapunov exponents ``log sigma_i(P) / n_steps``, decreasing.
+    """
+    P = torch.as_tensor(P).to(torch.float64)
+    D = P.shape[-1]
+    svP = _decompose(P, singular=True, eig=False)[1].numpy()
+    n = np.asarray(n_steps, dtype=np.float64)
+    return {"cumulative_effective_rank": effective_rank(svP),
+            "cumulative_growth": np.sqrt((svP ** 2).sum(-1) / D),
+            "exponents": np.log(np.maximum(svP[:, :k], 1e-300)) / (n[:, None] if n.ndim else n)}
