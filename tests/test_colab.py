@@ -445,7 +445,8 @@ def test_missing_model_says_so(fake_colab, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the Colab path end to end: wheel -> fresh venv -> a chapter with google.colab simulated
+# the Colab path end to end: the cell's own install line, resolved against a local copy of the repository at a
+# commit -> a fresh venv -> a chapter with google.colab simulated
 
 
 FAKE_COLAB = {
@@ -464,23 +465,35 @@ FAKE_COLAB = {
 }
 
 
+def _snapshot(root: Path, into: Path) -> str:
+    """This checkout's files (tracked and new, as git lists them; uncommitted edits included) committed to a fresh
+    repository ``into``; returns the commit."""
+    files = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
+                           capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        if (root / rel).is_file():
+            (into / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / rel, into / rel)
+    git = ["git", "-C", str(into), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(into)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "snapshot"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_colab_like_install_runs_a_chapter(tmp_path):
-    # 1. a wheel of this checkout, built from a copy (nothing written into the repository)
-    src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "_build", "build", "dist", "*.egg-info",
-                                                             "__pycache__", "notebooks", "tests", "benchmarks"))
-    dist = tmp_path / "dist"
-    try:  # this environment's setuptools when it is new enough (no download), else pip's isolated build
-        import setuptools
+def test_colab_like_install_runs_a_chapter(tmp_path, sessions_server):
+    from transformer_dynamics import build
 
-        flags = ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
-    except ImportError:
-        flags = []
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *flags, "-w", str(dist), str(src)],
-                   check=True, capture_output=True)
-    wheel = next(dist.glob("transformer_dynamics-*.whl"))
+    # 1. "GitHub": a copy of this checkout at a commit, where git finds https://github.com/OWNER/REPO
+    repo = build.repository_url(ROOT / "_config.yml").removeprefix("https://github.com/")
+    github = tmp_path / "github"
+    sha = _snapshot(ROOT, github / repo)
+    gitconfig = tmp_path / "gitconfig"
+    gitconfig.write_text(f'[url "file://{github}/"]\n\tinsteadOf = https://github.com/\n')
+    # the runtime's Jupyter server: chapter 1, opened from GitHub at that commit
+    sessions_server["path"] = _colab_path(repo, sha, "01_data_and_capture")
     # 2. a fresh venv that sees this environment's packages (torch & co., no reinstall) but not its
     #    transformer_dynamics, plus a stand-in google.colab imported at start as in Colab
     venv = tmp_path / "venv"
@@ -495,18 +508,19 @@ def test_colab_like_install_runs_a_chapter(tmp_path):
     (site / "00_fake_colab.pth").write_text(f"{fake}\n")
     (site / "01_this_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     (site / "zz_colab_started.pth").write_text("import google.colab\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN", colab.SPEC_ENV)}
     data_dir = data.find_data_dir()  # Colab reads WikiText from the hub; here, the offline copy
     if data_dir is not None:
         env[data.DATA_ENV] = str(data_dir)
-    env.update(TRANSFORMER_DYNAMICS_SPEC=f"transformer-dynamics[quant,hub] @ {wheel.as_uri()}",
-               FAKE_COLAB_SECRET_HF_TOKEN="hf_fake", PIP_DISABLE_PIP_VERSION_CHECK="1", TQDM_DISABLE="1")
-    probe = ("import sys, transformer_dynamics as t; assert 'google.colab' in sys.modules; print(t.__file__)")
+    env.update(GIT_CONFIG_GLOBAL=str(gitconfig), GIT_CONFIG_NOSYSTEM="1", FAKE_COLAB_SECRET_HF_TOKEN="hf_fake",
+               PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0",  # offline: this environment's setuptools builds it
+               PIP_DISABLE_PIP_VERSION_CHECK="1", TQDM_DISABLE="1")
+    probe = "import sys, transformer_dynamics as t; assert 'google.colab' in sys.modules; print(t.__file__)"
     before = subprocess.run([str(py), "-c", probe], env=env, capture_output=True, text=True)
     assert before.returncode != 0 or str(venv) not in before.stdout  # not installed in the venv yet
     subprocess.run([str(py), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"], env=env, check=True,
                    capture_output=True)
-    # 3. chapter 1, as committed (its Colab cell installs the wheel), with a tiny profile chosen by PROFILE
+    # 3. chapter 1, as committed (its Colab cell installs the package at the commit), with a tiny profile
     prof = tmp_path / "tiny.yml"
     prof.write_text("defaults:\n  MODELS: [smollm2-135m]\n  N: 8\n01_data_and_capture:\n  N_VARIANTS: 4\n"
                     "  BATCH_SIZE: 8\n")
@@ -520,9 +534,13 @@ def test_colab_like_install_runs_a_chapter(tmp_path):
     proc = subprocess.run([str(py), "-c", script], env=env, capture_output=True, text=True, timeout=1400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = subprocess.run([str(py), "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert after.stdout.strip().startswith(str(site)), after.stdout  # the wheel, installed by the Colab cell
+    assert after.stdout.strip().startswith(str(site)), after.stdout  # installed by the Colab cell
+    direct = json.loads(next(site.glob("transformer_dynamics-*.dist-info")).joinpath("direct_url.json").read_text())
+    assert direct["vcs_info"]["commit_id"] == sha and direct["url"] == f"https://github.com/{repo}"
     nb = nbformat.read(out, as_version=4)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "[colab] profile" in text and "N=8" in text and "MODELS=['smollm2-135m']" in text
+    assert f"[colab] pip install transformer-dynamics[quant,hub] @ git+https://github.com/{repo}@{sha}" in text
+    assert f"package installed from https://github.com/{repo}@{sha}" in text and "WARNING" not in text
+    assert "[profile]" in text and "N=8" in text and "MODELS=['smollm2-135m']" in text
     led = json.loads((tmp_path / "ledger" / "01_data_and_capture.json").read_text())
     assert led["context"]["models"] == ["smollm2-135m"] and led["context"]["n"] == 8
