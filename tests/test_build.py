@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -196,7 +195,7 @@ def test_notebook_colab_cell_and_metadata(stem):
     cell = colab[0]
     # the package from the notebook's own ref, else the repository's default branch; then one call into it
     # (tests/test_colab.py runs the cell: the ref it installs, the CPU stop)
-    assert f"transformer-dynamics[quant,hub] @ git+https://github.com/" in cell.source, stem
+    assert "transformer-dynamics[quant,hub] @ git+https://github.com/" in cell.source, stem
     assert url.removeprefix("https://github.com/") in cell.source and "@v" not in cell.source, stem
     assert cell.source.rstrip().endswith(f'colab.setup(globals(), "{stem}")')
     assert "remove-cell" in cell.metadata.get("tags", [])

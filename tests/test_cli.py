@@ -4,7 +4,6 @@ non-zero exit; every subcommand has its own --help; --set changes what runs."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +157,8 @@ def test_build_module_runs_as_a_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "transformer_dynamics.build", "run", "--timeout", "0"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: --timeout must be a number of seconds > 0, got '0' (see python -m transformer_dynamics.build run --help)"]
+        "error: --timeout must be a number of seconds > 0, got '0' "
+        "(see python -m transformer_dynamics.build run --help)"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,7 +245,8 @@ def test_every_command_line_turns_an_unexpected_error_into_one_line(capsys, monk
     line = _one_line_error(capsys, _run(distributed.main, ["--texts", "2"]))
     assert "KeyError" in line and "--traceback" in line
     monkeypatch.setattr(build_cli, "run_notebooks", boom)
-    line = _one_line_error(capsys, _run(build_cli.main, ["run", "--root", str(ROOT), "--only", "02", "--out", "/tmp/x"]))
+    argv = ["run", "--root", str(ROOT), "--only", "02", "--out", "/tmp/x"]
+    line = _one_line_error(capsys, _run(build_cli.main, argv))
     assert "KeyError" in line and "--traceback" in line
     with pytest.raises(KeyError):
         build_cli.main(["run", "--root", str(ROOT), "--only", "02", "--out", "/tmp/x", "--traceback"])

@@ -42,7 +42,8 @@ def test_as_list_parses_text_and_keeps_lists():
 def test_coerce_follows_the_annotations():
     from typing import Optional
 
-    ns = {"__annotations__": {"MODELS": list[str], "SCALES": Optional[list[float]], "N": int, "L": "Optional[list[int]]"},
+    ann = {"MODELS": list[str], "SCALES": Optional[list[float]], "N": int, "L": "Optional[list[int]]"}
+    ns = {"__annotations__": ann,
           "MODELS": "a,b", "SCALES": "0.1,1", "N": 5, "L": None}
     assert parameters.coerce_namespace(ns) == {"MODELS": ["a", "b"], "SCALES": [0.1, 1.0]}
     assert ns["MODELS"] == ["a", "b"] and ns["N"] == 5 and ns["L"] is None

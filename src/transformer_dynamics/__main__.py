@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--splits", type=_splits, default=list(SPLITS), help="comma-separated WikiText splits "
                      "(default test,validation)")
     cap.add_argument("--data-dir", type=folder, default=None, help="folder with wiki.test.raw / wiki.valid.raw")
-    cap.add_argument("--cache-dir", type=folder, default=None, help="cache folder (default $TRANSFORMER_DYNAMICS_CACHE)")
+    cap.add_argument("--cache-dir", type=folder, default=None,
+                     help="cache folder (default $TRANSFORMER_DYNAMICS_CACHE)")
     cap.add_argument("--batch-size", type=integer(1), default=16)
     cap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     cap.add_argument("--quantization", default=None, choices=("4bit", "8bit"))

@@ -51,8 +51,8 @@ from .parameters import check_namespace, coerce_namespace
 
 __all__ = ["in_colab", "setup", "apply_profile", "resolve_profile", "drive_cache_dir", "hf_token_from_secrets",
            "install_model_wheels", "check_model_access", "ModelAccessError", "notebook_url", "notebook_source",
-           "install_cell", "installed_source", "strip_requirements", "DRIVE_MOUNT", "DRIVE_FOLDER", "AUTO", "GPU_PROFILES", "EXTRAS",
-           "FALLBACK_REF", "GITHUB_NOTEBOOK", "SPEC_ENV"]
+           "install_cell", "installed_source", "strip_requirements", "DRIVE_MOUNT", "DRIVE_FOLDER", "AUTO",
+           "GPU_PROFILES", "EXTRAS", "FALLBACK_REF", "GITHUB_NOTEBOOK", "SPEC_ENV"]
 
 DRIVE_MOUNT = "/content/drive"
 DRIVE_FOLDER = "MyDrive/transformer-dynamics"

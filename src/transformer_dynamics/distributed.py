@@ -20,13 +20,11 @@ then start one process per node and let each spread its model over that node's G
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -32,7 +32,8 @@ import yaml
 from .. import profiles
 from ..cli import Parser, add_common, folder, guarded, parse, seconds
 from ..parameters import check_count
-from .browser import INSTALL_HINT, OPT_OUT_ENV, can_install_chromium, check_html, ensure_chromium, find_chromium, opted_out
+from .browser import (INSTALL_HINT, OPT_OUT_ENV, can_install_chromium, check_html, ensure_chromium, find_chromium,
+                      opted_out)
 from .layout import BuildError, find_root, log, out_dir, timings_path
 from .notebooks import declared_parameters, notebook_stems, read_notebook
 from .runner import run_notebooks
@@ -196,7 +197,8 @@ def _check_timings(path: Path) -> None:
         ok = isinstance(e, dict) and (e.get("seconds") is None or (isinstance(e.get("seconds"), (int, float))
                                                                    and not isinstance(e.get("seconds"), bool)))
         if not ok or not isinstance(e.get("ok", False), bool):
-            raise BuildError(f"{path}: the entry of {stem!r} is not {{'seconds': number, 'ok': true/false, ...}}; {fix}")
+            raise BuildError(f"{path}: the entry of {stem!r} is not {{'seconds': number, 'ok': true/false, ...}}; "
+                             f"{fix}")
 
 
 def _build(args: argparse.Namespace) -> int:

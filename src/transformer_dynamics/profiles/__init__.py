@@ -59,7 +59,8 @@ def profile_path(profile: str | os.PathLike) -> Path:
                          "nor a path to a .yml file")
     res = resources.files(__name__).joinpath(f"{name}.yml")
     if not res.is_file():
-        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a path to a .yml file")
+        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a path to a "
+                         ".yml file")
     return Path(str(res))
 
 
