@@ -362,9 +362,10 @@ def setup(namespace: MutableMapping[str, Any], notebook: str) -> dict[str, Any]:
     report["coerced"].update(coerce_namespace(namespace))
     if report["profile"] or report["kept"]:
         name = f"{chosen!r} -> {profile!r}" if chosen != profile else repr(profile)
-        _say(f"{name}: " + ", ".join(f"{k}={v!r}" for k, v in report["profile"].items())
-             + (f"; kept yours: {', '.join(f'{k}={v!r}' for k, v in report['kept'].items())}" if report["kept"] else "")
-             + "  (PROFILE = None keeps every value of the parameters cell)", "profile")
+        parts = [f"{name}: " + (", ".join(f"{k}={v!r}" for k, v in report["profile"].items()) or "nothing to change")]
+        if report["kept"]:
+            parts.append("kept yours: " + ", ".join(f"{k}={v!r}" for k, v in report["kept"].items()))
+        _say("; ".join(parts) + "  (PROFILE = None keeps every value of the parameters cell)", "profile")
     check_namespace(namespace, where=f"{notebook}: parameter ")
     if namespace.get("CACHE_DIR") == "drive" and not colab:
         raise ValueError(f'{notebook}: CACHE_DIR = "drive" works in Colab only; give a folder, or None for the '

@@ -161,7 +161,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Path]:
         if d.exists() and not d.is_dir():
             raise BuildError(f"--out {args.out}: {d} is a file, not a folder; give a folder")
     nb_dir = root / "notebooks"
-    stems = notebook_stems(nb_dir, getattr(args, "only", None))
+    if args.command in ("run", "all"):  # (check's --only selects built pages)
+        notebook_stems(nb_dir, args.only)
     if hasattr(args, "profile"):
         profiles.read_profile(args.profile)  # a missing file, a bad name, a YAML error: here, before any folder
         settings = dict(args.settings)
@@ -172,7 +173,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Path, Path]:
             unknown = sorted(set(settings) - declared)
             if unknown:
                 raise BuildError(f"--set: no chapter declares {', '.join(unknown)}; the parameters are those of the "
-                                 f"notebooks' parameters cells (papermill --help-notebook notebooks/{stems[0]}.ipynb)")
+                                 "notebooks' parameters cells (papermill --help-notebook notebooks/NN_name.ipynb)")
             args.profile = str(set_profile(args.profile, settings, out))
             log(f"profile {args.profile} (with --set {', '.join(f'{k}={v!r}' for k, v in settings.items())})")
         _check_timings(timings_path(out, args.profile))
