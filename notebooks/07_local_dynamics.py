@@ -11,7 +11,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,13 +19,19 @@
 # ---
 
 # %% [markdown] tags=["remove-cell"]
-# **Running this in Google Colab?** The notebook asks for a GPU runtime (if Colab opened a CPU one: *Runtime >
-# Change runtime type > GPU*). The next code cells install the package and, with `PROFILE = "colab"`, take the
-# Colab profile's values (chapters 1–5: the paper's Llama 3.1 8B in 4-bit); `PROFILE = None` keeps your own.
-# Llama 3.1 8B is a **gated** model: accept its licence at https://huggingface.co/meta-llama/Llama-3.1-8B, create
-# a read token at https://huggingface.co/settings/tokens and add it as a Colab **secret named `HF_TOKEN`** (key
-# icon in the left bar, notebook access on). Without it the setup stops and says so. `CACHE_DIR = "drive"` keeps
-# the model download and the captures on your Google Drive, shared by every chapter.
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/notebooks/07_local_dynamics.ipynb)
+#
+# **Running this in Google Colab?** The notebook asks for a GPU runtime: on a CPU one the next code cell stops before
+# installing anything and says how to switch (*Runtime > Change runtime type > T4 GPU*), or set `PROFILE = "ci"` for
+# the small offline models on the CPU. The cell installs the package from the GitHub branch, tag or commit this
+# notebook was opened at, then applies the run profile: `PROFILE = "auto"` takes the `colab` profile in Colab
+# (chapters 1–5: the paper's Llama 3.1 8B in 4-bit) and `full` elsewhere; a value you change in the parameters cell
+# is kept, and `PROFILE = None` keeps them all. Llama 3.1 8B is a **gated** model: accept its licence at
+# https://huggingface.co/meta-llama/Llama-3.1-8B, create a read token at https://huggingface.co/settings/tokens and
+# add it as a Colab **secret named `HF_TOKEN`** (key icon in the left bar, notebook access on); without it the setup
+# stops and says so. The `colab` profile keeps the captures on your Google Drive (`CACHE_DIR = "drive"`: Colab asks
+# for permission once; about 2 GB for Llama's two captures of 1000 texts), shared by every chapter; the 16 GB weights
+# download stays on the runtime's disk.
 
 # %% [markdown]
 # # 7. Local dynamics: Jacobian spectra, Lyapunov exponents, rotational planes (beyond the paper)
@@ -74,13 +80,28 @@ N_SHUFFLES: int = 100            # layer-order shuffles for jPCA's control
 N_NOISE: int = 16                # texts for the noise-recovery comparison (chapter 5's experiment, recomputed)
 NOISE_SCALE: float = 0.1         # noise norm / RS norm at the perturbed point
 N_BOOT: int = 1000               # bootstrap resamples over texts
-PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
+PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
 # %% tags=["remove-cell"]
-# Lists given as text become lists; in Colab: install the package (pinned), apply PROFILE, HF_TOKEN, CACHE_DIR.
-import os, subprocess, sys  # noqa: E401
+# Colab: stop on a CPU runtime before installing anything, else install this package from the GitHub ref
+# (branch, tag or commit) this notebook was opened at. Then, everywhere: PROFILE applied, parameters checked.
+import sys
 if "google.colab" in sys.modules:
-    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC", "transformer-dynamics[quant,hub] @ git+https://github.com/transformer-dynamics/transformer-dynamics@v0.1.0")
+    import json, os, re, subprocess, urllib.parse, urllib.request  # noqa: E401
+    import torch
+    if PROFILE in ("auto", "colab") and not torch.cuda.is_available():
+        raise RuntimeError("no GPU in this runtime: Runtime > Change runtime type > T4 GPU,"
+                           " then run all again (or PROFILE = \"ci\": the small offline models on this CPU)")
+    try:  # the notebook's address, from this runtime's Jupyter server
+        _at = os.environ.get("COLAB_JUPYTER_IP", "127.0.0.1") + ":" + os.environ.get("KMP_TARGET_PORT", "9000")
+        _url = json.load(urllib.request.urlopen(f"http://{_at}/api/sessions", timeout=10))[0]["path"]
+    except Exception:  # noqa: BLE001 - not from GitHub as far as we can tell: the fallback below
+        _url = ""
+    _m = re.search(r"github\.com/([\w.-]+/[\w.-]+)/blob/(.+)/notebooks/\w+\.ipynb", urllib.parse.unquote(_url))
+    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC") or (  # the notebook's ref, or the default branch
+        "transformer-dynamics[quant,hub] @ git+https://github.com/"
+        + (f"{_m[1]}@{_m[2]}" if _m else "transformer-dynamics/transformer-dynamics"))
+    print(f"[colab] pip install {SPEC}", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
 from transformer_dynamics import colab
 colab.setup(globals(), "07_local_dynamics")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -95,8 +94,10 @@ def test_declared_parameters_and_filtering():
     assert set(declared) == {"MODELS", "N", "A", "B", "SEED", "CACHE_DIR", "LEDGER_DIR"}
     assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
     params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
-    assert dropped == ["MI_UNITS", "N_BOOT", "N_BOOT_SLOW"]  # the ci profile sets them; this notebook does not declare them
-    assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "LEDGER_DIR": "/x"}
+    # the ci profile sets them; this notebook does not declare them
+    assert dropped == ["MI_UNITS", "N_BOOT", "N_BOOT_SLOW", "QUANTIZATION"]
+    assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "CACHE_DIR": None,
+                      "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
         build.declared_parameters(_nb("N = 1", tags=()))
 
@@ -186,7 +187,6 @@ def test_notebook_parameters_cell_declares_every_profile_parameter(stem):
 @pytest.mark.parametrize("stem", STEMS)
 def test_notebook_colab_cell_and_metadata(stem):
     url = build.repository_url(ROOT / "_config.yml")
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     nb = build.read_notebook(NOTEBOOKS, stem)
     assert nb.metadata.get("accelerator") == "GPU", f"{stem}: the metadata must ask Colab for a GPU runtime"
     raw = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
@@ -194,14 +194,30 @@ def test_notebook_colab_cell_and_metadata(stem):
     colab = [c for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source]
     assert len(colab) == 1, f"{stem}: expected one Colab cell"
     cell = colab[0]
-    # a pinned release with the extras every chapter needs, then one call into the package
-    assert f"transformer-dynamics[quant,hub] @ git+{url}@v{version}" in cell.source, stem
+    # the package from the notebook's own ref, else the repository's default branch; then one call into it
+    # (tests/test_colab.py runs the cell: the ref it installs, the CPU stop)
+    assert "transformer-dynamics[quant,hub] @ git+https://github.com/" in cell.source, stem
+    assert url.removeprefix("https://github.com/") in cell.source and "@v" not in cell.source, stem
     assert cell.source.rstrip().endswith(f'colab.setup(globals(), "{stem}")')
     assert "remove-cell" in cell.metadata.get("tags", [])
     params_at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     assert nb.cells.index(cell) == params_at + 1, "the Colab cell must come right after the parameters cell"
     first = nb.cells[0]  # a visible first cell explains the token (hidden in the book only)
     assert first.cell_type == "markdown" and "HF_TOKEN" in first.source and "licence" in first.source
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_notebook_defaults_equal_the_full_profile(stem):
+    """A plain papermill run (or Jupyter) reproduces the published book: every parameter the full profile sets has
+    that value as its default in the parameters cell, and PROFILE defaults to "auto" (full outside Colab)."""
+    import ast
+
+    nb = build.read_notebook(NOTEBOOKS, stem)
+    declared = build.declared_parameters(nb)
+    full = profiles.load_profile("full", stem)
+    differ = {k: (ast.literal_eval(declared[k]), v) for k, v in full.items() if ast.literal_eval(declared[k]) != v}
+    assert not differ, f"{stem}: (notebook default, full profile) differ for {differ}"
+    assert ast.literal_eval(declared["PROFILE"]) == "auto"
 
 
 @pytest.mark.parametrize("stem", STEMS)

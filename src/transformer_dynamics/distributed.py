@@ -20,13 +20,11 @@ then start one process per node and let each spread its model over that node's G
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,30 +146,43 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
             dist.destroy_process_group()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Data-parallel residual-stream capture (run under torchrun).")
-    p.add_argument("--model", default=models.DEFAULT_MODEL)
-    p.add_argument("--texts", type=int, default=1000, help="N, the number of texts")
-    p.add_argument("--seed", type=int, default=0)
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m transformer_dynamics.distributed`` (under torchrun): capture, print the entry as JSON on rank 0.
+    Every flag is checked by argparse; every error is one line (``--traceback``: the whole of it)."""
+    from .cli import Parser, add_common, folder, guarded, integer, parse
+
+    p = Parser(prog="python -m transformer_dynamics.distributed",
+                                description="Data-parallel residual-stream capture (run under torchrun).")
+    add_common(p)
+    p.add_argument("--model", default=models.DEFAULT_MODEL, help="short name, Hugging Face id or local folder")
+    p.add_argument("--texts", type=integer(1), default=1000, help="N, the number of texts")
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--condition", default="original", choices=pipeline.CONDITIONS)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--shard-size", type=int, default=None)
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--batch-size", type=integer(1), default=16)
+    p.add_argument("--shard-size", type=integer(1), default=None, help="texts per shard (default: from the model)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--device", default=None)
     p.add_argument("--device-map", default=None, help="e.g. auto: spread one model over this node's GPUs")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--cache-dir", type=folder, default=None)
+    p.add_argument("--threads", type=integer(1), default=None, help="torch threads per process")
     p.add_argument("--recompute", action="store_true", help="capture even if the entry is cached")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    kw = {"device_map": a.device_map} if a.device_map else {}
-    store = capture_store(a.model, n=a.texts, seed=a.seed, condition=a.condition, batch_size=a.batch_size,
-                          shard_size=a.shard_size, dtype=a.dtype, device=a.device, cache_dir=a.cache_dir,
-                          recompute=a.recompute, **kw)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(json.dumps({"path": str(store.path), "shape": store.shape, "shards": len(store.meta["shards"])}))
+    a = parse(p, argv)
+    if isinstance(a, int):
+        return a
+
+    def run() -> int:
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        kw = {"device_map": a.device_map} if a.device_map else {}
+        store = capture_store(a.model, n=a.texts, seed=a.seed, condition=a.condition, batch_size=a.batch_size,
+                              shard_size=a.shard_size, dtype=a.dtype, device=a.device, cache_dir=a.cache_dir,
+                              recompute=a.recompute, **kw)
+        if int(os.environ.get("RANK", 0)) == 0:
+            print(json.dumps({"path": str(store.path), "shape": store.shape, "shards": len(store.meta["shards"])}))
+        return 0
+
+    return guarded(run, traceback=a.traceback)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

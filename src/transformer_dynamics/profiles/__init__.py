@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from ..parameters import check_count
+
 __all__ = ["available_profiles", "profile_path", "read_profile", "load_profile", "filter_parameters",
            "check_blocks"]
 
@@ -39,25 +41,62 @@ def available_profiles() -> list[str]:
     return sorted(p.name[:-4] for p in resources.files(__name__).iterdir() if p.name.endswith(".yml"))
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 def profile_path(profile: str | os.PathLike) -> Path:
     """The YAML file of ``profile``: a shipped profile's name or a path to a ``.yml`` file."""
     p = Path(profile)
     if p.suffix in (".yml", ".yaml"):
+        if p.is_dir():
+            raise ValueError(f"profile {p} is a folder; give a .yml file")
         if not p.is_file():
             raise ValueError(f"profile file {p} does not exist")
         return p
     name = str(profile)
+    if not _NAME.match(name) or ".." in name:
+        raise ValueError(f"profile {name!r} is neither a shipped profile's name ({', '.join(available_profiles())}) "
+                         "nor a path to a .yml file")
     res = resources.files(__name__).joinpath(f"{name}.yml")
     if not res.is_file():
-        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a path to a .yml file")
+        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a path to a "
+                         ".yml file")
     return Path(str(res))
 
 
+def _key_lines(node: Any) -> dict[tuple[str, str], int]:
+    """``{(block, PARAMETER): line}`` (1-based) from a composed YAML document, for messages naming the line."""
+    out: dict[tuple[str, str], int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return out
+    for key, block in node.value:
+        bname = str(key.value)
+        if key.tag.endswith(":int") and bname.isdigit():
+            bname = f"{int(bname):02d}"
+        if isinstance(block, yaml.MappingNode):
+            for k, _ in block.value:
+                out[(bname, str(k.value))] = k.start_mark.line + 1
+    return out
+
+
 def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The whole profile: ``{"defaults": {...}, "<notebook stem>": {...}, ...}`` (every block a dict)."""
+    """The whole profile: ``{"defaults": {...}, "<notebook stem>": {...}, ...}`` (every block a dict). Errors
+    (YAML syntax, a block that is not a mapping, a count that is not an integer in its range) are one line
+    naming the file and line."""
     path = profile_path(profile)
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"profile {path} cannot be read ({exc})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML ({problem}); a profile is blocks of `PARAMETER: value` "
+                         "lines") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a profile must be a mapping of blocks ('defaults' and notebook stems)")
     # a block keyed by a bare prefix (`02:`) reads as the integer 2 in YAML: key it as "02" again
@@ -68,26 +107,15 @@ def read_profile(profile: str | os.PathLike) -> dict[str, dict[str, Any]]:
         elif not isinstance(block, dict):
             raise ValueError(f"{path}: block {key!r} must be a mapping of PARAMETER: value, got {type(block).__name__}")
         else:
-            data[key] = {str(k): _count(path, key, str(k), _coerce(v)) for k, v in block.items()}
+            checked = {}
+            for k, v in block.items():
+                try:
+                    checked[str(k)] = check_count(str(k), _coerce(v), f"{path}: {key}.")
+                except ValueError as exc:
+                    line = lines.get((key, str(k)))
+                    raise ValueError(f"{exc}{f' (line {line})' if line else ''}") from None
+            data[key] = checked
     return data
-
-
-# Parameters that are counts (texts, seeds, epochs, shuffles, units…): integers, a list of them, or null
-_COUNT = re.compile(r"^(N|SEED|N_\w+|GRID_N|BATCH_SIZE|\w+_(EPOCHS|LAYERS|PATIENCE|UNITS|COMPONENTS|SHUFFLES|"
-                    r"TEXTS|BOOT|SEED))$")
-
-
-def _count(path: Path, block: str, name: str, value: Any) -> Any:
-    """``value`` of a count parameter as int (16.0 -> 16); a one-line error naming the block and key otherwise."""
-    if not _COUNT.match(name) or value is None:
-        return value
-    if isinstance(value, list):
-        return [_count(path, block, name, v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{path}: {block}.{name} must be an integer, got {value!r} ({type(value).__name__})")
-    return value
 
 
 # YAML 1.1 (PyYAML) reads 1e3 and 1.5E-3 as strings (it wants a dot and a signed exponent): numbers here
