@@ -188,8 +188,9 @@ display(Markdown(
 
 # %% tags=["remove-input"]
 for m in MODELS:
-    ch.ledger.record("tokenizer_adds_bos", default_bos[m], claim="the tokenizer's own default puts BOS "
-                     "first (we add it explicitly either way)", figure="methods", model=m)
+    ch.ledger.record("tokenizer_default_bos", "BOS first" if default_bos[m] else "no BOS",
+                     claim="what the tokenizer's own default puts first (we add BOS explicitly either way)",
+                     figure="methods", model=m)
 
 # %% [markdown]
 # ## Capture, both conditions

@@ -19,10 +19,12 @@
 # ---
 
 # %% [markdown] tags=["remove-cell"]
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/notebooks/09_known_answers.ipynb)
+#
 # **Running this in Google Colab?** This appendix runs no language model: it needs no GPU, no Hugging Face token
-# (`HF_TOKEN`) and no model licence, and runs in seconds on a CPU runtime. The next code cells install the
-# package and, with `PROFILE = "colab"`, take the Colab profile's values (the book's common parameters; none of
-# them changes the numbers here); `PROFILE = None` keeps your own.
+# (`HF_TOKEN`) and no model licence, and runs in seconds on a CPU runtime. The next code cell installs the package
+# from the GitHub branch, tag or commit this notebook was opened at, then applies the run profile (`PROFILE =
+# "auto"`: the `colab` profile in Colab, `full` elsewhere; none of its values changes the numbers here).
 
 # %% [markdown]
 # # 9. Known answers: the dynamics estimators on textbook systems (appendix)
@@ -69,13 +71,28 @@ N: int = 1000                    # the book's number of texts (this appendix use
 SEED: int = 0                    # random seed: starting points, phases and Benettin's first vectors
 CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
-PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
+PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
 # %% tags=["remove-cell"]
-# Lists given as text become lists; in Colab: install the package (pinned), apply PROFILE, HF_TOKEN, CACHE_DIR.
-import os, subprocess, sys  # noqa: E401
+# Colab: stop on a CPU runtime before installing anything, else install this package from the GitHub ref
+# (branch, tag or commit) this notebook was opened at. Then, everywhere: PROFILE applied, parameters checked.
+import sys
 if "google.colab" in sys.modules:
-    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC", "transformer-dynamics[quant,hub] @ git+https://github.com/transformer-dynamics/transformer-dynamics@v0.1.0")
+    import json, os, re, subprocess, urllib.parse, urllib.request  # noqa: E401
+    import torch
+    if PROFILE in ("auto", "colab") and not torch.cuda.is_available():
+        raise RuntimeError("no GPU in this runtime: Runtime > Change runtime type > T4 GPU,"
+                           " then run all again (or PROFILE = \"ci\": the small offline models on this CPU)")
+    try:  # the notebook's address, from this runtime's Jupyter server
+        _at = os.environ.get("COLAB_JUPYTER_IP", "127.0.0.1") + ":" + os.environ.get("KMP_TARGET_PORT", "9000")
+        _url = json.load(urllib.request.urlopen(f"http://{_at}/api/sessions", timeout=10))[0]["path"]
+    except Exception:  # noqa: BLE001 - not from GitHub as far as we can tell: the fallback below
+        _url = ""
+    _m = re.search(r"github\.com/([\w.-]+/[\w.-]+)/blob/(.+)/notebooks/\w+\.ipynb", urllib.parse.unquote(_url))
+    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC") or (  # the notebook's ref, or the default branch
+        "transformer-dynamics[quant,hub] @ git+https://github.com/"
+        + (f"{_m[1]}@{_m[2]}" if _m else "transformer-dynamics/transformer-dynamics"))
+    print(f"[colab] pip install {SPEC}", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
 from transformer_dynamics import colab
 colab.setup(globals(), "09_known_answers")
