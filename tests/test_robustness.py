@@ -53,25 +53,29 @@ def _stationary(n=100, L=18, D=16, phi=0.9, seed=0, outlier=False):
 def test_fast_replicates_equal_recomputation_on_the_resample(rs_random):
     opts = CurveOptions(massive=np.array([3]), mi_units=np.arange(4), seed=0)
     groups = ("mean", "r", "cos", "vel")
-    _, reps = rs_curves(rs_random, groups, opts, n_boot=5, seed=7)
+    _, reps, half = rs_curves(rs_random, groups, opts, n_boot=5, seed=7)
+    assert half == {}                                          # no slow group: no half-samples
     idx = bootstrap.bootstrap_indices(rs_random.shape[0], 5, seed=7)
     for b in (0, 3):
-        full_b, _ = rs_curves(rs_random[idx[b]], groups, opts)
+        full_b, _, _ = rs_curves(rs_random[idx[b]], groups, opts)
         for k in ("mag", "mag_nomassive", "mag_rise_share", "sign", "density", "density_all", "r", "units_high_r",
                   "cos", "vel", "vel_nomassive"):
             np.testing.assert_allclose(reps[k][b], full_b[k][0], rtol=1e-6, atol=1e-9, err_msg=k)
 
 
-def test_slow_replicates_are_the_first_of_the_same_draw(rs_random):
+def test_slow_curves_come_from_half_samples_with_every_group(rs_random):
     opts = CurveOptions(mi_units=np.arange(4), mi_methods=("gcmi",), n_shuffles=5, pca_components=8, seed=0)
-    _, reps = rs_curves(rs_random, ("mi", "rot", "pca"), opts, n_boot=6, n_boot_slow=2, seed=3)
-    assert reps["rot_abs"].shape == (2,) and reps["pcs"].shape == (2, rs_random.shape[1])
-    idx = bootstrap.bootstrap_indices(rs_random.shape[0], 6, seed=3)[1]
-    full_b, _ = rs_curves(rs_random[idx], ("rot", "pca"), opts)
-    assert reps["rot_abs"][1] == pytest.approx(full_b["rot_abs"][0])
-    np.testing.assert_allclose(reps["pcs"][1], full_b["pcs"][0])
-    # on resamples only the MI's early window is computed (the claims read only it)
-    assert np.isnan(reps["mi:gcmi"][0, -1]) and np.isfinite(reps["mi:gcmi"][0, 0])
+    _, reps, half = rs_curves(rs_random, ("r", "mi", "rot", "pca"), opts, n_boot=6, n_boot_slow=3, seed=3)
+    assert reps["r"].shape[0] == 6 and "rot_abs" not in reps                 # bootstrap: the fast groups only
+    assert half["rot_abs"].shape == (3,) and half["pcs"].shape == (3, rs_random.shape[1]) and "r" in half
+    idx = bootstrap.half_samples(rs_random.shape[0], 3, seed=3)[1]
+    assert len(idx) == len(set(idx)) == rs_random.shape[0] // 2              # without replacement
+    full_b, _, _ = rs_curves(rs_random[idx], ("r", "rot", "pca"), opts)
+    assert half["rot_abs"][1] == pytest.approx(full_b["rot_abs"][0])
+    np.testing.assert_allclose(half["pcs"][1], full_b["pcs"][0])
+    np.testing.assert_allclose(half["r"][1], full_b["r"][0])
+    # on half-samples only the MI's early window is computed (the claims read only it)
+    assert np.isnan(half["mi:gcmi"][0, -1]) and np.isfinite(half["mi:gcmi"][0, 0])
 
 
 def test_stream_curves_match_the_metrics(rs_random):

@@ -26,6 +26,13 @@ def test_decide_holds_fails_undecided_and_undefined():
                               reading="mean"))["verdict"] == "holds"
 
 
+def test_p_value_continues_below_the_resamples_floor():
+    rng = np.random.default_rng(3)
+    far = verdicts.decide(ev(5.0, 5.0 + 0.1 * rng.normal(size=200)))
+    near = verdicts.decide(ev(0.4, 0.4 + 0.1 * rng.normal(size=200)))
+    assert far["p"] < 1e-6 < near["p"] < 2 / 201 and far["verdict"] == near["verdict"] == "holds"
+
+
 def test_p_value_agrees_with_the_interval():
     rng = np.random.default_rng(1)
     for shift in np.linspace(-0.4, 0.4, 41):
@@ -69,13 +76,13 @@ def test_compare_and_judge_lines():
     assert c["beyond"] and c["diff"] == pytest.approx(0.4) and c["seeds"] == 3 and c["verdict"] == "holds"
     assert not verdicts.compare(trained, same)["beyond"]
     table = verdicts.judge([trained, *lower])
-    assert table.loc[0, "line"] == "holds, beyond random init (matched scale)"
+    assert table.loc[0, "line"] == "holds, beyond matched-scale random init"
     table = verdicts.judge([trained, *same, *lower])
     assert table.loc[0, "line"] == "holds, but so does random init"
     null = ev(0.5, 0.5 + 0.05 * rng.normal(size=1000), run="null")
     trained_fixed = ev(0.5, 0.5 + 0.05 * rng.normal(size=1000), null_moves=False)
     t = verdicts.judge([trained_fixed, null, *lower])
-    assert t.loc[0, "line"] == "holds, beyond random init (matched scale)"   # the null cannot move it: not compared
+    assert t.loc[0, "line"] == "holds, beyond matched-scale random init"    # the null cannot move it: not compared
     assert t.loc[0, "refs"]["null"]["beyond"] is None
     fails = ev(-0.5, -0.5 + 0.05 * rng.normal(size=1000))
     assert verdicts.judge([fails, *lower]).loc[0, "line"] == "fails"

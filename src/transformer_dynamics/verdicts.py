@@ -30,7 +30,7 @@ __all__ = ["Evidence", "decide", "bootstrap_p", "benjamini_hochberg", "corrected
            "verdict_from_interval", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
 
 #: The reference runs, in the order a verdict line names them: the accumulation null and the random inits.
-REFERENCES = {"null": "the null", "default": "random init", "matched": "random init (matched scale)"}
+REFERENCES = {"null": "the null", "default": "random init", "matched": "matched-scale random init"}
 #: The share of replicates that must be defined for an interval (fewer: undecided, "too few defined resamples").
 MIN_DEFINED = 0.9
 
@@ -104,14 +104,23 @@ def _interval(reps: np.ndarray, alpha: float) -> tuple[float, float]:
 
 
 def bootstrap_p(reps, threshold: float) -> float:
-    """Two-sided bootstrap p-value of ``threshold``: ``2 min(#{r <= t} + 1, #{r >= t} + 1) / (B + 1)``, capped at 1,
-    over the finite replicates ``reps: (B,)``; NaN with none."""
+    """Two-sided bootstrap p-value of ``threshold`` over the finite replicates ``reps: (B,)``:
+    ``2 min(#{r <= t} + 1, #{r >= t} + 1) / (B + 1)``, capped at 1, so that p < alpha exactly when the percentile
+    interval excludes t. Where no replicate reaches t the count says only p < 2 / (B + 1): there the normal tail
+    ``2 Phi(-|mean - t| / sd)`` of the replicates continues it below that floor (so that Benjamini-Hochberg over
+    many verdicts is not limited by the number of resamples). NaN with no finite replicate."""
+    from scipy.special import ndtr  # noqa: PLC0415
+
     r = np.asarray(reps, dtype=np.float64)
     r = r[np.isfinite(r)]
     if not r.size:
         return float("nan")
     lo, hi = np.sum(r <= threshold), np.sum(r >= threshold)
-    return float(min(1.0, 2 * (min(lo, hi) + 1) / (r.size + 1)))
+    p = float(min(1.0, 2 * (min(lo, hi) + 1) / (r.size + 1)))
+    sd = float(np.std(r))
+    if min(lo, hi) == 0 and sd > 0:
+        p = min(p, float(2 * ndtr(-abs(float(np.mean(r)) - threshold) / sd)))
+    return p
 
 
 def verdict_from_interval(key: str, value, low, high) -> tuple[str, str]:
@@ -222,15 +231,20 @@ def _line(verdict: str, refs: Mapping[str, dict]) -> str:
         return "holds"
     not_beyond = [name for name, r in refs.items() if not r["beyond"]]
     if not not_beyond:
-        return "holds, beyond " + " and ".join(REFERENCES[n] for n in refs)
+        return "holds, beyond " + _and(REFERENCES[n] for n in refs)
     so_does = [n for n in not_beyond if refs[n]["verdict"] == "holds"]
     parts = []
     if so_does:
-        parts.append("but so does " + " and ".join(REFERENCES[n] for n in so_does))
+        parts.append(("but so do " if len(so_does) > 1 else "but so does ") + _and(REFERENCES[n] for n in so_does))
     rest = [n for n in not_beyond if n not in so_does]
     if rest:
-        parts.append("not separated from " + " and ".join(REFERENCES[n] for n in rest))
+        parts.append("not separated from " + _and(REFERENCES[n] for n in rest))
     return "holds, " + "; ".join(parts)
+
+
+def _and(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def judge(evidence: Sequence[Evidence], *, alpha: float = _claims.ALPHA, seed: int = 0) -> pd.DataFrame:

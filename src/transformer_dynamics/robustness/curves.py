@@ -22,9 +22,12 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
   variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
   ``variance`` of all the variance over D (Fig 4B), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
 
-Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all resamples at once
-from resampling weights (one matrix product per batch); the others are recomputed on each of the first
-``n_boot_slow`` resamples (the same resamples: :func:`transformer_dynamics.bootstrap.bootstrap_indices`).
+Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all bootstrap resamples
+at once from resampling weights (one matrix product per batch). The others (MI, rotations and their surrogates,
+PCA) are recomputed, on ``n_boot_slow`` half-samples of the texts without replacement
+(:func:`transformer_dynamics.bootstrap.half_samples`: a repeated text would distort them), and on those
+half-samples every requested group is computed, so that a statistic mixing slow and fast curves reads them all
+from the same texts.
 """
 
 from __future__ import annotations
@@ -256,12 +259,13 @@ def _stack(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0, n_boot_slow: int | None = None,
-              seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The curves of ``groups`` on the full data and on ``n_boot`` resamples of the texts.
+              seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The curves of ``groups`` on the full data, on ``n_boot`` bootstrap resamples and on half-samples of the texts.
 
-    rs: (n_samples, n_sublayers, d_model). -> ``(full, replicates)``: ``full[key]`` is ``(1, ...)``,
-    ``replicates[key]`` ``(n_boot, ...)`` for the fast groups and ``(min(n_boot, n_boot_slow), ...)`` for the
-    others (the first resamples of the same draw, ``seed``). ``n_boot=0``: no replicates.
+    rs: (n_samples, n_sublayers, d_model). -> ``(full, replicates, half)``: ``full[key]`` is ``(1, ...)``;
+    ``replicates[key]`` ``(n_boot, ...)`` for the fast groups only (bootstrap, ``seed``); ``half[key]``
+    ``(n_boot_slow, ...)`` for every group when a slow group is requested (None: ``n_boot`` half-samples), else
+    empty. ``n_boot=0``: neither.
     """
     rs = check_rs(rs, **_MIN_RS)
     bad = [g for g in groups if g not in GROUPS]
@@ -276,14 +280,22 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
     if slow:
         full.update({k: np.asarray(v)[None] for k, v in _slow(rs, slow, opts, full=True).items()})
     reps: dict[str, np.ndarray] = {}
+    half: dict[str, np.ndarray] = {}
     if n_boot:
         if fast:
             reps.update(_fast(rs, bootstrap.bootstrap_counts(n, n_boot, seed) / n, fast, per_text, keep))
-        n_slow = n_boot if n_boot_slow is None else min(n_boot, int(n_boot_slow))
+        n_slow = n_boot if n_boot_slow is None else int(n_boot_slow)
         if slow and n_slow:
-            idx = bootstrap.bootstrap_indices(n, n_boot, seed)[:n_slow]
-            reps.update(_stack([_slow(rs[i], slow, opts, full=False) for i in idx]))
-    return full, reps
+            rows = []
+            for i in bootstrap.half_samples(n, n_slow, seed):
+                x = rs[i]
+                row = _slow(x, slow, opts, full=False)
+                if fast:
+                    f = _fast(x, np.full((1, len(i)), 1.0 / len(i)), fast, _per_text(x, fast, keep), keep)
+                    row.update({k: v[0] for k, v in f.items()})
+                rows.append(row)
+            half = _stack(rows)
+    return full, reps, half
 
 
 def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = None, mi_units=None,
@@ -295,7 +307,7 @@ def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = Non
     opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
                         mi_units=mi_units, mi_methods=tuple(mi_methods), n_shuffles=n_shuffles, variance=variance,
                         pca_components=pca_components, seed=seed)
-    full, _ = rs_curves(rs, groups, opts)
+    full, _, _ = rs_curves(rs, groups, opts)
     return {k: v[0] for k, v in full.items()}
 
 

@@ -55,11 +55,13 @@ def _null_moves(keys: Sequence[str]) -> bool:
 
 def evidence_from_curves(full: Mapping[str, np.ndarray], reps: Mapping[str, np.ndarray],
                          pairs: Sequence[tuple[str, str]], *, run: str = "trained", n: int,
-                         null_moves: bool | None = None) -> list[Evidence]:
+                         null_moves: bool | None = None, half: Mapping[str, np.ndarray] | None = None
+                         ) -> list[Evidence]:
     """The registry's statistics of ``pairs`` ``[(claim, reading)]`` on curves: ``full[key]`` ``(1, ...)`` (all
-    units) and ``reps[key]`` ``(B, ...)`` (bootstrap resamples) -> one :class:`Evidence` per pair, for run ``run``
-    over ``n`` sampling units. ``null_moves``: whether the accumulation null can move the statistic (None: from
-    its curves, :data:`transformer_dynamics.nulls.MOVES`)."""
+    units), ``reps[key]`` ``(B, ...)`` (bootstrap resamples) and, for a statistic reading any curve that ``reps``
+    lacks, ``half[key]`` (half-samples, every curve) -> one :class:`Evidence` per pair, for run ``run`` over ``n``
+    sampling units. ``null_moves``: whether the accumulation null can move the statistic (None: from its curves,
+    :data:`transformer_dynamics.nulls.MOVES`)."""
     out = []
     for key, name in pairs:
         c = _claims.get(key)
@@ -68,7 +70,8 @@ def evidence_from_curves(full: Mapping[str, np.ndarray], reps: Mapping[str, np.n
         if missing:
             raise KeyError(f"claim {key!r} ({name}) needs the curves {missing}; they were not computed")
         value = float(r(full)[0])
-        boot = r(reps) if all(k in reps for k in r.keys) else np.zeros(0)
+        src = reps if all(k in reps for k in r.keys) else (half or {})
+        boot = r(src) if all(k in src for k in r.keys) else np.zeros(0)
         moves = _null_moves(r.keys) if null_moves is None else null_moves
         out.append(Evidence(key, name, run, value, boot, int(n), extra={"null_moves": moves}))
     return out
@@ -79,7 +82,7 @@ def claim_evidence(rs, keys: Iterable[str] | None = None, *, run: str = "trained
                    mi_units=None, massive=None, n_shuffles: int = 100, variance: float = 0.9,
                    pca_components: int | None = None, headline_only: bool = False) -> list[Evidence]:
     """Every residual-stream claim ``keys`` (None: all) on one stream, with ``n_boot`` bootstrap resamples of the
-    texts (``n_boot_slow`` of them for the statistics that must be recomputed: MI, rotations, PCA).
+    texts (the statistics that must be recomputed, MI, rotations and PCA, on ``n_boot_slow`` half-samples).
 
     rs: (n_samples, n_sublayers, d_model). mi_units: int (that many random units, ``seed``), indices, or None
     (all); massive: the massive units (None: the stream's own, :func:`transformer_dynamics.metrics.massive_units`);
@@ -96,8 +99,8 @@ def claim_evidence(rs, keys: Iterable[str] | None = None, *, run: str = "trained
     opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
                         mi_units=units, mi_methods=methods, n_shuffles=n_shuffles, variance=variance,
                         pca_components=pca_components, seed=seed, keys=frozenset(curve_keys))
-    full, reps = rs_curves(rs, groups, opts, n_boot=n_boot, n_boot_slow=n_boot_slow, seed=seed)
-    return evidence_from_curves(full, reps, pairs, run=run, n=rs.shape[0])
+    full, reps, half = rs_curves(rs, groups, opts, n_boot=n_boot, n_boot_slow=n_boot_slow, seed=seed)
+    return evidence_from_curves(full, reps, pairs, run=run, n=rs.shape[0], half=half)
 
 
 def _nbytes(rs: Any) -> int:
