@@ -107,6 +107,11 @@ def _nbytes(rs: Any) -> int:
     return int(np.prod(rs.shape)) * 4 if hasattr(rs, "shape") else 0
 
 
+#: Below this many bytes of streams in all, the runs' evidence is computed here, one after another: spawning a
+#: worker (a fresh interpreter importing torch) costs seconds, more than such small jobs take.
+IN_PROCESS_BYTES = 256 * 2**20
+
+
 def _evidence_job(rs: Any, kwargs: dict[str, Any]) -> list[Evidence]:
     return claim_evidence(rs.to_numpy() if hasattr(rs, "to_numpy") else rs, **kwargs)
 
@@ -115,7 +120,8 @@ def claim_evidence_runs(runs: Mapping[Any, Any], *, per_run: Mapping[Any, dict] 
                         workers: int | None = None, **kwargs: Any) -> dict[Any, list[Evidence]]:
     """:func:`claim_evidence` of every stream of ``runs`` ({key: rs}), side by side in worker processes with one
     thread each (:func:`transformer_dynamics.workers.map_jobs`; None: one per core while the available memory holds
-    ~8x the largest stream per worker; 1: one after another here). Keywords as :func:`claim_evidence`,
+    ~8x the largest stream per worker, and here when the streams are small, :data:`IN_PROCESS_BYTES`; 1: one after
+    another here). Keywords as :func:`claim_evidence`,
     ``per_run[key]`` overriding them for one run. -> {key: [Evidence]} in the order of ``runs``."""
     from .. import workers as _workers  # noqa: PLC0415
 
@@ -124,7 +130,9 @@ def claim_evidence_runs(runs: Mapping[Any, Any], *, per_run: Mapping[Any, dict] 
     if not keys:
         return {}
     if workers is None:
-        workers = _workers.default_workers(len(keys), 8 * max(_nbytes(runs[k]) for k in keys))
+        total = sum(_nbytes(runs[k]) for k in keys)
+        workers = 1 if total < IN_PROCESS_BYTES else _workers.default_workers(
+            len(keys), 8 * max(_nbytes(runs[k]) for k in keys))
     out = _workers.map_jobs(_evidence_job, [(runs[k], {**kwargs, **per_run.get(k, {})}) for k in keys], workers)
     return dict(zip(keys, out))
 
