@@ -164,12 +164,12 @@ grid(plot_reduce.plot_training_history,
 # %% tags=["remove-input"]
 for m, c in RUNS:
     r = cae[m, c]
-    ch.record(m, "cae_train_time_s", condition=c, r.train_time_s, unit="s", figure="3",
+    ch.record(m, "cae_train_time_s", r.train_time_s, condition=c, unit="s", figure="3",
                      claim=f"CAE training wall time ({c}, {DEVICE}, {len(r.history['train_loss'])} "
                            "epochs)")
-    ch.record(m, "cae_test_ev", condition=c, r.test_ev, figure="3D",
+    ch.record(m, "cae_test_ev", r.test_ev, condition=c, figure="3D",
                      claim=f"CAE explained variance of all test vectors pooled ({c})")
-    ch.record(m, "cae_best_epoch", condition=c, r.best_epoch, figure="3",
+    ch.record(m, "cae_best_epoch", r.best_epoch, condition=c, figure="3",
                      claim=f"epoch with the lowest validation loss (0-based, {c})")
 
 # %% [markdown]
@@ -255,7 +255,7 @@ grid(plot_reduce.plot_pca_trajectories, ptraj);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
-    ch.record(m, "pca_ev_two_components", condition=c, pca[m, c].explained_variance_ratio_[:2].sum(),
+    ch.record(m, "pca_ev_two_components", pca[m, c].explained_variance_ratio_[:2].sum(), condition=c,
                      figure="4A",
                      claim=f"share of the total variance in the first two principal components ({c})")
 
@@ -273,7 +273,7 @@ for m, c in RUNS:
     k_max = pca[m, c].n_components_
     k = reduce.components_for_variance(reduce.cumulative_explained_variance(pca[m, c]),
                                        VARIANCE_THRESHOLD, not_reached=k_max + 1)
-    ch.record(m, f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}", condition=c, k, figure="4B",
+    ch.record(m, f"pca_components_for_{int(VARIANCE_THRESHOLD * 100)}", k, condition=c, figure="4B",
                      claim=f"principal components for {VARIANCE_THRESHOLD:.0%} of the total "
                                     f"variance ({c}; {k_max + 1} means more than the {k_max} kept)")
 
@@ -313,7 +313,7 @@ grid(plot_reduce.plot_components_for_variance,
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
-    ch.record(m, "pca_ev_first_last_third", condition=c, metrics.first_last_third(curve[m, c][:, -1]),
+    ch.record(m, "pca_ev_first_last_third", metrics.first_last_third(curve[m, c][:, -1]), condition=c,
                      figure="4C",
                      claim=f"mean per-sublayer explained variance with {k_use[m]} PCs, first vs last "
                            f"third ({c})")
