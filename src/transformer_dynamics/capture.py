@@ -27,6 +27,7 @@ import torch
 
 from .data import shuffle_token_ids
 from .models import architecture, base_model, layer_modules
+from .validation import check_int, check_positive_int, check_seed
 
 __all__ = [
     "StopForward",
@@ -317,8 +318,7 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     compile: run every layer's MLP and norms through ``torch.compile`` (opt-in: a one-off compile of tens
     of seconds; values equal the eager ones to float32 round-off, not bit for bit, so a cache must key on it).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size, pad_id = check_positive_int(batch_size, "batch_size"), check_int(pad_id, "pad_id", low=0)
     packable = can_pack(model)
     if pack and not packable:
         raise ValueError("pack=True needs the model's attention to be transformers' 'sdpa'; load it with "
@@ -374,8 +374,8 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
     """
     if (texts is None) == (token_ids is None):
         raise ValueError("pass exactly one of texts or token_ids")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size, chunk_size = check_positive_int(batch_size, "batch_size"), check_positive_int(chunk_size, "chunk_size")
+    seed = check_seed(seed)
     n_texts = len(token_ids) if token_ids is not None else len(texts)
     rng = np.random.default_rng(seed)  # one stream for all chunks: same permutations as a one-shot shuffle
     bos = tokenizer.bos_token_id

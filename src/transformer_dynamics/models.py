@@ -53,8 +53,10 @@ DEFAULT_MODEL = "smollm2-135m"
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``cache_dir``, else ``$TRANSFORMER_DYNAMICS_CACHE``, else the user cache dir."""
+    from .validation import check_path  # noqa: PLC0415
+
     if cache_dir is not None:
-        path, what = Path(cache_dir).expanduser(), "cache_dir / --cache-dir"
+        path, what = check_path(cache_dir, "cache_dir"), "cache_dir / --cache-dir"
     elif os.environ.get(CACHE_ENV):
         path, what = Path(os.environ[CACHE_ENV]).expanduser(), f"${CACHE_ENV}"
     else:
@@ -101,6 +103,11 @@ class ModelSpec:
 
 def resolve(name: str) -> ModelSpec:
     """Resolve a short name, a local folder or a Hugging Face id (``owner/model``)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model must be a model name: a short name ({', '.join(sorted(SHORT_NAMES))}), a Hugging "
+                         f"Face id or a local folder; got {name!r} ({type(name).__name__})")
     if name in SHORT_NAMES:
         return ModelSpec(name, "packaged", SHORT_NAMES[name].package)
     path = Path(name).expanduser()
