@@ -651,3 +651,81 @@ def test_one_split_name_is_one_split_and_a_data_file_is_not_a_folder(tmp_path, w
         data.load_rows(["test"], tmp_path / "f")
     with pytest.raises(ValueError, match=r"data_dir must be a path"):
         data.load_rows(["test"], 5)
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. issue 25: a shard carries its rows; concurrent writers of one entry
+# --------------------------------------------------------------------------------------------------
+def test_swapped_shard_records_are_detected_and_recomputed(env, tiny_llama, tiny_tokenizer, tmp_path):
+    folder = _save(tiny_llama, tiny_tokenizer, tmp_path / "model")
+    kw = {**env, "shard_size": 2}
+    store = pipeline.residual_stream_store(str(folder), **kw)
+    clean = store.to_numpy()
+    meta = json.loads((store.path / "meta.json").read_text())
+    a, b = meta["shards"]
+    a["file"], b["file"], a["sha256"], b["sha256"] = b["file"], a["file"], b["sha256"], a["sha256"]
+    (store.path / "meta.json").write_text(json.dumps(meta))  # still tiles [0, 4), each sha256 still right
+    with pytest.warns(cache.CacheWarning, match=r"holds rows \[2, 4\) but meta.json places it at \[0, 2\)"):
+        again = pipeline.residual_stream(str(folder), **kw)
+    np.testing.assert_array_equal(again, clean)
+
+
+def _race(job, n_threads):
+    errors, out = [], []
+    barrier = threading.Barrier(n_threads)
+
+    def run():
+        try:
+            barrier.wait()
+            out.append(job())
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out, errors
+
+
+@pytest.mark.parametrize("broken_first", [False, True])
+def test_forty_writers_of_one_entry(tmp_path, broken_first):
+    ident = {"n": 6}
+    rs = np.random.default_rng(0).standard_normal((6, 3, 4)).astype(np.float32)
+    if broken_first:  # a stale, broken entry in the way: replaced once, by one of them
+        final = cache._entry_dir(tmp_path, "activations", ident)
+        final.mkdir(parents=True)
+        (final / "meta.json").write_text("{oops")
+
+    def write():
+        with cache.ShardWriter(tmp_path, ident) as w:
+            w.write(0, rs[:3])
+            w.write(3, rs[3:])
+        return w.store
+
+    stores, errors = _race(write, 40)
+    assert errors == [] and len(stores) == 40 and len({s.path for s in stores}) == 1
+    for s in stores[:3]:
+        np.testing.assert_array_equal(s.to_numpy(), rs)
+    assert sorted(p.name for p in (tmp_path / "activations").iterdir()) == [cache.cache_key(ident)]
+
+
+def test_forty_module_savers_of_one_entry(tmp_path):
+    ident = {"n": 1}
+    paths, errors = _race(lambda: cache.save_module(tmp_path, ident, {"w": np.ones(3, np.float32)}, {"k": 1}), 40)
+    assert errors == [] and len(set(paths)) == 1 and None not in paths
+    assert cache.load_module(tmp_path, ident)[1] == {"k": 1}
+    assert [p.name for p in (tmp_path / "modules").iterdir()] == [cache.cache_key(ident)]
+
+
+def test_a_publish_that_cannot_rename_is_a_cache_error(tmp_path, monkeypatch):
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied", str(src))
+
+    monkeypatch.setattr(os, "rename", denied)
+    with pytest.raises(cache.CacheError, match="cannot move the new cache entry .* check that the cache folder is writable"):
+        with cache.ShardWriter(tmp_path, {"n": 2}) as w:
+            w.write(0, np.ones((2, 3, 4), np.float32))
+    with pytest.warns(cache.CacheWarning, match="could not be written"):
+        assert cache.save_module(tmp_path, {"n": 1}, {"w": np.ones(2)}, {}) is None
