@@ -117,10 +117,11 @@ def _swap_records(meta):
 
 def test_each_shard_carries_its_row_range(tmp_path):
     rs, store = _write(tmp_path, n=10, shard=5)  # two shards of equal size: a swap keeps every shape
+    assert cache.shard_bytes(rs[:5], 0) == (store.path / "shard-00000.safetensors").read_bytes()  # reproducible
     from safetensors import safe_open
 
     with safe_open(store.path / "shard-00001.safetensors", "np") as f:
-        assert f.metadata() == {"start": "5", "stop": "10"}
+        assert f.metadata() == {"rows": "5:10"}
     meta = json.loads((store.path / "meta.json").read_text())
     _swap_records(meta)
     (store.path / "meta.json").write_text(json.dumps(meta))

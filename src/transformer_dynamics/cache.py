@@ -81,21 +81,24 @@ def _sha256(data: bytes) -> str:
 
 def shard_bytes(rs: np.ndarray, start: int) -> bytes:
     """One shard file: ``rs: (m, n_sublayers, d_model)`` float32 as safetensors tensor ``"rs"``, with the
-    rows it holds, ``start`` and ``start + m``, in its metadata (checked against ``meta.json`` on every read)."""
+    rows it holds in its metadata, ``{"rows": "start:stop"}`` (checked against ``meta.json`` on every read).
+    One metadata key: safetensors writes several in a random order, and the file's bytes (its sha256) must
+    not depend on the process that wrote it."""
     from safetensors.numpy import save  # noqa: PLC0415
 
     rs = np.ascontiguousarray(rs, dtype=np.float32)
-    return save({"rs": rs}, metadata={"start": str(int(start)), "stop": str(int(start) + len(rs))})
+    return save({"rs": rs}, metadata={"rows": f"{int(start)}:{int(start) + len(rs)}"})
 
 
 def _shard_rows(data: bytes) -> tuple[int, int] | None:
     """The ``(start, stop)`` a shard file carries in its safetensors metadata (None when it carries none)."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
-    meta = header.get("__metadata__") or {}
-    if "start" not in meta and "stop" not in meta:
+    rows = (header.get("__metadata__") or {}).get("rows")
+    if rows is None:
         return None
-    return int(meta["start"]), int(meta["stop"])
+    start, stop = str(rows).split(":")
+    return int(start), int(stop)
 
 
 def _entry_dir(root: str | os.PathLike, kind: str, identity: dict[str, Any]) -> Path:
