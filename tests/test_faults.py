@@ -12,6 +12,8 @@ import copy
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -864,3 +866,117 @@ def test_a_config_with_other_shapes_is_named(tmp_path, llama3, tiny_tokenizer):
     with pytest.raises(models.ModelError, match=rf"the weights of model .* in {folder} have other shapes than its "
                                                 r"config.json gives .*make config.json describe these weights"):
         models.load_model(str(folder), device="cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# 9. issue 25: a chapter run is atomic from the book's point of view
+# --------------------------------------------------------------------------------------------------
+CHAPTER = '''# %% [markdown]
+# # 1. A chapter that can be stopped
+
+# %% tags=["parameters"]
+SLEEP = 0
+RUN = "first"
+LEDGER_DIR = None
+
+# %%
+import time
+from transformer_dynamics.ledger import Ledger
+led = Ledger("01_stoppable", directory=LEDGER_DIR, run=RUN)
+led.record("early", 1.0)
+
+# %%
+time.sleep(SLEEP)
+led.record("late", 2.0)
+print("finished", RUN)
+'''
+
+
+@pytest.fixture
+def book_root(tmp_path):
+    root = tmp_path / "book"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    (root / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: 'off'\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n- file: notebooks/01_stoppable\n")
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    (root / "notebooks" / "01_stoppable.py").write_text(CHAPTER)
+    return root
+
+
+def _run_book(root: Path, sleep: float, run: str) -> subprocess.Popen:
+    """``build run`` of the one chapter under the profile ``p`` (SLEEP, RUN), in a process of its own."""
+    (root / "p.yml").write_text(f"defaults:\n  SLEEP: {sleep}\n  RUN: {run}\n")
+    cmd = [sys.executable, "-m", "transformer_dynamics.build", "run", "--root", str(root), "--profile",
+           str(root / "p.yml"), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # its own process group: the kernel dies with it
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    import time
+
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def _first_complete_run(root: Path) -> tuple[dict, str]:
+    from transformer_dynamics.build import runner
+
+    proc = _run_book(root, 0, "first")
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    out = root / "_build"
+    led = ledger.load(out / "ledger" / "p" / "01_stoppable.json")
+    assert [e["key"] for e in led["entries"]] == ["early", "late"]
+    assert runner.incomplete_chapters(out, "p") == {}
+    return led, (out / "executed" / "p" / "01_stoppable.ipynb").read_text()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_a_chapter_killed_mid_run_is_not_published(book_root, how):
+    import signal
+
+    from transformer_dynamics.build import BuildError, runner, site
+
+    led_before, nb_before = _first_complete_run(book_root)
+    out = book_root / "_build"
+    proc = _run_book(book_root, 120, "second")
+    _wait_for(runner.partial_ledger_dir(out, "p", "01_stoppable") / "01_stoppable.json", proc)
+    if how == "SIGKILL":  # the runner and its kernel, at once: no clean-up can run
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:  # Ctrl-C
+        os.kill(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    # the last complete run stays published: its notebook and its whole ledger
+    assert (out / "executed" / "p" / "01_stoppable.ipynb").read_text() == nb_before
+    assert ledger.load(out / "ledger" / "p" / "01_stoppable.json") == led_before
+    entry = json.loads((out / "timings-p.json").read_text())["notebooks"]["01_stoppable"]
+    assert entry["ok"] is False and entry["state"] == ("running" if how == "SIGKILL" else "interrupted")
+    assert runner.previous_timings(out / "timings-p.json") == {}  # no estimate from a run that did not finish
+    why = "its run did not finish" if how == "SIGKILL" else "its run was interrupted"
+    with pytest.raises(BuildError, match=rf"^incomplete chapter\(s\) not published \(01_stoppable: {why}.*\): rerun "
+                                         r"them \(`python -m transformer_dynamics.build run --profile p --only "
+                                         r"01_stoppable`\) or publish anyway \(publish_incomplete=True\)$"):
+        site.build_html(str(book_root / "p.yml"), book_root)
+    src = site.stage(str(book_root / "p.yml"), book_root, publish_incomplete=True)
+    staged = (src / "notebooks" / "01_stoppable.ipynb").read_text()
+    assert staged == nb_before and "finished first" in staged  # the last complete run, not the partial one
+
+
+def test_a_failed_chapter_keeps_its_last_complete_copy(book_root):
+    from transformer_dynamics.build import BuildError, runner, site
+
+    led_before, nb_before = _first_complete_run(book_root)
+    proc = _run_book(book_root, -1, "second")  # time.sleep(-1) raises
+    assert proc.wait(timeout=300) == 1
+    out = book_root / "_build"
+    assert (out / "executed" / "p" / "01_stoppable.ipynb").read_text() == nb_before
+    assert ledger.load(out / "ledger" / "p" / "01_stoppable.json") == led_before
+    assert runner.incomplete_chapters(out, "p") == {"01_stoppable": "its last run failed"}
+    with pytest.raises(BuildError, match=r"01_stoppable: its last run failed"):
+        site.stage(str(book_root / "p.yml"), book_root)
