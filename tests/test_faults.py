@@ -980,3 +980,14 @@ def test_a_failed_chapter_keeps_its_last_complete_copy(book_root):
     assert runner.incomplete_chapters(out, "p") == {"01_stoppable": "its last run failed"}
     with pytest.raises(BuildError, match=r"01_stoppable: its last run failed"):
         site.stage(str(book_root / "p.yml"), book_root)
+
+
+@pytest.mark.parametrize("call", ["teleport", "capture"])
+def test_a_model_of_the_wrong_type_is_one_line(call, tiny_tokenizer):
+    from transformer_dynamics import capture
+
+    with pytest.raises(ValueError, match=r"model must be a loaded transformers model .*; got (NoneType|str 'smollm2-135m')"):
+        if call == "teleport":
+            perturb.teleport(None, tiny_tokenizer, None, layer=0, grid=np.zeros((1, 2)))
+        else:
+            capture.residual_stream("smollm2-135m", tiny_tokenizer, ["a war"])

@@ -377,6 +377,9 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
     batch_size, chunk_size = check_positive_int(batch_size, "batch_size"), check_positive_int(chunk_size, "chunk_size")
     seed = check_seed(seed)
     n_texts = len(token_ids) if token_ids is not None else len(texts)
+    layer_modules(model)  # a model of the wrong type: one line, before anything runs
+    if not hasattr(tokenizer, "bos_token_id"):
+        raise ValueError(f"tokenizer must be the model's tokenizer (from load_model); got {type(tokenizer).__name__}")
     rng = np.random.default_rng(seed)  # one stream for all chunks: same permutations as a one-shot shuffle
     bos = tokenizer.bos_token_id
 

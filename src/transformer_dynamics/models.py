@@ -694,6 +694,9 @@ def _get(obj: Any, path: str) -> Any:
 
 def architecture(model: torch.nn.Module) -> Architecture:
     """Per-architecture facts for ``model`` (table by ``config.model_type``, else found by name)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ValueError(f"model must be a loaded transformers model (e.g. from load_model or pipeline.load_model); "
+                         f"got {type(model).__name__}" + (f" {model!r}" if isinstance(model, str) else ""))
     model_type = getattr(model.config, "model_type", None)
     arch = ARCHITECTURES.get(model_type)
     if arch is not None:
