@@ -911,8 +911,12 @@ def _run_book(root: Path, sleep: float, run: str) -> subprocess.Popen:
            str(root / "p.yml"), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1] / "src"),
                                                                       os.environ.get("PYTHONPATH")]))}
+    import signal
+
+    # its own process group (killed with its kernel at once); Ctrl-C as in a terminal even where this test
+    # runs with SIGINT ignored (a background job), which the child would inherit
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # its own process group: the kernel dies with it
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -934,7 +938,9 @@ def _first_complete_run(root: Path) -> tuple[dict, str]:
     led = ledger.load(out / "ledger" / "p" / "01_stoppable.json")
     assert [e["key"] for e in led["entries"]] == ["early", "late"]
     assert runner.incomplete_chapters(out, "p") == {}
-    return led, (out / "executed" / "p" / "01_stoppable.ipynb").read_text()
+    executed = (out / "executed" / "p" / "01_stoppable.ipynb").read_text()
+    assert ".partial" not in executed and json.dumps(str(out / "ledger" / "p"))[1:-1] in executed
+    return led, executed
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])

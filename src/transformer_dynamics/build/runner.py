@@ -106,8 +106,13 @@ def executed_copy(out: str | os.PathLike, profile: str, stem: str, publish_incom
 
 
 def _publish_chapter(stem: str, partial_nb: Path, final_nb: Path, partial_led: Path, led_dir: Path) -> None:
-    """Move a finished chapter's executed notebook and ledger from their partial places into the book's."""
+    """Move a finished chapter's executed notebook and ledger from their partial places into the book's (the
+    notebook's injected LEDGER_DIR and papermill's output path name where they are now)."""
     final_nb.parent.mkdir(parents=True, exist_ok=True)
+    text = partial_nb.read_text(encoding="utf-8")
+    for a, b in ((partial_led, led_dir), (partial_nb, final_nb)):  # papermill records its output path too
+        text = text.replace(json.dumps(str(a))[1:-1], json.dumps(str(b))[1:-1])
+    partial_nb.write_text(text, encoding="utf-8")
     os.replace(partial_nb, final_nb)
     (led_dir / f"{stem}.json").unlink(missing_ok=True)  # a chapter that no longer records leaves no old ledger
     for f in sorted(partial_led.glob("*.json")):
