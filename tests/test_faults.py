@@ -773,7 +773,7 @@ def test_a_config_that_does_not_match_its_weights_is_refused(tmp_path, env, llam
     change, match = CONFIG_EDITS[edit]
     change(cfg)
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(models.ModelError, match=rf"the weights of model .* in {folder} do not match its config\.json "
+    with pytest.raises(models.ModelError, match=rf"the weights of the model folder {folder} do not match its config\.json "
                                                 rf".*{match}.*or pass strict=False"):
         models.load_model(str(folder), device="cpu")
     with pytest.raises(models.ModelError, match="do not match its config.json"):
@@ -806,7 +806,7 @@ def test_nan_weights_are_refused(tmp_path, env, llama3, tiny_tokenizer):
     with torch.no_grad():
         broken.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
     folder = _save(broken, tiny_tokenizer, tmp_path / "model")
-    with pytest.raises(models.ModelError, match=rf"in {folder} has NaN or inf in 1 weight tensor\(s\) "
+    with pytest.raises(models.ModelError, match=rf"the model folder {folder} has NaN or inf in 1 weight tensor\(s\) "
                                                 r"\(model\.layers\.1\.\* \(1\)\)"):
         pipeline.residual_stream(str(folder), **env)
 
@@ -848,7 +848,7 @@ def test_an_uncached_hub_model_fails_at_once_offline_by_default(monkeypatch):
     monkeypatch.delenv(models.DOWNLOAD_ENV, raising=False)
     t0 = time.perf_counter()
     with pytest.raises(models.ModelError, match=r"model 'nobody-td-test/no-such-model' is not in the local Hugging "
-                                                r"Face cache and downloads are off .*: pass download=True \(or set "
+                                                r"Face cache and downloads are off: pass download=True \(or set "
                                                 r"\$TRANSFORMER_DYNAMICS_DOWNLOAD=1\)"):
         models.load_model("nobody-td-test/no-such-model", device="cpu")
     with pytest.raises(models.ModelError, match=r"'nobody-td-test/no-such-model' was not found on the Hugging Face hub|"
@@ -863,7 +863,7 @@ def test_a_config_with_other_shapes_is_named(tmp_path, llama3, tiny_tokenizer):
     folder = _save(llama3, tiny_tokenizer, tmp_path / "model")
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 48}))
-    with pytest.raises(models.ModelError, match=rf"the weights of model .* in {folder} have other shapes than its "
+    with pytest.raises(models.ModelError, match=rf"the weights in {folder} have other shapes than its "
                                                 r"config.json gives .*make config.json describe these weights"):
         models.load_model(str(folder), device="cpu")
 

@@ -507,8 +507,9 @@ def _key_groups(keys: list[str], limit: int = 6) -> str:
     return ", ".join(parts[:limit]) + more
 
 
-def _check_loaded(model, info: dict, name: str, where: str, strict: bool) -> None:
-    """The weights loaded match the config (``info``: transformers' loading info) and are finite."""
+def _check_loaded(model, info: dict, who: str, strict: bool, fix: str) -> None:
+    """The weights loaded match the config (``info``: transformers' loading info) and are finite. who: the
+    model's folder, or its name and where it came from; fix: what to do about damaged weights."""
     found = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     found["mismatched_keys"] = [k[0] if isinstance(k, (tuple, list)) else k for k in found["mismatched_keys"]]
     if any(found.values()):
@@ -517,7 +518,7 @@ def _check_loaded(model, info: dict, name: str, where: str, strict: bool) -> Non
                          (("missing (randomly initialised)", found["missing_keys"]),
                           ("unexpected (dropped)", found["unexpected_keys"]),
                           ("of another shape", found["mismatched_keys"])) if v)
-        msg = (f"the weights of model {name!r} in {where} do not match its config.json (model_type "
+        msg = (f"the weights of {who} do not match its config.json (model_type "
                f"{getattr(cfg, 'model_type', None)!r}, {getattr(cfg, 'num_hidden_layers', '?')} layers): {said}")
         if strict:
             raise ModelError(msg + ". Make config.json describe these weights (num_hidden_layers, model_type, "
@@ -528,9 +529,8 @@ def _check_loaded(model, info: dict, name: str, where: str, strict: bool) -> Non
            and not torch.isfinite(p.detach().sum(dtype=torch.float32))  # one cheap pass; exact check below
            and not torch.isfinite(p.detach()).all()]
     if bad:
-        raise ModelError(f"model {name!r} in {where} has NaN or inf in {len(bad)} weight tensor(s) "
-                         f"({_key_groups(bad)}): its weight files are damaged; replace them (a packaged model: "
-                         "convert_gguf(name, force=True); a hub model: delete it from the Hugging Face cache)")
+        raise ModelError(f"{who} has NaN or inf in {len(bad)} weight tensor(s) "
+                         f"({_key_groups(bad)}): its weight files are damaged; {fix}")
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32", device: str | None = None,
@@ -589,8 +589,8 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
             except OSError as err:
                 if not downloads_allowed(download):
                     raise ModelError(
-                        f"model {name!r} is not in the local Hugging Face cache and downloads are off "
-                        f"({_first_line(err)}): pass download=True (or set ${DOWNLOAD_ENV}=1) to download it, or "
+                        f"model {name!r} is not in the local Hugging Face cache and downloads are off: pass "
+                        f"download=True (or set ${DOWNLOAD_ENV}=1) to download it, or "
                         "give a local folder or a short name") from None
                 _hub_preflight(name)
                 tokenizer, model, info = attempt()
@@ -614,13 +614,17 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
         if spec.kind == "hub":
             raise
         if "ignore_mismatched_sizes" in str(err):
-            raise ModelError(f"the weights of model {name!r} in {location} have other shapes than its config.json "
+            raise ModelError(f"the weights in {location} have other shapes than its config.json "
                              "gives (hidden_size, vocab_size, intermediate_size…; transformers' report above lists "
                              "them): make config.json describe these weights") from err
         raise ModelError(
             f"could not load model {name!r} from the folder {location}: {_first_line(err)}. It must hold a causal "
             "LM saved with save_pretrained (config.json, weights, tokenizer files).") from err
-    _check_loaded(model, info, name, location if spec.kind != "hub" else f"the hub snapshot of {location}", strict)
+    who = {"local": f"the model folder {location}", "packaged": f"model {name!r} (converted in {location})",
+           "hub": f"model {name!r} (its Hugging Face snapshot)"}[spec.kind]
+    fix = {"local": "replace them", "packaged": f"convert it again: convert_gguf({name!r}, force=True)",
+           "hub": "delete its snapshot from the Hugging Face cache and download it again"}[spec.kind]
+    _check_loaded(model, info, who, strict, fix)
     if qconfig is None and device_map is None:
         model.to(device)
     model.eval()
