@@ -587,6 +587,8 @@ HUGE = {
     "shuffle_null n_shuffles=10**13": (lambda: phase.shuffle_null(_TRAJ, 10**13), "n_shuffles"),
     "reference_counts n=10**13": (lambda: phase.reference_counts(10, n=10**13), "n"),
     "make_grid n=10**8": (lambda: perturb.make_grid(0, 1, 10**8), "n"),
+    "lower_layers_exponent n_boot=10**12": (lambda: sequel.lower_layers_exponent(
+        {"exponents": np.zeros((40, 6, 1)), "norms": np.ones((40, 7))}, [0], n_boot=10**12), "n_boot"),
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bootstrap import bootstrap
-from ..validation import check_int, check_positive_int, check_seed
+from ..validation import check_allocation, check_int, check_positive_int, check_seed
 from .exponents import relative_exponents
 
 __all__ = ["SEQUEL_CLAIMS", "SequelClaim", "bottleneck_fraction", "bottleneck_statistic", "depth_contrast",
@@ -136,6 +136,7 @@ def lower_layers_exponent(result: dict[str, np.ndarray], sublayers: Sequence[int
     s = np.asarray(sublayers)
     rel = relative_exponents(result["exponents"][:, s, :1], result["norms"], s)[:, :, 0]  # (B, n)
     stat = lambda x: float(np.max(np.median(x, axis=0)))  # noqa: E731
+    check_allocation((n_boot, rel.shape[0]), np.int64, what="the resampled indices", name="n_boot")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, rel.shape[0], size=(n_boot, rel.shape[0]))
     reps = np.array([stat(rel[i]) for i in idx])
