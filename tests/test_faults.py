@@ -531,45 +531,107 @@ _TRAJ = _RNG.standard_normal((3, 10))
 # null or a raw error from deep inside before
 BAD_COUNTS = {
     # a negative chunk returned the output buffer uncomputed; zero gave "range() arg 3 must not be zero"
-    "pairwise_correlation chunk=-1": (lambda: metrics.pairwise_correlation(_RS, chunk=-1), r"chunk must be an integer >= 1; got -1"),
-    "pairwise_correlation chunk=0": (lambda: metrics.pairwise_correlation(_RS, chunk=0), r"chunk must be an integer >= 1; got 0"),
-    "successive_correlation chunk=-1": (lambda: metrics.successive_correlation(_RS, chunk=-1), r"chunk must be an integer >= 1"),
+    "pairwise_correlation chunk=-1":
+        (lambda: metrics.pairwise_correlation(_RS, chunk=-1),
+         r"chunk must be an integer >= 1; got -1"),
+    "pairwise_correlation chunk=0":
+        (lambda: metrics.pairwise_correlation(_RS, chunk=0),
+         r"chunk must be an integer >= 1; got 0"),
+    "successive_correlation chunk=-1":
+        (lambda: metrics.successive_correlation(_RS, chunk=-1),
+         r"chunk must be an integer >= 1"),
     "velocity chunk=-1": (lambda: metrics.velocity(_RS, chunk=-1), r"chunk must be an integer >= 1"),
-    "velocity chunk=2.5": (lambda: metrics.velocity(_RS, chunk=2.5), r"chunk must be an integer >= 1; got 2.5 \(float\)"),
-    "mutual_information kde chunk=-1": (lambda: metrics.mutual_information(_RS, "kde", chunk=-1), r"chunk must be an integer >= 1"),
-    "mutual_information ksg k=2.5": (lambda: metrics.mutual_information(_RS, "ksg", k=2.5), r"k must be an integer >= 1; got 2.5"),
-    "mutual_information_pairs ksg chunk=-1": (lambda: metrics.mutual_information_pairs(_X, _Y, "ksg", chunk=-1), r"chunk must be an integer >= 1"),
-    "PCA chunk_rows=-1": (lambda: reduce.PCA(3, chunk_rows=-1).fit(_RS), r"chunk_rows must be an integer >= 1; got -1"),
-    "PCA chunk_rows=0": (lambda: reduce.PCA(3, chunk_rows=0).fit(_RS), r"chunk_rows must be an integer >= 1; got 0"),
-    "PCA.transform n_components=1.5": (lambda: reduce.PCA(3).fit(_RS).transform(_RS, n_components=1.5), r"n_components must be an integer in \[1, 3\]"),
-    "explained_variance_curve chunk_samples=-1": (lambda: reduce.explained_variance_curve_per_sublayer(reduce.PCA(3).fit(_RS), _RS, chunk_samples=-1), r"chunk_samples must be an integer >= 1 or None"),
-    "sublayer_explained_variance_ratio sublayers_per_batch=0": (lambda: reduce.sublayer_explained_variance_ratio(_RS, sublayers_per_batch=0), r"sublayers_per_batch must be an integer >= 1"),
-    "split_by_sample n_samples=10.5": (lambda: reduce.split_by_sample(10.5), r"n_samples must be an integer >= 1; got 10.5"),
-    "fit_cae batch_size=0": (lambda: reduce.fit_cae(_RS, k=3, epochs=1, batch_size=0, progress=False), r"batch_size must be an integer >= 1; got 0"),
-    "fit_cae epochs=1.5": (lambda: reduce.fit_cae(_RS, k=3, epochs=1.5, progress=False), r"epochs must be an integer >= 1; got 1.5"),
-    "fit_cae chunk_samples=-2": (lambda: reduce.fit_cae(_RS, k=3, epochs=1, chunk_samples=-2, progress=False), r"chunk_samples must be an integer >= 1 or None"),
-    "bottleneck_trajectories chunk_samples=-1": (lambda: reduce.bottleneck_trajectories(reduce.CompressingAutoencoder(8, 2, 3), _RS, chunk_samples=-1), r"chunk_samples must be"),
-    "massive_units k=2.5": (lambda: metrics.massive_units(_RS, k=2.5), r"k must be an integer >= 0 or None; got 2.5"),
-    "subsample_units n_units=2.5": (lambda: metrics.subsample_units(8, 2.5), r"n_units must be an integer >= 1 or None"),
-    "correlation_histogram bins=2.5": (lambda: metrics.correlation_histogram(_RNG.random((5, 3)), bins=2.5), r"bins must be an integer >= 1"),
-    "iter_chunks max_samples=-1": (lambda: list(metrics.iter_chunks(_RS, -1)), r"max_samples must be an integer >= 1 or None"),
+    "velocity chunk=2.5":
+        (lambda: metrics.velocity(_RS, chunk=2.5),
+         r"chunk must be an integer >= 1; got 2.5 \(float\)"),
+    "mutual_information kde chunk=-1":
+        (lambda: metrics.mutual_information(_RS, "kde", chunk=-1),
+         r"chunk must be an integer >= 1"),
+    "mutual_information ksg k=2.5":
+        (lambda: metrics.mutual_information(_RS, "ksg", k=2.5),
+         r"k must be an integer >= 1; got 2.5"),
+    "mutual_information_pairs ksg chunk=-1":
+        (lambda: metrics.mutual_information_pairs(_X, _Y, "ksg", chunk=-1),
+         r"chunk must be an integer >= 1"),
+    "PCA chunk_rows=-1":
+        (lambda: reduce.PCA(3, chunk_rows=-1).fit(_RS),
+         r"chunk_rows must be an integer >= 1; got -1"),
+    "PCA chunk_rows=0":
+        (lambda: reduce.PCA(3, chunk_rows=0).fit(_RS),
+         r"chunk_rows must be an integer >= 1; got 0"),
+    "PCA.transform n_components=1.5":
+        (lambda: reduce.PCA(3).fit(_RS).transform(_RS, n_components=1.5),
+         r"n_components must be an integer in \[1, 3\]"),
+    "explained_variance_curve chunk_samples=-1":
+        (lambda: reduce.explained_variance_curve_per_sublayer(reduce.PCA(3).fit(_RS), _RS, chunk_samples=-1),
+         r"chunk_samples must be an integer >= 1 or None"),
+    "sublayer_explained_variance_ratio sublayers_per_batch=0":
+        (lambda: reduce.sublayer_explained_variance_ratio(_RS, sublayers_per_batch=0),
+         r"sublayers_per_batch must be an integer >= 1"),
+    "split_by_sample n_samples=10.5":
+        (lambda: reduce.split_by_sample(10.5),
+         r"n_samples must be an integer >= 1; got 10.5"),
+    "fit_cae batch_size=0":
+        (lambda: reduce.fit_cae(_RS, k=3, epochs=1, batch_size=0, progress=False),
+         r"batch_size must be an integer >= 1; got 0"),
+    "fit_cae epochs=1.5":
+        (lambda: reduce.fit_cae(_RS, k=3, epochs=1.5, progress=False),
+         r"epochs must be an integer >= 1; got 1.5"),
+    "fit_cae chunk_samples=-2":
+        (lambda: reduce.fit_cae(_RS, k=3, epochs=1, chunk_samples=-2, progress=False),
+         r"chunk_samples must be an integer >= 1 or None"),
+    "bottleneck_trajectories chunk_samples=-1":
+        (lambda: reduce.bottleneck_trajectories(reduce.CompressingAutoencoder(8, 2, 3), _RS, chunk_samples=-1),
+         r"chunk_samples must be"),
+    "massive_units k=2.5":
+        (lambda: metrics.massive_units(_RS, k=2.5),
+         r"k must be an integer >= 0 or None; got 2.5"),
+    "subsample_units n_units=2.5":
+        (lambda: metrics.subsample_units(8, 2.5),
+         r"n_units must be an integer >= 1 or None"),
+    "correlation_histogram bins=2.5":
+        (lambda: metrics.correlation_histogram(_RNG.random((5, 3)), bins=2.5),
+         r"bins must be an integer >= 1"),
+    "iter_chunks max_samples=-1":
+        (lambda: list(metrics.iter_chunks(_RS, -1)),
+         r"max_samples must be an integer >= 1 or None"),
     "thirds n=4.5": (lambda: metrics.thirds(4.5), r"must be an integer >= 3; got 4.5"),
-    "steepest_segment n_segments=2.5": (lambda: metrics.steepest_segment(np.arange(10.0), 2.5), r"n_segments must be an integer >= 1"),
-    "largest_drop stop=0": (lambda: metrics.largest_drop(np.arange(5.0), stop=0), r"stop must be an integer >= 2 or None; got 0"),
-    "shuffle_null n_shuffles=2.5": (lambda: phase.shuffle_null(_TRAJ, 2.5), r"n_shuffles must be an integer >= 1; got 2.5"),
-    "shuffle_null seed=1.5": (lambda: phase.shuffle_null(_TRAJ, 4, seed=1.5), r"seed must be an integer >= 0; got 1.5"),
-    "shuffle_null n_jobs=-2": (lambda: phase.shuffle_null(_TRAJ, 4, n_jobs=-2), r"n_jobs must be an integer >= 1 or None"),
-    "null_per_unit max_samples=2.5": (lambda: phase.null_per_unit(_RS, "per_sample", 4, max_samples=2.5), r"max_samples must be"),
+    "steepest_segment n_segments=2.5":
+        (lambda: metrics.steepest_segment(np.arange(10.0), 2.5),
+         r"n_segments must be an integer >= 1"),
+    "largest_drop stop=0":
+        (lambda: metrics.largest_drop(np.arange(5.0), stop=0),
+         r"stop must be an integer >= 2 or None; got 0"),
+    "shuffle_null n_shuffles=2.5":
+        (lambda: phase.shuffle_null(_TRAJ, 2.5),
+         r"n_shuffles must be an integer >= 1; got 2.5"),
+    "shuffle_null seed=1.5":
+        (lambda: phase.shuffle_null(_TRAJ, 4, seed=1.5),
+         r"seed must be an integer >= 0; got 1.5"),
+    "shuffle_null n_jobs=-2":
+        (lambda: phase.shuffle_null(_TRAJ, 4, n_jobs=-2),
+         r"n_jobs must be an integer >= 1 or None"),
+    "null_per_unit max_samples=2.5":
+        (lambda: phase.null_per_unit(_RS, "per_sample", 4, max_samples=2.5),
+         r"max_samples must be"),
     "reference_counts n=2.5": (lambda: phase.reference_counts(10, n=2.5), r"n must be an integer >= 1; got 2.5"),
-    "make_grid n=2.7": (lambda: perturb.make_grid(0, 1, 2.7), r"n \(points per axis\) must be an integer >= 1; got 2.7"),
+    "make_grid n=2.7":
+        (lambda: perturb.make_grid(0, 1, 2.7),
+         r"n \(points per axis\) must be an integer >= 1; got 2.7"),
     "paper_layers n_layers=2.5": (lambda: perturb.paper_layers(2.5), r"n_layers must be an integer >= 1"),
-    "jpca_shuffled n_shuffles=-3": (lambda: rotational.jpca_shuffled(_RS, 2, n_shuffles=-3), r"n_shuffles must be an integer >= 1; got -3"),
+    "jpca_shuffled n_shuffles=-3":
+        (lambda: rotational.jpca_shuffled(_RS, 2, n_shuffles=-3),
+         r"n_shuffles must be an integer >= 1; got -3"),
     "jpca k=2.0": (lambda: rotational.jpca(_RS, 2.0), r"k must be an integer >= 2; got 2.0"),
     "depth_thirds n_sublayers=5.5": (lambda: sequel.depth_thirds(5.5), r"must be an integer >= 6; got 5.5"),
-    "depth_contrast n_boot=2.5": (lambda: sequel.depth_contrast(_RNG.random((5, 6)), n_boot=2.5), r"n_boot must be an integer >= 1; got 2.5"),
+    "depth_contrast n_boot=2.5":
+        (lambda: sequel.depth_contrast(_RNG.random((5, 6)), n_boot=2.5),
+         r"n_boot must be an integer >= 1; got 2.5"),
     "lyapunov k=1.5": (lambda: exponents.lyapunov([], k=1.5, n_texts=1, d_model=4), r"k must be an integer >= 1"),
     "sample_rows n=-1": (lambda: data.sample_rows(["a", "b"], -1), r"n must be an integer >= 1; got -1"),
-    "shuffle_token_ids seed=-1": (lambda: data.shuffle_token_ids([[1, 2, 3]], seed=-1), r"seed must be an integer >= 0; got -1"),
+    "shuffle_token_ids seed=-1":
+        (lambda: data.shuffle_token_ids([[1, 2, 3]], seed=-1),
+         r"seed must be an integer >= 0; got -1"),
     "load_texts l_min=2.5": (lambda: data.load_texts(3, l_min=2.5), r"l_min must be an integer >= 0; got 2.5"),
     "constructed_pairs n=-1": (lambda: mutual_info.constructed_pairs(-1), r"n must be an integer >= 1; got -1"),
 }
@@ -604,11 +666,17 @@ EMPTY_OR_NAN = {
     "largest_drop of one value": (lambda: metrics.largest_drop([1.0]), "need at least 2 values of y"),
     "largest_drop all NaN": (lambda: metrics.largest_drop([np.nan] * 5), "y has no finite drop"),
     "steepest_segment all NaN": (lambda: metrics.steepest_segment([np.nan] * 10), "y has no finite step"),
-    "unit_order all NaN": (lambda: metrics.unit_order(np.full((3, 3, 4), np.nan)), "NaN or inf at the last sublayer"),
+    "unit_order all NaN":
+        (lambda: metrics.unit_order(np.full((3, 3, 4), np.nan)),
+         "NaN or inf at the last sublayer"),
     "sign_agreement empty": (lambda: metrics.sign_agreement(np.zeros((0, 4))), r"mean must be \(n_sublayers >= 1"),
     "null_band without shuffles": (lambda: phase.null_band(np.zeros((0, 3))), r"null must be \(n_shuffles >= 1"),
-    "rotation_summary empty": (lambda: phase.rotation_summary(np.zeros(0), np.zeros((3, 0))), "at least one shuffle and one unit"),
-    "empirical_p_values without shuffles": (lambda: phase.empirical_p_values(np.zeros(3), np.zeros((0, 3))), "at least one shuffle"),
+    "rotation_summary empty":
+        (lambda: phase.rotation_summary(np.zeros(0), np.zeros((3, 0))),
+         "at least one shuffle and one unit"),
+    "empirical_p_values without shuffles":
+        (lambda: phase.empirical_p_values(np.zeros(3), np.zeros((0, 3))),
+         "at least one shuffle"),
 }
 
 
@@ -632,8 +700,9 @@ def test_validator_refuses_floats_bools_and_strings_and_names_the_range():
     assert validation.format_bytes(3.2e14) == "291 TiB"
 
 
-@pytest.mark.parametrize("value, match", [(5, r"cache_dir must be a path \(str or os.PathLike\) or None; got 5 \(int\)"),
-                                          ("", r"cache_dir must be a non-empty path; pass None for the default")])
+@pytest.mark.parametrize("value, match", [
+    (5, r"cache_dir must be a path \(str or os.PathLike\) or None; got 5 \(int\)"),
+    ("", r"cache_dir must be a non-empty path; pass None for the default")])
 def test_cache_dir_of_the_wrong_type(env, value, match):
     with pytest.raises(ValueError, match=match):
         pipeline.residual_stream("smollm2-135m", **{**env, "cache_dir": value})
@@ -728,7 +797,8 @@ def test_a_publish_that_cannot_rename_is_a_cache_error(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(src))
 
     monkeypatch.setattr(os, "rename", denied)
-    with pytest.raises(cache.CacheError, match="cannot move the new cache entry .* check that the cache folder is writable"):
+    with pytest.raises(cache.CacheError, match="cannot move the new cache entry .* check that the cache folder is "
+                                               "writable"):
         with cache.ShardWriter(tmp_path, {"n": 2}) as w:
             w.write(0, np.ones((2, 3, 4), np.float32))
     with pytest.warns(cache.CacheWarning, match="could not be written"):
@@ -760,9 +830,12 @@ def _gpt2_config(c):
 
 
 CONFIG_EDITS = {  # edit of config.json -> what the error must name
-    "num_hidden_layers 4": (lambda c: c.update(num_hidden_layers=4), r"9 missing \(randomly initialised\) \(model\.layers\.3\.\* \(9\)\)"),
-    "num_hidden_layers 2": (lambda c: c.update(num_hidden_layers=2), r"9 unexpected \(dropped\) \(model\.layers\.2\.\* \(9\)\)"),
-    "a GPT-2 config": (_gpt2_config, r"missing .*transformer\.h\.0\.\* .*; \d+ unexpected \(dropped\) \(model\.layers\.0\.\*"),
+    "num_hidden_layers 4": (lambda c: c.update(num_hidden_layers=4),
+                            r"9 missing \(randomly initialised\) \(model\.layers\.3\.\* \(9\)\)"),
+    "num_hidden_layers 2": (lambda c: c.update(num_hidden_layers=2),
+                            r"9 unexpected \(dropped\) \(model\.layers\.2\.\* \(9\)\)"),
+    "a GPT-2 config": (_gpt2_config,
+                       r"missing .*transformer\.h\.0\.\* .*; \d+ unexpected \(dropped\) \(model\.layers\.0\.\*"),
     "model_type gemma3_text": (lambda c: c.update(model_type="gemma3_text", architectures=["Gemma3ForCausalLM"]),
                                r"missing \(randomly initialised\) \(model\.layers\.0\.\* \(4\)"),
 }
@@ -775,8 +848,8 @@ def test_a_config_that_does_not_match_its_weights_is_refused(tmp_path, env, llam
     change, match = CONFIG_EDITS[edit]
     change(cfg)
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(models.ModelError, match=rf"the weights of the model folder {folder} do not match its config\.json "
-                                                rf".*{match}.*or pass strict=False"):
+    with pytest.raises(models.ModelError, match=rf"the weights of the model folder {folder} do not match its "
+                                                rf"config\.json .*{match}.*or pass strict=False"):
         models.load_model(str(folder), device="cpu")
     with pytest.raises(models.ModelError, match="do not match its config.json"):
         pipeline.residual_stream(str(folder), **env)
@@ -994,7 +1067,8 @@ def test_a_failed_chapter_keeps_its_last_complete_copy(book_root):
 def test_a_model_of_the_wrong_type_is_one_line(call, tiny_tokenizer):
     from transformer_dynamics import capture
 
-    with pytest.raises(ValueError, match=r"model must be a loaded transformers model .*; got (NoneType|str 'smollm2-135m')"):
+    with pytest.raises(ValueError, match=r"model must be a loaded transformers model .*; got "
+                                         r"(NoneType|str 'smollm2-135m')"):
         if call == "teleport":
             perturb.teleport(None, tiny_tokenizer, None, layer=0, grid=np.zeros((1, 2)))
         else:

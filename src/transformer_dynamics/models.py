@@ -602,7 +602,8 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
         if spec.kind == "hub":
             raise ModelError(f"could not load model {name!r} from the Hugging Face hub: {_first_line(err)}") from err
         raise ModelError(f"could not load model {name!r} from the folder {location}: {_first_line(err)}. It must "
-                         "hold a causal LM saved with save_pretrained (config.json, weights, tokenizer files).") from err
+                         "hold a causal LM saved with save_pretrained (config.json, weights, tokenizer files).") \
+            from err
     except Exception as err:  # noqa: BLE001 - a damaged folder fails in many ways; each names the folder
         if spec.kind == "hub" and not isinstance(err, (ValueError, KeyError, TypeError)):
             raise
