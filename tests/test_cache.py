@@ -106,3 +106,42 @@ def test_module_round_trip_and_corruption(tmp_path):
     (path / "state.safetensors").write_bytes(bytes(data))
     with pytest.warns(cache.CacheWarning, match="corrupt"):
         assert cache.load_module(tmp_path, ID) is None
+
+
+def _swap_records(meta):
+    """Swap two shard records' files (and sha256), keeping their start/stop: the records still tile [0, n)."""
+    a, b = meta["shards"][0], meta["shards"][1]
+    for key in ("file", "sha256"):
+        a[key], b[key] = b[key], a[key]
+
+
+def test_each_shard_carries_its_row_range(tmp_path):
+    rs, store = _write(tmp_path, n=10, shard=5)  # two shards of equal size: a swap keeps every shape
+    assert cache.shard_bytes(rs[:5], 0) == (store.path / "shard-00000.safetensors").read_bytes()  # reproducible
+    from safetensors import safe_open
+
+    with safe_open(store.path / "shard-00001.safetensors", "np") as f:
+        assert f.metadata() == {"rows": "5:10"}
+    meta = json.loads((store.path / "meta.json").read_text())
+    _swap_records(meta)
+    (store.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(cache.CacheWarning, match=r"holds rows \[5, 10\) but meta.json places it at \[0, 5\)"):
+        assert cache.open_store(tmp_path, ID) is None
+    with pytest.raises(cache.CacheError, match="its records were edited"):
+        cache.open_store(tmp_path, ID, verify=False).to_numpy()
+
+
+def test_entries_of_format_1_are_read_and_format_2_needs_the_row_range(tmp_path):
+    from safetensors.numpy import save
+
+    rs, store = _write(tmp_path, n=10, shard=5)
+    meta = json.loads((store.path / "meta.json").read_text())
+    for sh in meta["shards"]:  # as written before the row range: no metadata in the shard
+        data = save({"rs": rs[sh["start"]:sh["stop"]]})
+        (store.path / sh["file"]).write_bytes(data)
+        sh["sha256"] = cache._sha256(data)
+    (store.path / "meta.json").write_text(json.dumps({**meta, "format": 1}))
+    np.testing.assert_array_equal(cache.open_store(tmp_path, ID).to_numpy(), rs)
+    (store.path / "meta.json").write_text(json.dumps({**meta, "format": 2}))
+    with pytest.warns(cache.CacheWarning, match="does not carry its row range"):
+        assert cache.open_store(tmp_path, ID) is None

@@ -6,23 +6,31 @@ fingerprint, rows hash, N, seed, condition, dtype, package version…)::
     <root>/<kind>/<key>/meta.json            identity, shape, dtype, shards with sha256, "complete": true
     <root>/<kind>/<key>/shard-00000.safetensors   tensor "rs": (m, n_sublayers, d_model)
 
-Writes go to a temporary folder renamed into place when complete, so a crash never leaves an entry
-that looks whole. Reads check the identity (a hit only when every field matches), that ``meta.json`` has
-every key with its type and that its shards tile ``[0, n)`` exactly, in order, with the identity's ``n``
-(:func:`meta_problem`), and each shard's sha256; a stale, inconsistent or corrupt entry is reported with a
-warning and treated as a miss, never used. A cache folder that cannot be written is reported, not fatal.
+Each shard carries its own row range (``start``, ``stop``) in its safetensors metadata (:func:`shard_bytes`),
+so a shard read where ``meta.json`` places other rows is an error, not rows served in the wrong order
+(entries of format 1, written before, carry none and are read as they are).
+
+Writes go to a temporary folder of a unique name renamed into place when complete, so a crash never leaves
+an entry that looks whole. Writers of one entry may race (threads, processes, ranks): the first rename wins;
+a writer that finds a complete, verified entry already in place discards its own work and uses that one,
+one that finds a broken entry moves it aside first (:func:`publish`), and none sees a raw ``OSError``.
+Reads check the identity (a hit only when every field matches), that ``meta.json`` has every key with its
+type and that its shards tile ``[0, n)`` exactly, in order, with the identity's ``n`` (:func:`meta_problem`),
+and each shard's sha256 and row range; a stale, inconsistent or corrupt entry is reported with a warning and
+treated as a miss, never used. A cache folder that cannot be written is reported, not fatal.
 Shards let N grow beyond memory: :meth:`ActivationStore.iter_chunks` reads one shard at a time.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +47,15 @@ __all__ = [
     "remove_stale_partials",
     "writable",
     "open_store",
+    "publish",
     "save_module",
+    "shard_bytes",
     "load_module",
 ]
 
-FORMAT_VERSION = 1
+#: 2: each shard carries its row range in its safetensors metadata. Entries of format 1 are still read.
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
 
 
 class CacheError(RuntimeError):
@@ -65,6 +77,28 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def shard_bytes(rs: np.ndarray, start: int) -> bytes:
+    """One shard file: ``rs: (m, n_sublayers, d_model)`` float32 as safetensors tensor ``"rs"``, with the
+    rows it holds in its metadata, ``{"rows": "start:stop"}`` (checked against ``meta.json`` on every read).
+    One metadata key: safetensors writes several in a random order, and the file's bytes (its sha256) must
+    not depend on the process that wrote it."""
+    from safetensors.numpy import save  # noqa: PLC0415
+
+    rs = np.ascontiguousarray(rs, dtype=np.float32)
+    return save({"rs": rs}, metadata={"rows": f"{int(start)}:{int(start) + len(rs)}"})
+
+
+def _shard_rows(data: bytes) -> tuple[int, int] | None:
+    """The ``(start, stop)`` a shard file carries in its safetensors metadata (None when it carries none)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    rows = (header.get("__metadata__") or {}).get("rows")
+    if rows is None:
+        return None
+    start, stop = str(rows).split(":")
+    return int(start), int(stop)
 
 
 def _entry_dir(root: str | os.PathLike, kind: str, identity: dict[str, Any]) -> Path:
@@ -149,8 +183,16 @@ class ActivationStore:
             raise CacheError(f"{file} is corrupt (sha256 mismatch); delete {self.path} and rerun")
         try:
             arr = load(data)["rs"]
+            rows = _shard_rows(data)
         except Exception as err:  # noqa: BLE001 - any parse failure means the same thing
             raise CacheError(f"{file} is not a readable shard ({err}); delete {self.path} and rerun") from err
+        if rows is None and self.meta.get("format") != 1:
+            raise CacheError(f"{file} does not carry its row range (format {self.meta.get('format')}); delete "
+                             f"{self.path} and rerun")
+        if rows is not None and rows != (shard["start"], shard["stop"]):
+            raise CacheError(f"{file} holds rows [{rows[0]}, {rows[1]}) but meta.json places it at "
+                             f"[{shard['start']}, {shard['stop']}): its records were edited; delete {self.path} "
+                             "and rerun")
         if arr.shape[0] != shard["stop"] - shard["start"] or tuple(arr.shape[1:]) != self.shape[1:]:
             raise CacheError(f"{file} has shape {arr.shape}, not what meta.json says; delete {self.path}")
         return arr
@@ -193,39 +235,76 @@ def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str =
     :class:`CacheError` on a bad one, so a caller that reads the whole entry anyway reads it once, not twice.
     """
     path = _entry_dir(root, kind, identity)
-    meta_file = path / "meta.json"
     if not path.exists():
         return None
+    store, problem = _check_entry(path, identity, verify)
+    if problem is not None:
+        _reject(path, problem)
+    return store
+
+
+def _check_entry(path: Path, identity: dict[str, Any], verify: bool) -> tuple[ActivationStore | None, str | None]:
+    """``(store, None)`` for a usable activation entry at ``path``, else ``(None, why not)``; no warning."""
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
-        _reject(path, "has no readable meta.json")
-        return None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or meta.get("complete") is not True:
-        _reject(path, "is incomplete or of another format")
-        return None
+        return None, "has no readable meta.json"
+    if not isinstance(meta, dict) or meta.get("format") not in _READABLE_FORMATS or meta.get("complete") is not True:
+        return None, "is incomplete or of another format"
     found = meta.get("identity")
     if not isinstance(found, dict) or _canonical(found) != _canonical(identity):
         found = found if isinstance(found, dict) else {}
         diff = sorted(k for k in set(identity) | set(found) if found.get(k) != identity.get(k))
-        _reject(path, f"is stale (differs in {diff})")
-        return None
+        return None, f"is stale (differs in {diff})"
     problem = meta_problem(meta, identity)
     if problem is not None:
-        _reject(path, f"is corrupt: it {problem}")
-        return None
+        return None, f"is corrupt: it {problem}"
     missing = [sh["file"] for sh in meta["shards"] if not (path / sh["file"]).is_file()]
     if missing:
-        _reject(path, f"is incomplete (missing {missing[:3] or 'shards'})")
-        return None
+        return None, f"is incomplete (missing {missing[:3] or 'shards'})"
     store = ActivationStore(path, meta)
     if verify:
         try:
             store.verify()
         except CacheError as err:
-            _reject(path, f"is corrupt: {err}")
+            return None, f"is corrupt: {err}"
+    return store, None
+
+
+def publish(tmp: Path, final: Path, usable: Callable[[Path], Any]) -> Any:
+    """Move the complete temporary folder ``tmp`` into place as ``final``, tolerating writers of the same
+    entry that finish first. Returns None when ``tmp`` is now ``final``; when a peer's entry is already in
+    place and ``usable(final)`` accepts it (returns anything but None), ``tmp`` is discarded and that value is
+    returned, so the caller uses the winner's entry. A broken ``final`` is moved aside and replaced. Every
+    failure is a :class:`CacheError` naming the folders, never a raw ``OSError``."""
+    for _ in range(16):
+        try:
+            os.rename(tmp, final)  # atomic; onto a non-empty folder it fails with ENOTEMPTY / EEXIST
             return None
-    return store
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise CacheError(f"cannot move the new cache entry {tmp} into place as {final} ({err}); "
+                                 "check that the cache folder is writable") from err
+        peer = usable(final)
+        if peer is not None:  # a peer finished first with a good entry: ours is the same, keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return peer
+        aside = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old.partial")
+        try:
+            os.rename(final, aside)  # a broken entry (or a file): out of the way, then retry
+        except FileNotFoundError:
+            continue  # a peer moved it first
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CacheError(f"cannot replace the broken cache entry {final} ({err}); delete it and rerun") from err
+        if aside.is_dir():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink(missing_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise CacheError(f"cannot move the new cache entry into place as {final}: it kept changing under concurrent "
+                     "writers; rerun")
 
 
 #: A ``.partial`` folder untouched this long is left by a killed run (a live writer touches it per shard).
@@ -283,14 +362,15 @@ class ShardWriter:
         self.store: ActivationStore | None = None
 
     def __enter__(self) -> ShardWriter:
-        self.tmp.mkdir(parents=True)
+        try:
+            self.tmp.mkdir(parents=True)
+        except OSError as err:
+            raise CacheError(f"cannot create {self.tmp} ({err}); pass a writable cache_dir") from err
         remove_stale_partials(self.tmp.parent)
         return self
 
     def write(self, start: int, rs: np.ndarray) -> None:
         """Append samples ``start … start + len(rs) - 1``; ``rs: (m, n_sublayers, d_model)``, in order."""
-        from safetensors.numpy import save  # noqa: PLC0415
-
         rs = np.ascontiguousarray(rs, dtype=np.float32)
         if rs.ndim != 3:
             raise ValueError(f"rs must be (m, n_sublayers, d_model), got shape {rs.shape}")
@@ -300,9 +380,13 @@ class ShardWriter:
             self.tail_shape = rs.shape[1:]
         elif rs.shape[1:] != self.tail_shape:
             raise ValueError(f"shard shape {rs.shape[1:]} differs from earlier {self.tail_shape}")
-        data = save({"rs": rs})
+        data = shard_bytes(rs, start)
         name = f"shard-{len(self.shards):05d}.safetensors"
-        (self.tmp / name).write_bytes(data)
+        try:
+            (self.tmp / name).write_bytes(data)
+        except OSError as err:
+            raise CacheError(f"cannot write {self.tmp / name} ({err}); free some space or pass another "
+                             "cache_dir") from err
         self.shards.append({"file": name, "start": start, "stop": start + len(rs), "sha256": _sha256(data)})
         self.next_start += len(rs)
 
@@ -317,11 +401,13 @@ class ShardWriter:
         if problem is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise CacheError(f"refusing to write cache entry {self.final}: it {problem}")
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        os.replace(self.tmp, self.final)
-        self.store = ActivationStore(self.final, meta)
+        try:
+            (self.tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        except OSError as err:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise CacheError(f"cannot write {self.tmp / 'meta.json'} ({err}); pass a writable cache_dir") from err
+        peer = publish(self.tmp, self.final, lambda p: _check_entry(p, self.identity, verify=True)[0])
+        self.store = peer if peer is not None else ActivationStore(self.final, meta)
 
 
 def save_module(root: str | os.PathLike, identity: dict[str, Any], state: dict[str, Any],
@@ -341,43 +427,51 @@ def save_module(root: str | os.PathLike, identity: dict[str, Any], state: dict[s
         return None
     arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in state.items()}
     data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    (tmp / "state.safetensors").write_bytes(data)
     meta = {"format": FORMAT_VERSION, "complete": True, "identity": identity, "config": config,
             "sha256": _sha256(data)}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        (tmp / "state.safetensors").write_bytes(data)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        publish(tmp, final, lambda p: p if _module_problem(p, identity)[1] is None else None)
+    except (OSError, CacheError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        warnings.warn(f"the {kind} entry {final} could not be written ({err}); it is not cached", CacheWarning,
+                      stacklevel=2)
+        return None
     return final
 
 
 def load_module(root: str | os.PathLike, identity: dict[str, Any], *, kind: str = "modules"
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """``(state, config)`` saved under ``identity``, or None when absent, stale or corrupt (warned)."""
-    from safetensors.numpy import load  # noqa: PLC0415
-
     path = _entry_dir(root, kind, identity)
     if not path.exists():
         return None
+    found, problem = _module_problem(path, identity)
+    if problem is not None:
+        _reject(path, problem)
+        return None
+    return found
+
+
+def _module_problem(path: Path, identity: dict[str, Any]) -> tuple[tuple[dict, dict] | None, str | None]:
+    """``((state, config), None)`` for a usable module entry at ``path``, else ``(None, why not)``; no warning."""
+    from safetensors.numpy import load  # noqa: PLC0415
+
     try:
         meta = json.loads((path / "meta.json").read_text())
         data = (path / "state.safetensors").read_bytes()
     except (OSError, ValueError):
-        _reject(path, "is unreadable")
-        return None
+        return None, "is unreadable"
     if not isinstance(meta, dict) or meta.get("complete") is not True or \
             not isinstance(meta.get("identity"), dict) or _canonical(meta["identity"]) != _canonical(identity):
-        _reject(path, "is incomplete or stale")
-        return None
+        return None, "is incomplete or stale"
     if not isinstance(meta.get("config"), dict) or not _is_sha(meta.get("sha256")):
-        _reject(path, "is corrupt: its meta.json lacks a config object or a sha256")
-        return None
+        return None, "is corrupt: its meta.json lacks a config object or a sha256"
     if _sha256(data) != meta["sha256"]:
-        _reject(path, "is corrupt (sha256 mismatch)")
-        return None
+        return None, "is corrupt (sha256 mismatch)"
     try:
         state = load(data)
     except Exception as err:  # noqa: BLE001 - a parse failure with a matching hash: written corrupt
-        _reject(path, f"is corrupt: {err}")
-        return None
-    return state, meta["config"]
+        return None, f"is corrupt: {err}"
+    return (state, meta["config"]), None

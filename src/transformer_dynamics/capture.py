@@ -27,6 +27,7 @@ import torch
 
 from .data import shuffle_token_ids
 from .models import architecture, base_model, layer_modules
+from .validation import check_int, check_positive_int, check_seed
 
 __all__ = [
     "StopForward",
@@ -317,8 +318,7 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     compile: run every layer's MLP and norms through ``torch.compile`` (opt-in: a one-off compile of tens
     of seconds; values equal the eager ones to float32 round-off, not bit for bit, so a cache must key on it).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size, pad_id = check_positive_int(batch_size, "batch_size"), check_int(pad_id, "pad_id", low=0)
     packable = can_pack(model)
     if pack and not packable:
         raise ValueError("pack=True needs the model's attention to be transformers' 'sdpa'; load it with "
@@ -374,9 +374,12 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
     """
     if (texts is None) == (token_ids is None):
         raise ValueError("pass exactly one of texts or token_ids")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size, chunk_size = check_positive_int(batch_size, "batch_size"), check_positive_int(chunk_size, "chunk_size")
+    seed = check_seed(seed)
     n_texts = len(token_ids) if token_ids is not None else len(texts)
+    layer_modules(model)  # a model of the wrong type: one line, before anything runs
+    if not hasattr(tokenizer, "bos_token_id"):
+        raise ValueError(f"tokenizer must be the model's tokenizer (from load_model); got {type(tokenizer).__name__}")
     rng = np.random.default_rng(seed)  # one stream for all chunks: same permutations as a one-shot shuffle
     bos = tokenizer.bos_token_id
 
@@ -411,10 +414,27 @@ def iter_residual_stream(model, tokenizer, texts: Sequence[str] | None = None, *
                     out[sel] = rec
                     if bar is not None:
                         bar.update(len(sel))
+                _check_finite(out, start)
                 yield start, out
     finally:
         if bar is not None:
             bar.close()
+
+
+def _check_finite(rs: np.ndarray, start: int) -> None:
+    """A RuntimeError when the captured chunk ``rs: (m, n_sublayers, d_model)`` (texts ``start …``) holds NaN
+    or inf: such a stream is never used, and never cached (one float64 sum; the exact search only on failure)."""
+    if np.isfinite(rs.sum(dtype=np.float64)):
+        return
+    bad = ~np.isfinite(rs)
+    if not bad.any():  # a sum beyond float64's range, every value finite
+        return
+    texts = np.flatnonzero(bad.any(axis=(1, 2))) + start
+    sub = np.flatnonzero(bad.any(axis=(0, 2)))
+    raise RuntimeError(
+        f"the captured residual stream has NaN or inf in {texts.size} text(s) (first: text {texts[0]}) from sublayer "
+        f"{sub[0]} ({sublayer_labels(rs.shape[1] // 2)[sub[0]]}) on; nothing was cached. A float16 overflow? Load the "
+        "model in bfloat16 or float32 (dtype=...). NaN weights? Check the model's files")
 
 
 def residual_stream(model, tokenizer, texts: Sequence[str], *, batch_size: int = 16,

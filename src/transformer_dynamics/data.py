@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .validation import check_int, check_path, check_positive_int, check_seed
+
 __all__ = [
     "DATA_ENV",
     "DEFAULT_SPLITS",
@@ -59,12 +61,17 @@ KNOWN_FILES = {
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local folder of raw WikiText-2 files to read, or None to use the Hugging Face hub."""
-    for candidate in (data_dir, os.environ.get(DATA_ENV)):
+    data_dir = check_path(data_dir, "data_dir")
+    for candidate, what in ((data_dir, "data_dir"), (os.environ.get(DATA_ENV), f"${DATA_ENV}")):
         if candidate:
             path = Path(candidate).expanduser()
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(
+                    f"WikiText folder {path} (from {what}) is a file, not a folder. Point {what} at the folder "
+                    "holding wiki.test.raw and wiki.valid.raw (the wikitext-2-raw-v1 files).")
             if not path.is_dir():
                 raise FileNotFoundError(
-                    f"WikiText folder {path} does not exist. Point data_dir / ${DATA_ENV} at a folder "
+                    f"WikiText folder {path} (from {what}) does not exist. Point {what} at a folder "
                     "holding wiki.test.raw and wiki.valid.raw (the wikitext-2-raw-v1 files).")
             return path
     for candidate in (_SHARED_DIR, Path.cwd() / ".." / "shared" / "data" / "wikitext-2-raw"):
@@ -109,8 +116,9 @@ class TextSource:
 
 def load_rows(splits: Sequence[str] = DEFAULT_SPLITS, data_dir: str | os.PathLike | None = None
               ) -> tuple[list[str], TextSource]:
-    """All rows of the given splits, in order, and where they came from."""
-    splits = tuple(splits)
+    """All rows of the given splits, in order, and where they came from. ``splits``: split names, or one
+    name (``"test"`` is ``("test",)``)."""
+    splits = _check_splits(splits)
     unknown = [s for s in splits if s not in _FILE_SPLIT]
     if unknown:
         raise ValueError(f"unknown WikiText split(s) {unknown}; choose from 'train', 'validation', 'test'")
@@ -149,6 +157,17 @@ def load_rows(splits: Sequence[str] = DEFAULT_SPLITS, data_dir: str | os.PathLik
             f"Could not load WikiText-2 from the Hugging Face hub ({err}). Offline? Set ${DATA_ENV} to a "
             "folder holding the raw files wiki.test.raw and wiki.valid.raw.") from err
     return rows, TextSource("hub", "wikitext/wikitext-2-raw-v1", splits)
+
+
+def _check_splits(splits) -> tuple[str, ...]:
+    """``splits`` as a tuple of names: one name alone is one split (not its letters)."""
+    if isinstance(splits, str):
+        return (splits,)
+    if isinstance(splits, (bytes, os.PathLike)) or not isinstance(splits, Sequence) or not splits \
+            or not all(isinstance(s, str) for s in splits):
+        raise ValueError(f"splits must be a split name or a non-empty list of them ('train', 'validation', "
+                         f"'test'); got {splits!r}")
+    return tuple(splits)
 
 
 def _listed_sha256(folder: Path, name: str) -> str | None:
@@ -198,12 +217,7 @@ def filter_rows(rows: Sequence[str], l_min: int = L_MIN, l_max: int = L_MAX) -> 
 
 def sample_rows(rows: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """``n`` distinct rows drawn without replacement with ``numpy.random.default_rng(seed)``."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"n must be an integer number of texts, got {n!r} ({type(n).__name__})")
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r} ({type(seed).__name__})")
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    n, seed = check_positive_int(n, "n"), check_seed(seed)
     if n > len(rows):
         raise ValueError(
             f"asked for N = {n} texts but only {len(rows)} rows pass the length filter; lower N or add "
@@ -216,6 +230,11 @@ def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = DEFAULT_SPLITS,
                data_dir: str | os.PathLike | None = None, l_min: int = L_MIN, l_max: int = L_MAX
                ) -> tuple[list[str], TextSource]:
     """Load, filter and sample ``n`` WikiText rows; returns ``(texts, source)``."""
+    n, seed = check_positive_int(n, "n"), check_seed(seed)
+    l_min, l_max = check_int(l_min, "l_min", low=0), check_int(l_max, "l_max", low=0)
+    if l_max <= l_min + 1:
+        raise ValueError(f"need l_min + 1 < l_max (rows with l_min < length < l_max); got l_min={l_min}, "
+                         f"l_max={l_max}")
     rows, source = load_rows(splits, data_dir)
     return sample_rows(filter_rows(rows, l_min, l_max), n, seed), source
 
@@ -240,7 +259,7 @@ def shuffle_token_ids(ids: Sequence[Sequence[int]], seed: int | np.random.Genera
     One ``default_rng(seed)`` draws every permutation in order, so the result is reproducible; pass a
     ``numpy.random.Generator`` to continue one stream over several chunks of texts.
     """
-    rng = np.random.default_rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
     keep = [keep_first] * len(ids) if isinstance(keep_first, bool) else list(keep_first)
     out = []
     for seq, k in zip(ids, keep):

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -99,9 +98,10 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
         if shard_size is None:
             shard_size = pipeline.shard_texts(len(labels), lm.config.hidden_size)
         final = cache._entry_dir(root, "activations", identity)
-        tmp = final.with_name(f".{final.name}.distributed.partial")
+        # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
+        tmp = Path(_gather(str(final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.distributed.partial"))
+                           if rank == 0 else None, world)[0])
         if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier(world)
         mine = rank_shards(len(texts), shard_size, rank, world)
@@ -111,13 +111,11 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
             bos = tok.bos_token_id
             ids = data.shuffle_token_ids(ids, seed=seed, keep_first=[bos is not None and s[0] == bos for s in ids])
         records = []
-        from safetensors.numpy import save  # noqa: PLC0415
-
         for k, start, stop in mine:
             src = dict(token_ids=ids[start:stop]) if ids is not None else dict(texts=texts[start:stop])
             (_, rs), = capture.iter_residual_stream(lm, tok, **src, batch_size=batch_size, chunk_size=stop - start,
                                                     add_bos=add_bos, strip=strip, progress=progress)
-            blob = save({"rs": np.ascontiguousarray(rs, dtype=np.float32)})
+            blob = cache.shard_bytes(rs, start)
             name = f"shard-{k:05d}.safetensors"
             (tmp / name).write_bytes(blob)
             records.append({"file": name, "start": start, "stop": stop, "sha256": cache._sha256(blob),
@@ -133,9 +131,8 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
                     "shape": [len(texts), *tails.pop()], "dtype": "float32", "shards": every,
                     "sublayer_labels": labels, "world_size": world}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            # another run may have finished first: its verified entry is kept and ours discarded
+            cache.publish(tmp, final, lambda p: cache.open_store(root, identity, verify=True))
         _barrier(world)  # the entry is in place
         store = cache.open_store(root, identity, verify=rank == 0)
         if store is None:

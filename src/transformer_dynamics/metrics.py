@@ -30,6 +30,7 @@ from .mutual_info import MI_METHODS, max_relative_difference, mutual_information
 from .arrays import check_rs as _check_rs
 from .arrays import check_units as _check_units
 from .arrays import split_transitions, transition_kind
+from .validation import check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
     "iter_chunks",
@@ -88,6 +89,7 @@ def _store_shape(store, min_sublayers: int = 1, min_samples: int = 1) -> tuple[i
 def iter_chunks(rs, max_samples: int | None = None):
     """Yield ``(start, chunk)`` over the samples of ``rs``: an array (slices of ``max_samples``; None: one
     chunk) or a cache entry (its shards, each read and verified once). chunk: (m, n_sublayers, d_model)."""
+    max_samples = check_positive_int(max_samples, "max_samples", none=True)
     if _is_store(rs):
         for start, chunk in rs.iter_chunks():
             step = len(chunk) if max_samples is None else max_samples
@@ -122,10 +124,11 @@ def unit_order(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,) int indices, ascending.
     """
-    if _is_store(rs):
-        return np.argsort(mean_activations(rs)[-1], kind="stable")
-    rs = _check_rs(rs)
-    return np.argsort(rs[:, -1].mean(axis=0, dtype=np.float64), kind="stable")
+    last = mean_activations(rs)[-1] if _is_store(rs) else _check_rs(rs)[:, -1].mean(axis=0, dtype=np.float64)
+    if not np.isfinite(last).all():
+        raise ValueError(f"rs has NaN or inf at the last sublayer ({int((~np.isfinite(last)).sum())} of {last.size} "
+                         "units): their order is undefined; drop or impute those values first")
+    return np.argsort(last, kind="stable")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ def successive_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, d_model). A unit that is constant over the
     samples at either sublayer gives NaN.
     """
+    chunk = check_positive_int(chunk, "chunk")
     if _is_store(rs):
         return _streamed_correlation(rs, successive=True)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
@@ -174,6 +178,7 @@ def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model) -> (n_pairs, d_model), pairs ordered as :func:`pair_indices`.
     Constant units give NaN. Computed as one batched matrix product per chunk of units.
     """
+    chunk = check_positive_int(chunk, "chunk")
     if _is_store(rs):
         return _streamed_correlation(rs, successive=False)
     rs = _check_rs(rs, min_sublayers=2, min_samples=2)
@@ -230,14 +235,15 @@ def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 
     -> density: (n_units, bins) (each row integrates to 1 over the values in range; NaN if none),
     edges: (bins + 1,).
     """
+    bins = check_positive_int(bins, "bins")
     r = np.asarray(r, dtype=np.float64)
     if r.ndim == 1:
         r = r[:, None]
     if r.ndim != 2:
         raise ValueError(f"r must be (n_values, n_units); got shape {r.shape}")
     lo, hi = float(range[0]), float(range[1])
-    if not hi > lo or bins < 1:
-        raise ValueError("need range[1] > range[0] and bins >= 1")
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise ValueError(f"range must be (low, high) with finite low < high; got {range!r}")
     edges = np.linspace(lo, hi, bins + 1)
     n_units = r.shape[1]
     ok = np.isfinite(r) & (r >= lo) & (r <= hi)
@@ -312,6 +318,7 @@ def velocity(rs, chunk: int = 64) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1).
     """
+    chunk = check_positive_int(chunk, "chunk")
     if _is_store(rs):
         _store_shape(rs, min_sublayers=2)
         return np.concatenate([velocity(c, chunk) for _, c in iter_chunks(rs)])
@@ -424,18 +431,16 @@ def first_last_defined(y) -> dict[str, int]:
 def early_stop(n_transitions: int, minimum: int = 4) -> int:
     """End (exclusive) of the "early layers" window over ``n_transitions`` transitions: the first third,
     at least ``minimum`` transitions (Fig 1H's "sharp drop in the early layers")."""
-    if n_transitions < 1:
-        raise ValueError(f"need at least one transition; got {n_transitions}")
-    return max(int(minimum), int(n_transitions) // 3)
+    n_transitions = check_positive_int(n_transitions, "n_transitions")
+    return max(check_positive_int(minimum, "minimum"), n_transitions // 3)
 
 
 def thirds(n: int) -> list[np.ndarray]:
     """Positions ``0 .. n - 1`` in three consecutive parts of near-equal length (the first parts one longer
     when ``n`` is not a multiple of 3): ``[(n0,), (n1,), (n2,)]`` int arrays. Thirds of the sublayers, not
     of the layers (for thirds of depth by layer see ``dynamics.depth_thirds``)."""
-    if n < 3:
-        raise ValueError(f"need at least 3 positions for three thirds; got {n}")
-    return np.array_split(np.arange(int(n)), 3)
+    n = check_int(n, "n (positions to split in thirds)", low=3)
+    return np.array_split(np.arange(n), 3)
 
 
 def first_last_third(y, stat: str = "mean", *, n: int | None = None, trim: int = 0) -> list[float]:
@@ -449,6 +454,7 @@ def first_last_third(y, stat: str = "mean", *, n: int | None = None, trim: int =
         raise ValueError(f"stat must be 'mean' or 'median'; got {stat!r}")
     y = np.asarray(y, dtype=np.float64).ravel()
     parts = thirds(y.size if n is None else n)
+    trim = check_int(trim, "trim", low=0)
     if trim < 0 or trim >= min(p.size for p in parts):
         raise ValueError(f"trim must be in [0, {min(p.size for p in parts)}) for thirds of "
                          f"{sum(p.size for p in parts)} positions; got {trim}")
@@ -470,8 +476,8 @@ def sign_agreement(mean) -> np.ndarray:
     Units that keep their sign over the layers (Fig 1B) push this towards 1; chance is about 0.5.
     """
     mean = np.asarray(mean, dtype=np.float64)
-    if mean.ndim != 2:
-        raise ValueError(f"mean must be (n_sublayers, d_model); got {mean.shape}")
+    if mean.ndim != 2 or 0 in mean.shape:
+        raise ValueError(f"mean must be (n_sublayers >= 1, d_model >= 1); got {mean.shape}")
     return (np.sign(mean) == np.sign(mean[-1])).mean(axis=1)
 
 
@@ -500,12 +506,19 @@ def within_above_cross(values) -> float:
 def steepest_segment(y, n_segments: int = 3) -> int:
     """Which of ``n_segments`` equal stretches of ``y: (n,)`` has the largest mean increase per step
     (0 = first, n_segments - 1 = last). Used for 'steepest acceleration in the last third' (Fig 1F)."""
+    n_segments = check_positive_int(n_segments, "n_segments")
     y = np.asarray(y, dtype=np.float64).ravel()
     if y.size < 2 * n_segments:
         raise ValueError(f"need at least {2 * n_segments} values for {n_segments} segments; got {y.size}")
     steps = np.diff(y)
     parts = np.array_split(np.arange(steps.size), n_segments)
-    return int(np.nanargmax([np.nanmean(steps[p]) for p in parts]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.array([np.nanmean(steps[p]) for p in parts])
+    if not np.isfinite(means).any():
+        raise ValueError(f"y has no finite step in any of the {n_segments} segments (all NaN?); "
+                         "drop the undefined values first")
+    return int(np.nanargmax(means))
 
 
 def largest_drop(y, stop: int | None = None) -> int:
@@ -514,10 +527,16 @@ def largest_drop(y, stop: int | None = None) -> int:
     y: (n_transitions,) e.g. mean MI over units per transition; combine with :func:`transition_kind` to
     ask whether the steepest MI drops land on cross-layer transitions (Fig 1H).
     """
+    stop = check_int(stop, "stop", low=2, none=True)
     y = np.asarray(y, dtype=np.float64).ravel()
+    if y.size < 2:
+        raise ValueError(f"need at least 2 values of y for a drop; got {y.size}")
     drops = y[:-1] - y[1:]
     if stop is not None:
-        drops = drops[:max(1, stop - 1)]
+        drops = drops[:stop - 1]
+    if not np.isfinite(drops).any():
+        raise ValueError(f"y has no finite drop among t < {stop if stop is not None else y.size} (all NaN?); "
+                         "drop the undefined values first")
     return int(np.nanargmax(drops)) + 1
 
 
@@ -542,14 +561,13 @@ def massive_units(rs, k: int | None = None, ratio: float = 20.0) -> np.ndarray:
     rs: (n_samples, n_sublayers, d_model). With ``k``: the k units of largest :func:`unit_magnitude`.
     Without: every unit whose magnitude exceeds ``ratio`` times the median unit's. -> (n_massive,) int.
     """
+    k = check_int(k, "k", low=0, none=True)
+    ratio = check_number(ratio, "ratio", low=0, low_open=True)
     mag = unit_magnitude(rs)
     order = np.argsort(-mag, kind="stable")
     if k is not None:
-        if not 0 <= k <= mag.size:
-            raise ValueError(f"k must be between 0 and d_model={mag.size}; got {k}")
+        check_int(k, "k", low=0, high=mag.size)
         return order[:k]
-    if ratio <= 0:
-        raise ValueError(f"ratio must be positive; got {ratio}")
     return order[mag[order] > ratio * np.median(mag)]
 
 
@@ -563,8 +581,9 @@ def without_units(rs, units) -> np.ndarray:
 
 def subsample_units(d_model: int, n_units: int | None, seed: int = 0) -> np.ndarray:
     """Sorted random subset of ``n_units`` unit indices (all units when ``n_units`` is None or too big)."""
+    d_model = check_positive_int(d_model, "d_model")
+    n_units = check_positive_int(n_units, "n_units", none=True)
+    seed = check_seed(seed)
     if n_units is None or n_units >= d_model:
         return np.arange(d_model)
-    if n_units < 1:
-        raise ValueError(f"n_units must be >= 1 or None; got {n_units}")
     return np.sort(np.random.default_rng(seed).choice(d_model, size=n_units, replace=False))

@@ -14,6 +14,15 @@ changed: :func:`file_digests`), so damaged weights are reconverted, never captur
 holds :func:`source_fingerprint`, a fingerprint of the files actually loaded. Any other name is passed to
 ``transformers`` (a hub id such as ``meta-llama/Llama-3.1-8B``, or a local folder), with ``device_map``
 (accelerate) and ``quantization="4bit" | "8bit"`` (bitsandbytes) for models that don't fit otherwise.
+
+Hub models load **offline by default**: from the local Hugging Face cache only, so a typo or an unreachable
+hub is one line at once, not a minute of retries. A download is asked for with ``download=True`` or
+``$TRANSFORMER_DYNAMICS_DOWNLOAD=1`` (:func:`downloads_allowed`); an unknown id then fails at once too.
+
+Every load is checked (:func:`load_model`): the weights must match the config (no missing or unexpected
+keys, which transformers would otherwise fill with random values or drop with one line on stderr;
+``strict=False`` allows a deliberate partial load, with a warning), a truncated or damaged weight file or
+GGUF is an error naming the file, and NaN or inf in the loaded weights is an error.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
@@ -34,12 +44,15 @@ import torch
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DOWNLOAD_ENV",
+    "ModelError",
     "SHORT_NAMES",
     "Architecture",
     "ModelSpec",
     "architecture",
     "cache_root",
     "convert_gguf",
+    "downloads_allowed",
     "file_digests",
     "layer_modules",
     "load_model",
@@ -49,12 +62,30 @@ __all__ = [
 
 CACHE_ENV = "TRANSFORMER_DYNAMICS_CACHE"
 DEFAULT_MODEL = "smollm2-135m"
+#: Set to 1 to let hub models download (default: offline, the local Hugging Face cache only).
+DOWNLOAD_ENV = "TRANSFORMER_DYNAMICS_DOWNLOAD"
+
+
+class ModelError(RuntimeError):
+    """A model cannot be loaded as asked (the message names the model, its folder or file, and the fix)."""
+
+
+def downloads_allowed(download: bool | None = None) -> bool:
+    """Whether a hub model may be downloaded: ``download`` when given, else ``$TRANSFORMER_DYNAMICS_DOWNLOAD``
+    (``1``, ``true``, ``yes``); off by default."""
+    if download is not None:
+        if not isinstance(download, bool):
+            raise ValueError(f"download must be True, False or None; got {download!r}")
+        return download
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``cache_dir``, else ``$TRANSFORMER_DYNAMICS_CACHE``, else the user cache dir."""
+    from .validation import check_path  # noqa: PLC0415
+
     if cache_dir is not None:
-        path, what = Path(cache_dir).expanduser(), "cache_dir / --cache-dir"
+        path, what = check_path(cache_dir, "cache_dir"), "cache_dir / --cache-dir"
     elif os.environ.get(CACHE_ENV):
         path, what = Path(os.environ[CACHE_ENV]).expanduser(), f"${CACHE_ENV}"
     else:
@@ -101,6 +132,11 @@ class ModelSpec:
 
 def resolve(name: str) -> ModelSpec:
     """Resolve a short name, a local folder or a Hugging Face id (``owner/model``)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model must be a model name: a short name ({', '.join(sorted(SHORT_NAMES))}), a Hugging "
+                         f"Face id or a local folder; got {name!r} ({type(name).__name__})")
     if name in SHORT_NAMES:
         return ModelSpec(name, "packaged", SHORT_NAMES[name].package)
     path = Path(name).expanduser()
@@ -349,7 +385,12 @@ def _convert(name: str, gguf: Path, out: Path, cache_dir) -> Path:
     tmp = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}.partial")
     tmp.mkdir(parents=True)
     try:
-        _dequantise(gguf, tmp)
+        try:
+            _dequantise(gguf, tmp)
+        except Exception as err:  # noqa: BLE001 - the reader's own errors ("cannot reshape array") name no file
+            info = SHORT_NAMES.get(name)
+            raise ModelError(f"could not convert the GGUF {gguf} of model {name!r}: {_first_line(err)}. The file "
+                             "is truncated or damaged" + (f"; reinstall it: {info.install}" if info else "")) from err
         files = {p.relative_to(tmp).as_posix(): _file_digest(p) for p in _model_files(tmp)}
         (tmp / "source.json").write_text(json.dumps(
             {"name": name, "gguf": str(gguf), "sha256": _file_digest(gguf), "size": stat.st_size,
@@ -434,10 +475,68 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device {device!r}: MPS is not available here; use device='cpu'")
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _broken_weight_file(folder: str | os.PathLike) -> str | None:
+    """``"<file>: <why>"`` for the first ``*.safetensors`` of ``folder`` whose header cannot be read (a
+    truncated or damaged file), else None. Reads headers only."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as err:  # noqa: BLE001
+            return f"{f}: {_first_line(err)}"
+    return None
+
+
+def _key_groups(keys: list[str], limit: int = 6) -> str:
+    """``['model.layers.3.mlp.up_proj.weight', ...]`` -> ``"model.layers.3.* (9 keys)"``: keys grouped by
+    their path up to the first layer index (or their parent), largest groups first."""
+    groups: dict[str, int] = {}
+    for k in keys:
+        m = re.match(r"^(.*?\.\d+)\.", k)
+        g = m.group(1) if m else (k.rsplit(".", 1)[0] if "." in k else k)
+        groups[g + ".*"] = groups.get(g + ".*", 0) + 1
+    parts = [f"{g} ({n})" for g, n in sorted(groups.items(), key=lambda gn: (-gn[1], gn[0]))]
+    more = f", … {len(parts) - limit} more groups" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
+
+
+def _check_loaded(model, info: dict, who: str, strict: bool, fix: str) -> None:
+    """The weights loaded match the config (``info``: transformers' loading info) and are finite. who: the
+    model's folder, or its name and where it came from; fix: what to do about damaged weights."""
+    found = {k: list(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    found["mismatched_keys"] = [k[0] if isinstance(k, (tuple, list)) else k for k in found["mismatched_keys"]]
+    if any(found.values()):
+        cfg = model.config
+        said = "; ".join(f"{len(v)} {what} ({_key_groups(v)})" for what, v in
+                         (("missing (randomly initialised)", found["missing_keys"]),
+                          ("unexpected (dropped)", found["unexpected_keys"]),
+                          ("of another shape", found["mismatched_keys"])) if v)
+        msg = (f"the weights of {who} do not match its config.json (model_type "
+               f"{getattr(cfg, 'model_type', None)!r}, {getattr(cfg, 'num_hidden_layers', '?')} layers): {said}")
+        if strict:
+            raise ModelError(msg + ". Make config.json describe these weights (num_hidden_layers, model_type, "
+                                   "architectures), or pass strict=False for a deliberate partial load")
+        warnings.warn(msg + " (strict=False: loaded anyway)", UserWarning, stacklevel=3)
+    bad = [n for n, p in model.named_parameters()
+           if p.is_floating_point() and p.numel() and p.device.type != "meta"
+           and not torch.isfinite(p.detach().sum(dtype=torch.float32))  # one cheap pass; exact check below
+           and not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise ModelError(f"{who} has NaN or inf in {len(bad)} weight tensor(s) "
+                         f"({_key_groups(bad)}): its weight files are damaged; {fix}")
+
+
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32", device: str | None = None,
                quantization: str | None = None, device_map: str | dict | None = None,
                attn_implementation: str | None = None, cache_dir: str | os.PathLike | None = None,
-               **kwargs: Any):
+               strict: bool = True, download: bool | None = None, **kwargs: Any):
     """Load ``(model, tokenizer)`` in eval mode.
 
     name: a short name (:data:`SHORT_NAMES`), a local folder, or a Hugging Face id.
@@ -447,6 +546,13 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
     bitsandbytes >= 0.48, on CUDA everywhere).
     device_map: passed to transformers/accelerate, e.g. ``"auto"`` to spread a large model over GPUs.
     attn_implementation: e.g. ``"eager"`` or ``"sdpa"`` (default: transformers' choice).
+    strict: the weights must match the config exactly: a missing key (which transformers would initialise
+    randomly) or an unexpected one (which it would drop) is a :class:`ModelError` naming the folder and the
+    keys. ``strict=False`` is for a deliberate partial load (a warning lists the keys). Either way NaN or inf
+    in the loaded weights is an error, and so is a truncated or damaged weight file (named).
+    download: hub models only: None (default) follows ``$TRANSFORMER_DYNAMICS_DOWNLOAD`` (off unless set to
+    1): a model not in the local Hugging Face cache is then an error at once, saying how to allow the
+    download; True downloads it (after checking at once that the hub knows the id).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
@@ -467,30 +573,86 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str | torch.dtype = "float32
         load_kwargs["device_map"] = device_map if device_map is not None else {"": device}
     elif device_map is not None:
         load_kwargs["device_map"] = device_map
+    if not isinstance(strict, bool):
+        raise ValueError(f"strict must be True or False; got {strict!r}")
+
+    def attempt(**extra):
+        tok = AutoTokenizer.from_pretrained(location, **extra)
+        mdl, loading = AutoModelForCausalLM.from_pretrained(location, output_loading_info=True, **load_kwargs,
+                                                            **extra)
+        return tok, mdl, loading
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        model = AutoModelForCausalLM.from_pretrained(location, **load_kwargs)
+        if spec.kind == "hub":
+            try:
+                tokenizer, model, info = attempt(local_files_only=True)  # no network unless asked for
+            except OSError as err:
+                if not downloads_allowed(download):
+                    raise ModelError(
+                        f"model {name!r} is not in the local Hugging Face cache and downloads are off: pass "
+                        f"download=True (or set ${DOWNLOAD_ENV}=1) to download it, or "
+                        "give a local folder or a short name") from None
+                _hub_preflight(name)
+                tokenizer, model, info = attempt()
+        else:
+            tokenizer, model, info = attempt()
+    except ModelError:
+        raise
     except OSError as err:
         if spec.kind == "hub":
-            raise RuntimeError(
-                f"could not load model {name!r} from {location}: {err}. Offline? Hub models need a network "
-                "(or a local folder); the short names load offline.") from err
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"could not load model {name!r} from the folder {location}: {first}. It must hold a "
-                           "causal LM saved with save_pretrained (config.json, weights, tokenizer files).") from err
-    except (ValueError, KeyError, TypeError) as err:
+            raise ModelError(f"could not load model {name!r} from the Hugging Face hub: {_first_line(err)}") from err
+        raise ModelError(f"could not load model {name!r} from the folder {location}: {_first_line(err)}. It must "
+                         "hold a causal LM saved with save_pretrained (config.json, weights, tokenizer files).") \
+            from err
+    except Exception as err:  # noqa: BLE001 - a damaged folder fails in many ways; each names the folder
+        if spec.kind == "hub" and not isinstance(err, (ValueError, KeyError, TypeError)):
+            raise
+        broken = _broken_weight_file(location) if spec.kind != "hub" else None
+        if broken is not None:
+            raise ModelError(f"could not load model {name!r}: the weight file {broken}. It is truncated or "
+                             "damaged; save or copy it again" + (" (convert_gguf(name, force=True))"
+                                                                 if spec.kind == "packaged" else "")) from err
         if spec.kind == "hub":
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(
-            f"could not load model {name!r} from the folder {location}: {first}. It must hold a causal LM "
-            "saved with save_pretrained (config.json, weights, tokenizer files).") from err
+        if "ignore_mismatched_sizes" in str(err):
+            raise ModelError(f"the weights in {location} have other shapes than its config.json "
+                             "gives (hidden_size, vocab_size, intermediate_size…; transformers' report above lists "
+                             "them): make config.json describe these weights") from err
+        raise ModelError(
+            f"could not load model {name!r} from the folder {location}: {_first_line(err)}. It must hold a causal "
+            "LM saved with save_pretrained (config.json, weights, tokenizer files).") from err
+    who = {"local": f"the model folder {location}", "packaged": f"model {name!r} (converted in {location})",
+           "hub": f"model {name!r} (its Hugging Face snapshot)"}[spec.kind]
+    fix = {"local": "replace them", "packaged": f"convert it again: convert_gguf({name!r}, force=True)",
+           "hub": "delete its snapshot from the Hugging Face cache and download it again"}[spec.kind]
+    _check_loaded(model, info, who, strict, fix)
     if qconfig is None and device_map is None:
         model.to(device)
     model.eval()
     model.requires_grad_(False)
     model.config.use_cache = False
     return model, tokenizer
+
+
+def _hub_preflight(repo_id: str) -> None:
+    """One request to the hub before a download: an unknown id, a gated repository or no network is a
+    :class:`ModelError` at once (the download itself would retry for about a minute)."""
+    try:
+        from huggingface_hub import model_info  # noqa: PLC0415
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - transformers needs it
+        return
+    try:
+        model_info(repo_id)
+    except GatedRepoError as err:
+        raise ModelError(f"model {repo_id!r} is gated on the Hugging Face hub: accept its licence on its page and "
+                         "set HF_TOKEN") from err
+    except RepositoryNotFoundError as err:
+        raise ModelError(f"model {repo_id!r} was not found on the Hugging Face hub (a typo? a private repository "
+                         "needs HF_TOKEN)") from err
+    except Exception as err:  # noqa: BLE001 - no network, a proxy, an outage: one line, no retries
+        raise ModelError(f"cannot reach the Hugging Face hub for model {repo_id!r} ({_first_line(err)}); offline? "
+                         "Download it where there is a network, or give a local folder or a short name") from err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -537,6 +699,9 @@ def _get(obj: Any, path: str) -> Any:
 
 def architecture(model: torch.nn.Module) -> Architecture:
     """Per-architecture facts for ``model`` (table by ``config.model_type``, else found by name)."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise ValueError(f"model must be a loaded transformers model (e.g. from load_model or pipeline.load_model); "
+                         f"got {type(model).__name__}" + (f" {model!r}" if isinstance(model, str) else ""))
     model_type = getattr(model.config, "model_type", None)
     arch = ARCHITECTURES.get(model_type)
     if arch is not None:

@@ -36,6 +36,7 @@ import torch
 from scipy import special, stats
 
 from .arrays import check_rs, check_units
+from .validation import check_positive_int, check_seed
 
 __all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums", "grid_error_bound",
            "constructed_pairs", "max_relative_difference"]
@@ -386,7 +387,8 @@ def constructed_pairs(n: int = 1000, seed: int = 7) -> tuple[np.ndarray, np.ndar
     """Hard (x, y) pairs on which the gridded "kde" is verified against "kde_exact" (tests, benchmark):
     Gaussian, bimodal, heavy-tailed (Student t, 1.5 degrees of freedom), one massive outlier, near constant
     (noise 1e-6 around 5), near constant with three spikes, sharply nonlinear. -> x, y: (n, 7) float64."""
-    rng = np.random.default_rng(seed)
+    n = check_positive_int(n, "n")
+    rng = np.random.default_rng(check_seed(seed))
     g = rng.standard_normal((n, 7))
     e = rng.standard_normal((n, 7))
     x, y = g.copy(), 0.8 * g + 0.6 * e
@@ -546,6 +548,7 @@ def mutual_information_pairs(x, y, method: str = "kde", *, k: int = 3, chunk: in
     Units constant in x or y (or, for "kde", with perfectly collinear x and y) give NaN.
     """
     _check_method(method)
+    k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")
     x, y = _check_pairs(x, y)
     xt = torch.from_numpy(np.ascontiguousarray(x.T))
     yt = torch.from_numpy(np.ascontiguousarray(y.T))
@@ -579,6 +582,8 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     shards per block.
     """
     _check_method(method)
+    k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")
+    max_bytes = check_positive_int(max_bytes, "max_bytes")
     if hasattr(rs, "iter_chunks") and not isinstance(rs, np.ndarray):  # a cache entry: read unit blocks
         n, L, D = rs.shape
         units = np.arange(D) if units is None else check_units(units, D)

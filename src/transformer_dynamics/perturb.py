@@ -34,6 +34,7 @@ from .arrays import check_rs
 from .capture import StopForward, batches, record_last_token, tokenize
 from .models import architecture, layer_modules
 from .reduce.pca import PCA
+from .validation import check_allocation, check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -76,8 +77,8 @@ def paper_layers(n_layers: int, layers: Sequence[int] = PAPER_LAYERS, paper_n_la
     ``round(l / (paper_n_layers - 1) * (n_layers - 1))`` (Python's round). Duplicates (shallow models)
     are dropped, order kept. For SmolLM2 (30 layers): ``[0, 7, 14, 22, 29]``; for 32 layers the paper's own.
     """
-    if int(n_layers) < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    n_layers = check_positive_int(n_layers, "n_layers")
+    paper_n_layers = check_int(paper_n_layers, "paper_n_layers", low=2)
     out: list[int] = []
     for l in layers:
         m = int(round(l / (paper_n_layers - 1) * (n_layers - 1)))
@@ -100,14 +101,14 @@ def make_grid(r_min: float | Sequence[float], r_max: float | Sequence[float], n:
     r_min, r_max: scalars (the same range on both axes, as in the paper) or pairs ``(pc1, pc2)``.
     Returns ``grid: (n * n, 2)``, PC1 varying fastest.
     """
-    if int(n) < 1:
-        raise ValueError(f"n (points per axis) must be >= 1, got {n}")
+    n = check_positive_int(n, "n (points per axis)")
+    check_allocation((n * n, 2), np.float64, what="the grid", name="n")
     lo = np.broadcast_to(np.asarray(r_min, dtype=float), (2,))
     hi = np.broadcast_to(np.asarray(r_max, dtype=float), (2,))
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))) or np.any(hi < lo):
         raise ValueError(f"need finite r_min <= r_max, got r_min={r_min!r}, r_max={r_max!r}")
-    a = np.linspace(lo[0], hi[0], int(n))
-    b = np.linspace(lo[1], hi[1], int(n))
+    a = np.linspace(lo[0], hi[0], n)
+    b = np.linspace(lo[1], hi[1], n)
     g1, g2 = np.meshgrid(a, b)
     return np.stack([g1.ravel(), g2.ravel()], axis=1)
 
@@ -189,11 +190,9 @@ def run_with_edit(model, token_ids: Sequence[Sequence[int]], *, layer: int | Non
     n_sub = 2 * len(layers)
     if edit is not None:
         layer = check_layer(layer, len(layers))
-    stop_after = n_sub - 1 if stop_after is None else int(stop_after)
-    if not 0 <= stop_after < n_sub:
-        raise ValueError(f"stop_after must be in [0, {n_sub - 1}], got {stop_after}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stop_after = check_int(n_sub - 1 if stop_after is None else stop_after, "stop_after", low=0, high=n_sub - 1)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    pad_token_id = check_int(pad_token_id, "pad_token_id", low=0)
     ids = [list(s) for s in token_ids]
     if not ids or any(len(s) == 0 for s in ids):
         raise ValueError("need at least one text, each with at least one token")
@@ -240,9 +239,8 @@ def _pad_id(tokenizer) -> int:
 def _following(layer: int, n_following: int | None, n_sub: int) -> np.ndarray:
     """Sublayers ``2l, 2l+1, …, min(2l + n_following, n_sub - 1)`` (``None``: to the model's end)."""
     start = 2 * layer
-    end = n_sub - 1 if n_following is None else min(start + int(n_following), n_sub - 1)
-    if n_following is not None and int(n_following) < 1:
-        raise ValueError(f"n_following must be >= 1, got {n_following}")
+    n_following = check_positive_int(n_following, "n_following", none=True)
+    end = n_sub - 1 if n_following is None else min(start + n_following, n_sub - 1)
     return np.arange(start, end + 1)
 
 
@@ -327,6 +325,7 @@ def teleport(model, tokenizer, pca: Any, *, layer: int, grid: np.ndarray, prompt
     layers = layer_modules(model)
     n_sub = 2 * len(layers)
     layer = check_layer(layer, len(layers))
+    batch_size = check_positive_int(batch_size, "batch_size")
     grid = _validate_grid(grid)
     d = _d_model(model)
     plane = _plane(pca, d)
@@ -445,8 +444,8 @@ def inject_noise(model, tokenizer, texts: Sequence[str], *, layer: int, scale: f
     same texts and batch size (saves a forward when several scales or layers share it).
     Returns a :class:`PerturbationResult` with ``distance_own: (n_texts, n_follow + 1)``.
     """
-    if not np.isfinite(scale) or scale < 0:
-        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    scale = check_number(scale, "scale", low=0)
+    seed, batch_size = check_seed(seed), check_positive_int(batch_size, "batch_size")
     layers = layer_modules(model)
     n_sub = 2 * len(layers)
     layer = check_layer(layer, len(layers))
@@ -500,6 +499,7 @@ def swap(model, tokenizer, texts_a: Sequence[str], texts_b: Sequence[str], *, la
     layers = layer_modules(model)
     n_sub = 2 * len(layers)
     layer = check_layer(layer, len(layers))
+    batch_size = check_positive_int(batch_size, "batch_size")
     ids_a = tokenize(tokenizer, texts_a, add_bos=add_bos, strip=strip)
     ids_b = tokenize(tokenizer, texts_b, add_bos=add_bos, strip=strip)
     pad = _pad_id(tokenizer)
@@ -523,6 +523,8 @@ def noise_sweep(model, tokenizer, texts: Sequence[str], *, layers: Sequence[int]
                 batch_size: int = 16) -> list[PerturbationResult]:
     """:func:`inject_noise` for every ``(layer, scale)`` (layer-major), sharing one unperturbed run of
     ``texts`` and the noise directions (same ``seed``). Returns one result per pair."""
+    seed, batch_size = check_seed(seed), check_positive_int(batch_size, "batch_size")
+    scales = [check_number(s, "scales[]", low=0) for s in scales]
     ids = tokenize(tokenizer, list(texts), add_bos=add_bos, strip=strip)
     base = run_with_edit(model, ids, batch_size=batch_size, pad_token_id=_pad_id(tokenizer))
     return [inject_noise(model, tokenizer, texts, layer=l, scale=s, seed=seed, n_following=n_following,
@@ -534,6 +536,7 @@ def swap_sweep(model, tokenizer, texts_a: Sequence[str], texts_b: Sequence[str],
                n_following: int | None = None, add_bos: bool = True, strip: bool = False,
                batch_size: int = 16) -> list[PerturbationResult]:
     """:func:`swap` at every layer of ``layers``, sharing the unperturbed runs of both text lists."""
+    batch_size = check_positive_int(batch_size, "batch_size")
     pad = _pad_id(tokenizer)
     base_a = run_with_edit(model, tokenize(tokenizer, list(texts_a), add_bos=add_bos, strip=strip),
                            batch_size=batch_size, pad_token_id=pad)

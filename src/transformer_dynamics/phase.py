@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from .arrays import check_rs
+from .validation import check_allocation, check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
     "activation_gradient",
@@ -267,10 +268,13 @@ def _null_core(a: np.ndarray, n_shuffles: int, seed: int, atol: float, what: str
     return out
 
 
-def _check_shuffles(n_shuffles: int) -> int:
-    if int(n_shuffles) != n_shuffles or n_shuffles < 1:
-        raise ValueError(f"n_shuffles must be a positive integer; got {n_shuffles!r}")
-    return int(n_shuffles)
+def _check_null_args(n_shuffles: int, seed: int, n_jobs: int | None, n_traj: int, dtype) -> int:
+    """The null's count arguments, and its output ``(n_shuffles, n_traj)`` checked against the memory."""
+    n_shuffles = check_positive_int(n_shuffles, "n_shuffles")
+    check_seed(seed)
+    check_positive_int(n_jobs, "n_jobs", none=True)
+    check_allocation((n_shuffles, n_traj), dtype, what="the null", name="n_shuffles")
+    return n_shuffles
 
 
 def shuffle_null(traj, n_shuffles: int = 1000, seed: int = 0, *, what: str = "sublayers",
@@ -288,9 +292,9 @@ def shuffle_null(traj, n_shuffles: int = 1000, seed: int = 0, *, what: str = "su
     symmetric (a permutation and its reverse are equally likely and give opposite counts): mean 0.
     n_jobs: threads (default: CPU count, at most 8).
     """
-    n_shuffles = _check_shuffles(n_shuffles)
     a, tt = _as_array(traj)
     lead = a.shape[:-1]
+    n_shuffles = _check_null_args(n_shuffles, seed, n_jobs, int(np.prod(lead)), a.dtype)
     flat = np.ascontiguousarray(a.reshape(-1, 1, a.shape[-1]))
     res = _null_core(flat, n_shuffles, seed, atol, what, n_jobs).reshape((n_shuffles, *lead))
     return _out(res, tt)
@@ -306,9 +310,10 @@ def reference_counts(n_sublayers: int, kind: str = "random_walk", n: int = 10000
     """
     if kind not in ("random_walk", "iid"):
         raise ValueError(f"kind must be 'random_walk' or 'iid'; got {kind!r}")
-    if n_sublayers < 3 or n < 1:
-        raise ValueError(f"need n_sublayers >= 3 and n >= 1; got {n_sublayers}, {n}")
-    x = np.random.default_rng(seed).standard_normal((n, n_sublayers))
+    n_sublayers = check_int(n_sublayers, "n_sublayers", low=3)
+    n = check_positive_int(n, "n")
+    check_allocation((n, n_sublayers), np.float64, what="the reference trajectories", name="n")
+    x = np.random.default_rng(check_seed(seed)).standard_normal((n, n_sublayers))
     if kind == "random_walk":
         x = np.cumsum(x, axis=-1)
     return _rotations(x)
@@ -386,14 +391,13 @@ def null_per_unit(rs, mode: str = "mean", n_shuffles: int = 1000, seed: int = 0,
     samples. ``what``: see :func:`shuffle_null`.
     """
     _check_mode(mode)
-    n_shuffles = _check_shuffles(n_shuffles)
+    max_samples = check_positive_int(max_samples, "max_samples", none=True)
     a, tt = _check_rs(rs)
+    n_shuffles = _check_null_args(n_shuffles, seed, n_jobs, a.shape[2], a.dtype)
     if mode == "mean":
         u = np.ascontiguousarray(a.mean(0).T)[:, None, :]  # (D, 1, n)
     else:
         if max_samples is not None:
-            if max_samples < 1:
-                raise ValueError(f"max_samples must be >= 1 or None; got {max_samples}")
             a = a[:max_samples]
         u = np.ascontiguousarray(a.transpose(2, 0, 1))  # (D, S, n)
     return _out(_null_core(u, n_shuffles, seed, atol, what, n_jobs), tt)
@@ -410,6 +414,8 @@ def _check_null(observed: np.ndarray, null: np.ndarray) -> None:
     if null.ndim != observed.ndim + 1 or null.shape[1:] != observed.shape:
         raise ValueError(f"null must have shape (n_shuffles, *observed.shape) = (n, {observed.shape}); "
                          f"got {null.shape}")
+    if null.shape[0] < 1 or observed.size < 1:
+        raise ValueError(f"need at least one shuffle and one unit; got null {null.shape}, observed {observed.shape}")
 
 
 def empirical_p_values(observed, null, alternative: str = "two-sided") -> np.ndarray:
@@ -435,14 +441,15 @@ def exceeds_null(observed, null, q: float = 0.95) -> np.ndarray:
     """Whether ``|observed|`` exceeds the ``q`` quantile of its own null's ``|R|``: (...) bool."""
     obs, nul = _np(observed), _np(null)
     _check_null(obs, nul)
-    if not 0 < q < 1:
-        raise ValueError(f"q must be in (0, 1); got {q}")
+    q = check_number(q, "q", low=0, high=1, low_open=True, high_open=True)
     return np.abs(obs) > np.quantile(np.abs(nul), q, axis=0)
 
 
 def null_band(null, percentiles: tuple[float, float] = (2.5, 97.5)) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit percentile band of the null: null (n_shuffles, ...) -> (low, high), each (...)."""
     nul = _np(null)
+    if nul.ndim < 1 or nul.shape[0] < 1:
+        raise ValueError(f"null must be (n_shuffles >= 1, ...); got shape {nul.shape}")
     lo, hi = np.percentile(nul, percentiles, axis=0)
     return lo, hi
 
@@ -459,6 +466,7 @@ def rotation_summary(observed, null, *, n_sublayers: int | None = None, q: float
     """
     obs, nul = _np(observed).astype(np.float64), _np(null).astype(np.float64)
     _check_null(obs, nul)
+    n_sublayers = check_positive_int(n_sublayers, "n_sublayers", none=True)
     out = {
         "mean": float(obs.mean()),
         "mean_abs": float(np.abs(obs).mean()),

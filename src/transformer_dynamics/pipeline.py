@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, cache, capture, data, models, random_init
+from .validation import check_positive_int, check_seed
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
            "residual_stream", "residual_stream_store", "STRIP", "trained_cae", "trained_caes"]
@@ -42,6 +43,8 @@ SHARD_BYTES = 256 * 2**20
 
 def shard_texts(n_sublayers: int, d_model: int, shard_bytes: int = SHARD_BYTES) -> int:
     """Texts per shard so that a shard of ``(texts, n_sublayers, d_model)`` float32 fills ``shard_bytes``."""
+    n_sublayers, d_model = check_positive_int(n_sublayers, "n_sublayers"), check_positive_int(d_model, "d_model")
+    shard_bytes = check_positive_int(shard_bytes, "shard_bytes")
     return max(1, shard_bytes // (n_sublayers * d_model * 4))
 
 
@@ -108,12 +111,10 @@ def _check_arguments(**kwargs: Any) -> None:
         if name in ("add_bos", "strip"):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-            continue
-        if value is None and name == "shard_size":
-            continue
-        low = 0 if name in ("seed", "init_seed") else 1
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r} ({type(value).__name__})")
+        elif name in ("seed", "init_seed"):
+            check_seed(value, name)
+        else:
+            check_positive_int(value, name, none=name == "shard_size")
 
 
 _SCRATCH: dict[str, str] = {}
@@ -157,6 +158,7 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
     _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size,
                      init_seed=init_seed)
+    models.resolve(model)  # a name of the wrong type, or a folder that is not a model: said before any work
     if init is not None:
         random_init.check_kind(init)
         if quantization is not None:

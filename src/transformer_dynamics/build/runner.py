@@ -7,6 +7,14 @@ those its ``parameters`` cell declares), ``LEDGER_DIR=<out>/ledger/<profile>`` a
 end. Progress: one line per chapter (k/n, its parameters, the time it took last time and an estimate of what is
 left, from the previous ``timings-<profile>.json``), papermill's bar over the chapter's cells, and with
 ``verbose`` the notebooks' own output (the package's capture/training bars included) streamed to the terminal.
+
+A chapter's run is atomic from the book's point of view: it executes into partial locations
+(``<out>/executed/.partial/<profile>/`` and ``<out>/ledger/.partial/<profile>/<chapter>/``) and only a run that
+finishes replaces the chapter's executed notebook and ledger, so the last complete ones stay in place until
+then. The timings file marks the chapter ``running`` before it starts, and ``ok`` only when it finished; a
+chapter whose last run failed, was interrupted or was killed (still ``running``) is *incomplete*
+(:func:`incomplete_chapters`), and ``build html`` refuses to stage it unless asked to publish anyway
+(:func:`check_complete`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +33,92 @@ from .layout import (ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, l
 from .. import profiles
 from .notebooks import notebook_parameters, notebook_stems, read_notebook
 
-__all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration"]
+__all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration", "incomplete_chapters",
+           "check_complete", "executed_copy", "partial_executed_dir", "partial_ledger_dir"]
+
+
+def partial_executed_dir(out: Path, profile: str) -> Path:
+    """Where a chapter's notebook executes before it is complete: ``<out>/executed/.partial/<profile>``."""
+    return out / "executed" / ".partial" / profile_name(profile)
+
+
+def partial_ledger_dir(out: Path, profile: str, stem: str) -> Path:
+    """Where a running chapter records its ledger: ``<out>/ledger/.partial/<profile>/<stem>``."""
+    return out / "ledger" / ".partial" / profile_name(profile) / stem
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def incomplete_chapters(out: str | os.PathLike, profile: str, stems: Iterable[str] | None = None) -> dict[str, str]:
+    """``{stem: why}`` for the chapters (of ``stems``, default all in the timings file) whose last run did not
+    finish: it failed, was interrupted, or is still marked running (killed, or running now). A chapter never
+    run is not listed (it is staged without outputs, with its own warning)."""
+    try:
+        rec = json.loads(timings_path(Path(out), profile).read_text())
+        entries = rec.get("notebooks") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out_: dict[str, str] = {}
+    for stem, e in entries.items():
+        if (stems is not None and stem not in stems) or not isinstance(e, dict):
+            continue
+        state = e.get("state", "ok" if e.get("ok") else "failed")
+        if state == "ok" and e.get("ok"):
+            continue
+        since = f" (started {e['started']})" if e.get("started") else ""
+        out_[stem] = {"running": f"its run did not finish{since}: killed, or still running",
+                      "interrupted": f"its run was interrupted{since}",
+                      }.get(state, "its last run failed")
+    return out_
+
+
+def check_complete(out: str | os.PathLike, profile: str, stems: Iterable[str], publish_incomplete: bool = False
+                   ) -> dict[str, str]:
+    """Refuse (:class:`BuildError`, one line naming the chapters and the fix) to publish chapters whose last
+    run did not finish; with ``publish_incomplete`` say so loudly and go on (each is staged from its last
+    complete copy, else from the partial one). Returns :func:`incomplete_chapters`."""
+    bad = incomplete_chapters(out, profile, list(stems))
+    if not bad:
+        return bad
+    what = "; ".join(f"{stem}: {why}" for stem, why in bad.items())
+    pname = profile_name(profile)
+    if not publish_incomplete:
+        raise BuildError(f"incomplete chapter(s) not published ({what}): rerun them (`python -m "
+                         f"transformer_dynamics.build run --profile {pname} --only {','.join(bad)}`) or publish "
+                         "anyway (publish_incomplete=True)")
+    log(f"WARNING: publishing incomplete chapter(s) anyway ({what}): each shows its last complete run, else its "
+        "partial one")
+    return bad
+
+
+def executed_copy(out: str | os.PathLike, profile: str, stem: str, publish_incomplete: bool = False) -> Path:
+    """The executed notebook to stage for ``stem``: the last complete one; with ``publish_incomplete`` and none
+    complete, the partial one (may not exist)."""
+    final = executed_dir(Path(out), profile) / f"{stem}.ipynb"
+    partial = partial_executed_dir(Path(out), profile) / f"{stem}.ipynb"
+    return partial if publish_incomplete and not final.is_file() and partial.is_file() else final
+
+
+def _publish_chapter(stem: str, partial_nb: Path, final_nb: Path, partial_led: Path, led_dir: Path) -> None:
+    """Move a finished chapter's executed notebook and ledger from their partial places into the book's (the
+    notebook's injected LEDGER_DIR and papermill's output path name where they are now)."""
+    final_nb.parent.mkdir(parents=True, exist_ok=True)
+    text = partial_nb.read_text(encoding="utf-8")
+    for a, b in ((partial_led, led_dir), (partial_nb, final_nb)):  # papermill records its output path too
+        text = text.replace(json.dumps(str(a))[1:-1], json.dumps(str(b))[1:-1])
+    partial_nb.write_text(text, encoding="utf-8")
+    os.replace(partial_nb, final_nb)
+    (led_dir / f"{stem}.json").unlink(missing_ok=True)  # a chapter that no longer records leaves no old ledger
+    for f in sorted(partial_led.glob("*.json")):
+        if not f.name.startswith("."):
+            os.replace(f, led_dir / f.name)
+    shutil.rmtree(partial_led, ignore_errors=True)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -99,7 +193,8 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     pname = profile_name(profile)
     exe_dir, led_dir = executed_dir(out, pname), ledger_dir(out, pname)
     inputs = out / "executed" / ".inputs" / pname
-    for d in (exe_dir, led_dir, inputs):
+    partial_exe = partial_executed_dir(out, pname)
+    for d in (exe_dir, led_dir, inputs, partial_exe):
         d.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or os.environ.get("TRANSFORMER_DYNAMICS_CACHE")
     extra: dict[str, Any] = {"LEDGER_DIR": str(led_dir)}
@@ -136,43 +231,60 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     t_all = time.perf_counter()
     try:
         for k, stem in enumerate(stems):
-            entry: dict[str, Any] = {"seconds": None, "ok": False, "error": None}
+            entry: dict[str, Any] = {"seconds": None, "ok": False, "error": None, "state": "running",
+                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             record["notebooks"][stem] = entry
+            partial_nb = partial_exe / f"{stem}.ipynb"
+            partial_led = partial_ledger_dir(out, pname, stem)
+            t0 = time.perf_counter()
             try:
                 nb = read_notebook(nb_dir, stem)
-                params, dropped = notebook_parameters(profile, nb, stem, extra)
-                entry.update(parameters=params, dropped=dropped)
+                params, dropped = notebook_parameters(profile, nb, stem, {**extra, "LEDGER_DIR": str(partial_led)})
+                shown = {**params, **({"LEDGER_DIR": str(led_dir)} if "LEDGER_DIR" in params else {})}
+                entry.update(parameters=shown, dropped=dropped)
                 if dropped:
                     log(f"{stem}: WARNING: profile {pname} sets {dropped}, which its parameters cell does not "
                         "declare; not passed")
                 in_path = inputs / f"{stem}.ipynb"
                 nbformat.write(nb, in_path)
-                (led_dir / f"{stem}.json").unlink(missing_ok=True)
+                partial_nb.unlink(missing_ok=True)
+                shutil.rmtree(partial_led, ignore_errors=True)
+                partial_led.mkdir(parents=True)
+                os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(partial_led)
+                _write_json(tpath, record)  # "running": a run killed now leaves the chapter marked incomplete
                 log(_progress_line(k, stems, previous, time.perf_counter() - t_all))
                 log(f"{stem}: running ({pname}: "
                     f"{', '.join(f'{a}={v!r}' for a, v in params.items() if a not in extra)})")
                 t0 = time.perf_counter()
                 try:
-                    pm.execute_notebook(str(in_path), str(exe_dir / f"{stem}.ipynb"), parameters=params,
+                    pm.execute_notebook(str(in_path), str(partial_nb), parameters=params,
                                         kernel_name=kernel, cwd=str(nb_dir),
                                         progress_bar={"desc": f"{stem} (cells)", "unit": "cell"} if progress else False,
                                         log_output=verbose, execution_timeout=timeout)
                 finally:
                     entry["seconds"] = round(time.perf_counter() - t0, 2)
-                entry["ok"] = True
+                _publish_chapter(stem, partial_nb, exe_dir / f"{stem}.ipynb", partial_led, led_dir)
+                entry.update(ok=True, state="ok")
                 log(f"{stem}: ok in {format_duration(entry['seconds'])}")
             except Exception as exc:  # one failing notebook must not stop the others
                 msg = _format_failure(stem, exc)
-                entry["error"] = msg
+                entry.update(error=msg, state="failed")
                 failures.append(msg)
                 log(msg)
+                log(f"{stem}: its last complete notebook and ledger stay published; this run's partial notebook is "
+                    f"{partial_nb}")
+            except BaseException:  # interrupted (Ctrl-C): marked so, the last complete copies kept
+                entry.update(state="interrupted", error="interrupted", seconds=round(time.perf_counter() - t0, 2))
+                _write_json(tpath, {**record, "failures": failures + [f"notebook {stem} interrupted"]})
+                log(f"{stem}: INTERRUPTED; its last complete notebook and ledger stay published")
+                raise
+            _write_json(tpath, record)
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
     record["total_seconds"] = round(time.perf_counter() - t_all, 2)
     record["failures"] = failures
-    tpath.parent.mkdir(parents=True, exist_ok=True)
-    tpath.write_text(json.dumps(record, indent=1, default=str))
+    _write_json(tpath, record)
     log(f"{len(stems) - len(failures)}/{len(stems)} notebooks ok in {format_duration(record['total_seconds'])} "
         f"(timings: {tpath})")
     return record

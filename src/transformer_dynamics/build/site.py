@@ -21,6 +21,7 @@ import yaml
 from .layout import ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, log, out_dir, profile_name, timings_path
 from .notebooks import notebook_title, toc_files
 from .pages import banner, build_context, render_benchmarks_page, render_ledger_page
+from .runner import check_complete, executed_copy
 
 __all__ = ["API_MARKER", "api_modules", "render_api_page", "stage", "build_html"]
 
@@ -51,12 +52,17 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build") -> Path:
+def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
+          publish_incomplete: bool = False) -> Path:
     """Assemble the book's source in ``<out>/src`` and return it (see the module docstring). Chapters without
-    an executed copy get the committed notebook (no outputs) and a warning; the browser check then fails on them."""
+    an executed copy get the committed notebook (no outputs) and a warning; the browser check then fails on them.
+    A chapter whose last run did not finish is refused (:func:`.runner.check_complete`) unless
+    ``publish_incomplete``."""
     root = find_root(root)
     out = out_dir(root, out)
     pname = profile_name(profile)
+    check_complete(out, pname, [Path(e).name for e in toc_files(root / "_toc.yml") if e.startswith("notebooks/")],
+                   publish_incomplete)
     src = out / "src"
     if src.exists():
         shutil.rmtree(src)
@@ -76,7 +82,7 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
         if not entry.startswith("notebooks/"):
             continue
         stem = Path(entry).name
-        executed = exe / f"{stem}.ipynb"
+        executed = executed_copy(out, pname, stem, publish_incomplete)
         if executed.is_file():
             shutil.copy2(executed, src / "notebooks" / f"{stem}.ipynb")
         elif (root / "notebooks" / f"{stem}.ipynb").is_file():
@@ -108,12 +114,13 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
     return src
 
 
-def build_html(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build"
-               ) -> Path:
-    """Stage the sources and run ``jupyter-book build`` (execution off); returns ``<out>/html``."""
+def build_html(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
+               publish_incomplete: bool = False) -> Path:
+    """Stage the sources and run ``jupyter-book build`` (execution off); returns ``<out>/html``.
+    ``publish_incomplete``: stage chapters whose last run did not finish (see :func:`stage`)."""
     root = find_root(root)
     out_p = out_dir(root, out)
-    src = stage(profile, root, out)
+    src = stage(profile, root, out, publish_incomplete)
     jb_out = out_p / "jb"
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
            "build", str(src), "--path-output", str(jb_out), "--builder", "html", "--keep-going"]

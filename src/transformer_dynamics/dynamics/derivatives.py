@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..models import layer_modules
+from ..validation import check_positive_int
 from .maps import Context, _fast_supported, sublayer_map
 
 __all__ = ["jacobians", "jvp_steps", "matrix_steps"]
@@ -35,6 +36,7 @@ def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, me
     """
     if method not in ("auto", "rev", "fwd", "replicate"):
         raise ValueError(f"method must be 'auto', 'rev', 'fwd' or 'replicate', got {method!r}")
+    chunk_size = check_positive_int(chunk_size, "chunk_size", none=True)
     sublayers = list(range(ctx.n_sublayers)) if sublayers is None else [int(s) for s in sublayers]
     B, D = ctx.n_texts, ctx.h.shape[-1]
     out = torch.empty((B, len(sublayers), D, D), dtype=ctx.h.dtype, device=ctx.h.device)

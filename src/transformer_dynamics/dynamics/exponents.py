@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..validation import check_int, check_positive_int, check_seed
+
 if TYPE_CHECKING:
     from .derivatives import _Step
 
@@ -52,11 +54,15 @@ def lyapunov(steps: Sequence[_Step], k: int = 10, *, starts: Sequence[int] | Non
     :mod:`.known`.
     """
     S = len(steps)
-    starts = list(range(S)) if starts is None else [int(s) for s in starts]
+    n_iter, seed = check_int(n_iter, "n_iter", low=0), check_seed(seed)
+    oversample = check_int(oversample, "oversample", low=0, none=True)
+    k = check_positive_int(k, "k")
+    starts = list(range(S)) if starts is None else [check_int(s, "starts[]", low=0, high=S - 1) for s in starts]
     if any(not 0 <= s < S for s in starts):
         raise ValueError(f"starts must be in [0, {S - 1}]")
     if n_texts is None or d_model is None:
         raise ValueError("pass n_texts and d_model (the shape of the vectors the steps act on)")
+    n_texts, d_model = check_positive_int(n_texts, "n_texts"), check_positive_int(d_model, "d_model")
     if not 1 <= k <= d_model:
         raise ValueError(f"k must be in [1, {d_model}], got {k}")
     dtype = torch.float64

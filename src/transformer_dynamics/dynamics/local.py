@@ -17,6 +17,7 @@ from .derivatives import jacobians, jvp_steps
 from .exponents import lyapunov
 from .maps import check_maps, frozen_context
 from .spectral import product_measures, spectra
+from ..validation import check_int, check_positive_int, check_seed
 
 __all__ = ["local_dynamics"]
 
@@ -51,8 +52,9 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, batch_size: int
     B = len(token_ids)
     if B < 1:
         raise ValueError("need at least one text")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size, k = check_positive_int(batch_size, "batch_size"), check_positive_int(k, "k")
+    n_iter, seed = check_int(n_iter, "n_iter", low=0), check_seed(seed)
+    chunk_size = check_positive_int(chunk_size, "chunk_size", none=True)
     chunks, errors = [], []
     starts = (list(lyapunov_starts) if lyapunov_starts is not None else [] if cumulative else None)
     bar = tqdm(total=B, desc="jacobians", unit="text", disable=not progress)

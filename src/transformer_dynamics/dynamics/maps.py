@@ -28,6 +28,7 @@ import torch
 from ..capture import pad_right, record_last_token, tokenize
 from ..data import shuffle_token_ids
 from ..models import architecture, base_model, layer_modules
+from ..validation import check_seed
 
 __all__ = ["CONTEXTS", "Context", "check_maps", "frozen_context", "random_init_model", "sublayer_map",
            "text_token_ids"]
@@ -41,6 +42,7 @@ def text_token_ids(tokenizer, texts: Sequence[str], *, condition: str = "origina
     first, the other tokens permuted by ``default_rng(seed)``, one stream over the texts in order)."""
     if condition not in ("original", "shuffled"):
         raise ValueError(f"condition must be 'original' or 'shuffled', got {condition!r}")
+    seed = check_seed(seed)
     ids = tokenize(tokenizer, list(texts), add_bos=add_bos, strip=strip)
     if condition == "shuffled":
         bos = tokenizer.bos_token_id
@@ -53,6 +55,7 @@ def random_init_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     ``torch.manual_seed(seed)``), same dtype and device, in eval mode: the reference for "learned"."""
     from transformers import AutoModelForCausalLM  # noqa: PLC0415
 
+    seed = check_seed(seed)
     param = next(model.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..validation import check_int, check_positive_int, check_seed
+
 __all__ = ["JPCAResult", "jpca", "jpca_projection", "jpca_shuffled"]
 
 
@@ -64,6 +66,9 @@ def jpca_projection(rs: np.ndarray, k: int = 6, *, soft_norm: float | None = 5.0
     rs = np.asarray(rs, dtype=np.float64)
     if rs.ndim != 3 or rs.shape[1] < 3 or rs.shape[0] < 1:
         raise ValueError(f"rs must be (n_samples, n_sublayers >= 3, d_model), got shape {rs.shape}")
+    k = check_int(k, "k", low=2)
+    if not np.isfinite(rs).all():
+        raise ValueError("rs contains NaN or inf; drop or impute those values first")
     if k < 2 or k % 2 or k > min(rs.shape[0] * rs.shape[1], rs.shape[2]):
         raise ValueError(f"k must be even (rotational planes come in pairs), >= 2 and at most the number of "
                          f"units and points; got {k}")
@@ -117,6 +122,7 @@ def jpca_shuffled(rs: np.ndarray, k: int = 6, *, n_shuffles: int = 20, seed: int
     permutation per shuffle, the same for every text: each text keeps its states and loses their order; the
     PCA is unchanged, so it is done once; ``projected=True``: ``rs`` is already :func:`jpca_projection`'s
     ``Z``). Returns ``(n_shuffles, 3)``: r2_skew, r2_full, ratio."""
+    n_shuffles, seed = check_positive_int(n_shuffles, "n_shuffles"), check_seed(seed)
     Z = np.asarray(rs, dtype=np.float64) if projected else jpca_projection(rs, k, soft_norm=soft_norm)[0]
     rng = np.random.default_rng(seed)
     out = []

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bootstrap import bootstrap
+from ..validation import check_allocation, check_int, check_positive_int, check_seed
 from .exponents import relative_exponents
 
 __all__ = ["SEQUEL_CLAIMS", "SequelClaim", "bottleneck_fraction", "bottleneck_statistic", "depth_contrast",
@@ -26,6 +27,9 @@ def depth_thirds(n_sublayers: int, kind: str = "all") -> dict[str, np.ndarray]:
     (even), ``"mlp"`` (odd) or ``"all"``. Returns ``{"early": (n,), "middle": (n,), "late": (n,)}``."""
     if kind not in ("attn", "mlp", "all"):
         raise ValueError(f"kind must be 'attn', 'mlp' or 'all', got {kind!r}")
+    n_sublayers = check_int(n_sublayers, "n_sublayers (2 per layer; thirds of depth need 3 layers)", low=6)
+    if n_sublayers % 2:
+        raise ValueError(f"n_sublayers must be even (2 per layer: attn, mlp); got {n_sublayers}")
     s = np.arange(n_sublayers)
     s = s[s % 2 == 0] if kind == "attn" else s[s % 2 == 1] if kind == "mlp" else s
     third = np.minimum((3 * (s // 2)) // (n_sublayers // 2), 2)
@@ -38,6 +42,7 @@ def depth_contrast(values: np.ndarray, *, kind: str = "all", a: str = "early", b
     bootstrap interval over texts. values: ``(n_texts, n_sublayers)`` per-text measures (e.g. rotation
     dominance). Returns ``(estimate, low, high)``. E.g. the sequel's "early layers rotation-dominated":
     early minus late rotation dominance > 0 (the interval above 0)."""
+    n_boot, seed = check_positive_int(n_boot, "n_boot"), check_seed(seed)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 2:
         raise ValueError(f"values must be (n_texts >= 2, n_sublayers), got shape {values.shape}")
@@ -52,6 +57,7 @@ def learned_difference(trained: np.ndarray, random: np.ndarray, *, kind: str = "
     ``contrast(trained) - contrast(random)`` with a paired bootstrap over texts (the same texts in both).
     trained, random: ``(n_texts, n_sublayers)``. Returns ``(estimate, low, high)``; > 0 with the interval
     above 0: the structure is learned."""
+    n_boot, seed = check_positive_int(n_boot, "n_boot"), check_seed(seed)
     trained, random = np.asarray(trained, dtype=np.float64), np.asarray(random, dtype=np.float64)
     if trained.shape != random.shape:
         raise ValueError(f"trained and random must be the same texts: shapes {trained.shape} vs {random.shape}")
@@ -116,6 +122,7 @@ def bottleneck_statistic(result: dict[str, np.ndarray], *, n_boot: int = 1000, s
                          ) -> tuple[float, float, float]:
     """The registry's ``dyn_bottleneck``: mean of :func:`bottleneck_fraction` over texts with a 95% bootstrap
     interval over texts. Returns ``(estimate, low, high)``."""
+    n_boot, seed = check_positive_int(n_boot, "n_boot"), check_seed(seed)
     return bootstrap("mean", bottleneck_fraction(result).astype(np.float64), n_boot=n_boot, seed=seed)
 
 
@@ -125,9 +132,11 @@ def lower_layers_exponent(result: dict[str, np.ndarray], sublayers: Sequence[int
     layers' inputs), of the median over texts of the top exponent relative to the RS's own growth
     (:func:`~.exponents.relative_exponents`), with a 95% percentile bootstrap interval over texts. Returns
     ``(estimate, low, high)``; below 0 with the interval: perturbations shrink relative to the state."""
+    n_boot, seed = check_positive_int(n_boot, "n_boot"), check_seed(seed)
     s = np.asarray(sublayers)
     rel = relative_exponents(result["exponents"][:, s, :1], result["norms"], s)[:, :, 0]  # (B, n)
     stat = lambda x: float(np.max(np.median(x, axis=0)))  # noqa: E731
+    check_allocation((n_boot, rel.shape[0]), np.int64, what="the resampled indices", name="n_boot")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, rel.shape[0], size=(n_boot, rel.shape[0]))
     reps = np.array([stat(rel[i]) for i in idx])

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..arrays import rs_shape
+from ..validation import check_int, check_number, check_positive_int, check_seed
 from ._common import _as_rows, _iter_selected, _sst
 
 __all__ = [
@@ -115,8 +116,9 @@ def geometric_widths(d_in: int, d_bottle: int = 2, k: int = 10) -> list[int]:
     Returns ``k`` ints (``k`` layers of units, input and bottleneck included, hence ``k - 1`` Linear maps in
     the encoder and ``k - 1`` in the mirrored decoder). Widths never go below ``d_bottle`` and never increase.
     """
-    if not (isinstance(k, (int, np.integer)) and k >= 2):
-        raise ValueError(f"k (number of layers, input and bottleneck included) must be an int >= 2; got {k!r}")
+    k = check_int(k, "k (layers, input and bottleneck included)", low=2)
+    d_in = check_positive_int(d_in, "d_in")
+    d_bottle = check_positive_int(d_bottle, "d_bottle")
     if not (1 <= d_bottle <= d_in):
         raise ValueError(f"need 1 <= d_bottle <= d_in; got d_in={d_in}, d_bottle={d_bottle}")
     r = (d_bottle / d_in) ** (1.0 / (k - 1))
@@ -220,6 +222,9 @@ def split_by_sample(n_samples: int, *, test_fraction: float = 0.15, val_fraction
     All sublayers of a text go to the same side (the paper: 85k train / 15k test texts). ``test_fraction`` and
     ``val_fraction`` are fractions of all texts; each non-zero fraction gets at least one text.
     """
+    n_samples, seed = check_positive_int(n_samples, "n_samples"), check_seed(seed)
+    test_fraction = check_number(test_fraction, "test_fraction", low=0, high=1, high_open=True)
+    val_fraction = check_number(val_fraction, "val_fraction", low=0, high=1, high_open=True)
     if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1 and test_fraction + val_fraction < 1):
         raise ValueError(f"need 0 <= test_fraction, val_fraction and test_fraction + val_fraction < 1; got "
                          f"{test_fraction}, {val_fraction}")
@@ -343,6 +348,12 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
     Returns a :class:`CAEResult` (model in eval mode).
     """
     rs_shape(rs)
+    k = check_int(k, "k (layers, input and bottleneck included)", low=2)
+    d_bottle, epochs = check_positive_int(d_bottle, "d_bottle"), check_positive_int(epochs, "epochs")
+    patience, batch_size = check_positive_int(patience, "patience"), check_positive_int(batch_size, "batch_size")
+    lr, seed = check_number(lr, "lr", low=0, low_open=True), check_seed(seed)
+    chunk_samples = check_positive_int(chunk_samples, "chunk_samples", none=True)
+    num_threads = check_positive_int(num_threads, "num_threads", none=True)
     _kw = dict(k=k, d_bottle=d_bottle, epochs=epochs, patience=patience, lr=lr, batch_size=batch_size,
                test_fraction=test_fraction, val_fraction=val_fraction, seed=seed, scaling=scaling,
                chunk_samples=chunk_samples, device=device, progress=progress)
@@ -465,6 +476,7 @@ def _model_of(model: CompressingAutoencoder | CAEResult) -> CompressingAutoencod
 @torch.no_grad()
 def _apply(model: CompressingAutoencoder, rs: Any, fn: str, chunk_samples: int | None) -> np.ndarray:
     rs_shape(rs)
+    chunk_samples = check_positive_int(chunk_samples, "chunk_samples", none=True)
     n, s, d = rs.shape
     if d != model.d_model:
         raise ValueError(f"rs has d_model={d}; the CAE was trained on {model.d_model}")
@@ -505,6 +517,7 @@ def explained_variance_per_sublayer_cae(model: CompressingAutoencoder | CAEResul
     """
     m = _model_of(model)
     rs_shape(rs)
+    chunk_samples = check_positive_int(chunk_samples, "chunk_samples", none=True)
     n, s, d = rs.shape
     dev = next(m.parameters()).device
     sse = torch.zeros(s, dtype=torch.float64)

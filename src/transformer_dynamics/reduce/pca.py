@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..arrays import rs_shape
+from ..validation import check_int, check_number, check_positive_int
 from ._common import _as_rows, _iter_selected, _sst
 
 __all__ = [
@@ -73,13 +74,12 @@ class PCA:
     """
 
     def __init__(self, n_components: int | None = None, *, svd_solver: str = "auto", chunk_rows: int = 16384):
-        if n_components is not None and (not isinstance(n_components, (int, np.integer)) or n_components < 1):
-            raise ValueError(f"n_components must be a positive int or None; got {n_components!r}")
+        n_components = check_positive_int(n_components, "n_components", none=True)
         if svd_solver not in ("auto", "full", "covariance"):
             raise ValueError(f"svd_solver must be 'auto', 'full' or 'covariance'; got {svd_solver!r}")
         self.n_components = n_components
         self.svd_solver = svd_solver
-        self.chunk_rows = int(chunk_rows)
+        self.chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
         self._reset()
 
     # -- state ----------------------------------------------------------------------------------------
@@ -220,9 +220,8 @@ class PCA:
         X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
         if X.shape[-1] != f["n_features_in_"]:
             raise ValueError(f"X has {X.shape[-1]} features; this PCA was fitted on {f['n_features_in_']}")
-        k = f["n_components_"] if n_components is None else int(n_components)
-        if not 1 <= k <= f["n_components_"]:
-            raise ValueError(f"n_components must be in [1, {f['n_components_']}]; got {k}")
+        k = check_int(f["n_components_"] if n_components is None else n_components, "n_components", low=1,
+                      high=f["n_components_"])
         out_dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
         V = torch.as_tensor(f["components_"][:k])
         mu = torch.as_tensor(f["mean_"])
@@ -287,9 +286,9 @@ def explained_variance_curve_per_sublayer(pca: PCA, rs: Any, max_components: int
     rs_shape(rs)
     f = pca._check_fitted()
     n, s, d = rs.shape
-    K = f["n_components_"] if max_components is None else int(max_components)
-    if not 1 <= K <= f["n_components_"]:
-        raise ValueError(f"max_components must be in [1, {f['n_components_']}]; got {K}")
+    K = check_int(f["n_components_"] if max_components is None else max_components, "max_components", low=1,
+                  high=f["n_components_"])
+    chunk_samples = check_positive_int(chunk_samples, "chunk_samples", none=True)
     V = torch.as_tensor(f["components_"][:K])
     mu = torch.as_tensor(f["mean_"])
     sum_y2 = torch.zeros(s, dtype=torch.float64)       # sum_i ||y_is||^2
@@ -315,7 +314,7 @@ def explained_variance_per_sublayer(pca: PCA, rs: Any, n_components: int = 100, 
     sublayer's own mean, reconstruction through the global mean) is in
     :func:`explained_variance_curve_per_sublayer`. ``n_components`` is clipped to the number the PCA keeps.
     """
-    k = min(int(n_components), pca._check_fitted()["n_components_"])
+    k = min(check_positive_int(n_components, "n_components"), pca._check_fitted()["n_components_"])
     return explained_variance_curve_per_sublayer(pca, rs, k, center=center, chunk_samples=chunk_samples)[:, k - 1]
 
 
@@ -330,8 +329,7 @@ def components_for_variance(curve: np.ndarray, threshold: float = 0.9, *,
     curve is undefined (all NaN, e.g. a sublayer without variance).
     """
     curve = np.asarray(curve, dtype=float)
-    if not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1]; got {threshold}")
+    threshold = check_number(threshold, "threshold", low=0, high=1, low_open=True)
     reached = curve >= threshold
     first = np.argmax(reached, axis=-1).astype(float) + 1
     out = np.where(reached.any(axis=-1), first, not_reached)
@@ -348,6 +346,7 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
     :func:`components_for_variance` gives each sublayer's number of components for a variance fraction.
     """
     rs_shape(rs)
+    sublayers_per_batch = check_positive_int(sublayers_per_batch, "sublayers_per_batch")
     n, s, d = rs.shape
     if n < 2:
         raise ValueError("need at least 2 samples for a per-sublayer PCA")
