@@ -1073,3 +1073,15 @@ def test_a_model_of_the_wrong_type_is_one_line(call, tiny_tokenizer):
             perturb.teleport(None, tiny_tokenizer, None, layer=0, grid=np.zeros((1, 2)))
         else:
             capture.residual_stream("smollm2-135m", tiny_tokenizer, ["a war"])
+
+
+@pytest.mark.parametrize("n_boot, message", [(2.5, "n_boot must be an integer >= 1; got 2.5"),
+                                             (0, "n_boot must be an integer >= 1; got 0"),
+                                             (10**12, "n_boot is too large")])
+def test_bootstrap_counts_are_checked_before_allocating(n_boot, message):
+    from transformer_dynamics import bootstrap
+
+    with pytest.raises(ValueError, match=message):
+        bootstrap.bootstrap("mean", np.zeros((40, 3)), n_boot=n_boot)
+    with pytest.raises(ValueError, match=message.replace("n_boot", "n_samples")):
+        bootstrap.half_samples(40, n_boot)

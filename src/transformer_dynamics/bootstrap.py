@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from .validation import check_allocation, check_int, check_positive_int, check_seed
+
 __all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples", "bootstrap_correlation", "weighted_correlation",
            "batch_rows"]
 
@@ -26,8 +28,8 @@ _VECTORISED = ("mean",)
 
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """Resampling indices: (n_boot, n) ints drawn with replacement from ``range(n)``."""
-    if n < 1 or n_boot < 1:
-        raise ValueError(f"need n >= 1 and n_boot >= 1; got n={n}, n_boot={n_boot}")
+    n, n_boot, seed = check_positive_int(n, "n (texts)"), check_positive_int(n_boot, "n_boot"), check_seed(seed)
+    check_allocation((n_boot, n), np.int64, what="the resampling indices", name="n_boot")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
@@ -39,8 +41,8 @@ def half_samples(n: int, n_samples: int = 200, seed: int = 0) -> np.ndarray:
     over half-samples around its centre estimates its sampling spread at n (half-sampling: the delete-d
     jackknife with d = n / 2 needs no rescaling), and re-centring on the full-data value removes the shift that
     the smaller sample itself causes."""
-    if n < 2 or n_samples < 1:
-        raise ValueError(f"need n >= 2 and n_samples >= 1; got n={n}, n_samples={n_samples}")
+    n, n_samples, seed = check_int(n, "n (texts)", low=2), check_positive_int(n_samples, "n_samples"), check_seed(seed)
+    check_allocation((n_samples, n), np.float64, what="the half-samples' keys", name="n_samples")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     keys = rng.random((int(n_samples), n))
     return np.sort(np.argsort(keys, axis=1)[:, : n // 2], axis=1)

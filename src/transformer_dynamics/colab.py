@@ -372,6 +372,8 @@ def setup(namespace: MutableMapping[str, Any], notebook: str) -> dict[str, Any]:
                          "default cache")
     if not colab:
         return report
+    # Colab is where the hub models come from: downloads allowed (elsewhere they are off unless asked for)
+    os.environ.setdefault("TRANSFORMER_DYNAMICS_DOWNLOAD", "1")
     if namespace.get("CACHE_DIR") == "drive":
         cache = drive_cache_dir()
         namespace["CACHE_DIR"] = str(cache)

@@ -120,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
              "check": "check the built HTML in headless Chromium (every page, image, error output)",
              "all": "run, html and check",
              "browser": "find Chromium for the check, or install it (Debian, as root)"}
-    parents = {"run": [prof, only, execute, where], "html": [prof, where], "check": [only, where],
-               "all": [prof, only, execute, where], "browser": []}
+    publish = argparse.ArgumentParser(add_help=False)
+    publish.add_argument("--publish-incomplete", action="store_true",
+                         help="stage a chapter whose last run did not finish (killed, interrupted or failed) "
+                              "instead of refusing (its last complete notebook and ledger are what is staged)")
+    parents = {"run": [prof, only, execute, where], "html": [prof, publish, where], "check": [only, where],
+               "all": [prof, only, execute, publish, where], "browser": []}
     for name, parts in parents.items():
         sp = sub.add_parser(name, parents=parts, help=helps[name], description=helps[name],
                             prog=f"{PROG} {name}")
@@ -216,7 +220,7 @@ def _build(args: argparse.Namespace) -> int:
             for msg in rec["failures"]:
                 print(msg + "\n", file=sys.stderr)
     if args.command in ("html", "all"):
-        build_html(args.profile, root, out)
+        build_html(args.profile, root, out, publish_incomplete=args.publish_incomplete)
     if args.command == "all" and (opted_out() or (find_chromium() is None and not can_install_chromium())):
         why = f"{OPT_OUT_ENV} is set" if opted_out() else "no Chromium on this machine"
         _loud([f"THE BROWSER CHECK DID NOT RUN ({why}); the HTML is built in {out}/html.",
