@@ -269,3 +269,113 @@ def test_mean_curves_resample_the_units():
     np.testing.assert_allclose(reps["frac"][4], x["frac"][idx].mean())
     with pytest.raises(ValueError, match="same number of units"):
         robustness.mean_curves({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# chapter 8's lines: flips, lost power, undefined readings
+# ----------------------------------------------------------------------------------------------------------
+def _ev(claim, value, width, n, reading=None, run="trained"):
+    """Constructed evidence: ``value`` with replicates spread evenly over +-``width`` (decided when the interval
+    clears the claim's threshold)."""
+    from transformer_dynamics import claims
+
+    reading = reading or claims.get(claim).headline
+    reps = np.full(201, np.nan) if not np.isfinite(value) else value + np.linspace(-width, width, 201)
+    return verdicts.Evidence(claim, reading, run, value, reps, n)
+
+
+def _frame(runs, references=()):
+    return robustness.choice_frame({("m", c, s): ev for (c, s), ev in runs.items()}, references=references)
+
+
+def _true_everywhere_with_small_n():
+    """r_early = 0.812 (threshold 0.8) at every setting: decided at 1000 texts, undecided at fewer."""
+    return {("headline", "strip=True, add_bos=True"): [_ev("r_early", 0.812, 0.005, 1000)],
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.812, 0.005, 1000)],
+            ("N", "100"): [_ev("r_early", 0.812, 0.05, 100)],
+            ("N", "250"): [_ev("r_early", 0.812, 0.03, 250)],
+            ("N", "500"): [_ev("r_early", 0.812, 0.02, 500)],
+            ("precision", "float32 (N=100)"): [_ev("r_early", 0.812, 0.05, 100)],
+            ("precision", "bfloat16 (N=100)"): [_ev("r_early", 0.811, 0.05, 100)]}
+
+
+def test_lines_true_everywhere_only_loses_power_and_never_blames_precision():
+    lines = robustness.robustness_lines(_frame(_true_everywhere_with_small_n(),
+                                               references=[("precision", "float32 (N=100)")]))
+    (r,) = lines.itertuples()
+    assert r.verdict == "holds" and r.status == "loses power" and r.flips == 0 and r.hinges_on == ""
+    assert "hinges" not in r.line and "precision" not in r.line and "float32" not in r.line
+    assert r.losses == 3 and "N = 100" in r.loses_power_at
+    ch = robustness.setting_changes(_frame(_true_everywhere_with_small_n(),
+                                           references=[("precision", "float32 (N=100)")]))
+    by = dict(zip(ch["setting"], ch["change"]))
+    assert by["float32 (N=100)"] == "reference" and by["bfloat16 (N=100)"] == "same"
+    assert by["strip=False, add_bos=True"] == "same" and by["100"] == "loses power"
+
+
+def test_lines_refuse_precision_compared_across_n():
+    # no float32 row at the precision runs' N: comparing a 100-text row with the 1000-text headline would blame
+    # precision for what N does
+    with pytest.raises(ValueError, match="only the choice 'N' compares across N"):
+        robustness.setting_changes(_frame(_true_everywhere_with_small_n()))
+
+
+def test_lines_flip_hinges_on_its_choice_only():
+    runs = {**_true_everywhere_with_small_n(),
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.5, 0.01, 1000)]}
+    lines = robustness.robustness_lines(_frame(runs, references=[("precision", "float32 (N=100)")]))
+    (r,) = lines.itertuples()
+    assert r.status == "hinges" and r.hinges_on == "last token" and r.flips == 1
+    assert r.line.startswith("hinges on last token") and "fails, 0.5" in r.line
+    # precision at equal N flips too: then it is named
+    runs[("precision", "float32 (N=100)")] = [_ev("r_early", 0.9, 0.01, 100)]
+    runs[("precision", "bfloat16 (N=100)")] = [_ev("r_early", 0.7, 0.01, 100)]
+    lines = robustness.robustness_lines(_frame(runs, references=[("precision", "float32 (N=100)")]))
+    assert lines["hinges_on"].iloc[0] == "last token, precision"
+
+
+def test_lines_undefined_reading_is_not_a_flip():
+    nan = float("nan")
+    runs = {("headline", "strip=True, add_bos=True"): [_ev("r_early", 0.9, 0.01, 200),
+                                                       _ev("r_early", 0.9, 0.01, 200, "first_transition")],
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.9, 0.01, 200),
+                                                          _ev("r_early", nan, 0.0, 200, "first_transition")]}
+    lines = robustness.robustness_lines(_frame(runs)).set_index("reading")
+    first = lines.loc["first_transition"]
+    assert first["status"] == "robust" and first["flips"] == 0 and first["undefined"] == 1
+    assert "undefined at last token strip=False" in first["line"] and "hinges" not in first["line"]
+    assert lines.loc["first_each_kind", "status"] == "robust"
+    # the headline itself undefined: the line says so and counts as undefined, not as a flip
+    runs[("headline", "strip=True, add_bos=True")][0] = _ev("r_early", nan, 0.0, 200)
+    head = robustness.robustness_lines(_frame(runs)).set_index("reading").loc["first_each_kind"]
+    assert head["status"] == "undefined" and head["flips"] == 0 and head["line"].startswith("undefined")
+
+
+def test_lines_premise_not_holding_is_undefined_not_lost_power():
+    runs = {("headline", "h"): [_ev("mi_early_drop", 0.6, 0.01, 500), _ev("mi_drop_at_cross", 0.2, 0.01, 500)],
+            ("N", "50"): [_ev("mi_early_drop", 0.6, 0.5, 50), _ev("mi_drop_at_cross", 0.2, 0.01, 50)]}
+    lines = robustness.robustness_lines(_frame(runs)).set_index("claim")
+    assert lines.loc["mi_early_drop", "status"] == "loses power"
+    assert lines.loc["mi_drop_at_cross", "status"] == "robust"
+    assert lines.loc["mi_drop_at_cross", "undefined"] == 1
+
+
+def test_lines_other_readings_and_counts():
+    runs = {("headline", "h"): [_ev("r_early", 0.9, 0.01, 200), _ev("r_early", 0.5, 0.01, 200, "first_transition"),
+                                _ev("units_high_r", 0.9, 0.01, 200), _ev("cos_increases", 0.0, 0.1, 200)],
+            ("last token", "x"): [_ev("r_early", 0.9, 0.01, 200), _ev("units_high_r", 0.9, 0.01, 200),
+                                  _ev("cos_increases", 0.3, 0.1, 200)]}
+    f = _frame(runs)
+    f2 = f.assign(model="m2")
+    lines = robustness.robustness_lines(pd.concat([f, f2], ignore_index=True))
+    heads = lines[lines["headline_reading"]].set_index(["model", "claim"])
+    assert heads.loc[("m", "r_early"), "status"] == "hinges"          # its other reading fails at the headline run
+    assert heads.loc[("m", "r_early"), "hinges_on"] == "reading"
+    assert heads.loc[("m", "units_high_r"), "status"] == "robust"
+    assert heads.loc[("m", "cos_increases"), "status"] == "undecided"
+    assert "decided at last token x (holds" in heads.loc[("m", "cos_increases"), "line"]
+    counts = robustness.robustness_counts(lines)
+    assert counts.loc["all", ["robust", "hinges", "undecided", "claims"]].tolist() == [2, 2, 2, 6]
+    assert counts.loc["m", "claims"] == 3
+    s = robustness.counts_sentence(counts)
+    assert s.startswith("Of 6 claims × models (3 claims, 2 models), 2 are robust, 2 hinge")
