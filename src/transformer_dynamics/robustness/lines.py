@@ -151,11 +151,15 @@ def _num(x) -> str:
     return f"{v:.3g}" if np.isfinite(v) else "undefined"
 
 
+def _numbers(r) -> str:
+    interval = f" [{_num(r['low'])}, {_num(r['high'])}]" if np.isfinite(float(r["low"])) else ""
+    return f"{_num(r['value'])}{interval}"
+
+
 def _state(r) -> str:
     if _undefined(r["verdict"], r["reason"]):
         return f"undefined ({r['reason']})"
-    interval = f" [{_num(r['low'])}, {_num(r['high'])}]" if np.isfinite(float(r["low"])) else ""
-    return f"{r['verdict']}, {_num(r['value'])}{interval}"
+    return f"{r['verdict']}, {_numbers(r)}"
 
 
 def _label(choice: str, setting: str) -> str:
@@ -183,10 +187,10 @@ def _line(head, comp: pd.DataFrame, status: str) -> str:
         parts.append(f"robust {mark}: {head['verdict']} at all {len(compared)} settings compared"
                      + (" where defined" if len(undef) else ""))
     elif status == "loses power":
-        parts.append(f"{head['verdict']} {mark} ({_state(head)}); only loses significance at {_where(losses)}")
+        parts.append(f"{head['verdict']} {mark} ({_numbers(head)}); only loses significance at {_where(losses)}")
     else:
         on = ", ".join(dict.fromkeys(flips["choice"])) or ", ".join(dict.fromkeys(gains["choice"]))
-        parts.append(f"hinges on {on}: headline {_state(head)}; " + _where(flips if len(flips) else gains))
+        parts.append(f"hinges on {on}: {_where(flips if len(flips) else gains)}; headline {_state(head)}")
     if status == "hinges" and len(losses):
         parts.append(f"loses significance at {_where(losses, state=False)}")
     if len(gains) and status not in ("hinges",):
