@@ -113,3 +113,11 @@ def test_claim_intervals_and_n_dependence(frame):
     assert len(fig.axes[0].patches) == 1                 # the interval band
     with pytest.raises(ValueError, match="empty"):
         P.plot_n_dependence(nd.iloc[:0])
+
+
+def test_n_dependence_per_model(frame):
+    head = frame[frame["choice"] == "headline"]
+    nd = pd.DataFrame({"r_early": [0.7, 0.85, 0.9]}, index=pd.Index([10, 50, 100], name="n"))
+    fig = P.plot_n_dependence({"m1": nd, "m2": nd + 0.01}, intervals={"m1": head, "m2": head})
+    ax = fig.axes[0]
+    assert len([ln for ln in ax.lines if len(ln.get_xdata()) == 3]) == 2 and len(ax.patches) == 2

@@ -379,3 +379,16 @@ def test_lines_other_readings_and_counts():
     assert counts.loc["m", "claims"] == 3
     s = robustness.counts_sentence(counts)
     assert s.startswith("Of 6 claims × models (3 claims, 2 models), 2 are robust, 2 hinge")
+
+
+def test_value_table_headline_readings_in_registry_order():
+    ev = [_ev("units_high_r", 0.9, 0.01, 50), _ev("r_early", 0.9, 0.01, 50),
+          _ev("r_early", 0.5, 0.01, 50, "first_transition"), _ev("cos_increases", float("nan"), 0, 50)]
+    f = pd.concat([robustness.evidence_frame(ev, model=m) for m in ("a", "b")], ignore_index=True)
+    t = robustness.value_table(f, "model")
+    assert list(t.index.get_level_values("claim")) == ["r_early", "units_high_r", "cos_increases"]
+    assert list(t.columns) == ["test", "a", "b"]
+    assert t.loc[("1C", "r_early"), "a"].startswith("0.9 [") and t.loc[("1C", "r_early"), "test"] == "> 0.8"
+    assert t.iloc[2]["b"] == "undefined"
+    with pytest.raises(ValueError, match="lacks the columns"):
+        robustness.value_table(f, "condition")

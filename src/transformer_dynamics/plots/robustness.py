@@ -304,35 +304,50 @@ def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str]
     return fig
 
 
-def plot_n_dependence(table: pd.DataFrame, keys: Sequence[str] | None = None, *,
-                      intervals: pd.DataFrame | None = None, ncols: int = 5,
+def plot_n_dependence(table: pd.DataFrame | Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
+                      intervals: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None, ncols: int = 5,
                       title: str = "The claims' values against the number of texts N") -> Figure:
     """Each claim's headline value against N (log axis), one small panel per claim, with its threshold (dashed).
 
-    table: :func:`robustness.n_dependence` output (index N, one column per claim). ``intervals``: optional
-    :func:`robustness.evidence_frame` rows at the largest N (``claim``, ``low``, ``high``), drawn as a grey band.
+    table: :func:`robustness.n_dependence` output (index N, one column per claim), or {label (model):
+    such a table}, one colour each. ``intervals``: :func:`robustness.evidence_frame` rows at the largest N
+    (``claim``, ``low``, ``high``), or {label: such rows}, drawn as a band of the label's colour.
     """
-    keys = list(keys) if keys is not None else list(table.columns)
-    if table.empty or not keys:
+    tables = dict(table) if isinstance(table, Mapping) else {"": table}
+    bands = (None if intervals is None else
+             {k: _by_claim(v) for k, v in (intervals.items() if isinstance(intervals, Mapping)
+                                          else [(next(iter(tables)), intervals)])})
+    if not tables or any(t.empty for t in tables.values()):
         raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
-    band = _by_claim(intervals) if intervals is not None else None
+    keys = list(keys) if keys is not None else list(dict.fromkeys(k for t in tables.values() for k in t.columns))
+    if not keys:
+        raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
     fig, axes = _grid(len(keys), ncols)
-    n = np.asarray(table.index, dtype=float)
+    colors = ["k"] if len(tables) == 1 else _colors(len(tables))
+    ns = sorted({float(v) for t in tables.values() for v in t.index})
     for ax, key in zip(axes, keys):
-        ax.plot(n, table[key].to_numpy(dtype=float), "o-", ms=3, lw=1.2, color="k")
-        if band is not None and key in band.index:
-            lo, hi = float(band.loc[key, "low"]), float(band.loc[key, "high"])
-            if np.isfinite(lo) and np.isfinite(hi):
-                ax.axhspan(lo, hi, color="0.8", alpha=0.6, lw=0)
+        for color, (label, t) in zip(colors, tables.items()):
+            if key in t.columns:
+                ax.plot(np.asarray(t.index, dtype=float), t[key].to_numpy(dtype=float), "o-", ms=3, lw=1.2,
+                        color=color, label=label or None)
+            band = bands.get(label) if bands else None
+            if band is not None and key in band.index:
+                lo, hi = float(band.loc[key, "low"]), float(band.loc[key, "high"])
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.axhspan(lo, hi, color=color if len(tables) > 1 else "0.8", alpha=0.25 if len(tables) > 1
+                               else 0.6, lw=0)
         _threshold(ax, key)
         ax.set_xscale("log")
-        ax.set_xticks(n, [f"{v:g}" for v in n])
+        ax.set_xticks(ns, [f"{v:g}" for v in ns])
         ax.minorticks_off()
         ax.set_title(key, fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes[-ncols:]:
         ax.set_xlabel("N texts", fontsize=7)
-    fig.suptitle(title + " (grey: the interval at the largest N; dashed: the threshold)", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
+    fig.suptitle(title + " (band: the interval at the largest N; dashed: the threshold)", fontsize=10)
     return fig
 
 

@@ -8,7 +8,8 @@ null, random initialisations), nested subsamples of the texts and numerical prec
 - :mod:`.resampling`: nested subsamples and the claims' values against N;
 - :mod:`.precision`: two captures of the same texts at two precisions compared;
 - :mod:`.lines`: what each verdict does under the open choices (flip, loses power, undefined), one line per claim,
-  reading and model, and their counts.
+  reading and model, and their counts;
+- :mod:`.tables`: the claims' values with their intervals side by side (:func:`value_table`).
 """
 
 from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, mean_curves, rs_curves, stream_curves
@@ -18,9 +19,11 @@ from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choic
                     robustness_counts, robustness_lines, setting_changes)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
+from .tables import interval_text, value_table
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "claim_evidence",
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",
-           "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "counts_sentence"]
+           "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "counts_sentence",
+           "value_table", "interval_text"]
