@@ -91,9 +91,10 @@ def test_verdict_grid_marks_flips_lost_power_and_references(frame):
     fig = P.plot_verdict_grid(changes, model="m")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels[0] == "headline" and "reading: first_transition" in labels
+    assert labels[0] == "headline" and labels[-1] == "other reading 1"
     marks = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
-    row = {k: i for i, k in enumerate(t.get_text() for t in ax.get_yticklabels())}
+    row = {k.split(" [")[0]: i for i, k in enumerate(t.get_text() for t in ax.get_yticklabels())}
+    assert ax.get_yticklabels()[row["r_early"]].get_text() == "r_early [first_transition]"
     col = {lab: j for j, lab in enumerate(labels)}
     assert marks[row["r_early"], col["last token: rows as given"]] == "F"
     assert marks[row["r_early"], col["N: 50"]] == "↓"

@@ -332,6 +332,8 @@ def test_lines_flip_hinges_on_its_choice_only():
     runs[("precision", "bfloat16 (N=100)")] = [_ev("r_early", 0.7, 0.01, 100)]
     lines = robustness.robustness_lines(_frame(runs, references=[("precision", "float32 (N=100)")]))
     assert lines["hinges_on"].iloc[0] == "last token, precision"
+    # a setting compared with its choice's reference names that reference
+    assert "precision bfloat16 (N=100) (fails, 0.7 [0.691, 0.709]; float32 (N=100): holds)" in lines["line"].iloc[0]
 
 
 def test_lines_undefined_reading_is_not_a_flip():
@@ -379,6 +381,8 @@ def test_lines_other_readings_and_counts():
     assert counts.loc["m", "claims"] == 3
     s = robustness.counts_sentence(counts)
     assert s.startswith("Of 6 claims × models (3 claims, 2 models), 2 are robust, 2 hinge")
+    hinges = robustness.hinge_counts(lines)
+    assert hinges.to_dict("index") == {"reading": {"m": 1, "m2": 1}}
 
 
 def test_value_table_headline_readings_in_registry_order():

@@ -411,11 +411,12 @@ CHANGE_MARKS = {"flip": "F", "loses power": "↓", "gains": "↑", "undefined": 
 
 
 def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = None) -> Figure:
-    """The verdict of every claim (rows; its headline reading) under every setting (columns, the headline first)
-    for one model: green holds, red fails, grey undecided, white undefined; the cell's mark says what happened
-    against the setting's reference (:data:`CHANGE_MARKS`: F a flip, ↓ lost significance, ↑ decided where the
-    reference is not, – undefined); an outlined cell is a reference (the headline, or the row a choice is
-    compared with at equal N).
+    """The verdict of every claim (rows; its headline reading) under every setting (columns: the headline, the
+    other settings, then the claim's other readings on the headline run, named after the claim in brackets) for
+    one model: green holds, red fails, grey undecided, white undefined; the cell's mark says what happened against
+    the setting's reference (:data:`CHANGE_MARKS`: F a flip, ↓ lost significance, ↑ decided where the reference is
+    not, – undefined); an outlined cell is a reference (the headline, or the row a choice is compared with at
+    equal N).
 
     changes: :func:`robustness.setting_changes` output (``model``, ``claim``, ``reading``, ``choice``,
     ``setting``, ``verdict``, ``reason``, ``change``).
@@ -423,33 +424,41 @@ def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = 
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
+    from ..robustness.lines import HEADLINE, READING_CHOICE, _undefined
+
     v = changes[changes["model"] == model]
     if v.empty:
         raise ValueError(f"no rows for model {model!r}; models: {sorted(set(changes['model']))}")
-    v = v[v["reading"] == v["claim"].map(lambda k: _claims.get(k).headline)]
-    cols = list(dict.fromkeys(zip(v["choice"], v["setting"].astype(str))))
-    cols.sort(key=lambda cs: cs[0] != "headline")
+    v = v[v["reading"] == v["claim"].map(lambda k: _claims.get(k).headline)].copy()
+    v["setting"] = v["setting"].astype(str)
     keys = [k for k in _claims.REGISTRY if k in set(v["claim"])]
+    # the other readings go into numbered slots, so that the grid stays narrow
+    other = v["choice"] == READING_CHOICE
+    shown = {k: [r for r in _claims.get(k).reading_names if r in set(v.loc[other & (v["claim"] == k), "setting"])]
+             for k in keys}
+    v.loc[other, "setting"] = [f"other reading {shown[k].index(r) + 1}" for k, r in
+                               zip(v.loc[other, "claim"], v.loc[other, "setting"])]
+    cols = list(dict.fromkeys(zip(v["choice"], v["setting"])))
+    cols.sort(key=lambda cs: (cs[0] != HEADLINE, cs[0] == READING_CHOICE, cs[1] if cs[0] == READING_CHOICE else ""))
     grid = np.full((len(keys), len(cols)), np.nan)
-    fig, ax = subplots(figsize=(2.2 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)), layout="constrained")
+    fig, ax = subplots(figsize=(3.6 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)), layout="constrained")
     for _, r in v.iterrows():
-        i, j = keys.index(r["claim"]), cols.index((r["choice"], str(r["setting"])))
-        undefined = r["change"] == "undefined" or (r["verdict"] == "undecided" and str(r["reason"]).startswith(
-            ("value undefined", "too few defined", "no interval", "premise")))
+        i, j = keys.index(r["claim"]), cols.index((r["choice"], r["setting"]))
+        undefined = r["change"] == "undefined" or _undefined(r["verdict"], r["reason"])
         if not undefined:
             grid[i, j] = _VERDICT_CODE[r["verdict"]]
-        mark = CHANGE_MARKS.get(r["change"], "")
+        mark = CHANGE_MARKS.get(r["change"], CHANGE_MARKS["undefined"] if undefined else "")
         if mark:
             ax.text(j, i, mark, ha="center", va="center", fontsize=7, fontweight="bold",
-                    color="k" if r["change"] != "flip" else "white")
+                    color="white" if r["change"] == "flip" else "k")
         if r["change"] in ("headline", "reference"):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.0, ec="k"))
     cmap = ListedColormap(["#d62728", "#c7c7c7", "#2ca02c"])
     ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="auto", interpolation="none")
     ax.set_facecolor("white")
-    ax.set_yticks(range(len(keys)), keys, fontsize=7)
-    ax.set_xticks(range(len(cols)), ["headline" if c == "headline" else f"{c}: {s}" for c, s in cols],
-                  rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(keys)), [f"{k} [{', '.join(shown[k])}]" if shown[k] else k for k in keys], fontsize=7)
+    ax.set_xticks(range(len(cols)), [c if c in (HEADLINE,) else s if c == READING_CHOICE else f"{c}: {s}"
+                                     for c, s in cols], rotation=60, ha="right", fontsize=7)
     ax.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(len(keys) + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="white", lw=0.8)
@@ -459,5 +468,5 @@ def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = 
     handles.append(Patch(facecolor="white", edgecolor="0.5", label="undefined"))
     handles += [Patch(color="none", label=f"{m}: {ch}") for ch, m in CHANGE_MARKS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
-    ax.set_title(title or f"{model}: the verdicts under every setting", fontsize=9)
+    ax.set_title(title or f"{model}: the verdicts under every setting (other readings: in brackets)", fontsize=9)
     return fig

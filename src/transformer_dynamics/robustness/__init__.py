@@ -16,7 +16,7 @@ from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, mean_curves, rs_
 from .evidence import (claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
 from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_frame, counts_sentence,
-                    robustness_counts, robustness_lines, setting_changes)
+                    hinge_counts, robustness_counts, robustness_lines, setting_changes)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
 from .tables import interval_text, value_table
@@ -25,5 +25,5 @@ __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "str
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",
-           "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "counts_sentence",
-           "value_table", "interval_text"]
+           "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "hinge_counts",
+           "counts_sentence", "value_table", "interval_text"]

@@ -37,7 +37,7 @@ from ..verdicts import Evidence
 from .evidence import evidence_frame
 
 __all__ = ["HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES", "choice_frame", "setting_changes",
-           "robustness_lines", "robustness_counts", "counts_sentence"]
+           "robustness_lines", "robustness_counts", "hinge_counts", "counts_sentence"]
 
 #: the choice of the book's headline run
 HEADLINE = "headline"
@@ -169,8 +169,14 @@ def _label(choice: str, setting: str) -> str:
 
 
 def _where(rows: pd.DataFrame, state: bool = True) -> str:
-    return "; ".join(_label(r["choice"], r["setting"]) + (f" ({_state(r)})" if state else "")
-                     for _, r in rows.iterrows())
+    """The settings of ``rows``, each with its verdict and numbers (``state``) and, where it is compared with a
+    reference other than the headline, that reference's verdict."""
+    out = []
+    for _, r in rows.iterrows():
+        own_ref = state and r.get("ref_setting") not in ("", "headline", None)
+        ref = f"; {r['ref_setting']}: {r['ref_verdict']}" if own_ref else ""
+        out.append(_label(r["choice"], r["setting"]) + (f" ({_state(r)}{ref})" if state else ""))
+    return "; ".join(out)
 
 
 def _line(head, comp: pd.DataFrame, status: str) -> str:
@@ -184,7 +190,8 @@ def _line(head, comp: pd.DataFrame, status: str) -> str:
     elif status == "undecided":
         parts.append(f"undecided at the headline ({_state(head)})")
     elif status == "robust":
-        parts.append(f"robust {mark}: {head['verdict']} at all {len(compared)} settings compared"
+        every = "the one setting" if len(compared) == 1 else f"all {len(compared)} settings"
+        parts.append(f"robust {mark}: {head['verdict']} at {every} compared"
                      + (" where defined" if len(undef) else ""))
     elif status == "loses power":
         parts.append(f"{head['verdict']} {mark} ({_numbers(head)}); only loses significance at {_where(losses)}")
@@ -265,6 +272,20 @@ def robustness_counts(lines: pd.DataFrame) -> pd.DataFrame:
     t["claims"] = t[list(STATUSES)].sum(axis=1)
     t.index.name = "model"
     t.columns.name = None
+    return t.astype(int)
+
+
+def hinge_counts(lines: pd.DataFrame) -> pd.DataFrame:
+    """How many claims (headline readings of :func:`robustness_lines`) flip on each choice, per model -> DataFrame
+    indexed by choice, one column per model (a claim that flips on two choices counts for both)."""
+    heads = lines[lines["headline_reading"] & (lines["hinges_on"] != "")]
+    models = list(dict.fromkeys(lines["model"]))
+    if heads.empty:
+        return pd.DataFrame(columns=models, dtype=int).rename_axis("hinges on")
+    pairs = heads.assign(choice=heads["hinges_on"].str.split(", ")).explode("choice")
+    t = pd.crosstab(pairs["choice"], pairs["model"]).reindex(columns=models, fill_value=0)
+    t = t.reindex(list(dict.fromkeys(pairs["choice"])))
+    t.index.name, t.columns.name = "hinges on", None
     return t.astype(int)
 
 
