@@ -281,7 +281,7 @@ at_n = {m: of[m, "original"] for m in MODELS}
 pc.plot_n_dependence(nd, intervals=at_n);
 
 # %%
-pd.concat(nd, names=["model"]).T
+pd.concat(nd, names=["model"]).T.round(4)
 
 # %% tags=["remove-input"]
 half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]

@@ -259,8 +259,8 @@ for m in MODELS:
                          r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
 for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)")):
     display(Markdown(f"**{title}**"))
-    display(ft.pivot_table(index=["model", "transition", "kind"], columns="variant", values=col,
-                           dropna=False).round(3))
+    display(ft.set_index(["model", "transition", "kind", "variant"])[col].unstack("variant")
+            .round(3))
 
 # %% [markdown]
 # ## Closing note

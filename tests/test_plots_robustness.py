@@ -122,3 +122,11 @@ def test_n_dependence_per_model(frame):
     fig = P.plot_n_dependence({"m1": nd, "m2": nd + 0.01}, intervals={"m1": head, "m2": head})
     ax = fig.axes[0]
     assert len([ln for ln in ax.lines if len(ln.get_xdata()) == 3]) == 2 and len(ax.patches) == 2
+
+
+def test_panels_with_no_defined_value_say_so(frame):
+    nd = pd.DataFrame({"r_early": [np.nan, np.nan]}, index=pd.Index([10, 50], name="n"))
+    ax = P.plot_n_dependence(nd).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["undefined"]
+    head = frame[frame["choice"] == "headline"].assign(value=np.nan)
+    assert [t.get_text() for t in P.plot_claim_intervals({"x": head}).axes[0].texts] == ["undefined"]

@@ -396,3 +396,16 @@ def test_value_table_headline_readings_in_registry_order():
     assert t.iloc[2]["b"] == "undefined"
     with pytest.raises(ValueError, match="lacks the columns"):
         robustness.value_table(f, "condition")
+
+
+def test_a_chapter_s_claims_alone_give_chapter_8_s_numbers(rs_random):
+    """Chapter 8 computes every claim of a run at once; a chapter decides only its own. Same keywords, same
+    numbers: the value and every replicate."""
+    kw = dict(n_boot=20, n_boot_slow=3, seed=1, mi_units=4, mi_methods=("gcmi",))
+    own = robustness.claim_evidence(rs_random, ["r_early", "magnitude_increases", "mi_early_drop"], **kw)
+    every = {(e.claim, e.reading): e for e in
+             robustness.claim_evidence(rs_random, None, n_shuffles=5, pca_components=8, **kw)}
+    for e in own:
+        other = every[e.claim, e.reading]
+        assert e.value == other.value or (np.isnan(e.value) and np.isnan(other.value))
+        np.testing.assert_array_equal(e.replicates, other.replicates)

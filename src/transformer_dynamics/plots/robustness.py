@@ -269,6 +269,12 @@ def _threshold(ax, key: str) -> None:
         ax.axhline(_claims.get(key).threshold, color="0.45", ls="--", lw=0.9)
 
 
+def _say_undefined(ax, drawn: bool) -> None:
+    """A panel with no defined value says so (instead of an empty frame)."""
+    if not drawn:
+        ax.text(0.5, 0.5, "undefined", transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+
+
 def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
                          ncols: int = 5, title: str = "The claims' values with 95% bootstrap intervals") -> Figure:
     """One small panel per claim: the value of each label (model, precision...) with its interval over texts, and
@@ -286,6 +292,7 @@ def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str]
     fig, axes = _grid(len(keys), ncols)
     colors = _colors(len(tables))
     for ax, key in zip(axes, keys):
+        drawn = False
         for i, (color, (label, df)) in enumerate(zip(colors, tables.items())):
             if key not in df.index:
                 continue
@@ -293,7 +300,9 @@ def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str]
             ok = np.isfinite(lo) and np.isfinite(hi) and np.isfinite(est)
             err = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]] if ok else None
             ax.errorbar([i], [est], yerr=err, fmt="o", color=color, capsize=3, ms=4, label=label)
+            drawn |= bool(np.isfinite(est))
         _threshold(ax, key)
+        _say_undefined(ax, drawn)
         ax.set_title(key, fontsize=7)
         ax.set_xticks([])
         ax.tick_params(labelsize=7)
@@ -326,10 +335,12 @@ def plot_n_dependence(table: pd.DataFrame | Mapping[str, pd.DataFrame], keys: Se
     colors = ["k"] if len(tables) == 1 else _colors(len(tables))
     ns = sorted({float(v) for t in tables.values() for v in t.index})
     for ax, key in zip(axes, keys):
+        drawn = False
         for color, (label, t) in zip(colors, tables.items()):
             if key in t.columns:
-                ax.plot(np.asarray(t.index, dtype=float), t[key].to_numpy(dtype=float), "o-", ms=3, lw=1.2,
-                        color=color, label=label or None)
+                y = t[key].to_numpy(dtype=float)
+                ax.plot(np.asarray(t.index, dtype=float), y, "o-", ms=3, lw=1.2, color=color, label=label or None)
+                drawn |= bool(np.isfinite(y).any())
             band = bands.get(label) if bands else None
             if band is not None and key in band.index:
                 lo, hi = float(band.loc[key, "low"]), float(band.loc[key, "high"])
@@ -337,7 +348,9 @@ def plot_n_dependence(table: pd.DataFrame | Mapping[str, pd.DataFrame], keys: Se
                     ax.axhspan(lo, hi, color=color if len(tables) > 1 else "0.8", alpha=0.25 if len(tables) > 1
                                else 0.6, lw=0)
         _threshold(ax, key)
+        _say_undefined(ax, drawn)
         ax.set_xscale("log")
+        ax.set_xlim(ns[0] / 1.15, ns[-1] * 1.15)
         ax.set_xticks(ns, [f"{v:g}" for v in ns])
         ax.minorticks_off()
         ax.set_title(key, fontsize=7)
