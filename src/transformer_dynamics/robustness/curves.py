@@ -20,7 +20,8 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
   the median over units of log(mean |gradient| over the last third / over the first third);
 - ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
   variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
-  ``variance`` of all the variance over D (Fig 4B), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
+  ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
+  kept components (Fig 4C), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
 
 Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all bootstrap resamples
 at once from resampling weights (one matrix product per batch). The others (MI, rotations and their surrogates,
@@ -58,7 +59,7 @@ def group_of(key: str) -> str:
     head = key.split(":")[0]
     for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
                           ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("mi", "mi"), ("rot", "rot"),
-                          ("pcs", "pca"), ("r", "r")):
+                          ("pcs", "pca"), ("pca", "pca"), ("r", "r")):
         if head == prefix or head.startswith(prefix + "_"):
             return group
     raise KeyError(f"{key!r} is not a residual-stream curve (see transformer_dynamics.robustness.curves)")
@@ -238,6 +239,7 @@ def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
                                            not_reached=np.inf)
     # inf: not reached with the kept components (the claims' statistics treat it as a lower bound)
     return {"pcs": np.asarray(pcs, dtype=np.float64), "pcs_own": np.asarray(own, dtype=np.float64),
+            "pca_ev": np.asarray(curve[:, -1], dtype=np.float64),
             "pcs_total_frac": float(total) / D,
             "ev_ratio": pca.explained_variance_ratio_}
 
