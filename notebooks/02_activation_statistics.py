@@ -77,7 +77,7 @@ from IPython.display import Markdown, display
 
 from transformer_dynamics import chapter, metrics, robustness
 from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
-from transformer_dynamics.ledger import to_table
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
 
@@ -376,11 +376,10 @@ for (m, c), ev in evidence.groupby(["model", "condition"], sort=False):
 # than the headline name themselves in brackets.
 
 # %% tags=["remove-input"]
-table = ch.ledger.to_dict()
-Markdown(to_table({**table, "entries": [e for e in table["entries"] if e["paper"]]}))
+show_table(ch.ledger, paper=True)
 
 # %% [markdown]
 # The other recorded values:
 
 # %% tags=["remove-input"]
-Markdown(to_table({**table, "entries": [e for e in table["entries"] if not e["paper"]]}))
+show_table(ch.ledger, paper=False)

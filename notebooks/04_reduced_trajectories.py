@@ -78,6 +78,7 @@ import torch
 from IPython.display import Markdown
 
 from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.bootstrap import trend_test
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
@@ -331,7 +332,7 @@ for (m, c), ev in evidence.groupby(["model", "condition"], sort=False):
 # claim registry (✓ holds, ✗ fails, ? undecided); – where the row is a plain value.
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=True))
+show_table(ch.ledger, paper=True)
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=False))
+show_table(ch.ledger, paper=False)

@@ -82,6 +82,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from transformer_dynamics import chapter, perturb, pipeline, reduce, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturb as plots
 from transformer_dynamics.plots.style import grid
@@ -391,7 +392,7 @@ for m in MODELS:
 # last column comes from the claim registry (✓ holds, ✗ fails, ? undecided; – a plain value).
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=True))
+show_table(ch.ledger, paper=True)
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=False))
+show_table(ch.ledger, paper=False)

@@ -80,9 +80,9 @@ import functools
 
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
 
 from transformer_dynamics import chapter, models, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
 
@@ -295,4 +295,4 @@ record_first("ci_width", list(width.values()),
 # Every number above, as the ledger holds it.
 
 # %% tags=["remove-input"]
-Markdown(ch.table())
+show_table(ch.ledger)

@@ -79,9 +79,10 @@ colab.setup(globals(), "08_verdict_robustness")
 
 # %%
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from transformer_dynamics import chapter, claims, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pr
 
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
@@ -155,7 +156,7 @@ for _, r in lines.iterrows():
                      f"whose verdict differs from the headline, of {r['settings']})")
 table = lines.assign(figure=lines["claim"].map(lambda k: claims.get(k).figure),
                      contribution=lines["claim"].map(lambda k: claims.get(k).contribution))
-Markdown(table[["contribution", "figure", "claim", "model", "headline", "line"]].to_markdown(index=False))
+show_table(table[["contribution", "figure", "claim", "model", "headline", "line"]], index=False)
 
 # %% [markdown]
 # The same verdicts as a grid: a row per claim, a column per choice (headline first); green holds, red
@@ -185,7 +186,7 @@ for _, r in control_lines.iterrows():
     ch.ledger.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
                      headline=r["headline"], line=r["line"],
                      claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: {r['line']}")
-Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index=False))
+show_table(control_lines[["claim", "model", "headline", "line"]], index=False)
 
 # %% [markdown]
 # ## The last token, decided by evidence
@@ -210,10 +211,9 @@ for m in MODELS:
         ch.ledger.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
                          claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
                          r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
-Markdown("\n\n".join(
-    f"**{title}**\n\n" + ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
-                                       values=col, dropna=False).round(3).to_markdown()
-    for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)"))))
+for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)")):
+    display(show_table(ft.pivot_table(index=["model", "transition", "kind"], columns="variant", values=col,
+                                      dropna=False), caption=title))
 
 # %% [markdown]
 # ## Closing note
