@@ -127,34 +127,34 @@ pd.DataFrame(arch).set_index("model")
 # solid with circles, cross-layer (mlp → next attn) dashed with squares. Left: original texts; right: the
 # paper's control with the tokens of every text shuffled.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1C across models: median correlation between successive sublayers on relative depth, within-layer solid, cross-layer dashed; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1c"}, "image": {"alt": "Line plots of the median successive-sublayer correlation against relative depth, one line per model ({models}) and transition type, Fig 1C; panels: original texts, shuffled-token control"}}
 cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
 side_by_side(pc.plot_successive_r, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1E across models: cosine similarity of successive vectors on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1e"}, "image": {"alt": "Line plots of the cosine similarity between successive sublayers against relative depth, one line per model ({models}), Fig 1E; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_cosine, cur);
 
 # %% [markdown]
 # Velocity: each model's curve divided by its own mean (their activation scales differ by orders of
 # magnitude).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1F across models: velocity divided by each model's mean, on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1f"}, "image": {"alt": "Line plots of the normalised velocity against relative depth, one line per model ({models}), Fig 1F; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_velocity, cur);
 
 # %% [markdown]
 # Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1H across models: mean KDE mutual information over units on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information against relative depth, one line per model ({models}), Fig 1H; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_mutual_information, cur);
 
 # %% [markdown]
 # Rotation counts per unit, divided by the number of sublayers (solid), against the layer-order shuffle
 # null (dotted).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 2B across models: rotation counts per unit divided by the number of sublayers (solid) against the layer-order shuffle null (dotted); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2b"}, "image": {"alt": "Histograms of rotation counts per sublayer for each model ({models}) with the shuffle null dotted, Fig 2B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_rotations, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 4B across models: cumulative explained variance over principal components; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4b"}, "image": {"alt": "Line plots of cumulative explained variance against principal components, one line per model ({models}), Fig 4B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
 # %% [markdown]
@@ -187,7 +187,7 @@ table.insert(0, "statistic", [robustness.STATISTICS[k].description for k in tabl
 table.insert(0, "figure", [robustness.STATISTICS[k].figure for k in table.index])
 table
 
-# %%
+# %% mystnb={"figure": {"caption": "Every headline number with its 95% bootstrap interval over texts, per model ({models}), the token-shuffled control beside it.", "name": "fig-06-intervals"}, "image": {"alt": "Dot-and-whisker plots of each headline number with its 95 percent bootstrap interval, one colour per model: {models}"}}
 pc.plot_headline_intervals(boot);
 
 # %% tags=["remove-input"]
@@ -203,7 +203,7 @@ for m in MODELS:
 # bitsandbytes (float32 compute). Relative error per sublayer: $\|b_s - a_s\|_F / \|a_s\|_F$ over texts and
 # units, against the first precision.
 
-# %%
+# %% mystnb={"figure": {"caption": "Relative error of the first model's residual stream per sublayer at each numeric precision against the first one.", "name": "fig-06-precision"}, "image": {"alt": "Line plot of the relative error of the residual stream against sublayer, one line per numeric precision, first model of {models}"}}
 rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original",
                                     cache_dir=CACHE_DIR, **robustness.precision_kwargs(p))
         for p in PRECISIONS}
@@ -262,13 +262,13 @@ for p in diff:
 # in `N_VALUES` — with the N-text interval as a grey band. A number whose curve is still moving at the
 # largest N is not settled by N texts.
 
-# %%
+# %% mystnb={"figure": {"caption": "The first model's headline numbers at N texts with their 95% bootstrap intervals.", "name": "fig-06-intervals-first"}, "image": {"alt": "Dot-and-whisker plot of the first model's headline numbers with 95 percent bootstrap intervals, first model of {models}"}}
 rs_default, boot_default = rs[MODEL, "original"], boot[MODEL]
 pc.plot_headline_intervals(
     {MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals"
 );
 
-# %%
+# %% mystnb={"figure": {"caption": "Each headline number of the first model recomputed on nested subsamples of n texts, with the N-text interval as a grey band.", "name": "fig-06-n-dependence"}, "image": {"alt": "Grid of line plots of each headline number against the number of texts, with the full-N bootstrap interval as a grey band, first model of {models}"}}
 nd = robustness.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)
 pc.plot_n_dependence(nd, intervals=boot_default);
 

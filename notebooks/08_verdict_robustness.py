@@ -162,7 +162,7 @@ show_table(table[["contribution", "figure", "claim", "model", "headline", "line"
 # The same verdicts as a grid: a row per claim, a column per choice (headline first); green holds, red
 # fails, grey undecided.
 
-# %%
+# %% mystnb={"figure": {"caption": "Every claim's verdict under each open choice (headline first): green holds, red fails, grey undecided; one figure per model ({models})."}, "image": {"alt": "Grid of coloured cells, one row per claim and one column per open choice, green holds, red fails, grey undecided; one figure per model: {models}"}}
 for m in MODELS:
     pr.plot_verdict_grid(verdicts, model=m)
 
@@ -195,7 +195,7 @@ show_table(control_lines[["claim", "model", "headline", "line"]], index=False)
 # embedding) is the same vector for every text: the first transition's r and MI are undefined (marked x on
 # the axis). Stripping the rows makes the last token a word that varies from text to text.
 
-# %%
+# %% mystnb={"figure": {"caption": "Median r over units and mean KDE mutual information at the first transitions under the four BOS / strip variants (x on the axis: undefined); models {models}.", "name": "fig-08-1c-first-transitions"}, "image": {"alt": "Line plots of median correlation and mean KDE mutual information at the first transitions, one line per BOS and strip variant, for the models {models}"}}
 first = {m: robustness.first_transitions_table(
                 {f"strip={kw['strip']}, add_bos={kw['add_bos']}": rs_tokens[m, s]
                  for (_, s), kw in TOKENS.items()},

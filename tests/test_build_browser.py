@@ -24,23 +24,26 @@ def _page(doc: str, body: str) -> str:
     return f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{doc}</title></head><body>{colab}<main>{body}</main></body></html>"
 
 
+CAPTION = '<figcaption><p><span class="caption-number">Fig. 1 </span>Mean activation.</p></figcaption>'
 GOOD = ('<figure><div class="cell_output"><img src="../_images/fig.png" alt="Fig 1B: mean activation per sublayer, '
-        'smollm2-135m, original texts"></div><figcaption>Fig. 1</figcaption></figure>'
+        f'smollm2-135m, original texts"></div>{CAPTION}</figure>'
         # a table the check must accept: pipes inside cells, a rowspan (a pandas MultiIndex), and `|---|` as code
         '<table><thead><tr><th>model</th><th>t</th><th>mean |activation|</th></tr></thead><tbody>'
         '<tr><th rowspan="2">a</th><td>0</td><td>x|y</td></tr><tr><td>1</td><td>2</td></tr></tbody></table>'
         '<p>a separator row is written <code>|---|</code>; mean |R| and |rho| are fine in prose.</p>'
         '<p><a href="#top" id="top">top</a> <a href="01_good.html#top">the same, by its page</a></p>')
-BROKEN = '<div class="cell_output"><img src="../_images/fig.png" alt="a figure of panels"><img src="../_images/missing.png" alt="a second figure here"></div>'
-CORRUPT = '<div class="cell_output"><img src="../_images/corrupt.png" alt="a figure of panels"></div>'
+BROKEN = ('<figure><div class="cell_output"><img src="../_images/fig.png" alt="a figure of panels">'
+          f'<img src="../_images/missing.png" alt="a second figure here"></div>{CAPTION}</figure>')
+CORRUPT = f'<figure><div class="cell_output"><img src="../_images/corrupt.png" alt="a figure of panels"></div>{CAPTION}</figure>'
 ERROR = (GOOD + '<div class="cell_output"><div class="output traceback highlight-ipythontb"><pre>'
          'Traceback (most recent call last):\n  File "x", line 1\nValueError: deliberate</pre></div></div>')
 # what the book showed before tables were HTML: a pipe table parsed as one paragraph, its separator typographic
 RAW_TABLE = GOOD + "<p>| Figure | Claim | Holds |\n|—|—|—|\n| 1C | mean |activation| grows | ✓ |</p>"
 SHORT_TABLE = GOOD + ("<table><thead><tr><th>a</th><th>b</th><th>c</th></tr></thead>"
                       "<tbody><tr><td>1</td><td>2</td><td>3</td></tr><tr><td>1</td><td>2</td></tr></tbody></table>")
-HASH_ALT = ('<div class="cell_output"><img src="../_images/fig.png" '
-            'alt="../_images/3f2a9c1b7e4d5a6b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2.png"></div>')
+HASH_ALT = ('<figure><div class="cell_output"><img src="../_images/fig.png" '
+            f'alt="../_images/3f2a9c1b7e4d5a6b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2.png"></div>{CAPTION}</figure>')
+NO_CAPTION = '<div class="cell_output"><img src="../_images/fig.png" alt="Fig 1C: correlation per transition, m"></div>'
 PROBLEMATIC = GOOD + '<p>p = (1 + #{<a class="problematic" href="#id1">|rho_perm|</a> &gt;= 1})</p>'
 MISSING_ANCHOR = GOOD + '<p><a href="01_good.html#no-such-figure">Fig 1C</a></p>'
 
@@ -54,13 +57,14 @@ def _path_page(root: Path) -> str:
 def site(tmp_path):
     """A repository with a built (hand-written) book: a good chapter, then one broken page per thing the check
     catches (a missing image, an image that does not decode, an error cell, a raw pipe table, a table row
-    shorter than its header, a figure whose alt text is its file's hash, a docstring's markup error, a link to
+    shorter than its header, a figure whose alt text is its file's hash, a figure without a numbered caption, a docstring's markup error, a link to
     a missing #id, an absolute path of the build machine in the page and in its downloadable notebook)."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "_config.yml").write_text(f"title: t\nrepository:\n  url: {REPO}\n")
     chapters = {"01_good": GOOD, "02_broken": BROKEN, "03_corrupt": CORRUPT, "04_error": ERROR,
                 "05_raw_table": RAW_TABLE, "06_short_table": SHORT_TABLE, "07_hash_alt": HASH_ALT,
-                "08_problematic": PROBLEMATIC, "09_missing_anchor": MISSING_ANCHOR, "10_path": _path_page(tmp_path)}
+                "08_problematic": PROBLEMATIC, "09_missing_anchor": MISSING_ANCHOR, "10_path": _path_page(tmp_path),
+                "11_no_caption": NO_CAPTION}
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                        + "".join(f"- file: notebooks/{c}\n" for c in chapters))
     html = tmp_path / "_build" / "html"
@@ -110,7 +114,8 @@ def test_check_passes_a_good_page_and_fails_broken_ones(site, chromium):
     # the downloadable notebook of that page carries the path too; the good one does not
     downloads = [f for f in report["failures"] if f.startswith("downloads:")]
     assert len(downloads) == 1 and "_sources/notebooks/10_path.ipynb" in downloads[0]
-    assert len(report["failures"]) == 11
+    assert fails["11_no_caption"] == ["1 figure(s) without a numbered caption: ['../_images/fig.png']"]
+    assert len(report["failures"]) == 12
     # a full-page screenshot of every page, kept under <out>/screenshots
     shots = [Path(p) for p in report["screenshots"]]
     assert {p.name for p in shots} == {"intro.png"} | {f"{c}.png" for c in fails if c != "intro"}

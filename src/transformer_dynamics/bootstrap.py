@@ -169,8 +169,8 @@ def trend_test(y, x=None, n_perm: int = 10000, seed: int = 0) -> tuple[float, fl
     """Spearman rho of a curve with depth (or with another curve ``x``) and its two-sided permutation p-value.
 
     y: (n_points,) values in depth order; x: None (depth) or (n_points,); points where either is NaN are
-    dropped. The null shuffles the order of y ``n_perm`` times (``seed``); p = (1 + #{|rho_perm| >= |rho|}) /
-    (1 + n_perm). -> (rho, p); (nan, nan) with fewer than 4 points or a constant curve (no trend to decide).
+    dropped. The null shuffles the order of y ``n_perm`` times (``seed``);
+    ``p = (1 + #{|rho_perm| >= |rho|}) / (1 + n_perm)``. -> (rho, p); (nan, nan) with fewer than 4 points or a constant curve (no trend to decide).
     """
     y = np.asarray(y, dtype=np.float64).ravel()
     x = np.arange(y.size, dtype=np.float64) if x is None else np.asarray(x, dtype=np.float64).ravel()

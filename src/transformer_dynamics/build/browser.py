@@ -5,7 +5,8 @@ Playwright launches the *system* Chromium (``executable_path``; no browser downl
 output in a notebook cell, a chapter without a figure and a chapter whose Colab button does not point at its
 notebook in the repository, and on what a reader should never see: a pipe table left as raw text (a separator
 row ``|---|`` or its typographic ``|—|`` outside a table, or lines of table rows), a table with a row shorter
-than its header, a figure whose alt text is missing, a file name or hash, or too short to say what it shows, a
+than its header, a chapter's figure without a numbered caption, a figure whose alt text is missing, a file name
+or hash, or too short to say what it shows, a
 docutils "problematic" span (a docstring's markup error), a link to an ``#id`` that the target page lacks, and
 an absolute path of the build machine (:func:`machine_paths`) in a page or a downloadable file. Full-page
 screenshots go to ``<out>/screenshots/``, the findings to
@@ -116,6 +117,9 @@ async () => {
   const figures = figs.length;
   const alts = figs.filter(e => e.tagName === 'IMG')
                    .map(e => ({src: e.getAttribute('src') || '', alt: e.getAttribute('alt')}));
+  const uncaptioned = figs.filter(e => !(e.closest('figure') &&
+                                         e.closest('figure').querySelector('figcaption .caption-number')))
+                          .map(e => e.getAttribute('src') || e.tagName);
   const errors = Array.from(main.querySelectorAll('.output.traceback, .cell_output .traceback, .output.error'))
                       .map(e => e.innerText.slice(-600));
   Array.from(main.querySelectorAll('.cell_output, .output')).forEach(e => {
@@ -152,7 +156,7 @@ async () => {
   const anchors = Array.from(document.querySelectorAll('a[href*="#"]'))
       .filter(a => a.href.startsWith(location.origin) && !a.closest('.dropdown-menu'))
       .map(a => a.href).filter(h => h.split('#')[1]);
-  return {title: document.title, images: imgs.length, broken, figures, alts, errors: Array.from(new Set(errors)),
+  return {title: document.title, images: imgs.length, broken, figures, alts, uncaptioned, errors: Array.from(new Set(errors)),
           colab, text, tables, problematic, ids, anchors: Array.from(new Set(anchors)), here,
           html: document.documentElement.outerHTML};
 }
@@ -273,6 +277,8 @@ def _page_failures(doc: str, found: dict[str, Any], status: int | None, org_repo
             fails.append(f"table {t['index'] + 1} has {t['n_short']} row(s) with fewer columns than its header "
                          f"({t['header']}): {t['short']}")
     fails += _alt_failures(found.get("alts", []))
+    if is_chapter and found.get("uncaptioned"):
+        fails.append(f"{len(found['uncaptioned'])} figure(s) without a numbered caption: {found['uncaptioned'][:3]}")
     if found.get("problematic"):
         fails.append(f"{len(found['problematic'])} docstring/markup error(s) (\"problematic\"): "
                      f"{found['problematic'][:3]}")

@@ -74,9 +74,9 @@ def rotation_evidence(rot, null, reading: str = "sublayers") -> list[tuple[str, 
     """The rotation claims from counts and their layer-shuffle null.
 
     rot: (d_model,) rotation count per unit; null: (n_shuffles, d_model). -> [(claim, reading, value, p)]:
-    ``rotations_beat_null`` (mean |R| minus the null's; p: the fraction of shuffles whose mean |R| over
+    ``rotations_beat_null`` (mean ``|R|`` minus the null's; p: the fraction of shuffles whose mean ``|R|`` over
     units reaches the observed one, a permutation test) and ``rotations_majority`` (fraction of units beyond
-    their null's 95th percentile of |R|; p: a sign test over units against one half).
+    their null's 95th percentile of ``|R|``; p: a sign test over units against one half).
     """
     rot, null = np.asarray(rot, dtype=np.float64), np.asarray(null, dtype=np.float64)
     obs, per_shuffle = np.abs(rot).mean(), np.abs(null).mean(1)      # the null's mean |R| of each shuffle
