@@ -252,7 +252,8 @@ def test_json_to_markdown_shapes():
 def test_render_benchmarks_page(tmp_path):
     res = tmp_path / "results"
     res.mkdir()
-    (res / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5}]))
+    (res / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5,
+                                                    "python": "/home/someone/venv/bin/python"}]))
     (res / "capture.json").write_text(json.dumps({"ours_vs_nnsight": 1.26, "ours_vs_forward": 1.25,
                                                   "goal_ours_vs_forward": 1.2, "goal_ours_vs_each_peer": 2.0}))
     (res / "book.json").write_text(json.dumps({"goal_s": 1500, "meets_goal": False, "floor_s": 1050,
@@ -272,8 +273,9 @@ def test_render_benchmarks_page(tmp_path):
     assert "<tr><td>book</td><td>floor s</td><td>1050</td></tr>" in page
     assert "<tr><td>book</td><td>meets goal</td><td>no</td></tr>" in page
     # every result folded, as recorded; a file that does not read says so
-    assert ":::{dropdown} mi_speed" in page and "<tr><td>kde</td><td>1.5</td></tr>" in page
+    assert ":::{dropdown} mi_speed" in page and "<tr><td>kde</td><td>1.5</td><td>.../python</td></tr>" in page
     assert "could not be read" in page and "|---|" not in page
+    assert "/home/someone" not in page  # no folder of the machine that measured it
     assert "No benchmark results yet" in build.render_benchmarks_page("# B\n", tmp_path / "none")
 
 
@@ -414,6 +416,17 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
 
 # ----------------------------------------------------------------------------------------------------------
 # progress, banner, API page
+
+
+def test_docstrings_have_no_markup_errors(tmp_path, monkeypatch):
+    """What would show as red "problematic" spans on the API pages; a constructed module is caught first."""
+    (tmp_path / "td_broken_doc.py").write_text(
+        'def f():\n    """mean |R| per unit; p = #{|rho_perm| >= |rho|}; see mean_ and ``open."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = site.docstring_problems(["td_broken_doc"])
+    assert any("substitution" in f and f.startswith("td_broken_doc.f") for f in found)
+    assert any("literal" in f for f in found)
+    assert site.docstring_problems(site.api_modules()) == []
 
 
 def test_footer_says_how_to_cite_and_the_licence():

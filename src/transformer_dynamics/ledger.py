@@ -674,8 +674,9 @@ def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
     if rows:
         lines += ["## Every claim, once per model", "",
                   "The verdict each claim's chapter records under the headline reading on the original texts, "
-                  "and whether it survives every open choice (chapter 8). The figure links to the chapter's "
-                  "figure; the verdict's tooltip says why.", ""]
+                  "and whether it survives every open choice (chapter 8: robust, or the choices it hinges on). "
+                  "The figure links to the chapter's figure; hover over the verdict for its reason and over the "
+                  "robustness for the verdict under each choice.", ""]
         entries = [r["entry"] for r in rows]
         others = other_fields(entries)
         header = (["#", "Figure", "Claim", "Model", "Paper", "Ours", "95% CI / p", "Verdict", "Robustness"]
@@ -686,7 +687,8 @@ def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
             table.append([r["contribution"], link(c.figure, fig_href(c.chapter)(c.figure)),
                           link(c.quote, None, r["key"]), r["model"], c.paper, _ours(e) if e else "",
                           _interval(e) if e else "", link(verdict_text(r["verdict"]), None, e.get("reason", "")),
-                          r["robustness"]] + [_other_cell(e.get(f)) for f in others])
+                          link(r["status"] or "–", None, str(r["robustness"] or ""))]
+                         + [_other_cell(e.get(f)) for f in others])
         lines.append(html_table(header, table))
     lines += ["## Per chapter", ""]
     table = []

@@ -102,11 +102,23 @@ RATIO_KEY = re.compile(r"(^|\.)(ours_vs_|speedup_vs_|speedup$)")
 LIMIT_KEY = re.compile(r"goal|meets|floor|peak|fraction_of|share", re.I)
 
 
+def _without_paths(v: Any) -> Any:
+    """A result with every absolute path (e.g. the Python executable a benchmark ran) cut to its last part,
+    ``.../python``: the book shows no folder of the machine that measured it."""
+    if isinstance(v, dict):
+        return {k: _without_paths(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_without_paths(x) for x in v]
+    if isinstance(v, str) and re.fullmatch(r"(/|~/|[A-Za-z]:\\)\S+", v):
+        return ".../" + Path(v).name
+    return v
+
+
 def _load_results(results_dir: Path) -> tuple[dict[str, Any], list[str]]:
     data, broken = {}, []
     for f in sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []:
         try:
-            data[f.stem] = json.loads(f.read_text())
+            data[f.stem] = _without_paths(json.loads(f.read_text()))
         except (OSError, ValueError) as exc:
             broken.append(f"`{f.name}` could not be read: {exc}")
     return data, broken
@@ -134,7 +146,7 @@ def _bar_chart(path: Path, labels: list[str], series: dict[str, list[float | Non
     import matplotlib.pyplot as plt
 
     n, k = len(labels), max(1, len(series))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n * k + 1.2))
+    fig, ax = plt.subplots(figsize=(8, 0.22 * n * k + 0.25 * n + 1.2))
     height = 0.8 / k
     for j, (name, values) in enumerate(series.items()):
         ys = [i + (j - (k - 1) / 2) * height for i in range(n)]
@@ -151,6 +163,12 @@ def _bar_chart(path: Path, labels: list[str], series: dict[str, list[float | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _short(label: str, width: int = 28) -> str:
+    """A chart's label: ``"01_data_and_capture"`` -> ``"01 data and capture"``, cut at ``width``."""
+    text = label.replace("_", " ")
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _figure(path: str, alt: str, caption: str, name: str) -> str:
@@ -193,7 +211,7 @@ def render_benchmarks_page(template: str, results_dir: str | os.PathLike,
         totals = [sum(v for v in series[n].values() if isinstance(v, (int, float))) for n in series]
         parts.append(ledger_mod.html_table(header, rows_ + [["total"] + totals]))
         if fig_dir is not None:
-            _bar_chart(fig_dir / "chapter-times.png", [titles.get(s, s) for s in steps],
+            _bar_chart(fig_dir / "chapter-times.png", [_short(s) for s in steps],
                        {n: [series[n].get(s) for s in steps] for n in series}, "wall-clock seconds")
             parts.append(_figure(f"{fig_dir.name}/chapter-times.png",
                                  "Horizontal bar chart: wall-clock seconds per chapter, one bar per run ("
@@ -214,7 +232,7 @@ def render_benchmarks_page(template: str, results_dir: str | os.PathLike,
         if fig_dir is not None:
             ours = [r for r in ratios if r[1].startswith("ours vs")]
             if ours:
-                _bar_chart(fig_dir / "ratios.png", [f"{r[0]}: {r[1]}" for r in ours],
+                _bar_chart(fig_dir / "ratios.png", [_short(f"{r[0]}: {r[1][len('ours vs '):]}", 40) for r in ours],
                            {"ours / peer time": [r[2] for r in ours]}, "our time / their time (1 = as fast)",
                            line=1.0)
                 parts.append(_figure(f"{fig_dir.name}/ratios.png",

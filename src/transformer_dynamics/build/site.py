@@ -6,7 +6,7 @@ how to cite, the licence, both read from ``CITATION.cff`` and ``LICENSE``), ``_t
 without the build machine's folders (:func:`~.notebooks.clean_injected_cell`), the ``{models}`` placeholders of
 the figures' captions and alt texts filled in, and each chapter's ``.py`` (jupytext percent) written next to the
 ``.ipynb`` the theme offers for download (``_static/notebooks/``; this module is also the small Sphinx extension
-that adds it to the download menu). It renders the generated pages: the ledger (with a CSV per chapter), the
+that adds it to the download menu), and ``book/_static`` (the book's CSS) as ``_static``. It renders the generated pages: the ledger (with a CSV per chapter), the
 benchmarks, and the API reference, one page per module (listed under ``book/api`` in the staged ``_toc.yml``).
 ``jupyter-book build`` then runs with execution off.
 """
@@ -32,7 +32,8 @@ from .notebooks import (clean_injected_cell, figure_names, figure_panels, fill_p
                         notebook_title, repository_url, scrub_paths, toc_files)
 from .pages import banner, build_context, render_benchmarks_page, render_ledger_page
 
-__all__ = ["API_MARKER", "PY_DOWNLOADS", "LEDGER_DATA", "api_modules", "module_summary", "render_api_page",
+__all__ = ["API_MARKER", "PY_DOWNLOADS", "LEDGER_DATA", "api_modules", "module_summary", "docstring_problems",
+           "render_api_page",
            "render_api_module", "site_footer", "stage", "build_html", "setup"]
 
 API_MARKER = "<!-- api-modules -->"
@@ -64,6 +65,49 @@ def module_summary(name: str) -> str:
     first = re.sub(r":[\w:]+:`~?([^`]+)`", r"\1", first).replace("``", "`")
     m = re.match(r"(.+?\.)(\s|$)", first)
     return m.group(1) if m else first
+
+
+def docstring_problems(modules: list[str]) -> list[str]:
+    """reST errors and warnings in the public docstrings of ``modules`` as the API pages would show them (after
+    napoleon, parsed by docutils): ``["module.name: message", ...]``. An undefined substitution (``|R|``), an
+    unknown target (``mean_``) or an unclosed literal becomes a red "problematic" span on the page. Sphinx's
+    own roles and directives are not errors here."""
+    import importlib
+    import inspect
+    import io
+
+    from docutils.core import publish_doctree
+    from sphinx.ext.napoleon import Config
+    from sphinx.ext.napoleon.docstring import NumpyDocstring
+
+    cfg = Config(napoleon_numpy_docstring=True)
+    sphinx_only = ("Unknown interpreted text role", "No role entry", "Unknown directive type", "No directive entry")
+    out: list[str] = []
+
+    def check(name: str, obj: Any, what: str) -> None:
+        doc = inspect.getdoc(obj)
+        if not doc:
+            return
+        err = io.StringIO()
+        publish_doctree(str(NumpyDocstring(doc, cfg, what=what)),
+                        settings_overrides={"warning_stream": err, "report_level": 2, "halt_level": 5})
+        out.extend(f"{name}: {ln.split(': ', 1)[-1]}" for ln in err.getvalue().splitlines()
+                   if ("ERROR" in ln or "WARNING" in ln) and not any(x in ln for x in sphinx_only))
+
+    for mod in modules:
+        m = importlib.import_module(mod)
+        check(mod, m, "module")
+        for n, o in vars(m).items():
+            if n.startswith("_") or getattr(o, "__module__", None) != mod:
+                continue
+            if inspect.isfunction(o):
+                check(f"{mod}.{n}", o, "function")
+            elif inspect.isclass(o):
+                check(f"{mod}.{n}", o, "class")
+                for mn, mo in vars(o).items():
+                    if not mn.startswith("_") and inspect.isfunction(mo):
+                        check(f"{mod}.{n}.{mn}", mo, "method")
+    return out
 
 
 def render_api_module(name: str) -> str:
@@ -195,7 +239,9 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
     toc = _api_toc(yaml.safe_load((root / "_toc.yml").read_text()), modules)
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
     if (root / "book").is_dir():
-        shutil.copytree(root / "book", src / "book")
+        shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_static"))
+    if (root / "book" / "_static").is_dir():  # Jupyter Book loads the CSS of <source>/_static on every page
+        shutil.copytree(root / "book" / "_static", src / "_static")
     exe = executed_dir(out, pname)
     (src / "notebooks").mkdir()
     paths = machine_paths(root, out)
