@@ -1,7 +1,8 @@
 """The browser check on constructed pages: it passes a good chapter and fails on each kind of broken page (an
 image, an error cell, a raw pipe table, a short table row, a hash for alt text, a docstring markup error, a
-missing #id, a path of the build machine). Never skipped unless $TRANSFORMER_DYNAMICS_NO_BROWSER opts out explicitly (CI never sets it): without
-Chromium the test fails, saying what to install (on Debian as root, Chromium is installed here)."""
+missing #id, a path of the build machine, a figure without a numbered caption). Never skipped unless
+$TRANSFORMER_DYNAMICS_NO_BROWSER opts out explicitly (CI never sets it): without Chromium the test fails, saying
+what to install (on Debian as root, Chromium is installed here)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ REPO = "https://github.com/owner/repo"
 
 def _page(doc: str, body: str) -> str:
     colab = f'<a href="https://colab.research.google.com/github/owner/repo/blob/main/{doc}.ipynb">Colab</a>'
-    return f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{doc}</title></head><body>{colab}<main>{body}</main></body></html>"
+    head = f'<head><meta charset="utf-8"><title>{doc}</title></head>'
+    return f"<!doctype html><html>{head}<body>{colab}<main>{body}</main></body></html>"
 
 
 CAPTION = '<figcaption><p><span class="caption-number">Fig. 1 </span>Mean activation.</p></figcaption>'
@@ -34,7 +36,8 @@ GOOD = ('<figure><div class="cell_output"><img src="../_images/fig.png" alt="Fig
         '<p><a href="#top" id="top">top</a> <a href="01_good.html#top">the same, by its page</a></p>')
 BROKEN = ('<figure><div class="cell_output"><img src="../_images/fig.png" alt="a figure of panels">'
           f'<img src="../_images/missing.png" alt="a second figure here"></div>{CAPTION}</figure>')
-CORRUPT = f'<figure><div class="cell_output"><img src="../_images/corrupt.png" alt="a figure of panels"></div>{CAPTION}</figure>'
+CORRUPT = ('<figure><div class="cell_output"><img src="../_images/corrupt.png" alt="a figure of panels"></div>'
+           f'{CAPTION}</figure>')
 ERROR = (GOOD + '<div class="cell_output"><div class="output traceback highlight-ipythontb"><pre>'
          'Traceback (most recent call last):\n  File "x", line 1\nValueError: deliberate</pre></div></div>')
 # what the book showed before tables were HTML: a pipe table parsed as one paragraph, its separator typographic
@@ -57,8 +60,9 @@ def _path_page(root: Path) -> str:
 def site(tmp_path):
     """A repository with a built (hand-written) book: a good chapter, then one broken page per thing the check
     catches (a missing image, an image that does not decode, an error cell, a raw pipe table, a table row
-    shorter than its header, a figure whose alt text is its file's hash, a figure without a numbered caption, a docstring's markup error, a link to
-    a missing #id, an absolute path of the build machine in the page and in its downloadable notebook)."""
+    shorter than its header, a figure whose alt text is its file's hash, a docstring's markup error, a link to a
+    missing #id, an absolute path of the build machine in the page and in its downloadable notebook, a figure
+    without a numbered caption)."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "_config.yml").write_text(f"title: t\nrepository:\n  url: {REPO}\n")
     chapters = {"01_good": GOOD, "02_broken": BROKEN, "03_corrupt": CORRUPT, "04_error": ERROR,

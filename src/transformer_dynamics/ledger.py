@@ -243,19 +243,12 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]
 # into `|—|` text; an HTML table with escaped cells renders the same in Jupyter, Colab and every book.
 # Notebooks display tables with :func:`show_table`; the ledger page is built from :func:`html_table`.
 
-HOLDS_MARKS = {True: "✓", False: "✗", None: "–"}
 #: the notebook whose entries carry each claim's robustness line (``extra["status"]``)
 ROBUSTNESS_NOTEBOOK = "08_verdict_robustness"
 #: the entry fields the tables place in their own columns; any other field an entry carries (e.g. a corrected
 #: verdict, a reference value) gets a column of its own, named after the field
 PLACED_FIELDS = ("key", "value", "claim", "paper", "holds", "ci", "figure", "unit", "model", "registry", "reading",
                  "condition", "p", "verdict", "reason", "extra")
-
-
-def _mark(entry: dict[str, Any]) -> str:
-    if entry.get("verdict"):
-        return _claims.MARKS.get(entry["verdict"], "–")
-    return HOLDS_MARKS.get(entry.get("holds"), "–")
 
 
 def verdict_text(verdict: Any) -> str:

@@ -156,7 +156,8 @@ async () => {
   const anchors = Array.from(document.querySelectorAll('a[href*="#"]'))
       .filter(a => a.href.startsWith(location.origin) && !a.closest('.dropdown-menu'))
       .map(a => a.href).filter(h => h.split('#')[1]);
-  return {title: document.title, images: imgs.length, broken, figures, alts, uncaptioned, errors: Array.from(new Set(errors)),
+  return {title: document.title, images: imgs.length, broken, figures, alts, uncaptioned,
+          errors: Array.from(new Set(errors)),
           colab, text, tables, problematic, ids, anchors: Array.from(new Set(anchors)), here,
           html: document.documentElement.outerHTML};
 }

@@ -1,14 +1,15 @@
 """The site: stage the book's sources in ``<out>/src`` and build them with Jupyter Book into ``<out>/html``.
 
 Staging copies ``_config.yml`` (with the build's banner: profile, models, N; and the footer every page carries:
-how to cite, the licence, both read from ``CITATION.cff`` and ``LICENSE``), ``_toc.yml``, ``book/`` and the
-*executed* notebooks under ``notebooks/``, made fit for readers: papermill's injected-parameters cell folded and
-without the build machine's folders (:func:`~.notebooks.clean_injected_cell`), the ``{models}`` placeholders of
-the figures' captions and alt texts filled in, and each chapter's ``.py`` (jupytext percent) written next to the
-``.ipynb`` the theme offers for download (``_static/notebooks/``; this module is also the small Sphinx extension
-that adds it to the download menu), and ``book/_static`` (the book's CSS) as ``_static``. It renders the generated pages: the ledger (with a CSV per chapter), the
-benchmarks, and the API reference, one page per module (listed under ``book/api`` in the staged ``_toc.yml``).
-``jupyter-book build`` then runs with execution off.
+how to cite, the licence, both read from ``CITATION.cff`` and ``LICENSE``), ``_toc.yml``, ``book/`` (its
+``_static``, the book's CSS, as ``_static``) and the *executed* notebooks under ``notebooks/``, made fit for
+readers: papermill's injected-parameters cell folded and without the build machine's folders
+(:func:`~.notebooks.clean_injected_cell`), the ``{models}`` placeholders of the figures' captions and alt texts
+filled in, and each chapter's ``.py`` (jupytext percent) written next to the ``.ipynb`` the theme offers for
+download (``_static/notebooks/``; this module is also the small Sphinx extension that adds it to the download
+menu). It renders the generated pages: the ledger (with a CSV per chapter), the benchmarks, and the API
+reference, one page per module (listed under ``book/api`` in the staged ``_toc.yml``). ``jupyter-book build``
+then runs with execution off.
 """
 
 from __future__ import annotations
