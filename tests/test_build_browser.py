@@ -141,6 +141,16 @@ def test_alt_text_and_raw_table_rules():
     assert browser._paths_in("see /home/u/x", ["/home/u/"]) == ["/home/u/"]
 
 
+def test_machine_paths_name_the_package_folders(tmp_path, monkeypatch):
+    from transformer_dynamics.build import browser
+
+    monkeypatch.setenv("TRANSFORMER_DYNAMICS_DATA", "/srv/wikitext/")
+    monkeypatch.setenv("TRANSFORMER_DYNAMICS_PROFILE", "ci")  # not a folder
+    paths = browser.machine_paths(tmp_path, tmp_path / "_build")
+    assert "/srv/wikitext" in paths and str(tmp_path) in paths and "ci" not in paths
+    assert browser._paths_in("wikitext-2-raw-v1 test (local: /srv/wikitext)", paths) == ["/srv/wikitext"]
+
+
 def test_check_command_fails_on_a_broken_page(site, chromium, capsys):
     assert build_main(["check", "--root", str(site), "--only", "01"]) == 0
     assert build_main(["check", "--root", str(site), "--only", "04"]) == 1

@@ -176,7 +176,8 @@ PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 def machine_paths(root: Path, out: Path, extra: Iterable[str] = ()) -> list[str]:
     """Absolute paths of the machine that built the book, none of which may appear in a page or a download:
     the repository, the build folder, the home folder (with its trailing slash), the Python environment
-    (when it is a virtual environment), the activation cache (``$TRANSFORMER_DYNAMICS_CACHE``) and ``extra``."""
+    (when it is a virtual environment), the package's folders named in ``$TRANSFORMER_DYNAMICS_*`` (cache, data,
+    ledger) and ``extra``."""
     import sys
 
     paths = {str(root.resolve()), str(out.resolve())}
@@ -186,8 +187,9 @@ def machine_paths(root: Path, out: Path, extra: Iterable[str] = ()) -> list[str]
     if sys.prefix != sys.base_prefix:
         paths.add(str(Path(sys.prefix).resolve()))
         paths.add(sys.prefix)
-    if os.environ.get("TRANSFORMER_DYNAMICS_CACHE"):
-        paths.add(str(Path(os.environ["TRANSFORMER_DYNAMICS_CACHE"]).resolve()))
+    for key, value in os.environ.items():  # the package's folders: cache, data, ledger
+        if key.startswith("TRANSFORMER_DYNAMICS_") and os.path.isabs(value) and value.rstrip("/"):
+            paths.update({value.rstrip("/"), str(Path(value).resolve())})
     paths.update(str(p) for p in extra if str(p) not in ("", "/"))
     return sorted(paths, key=len, reverse=True)
 
