@@ -105,7 +105,8 @@ counts = pd.DataFrame(counts).set_index("split")
 counts.loc["together"] = counts.sum()
 display(counts)
 n_available = int(counts.loc["together"].iloc[-1])
-print(source.describe().replace(source.location, source.location.rstrip("/").rsplit("/", 1)[-1]))  # no local path
+folder = source.location.rstrip("/").rsplit("/", 1)[-1]  # its name: no path of this machine
+print(source.describe().replace(source.location, folder))
 
 texts = pipeline.load_texts(N, seed=SEED)
 ends = pd.Series([repr(t[-3:]) for t in texts]).value_counts().head(3)
