@@ -103,6 +103,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from transformer_dynamics import chapter, perturb, pipeline, reduce, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturb as plots
 from transformer_dynamics.plots.style import grid
@@ -167,9 +168,9 @@ for m in MODELS:
 # layer 31 of 32), coloured by *recovery*, the distance to the control at the end over that at the teleport
 # point (blue: pulled back; one colour scale for all panels). The grey line is the control (unperturbed)
 # trajectory of the prompt over all sublayers; the star marks it at the teleport sublayer, the circle where
-# the control is at the end of the arrows. Rows: models; columns: teleport layers by depth position.
+# the control is at the end of the arrows. Rows: teleport layers by depth position; columns: models.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 4D: the prompt's residual stream teleported to a grid of points of the PCA plane at five layers; each arrow goes from a teleport point to where its trajectory is some sublayers later, coloured by recovery (blue: pulled back), the grey line the control trajectory; rows: teleport layers by depth; columns: models ({models}).", "name": "fig-05-4d"}, "image": {"alt": "Grid of PCA-plane panels with arrows from teleport points to where the perturbed trajectories end, coloured by recovery, Fig 4D; rows: five teleport layers from first to last; columns: models {models}"}}
 tele, seconds = {}, {}  # (model, depth position) -> TeleportResult; model -> s per layer
 for m in MODELS:
     model, tokenizer = loaded[m]
@@ -194,7 +195,7 @@ for m in MODELS:
 # %% [markdown]
 # The same panels with every perturbed trajectory drawn (orange) instead of the net arrows only:
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 4D with every perturbed trajectory drawn (orange); rows: teleport layers by depth; columns: models ({models}).", "name": "fig-05-4d-paths"}, "image": {"alt": "Grid of PCA-plane panels with every perturbed trajectory drawn in orange and the control in grey, Fig 4D; rows: five teleport layers; columns: models {models}"}}
 fig = plots.plot_teleport_grid(tele, color_by=None, show_paths=True)
 
 # %% [markdown]
@@ -205,17 +206,17 @@ fig = plots.plot_teleport_grid(tele, color_by=None, show_paths=True)
 # control's mean square (`rel_mse_full`) and the recovery ratio (distance at the end / at the teleport
 # point; below 1 = pulled back towards the control). One panel per model.
 
-# %%
+# %% mystnb={"figure": {"caption": "Mean squared error between perturbed and control trajectories in the PC plane over the following sublayers, per teleport layer; one panel per model ({models}).", "name": "fig-05-4d-mse"}, "image": {"alt": "Box plots with points of the MSE to the control in the PC plane per teleport layer, Fig 4D recovery, one panel per model: {models}"}}
 per_model = {("", m): results[m] for m in MODELS}
 col_names = {m: {"names": names[m]} for m in MODELS}
 fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
            metric="mse_pc", ylabel="MSE to control (PC plane)")
 
-# %%
+# %% mystnb={"figure": {"caption": "The same MSE in the full residual stream relative to the control's mean square, per teleport layer; one panel per model ({models}).", "name": "fig-05-4d-relative-mse"}, "image": {"alt": "Box plots with points of the relative MSE to the control in the full residual stream per teleport layer, Fig 4D recovery, one panel per model: {models}"}}
 fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
            metric="rel_mse_full", ylabel="MSE / control mean square (full RS)")
 
-# %%
+# %% mystnb={"figure": {"caption": "Recovery ratio, the distance to the control at the end over that at the teleport point in the PC plane (below 1: pulled back), per teleport layer; one panel per model ({models}).", "name": "fig-05-4d-recovery"}, "image": {"alt": "Box plots with points of the recovery ratio per teleport layer, Fig 4D recovery, one panel per model: {models}"}}
 fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
            metric="recovery", log=False, ylabel="distance at end / at teleport (PC plane)")
 
@@ -281,7 +282,7 @@ for m in MODELS:
 # sublayer. At the perturbed point the relative distance equals the scale (dotted line); below it afterwards
 # means the network damps the noise, above it that it amplifies it. Rows: models; columns: noise scales.
 
-# %%
+# %% mystnb={"figure": {"caption": "Beyond the paper: Gaussian noise added to the residual stream entering each of the five layers; relative distance to the unperturbed run at every later sublayer (dotted: the noise scale); rows: models ({models}); columns: noise scales.", "name": "fig-05-noise"}, "image": {"alt": "Line plots of the relative distance to the unperturbed run against sublayer after noise injection at five layers; rows: models {models}; columns: noise scales"}}
 texts = pipeline.load_texts(n=max(N, 2 * N_SWAP), seed=SEED)
 n_pairs = min(N_SWAP, len(texts) // 2)
 texts_a, texts_b = texts[:n_pairs], texts[n_pairs : 2 * n_pairs]
@@ -337,7 +338,7 @@ for m in MODELS:
 # embedding, a swap may then exchange identical vectors (see the last column of the table and the line below
 # it).
 
-# %%
+# %% mystnb={"figure": {"caption": "Beyond the paper: the last token's vector swapped between two texts at each of the five layers; relative distance of the run to its own unperturbed run and to the donor's at every later sublayer; rows: models ({models}).", "name": "fig-05-swap"}, "image": {"alt": "Line plots of the relative distance to the own run and to the donor run against sublayer after an activation swap at five layers; rows: models {models}; columns: distance to own, distance to donor"}}
 swaps = {}
 for m in MODELS:
     t0 = time.perf_counter()
@@ -412,7 +413,7 @@ for m in MODELS:
 # last column comes from the claim registry (✓ holds, ✗ fails, ? undecided; – a plain value).
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=True))
+show_table(ch.ledger, paper=True)
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=False))
+show_table(ch.ledger, paper=False)

@@ -100,9 +100,9 @@ colab.setup(globals(), "06_models_and_robustness")
 # %%
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
 
 from transformer_dynamics import chapter, claims, metrics, models, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
 
@@ -141,7 +141,7 @@ for m in MODELS:
                  "RS before MLP": f"input of {a.mlp_norm}",
                  "norms in a layer": ", ".join(n for n, _ in blocks[0].named_children()
                                                if "norm" in n)})
-pd.DataFrame(arch).set_index("model")
+show_table(pd.DataFrame(arch).set_index("model"))
 
 # %% [markdown]
 # The curves behind the claims (`robustness.stream_curves`), for every model and condition. Below, every
@@ -149,7 +149,7 @@ pd.DataFrame(arch).set_index("model")
 # circles, cross-layer (mlp → next attn) dashed with squares. Left: original texts; right: the paper's control
 # with the tokens of every text shuffled.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1C across models: median correlation between successive sublayers on relative depth, within-layer solid, cross-layer dashed; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1c"}, "image": {"alt": "Line plots of the median successive-sublayer correlation against relative depth, one line per model ({models}) and transition type, Fig 1C; panels: original texts, shuffled-token control"}}
 units = {m: metrics.subsample_units(ch.d_model[m], MI_UNITS, seed=SEED) for m in MODELS}
 C = {(m, c): robustness.stream_curves(
         rs[m, c], robustness.GROUPS, mi_units=units[m], seed=SEED, n_shuffles=N_SHUFFLES,
@@ -158,23 +158,23 @@ C = {(m, c): robustness.stream_curves(
 cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
 side_by_side(pc.plot_successive_r, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1E across models: cosine similarity of successive vectors on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1e"}, "image": {"alt": "Line plots of the cosine similarity between successive sublayers against relative depth, one line per model ({models}), Fig 1E; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_cosine, cur);
 
 # %% [markdown]
 # Velocity and magnitude: each model's curve divided by its own mean (their activation scales differ by orders
 # of magnitude).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1F across models: velocity divided by each model's mean, on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1f"}, "image": {"alt": "Line plots of the normalised velocity against relative depth, one line per model ({models}), Fig 1F; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_velocity, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1B across models: mean |activation| over units on relative depth, each model divided by its own mean; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1b"}, "image": {"alt": "Line plots of the mean absolute activation against relative depth, one line per model ({models}), Fig 1B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_magnitude, cur);
 
 # %% [markdown]
 # Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1H across models: mean KDE mutual information over units on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information against relative depth, one line per model ({models}), Fig 1H; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_mutual_information, cur);
 
 # %% [markdown]
@@ -183,20 +183,20 @@ side_by_side(pc.plot_mutual_information, cur);
 # control; its phase-space points in shuffled order; a random walk of its own steps in shuffled order), and the
 # share of units whose |R| exceeds their own surrogate's 95th percentile.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 2B across models: mean |R| per unit divided by the number of sublayers against three surrogates (shuffled sublayers, shuffled points, a random walk of the unit's own steps); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2b"}, "image": {"alt": "Bar charts of the mean rotation count per unit per sublayer against three surrogates, one group per model ({models}), Fig 2B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_rotations, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 2C across models: share of units whose |R| exceeds their own surrogate's 95th percentile, per surrogate; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2c"}, "image": {"alt": "Bar charts of the share of units beyond their surrogate's 95th percentile, one group per model ({models}), Fig 2C; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_rotation_exceed, cur);
 
 # %% [markdown]
 # One PCA of all sublayer vectors (Fig 4B), and the components of that PCA each sublayer needs for
 # `VARIANCE_THRESHOLD` of its variance (Fig 4C; a triangle at the top: not reached with `PCA_COMPONENTS`).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 4B across models: cumulative explained variance over principal components; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4b"}, "image": {"alt": "Line plots of cumulative explained variance against principal components, one line per model ({models}), Fig 4B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 4C across models: the global principal components each sublayer needs for the variance threshold, on relative depth (a triangle at the top: not reached with the kept components); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4c"}, "image": {"alt": "Line plots of the principal components needed per sublayer against relative depth, one line per model ({models}), Fig 4C; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_pcs, cur, variance=VARIANCE_THRESHOLD);
 
 # %% [markdown]
@@ -212,9 +212,9 @@ evidence = robustness.claim_evidence_runs({(m, c): rs[m, c] for m, c in ch.runs}
                                           headline_only=True, **KW)
 values = pd.concat([robustness.evidence_frame(ev, model=m, condition=c)
                     for (m, c), ev in evidence.items()], ignore_index=True)
-robustness.value_table(values, ["model", "condition"])
+show_table(robustness.value_table(values, ["model", "condition"]))
 
-# %%
+# %% mystnb={"figure": {"caption": "Every residual-stream claim's value with its 95% interval over texts and its threshold, per model ({models}) and condition.", "name": "fig-06-intervals"}, "image": {"alt": "Dot-and-whisker plots of each claim's value with its 95 percent interval and threshold, one row per model and condition: {models}"}}
 of = {(m, c): g for (m, c), g in values.groupby(["model", "condition"], sort=False)}
 pc.plot_claim_intervals({f"{m}, {c}": of[m, c] for m, c in ch.runs});
 
@@ -234,7 +234,7 @@ for _, r in values[np.isfinite(values["value"])].iterrows():   # undefined value
 # bitsandbytes (float32 compute). Relative error per sublayer: $\|b_s - a_s\|_F / \|a_s\|_F$ over texts and
 # units, against the first precision.
 
-# %%
+# %% mystnb={"figure": {"caption": "Relative error of the first model's residual stream per sublayer at each numeric precision against the first one.", "name": "fig-06-precision"}, "image": {"alt": "Line plot of the relative error of the residual stream against sublayer, one line per numeric precision, first model of {models}"}}
 rs_p = {p: pipeline.residual_stream(MODEL, n=min(N_PRECISION, N), seed=SEED,
                                     cache_dir=CACHE_DIR, **robustness.precision_kwargs(p))
         for p in PRECISIONS}
@@ -249,7 +249,7 @@ pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff},
 # rotation count):
 
 # %%
-pd.DataFrame({p: diff[p]["corr"] for p in diff})
+show_table(pd.DataFrame({p: diff[p]["corr"] for p in diff}))
 
 # %% [markdown]
 # The claims' values at each precision, on the same `N_PRECISION` texts (so the intervals are wider than
@@ -259,9 +259,9 @@ pd.DataFrame({p: diff[p]["corr"] for p in diff})
 ev_p = robustness.claim_evidence_runs(rs_p, headline_only=True, **KW)
 by_precision = pd.concat([robustness.evidence_frame(ev_p[p], precision=p)
                           for p in PRECISIONS], ignore_index=True)
-robustness.value_table(by_precision, "precision")
+show_table(robustness.value_table(by_precision, "precision"))
 
-# %%
+# %% mystnb={"figure": {"caption": "The first model's claims at each numeric precision on the same texts, with their 95% intervals and thresholds.", "name": "fig-06-precision-claims"}, "image": {"alt": "Dot-and-whisker plots of each claim's value at each numeric precision with 95 percent intervals, first model of {models}"}}
 pc.plot_claim_intervals(dict(tuple(by_precision.groupby("precision", sort=False))),
                         title=f"{MODEL}, {min(N_PRECISION, N)} texts, per precision");
 
@@ -295,14 +295,14 @@ for p in diff:
 # threshold dashed. A value still moving at the largest N is not settled by N texts; a value whose band
 # straddles the threshold is undecided there.
 
-# %%
+# %% mystnb={"figure": {"caption": "Each claim's value on nested subsamples of n texts, per model ({models}), with the N-text interval as a band and the claim's threshold dashed.", "name": "fig-06-n-dependence"}, "image": {"alt": "Grid of line plots of each claim's value against the number of texts, one line per model ({models}), with the full-N interval as a band"}}
 nd = {m: robustness.n_dependence(rs[m, "original"], N_VALUES, seed=SEED, **CURVE_KW)
       for m in MODELS}
 at_n = {m: of[m, "original"] for m in MODELS}
 pc.plot_n_dependence(nd, intervals=at_n);
 
 # %%
-pd.concat(nd, names=["model"]).T.round(4)
+show_table(pd.concat(nd, names=["model"]).T)
 
 # %% tags=["remove-input"]
 half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]
@@ -327,4 +327,4 @@ for m in MODELS:
 # Every number above, as the ledger holds it.
 
 # %% tags=["remove-input"]
-Markdown(ch.table())
+show_table(ch.ledger)

@@ -116,6 +116,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from transformer_dynamics import chapter, claims, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pr
 
 pd.set_option("display.max_colwidth", None)
@@ -185,8 +186,8 @@ counts = robustness.robustness_counts(lines)
 
 # %% tags=["remove-input"]
 display(Markdown(robustness.counts_sentence(counts)))
-display(counts)
-robustness.hinge_counts(lines)
+display(show_table(counts))
+show_table(robustness.hinge_counts(lines))
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -217,7 +218,7 @@ heads.assign(figure=heads["claim"].map(lambda k: claims.get(k).figure))[
 # undecided, white undefined; the mark says what the setting did against its reference (outlined): **F** a
 # flip, **↓** lost significance, **↑** decided where the reference is not, **–** undefined.
 
-# %%
+# %% mystnb={"figure": {"caption": "Every claim's verdict under each open choice (headline first): green holds, red fails, grey undecided, white undefined; F a flip, ↓ lost significance, ↑ decided where the reference is not, – undefined; outlined: the reference; one figure per model ({models}).", "name": "fig-08-grid"}, "image": {"alt": "Grid of coloured cells, one row per claim and one column per open choice, marked F for a flip and arrows for lost or gained significance, one grid per model: {models}"}}
 for m in MODELS:
     pr.plot_verdict_grid(changes, model=m)
 
@@ -253,8 +254,8 @@ for _, r in control_heads.iterrows():
     ch.ledger.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
                      line=r["line"], claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: "
                      f"flips with the last token kept ({r['line']})")
-display(robustness.robustness_counts(control_lines))
-control_heads[["claim", "model", "verdict", "status", "line"]].set_index(["claim", "model"])
+display(show_table(robustness.robustness_counts(control_lines)))
+show_table(control_heads[["claim", "model", "verdict", "status", "line"]].set_index(["claim", "model"]))
 
 # %% [markdown]
 # ## The last token, decided by evidence
@@ -263,7 +264,7 @@ control_heads[["claim", "model", "verdict", "status", "line"]].set_index(["claim
 # embedding) is the same vector for every text: the first transition's r and MI are undefined (marked x on
 # the axis). Stripping the rows makes the last token a word that varies from text to text.
 
-# %%
+# %% mystnb={"figure": {"caption": "Median r over units and mean KDE mutual information at the first transitions under the four BOS / strip variants (x on the axis: undefined); models {models}.", "name": "fig-08-1c-first-transitions"}, "image": {"alt": "Line plots of median correlation and mean KDE mutual information at the first transitions, one line per BOS and strip variant, for the models {models}"}}
 first = {m: robustness.first_transitions_table(
                 {s: rs_tokens[m, s] for s in TOKENS}, n_first=N_FIRST, mi_units=MI_UNITS,
                 seed=SEED)

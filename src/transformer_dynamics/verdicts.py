@@ -51,7 +51,7 @@ class Evidence:
     ``(B,)`` the statistic on each resample; n: sampling units; recentred: the replicates are shifted by
     ``value - median(replicates)`` before deciding. A resample repeats about 37 % of the texts and leaves as many
     out, which shifts many statistics themselves, not only their spread (the KDE MI of repeated points, PCA
-    counts, |mean| near zero, rotation counts of a noisier mean trajectory): the re-centred interval keeps the
+    counts, ``|mean|`` near zero, rotation counts of a noisier mean trajectory): the re-centred interval keeps the
     replicates' spread around the estimate without that shift.
     """
 

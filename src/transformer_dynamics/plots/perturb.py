@@ -152,23 +152,26 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
     return fig
 
 
-def _teleport_legend(fig: Figure, arrow: str) -> None:
+def _teleport_legend(fig: Figure, arrow: str, ncols: int = 4) -> None:
     """The shared legend of the Fig 4 D panels, below them."""
     handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
                Line2D([], [], marker="*", color="k", ls="", ms=10, label="control at teleport sublayer"),
                Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7, label="control after following sublayers"),
                Line2D([], [], marker=r"$\rightarrow$", color="k", ls="", ms=12,
                       label="teleport point → " + ("trajectory end" if arrow == "end" else "mean following position"))]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)), fontsize=9, frameon=False)
 
 
 def plot_teleport_grid(data: Mapping[tuple[str, str], Any], *, arrow: str = "end",
                        color_by: str | None = "recovery", show_paths: bool = False,
                        panel_size: float = 3.6) -> Figure:
-    """Figure 4 D for several models: one :func:`plot_teleport_quiver` panel per ``(row, column)`` key of
-    ``data`` (rows: models; columns: teleport layers by depth position, e.g. ``perturb.depth_names``), drawn by
-    :func:`transformer_dynamics.plots.style.grid`. All panels share one colour scale (one colour bar beside
-    the grid; ``recovery`` is scale-free, so one scale serves every model) and the legend below.
+    """Figure 4 D for several models: one :func:`plot_teleport_quiver` panel per ``(model, position)`` key of
+    ``data`` (positions: teleport layers by depth, e.g. ``perturb.depth_names``), drawn by
+    :func:`transformer_dynamics.plots.style.grid` with the depth positions as rows and the models as columns,
+    so that the figure stays a page wide (a column per model, not per layer) and its labels legible there. All
+    panels share one colour scale (one horizontal colour bar below the grid; ``recovery`` is scale-free, so one
+    scale serves every model) and the legend below it. Panel titles: "layer l (+n sublayers)" over
+    "model, position".
 
     data: ``{(model, position): teleport result}``. Returns the figure.
     """
@@ -176,15 +179,23 @@ def plot_teleport_grid(data: Mapping[tuple[str, str], Any], *, arrow: str = "end
     if not data:
         raise ValueError("need at least one teleport result")
     norm = _color_norm(list(data.values()), color_by)
-    fig = grid(plot_teleport_quiver, data, width=panel_size, height=panel_size, arrow=arrow, color_by=color_by,
-               show_paths=show_paths, colorbar=False, norm=norm)
+    by_depth = {(pos, m): r for (m, pos), r in data.items()}  # rows: depth positions; columns: models
+    fig = grid(plot_teleport_quiver, by_depth, width=panel_size, height=0.9 * panel_size, arrow=arrow,
+               color_by=color_by, show_paths=show_paths, colorbar=False, norm=norm)
+    rows = list(dict.fromkeys(p for p, _ in by_depth))
+    cols = list(dict.fromkeys(m for _, m in by_depth))
+    drawn = iter(ax for ax in fig.axes if ax.axison)
+    for pos in rows:
+        for m in cols:
+            if (pos, m) in by_depth:
+                ax = next(drawn)
+                ax.set_title(f"{ax.get_title().split(' — ')[0]}\n{m}, {pos}", fontsize=10)
     panels = [ax for ax in fig.axes if ax.axison]
-    for ax in panels:  # "layer l (+n sublayers)" over "model, position": narrow panels, no overlap
-        ax.set_title(ax.get_title().replace(" — ", "\n", 1), fontsize=9)
     if color_by is not None:
         sm = ScalarMappable(norm=norm, cmap="coolwarm" if color_by == "recovery" else "viridis")
-        fig.colorbar(sm, ax=panels, shrink=0.6, label=RECOVERY_LABEL if color_by == "recovery" else color_by)
-    _teleport_legend(fig, arrow)
+        fig.colorbar(sm, ax=panels, location="bottom", shrink=0.8, aspect=40, pad=0.02,
+                     label=RECOVERY_LABEL if color_by == "recovery" else color_by)
+    _teleport_legend(fig, arrow, ncols=2 if len(cols) < 3 else 4)
     return fig
 
 

@@ -158,7 +158,7 @@ def _sublayer_profile(curves_by_label, key: str, *, ax=None, ylabel: str = "", t
 
 def plot_magnitude(curves_by_label, *, ax=None, normalise: bool = True, log: bool = False,
                    title: str = "Mean |activation| per sublayer (1B)") -> Figure:
-    """Fig 1B per model: mean over units of |mean over texts| per sublayer (key ``"mag"``); by default divided by
+    """Fig 1B per model: mean over units of ``|mean over texts|`` per sublayer (key ``"mag"``); by default divided by
     each model's mean."""
     return _sublayer_profile(curves_by_label, "mag", ax=ax, ylabel="mean |activation|", title=title,
                              normalise=normalise, log=log)
@@ -183,7 +183,7 @@ def _n_sublayers(c: Mapping[str, Any]) -> int:
 
 def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True,
                    title: str = "Rotations per unit against the surrogates (2B)") -> Figure:
-    """Fig 2B per model: the mean |R| per unit of the mean trajectory (key ``"rot_abs"``) and of each surrogate
+    """Fig 2B per model: the mean ``|R|`` per unit of the mean trajectory (key ``"rot_abs"``) and of each surrogate
     (``"rot_null_abs:<kind>"``: layers, points or steps shuffled), as grouped bars. ``per_sublayer``: divided by
     the number of sublayers, so that models of different depth compare."""
     _check_curves(curves_by_label, "rot_abs")
@@ -205,7 +205,7 @@ def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True,
 
 def plot_rotation_exceed(curves_by_label, *, ax=None,
                          title: str = "Units beyond their own surrogate (2C)") -> Figure:
-    """Fig 2C per model: the share of units whose |R| exceeds their own surrogate's 95th percentile, per surrogate
+    """Fig 2C per model: the share of units whose ``|R|`` exceeds their own surrogate's 95th percentile, per surrogate
     (keys ``"rot_exceed:<kind>"``), with the majority line at 0.5."""
     if not curves_by_label:
         raise ValueError("curves_by_label is empty: pass {label: robustness.stream_curves(rs, ('rot',))}")

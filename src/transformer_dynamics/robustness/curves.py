@@ -2,8 +2,8 @@
 
 A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (what each curve is):
 
-- ``"mean"``: ``mag`` (L,) mean over units of |mean over texts| (Fig 1B), ``mag_nomassive`` the same without the
-  massive units, ``mag_rise_share`` () the share of units whose |mean| over the last third of the sublayers
+- ``"mean"``: ``mag`` (L,) mean over units of ``|mean over texts|`` (Fig 1B), ``mag_nomassive`` the same without the
+  massive units, ``mag_rise_share`` () the share of units whose ``|mean|`` over the last third of the sublayers
   exceeds that over the first third, ``sign`` (L,) the share of units with the last sublayer's sign,
   ``density`` (L,) the mean over texts of the participation ratio ``(sum h^2)^2 / (D' sum h^4)`` of the
   non-massive units (1: every unit equally large; small: a few units carry the vector), ``density_all`` with
@@ -14,10 +14,10 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
 - ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F);
 - ``"mi"``: ``mi:{method}`` (T,) mean over the MI units of each unit's MI between successive sublayers (Fig 1H);
   on resamples only the early window is recomputed (every MI claim reads only it; the rest is NaN);
-- ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean |R|,
-  ``rot_null_abs:{kind}`` () the mean |R| of a surrogate, ``rot_exceed:{kind}`` () the share of units whose |R|
+- ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean ``|R|``,
+  ``rot_null_abs:{kind}`` () the mean ``|R|`` of a surrogate, ``rot_exceed:{kind}`` () the share of units whose ``|R|``
   exceeds their own surrogate's 95th percentile, for ``kind`` in :data:`ROTATION_NULLS`, and ``rot_spiral`` ()
-  the median over units of log(mean |gradient| over the last third / over the first third);
+  the median over units of log(mean ``|gradient|`` over the last third / over the first third);
 - ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
   variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
   ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
