@@ -21,7 +21,8 @@ import numpy as np
 __all__ = ["within", "cross", "thirds_of", "contrast", "kind_difference", "kind_share", "first_defined",
            "first_each_kind", "bounded_contrast", "steepest_third_margin", "cv_early_minus_late", "early_window", "early_drop",
            "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat", "depth_contrast",
-           "early_rate_minus_later", "middle_minus_ends", "second_half_mean"]
+           "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column", "last_minus_first",
+           "lower_minus_upper"]
 
 #: A statistic: curves -> (B,).
 Stat = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -242,3 +243,28 @@ def second_half_mean(y) -> np.ndarray:
     y = _2d(y)
     L = y.shape[1]
     return _quiet(lambda: np.nanmean(y[:, L // 2:-1], 1))
+
+
+def first_column(y) -> np.ndarray:
+    """The first column of ``y: (B, k)`` (e.g. the first teleport layer) -> (B,); NaN stays NaN."""
+    return _2d(y)[:, 0]
+
+
+def last_minus_first(y) -> np.ndarray:
+    """The last column of ``y: (B, k)`` minus the first (k >= 2; e.g. the deepest teleport layer against layer 0)
+    -> (B,). > 0: the last is higher."""
+    y = _2d(y)
+    if y.shape[1] < 2:
+        raise ValueError(f"need at least 2 columns (first, last); got {y.shape[1]}")
+    return y[:, -1] - y[:, 0]
+
+
+def lower_minus_upper(y) -> np.ndarray:
+    """Mean over the lower half of the columns of ``y: (B, k)`` (k >= 2, in depth order) minus the mean over the
+    upper half, the middle column left out when k is odd (NaN ignored) -> (B,). < 0: lower in the lower layers."""
+    y = _2d(y)
+    k = y.shape[1]
+    if k < 2:
+        raise ValueError(f"need at least 2 columns (lower, upper); got {k}")
+    h = k // 2
+    return _quiet(lambda: np.nanmean(y[:, :h], 1) - np.nanmean(y[:, k - h:], 1))
