@@ -184,8 +184,9 @@ def test_to_markdown_summary_and_empty(tmp_path):
                                          "n": 96, "values": 3, "holds": 1, "fails": 1, "undecided": 0, "open": 1}
     # the page leads with the five contributions, then every claim once per model; plain values are folded
     assert md.index("five contributions") < md.index("Every claim, once per model") < md.index("## 2. Statistics")
+    # claims, holds, of which beyond the references, fails, undecided, flips, loses power
     assert ("<tr><td>1</td><td>individual RS units keep strong correlations across layers</td><td>smollm2-135m</td>"
-            "<td>1</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>") in md
+            "<td>1</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>") in md
     assert ":::{dropdown} Plain values (1 row)" in md
     assert md.index(":::{dropdown} Plain values") > md.index("MI showed a sharp decline")
     empty = ledger.to_markdown([], profile="ci")
@@ -257,6 +258,16 @@ def test_benjamini_hochberg_over_the_chapter(tmp_path):
     assert e["r_increases_within"]["verdict"] == "holds" and e["r_increases_within"]["verdict_bh"] == "undecided"
 
 
+def test_a_hand_edited_value_is_shown_with_its_re_derived_verdict(tmp_path):
+    led = Ledger("02_activation_statistics", directory=tmp_path)
+    claim(led, "r_early", 0.9, ci=(0.85, 0.95), model="m")
+    data = ledger.load(led.path)
+    data["entries"][0]["ci"] = [0.5, 0.6]                      # edited by hand: the stored verdict is now stale
+    header, rows, _ = ledger._ledger_rows(data, html=False)
+    assert rows[0][header.index("Verdict")] == "✗ fails" and rows[0][header.index("Corrected")] == "–"
+    assert ledger.claim_rows([data])[0]["verdict"] == "fails"
+
+
 def test_contributions_count_hinges(tmp_path):
     claim(Ledger("02_activation_statistics", directory=tmp_path), "r_early", 0.9, ci=(0.85, 0.95), model="m")
     Ledger("08_verdict_robustness", directory=tmp_path).record(
@@ -264,6 +275,6 @@ def test_contributions_count_hinges(tmp_path):
         status="hinges")
     md = ledger.contributions(ledger.load_all(tmp_path))
     assert ("<tr><td>1</td><td>individual RS units keep strong correlations across layers</td><td>m</td><td>1</td>"
-            "<td>1</td><td>0</td><td>0</td><td>1</td></tr>") in md
+            "<td>1</td><td>0</td><td>0</td><td>0</td><td>1</td><td>0</td></tr>") in md
     row = ledger.claim_rows(ledger.load_all(tmp_path))[0]
     assert row["robustness"] == "hinges on strip (True: fails, 0.09)" and row["entry"]["value"] == 0.9

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import claims as _claims
+from . import verdicts as _verdicts
 
 __all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
            "summary", "models_of", "by_claim", "claim_rows", "contributions", "contribution_counts", "md_cell",
@@ -522,7 +523,13 @@ def _ledger_rows(ledger: dict[str, Any], profile: str | None = None, html: bool 
               + [f.replace("_", " ") for f in others])
     rows = []
     for e in by_claim(entries) if with_model else entries:
-        verdict = verdict_text(e.get("verdict") or {True: "holds", False: "fails"}.get(e.get("holds")))
+        stored = e.get("verdict") or {True: "holds", False: "fails"}.get(e.get("holds"))
+        derived, why = _verdicts.rederive(e)
+        if derived is not None and derived != stored:  # a row edited by hand: never shown with a stale verdict
+            e = {**e, "reason": f"{why} (re-derived from the value and interval; recorded: {stored})",
+                 "verdict_bh": None, "line": ""}
+            stored = derived
+        verdict = verdict_text(stored)
         corrected = verdict_text(e.get("verdict_bh")) if e.get("verdict_bh") else "–"
         q = f"Benjamini-Hochberg q = {e['q']:.2g} over the chapter's verdicts" if _claims_finite(e.get("q")) else ""
         line = e.get("line") or "–"
@@ -631,14 +638,19 @@ def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             e = decided.get((key, m), {})
             value, status, line = robust.get((key, m), ("", "", ""))
-            rows.append({"key": key, "contribution": c.contribution, "model": m, "verdict": e.get("verdict"),
-                         "value": e.get("value"), "robustness": line or value, "status": status, "entry": e})
+            verdict = _verdicts.rederive(e)[0] if e else None
+            rows.append({"key": key, "contribution": c.contribution, "model": m, "verdict": verdict,
+                         "verdict_bh": e.get("verdict_bh") if e.get("verdict") == verdict else verdict,
+                         "line": e.get("line", ""), "value": e.get("value"), "robustness": line or value,
+                         "status": status, "entry": e})
     return rows
 
 
 def contribution_counts(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per contribution of the paper (section 1) and model: ``{"contribution", "text", "model", "claims",
-    "holds", "fails", "undecided", "hinges"}``, from :func:`claim_rows`."""
+    "holds", "fails", "undecided", "beyond", "hinges", "loses power"}``, from :func:`claim_rows`: the verdicts
+    corrected for their number (Benjamini-Hochberg over each chapter), how many hold beyond every reference (the
+    null and random init), and how many flip with an open choice or only lose significance (chapter 8)."""
     rows = claim_rows(ledgers)
     out = []
     for k, text in _claims.CONTRIBUTIONS.items():
@@ -646,18 +658,24 @@ def contribution_counts(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rs = [r for r in rows if r["contribution"] == k and r["model"] == m]
             if rs:
                 out.append({"contribution": k, "text": text, "model": m, "claims": len(rs),
-                            **{v: sum(r["verdict"] == v for r in rs) for v in _claims.VERDICTS},
-                            "hinges": sum(r["status"] == "hinges" for r in rs)})
+                            **{v: sum((r["verdict_bh"] or r["verdict"]) == v for r in rs) for v in _claims.VERDICTS},
+                            "beyond": sum((r["verdict_bh"] or r["verdict"]) == "holds"
+                                          and str(r["line"]).startswith("holds, beyond") for r in rs),
+                            "hinges": sum(r["status"] == "hinges" for r in rs),
+                            "loses power": sum(r["status"] == "loses power" for r in rs)})
     return out
 
 
 def contributions(ledgers: list[dict[str, Any]]) -> str:
     """The ledger page's lead: per contribution of the paper (section 1) and model, how many of its claims
-    hold, fail or are undecided (headline reading, as each chapter decides it) and how many hinge on an open
-    choice (the verdict-robustness chapter), as an HTML table."""
-    header = ["#", "Contribution", "Model", "Claims", "✓ holds", "✗ fails", "? undecided", "hinges"]
-    return html_table(header, [[r["contribution"], r["text"], r["model"], r["claims"], r["holds"], r["fails"],
-                                r["undecided"], r["hinges"]] for r in contribution_counts(ledgers)])
+    hold, fail or are undecided (headline reading, as each chapter decides it, corrected for the number of
+    verdicts), how many of those that hold lie beyond the null and random init, and how many flip with an open
+    choice or only lose significance (the verdict-robustness chapter), as an HTML table."""
+    header = ["#", "Contribution", "Model", "Claims", "✓ holds", "of which beyond the references", "✗ fails",
+              "? undecided", "flips (hinges)", "loses power"]
+    return html_table(header, [[r["contribution"], r["text"], r["model"], r["claims"], r["holds"], r["beyond"],
+                                r["fails"], r["undecided"], r["hinges"], r["loses power"]]
+                               for r in contribution_counts(ledgers)])
 
 
 def _is_claim(e: dict[str, Any]) -> bool:
