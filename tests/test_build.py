@@ -96,7 +96,7 @@ def test_declared_parameters_and_filtering():
     params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
     # the ci profile sets them; this notebook does not declare them
     assert dropped == ["MI_COMPARE_UNITS", "MI_UNITS", "N_BOOT", "N_BOOT_SLOW", "N_REFERENCE", "QUANTIZATION",
-                       "REFERENCE_SEEDS"]
+                       "REFERENCE_INITS", "REFERENCE_SEEDS"]
     assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "CACHE_DIR": None,
                       "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
