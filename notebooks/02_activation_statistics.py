@@ -68,7 +68,7 @@ N_BOOT: int = 1000               # bootstrap resamples of the texts for the inte
 N_BOOT_SLOW: int = 200           # ... of which the MI claims are recomputed on this many (MI_COMPARE_UNITS units)
 N_REFERENCE: int = 200           # texts of each random-init reference
 REFERENCE_SEEDS: list[int] = [0, 1, 2]  # random-init seeds (each kind)
-REFERENCE_INITS: list[str] = ["default", "matched"]  # transformers' init; each tensor at the trained scale
+REFERENCE_INITS: list[str] = ["default", "matched", "permuted"]  # random inits; trained weights permuted
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
 # %% tags=["remove-cell"]
@@ -99,7 +99,8 @@ colab.setup(globals(), "02_activation_statistics")
 import numpy as np
 from IPython.display import Markdown, display
 
-from transformer_dynamics import chapter, metrics, verdicts
+from transformer_dynamics import chapter, metrics, nulls, robustness, verdicts
+from transformer_dynamics.plots import robustness as plot_robustness
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
@@ -328,6 +329,37 @@ grid(plot_metrics.plot_velocity,
      {(m, c): {"all units": stats[m, c]["vel"], "without massive": no_massive[m, c]["vel"]}
       for m, c in RUNS},
      row_kwargs=ch.per_model);
+
+# %% [markdown]
+# ## What learning adds
+# A residual stream accumulates updates, and that alone shapes Fig 1: the stream grows, so successive sublayers
+# grow similar. Each panel puts the trained model's curve beside the same architecture untrained — at transformers'
+# own random initialisation, at an initialisation whose every weight tensor has the trained tensor's mean and
+# standard deviation ("matched"), and with every weight tensor's trained entries randomly permuted (the trained
+# values and scale, no learned arrangement); each the mean over `REFERENCE_SEEDS`, on `N_REFERENCE` texts — and
+# beside the architecture's own prediction for a pre-LN stream at initialisation (Xiong et al. 2020, Lemma 2:
+# independent updates add their energy, so $E\lVert x_s \rVert^2$ grows linearly in depth, the successive cosine is
+# $\sqrt{(a + s)/(a + s + 1)}$ with $a$ the embedding's energy over one update's, measured on the default random
+# init, the velocity constant). What the trained curve shares with these, the architecture gives; what it does not,
+# training adds. The claims below set each value against the same references.
+
+# %% mystnb={"figure": {"caption": "What learning adds: the trained model's median successive correlation, cosine, norm and velocity (norm and velocity divided by each curve's mean) beside the same architecture at random initialisation (transformers' and matched-scale), with its weights permuted, and the pre-LN prediction at initialisation; one row per model ({models}).", "name": "fig-02-learning"}, "image": {"alt": "Line plots of correlation, cosine, norm and velocity against relative depth for the trained model, random initialisations, permuted weights and the analytic prediction; one row per model ({models})"}}
+KINDS = {"default": "random init", "matched": "matched-scale random init", "permuted": "permuted weights"}
+learning = {}
+for m in ch.models:
+    refs = robustness.reference_curves(ch.reference_streams(m), ("r", "cos", "vel"))
+    default = [x for run, x in ch.reference_streams(m).items() if run.startswith("default:")]
+    learning[m] = {"trained": robustness.stream_curves(rs[m, "original"], ("r", "cos", "vel")),
+                   **{KINDS[k]: c for k, c in refs.items()},
+                   **({"pre-LN at init (Xiong et al.)": nulls.prelayernorm_prediction(default[0])} if default else {})}
+grid(plot_robustness.plot_learning, {(m, k): learning[m] for m in ch.models for k in ("r", "cos", "norm", "vel")},
+     col_kwargs={k: {"key": k} for k in ("r", "cos", "norm", "vel")}, width=4.2, height=3.6);
+
+# %% tags=["remove-input"]
+for m in ch.models:
+    if "pre-LN at init (Xiong et al.)" in learning[m]:
+        ch.record(m, "prelayernorm_a", learning[m]["pre-LN at init (Xiong et al.)"]["a"], figure="1E",
+                  claim="the embedding's energy over one update's at random init (a of the pre-LN prediction)")
 
 # %% [markdown]
 # ## The paper's statements, decided

@@ -432,3 +432,27 @@ def test_a_chapter_s_claims_alone_give_chapter_8_s_numbers(rs_random):
         other = every[e.claim, e.reading]
         assert e.value == other.value or (np.isnan(e.value) and np.isnan(other.value))
         np.testing.assert_array_equal(e.replicates, other.replicates)
+
+
+def test_prelayernorm_prediction_on_a_stream_of_independent_updates():
+    """A stream built as Xiong et al.'s Lemma 2 assumes (independent zero-mean updates) follows its prediction."""
+    rng = np.random.default_rng(0)
+    n, L, D = 4000, 12, 16
+    x0 = rng.normal(size=(n, 1, D)) * 2.0
+    rs = np.concatenate([x0, x0 + np.cumsum(rng.normal(size=(n, L - 1, D)), axis=1)], axis=1).astype(np.float32)
+    pred = nulls.prelayernorm_prediction(rs)
+    assert pred["a"] == pytest.approx(4.0, rel=0.05)
+    c = robustness.stream_curves(rs, ("r", "cos", "vel"))
+    np.testing.assert_allclose(c["cos"], pred["cos"], atol=0.03)
+    np.testing.assert_allclose(c["r"], pred["r"], atol=0.03)
+    np.testing.assert_allclose(c["norm"], pred["norm"], rtol=0.05)
+    with pytest.raises(ValueError, match="no energy"):
+        nulls.prelayernorm_prediction(np.zeros((3, 4, 2), np.float32))
+
+
+def test_reference_curves_average_each_kind_over_its_seeds():
+    a, b = _stream(seed=1), _stream(seed=2)
+    ref = robustness.reference_curves({"default:0": a, "default:1": b, "permuted:0": a}, ("r",))
+    np.testing.assert_allclose(ref["default"]["r"], (robustness.stream_curves(a, ("r",))["r"]
+                                                     + robustness.stream_curves(b, ("r",))["r"]) / 2)
+    assert set(ref) == {"default", "permuted"}

@@ -497,7 +497,8 @@ def _refs_text(refs: Any) -> str:
     """The references of a claim row in one line (a tooltip): each one's value, interval and verdict."""
     if not isinstance(refs, dict):
         return ""
-    names = {"null": "accumulation null", "default": "random init", "matched": "matched-scale random init"}
+    names = {"null": "accumulation null", "default": "random init", "matched": "matched-scale random init",
+             "permuted": "permuted weights"}
     parts = []
     for k, r in refs.items():
         if isinstance(r, dict):

@@ -30,7 +30,8 @@ __all__ = ["Evidence", "decide", "bootstrap_p", "benjamini_hochberg", "corrected
            "verdict_from_interval", "rederive", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
 
 #: The reference runs, in the order a verdict line names them: the accumulation null and the random inits.
-REFERENCES = {"null": "the null", "default": "random init", "matched": "matched-scale random init"}
+REFERENCES = {"null": "the null", "default": "random init", "matched": "matched-scale random init",
+              "permuted": "permuted weights"}
 #: The share of replicates that must be defined for an interval (fewer: undecided, "too few defined resamples").
 MIN_DEFINED = 0.9
 

@@ -30,6 +30,8 @@ __all__ = [
     "plot_velocity",
     "plot_mutual_information",
     "plot_magnitude",
+    "plot_norm",
+    "plot_learning",
     "plot_rotations",
     "plot_rotation_exceed",
     "plot_cumulative_ev",
@@ -162,6 +164,24 @@ def plot_magnitude(curves_by_label, *, ax=None, normalise: bool = True, log: boo
     each model's mean."""
     return _sublayer_profile(curves_by_label, "mag", ax=ax, ylabel="mean |activation|", title=title,
                              normalise=normalise, log=log)
+
+
+def plot_norm(curves_by_label, *, ax=None, normalise: bool = True, log: bool = False,
+              title: str = "Norm of the RS vector per sublayer") -> Figure:
+    """Mean over texts of ``||h_s||`` per sublayer (key ``"norm"``); by default each curve divided by its mean (random
+    inits and trained models differ in scale)."""
+    return _sublayer_profile(curves_by_label, "norm", ax=ax, ylabel="mean norm", title=title, normalise=normalise,
+                             log=log)
+
+
+def plot_learning(curves_by_label, *, ax=None, key: str = "r") -> Figure:
+    """One Fig 1 statistic (``key``: ``"r"``, ``"cos"``, ``"norm"`` or ``"vel"``) of the trained model beside its
+    references (random inits, permuted weights, the architecture's prediction): what learning adds. Velocity and norm
+    are divided by each curve's mean (their scales differ by construction)."""
+    draw = {"r": plot_successive_r, "cos": plot_cosine, "norm": plot_norm, "vel": plot_velocity}
+    if key not in draw:
+        raise ValueError(f"key must be one of {sorted(draw)}; got {key!r}")
+    return draw[key](curves_by_label, ax=ax)
 
 
 def plot_pcs(curves_by_label, *, ax=None, own: bool = False, variance: float | None = None,

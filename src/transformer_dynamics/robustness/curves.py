@@ -11,7 +11,8 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
 - ``"r"``: ``r`` (T,) median over units of the successive Pearson r (Fig 1C), ``units_high_r`` () the share of
   units whose median r exceeds 0.8 (Fig 1D);
 - ``"cos"``: ``cos`` / ``ccos`` (T,) mean over texts of the raw / centred cosine of successive vectors (Fig 1E);
-- ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F);
+- ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F), ``norm`` (L,) mean over
+  texts of the vector's norm;
 - ``"mi"``: ``mi:{method}`` (T,) mean over the MI units of each unit's MI between successive sublayers (Fig 1H);
   on resamples only the early window is recomputed (every MI claim reads only it; the rest is NaN);
 - ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean ``|R|``,
@@ -34,7 +35,7 @@ from the same texts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves",
-           "cae_curves"]
+           "cae_curves", "reference_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -58,7 +59,7 @@ def group_of(key: str) -> str:
     """The group a curve key belongs to (``"mi:kde"`` -> ``"mi"``, ``"rot_null_abs:points"`` -> ``"rot"``)."""
     head = key.split(":")[0]
     for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
-                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("mi", "mi"), ("rot", "rot"),
+                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("norm", "vel"), ("mi", "mi"), ("rot", "rot"),
                           ("pcs", "pca"), ("pca", "pca"), ("r", "r")):
         if head == prefix or head.startswith(prefix + "_"):
             return group
@@ -117,6 +118,7 @@ def _per_text(rs: np.ndarray, groups: Sequence[str], keep: np.ndarray) -> dict[s
     if "vel" in groups:
         out["vel"] = metrics.velocity(rs)
         out["vel_nomassive"] = metrics.velocity(rs[:, :, keep]) if not keep.all() else out["vel"]
+        out["norm"] = np.linalg.norm(rs.astype(np.float64), axis=2)
     return out
 
 
@@ -387,3 +389,17 @@ def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples
         parts = [curves(w[s:s + step]) for s in range(0, n_boot, step)]
         reps = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return full, reps
+
+
+def reference_curves(streams: Mapping[str, Any], groups: Sequence[str], **kwargs: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The full-data curves of reference streams averaged over their seeds, per kind.
+
+    streams: {run: rs} with runs named ``"<kind>:<seed>"`` (e.g. :meth:`transformer_dynamics.chapter.Chapter.
+    reference_streams`); groups and keywords as :func:`stream_curves`. -> {kind: {key: mean over seeds}}.
+    """
+    by_kind: dict[str, list[dict[str, np.ndarray]]] = {}
+    for run, rs in streams.items():
+        by_kind.setdefault(run.split(":")[0], []).append(stream_curves(rs, groups, **kwargs))
+    return {kind: {k: np.nanmean(np.stack([np.asarray(c[k], dtype=np.float64) for c in cs]), axis=0)
+                   for k in cs[0] if np.asarray(cs[0][k]).ndim <= 1}
+            for kind, cs in by_kind.items()}
