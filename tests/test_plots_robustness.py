@@ -130,3 +130,20 @@ def test_panels_with_no_defined_value_say_so(frame):
     assert [t.get_text() for t in ax.texts] == ["undefined"]
     head = frame[frame["choice"] == "headline"].assign(value=np.nan)
     assert [t.get_text() for t in P.plot_claim_intervals({"x": head}).axes[0].texts] == ["undefined"]
+
+
+def test_plot_learning_draws_every_reference():
+    import matplotlib.pyplot as plt
+
+    from transformer_dynamics.plots import robustness as pr
+
+    rng = np.random.default_rng(0)
+    curves = {k: {"r": rng.random(11), "cos": rng.random(11), "vel": rng.random(11), "norm": rng.random(12)}
+              for k in ("trained", "random init", "permuted weights")}
+    for key in ("r", "cos", "norm", "vel"):
+        fig = pr.plot_learning(curves, key=key)
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert sorted(labels) == sorted(curves), key
+        plt.close(fig)
+    with pytest.raises(ValueError, match="key must be one of"):
+        pr.plot_learning(curves, key="mi")

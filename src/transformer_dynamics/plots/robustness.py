@@ -176,12 +176,36 @@ def plot_norm(curves_by_label, *, ax=None, normalise: bool = True, log: bool = F
 
 def plot_learning(curves_by_label, *, ax=None, key: str = "r") -> Figure:
     """One Fig 1 statistic (``key``: ``"r"``, ``"cos"``, ``"norm"`` or ``"vel"``) of the trained model beside its
-    references (random inits, permuted weights, the architecture's prediction): what learning adds. Velocity and norm
-    are divided by each curve's mean (their scales differ by construction)."""
-    draw = {"r": plot_successive_r, "cos": plot_cosine, "norm": plot_norm, "vel": plot_velocity}
-    if key not in draw:
-        raise ValueError(f"key must be one of {sorted(draw)}; got {key!r}")
-    return draw[key](curves_by_label, ax=ax)
+    references (random inits, permuted weights, the architecture's prediction): what learning adds. One colour per
+    label (the first, the trained model, drawn last and thickest); per-transition curves with within-layer
+    transitions solid and cross-layer dashed; velocity and norm divided by each curve's mean (their scales differ by
+    construction)."""
+    names = {"r": ("median successive r", "Correlation (1C)"), "cos": ("mean cosine", "Cosine (1E)"),
+             "norm": ("mean norm / mean", "Norm of the RS vector"), "vel": ("mean velocity / mean", "Velocity (1F)")}
+    if key not in names:
+        raise ValueError(f"key must be one of {sorted(names)}; got {key!r}")
+    _check_curves(curves_by_label, key)
+    fig, ax = fig_ax(ax)
+    items = list(curves_by_label.items())
+    colors = _colors(len(items))
+    for i in list(range(1, len(items))) + [0]:
+        label, c = items[i]
+        y = np.asarray(c[key], dtype=float)
+        if key in ("norm", "vel"):
+            y = y / np.nanmean(y)
+        lw = 2.2 if i == 0 else 1.2
+        if key == "norm":
+            ax.plot(relative_depth(y.size), y, "-", lw=lw, color=colors[i], label=label)
+            continue
+        x = relative_depth(y.size, transitions=True)
+        for j, ls in enumerate(("-", "--")):
+            t = np.arange(j, y.size, 2)
+            ax.plot(x[t], y[t], ls=ls, lw=lw, color=colors[i], label=label if j == 0 else None)
+    ylabel, title = names[key]
+    ax.set(xlabel="relative depth", ylabel=ylabel, xlim=(0, 1),
+           title=title + ("" if key == "norm" else " (within solid, cross dashed)"))
+    ax.legend(fontsize=7)
+    return fig
 
 
 def plot_pcs(curves_by_label, *, ax=None, own: bool = False, variance: float | None = None,
