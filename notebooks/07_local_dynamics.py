@@ -107,15 +107,17 @@ from IPython.display import Markdown
 from transformer_dynamics import chapter, perturb, pipeline
 from transformer_dynamics import dynamics as dy
 from transformer_dynamics.capture import sublayer_labels
-from transformer_dynamics.plots import dynamics as plots_dynamics
+from transformer_dynamics.plots import dynamics as dynplots
 from transformer_dynamics.plots.style import grid, side_by_side
 
 T0 = time.perf_counter()
 # the ledger only: this chapter runs the models itself (Jacobians of the sublayer maps)
-ch = chapter.setup("07_local_dynamics", models=MODELS, n=N, seed=SEED, cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR,
-                   capture=False, conditions=CONDITIONS, reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
-                   reference_inits=REFERENCE_INITS, n_jacobian=N_JACOBIAN, layer_stride=LAYER_STRIDE,
-                   context=CONTEXT, lyapunov_k=LYAPUNOV_K, jpca_k=JPCA_K, n_shuffles=N_SHUFFLES, n_noise=N_NOISE,
+ch = chapter.setup("07_local_dynamics", models=MODELS, n=N, seed=SEED, cache_dir=CACHE_DIR,
+                   ledger_dir=LEDGER_DIR, capture=False, conditions=CONDITIONS,
+                   reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
+                   reference_inits=REFERENCE_INITS, n_jacobian=N_JACOBIAN,
+                   layer_stride=LAYER_STRIDE, context=CONTEXT, lyapunov_k=LYAPUNOV_K,
+                   jpca_k=JPCA_K, n_shuffles=N_SHUFFLES, n_noise=N_NOISE,
                    noise_scale=NOISE_SCALE, n_boot=N_BOOT)
 MODELS = ch.models
 texts = pipeline.load_texts(n=N, seed=SEED)
@@ -133,8 +135,9 @@ texts = pipeline.load_texts(n=N, seed=SEED)
 R, LM = {}, {}
 for m in MODELS:
     LM[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)
-    R[m] = dy.reference_runs(*LM[m], texts[:N_JACOBIAN], inits=REFERENCE_INITS, seeds=REFERENCE_SEEDS,
-                             conditions=CONDITIONS, layer_stride=LAYER_STRIDE, seed=SEED, strip=pipeline.STRIP,
+    R[m] = dy.reference_runs(*LM[m], texts[:N_JACOBIAN], inits=REFERENCE_INITS,
+                             seeds=REFERENCE_SEEDS, conditions=CONDITIONS,
+                             layer_stride=LAYER_STRIDE, seed=SEED, strip=pipeline.STRIP,
                              k=LYAPUNOV_K, batch_size=BATCH_SIZE, context=CONTEXT)
 labels = {m: sublayer_labels(R[m]["trained", "original"].n_sublayers // 2) for m in MODELS}
 map_table = dy.runs_table({(m, *key): r for m in MODELS for key, r in R[m].items()})
@@ -143,7 +146,7 @@ map_table
 # %% tags=["remove-input"]
 if CONTEXT == "frozen":  # the single-token map is a different function: nothing to check it against
     for m in MODELS:
-        ch.record(m, "dyn_max_map_error", float(map_table.loc[m, "max map error"].max()), figure="beyond",
+        ch.record(m, "dyn_max_map_error", float(dy.runs_table(R[m])["max map error"].max()), figure="beyond",
                   claim="largest relative error of the last-token sublayer maps against the captured RS (all runs)")
 
 # %% [markdown]
@@ -154,8 +157,9 @@ if CONTEXT == "frozen":  # the single-token map is a different function: nothing
 # middle third is not computed: no claim reads it.
 
 # %%
-plots_dynamics.measure_grid({m: dy.by_reference(R[m], "rotation_dominance") for m in MODELS}, labels=labels,
-                            ylabel="fraction of eigenvalues in complex pairs", title="rotation dominance");
+dynplots.measure_grid({m: dy.by_reference(R[m], "rotation_dominance") for m in MODELS},
+                      labels=labels, ylabel="fraction of eigenvalues in complex pairs",
+                      title="rotation dominance");
 
 # %% [markdown]
 # **Non-normality**: Henrici's departure from normality $\sqrt{\|J\|_F^2 - \sum|\lambda_i|^2}/\|J\|_F$ (0 for a
@@ -163,30 +167,33 @@ plots_dynamics.measure_grid({m: dy.by_reference(R[m], "rotation_dominance") for 
 # the update $J - I$, normalised by its own norm.
 
 # %%
-plots_dynamics.measure_grid({m: dy.by_reference(R[m], "departure") for m in MODELS}, labels=labels,
-                            ylabel="departure / ‖J‖_F", title="non-normality of J");
+dynplots.measure_grid({m: dy.by_reference(R[m], "departure") for m in MODELS},
+                      labels=labels, ylabel="departure / ‖J‖_F",
+                      title="non-normality of J");
 
 # %%
-plots_dynamics.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MODELS}, labels=labels,
-                            ylabel="departure / ‖J − I‖_F", title="non-normality of the update J − I");
+dynplots.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MODELS},
+                      labels=labels, ylabel="departure / ‖J − I‖_F",
+                      title="non-normality of the update J − I");
 
 # %% [markdown]
 # **Symmetry**: the antisymmetric share $\|(A - A^T)/2\|_F / \|A\|_F$ of the update $A = J - I$. Near 0: the
 # map is near-symmetric (a gradient-like, rotation-free map).
 
 # %%
-plots_dynamics.measure_grid({m: dy.by_reference(R[m], "antisymmetric_share_update") for m in MODELS},
-                            labels=labels, ylabel="‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
-                            title="antisymmetric share of the update");
+antisymmetric = {m: dy.by_reference(R[m], "antisymmetric_share_update") for m in MODELS}
+dynplots.measure_grid(antisymmetric, labels=labels, ylabel="‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
+                      title="antisymmetric share of the update");
 
 # %% [markdown]
 # Eigenvalues of the update $J_s - I$ in the complex plane, pooled over texts, at an attention and an MLP
 # sublayer in the middle of the early and of the late third (trained model).
 
 # %%
-grid(plots_dynamics.plot_eigenvalues,
-     {(m, kind): (ev,) for m in MODELS
-      for kind, ev in dy.picked_eigenvalues(R[m]["trained", "original"], labels=labels[m]).items()},
+eigenvalues = {m: dy.picked_eigenvalues(R[m]["trained", "original"], labels=labels[m])
+               for m in MODELS}
+grid(dynplots.plot_eigenvalues,
+     {(m, kind): (ev,) for m in MODELS for kind, ev in eigenvalues[m].items()},
      width=4.8, height=4.4);
 
 # %% [markdown]
@@ -197,8 +204,10 @@ grid(plots_dynamics.plot_eigenvalues,
 # the dotted line is the registry's threshold for "low rank".
 
 # %%
-side_by_side(plots_dynamics.plot_by_reference, {m: dy.by_reference(R[m], "bottleneck_fraction") for m in MODELS},
-             ylabel="effective rank of J_{S-1} ⋯ J_0 / D", threshold=0.5, width=4.8, height=3.8);
+side_by_side(dynplots.plot_by_reference,
+             {m: dy.by_reference(R[m], "bottleneck_fraction") for m in MODELS},
+             ylabel="effective rank of J_{S-1} ⋯ J_0 / D", threshold=0.5, width=4.8,
+             height=3.8);
 
 # %% [markdown]
 # ## 4. Finite-time Lyapunov exponents, and chapter 5's noise recovery
@@ -216,21 +225,26 @@ side_by_side(plots_dynamics.plot_by_reference, {m: dy.by_reference(R[m], "bottle
 recovery = {}
 for m in MODELS:
     lm, tok = LM[m]
-    noise = perturb.noise_sweep(lm, tok, texts[:N_NOISE], layers=perturb.paper_layers(len(labels[m]) // 2),
+    layers = perturb.paper_layers(len(labels[m]) // 2)
+    noise = perturb.noise_sweep(lm, tok, texts[:N_NOISE], layers=layers,
                                 scales=[NOISE_SCALE], seed=SEED, strip=pipeline.STRIP)
-    recovery[m] = dy.recovery_table(R[m]["trained", "original"], [res.recovery for res in noise])
+    recovery[m] = dy.recovery_table(R[m]["trained", "original"],
+                                    [res.recovery for res in noise])
 pd.concat(recovery, names=["model"])
 
 # %%
-grid(plots_dynamics.plot_exponents,
+exponents = {"absolute": "top_exponent",
+             "relative to the RS's growth": "top_relative_exponent"}
+grid(dynplots.plot_exponents,
      {(m, which): (dy.by_reference(R[m], key),) for m in MODELS
-      for which, key in (("absolute", "top_exponent"), ("relative to the RS's growth", "top_relative_exponent"))},
+      for which, key in exponents.items()},
      row_kwargs={m: {"names": list(recovery[m].index)} for m in MODELS}, width=5.5);
 
 # %%
-side_by_side(plots_dynamics.plot_exponents_vs_recovery,
-             {m: (list(c.index), c["predicted recovery"].to_numpy(), c["measured recovery"].to_numpy())
-              for m, c in recovery.items()}, width=4.6, height=4.0);
+side_by_side(dynplots.plot_exponents_vs_recovery,
+             {m: (list(c.index), c["predicted recovery"].to_numpy(),
+                  c["measured recovery"].to_numpy()) for m, c in recovery.items()},
+             width=4.6, height=4.0);
 
 # %% [markdown]
 # The exponents above come from full matrices, which fit at these widths. At Llama 3.1 8B's $D = 4096$ the same
@@ -276,7 +290,8 @@ Markdown("\n".join(f"- **{m}**: largest difference {ch.ledger.entries[m, 'dyn_be
 # %%
 JP = {}
 for m in MODELS:
-    streams = {("trained", c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c, cache_dir=CACHE_DIR)
+    streams = {("trained", c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c,
+                                                        cache_dir=CACHE_DIR)
                for c in CONDITIONS}
     streams |= {(run, "original"): rs for run, rs in ch.reference_streams(m).items()}
     JP[m] = dy.jpca_runs(streams, k=JPCA_K, n_boot=N_BOOT, n_shuffles=N_SHUFFLES, seed=SEED)
@@ -285,13 +300,13 @@ jpca_table = dy.jpca_table({(m, *key): v for m in MODELS for key, v in JP[m].ite
 jpca_table
 
 # %%
-grid(plots_dynamics.plot_jpca_plane,
-     {(m, c): (JP[m]["trained", c][2], JP[m]["trained", c][0].planes[0], JP[m]["trained", c][0].frequencies[0])
-      for m in MODELS for c in CONDITIONS if len(JP[m]["trained", c][0].planes)}, width=4.8, height=4.4);
+grid(dynplots.plot_jpca_plane,
+     {(m, c): args for m in MODELS for c, args in dy.jpca_planes(JP[m]).items()},
+     width=4.8, height=4.4);
 
 # %%
-side_by_side(plots_dynamics.plot_jpca_ratio, {m: dy.jpca_by_reference(JP[m]) for m in MODELS}, width=5.5,
-             height=4.0);
+side_by_side(dynplots.plot_jpca_ratio, {m: dy.jpca_by_reference(JP[m]) for m in MODELS},
+             width=5.5, height=4.0);
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -329,7 +344,8 @@ for m in MODELS:
         ch.ledger.claims(table, model=m, condition=c)
         verdicts.append(table.assign(model=m, condition=c))
 verdicts = pd.concat(verdicts, ignore_index=True)
-verdicts.set_index(["model", "condition", "claim"])[["value", "low", "high", "verdict", "line"]]
+columns = ["value", "low", "high", "verdict", "line"]
+verdicts.set_index(["model", "condition", "claim"])[columns]
 
 # %% tags=["remove-input"]
 seconds = time.perf_counter() - T0

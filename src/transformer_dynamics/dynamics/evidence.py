@@ -39,7 +39,7 @@ from .maps import text_token_ids
 from .rotational import JPCAResamples, JPCAResult, jpca, jpca_projection, jpca_resampled
 
 __all__ = ["CHAPTER", "depth_thirds", "claim_sublayers", "exponent_starts", "lower_starts", "claim_curves",
-           "claim_pairs", "reference_runs", "jpca_runs", "jpca_table", "jpca_by_reference", "run_evidence", "jpca_evidence",
+           "claim_pairs", "reference_runs", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes", "run_evidence", "jpca_evidence",
            "verdict_table", "verdict_tables", "recovery_table", "thirds_table"]
 
 CHAPTER = "07_local_dynamics"
@@ -248,6 +248,14 @@ def jpca_by_reference(jpca_results: Mapping[tuple[str, str], tuple]) -> tuple[di
         label = REFERENCE_LABELS.get((kind, condition), f"{run}, {condition}") + (f" (seed {s})" if s else "")
         ratios[label], controls[label] = fit.ratio, res.shuffled
     return ratios, controls
+
+
+def jpca_planes(jpca_results: Mapping[tuple[str, str], tuple]) -> dict[str, tuple]:
+    """``{condition: (Z, plane, frequency)}`` the trained model's trajectories and its fastest rotational plane per
+    condition (``{(run, condition): (JPCAResult, JPCAResamples, Z)}``; conditions without a plane left out): the
+    panels of :func:`transformer_dynamics.plots.dynamics.plot_jpca_plane`."""
+    return {c: (Z, fit.planes[0], float(fit.frequencies[0])) for (run, c), (fit, _, Z) in jpca_results.items()
+            if run == "trained" and len(fit.planes)}
 
 
 def verdict_table(results: Mapping[str, LocalDynamics], jpca: Mapping[str, JPCAResamples] | None = None, *,
