@@ -282,10 +282,11 @@ Markdown("\n".join(f"- **{m}**: largest difference {ch.ledger.entries[m, 'dyn_be
 # the whole PCA), the trajectories are projected on their top `JPCA_K` PCs, and $dX/ds = M X$ is fitted once
 # with $M$ unconstrained and once skew-symmetric (pure rotation). The R² ratio (skew / unconstrained) near 1
 # means the dynamics in that subspace are mostly rotational. The control permutes the sublayer order
-# (`N_SHUFFLES` permutations, the same for every text); the claim is the ratio minus the control's median, with
-# an interval from `N_BOOT` resamples of the texts (each refitted, the shuffles included). jPCA runs on all N
-# captured texts, original and token-shuffled, and on the random-init references' captures (`N_REFERENCE`
-# texts each).
+# (`N_SHUFFLES` permutations, the same for every text). A shuffled order has almost no linear dynamics (both
+# R² near 0, so its ratio means little): the claim compares what a rotation explains, the skew fit's R² in depth
+# order minus its median over the shuffles, with an interval from `N_BOOT` resamples of the texts (each refitted,
+# the shuffles included). jPCA runs on all N captured texts, original and token-shuffled, and on the random-init
+# references' captures (`N_REFERENCE` texts each).
 
 # %%
 JP = {}
@@ -305,7 +306,7 @@ grid(dynplots.plot_jpca_plane,
      width=4.8, height=4.4);
 
 # %%
-side_by_side(dynplots.plot_jpca_ratio, {m: dy.jpca_by_reference(JP[m]) for m in MODELS},
+side_by_side(dynplots.plot_jpca_control, {m: dy.jpca_by_reference(JP[m]) for m in MODELS},
              width=5.5, height=4.0);
 
 # %% tags=["remove-input"]
@@ -330,7 +331,7 @@ for m in MODELS:
 # | late layers near-symmetric | late − early third: antisymmetric share of the update | interval below 0 |
 # | a low-rank bottleneck | effective rank of the end-to-end product / D | interval below 0.5 |
 # | attractor-like lower layers | largest median relative exponent at the first two perturbed layers | interval below 0 |
-# | rotational population dynamics | jPCA ratio − its layer-shuffled median | interval above 0 |
+# | rotational population dynamics | jPCA skew fit's R² − its layer-shuffled median | interval above 0 |
 #
 # "Learned, not architectural" is the comparison with the random-init references (the same texts; the
 # difference's interval pairs the resamples, the seeds resampled too): a claim that holds on the trained model

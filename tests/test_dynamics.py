@@ -302,17 +302,18 @@ def test_jpca_resampled_equals_refits():
     Z = dy.jpca_projection(rs, k=4, soft_norm=None)[0]
     out = dy.jpca_resampled(Z, n_boot=40, n_shuffles=6, seed=3)
     fit, control = dy.jpca(Z, projected=True), dy.jpca_shuffled(Z, n_shuffles=6, seed=3, projected=True)
-    assert out.ratio == pytest.approx(fit.ratio, abs=1e-12)
+    assert out.ratio == pytest.approx(fit.ratio, abs=1e-12) and out.r2_skew == pytest.approx(fit.r2_skew, abs=1e-12)
     np.testing.assert_allclose(out.shuffled, control[:, 2], atol=1e-10)
-    assert out.excess == pytest.approx(fit.ratio - np.median(control[:, 2]), abs=1e-10)
+    np.testing.assert_allclose(out.shuffled_r2_skew, control[:, 0], atol=1e-10)
+    assert out.excess == pytest.approx(fit.r2_skew - np.median(control[:, 0]), abs=1e-10)
     for b in (0, 17, 39):
         Zb = Z[bootstrap_indices(len(Z), 40, 3)[b]]
         Zb = Zb - Zb.mean(0)
-        expect = dy.jpca(Zb, projected=True).ratio - np.median(
-            dy.jpca_shuffled(Zb, n_shuffles=6, seed=3, projected=True)[:, 2])
+        expect = dy.jpca(Zb, projected=True).r2_skew - np.median(
+            dy.jpca_shuffled(Zb, n_shuffles=6, seed=3, projected=True)[:, 0])
         assert out.replicates[b] == pytest.approx(expect, abs=1e-9)
     full, reps = out.curves()
-    assert full["jpca_excess"].shape == (1,) and reps["jpca_excess"].shape == (40,)
+    assert full["jpca_skew_excess"].shape == (1,) and reps["jpca_skew_excess"].shape == (40,)
     with pytest.raises(ValueError, match="even k"):
         dy.jpca_resampled(Z[..., :3])
 

@@ -56,7 +56,7 @@ def test_eigenvalue_and_jpca_panels():
     fig = P.plot_jpca_plane(Z, np.linalg.qr(rng.normal(size=(4, 2)))[0], 0.3)
     assert "ω = 0.30" in fig.axes[0].get_title()
     plt.close(fig)
-    fig = P.plot_jpca_ratio({"trained": 0.4, "random init (seed 0)": 0.2},
+    fig = P.plot_jpca_control({"trained": 0.4, "random init (seed 0)": 0.2},
                             {"trained": rng.uniform(0, 0.3, 10), "random init (seed 0)": rng.uniform(0, 0.3, 10)})
     assert len(fig.axes[0].get_xticklabels()) == 2
     plt.close(fig)

@@ -280,11 +280,13 @@ _CLAIMS = [
     Claim("jpca_rotational", "beyond", "RS units displayed rotational structures, with dynamics reminiscent of unstable "
           "periodic orbits [asked of the population trajectory with jPCA, the method behind motor cortex's "
           "rotational dynamics]", 4, "dynamics",
-          "jPCA R² ratio (skew-symmetric over unconstrained linear fit of the steps over sublayers, top PCs) minus its "
-          "median over layer-order shuffles (one shuffle for every text)", ">", 0.0,
-          (_read("layer_shuffled", "against the sublayer order shuffled", "jpca_excess"),), "layer_shuffled",
-          "a shuffle keeps every state of every text and loses only their order: what is left is rotation in depth",
-          "07_local_dynamics", paper="rotational", unit="R² ratio"),
+          "jPCA: share of the steps over sublayers (top PCs) that the best rotation (skew-symmetric linear fit) "
+          "explains, minus its median over layer-order shuffles (one shuffle for every text)", ">", 0.0,
+          (_read("layer_shuffled", "against the sublayer order shuffled", "jpca_skew_excess"),), "layer_shuffled",
+          "a shuffle keeps every state of every text and loses only their order: what is left is rotation in depth "
+          "(the R² ratio itself is not compared: a shuffled order has almost no linear dynamics, and its ratio is "
+          "that of two numbers near 0)",
+          "07_local_dynamics", paper="rotational", unit="R²"),
     # --- contribution 5: reduced space, attractors --------------------------------------------------------
     Claim("cae_straighten", "3B", "the trajectories in this space straightened over the layers", 5, "cae",
           f"turning angle of the mean CAE trajectory: {_THIRDS}", "<", 0.0,

@@ -223,8 +223,9 @@ def verdict_tables(results: Mapping[tuple[str, str], LocalDynamics],
 
 def jpca_table(jpca_results: Mapping[tuple, tuple]) -> pd.DataFrame:
     """One row per jPCA run (``{key: (JPCAResult, JPCAResamples, Z)}``, :func:`jpca_runs`; the keys become the
-    index): variance in the PCs, both R^2, their ratio, the layer-shuffled median, the excess with its bootstrap
-    interval, the fastest plane's frequency and period."""
+    index): variance in the PCs, both R^2, their ratio and its layer-shuffled median, the skew fit's R^2 over its
+    layer-shuffled median with the bootstrap interval of the difference, the fastest plane's frequency and
+    period."""
     rows = {}
     for key, (fit, res, _) in jpca_results.items():
         omega = float(fit.frequencies[0]) if len(fit.frequencies) else np.nan
@@ -232,22 +233,23 @@ def jpca_table(jpca_results: Mapping[tuple, tuple]) -> pd.DataFrame:
         rows[key] = {"texts": res.n, "variance in the PCs": float(np.nansum(fit.explained)), "R² skew": fit.r2_skew,
                      "R² unconstrained": fit.r2_full, "ratio": fit.ratio,
                      "ratio, layer-shuffled (median)": float(np.median(res.shuffled)),
-                     "ratio − shuffled": res.excess, "95% interval": (float(lo), float(hi)),
+                     "R² skew, layer-shuffled (median)": float(np.median(res.shuffled_r2_skew)),
+                     "R² skew − shuffled": res.excess, "95% interval": (float(lo), float(hi)),
                      "ω of the fastest plane (rad/sublayer)": omega,
                      "period (sublayers)": 2 * np.pi / omega if omega else np.nan}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def jpca_by_reference(jpca_results: Mapping[tuple[str, str], tuple]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """``({label: ratio}, {label: (n_shuffles,) shuffled ratios})`` of one model's jPCA runs (``{(run, condition):
-    (JPCAResult, JPCAResamples, Z)}``), labelled as :data:`~.local.REFERENCE_LABELS` with the seed of a random
-    init: the panels of :func:`transformer_dynamics.plots.dynamics.plot_jpca_ratio`."""
-    ratios, controls = {}, {}
+    """``({label: R^2 skew}, {label: (n_shuffles,) the shuffled orders' R^2 skew})`` of one model's jPCA runs
+    (``{(run, condition): (JPCAResult, JPCAResamples, Z)}``), labelled as :data:`~.local.REFERENCE_LABELS` with the
+    seed of a random init: the panels of :func:`transformer_dynamics.plots.dynamics.plot_jpca_control`."""
+    values, controls = {}, {}
     for (run, condition), (fit, res, _) in jpca_results.items():
         kind, _, s = run.partition(":")
         label = REFERENCE_LABELS.get((kind, condition), f"{run}, {condition}") + (f" (seed {s})" if s else "")
-        ratios[label], controls[label] = fit.ratio, res.shuffled
-    return ratios, controls
+        values[label], controls[label] = fit.r2_skew, res.shuffled_r2_skew
+    return values, controls
 
 
 def jpca_planes(jpca_results: Mapping[tuple[str, str], tuple]) -> dict[str, tuple]:

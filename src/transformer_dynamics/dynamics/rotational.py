@@ -4,8 +4,8 @@
 PCs (:func:`jpca_projection`); :func:`jpca` fits the steps by a skew-symmetric and an unconstrained linear
 map and returns their R^2, the rotational planes and their frequencies (:class:`JPCAResult`);
 :func:`jpca_shuffled` is the sublayer-shuffled control; :func:`jpca_resampled` gives the R^2 ratio minus its
-layer-shuffled median on the texts and on every bootstrap resample of them, from each text's moments (the
-evidence of the registry's ``jpca_rotational``).
+layer-shuffled median (and the skew fit's R^2 minus its shuffled median, the evidence of the registry's
+``jpca_rotational``) on the texts and on every bootstrap resample of them, from each text's moments.
 """
 
 from __future__ import annotations
@@ -132,21 +132,28 @@ def jpca_shuffled(rs: np.ndarray, k: int = 6, *, n_shuffles: int = 20, seed: int
 class JPCAResamples:
     """jPCA's rotation against its layer-shuffled control, on the texts and on each bootstrap resample.
 
-    ratio: the R^2 ratio on the texts; shuffled: ``(n_shuffles,)`` the ratios of the shuffled orders on the texts;
-    excess: ``ratio - median(shuffled)``; replicates: ``(n_boot,)`` the excess on each resample (the texts drawn by
+    r2_skew, ratio: the skew-symmetric fit's R^2 and its ratio to the unconstrained fit's, on the texts;
+    shuffled_r2_skew, shuffled: ``(n_shuffles,)`` the same for each shuffled sublayer order; excess:
+    ``r2_skew - median(shuffled_r2_skew)``, how much more of the steps a rotation explains in depth order than in a
+    shuffled one; replicates: ``(n_boot,)`` the excess on each resample (the texts drawn by
     :func:`transformer_dynamics.bootstrap.bootstrap_counts` with ``seed``), each recomputed from scratch: the
     cross-text centring, both fits of the real order and of every shuffle; n: texts.
+
+    The excess, not the ratio, is what the control can be compared on: a shuffled order has almost no linear
+    dynamics (both R^2 near 0), so its ratio is that of two numbers near 0.
     """
 
+    r2_skew: float
     ratio: float
+    shuffled_r2_skew: np.ndarray
     shuffled: np.ndarray
     excess: float
     replicates: np.ndarray
     n: int
 
     def curves(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """``(full, replicates)`` as the registry reads them: ``{"jpca_excess": (1,)}``, ``{"jpca_excess": (B,)}``."""
-        return {"jpca_excess": np.array([self.excess])}, {"jpca_excess": np.asarray(self.replicates)}
+        """``(full, replicates)`` as the registry reads them: ``{"jpca_skew_excess": (1,)}``, ``(B,)``."""
+        return {"jpca_skew_excess": np.array([self.excess])}, {"jpca_skew_excess": np.asarray(self.replicates)}
 
 
 def _moments(Z: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -191,8 +198,8 @@ def _fits(moments: np.ndarray, order: np.ndarray, weights: np.ndarray, mean: np.
 
 def jpca_resampled(Z: np.ndarray, *, n_boot: int = 1000, n_shuffles: int = 100, seed: int = 0,
                    batch: int = 1024) -> JPCAResamples:
-    """The R^2 ratio of :func:`jpca` minus its median over ``n_shuffles`` sublayer orders (the permutations of
-    :func:`jpca_shuffled` with ``seed``), on ``Z: (n_samples, n_sublayers, k)`` (:func:`jpca_projection`'s PCs,
+    """The skew-symmetric fit's R^2 of :func:`jpca` minus its median over ``n_shuffles`` sublayer orders (the
+    permutations of :func:`jpca_shuffled` with ``seed``), on ``Z: (n_samples, n_sublayers, k)`` (:func:`jpca_projection`'s PCs,
     held fixed) and on ``n_boot`` resamples of the texts (:func:`transformer_dynamics.bootstrap.bootstrap_counts`
     with ``seed``), each recomputed from per-text moments (the fits' least squares need only sums over texts of
     ``m m^T``, ``m d^T``, ``d d^T`` and the per-sublayer means), ``batch`` resamples at a time. Equal to
@@ -210,14 +217,14 @@ def jpca_resampled(Z: np.ndarray, *, n_boot: int = 1000, n_shuffles: int = 100, 
     counts = bootstrap_counts(n, n_boot, seed)
     weights = np.concatenate([np.ones((1, n)), counts])                                   # row 0: the texts
     mean = (weights @ Z.reshape(n, S * k)).reshape(-1, S, k) / n                           # (1 + B, S, k)
-    ratios = np.empty((weights.shape[0], len(orders)))
+    skew, full = np.empty((2, weights.shape[0], len(orders)))
     for j, order in enumerate(orders):
         moments = _moments(Z, order)
         for b0 in range(0, weights.shape[0], batch):
             sl = slice(b0, b0 + batch)
-            r2s, r2f = _fits(moments, order, weights[sl], mean[sl])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ratios[sl, j] = np.where(r2f > 0, r2s / r2f, np.nan)
-    excess = ratios[:, 0] - np.median(ratios[:, 1:], axis=1)
-    return JPCAResamples(ratio=float(ratios[0, 0]), shuffled=ratios[0, 1:].copy(), excess=float(excess[0]),
-                         replicates=excess[1:], n=n)
+            skew[sl, j], full[sl, j] = _fits(moments, order, weights[sl], mean[sl])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(full[0] > 0, skew[0] / full[0], np.nan)
+    excess = skew[:, 0] - np.median(skew[:, 1:], axis=1)
+    return JPCAResamples(r2_skew=float(skew[0, 0]), ratio=float(ratio[0]), shuffled_r2_skew=skew[0, 1:].copy(),
+                         shuffled=ratio[1:].copy(), excess=float(excess[0]), replicates=excess[1:], n=n)

@@ -13,7 +13,7 @@ import numpy as np
 from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, grid, sublayer_cmap, sublayer_ticks
 
 __all__ = ["REFERENCE_COLORS", "measure_grid", "plot_by_reference", "plot_eigenvalues", "plot_exponents",
-           "plot_exponents_vs_recovery", "plot_jpca_plane", "plot_jpca_ratio", "plot_measure"]
+           "plot_exponents_vs_recovery", "plot_jpca_control", "plot_jpca_plane", "plot_measure"]
 
 #: One colour per reference: the trained model on its texts and on token-shuffled texts, and the two random inits.
 REFERENCE_COLORS = {"trained": "#1f77b4", "trained, shuffled texts": "#ff7f0e", "random init": "#7f7f7f",
@@ -184,21 +184,22 @@ def plot_jpca_plane(Z: np.ndarray, plane: np.ndarray, frequency: float | None = 
     return fig
 
 
-def plot_jpca_ratio(ratios: Mapping[str, float], controls: Mapping[str, np.ndarray], *, ax=None, title=""):
-    """jPCA's R² ratio (skew-symmetric / unconstrained) per run, against its layer-shuffled control.
+def plot_jpca_control(values: Mapping[str, float], controls: Mapping[str, np.ndarray], *,
+                      ylabel: str = "R² of the rotation (skew-symmetric fit)", ax=None, title=""):
+    """A jPCA fit per run (a point) against the same fit on the layer-shuffled orders (a box).
 
-    ratios: ``{run: ratio}``; controls: ``{run: (n_shuffles,)}`` ratios of the shuffled orders.
+    values: ``{run: value}`` (e.g. the skew fit's R²); controls: ``{run: (n_shuffles,)}`` the shuffled orders'.
     """
     fig, ax = fig_ax(ax, figsize=(4.6, 3.6))
-    names = list(ratios)
+    names = list(values)
     for i, name in enumerate(names):
         c = np.asarray(controls.get(name, []), float)
         if c.size:
             ax.boxplot([c], positions=[i], widths=0.5, showfliers=False)
-        ax.scatter([i], [ratios[name]], color=REFERENCE_COLORS.get(name.split(" (seed")[0], "C3"), zorder=3, s=40,
+        ax.scatter([i], [values[name]], color=REFERENCE_COLORS.get(name.split(" (seed")[0], "C3"), zorder=3, s=40,
                    label="observed" if i == 0 else None)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("R² skew / R² unconstrained")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "jPCA: observed vs layer-shuffled (box)")
     ax.legend(fontsize=7)
     return fig
