@@ -1,9 +1,22 @@
-"""Time the local-dynamics computations of chapter 7 on SmolLM2-135M (60 sublayers, D = 576), float32 on CPU.
+"""Time the local-dynamics computations of chapter 7: on SmolLM2-135M (60 sublayers, D = 576), and one Jacobian
+at the paper's width (one Llama-3-8B-shaped layer with random weights), float32 on CPU.
 
-    .venv/bin/python benchmarks/bench_dynamics.py              # 8 texts timed, extrapolated to 64
+    .venv/bin/python benchmarks/bench_dynamics.py              # both parts; SmolLM2: 8 texts timed, extrapolated to 64
     .venv/bin/python benchmarks/bench_dynamics.py --n 64        # all 64 texts timed
+    .venv/bin/python benchmarks/bench_dynamics.py --only paper  # the paper-width row alone (a few minutes)
 
-Writes ``benchmarks/results/dynamics.json`` and prints a table. What is timed:
+Writes ``benchmarks/results/dynamics.json`` (SmolLM2) and ``benchmarks/results/dynamics_paper_width.json`` and prints
+tables.
+
+**Paper width** (``--only paper``): one decoder layer shaped as Llama 3 8B's (hidden 4096, intermediate 14336, 32
+heads, 8 key/value heads, head_dim 128), random weights, one text of ``--paper-tokens`` tokens. Per sublayer
+(attention, MLP): time and peak resident memory above the baseline of one last-token Jacobian by
+``dynamics.jacobians`` (the block's own structure: ``structured``; and the generic ``replicate`` for attention and
+``rev`` for the MLP), against autograd's row-by-row loop on the same sublayer map (one ``torch.autograd.grad`` per
+output unit through one retained graph; ``--paper-rows`` rows timed and extrapolated to 4096), with the largest
+relative difference of the loop's rows from ours.
+
+**SmolLM2**, what is timed:
 
 - ``ours``: every sublayer's last-token Jacobian by ``dynamics.jacobians`` (frozen prefix keys/values computed
   once per text by one forward; one vjp per output unit, vmapped over the D basis vectors and batched over
@@ -34,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine, write_result
 
 from transformer_dynamics import dynamics as dy
 from transformer_dynamics import pipeline
@@ -41,6 +55,10 @@ from transformer_dynamics.capture import StopForward
 from transformer_dynamics.models import architecture, base_model, layer_modules
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dynamics.json"
+PAPER_RESULTS = Path(__file__).resolve().parent / "results" / "dynamics_paper_width.json"
+#: Llama 3 8B's layer (config.json of meta-llama/Meta-Llama-3-8B)
+PAPER_LAYER = {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+               "head_dim": 128, "rope_theta": 500000.0, "rms_norm_eps": 1e-5}
 
 
 def timed(fn, *args, **kwargs):
@@ -120,14 +138,99 @@ def prefix_recomputed(model, ids, s: int) -> tuple[torch.Tensor, float]:
 
     def f(x):
         Z = torch.cat([X[:, :-1], x[None, None]], dim=1)
-        with dy._eager(layer.self_attn):
-            out = layer.self_attn(hidden_states=norm(Z), position_embeddings=pe, attention_mask=mask)[0]
+        out = layer.self_attn(hidden_states=norm(Z), position_embeddings=pe, attention_mask=mask)[0]
         return x + out[0, -1]
 
-    t0 = time.perf_counter()
-    J = torch.func.jacrev(f)(X[0, -1])
+    config = layer.self_attn.config
+    before, config._attn_implementation = config._attn_implementation, "eager"  # SDPA has no vmap rule on CPU
+    try:
+        t0 = time.perf_counter()
+        J = torch.func.jacrev(f)(X[0, -1])
+    finally:
+        config._attn_implementation = before
     del ctx
     return J, time.perf_counter() - t0
+
+
+def _peak_reset() -> None:
+    """Reset the process's peak resident set (Linux: VmHWM), so that the next reading is the peak since now."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # pragma: no cover - not Linux, or not allowed
+        pass
+
+
+def _rss_mib(field: str = "VmRSS") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")  # pragma: no cover
+
+
+def measured(fn, *args, **kwargs):
+    """``(result, seconds, peak MiB above the resident set before the call)``."""
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    base = _rss_mib()
+    _peak_reset()
+    out, seconds = timed(fn, *args, **kwargs)
+    return out, seconds, _rss_mib("VmHWM") - base
+
+
+def paper_layer_model(tokens: int):
+    """One Llama-3-8B-shaped decoder layer with random weights (float32, eval, no gradients), a small vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
+
+    cfg = LlamaConfig(vocab_size=512, num_hidden_layers=1, max_position_embeddings=max(tokens, 256),
+                      tie_word_embeddings=True, **PAPER_LAYER)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval().requires_grad_(False)
+
+
+def naive_loop(model, ctx, s: int, rows: int) -> tuple[torch.Tensor, float]:
+    """``rows`` rows of the last-token Jacobian of sublayer ``s``'s update, one ``torch.autograd.grad`` per output unit
+    through one retained graph of the same sublayer map. Returns ``(rows, seconds)`` (the forward included)."""
+    f = dy.sublayer_map(model, ctx, s, branch=True)
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        x = ctx.h[:, s].clone().requires_grad_(True)
+        y = f(x)[0]
+        out = torch.stack([torch.autograd.grad(y[i], x, retain_graph=True)[0][0] for i in range(rows)])
+    return out, time.perf_counter() - t0
+
+
+def paper_width(tokens: int, rows: int, out: Path) -> dict:
+    """The paper-width rows (see the module docstring) -> the result written to ``out``."""
+    load = os.getloadavg()
+    model, t_build = timed(paper_layer_model, tokens)
+    D = PAPER_LAYER["hidden_size"]
+    ids = torch.randint(4, 512, (tokens,), generator=torch.Generator().manual_seed(0)).tolist()
+    ctx, t_ctx = timed(dy.frozen_context, model, [ids])
+    print(f"paper width: D = {D}, one layer, {tokens} tokens; layer built in {t_build:.1f} s, context {t_ctx:.2f} s; "
+          f"cpus {os.cpu_count()}, threads {torch.get_num_threads()}, load {load}")
+    table = []
+    for s, kind, generic in ((0, "attention", "replicate"), (1, "MLP", "rev")):
+        J, t_ours, m_ours = measured(dy.jacobians, model, ctx, [s], update=True, method="structured")
+        J = J[0, 0]
+        _, t_gen, m_gen = measured(dy.jacobians, model, ctx, [s], update=True, method=generic, chunk_size=512)
+        (Jn, t_naive), _, m_naive = measured(naive_loop, model, ctx, s, rows)
+        per_row = t_naive / rows
+        diff = float(((Jn - J[:rows]).norm() / J[:rows].norm()).item())
+        row = {"sublayer": kind, "ours_method": "structured", "ours_s": round(t_ours, 2),
+               "ours_peak_mib": round(m_ours, 1), "generic_method": generic, "generic_s": round(t_gen, 2),
+               "generic_peak_mib": round(m_gen, 1), "naive_rows_timed": rows, "naive_s_per_row": round(per_row, 4),
+               "naive_s": round(per_row * D, 1), "naive_peak_mib": round(m_naive, 1),
+               "speedup_vs_naive": round(per_row * D / t_ours, 1), "naive_rows_rel_diff": diff}
+        table.append(row)
+        print(f"{kind:9s} ours {t_ours:7.2f} s ({m_ours:6.0f} MiB)   {generic} {t_gen:7.2f} s ({m_gen:6.0f} MiB)   "
+              f"row-by-row {per_row * D:8.1f} s ({1e3 * per_row:.0f} ms x {D} rows; {m_naive:.0f} MiB)   "
+              f"{per_row * D / t_ours:6.1f}x; rows differ by {diff:.1e}")
+        del J, Jn
+    result = {"benchmark": "dynamics_paper_width", "layer": {"n_layers": 1, **PAPER_LAYER}, "tokens": tokens,
+              "dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(),
+              "rows": table, "machine": machine(load, torch=torch.__version__)}
+    return write_result(out, result)
 
 
 def main(argv=None):
@@ -140,8 +243,16 @@ def main(argv=None):
     p.add_argument("--jvp-starts", type=int, default=2, help="Benettin-by-JVP starts timed (of all sublayers)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--only", choices=("smollm", "paper"), default=None, help="one part only (default: both)")
+    p.add_argument("--paper-tokens", type=int, default=128, help="paper width: tokens of the text (the prefix)")
+    p.add_argument("--paper-rows", type=int, default=8, help="paper width: rows of the row-by-row loop timed")
+    p.add_argument("--paper-out", type=Path, default=PAPER_RESULTS)
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    if args.only != "smollm":
+        paper_width(args.paper_tokens, args.paper_rows, args.paper_out)
+        if args.only == "paper":
+            return
 
     (lm, tok), t_load = timed(pipeline.load_model, args.model)
     texts = pipeline.load_texts(args.n, seed=0)
