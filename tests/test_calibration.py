@@ -7,9 +7,9 @@ phi = 0.9, a per-text scale varying over depth, one outlier text of 200, values 
 Binomial arithmetic (checked in test_simulations_tell_2_alpha_from_4_alpha): with S = 100 simulations per null, "at
 most 2 alpha S = 10 false decisions" passes a rule whose false-decision rate is alpha = 0.05 with probability
 P(X <= 10 | 100, 0.05) = 0.989, and one at 4 alpha = 0.2 with probability P(X <= 10 | 100, 0.2) = 0.006. The
-claims recomputed per resample (slow) run S = 60: "at most 6" passes alpha with probability 0.96 and 4 alpha with
-0.015. With 40 planted simulations, "at least 32 decided" passes a rule of power 0.95 with probability 0.999 and
-one of power 0.6 with probability 0.004.
+claims recomputed per resample (slow) run S = 60: "at most 6" passes alpha with probability 0.97 and 4 alpha with
+0.03. With 40 planted simulations, "at least 32 decided" passes a rule of power 0.95 with probability 0.9999 and
+one of power 0.6 with probability 0.006.
 
 The fast core runs the claims whose curves are means over texts (magnitude, r, cosine, velocity: vectorised over
 the resamples) on every null; the claims recomputed per resample (MI, rotations, PCA) and the effect sizes of the
@@ -41,6 +41,7 @@ WORKERS = 2
 SETTINGS = cal.Settings(n=200, n_sims=S_NULL, n_sims_slow=S_NULL, n_sims_power=S_POWER, n_boot=200,
                         n_boot_slow=50, n_shuffles=16, n_pilot=24, seed=0)
 SLOW_SETTINGS = dataclasses.replace(SETTINGS, n_sims=S_SLOW, n_sims_slow=S_SLOW)
+FAST_SETTINGS = dataclasses.replace(SETTINGS, n_pilot=12)      # effects planted at Z_MAX: a rough size will do
 
 
 def _fast(pair) -> bool:
@@ -67,8 +68,29 @@ KNOWN_FALSE: dict[tuple[str, str], str] = {
     ("vel_last_third", "cross"): "fails 14 of 100 times with no acceleration anywhere (stationary, phi = 0): the last "
                                  "third's rise minus the larger of the other two is biased below 0 (the max of two "
                                  "noisy rises)",
+    # slow (60 simulations per null)
+    ("mi_vs_r", "kde"): "fails 38, 34 and 32 of 60 times (stationary phi = 0.5, 0.9, one outlier text) where "
+                        "neither MI nor r moves: the two curves are estimated on the same texts, so their first "
+                        "differences share the sampling noise (a transition with a higher r in this sample has a "
+                        "higher MI too)",
+    ("mi_with_magnitude", "kde"): "decided 11 of 60 times on stationary phi = 0.5 and at its threshold: a correlation "
+                                  "of 4-5 first differences per transition kind, its bootstrap interval too narrow",
+    ("rotations_beat_null", "points"): "holds 60 of 60 times on every stream without rotations: the (a, grad a) "
+                                       "portrait of any mean-reverting trajectory turns; shuffled points do not",
+    ("rotations_beat_null", "steps"): "holds up to 60 of 60 times without rotations: a random walk of the trajectory's "
+                                      "own steps is not mean-reverting and turns less than any stationary noise",
+    ("rotations_majority", "points"): "holds up to 60 of 60 times without rotations (the points surrogate, as above)",
+    ("rotations_spiral_out", "gradient"): "one outlier text decides it 43 of 60 times (the mean trajectory's late "
+                                          "gradient is that text's), and stationary phi = 0.9 10 of 60",
+    ("pcs_fewer_later", "global"): "decided 21 of 60 times on stationary phi = 0.9: integer component counts, the "
+                                   "replicates on a lattice and the re-centring shifts the lattice off the threshold",
+    ("pcs_fewer_later", "own"): "decided 26-28 of 60 times on every stationary stream (integer counts, as above)",
 }
-KNOWN_LOW_POWER: dict[tuple[str, str], str] = {}
+KNOWN_LOW_POWER: dict[tuple[str, str], str] = {
+    ("rotations_majority", "steps"): "power 0.55 at 4.8 standard errors (SmolLM2's side: fails): a share of the 8 "
+                                     "units of the rotation streams moves in steps of 1/8 and its resampled "
+                                     "surrogate test in larger ones; the interval's far end crosses 0.5",
+}
 
 
 def _marked(pairs, known):
@@ -94,8 +116,9 @@ def _assert_powerful(c: cal.Calibration, pair):
     plan = c.plan[(c.plan["claim"] == pair[0]) & (c.plan["reading"] == pair[1])]
     assert len(plan) and bool(plan["reached"].iloc[0]), f"{pair}: the planted effect was not reached:\n{plan}"
     assert len(p) == 1 and p["sims"].iloc[0] == S_POWER
+    z = plan["z_planted"].iloc[0]
     assert p["events"].iloc[0] >= MIN_DECIDED * p["sims"].iloc[0] / S_POWER, \
-        f"{pair}: power {p['rate'].iloc[0]:.2f} after Benjamini-Hochberg (planted z = {plan['z'].iloc[0]:.2f})"
+        f"{pair}: power {p['rate'].iloc[0]:.2f} after Benjamini-Hochberg (planted z = {z:.2f})"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -105,7 +128,7 @@ def test_simulations_tell_2_alpha_from_4_alpha():
     cut = int(2 * ALPHA * S_NULL)
     assert binom.cdf(cut, S_NULL, ALPHA) > 0.98 and binom.cdf(cut, S_NULL, 4 * ALPHA) < 0.01
     cut = int(2 * ALPHA * S_SLOW)
-    assert binom.cdf(cut, S_SLOW, ALPHA) > 0.95 and binom.cdf(cut, S_SLOW, 4 * ALPHA) < 0.02
+    assert binom.cdf(cut, S_SLOW, ALPHA) > 0.96 and binom.cdf(cut, S_SLOW, 4 * ALPHA) < 0.035
     assert binom.sf(MIN_DECIDED - 1, S_POWER, 0.95) > 0.99 and binom.sf(MIN_DECIDED - 1, S_POWER, 0.6) < 0.01
 
 
@@ -199,7 +222,7 @@ def test_binomial_interval():
 # ----------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fast_run():
-    return cal.calibrate(SETTINGS, keys=FAST_KEYS, workers=WORKERS)
+    return cal.calibrate(FAST_SETTINGS, keys=FAST_KEYS, workers=WORKERS)
 
 
 @pytest.mark.parametrize("pair", _marked(FAST_PAIRS, KNOWN_FALSE))
@@ -252,6 +275,15 @@ def test_table_and_worst(fast_run):
     w = cal.worst(fast_run)
     assert w["rate"] == pytest.approx(t["worst"].max())
     assert w["low"] <= w["rate"] <= w["high"] and w["sims"] == S_NULL
+    book = cal.book_table(fast_run)
+    assert len(book) == len(t) and book["worst"].equals(t["worst"])
+    assert (book["stationary"] <= book["worst"]).all() and (book["power sims"] == S_POWER).all()
+    md = cal.markdown(book)
+    assert md.count("\n") == len(book) + 1 and "nan" not in md and "<NA>" not in md
+    s = cal.summary(fast_run)
+    assert s["worst"] == w and s["readings"] == len(FAST_PAIRS) and s["strong"] == len(FAST_PAIRS)
+    # the book's list of claims above 2 alpha is this file's list of expected failures
+    assert set(s["above_2_alpha"]) == {f"{k}:{r}" for k, r in KNOWN_FALSE if (k, r) in FAST_PAIRS}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -292,4 +324,6 @@ def test_power_at_the_trained_model_s_effect_sizes(trained_power, smollm2_sizes,
     plan = trained_power.plan.set_index(["claim", "reading"])
     if pair not in plan.index or abs(plan.loc[pair, "z"]) < cal.Z_POWER:
         pytest.skip(f"SmolLM2 shows no effect of at least {cal.Z_POWER} standard errors on {pair}")
+    if abs(plan.loc[pair, "z_planted"]) < cal.Z_POWER:
+        pytest.skip(f"{pair}: its mechanism plants at most {plan.loc[pair, 'z_planted']:.1f} standard errors")
     _assert_powerful(trained_power, pair)

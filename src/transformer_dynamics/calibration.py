@@ -16,9 +16,12 @@ texts (:func:`.robustness.claim_evidence`). Here that rule meets streams built s
 - **planted effects** (:data:`MECHANISMS`): for each claim and reading, a stream whose value lies on the trained
   models' side of the threshold by as many standard errors (of the value at the calibration's number of texts) as
   the trained models' own value (:func:`effect_sizes`, read from the book's ledgers, or
-  :func:`sizes_from_evidence`), at most :data:`Z_MAX`. The
-  readings' verdicts of one simulation are corrected together (Benjamini-Hochberg, as a chapter's are) before
-  power is counted.
+  :func:`sizes_from_evidence`), at most :data:`Z_MAX`. The readings' verdicts of one simulation are corrected
+  together (Benjamini-Hochberg, as a chapter's are) before power is counted.
+
+The streams are small (a few hundred texts, 16 units, 18-36 sublayers; :class:`Settings`): the rule's calibration
+depends on the texts' number and the curves' shape over depth, not on the width. A planted effect's size is counted
+in standard errors, so an effect as clear as the trained models' is planted whatever the calibration's N.
 
 :func:`calibrate` runs it all side by side (:func:`.workers.map_jobs`); :func:`table` gives, per claim and
 reading, the false-decision rate on each null and the power, with the number of simulations and a binomial
@@ -40,7 +43,8 @@ from . import claims as _claims
 
 __all__ = ["ALPHA", "Z_MAX", "Z_POWER", "stationary", "random_walk", "with_outlier", "scale_correlation", "Null",
            "NULLS", "Mechanism", "MECHANISMS", "null_truth", "effect_sizes", "sizes_from_evidence", "Settings",
-           "calibrate", "Calibration", "planted_sizes", "rates", "table", "book_table", "worst", "binomial_interval"]
+           "calibrate", "Calibration", "planted_sizes", "rates", "table", "book_table", "markdown", "worst", "summary",
+           "binomial_interval"]
 
 ALPHA = _claims.ALPHA
 #: The largest planted effect, in standard errors (a trained effect further from its threshold is planted at this
@@ -612,8 +616,9 @@ def _shape(pair: tuple[str, str], st: Settings) -> tuple[int, int]:
 def _solve_job(pair: tuple[str, str], z: float, st: Settings) -> dict:
     """The amplitude that plants ``z`` standard errors of ``pair`` (:data:`MECHANISMS`) at ``st.n`` texts: at an
     amplitude, the value's mean and standard deviation over ``st.n_pilot`` draws (the same draws at every
-    amplitude), and the amplitude found by bisection on their ratio. A target out of the mechanism's reach is
-    planted as far as it goes. -> ``{"claim", "reading", "z", "a", "mean", "se", "z_planted", "reached"}``
+    amplitude), and the amplitude found by bisection on their ratio, then checked on ``2 st.n_pilot`` fresh draws
+    (and re-aimed once if short of the target). A target out of the mechanism's reach is planted as far as it
+    goes. -> ``{"claim", "reading", "z", "a", "mean", "se", "z_planted", "reached"}``
     (``z_planted``: (mean - threshold) / se at the chosen amplitude; ``reached``: the mean lies on the target's side
     of the threshold)."""
     import time  # noqa: PLC0415
@@ -625,7 +630,7 @@ def _solve_job(pair: tuple[str, str], z: float, st: Settings) -> dict:
     seeds = [_seed(st.seed, "pilot", pair, i) for i in range(st.n_pilot)]
 
     def moments(a):
-        v = np.array([_value_of(_plant(mech.name, a, st.n, L, D, s), pair, st, s) for s in seeds])
+        v = np.array([_value_of(_plant(mech.name, a, st.n, L, D, s), pair, st, s) for s in seeds])  # noqa: B023
         v = v[np.isfinite(v)]
         if v.size < max(3, st.n_pilot // 2):
             return float("nan"), float("nan"), float("nan")
@@ -657,6 +662,17 @@ def _solve_job(pair: tuple[str, str], z: float, st: Settings) -> dict:
     # the end nearer the threshold (an effect no larger than the target), unless it is on the wrong side
     near, far = ((lo, m_lo), (hi, m_hi)) if z > 0 else ((hi, m_hi), (lo, m_lo))
     a, mom = near if np.sign(near[1][0]) == np.sign(z) and near[1][0] != 0 else far
+    # checked on twice as many fresh draws (a spread from few draws of a heavy-tailed value can be far off); a
+    # planted effect that falls short of the target is re-aimed once, the value taken as linear in the amplitude
+    seeds = [_seed(st.seed, "check", pair, i) for i in range(2 * st.n_pilot)]
+    check = moments(a)
+    if math.isfinite(check[0]) and 0 < check[0] / z < 0.85 and check[1] != z0[1]:
+        a_new = float(np.clip(a * (thr + z * check[2] - z0[1]) / (check[1] - z0[1]), mech.lo, mech.hi))
+        again = moments(a_new)
+        if math.isfinite(again[0]) and abs(again[0] - z) < abs(check[0] - z):
+            a, check = a_new, again
+    if not math.isnan(check[0]):
+        mom = check
     return done(a, mom, np.sign(mom[0]) == np.sign(z) and mom[0] != 0)
 
 
@@ -830,8 +846,9 @@ def rates(cal: Calibration) -> pd.DataFrame:
 def table(cal: Calibration) -> pd.DataFrame:
     """The calibration table: one row per claim and reading (registry order) with the false-decision rate on each
     null (a column per scenario, the random walk's "beyond the null"), the worst of them with its binomial
-    interval and simulations, the planted size (standard errors), the power after Benjamini-Hochberg with its
-    interval and simulations."""
+    interval and simulations, the trained and the planted size (standard errors; ``planted_z`` from the draws that
+    sized it, ``planted_z_sims`` from the planted simulations themselves), the power after Benjamini-Hochberg with
+    its interval and simulations."""
     r = rates(cal)
     pairs = [p for p in _pairs() if ((r["claim"] == p[0]) & (r["reading"] == p[1])).any()]
     rows = []
@@ -847,6 +864,10 @@ def table(cal: Calibration) -> pd.DataFrame:
                         "sims": int(false["sims"].min())})
         pw = g[g["kind"] == "power"]
         plan = cal.plan[(cal.plan["claim"] == key) & (cal.plan["reading"] == reading)]
+        planted = cal.rows[(cal.rows["scenario"] == "planted") & (cal.rows["claim"] == key)
+                           & (cal.rows["reading"] == reading)]["value"].astype(float)
+        if len(planted) > 2 and planted.std() > 0:
+            row["planted_z_sims"] = (planted.mean() - _claims.get(key).threshold) / planted.std()
         if len(plan):
             row["trained_z"] = float(plan["z"].iloc[0])
             row["planted_z"] = float(plan["z_planted"].iloc[0])
@@ -874,8 +895,9 @@ def worst(cal: Calibration) -> dict[str, Any]:
 def book_table(cal: Calibration) -> pd.DataFrame:
     """:func:`table` for the book: one row per claim and reading with the false-decision rate on the stationary
     nulls (the largest over phi), with one outlier text, at the threshold and (the random walk) "beyond the null";
-    the worst of them with its 95 % binomial interval and simulations; the planted size (standard errors) and the
-    power after Benjamini-Hochberg with its interval and simulations. Rates as numbers; intervals as text."""
+    the worst of them with its 95 % binomial interval and simulations; the trained models' size and the planted
+    one (standard errors; the trained size is capped at :data:`Z_MAX`) and the power after Benjamini-Hochberg with
+    its interval and simulations. Rates as numbers; intervals as text."""
     t = table(cal)
     stat = [c for c in t.columns if str(c).startswith("stationary")]
     thr = [c for c in t.columns if str(c).startswith("at threshold")]
@@ -893,7 +915,43 @@ def book_table(cal: Calibration) -> pd.DataFrame:
                      "one outlier text": r.get("one outlier text", np.nan), "at threshold": most(r, thr),
                      "random walk: beyond": r.get("random walk", np.nan), "worst": r.get("worst", np.nan),
                      "worst 95% CI": ci(r.get("worst_low"), r.get("worst_high")), "sims": r.get("sims", np.nan),
-                     "planted z": r.get("planted_z", np.nan), "power": r.get("power", np.nan),
+                     "trained z": r.get("trained_z", np.nan), "planted z": r.get("planted_z", np.nan),
+                     "power": r.get("power", np.nan),
                      "power 95% CI": ci(r.get("power_low"), r.get("power_high")),
                      "power sims": r.get("power_sims", np.nan)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for c in ("sims", "power sims"):
+        out[c] = out[c].astype("Int64")
+    return out
+
+
+def markdown(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A table of this module (:func:`book_table`, :func:`effect_sizes`) as Markdown: numbers to ``digits``
+    decimals, integers as integers, missing entries blank."""
+    def cell(v):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, (bool, np.bool_)):
+            return str(bool(v))
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            return "inf" if math.isinf(v) and v > 0 else "-inf" if math.isinf(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    return frame.astype(object).map(cell).to_markdown(index=False, disable_numparse=True)
+
+
+def summary(cal: Calibration) -> dict[str, Any]:
+    """What the book records of a calibration run: ``worst`` (:func:`worst`), ``readings`` (claim readings judged),
+    ``above_2_alpha`` (``"claim:reading"`` whose false-decision rate exceeds 2 alpha on some null, with the rate),
+    ``strong`` (readings planted at :data:`Z_POWER` or more standard errors) and ``below_power`` (those of them
+    with power below 0.8 after Benjamini-Hochberg)."""
+    t = table(cal)
+    above = t[t["worst"] > 2 * ALPHA] if "worst" in t else t.iloc[:0]
+    strong = t[t["planted_z"].abs() >= Z_POWER] if "planted_z" in t else t.iloc[:0]
+    below = strong[strong["power"] < 0.8] if "power" in strong else strong.iloc[:0]
+    return {"worst": worst(cal), "readings": len(t),
+            "above_2_alpha": {f"{r.claim}:{r.reading}": float(r.worst) for r in above.itertuples()},
+            "strong": len(strong), "below_power": {f"{r.claim}:{r.reading}": float(r.power)
+                                                   for r in below.itertuples()}}
