@@ -251,6 +251,8 @@ def test_runs_trained_and_random_init(tiny_llama, tiny_tokenizer):
     assert runs["trained"].n_prompts == 4 and runs["matched:0"].n_prompts == 3
     assert runs["trained"].kl_sizes.size == 3 and runs["matched:0"].kl_sizes.tolist() == [claims.ATTRACTOR_SIZE]
     assert runs["trained"].spectra and not runs["matched:0"].spectra
+    assert runs["matched:0"].kl_kinds == ("plane",) and "kl:random" not in runs["matched:0"].curves()
+    assert np.isnan(runs["matched:0"].kl[:, :, 1:]).all() and np.isfinite(runs["matched:0"].kl[:, :, 0]).all()
     assert not np.allclose(runs["trained"].kl_delete[:3], runs["matched:0"].kl_delete)
 
 
@@ -316,3 +318,46 @@ def test_new_claims_undecided_on_identical_layers():
     planted = [_verdicts(_curves(rng, N_PROMPTS, effect=0.5), seed) for seed in range(20)]
     for pair in PAIRS:
         assert sum(d[pair] == "holds" for d in planted) >= 16, pair
+
+
+# ---- figures -------------------------------------------------------------------------------------------------
+def test_figures_draw_from_curves():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from transformer_dynamics.plots import attractors as plots
+
+    rng = np.random.default_rng(0)
+    sizes, names, n, L = A.perturbation_sizes(1), ["first", "middle", "last"], 4, 3
+    S = sizes.size
+
+    def run(n):
+        c = {f"{k}_size:{kind}": rng.uniform(0, 1, (n, L, S)) for k in ("flow", "basin", "recovery", "error")
+             for kind in A.KINDS}
+        c |= {f"{k}:{kind}": rng.uniform(0.1, 1, (n, L)) for k in ("recovery", "kl", "validity") for kind in A.KINDS}
+        c |= {k: rng.uniform(0.1, 1, (n, L)) for k in ("kl_delete", "kl_swap")}
+        return c, {k: v[:5] for k, v in c.items()}
+
+    runs = {"trained": run(n), "default:0": run(3), "matched:0": run(3)}
+    data = {"m1": runs, "m2": runs}
+    fig = plots.plot_size_profiles(data, sizes={"m1": sizes, "m2": sizes}, names={"m1": names, "m2": names},
+                                   spread={"m1": [0.3] * L, "m2": [0.4] * L}, claim_size=0.1)
+    axes = [a for a in fig.axes if a.axison]
+    assert len(axes) == 2 * L and axes[0].get_title() == "m1, first" and fig.legends
+    spectra = {"trained": {"full": np.sort(rng.uniform(0, 2, (2, L, 8)))[..., ::-1],
+                           "update": np.sort(rng.uniform(0, 1, (2, L, 8)))[..., ::-1]}, "default:0": {}}
+    fig2 = plots.plot_spectra_grid({"m1": spectra}, names={"m1": names})
+    panels = {("m1", "basin"): (plots.plot_by_layer, (runs["trained"][0]["basin_size:plane"],
+                                                      runs["trained"][1]["basin_size:plane"], sizes),
+                                dict(names=names, key="basin_size", hline=0.5)),
+              ("m1", "deleted"): (plots.plot_layer_measure, ({r: (c["kl_delete"], b["kl_delete"])
+                                                               for r, (c, b) in runs.items()},),
+                                  dict(key="kl_delete", names=names, layers=[0, 1, 2], log=True)),
+              ("m1", "recovery vs KL"): (plots.plot_recovery_vs_kl, (runs,), dict(names=names))}
+    fig3 = plots.plot_mixed_grid(panels)
+    assert [a.get_ylabel() for a in fig3.axes[:3]] == ["basin stability", "KL, layer deleted",
+                                                       "next-token KL (nats)"]
+    for f in (fig, fig2, fig3):
+        plt.close(f)

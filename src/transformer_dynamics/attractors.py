@@ -194,10 +194,11 @@ def next_token_logprobs(model, h: np.ndarray | torch.Tensor, *, chunk: int = 64)
 
 def kl_divergence(logp: torch.Tensor, logq: torch.Tensor) -> np.ndarray:
     """``KL(p || q) = sum p (log p - log q)`` per row of log-probabilities ``logp, logq: (B, V)`` -> ``(B,)``
-    float64 (``logp`` may be ``(1, V)``: one distribution for every row). Clipped at 0 (round-off)."""
-    logp, logq = torch.as_tensor(logp).double(), torch.as_tensor(logq).double()
+    float64, computed in their precision (float32 from :func:`next_token_logprobs`: round-off about 1e-6 nats;
+    ``logp`` may be ``(1, V)``: one distribution for every row). Clipped at 0 (round-off)."""
+    logp, logq = torch.as_tensor(logp), torch.as_tensor(logq)
     kl = (logp.exp() * (logp - logq)).sum(-1)
-    return np.maximum(kl.numpy(), 0.0)
+    return np.maximum(kl.double().numpy(), 0.0)
 
 
 def next_token_kl(model, h: np.ndarray, logp_clean: torch.Tensor, rows: np.ndarray, *, chunk: int = 32
@@ -323,8 +324,9 @@ def window_spectra(model, token_ids: Sequence[Sequence[int]], layers: Sequence[i
         for s in range(p + 1, p + window):
             M = J[:, at[s]] @ M
         scale = (h[:, p].norm(dim=-1) / h[:, p + window].norm(dim=-1))[:, None]
-        full.append(torch.linalg.svdvals(M) * scale)
-        update.append(torch.linalg.svdvals(M - eye) * scale)
+        # float32 singular values: the spectra span about six decades, far above float32's round-off
+        full.append(torch.linalg.svdvals(M.float()).double() * scale)
+        update.append(torch.linalg.svdvals((M - eye).float()).double() * scale)
     return {"full": torch.stack(full, 1).numpy(), "update": torch.stack(update, 1).numpy()}
 
 
@@ -341,7 +343,7 @@ class AttractorSweep:
     swap_size: ``(n, n_layers, R)`` the full activation swap's relative size per donor.
     Per perturbation, ``(n, n_layers, n_kinds, S, R)``: ``recovery`` (relative), ``recovery_raw``, ``end``
     (``rho_{p+W}``), ``error`` (the linearisation's relative error); ``kl``: ``(n, n_layers, n_kinds, S_kl)`` of the
-    first direction; ``kl_delete``, ``kl_swap``: ``(n, n_layers)``, and ``top1_delete``, ``top1_swap``: 1 where the most
+    first direction of the kinds ``kl_kinds`` (NaN for the others); ``kl_delete``, ``kl_swap``: ``(n, n_layers)``, and ``top1_delete``, ``top1_swap``: 1 where the most
     likely next token stayed the same, else 0; ``spectra``: :func:`window_spectra` on the first
     texts (empty when not asked for); seconds: wall time.
     """
@@ -350,6 +352,7 @@ class AttractorSweep:
     sizes: np.ndarray
     kl_sizes: np.ndarray
     kinds: tuple[str, ...]
+    kl_kinds: tuple[str, ...]
     window: int
     prompts: list[str]
     spread: np.ndarray
@@ -394,10 +397,11 @@ class AttractorSweep:
         for k, kind in enumerate(self.kinds):
             out |= {f"flow:{kind}": flow[:, :, k, c], f"flow_raw:{kind}": flow_raw[:, :, k, c],
                     f"basin:{kind}": basin[:, :, k, c], f"recovery:{kind}": rec[:, :, k, c],
-                    f"kl:{kind}": self.kl[:, :, k, ck], f"validity:{kind}": np.log10(radius[:, :, k]),
-                    f"flow_size:{kind}": flow[:, :, k], f"basin_size:{kind}": basin[:, :, k],
-                    f"recovery_size:{kind}": rec[:, :, k], f"error_size:{kind}": err[:, :, k],
-                    f"kl_size:{kind}": self.kl[:, :, k]}
+                    f"validity:{kind}": np.log10(radius[:, :, k]), f"flow_size:{kind}": flow[:, :, k],
+                    f"basin_size:{kind}": basin[:, :, k], f"recovery_size:{kind}": rec[:, :, k],
+                    f"error_size:{kind}": err[:, :, k]}
+            if kind in self.kl_kinds:
+                out |= {f"kl:{kind}": self.kl[:, :, k, ck], f"kl_size:{kind}": self.kl[:, :, k]}
         return out
 
 
@@ -428,7 +432,8 @@ def _run(model, cache: perturb.PrefixCache, rows: np.ndarray, vectors: np.ndarra
 
 def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequence[int], sizes: Sequence[float],
                     pca: Any, kinds: Sequence[str] = KINDS, n_directions: int = 4, window: int | None = None,
-                    kl_sizes: Sequence[float] | None = None, n_spectra: int = 0, seed: int = 0,
+                    kl_sizes: Sequence[float] | None = None, kl_kinds: Sequence[str] = ("plane", "random"),
+                    n_spectra: int = 0, seed: int = 0,
                     add_bos: bool = True, strip: bool = False, batch_size: int = 4, chunk: int = 256
                     ) -> AttractorSweep:
     """Every perturbation of the module docstring for ``prompts`` (the sampling unit, >= 2) at each layer of
@@ -438,7 +443,7 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
     first two components give the ``"plane"`` directions); n_directions: directions per prompt, layer, kind and
     size (the same directions at every size, so a curve over sizes is paired); window: points followed (None:
     :func:`~transformer_dynamics.perturb.equal_window`); kl_sizes: sizes (of ``sizes``) whose first direction is run
-    to the output for the next-token KL (None: all); n_spectra: texts (the first prompts) whose window Jacobians'
+    to the output for the next-token KL (None: all), for the kinds ``kl_kinds`` (of ``kinds``); n_spectra: texts (the first prompts) whose window Jacobians'
     spectra are computed (:func:`window_spectra`; 0: none); seed: the random directions. Each prompt runs once
     (:func:`~transformer_dynamics.perturb.prefix_cache`, ``batch_size`` texts at a time); every perturbation is one
     token from its layer on (:func:`~transformer_dynamics.perturb.extend`, ``chunk`` rows at a time).
@@ -455,13 +460,15 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
     if sizes.ndim != 1 or sizes.size < 2 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
         raise ValueError(f"sizes must be >= 2 increasing positive numbers (perturbation_sizes), got {sizes}")
     kl_sizes = sizes if kl_sizes is None else np.asarray(kl_sizes, dtype=np.float64).reshape(-1)
-    kl_at = [int(np.flatnonzero(np.isclose(sizes, s, rtol=1e-9))[0]) if np.isclose(sizes, s, rtol=1e-9).any()
-             else -1 for s in kl_sizes]
-    if not kl_at or min(kl_at) < 0:
+    match = np.isclose(kl_sizes[:, None], sizes[None], rtol=1e-9)             # (S_kl, S)
+    if not kl_sizes.size or not match.any(1).all():
         raise ValueError(f"kl_sizes must be some of sizes {np.round(sizes, 4).tolist()}, got {kl_sizes.tolist()}")
+    kl_at = match.argmax(1)
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds must be some of {KINDS}, got {kinds}")
+    kl_kinds = tuple(k for k in kinds if k in kl_kinds)
+    kk = [kinds.index(k) for k in kl_kinds]
     R = check_positive_int(n_directions, "n_directions")
     w_max = perturb.equal_window(layers, n_layers)
     W = w_max if window is None else check_int(window, "window", low=1, high=w_max)
@@ -513,17 +520,20 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
             end[:, j] = np.where(bad, np.nan, rhoW)
             error[:, j] = np.where(bad, np.nan, _rel(dispW, pred) / np.linalg.norm(pred, axis=-1))
         # the next token: the first direction at the KL sizes, run to the output; the layer interventions
-        kv = vec[:, :, kl_at, 0].reshape(-1, D)                         # (n * K * Sk, D)
-        h = _run(model, cache, np.repeat(np.arange(n), K * Sk), kv, layer=l, points=[last], chunk=chunk)[:, 0]
-        kj = next_token_kl(model, h, logp_clean, np.repeat(np.arange(n), K * Sk))[0].reshape(n, K, Sk)
-        kl[:, j] = np.where(undefined[:, :, None, 0], np.nan, kj)
+        if kk:
+            kv = vec[:, kk][:, :, kl_at, 0].reshape(-1, D)               # (n * K_kl * S_kl, D)
+            rows = np.repeat(np.arange(n), len(kk) * Sk)
+            h = _run(model, cache, rows, kv, layer=l, points=[last], chunk=chunk)[:, 0]
+            kj = next_token_kl(model, h, logp_clean, rows)[0].reshape(n, len(kk), Sk)
+            kl[:, j, kk] = np.where(undefined[:, kk][:, :, :1], np.nan, kj)
         for name, target, same in (("delete", kl_delete, top1_delete), ("swap", kl_swap, top1_swap)):
             target[:, j], same[:, j] = next_token_kl(
                 model, intervention_outputs(model, cache, l, name, batch_size=chunk), logp_clean, np.arange(n))
     spread = np.array([np.sqrt(((clean[:, 2 * l] - clean[:, 2 * l].mean(0)) ** 2).sum(-1).mean())
                        / norm[:, 2 * l].mean() for l in layers])
     spectra = window_spectra(model, ids[:n_spectra], layers, W, pad_token_id=pad) if n_spectra else {}
-    return AttractorSweep(layers=layers, sizes=sizes, kl_sizes=sizes[kl_at], kinds=kinds, window=W, prompts=prompts,
+    return AttractorSweep(layers=layers, sizes=sizes, kl_sizes=sizes[kl_at], kinds=kinds, kl_kinds=kl_kinds,
+                          window=W, prompts=prompts,
                           spread=spread, swap_size=swap_size, recovery=recovery, recovery_raw=recovery_raw, end=end,
                           error=error, kl=kl, kl_delete=kl_delete, kl_swap=kl_swap, top1_delete=top1_delete,
                           top1_swap=top1_swap, spectra=spectra,
@@ -533,7 +543,8 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
 def attractor_runs(model, tokenizer, streams: Mapping[str, np.ndarray], *, prompts: Sequence[str],
                    layers: Sequence[int], sizes: Sequence[float], n_prompts: int | None = None,
                    n_reference_prompts: int | None = None, kl_sizes: Sequence[float] | None = None,
-                   reference_kl_sizes: Sequence[float] = (ATTRACTOR_SIZE,), n_spectra: int = 0,
+                   reference_kl_sizes: Sequence[float] = (ATTRACTOR_SIZE,),
+                   reference_kl_kinds: Sequence[str] = ("plane",), n_spectra: int = 0,
                    n_reference_spectra: int | None = None, **kwargs: Any) -> dict[str, AttractorSweep]:
     """:func:`attractor_sweep` for the trained model and its random initialisations, each with the plane of its own
     stream (a 2-component PCA of every sublayer vector of ``streams[run]: (n, n_sublayers, D)``, as chapter 5).
@@ -542,7 +553,8 @@ def attractor_runs(model, tokenizer, streams: Mapping[str, np.ndarray], *, promp
     (:func:`transformer_dynamics.random_init.random_init_model`, built here one at a time). n_prompts /
     n_reference_prompts: how many of ``prompts`` (the first) the trained run / each random init uses (None: all / as
     many as the trained run); kl_sizes / reference_kl_sizes: the sizes run to the output for the trained run / the
-    random inits; n_spectra / n_reference_spectra: texts of :func:`window_spectra` for the trained run / each random
+    random inits, of the direction kinds ``kwargs["kl_kinds"]`` / ``reference_kl_kinds`` (the claims read the plane
+    kind's); n_spectra / n_reference_spectra: texts of :func:`window_spectra` for the trained run / each random
     init (None: as many as the trained run). kwargs: :func:`attractor_sweep`'s.
     -> ``{run: AttractorSweep}``.
     """
@@ -560,10 +572,11 @@ def attractor_runs(model, tokenizer, streams: Mapping[str, np.ndarray], *, promp
         trained = run == "trained"
         lm = model if trained else random_init.random_init_model(model, *perturb._init_of(run))
         pca = PCA(n_components=2).fit(np.asarray(rs))
+        kw = {**kwargs, **({} if trained else {"kl_kinds": reference_kl_kinds})}
         out[run] = attractor_sweep(lm, tokenizer, prompts[:n_trained if trained else n_ref], layers=layers,
                                    sizes=sizes, pca=pca, kl_sizes=kl_sizes if trained else reference_kl_sizes,
                                    n_spectra=n_spectra if trained or n_reference_spectra is None
-                                   else n_reference_spectra, **kwargs)
+                                   else n_reference_spectra, **kw)
         del lm
     return out
 

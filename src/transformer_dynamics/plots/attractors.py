@@ -39,6 +39,17 @@ LABELS = {"flow": "inward-flow fraction", "flow_raw": "inward-flow fraction (raw
 LINES = {"flow": 0.5, "recovery": 1.0}
 
 
+def _tidy(fig: Figure) -> Figure:
+    """Panel titles without the empty lead :func:`~transformer_dynamics.plots.style.grid` leaves before " — "."""
+    for ax in fig.axes:
+        ax.set_title(ax.get_title().removeprefix(" — "))
+    return fig
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
 def _label(key: str) -> str:
     head = key.split(":")[0].removesuffix("_size")
     return LABELS.get(head, head)
@@ -81,7 +92,7 @@ def plot_size_profile(runs: Mapping[str, tuple[Mapping[str, np.ndarray], Any]], 
     for kind, means in _refs(runs, f"{key}:{kinds[0]}").items():
         color, ls = REFERENCE_STYLE.get(kind, ("tab:gray", "--"))
         m = means[:, layer]
-        ax.plot(x, m.mean(0), ls, color=color, lw=1.3, label=f"random init, {kind} ({kinds[0]}, {len(means)} seeds)")
+        ax.plot(x, m.mean(0), ls, color=color, lw=1.3, label=f"random init, {kind} ({kinds[0]}, {_seeds(len(means))})")
         ax.fill_between(x, m.min(0), m.max(0), color=color, alpha=0.12, lw=0)
     for v, style, what in ((claim_size, ":", "claims' size"), (spread, "--", "texts' spread"),
                            (swap_size, "-.", "full swap")):
@@ -129,7 +140,7 @@ def _grid_at(panels, per_panel, *, panel_size: float, **kw) -> Figure:
     if axes:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=7, frameon=False)
-    return fig
+    return _tidy(fig)
 
 
 def plot_by_layer(per: np.ndarray, reps: np.ndarray | None, sizes: np.ndarray, *, names: Sequence[str],
@@ -238,8 +249,8 @@ def plot_spectra_grid(data: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]
     def panel(spectra, ax=None, at=None):
         return plot_spectra(spectra, layer=index[at], ax=ax)
 
-    return grid(lambda spectra, at, ax=None: panel(spectra, ax=ax, at=at),
-                {k: (v[0], k) for k, v in panels.items()}, width=panel_size, height=panel_size * 0.85)
+    return _tidy(grid(lambda spectra, at, ax=None: panel(spectra, ax=ax, at=at),
+                      {k: (v[0], k) for k, v in panels.items()}, width=panel_size, height=panel_size * 0.85))
 
 
 def plot_mixed_grid(panels: Mapping[tuple[str, str], tuple[Any, tuple, Mapping[str, Any]]], *, width: float = 4.4,
@@ -247,4 +258,4 @@ def plot_mixed_grid(panels: Mapping[tuple[str, str], tuple[Any, tuple, Mapping[s
     """Panels of different kinds in one grid (rows = models, columns = what each shows): ``{(row, column):
     (panel_function, args, kwargs)}``, each drawn as ``panel_function(*args, ax=ax, **kwargs)``
     (:func:`~transformer_dynamics.plots.style.grid`)."""
-    return grid(lambda f, args, kw, ax=None: f(*args, ax=ax, **kw), dict(panels), width=width, height=height)
+    return _tidy(grid(lambda f, args, kw, ax=None: f(*args, ax=ax, **kw), dict(panels), width=width, height=height))
