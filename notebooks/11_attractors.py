@@ -83,7 +83,7 @@ CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cac
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 PROMPT: str = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt, the first of the prompts
 N_PROMPTS: int = 16              # prompts, the sampling unit: PROMPT and WikiText rows
-N_PROMPTS_REFERENCE: int = 8     # prompts of each random-init reference
+N_PROMPTS_REFERENCE: int = 6     # prompts of each random-init reference
 SIZES_PER_DECADE: int = 3        # perturbation sizes per decade, from 0.01 to 2.15 times the stream's norm
 N_DIRECTIONS: int = 4            # directions per prompt, layer, kind and size
 KL_EVERY: int = 2                # next-token KL at every KL_EVERY-th size from the claims' size up
@@ -382,27 +382,21 @@ for m in MODELS:
         lines.append("- Chapter 7's exponents are not available in this run (no ledger of chapter 7 with "
                      "relative exponents for this model).")
     else:
-        positive = all(v > 0 for v in rel["value"][:2])
         grows = bool((low["spectrum top"] > 1).all())
-        most = bool((low["spectrum share_below_1"] > 0.5).all())
         lines.append(
-            f"- Chapter 7's top exponents relative to the stream's growth at these depths: "
+            f"- Chapter 7's top exponents relative to the stream's growth at the five depths: "
             f"{nums(rel['value'], '{:.3f}')}"
             + (f" (its claim *attractor_lower_exponents*: {exp7['verdict']})" if exp7 else "")
-            + f". Their one-layer counterpart here, the largest scaled singular value of the window map, is "
-            f"{nums(low['spectrum top'])} at the first and early layers ("
-            + ("above 1: some direction outgrows the stream, as the exponents say" if grows
-               else "not above 1 everywhere, unlike the exponents")
-            + f"), while {nums(low['spectrum share_below_1'])} of the directions shrink relative to it "
-            f"and the inward-flow fraction of the plane perturbations there is {nums(low['flow:plane'])}. "
-            + ("Both hold at once: the lower layers pull most perturbations back while a few directions "
-               "grow, an attractor for typical perturbations but not in the every-direction sense a "
-               "negative top exponent would mean (the exponents also run to the end of the stack, the "
-               "window one layer)." if positive and grows and most else
-               "The finite-window measures and the exponents " + (
-                   "agree: no contraction of most directions at the lower layers." if positive and not most
-                   else "differ in what they read: the exponents follow the most expanding direction to "
-                        "the end of the stack, the window one layer of typical directions.")))
+            + f". Their one-layer counterpart, the largest scaled singular value of the window map at "
+            f"the first and early layers, is {nums(low['spectrum top'])} ("
+            + ("above 1: some direction outgrows the stream there, as positive exponents say" if grows
+               else "not above 1 at both, unlike positive exponents")
+            + f"), while {nums(low['spectrum share_below_1'])} of the directions shrink relative to the "
+            "stream. The two read different directions of the same maps: the exponents the most "
+            "expanding one, followed to the end of the stack; the inward-flow fraction typical plane "
+            f"directions over one layer. By the latter the sentence is **{head['line']}**"
+            + (f"; by the former it {exp7['verdict'].replace('undecided', 'is undecided')}."
+               if exp7 else "."))
     rp = tab.loc["recovery_predicts_robustness"]
     top1 = t[["top1_delete", "top1_swap"]]
     lines.append(

@@ -10,8 +10,8 @@ perturbation, from the edited layer on.
 **Sizes and distances are relative to the stream's norm**, as chapter 5's noise and chapter 7's exponents
 ("relative to the stream's growth"): a perturbation of size ``s`` moves the prompt's vector ``x_p`` by
 ``s * ||x_p|| * u`` (``u`` a unit direction); the distance of a perturbed run to its clean run at point ``q`` is
-``rho_q = ||x~_q - x_q|| / ||x_q||``. Sizes run log-spaced from 0.01 to 3.16, beyond the texts' own spread (which
-is below the norm); :func:`perturbation_sizes` always includes the size the claims read,
+``rho_q = ||x~_q - x_q|| / ||x_q||``. Sizes run log-spaced from 0.01 to above 1 (:data:`SIZE_RANGE`), beyond the
+texts' own spread (which is below the norm); :func:`perturbation_sizes` always includes the size the claims read,
 :data:`~transformer_dynamics.claims.ATTRACTOR_SIZE`.
 
 Directions (:data:`KINDS`): ``"plane"``, a random direction in the plane of the stream's first two principal

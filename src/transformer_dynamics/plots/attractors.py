@@ -32,7 +32,7 @@ __all__ = ["KIND_COLORS", "LABELS", "plot_size_profile", "plot_size_profiles", "
 KIND_COLORS = {"plane": "k", "random": "tab:blue", "swap": "tab:brown"}
 #: Axis labels of the curves (key before the colon).
 LABELS = {"flow": "inward-flow fraction", "flow_raw": "inward-flow fraction (raw distance)",
-          "basin": "basin stability", "recovery": "recovery ratio (relative distance after / at)",
+          "basin": "basin stability", "recovery": "recovery ratio (after / at)",
           "error": "linearisation error (relative)", "kl": "next-token KL (nats)", "kl_delete": "KL, layer deleted",
           "kl_swap": "KL, layer swapped", "validity": "log10 validity radius"}
 #: Reference lines per measure: an even split of inward and outward, no change, the linearisation's tolerance.
