@@ -19,14 +19,17 @@
 # ---
 
 # %% [markdown] tags=["remove-cell"]
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/notebooks/10_calibration.ipynb)
+#
 # **Running this in Google Colab?** This appendix runs no model: it reads the effect sizes the chapters recorded in
-# their ledgers (run chapters 2–4 first, in the same session or with the same `LEDGER_DIR`). The next code cells
-# install the package and, with `PROFILE = "colab"`, take the Colab profile's values; `PROFILE = None` keeps your
-# own. The chapters themselves need a Hugging Face read token for the gated Llama 3.1 8B (accept its licence, add
-# the token as a Colab secret named `HF_TOKEN`); this notebook does not.
+# their ledgers (run chapters 2–4 first, in the same session or with the same `LEDGER_DIR`). The next code cell
+# installs the package from the GitHub branch, tag or commit this notebook was opened at, then applies the run
+# profile (`PROFILE = "auto"`: the `colab` profile in Colab, `full` elsewhere; `PROFILE = None` keeps your values).
+# The chapters themselves need a Hugging Face read token for the gated Llama 3.1 8B (accept its licence, add the
+# token as a Colab secret named `HF_TOKEN`); this notebook does not.
 
 # %% [markdown]
-# # Appendix: how often is a verdict wrong?
+# # 10. How often is a verdict wrong? (appendix)
 #
 # Every verdict in this book comes from the claim registry (`transformer_dynamics.claims`): a claim's value on all
 # texts, a bootstrap interval over texts, and the rule of `verdicts.decide` (**holds** / **fails** when the
@@ -56,19 +59,34 @@ CACHE_DIR: Optional[str] = None  # unused: this appendix captures nothing
 LEDGER_DIR: Optional[str] = None  # None: ./ledger (the chapters' ledgers are read from here)
 N_TEXTS: int = 200               # texts per constructed stream
 N_SIMS: int = 100                # simulations per null of the claims whose curves are means over texts
-N_SIMS_SLOW: int = 40            # ... of the claims recomputed per resample (MI, rotations, PCA)
-N_SIMS_POWER: int = 40           # simulations of the planted effects
+N_SIMS_SLOW: int = 20            # ... of the claims recomputed per resample (MI, rotations, PCA)
+N_SIMS_POWER: int = 20           # simulations of the planted effects
 N_BOOT: int = 200                # bootstrap resamples per verdict
 N_BOOT_SLOW: int = 50            # ... for the statistics recomputed per resample
 N_SHUFFLES: int = 16             # layer-order shuffles for the rotation surrogates
 N_PILOT: int = 16                # draws per amplitude tried when a planted effect is sized
-PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
+PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
 # %% tags=["remove-cell"]
-# Lists given as text become lists; in Colab: install the package (pinned), apply PROFILE, HF_TOKEN, CACHE_DIR.
-import os, subprocess, sys  # noqa: E401
+# Colab: stop on a CPU runtime before installing anything, else install this package from the GitHub ref
+# (branch, tag or commit) this notebook was opened at. Then, everywhere: PROFILE applied, parameters checked.
+import sys
 if "google.colab" in sys.modules:
-    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC", "transformer-dynamics[quant,hub] @ git+https://github.com/transformer-dynamics/transformer-dynamics@v0.1.0")
+    import json, os, re, subprocess, urllib.parse, urllib.request  # noqa: E401
+    import torch
+    if PROFILE in ("auto", "colab") and not torch.cuda.is_available():
+        raise RuntimeError("no GPU in this runtime: Runtime > Change runtime type > T4 GPU,"
+                           " then run all again (or PROFILE = \"ci\": the small offline models on this CPU)")
+    try:  # the notebook's address, from this runtime's Jupyter server
+        _at = os.environ.get("COLAB_JUPYTER_IP", "127.0.0.1") + ":" + os.environ.get("KMP_TARGET_PORT", "9000")
+        _url = json.load(urllib.request.urlopen(f"http://{_at}/api/sessions", timeout=10))[0]["path"]
+    except Exception:  # noqa: BLE001 - not from GitHub as far as we can tell: the fallback below
+        _url = ""
+    _m = re.search(r"github\.com/([\w.-]+/[\w.-]+)/blob/(.+)/notebooks/\w+\.ipynb", urllib.parse.unquote(_url))
+    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC") or (  # the notebook's ref, or the default branch
+        "transformer-dynamics[quant,hub] @ git+https://github.com/"
+        + (f"{_m[1]}@{_m[2]}" if _m else "transformer-dynamics/transformer-dynamics"))
+    print(f"[colab] pip install {SPEC}", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
 from transformer_dynamics import colab
 colab.setup(globals(), "10_calibration")

@@ -147,7 +147,8 @@ def test_toc_entries_resolve():
 def test_every_chapter_is_a_notebook_and_every_notebook_a_chapter():
     chapters = [Path(f).name for f in build.toc_files(ROOT / "_toc.yml") if f.startswith("notebooks/")]
     assert chapters[:5] == PAPER_CHAPTERS  # one chapter per section of the paper, in order
-    assert STEMS == chapters, "notebooks/ and the chapters in _toc.yml differ"
+    # the run order is the file order (a later chapter may read an earlier one's ledger); the book's order may differ
+    assert sorted(STEMS) == sorted(chapters), "notebooks/ and the chapters in _toc.yml differ"
 
 
 def test_citations_resolve():

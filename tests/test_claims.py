@@ -44,7 +44,8 @@ def _curves(B, keys, rng):
              "density": L, "density_all": L, "pcs": L, "pcs_own": L, "pca_ev": L, "cae_angle": L - 2,
              "cae_dist": L - 1, "cae_ev": L, "recovery": 5, "rel_mse": 5, "end_spread": 5, "end_far": 5,
              "rotation_dominance": L, "departure_update": L, "antisymmetric_share_update": L, "r_b": T,
-             "mag_b": L}
+             "mag_b": L, "flow": 5, "basin": 5, "kl": 5, "kl_delete": 5, "kl_swap": 5, "recovery_a": 5, "kl_b": 5,
+             "kl_delete_b": 5, "kl_swap_b": 5}
     out = {}
     for k in keys:
         head = k.split(":")[0]

@@ -728,7 +728,7 @@ class Calibration:
 
 def planted_sizes(sizes: pd.DataFrame | None, pairs: Sequence[tuple[str, str]], *, model: str | None = None,
                   z_max: float = Z_MAX) -> dict[tuple[str, str], float]:
-    """The size to plant per reading: the trained ``z`` (:func:`effect_sizes`), of the smaller |z| over the models
+    """The size to plant per reading: the trained ``z`` (:func:`effect_sizes`), of the smaller ``|z|`` over the models
     when several (the weaker trained effect), capped at ``z_max``; readings without a finite trained size or a
     mechanism are left out. ``sizes`` None: ``z_max`` standard errors on the claim's side for every reading."""
     out = {}

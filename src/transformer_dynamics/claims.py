@@ -25,8 +25,8 @@ import numpy as np
 
 from . import effects as fx
 
-__all__ = ["CONTRIBUTIONS", "VERDICTS", "MARKS", "ALPHA", "SOURCES", "SHARP_DROP", "Reading", "Claim", "REGISTRY",
-           "get", "claims_of", "readings"]
+__all__ = ["CONTRIBUTIONS", "VERDICTS", "MARKS", "ALPHA", "SOURCES", "SHARP_DROP", "ATTRACTOR_SIZE",
+           "BASIN_TOLERANCE", "Reading", "Claim", "REGISTRY", "get", "claims_of", "readings"]
 
 #: The paper's five numbered contributions (section 1), shortened; 6: the sequel's claims.
 CONTRIBUTIONS = {
@@ -40,11 +40,18 @@ CONTRIBUTIONS = {
 VERDICTS = ("holds", "fails", "undecided")
 MARKS = {"holds": "✓", "fails": "✗", "undecided": "?", None: "–"}
 ALPHA = 0.05
-SOURCES = ("rs", "cae", "teleport", "dynamics")
+SOURCES = ("rs", "cae", "teleport", "dynamics", "attractors")
 #: What "a sharp decline" of the MI means here: at least a third of the first transition's MI lost within the
 #: early window. The paper's figures are not part of its text and it gives no number; its summary says the MI
 #: "dropped precipitously in the first several steps". The threshold is fixed here, never taken from our models.
 SHARP_DROP = 1 / 3
+#: The perturbation size the attractor claims read (chapter 11): a tenth of the stream's norm at the perturbed point,
+#: the smallest noise scale of chapter 5 and chapter 7's; fixed here, never chosen from our models' curves.
+ATTRACTOR_SIZE = 0.1
+#: Basin stability's tolerance (chapter 11): a perturbed run has returned when, at the end of the follow-up window,
+#: its distance to the clean run is at most this share of the clean run's norm there (at ATTRACTOR_SIZE: half the
+#: distance it started at).
+BASIN_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -387,6 +394,35 @@ _CLAIMS = [
           (_read("relative", "exponent minus the RS's log-norm growth rate", "lower_relative_exponent"),),
           "relative", "the teleports judge recovery relative to the trajectory, so the exponent is taken relative "
           "to the stream's growth", "07_local_dynamics", paper="attractor-like", unit="per sublayer"),
+    Claim("attractor_lower_flow", "beyond", "attractor-like dynamics in the lower layers", 5, "attractors",
+          f"inward-flow fraction (share of perturbations of size {ATTRACTOR_SIZE:g} of the stream's norm whose "
+          "distance to the clean run, relative to the stream's norm, shrinks over the fixed follow-up window) of the "
+          "lower half of the paper's five layers minus the upper half's (the middle layer left out), per prompt", ">",
+          0.0,
+          (_read("plane", "directions in the plane of the first two principal components (the teleport's kind)",
+                 "flow:plane", fx.lower_minus_upper),
+           _read("random", "norm-matched random directions of the whole space", "flow:random", fx.lower_minus_upper),
+           _read("swap", "directions towards another prompt's vector (activation swaps)", "flow:swap",
+                 fx.lower_minus_upper),
+           _read("basin", f"basin stability: share of the plane perturbations ending within {BASIN_TOLERANCE:g} of "
+                 "the stream's norm of the clean run", "basin:plane", fx.lower_minus_upper)),
+          "plane", "the paper reads attractors off teleports in the principal-component plane; random directions and "
+          "swaps are the controls, basin stability the standard measure of an attractor's reach (Menck et al. 2013)",
+          "11_attractors", paper="attractor-like"),
+    Claim("recovery_predicts_robustness", "beyond", "recovery predicts next-token robustness", 5, "attractors",
+          f"rank correlation over the paper's five layers between the mean recovery ratio of perturbations of size "
+          f"{ATTRACTOR_SIZE:g} (plane directions) and the mean KL(clean || perturbed) of the next token (> 0: the "
+          "layers whose perturbations shrink more move the next token less); recovery on the even-numbered prompts, "
+          "KL on the odd-numbered ones (shared noise would correlate them)", ">", 0.0,
+          (_read("perturbation", "KL of the same perturbations run to the output", ("recovery_a:plane", "kl_b:plane"),
+                 fx.rank_correlation),
+           _read("delete", "KL of deleting the layer (at the last token)", ("recovery_a:plane", "kl_delete_b"),
+                 fx.rank_correlation),
+           _read("swap", "KL of swapping the layer with its neighbour (at the last token)",
+                 ("recovery_a:plane", "kl_swap_b"), fx.rank_correlation)),
+          "perturbation", "the attractor picture's premise is that recovery is what protects the output; the same "
+          "perturbations test it directly, deletion and swaps compare with Lad et al. 2024", "11_attractors",
+          paper="(implied)", origin="beyond"),
     # --- the sequel (arXiv 2605.14258): the Jacobian of the layer map (chapter 7) ---------------------------
     # Per-text measures of each sublayer's Jacobian, averaged over texts; "learned" is the comparison with the
     # random-init references (runs "default:<seed>", "matched:<seed>") that verdicts.judge makes.

@@ -22,7 +22,7 @@ __all__ = ["within", "cross", "thirds_of", "contrast", "kind_difference", "kind_
            "first_each_kind", "bounded_contrast", "steepest_third_margin", "last_third_margin", "cv_early_minus_late", "early_window", "early_drop",
            "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat", "depth_contrast",
            "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column", "last_minus_first",
-           "lower_minus_upper"]
+           "lower_minus_upper", "rank_correlation"]
 
 #: A statistic: curves -> (B,).
 Stat = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -276,3 +276,19 @@ def lower_minus_upper(y) -> np.ndarray:
         raise ValueError(f"need at least 2 columns (lower, upper); got {k}")
     h = k // 2
     return _quiet(lambda: np.nanmean(y[:, :h], 1) - np.nanmean(y[:, k - h:], 1))
+
+
+def rank_correlation(a, b) -> np.ndarray:
+    """Spearman's rank correlation over the columns of each row pair of ``a, b: (B, k)`` (e.g. a curve per layer,
+    for every bootstrap resample), ties given their average rank, columns undefined in either left out -> (B,).
+    NaN for a row with fewer than 3 defined columns or a constant one. > 0: where one is higher, so is the other."""
+    from scipy.stats import rankdata  # noqa: PLC0415
+
+    a, b = _2d(a), _2d(b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape (B, k); got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    # the undefined columns ranked last (inf), so that the defined ones hold ranks 1..m of their own row
+    ra = np.where(ok, rankdata(np.where(ok, a, np.inf), axis=1), np.nan)
+    rb = np.where(ok, rankdata(np.where(ok, b, np.inf), axis=1), np.nan)
+    return _row_corr(ra, rb)
