@@ -10,7 +10,7 @@ Writes ``benchmarks/results/metrics.json`` (read by the book's benchmarks page) 
 KDE MI (the paper's estimator): the default "kde" (gridded kernel sums, ``mutual_info.gauss_sums``) against
 "kde_exact" (exact O(N^2) sums) and a loop of ``scipy.stats.gaussian_kde`` (the paper's reference
 computation), per unit pair at N = 1000: speed-ups, the largest relative error against the exact
-estimator on the constructed hard pairs (``mutual_info.constructed_pairs``) and on SmolLM2's residual
+estimator on the constructed hard pairs (``tests/mi_cases.py``) and on SmolLM2's residual
 stream (``--real``: the N = 1000 capture, cached after its first run; every transition), and the
 paper-scale time (63 transitions x 4096 units) extrapolated from the units timed. Goals (issue 17): >= 50x
 (goal 100x) the scipy loop, within 1e-3 relative of "kde_exact" on real pairs, paper scale < 60 s.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,11 +29,14 @@ import numpy as np
 import torch
 from scipy.stats import gaussian_kde
 
-from _common import machine, write_result
+from _common import TESTS, machine, write_result
 
 from transformer_dynamics import metrics as M
 from transformer_dynamics import mutual_info as MI
 from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
+
+sys.path.insert(0, str(TESTS))
+from mi_cases import constructed_pairs  # noqa: E402  (the tests' constructed pairs)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
 
@@ -91,7 +95,7 @@ def real_pairs_check(n_units: int) -> dict:
 
 def constructed_check() -> dict:
     """"kde" vs "kde_exact" (and the scipy reference) on the constructed hard pairs at N = 1000."""
-    x, y = MI.constructed_pairs(n=1000)
+    x, y = constructed_pairs(n=1000)
     names = ["gaussian", "bimodal", "heavy_tailed", "massive_outlier", "near_constant", "near_constant_spikes",
              "nonlinear"]
     fast = MI.mutual_information_pairs(x, y, "kde")
@@ -204,19 +208,19 @@ def main(argv=None):
     if not args.skip_other:
         _, dt = timed(bootstrap_correlation, rs[:, 0], rs[:, 1], n_boot=1000)
         add("bootstrap_correlation (median r, 1 transition)", dt, 60.0, "1000 resamples, vectorised")
-        _, dt = timed(M.mutual_information, rs, "gcmi")
+        _, dt = timed(MI.mutual_information, rs, "gcmi")
         add("mutual_information gcmi (full)", dt, 300.0)
         ksg_units = np.arange(args.other_mi_units)
-        _, dt = timed(M.mutual_information, rs, "ksg", units=ksg_units)
+        _, dt = timed(MI.mutual_information, rs, "ksg", units=ksg_units)
         add(f"mutual_information ksg ({ksg_units.size} units)", dt, None,
             f"extrapolated to {D} units: {dt * D / ksg_units.size:.0f}s")
 
     # KDE (the paper's estimator): warm up the compiled kernels first (compilation is a one-off cost)
-    _, t_compile = timed(M.mutual_information, rs[:, :2], "kde_exact", units=np.arange(64))
-    _, t_compile2 = timed(M.mutual_information, rs[:, :2], "kde", units=np.arange(64))
+    _, t_compile = timed(MI.mutual_information, rs[:, :2], "kde_exact", units=np.arange(64))
+    _, t_compile2 = timed(MI.mutual_information, rs[:, :2], "kde", units=np.arange(64))
     add("kde_exact + kde warm-up (compilation, one-off)", t_compile + t_compile2, None)
     units = np.arange(min(args.mi_units, rs.shape[2]))
-    mi_fast, dt, cpu = clocked(M.mutual_information, rs, "kde", units=units)
+    mi_fast, dt, cpu = clocked(MI.mutual_information, rs, "kde", units=units)
     full = units.size == D
     n_pairs = (L - 1) * units.size
     per_pair_ours = dt / n_pairs
@@ -226,7 +230,7 @@ def main(argv=None):
     add("mutual_information kde (paper scale)", est_full, 60.0,
         "measured" if full else f"extrapolated x{D / units.size:.0f} from {units.size} units x {L - 1} transitions")
     ex_units = units[:min(args.exact_units, units.size)]
-    mi_exact, dt_ex, cpu_ex = clocked(M.mutual_information, rs, "kde_exact", units=ex_units)
+    mi_exact, dt_ex, cpu_ex = clocked(MI.mutual_information, rs, "kde_exact", units=ex_units)
     per_pair_exact = dt_ex / ((L - 1) * ex_units.size)
     rel_synth = float(np.nanmax(np.abs(mi_fast[:, :ex_units.size] / mi_exact - 1)))
     add(f"mutual_information kde_exact ({ex_units.size} units)", dt_ex, None,
@@ -238,7 +242,7 @@ def main(argv=None):
     pairs = [(rs[:, t_src, u].astype(np.float64), rs[:, t_src + 1, u].astype(np.float64)) for u in range(k)]
     ref, dt_scipy, cpu_scipy = clocked(lambda: [scipy_kde_mi(a, b) for a, b in pairs])
     per_pair_scipy = dt_scipy / k
-    ours = M.mutual_information_pairs(rs[:, t_src, :k], rs[:, t_src + 1, :k], "kde")
+    ours = MI.mutual_information_pairs(rs[:, t_src, :k], rs[:, t_src + 1, :k], "kde")
     max_rel = float(np.max(np.abs(ours / np.asarray(ref) - 1)))
     ratio = per_pair_scipy / per_pair_ours
     add("scipy gaussian_kde loop, per unit-pair", per_pair_scipy, None,

@@ -99,7 +99,7 @@ colab.setup(globals(), "02_activation_statistics")
 import numpy as np
 from IPython.display import Markdown, display
 
-from transformer_dynamics import chapter, metrics, verdicts
+from transformer_dynamics import chapter, metrics, mutual_info, verdicts
 from transformer_dynamics.ledger import to_table
 from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
@@ -115,10 +115,10 @@ Markdown(ch.summary())
 
 # %% [markdown]
 # ## Computing the statistics
-# All in `transformer_dynamics.metrics`: means per unit and sublayer, each unit's Pearson r between
+# In `transformer_dynamics.metrics`: means per unit and sublayer, each unit's Pearson r between
 # successive sublayers (and between all pairs l < m), the cosine similarity and the velocity of
-# successive RS vectors per text, and each unit's MI between successive sublayers with every estimator
-# in `MI_METHODS`.
+# successive RS vectors per text; in `transformer_dynamics.mutual_info`: each unit's MI between successive
+# sublayers with every estimator in `MI_METHODS`.
 
 # %%
 main_mi = "kde" if "kde" in MI_METHODS else MI_METHODS[0]
@@ -137,11 +137,11 @@ for m, c in RUNS:
         "cos": metrics.cosine_similarity(x),
         "ccos": metrics.centered_cosine_similarity(x),
         "vel": metrics.velocity(x),
-        "mi_main": metrics.mutual_information(x, main_mi, units=units[m]),
+        "mi_main": mutual_info.mutual_information(x, main_mi, units=units[m]),
     }
     in_compare = np.isin(units[m], compare[m])
     stats[m, c]["mi"] = {est: stats[m, c]["mi_main"][:, in_compare] if est == main_mi
-                     else metrics.mutual_information(x, est, units=compare[m])
+                     else mutual_info.mutual_information(x, est, units=compare[m])
                      for est in MI_METHODS}
     stats[m, c]["hist"] = metrics.correlation_histogram(stats[m, c]["r"])
     stats[m, c]["hist_pairs"] = metrics.correlation_histogram(stats[m, c]["r_pairs"])
@@ -268,7 +268,7 @@ grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi"] for m, c in RUNS},
 # %% tags=["remove-input"]
 for m, c in RUNS:
     if {"kde", "kde_exact"} <= set(MI_METHODS):
-        ch.record(m, "mi_kde_grid_max_rel_diff", metrics.max_relative_difference(
+        ch.record(m, "mi_kde_grid_max_rel_diff", mutual_info.max_relative_difference(
             stats[m, c]["mi"]["kde"], stats[m, c]["mi"]["kde_exact"]), figure="1H", condition=c,
             claim="largest relative difference of MI, gridded vs exact kernel sums (same estimate)")
     mean_mi = metrics.mean_by_transition(stats[m, c]["mi_main"])["all"]

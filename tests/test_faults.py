@@ -431,7 +431,7 @@ def test_units_out_of_range_or_not_integers():
     for units, match in [([4], r"units \[4\] out of range"), ([-1], "out of range"), ([1.5], "integer"),
                          (["a"], "integer")]:
         with pytest.raises(ValueError, match=match):
-            metrics.mutual_information(rs, "gcmi", units=units)
+            mutual_info.mutual_information(rs, "gcmi", units=units)
     with pytest.raises(ValueError, match="out of range"):
         metrics.without_units(rs, [7])
 
@@ -442,7 +442,7 @@ def test_gcmi_on_inf_is_nan_like_kde_and_ksg():
     y = x + rng.standard_normal((50, 3))
     x[3, 1] = np.inf
     for method in ("gcmi", "kde", "ksg"):
-        mi = metrics.mutual_information_pairs(x, y, method)
+        mi = mutual_info.mutual_information_pairs(x, y, method)
         assert np.isnan(mi[1]) and np.isfinite(mi[[0, 2]]).all(), method
 
 
@@ -545,13 +545,13 @@ BAD_COUNTS = {
         (lambda: metrics.velocity(_RS, chunk=2.5),
          r"chunk must be an integer >= 1; got 2.5 \(float\)"),
     "mutual_information kde chunk=-1":
-        (lambda: metrics.mutual_information(_RS, "kde", chunk=-1),
+        (lambda: mutual_info.mutual_information(_RS, "kde", chunk=-1),
          r"chunk must be an integer >= 1"),
     "mutual_information ksg k=2.5":
-        (lambda: metrics.mutual_information(_RS, "ksg", k=2.5),
+        (lambda: mutual_info.mutual_information(_RS, "ksg", k=2.5),
          r"k must be an integer >= 1; got 2.5"),
     "mutual_information_pairs ksg chunk=-1":
-        (lambda: metrics.mutual_information_pairs(_X, _Y, "ksg", chunk=-1),
+        (lambda: mutual_info.mutual_information_pairs(_X, _Y, "ksg", chunk=-1),
          r"chunk must be an integer >= 1"),
     "PCA chunk_rows=-1":
         (lambda: reduce.PCA(3, chunk_rows=-1).fit(_RS),
@@ -633,7 +633,6 @@ BAD_COUNTS = {
         (lambda: data.shuffle_token_ids([[1, 2, 3]], seed=-1),
          r"seed must be an integer >= 0; got -1"),
     "load_texts l_min=2.5": (lambda: data.load_texts(3, l_min=2.5), r"l_min must be an integer >= 0; got 2.5"),
-    "constructed_pairs n=-1": (lambda: mutual_info.constructed_pairs(-1), r"n must be an integer >= 1; got -1"),
 }
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from transformer_dynamics import metrics as M
+from transformer_dynamics import mutual_info as MI
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_bad_shape_raises():
     with pytest.raises(ValueError, match="sublayers"):
         M.successive_correlation(np.zeros((5, 1, 3)))
     with pytest.raises(ValueError, match="method"):
-        M.mutual_information(np.zeros((10, 3, 2)), method="binning")
+        MI.mutual_information(np.zeros((10, 3, 2)), method="binning")
 
 
 # --------------------------------------------------------------------------------------- correlation
@@ -53,8 +54,8 @@ def test_constant_unit_gives_nan_not_error(rs):
     assert np.isfinite(np.delete(r, 3, axis=1)).all()
     p = M.pairwise_correlation(x)
     assert np.isnan(p).sum() == 5  # the 5 pairs that involve sublayer 2, unit 3
-    for method in M.MI_METHODS:
-        mi = M.mutual_information(x[:, :, :5], method=method)
+    for method in MI.MI_METHODS:
+        mi = MI.mutual_information(x[:, :, :5], method=method)
         assert np.isnan(mi[1, 3]) and np.isnan(mi[2, 3]), method
         assert np.isfinite(mi[:, :3]).all(), method
 

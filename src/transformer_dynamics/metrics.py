@@ -25,8 +25,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from .mutual_info import MI_METHODS, max_relative_difference, mutual_information, mutual_information_pairs
-
 from .arrays import check_rs as _check_rs
 from .arrays import check_units as _check_units
 from .arrays import split_transitions, transition_kind
@@ -53,10 +51,6 @@ __all__ = [
     "early_stop",
     "thirds",
     "first_last_third",
-    "mutual_information",
-    "mutual_information_pairs",
-    "max_relative_difference",
-    "MI_METHODS",
     "sign_agreement",
     "depth_trend",
     "within_above_cross",

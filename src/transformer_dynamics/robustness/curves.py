@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import bootstrap, metrics, phase, reduce
+from .. import bootstrap, metrics, mutual_info, phase, reduce
 from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
@@ -209,7 +209,7 @@ def _mi(x: np.ndarray, opts: CurveOptions, window: int | None) -> dict[str, np.n
     sub = x if window is None else x[:, :window + 1]
     out = {}
     for m in opts.mi_methods:
-        mi = metrics.mutual_information(sub, m, units=opts.mi_units)         # (t, U)
+        mi = mutual_info.mutual_information(sub, m, units=opts.mi_units)         # (t, U)
         curve = np.full(T, np.nan)
         with np.errstate(invalid="ignore"):
             curve[:mi.shape[0]] = _nanmean(mi, 1)
