@@ -518,7 +518,7 @@ def test_real_conversion_with_flipped_bits_is_detected(model_cache_dir, tmp_path
 # --------------------------------------------------------------------------------------------------
 # 5. issue 25: every count and size argument checked where the package is entered (validation.py)
 # --------------------------------------------------------------------------------------------------
-from transformer_dynamics import mutual_info, perturb, reduce, validation  # noqa: E402
+from transformer_dynamics import arrays, mutual_info, perturb, reduce, validation  # noqa: E402
 from transformer_dynamics.dynamics import exponents, rotational, sequel  # noqa: E402
 
 _RNG = np.random.default_rng(0)
@@ -531,15 +531,15 @@ _TRAJ = _RNG.standard_normal((3, 10))
 # null or a raw error from deep inside before
 BAD_COUNTS = {
     # a negative chunk returned the output buffer uncomputed; zero gave "range() arg 3 must not be zero"
-    "pairwise_correlation chunk=-1":
-        (lambda: metrics.pairwise_correlation(_RS, chunk=-1),
-         r"chunk must be an integer >= 1; got -1"),
-    "pairwise_correlation chunk=0":
-        (lambda: metrics.pairwise_correlation(_RS, chunk=0),
-         r"chunk must be an integer >= 1; got 0"),
-    "successive_correlation chunk=-1":
-        (lambda: metrics.successive_correlation(_RS, chunk=-1),
-         r"chunk must be an integer >= 1"),
+    "pairwise_correlation max_samples=-1":
+        (lambda: metrics.pairwise_correlation(_RS, max_samples=-1),
+         r"max_samples must be an integer >= 1 or None; got -1"),
+    "pairwise_correlation max_samples=0":
+        (lambda: metrics.pairwise_correlation(_RS, max_samples=0),
+         r"max_samples must be an integer >= 1 or None; got 0"),
+    "successive_correlation max_samples=-1":
+        (lambda: metrics.successive_correlation(_RS, max_samples=-1),
+         r"max_samples must be an integer >= 1"),
     "velocity chunk=-1": (lambda: metrics.velocity(_RS, chunk=-1), r"chunk must be an integer >= 1"),
     "velocity chunk=2.5":
         (lambda: metrics.velocity(_RS, chunk=2.5),
@@ -592,8 +592,8 @@ BAD_COUNTS = {
     "correlation_histogram bins=2.5":
         (lambda: metrics.correlation_histogram(_RNG.random((5, 3)), bins=2.5),
          r"bins must be an integer >= 1"),
-    "iter_chunks max_samples=-1":
-        (lambda: list(metrics.iter_chunks(_RS, -1)),
+    "chunks max_samples=-1":
+        (lambda: list(arrays.chunks(_RS, -1)),
          r"max_samples must be an integer >= 1 or None"),
     "thirds n=4.5": (lambda: metrics.thirds(4.5), r"must be an integer >= 3; got 4.5"),
     "steepest_segment n_segments=2.5":

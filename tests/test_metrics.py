@@ -61,7 +61,7 @@ def test_constant_unit_gives_nan_not_error(rs):
 
 
 def test_pairwise_correlation(rs):
-    p = M.pairwise_correlation(rs, chunk=5)
+    p = M.pairwise_correlation(rs, max_samples=7)  # several chunks of samples
     li, mi = M.pair_indices(6)
     assert p.shape == (15, 12) and li.size == 15
     full = np.stack([np.corrcoef(rs[:, :, u].T) for u in range(12)], axis=-1)  # (6, 6, 12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transformer_dynamics import cache, metrics as M, mutual_info as MI, phase
+from transformer_dynamics import arrays, cache, metrics as M, mutual_info as MI, phase
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,12 @@ def test_mutual_information_from_store(sharded, method):
     np.testing.assert_allclose(ooc, mem, rtol=1e-6)
 
 
-def test_iter_chunks_covers_the_samples_in_order(sharded):
+def test_chunks_cover_the_samples_in_order(sharded):
     rs, store = sharded
-    got = np.concatenate([c for _, c in M.iter_chunks(store, max_samples=64)])
+    got = np.concatenate([c for _, c in arrays.chunks(store, max_samples=64)])
     np.testing.assert_array_equal(got, rs)
-    starts = [s for s, _ in M.iter_chunks(rs, max_samples=100)]
+    starts = [s for s, _ in arrays.chunks(rs, max_samples=100)]
     assert starts == [0, 100, 200, 300]
+    assert [s for s, _ in arrays.chunks(store, max_samples=64)] == [0, 64, 100, 101, 165, 229, 250]
+    (start, whole), = arrays.chunks(rs)  # an array is one chunk, itself
+    assert start == 0 and whole is rs

@@ -25,7 +25,7 @@ import torch
 from scipy import special, stats
 
 from . import kernels
-from .arrays import check_rs, check_units
+from .arrays import check_stream, check_units, unit_blocks
 from .validation import check_positive_int
 
 __all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums", "grid_error_bound",
@@ -334,53 +334,52 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
                        max_bytes: int = 512 * 2**20) -> np.ndarray:
     """Mutual information (nats) of each unit between successive sublayers t and t + 1 (Fig 1G, 1H).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, n_units) float64, where the units are
-    ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "kde_exact", "ksg" or "gcmi"; see
-    :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers - 1, n_units) float64, where the units
+    are ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "kde_exact", "ksg" or "gcmi";
+    see :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
     sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
-    transitions that touch it. ``rs`` may be a cache entry (:class:`cache.ActivationStore`): the units are
-    then read in blocks of at most ``max_bytes`` (float32, all samples and sublayers), one pass over the
-    shards per block.
+    transitions that touch it. Each unit needs all its samples at once: a cache entry is read in blocks of units
+    of at most ``max_bytes`` (float32, all samples and sublayers), one pass over its shards per block
+    (:func:`transformer_dynamics.arrays.unit_blocks`); an array is used as it is.
     """
     _check_method(method)
     k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")
-    max_bytes = check_positive_int(max_bytes, "max_bytes")
-    if hasattr(rs, "iter_chunks") and not isinstance(rs, np.ndarray):  # a cache entry: read unit blocks
-        n, L, D = rs.shape
-        units = np.arange(D) if units is None else check_units(units, D)
-        block = max(1, int(max_bytes // (n * L * 4)))
-        parts = []
-        for b in range(0, units.size, block):
-            idx = units[b:b + block]
-            cols = np.concatenate([c[:, :, idx] for _, c in rs.iter_chunks()])  # one pass per block
-            parts.append(mutual_information(cols, method, k=k, chunk=chunk, compile=compile, progress=progress))
-        return np.concatenate(parts, axis=1)
-    rs = check_rs(rs, min_sublayers=2, min_samples=4)
+    rs = check_stream(rs, min_sublayers=2, min_samples=4)
     n, L, D = rs.shape
     units = np.arange(D) if units is None else check_units(units, D)
     out = np.empty((L - 1, units.size), dtype=np.float64)
-    starts = range(0, units.size, chunk)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"MI ({method})", unit="chunk")
-    for s in starts:
-        idx = units[s:s + chunk]
-        U = idx.size
-        v = torch.from_numpy(np.ascontiguousarray(rs[:, :, idx].transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
-        x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
-        if method in ("kde", "kde_exact"):
-            exact = method == "kde_exact"
-            lv = _kde_log_density_1d(v.reshape(-1, n), compile, exact).reshape(L, U, n)
-            lxy = _kde_log_density_2d(x, y, compile, exact).reshape(L - 1, U, n)
-            mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
-        elif method == "ksg":
-            mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
-        else:
-            vn = v.numpy()
-            cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
-            mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
-        out[:, s:s + chunk] = mi.numpy()
+        bar = tqdm(total=-(-units.size // chunk), desc=f"MI ({method})", unit="chunk")
+    for pos, source, columns in unit_blocks(rs, units, max_bytes):
+        for s in range(0, columns.size, chunk):
+            mi = _unit_mi(source[:, :, columns[s:s + chunk]], method, k, compile)
+            out[:, pos.start + s:pos.start + s + mi.shape[1]] = mi
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     return out
+
+
+def _unit_mi(v: np.ndarray, method: str, k: int, compile: bool | None) -> np.ndarray:
+    """MI of each unit of ``v: (n_samples, n_sublayers, U)`` between successive sublayers -> (n_sublayers - 1, U)."""
+    n, L, U = v.shape
+    v = torch.from_numpy(np.ascontiguousarray(v.transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
+    x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
+    if method in ("kde", "kde_exact"):
+        exact = method == "kde_exact"
+        lv = _kde_log_density_1d(v.reshape(-1, n), compile, exact).reshape(L, U, n)
+        lxy = _kde_log_density_2d(x, y, compile, exact).reshape(L - 1, U, n)
+        mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
+    elif method == "ksg":
+        mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
+    else:
+        vn = v.numpy()
+        cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
+        mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
+    return mi.numpy()
 
 
 def max_relative_difference(a, b) -> float:
