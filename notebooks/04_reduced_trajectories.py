@@ -105,7 +105,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness, verdicts
+from transformer_dynamics import cae_cache, chapter, metrics, reduce, robustness, verdicts
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
 
@@ -131,7 +131,7 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 # owning the loss). Reconstructions and explained variance are in raw RS units. Each model gets its own CAE
 # (its width sets the encoder's).
 #
-# `pipeline.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
+# `cae_cache.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
 # next to the activations, keyed by the capture and every training argument; a rerun (say after a prose
 # change) loads it. The training time shown is that of the run that trained it. On the original texts one CAE
 # per training seed in `CAE_SEEDS` (the figures show the first; the claims pool them and report their spread);
@@ -142,7 +142,7 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 SEEDED = [(m, c, s) for m, c in RUNS for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
 CAE_REFS = [(m, CONDITIONS[0], f"{kind}:{s}") for m in ch.models for kind in REFERENCE_INITS
             for s in CAE_REFERENCE_SEEDS]
-trained = pipeline.trained_caes(  # those not cached yet train side by side, one per CPU core
+trained = cae_cache.trained_caes(  # those not cached yet train side by side, one per CPU core
     SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
     epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE, num_threads=CAE_THREADS,
     per_run={**{r: {"cae_seed": r[2]} for r in SEEDED},

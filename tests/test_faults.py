@@ -766,7 +766,7 @@ def test_forty_writers_of_one_entry(tmp_path, broken_first):
     ident = {"n": 6}
     rs = np.random.default_rng(0).standard_normal((6, 3, 4)).astype(np.float32)
     if broken_first:  # a stale, broken entry in the way: replaced once, by one of them
-        final = cache._entry_dir(tmp_path, "activations", ident)
+        final = cache.entry_path(tmp_path, ident)
         final.mkdir(parents=True)
         (final / "meta.json").write_text("{oops")
 
