@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from . import cache, capture, data, models, pipeline
+from .validation import check_positive_int
 
 __all__ = ["capture_store", "main"]
 
@@ -78,7 +79,7 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
     every rank. Arguments as :func:`pipeline.residual_stream_store`; ``device``: None = ``cuda:LOCAL_RANK``
     when CUDA is there, else CPU; ``model_kwargs`` go to the model loader (e.g. ``device_map="auto"``).
     """
-    pipeline._check_arguments(shard_size=shard_size)
+    shard_size = check_positive_int(shard_size, "shard_size", none=True)
     req = pipeline.capture_request(model, n=n, seed=seed, condition=condition, splits=splits, data_dir=data_dir,
                                    cache_dir=cache_dir, add_bos=add_bos, strip=strip, batch_size=batch_size,
                                    dtype=dtype, quantization=quantization, init=init, init_seed=init_seed)
@@ -94,7 +95,8 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
         if hit is not None:
             return hit
         labels = capture.sublayer_labels(len(models.layer_modules(lm)))
-        shard_size = shard_size or pipeline.shard_texts(len(labels), lm.config.hidden_size)
+        if shard_size is None:
+            shard_size = pipeline.shard_texts(len(labels), lm.config.hidden_size)
         # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
         tmp = Path(_gather(str(cache.ShardWriter.partial_folder(req.root, req.identity)) if rank == 0 else None,
                            world)[0])

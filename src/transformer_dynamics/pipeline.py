@@ -282,7 +282,8 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         if hit is not None:
             return hit
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
-    shard_size = shard_size or shard_texts(len(labels), lm.config.hidden_size)
+    if shard_size is None:
+        shard_size = shard_texts(len(labels), lm.config.hidden_size)
     root = loaded.root if cache.writable(loaded.root) else _scratch_root(loaded.root)
     with cache.ShardWriter(root, loaded.identity, extra_meta={"sublayer_labels": labels}) as writer:
         write_shards(writer, lm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)
