@@ -596,12 +596,6 @@ BAD_COUNTS = {
         (lambda: list(arrays.chunks(_RS, -1)),
          r"max_samples must be an integer >= 1 or None"),
     "thirds n=4.5": (lambda: metrics.thirds(4.5), r"must be an integer >= 3; got 4.5"),
-    "steepest_segment n_segments=2.5":
-        (lambda: metrics.steepest_segment(np.arange(10.0), 2.5),
-         r"n_segments must be an integer >= 1"),
-    "largest_drop stop=0":
-        (lambda: metrics.largest_drop(np.arange(5.0), stop=0),
-         r"stop must be an integer >= 2 or None; got 0"),
     "shuffle_null n_shuffles=2.5":
         (lambda: phase.shuffle_null(_TRAJ, 2.5),
          r"n_shuffles must be an integer >= 1; got 2.5"),
@@ -662,13 +656,9 @@ def test_a_huge_count_is_refused_before_allocating(case):
 
 
 EMPTY_OR_NAN = {
-    "largest_drop of one value": (lambda: metrics.largest_drop([1.0]), "need at least 2 values of y"),
-    "largest_drop all NaN": (lambda: metrics.largest_drop([np.nan] * 5), "y has no finite drop"),
-    "steepest_segment all NaN": (lambda: metrics.steepest_segment([np.nan] * 10), "y has no finite step"),
     "unit_order all NaN":
         (lambda: metrics.unit_order(np.full((3, 3, 4), np.nan)),
          "NaN or inf at the last sublayer"),
-    "sign_agreement empty": (lambda: metrics.sign_agreement(np.zeros((0, 4))), r"mean must be \(n_sublayers >= 1"),
     "null_band without shuffles": (lambda: phase.null_band(np.zeros((0, 3))), r"null must be \(n_shuffles >= 1"),
     "rotation_summary empty":
         (lambda: phase.rotation_summary(np.zeros(0), np.zeros((3, 0))),

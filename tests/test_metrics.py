@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from transformer_dynamics import arrays as A
 from transformer_dynamics import metrics as M
 from transformer_dynamics import mutual_info as MI
 
@@ -106,12 +107,12 @@ def test_centered_cosine_removes_common_direction(rs):
 
 # --------------------------------------------------------------------------------------- transitions
 def test_transitions():
-    kinds = M.transition_kind(6)
+    kinds = A.transition_kind(6)
     assert kinds.tolist() == ["within", "cross", "within", "cross", "within"]
     x = np.arange(10).reshape(2, 5)
-    within, cross = M.split_transitions(x)
+    within, cross = A.split_transitions(x)
     assert within.tolist() == [[0, 2, 4], [5, 7, 9]] and cross.tolist() == [[1, 3], [6, 8]]
-    w0, c0 = M.split_transitions(x.T, axis=0)
+    w0, c0 = A.split_transitions(x.T, axis=0)
     np.testing.assert_array_equal(w0, within.T)
     np.testing.assert_array_equal(c0, cross.T)
     med = M.median_by_transition(np.array([[1.0, 2, 3], [4, 5, np.nan], [0, 0, 9]]))
@@ -130,21 +131,6 @@ def test_massive_units(rs):
     assert M.massive_units(rs, ratio=1e6).size == 0
     idx = M.subsample_units(100, 10, seed=1)
     assert idx.size == 10 and np.all(np.diff(idx) > 0)
-
-
-# ------------------------------------------------------------------------------------------ summaries
-def test_claim_summaries():
-    mean = np.array([[1.0, -1, 1, 1], [1, 1, -1, 1], [2, -2, 2, 2]])
-    np.testing.assert_allclose(M.sign_agreement(mean), [1, 0.5, 1])
-    assert M.depth_trend([1, 2, np.nan, 5, 9]) == pytest.approx(1.0)
-    assert M.depth_trend([3, 2, 1]) == pytest.approx(-1.0)
-    assert M.within_above_cross([5, 1, 5, 1, 0]) == 1.0  # pairs (5,1), (5,1)
-    assert M.within_above_cross([1, 2, 5, 1]) == 0.5
-    y = np.r_[np.zeros(6), np.arange(6) ** 2.0]  # flat, then accelerating
-    assert M.steepest_segment(y) == 2
-    assert M.largest_drop([5, 4, 1, 0.5, 0]) == 2
-    assert M.largest_drop([5, 4, 3.5, 0, 0], stop=3) == 1
-    assert M.transition_kind(6)[M.largest_drop([5, 4, 1, 0.5, 0])] == "within"
 
 
 def test_paired_cosine_closed_form():

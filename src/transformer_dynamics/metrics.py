@@ -1,19 +1,19 @@
-"""Figure 1 statistics of the residual stream: means, correlations, cosine similarity, velocity and
-mutual information (paper sections 2.2–2.5, results 3.1).
+"""Figure 1 statistics of the residual stream: means, correlations, cosine similarity, velocity and massive units
+(paper sections 2.2–2.4, results 3.1); the mutual information of Fig 1G/1H is :mod:`transformer_dynamics.mutual_info`.
 
 Every function takes ``rs: (n_samples, n_sublayers, d_model)`` unless it says otherwise. Sublayer ``2l``
 is the residual stream before layer ``l``'s attention, ``2l + 1`` before its MLP. Transition ``t`` goes
 from sublayer ``t`` to ``t + 1``; even ``t`` (attn -> mlp of the same layer) is *within-layer*, odd ``t``
-(mlp -> next layer's attn) is *cross-layer* (:func:`split_transitions`, :func:`transition_kind`).
+(mlp -> next layer's attn) is *cross-layer* (:func:`transformer_dynamics.arrays.split_transitions`).
 
-Units whose activation is constant over the samples have no correlation and no density; they give NaN
-(never an exception) in the correlation and mutual-information functions. Use ``np.nan*`` reductions.
+Units whose activation is constant over the samples have no correlation; they give NaN (never an exception).
+NaN in ``rs`` gives NaN where it enters (a unit's mean, a text's cosine), never a silent number. Use ``np.nan*``
+reductions.
 
 Every statistic of ``rs`` also takes a cache entry (:class:`cache.ActivationStore`, e.g. from
 ``pipeline.residual_stream_store``): each reads ``rs`` through :func:`transformer_dynamics.arrays.chunks`, one
 code path for an array (one chunk) and an entry (its shards: memory flat in N), so the values agree up to the
-order of float64 sums. The mutual-information estimators are in :mod:`transformer_dynamics.mutual_info`.
-"""
+order of float64 sums. """
 
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import stats
 
 from .arrays import check_rs as _check_rs
-from .arrays import check_stream, chunks, split_transitions, transition_kind
+from .arrays import check_stream, chunks, split_transitions
 from .arrays import check_units as _check_units
 from .validation import check_int, check_number, check_positive_int, check_seed
 
@@ -39,20 +38,10 @@ __all__ = [
     "centered_cosine_similarity",
     "velocity",
     "turning_angle",
-    "transition_kind",
-    "split_transitions",
     "median_by_transition",
     "mean_by_transition",
-    "defined_transitions",
-    "first_last_defined",
-    "early_stop",
     "thirds",
     "first_last_third",
-    "sign_agreement",
-    "depth_trend",
-    "within_above_cross",
-    "steepest_segment",
-    "largest_drop",
     "unit_magnitude",
     "massive_units",
     "without_units",
@@ -330,47 +319,8 @@ def mean_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# where along the depth: defined transitions, early window, thirds
+# thirds of the depth
 # ----------------------------------------------------------------------------------------------------
-_KINDS = ("all", "within", "cross")
-
-
-def defined_transitions(y, kind: str = "all") -> np.ndarray:
-    """Transitions ``t`` where ``y: (n_transitions,)`` is finite, of ``kind`` ``"all"``, ``"within"``
-    (even t) or ``"cross"`` (odd t). -> (k,) int64, ascending (empty when none is defined)."""
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}; got {kind!r}")
-    y = np.asarray(y, dtype=np.float64).ravel()
-    t = np.flatnonzero(np.isfinite(y))
-    if kind == "all" or not t.size:
-        return t
-    return t[transition_kind(y.size + 1)[t] == kind]
-
-
-def first_last_defined(y) -> dict[str, int]:
-    """The first and the last defined (finite) transition of each kind in ``y: (n_transitions,)``.
-
-    -> ``{"within_first": t, "cross_first": t, "within_last": t, "cross_last": t}``. When every text ends
-    in the same token, the first sublayer is constant and transition 0 undefined; "the first layer" is then
-    the first transition of each kind whose value is defined (Fig 1C)."""
-    out = {}
-    for end, pick in (("first", 0), ("last", -1)):
-        for kind in ("within", "cross"):
-            t = defined_transitions(y, kind)
-            if not t.size:
-                raise ValueError(f"no {kind}-layer transition has a defined value (all NaN): check that the "
-                                 "texts differ at more than one sublayer")
-            out[f"{kind}_{end}"] = int(t[pick])
-    return out
-
-
-def early_stop(n_transitions: int, minimum: int = 4) -> int:
-    """End (exclusive) of the "early layers" window over ``n_transitions`` transitions: the first third,
-    at least ``minimum`` transitions (Fig 1H's "sharp drop in the early layers")."""
-    n_transitions = check_positive_int(n_transitions, "n_transitions")
-    return max(check_positive_int(minimum, "minimum"), n_transitions // 3)
-
-
 def thirds(n: int) -> list[np.ndarray]:
     """Positions ``0 .. n - 1`` in three consecutive parts of near-equal length (the first parts one longer
     when ``n`` is not a multiple of 3): ``[(n0,), (n1,), (n2,)]`` int arrays. Thirds of the sublayers, not
@@ -400,80 +350,6 @@ def first_last_third(y, stat: str = "mean", *, n: int | None = None, trim: int =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return [float(f(y[p[:p.size - trim]])) for p in (parts[0], parts[2])]
-
-
-# ----------------------------------------------------------------------------------------------------
-# summaries behind the section 3.1 statements
-# ----------------------------------------------------------------------------------------------------
-def sign_agreement(mean) -> np.ndarray:
-    """Fraction of units whose mean activation at each sublayer has the sign it has at the last sublayer.
-
-    mean: (n_sublayers, d_model) from :func:`mean_activations` -> (n_sublayers,) in [0, 1] (last = 1).
-    Units that keep their sign over the layers (Fig 1B) push this towards 1; chance is about 0.5.
-    """
-    mean = np.asarray(mean, dtype=np.float64)
-    if mean.ndim != 2 or 0 in mean.shape:
-        raise ValueError(f"mean must be (n_sublayers >= 1, d_model >= 1); got {mean.shape}")
-    return (np.sign(mean) == np.sign(mean[-1])).mean(axis=1)
-
-
-def depth_trend(y) -> float:
-    """Spearman rank correlation between ``y: (n,)`` and its index (depth); NaN entries are dropped.
-    > 0: y rises with depth, < 0: it falls."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    ok = np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-    return float(stats.spearmanr(np.flatnonzero(ok), y[ok])[0])
-
-
-def within_above_cross(values) -> float:
-    """Fraction of layers whose within-layer value (transition 2l) exceeds its cross-layer value (2l+1).
-
-    values: (n_transitions,) per-transition summary (e.g. a median over units or samples).
-    """
-    within, cross = split_transitions(np.asarray(values, dtype=np.float64))
-    k = min(within.size, cross.size)
-    if k == 0:
-        raise ValueError("need at least 2 transitions to compare within- and cross-layer values")
-    return float(np.mean(within[:k] > cross[:k]))
-
-
-def steepest_segment(y, n_segments: int = 3) -> int:
-    """Which of ``n_segments`` equal stretches of ``y: (n,)`` has the largest mean increase per step
-    (0 = first, n_segments - 1 = last). Used for 'steepest acceleration in the last third' (Fig 1F)."""
-    n_segments = check_positive_int(n_segments, "n_segments")
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if y.size < 2 * n_segments:
-        raise ValueError(f"need at least {2 * n_segments} values for {n_segments} segments; got {y.size}")
-    steps = np.diff(y)
-    parts = np.array_split(np.arange(steps.size), n_segments)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.array([np.nanmean(steps[p]) for p in parts])
-    if not np.isfinite(means).any():
-        raise ValueError(f"y has no finite step in any of the {n_segments} segments (all NaN?); "
-                         "drop the undefined values first")
-    return int(np.nanargmax(means))
-
-
-def largest_drop(y, stop: int | None = None) -> int:
-    """Index t (>= 1) where ``y[t - 1] - y[t]`` is largest, among t < ``stop`` (None: all).
-
-    y: (n_transitions,) e.g. mean MI over units per transition; combine with :func:`transition_kind` to
-    ask whether the steepest MI drops land on cross-layer transitions (Fig 1H).
-    """
-    stop = check_int(stop, "stop", low=2, none=True)
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if y.size < 2:
-        raise ValueError(f"need at least 2 values of y for a drop; got {y.size}")
-    drops = y[:-1] - y[1:]
-    if stop is not None:
-        drops = drops[:stop - 1]
-    if not np.isfinite(drops).any():
-        raise ValueError(f"y has no finite drop among t < {stop if stop is not None else y.size} (all NaN?); "
-                         "drop the undefined values first")
-    return int(np.nanargmax(drops)) + 1
 
 
 # ----------------------------------------------------------------------------------------------------

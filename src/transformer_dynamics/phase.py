@@ -65,7 +65,6 @@ from .arrays import check_stream, chunks, read
 from .validation import check_allocation, check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
-    "activation_gradient",
     "phase_portrait",
     "count_rotations",
     "shuffle_null",
@@ -182,15 +181,6 @@ def _rotations(a: np.ndarray, atol: float = 0.0, axis: int = -1) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # portraits and counts
 # --------------------------------------------------------------------------------------------------
-def activation_gradient(traj):
-    """Gradient of trajectories over sublayers, ``numpy.gradient(traj, axis=-1)`` (unit spacing).
-
-    traj: (..., n_sublayers) -> (..., n_sublayers). Central differences inside, one-sided at the ends.
-    """
-    a, tt = _as_array(traj, min_len=2)
-    return _out(_gradient(a), tt)
-
-
 def phase_portrait(traj):
     """Activation-gradient phase portrait, centred at the initial point (paper §2.6).
 
