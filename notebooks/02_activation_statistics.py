@@ -201,7 +201,8 @@ for m, c in RUNS:
 # correlation; the white line is the density pooled over units.
 
 # %%
-grid(plot_metrics.plot_correlation_histogram, {(m, c): stats[m, c]["hist"] for m, c in RUNS});
+grid(plot_metrics.plot_correlation_histogram,
+     {(m, c): stats[m, c]["hist"] for m, c in RUNS});
 
 # %%
 fig = grid(plot_metrics.plot_correlation_histogram,
@@ -246,7 +247,8 @@ grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
 
 # %%
 grid(plot_metrics.plot_mi_units,
-     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS}, row_kwargs=ch.per_model);
+     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %%
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS},
