@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["NO_COMPILE_ENV", "KERNELS_ENV", "compile_off", "build", "library", "grid_sums", "grid_log_density",
+__all__ = ["NO_COMPILE_ENV", "KERNELS_ENV", "build", "library", "grid_sums", "grid_log_density",
            "ksg_counts", "gauss_rowsum", "count_within"]
 
 #: Set this environment variable to 1 to use neither compiler (no C kernel, no ``torch.compile``).
@@ -55,7 +55,7 @@ _LIBS: dict[str, ctypes.CDLL | None] = {}
 _TORCH: dict[str, Callable | None] = {}
 
 
-def compile_off() -> bool:
+def _compile_off() -> bool:
     """Whether ``$TRANSFORMER_DYNAMICS_NO_COMPILE`` turns the compilers off."""
     return os.environ.get(NO_COMPILE_ENV, "") not in ("", "0")
 
@@ -121,7 +121,7 @@ def _bind(lib: ctypes.CDLL, name: str) -> None:
 def library(name: str) -> ctypes.CDLL | None:
     """The compiled C kernel ``name`` (a key of :data:`FLAGS`), loaded once per process, or None when the
     compilers are off or the build fails (then with a warning: "kde" sums exactly, "ksg" counts by brute force)."""
-    if compile_off():
+    if _compile_off():
         return None
     if name not in _LIBS:
         try:
@@ -225,7 +225,7 @@ _FUSED = {"rowsum1": _rowsum_fused_1d, "rowsum2": _rowsum_fused_2d, "count": _co
 
 def _compiled(key: str) -> Callable | None:
     """The ``torch.compile``d kernel ``key`` of :data:`_FUSED`, or None when compilation is off or unavailable."""
-    if compile_off():
+    if _compile_off():
         return None
     if key not in _TORCH:
         try:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from . import claims as _claims
+from .formats import format_value
 
-__all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
+__all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "to_table", "to_markdown",
            "summary", "models_of", "by_claim", "claim_rows", "contributions", "md_cell"]
 
 LEDGER_ENV = "TRANSFORMER_DYNAMICS_LEDGER"
@@ -269,32 +270,6 @@ def _mark(entry: dict[str, Any]) -> str:
     if entry.get("verdict"):
         return _claims.MARKS.get(entry["verdict"], "–")
     return HOLDS_MARKS.get(entry.get("holds"), "–")
-
-
-def format_value(value: Any, digits: int = 3, max_items: int = 6) -> str:
-    """A short human-readable form of a recorded value: numbers to ``digits`` significant digits,
-    non-finite values (stored as the strings ``"nan"``, ``"inf"``) as they are, long lists abbreviated."""
-    if value is None:
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) >= 10 ** (digits + 2) or abs(v) < 10 ** -(digits)):
-            return f"{v:.{digits - 1}e}"
-        return f"{v:.{digits}g}"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-        shown = ", ".join(format_value(v, digits, max_items) for v in items[:max_items])
-        more = f", … ({len(items)} values)" if len(items) > max_items else ""
-        return f"[{shown}{more}]"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {format_value(v, digits, max_items)}" for k, v in value.items())
-    return str(value)
 
 
 def md_cell(text: Any) -> str:
