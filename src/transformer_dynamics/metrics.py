@@ -373,6 +373,9 @@ def massive_units(rs, k: int | None = None, ratio: float = 20.0) -> np.ndarray:
     k = check_int(k, "k", low=0, none=True)
     ratio = check_number(ratio, "ratio", low=0, low_open=True)
     mag = unit_magnitude(rs)
+    if not np.isfinite(mag).all():
+        raise ValueError(f"rs has NaN or inf in units {np.flatnonzero(~np.isfinite(mag))[:5].tolist()}: their "
+                         "magnitude, and so the median unit's, is undefined; drop or impute those values first")
     order = np.argsort(-mag, kind="stable")
     if k is not None:
         check_int(k, "k", low=0, high=mag.size)

@@ -361,7 +361,11 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
         raise ValueError("need at least 2 samples for a per-sublayer PCA")
     out = np.empty((s, min(n, d)))
     for a in range(0, s, sublayers_per_batch):
-        x = torch.as_tensor(take(rs, sublayers=slice(a, a + sublayers_per_batch)), dtype=torch.float64).transpose(0, 1)
+        slab = take(rs, sublayers=slice(a, a + sublayers_per_batch))
+        if not np.isfinite(slab).all():
+            raise ValueError(f"rs has NaN or inf at sublayers {a}..{a + slab.shape[1] - 1}: their spectra are "
+                             "undefined; drop or impute those values first")
+        x = torch.as_tensor(slab, dtype=torch.float64).transpose(0, 1)
         x = x - x.mean(1, keepdim=True)                              # (b, n, d)
         g = x @ x.transpose(1, 2) if n <= d else x.transpose(1, 2) @ x
         ev = torch.linalg.eigvalsh(g).flip(-1).clamp_min(0.0)        # (b, min(n, d)), descending
