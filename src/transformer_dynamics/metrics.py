@@ -53,6 +53,11 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------
 # means (Fig 1B)
 # ----------------------------------------------------------------------------------------------------
+def _float64(chunk: np.ndarray) -> torch.Tensor:
+    """A chunk as a float64 tensor of its own (a read-only memory map is never shared with torch)."""
+    return torch.from_numpy(np.array(chunk, dtype=np.float64))
+
+
 def _sample_sum(rs, f=lambda c: c) -> np.ndarray:
     """``sum over samples of f(chunk)`` in float64, chunk by chunk: ``f`` maps ``(m, n_sublayers, d_model)`` to
     ``(m, ...)``."""
@@ -136,12 +141,12 @@ def _correlation(rs, max_samples: int | None, successive: bool) -> np.ndarray:
     n, L, D = rs.shape
     shift = s1 = s2 = sxy = None
     for _, chunk in chunks(rs, _work_samples(rs, max_samples)):
-        x = torch.from_numpy(np.ascontiguousarray(chunk)).double()
+        x = _float64(chunk)
         if shift is None:
             shift = x.mean(0)
             s1, s2 = torch.zeros(L, D, dtype=torch.float64), torch.zeros(L, D, dtype=torch.float64)
             sxy = torch.zeros((L - 1, D) if successive else (D, L, L), dtype=torch.float64)
-        x = x - shift  # not in place: for float64 input, .double() shares the caller's memory
+        x -= shift
         s1 += x.sum(0)
         s2 += (x * x).sum(0)
         if successive:
@@ -199,9 +204,9 @@ def _cosine(rs, mean: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
     m = None if mean is None else torch.from_numpy(np.asarray(mean, dtype=np.float64))
     for s, c in chunks(rs, chunk):
-        a = torch.from_numpy(np.ascontiguousarray(c)).double()
+        a = _float64(c)
         if m is not None:
-            a = a - m  # not in place: for float64 input, .double() shares the caller's memory
+            a -= m
         dots = (a[:, :-1] * a[:, 1:]).sum(-1)
         norms = a.norm(dim=-1)
         out[s:s + len(c)] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
@@ -250,7 +255,7 @@ def velocity(rs, chunk: int = 64) -> np.ndarray:
     rs = check_stream(rs, min_sublayers=2)
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
     for s, c in chunks(rs, chunk):
-        a = torch.from_numpy(np.ascontiguousarray(c)).double()
+        a = _float64(c)
         out[s:s + len(c)] = (a[:, 1:] - a[:, :-1]).norm(dim=-1).numpy()
     return out
 
