@@ -139,30 +139,30 @@ def _correlation(rs, max_samples: int | None, successive: bool) -> np.ndarray:
     max_samples = check_positive_int(max_samples, "max_samples", none=True)
     rs = check_stream(rs, min_sublayers=2, min_samples=2)
     n, L, D = rs.shape
-    shift = s1 = s2 = sxy = None
+    shift = None
+    s1, s2 = np.zeros((L, D)), np.zeros((L, D))
+    sxy = np.zeros((L - 1, D)) if successive else torch.zeros((D, L, L), dtype=torch.float64)
     for _, chunk in chunks(rs, _work_samples(rs, max_samples)):
-        x = _float64(chunk)
+        x = np.array(chunk, dtype=np.float64)
         if shift is None:
             shift = x.mean(0)
-            s1, s2 = torch.zeros(L, D, dtype=torch.float64), torch.zeros(L, D, dtype=torch.float64)
-            sxy = torch.zeros((L - 1, D) if successive else (D, L, L), dtype=torch.float64)
         x -= shift
         s1 += x.sum(0)
-        s2 += (x * x).sum(0)
+        s2 += np.einsum("ntu,ntu->tu", x, x)
         if successive:
-            sxy += (x[:, :-1] * x[:, 1:]).sum(0)
+            sxy += np.einsum("ntu,ntu->tu", x[:, :-1], x[:, 1:])
         else:
-            xu = x.permute(2, 1, 0).contiguous()  # (D, L, m); bmm on a non-contiguous view is ~10x slower
+            xu = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 1, 0)))  # (D, L, m): bmm wants it contiguous
             sxy += torch.bmm(xu, xu.transpose(1, 2))
     mean = s1 / n
     var = s2 / n - mean * mean
-    sd = torch.where(var > 0, var.clamp_min(0).sqrt(), torch.tensor(float("nan"), dtype=torch.float64))
-    if successive:
-        cov = sxy / n - mean[:-1] * mean[1:]
-        return (cov / (sd[:-1] * sd[1:])).numpy()
-    li, mi = pair_indices(L)
-    cov = sxy[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
-    return (cov / (sd[li] * sd[mi])).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.where(var > 0, np.sqrt(np.maximum(var, 0)), np.nan)
+        if successive:
+            return (sxy / n - mean[:-1] * mean[1:]) / (sd[:-1] * sd[1:])
+        li, mi = pair_indices(L)
+        cov = sxy.numpy()[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
+        return cov / (sd[li] * sd[mi])
 
 
 def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 1.0)
