@@ -1,6 +1,10 @@
 """What notebooks call: texts -> model -> captured residual stream, through the on-disk cache.
 
-This module only wires the rooms together (data, models, capture, cache); it holds no analysis.
+This module only wires the rooms together (data, models, capture, cache); it holds no analysis. One capture is
+one flow: :func:`capture_request` (the arguments checked, the texts loaded, the cache identity made), a cache hit,
+or :func:`load_for_capture` and :func:`write_shards` (each shard of :func:`shard_ranges` captured as one
+length-sorted chunk into a :class:`cache.ShardWriter`). :func:`residual_stream_store` runs it in this process;
+:func:`transformer_dynamics.distributed.capture_store` runs it on several ranks, each writing its own shards.
 
 >>> rs = residual_stream("smollm2-135m", n=1000, seed=0, condition="original")   # doctest: +SKIP
 >>> rs.shape                                                                        # doctest: +SKIP
