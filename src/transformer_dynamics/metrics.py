@@ -54,8 +54,10 @@ __all__ = [
 # means (Fig 1B)
 # ----------------------------------------------------------------------------------------------------
 def _float64(chunk: np.ndarray) -> torch.Tensor:
-    """A chunk as a float64 tensor of its own (a read-only memory map is never shared with torch)."""
-    return torch.from_numpy(np.array(chunk, dtype=np.float64))
+    """A chunk as a float64 tensor (sharing the chunk's memory when it is float64 already; a read-only memory map
+    is copied first, never shared with torch)."""
+    chunk = np.ascontiguousarray(chunk)
+    return torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy()).double()
 
 
 def _sample_sum(rs, f=lambda c: c) -> np.ndarray:
@@ -206,7 +208,7 @@ def _cosine(rs, mean: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
     for s, c in chunks(rs, chunk):
         a = _float64(c)
         if m is not None:
-            a -= m
+            a = a - m  # not in place: a float64 chunk shares the caller's memory
         dots = (a[:, :-1] * a[:, 1:]).sum(-1)
         norms = a.norm(dim=-1)
         out[s:s + len(c)] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
