@@ -126,7 +126,8 @@ counts = pd.DataFrame(counts).set_index("split")
 counts.loc["together"] = counts.sum()
 display(counts)
 n_available = int(counts.loc["together"].iloc[-1])
-print(source.describe())
+folder = source.location.rstrip("/").rsplit("/", 1)[-1]  # its name: no path of this machine
+print(source.describe().replace(source.location, folder))
 
 texts = pipeline.load_texts(N, seed=SEED)
 ends = pd.Series([repr(t[-3:]) for t in texts]).value_counts().head(3)
@@ -211,7 +212,7 @@ for m in MODELS:
         rs[m, condition] = store.to_numpy()
         seconds[m, condition] = time.perf_counter() - t0
         print(f"{m:14s} {condition:9s} {rs[m, condition].shape}  "
-              f"{seconds[m, condition]:.1f} s  {store.path}")
+              f"{seconds[m, condition]:.1f} s  cache entry {store.path.name}")
     assert rs[m, "original"].shape == (N, 2 * n_layers[m], d_model[m])
 
 # %% tags=["remove-input"]
@@ -219,9 +220,11 @@ for m in MODELS:
     ch.ledger.record("rs_shape", list(rs[m, "original"].shape), claim="RS array (N, 2L, D)",
                      figure="1A", model=m)
 
-# %%
+# %% mystnb={"figure": {"caption": "The residual stream's norm at the last token per sublayer, original texts and the shuffled-token control; one panel per model ({models}).", "name": "fig-01-1a-norm"}, "image": {"alt": "Line plot of the mean residual-stream norm at the last token against sublayer, original texts and shuffled-token control, one panel per model: {models}"}}
 fig = grid(overview.rs_norm, {("", m): {c: rs[m, c] for c in CONDITIONS} for m in MODELS},
            col_kwargs={m: {"labels": labels[m]} for m in MODELS})
+
+# %%
 growth = {}
 for m in MODELS:
     growth[m] = float(np.linalg.norm(rs[m, "original"][:, -1], axis=-1).mean()
@@ -245,7 +248,7 @@ for m in MODELS:
 # vectors differ from the first sublayer on; BOS changes the context that every later token attends to
 # (the attention sink).
 
-# %%
+# %% mystnb={"figure": {"caption": "Cosine similarity per sublayer between each tokenisation variant (BOS added or not, rows stripped or not) and the default, mean over texts; one panel per model ({models}).", "name": "fig-01-tokenisation"}, "image": {"alt": "Line plot of cosine similarity to the default tokenisation against sublayer, one line per BOS/strip variant, one panel per model: {models}"}}
 n_var = min(N_VARIANTS, N)
 similarity, effect = {}, {}
 for m in MODELS:
@@ -261,6 +264,8 @@ for m in MODELS:
     effect[m] = {name: float(np.nanmean(sim[:, -1])) for name, sim in similarity[m].items()}
 fig = grid(overview.similarity_to_reference, {("", m): similarity[m] for m in MODELS},
            col_kwargs={m: {"labels": labels[m]} for m in MODELS}, sharey=True)
+
+# %%
 display(pd.DataFrame(effect).rename_axis("cosine at the last sublayer"))
 furthest = {m: min(e, key=e.get) for m, e in effect.items()}
 display(Markdown("The variant furthest from the default at the last sublayer: " + "; ".join(

@@ -68,7 +68,7 @@ N_BOOT: int = 1000               # bootstrap resamples of the texts for the inte
 N_BOOT_SLOW: int = 200           # ... of which the MI claims are recomputed on this many (MI_COMPARE_UNITS units)
 N_REFERENCE: int = 200           # texts of each random-init reference
 REFERENCE_SEEDS: list[int] = [0, 1, 2]  # random-init seeds (each kind)
-REFERENCE_INITS: list[str] = ["default", "matched"]  # transformers' init; each tensor at the trained scale
+REFERENCE_INITS: list[str] = ["default", "matched", "permuted"]  # random inits; trained weights permuted
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
 # %% tags=["remove-cell"]
@@ -99,8 +99,9 @@ colab.setup(globals(), "02_activation_statistics")
 import numpy as np
 from IPython.display import Markdown, display
 
-from transformer_dynamics import chapter, metrics, mutual_info, verdicts
-from transformer_dynamics.ledger import to_table
+from transformer_dynamics import chapter, metrics, mutual_info, nulls, robustness, verdicts
+from transformer_dynamics.plots import robustness as plot_robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import metrics as plot_metrics
 from transformer_dynamics.plots.style import grid
 
@@ -155,7 +156,7 @@ mi_order = {m: np.argsort(np.argsort(stats[m, "original"]["order"])[units[m]])
 # colour scale of each panel is clipped at the 99th percentile of its |mean| so that the few massive
 # units (below) do not wash out the rest.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1B: mean activation of every unit (rows, sorted by the last sublayer) per sublayer; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1b"}, "image": {"alt": "Heatmaps of the mean activation of each unit (rows) over sublayers (columns), Fig 1B; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mean_activations,
      {(m, c): (stats[m, c]["mean"], stats[m, c]["order"]) for m, c in RUNS},
      row_kwargs=ch.per_model);
@@ -174,7 +175,7 @@ for m in ch.models:
 # lines are individual units, thick lines the median over units with the interquartile band,
 # within-layer transitions (attn → mlp) green, cross-layer (mlp → next attn) blue.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1C: Pearson r of each unit between successive sublayers, units faint, median and interquartile band thick, within-layer green, cross-layer blue; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1c"}, "image": {"alt": "Line plots of the correlation of each unit between successive sublayers against transition, median and interquartile band, Fig 1C; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(
     plot_metrics.plot_successive_correlation,
     {(m, c): stats[m, c]["r"] for m, c in RUNS},
@@ -200,11 +201,10 @@ for m, c in RUNS:
 # successive version as Fig 1D and the all-pairs version below it. Rows sorted by each unit's median
 # correlation; the white line is the density pooled over units.
 
-# %%
-grid(plot_metrics.plot_correlation_histogram,
-     {(m, c): stats[m, c]["hist"] for m, c in RUNS});
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1D: per-unit density of the correlations between successive sublayers, units sorted by their median; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d"}, "image": {"alt": "Heatmaps of each unit's distribution of successive-sublayer correlations on 0 to 1, Fig 1D; one row per model ({models}); columns: original texts, shuffled-token control"}}
+grid(plot_metrics.plot_correlation_histogram, {(m, c): stats[m, c]["hist"] for m, c in RUNS});
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1D by the methods' definition: per-unit density of the correlations over all sublayer pairs l < m; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d-pairs"}, "image": {"alt": "Heatmaps of each unit's distribution of correlations over all sublayer pairs, Fig 1D all-pairs version; one row per model ({models}); columns: original texts, shuffled-token control"}}
 fig = grid(plot_metrics.plot_correlation_histogram,
            {(m, c): stats[m, c]["hist_pairs"] for m, c in RUNS})
 fig.suptitle("all sublayer pairs l < m (the methods' definition)");
@@ -221,7 +221,7 @@ for m, c in RUNS:
 # (and by the massive units); the centred cosine subtracts each sublayer's mean vector over texts
 # first and measures whether the text-specific part keeps its direction.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1E: cosine similarity of successive residual-stream vectors, raw (as in the paper) and centred; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1e"}, "image": {"alt": "Line plots of raw and centred cosine similarity between successive sublayers against transition, Fig 1E; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(
     plot_metrics.plot_cosine_similarity,
     {(m, c): {"raw": stats[m, c]["cos"], "centred": stats[m, c]["ccos"]} for m, c in RUNS},
@@ -233,7 +233,7 @@ grid(
 # $\|h_{t+1} - h_t\|_2$ per text; median over texts with the interquartile band. In a pre-norm
 # transformer the within-layer step is the attention block's output and the cross-layer step the MLP's.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1F: velocity, the distance between successive residual-stream vectors per text, median over texts with the interquartile band; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1f"}, "image": {"alt": "Line plots of the velocity between successive sublayers against transition, median and interquartile band, Fig 1F; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
      row_kwargs=ch.per_model);
 
@@ -245,12 +245,11 @@ grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
 # the bias-corrected Gaussian-copula MI (`"gcmi"`, a lower bound). G: per unit (rows in the Fig 1B
 # order), H: mean over units.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1G: mutual information (Gaussian KDE, the paper's estimator) of each unit between successive sublayers, units in the Fig. 1B order; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1g"}, "image": {"alt": "Heatmaps of each unit's KDE mutual information between successive sublayers, Fig 1G; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_units,
-     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS}, row_kwargs=ch.per_model);
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 1H: mean mutual information over units between successive sublayers (Gaussian KDE); one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information over units against transition, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS},
      row_kwargs=ch.per_model);
 
@@ -263,7 +262,7 @@ grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS
 # checked against the exact sum), the second exactly; their largest relative difference is recorded as
 # `mi_kde_grid_max_rel_diff`.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1H with every estimator: mean mutual information over the compared units per transition, one line per estimator; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h-estimators"}, "image": {"alt": "Line plots of the mean mutual information against transition for the KDE, KSG and Gaussian-copula estimators, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi"] for m, c in RUNS},
      row_kwargs=ch.per_model);
 
@@ -305,6 +304,8 @@ display(
         )
     )
 )
+
+# %% mystnb={"figure": {"caption": "Fig. 1B without the massive units; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1b-no-massive"}, "image": {"alt": "Heatmaps of the mean activation of each unit over sublayers with the massive units left out, Fig 1B; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(
     plot_metrics.plot_mean_activations,
     {(m, c): (no_massive[m, c]["mean"], no_massive[m, c]["order"]) for m, c in RUNS},
@@ -317,17 +318,48 @@ for m in ch.models:
     ch.ledger.record("n_massive_units", len(massive[m]), model=m, units=massive[m][:16],
                      claim="units whose magnitude exceeds 20x the median unit's")
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1E with and without the massive units (raw cosine); one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1e-no-massive"}, "image": {"alt": "Line plots of the raw cosine similarity between successive sublayers with all units and without the massive units, Fig 1E; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_cosine_similarity,
      {(m, c): {"all units": stats[m, c]["cos"], "without massive": no_massive[m, c]["cos"]}
       for m, c in RUNS},
      row_kwargs=ch.per_model);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1F with and without the massive units; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1f-no-massive"}, "image": {"alt": "Line plots of the velocity between successive sublayers with all units and without the massive units, Fig 1F; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_velocity,
      {(m, c): {"all units": stats[m, c]["vel"], "without massive": no_massive[m, c]["vel"]}
       for m, c in RUNS},
      row_kwargs=ch.per_model);
+
+# %% [markdown]
+# ## What learning adds
+# A residual stream accumulates updates, and that alone shapes Fig 1: the stream grows, so successive sublayers
+# grow similar. Each panel puts the trained model's curve beside the same architecture untrained — at transformers'
+# own random initialisation, at an initialisation whose every weight tensor has the trained tensor's mean and
+# standard deviation ("matched"), and with every weight tensor's trained entries randomly permuted (the trained
+# values and scale, no learned arrangement); each the mean over `REFERENCE_SEEDS`, on `N_REFERENCE` texts — and
+# beside the architecture's own prediction for a pre-LN stream at initialisation (Xiong et al. 2020, Lemma 2:
+# independent updates add their energy, so $E\lVert x_s \rVert^2$ grows linearly in depth, the successive cosine is
+# $\sqrt{(a + s)/(a + s + 1)}$ with $a$ the embedding's energy over one update's, measured on the default random
+# init, the velocity constant). What the trained curve shares with these, the architecture gives; what it does not,
+# training adds. The claims below set each value against the same references.
+
+# %% mystnb={"figure": {"caption": "What learning adds: the trained model's median successive correlation, cosine, norm and velocity (norm and velocity divided by each curve's mean) beside the same architecture at random initialisation (transformers' and matched-scale), with its weights permuted, and the pre-LN prediction at initialisation; one row per model ({models}).", "name": "fig-02-learning"}, "image": {"alt": "Line plots of correlation, cosine, norm and velocity against relative depth for the trained model, random initialisations, permuted weights and the analytic prediction; one row per model ({models})"}}
+KINDS = {"default": "random init", "matched": "matched-scale random init", "permuted": "permuted weights"}
+learning = {}
+for m in ch.models:
+    refs = robustness.reference_curves(ch.reference_streams(m), ("r", "cos", "vel"))
+    default = [x for run, x in ch.reference_streams(m).items() if run.startswith("default:")]
+    learning[m] = {"trained": robustness.stream_curves(rs[m, "original"], ("r", "cos", "vel")),
+                   **{KINDS[k]: c for k, c in refs.items()},
+                   **({"pre-LN at init (Xiong et al.)": nulls.prelayernorm_prediction(default[0])} if default else {})}
+grid(plot_robustness.plot_learning, {(m, k): learning[m] for m in ch.models for k in ("r", "cos", "norm", "vel")},
+     col_kwargs={k: {"key": k} for k in ("r", "cos", "norm", "vel")}, width=4.2, height=3.6);
+
+# %% tags=["remove-input"]
+for m in ch.models:
+    if "pre-LN at init (Xiong et al.)" in learning[m]:
+        ch.record(m, "prelayernorm_a", learning[m]["pre-LN at init (Xiong et al.)"]["a"], figure="1E",
+                  claim="the embedding's energy over one update's at random init (a of the pre-LN prediction)")
 
 # %% [markdown]
 # ## The paper's statements, decided
@@ -351,18 +383,17 @@ grid(plot_metrics.plot_velocity,
 # %% tags=["remove-input"]
 decided = ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, mi_units=MI_COMPARE_UNITS,
                     mi_methods=[m for m in MI_METHODS if m != "kde_exact"])
-verdicts.summary_table(decided)
+show_table(verdicts.summary_table(decided), index=False)
 
 # %% [markdown]
 # The rows, one per model (original texts unless the claim ends in "[shuffled-token control]"); readings other
 # than the headline name themselves in brackets.
 
 # %% tags=["remove-input"]
-table = ch.ledger.to_dict()
-Markdown(to_table({**table, "entries": [e for e in table["entries"] if e["paper"]]}))
+show_table(ch.ledger, paper=True)
 
 # %% [markdown]
 # The other recorded values:
 
 # %% tags=["remove-input"]
-Markdown(to_table({**table, "entries": [e for e in table["entries"] if not e["paper"]]}))
+show_table(ch.ledger, paper=False)

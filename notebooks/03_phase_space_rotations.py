@@ -112,6 +112,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from transformer_dynamics import chapter, paper, phase, verdicts
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import phase as plot_phase
 from transformer_dynamics.plots.style import grid
 
@@ -120,8 +121,7 @@ ch = chapter.setup("03_phase_space_rotations", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
                    reference_inits=REFERENCE_INITS, n_shuffles=N_SHUFFLES,
-                   per_sample_shuffles=PER_SAMPLE_SHUFFLES,
-                   per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
+                   per_sample_shuffles=PER_SAMPLE_SHUFFLES, per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
                    n_boot=N_BOOT, n_shuffles_resample=N_SHUFFLES_RESAMPLE)
 rs, CONDITIONS = ch.rs, ch.conditions
 Markdown(ch.summary())
@@ -160,7 +160,7 @@ for m in ch.models:
 # 0, coloured from the first sublayer (dark) to the last (yellow), the start circled; the title gives the
 # unit's count $R$. One figure per condition, one row of portraits per model.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 2A: phase portraits (activation against its gradient over sublayers) of the mean trajectory over texts of randomly drawn units, coloured from the first sublayer to the last, the unit's rotation count in each title; one figure per condition (original texts, then the shuffled-token control), one row per model ({models})."}, "image": {"alt": "Grids of phase portraits, activation against gradient over sublayers, of randomly drawn units, Fig 2A; one figure per condition, original then shuffled-token; one row per model: {models}"}}
 shown = {
     m: np.sort(
         np.random.default_rng(SEED).choice(
@@ -181,7 +181,7 @@ for c in CONDITIONS:
 # %% [markdown]
 # The same units in the first text alone (the `per_sample` reading): single-text trajectories are rougher.
 
-# %%
+# %% mystnb={"figure": {"caption": "The same units as Fig. 2A in the first text alone (one text's trajectory), original texts; one row per model ({models}).", "name": "fig-03-2a-one-text"}, "image": {"alt": "Grid of phase portraits of the same units in a single text, Fig 2A per-sample reading, original texts; one row per model: {models}"}}
 plot_phase.plot_phase_portraits_by_model(
     {m: rs[m, "original"][0] for m in ch.models},
     shown,
@@ -195,7 +195,7 @@ plot_phase.plot_phase_portraits_by_model(
 # one figure per condition, one row per model; left: activations shuffled and the gradient recomputed;
 # right: portrait points shuffled.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 2B: histogram of the rotation counts of the units' mean trajectories (red) against the pooled layer-order shuffle null (grey), left: activations shuffled, right: portrait points shuffled; one figure per condition (original, then shuffled-token), one row per model ({models})."}, "image": {"alt": "Histograms of rotation counts per unit against the layer-shuffle null, Fig 2B; columns: the two nulls; one figure per condition, original then shuffled-token; one row per model: {models}"}}
 null_cols = {w: f"null: shuffled {w}" for w in NULLS}
 for c in CONDITIONS:
     grid(plot_phase.plot_rotation_histogram,
@@ -209,7 +209,7 @@ for c in CONDITIONS:
 # Units sorted by their count; the grey band is each unit's 2.5–97.5 percentile over its shuffles. One
 # figure per condition, one row per model.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 2C: every unit's rotation count, units sorted by count, with its own 2.5\u201397.5 percentile band over its shuffles (grey); one figure per condition (original, then shuffled-token), one row per model ({models})."}, "image": {"alt": "Sorted rotation counts per unit with each unit's shuffle-null band, Fig 2C; columns: the two nulls; one figure per condition, original then shuffled-token; one row per model: {models}"}}
 for c in CONDITIONS:
     grid(plot_phase.plot_rotations_sorted,
          {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w])
@@ -273,7 +273,7 @@ cols = [
     "frac_negative",
     "mean_per_sublayer",
 ]
-table[cols].round(3)
+show_table(table[cols], index=False)
 
 # %% [markdown]
 # ## The paper's statements, decided
@@ -291,7 +291,7 @@ table[cols].round(3)
 
 # %% tags=["remove-input"]
 decided = ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT, n_shuffles=N_SHUFFLES_RESAMPLE)
-verdicts.summary_table(decided)
+show_table(verdicts.summary_table(decided), index=False)
 
 # %% [markdown]
 # ## Recorded values
@@ -345,7 +345,8 @@ for m in ch.models:
                      claim="units rotate more than structureless paths: mean |R| of the units minus that of "
                            "Gaussian random walks with as many sublayers (our check; not in the paper)",
                      figure="2B", unit="rotations", model=m)
-pd.DataFrame({m: {k: e.value for (mm, k), e in ch.ledger.entries.items() if mm == m} for m in ch.models})
+show_table(pd.DataFrame({m: {k: e.value for (mm, k), e in ch.ledger.entries.items() if mm == m}
+                         for m in ch.models}))
 
 # %% [markdown]
 # ## What we find

@@ -106,6 +106,7 @@ import torch
 from IPython.display import Markdown
 
 from transformer_dynamics import cae_cache, chapter, metrics, reduce, robustness, verdicts
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
 
@@ -113,8 +114,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ch = chapter.setup("04_reduced_trajectories", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
-                   reference_inits=REFERENCE_INITS, cae_layers=CAE_LAYERS,
-                   cae_epochs=CAE_EPOCHS,
+                   reference_inits=REFERENCE_INITS, cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS,
                    cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING, cae_seeds=CAE_SEEDS,
                    pca_components=PCA_COMPONENTS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW)
 rs, RUNS, CONDITIONS = ch.rs, ch.runs, ch.conditions
@@ -140,17 +140,15 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 # `CAE_REFERENCE_SEEDS`, on `N_REFERENCE` texts).
 
 # %%
-SEEDED = [(m, c, s) for m, c in RUNS
-          for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
+SEEDED = [(m, c, s) for m, c in RUNS for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
 CAE_REFS = [(m, CONDITIONS[0], f"{kind}:{s}") for m in ch.models for kind in REFERENCE_INITS
             for s in CAE_REFERENCE_SEEDS]
-trained = cae_cache.trained_caes(  # those not cached yet train side by side, one per core
-    SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
-    k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
-    device=DEVICE, num_threads=CAE_THREADS,
+trained = cae_cache.trained_caes(  # those not cached yet train side by side, one per CPU core
+    SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
+    epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE, num_threads=CAE_THREADS,
     per_run={**{r: {"cae_seed": r[2]} for r in SEEDED},
-             **{r: {"n": ch.reference_n, "init": r[2].split(":")[0],
-                    "init_seed": int(r[2].split(":")[1])} for r in CAE_REFS}})
+             **{r: {"n": ch.reference_n, "init": r[2].split(":")[0], "init_seed": int(r[2].split(":")[1])}
+                for r in CAE_REFS}})
 cae = {(m, c): trained[m, c, CAE_SEEDS[0]] for m, c in RUNS}
 for m, c in RUNS:
     if c == CONDITIONS[0]:
@@ -160,7 +158,7 @@ for m, c in RUNS:
           f"{r.train_time_s:.0f} s, test MSE (scaled) {r.test_loss:.4f}, "
           f"test EV {r.test_ev:.3f}")
 
-# %%
+# %% mystnb={"figure": {"caption": "Training and validation loss of the compressing autoencoder per epoch, original texts and the shuffled-token control; one panel per model ({models}).", "name": "fig-04-3a-training"}, "image": {"alt": "Line plots of the autoencoder's training and validation loss against epoch for original and shuffled-token texts, one panel per model: {models}"}}
 grid(plot_reduce.plot_training_history,
      {("", m): {c: cae[m, c].history for c in CONDITIONS} for m in ch.models}, height=3.5);
 
@@ -181,7 +179,7 @@ for m, c in RUNS:
 # coloured by sublayer, within-layer steps (attn → mlp) solid green, cross-layer steps (mlp → next attn)
 # dashed blue. "Straightening" is measured by the angle between successive steps of the mean trajectory.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 3B: the mean trajectory over test texts in the autoencoder's 2-D bottleneck, points coloured by sublayer, within-layer steps solid green, cross-layer steps dashed blue; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-04-3b"}, "image": {"alt": "Scatter-and-line plots of the mean bottleneck trajectory in two dimensions coloured by sublayer, Fig 3B; one row per model ({models}); columns: original texts, shuffled-token control"}}
 traj = {(m, c): reduce.bottleneck_trajectories(cae[m, c], rs[m, c][cae[m, c].test_idx])
         for m, c in RUNS}
 grid(plot_reduce.plot_bottleneck_trajectory, traj);
@@ -197,7 +195,7 @@ for m, c in RUNS:
 # %% [markdown]
 # ## Figure 3C: distance between successive sublayers in the bottleneck
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 3C: distance between successive sublayers in the bottleneck, original texts and the shuffled-token control; one panel per model ({models}).", "name": "fig-04-3c"}, "image": {"alt": "Line plots of the distance between successive sublayers in the autoencoder's bottleneck against transition, Fig 3C, original and shuffled-token texts, one panel per model: {models}"}}
 dist = {(m, c): metrics.velocity(traj[m, c]) for m, c in RUNS}
 grid(plot_reduce.plot_successive_distance,
      {("", m): {c: dist[m, c] for c in CONDITIONS} for m in ch.models},
@@ -213,7 +211,7 @@ grid(plot_reduce.plot_successive_distance,
 # (gap) where there is no variance at all; values below −1 sit as triangles on the bottom edge. The right
 # column measures against the mean of all vectors instead, so a sublayer's offset from it counts too.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 3D: the autoencoder's explained variance per sublayer on the test texts, about each sublayer's mean (left) and about the global mean (right); one row per model ({models}), original and shuffled-token texts in each panel.", "name": "fig-04-3d"}, "image": {"alt": "Line plots of the autoencoder's test-set explained variance against sublayer, Fig 3D; columns: two centrings; one row per model: {models}; original and shuffled-token lines"}}
 CENTERS = {"sublayer": "about each sublayer's mean", "global": "about the global mean"}
 ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(
               cae[m, c], rs[m, c][cae[m, c].test_idx], center=k)
@@ -247,7 +245,7 @@ for m, c in RUNS:
 # in float64, checked against scikit-learn in the tests). Thin grey lines: every text's trajectory in the
 # first two components; coloured: the mean per sublayer.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 4A: every text's trajectory in the first two principal components (grey) and the per-sublayer mean coloured by depth; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-04-4a"}, "image": {"alt": "Plots of PCA trajectories in the first two components, each text grey and the mean coloured by sublayer, Fig 4A; one row per model ({models}); columns: original texts, shuffled-token control"}}
 # components: at most the vectors (texts x sublayers) and the units
 k_pca = {m: min(PCA_COMPONENTS, len(rs[m, "original"]) * ch.n_sublayers[m], ch.d_model[m])
          for m in ch.models}
@@ -265,7 +263,7 @@ for m, c in RUNS:
 # %% [markdown]
 # ## Figure 4B: cumulative explained variance over components
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 4B: cumulative explained variance over principal components, original texts and the shuffled-token control; one panel per model ({models}).", "name": "fig-04-4b"}, "image": {"alt": "Line plots of cumulative explained variance against number of principal components, Fig 4B, original and shuffled-token texts, one panel per model: {models}"}}
 grid(plot_reduce.plot_cumulative_explained_variance,
      {("", m): {c: pca[m, c].explained_variance_ratio_ for c in CONDITIONS}
       for m in ch.models},
@@ -290,7 +288,7 @@ for m, c in RUNS:
 # own-PCA count says whether the late sublayers are intrinsically lower-dimensional or merely closer to the
 # directions that the global fit picks.
 
-# %%
+# %% mystnb={"figure": {"caption": "Paper's Fig. 4C: explained variance per sublayer from the global principal components, original texts and the shuffled-token control; one panel per model ({models}).", "name": "fig-04-4c"}, "image": {"alt": "Line plots of explained variance per sublayer from the global PCA against sublayer, Fig 4C, original and shuffled-token texts, one panel per model: {models}"}}
 curve = {(m, c): reduce.explained_variance_curve_per_sublayer(pca[m, c], rs[m, c])
          for m, c in RUNS}
 k_use = {m: pca[m, CONDITIONS[0]].n_components_ for m in ch.models}
@@ -299,7 +297,7 @@ grid(plot_reduce.plot_pca_explained_variance_per_sublayer,
      col_kwargs={m: {"n_components": k_use[m], "labels": ch.labels[m]} for m in ch.models},
      ylim=(-1, 1.02), height=3.8);
 
-# %%
+# %% mystnb={"figure": {"caption": "Principal components each sublayer needs for 50 % and for the chapter's threshold of its variance: from the global PCA (left) and from each sublayer's own PCA (right); one row per model ({models}).", "name": "fig-04-4c-components"}, "image": {"alt": "Step plots of the number of principal components needed per sublayer at two variance thresholds; columns: global PCA and each sublayer's own PCA; one row per model: {models}"}}
 thresholds = sorted({0.5, VARIANCE_THRESHOLD})
 PCA_KINDS = {"global": "global PCA", "own": "each sublayer's own PCA"}
 own = {(m, c): np.cumsum(reduce.sublayer_explained_variance_ratio(rs[m, c]), axis=1)
@@ -359,7 +357,7 @@ for m, c in RUNS:
     cae_tables.append(table.assign(model=m, condition=c))
 pca_table = ch.decide(n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, variance=VARIANCE_THRESHOLD,
                       pca_components=PCA_COMPONENTS)
-verdicts.summary_table(pd.concat(cae_tables + [pca_table], ignore_index=True))
+show_table(verdicts.summary_table(pd.concat(cae_tables + [pca_table], ignore_index=True)), index=False)
 
 # %% [markdown]
 # ## The paper's statements next to ours
@@ -368,7 +366,7 @@ verdicts.summary_table(pd.concat(cae_tables + [pca_table], ignore_index=True))
 # claim registry (✓ holds, ✗ fails, ? undecided); – where the row is a plain value.
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=True))
+show_table(ch.ledger, paper=True)
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=False))
+show_table(ch.ledger, paper=False)

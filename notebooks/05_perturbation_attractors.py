@@ -42,31 +42,42 @@
 # layers 0, 7, 15, 23 and 31 of Llama 3.1 8B, and follows the next 12 sublayers (Fig. 4D). Its claims:
 # perturbations at layer 0 give highly variable dynamics ending far from the control, at the penultimate
 # layer even more so; mid-layer perturbations recover best, with lower variance and lower mean squared
-# error (MSE) to the control trajectory.
+# error (MSE) to the control trajectory; and, in the discussion, self-correction is most robust in the lower
+# layers.
 #
-# We repeat the experiment for every model in `MODELS` (same prompt, grid, following sublayers; the paper's
-# layers mapped by depth fraction to each model and named by depth position: first, early, middle, late,
-# last) and check those claims with computed numbers. Then we ask the question the paper leaves to future
-# work, without the 2-D projection: how do runs recover from **noise** added to the RS, and from
-# **swapping** in another text's RS vector?
+# One prompt is one sample: the paper's grid points all share it, so they cannot tell a property of the model
+# from one of the prompt. We repeat the teleport over `N_PROMPTS` prompts (the paper's, then WikiText rows), for
+# every model in `MODELS` (the paper's layers mapped by depth fraction and named by depth position: first, early,
+# middle, late, last), and decide each claim from its uncertainty over prompts, against the same experiment on
+# the same architecture at random initialisation. Then we ask the question the paper leaves to future work,
+# without the 2-D projection: how do runs recover from **noise** added to the RS, and from **swapping** in
+# another text's RS vector?
 #
-# Each figure has one row (or, for single-panel figures, one column) per model; every ledger number is
-# recorded once per model, and the tables at the end show the models' rows of one claim together.
+# Every perturbed run reuses its prompt's clean keys and values: only the last token is edited, so each grid
+# point costs one token's forward through the layers it needs (`perturb.extend`; equal to rerunning the edited
+# prompt to float round-off, tested).
 
 # %% tags=["parameters"]
 from typing import Optional
 
 MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # side by side: short names, Hugging Face ids or local paths
 N: int = 1000                    # texts for the PCA fit
-SEED: int = 0                    # random seed: which texts are sampled
+SEED: int = 0                    # random seed: which texts are sampled, the bootstrap
 CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
 QUANTIZATION: Optional[str] = None  # None, "8bit" or "4bit" (the Colab profile loads Llama 3.1 8B in 4-bit)
 GRID_N: int = 10                 # n x n teleport grid (paper §2.8: typically 10)
 GRID_PERCENTILES: list[float] = [1, 99]  # grid range [r_min, r_max]: these percentiles of the projected trajectories
 LAYERS: Optional[list[int]] = None  # layers of the paper's 32-layer Llama, mapped by depth; None: 0, 7, 15, 23, 31
-N_FOLLOWING: int = 12            # sublayers followed after the teleport (paper Fig. 4D: 12)
-PROMPT: str = "I'm sorry, Dave. I'm afraid I can't do that."  # the text whose residual stream is teleported (Fig. 4D)
+N_FOLLOWING: int = 12            # sublayers after the teleport drawn in Fig. 4D (paper: 12)
+WINDOW: Optional[int] = None     # sublayers after the teleport the claims read, the same for every layer (None: as many as the last layer has)
+PROMPT: str = "I'm sorry, Dave. I'm afraid I can't do that."  # the paper's prompt (Fig. 4D), the first of the prompts
+N_PROMPTS: int = 32              # prompts, the sampling unit of the teleport claims: PROMPT and WikiText rows
+N_PROMPTS_REFERENCE: int = 16    # prompts of each random-init reference
+N_BOOT: int = 1000               # bootstrap resamples of the prompts
+N_REFERENCE: int = 200           # texts of each random-init reference's stream (its PCA plane and grid)
+REFERENCE_SEEDS: list[int] = [0, 1, 2]  # random-init seeds
+REFERENCE_INITS: list[str] = ["default", "matched"]  # random-init kinds (transformer_dynamics.random_init)
 NOISE_SCALES: list[float] = [0.1, 0.5, 1.0]  # noise norm / RS norm at the perturbed point
 N_SWAP: int = 32                 # text pairs for noise injection and activation swap
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
@@ -102,24 +113,29 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import chapter, perturb, pipeline, reduce, robustness
+from transformer_dynamics import chapter, claims, perturb, pipeline, robustness, verdicts
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturb as plots
-from transformer_dynamics.plots.style import grid
 
 PAPER_LAYERS = perturb.PAPER_LAYERS if LAYERS is None else sorted({int(l) for l in LAYERS})
 # the ledger only: each model's RS is read in turn below (one array in memory at a time)
 ch = chapter.setup("05_perturbation_attractors", models=MODELS, n=N, seed=SEED,
-                   ledger_dir=LEDGER_DIR, capture=False, grid_n=GRID_N,
-                   n_following=N_FOLLOWING, n_swap=N_SWAP, paper_layers=PAPER_LAYERS)
+                   cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, capture=False,
+                   reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
+                   reference_inits=REFERENCE_INITS, grid_n=GRID_N, n_following=N_FOLLOWING,
+                   window=WINDOW, n_prompts=N_PROMPTS, n_boot=N_BOOT, n_swap=N_SWAP,
+                   n_prompts_reference=N_PROMPTS_REFERENCE, paper_layers=PAPER_LAYERS)
 MODELS = ch.models
-loaded, layers, names, pca = {}, {}, {}, {}
+loaded, layers, names = {}, {}, {}
 for m in MODELS:
     loaded[m] = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
     n_layers = len(layer_modules(loaded[m][0]))  # loaded[m]: (model, tokenizer)
     layers[m] = perturb.paper_layers(n_layers, PAPER_LAYERS)
     names[m] = perturb.depth_names(layers[m])
     print(f"{m}: {n_layers} layers; teleport layers {dict(zip(names[m], layers[m]))}")
+texts = pipeline.load_texts(n=max(N, 2 * N_SWAP, N_PROMPTS), seed=SEED)
+prompts = [PROMPT, *texts[: N_PROMPTS - 1]]
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -128,150 +144,135 @@ for m in MODELS:
                            f"{perturb.PAPER_N_LAYERS} mapped by depth fraction")
 
 # %% [markdown]
-# ## The PCA plane and the grid
-# As in §2.8 the PCA is fitted, per model, on every sublayer vector of every text (the array flattened to
+# ## The runs: prompts, planes, grids and an equal window
+# As in §2.8 the PCA is fitted, per model, on every sublayer vector of `N` texts (the array flattened to
 # `(N · 2L, d_model)`); a grid point $\mathbf z$ becomes $\mathbf x = \mathbf z V[:, :2]^\top + \boldsymbol\mu$
 # (`perturb.unproject`, first two components only). The paper does not give $[r_{min}, r_{max}]$; we take
-# the `GRID_PERCENTILES` of the projected trajectories (both coordinates pooled: a square grid as in the
-# paper).
+# the `GRID_PERCENTILES` of the projected trajectories (both coordinates pooled: a square grid).
+#
+# The prompts are the paper's and `N_PROMPTS − 1` WikiText rows (stripped, as every capture of the book), each
+# teleported over the whole grid at every teleport layer. Each random-init reference (`REFERENCE_INITS` ×
+# `REFERENCE_SEEDS`, `transformer_dynamics.random_init`) gets its own plane and grid from its own stream of
+# `N_REFERENCE` texts, and runs the first `N_PROMPTS_REFERENCE` prompts (fewer than the trained model: it is a
+# yardstick, not the measurement).
+#
+# **An equal window.** The paper follows 12 sublayers, but its last layer has only its own two sublayers left
+# before the model ends; comparing a 12-sublayer recovery with a 1-sublayer one says more about the windows than
+# about the layers. Every claim below therefore reads the same number of points after the teleport for every
+# layer: as many as the deepest teleport layer has, counting the stack's output (the RS after the last layer) as a
+# point. With the paper's layers that is **2: one whole decoder layer, its attention and its MLP** (`WINDOW`
+# overrides it, within that bound). Figure 4 D below still draws the paper's 12.
 
 # %%
-grids, ranges = {}, {}
+sweeps = {}  # model -> {run: TeleportSweep}, runs "trained", "default:0", ..., "matched:2"
 for m in MODELS:
-    rs = pipeline.residual_stream(m, n=N, seed=SEED, condition="original",
-                                  cache_dir=CACHE_DIR, quantization=QUANTIZATION)
-    pca[m] = reduce.PCA(n_components=2).fit(rs)
-    z = perturb.project(pca[m], rs)  # (N, 2L, 2)
-    ranges[m] = r_min, r_max = perturb.grid_range(z, tuple(GRID_PERCENTILES))
-    grids[m] = perturb.make_grid(r_min, r_max, GRID_N)
-    print(f"{m}: rs {rs.shape} (texts, sublayers, units); explained variance of PC1, PC2: "
-          f"{pca[m].explained_variance_ratio_[:2].round(3)}; "
-          f"grid {GRID_N}x{GRID_N} over [{r_min:.1f}, {r_max:.1f}]")
-    del rs, z
+    rs = pipeline.residual_stream(m, n=N, seed=SEED, cache_dir=CACHE_DIR,
+                                  quantization=QUANTIZATION)
+    sweeps[m] = perturb.teleport_runs(
+        *loaded[m], {"trained": rs, **ch.reference_streams(m)}, prompts=prompts,
+        layers=layers[m], grid_n=GRID_N, percentiles=GRID_PERCENTILES, n_prompts=N_PROMPTS,
+        n_reference_prompts=N_PROMPTS_REFERENCE, window=WINDOW, n_following=N_FOLLOWING,
+        strip=pipeline.STRIP)
+    del rs
+    t = sweeps[m]["trained"]
+    refs = [s.seconds for r, s in sweeps[m].items() if r != "trained"]
+    ev = t.pca.explained_variance_ratio_[:2].round(3)
+    print(f"{m}: explained variance of PC1, PC2 {ev};"
+          f" grid {GRID_N}x{GRID_N} over [{t.grid_range[0]:.1f}, {t.grid_range[1]:.1f}];"
+          f" window {t.window}; {t.n_prompts} prompts in {t.seconds:.1f} s;"
+          f" {len(refs)} references in {sum(refs):.1f} s")
 
 # %% tags=["remove-input"]
 for m in MODELS:
-    ch.ledger.record("pca_ev_pc1_pc2", pca[m].explained_variance_ratio_[:2], figure="4D", model=m,
+    t, kw = sweeps[m]["trained"], dict(figure="4D", model=m)
+    ch.ledger.record("pca_ev_pc1_pc2", t.pca.explained_variance_ratio_[:2], **kw,
                      claim="explained variance ratio of the two components the grid lives in")
-    ch.ledger.record("grid_range", list(ranges[m]), figure="4D", model=m,
-                     claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected "
-                           "trajectories")
+    ch.ledger.record("grid_range", list(t.grid_range), **kw,
+                     claim=f"teleport grid range: percentiles {GRID_PERCENTILES} of the projected trajectories")
+    ch.ledger.record("teleport_window", t.window, unit="sublayers", **kw,
+                     claim="points followed after the teleport by every claim, the same for every layer")
+    ch.ledger.record("teleport_seconds", [s.seconds for s in sweeps[m].values()], unit="s", **kw,
+                     runs=list(sweeps[m]), claim=f"wall time of the teleport over the prompts ({GRID_N}x{GRID_N} "
+                                                 "grid, every layer), per run")
 
 # %% [markdown]
 # ## Teleporting (Figure 4 D)
-# At each layer the prompt is repeated once per grid point and run as one batch; a forward pre-hook on the
-# decoder layer replaces the RS entering it (sublayer $2l$, before the attention norm) at the last token with
-# the grid point's vector. The following sublayers are projected on the same two components. Each arrow
-# goes from a teleport point to where its trajectory is `N_FOLLOWING` sublayers later (the paper's 12; fewer
-# at the last layers: the model ends; at the last layer only its own MLP input follows, as at the paper's
-# layer 31 of 32), coloured by *recovery*, the distance to the control at the end over that at the teleport
-# point (blue: pulled back; one colour scale for all panels). The grey line is the control (unperturbed)
-# trajectory of the prompt over all sublayers; the star marks it at the teleport sublayer, the circle where
-# the control is at the end of the arrows. Rows: models; columns: teleport layers by depth position.
+# The paper's prompt. At each layer a forward pre-hook replaces the RS entering it (sublayer $2l$, before the
+# attention norm) at the last token with the grid point's vector. Each arrow goes from a teleport point to where
+# its trajectory is `N_FOLLOWING` sublayers later (fewer at the last layers: the model ends; the last point is
+# the stack's output), coloured by the *recovery in the plane*, the distance to the control at the end over that
+# at the teleport point (blue: pulled back; one colour scale for all panels). The grey line is the control
+# (unperturbed) trajectory of the prompt; the star marks it at the teleport sublayer, the circle where the
+# control is at the end of the arrows. Rows: models; columns: teleport layers by depth position.
 
-# %%
-tele, seconds = {}, {}  # (model, depth position) -> TeleportResult; model -> s per layer
-for m in MODELS:
-    model, tokenizer = loaded[m]
-    seconds[m] = []
-    for name, l in zip(names[m], layers[m]):
-        t0 = time.perf_counter()
-        tele[m, name] = perturb.teleport(model, tokenizer, pca[m], layer=l, grid=grids[m],
-                                         prompt=PROMPT, n_following=N_FOLLOWING)
-        seconds[m].append(time.perf_counter() - t0)
-        sub = tele[m, name].sublayers
-        print(f"{m} layer {l:2d} ({name}): {len(grids[m])} grid points, "
-              f"sublayers {sub[0]}–{sub[-1]}, {seconds[m][-1]:.1f} s")
-results = {m: [tele[m, name] for name in names[m]] for m in MODELS}  # in depth order
-fig = plots.plot_teleport_grid(tele)
-
-# %% tags=["remove-input"]
-for m in MODELS:
-    ch.ledger.record("teleport_seconds_per_layer", seconds[m], unit="s", figure="4D", model=m,
-                     layers=layers[m],
-                     claim=f"wall time of one layer's {GRID_N}x{GRID_N} teleport (batched)")
+# %% mystnb={"figure": {"caption": "Paper's Fig. 4D: the prompt's residual stream teleported to a grid of points of the PCA plane at five layers; each arrow goes from a teleport point to where its trajectory is some sublayers later, coloured by the recovery in the plane (blue: pulled back), the grey line the control trajectory; rows: teleport layers by depth; columns: models ({models}).", "name": "fig-05-4d"}, "image": {"alt": "Grid of PCA-plane panels with arrows from teleport points to where the perturbed trajectories end, coloured by recovery, Fig 4D; rows: five teleport layers from first to last; columns: models {models}"}}
+fig = plots.plot_teleport_grid({(m, name): r for m in MODELS
+                                for name, r in zip(names[m], sweeps[m]["trained"].results)})
 
 # %% [markdown]
 # The same panels with every perturbed trajectory drawn (orange) instead of the net arrows only:
 
-# %%
-fig = plots.plot_teleport_grid(tele, color_by=None, show_paths=True)
+# %% mystnb={"figure": {"caption": "Fig. 4D with every perturbed trajectory drawn (orange); rows: teleport layers by depth; columns: models ({models}).", "name": "fig-05-4d-paths"}, "image": {"alt": "Grid of PCA-plane panels with every perturbed trajectory drawn in orange and the control in grey, Fig 4D; rows: five teleport layers; columns: models {models}"}}
+fig = plots.plot_teleport_grid({(m, name): r for m in MODELS
+                                for name, r in zip(names[m], sweeps[m]["trained"].results)},
+                               color_by=None, show_paths=True)
 
 # %% [markdown]
-# ## Does the middle of the network recover best?
-# The paper compares the MSE between perturbed and control trajectories over the following sublayers. We
-# compute it in the PC plane (`mse_pc`, the figure's space) and in the full RS (`mse_full`). Both grow with
-# the RS's norm, which grows with depth, so we also show two scale-free versions: the full-space MSE over the
-# control's mean square (`rel_mse_full`) and the recovery ratio (distance at the end / at the teleport
-# point; below 1 = pulled back towards the control). One panel per model.
+# ## What the claims read: per-prompt curves
+# Per prompt and teleport layer, over the grid and the equal window, in the full RS (not the plane): the
+# **recovery ratio** (distance to the control after the window over the distance at the teleport point, median
+# over the grid; below 1: pulled back), the **relative MSE** (mean squared distance to the control over the
+# window, over the controls' squared spread there), the **end-point spread** (how far the grid's trajectories end
+# from their own mean: the paper's "variance on the perturbed trajectories") and the **end distance** from the
+# control (median over the grid). The last two are divided by the *controls' spread*, how far the prompts'
+# unperturbed runs lie from their mean at that point (`perturb.controls_spread`), so that layers whose RS differs
+# in scale compare, and so that "far" has a yardstick: above 1, farther than unperturbed texts lie apart. Thin
+# grey lines: prompts; black: their mean with its 95 % bootstrap band over prompts (the curve every claim reads);
+# coloured: the random-init references (mean over seeds, the seeds' range shaded).
+#
+# One thing the design fixes before any dynamics: the grid is sized by the projection of *every* sublayer, so it
+# spans the late layers' large vectors. Teleported to it, the first layers' small vectors move by many times the
+# texts' own spread there, and the end distance and spread at those layers measure the size of the push as much as
+# what the layers do with it. The recovery ratio divides the push out.
 
-# %%
-per_model = {("", m): results[m] for m in MODELS}
-col_names = {m: {"names": names[m]} for m in MODELS}
-fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
-           metric="mse_pc", ylabel="MSE to control (PC plane)")
-
-# %%
-fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
-           metric="rel_mse_full", ylabel="MSE / control mean square (full RS)")
-
-# %%
-fig = grid(plots.plot_teleport_mse, per_model, col_kwargs=col_names, width=6.0, height=3.8,
-           metric="recovery", log=False, ylabel="distance at end / at teleport (PC plane)")
-
-# %% tags=["hide-input"]
-METRICS = ("mse_pc", "mse_full", "rel_mse_full", "recovery")
-cmp = {(m, k): perturb.compare_layers(results[m], metric=k) for m in MODELS for k in METRICS}
-pd.concat(
-    {
-        m: pd.DataFrame(
-            {k: cmp[m, k]["median"] for k in METRICS}
-            | {
-                "end_variance": cmp[m, "mse_pc"]["end_variance"],
-                "n_following": [r.n_following for r in results[m]],
-            },
-            index=pd.MultiIndex.from_arrays([names[m], layers[m]], names=["position", "layer"]),
-        )
-        for m in MODELS
-    },
-    names=["model"],
-)
-
-# %% [markdown]
-# The paper's sentence "mid-layer perturbations exhibited a more robust recovery ... and lower mean
-# squared error" is the registry's claim `teleport_mid_recovers`: the fraction of the middle layers' grid
-# points whose MSE (PC plane) is below the smaller of the first and the last layer's medians, with a sign
-# test over the points (`robustness.teleport_evidence`).
+# %% mystnb={"figure": {"caption": "What the teleport claims read: per prompt (thin grey) and teleport layer, the recovery ratio, the relative MSE, the end-point spread and the end distance in the full residual stream, their mean over prompts with its 95% bootstrap band (black) and the random-init references (coloured); one row per model ({models}).", "name": "fig-05-curves"}, "image": {"alt": "Line plots of four per-prompt teleport curves against teleport layer, with the mean and its bootstrap band and the random-init references, one row per model: {models}"}}
+boot = {(m, run): robustness.mean_curves(s.curves, n_boot=N_BOOT, seed=SEED)
+        for m in MODELS for run, s in sweeps[m].items()}
+fig = plots.plot_teleport_curves(
+    {m: {run: (s.curves, boot[m, run][1]) for run, s in sweeps[m].items()} for m in MODELS},
+    names=names, layers=layers)
 
 # %% tags=["remove-input"]
 for m in MODELS:
-    frac, p = robustness.teleport_evidence([r.mse_pc for r in results[m]])
-    ch.ledger.claim("teleport_mid_recovers", frac, p=p, model=m)
-    c, kw = cmp[m, "mse_pc"], dict(figure="4D", model=m)
-    best = names[m][layers[m].index(c["best_layer"])]
-    ch.ledger.record("teleport_median_mse_pc", c["median"], layers=layers[m], **kw,
-               claim="median MSE to the control over the following sublayers (PC plane), per teleport layer "
-                     f"({', '.join(names[m])})")
-    ch.ledger.record("teleport_best_layer_mse_pc", c["best_layer"], position=best, **kw,
-               claim="teleport layer with the lowest median MSE (PC plane)")
-    ch.ledger.record("teleport_mid_beats_ends_mse_pc", c["mid_beats_ends"], **kw,
-               claim="every middle layer's median MSE (PC plane) is below both the first and the "
-                     "last layer's")
-    ch.ledger.record("teleport_last_worst_mse_pc", c["last_worst"], **kw,
-               claim="the last teleport layer has the highest median MSE (PC plane)")
-    ch.ledger.record("teleport_end_variance", c["end_variance"], layers=layers[m], **kw,
-               claim="variance of the trajectories' end points across the grid (PC plane), per layer")
-    ch.ledger.record("teleport_mid_spread_below_ends", c["mid_spread_below_ends"], **kw,
-               claim="every middle layer's end-point variance is below the first and last layer's")
-    for k in ("mse_full", "rel_mse_full", "recovery"):
-        c = cmp[m, k]
-        ch.ledger.record(f"teleport_median_{k}", c["median"], layers=layers[m], **kw,
-                   claim=f"median {k} per teleport layer")
-        ch.ledger.record(f"teleport_mid_beats_ends_{k}", c["mid_beats_ends"], **kw,
-                   claim=f"every middle layer's median {k} is below the first and last layer's")
-    ch.ledger.record("teleport_median_recovery_below_one", [bool(v < 1) for v in cmp[m, "recovery"]["median"]],
-               layers=layers[m], **kw, claim="per layer: is the median grid point closer to the control after the "
-                                            "following sublayers than at the teleport point?")
+    for k, v in sweeps[m]["trained"].means().items():
+        ch.ledger.record(f"teleport_{k}_by_layer", v, figure="4D", model=m, layers=layers[m],
+                         claim=f"{k} per teleport layer ({', '.join(names[m])}), mean over "
+                               f"{sweeps[m]['trained'].n_prompts} prompts")
+
+# %% [markdown]
+# ## The paper's statements, decided
+# Each sentence is a claim of the registry (`transformer_dynamics.claims`, source "teleport"), read from the
+# curves above: `teleport_mid_recovers` (the middle layers' recovery ratio, or relative MSE, minus the mean of the
+# first and last layers': < 0), `teleport_mid_lower_variance` (the same for the end-point spread),
+# `teleport_first_far` (the first layer's end distance over the controls' spread: > 1, farther than unperturbed
+# texts lie from their mean; an end at an unrelated text's place scores about 1.4), `teleport_last_more_drastic`
+# (the last layer's end distance minus the first's: > 0) and `teleport_lower_robust` (the lower half of the
+# layers' recovery ratio minus the upper half's: < 0). Each value comes with its bootstrap interval over prompts
+# (`N_BOOT` resamples): ✓ holds when the interval lies on the claim's side, ✗ fails on the other, ? undecided. The
+# line compares it with the random-init references: "holds, but so does random init" is a property of the
+# architecture, not of training.
+
+# %%
+PAIRS = claims.readings(claims.claims_of(source="teleport", chapter=ch.name))
+tables = {}
+for m in MODELS:
+    evidence = [e for run, s in sweeps[m].items()
+                for e in robustness.evidence_from_curves(*boot[m, run], PAIRS, run=run,
+                                                         n=s.n_prompts)]
+    tables[m] = verdicts.judge(evidence, seed=SEED)
+    ch.ledger.claims(tables[m], model=m)
+show_table(verdicts.summary_table(pd.concat([t.assign(model=m) for m, t in tables.items()], ignore_index=True)),
+           index=False)
 
 # %% [markdown]
 # ## Beyond the paper: noise injection
@@ -281,17 +282,16 @@ for m in MODELS:
 # sublayer. At the perturbed point the relative distance equals the scale (dotted line); below it afterwards
 # means the network damps the noise, above it that it amplifies it. Rows: models; columns: noise scales.
 
-# %%
-texts = pipeline.load_texts(n=max(N, 2 * N_SWAP), seed=SEED)
+# %% mystnb={"figure": {"caption": "Beyond the paper: Gaussian noise added to the residual stream entering each of the five layers; relative distance to the unperturbed run at every later sublayer (dotted: the noise scale); rows: models ({models}); columns: noise scales.", "name": "fig-05-noise"}, "image": {"alt": "Line plots of the relative distance to the unperturbed run against sublayer after noise injection at five layers; rows: models {models}; columns: noise scales"}}
 n_pairs = min(N_SWAP, len(texts) // 2)
 texts_a, texts_b = texts[:n_pairs], texts[n_pairs : 2 * n_pairs]
 noise = {}
 for m in MODELS:
     t0 = time.perf_counter()
     noise[m] = perturb.noise_sweep(*loaded[m], texts_a, layers=layers[m],
-                                   scales=NOISE_SCALES, seed=SEED)
+                                   scales=NOISE_SCALES, seed=SEED, strip=pipeline.STRIP)
     print(f"{m} noise: {len(noise[m])} (layer, scale) runs of {n_pairs} texts "
-          f"in {time.perf_counter() - t0:.0f} s")
+          f"in {time.perf_counter() - t0:.1f} s")
 fig = plots.plot_noise_grid(noise)
 
 # %% tags=["hide-input"]
@@ -310,7 +310,7 @@ noise_table = pd.DataFrame(
         for r in noise[m]
     ]
 )
-noise_table
+show_table(noise_table, index=False)
 
 # %% tags=["remove-input"]
 for m in MODELS:
@@ -332,18 +332,18 @@ for m in MODELS:
 # context (all earlier tokens) but b's vector at the last token: does it return towards a's own trajectory
 # (the context pulls it back), or stay with b's (the vector carries on)? Distances are relative to each
 # reference run's norm; the dotted lines show how far apart the two unperturbed runs are. Rows: models;
-# columns: distance to the own run and to the donor's run. The texts are captured as the pipeline does (not
-# stripped), so WikiText rows tend to end in the same newline token: at the first layer, the token
-# embedding, a swap may then exchange identical vectors (see the last column of the table and the line below
-# it).
+# columns: distance to the own run and to the donor's run. At the first layer the swapped vectors are token
+# embeddings: two rows that end in the same token exchange identical vectors (see the last column of the table
+# and the line below it).
 
-# %%
+# %% mystnb={"figure": {"caption": "Beyond the paper: the last token's vector swapped between two texts at each of the five layers; relative distance of the run to its own unperturbed run and to the donor's at every later sublayer; rows: models ({models}).", "name": "fig-05-swap"}, "image": {"alt": "Line plots of the relative distance to the own run and to the donor run against sublayer after an activation swap at five layers; rows: models {models}; columns: distance to own, distance to donor"}}
 swaps = {}
 for m in MODELS:
     t0 = time.perf_counter()
-    swaps[m] = perturb.swap_sweep(*loaded[m], texts_a, texts_b, layers=layers[m])
+    swaps[m] = perturb.swap_sweep(*loaded[m], texts_a, texts_b, layers=layers[m],
+                                  strip=pipeline.STRIP)
     print(f"{m} swap: {len(swaps[m])} layers x {n_pairs} pairs "
-          f"in {time.perf_counter() - t0:.0f} s")
+          f"in {time.perf_counter() - t0:.1f} s")
 fig = plots.plot_swap_grid(swaps)
 
 # %% tags=["hide-input"]
@@ -364,7 +364,7 @@ swap_table = pd.DataFrame(
         for r in swaps[m]
     ]
 )
-swap_table
+show_table(swap_table, index=False)
 
 # %% tags=["hide-input"]
 identical = {m: float(np.mean(swaps[m][0].distance_own_donor[:, 0] == 0)) for m in MODELS}
@@ -412,7 +412,7 @@ for m in MODELS:
 # last column comes from the claim registry (✓ holds, ✗ fails, ? undecided; – a plain value).
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=True))
+show_table(ch.ledger, paper=True)
 
 # %% tags=["remove-input"]
-Markdown(ch.table(paper=False))
+show_table(ch.ledger, paper=False)

@@ -40,18 +40,18 @@
 # Here we ask how much of what it reports is a property of transformers and how much of that one run:
 #
 # 1. **Models side by side.** The key panels of Figures 1, 2 and 4 for every model in `MODELS`, on a common
-#    *relative depth* axis (sublayer / number of sublayers) so that models of different depth line up, with a
-#    table of the headline numbers and their bootstrap intervals.
-# 2. **Precision.** The same headline numbers from captures of the same texts in float32, bfloat16 and 4-bit
-#    (NF4), and how far the residual stream itself moves.
-# 3. **Statistics.** Bootstrap intervals (over texts) of every headline number for the first model, and how
-#    each number depends on the number of texts N (nested subsamples of one capture).
+#    *relative depth* axis (sublayer / number of sublayers) so that models of different depth line up, and every
+#    claim's value with its bootstrap interval over texts, per model.
+# 2. **Precision.** The claims' values from captures of the same texts in float32, bfloat16 and 4-bit (NF4),
+#    and how far the residual stream itself moves.
+# 3. **Statistics.** How each claim's value depends on the number of texts N (nested subsamples of one
+#    capture).
 #
-# The headline numbers are defined once, in `transformer_dynamics.robustness` (table in its docstring);
-# each one is a statistic of the residual stream `rs: (texts, sublayers, units)` and nothing else. Whether
-# a number supports the paper is decided in one place, the claim registry (`transformer_dynamics.claims`),
-# in the chapters of the paper's sections; chapter 8 varies every open choice (precision and N among
-# them) and says, per claim and model, whether the verdict survives.
+# Each claim's value is its statistic in the claim registry (`transformer_dynamics.claims`), computed from the
+# residual stream `rs: (texts, sublayers, units)` by `robustness.claim_evidence`; the curves drawn are
+# `robustness.stream_curves`. This chapter shows values and intervals only: the verdicts are decided in the
+# chapters of the paper's sections (2-5), and chapter 8 says, per claim and model, whether a verdict survives
+# every open choice (precision and N among them).
 
 # %% tags=["parameters"]
 from typing import Optional
@@ -64,10 +64,11 @@ LEDGER_DIR: Optional[str] = None  # None: ./ledger
 PRECISIONS: list[str] = ["float32", "bfloat16", "4bit"]  # the first is the reference; "4bit"/"8bit" use bitsandbytes
 N_PRECISION: int = 100           # texts for the precision comparison (4-bit runs slowly on a CPU)
 N_VALUES: list[int] = [100, 250, 500, 1000]  # N-dependence: nested subsamples of the N texts (values > N are dropped)
-N_BOOT: int = 1000               # bootstrap resamples (r, cosine, velocity, rotations: all of them)
-N_BOOT_SLOW: int = 10            # ... of which MI, PCA and the rotation null are recomputed on this many
-MI_UNITS: Optional[int] = 128    # KDE mutual information on a random subset of this many units (None: all)
-N_SHUFFLES: int = 100            # layer-order shuffles for the rotation null
+N_BOOT: int = 1000               # bootstrap resamples of the texts (r, cosine, velocity, magnitudes, density)
+N_BOOT_SLOW: int = 200           # ... of which MI, rotations and PCA are recomputed on this many
+MI_UNITS: Optional[int] = 128    # mutual information on a random subset of this many units (None: all)
+N_SHUFFLES: int = 100            # surrogates per unit for the rotation claims
+PCA_COMPONENTS: int = 100        # components kept for the PCA claims (as chapter 4)
 VARIANCE_THRESHOLD: float = 0.9  # "components for 90% of the variance"
 QUANTIZATION: Optional[str] = None  # None, "8bit" or "4bit": how section 1 loads MODELS (the Colab profile: 4bit)
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
@@ -97,27 +98,27 @@ from transformer_dynamics import colab
 colab.setup(globals(), "06_models_and_robustness")
 
 # %%
-import functools
-
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown
 
-from transformer_dynamics import chapter, models, pipeline, robustness
+from transformer_dynamics import chapter, claims, metrics, models, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
-KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)
+# the statistics' keywords; KW adds the bootstrap
+CURVE_KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD,
+                pca_components=PCA_COMPONENTS)
+KW = dict(CURVE_KW, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED)
 ch = chapter.setup("06_models_and_robustness", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    context_quantization=True, n_precision=N_PRECISION,
                    precisions=PRECISIONS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW,
-                   mi_units=MI_UNITS, n_shuffles=N_SHUFFLES)
+                   mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, pca_components=PCA_COMPONENTS)
 MODELS, CONDITIONS, rs = ch.models, ch.conditions, ch.rs
-MODEL = MODELS[0]  # sections 2 and 3 (precision, N-dependence) use the first model
-record_first = functools.partial(ch.ledger.record, model=MODEL)  # sections 2 and 3
+MODEL = MODELS[0]  # section 2 (precision) uses the first model
 
 # %% [markdown]
 # ## 1. Models side by side
@@ -130,7 +131,6 @@ record_first = functools.partial(ch.ledger.record, model=MODEL)  # sections 2 an
 # which are the residual stream in both cases. The table below is read from the loaded models.
 
 # %%
-C = {(m, c): robustness.curves(rs[m, c], seed=SEED, **KW) for m, c in ch.runs}
 arch = []
 for m in MODELS:
     lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
@@ -141,80 +141,90 @@ for m in MODELS:
                  "RS before MLP": f"input of {a.mlp_norm}",
                  "norms in a layer": ", ".join(n for n, _ in blocks[0].named_children()
                                                if "norm" in n)})
-pd.DataFrame(arch).set_index("model")
+show_table(pd.DataFrame(arch).set_index("model"))
 
 # %% [markdown]
-# Below, every panel puts the models on one relative-depth axis; within-layer transitions (attn → mlp) are
-# solid with circles, cross-layer (mlp → next attn) dashed with squares. Left: original texts; right: the
-# paper's control with the tokens of every text shuffled.
+# The curves behind the claims (`robustness.stream_curves`), for every model and condition. Below, every
+# panel puts the models on one relative-depth axis; within-layer transitions (attn → mlp) are solid with
+# circles, cross-layer (mlp → next attn) dashed with squares. Left: original texts; right: the paper's control
+# with the tokens of every text shuffled.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1C across models: median correlation between successive sublayers on relative depth, within-layer solid, cross-layer dashed; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1c"}, "image": {"alt": "Line plots of the median successive-sublayer correlation against relative depth, one line per model ({models}) and transition type, Fig 1C; panels: original texts, shuffled-token control"}}
+units = {m: metrics.subsample_units(ch.d_model[m], MI_UNITS, seed=SEED) for m in MODELS}
+C = {(m, c): robustness.stream_curves(
+        rs[m, c], robustness.GROUPS, mi_units=units[m], seed=SEED, n_shuffles=N_SHUFFLES,
+        variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
+     for m, c in ch.runs}
 cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
 side_by_side(pc.plot_successive_r, cur);
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1E across models: cosine similarity of successive vectors on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1e"}, "image": {"alt": "Line plots of the cosine similarity between successive sublayers against relative depth, one line per model ({models}), Fig 1E; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_cosine, cur);
 
 # %% [markdown]
-# Velocity: each model's curve divided by its own mean (their activation scales differ by orders of
-# magnitude).
+# Velocity and magnitude: each model's curve divided by its own mean (their activation scales differ by orders
+# of magnitude).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1F across models: velocity divided by each model's mean, on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1f"}, "image": {"alt": "Line plots of the normalised velocity against relative depth, one line per model ({models}), Fig 1F; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_velocity, cur);
+
+# %% mystnb={"figure": {"caption": "Fig. 1B across models: mean |activation| over units on relative depth, each model divided by its own mean; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1b"}, "image": {"alt": "Line plots of the mean absolute activation against relative depth, one line per model ({models}), Fig 1B; panels: original texts, shuffled-token control"}}
+side_by_side(pc.plot_magnitude, cur);
 
 # %% [markdown]
 # Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 1H across models: mean KDE mutual information over units on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information against relative depth, one line per model ({models}), Fig 1H; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_mutual_information, cur);
 
 # %% [markdown]
-# Rotation counts per unit, divided by the number of sublayers (solid), against the layer-order shuffle
-# null (dotted).
+# Rotations of each unit's mean trajectory (Fig 2): the mean |R| per unit, divided by the number of sublayers,
+# against three surrogates made from each unit's own trajectory (its sublayers in shuffled order, the paper's
+# control; its phase-space points in shuffled order; a random walk of its own steps in shuffled order), and the
+# share of units whose |R| exceeds their own surrogate's 95th percentile.
 
-# %%
+# %% mystnb={"figure": {"caption": "Fig. 2B across models: mean |R| per unit divided by the number of sublayers against three surrogates (shuffled sublayers, shuffled points, a random walk of the unit's own steps); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2b"}, "image": {"alt": "Bar charts of the mean rotation count per unit per sublayer against three surrogates, one group per model ({models}), Fig 2B; panels: original texts, shuffled-token control"}}
 side_by_side(pc.plot_rotations, cur);
 
-# %%
-side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
+# %% mystnb={"figure": {"caption": "Fig. 2C across models: share of units whose |R| exceeds their own surrogate's 95th percentile, per surrogate; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2c"}, "image": {"alt": "Bar charts of the share of units beyond their surrogate's 95th percentile, one group per model ({models}), Fig 2C; panels: original texts, shuffled-token control"}}
+side_by_side(pc.plot_rotation_exceed, cur);
 
 # %% [markdown]
-# ### Headline numbers per model
-# Estimate and 95% bootstrap interval over texts (`robustness.bootstrap_headlines`): r, cosine, velocity and
-# rotation counts on all `N_BOOT` resamples, MI, PCA and the rotation null on the first `N_BOOT_SLOW` of
-# them. A resample repeats some texts, which by itself raises the KDE MI (a repeated point is its own
-# nearest neighbour) and lowers the PCA counts (fewer distinct texts span fewer directions); for those
-# numbers the interval is the replicates' spread re-centred on the estimate (column `interval` of
-# `boot`), and section 3 shows how they move with N. The last columns are the token-shuffled control
-# (no interval). The verdicts on the paper's claims are in chapters 2-5 and chapter 8.
+# One PCA of all sublayer vectors (Fig 4B), and the components of that PCA each sublayer needs for
+# `VARIANCE_THRESHOLD` of its variance (Fig 4C; a triangle at the top: not reached with `PCA_COMPONENTS`).
 
-# %% tags=["hide-input"]
-boot = {m: robustness.bootstrap_headlines(rs[m, "original"], N_BOOT, SEED,
-                                         n_boot_slow=N_BOOT_SLOW, **KW)
-        for m in MODELS}
-shuffled = {m: robustness.headlines_from_curves(C[m, "shuffled"]) for m in MODELS}
+# %% mystnb={"figure": {"caption": "Fig. 4B across models: cumulative explained variance over principal components; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4b"}, "image": {"alt": "Line plots of cumulative explained variance against principal components, one line per model ({models}), Fig 4B; panels: original texts, shuffled-token control"}}
+side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
 
+# %% mystnb={"figure": {"caption": "Fig. 4C across models: the global principal components each sublayer needs for the variance threshold, on relative depth (a triangle at the top: not reached with the kept components); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4c"}, "image": {"alt": "Line plots of the principal components needed per sublayer against relative depth, one line per model ({models}), Fig 4C; panels: original texts, shuffled-token control"}}
+side_by_side(pc.plot_pcs, cur, variance=VARIANCE_THRESHOLD);
 
-def fmt(row):
-    if not np.isfinite(row["low"]):
-        return f"{row['estimate']:.3g}"
-    return f"{row['estimate']:.3g} [{row['low']:.3g}, {row['high']:.3g}]"
-
-
-table = pd.DataFrame({m: boot[m].apply(fmt, axis=1) for m in MODELS})
-for m in MODELS:
-    table[f"{m} (shuffled)"] = pd.Series(shuffled[m]).map(lambda v: f"{v:.3g}")
-table.insert(0, "statistic", [robustness.STATISTICS[k].description for k in table.index])
-table.insert(0, "figure", [robustness.STATISTICS[k].figure for k in table.index])
-table
+# %% [markdown]
+# ### The claims' values per model
+# Each residual-stream claim's value (its headline reading) with the 95% bootstrap interval over texts
+# (`robustness.claim_evidence`: `N_BOOT` resamples; MI, rotations and PCA recomputed on `N_BOOT_SLOW` of them,
+# their replicates re-centred on the value, since a resample's repeated texts shift those statistics
+# themselves). `test` is the side of the threshold that supports the claim. The shuffled control is computed the
+# same way.
 
 # %%
-pc.plot_headline_intervals(boot);
+evidence = robustness.claim_evidence_runs({(m, c): rs[m, c] for m, c in ch.runs},
+                                          headline_only=True, **KW)
+values = pd.concat([robustness.evidence_frame(ev, model=m, condition=c)
+                    for (m, c), ev in evidence.items()], ignore_index=True)
+show_table(robustness.value_table(values, ["model", "condition"]))
+
+# %% mystnb={"figure": {"caption": "Every residual-stream claim's value with its 95% interval over texts and its threshold, per model ({models}) and condition.", "name": "fig-06-intervals"}, "image": {"alt": "Dot-and-whisker plots of each claim's value with its 95 percent interval and threshold, one row per model and condition: {models}"}}
+of = {(m, c): g for (m, c), g in values.groupby(["model", "condition"], sort=False)}
+pc.plot_claim_intervals({f"{m}, {c}": of[m, c] for m, c in ch.runs});
 
 # %% tags=["remove-input"]
-for m in MODELS:
-    ch.record_headlines(m, boot[m], condition="original")
-    ch.record_headlines(m, shuffled[m], suffix="_shuffled", condition="shuffled")
+for _, r in values[np.isfinite(values["value"])].iterrows():   # undefined values: shown, not recorded
+    c = claims.get(r["claim"])
+    ci = (r["low"], r["high"]) if np.isfinite([r["low"], r["high"]]).all() else None
+    ch.record(r["model"], f"value:{r['claim']}", r["value"], ci=ci,
+              condition=r["condition"], figure=c.figure, unit=c.unit, n_boot=r["n_boot"],
+              claim=f"{c.quote}: the value of its statistic (verdict: chapter {c.chapter[:2]})")
 
 # %% [markdown]
 # ## 2. Precision sensitivity
@@ -224,8 +234,8 @@ for m in MODELS:
 # bitsandbytes (float32 compute). Relative error per sublayer: $\|b_s - a_s\|_F / \|a_s\|_F$ over texts and
 # units, against the first precision.
 
-# %%
-rs_p = {p: pipeline.residual_stream(MODEL, n=N_PRECISION, seed=SEED, condition="original",
+# %% mystnb={"figure": {"caption": "Relative error of the first model's residual stream per sublayer at each numeric precision against the first one.", "name": "fig-06-precision"}, "image": {"alt": "Line plot of the relative error of the residual stream against sublayer, one line per numeric precision, first model of {models}"}}
+rs_p = {p: pipeline.residual_stream(MODEL, n=min(N_PRECISION, N), seed=SEED,
                                     cache_dir=CACHE_DIR, **robustness.precision_kwargs(p))
         for p in PRECISIONS}
 ref = PRECISIONS[0]
@@ -233,87 +243,88 @@ diff = {p: robustness.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIO
 pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff},
                        title=f"Relative error of the RS against {ref}");
 
-# %% tags=["hide-input"]
-H_p = {p: robustness.headline_numbers(rs_p[p], seed=SEED, **KW) for p in PRECISIONS}
-boot_ref = robustness.bootstrap_headlines(rs_p[ref], N_BOOT, SEED, n_boot_slow=N_BOOT_SLOW, **KW)
-change = {p: robustness.headline_change(H_p[ref], H_p[p]) for p in PRECISIONS[1:]}
-for p in change:
-    v = change[p]["other"]
-    change[p]["inside_ref_ci"] = (v >= boot_ref["low"].reindex(v.index)) & (
-        v <= boot_ref["high"].reindex(v.index)
-    )
-ptable = pd.concat({p: change[p][["other", "change", "inside_ref_ci"]] for p in change}, axis=1)
-ptable.insert(
-    0, (ref, "95% CI"), boot_ref.apply(lambda r: f"[{r['low']:.3g}, {r['high']:.3g}]", axis=1)
-)
-ptable.insert(0, (ref, "value"), pd.Series(H_p[ref]))
-ptable
-
 # %% [markdown]
 # Agreement of the underlying statistics (Pearson correlation between their values at the two precisions:
 # all activations; each unit's successive r; each text's cosine and velocity per transition; each unit's
 # rotation count):
 
 # %%
-pd.DataFrame({p: diff[p]["corr"] for p in diff})
-
-# %% tags=["remove-input"]
-for p in diff:
-    d = diff[p]
-    record_first(f"precision_{p}:max_rel_error", d["max_rel_error"], figure="",
-               claim=f"largest per-sublayer relative L2 error of the RS, {p} vs {ref} ({N_PRECISION} texts)")
-    record_first(f"precision_{p}:rel_error_last", d["rel_error"][-1],
-               claim=f"relative L2 error of the RS at the last sublayer, {p} vs {ref}")
-    for stat, r in d["corr"].items():
-        record_first(f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
-    chg = change[p]
-    inside = chg["inside_ref_ci"]
-    record_first(f"precision_{p}:headlines_inside_ci", float(inside.mean()),
-               claim=f"fraction of headline numbers whose {p} value lies inside the {ref} bootstrap interval "
-                     f"({N_PRECISION} texts)", outside=list(chg.index[~inside]))
-    for k in chg.index[np.isfinite(chg["other"]).to_numpy()]:
-        record_first(f"precision_{p}:{k}", chg.loc[k, "other"], figure=robustness.STATISTICS[k].figure,
-                   claim=f"{robustness.STATISTICS[k].description} ({p}; {ref}: {chg.loc[k, 'reference']:.4g})",
-                   change=chg.loc[k, "change"], inside_ref_ci=bool(chg.loc[k, "inside_ref_ci"]))
+show_table(pd.DataFrame({p: diff[p]["corr"] for p in diff}))
 
 # %% [markdown]
-# ## 3. Statistics: bootstrap intervals and N-dependence
-# The intervals of the first model at N texts (section 1's table, drawn below), then every headline number
-# recomputed on nested subsamples of the same capture — the first n texts of one random permutation, for n
-# in `N_VALUES` — with the N-text interval as a grey band. A number whose curve is still moving at the
-# largest N is not settled by N texts.
+# The claims' values at each precision, on the same `N_PRECISION` texts (so the intervals are wider than
+# section 1's N-text ones; the comparison is between precisions at equal N):
 
 # %%
-rs_default, boot_default = rs[MODEL, "original"], boot[MODEL]
-pc.plot_headline_intervals(
-    {MODEL: boot_default}, title=f"{MODEL}, N = {N}: 95% bootstrap intervals"
-);
+ev_p = robustness.claim_evidence_runs(rs_p, headline_only=True, **KW)
+by_precision = pd.concat([robustness.evidence_frame(ev_p[p], precision=p)
+                          for p in PRECISIONS], ignore_index=True)
+show_table(robustness.value_table(by_precision, "precision"))
+
+# %% mystnb={"figure": {"caption": "The first model's claims at each numeric precision on the same texts, with their 95% intervals and thresholds.", "name": "fig-06-precision-claims"}, "image": {"alt": "Dot-and-whisker plots of each claim's value at each numeric precision with 95 percent intervals, first model of {models}"}}
+pc.plot_claim_intervals(dict(tuple(by_precision.groupby("precision", sort=False))),
+                        title=f"{MODEL}, {min(N_PRECISION, N)} texts, per precision");
+
+# %% tags=["remove-input"]
+ref_rows = by_precision[by_precision["precision"] == ref].set_index("claim")
+for p in diff:
+    d = diff[p]
+    ch.record(MODEL, f"precision_{p}:max_rel_error", d["max_rel_error"],
+              claim=f"largest per-sublayer relative L2 error of the RS, {p} vs {ref} ({N_PRECISION} texts)")
+    ch.record(MODEL, f"precision_{p}:rel_error_last", d["rel_error"][-1],
+              claim=f"relative L2 error of the RS at the last sublayer, {p} vs {ref}")
+    for stat, r in d["corr"].items():
+        ch.record(MODEL, f"precision_{p}:corr_{stat}", r, claim=f"correlation of the {stat} values, {p} vs {ref}")
+    rows = by_precision[by_precision["precision"] == p].set_index("claim")
+    defined = rows.index[np.isfinite(rows["value"]) & np.isfinite(ref_rows["low"].reindex(rows.index))]
+    inside = [k for k in defined if ref_rows.loc[k, "low"] <= rows.loc[k, "value"] <= ref_rows.loc[k, "high"]]
+    ch.record(MODEL, f"precision_{p}:values_inside_ref_interval", len(inside) / max(len(defined), 1),
+              claim=f"share of the claims' values at {p} inside the {ref} interval (same {N_PRECISION} texts)",
+              outside=sorted(set(defined) - set(inside)))
+    for k, r in rows[np.isfinite(rows["value"])].iterrows():
+        c = claims.get(k)
+        ci = (r["low"], r["high"]) if np.isfinite([r["low"], r["high"]]).all() else None
+        ch.record(MODEL, f"precision_{p}:{k}", r["value"], ci=ci, figure=c.figure,
+                  unit=c.unit, claim=f"{c.quote}: the value of its statistic at {p} ({N_PRECISION} texts; "
+                  f"{ref}: {ref_rows.loc[k, 'value']:.4g})")
+
+# %% [markdown]
+# ## 3. Statistics: the claims' values against N
+# Every claim's value recomputed on nested subsamples of each model's capture — the first n texts of one
+# random permutation, for n in `N_VALUES` — with section 1's N-text interval as a band and the claim's
+# threshold dashed. A value still moving at the largest N is not settled by N texts; a value whose band
+# straddles the threshold is undecided there.
+
+# %% mystnb={"figure": {"caption": "Each claim's value on nested subsamples of n texts, per model ({models}), with the N-text interval as a band and the claim's threshold dashed.", "name": "fig-06-n-dependence"}, "image": {"alt": "Grid of line plots of each claim's value against the number of texts, one line per model ({models}), with the full-N interval as a band"}}
+nd = {m: robustness.n_dependence(rs[m, "original"], N_VALUES, seed=SEED, **CURVE_KW)
+      for m in MODELS}
+at_n = {m: of[m, "original"] for m in MODELS}
+pc.plot_n_dependence(nd, intervals=at_n);
 
 # %%
-nd = robustness.n_dependence(rs_default, N_VALUES, seed=SEED, **KW)
-pc.plot_n_dependence(nd, intervals=boot_default);
-
-# %%
-nd.T
+show_table(pd.concat(nd, names=["model"]).T)
 
 # %% tags=["remove-input"]
 half = max(v for v in N_VALUES if v <= N // 2) if any(v <= N // 2 for v in N_VALUES) else N_VALUES[0]
-at_half = nd.loc[half]
-inside = (at_half >= boot_default["low"]) & (at_half <= boot_default["high"])
-record_first("n_half_inside_ci", float(inside.mean()),
-           claim=f"fraction of headline numbers whose value from {half} texts lies inside the N = {N} interval",
-           outside=list(inside.index[~inside]))
-for k in nd.columns[np.isfinite(nd).all().to_numpy()]:
-    record_first(f"n_dependence:{k}", nd[k].to_numpy(), figure=robustness.STATISTICS[k].figure,
-               claim=f"{robustness.STATISTICS[k].description}, at N = {N_VALUES}")
-width = (boot_default["high"] - boot_default["low"]).dropna().to_dict()
-record_first("ci_width", list(width.values()),
-           claim=f"width of the 95% bootstrap interval of each headline number at N = {N}",
-           keys=list(width));
+for m in MODELS:
+    band = at_n[m].set_index("claim")
+    ok = [k for k in nd[m].columns if np.isfinite(nd[m].loc[half, k]) and np.isfinite(band.loc[k, "low"])]
+    inside = [k for k in ok if band.loc[k, "low"] <= nd[m].loc[half, k] <= band.loc[k, "high"]]
+    ch.record(m, "n_half_inside_ci", len(inside) / max(len(ok), 1),
+              claim=f"share of the claims' values from {half} texts inside the N = {N} interval",
+              outside=sorted(set(ok) - set(inside)))
+    for k in nd[m].columns[np.isfinite(nd[m]).all().to_numpy()]:
+        c = claims.get(k)
+        ch.record(m, f"n_dependence:{k}", nd[m][k].to_numpy(), figure=c.figure, unit=c.unit,
+                  claim=f"{c.quote}: the value of its statistic at N = {N_VALUES}")
+    for k in band.index[np.isfinite(band["high"] - band["low"]).to_numpy()]:
+        c = claims.get(k)
+        ch.record(m, f"ci_width:{k}", band.loc[k, "high"] - band.loc[k, "low"], figure=c.figure, unit=c.unit,
+                  claim=f"{c.quote}: width of the 95% interval at N = {N}")
 
 # %% [markdown]
 # ## Recorded values
 # Every number above, as the ledger holds it.
 
 # %% tags=["remove-input"]
-Markdown(ch.table())
+show_table(ch.ledger)

@@ -190,7 +190,7 @@ if CONTEXT == "frozen":  # the single-token map is a different function: nothing
 # update $J_s - I$: the residual connection shifts every eigenvalue by 1). Attention sublayers solid, MLP
 # sublayers dashed; line: median over texts, band: interquartile range.
 
-# %%
+# %% mystnb={"figure": {"caption": "Rotation dominance: the fraction of each sublayer Jacobian's eigenvalues in complex-conjugate pairs, median over texts with the interquartile band, trained, shuffled-text and random-init references; one row per model ({models}).", "name": "fig-07-rotation-dominance"}, "image": {"alt": "Line plots of the fraction of complex eigenvalues of the sublayer Jacobians against sublayer for trained, shuffled-text and random-init references; one row per model: {models}"}}
 panel("rotation_dominance", "fraction of eigenvalues in complex pairs",
       "rotation dominance");
 
@@ -199,20 +199,20 @@ panel("rotation_dominance", "fraction of eigenvalues in complex pairs",
 # normal matrix). Of $J$ itself the identity of the residual connection dilutes it; the second figure shows
 # the update $J - I$, normalised by its own norm.
 
-# %%
+# %% mystnb={"figure": {"caption": "Non-normality of the sublayer Jacobians J (Henrici's departure over the norm), trained, shuffled-text and random-init references; one row per model ({models}).", "name": "fig-07-non-normality"}, "image": {"alt": "Line plots of the departure from normality of J against sublayer for three references; one row per model: {models}"}}
 panel("departure", "departure / ‖J‖_F", "non-normality of J");
 
-# %%
+# %% mystnb={"figure": {"caption": "Non-normality of the update J \u2212 I, normalised by its own norm; three references; one row per model ({models}).", "name": "fig-07-non-normality-update"}, "image": {"alt": "Line plots of the departure from normality of the update J minus I against sublayer for three references; one row per model: {models}"}}
 panel("departure_update", "departure / ‖J − I‖_F", "non-normality of the update J − I");
 
 # %% [markdown]
 # **Symmetry**: the antisymmetric share $\|(J - J^T)/2\|_F / \|J\|_F$ of $J$ and of the update. Near 0: the
 # map is near-symmetric (a gradient-like, rotation-free map).
 
-# %%
+# %% mystnb={"figure": {"caption": "Antisymmetric share of the sublayer Jacobians J; three references; one row per model ({models}).", "name": "fig-07-antisymmetric"}, "image": {"alt": "Line plots of the antisymmetric share of J against sublayer for three references; one row per model: {models}"}}
 panel("antisymmetric_share", "‖(J − Jᵀ)/2‖ / ‖J‖", "antisymmetric share of J");
 
-# %%
+# %% mystnb={"figure": {"caption": "Antisymmetric share of the update J \u2212 I; three references; one row per model ({models}).", "name": "fig-07-antisymmetric-update"}, "image": {"alt": "Line plots of the antisymmetric share of the update J minus I against sublayer for three references; one row per model: {models}"}}
 panel("antisymmetric_share_update", "‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
       "antisymmetric share of the update");
 
@@ -220,7 +220,7 @@ panel("antisymmetric_share_update", "‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I
 # Eigenvalues of the update $J_s - I$ in the complex plane, pooled over texts, at an attention and an MLP
 # sublayer in the first, middle and last third of depth (trained model).
 
-# %%
+# %% mystnb={"figure": {"caption": "Eigenvalues of the update J \u2212 I in the complex plane, pooled over texts, at attention (left) and MLP (right) sublayers in the first, middle and last third of depth, trained model; one row per model ({models}).", "name": "fig-07-eigenvalues"}, "image": {"alt": "Scatter plots of eigenvalues of the update J minus I in the complex plane at three depths; columns: attention and MLP sublayers; one row per model: {models}"}}
 def depth_picks(n_sub):
     """An attention and an MLP sublayer at 1/6, 1/2 and 5/6 of depth."""
     layers = [int(f * (n_sub // 2 - 1)) for f in (1 / 6, 1 / 2, 5 / 6)]
@@ -245,10 +245,10 @@ for i, m in enumerate(MODELS):
 # of the product $J_{S-1} \cdots J_s$ from sublayer $s$ to the last layer's output: the end-to-end last-token
 # Jacobian. A product whose effective rank falls far below $D$ funnels perturbations into few directions.
 
-# %%
+# %% mystnb={"figure": {"caption": "Effective rank of each sublayer Jacobian; three references; one row per model ({models}).", "name": "fig-07-effective-rank"}, "image": {"alt": "Line plots of the effective rank of each sublayer Jacobian against sublayer for three references; one row per model: {models}"}}
 panel("effective_rank", "effective rank of J_s", "effective rank per sublayer");
 
-# %%
+# %% mystnb={"figure": {"caption": "Effective rank of the product of the Jacobians from each sublayer to the end; three references; one row per model ({models}).", "name": "fig-07-cumulative-rank"}, "image": {"alt": "Line plots of the effective rank of the end-to-end Jacobian product against starting sublayer for three references; one row per model: {models}"}}
 panel("cumulative_effective_rank", "effective rank of J_{S-1} ⋯ J_s",
       "cumulative effective rank (to the end)");
 
@@ -260,7 +260,7 @@ panel("cumulative_effective_rank", "effective rank of J_{S-1} ⋯ J_s",
 # growth rate: below 0, a perturbation shrinks *relative to the state*, which is what chapter 5's recovery
 # measures.
 
-# %%
+# %% mystnb={"figure": {"caption": "Top finite-time Lyapunov exponent per sublayer, absolute (left) and relative to the residual stream's own growth (right); three references; one row per model ({models}).", "name": "fig-07-lyapunov"}, "image": {"alt": "Line plots of the top finite-time Lyapunov exponent against sublayer, absolute and relative to the state's growth, for three references; one row per model: {models}"}}
 lam1 = {m: {ref: R[m, ref]["exponents"][..., 0] for ref in REFERENCES} for m in MODELS}
 lam1_rel = {}
 for m in MODELS:
@@ -337,7 +337,7 @@ for m in MODELS:
 cmp = pd.DataFrame(cmp_rows).set_index(["model", "depth"])
 cmp
 
-# %%
+# %% mystnb={"figure": {"caption": "Noise recovery predicted by the Jacobians against the recovery measured as in chapter 5, at the paper's five layers; one panel per model ({models}).", "name": "fig-07-recovery"}, "image": {"alt": "Scatter plot of predicted against measured noise recovery at five depths with the identity line, one panel per model: {models}"}}
 fig, axes = plt.subplots(1, len(MODELS), figsize=(4.6 * len(MODELS), 4.0),
                          layout="constrained", squeeze=False)
 for ax, m in zip(axes[0], MODELS):
@@ -401,7 +401,7 @@ for m in MODELS:
 jpca_table = pd.DataFrame(J_rows).set_index(["model", "texts"])
 jpca_table
 
-# %%
+# %% mystnb={"figure": {"caption": "jPCA: the texts' trajectories in the fastest rotational plane, original (left) and token-shuffled texts (middle), and the skew-symmetric fit's R\u00b2 ratio against the layer-shuffle control (right); one row per model ({models}).", "name": "fig-07-jpca"}, "image": {"alt": "Trajectories in the top jPCA plane for original and shuffled-token texts, and histograms of the R squared ratio against the layer-shuffle control; one row per model: {models}"}}
 fig, axes = plt.subplots(len(MODELS), 3, figsize=(14, 4.2 * len(MODELS)),
                          layout="constrained", squeeze=False)
 for i, m in enumerate(MODELS):

@@ -37,21 +37,34 @@
 # # 8. How robust are the verdicts? (beyond the paper)
 #
 # Every verdict in this book comes from one place, the claim registry `transformer_dynamics.claims`: each
-# sentence of the paper once, with its statistic, the test a value must pass and the uncertainty the test
-# needs (a bootstrap interval over texts, or a permutation / sign test for trends and orderings). A verdict
-# is **holds**, **fails** or **undecided**. Here every claim computable from the residual stream is
-# recomputed, for every model, under each choice the paper leaves open:
+# sentence of the paper once, with its statistic and the test a value must pass. The value's uncertainty is a
+# bootstrap interval over texts, and a verdict is **holds** (the whole interval on the claim's side of its
+# threshold), **fails** (wholly on the other side) or **undecided**. Here every claim computable from the
+# residual stream is recomputed, for every model, under each choice the paper leaves open:
 #
-# - the **last token**: rows as given (`strip=False`; every WikiText row ends in a newline) or stripped
-#   (`strip=True`), with or without a BOS token (`add_bos`);
+# - the **last token**: the book's headline uses stripped rows with a BOS token (`strip=True`, `add_bos=True`,
+#   `pipeline.STRIP`); the other settings are the rows as given (`strip=False`: every WikiText row ends in a
+#   newline) and the captures without BOS;
 # - the claim's **readings** (which transition "the earliest layers" means; which MI estimator: kde, ksg,
-#   gcmi; ...);
-# - the number of texts **N** (nested subsamples of one capture) and the numerical **precision**;
+#   gcmi; ...), each on the headline capture;
+# - the number of texts **N** (nested subsamples of the headline capture);
+# - the numerical **precision**, compared at equal N: every precision capture has `N_PRECISION` texts, and
+#   each is set against the float32 capture of the same texts, never against the N-text headline;
 # - the **shuffled control**, as the paper writes it (every token but BOS permuted) or with the last token
-#   kept in place too, so that only the order changes.
+#   kept in place too.
 #
-# For each claim and model one line: **robust ✓** (holds under every choice), **robust ✗** (fails under
-# every choice), or **hinges on X**, naming the choices that flip the verdict, with the values.
+# A setting can do three different things to a verdict, and the lines below keep them apart:
+#
+# - a **flip**: holds ↔ fails. Only a flip makes a claim **hinge on** a choice;
+# - **loses significance**: holds or fails → undecided, with the value still defined (a smaller N, a noisier
+#   setting): the data say less there, not the opposite;
+# - **undefined**: the statistic has no value there (with the rows as given the first sublayer is the same
+#   vector for every text, so the first transition's r is undefined), or the claim's premise does not hold, so
+#   the claim is not asked.
+#
+# Each claim and model gets one status: **robust** (decided at the headline and the same wherever defined),
+# **hinges** (a flip), **loses power** (no flip, but undecided somewhere), or undecided / undefined at the
+# headline.
 
 # %% tags=["parameters"]
 from typing import Optional
@@ -61,15 +74,15 @@ N: int = 1000                    # texts
 SEED: int = 0                    # random seed: which texts are sampled
 CACHE_DIR: Optional[str] = None  # None: $TRANSFORMER_DYNAMICS_CACHE or user cache; "drive": Google Drive
 LEDGER_DIR: Optional[str] = None  # None: ./ledger
-N_BOOT: int = 1000               # bootstrap resamples (r, cosine, velocity, means, rotations)
-N_BOOT_SLOW: int = 10            # ... of which MI and PCA are recomputed on this many
+N_BOOT: int = 1000               # bootstrap resamples of the texts (r, cosine, velocity, magnitudes, density)
+N_BOOT_SLOW: int = 200           # ... of which MI, rotations and PCA are recomputed on this many
 MI_UNITS: int = 64               # MI on a random subset of this many units (chapter 2's MI_COMPARE_UNITS)
 MI_METHODS: list[str] = ["kde", "ksg", "gcmi"]  # readings of the MI claims; the first is the paper's
-N_SHUFFLES: int = 1000           # layer-order shuffles for the rotation null (as chapter 3)
-PCA_COMPONENTS: int = 100        # components kept for the PCA claim (as chapter 4)
+N_SHUFFLES: int = 1000           # surrogates per unit for the rotation claims (as chapter 3)
+PCA_COMPONENTS: int = 100        # components kept for the PCA claims (as chapter 4)
 VARIANCE_THRESHOLD: float = 0.9  # "components for 90% of the variance"
 N_VALUES: list[int] = [100, 250, 500]  # nested subsamples of the N texts (only those below N)
-PRECISIONS: list[str] = ["float32", "bfloat16", "4bit"]  # chapter 6's captures (same texts, same cache)
+PRECISIONS: list[str] = ["float32", "bfloat16", "4bit"]  # the first is the reference (chapter 6's captures)
 N_PRECISION: int = 100           # texts per precision (as chapter 6)
 N_FIRST: int = 4                 # transitions in the last-token figure
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
@@ -100,11 +113,13 @@ colab.setup(globals(), "08_verdict_robustness")
 
 # %%
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from transformer_dynamics import chapter, claims, pipeline, robustness
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pr
 
+pd.set_option("display.max_colwidth", None)
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
 # the ledger only: the captures below vary the tokenisation, N and the precision
 ch = chapter.setup("08_verdict_robustness", models=MODELS, n=N, seed=SEED,
@@ -112,16 +127,13 @@ ch = chapter.setup("08_verdict_robustness", models=MODELS, n=N, seed=SEED,
                    n_boot_slow=N_BOOT_SLOW, mi_units=MI_UNITS, mi_methods=list(MI_METHODS),
                    n_values=N_VALUES, precisions=list(PRECISIONS), n_precision=N_PRECISION)
 MODELS = ch.models
-KW = dict(pca_components=PCA_COMPONENTS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
-          mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD)
-#: the book's headline capture and the three other last-token variants:
-#: (choice, setting) -> keywords
-TOKENS = {
-    ("baseline", "strip=False, add_bos=True"): dict(strip=False, add_bos=True),
-    ("strip", "True"): dict(strip=True, add_bos=True),
-    ("add_bos", "False"): dict(strip=False, add_bos=False),
-    ("strip & add_bos", "True & False"): dict(strip=True, add_bos=False),
-}
+# the evidence's keywords: chapters 2-4's (their headline numbers are these headline rows)
+KW = dict(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, mi_units=MI_UNITS,
+          n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
+# the four last-token captures: setting -> keywords; the headline: pipeline.STRIP with BOS
+TOKENS = {f"strip={s}, add_bos={b}": dict(strip=s, add_bos=b)
+          for s in (True, False) for b in (True, False)}
+HEADLINE = f"strip={pipeline.STRIP}, add_bos=True"
 
 
 def capture(model, n=N, condition="original", **kw):
@@ -131,82 +143,119 @@ def capture(model, n=N, condition="original", **kw):
     )
 
 
-def evidence(runs, every_mi=()):
-    """Every rs-computable claim's value and uncertainty for each run
-    {(model, choice, setting): rs}, side by side (one process per core);
-    the runs in ``every_mi`` with every MI estimator."""
-    every_mi = {k: {"mi_methods": MI_METHODS} for k in every_mi}
-    return robustness.claim_evidence_runs(runs, names=("model", "choice", "setting"),
-                                          mi_methods=MI_METHODS[:1], per_run=every_mi, **KW)
+def evidence(runs):
+    """Every rs claim's value and bootstrap replicates for each run {(model, choice,
+    setting): rs}, side by side (one process per core); headline runs: every MI method."""
+    every_mi = {k: {"mi_methods": MI_METHODS} for k in runs if k[1] == robustness.HEADLINE}
+    return robustness.claim_evidence_runs(runs, mi_methods=MI_METHODS[:1], per_run=every_mi,
+                                          **KW)
 
 
 # %% [markdown]
 # ## The runs
-# Per model: the four last-token captures (the baseline with every MI estimator, so that the MI claims'
-# readings are covered), nested subsamples of the baseline capture, chapter 6's precision captures
-# (`N_PRECISION` texts each, float32 among them so that N and precision are not confounded), and the two
-# shuffled controls. Every capture goes through the cache; the evidence of the runs is computed side by
-# side, one process per CPU core (`robustness.claim_evidence_runs`).
+# Per model: the four last-token captures (the headline with every MI estimator, so that the MI claims'
+# readings are covered), nested subsamples of the headline capture, and chapter 6's precision captures
+# (`N_PRECISION` texts each; the first precision, float32, is the reference the others are compared with at
+# that N). Every capture goes through the cache; the evidence of the runs is computed side by side, one process
+# per CPU core (`robustness.claim_evidence_runs`), and each row is decided on its own
+# (`robustness.choice_frame`).
 
 # %%
 runs, rs_tokens = {}, {}
 for m in MODELS:
-    for (choice, setting), kw in TOKENS.items():
-        runs[m, choice, setting] = rs_tokens[m, setting] = capture(m, **kw)
-    base = rs_tokens[m, "strip=False, add_bos=True"]
+    for setting, kw in TOKENS.items():
+        rs_tokens[m, setting] = capture(m, **kw)
+        choice = robustness.HEADLINE if setting == HEADLINE else "last token"
+        runs[m, choice, setting] = rs_tokens[m, setting]
+    head = rs_tokens[m, HEADLINE]
     for n, idx in zip(N_VALUES, robustness.nested_subsamples(N, N_VALUES, seed=SEED)):
-        runs[m, "N", str(n)] = base[idx]
+        runs[m, robustness.N_CHOICE, str(n)] = head[idx]
     for p in PRECISIONS:
         rs_p = capture(m, n=min(N_PRECISION, N), **robustness.precision_kwargs(p))
         runs[m, "precision", f"{p} (N={rs_p.shape[0]})"] = rs_p
-verdicts = robustness.verdict_table(evidence(runs, [k for k in runs if k[1] == "baseline"]))
-lines = robustness.robustness_lines(verdicts)
+references = [("precision", f"{PRECISIONS[0]} (N={min(N_PRECISION, N)})")]
+frame = robustness.choice_frame(evidence(runs), references=references)
+changes = robustness.setting_changes(frame)
+lines = robustness.robustness_lines(frame)
+counts = robustness.robustness_counts(lines)
+
+# %% [markdown]
+# ## How many verdicts survive
+# Per model, the claims (headline reading) by what the open choices do to their verdict, and the choices the
+# flips come from (a claim that flips under two choices counts for both):
+
+# %% tags=["remove-input"]
+display(Markdown(robustness.counts_sentence(counts)))
+display(show_table(counts))
+show_table(robustness.hinge_counts(lines))
+
+# %% tags=["remove-input"]
+for m in MODELS:
+    for status in robustness.STATUSES:
+        ch.ledger.record(f"claims_{status.replace(' ', '_')}", int(counts.loc[m, status]), model=m,
+                         claim=f"claims whose status under the open choices is '{status}'",
+                         of=int(counts.loc[m, "claims"]))
 
 # %% [markdown]
 # ## One line per claim and model
-# The headline verdict (the book's capture, the claim's headline reading, N texts, float32) and whether it
-# survives every open choice.
+# The headline verdict (the claim's headline reading on the headline capture, N texts, float32) and what each
+# other setting does to it. Values are the claim's statistic with its 95% interval over texts.
 
 # %% tags=["remove-input"]
-for _, r in lines.iterrows():
+heads = lines[lines["headline_reading"]]
+for _, r in heads.iterrows():
     c = claims.get(r["claim"])
     ch.ledger.record(f"robustness:{r['claim']}", r["flips"], model=r["model"], registry=r["claim"],
-                     status=r["status"], headline=r["headline"], hinges_on=r["hinges_on"], line=r["line"],
-                     settings=r["settings"], figure=c.figure, claim=f"{c.quote}: {r['line']} (value: settings "
-                     f"whose verdict differs from the headline, of {r['settings']})")
-table = lines.assign(figure=lines["claim"].map(lambda k: claims.get(k).figure),
-                     contribution=lines["claim"].map(lambda k: claims.get(k).contribution))
-Markdown(table[["contribution", "figure", "claim", "model", "headline", "line"]].to_markdown(index=False))
+                     status=r["status"], hinges_on=r["hinges_on"], compared=r["compared"],
+                     losses=r["losses"], undefined=r["undefined"], line=r["line"], figure=c.figure,
+                     claim=f"{c.quote}: settings that flip the verdict, of {r['compared']} ({r['line']})")
+heads.assign(figure=heads["claim"].map(lambda k: claims.get(k).figure))[
+    ["figure", "claim", "model", "status", "line"]].set_index(["claim", "model"])
 
 # %% [markdown]
-# The same verdicts as a grid: a row per claim, a column per choice (headline first); green holds, red
-# fails, grey undecided.
+# The same as a grid per model: a row per claim, a column per setting (the headline first, then the claim's
+# other readings on the headline capture, the last token, N and precision). Green holds, red fails, grey
+# undecided, white undefined; the mark says what the setting did against its reference (outlined): **F** a
+# flip, **↓** lost significance, **↑** decided where the reference is not, **–** undefined.
 
-# %%
+# %% mystnb={"figure": {"caption": "Every claim's verdict under each open choice (headline first): green holds, red fails, grey undecided, white undefined; F a flip, ↓ lost significance, ↑ decided where the reference is not, – undefined; outlined: the reference; one figure per model ({models}).", "name": "fig-08-grid"}, "image": {"alt": "Grid of coloured cells, one row per claim and one column per open choice, marked F for a flip and arrows for lost or gained significance, one grid per model: {models}"}}
 for m in MODELS:
-    pr.plot_verdict_grid(verdicts, model=m)
+    pr.plot_verdict_grid(changes, model=m)
+
+# %% [markdown]
+# The claims' other readings, each over the settings it was computed under (the MI estimators other than the
+# paper's only on the headline capture, where they appear as the headline reading's "reading" column above):
+
+# %% tags=["remove-input"]
+others = lines[~lines["headline_reading"]]
+for _, r in others.iterrows():
+    ch.ledger.record(f"robustness:{r['claim']}:{r['reading']}", r["flips"], model=r["model"],
+                     registry=r["claim"], reading=r["reading"], reading_status=r["status"], line=r["line"],
+                     claim=f"{claims.get(r['claim']).quote} [{r['reading']}]: settings that flip the "
+                           f"verdict, of {r['compared']} ({r['line']})")
+others[["claim", "reading", "model", "status", "line"]].set_index(["claim", "reading", "model"])
 
 # %% [markdown]
 # ## The shuffled control: every token but BOS, or every token but BOS and the last
-# The paper permutes every token after BOS. With rows as given, every original text ends in the same
-# newline token while a shuffled text ends in a random one of its tokens, so the control differs from the
-# original in the last token's identity as well as in word order. Keeping the last token in place leaves
-# only the order changed. The claims recomputed on both controls (headline: the paper's control):
+# The paper permutes every token after BOS, so a shuffled text ends in a random one of its tokens. Keeping
+# the last token in place too leaves only the order changed. The claims recomputed on both controls (headline:
+# the paper's control), with the same lines:
 
 # %%
-control = {(m, choice, setting): capture(m, condition=cond) for m in MODELS
-           for cond, (choice, setting) in {
-               "shuffled": ("baseline", "paper: all but BOS"),
-               "shuffled_keep_last": ("shuffle", "all but BOS and the last")}.items()}
-control_verdicts = robustness.verdict_table(evidence(control))
-control_lines = robustness.robustness_lines(control_verdicts)
+CONTROLS = {"shuffled": (robustness.HEADLINE, "paper: all but BOS"),
+            "shuffled_keep_last": ("control", "all but BOS and the last")}
+control = {(m, *choice): capture(m, condition=cond)
+           for m in MODELS for cond, choice in CONTROLS.items()}
+control_lines = robustness.robustness_lines(robustness.choice_frame(evidence(control)))
+control_heads = control_lines[control_lines["headline_reading"]]
 
 # %% tags=["remove-input"]
-for _, r in control_lines.iterrows():
+for _, r in control_heads.iterrows():
     ch.ledger.record(f"control:{r['claim']}", r["flips"], model=r["model"], status_control=r["status"],
-                     headline=r["headline"], line=r["line"],
-                     claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: {r['line']}")
-Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index=False))
+                     line=r["line"], claim=f"{claims.get(r['claim']).quote} [shuffled-token control]: "
+                     f"flips with the last token kept ({r['line']})")
+display(show_table(robustness.robustness_counts(control_lines)))
+show_table(control_heads[["claim", "model", "verdict", "status", "line"]].set_index(["claim", "model"]))
 
 # %% [markdown]
 # ## The last token, decided by evidence
@@ -215,11 +264,10 @@ Markdown(control_lines[["claim", "model", "headline", "line"]].to_markdown(index
 # embedding) is the same vector for every text: the first transition's r and MI are undefined (marked x on
 # the axis). Stripping the rows makes the last token a word that varies from text to text.
 
-# %%
+# %% mystnb={"figure": {"caption": "Median r over units and mean KDE mutual information at the first transitions under the four BOS / strip variants (x on the axis: undefined); models {models}.", "name": "fig-08-1c-first-transitions"}, "image": {"alt": "Line plots of median correlation and mean KDE mutual information at the first transitions, one line per BOS and strip variant, for the models {models}"}}
 first = {m: robustness.first_transitions_table(
-                {f"strip={kw['strip']}, add_bos={kw['add_bos']}": rs_tokens[m, s]
-                 for (_, s), kw in TOKENS.items()},
-                n_first=N_FIRST, mi_units=MI_UNITS, seed=SEED)
+                {s: rs_tokens[m, s] for s in TOKENS}, n_first=N_FIRST, mi_units=MI_UNITS,
+                seed=SEED)
          for m in MODELS}
 pr.plot_first_transitions(first);
 
@@ -231,29 +279,29 @@ for m in MODELS:
         ch.ledger.record(f"first_transitions:{s}", int(d["r_median"].notna().sum()), model=m, figure="1C",
                          claim=f"of the first {len(d)} transitions, those with a defined median r ({s})",
                          r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
-Markdown("\n\n".join(
-    f"**{title}**\n\n" + ft.pivot_table(index=["model", "transition", "kind"], columns="variant",
-                                       values=col, dropna=False).round(3).to_markdown()
-    for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)"))))
+for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)")):
+    display(Markdown(f"**{title}**"))
+    display(ft.set_index(["model", "transition", "kind", "variant"])[col].unstack("variant")
+            .round(3))
 
 # %% [markdown]
 # ## Closing note
-# Per model: the claims that are robust ✓, robust ✗, undecided throughout, and those that hinge (with what
-# they hinge on and the values).
+# Per model: the claims that are robust (✓ holds, ✗ fails), those that only lose significance somewhere, those
+# undecided or undefined at the headline, and those that hinge on a choice, with the flips' values.
 
 # %% tags=["remove-input"]
-note = []
+note = [robustness.counts_sentence(counts), ""]
 for m in MODELS:
-    ls = lines[lines["model"] == m]
+    ls = heads[heads["model"] == m]
     note.append(f"**{m}**")
-    for status, label in (("robust", "robust"), ("undecided", "undecided under every choice")):
+    for verdict, mark in (("holds", "✓"), ("fails", "✗")):
+        keys = ls.loc[(ls["status"] == "robust") & (ls["verdict"] == verdict), "claim"]
+        note.append(f"- robust {mark}: {', '.join(keys) or 'none'}")
+    for status, label in (("loses power", "only lose significance"), ("undecided", "undecided at the headline"),
+                          ("undefined", "undefined at the headline")):
         sel = ls[ls["status"] == status]
-        if status == "robust":
-            for mark in ("✓", "✗"):
-                keys = sel.loc[sel["line"].str.endswith(mark), "claim"]
-                note.append(f"- robust {mark}: {', '.join(keys) or 'none'}")
-        else:
-            note.append(f"- {label}: {', '.join(sel['claim']) or 'none'}")
+        where = [f"{k} ({w})" if w else k for k, w in zip(sel["claim"], sel["loses_power_at"])]
+        note.append(f"- {label}: {', '.join(where if status == 'loses power' else sel['claim']) or 'none'}")
     for _, r in ls[ls["status"] == "hinges"].iterrows():
         note.append(f"- `{r['claim']}` {r['line']}")
     note.append("")

@@ -123,5 +123,7 @@ def record_claim(led, key, value, *, ci=None, reading=None, model=None, conditio
     d = verdicts.decide(e, premise=premise)
     if ci is not None:
         d["low"], d["high"] = ci
+        if d["reason"] != "value undefined" and not d["reason"].startswith("premise"):
+            d["verdict"], d["reason"] = verdicts.verdict_from_interval(key, value, *ci)
     row = {"claim": key, "reading": reading, **d, "line": d["verdict"], "refs": {}}
     led.claims(pd.DataFrame([row]), model=model, condition=condition)

@@ -95,7 +95,8 @@ def test_declared_parameters_and_filtering():
     assert declared["N"] == "1000" and declared["MODELS"] == '["smollm2-135m"]'
     params, dropped = build.notebook_parameters("ci", nb, "02_activation_statistics", {"LEDGER_DIR": "/x"})
     # the ci profile sets them; this notebook does not declare them
-    assert dropped == ["MI_UNITS", "N_BOOT", "N_BOOT_SLOW", "QUANTIZATION"]
+    assert dropped == ["MI_COMPARE_UNITS", "MI_UNITS", "N_BOOT", "N_BOOT_SLOW", "N_REFERENCE", "QUANTIZATION",
+                       "REFERENCE_INITS", "REFERENCE_SEEDS"]
     assert params == {"MODELS": ["smollm2-135m", "gemma-3-270m"], "N": 96, "SEED": 0, "CACHE_DIR": None,
                       "LEDGER_DIR": "/x"}
     with pytest.raises(ValueError, match="tagged 'parameters'"):
@@ -240,9 +241,17 @@ def test_papermill_documents_every_parameter(stem):
 def test_render_ledger_page(tmp_path):
     record_claim(ledger.Ledger("02_x", directory=tmp_path, model="m", n=3), "r_early", 0.9, model="m", ci=(0.85, 0.95))
     page = build.render_ledger_page(f"# L\n\n{build.LEDGER_MARKER}\n\nend\n", tmp_path, profile="ci",
-                                   titles={"02_x": "2. X"})
+                                   titles={"02_x": "2. X"}, hrefs={"02_x": "../notebooks/02_x.html"},
+                                   docs={"02_x": "../notebooks/02_x"}, figures={"02_x": {"1c": "fig-02-1c"}},
+                                   downloads={"02_x": "ledger-data/02_x.csv"})
     assert page.startswith("# L\n") and page.rstrip().endswith("end") and build.LEDGER_MARKER not in page
-    assert "## 2. X" in page and "| 2. X | m | 3 | 1 | 1 | 0 | 0 |" in page
+    assert "## 2. X" in page and "From {doc}`../notebooks/02_x`." in page
+    assert "{download}`All 1 recorded values as CSV <ledger-data/02_x.csv>`" in page
+    # every table is HTML (one raw block: no blank line inside), the claim linked to its chapter's figure
+    assert "|---|" not in page and '<a href="../notebooks/02_x.html#fig-02-1c">1C</a>' in page
+    for table in re.findall(r"<table.*?</table>", page, re.S):
+        assert "\n\n" not in table
+    assert "<td>2. X</td>" not in page and '<a href="../notebooks/02_x.html">2. X</a>' in page
     assert "No ledger was found" in build.render_ledger_page("# L\n", tmp_path / "none", profile="ci")
 
 
@@ -251,20 +260,40 @@ def test_json_to_markdown_shapes():
                                 "results": [{"n": 100, "seconds": 0.5, "err": {"max": 1e-9}},
                                             {"n": 1000, "seconds": 4.25, "note": "x|y"}],
                                 "by_method": {"kde": {"s": 1.0}, "ksg": {"s": 2.0}}})
-    assert "| machine | cpu |" in md and "| threads | 2 |" in md
-    assert "| n | seconds | err.max | note |" in md and "| 1000 | 4.25 |  | x\\|y |" in md
-    assert "| name | s |" in md and "| ksg | 2 |" in md
-    assert build.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).startswith("| a | b |")
+    assert "<tr><td>machine</td><td>cpu</td></tr>" in md and "<tr><td>threads</td><td>2</td></tr>" in md
+    assert "<th>n</th><th>seconds</th><th>err.max</th><th>note</th>" in md
+    assert "<tr><td>1000</td><td>4.25</td><td></td><td>x|y</td></tr>" in md
+    assert "<th>name</th><th>s</th>" in md and "<tr><td>ksg</td><td>2</td></tr>" in md
+    assert build.json_to_markdown([{"a": 1}, {"a": 2, "b": [1, 2]}]).count("<th>") == 2
 
 
 def test_render_benchmarks_page(tmp_path):
-    (tmp_path / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5}]))
-    (tmp_path / "broken.json").write_text("{")
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "mi_speed.json").write_text(json.dumps([{"method": "kde", "seconds": 1.5,
+                                                    "python": "/home/someone/venv/bin/python"}]))
+    (res / "capture.json").write_text(json.dumps({"ours_vs_nnsight": 1.26, "ours_vs_forward": 1.25,
+                                                  "goal_ours_vs_forward": 1.2, "goal_ours_vs_each_peer": 2.0}))
+    (res / "book.json").write_text(json.dumps({"goal_s": 1500, "meets_goal": False, "floor_s": 1050,
+                                               "rows": [{"step": "01_a", "wall_s": 565.3}]}))
+    (res / "broken.json").write_text("{")
     timings = {"profile": "ci", "notebooks": {"01_a": {"seconds": 3.2, "ok": True}}}
-    page = build.render_benchmarks_page(f"# B\n{build.BENCHMARKS_MARKER}\n", tmp_path, timings)
-    assert "## mi_speed" in page and "| kde | 1.5 |" in page
-    assert "## broken" in page and "could not be read" in page
-    assert "Notebook run times (profile `ci`)" in page and "| 01_a | 3.2 | ✓ |" in page
+    figs = tmp_path / "figs"
+    page = build.render_benchmarks_page(f"# B\n{build.BENCHMARKS_MARKER}\n", res, timings,
+                                        titles={"01_a": "1. A"}, figures_dir=figs)
+    # time per chapter: this build and the recorded cold run, a table and a chart
+    assert "## Time per chapter" in page and "<th>this build (ci) (s)</th><th>book (s)</th>" in page
+    assert "<tr><td>1. A</td><td>3.2</td><td>565</td></tr>" in page
+    assert (figs / "chapter-times.png").read_bytes()[:4] == b"\x89PNG" and ":::{figure} figs/chapter-times.png" in page
+    # ratios against peers with their goals, and the goals and floors
+    assert "<tr><td>capture</td><td>ours vs nnsight</td><td>1.26</td><td>≤ 2 (each peer)</td></tr>" in page
+    assert "<tr><td>capture</td><td>ours vs forward</td><td>1.25</td><td>≤ 1.2</td></tr>" in page
+    assert "<tr><td>book</td><td>floor s</td><td>1050</td></tr>" in page
+    assert "<tr><td>book</td><td>meets goal</td><td>no</td></tr>" in page
+    # every result folded, as recorded; a file that does not read says so
+    assert ":::{dropdown} mi_speed" in page and "<tr><td>kde</td><td>1.5</td><td>.../python</td></tr>" in page
+    assert "could not be read" in page and "|---|" not in page
+    assert "/home/someone" not in page  # no folder of the machine that measured it
     assert "No benchmark results yet" in build.render_benchmarks_page("# B\n", tmp_path / "none")
 
 
@@ -288,12 +317,19 @@ if "google.colab" in sys.modules:
     raise RuntimeError("not in Colab")
 
 # %%
-import matplotlib.pyplot as plt
-from transformer_dynamics.ledger import Ledger
+from IPython.display import Markdown, display
+from transformer_dynamics.ledger import Ledger, show_table
 led = Ledger("01_dummy", directory=LEDGER_DIR, model=MODEL, n=N)
+led.record("n_seen", N * 2, claim="twice N", figure="1A")
+display(Markdown("| a | b |\\n|---|---|\\n| 1 | mean \\\\|x\\\\| |"))
+
+# %% mystnb={"figure": {"caption": "A line, {models}.", "name": "fig-01-1a"}, "image": {"alt": "Line of N, {models}"}}
+import matplotlib.pyplot as plt
 plt.plot(range(N))
 plt.show()
-led.record("n_seen", N * 2, claim="twice N")
+
+# %%
+show_table(led)
 '''
 
 FAILING = '''# %% tags=["parameters"]
@@ -311,6 +347,8 @@ def dummy_root(tmp_path_factory):
     (root / "notebooks").mkdir()
     (root / "book").mkdir()
     (root / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    for name in ("CITATION.cff", "LICENSE"):
+        (root / name).write_text((ROOT / name).read_text())
     for name in ("intro.md", "ledger.md", "benchmarks.md", "references.md", "references.bib"):
         (root / "book" / name).write_text((ROOT / "book" / name).read_text())
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n- file: notebooks/01_dummy\n"
@@ -350,17 +388,35 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
                                                r"failed\)"):
         build.build_html(str(root / "profile.yml"), root)  # a failed chapter is not published by default
     html = build.build_html(str(root / "profile.yml"), root, publish_incomplete=True)  # its partial run, loudly
-    # the banner on every page: profile, models and N of what this build shows (from the ledger's context)
+    # the banner and the footer on every page: profile, models and N of what this build shows (from the
+    # ledger's context); how to cite and the licence
     for name in ("notebooks/01_dummy.html", "book/intro.html", "book/ledger.html"):
         text = (html / name).read_text()
         assert "This build shows the <b>profile</b> profile" in text and "models tiny" in text and "N = 7" in text
+        assert "How to cite" in text and "Licence" in text
     assert (html / "notebooks" / "01_dummy.html").is_file() and (html / "book" / "ledger.html").is_file()
     page = (html / "notebooks" / "01_dummy.html").read_text()
     assert ("https://colab.research.google.com/github/transformer-dynamics/transformer-dynamics/blob/main/"
             "notebooks/01_dummy.ipynb") in page
     assert "not in Colab" not in page  # the remove-cell tag is honoured
+    # tables render as tables: a Markdown output (myst-nb told to parse it as MyST) and show_table's HTML
+    assert "|—|" not in page and page.count("<table") == 2 and "twice N" in page
+    # the figure: numbered caption and alt text with the models filled in
+    assert 'alt="Line of N, tiny"' in page and "A line, tiny." in page
+    assert re.search(r'<span class="caption-number">Fig\. \d+ </span>', page) and 'id="fig-01-1a"' in page
+    # papermill's injected cell: folded, the build machine's folders left out of the page and the downloads
+    staged = nbformat.read(root / "_build" / "src" / "notebooks" / "01_dummy.ipynb", as_version=4)
+    injected = next(c for c in staged.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "hide-cell" in injected.metadata["tags"] and "N = 7" in injected.source
+    assert "LEDGER_DIR" in injected.source and "_build" not in injected.source
+    assert str(root) not in page and str(root) not in (html / "_sources" / "notebooks" / "01_dummy.ipynb").read_text()
+    # a .py beside the .ipynb in the download menu
+    script = html / "_static" / "notebooks" / "01_dummy.py"
+    assert script.is_file() and str(root) not in script.read_text() and "# %%" in script.read_text()
+    assert 'href="../_static/notebooks/01_dummy.py"' in page
     ledger_page = (html / "book" / "ledger.html").read_text()
-    assert "twice N" in ledger_page and "tiny" in ledger_page
+    assert "twice N" in ledger_page and "tiny" in ledger_page and "01_dummy.csv" in ledger_page
+    assert '<a href="../notebooks/01_dummy.html#fig-01-1a">1A</a>' in ledger_page
 
     if build.opted_out():
         pytest.skip(f"{build.OPT_OUT_ENV} is set: the browser check was opted out explicitly")
@@ -381,6 +437,26 @@ def test_end_to_end_on_a_throwaway_notebook(dummy_root, capsys):
 
 # ----------------------------------------------------------------------------------------------------------
 # progress, banner, API page
+
+
+def test_docstrings_have_no_markup_errors(tmp_path, monkeypatch):
+    """What would show as red "problematic" spans on the API pages; a constructed module is caught first."""
+    (tmp_path / "td_broken_doc.py").write_text(
+        'def f():\n    """mean |R| per unit; p = #{|rho_perm| >= |rho|}; see mean_ and ``open."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = site.docstring_problems(["td_broken_doc"])
+    assert any("substitution" in f and f.startswith("td_broken_doc.f") for f in found)
+    assert any("literal" in f for f in found)
+    assert site.docstring_problems(site.api_modules()) == []
+
+
+def test_footer_says_how_to_cite_and_the_licence():
+    footer = site.site_footer(ROOT, "https://github.com/o/r")
+    assert "<b>How to cite</b>" in footer and "version 0.1.0" in footer and "arXiv:2502.12131" in footer
+    assert "Fernando &amp; Guitchounts (2025)" in footer
+    assert 'href="https://github.com/o/r/blob/main/CITATION.cff"' in footer
+    assert "<b>Licence</b>: MIT" in footer and 'href="https://github.com/o/r/blob/main/LICENSE"' in footer
+    assert site.site_footer(ROOT / "book") == ""
 
 
 def test_progress_estimate_from_previous_timings(tmp_path):
@@ -412,8 +488,14 @@ def test_api_page_lists_every_public_module():
     mods = site.api_modules()
     assert "transformer_dynamics.ledger" in mods and "transformer_dynamics.build.runner" in mods
     assert not any(m.endswith("__main__") for m in mods)
+    # an index page linking one page per module, each with the module's first sentence
     page = site.render_api_page(f"# API\n\n{site.API_MARKER}\n", ["transformer_dynamics.ledger"])
-    assert ".. automodule:: transformer_dynamics.ledger" in page and site.API_MARKER not in page
+    assert "- [`transformer_dynamics.ledger`](api/transformer_dynamics.ledger.md): The reproduction ledger" in page
+    assert site.API_MARKER not in page
+    assert ".. automodule:: transformer_dynamics.ledger" in site.render_api_module("transformer_dynamics.ledger")
+    toc = site._api_toc(yaml.safe_load((ROOT / "_toc.yml").read_text()), ["a.b", "a.c"])
+    assert {"file": "book/api", "sections": [{"file": "book/api/a.b"}, {"file": "book/api/a.c"}]} in \
+        [c for part in toc["parts"] for c in part["chapters"]]
     assert (ROOT / "book" / "api.md").read_text().count(site.API_MARKER) == 1
     assert "book/api" in build.toc_files(ROOT / "_toc.yml")
 

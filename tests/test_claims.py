@@ -41,9 +41,9 @@ def _curves(B, keys, rng):
     """Random curves of the shapes the statistics read (T transitions, L sublayers)."""
     L, T = 24, 23
     shape = {"r": T, "cos": T, "ccos": T, "vel": T, "vel_nomassive": T, "mag": L, "mag_nomassive": L, "sign": L,
-             "density": L, "density_all": L, "pcs": L, "pcs_own": L, "cae_angle": L - 2, "cae_dist": L - 1,
-             "cae_ev": L, "recovery": 5, "rotation_dominance": L, "departure_update": L,
-             "antisymmetric_share_update": L}
+             "density": L, "density_all": L, "pcs": L, "pcs_own": L, "pca_ev": L, "cae_angle": L - 2,
+             "cae_dist": L - 1, "cae_ev": L, "recovery": 5, "rel_mse": 5, "end_spread": 5, "end_far": 5,
+             "rotation_dominance": L, "departure_update": L, "antisymmetric_share_update": L}
     out = {}
     for k in keys:
         head = k.split(":")[0]
@@ -74,6 +74,7 @@ def test_effects_on_known_curves():
     mi = np.r_[1.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8][None]   # 70 % drop, slow rise
     assert effects.early_drop(mi)[0] == pytest.approx(0.7)
     assert effects.early_drop(np.linspace(1, 0.95, 12)[None])[0] < claims.SHARP_DROP     # a 5 % decline is not sharp
+    assert np.isnan(effects.early_drop(np.r_[np.nan, mi[0, 1:]][None])[0])      # no start, no decline from it
     # drop into t = 1 (cross) of 0.7 against the largest within-layer "drop", a rise of 0.05
     assert effects.drop_at_cross_margin(mi)[0] == pytest.approx(0.75)
     a = np.arange(24.0)[None]

@@ -9,7 +9,7 @@ from transformer_dynamics import formats, ledger, verdicts
 
 
 @pytest.mark.parametrize("value, expected", [
-    (0.123456, "0.123"), (12345.678, "1.23e+04"), (123456.0, "1.23e+05"), (1e-7, "1.00e-07"), (0.0, "0"),
+    (0.123456, "0.123"), (12345.678, "12346"), (1280.4, "1280"), (2.5e6, "2.50e+06"), (1e-7, "1.00e-07"), (0.0, "0"),
     (-0.5, "-0.5"), (np.float32(2.5), "2.5"), (float("nan"), "nan"), ("inf", "inf"), (None, "None"),
 ])
 def test_number(value, expected):

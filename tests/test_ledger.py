@@ -80,7 +80,7 @@ def test_default_directory_env(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    (0.123456, "0.123"), (12345.678, "1.23e+04"), (1e-7, "1.00e-07"), (0.0, "0"), (3, "3"), (True, "yes"),
+    (0.123456, "0.123"), (12345.678, "12346"), (1280.4, "1280"), (2.5e6, "2.50e+06"), (1e-7, "1.00e-07"), (0.0, "0"), (3, "3"), (True, "yes"),
     (None, "–"), ("nan", "nan"), (float("-inf"), "-inf"), (list(range(8)), "[0, 1, 2, 3, 4, 5, … (8 values)]"),
 ])
 def test_format_value(value, expected):
@@ -100,15 +100,16 @@ def test_to_table_markdown(tmp_path):
     lines = md.strip().splitlines()
     assert lines[0] == "*model = smollm2-135m, N = 96, profile = ci*"
     header = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI / p", "Holds"]
+    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI / p", "Verdict", "Corrected", "Against the references"]
     rows = lines[4:]
     assert len(rows) == 3
-    # a pipe inside a claim is escaped, so every row keeps 6 cells
+    # a pipe inside a claim is escaped, so every row keeps 8 cells
     for row in rows:
-        assert len([c for c in row.replace("\\|", "").strip("|").split("|")]) == 6
-    assert "0.91" in rows[0] and "[0.85, 0.95]" in rows[0] and rows[0].rstrip(" |").endswith("✓")
-    assert "0.1" in rows[1] and "[0.05, 0.2]" in rows[1] and rows[1].rstrip(" |").endswith("✗")
-    assert "nan nats" in rows[2] and rows[2].rstrip(" |").endswith("–")
+        assert len([c for c in row.replace("\\|", "").strip("|").split("|")]) == 8
+    cells = [[c.strip() for c in row.replace("\\|", "").strip("|").split("|")] for row in rows]
+    assert cells[0][3:6] == ["0.91", "[0.85, 0.95]", "✓ holds"] and cells[0][6] == "✓ holds"
+    assert cells[1][3:6] == ["0.1", "[0.05, 0.2]", "✗ fails"] and cells[1][7] == "fails"
+    assert "nan nats" in rows[2] and cells[2][5:] == ["–", "–", "–"]
 
 
 def test_to_table_html_escapes(tmp_path):
@@ -116,20 +117,78 @@ def test_to_table_html_escapes(tmp_path):
     data["entries"][0]["claim"] = "a < b & c"
     html = ledger.to_table(data, fmt="html")
     assert html.count("<tr>") == 4 and "a &lt; b &amp; c" in html and "<caption>" in html
+    assert "<td>rotations | mean</td>" in html  # a pipe is nothing special in HTML
+    # the verdict's reason is its tooltip
+    assert '<span title="interval [0.85, 0.95] &gt; 0.8">✓ holds</span>' in html
     with pytest.raises(ValueError, match="fmt"):
         ledger.to_table(data, fmt="latex")
+
+
+def test_html_table_one_block_and_rows_as_wide_as_the_header():
+    html = ledger.html_table(["a", "b|c"], [[1.23456, "x\ny <z>"], [ledger.link("go", "p.html#f"), None]],
+                             caption="c")
+    assert "\n\n" not in html and "<th>b|c</th>" in html and "<td>1.23</td>" in html
+    assert "<td>x<br>y &lt;z&gt;</td>" in html and '<td><a href="p.html#f">go</a></td><td>–</td>' in html
+    with pytest.raises(ValueError, match="row 0 has 1 cells for 2 columns"):
+        ledger.html_table(["a", "b"], [[1]])
+
+
+def test_show_table_displays_html_for_frames_and_ledgers(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"r": [0.5, float("nan")], "note": ["a|b", None]},
+                      index=pd.MultiIndex.from_tuples([("m", 0), ("m", 1)], names=["model", "t"]))
+    t = ledger.show_table(df, caption="Median r")
+    html = t._repr_html_()
+    assert "<th>model</th><th>t</th><th>r</th><th>note</th>" in html and "<caption>Median r</caption>" in html
+    assert "<td>m</td><td>1</td><td>nan</td><td>–</td>" in html and "<td>a|b</td>" in html
+    assert not hasattr(t, "_repr_markdown_")  # the book renders text/html as it is; no Markdown to misparse
+    assert repr(t).splitlines()[1].split() == ["model", "t", "r", "note"]
+    # a frame with the default index shows no index column; a column that is also an index name is fine
+    assert "<th>x</th>" in ledger.show_table(pd.DataFrame({"x": [1]}))._repr_html_()
+    pivot = pd.DataFrame({"t": [0, 1], "variant": ["t", "s"], "v": [1.0, 2.0]}).pivot_table(
+        index="t", columns="variant", values="v")
+    assert ledger.show_table(pivot)._repr_html_().count("<th>t</th>") == 2
+    data = _sample(tmp_path)
+    paper = ledger.show_table(data, paper=True)._repr_html_()
+    assert paper.count("<tr>") == 3 and "rotations | mean" not in paper
+    plain = ledger.show_table(data, paper=False)._repr_html_()
+    assert plain.count("<tr>") == 2 and "rotations | mean" in plain
+    assert "<th>Paper</th>" not in plain and "<th>95% CI / p</th>" not in plain  # columns empty on every row go
+    led = Ledger("x", directory=tmp_path, n=1)
+    led.record("k", 1.0, claim="c")
+    assert "<td>c</td>" in ledger.show_table(led)._repr_html_()
+    with pytest.raises(TypeError, match="show_table takes"):
+        ledger.show_table(3)
+
+
+def test_fields_a_table_does_not_place_get_columns(tmp_path):
+    """Entries may gain fields (a corrected verdict, a reference value): rendered, not dropped."""
+    data = _sample(tmp_path)
+    data["entries"][0]["effect_size"] = "large"
+    data["entries"][1]["reference"] = 0.25
+    header, rows, _ = ledger._ledger_rows(data, html=True)
+    assert header[-2:] == ["effect size", "reference"]
+    assert rows[0][-2:] == ["large", "–"] and rows[1][-1] == "0.25"
+    csv = ledger.to_csv(data).splitlines()
+    assert "effect_size" in csv[0] and "reference" in csv[0] and "verdict_bh" in csv[0] and len(csv) == 4
 
 
 def test_to_markdown_summary_and_empty(tmp_path):
     data = _sample(tmp_path)
     md = ledger.to_markdown([data], profile="ci", titles={"02_activation_statistics": "2. Statistics"})
-    assert "| 2. Statistics | smollm2-135m | 96 | 3 | 1 | 1 | 0 | 1 |" in md
+    assert "<tr><td>2. Statistics</td><td>smollm2-135m</td><td>96</td><td>2</td><td>1</td><td>1</td><td>0</td>" \
+           "<td>1</td></tr>" in md
     assert "## 2. Statistics" in md
     assert ledger.summary([data])[0] == {"notebook": "02_activation_statistics", "model": "smollm2-135m",
                                          "n": 96, "values": 3, "holds": 1, "fails": 1, "undecided": 0, "open": 1}
-    # the page leads with the five contributions
-    assert md.index("five contributions") < md.index("## 2. Statistics")
-    assert "| 1 | individual RS units keep strong correlations across layers | smollm2-135m | 1 | 1 | 0 | 0 | 0 |" in md
+    # the page leads with the five contributions, then every claim once per model; plain values are folded
+    assert md.index("five contributions") < md.index("Every claim, once per model") < md.index("## 2. Statistics")
+    # claims, holds, of which beyond the references, fails, undecided, flips, loses power
+    assert ("<tr><td>1</td><td>individual RS units keep strong correlations across layers</td><td>smollm2-135m</td>"
+            "<td>1</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>") in md
+    assert ":::{dropdown} Plain values (1 row)" in md
+    assert md.index(":::{dropdown} Plain values") > md.index("MI showed a sharp decline")
     empty = ledger.to_markdown([], profile="ci")
     assert "No ledger was found for profile `ci`" in empty and "make notebooks PROFILE=ci" in empty
     assert math.isnan(float(data["entries"][2]["value"]))
@@ -150,8 +209,8 @@ def test_several_models_side_by_side(tmp_path):
     lines = ledger.to_table(data).strip().splitlines()
     assert lines[0] == "*models = smollm2-135m, gemma-3-270m, N = 96*"
     assert [c.strip() for c in lines[2].strip("|").split("|")][2] == "Model"
-    assert "smollm2-135m" in lines[4] and lines[4].rstrip(" |").endswith("✗")
-    assert "gemma-3-270m" in lines[5] and lines[5].rstrip(" |").endswith("✓")
+    assert "smollm2-135m" in lines[4] and "| ✗ fails |" in lines[4]
+    assert "gemma-3-270m" in lines[5] and "| ✓ holds |" in lines[5]
     rows = ledger.summary([data])
     assert [(s["model"], s["values"], s["holds"], s["fails"], s["open"]) for s in rows] == [
         ("smollm2-135m", 2, 0, 1, 1), ("gemma-3-270m", 2, 1, 0, 1)]
@@ -199,10 +258,23 @@ def test_benjamini_hochberg_over_the_chapter(tmp_path):
     assert e["r_increases_within"]["verdict"] == "holds" and e["r_increases_within"]["verdict_bh"] == "undecided"
 
 
+def test_a_hand_edited_value_is_shown_with_its_re_derived_verdict(tmp_path):
+    led = Ledger("02_activation_statistics", directory=tmp_path)
+    claim(led, "r_early", 0.9, ci=(0.85, 0.95), model="m")
+    data = ledger.load(led.path)
+    data["entries"][0]["ci"] = [0.5, 0.6]                      # edited by hand: the stored verdict is now stale
+    header, rows, _ = ledger._ledger_rows(data, html=False)
+    assert rows[0][header.index("Verdict")] == "✗ fails" and rows[0][header.index("Corrected")] == "–"
+    assert ledger.claim_rows([data])[0]["verdict"] == "fails"
+
+
 def test_contributions_count_hinges(tmp_path):
     claim(Ledger("02_activation_statistics", directory=tmp_path), "r_early", 0.9, ci=(0.85, 0.95), model="m")
     Ledger("08_verdict_robustness", directory=tmp_path).record(
         "robustness:r_early", "hinges on strip (True: fails, 0.09)", model="m", registry="r_early",
         status="hinges")
     md = ledger.contributions(ledger.load_all(tmp_path))
-    assert "| 1 | individual RS units keep strong correlations across layers | m | 1 | 1 | 0 | 0 | 1 |" in md
+    assert ("<tr><td>1</td><td>individual RS units keep strong correlations across layers</td><td>m</td><td>1</td>"
+            "<td>1</td><td>0</td><td>0</td><td>0</td><td>1</td><td>0</td></tr>") in md
+    row = ledger.claim_rows(ledger.load_all(tmp_path))[0]
+    assert row["robustness"] == "hinges on strip (True: fails, 0.09)" and row["entry"]["value"] == 0.9

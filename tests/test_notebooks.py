@@ -106,22 +106,17 @@ def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
 
 
 def _verdicts_come_from_the_registry(stem, entries):
-    """Every verdict in a ledger JSON is the registry's verdict on the recorded value and evidence."""
-    by_key = {(e.get("model", ""), e["key"]): e for e in entries}
-    for e in entries:
-        if e.get("verdict") is None and e["holds"] is None:
-            continue
+    """Every verdict in a ledger JSON is the registry's verdict on the recorded value and interval, and the
+    corrected verdicts are Benjamini-Hochberg over the chapter's rows."""
+    from transformer_dynamics import verdicts
+
+    rows = [e for e in entries if e.get("verdict") is not None or e["holds"] is not None]
+    for e in rows:
         assert e.get("registry") in claims.REGISTRY, f"{stem}/{e['key']}: a verdict not from the registry"
-        c = claims.REGISTRY[e["registry"]]
-        premise = None
-        if c.premise is not None:
-            key = c.premise + e["key"][len(c.key):]               # same reading and condition suffix
-            premise = by_key.get((e.get("model", ""), key), {}).get("verdict")
-        value = e["value"] if not isinstance(e["value"], str) else float(e["value"])
-        ci = None if e.get("ci") is None else tuple(float(v) for v in e["ci"])
-        p = None if e.get("p") is None else float(e["p"])
-        v = claims.verdict(e["registry"], value, ci=ci, p=p, premise=premise)
-        assert (v.verdict, v.holds) == (e["verdict"], e["holds"]), (stem, e["key"], v, e["verdict"])
+        assert verdicts.rederive(e)[0] == e["verdict"], (stem, e["key"], verdicts.rederive(e), e["verdict"])
+    _, corrected = verdicts.corrected([e["verdict"] for e in rows],
+                                      [float("nan") if e.get("p") is None else float(e["p"]) for e in rows])
+    assert corrected == [e.get("verdict_bh") for e in rows], stem
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,7 @@ def _teleport(layer, n_points=9, nf=4):
     pert[:, 0] = grid
     d = np.linalg.norm(pert - control[sub], axis=-1)
     return SimpleNamespace(layer=layer, grid=grid, sublayers=sub, control=control, perturbed=pert,
-                           mse_pc=((pert[:, 1:] - control[sub][1:]) ** 2).mean(axis=(1, 2)),
-                           recovery=d[:, -1] / d[:, 0])
+                           end_distance=d[:, -1], recovery_pc=d[:, -1] / d[:, 0])
 
 
 def _distance(layer, kind="noise", scale=0.5, n=6):
@@ -69,10 +68,6 @@ def test_teleport_panels_and_mse():
     assert len(visible) == 4
     fig = P.plot_teleport_panels(results, ncols=3)
     assert isinstance(fig, Figure)
-    fig = P.plot_teleport_mse(results)
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "3", "6", "9"]
-    assert ax.get_yscale() == "log"
     with pytest.raises(ValueError):
         P.plot_teleport_panels([])
 
@@ -95,16 +90,16 @@ def test_noise_and_swap_plots():
 
 def test_panels_share_one_colour_scale():
     results = [_teleport(l) for l in (0, 3, 6)]
-    results[1].recovery = results[1].recovery * 10  # one panel with a much wider range
+    results[1].recovery_pc = results[1].recovery_pc * 10  # one panel with a much wider range
     fig = P.plot_teleport_panels(results)
     quivers = [c for ax in fig.axes for c in ax.collections if isinstance(c, Quiver)]
     assert len(quivers) == 3
     norms = {(q.norm.vmin, q.norm.vmax) for q in quivers}
     assert len(norms) == 1
     lo, hi = norms.pop()
-    allv = np.concatenate([r.recovery for r in results])
+    allv = np.concatenate([r.recovery_pc for r in results])
     assert lo <= allv.min() and hi >= allv.max()
-    fig = P.plot_teleport_panels(results, color_by="mse_pc")
+    fig = P.plot_teleport_panels(results, color_by="end_distance")
     assert len({(q.norm.vmin, q.norm.vmax) for ax in fig.axes for q in ax.collections
                 if isinstance(q, Quiver)}) == 1
 
@@ -112,7 +107,7 @@ def test_panels_share_one_colour_scale():
 def test_teleport_grid_rows_are_models_one_colour_scale():
     data = {(m, pos): _teleport(l) for m, layers in (("a", (0, 3, 6)), ("b", (0, 2, 4)))
             for pos, l in zip(("first", "middle", "last"), layers)}
-    data["b", "middle"].recovery = data["b", "middle"].recovery * 10  # one panel with a much wider range
+    data["b", "middle"].recovery_pc = data["b", "middle"].recovery_pc * 10  # one panel with a much wider range
     fig = P.plot_teleport_grid(data)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 6
@@ -124,7 +119,7 @@ def test_teleport_grid_rows_are_models_one_colour_scale():
     norms = {(q.norm.vmin, q.norm.vmax) for q in quivers}
     assert len(norms) == 1
     lo, hi = norms.pop()
-    allv = np.concatenate([r.recovery for r in data.values()])
+    allv = np.concatenate([r.recovery_pc for r in data.values()])
     assert lo <= allv.min() and hi >= allv.max()
     assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 1  # one colour bar for all
     assert fig.legends
@@ -134,12 +129,46 @@ def test_teleport_grid_rows_are_models_one_colour_scale():
         P.plot_teleport_grid({})
 
 
-def test_teleport_mse_names():
-    results = [_teleport(l) for l in (0, 3, 6)]
-    fig = P.plot_teleport_mse(results, names=["first", "middle", "last"])
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0\nfirst", "3\nmiddle", "6\nlast"]
+def _runs(k=5, n=6, B=50):
+    per = {c: rng.lognormal(size=(n, k)) for c in P.CURVE_LABELS}
+    reps = {c: rng.lognormal(size=(B, k)) for c in P.CURVE_LABELS}
+    refs = {f"{kind}:{s}": ({c: rng.lognormal(size=(3, k)) for c in P.CURVE_LABELS}, None)
+            for kind in ("default", "matched") for s in (0, 1)}
+    return {"trained": (per, reps), **refs}
+
+
+def test_teleport_curve_draws_the_mean_its_band_and_references():
+    runs = _runs()
+    per, reps = runs["trained"][0]["end_far"], runs["trained"][1]["end_far"]
+    fig = P.plot_teleport_curve({r: (p["end_far"], None if b is None else b["end_far"]) for r, (p, b) in runs.items()},
+                                curve="end_far", names=["first", "early", "middle", "late", "last"],
+                                layers=[0, 7, 14, 22, 29])
+    ax = fig.axes[0]
+    mean = [l for l in ax.lines if l.get_label().startswith("trained")][0]
+    np.testing.assert_allclose(mean.get_ydata(), per.mean(0))
+    assert len([l for l in ax.lines if l.get_color() == "0.75"]) == per.shape[0]   # one thin line per prompt
+    refs = [l for l in ax.lines if l.get_label().startswith("random init")]
+    assert [l.get_label() for l in refs] == ["random init, default (2 seeds)", "random init, matched (2 seeds)"]
+    assert ax.get_yscale() == "log"
+    default = np.mean([runs[f"default:{s}"][0]["end_far"].mean(0) for s in (0, 1)], axis=0)
+    np.testing.assert_allclose(refs[0].get_ydata(), default)
+    assert [l for l in ax.lines if l.get_linestyle() == ":" and l.get_ydata()[0] == 1.0]   # the yardstick
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "0\nfirst"
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    lo, hi = np.percentile(reps, [2.5, 97.5], axis=0)
+    assert np.isclose(band.min(), lo.min()) and np.isclose(band.max(), hi.max())
+    with pytest.raises(ValueError, match="trained"):
+        P.plot_teleport_curve({"default:0": (per, None)})
     with pytest.raises(ValueError, match="names"):
-        P.plot_teleport_mse(results, names=["first"])
+        P.plot_teleport_curve({"trained": (per, None)}, names=["first"])
+
+
+def test_teleport_curves_grid_rows_models_columns_curves():
+    fig = P.plot_teleport_curves({"a": _runs(), "b": _runs(k=4)}, names={"a": list("vwxyz"), "b": list("wxyz")})
+    assert len(fig.axes) == 2 * len(P.CURVE_LABELS)
+    assert fig.axes[0].get_title() == "teleport — a, recovery"
+    assert fig.axes[0].get_yscale() == "linear" and fig.axes[1].get_yscale() == "log"   # recovery, rel_mse
+    assert len(fig.axes[-1].get_xticks()) == 4
 
 
 def test_noise_and_swap_grids_rows_are_models():

@@ -292,3 +292,167 @@ def test_cae_curves_are_the_figure_s_numbers_and_resample_the_test_texts(rs_rand
     table, ev = robustness.cae_verdicts({0: (res, x), 1: (res, x)}, {"default:0": (res, x)}, n_boot=20)
     assert list(table["seeds"].iloc[0]) == [pytest.approx(full["cae_angle"].size and ev[0].value)] * 2
     assert table.loc[0, "refs"]["default"]["seeds"] == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# chapter 8's lines: flips, lost power, undefined readings
+# ----------------------------------------------------------------------------------------------------------
+def _ev(claim, value, width, n, reading=None, run="trained"):
+    """Constructed evidence: ``value`` with replicates spread evenly over +-``width`` (decided when the interval
+    clears the claim's threshold)."""
+    from transformer_dynamics import claims
+
+    reading = reading or claims.get(claim).headline
+    reps = np.full(201, np.nan) if not np.isfinite(value) else value + np.linspace(-width, width, 201)
+    return verdicts.Evidence(claim, reading, run, value, reps, n)
+
+
+def _frame(runs, references=()):
+    return robustness.choice_frame({("m", c, s): ev for (c, s), ev in runs.items()}, references=references)
+
+
+def _true_everywhere_with_small_n():
+    """r_early = 0.812 (threshold 0.8) at every setting: decided at 1000 texts, undecided at fewer."""
+    return {("headline", "strip=True, add_bos=True"): [_ev("r_early", 0.812, 0.005, 1000)],
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.812, 0.005, 1000)],
+            ("N", "100"): [_ev("r_early", 0.812, 0.05, 100)],
+            ("N", "250"): [_ev("r_early", 0.812, 0.03, 250)],
+            ("N", "500"): [_ev("r_early", 0.812, 0.02, 500)],
+            ("precision", "float32 (N=100)"): [_ev("r_early", 0.812, 0.05, 100)],
+            ("precision", "bfloat16 (N=100)"): [_ev("r_early", 0.811, 0.05, 100)]}
+
+
+def test_lines_true_everywhere_only_loses_power_and_never_blames_precision():
+    lines = robustness.robustness_lines(_frame(_true_everywhere_with_small_n(),
+                                               references=[("precision", "float32 (N=100)")]))
+    (r,) = lines.itertuples()
+    assert r.verdict == "holds" and r.status == "loses power" and r.flips == 0 and r.hinges_on == ""
+    assert "hinges" not in r.line and "precision" not in r.line and "float32" not in r.line
+    assert r.losses == 3 and "N = 100" in r.loses_power_at
+    ch = robustness.setting_changes(_frame(_true_everywhere_with_small_n(),
+                                           references=[("precision", "float32 (N=100)")]))
+    by = dict(zip(ch["setting"], ch["change"]))
+    assert by["float32 (N=100)"] == "reference" and by["bfloat16 (N=100)"] == "same"
+    assert by["strip=False, add_bos=True"] == "same" and by["100"] == "loses power"
+
+
+def test_lines_refuse_precision_compared_across_n():
+    # no float32 row at the precision runs' N: comparing a 100-text row with the 1000-text headline would blame
+    # precision for what N does
+    with pytest.raises(ValueError, match="only the choice 'N' compares across N"):
+        robustness.setting_changes(_frame(_true_everywhere_with_small_n()))
+
+
+def test_lines_flip_hinges_on_its_choice_only():
+    runs = {**_true_everywhere_with_small_n(),
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.5, 0.01, 1000)]}
+    lines = robustness.robustness_lines(_frame(runs, references=[("precision", "float32 (N=100)")]))
+    (r,) = lines.itertuples()
+    assert r.status == "hinges" and r.hinges_on == "last token" and r.flips == 1
+    assert r.line.startswith("hinges on last token") and "fails, 0.5" in r.line
+    # precision at equal N flips too: then it is named
+    runs[("precision", "float32 (N=100)")] = [_ev("r_early", 0.9, 0.01, 100)]
+    runs[("precision", "bfloat16 (N=100)")] = [_ev("r_early", 0.7, 0.01, 100)]
+    lines = robustness.robustness_lines(_frame(runs, references=[("precision", "float32 (N=100)")]))
+    assert lines["hinges_on"].iloc[0] == "last token, precision"
+    # a setting compared with its choice's reference names that reference
+    assert "precision bfloat16 (N=100) (fails, 0.7 [0.691, 0.709]; float32 (N=100): holds)" in lines["line"].iloc[0]
+
+
+def test_lines_undefined_reading_is_not_a_flip():
+    nan = float("nan")
+    runs = {("headline", "strip=True, add_bos=True"): [_ev("r_early", 0.9, 0.01, 200),
+                                                       _ev("r_early", 0.9, 0.01, 200, "first_transition")],
+            ("last token", "strip=False, add_bos=True"): [_ev("r_early", 0.9, 0.01, 200),
+                                                          _ev("r_early", nan, 0.0, 200, "first_transition")]}
+    lines = robustness.robustness_lines(_frame(runs)).set_index("reading")
+    first = lines.loc["first_transition"]
+    assert first["status"] == "robust" and first["flips"] == 0 and first["undefined"] == 1
+    assert "undefined at last token strip=False" in first["line"] and "hinges" not in first["line"]
+    assert lines.loc["first_each_kind", "status"] == "robust"
+    # the headline itself undefined: the line says so and counts as undefined, not as a flip
+    runs[("headline", "strip=True, add_bos=True")][0] = _ev("r_early", nan, 0.0, 200)
+    head = robustness.robustness_lines(_frame(runs)).set_index("reading").loc["first_each_kind"]
+    assert head["status"] == "undefined" and head["flips"] == 0 and head["line"].startswith("undefined")
+
+
+def test_lines_premise_not_holding_is_undefined_not_lost_power():
+    runs = {("headline", "h"): [_ev("mi_early_drop", 0.6, 0.01, 500), _ev("mi_drop_at_cross", 0.2, 0.01, 500)],
+            ("N", "50"): [_ev("mi_early_drop", 0.6, 0.5, 50), _ev("mi_drop_at_cross", 0.2, 0.01, 50)]}
+    lines = robustness.robustness_lines(_frame(runs)).set_index("claim")
+    assert lines.loc["mi_early_drop", "status"] == "loses power"
+    assert lines.loc["mi_drop_at_cross", "status"] == "robust"
+    assert lines.loc["mi_drop_at_cross", "undefined"] == 1
+
+
+def test_lines_other_readings_and_counts():
+    runs = {("headline", "h"): [_ev("r_early", 0.9, 0.01, 200), _ev("r_early", 0.5, 0.01, 200, "first_transition"),
+                                _ev("units_high_r", 0.9, 0.01, 200), _ev("cos_increases", 0.0, 0.1, 200)],
+            ("last token", "x"): [_ev("r_early", 0.9, 0.01, 200), _ev("units_high_r", 0.9, 0.01, 200),
+                                  _ev("cos_increases", 0.3, 0.1, 200)]}
+    f = _frame(runs)
+    f2 = f.assign(model="m2")
+    lines = robustness.robustness_lines(pd.concat([f, f2], ignore_index=True))
+    heads = lines[lines["headline_reading"]].set_index(["model", "claim"])
+    assert heads.loc[("m", "r_early"), "status"] == "hinges"          # its other reading fails at the headline run
+    assert heads.loc[("m", "r_early"), "hinges_on"] == "reading"
+    assert heads.loc[("m", "units_high_r"), "status"] == "robust"
+    assert heads.loc[("m", "cos_increases"), "status"] == "undecided"
+    assert "decided at last token x (holds" in heads.loc[("m", "cos_increases"), "line"]
+    counts = robustness.robustness_counts(lines)
+    assert counts.loc["all", ["robust", "hinges", "undecided", "claims"]].tolist() == [2, 2, 2, 6]
+    assert counts.loc["m", "claims"] == 3
+    s = robustness.counts_sentence(counts)
+    assert s.startswith("Of 6 claims × models (3 claims, 2 models), 2 are robust, 2 hinge")
+    hinges = robustness.hinge_counts(lines)
+    assert hinges.to_dict("index") == {"reading": {"m": 1, "m2": 1}}
+
+
+def test_value_table_headline_readings_in_registry_order():
+    ev = [_ev("units_high_r", 0.9, 0.01, 50), _ev("r_early", 0.9, 0.01, 50),
+          _ev("r_early", 0.5, 0.01, 50, "first_transition"), _ev("cos_increases", float("nan"), 0, 50)]
+    f = pd.concat([robustness.evidence_frame(ev, model=m) for m in ("a", "b")], ignore_index=True)
+    t = robustness.value_table(f, "model")
+    assert list(t.index.get_level_values("claim")) == ["r_early", "units_high_r", "cos_increases"]
+    assert list(t.columns) == ["test", "a", "b"]
+    assert t.loc[("1C", "r_early"), "a"].startswith("0.9 [") and t.loc[("1C", "r_early"), "test"] == "> 0.8"
+    assert t.iloc[2]["b"] == "undefined"
+    with pytest.raises(ValueError, match="lacks the columns"):
+        robustness.value_table(f, "condition")
+
+
+def test_a_chapter_s_claims_alone_give_chapter_8_s_numbers(rs_random):
+    """Chapter 8 computes every claim of a run at once; a chapter decides only its own. Same keywords, same
+    numbers: the value and every replicate."""
+    kw = dict(n_boot=20, n_boot_slow=3, seed=1, mi_units=4, mi_methods=("gcmi",))
+    own = robustness.claim_evidence(rs_random, ["r_early", "magnitude_increases", "mi_early_drop"], **kw)
+    every = {(e.claim, e.reading): e for e in
+             robustness.claim_evidence(rs_random, None, n_shuffles=5, pca_components=8, **kw)}
+    for e in own:
+        other = every[e.claim, e.reading]
+        assert e.value == other.value or (np.isnan(e.value) and np.isnan(other.value))
+        np.testing.assert_array_equal(e.replicates, other.replicates)
+
+
+def test_prelayernorm_prediction_on_a_stream_of_independent_updates():
+    """A stream built as Xiong et al.'s Lemma 2 assumes (independent zero-mean updates) follows its prediction."""
+    rng = np.random.default_rng(0)
+    n, L, D = 4000, 12, 16
+    x0 = rng.normal(size=(n, 1, D)) * 2.0
+    rs = np.concatenate([x0, x0 + np.cumsum(rng.normal(size=(n, L - 1, D)), axis=1)], axis=1).astype(np.float32)
+    pred = nulls.prelayernorm_prediction(rs)
+    assert pred["a"] == pytest.approx(4.0, rel=0.05)
+    c = robustness.stream_curves(rs, ("r", "cos", "vel"))
+    np.testing.assert_allclose(c["cos"], pred["cos"], atol=0.03)
+    np.testing.assert_allclose(c["r"], pred["r"], atol=0.03)
+    np.testing.assert_allclose(c["norm"], pred["norm"], rtol=0.05)
+    with pytest.raises(ValueError, match="no energy"):
+        nulls.prelayernorm_prediction(np.zeros((3, 4, 2), np.float32))
+
+
+def test_reference_curves_average_each_kind_over_its_seeds():
+    a, b = _stream(seed=1), _stream(seed=2)
+    ref = robustness.reference_curves({"default:0": a, "default:1": b, "permuted:0": a}, ("r",))
+    np.testing.assert_allclose(ref["default"]["r"], (robustness.stream_curves(a, ("r",))["r"]
+                                                     + robustness.stream_curves(b, ("r",))["r"]) / 2)
+    assert set(ref) == {"default", "permuted"}

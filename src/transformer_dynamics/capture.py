@@ -42,6 +42,7 @@ __all__ = [
     "residual_stream",
     "sublayer_labels",
     "tokenize",
+    "use_attention",
 ]
 
 
@@ -198,18 +199,26 @@ def _configs(model: torch.nn.Module) -> list:
 
 
 @contextmanager
-def _packed(model: torch.nn.Module):
-    """Switch ``model``'s attention to the packed implementation for the duration (restored after)."""
-    _register_packed_attention()
+def use_attention(model: torch.nn.Module, name: str):
+    """Switch every config of ``model`` to the attention implementation ``name`` (registered with transformers'
+    attention and mask interfaces) for the duration; restored after."""
     configs = _configs(model)
     before = [c._attn_implementation for c in configs]
     try:
         for c in configs:
-            c._attn_implementation = PACKED_ATTENTION
+            c._attn_implementation = name
         yield
     finally:
         for c, b in zip(configs, before):
             c._attn_implementation = b
+
+
+@contextmanager
+def _packed(model: torch.nn.Module):
+    """Switch ``model``'s attention to the packed implementation for the duration (restored after)."""
+    _register_packed_attention()
+    with use_attention(model, PACKED_ATTENTION):
+        yield
 
 
 def _compiled_forward(module: torch.nn.Module):
@@ -259,33 +268,46 @@ class StopForward(Exception):
 
 
 @contextmanager
-def record_last_token(model: torch.nn.Module, state: dict, *, stop: bool = True):
+def record_last_token(model: torch.nn.Module, state: dict, *, stop: bool = True, output: bool = False):
     """Forward pre-hooks on every layer's two norms recording the residual stream at chosen positions.
 
     Before each forward set ``state["rows"]: (B,)`` and ``state["last"]: (B,)`` (long tensors: the batch
     row and token position to read) and ``state["out"]: (B, 2 * n_layers, d_model)`` (a float tensor the
     hooks write into: ``out[:, s] = x[rows, last]`` for sublayer ``s``). With ``stop=True`` the last hook
     raises :class:`StopForward`, so the forward ends there; catch it around the call.
+
+    output: also record the decoder stack's output (the residual stream after the last layer, the final
+    norm's input) as point ``2 * n_layers``: ``state["out"]`` is then ``(B, 2 * n_layers + 1, d_model)``
+    (a forward hook on the last layer; with ``stop=True`` the forward ends after it).
     """
     arch = architecture(model)
     layers = layer_modules(model)
     n_sub = 2 * len(layers)
     handles = []
 
+    def write(s: int, x: torch.Tensor) -> None:
+        out = state["out"]
+        out[:, s] = x[state["rows"].to(x.device), state["last"].to(x.device)].to(out.device, out.dtype)
+
     def make(s: int):
         def hook(module, args, kwargs):
-            x = args[0] if args else next(iter(kwargs.values()))
-            out = state["out"]
-            out[:, s] = x[state["rows"].to(x.device), state["last"].to(x.device)].to(out.device, out.dtype)
-            if stop and s == n_sub - 1:
+            write(s, args[0] if args else next(iter(kwargs.values())))
+            if stop and not output and s == n_sub - 1:
                 raise StopForward
         return hook
+
+    def last_layer(module, args, kwargs, result):
+        write(n_sub, result[0] if isinstance(result, tuple) else result)
+        if stop:
+            raise StopForward
 
     try:
         for l, layer in enumerate(layers):
             for j, norm_name in enumerate((arch.attn_norm, arch.mlp_norm)):
                 norm = getattr(layer, norm_name)
                 handles.append(norm.register_forward_pre_hook(make(2 * l + j), with_kwargs=True))
+        if output:
+            handles.append(layers[-1].register_forward_hook(last_layer, with_kwargs=True))
         yield
     finally:
         for h in handles:
@@ -302,7 +324,7 @@ def _d_model(model: torch.nn.Module) -> int:
 
 
 def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: dict, *, batch_size: int = 16,
-            pad_id: int = 0, pack: bool | None = None, compile: bool = False
+            pad_id: int = 0, pack: bool | None = None, compile: bool = False, output: bool = False
             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The one batching loop: run ``token_ids`` through the decoder stack in length-sorted batches (packed
     or right-padded: see ``pack``), each forward ending where a hook raises :class:`StopForward`; yields
@@ -317,6 +339,7 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     is then all 0 and ``state["last"]`` indexes the row); False right-pads; True packs or raises.
     compile: run every layer's MLP and norms through ``torch.compile`` (opt-in: a one-off compile of tens
     of seconds; values equal the eager ones to float32 round-off, not bit for bit, so a cache must key on it).
+    output: ``rec`` has one more point, the stack's output (with :func:`record_last_token` ``(output=True)``).
     """
     batch_size, pad_id = check_positive_int(batch_size, "batch_size"), check_int(pad_id, "pad_id", low=0)
     packable = can_pack(model)
@@ -332,7 +355,7 @@ def batches(model: torch.nn.Module, token_ids: Sequence[Sequence[int]], state: d
     for b0 in range(0, len(token_ids), batch_size):
         sel = order[b0:b0 + batch_size]
         seqs = [token_ids[i] for i in sel]
-        out = torch.empty((len(sel), n_sub, d), dtype=torch.float32)
+        out = torch.empty((len(sel), n_sub + int(output), d), dtype=torch.float32)
         with ExitStack() as stack:
             if compile:
                 stack.enter_context(_compiled(model))

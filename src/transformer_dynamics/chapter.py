@@ -13,7 +13,7 @@ they are once:
 >>> grid(plots.metrics.plot_velocity, {k: metrics.velocity(ch.rs[k]) for k in ch.runs},
 ...      row_kwargs=ch.per_model)                                                    # doctest: +SKIP
 >>> ch.record("smollm2-135m", "r_first", 0.83, condition="shuffled", claim="...")   # doctest: +SKIP
->>> Markdown(ch.table(paper=True))      # the paper's statements next to ours       # doctest: +SKIP
+>>> show_table(ch.ledger, paper=True)    # the paper's statements next to ours       # doctest: +SKIP
 
 Chapters that run the models themselves (1, 5, 7, 8) take only the ledger (``capture=False``).
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 from . import pipeline, random_init
 from .capture import sublayer_labels
-from .ledger import Ledger, to_table
+from .ledger import Ledger
 
 __all__ = ["Chapter", "setup"]
 
@@ -121,15 +121,6 @@ class Chapter:
                      for e in self.ledger.entries.values() if e.verdict}
         qv = [corrected.get((r.model, r.claim, r.reading, r.condition), (None, None)) for r in out.itertuples()]
         return out.assign(q=[q for q, _ in qv], verdict_bh=[v for _, v in qv])
-
-    def table(self, paper: bool | None = None) -> str:
-        """The ledger so far as a Markdown table (:func:`~transformer_dynamics.ledger.to_table`: the rows of one
-        claim together): ``paper=True`` only the rows with a paper's value, ``False`` only the others, None
-        all. The one way a chapter shows "the paper's statements next to ours"."""
-        led = self.ledger.to_dict()
-        if paper is not None:
-            led["entries"] = [e for e in led["entries"] if bool(e["paper"]) == paper]
-        return to_table(led)
 
     def summary(self) -> str:
         """One Markdown line per model: the array's shape, layers and units."""

@@ -292,23 +292,74 @@ _CLAIMS = [
                            fx.early_rate_minus_later),), "mean", "Fig 3D's shape", "04_reduced_trajectories",
           paper="large jump, then slower"),
     Claim("pcs_fewer_later", "4C", "later layers requiring fewer principal components to explain the same amount "
-          "of variance", 5, "rs", f"PCs a sublayer needs for the variance threshold: {_THIRDS}", "<", 0.0,
-          (_read("global", "components of one PCA of all sublayers (Fig 4C)", "pcs", fx.bounded_contrast),
-           _read("own", "each sublayer's own PCA", "pcs_own", fx.bounded_contrast)), "global",
-          "Fig 4C plots the explained variance per layer of one PCA's components", "04_reduced_trajectories",
-          paper="fewer", unit="PCs"),
+          "of variance", 5, "rs", "how much more of its variance a later sublayer keeps in the global principal "
+          "components than an early one: the explained variance with the kept components (Fig 4C), or the first "
+          f"third's minus the last third's components needed for the variance threshold", ">", 0.0,
+          (_read("ev_at_k", "explained variance per sublayer with the kept components (Fig 4C): " + _THIRDS,
+                 "pca_ev", fx.contrast),
+           _read("global", "global PCs needed for the threshold: first third minus last third", "pcs",
+                 lambda y: -fx.bounded_contrast(y)),
+           _read("own", "each sublayer's own PCs needed: first third minus last third", "pcs_own",
+                 lambda y: -fx.bounded_contrast(y))), "ev_at_k",
+          "Fig 4C plots each sublayer's explained variance with 100 components: fewer components for the same share "
+          "is more of the share with the same components, defined even where a sublayer needs more than were kept",
+          "04_reduced_trajectories", paper="fewer"),
     Claim("low_dimensional", "4B", "the dynamics we observe are remarkably low-dimensional", 5, "rs",
           "global PCs needed for the variance threshold of all sublayer vectors, over the width D; 'remarkably "
           "low': under a tenth of the dimensions", "<", 0.1,
           (_read("pca", "one PCA of all sublayer vectors (Fig 4B)", "pcs_total_frac"),), "pca",
           "Fig 4B's cumulative explained variance", "04_reduced_trajectories", paper="remarkably low-dimensional"),
     Claim("teleport_mid_recovers", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited a more robust "
-          "recovery, with lower variance on the perturbed trajectories and lower mean squared error", 5, "teleport",
+          "recovery, [...] and lower mean squared error between the control sequence", 5, "teleport",
           "recovery ratio (distance to the control after the follow-up window over the distance at the teleport) "
           "of the middle teleport layers minus the mean of the first and the last, per prompt", "<", 0.0,
-          (_read("recovery", "recovery ratio in the full residual stream", "recovery", fx.middle_minus_ends),),
+          (_read("recovery", "recovery ratio in the full residual stream", "recovery", fx.middle_minus_ends),
+           _read("rel_mse", "mean squared distance to the control over the follow-up window, over the controls' "
+                 "squared spread there (full residual stream)", "rel_mse", fx.middle_minus_ends)),
           "recovery", "scale-free: each layer's error relative to its own perturbation", "05_perturbation_attractors",
           paper="more robust"),
+    Claim("teleport_mid_lower_variance", "4D", "mid-layer perturbations (layers 7, 15, 23) exhibited [...] lower "
+          "variance on the perturbed trajectories", 5, "teleport",
+          "spread of the trajectories' end points across the grid (root mean squared distance from their mean) over "
+          "the controls' spread there, middle teleport layers minus the mean of the first and the last, per prompt",
+          "<", 0.0,
+          (_read("spread", "end-point spread over the controls' spread (full residual stream)", "end_spread",
+                 fx.middle_minus_ends),),
+          "spread", "the variance of where the grid's trajectories go, in units of how far unperturbed texts lie "
+          "apart there, so that layers of different scale compare", "05_perturbation_attractors",
+          paper="lower variance"),
+    Claim("teleport_first_far", "4D", "perturbations at layer 0 (i.e. starting the trajectories at new points) "
+          "resulted in highly variable dynamics, with trajectories often ending up far from the unperturbed mean",
+          5, "teleport",
+          "at the first teleport layer: median over the grid of the end point's distance from the control, over "
+          "the controls' spread there; 'far': farther than unperturbed texts lie from their mean (> 1)", ">", 1.0,
+          (_read("distance", "end point's distance from the control over the controls' spread", "end_far",
+                 fx.first_column),
+           _read("spread", "'highly variable': the end points' spread across the grid over the controls' spread",
+                 "end_spread", fx.first_column)),
+          "distance", "'far' needs a yardstick the paper's words give: the unperturbed trajectories themselves. A "
+          "trajectory ending at an unrelated text's place scores about 1.4 (the square root of 2), one that returns "
+          "to its control 0; above 1, the median trajectory ends outside the unperturbed texts' typical distance "
+          "from their mean, i.e. more than half of the grid ends far", "05_perturbation_attractors", paper="far"),
+    Claim("teleport_last_more_drastic", "4D", "this effect was even more drastic when interfering in the dynamics "
+          "at the penultimate LLM layer, 31", 5, "teleport",
+          "the deepest teleport layer minus the first: the end point's distance from the control over the controls' "
+          "spread (median over the grid, mean over prompts)", ">", 0.0,
+          (_read("distance", "end point's distance from the control over the controls' spread", "end_far",
+                 fx.last_minus_first),
+           _read("spread", "the end points' spread across the grid over the controls' spread", "end_spread",
+                 fx.last_minus_first)),
+          "distance", "'this effect' is the trajectories ending far from the unperturbed ones",
+          "05_perturbation_attractors", paper="more drastic"),
+    Claim("teleport_lower_robust", "discussion", "this self-correction is most robust in lower layers, where cosine "
+          "similarity and velocity among succeeding RS vectors are lowest, and mutual information the highest", 5,
+          "teleport", "recovery ratio of the lower half of the teleport layers minus the upper half (the middle "
+          "one left out when their number is odd), per prompt", "<", 0.0,
+          (_read("recovery", "recovery ratio in the full residual stream", "recovery", fx.lower_minus_upper),
+           _read("rel_mse", "mean squared distance to the control over the controls' squared spread", "rel_mse",
+                 fx.lower_minus_upper)),
+          "recovery", "self-correction is the pull back towards the control, relative to the perturbation",
+          "05_perturbation_attractors", paper="most robust in lower layers"),
     Claim("attractor_lower_exponents", "7", "attractor-like dynamics in the lower layers", 5, "dynamics",
           "largest median top finite-time Lyapunov exponent at the first and early perturbed layers, relative to "
           "the residual stream's own growth (< 0: perturbations shrink relative to the state)", "<", 0.0,

@@ -21,7 +21,8 @@ import numpy as np
 __all__ = ["within", "cross", "thirds_of", "contrast", "kind_difference", "kind_share", "first_defined",
            "first_each_kind", "bounded_contrast", "steepest_third_margin", "cv_early_minus_late", "early_window", "early_drop",
            "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat", "depth_contrast",
-           "early_rate_minus_later", "middle_minus_ends", "second_half_mean"]
+           "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column", "last_minus_first",
+           "lower_minus_upper"]
 
 #: A statistic: curves -> (B,).
 Stat = Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -109,7 +110,7 @@ def first_each_kind(y) -> np.ndarray:
 def _third_increase(y) -> np.ndarray:
     """Mean increase per step within each third of ``y: (B, n)`` -> (B, 3)."""
     y = _2d(y)
-    steps = np.diff(y, axis=1)
+    steps = _quiet(np.diff, y, axis=1)
     parts = thirds_of(steps.shape[1])
     return _quiet(lambda: np.stack([np.nanmean(steps[:, p], 1) for p in parts], 1))
 
@@ -142,12 +143,12 @@ def early_window(n_transitions: int, minimum: int = 4) -> int:
 
 
 def early_drop(y) -> np.ndarray:
-    """Size of the early drop of ``y: (B, n_transitions)``: 1 - (smallest value in the early window) / (first
-    defined value) -> (B,). 0: no drop; 0.7: 70 % of the first value lost."""
+    """Size of the early drop of ``y: (B, n_transitions)``: 1 - (smallest value in the early window) / (the first
+    transition's value) -> (B,). 0: no drop; 0.7: 70 % of the first value lost. Undefined (NaN) where the first
+    transition is: a decline from the start cannot be measured without the start."""
     y = _2d(y)
     e = early_window(y.shape[1])
-    first = first_defined(y)
-    return _quiet(lambda: 1.0 - np.nanmin(y[:, :e], 1) / first)
+    return _quiet(lambda: 1.0 - np.nanmin(y[:, :e], 1) / y[:, 0])
 
 
 def drop_at_cross_margin(y) -> np.ndarray:
@@ -156,9 +157,13 @@ def drop_at_cross_margin(y) -> np.ndarray:
     ``y[t - 1] - y[t]``; > 0: the steepest early drop lands on a cross-layer transition."""
     y = _2d(y)
     e = early_window(y.shape[1])
-    drops = y[:, : e - 1] - y[:, 1:e]                    # drop into t = 1 .. e - 1
     into = np.arange(1, e)
-    return _quiet(lambda: np.nanmax(drops[:, into % 2 == 1], 1) - np.nanmax(drops[:, into % 2 == 0], 1))
+
+    def margin():
+        drops = y[:, : e - 1] - y[:, 1:e]                # drop into t = 1 .. e - 1
+        return np.nanmax(drops[:, into % 2 == 1], 1) - np.nanmax(drops[:, into % 2 == 0], 1)
+
+    return _quiet(margin)
 
 
 def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -182,11 +187,12 @@ def early_difference_correlation(a, b) -> np.ndarray:
     early window, then the mean of the two -> (B,). < 0: when one rises the other falls."""
     a, b = _2d(a), _2d(b)
     e = early_window(a.shape[1])
-    rs = []
-    for pick in (within, cross):
-        da, db = np.diff(pick(a[:, :e]), axis=1), np.diff(pick(b[:, :e]), axis=1)
-        rs.append(_row_corr(da, db))
-    return _quiet(lambda: np.nanmean(np.stack(rs, 1), 1))
+
+    def corr():
+        rs = [_row_corr(np.diff(pick(a[:, :e]), axis=1), np.diff(pick(b[:, :e]), axis=1)) for pick in (within, cross)]
+        return np.nanmean(np.stack(rs, 1), 1)
+
+    return _quiet(corr)
 
 
 def curve(key: str, f: Callable[[np.ndarray], np.ndarray] | None = None) -> Stat:
@@ -217,7 +223,7 @@ def early_rate_minus_later(y) -> np.ndarray:
     """A jump early, slower after: the mean increase per step over the first third of ``y: (B, n)`` minus that over
     the remaining two thirds -> (B,). > 0: the early rise is steeper."""
     y = _2d(y)
-    steps = np.diff(y, axis=1)
+    steps = _quiet(np.diff, y, axis=1)
     first, middle, last = thirds_of(steps.shape[1])
     rest = np.concatenate([middle, last])
     return _quiet(lambda: np.nanmean(steps[:, first], 1) - np.nanmean(steps[:, rest], 1))
@@ -237,3 +243,28 @@ def second_half_mean(y) -> np.ndarray:
     y = _2d(y)
     L = y.shape[1]
     return _quiet(lambda: np.nanmean(y[:, L // 2:-1], 1))
+
+
+def first_column(y) -> np.ndarray:
+    """The first column of ``y: (B, k)`` (e.g. the first teleport layer) -> (B,); NaN stays NaN."""
+    return _2d(y)[:, 0]
+
+
+def last_minus_first(y) -> np.ndarray:
+    """The last column of ``y: (B, k)`` minus the first (k >= 2; e.g. the deepest teleport layer against layer 0)
+    -> (B,). > 0: the last is higher."""
+    y = _2d(y)
+    if y.shape[1] < 2:
+        raise ValueError(f"need at least 2 columns (first, last); got {y.shape[1]}")
+    return y[:, -1] - y[:, 0]
+
+
+def lower_minus_upper(y) -> np.ndarray:
+    """Mean over the lower half of the columns of ``y: (B, k)`` (k >= 2, in depth order) minus the mean over the
+    upper half, the middle column left out when k is odd (NaN ignored) -> (B,). < 0: lower in the lower layers."""
+    y = _2d(y)
+    k = y.shape[1]
+    if k < 2:
+        raise ValueError(f"need at least 2 columns (lower, upper); got {k}")
+    h = k // 2
+    return _quiet(lambda: np.nanmean(y[:, :h], 1) - np.nanmean(y[:, k - h:], 1))

@@ -1,6 +1,6 @@
 """How the book writes a number: one rule for every table, verdict line and chapter.
 
-:func:`number` writes one value to 3 significant digits (scientific below 1e-3 and from 1e5 on);
+:func:`number` writes one value to 3 significant digits (whole from 1000 on, scientific below 1e-3 and from 1e6 on);
 :func:`with_interval` a value with its interval, ``"0.512 [0.48, 0.55]"``; :func:`format_value` any recorded
 value (numbers, booleans, lists, dicts, the strings ``"nan"``/``"inf"`` a ledger stores for non-finite values).
 """
@@ -23,14 +23,17 @@ def _finite(x: Any) -> bool:
 
 
 def number(value: Any, digits: int = 3, undefined: str | None = None) -> str:
-    """``value`` to ``digits`` significant digits, in scientific notation when it is nonzero and below
-    ``10**-digits`` or at least ``10**(digits + 2)``. A non-finite value (or None, or text that is no number):
-    ``undefined`` when given, else as Python writes it (``"nan"``, ``"inf"``)."""
+    """``value`` to ``digits`` significant digits (a whole number from ``10**digits`` on: ``1280.4`` -> ``"1280"``),
+    in scientific notation when it is nonzero and below ``10**-digits`` or at least a million. A non-finite value
+    (or None, or text that is no number): ``undefined`` when given, else as Python writes it (``"nan"``,
+    ``"inf"``)."""
     if not _finite(value):
         return undefined if undefined is not None else str(value)
     v = float(value)
-    if v != 0 and (abs(v) >= 10 ** (digits + 2) or abs(v) < 10 ** -digits):
+    if v != 0 and (abs(v) >= 1e6 or abs(v) < 10 ** -digits):
         return f"{v:.{digits - 1}e}"
+    if abs(v) >= 10 ** digits:
+        return f"{v:.0f}"
     return f"{v:.{digits}g}"
 
 

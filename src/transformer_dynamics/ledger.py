@@ -14,9 +14,11 @@ what it recorded so far. Nothing in the ledger is typed in: values come from the
 
 from __future__ import annotations
 
+import html as _html
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from . import claims as _claims
+from . import verdicts as _verdicts
 from .formats import format_value
 
 __all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "to_table", "to_markdown",
-           "summary", "models_of", "by_claim", "claim_rows", "contributions", "md_cell"]
+           "summary", "models_of", "by_claim", "claim_rows", "contributions", "contribution_counts", "md_cell",
+           "Markup", "link", "html_table", "Table", "show_table", "to_csv", "other_fields", "verdict_text"]
 
 LEDGER_ENV = "TRANSFORMER_DYNAMICS_LEDGER"
 
@@ -260,21 +264,152 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]
 
 # ----------------------------------------------------------------------------------------------------------
 # Rendering for the book (the ledger page is generated from the JSON files at build time).
+#
+# Tables in the book are HTML, always: a notebook's text/markdown output is parsed by myst-nb as CommonMark
+# (no tables) unless configured otherwise, and the typographic replacements then turn a pipe table's `|---|`
+# into `|—|` text; an HTML table with escaped cells renders the same in Jupyter, Colab and every book.
+# Notebooks display tables with :func:`show_table`; the ledger page is built from :func:`html_table`.
 
-HOLDS_MARKS = {True: "✓", False: "✗", None: "–"}
 #: the notebook whose entries carry each claim's robustness line (``extra["status"]``)
 ROBUSTNESS_NOTEBOOK = "08_verdict_robustness"
+#: the entry fields the tables place in their own columns; any other field an entry carries (e.g. a corrected
+#: verdict, a reference value) gets a column of its own, named after the field
+PLACED_FIELDS = ("key", "value", "claim", "paper", "holds", "ci", "figure", "unit", "model", "registry", "reading",
+                 "condition", "p", "verdict", "reason", "line", "refs", "n", "n_boot", "q", "verdict_bh", "extra")
 
 
-def _mark(entry: dict[str, Any]) -> str:
-    if entry.get("verdict"):
-        return _claims.MARKS.get(entry["verdict"], "–")
-    return HOLDS_MARKS.get(entry.get("holds"), "–")
+def verdict_text(verdict: Any) -> str:
+    """``"holds"`` -> ``"✓ holds"``; None -> ``"–"`` (a plain value); anything else as it is."""
+    if verdict is None or verdict == "":
+        return "–"
+    if verdict in _claims.VERDICTS:
+        return f"{_claims.MARKS[verdict]} {verdict}"
+    return format_value(verdict)
 
 
 def md_cell(text: Any) -> str:
     """Escape a value for a markdown table cell (pipes, newlines)."""
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+class Markup(str):
+    """A table cell that is HTML already (a link, a span with a tooltip): :func:`html_table` writes it as it
+    is. Every other cell is text and is escaped."""
+
+
+def link(text: str, href: str | None, title: str = "") -> Markup:
+    """``<a href=...>text</a>`` as a :class:`Markup` cell (``text`` escaped); plain escaped text if no href."""
+    t = f' title="{_html.escape(title)}"' if title else ""
+    if not href:
+        return Markup(f"<span{t}>{_html.escape(text)}</span>" if t else _html.escape(text))
+    return Markup(f'<a href="{_html.escape(href)}"{t}>{_html.escape(text)}</a>')
+
+
+def _cell_html(value: Any) -> str:
+    if isinstance(value, Markup):
+        return str(value)
+    text = value if isinstance(value, str) else format_value(value)
+    return _html.escape(text).replace("\n", "<br>")
+
+
+def html_table(header: list[str], rows: list[list[Any]], caption: str = "", classes: str = "") -> str:
+    """An HTML table: ``header`` (column names) and ``rows`` (lists of cells, as many as the header; each cell
+    escaped unless it is :class:`Markup`, numbers through :func:`format_value`), with an optional caption.
+
+    One line per row and no blank line, so that a Markdown page keeps it one raw HTML block; wrapped in a
+    horizontally scrolling ``div``. ValueError if a row has another number of cells than the header."""
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} cells for {len(header)} columns: {row!r}")
+    cls = " ".join(["table", "td-table", classes]).strip()
+    out = [f'<div class="td-table-wrap" style="overflow-x:auto"><table class="{cls}">']
+    if caption:
+        out.append(f"<caption>{_html.escape(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{_html.escape(str(h))}</th>" for h in header) + "</tr></thead>")
+    out.append("<tbody>")
+    out += ["<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>" for row in rows]
+    out.append("</tbody></table></div>")
+    return "\n".join(out) + "\n"
+
+
+def _text_table(header: list[str], rows: list[list[Any]], caption: str = "", width: int = 40) -> str:
+    """The same table as plain text (a terminal, papermill's log): columns padded, long cells cut."""
+    def cut(v: Any) -> str:
+        s = _html.unescape(re.sub(r"<[^>]+>", "", v)) if isinstance(v, Markup) else (
+            v if isinstance(v, str) else format_value(v))
+        s = " ".join(s.split())
+        return s if len(s) <= width else s[:width - 1] + "…"
+
+    cells = [[cut(h) for h in header]] + [[cut(c) for c in row] for row in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(([caption] if caption else []) + lines)
+
+
+class Table:
+    """A table a notebook displays: HTML in Jupyter, Colab and the book (``text/html``, which the book passes
+    through as it is), plain text in a terminal. Made by :func:`show_table`."""
+
+    def __init__(self, header: list[str], rows: list[list[Any]], caption: str = ""):
+        self.header, self.rows, self.caption = [str(h) for h in header], [list(r) for r in rows], caption
+
+    def _repr_html_(self) -> str:
+        return html_table(self.header, self.rows, self.caption)
+
+    def __repr__(self) -> str:
+        return _text_table(self.header, self.rows, self.caption)
+
+
+def _frame_table(frame: Any, index: bool | None) -> tuple[list[str], list[list[Any]]]:
+    """A pandas DataFrame (or Series) -> ``(header, rows)``; the index becomes leading columns when ``index``
+    (None: unless it is the default 0..n-1 range), column levels are joined with " / "."""
+    import pandas as pd
+
+    df = frame.to_frame() if isinstance(frame, pd.Series) else frame
+    default_index = isinstance(df.index, pd.RangeIndex) and df.index.name is None
+    with_index = bool(index) or (index is None and not default_index)
+    names = [n if n is not None else ("" if df.index.nlevels == 1 else f"level {i}")
+             for i, n in enumerate(df.index.names)] if with_index else []
+    header = [str(n) for n in names] + [" / ".join(str(x) for x in c if str(x)) if isinstance(c, tuple) else str(c)
+                                        for c in df.columns]
+
+    def plain(v: Any, numeric: bool) -> Any:  # missing values as "–", except NaN in a numeric column: "nan"
+        if isinstance(v, (list, tuple, np.ndarray, dict)) or (numeric and isinstance(v, (float, np.floating))):
+            return v
+        return None if pd.isna(v) else v
+
+    numeric = [pd.api.types.is_numeric_dtype(t) for t in df.dtypes]
+    index_levels = ([df.index.get_level_values(i) for i in range(df.index.nlevels)] if with_index else [])
+    index_numeric = [pd.api.types.is_numeric_dtype(lv.dtype) for lv in index_levels]
+    keys = df.index.tolist() if with_index else [()] * len(df)
+    rows = [[plain(x, nm) for x, nm in zip((k if isinstance(k, tuple) else (k,)) if with_index else (), index_numeric)]
+            + [plain(v, nm) for v, nm in zip(r, numeric)]
+            for k, r in zip(keys, df.itertuples(index=False, name=None))]
+    return header, rows
+
+
+def show_table(obj: Any, *, paper: bool | None = None, caption: str = "", index: bool | None = None) -> Table:
+    """The one way a notebook shows a table (returns a :class:`Table`; end a cell with it, or ``display`` it).
+
+    ``obj``: a pandas DataFrame or Series (the index shown as leading columns unless it is the default range;
+    ``index`` forces either way), a list of dicts (a row each), a :class:`Ledger` or a loaded ledger (its
+    table, :func:`to_table`; ``paper=True`` only the rows with a paper's value, ``False`` only the others).
+    ``caption``: a line above the table. Cells are escaped; numbers are shown by :func:`format_value`."""
+    if isinstance(obj, Ledger):
+        obj = obj.to_dict()
+    if isinstance(obj, dict) and "entries" in obj:
+        if paper is not None:
+            obj = {**obj, "entries": [e for e in obj["entries"] if bool(e.get("paper")) == paper]}
+        header, rows, context = _ledger_rows(obj, html=True)
+        return Table(header, rows, caption or context)
+    if isinstance(obj, list) and all(isinstance(r, dict) for r in obj):
+        cols = list(dict.fromkeys(k for r in obj for k in r))
+        return Table(cols, [[r.get(c) for c in cols] for r in obj], caption)
+    if hasattr(obj, "columns") or hasattr(obj, "to_frame"):
+        header, rows = _frame_table(obj, index)
+        return Table(header, rows, caption)
+    raise TypeError(f"show_table takes a DataFrame, a list of dicts or a ledger, not {type(obj).__name__}")
 
 
 def _context_line(context: dict[str, Any], profile: str | None) -> str:
@@ -307,49 +442,127 @@ def by_claim(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: first[e.get("key", "")])
 
 
+def other_fields(entries: list[dict[str, Any]]) -> list[str]:
+    """The fields of ``entries`` that no column of the tables places (:data:`PLACED_FIELDS`) and that some
+    entry fills: each gets a column of its own, in order of first appearance."""
+    return list(dict.fromkeys(k for e in entries for k, v in e.items()
+                              if k not in PLACED_FIELDS and v not in (None, "", [], {})))
+
+
+def _ours(e: dict[str, Any]) -> str:
+    ours = format_value(e.get("value"))
+    if e.get("verdict") and ours in ("nan", "–"):
+        ours = "undefined"
+    return ours + (f" {e['unit']}" if e.get("unit") else "")
+
+
+def _interval(e: dict[str, Any]) -> str:
+    ci = e.get("ci")
+    if ci:
+        return f"[{format_value(ci[0])}, {format_value(ci[1])}]"
+    p = e.get("p")
+    if p is not None:
+        return f"p = {p:.2g}" if isinstance(p, (int, float)) else f"p = {p}"
+    return ""
+
+
+def _refs_text(refs: Any) -> str:
+    """The references of a claim row in one line (a tooltip): each one's value, interval and verdict."""
+    if not isinstance(refs, dict):
+        return ""
+    names = {"null": "accumulation null", "default": "random init", "matched": "matched-scale random init",
+             "permuted": "permuted weights"}
+    parts = []
+    for k, r in refs.items():
+        if isinstance(r, dict):
+            ci = (f" [{format_value(r.get('low'))}, {format_value(r.get('high'))}]"
+                  if r.get("low") is not None else "")
+            parts.append(f"{names.get(k, k)}: {format_value(r.get('value'))}{ci}, {r.get('verdict', '')}")
+    return "; ".join(parts)
+
+
+def _other_cell(value: Any) -> str:
+    return verdict_text(value) if value in _claims.VERDICTS else format_value(value)
+
+
+def _ledger_rows(ledger: dict[str, Any], profile: str | None = None, html: bool = False,
+                 figure_href: Any = None) -> tuple[list[str], list[list[Any]], str]:
+    """``(header, rows, context line)`` of one ledger's table (see :func:`to_table`). ``html``: the verdict
+    cell carries its reason as a tooltip; ``figure_href(figure) -> href | None`` links the figure cell."""
+    entries = ledger.get("entries", [])
+    with_model = any(models_of(ledger))
+    others = other_fields(entries)
+    header = (["Figure", "Claim"] + (["Model"] if with_model else []) + ["Paper", "Ours", "95% CI / p", "Verdict",
+                                                                     "Corrected", "Against the references"]
+              + [f.replace("_", " ") for f in others])
+    rows = []
+    for e in by_claim(entries) if with_model else entries:
+        stored = e.get("verdict") or {True: "holds", False: "fails"}.get(e.get("holds"))
+        derived, why = _verdicts.rederive(e)
+        if derived is not None and derived != stored:  # a row edited by hand: never shown with a stale verdict
+            e = {**e, "reason": f"{why} (re-derived from the value and interval; recorded: {stored})",
+                 "verdict_bh": None, "line": ""}
+            stored = derived
+        verdict = verdict_text(stored)
+        corrected = verdict_text(e.get("verdict_bh")) if e.get("verdict_bh") else "–"
+        q = f"Benjamini-Hochberg q = {e['q']:.2g} over the chapter's verdicts" if _claims_finite(e.get("q")) else ""
+        line = e.get("line") or "–"
+        fig = e.get("figure", "")
+        rows.append([link(fig, figure_href(fig) if figure_href and fig else None) if html else fig,
+                     e.get("claim") or e.get("key", "")] + ([e.get("model", "")] if with_model else [])
+                    + [e.get("paper", ""), _ours(e), _interval(e),
+                       link(verdict, None, e.get("reason", "")) if html and e.get("reason") else verdict,
+                       link(corrected, None, q) if html and q else corrected,
+                       link(line, None, _refs_text(e.get("refs"))) if html and e.get("refs") else line]
+                    + [_other_cell(e.get(f)) for f in others])
+    if html:  # columns empty on every row (no paper's value, no interval, no verdict among plain values) go
+        keep = [j for j, h in enumerate(header) if h in ("Figure", "Claim", "Model", "Ours")
+                or any(str(r[j]) not in ("", "–") for r in rows)]
+        header, rows = [header[j] for j in keep], [[r[j] for j in keep] for r in rows]
+    return header, rows, _context_line(ledger.get("context", {}), profile)
+
+
 def to_table(ledger: dict[str, Any], fmt: str = "markdown", profile: str | None = None) -> str:
     """One notebook's ledger (as :func:`load` returns it) as a table with a row per recorded value:
-    figure, claim, the paper's value, ours (± unit), the confidence interval if any, and whether it holds
-    (✓ holds / ✗ fails / ? undecided, from the claim registry; – a plain value); with a Model column, the rows
-    of one claim side by side, when values were recorded for
-    several models. ``fmt`` is ``"markdown"`` (a MyST/GFM pipe table) or ``"html"``."""
+    figure, claim, the paper's value, ours (± unit), the confidence interval or p-value if any, and the verdict
+    (✓ holds / ✗ fails / ? undecided, from the claim registry; – a plain value); a Model column, the rows of one
+    claim side by side, when values were recorded for several models; a column per other field the entries
+    carry (:func:`other_fields`). ``fmt`` is ``"html"`` (what the book shows: :func:`html_table`) or
+    ``"markdown"`` (a pipe table, for a terminal or a README; the book's notebooks do not render those)."""
     if fmt not in ("markdown", "html"):
         raise ValueError(f"fmt must be 'markdown' or 'html', got {fmt!r}")
-    with_model = any(models_of(ledger))
-    header = ["Figure", "Claim"] + (["Model"] if with_model else []) + ["Paper", "Ours", "95% CI / p", "Holds"]
-    rows = []
-    entries = by_claim(ledger.get("entries", [])) if with_model else ledger.get("entries", [])
+    header, rows, caption = _ledger_rows(ledger, profile, html=fmt == "html")
+    if fmt == "html":
+        return html_table(header, rows, caption)
+    lines = [f"*{md_cell(caption)}*", ""] if caption else []
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] * len(header)) + "|")
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(ledger: dict[str, Any]) -> str:
+    """One notebook's ledger as CSV, a row per entry and every field a column: the interval as ``ci_low``,
+    ``ci_high``; ``extra`` fields as ``extra.<name>``; lists as JSON."""
+    import csv
+    import io
+
+    entries = ledger.get("entries", [])
+    fields = list(dict.fromkeys([f for f in PLACED_FIELDS if f not in ("ci", "extra", "holds")]
+                                + other_fields(entries)))
+    extra = list(dict.fromkeys(k for e in entries for k in (e.get("extra") or {})))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["notebook"] + fields + ["ci_low", "ci_high"] + [f"extra.{k}" for k in extra])
+
+    def cell(v: Any) -> Any:
+        return json.dumps(v) if isinstance(v, (list, dict)) else ("" if v is None else v)
+
     for e in entries:
-        ours = format_value(e.get("value"))
-        if e.get("verdict") and ours in ("nan", "–"):
-            ours = "undefined"
-        if e.get("unit"):
-            ours += f" {e['unit']}"
-        ci = e.get("ci")
-        ci_text = f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
-        if not ci and e.get("p") is not None:
-            p = e["p"]
-            ci_text = f"p = {p:.2g}" if isinstance(p, (int, float)) else f"p = {p}"
-        claim = e.get("claim") or e.get("key", "")
-        rows.append([e.get("figure", ""), claim] + ([e.get("model", "")] if with_model else [])
-                    + [e.get("paper", ""), ours, ci_text, _mark(e)])
-    caption = _context_line(ledger.get("context", {}), profile)
-    if fmt == "markdown":
-        lines = []
-        if caption:
-            lines += [f"*{md_cell(caption)}*", ""]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---"] * (len(header) - 1) + [":---:"]) + "|")
-        lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
-        return "\n".join(lines) + "\n"
-    import html as _html
-    out = ["<table class=\"ledger\">"]
-    if caption:
-        out.append(f"<caption>{_html.escape(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>")
-    out += ["<tr>" + "".join(f"<td>{_html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
-    out.append("</tbody></table>")
-    return "\n".join(out) + "\n"
+        ci = e.get("ci") or [None, None]
+        w.writerow([ledger.get("notebook", "")] + [cell(e.get(f)) for f in fields] + [cell(ci[0]), cell(ci[1])]
+                   + [cell((e.get("extra") or {}).get(k)) for k in extra])
+    return buf.getvalue()
 
 
 def summary(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -374,7 +587,8 @@ def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The headline verdict of every registered claim, once per model: the entry its own chapter
     (``Claim.chapter``) recorded for the headline reading on the original texts, with the robustness line
     of :data:`ROBUSTNESS_NOTEBOOK` when there is one. -> ``[{"key", "contribution", "model", "verdict",
-    "value", "robustness", "status"}]`` in registry order."""
+    "value", "robustness", "status", "entry"}]`` in registry order (``entry``: the chapter's whole entry,
+    ``{}`` when only the robustness chapter has the claim)."""
     decided, robust = {}, {}
     for led in ledgers:
         ctx = led.get("context", {})
@@ -386,7 +600,7 @@ def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             c = _claims.REGISTRY[reg]
             if led.get("notebook") == ROBUSTNESS_NOTEBOOK and "status" in e.get("extra", {}):
-                robust[reg, e.get("model", "")] = (e.get("value"), e["extra"]["status"])
+                robust[reg, e.get("model", "")] = (e.get("value"), e["extra"]["status"], e["extra"].get("line", ""))
             elif (led.get("notebook") == c.chapter and e.get("verdict") and e.get("reading") == c.headline
                   and e.get("condition", "original") == "original"):
                 decided[reg, e.get("model", "")] = e
@@ -397,53 +611,142 @@ def claim_rows(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if (key, m) not in decided and (key, m) not in robust:
                 continue
             e = decided.get((key, m), {})
-            line, status = robust.get((key, m), ("", ""))
-            rows.append({"key": key, "contribution": c.contribution, "model": m, "verdict": e.get("verdict"),
-                         "value": e.get("value"), "robustness": line, "status": status})
+            value, status, line = robust.get((key, m), ("", "", ""))
+            verdict = _verdicts.rederive(e)[0] if e else None
+            rows.append({"key": key, "contribution": c.contribution, "model": m, "verdict": verdict,
+                         "verdict_bh": e.get("verdict_bh") if e.get("verdict") == verdict else verdict,
+                         "line": e.get("line", ""), "value": e.get("value"), "robustness": line or value,
+                         "status": status, "entry": e})
     return rows
+
+
+def contribution_counts(ledgers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per contribution of the paper (section 1) and model: ``{"contribution", "text", "model", "claims",
+    "holds", "fails", "undecided", "beyond", "hinges", "loses power"}``, from :func:`claim_rows`: the verdicts
+    corrected for their number (Benjamini-Hochberg over each chapter), how many hold beyond every reference (the
+    null and random init), and how many flip with an open choice or only lose significance (chapter 8)."""
+    rows = claim_rows(ledgers)
+    out = []
+    for k, text in _claims.CONTRIBUTIONS.items():
+        for m in dict.fromkeys(r["model"] for r in rows):
+            rs = [r for r in rows if r["contribution"] == k and r["model"] == m]
+            if rs:
+                out.append({"contribution": k, "text": text, "model": m, "claims": len(rs),
+                            **{v: sum((r["verdict_bh"] or r["verdict"]) == v for r in rs) for v in _claims.VERDICTS},
+                            "beyond": sum((r["verdict_bh"] or r["verdict"]) == "holds"
+                                          and str(r["line"]).startswith("holds, beyond") for r in rs),
+                            "hinges": sum(r["status"] == "hinges" for r in rs),
+                            "loses power": sum(r["status"] == "loses power" for r in rs)})
+    return out
 
 
 def contributions(ledgers: list[dict[str, Any]]) -> str:
     """The ledger page's lead: per contribution of the paper (section 1) and model, how many of its claims
-    hold, fail or are undecided (headline reading, as each chapter decides it) and how many hinge on an open
-    choice (the verdict-robustness chapter), as a markdown table."""
-    rows = claim_rows(ledgers)
-    lines = ["| # | Contribution | Model | Claims | ✓ holds | ✗ fails | ? undecided | hinges |",
-             "|---|---|---|---|---|---|---|---|"]
-    for k, text in _claims.CONTRIBUTIONS.items():
-        for m in dict.fromkeys(r["model"] for r in rows):
-            rs = [r for r in rows if r["contribution"] == k and r["model"] == m]
-            if not rs:
-                continue
-            count = {v: sum(r["verdict"] == v for r in rs) for v in _claims.VERDICTS}
-            hinge = sum(r["status"] == "hinges" for r in rs)
-            lines.append(f"| {k} | {md_cell(text)} | {md_cell(m)} | {len(rs)} | {count['holds']} | "
-                         f"{count['fails']} | {count['undecided']} | {hinge} |")
-    return "\n".join(lines) + "\n"
+    hold, fail or are undecided (headline reading, as each chapter decides it, corrected for the number of
+    verdicts), how many of those that hold lie beyond the null and random init, and how many flip with an open
+    choice or only lose significance (the verdict-robustness chapter), as an HTML table."""
+    header = ["#", "Contribution", "Model", "Claims", "✓ holds", "of which beyond the references", "✗ fails",
+              "? undecided", "flips (hinges)", "loses power"]
+    return html_table(header, [[r["contribution"], r["text"], r["model"], r["claims"], r["holds"], r["beyond"],
+                                r["fails"], r["undecided"], r["hinges"], r["loses power"]]
+                               for r in contribution_counts(ledgers)])
+
+
+def _is_claim(e: dict[str, Any]) -> bool:
+    return bool(e.get("verdict")) or e.get("holds") is not None
+
+
+def _is_headline(e: dict[str, Any]) -> bool:
+    c = _claims.REGISTRY.get(e.get("registry") or "")
+    reading_ok = c is None or not e.get("reading") or e.get("reading") == c.headline
+    return reading_ok and (e.get("condition") or "original") == "original"
+
+
+def _section(title: str, n: int, body: str) -> list[str]:
+    """A folded part of the page: a sphinx-design dropdown (HTML ``<details>``) titled with its row count."""
+    return [f":::{{dropdown}} {title} ({n} {'row' if n == 1 else 'rows'})", body, ":::", ""]
 
 
 def to_markdown(ledgers: list[dict[str, Any]], profile: str | None = None,
-                titles: dict[str, str] | None = None) -> str:
-    """All ledgers as a MyST page body: the five contributions (:func:`contributions`), a summary table per
-    notebook, then one section and table per notebook.
+                titles: dict[str, str] | None = None, hrefs: dict[str, str] | None = None,
+                figures: dict[str, dict[str, str]] | None = None, downloads: dict[str, str] | None = None,
+                docs: dict[str, str] | None = None) -> str:
+    """All ledgers as the ledger page's body (MyST with HTML tables): the five contributions
+    (:func:`contributions`); every claim once per model with its verdict, robustness and a link to its
+    chapter's figure (:func:`claim_rows`); a summary per chapter; then per chapter its claims under the
+    headline reading, other readings and controls and its plain values folded (dropdowns), and its data as CSV.
 
-    ``titles`` maps notebook names to section titles (default: the notebook name)."""
-    titles = titles or {}
+    ``titles``: notebook -> section title (default: the notebook name); ``hrefs``: notebook -> URL of its page
+    relative to the ledger page; ``figures``: notebook -> {panel in lower case ("1c") -> the figure's HTML id};
+    ``downloads``: notebook -> path of its CSV relative to the page; ``docs``: notebook -> the document to
+    cite with ``{doc}``."""
+    titles, hrefs, figures = titles or {}, hrefs or {}, figures or {}
+    downloads, docs = downloads or {}, docs or {}
     if not ledgers:
         where = f" for profile `{profile}`" if profile else ""
         return (f":::{{warning}}\nNo ledger was found{where}. Run the notebooks first "
                 f"(`make notebooks PROFILE={profile or 'full'}`).\n:::\n")
+
+    def fig_href(stem: str) -> Any:
+        def href(fig: str) -> str | None:
+            base = hrefs.get(stem)
+            if not base:
+                return None
+            anchor = figures.get(stem, {}).get(str(fig).lower())
+            return f"{base}#{anchor}" if anchor else base
+        return href
+
     lines = ["## The paper's five contributions", "",
              "Per contribution and model: the claims of the registry (`transformer_dynamics.claims`) that hold, "
              "fail or stay undecided under the book's headline choices, and how many hinge on an open choice "
-             "(the verdict-robustness chapter).", "", contributions(ledgers), "## Per chapter", "",
-             "| Notebook | Model | N | Values | ✓ | ✗ | ? | – |", "|---|---|---|---|---|---|---|---|"]
+             "(the verdict-robustness chapter).", "", contributions(ledgers)]
+    rows = claim_rows(ledgers)
+    if rows:
+        lines += ["## Every claim, once per model", "",
+                  "The verdict each claim's chapter records under the headline reading on the original texts, "
+                  "and whether it survives every open choice (chapter 8: robust, or the choices it hinges on). "
+                  "The figure links to the chapter's figure; hover over the verdict for its reason and over the "
+                  "robustness for the verdict under each choice.", ""]
+        entries = [r["entry"] for r in rows]
+        others = other_fields(entries)
+        header = (["#", "Figure", "Claim", "Model", "Paper", "Ours", "95% CI / p", "Verdict", "Robustness"]
+                  + [f.replace("_", " ") for f in others])
+        table = []
+        for r in rows:
+            c, e = _claims.REGISTRY[r["key"]], r["entry"]
+            table.append([r["contribution"], link(c.figure, fig_href(c.chapter)(c.figure)),
+                          link(c.quote, None, r["key"]), r["model"], c.paper, _ours(e) if e else "",
+                          _interval(e) if e else "", link(verdict_text(r["verdict"]), None, e.get("reason", "")),
+                          link(r["status"] or "–", None, str(r["robustness"] or ""))]
+                         + [_other_cell(e.get(f)) for f in others])
+        lines.append(html_table(header, table))
+    lines += ["## Per chapter", ""]
+    table = []
     for s in summary(ledgers):
-        lines.append(f"| {md_cell(titles.get(s['notebook'], s['notebook']))} | {md_cell(s['model'] or '')} | "
-                     f"{s['n'] if s['n'] is not None else ''} | {s['values']} | {s['holds']} | {s['fails']} | "
-                     f"{s['undecided']} | {s['open']} |")
-    lines.append("")
+        stem = s["notebook"]
+        table.append([link(titles.get(stem, stem), hrefs.get(stem)), s["model"] or "",
+                      "" if s["n"] is None else s["n"], s["holds"] + s["fails"] + s["undecided"], s["holds"],
+                      s["fails"], s["undecided"], s["open"]])
+    lines.append(html_table(["Chapter", "Model", "N", "Claims", "✓", "✗", "?", "Plain values"], table))
     for led in ledgers:
-        name = led.get("notebook", "")
-        lines += [f"## {titles.get(name, name)}", "", to_table(led, "markdown", profile), ""]
+        stem = led.get("notebook", "")
+        entries = led.get("entries", [])
+        lines += [f"## {titles.get(stem, stem)}", ""]
+        where = [f"From {{doc}}`{docs[stem]}`." if stem in docs else ""]
+        ctx = _context_line(led.get("context", {}), profile)
+        if ctx:
+            where.append(f"Run with {ctx}.")
+        if stem in downloads:
+            where.append(f"{{download}}`All {len(entries)} recorded values as CSV <{downloads[stem]}>`.")
+        lines += [" ".join(w for w in where if w), ""]
+        claims_ = [e for e in entries if _is_claim(e)]
+        head = [e for e in claims_ if _is_headline(e)]
+        rest = [e for e in claims_ if not _is_headline(e)]
+        plain = [e for e in entries if not _is_claim(e)]
+        for part, title in ((head, None), (rest, "Other readings and controls"), (plain, "Plain values")):
+            if not part:
+                continue
+            header, trows, _ = _ledger_rows({**led, "entries": part}, profile, html=True, figure_href=fig_href(stem))
+            body = html_table(header, trows)
+            lines += [body] if title is None else _section(title, len(part), body)
     return "\n".join(lines)

@@ -16,14 +16,14 @@ import numpy as np
 
 from .arrays import check_rs
 
-__all__ = ["accumulation_null", "MOVES"]
+__all__ = ["accumulation_null", "prelayernorm_prediction", "MOVES"]
 
 #: Whether the accumulation null can move a curve of :mod:`.robustness` (False: the null gives the data's own
 #: number, so the random-init reference answers instead).
 MOVES = {
     "mag": False, "mag_nomassive": False, "mag_rise_share": False, "sign": False,
     "density": True, "density_all": True, "r": True, "units_high_r": True, "cos": True, "ccos": True,
-    "vel": False, "vel_nomassive": False, "mi": True, "rot": False, "pca": True,
+    "vel": False, "vel_nomassive": False, "norm": True, "mi": True, "rot": False, "pca": True,
 }
 
 
@@ -45,3 +45,28 @@ def accumulation_null(rs, seed: int = 0) -> np.ndarray:
         state += rs[perm, s + 1].astype(np.float64) - rs[perm, s]
         out[:, s + 1] = state
     return out
+
+
+def prelayernorm_prediction(rs) -> dict[str, np.ndarray | float]:
+    """What the architecture alone predicts for a pre-LN residual stream at initialisation (Xiong et al. 2020,
+    arXiv 2002.04745, Lemma 2): updates independent of the stream and of each other add their energy, so
+    ``E||x_s||^2 = E||x_0||^2 (1 + s / a)`` grows linearly in depth, with ``a`` the embedding's energy over one
+    update's. Then the successive cosine (and a unit's successive correlation, for zero-mean units) is
+    ``sqrt((a + s) / (a + s + 1))``, the velocity is constant and the norm grows as ``sqrt(1 + s / a)``.
+
+    rs: (n_samples, n_sublayers, d_model), a stream at initialisation from which ``a`` is measured (the mean
+    squared norm at sublayer 0 over the mean squared update). -> ``{"a": float, "r", "cos": (L - 1,), "vel": (L - 1,),
+    "norm": (L,)}`` on the scale of ``rs`` (the keys of :func:`transformer_dynamics.robustness.stream_curves`).
+    """
+    rs = check_rs(rs, min_samples=1, min_sublayers=2)
+    x = rs.astype(np.float64)
+    e0 = float(np.mean(np.sum(x[:, 0] ** 2, axis=1)))
+    du = float(np.mean(np.sum(np.diff(x, axis=1) ** 2, axis=2)))
+    if not (e0 > 0 and du > 0):
+        raise ValueError("the stream has no energy at sublayer 0 or no update: nothing to predict from")
+    a = e0 / du
+    L = rs.shape[1]
+    s = np.arange(L - 1, dtype=np.float64)
+    cos = np.sqrt((a + s) / (a + s + 1))
+    return {"a": a, "r": cos, "cos": cos, "vel": np.full(L - 1, np.sqrt(du)),
+            "norm": np.sqrt(e0 * (1 + np.arange(L) / a))}

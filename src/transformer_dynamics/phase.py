@@ -460,8 +460,8 @@ def rotation_summary(observed, null, *, n_sublayers: int | None = None, q: float
 
     observed: (d_model,); null: (n_shuffles, d_model). Returns a dict of floats: ``mean`` and ``mean_abs``
     of the observed counts, ``median``, ``null_mean``, ``null_mean_abs``, ``null_sd`` (pooled),
-    ``frac_exceeds`` (units whose |R| exceeds their null's ``q`` quantile of |R|), ``frac_below`` (units
-    whose |R| is below their null's ``1 - q`` quantile: turning less than shuffles), ``frac_p05`` (two-sided
+    ``frac_exceeds`` (units whose ``|R|`` exceeds their null's ``q`` quantile of ``|R|``), ``frac_below`` (units
+    whose ``|R|`` is below their null's ``1 - q`` quantile: turning less than shuffles), ``frac_p05`` (two-sided
     empirical p < 0.05), ``frac_negative`` (units with R < 0) and, when ``n_sublayers`` is given,
     ``mean_per_sublayer`` and ``mean_abs_per_sublayer`` (counts divided by ``n_sublayers``).
     """

@@ -28,10 +28,11 @@ from . import claims as _claims
 from .formats import with_interval
 
 __all__ = ["Evidence", "decide", "bootstrap_p", "benjamini_hochberg", "corrected", "compare", "judge",
-           "verdict_from_interval", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
+           "verdict_from_interval", "rederive", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
 
 #: The reference runs, in the order a verdict line names them: the accumulation null and the random inits.
-REFERENCES = {"null": "the null", "default": "random init", "matched": "matched-scale random init"}
+REFERENCES = {"null": "the null", "default": "random init", "matched": "matched-scale random init",
+              "permuted": "permuted weights"}
 #: The share of replicates that must be defined for an interval (fewer: undecided, "too few defined resamples").
 MIN_DEFINED = 0.9
 
@@ -52,7 +53,7 @@ class Evidence:
     ``(B,)`` the statistic on each resample; n: sampling units; recentred: the replicates are shifted by
     ``value - median(replicates)`` before deciding. A resample repeats about 37 % of the texts and leaves as many
     out, which shifts many statistics themselves, not only their spread (the KDE MI of repeated points, PCA
-    counts, |mean| near zero, rotation counts of a noisier mean trajectory): the re-centred interval keeps the
+    counts, ``|mean|`` near zero, rotation counts of a noisier mean trajectory): the re-centred interval keeps the
     replicates' spread around the estimate without that shift.
     """
 
@@ -140,6 +141,29 @@ def verdict_from_interval(key: str, value, low, high) -> tuple[str, str]:
     if outside:
         return "fails", f"interval [{lo:.3g}, {hi:.3g}] on the wrong side of {thr:g}"
     return "undecided", f"interval [{lo:.3g}, {hi:.3g}] contains {thr:g}"
+
+
+#: Reasons a verdict is undecided whatever the interval says (kept when a stored verdict is re-derived).
+_NOT_FROM_INTERVAL = ("value undefined", "premise ", "too few defined")
+
+
+def rederive(entry: Mapping) -> tuple[str | None, str]:
+    """The verdict of a stored claim row (a ledger entry: ``registry``, ``value``, ``ci``, ``verdict``, ``reason``)
+    re-derived from its value and interval, so that a row edited by hand is never shown with a stale verdict:
+    ``(verdict, reason)``. An undecided row whose reason is not its interval (an undefined value, a premise, too
+    few resamples) stays undecided; a row that is not a claim gives ``(None, "")``."""
+    key = entry.get("registry")
+    if not key or key not in _claims.REGISTRY:
+        return None, ""
+    reason = str(entry.get("reason") or "")
+    if entry.get("verdict") == "undecided" and reason.startswith(_NOT_FROM_INTERVAL):
+        return "undecided", reason
+    ci = entry.get("ci") or (None, None)
+    try:
+        value = float(entry.get("value"))
+    except (TypeError, ValueError):
+        value = float("nan")
+    return verdict_from_interval(key, value, *ci)
 
 
 def decide(ev: Evidence, *, premise: str | None = None, alpha: float = _claims.ALPHA) -> dict:

@@ -18,7 +18,8 @@ from ..profiles import filter_parameters, load_profile
 from .layout import BuildError, parse_only, selected
 
 __all__ = ["NOTEBOOK_RE", "notebook_stems", "read_notebook", "parameters_cell", "declared_parameters",
-           "notebook_parameters", "notebook_title", "toc_files", "repository_url"]
+           "notebook_parameters", "notebook_title", "toc_files", "repository_url", "injected_parameters",
+           "clean_injected_cell", "scrub_paths", "fill_placeholders", "figure_names", "figure_panels"]
 
 NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+$")
 
@@ -136,3 +137,122 @@ def repository_url(config_path: str | os.PathLike) -> str:
     if not url:
         raise ValueError(f"{config_path} has no repository.url")
     return str(url).rstrip("/")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Staging an executed notebook for the book: its injected parameters, its figures' captions and alt text
+
+
+INJECTED_TAG = "injected-parameters"
+#: placeholders a figure cell's caption and alt text may hold (``mystnb.figure.caption``, ``mystnb.image.alt``),
+#: filled in at staging from what the chapter ran
+PLACEHOLDERS = ("models",)
+
+
+def _is_machine_path(value: Any, paths: Iterable[str] = ()) -> bool:
+    return isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")
+                                       or any(p and p in value for p in paths))
+
+
+def injected_parameters(nb) -> dict[str, Any]:
+    """The values papermill injected (the cell tagged ``injected-parameters``), as Python values; ``{}`` if
+    there is no such cell."""
+    out: dict[str, Any] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and INJECTED_TAG in cell.get("metadata", {}).get("tags", []):
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    try:
+                        out[node.targets[0].id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        pass
+    return out
+
+
+def clean_injected_cell(nb, paths: Iterable[str] = (), tag: str = "hide-cell") -> list[str]:
+    """Make papermill's injected-parameters cell fit for readers: every assignment of a path of the build
+    machine (an absolute path, ``~/...``, or a string holding one of ``paths``) is replaced by a comment saying
+    the notebook's default applies, and the cell gets ``tag`` (``hide-cell``: folded in the book, its values
+    one click away). Changes ``nb`` in place; returns the names whose assignment was removed."""
+    paths = list(paths)
+    removed: list[str] = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "code" or INJECTED_TAG not in tags:
+            continue
+        lines = cell.source.splitlines()
+        for node in reversed(ast.parse(cell.source).body):
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if _is_machine_path(value, paths):
+                name = node.targets[0].id
+                removed.append(name)
+                lines[node.lineno - 1:node.end_lineno] = [
+                    f"# {name}: a folder of the machine that built the book, left out (the default above applies)"]
+        cell.source = "\n".join(lines)
+        if tag and tag not in tags:
+            cell.metadata["tags"] = [*tags, tag]
+    return removed[::-1]
+
+
+def scrub_paths(meta: Any, paths: Iterable[str] = ()) -> list[str]:
+    """Remove, in place and recursively, every key of notebook metadata (a dict) whose value is a path of the
+    build machine (papermill's ``input_path``, ``output_path``, ``parameters.LEDGER_DIR``...); returns the
+    dotted keys removed."""
+    paths = list(paths)
+    removed: list[str] = []
+
+    def walk(d: Any, prefix: str) -> None:
+        if isinstance(d, dict):
+            for k in list(d):
+                if _is_machine_path(d[k], paths):
+                    del d[k]
+                    removed.append(prefix + str(k))
+                else:
+                    walk(d[k], f"{prefix}{k}.")
+        elif isinstance(d, list):
+            for x in d:
+                walk(x, prefix)
+
+    walk(meta, "")
+    return removed
+
+
+def fill_placeholders(nb, values: dict[str, str]) -> int:
+    """Fill ``{models}``-style placeholders (:data:`PLACEHOLDERS`) in the figure captions and alt texts of the
+    cells' ``mystnb`` metadata with ``values``; returns how many texts changed."""
+    n = 0
+    for cell in nb.cells:
+        md = cell.get("metadata", {}).get("mystnb", {})
+        for part, key in (("figure", "caption"), ("image", "alt")):
+            text = (md.get(part) or {}).get(key)
+            if isinstance(text, str):
+                new = text
+                for name, value in values.items():
+                    new = new.replace("{" + name + "}", value)
+                if new != text:
+                    md[part][key] = new
+                    n += 1
+    return n
+
+
+def figure_names(nb) -> list[str]:
+    """The names of the notebook's numbered figures (``mystnb.figure.name`` of its cells), in order."""
+    return [str(c.metadata["mystnb"]["figure"]["name"]) for c in nb.cells
+            if (c.get("metadata", {}).get("mystnb", {}).get("figure") or {}).get("name")]
+
+
+def figure_panels(names: Iterable[str]) -> dict[str, str]:
+    """``{panel: figure id}`` from figure names ``fig-NN-<panel>[-<panel>...]`` (e.g. ``fig-02-1d-1e`` shows
+    panels 1D and 1E); the first figure showing a panel wins. Panels in lower case."""
+    out: dict[str, str] = {}
+    for name in names:
+        m = re.match(r"^fig-\d\d-(.+)$", name)
+        if m:
+            for panel in m.group(1).split("-"):
+                out.setdefault(panel.lower(), name)
+    return out

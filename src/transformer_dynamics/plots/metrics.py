@@ -67,7 +67,7 @@ def plot_mean_activations(mean, order=None, *, labels: Sequence[str] | None = No
                           vmax: float | None = None, title: str = "Mean activation") -> Figure:
     """Fig 1B: heat map of ``mean: (n_sublayers, d_model)`` (from ``metrics.mean_activations``), units
     (rows) sorted by ``order`` (``metrics.unit_order``; None: as given), sublayers along x. Diverging colours
-    symmetric about 0, clipped at ``vmax`` (default: the 99th percentile of |mean|, so that a few massive
+    symmetric about 0, clipped at ``vmax`` (default: the 99th percentile of ``|mean|``, so that a few massive
     units do not wash out the rest)."""
     mean = _as2d(mean, "mean")
     if order is not None:

@@ -5,13 +5,17 @@ The functions take the result objects of :mod:`transformer_dynamics.perturb` but
 (duck typing; nothing here touches a model):
 
 - teleport results: ``layer``, ``grid (n_points, 2)``, ``sublayers (n_follow + 1,)``, ``control (n_sublayers,
-  2)``, ``perturbed (n_points, n_follow + 1, 2)`` and per-point metrics such as ``mse_pc (n_points,)``;
+  2)``, ``perturbed (n_points, n_follow + 1, 2)`` and per-point metrics such as ``recovery_pc (n_points,)``;
+- the teleport's per-prompt curves (:data:`transformer_dynamics.perturb.CURVES`): ``{curve: (n_prompts,
+  n_layers)}`` per run (``"trained"``, random inits ``"default:0"`` ...) with their bootstrap replicates of the mean
+  over prompts ``{curve: (B, n_layers)}``;
 - noise / swap results: ``layer``, ``sublayers``, ``distance_own (n_texts, n_follow + 1)``, optionally
   ``distance_donor`` and ``scale``.
 
 Several models side by side (one row per model, :func:`transformer_dynamics.plots.style.grid`):
 :func:`plot_teleport_grid` (Fig 4 D, columns = teleport layers by depth position), :func:`plot_noise_grid`
-(columns = noise scales) and :func:`plot_swap_grid` (columns = distance to own / donor run).
+(columns = noise scales), :func:`plot_swap_grid` (columns = distance to own / donor run) and
+:func:`plot_teleport_curves` (columns = the per-prompt curves the teleport claims read).
 
 Quiver arrows (Fig 4 D) go from each teleport point to where its trajectory is after the following
 sublayers (``arrow="end"``, the default: the net displacement over the next 12 sublayers) or to the mean of
@@ -35,7 +39,8 @@ __all__ = [
     "plot_teleport_quiver",
     "plot_teleport_panels",
     "plot_teleport_grid",
-    "plot_teleport_mse",
+    "plot_teleport_curve",
+    "plot_teleport_curves",
     "plot_perturbation_distance",
     "plot_noise_panel",
     "plot_noise_grid",
@@ -44,7 +49,16 @@ __all__ = [
 ]
 
 CONTROL_COLOR = "0.55"
-RECOVERY_LABEL = "recovery (end / start distance)"
+RECOVERY_LABEL = "recovery in the plane (end / start distance)"
+#: Axis labels of the teleport's per-prompt curves (transformer_dynamics.perturb.CURVES).
+CURVE_LABELS = {"recovery": "recovery ratio (distance after / at teleport)",
+                "rel_mse": "MSE to control / controls' spread²",
+                "end_spread": "end-point spread / controls' spread",
+                "end_far": "end distance to control / controls' spread"}
+#: Reference lines: 1 = no recovery, the texts' own spread.
+CURVE_LINES = {"recovery": 1.0, "end_spread": 1.0, "end_far": 1.0}
+LOG_CURVES = ("rel_mse", "end_spread", "end_far")
+REFERENCE_STYLE = {"default": ("tab:orange", "--"), "matched": ("tab:green", ":"), "permuted": ("tab:purple", "-.")}
 
 
 def _check_teleport(res: Any) -> None:
@@ -70,7 +84,7 @@ def _color_norm(results: Sequence[Any], color_by: str | None):
         return None
     values = np.concatenate([np.asarray(getattr(r, color_by), dtype=float).ravel() for r in results])
     finite = values[np.isfinite(values)]
-    if color_by == "recovery":
+    if color_by.startswith("recovery"):
         lo = min(float(finite.min()) if finite.size else 0.5, 0.99)
         hi = max(float(finite.max()) if finite.size else 1.5, 1.01)
         return TwoSlopeNorm(vcenter=1.0, vmin=lo, vmax=hi)
@@ -78,7 +92,7 @@ def _color_norm(results: Sequence[Any], color_by: str | None):
     return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
 
 
-def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str | None = "recovery",
+def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str | None = "recovery_pc",
                          show_paths: bool = False, title: str | None = None, colorbar: bool = True,
                          norm=None) -> Figure:
     """One Fig 4 D panel: the grey control trajectory over all sublayers (PC1, PC2), its point at the
@@ -86,8 +100,9 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     point from the teleport point to its trajectory's end (``arrow="end"``) or mean following position
     (``arrow="mean"``), drawn to scale in data units.
 
-    color_by: a per-point attribute of ``res`` to colour arrows by (``"recovery"``: distance to the control
-    at the end over that at the start, diverging around 1; any other attribute on a sequential map), or
+    color_by: a per-point attribute of ``res`` to colour arrows by (``"recovery_pc"`` / ``"recovery"``: distance to
+    the control at the end over that at the start, in the plane / the full stream, diverging around 1; any other
+    attribute on a sequential map), or
     ``None`` for black arrows. show_paths: also draw each perturbed trajectory as a faint line.
     norm: a matplotlib colour norm (default: from this panel's values; :func:`plot_teleport_panels` shares one).
     """
@@ -108,10 +123,10 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
         values = np.asarray(getattr(res, color_by), dtype=float)
         norm = _color_norm([res], color_by) if norm is None else norm
         q = ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], values,
-                      cmap="coolwarm" if color_by == "recovery" else "viridis", norm=norm,
+                      cmap="coolwarm" if color_by.startswith("recovery") else "viridis", norm=norm,
                       edgecolor="0.35", linewidth=0.2, **kwargs)  # outlined: pale (recovery ~ 1) arrows stay visible
         if colorbar:
-            fig.colorbar(q, ax=ax, shrink=0.8, label=color_by if color_by != "recovery" else RECOVERY_LABEL)
+            fig.colorbar(q, ax=ax, shrink=0.8, label=_color_label(color_by))
     else:
         ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], color="k", **kwargs)
     i0 = int(sub[0])
@@ -129,7 +144,11 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     return fig
 
 
-def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by: str | None = "recovery",
+def _color_label(color_by: str) -> str:
+    return {"recovery_pc": RECOVERY_LABEL, "recovery": CURVE_LABELS["recovery"]}.get(color_by, color_by)
+
+
+def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by: str | None = "recovery_pc",
                          show_paths: bool = False, ncols: int | None = None, panel_size: float = 3.6) -> Figure:
     """Figure 4 D: one :func:`plot_teleport_quiver` panel per teleport layer (titled by layer), arrows on one
     shared colour scale (colour bar beside the last panel), plus a shared legend (grey control trajectory, control point at the teleport layer, control after the following
@@ -152,23 +171,26 @@ def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by
     return fig
 
 
-def _teleport_legend(fig: Figure, arrow: str) -> None:
+def _teleport_legend(fig: Figure, arrow: str, ncols: int = 4) -> None:
     """The shared legend of the Fig 4 D panels, below them."""
     handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
                Line2D([], [], marker="*", color="k", ls="", ms=10, label="control at teleport sublayer"),
                Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7, label="control after following sublayers"),
                Line2D([], [], marker=r"$\rightarrow$", color="k", ls="", ms=12,
                       label="teleport point → " + ("trajectory end" if arrow == "end" else "mean following position"))]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)), fontsize=9, frameon=False)
 
 
 def plot_teleport_grid(data: Mapping[tuple[str, str], Any], *, arrow: str = "end",
-                       color_by: str | None = "recovery", show_paths: bool = False,
+                       color_by: str | None = "recovery_pc", show_paths: bool = False,
                        panel_size: float = 3.6) -> Figure:
-    """Figure 4 D for several models: one :func:`plot_teleport_quiver` panel per ``(row, column)`` key of
-    ``data`` (rows: models; columns: teleport layers by depth position, e.g. ``perturb.depth_names``), drawn by
-    :func:`transformer_dynamics.plots.style.grid`. All panels share one colour scale (one colour bar beside
-    the grid; ``recovery`` is scale-free, so one scale serves every model) and the legend below.
+    """Figure 4 D for several models: one :func:`plot_teleport_quiver` panel per ``(model, position)`` key of
+    ``data`` (positions: teleport layers by depth, e.g. ``perturb.depth_names``), drawn by
+    :func:`transformer_dynamics.plots.style.grid` with the depth positions as rows and the models as columns,
+    so that the figure stays a page wide (a column per model, not per layer) and its labels legible there. All
+    panels share one colour scale (one horizontal colour bar below the grid; the recovery is scale-free, so one
+    scale serves every model) and the legend below it. Panel titles: "layer l (+n sublayers)" over
+    "model, position".
 
     data: ``{(model, position): teleport result}``. Returns the figure.
     """
@@ -176,48 +198,91 @@ def plot_teleport_grid(data: Mapping[tuple[str, str], Any], *, arrow: str = "end
     if not data:
         raise ValueError("need at least one teleport result")
     norm = _color_norm(list(data.values()), color_by)
-    fig = grid(plot_teleport_quiver, data, width=panel_size, height=panel_size, arrow=arrow, color_by=color_by,
-               show_paths=show_paths, colorbar=False, norm=norm)
+    by_depth = {(pos, m): r for (m, pos), r in data.items()}  # rows: depth positions; columns: models
+    fig = grid(plot_teleport_quiver, by_depth, width=panel_size, height=0.9 * panel_size, arrow=arrow,
+               color_by=color_by, show_paths=show_paths, colorbar=False, norm=norm)
+    rows = list(dict.fromkeys(p for p, _ in by_depth))
+    cols = list(dict.fromkeys(m for _, m in by_depth))
+    drawn = iter(ax for ax in fig.axes if ax.axison)
+    for pos in rows:
+        for m in cols:
+            if (pos, m) in by_depth:
+                ax = next(drawn)
+                ax.set_title(f"{ax.get_title().split(' — ')[0]}\n{m}, {pos}", fontsize=10)
     panels = [ax for ax in fig.axes if ax.axison]
-    for ax in panels:  # "layer l (+n sublayers)" over "model, position": narrow panels, no overlap
-        ax.set_title(ax.get_title().replace(" — ", "\n", 1), fontsize=9)
     if color_by is not None:
-        sm = ScalarMappable(norm=norm, cmap="coolwarm" if color_by == "recovery" else "viridis")
-        fig.colorbar(sm, ax=panels, shrink=0.6, label=RECOVERY_LABEL if color_by == "recovery" else color_by)
-    _teleport_legend(fig, arrow)
+        sm = ScalarMappable(norm=norm, cmap="coolwarm" if color_by.startswith("recovery") else "viridis")
+        fig.colorbar(sm, ax=panels, location="bottom", shrink=0.8, aspect=40, pad=0.02, label=_color_label(color_by))
+    _teleport_legend(fig, arrow, ncols=2 if len(cols) < 3 else 4)
     return fig
 
 
-def plot_teleport_mse(results: Sequence[Any], *, metric: str = "mse_pc", ax=None, log: bool = True,
-                      ylabel: str | None = None, names: Sequence[str] | None = None) -> Figure:
-    """Per-layer distribution of a per-point teleport metric (default ``mse_pc``, the MSE to the control
-    over the following sublayers in the PC plane): a box per layer with the points overlaid (jittered)
-    and the median marked. Lower = closer to the control.
+def plot_teleport_curve(runs: Mapping[str, tuple[np.ndarray, np.ndarray | None]], *, curve: str = "recovery",
+                        names: Sequence[str] | None = None, layers: Sequence[int] | None = None, ax=None,
+                        log: bool | None = None, alpha: float = 0.05, title: str = "teleport") -> Figure:
+    """One teleport curve against the teleport layer: the trained model's per-prompt values (thin grey lines), their
+    mean over prompts (the curve the claims read) with its bootstrap percentile band, and each random-init kind's
+    mean over its seeds (its seeds' range shaded).
 
-    names: optional depth-position name per result (e.g. ``perturb.depth_names``), shown under the layer."""
-    results = list(results)
-    if not results:
-        raise ValueError("need at least one teleport result")
-    fig, ax = fig_ax(ax, figsize=(1.1 * len(results) + 2.5, 3.8))
-    data = [np.asarray(getattr(r, metric), dtype=float) for r in results]
-    data = [d[np.isfinite(d)] for d in data]
-    pos = np.arange(len(results))
-    ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "k", "lw": 2})
-    rng = np.random.default_rng(0)
-    cmap = sublayer_cmap()
-    for i, d in enumerate(data):
-        ax.scatter(i + rng.uniform(-0.2, 0.2, size=d.size), d, s=8, alpha=0.5,
-                   color=cmap(i / max(len(data) - 1, 1)), zorder=3)
-    if names is not None and len(names) != len(results):
-        raise ValueError(f"got {len(names)} names for {len(results)} results")
-    ticks = [str(r.layer) for r in results]
-    ax.set_xticks(pos, ticks if names is None else [f"{t}\n{n}" for t, n in zip(ticks, names)])
+    runs: ``{run: (per_prompt (n_prompts, n_layers), replicates (B, n_layers) or None)}``, run ``"trained"`` and
+    ``"<kind>:<seed>"``; curve: its name (label and reference line: 1 for the ratios to the controls' spread and
+    for the recovery); names / layers: the layers' depth positions and indices, for the ticks; log: log y (None:
+    for the curves in :data:`LOG_CURVES`, ratios to the controls' spread that span decades)."""
+    if "trained" not in runs:
+        raise ValueError(f"runs needs the 'trained' run; got {list(runs)}")
+    fig, ax = fig_ax(ax, figsize=(4.6, 3.6))
+    per, reps = (np.asarray(a, dtype=float) if a is not None else None for a in runs["trained"])
+    k = per.shape[1]
+    x = np.arange(k)
+    for row in per:
+        ax.plot(x, row, "-", color="0.75", lw=0.6, zorder=1)
+    mean = np.nanmean(per, axis=0)
+    ax.plot(x, mean, "o-", color="k", lw=2, ms=4, label=f"trained (mean of {per.shape[0]} prompts)", zorder=3)
+    if reps is not None and len(reps):
+        lo, hi = np.nanpercentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+        ax.fill_between(x, lo, hi, color="k", alpha=0.15, lw=0, zorder=2)
+    kinds: dict[str, list[np.ndarray]] = {}
+    for run, (p, _) in runs.items():
+        if run != "trained":
+            kinds.setdefault(run.split(":")[0], []).append(np.nanmean(np.asarray(p, dtype=float), axis=0))
+    for kind, means in kinds.items():
+        m = np.stack(means)
+        color, ls = REFERENCE_STYLE.get(kind, ("tab:blue", "--"))
+        seeds = f"{len(means)} seed{'s' if len(means) > 1 else ''}"
+        ax.plot(x, m.mean(0), ls, color=color, lw=1.5, label=f"random init, {kind} ({seeds})", zorder=2)
+        ax.fill_between(x, m.min(0), m.max(0), color=color, alpha=0.15, lw=0, zorder=1)
+    if curve in CURVE_LINES:
+        ax.axhline(CURVE_LINES[curve], color="k", lw=0.8, ls=":")
+    ticks = [str(l) for l in layers] if layers is not None else [str(i) for i in x]
+    if names is not None:
+        if len(names) != k:
+            raise ValueError(f"got {len(names)} names for {k} teleport layers")
+        ticks = [f"{t}\n{n}" for t, n in zip(ticks, names)]
+    ax.set_xticks(x, ticks)
     ax.set_xlabel("teleport layer")
-    if log and all(d.size and np.all(d > 0) for d in data):
+    ax.set_ylabel(CURVE_LABELS.get(curve, curve))
+    if (curve in LOG_CURVES if log is None else log) and np.all(per[np.isfinite(per)] > 0):
         ax.set_yscale("log")
-    ax.set_ylabel(ylabel if ylabel is not None else metric)
-    ax.set_title(f"{metric} per teleport layer")
+    ax.set_title(title)
+    ax.legend(fontsize=7, frameon=False)
     return fig
+
+
+def plot_teleport_curves(data: Mapping[str, Mapping[str, tuple[Mapping[str, np.ndarray], Any]]], *,
+                         curves: Sequence[str] = tuple(CURVE_LABELS), names: Mapping[str, Sequence[str]] | None = None,
+                         layers: Mapping[str, Sequence[int]] | None = None, panel_size: float = 3.8) -> Figure:
+    """The teleport's per-prompt curves for several models: rows = models, columns = ``curves``, each panel a
+    :func:`plot_teleport_curve`.
+
+    data: ``{model: {run: (per_prompt {curve: (n_prompts, n_layers)}, replicates {curve: (B, n_layers)} or
+    None)}}``; names / layers: ``{model: [...]}`` the teleport layers' depth positions and indices."""
+    if not data:
+        raise ValueError("need at least one model")
+    panels = {(m, c): ({run: (per[c], None if reps is None else reps[c]) for run, (per, reps) in runs.items()},)
+              for m, runs in data.items() for c in curves}
+    rows = {m: {"names": (names or {}).get(m), "layers": (layers or {}).get(m)} for m in data}
+    return grid(plot_teleport_curve, panels, row_kwargs=rows, col_kwargs={c: {"curve": c} for c in curves},
+                width=panel_size, height=panel_size * 0.85)
 
 
 def _band(ax, x, d, color, label, ls="-"):

@@ -1,10 +1,12 @@
-"""Notebooks 06 and 08: models side by side, precision, the statistics of the headline numbers, and the
+"""Notebooks 06 and 08: models side by side, precision, the claims' values against N and precision, and the
 verdicts under the open choices.
 
-Arrays in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of different
-depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`robustness.relative_depth`). In the
+Arrays and tables in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of
+different depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`relative_depth`). In the
 per-transition panels within-layer transitions (attn -> mlp) are solid lines with circles, cross-layer ones
-(mlp -> next attn) dashed with squares; colour = model (or condition / precision).
+(mlp -> next attn) dashed with squares; colour = model (or condition / precision). Curves come from
+:func:`robustness.stream_curves` (keys ``"r"``, ``"cos"``, ``"ccos"``, ``"vel"``, ``"mi:<method>"`` per transition;
+``"mag"``, ``"pcs"`` per sublayer; ``"rot_abs"``, ``"rot_null_abs:<kind>"``, ``"rot_exceed:<kind>"``, ``"ev_ratio"``).
 """
 
 from __future__ import annotations
@@ -16,18 +18,25 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..robustness import relative_depth
-from .style import fig_ax
+from .. import claims as _claims
+from ..robustness.curves import ROTATION_NULLS
+from .style import fig_ax, subplots
 
 __all__ = [
+    "relative_depth",
     "plot_depth_profile",
     "plot_successive_r",
     "plot_cosine",
     "plot_velocity",
     "plot_mutual_information",
+    "plot_magnitude",
+    "plot_norm",
+    "plot_learning",
     "plot_rotations",
+    "plot_rotation_exceed",
     "plot_cumulative_ev",
-    "plot_headline_intervals",
+    "plot_pcs",
+    "plot_claim_intervals",
     "plot_n_dependence",
     "plot_relative_error",
     "plot_first_transitions",
@@ -35,8 +44,22 @@ __all__ = [
 ]
 
 _KINDS = {"within": ("-", "o", "within (attn→mlp)"), "cross": ("--", "s", "cross (mlp→attn)")}
+_ROT_NAMES = {"sublayers": "layers shuffled", "points": "points shuffled", "steps": "steps shuffled"}
 
 
+def relative_depth(n: int, *, transitions: bool = False) -> np.ndarray:
+    """x-coordinates that line up models of different depth.
+
+    Sublayers (``transitions=False``): ``s / n_sublayers`` for s = 0 .. n-1 -> (n,) in [0, 1).
+    Transitions (``transitions=True``, ``n = n_transitions``): the midpoint of sublayers t and t + 1,
+    ``(t + 0.5) / (n + 1)`` -> (n,).
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"need n >= 1; got {n}")
+    if transitions:
+        return (np.arange(n) + 0.5) / (n + 1)
+    return np.arange(n) / n
 
 
 def _colors(n: int):
@@ -46,19 +69,20 @@ def _colors(n: int):
 
 def _check_curves(curves_by_label: Mapping[str, Mapping[str, Any]], key: str) -> None:
     if not curves_by_label:
-        raise ValueError("curves_by_label is empty: pass {label: robustness.curves(rs)}")
+        raise ValueError("curves_by_label is empty: pass {label: robustness.stream_curves(rs, groups)}")
     missing = [lab for lab, c in curves_by_label.items() if key not in c]
     if missing:
-        raise ValueError(f"{key!r} missing from the curves of {missing}; compute robustness.curves with its group")
+        raise ValueError(f"{key!r} missing from the curves of {missing}; compute robustness.stream_curves with its "
+                         "group")
 
 
 def plot_depth_profile(curves_by_label: Mapping[str, Mapping[str, Any]], key: str, *, ax=None, ylabel: str = "",
                        title: str = "", log: bool = False, normalise: bool = False) -> Figure:
     """A per-transition curve of several models on the relative-depth axis.
 
-    curves_by_label: {label: :func:`robustness.curves` output}; key: ``"r_median"``, ``"cos_mean"``, ``"vel_mean"``
-    or ``"mi_mean"`` (each ``(n_sublayers - 1,)``). ``normalise``: divide each curve by its mean (compares
-    shapes of curves whose scales differ between models, e.g. velocity).
+    curves_by_label: {label: :func:`robustness.stream_curves` output}; key: ``"r"``, ``"cos"``, ``"ccos"``,
+    ``"vel"`` or ``"mi:<method>"`` (each ``(n_sublayers - 1,)``). ``normalise``: divide each curve by its mean
+    (compares shapes of curves whose scales differ between models, e.g. velocity).
     """
     _check_curves(curves_by_label, key)
     fig, ax = fig_ax(ax)
@@ -82,55 +106,173 @@ def plot_depth_profile(curves_by_label: Mapping[str, Mapping[str, Any]], key: st
 
 
 def plot_successive_r(curves_by_label, *, ax=None, title: str = "Median successive r (1C)") -> Figure:
-    """Fig 1C per model: median over units of each unit's r between successive sublayers."""
-    return plot_depth_profile(curves_by_label, "r_median", ax=ax, ylabel="median r over units", title=title)
+    """Fig 1C per model: median over units of each unit's r between successive sublayers (key ``"r"``)."""
+    return plot_depth_profile(curves_by_label, "r", ax=ax, ylabel="median r over units", title=title)
 
 
-def plot_cosine(curves_by_label, *, ax=None, title: str = "Cosine of successive RS vectors (1E)") -> Figure:
-    """Fig 1E per model: mean over texts of the raw cosine similarity of successive RS vectors."""
-    return plot_depth_profile(curves_by_label, "cos_mean", ax=ax, ylabel="mean cosine", title=title)
+def plot_cosine(curves_by_label, *, ax=None, centred: bool = False,
+                title: str = "Cosine of successive RS vectors (1E)") -> Figure:
+    """Fig 1E per model: mean over texts of the raw (key ``"cos"``) or, ``centred``, the centred (``"ccos"``)
+    cosine similarity of successive RS vectors."""
+    return plot_depth_profile(curves_by_label, "ccos" if centred else "cos", ax=ax,
+                              ylabel="mean centred cosine" if centred else "mean cosine", title=title)
 
 
 def plot_velocity(curves_by_label, *, ax=None, normalise: bool = True, log: bool = False,
                   title: str = "Velocity (1F)") -> Figure:
-    """Fig 1F per model: mean over texts of ``||h_{t+1} - h_t||``; by default each model's curve divided by its
-    mean (the models' activation scales differ)."""
-    return plot_depth_profile(curves_by_label, "vel_mean", ax=ax, ylabel="mean velocity", title=title,
+    """Fig 1F per model: mean over texts of ``||h_{t+1} - h_t||`` (key ``"vel"``); by default each model's curve
+    divided by its mean (the models' activation scales differ)."""
+    return plot_depth_profile(curves_by_label, "vel", ax=ax, ylabel="mean velocity", title=title,
                               normalise=normalise, log=log)
 
 
-def plot_mutual_information(curves_by_label, *, ax=None, title: str = "Mean MI over units (1H)") -> Figure:
-    """Fig 1H per model: mean over the MI units of each unit's MI between successive sublayers (nats)."""
-    return plot_depth_profile(curves_by_label, "mi_mean", ax=ax, ylabel="mean MI (nats)", title=title)
+def plot_mutual_information(curves_by_label, *, ax=None, method: str = "kde",
+                            title: str = "Mean MI over units (1H)") -> Figure:
+    """Fig 1H per model: mean over the MI units of each unit's MI between successive sublayers (nats), key
+    ``"mi:<method>"``."""
+    return plot_depth_profile(curves_by_label, f"mi:{method}", ax=ax, ylabel=f"mean MI ({method}, nats)",
+                              title=title)
 
 
-def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True, bins: int = 40,
-                   title: str = "Rotations per unit vs shuffle null (2B)") -> Figure:
-    """Fig 2B per model: histogram over units of the rotation count R (solid) and of its layer-order shuffle
-    null pooled over shuffles (dotted). ``per_sublayer``: R / n_sublayers, so models of different depth compare.
-    curves_by_label: {label: :func:`robustness.curves` output with ``"rot"`` (and ``"rot_null"``)}."""
-    _check_curves(curves_by_label, "rot")
+def _sublayer_profile(curves_by_label, key: str, *, ax=None, ylabel: str = "", title: str = "",
+                      log: bool = False, normalise: bool = False) -> Figure:
+    _check_curves(curves_by_label, key)
     fig, ax = fig_ax(ax)
-    scale = {lab: (c["n_sublayers"] if per_sublayer else 1) for lab, c in curves_by_label.items()}
-    allv = np.concatenate([np.ravel(c["rot"]) / scale[lab] for lab, c in curves_by_label.items()] +
-                          [np.ravel(c["rot_null"]) / scale[lab] for lab, c in curves_by_label.items()
-                           if "rot_null" in c])
-    edges = np.linspace(np.nanmin(allv), np.nanmax(allv) + 1e-12, bins + 1)
     for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
-        ax.hist(np.ravel(c["rot"]) / scale[label], bins=edges, density=True, histtype="step", lw=1.6,
-                color=color, label=f"{label} (mean |R| {np.abs(c['rot']).mean():.2f})")
-        if "rot_null" in c:
-            ax.hist(np.ravel(c["rot_null"]) / scale[label], bins=edges, density=True, histtype="step", lw=1.2,
-                    ls=":", color=color, label=f"{label}: null (mean |R| {np.abs(c['rot_null']).mean():.2f})")
-    ax.set(xlabel="R / n_sublayers" if per_sublayer else "rotations R", ylabel="density", title=title)
-    ax.legend(fontsize=6)
+        y = np.asarray(c[key], dtype=float)
+        if y.ndim != 1:
+            raise ValueError(f"{key} must be (n_sublayers,); got {y.shape} for {label!r}")
+        if normalise:
+            y = y / np.nanmean(y[np.isfinite(y)])
+        x = relative_depth(y.size)
+        ax.plot(x, np.where(np.isfinite(y), y, np.nan), "o-", ms=3, lw=1.4, color=color, label=label)
+        bad = ~np.isfinite(y)
+        if bad.any():       # not reached with the kept components: marked at the top of the axis
+            ax.plot(x[bad], np.full(bad.sum(), 1.0), "^", ms=5, color=color, clip_on=False,
+                    transform=ax.get_xaxis_transform())
+    if log:
+        ax.set_yscale("log")
+    ax.set(xlabel="relative depth (sublayer / n_sublayers)", ylabel=ylabel + (" / mean" if normalise else ""),
+           title=title, xlim=(0, 1))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_magnitude(curves_by_label, *, ax=None, normalise: bool = True, log: bool = False,
+                   title: str = "Mean |activation| per sublayer (1B)") -> Figure:
+    """Fig 1B per model: mean over units of ``|mean over texts|`` per sublayer (key ``"mag"``); by default divided by
+    each model's mean."""
+    return _sublayer_profile(curves_by_label, "mag", ax=ax, ylabel="mean |activation|", title=title,
+                             normalise=normalise, log=log)
+
+
+def plot_norm(curves_by_label, *, ax=None, normalise: bool = True, log: bool = False,
+              title: str = "Norm of the RS vector per sublayer") -> Figure:
+    """Mean over texts of ``||h_s||`` per sublayer (key ``"norm"``); by default each curve divided by its mean (random
+    inits and trained models differ in scale)."""
+    return _sublayer_profile(curves_by_label, "norm", ax=ax, ylabel="mean norm", title=title, normalise=normalise,
+                             log=log)
+
+
+def plot_learning(curves_by_label, *, ax=None, key: str = "r") -> Figure:
+    """One Fig 1 statistic (``key``: ``"r"``, ``"cos"``, ``"norm"`` or ``"vel"``) of the trained model beside its
+    references (random inits, permuted weights, the architecture's prediction): what learning adds. One colour per
+    label (the first, the trained model, drawn last and thickest); per-transition curves with within-layer
+    transitions solid and cross-layer dashed; velocity and norm divided by each curve's mean (their scales differ by
+    construction)."""
+    names = {"r": ("median successive r", "Correlation (1C)"), "cos": ("mean cosine", "Cosine (1E)"),
+             "norm": ("mean norm / mean", "Norm of the RS vector"), "vel": ("mean velocity / mean", "Velocity (1F)")}
+    if key not in names:
+        raise ValueError(f"key must be one of {sorted(names)}; got {key!r}")
+    _check_curves(curves_by_label, key)
+    fig, ax = fig_ax(ax)
+    items = list(curves_by_label.items())
+    colors = _colors(len(items))
+    for i in list(range(1, len(items))) + [0]:
+        label, c = items[i]
+        y = np.asarray(c[key], dtype=float)
+        if key in ("norm", "vel"):
+            y = y / np.nanmean(y)
+        lw = 2.2 if i == 0 else 1.2
+        if key == "norm":
+            ax.plot(relative_depth(y.size), y, "-", lw=lw, color=colors[i], label=label)
+            continue
+        x = relative_depth(y.size, transitions=True)
+        for j, ls in enumerate(("-", "--")):
+            t = np.arange(j, y.size, 2)
+            ax.plot(x[t], y[t], ls=ls, lw=lw, color=colors[i], label=label if j == 0 else None)
+    ylabel, title = names[key]
+    ax.set(xlabel="relative depth", ylabel=ylabel, xlim=(0, 1),
+           title=title + ("" if key == "norm" else " (within solid, cross dashed)"))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_pcs(curves_by_label, *, ax=None, own: bool = False, variance: float | None = None,
+             title: str = "PCs for the variance of each sublayer (4C)") -> Figure:
+    """Fig 4C per model: the global PCs (key ``"pcs"``; ``own``: each sublayer's own PCA, ``"pcs_own"``) each
+    sublayer needs for the variance threshold; a triangle at the top: not reached with the kept components."""
+    v = f"{variance:.0%} of " if variance is not None else ""
+    return _sublayer_profile(curves_by_label, "pcs_own" if own else "pcs", ax=ax,
+                             ylabel=f"PCs for {v}the variance", title=title)
+
+
+def _n_sublayers(c: Mapping[str, Any]) -> int:
+    for key, extra in (("mag", 0), ("pcs", 0), ("sign", 0), ("r", 1), ("cos", 1), ("vel", 1)):
+        if key in c:
+            return int(np.asarray(c[key]).shape[-1]) + extra
+    raise ValueError("per_sublayer needs a per-sublayer or per-transition curve (mag, pcs, r, cos or vel) beside the "
+                     "rotation curves; compute robustness.stream_curves with the 'mean' or 'r' group too")
+
+
+def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True,
+                   title: str = "Rotations per unit against the surrogates (2B)") -> Figure:
+    """Fig 2B per model: the mean ``|R|`` per unit of the mean trajectory (key ``"rot_abs"``) and of each surrogate
+    (``"rot_null_abs:<kind>"``: layers, points or steps shuffled), as grouped bars. ``per_sublayer``: divided by
+    the number of sublayers, so that models of different depth compare."""
+    _check_curves(curves_by_label, "rot_abs")
+    fig, ax = fig_ax(ax)
+    kinds = [k for k in ROTATION_NULLS if any(f"rot_null_abs:{k}" in c for c in curves_by_label.values())]
+    groups = ["data"] + [_ROT_NAMES[k] for k in kinds]
+    width = 0.8 / len(curves_by_label)
+    for i, (color, (label, c)) in enumerate(zip(_colors(len(curves_by_label)), curves_by_label.items())):
+        scale = _n_sublayers(c) if per_sublayer else 1
+        y = [float(np.asarray(c["rot_abs"])) / scale] + [
+            float(np.asarray(c.get(f"rot_null_abs:{k}", np.nan))) / scale for k in kinds]
+        ax.bar(np.arange(len(groups)) + (i - (len(curves_by_label) - 1) / 2) * width, y, width=width, color=color,
+               label=label)
+    ax.set_xticks(range(len(groups)), groups, fontsize=7)
+    ax.set(ylabel="mean |R| / n_sublayers" if per_sublayer else "mean |R|", title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_rotation_exceed(curves_by_label, *, ax=None,
+                         title: str = "Units beyond their own surrogate (2C)") -> Figure:
+    """Fig 2C per model: the share of units whose ``|R|`` exceeds their own surrogate's 95th percentile, per surrogate
+    (keys ``"rot_exceed:<kind>"``), with the majority line at 0.5."""
+    if not curves_by_label:
+        raise ValueError("curves_by_label is empty: pass {label: robustness.stream_curves(rs, ('rot',))}")
+    kinds = [k for k in ROTATION_NULLS if any(f"rot_exceed:{k}" in c for c in curves_by_label.values())]
+    if not kinds:
+        raise ValueError("no 'rot_exceed:<kind>' curves; compute robustness.stream_curves with the 'rot' group")
+    fig, ax = fig_ax(ax)
+    width = 0.8 / len(curves_by_label)
+    for i, (color, (label, c)) in enumerate(zip(_colors(len(curves_by_label)), curves_by_label.items())):
+        y = [float(np.asarray(c.get(f"rot_exceed:{k}", np.nan))) for k in kinds]
+        ax.bar(np.arange(len(kinds)) + (i - (len(curves_by_label) - 1) / 2) * width, y, width=width, color=color,
+               label=label)
+    ax.axhline(0.5, color="0.4", ls=":", lw=1, label="majority")
+    ax.set_xticks(range(len(kinds)), [_ROT_NAMES[k] for k in kinds], fontsize=7)
+    ax.set(ylabel="share of units beyond the surrogate", ylim=(0, 1), title=title)
+    ax.legend(fontsize=7)
     return fig
 
 
 def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.9,
                        title: str = "PCA: cumulative explained variance (4B)") -> Figure:
     """Fig 4B per model: cumulative explained-variance ratio of the global PCA against the number of
-    components (log axis). curves_by_label: {label: :func:`robustness.curves` output with ``"ev_ratio"``}."""
+    components (log axis). curves_by_label: {label: :func:`robustness.stream_curves` output with ``"ev_ratio"``}."""
     _check_curves(curves_by_label, "ev_ratio")
     fig, ax = fig_ax(ax)
     for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
@@ -147,68 +289,122 @@ def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.
 def _grid(n: int, ncols: int, size=(2.6, 2.2)):
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), layout="constrained",
+    fig, axes = subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), layout="constrained",
                              squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()[:n]
 
 
-def plot_headline_intervals(tables: Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
-                            ncols: int = 5, title: str = "Headline numbers with 95% bootstrap intervals") -> Figure:
-    """One small panel per headline number: the estimate of each label (model, precision…) with its interval.
+def _by_claim(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of an evidence frame indexed by claim: the headline reading of each claim, one row per claim."""
+    if "claim" not in frame.columns:
+        if frame.index.name == "claim":
+            return frame
+        raise ValueError("expected robustness.evidence_frame rows (a 'claim' column)")
+    f = frame
+    if "reading" in f.columns:
+        f = f[f["reading"] == f["claim"].map(lambda k: _claims.get(k).headline)]
+    return f.drop_duplicates("claim").set_index("claim")
 
-    tables: {label: :func:`robustness.bootstrap_headlines` output (index key; columns estimate, low, high)}.
-    keys: which headline numbers (default: every key of the first table).
+
+def _threshold(ax, key: str) -> None:
+    if key in _claims.REGISTRY:
+        ax.axhline(_claims.get(key).threshold, color="0.45", ls="--", lw=0.9)
+
+
+def _say_undefined(ax, drawn: bool) -> None:
+    """A panel with no defined value says so (instead of an empty frame)."""
+    if not drawn:
+        ax.text(0.5, 0.5, "undefined", transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+
+
+def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
+                         ncols: int = 5, title: str = "The claims' values with 95% bootstrap intervals") -> Figure:
+    """One small panel per claim: the value of each label (model, precision...) with its interval over texts, and
+    the claim's threshold (dashed).
+
+    frames: {label: :func:`robustness.evidence_frame` rows (``claim``, ``reading``, ``value``, ``low``,
+    ``high``); the headline reading of each claim is drawn}. keys: which claims (default: those of the first frame).
     """
-    if not tables:
-        raise ValueError("tables is empty: pass {label: robustness.bootstrap_headlines(rs)}")
+    if not frames:
+        raise ValueError("frames is empty: pass {label: robustness.evidence_frame(evidence)}")
+    tables = {lab: _by_claim(f) for lab, f in frames.items()}
     keys = list(keys) if keys is not None else list(next(iter(tables.values())).index)
+    if not keys:
+        raise ValueError("no claims to draw")
     fig, axes = _grid(len(keys), ncols)
     colors = _colors(len(tables))
     for ax, key in zip(axes, keys):
+        drawn = False
         for i, (color, (label, df)) in enumerate(zip(colors, tables.items())):
             if key not in df.index:
                 continue
-            est, lo, hi = (float(df.loc[key, c]) for c in ("estimate", "low", "high"))
-            err = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]] if np.isfinite(lo) and np.isfinite(hi) else None
+            est, lo, hi = (float(df.loc[key, c]) for c in ("value", "low", "high"))
+            ok = np.isfinite(lo) and np.isfinite(hi) and np.isfinite(est)
+            err = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]] if ok else None
             ax.errorbar([i], [est], yerr=err, fmt="o", color=color, capsize=3, ms=4, label=label)
-        ax.set_title(key, fontsize=8)
+            drawn |= bool(np.isfinite(est))
+        _threshold(ax, key)
+        _say_undefined(ax, drawn)
+        ax.set_title(key, fontsize=7)
         ax.set_xticks([])
         ax.tick_params(labelsize=7)
         ax.set_xlim(-0.7, len(tables) - 0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(max(len(labels), 1), 4), fontsize=8)
+    fig.suptitle(title + " (dashed: the claim's threshold)", fontsize=10)
     return fig
 
 
-def plot_n_dependence(table: pd.DataFrame, keys: Sequence[str] | None = None, *, intervals: pd.DataFrame | None = None,
-                      ncols: int = 5, title: str = "Headline numbers against the number of texts N") -> Figure:
-    """Each headline number against N (log axis), one small panel per number.
+def plot_n_dependence(table: pd.DataFrame | Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
+                      intervals: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None, ncols: int = 5,
+                      title: str = "The claims' values against the number of texts N") -> Figure:
+    """Each claim's headline value against N (log axis), one small panel per claim, with its threshold (dashed).
 
-    table: :func:`robustness.n_dependence` output (index N, one column per key). ``intervals``: optional
-    :func:`robustness.bootstrap_headlines` table at the largest N, drawn as a grey band.
+    table: :func:`robustness.n_dependence` output (index N, one column per claim), or {label (model):
+    such a table}, one colour each. ``intervals``: :func:`robustness.evidence_frame` rows at the largest N
+    (``claim``, ``low``, ``high``), or {label: such rows}, drawn as a band of the label's colour.
     """
-    keys = list(keys) if keys is not None else list(table.columns)
-    if table.empty or not keys:
+    tables = dict(table) if isinstance(table, Mapping) else {"": table}
+    bands = (None if intervals is None else
+             {k: _by_claim(v) for k, v in (intervals.items() if isinstance(intervals, Mapping)
+                                          else [(next(iter(tables)), intervals)])})
+    if not tables or any(t.empty for t in tables.values()):
+        raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
+    keys = list(keys) if keys is not None else list(dict.fromkeys(k for t in tables.values() for k in t.columns))
+    if not keys:
         raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
     fig, axes = _grid(len(keys), ncols)
-    n = np.asarray(table.index, dtype=float)
+    colors = ["k"] if len(tables) == 1 else _colors(len(tables))
+    ns = sorted({float(v) for t in tables.values() for v in t.index})
     for ax, key in zip(axes, keys):
-        ax.plot(n, table[key].to_numpy(dtype=float), "o-", ms=3, lw=1.2, color="k")
-        if intervals is not None and key in intervals.index:
-            lo, hi = float(intervals.loc[key, "low"]), float(intervals.loc[key, "high"])
-            if np.isfinite(lo) and np.isfinite(hi):
-                ax.axhspan(lo, hi, color="0.8", alpha=0.6, lw=0)
+        drawn = False
+        for color, (label, t) in zip(colors, tables.items()):
+            if key in t.columns:
+                y = t[key].to_numpy(dtype=float)
+                ax.plot(np.asarray(t.index, dtype=float), y, "o-", ms=3, lw=1.2, color=color, label=label or None)
+                drawn |= bool(np.isfinite(y).any())
+            band = bands.get(label) if bands else None
+            if band is not None and key in band.index:
+                lo, hi = float(band.loc[key, "low"]), float(band.loc[key, "high"])
+                if np.isfinite(lo) and np.isfinite(hi):
+                    ax.axhspan(lo, hi, color=color if len(tables) > 1 else "0.8", alpha=0.25 if len(tables) > 1
+                               else 0.6, lw=0)
+        _threshold(ax, key)
+        _say_undefined(ax, drawn)
         ax.set_xscale("log")
-        ax.set_xticks(n, [f"{v:g}" for v in n])
+        ax.set_xlim(ns[0] / 1.15, ns[-1] * 1.15)
+        ax.set_xticks(ns, [f"{v:g}" for v in ns])
         ax.minorticks_off()
-        ax.set_title(key, fontsize=8)
+        ax.set_title(key, fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in axes[-ncols:]:
         ax.set_xlabel("N texts", fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
+    fig.suptitle(title + " (band: the interval at the largest N; dashed: the threshold)", fontsize=10)
     return fig
 
 
@@ -240,7 +436,7 @@ def plot_first_transitions(tables: Mapping[str, pd.DataFrame], *, title: str = "
     """
     if not tables:
         raise ValueError("tables is empty: pass {model: robustness.first_transitions_table(...)}")
-    fig, axes = plt.subplots(2, len(tables), figsize=(3.4 * len(tables), 5.2), squeeze=False,
+    fig, axes = subplots(2, len(tables), figsize=(3.4 * len(tables), 5.2), squeeze=False,
                              layout="constrained")
     for j, (model, df) in enumerate(tables.items()):
         variants = list(dict.fromkeys(df["variant"]))
@@ -267,39 +463,67 @@ def plot_first_transitions(tables: Mapping[str, pd.DataFrame], *, title: str = "
 
 
 _VERDICT_CODE = {"holds": 1.0, "undecided": 0.0, "fails": -1.0}
+#: the mark each change draws in its cell (robustness.setting_changes' "change")
+CHANGE_MARKS = {"flip": "F", "loses power": "↓", "gains": "↑", "undefined": "–"}
 
 
-def plot_verdict_grid(verdicts: pd.DataFrame, *, model: str, title: str | None = None) -> Figure:
-    """Verdict of every claim (rows) under every open choice (columns) for one model: green holds, red fails,
-    grey undecided; a dot marks the book's headline setting.
+def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = None) -> Figure:
+    """The verdict of every claim (rows; its headline reading) under every setting (columns: the headline, the
+    other settings, then the claim's other readings on the headline run, named after the claim in brackets) for
+    one model: green holds, red fails, grey undecided, white undefined; the cell's mark says what happened against
+    the setting's reference (:data:`CHANGE_MARKS`: F a flip, ↓ lost significance, ↑ decided where the reference is
+    not, – undefined); an outlined cell is a reference (the headline, or the row a choice is compared with at
+    equal N).
 
-    verdicts: :func:`robustness.verdict_table` output with ``model``, ``choice``, ``setting`` columns (headline
-    readings only are drawn; other readings appear as their own columns).
+    changes: :func:`robustness.setting_changes` output (``model``, ``claim``, ``reading``, ``choice``,
+    ``setting``, ``verdict``, ``reason``, ``change``).
     """
     from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
 
-    from ..claims import REGISTRY
+    from ..robustness.lines import HEADLINE, READING_CHOICE, _undefined
 
-    v = verdicts[verdicts["model"] == model].copy()
+    v = changes[changes["model"] == model]
     if v.empty:
-        raise ValueError(f"no verdicts for model {model!r}; models: {sorted(set(verdicts['model']))}")
-    head = v["claim"].map(lambda k: REGISTRY[k].headline)
-    other = (v["choice"] == "baseline") & (v["reading"] != head)
-    v.loc[other, "choice"], v.loc[other, "setting"] = "reading", v.loc[other, "reading"]
-    v = v[(v["reading"] == head) | (v["choice"] == "reading")]
-    cols = list(dict.fromkeys(zip(v["choice"], v["setting"].astype(str))))
-    claims = [k for k in REGISTRY if k in set(v["claim"])]
-    grid = np.full((len(claims), len(cols)), np.nan)
+        raise ValueError(f"no rows for model {model!r}; models: {sorted(set(changes['model']))}")
+    v = v[v["reading"] == v["claim"].map(lambda k: _claims.get(k).headline)].copy()
+    v["setting"] = v["setting"].astype(str)
+    keys = [k for k in _claims.REGISTRY if k in set(v["claim"])]
+    # the other readings go into numbered slots, so that the grid stays narrow
+    other = v["choice"] == READING_CHOICE
+    shown = {k: [r for r in _claims.get(k).reading_names if r in set(v.loc[other & (v["claim"] == k), "setting"])]
+             for k in keys}
+    v.loc[other, "setting"] = [f"other reading {shown[k].index(r) + 1}" for k, r in
+                               zip(v.loc[other, "claim"], v.loc[other, "setting"])]
+    cols = list(dict.fromkeys(zip(v["choice"], v["setting"])))
+    cols.sort(key=lambda cs: (cs[0] != HEADLINE, cs[0] == READING_CHOICE, cs[1] if cs[0] == READING_CHOICE else ""))
+    grid = np.full((len(keys), len(cols)), np.nan)
+    fig, ax = subplots(figsize=(3.6 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)), layout="constrained")
     for _, r in v.iterrows():
-        grid[claims.index(r["claim"]), cols.index((r["choice"], str(r["setting"])))] = _VERDICT_CODE[r["verdict"]]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.42 * len(cols), 1.0 + 0.28 * len(claims)), layout="constrained")
+        i, j = keys.index(r["claim"]), cols.index((r["choice"], r["setting"]))
+        undefined = r["change"] == "undefined" or _undefined(r["verdict"], r["reason"])
+        if not undefined:
+            grid[i, j] = _VERDICT_CODE[r["verdict"]]
+        mark = CHANGE_MARKS.get(r["change"], CHANGE_MARKS["undefined"] if undefined else "")
+        if mark:
+            ax.text(j, i, mark, ha="center", va="center", fontsize=7, fontweight="bold",
+                    color="white" if r["change"] == "flip" else "k")
+        if r["change"] in ("headline", "reference"):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.0, ec="k"))
     cmap = ListedColormap(["#d62728", "#c7c7c7", "#2ca02c"])
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="auto")
-    ax.set_yticks(range(len(claims)), claims, fontsize=7)
-    ax.set_xticks(range(len(cols)), [f"{c}={s}" if c != "baseline" else "headline" for c, s in cols],
-                  rotation=70, ha="right", fontsize=7)
-    if ("baseline", str(v.loc[v["choice"] == "baseline", "setting"].iloc[0])) in cols:
-        j = [c for c, _ in cols].index("baseline")
-        ax.plot(np.full(len(claims), j), range(len(claims)), ".", color="k", ms=3)
-    ax.set_title(title or f"{model}: verdicts (green holds, red fails, grey undecided)", fontsize=9)
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="auto", interpolation="none")
+    ax.set_facecolor("white")
+    ax.set_yticks(range(len(keys)), [f"{k} [{', '.join(shown[k])}]" if shown[k] else k for k in keys], fontsize=7)
+    ax.set_xticks(range(len(cols)), [c if c in (HEADLINE,) else s if c == READING_CHOICE else f"{c}: {s}"
+                                     for c, s in cols], rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(len(keys) + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", lw=0.8)
+    ax.tick_params(which="minor", length=0)
+    handles = [Patch(color=c, label=lab) for c, lab in (("#2ca02c", "holds"), ("#d62728", "fails"),
+                                                        ("#c7c7c7", "undecided"))]
+    handles.append(Patch(facecolor="white", edgecolor="0.5", label="undefined"))
+    handles += [Patch(color="none", label=f"{m}: {ch}") for ch, m in CHANGE_MARKS.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    ax.set_title(title or f"{model}: the verdicts under every setting (other readings: in brackets)", fontsize=9)
     return fig

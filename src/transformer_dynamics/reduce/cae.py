@@ -319,7 +319,8 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
             seed: int = 0, scaling: str = "standard", chunk_samples: int | None = None,
             device: str | torch.device | None = None, num_threads: int | None = None,
             progress: bool = True) -> CAEResult:
-    """Train the compressing autoencoder on residual-stream vectors (paper section 2.7).
+    """Train the compressing autoencoder on residual-stream vectors (paper section 2.7); returns a
+    :class:`CAEResult` (model in eval mode).
 
     Parameters
     ----------
@@ -344,8 +345,6 @@ def fit_cae(rs: Any, *, k: int = 10, d_bottle: int = 2, epochs: int = 100, patie
     device: torch device (default CPU). num_threads: torch CPU threads while training (default: leave as
         is); the network is small, so 1 thread is often as fast and far faster on a busy machine.
     progress: a tqdm bar over epochs showing the losses.
-
-    Returns a :class:`CAEResult` (model in eval mode).
     """
     rs_shape(rs)
     k = check_int(k, "k (layers, input and bottleneck included)", low=2)

@@ -52,6 +52,17 @@ class PCA:
     """Principal component analysis of residual-stream vectors (paper section 2.8), in torch with float64
     accumulation.
 
+    ``fit(X)`` takes ``X: (n_rows, d_model)`` or ``rs: (n_samples, n_sublayers, d_model)`` (flattened to
+    ``(n_samples * n_sublayers, d_model)`` as in the paper). ``partial_fit(chunk)`` accumulates the (shifted)
+    sum and ``X^T X`` in float64 over chunks; the attributes are computed lazily from the accumulators, so
+    streaming many chunks costs one eigendecomposition at the end.
+
+    Attributes after fitting (numpy float64): ``mean_``: ``(d_model,)``; ``components_``:
+    ``(n_components, d_model)``, orthonormal rows; ``explained_variance_``: ``(n_components,)``, variance along
+    each component (denominator ``n_rows - 1``, like scikit-learn); ``explained_variance_ratio_``:
+    ``(n_components,)``, fraction of the total variance; ``singular_values_``: ``(n_components,)``;
+    ``n_components_``; ``n_features_in_``; ``n_samples_seen_`` (rows).
+
     Parameters
     ----------
     n_components: number of components kept (``None``: ``min(n_rows, d_model)``).
@@ -59,18 +70,6 @@ class PCA:
         ``"full"`` (SVD of the centred data) or ``"covariance"``. :meth:`partial_fit` always uses the
         covariance route.
     chunk_rows: rows per block when :meth:`fit` forms ``X^T X`` (bounds the float64 temporary).
-
-    Attributes (after fitting; numpy float64)
-    -----------------------------------------
-    mean_: ``(d_model,)``; components_: ``(n_components, d_model)``, orthonormal rows;
-    explained_variance_: ``(n_components,)``, variance along each component (denominator ``n_rows - 1``,
-    like scikit-learn); explained_variance_ratio_: ``(n_components,)``, fraction of the total variance;
-    singular_values_: ``(n_components,)``; n_components_; n_features_in_; n_samples_seen_ (rows).
-
-    ``fit(X)`` takes ``X: (n_rows, d_model)`` or ``rs: (n_samples, n_sublayers, d_model)`` (flattened to
-    ``(n_samples * n_sublayers, d_model)`` as in the paper). ``partial_fit(chunk)`` accumulates the (shifted)
-    sum and ``X^T X`` in float64 over chunks; the attributes are computed lazily from the accumulators, so
-    streaming many chunks costs one eigendecomposition at the end.
     """
 
     def __init__(self, n_components: int | None = None, *, svd_solver: str = "auto", chunk_rows: int = 16384):

@@ -6,16 +6,25 @@ null, random initialisations), nested subsamples of the texts and numerical prec
 - :mod:`.evidence`: each claim's value and replicates (:func:`claim_evidence`, :func:`claim_evidence_runs`),
   one model's verdicts against its references (:func:`stream_verdicts`), :func:`evidence_frame`;
 - :mod:`.resampling`: nested subsamples and the claims' values against N;
-- :mod:`.precision`: two captures of the same texts at two precisions compared.
+- :mod:`.precision`: two captures of the same texts at two precisions compared;
+- :mod:`.lines`: what each verdict does under the open choices (flip, loses power, undefined), one line per claim,
+  reading and model, and their counts;
+- :mod:`.tables`: the claims' values with their intervals side by side (:func:`value_table`).
 """
 
-from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean_curves, rs_curves, stream_curves
+from .curves import (FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean_curves, reference_curves, rs_curves,
+                     stream_curves)
 from .evidence import (cae_verdicts, claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
+from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_frame, counts_sentence,
+                    hinge_counts, robustness_counts, robustness_lines, setting_changes)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
+from .tables import interval_text, value_table
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "cae_curves", "cae_verdicts", "claim_evidence",
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "cae_curves", "reference_curves", "cae_verdicts", "claim_evidence",
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
-           "n_dependence", "nested_subsamples"]
+           "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",
+           "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "hinge_counts",
+           "counts_sentence", "value_table", "interval_text"]

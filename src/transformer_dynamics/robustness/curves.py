@@ -2,8 +2,8 @@
 
 A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (what each curve is):
 
-- ``"mean"``: ``mag`` (L,) mean over units of |mean over texts| (Fig 1B), ``mag_nomassive`` the same without the
-  massive units, ``mag_rise_share`` () the share of units whose |mean| over the last third of the sublayers
+- ``"mean"``: ``mag`` (L,) mean over units of ``|mean over texts|`` (Fig 1B), ``mag_nomassive`` the same without the
+  massive units, ``mag_rise_share`` () the share of units whose ``|mean|`` over the last third of the sublayers
   exceeds that over the first third, ``sign`` (L,) the share of units with the last sublayer's sign,
   ``density`` (L,) the mean over texts of the participation ratio ``(sum h^2)^2 / (D' sum h^4)`` of the
   non-massive units (1: every unit equally large; small: a few units carry the vector), ``density_all`` with
@@ -11,16 +11,18 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
 - ``"r"``: ``r`` (T,) median over units of the successive Pearson r (Fig 1C), ``units_high_r`` () the share of
   units whose median r exceeds 0.8 (Fig 1D);
 - ``"cos"``: ``cos`` / ``ccos`` (T,) mean over texts of the raw / centred cosine of successive vectors (Fig 1E);
-- ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F);
+- ``"vel"``: ``vel`` / ``vel_nomassive`` (T,) mean over texts of the velocity (Fig 1F), ``norm`` (L,) mean over
+  texts of the vector's norm;
 - ``"mi"``: ``mi:{method}`` (T,) mean over the MI units of each unit's MI between successive sublayers (Fig 1H);
   on resamples only the early window is recomputed (every MI claim reads only it; the rest is NaN);
-- ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean |R|,
-  ``rot_null_abs:{kind}`` () the mean |R| of a surrogate, ``rot_exceed:{kind}`` () the share of units whose |R|
+- ``"rot"``: rotation counts of the mean trajectory per unit (Fig 2): ``rot_abs`` () mean ``|R|``,
+  ``rot_null_abs:{kind}`` () the mean ``|R|`` of a surrogate, ``rot_exceed:{kind}`` () the share of units whose ``|R|``
   exceeds their own surrogate's 95th percentile, for ``kind`` in :data:`ROTATION_NULLS`, and ``rot_spiral`` ()
-  the median over units of log(mean |gradient| over the last third / over the first third);
+  the median over units of log(mean ``|gradient|`` over the last third / over the first third);
 - ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
   variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
-  ``variance`` of all the variance over D (Fig 4B), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
+  ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
+  kept components (Fig 4C), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
 
 Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all bootstrap resamples
 at once from resampling weights (one matrix product per batch). The others (MI, rotations and their surrogates,
@@ -33,7 +35,7 @@ from the same texts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +44,7 @@ from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves",
-           "cae_curves"]
+           "cae_curves", "reference_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -57,8 +59,8 @@ def group_of(key: str) -> str:
     """The group a curve key belongs to (``"mi:kde"`` -> ``"mi"``, ``"rot_null_abs:points"`` -> ``"rot"``)."""
     head = key.split(":")[0]
     for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
-                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("mi", "mi"), ("rot", "rot"),
-                          ("pcs", "pca"), ("r", "r")):
+                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("norm", "vel"), ("mi", "mi"), ("rot", "rot"),
+                          ("pcs", "pca"), ("pca", "pca"), ("r", "r")):
         if head == prefix or head.startswith(prefix + "_"):
             return group
     raise KeyError(f"{key!r} is not a residual-stream curve (see transformer_dynamics.robustness.curves)")
@@ -116,6 +118,7 @@ def _per_text(rs: np.ndarray, groups: Sequence[str], keep: np.ndarray) -> dict[s
     if "vel" in groups:
         out["vel"] = metrics.velocity(rs)
         out["vel_nomassive"] = metrics.velocity(rs[:, :, keep]) if not keep.all() else out["vel"]
+        out["norm"] = np.linalg.norm(rs.astype(np.float64), axis=2)
     return out
 
 
@@ -238,6 +241,7 @@ def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
                                            not_reached=np.inf)
     # inf: not reached with the kept components (the claims' statistics treat it as a lower bound)
     return {"pcs": np.asarray(pcs, dtype=np.float64), "pcs_own": np.asarray(own, dtype=np.float64),
+            "pca_ev": np.asarray(curve[:, -1], dtype=np.float64),
             "pcs_total_frac": float(total) / D,
             "ev_ratio": pca.explained_variance_ratio_}
 
@@ -385,3 +389,17 @@ def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples
         parts = [curves(w[s:s + step]) for s in range(0, n_boot, step)]
         reps = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return full, reps
+
+
+def reference_curves(streams: Mapping[str, Any], groups: Sequence[str], **kwargs: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The full-data curves of reference streams averaged over their seeds, per kind.
+
+    streams: {run: rs} with runs named ``"<kind>:<seed>"`` (e.g. :meth:`transformer_dynamics.chapter.Chapter.
+    reference_streams`); groups and keywords as :func:`stream_curves`. -> {kind: {key: mean over seeds}}.
+    """
+    by_kind: dict[str, list[dict[str, np.ndarray]]] = {}
+    for run, rs in streams.items():
+        by_kind.setdefault(run.split(":")[0], []).append(stream_curves(rs, groups, **kwargs))
+    return {kind: {k: np.nanmean(np.stack([np.asarray(c[k], dtype=np.float64) for c in cs]), axis=0)
+                   for k in cs[0] if np.asarray(cs[0][k]).ndim <= 1}
+            for kind, cs in by_kind.items()}

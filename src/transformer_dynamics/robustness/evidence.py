@@ -49,7 +49,7 @@ def _null_moves(keys: Sequence[str]) -> bool:
     heads = []
     for key in keys:
         head = key.split(":")[0]
-        heads.append("rot" if head.startswith("rot") else "pca" if head.startswith("pcs") else head)
+        heads.append("rot" if head.startswith("rot") else "pca" if head.startswith(("pcs", "pca")) else head)
     return any(nulls.MOVES.get(h, True) for h in heads)
 
 
