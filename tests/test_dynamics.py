@@ -1,5 +1,7 @@
-"""Local dynamics: sublayer maps, Jacobians against finite differences, spectral measures on matrices with
-known answers, Lyapunov exponents of known products, jPCA on a synthetic rotation and a random walk."""
+"""Local dynamics: sublayer maps, Jacobians (every method, the batched structured ones included) against finite
+differences and each other, spectral measures on matrices with known answers, Lyapunov exponents of known products,
+jPCA on a synthetic rotation and a random walk and its resampled control against refits, and the registry's
+dynamics claims decided from constructed per-text measures."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_dynamics import claims
-
+from transformer_dynamics import claims, effects
 from transformer_dynamics import dynamics as dy
+from transformer_dynamics.bootstrap import bootstrap_indices
 from transformer_dynamics.capture import residual_stream, tokenize
+from transformer_dynamics.verdicts import judge
 
 TEXTS = ["the game was the first of the season", "a war",
          "the city is on the river and the army was at the station in the first year of the war"]
@@ -86,9 +89,13 @@ def test_jacobians_equal_finite_differences_float64(tiny64, tiny_tokenizer):
     for s in range(8):  # attention (even) and MLP (odd) sublayers, Gemma 3's four norms included
         fd = _fd_jacobian(dy.sublayer_map(tiny64, ctx, s), ctx.h[:, s], 1e-5)
         assert ((J[:, s] - fd).norm() / fd.norm()).item() <= 1e-6, s
-    for method in ("fwd", "rev", "replicate"):  # the default is replicate (attention) + rev (MLP)
+    for method in ("fwd", "rev", "replicate", "structured"):  # the default: structured where the block allows
         np.testing.assert_allclose(dy.jacobians(tiny64, ctx, [0, 1], method=method).numpy(), J[:, :2].numpy(),
                                    rtol=1e-10, atol=1e-12)
+    # the update's Jacobian is J - I without the identity's rounding, by every method
+    for method in ("rev", "structured"):
+        A = dy.jacobians(tiny64, ctx, method=method, update=True)
+        np.testing.assert_allclose(A.numpy(), (J - torch.eye(64)).numpy(), rtol=1e-10, atol=1e-12)
     module = dy.jacobians(tiny64, ctx, [2], fast=False)  # float32 softmax inside transformers' attention
     assert ((module - J[:, 2:3]).norm() / J[:, 2:3].norm()).item() < 1e-6
 
@@ -112,12 +119,23 @@ def test_jvp_steps_match_matrices(tiny64, tiny_tokenizer):
         np.testing.assert_allclose(step.apply_t(V).numpy(), (V @ M).numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_random_init_reference(tiny_llama):
-    rand = dy.random_init_model(tiny_llama, seed=1)
-    assert type(rand) is type(tiny_llama) and rand.config.hidden_size == tiny_llama.config.hidden_size
-    a, b = rand.model.layers[0].mlp.up_proj.weight, tiny_llama.model.layers[0].mlp.up_proj.weight
-    assert not torch.equal(a, b)
-    assert torch.equal(a, dy.random_init_model(tiny_llama, seed=1).model.layers[0].mlp.up_proj.weight)
+def test_structured_jacobians_equal_rev_on_a_wider_attention(tiny_tokenizer):
+    """The structured attention reads each head's blocks off g * hd copies (g query heads per key/value head):
+    with 3 groups of 2 heads, a copy's cotangent landing on a block of another head would show here."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=96, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=256,
+                      pad_token_id=tiny_tokenizer.pad_token_id)
+    torch.manual_seed(1)
+    model = _double(LlamaForCausalLM(cfg).eval())
+    ctx = _ctx(model, tiny_tokenizer)
+    for s in range(4):
+        np.testing.assert_allclose(dy.jacobians(model, ctx, [s], method="structured", update=True).numpy(),
+                                   dy.jacobians(model, ctx, [s], method="rev", update=True).numpy(),
+                                   rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="structured"):
+        dy.jacobians(model, _ctx(model, tiny_tokenizer, "single"), [0], method="structured")
 
 
 def test_bad_input_says_what_to_do(tiny_llama, tiny_tokenizer):
@@ -184,6 +202,24 @@ def test_spectra_rotation_jordan_symmetric():
     # the update J - I shares the eigenvalues: a rotation's update is rotation-dominated too
     su = dy.spectra(R, update=True)
     assert su["rotation_dominance_update"] == 1.0 and su["departure_update"] < 1e-6
+
+
+def test_update_spectra_equal_spectra_of_identity_plus_update():
+    rng = np.random.default_rng(2)
+    A = 0.3 * rng.standard_normal((3, 40, 40)) / np.sqrt(40)
+    A[0] = np.kron(np.eye(20), _rotation(0.2)) - np.eye(40)     # a rotation's update: every eigenvalue complex
+    ref = dy.spectra(A + np.eye(40), update=True, singular=False)
+    for precision, tol in (("double", 1e-12), ("single", 1e-5)):
+        st = dy.update_spectra(A, precision=precision, eigenvalues=True)
+        assert set(st) == set(ref) | {"eigenvalues"}
+        for key in ref:
+            # Henrici's departure is a square root of a difference: float32 eigenvalues leave a floor of
+            # ~sqrt(eps32) ~ 2e-4 (relative) under an exactly normal matrix's 0
+            atol = 3e-4 if precision == "single" and key.startswith("departure") else tol
+            np.testing.assert_allclose(st[key], ref[key], rtol=tol, atol=atol, err_msg=f"{precision} {key}")
+    assert st["rotation_dominance"][0] == 1.0
+    with pytest.raises(ValueError, match="precision"):
+        dy.update_spectra(A, precision="half")
 
 
 def test_effective_rank():
@@ -259,6 +295,29 @@ def test_jpca_recovers_a_noisy_rotation():
     assert control.shape == (10, 3) and np.median(control[:, 0]) < 0.5
 
 
+def test_jpca_resampled_equals_refits():
+    """The control on every resample comes from per-text moments: equal to refitting jPCA (re-centred at each
+    sublayer) on the resampled texts, the shuffles included. A resample not re-centred would differ (it did, first)."""
+    rs, _ = _rotation_data(noise=0.5, n=30, S=12)
+    Z = dy.jpca_projection(rs, k=4, soft_norm=None)[0]
+    out = dy.jpca_resampled(Z, n_boot=40, n_shuffles=6, seed=3)
+    fit, control = dy.jpca(Z, projected=True), dy.jpca_shuffled(Z, n_shuffles=6, seed=3, projected=True)
+    assert out.ratio == pytest.approx(fit.ratio, abs=1e-12) and out.r2_skew == pytest.approx(fit.r2_skew, abs=1e-12)
+    np.testing.assert_allclose(out.shuffled, control[:, 2], atol=1e-10)
+    np.testing.assert_allclose(out.shuffled_r2_skew, control[:, 0], atol=1e-10)
+    assert out.excess == pytest.approx(fit.r2_skew - np.median(control[:, 0]), abs=1e-10)
+    for b in (0, 17, 39):
+        Zb = Z[bootstrap_indices(len(Z), 40, 3)[b]]
+        Zb = Zb - Zb.mean(0)
+        expect = dy.jpca(Zb, projected=True).r2_skew - np.median(
+            dy.jpca_shuffled(Zb, n_shuffles=6, seed=3, projected=True)[:, 0])
+        assert out.replicates[b] == pytest.approx(expect, abs=1e-9)
+    full, reps = out.curves()
+    assert full["jpca_skew_excess"].shape == (1,) and reps["jpca_skew_excess"].shape == (40,)
+    with pytest.raises(ValueError, match="even k"):
+        dy.jpca_resampled(Z[..., :3])
+
+
 def test_jpca_random_walk_is_not_rotational():
     rng = np.random.default_rng(3)
     walk = np.cumsum(rng.standard_normal((200, 40, 30)), axis=1)
@@ -267,59 +326,120 @@ def test_jpca_random_walk_is_not_rotational():
 
 
 # --------------------------------------------------------------------------------------------------
-# Claim statistics
+# The registry's dynamics claims
 # --------------------------------------------------------------------------------------------------
-def test_depth_thirds_and_contrast():
-    th = dy.depth_thirds(12, "attn")
-    assert th["early"].tolist() == [0, 2] and th["late"].tolist() == [8, 10]
-    assert dy.depth_thirds(12, "mlp")["middle"].tolist() == [5, 7]
-    values = np.zeros((20, 12))
-    values[:, :4] = 1.0
-    values += np.random.default_rng(0).normal(0, 0.01, values.shape)
-    est, low, high = dy.depth_contrast(values, n_boot=200)
-    assert 0.9 < low <= est <= high < 1.1
-    est, low, high = dy.learned_difference(values, np.zeros_like(values), n_boot=200)
-    assert low > 0.9
+def test_claim_sublayers_are_the_thirds_the_statistics_read():
+    th = dy.depth_thirds(60)
+    np.testing.assert_array_equal(th["early"], np.arange(20))
+    np.testing.assert_array_equal(th["late"], np.arange(40, 60))
+    np.testing.assert_array_equal(dy.claim_sublayers(60), np.r_[th["early"], th["late"]])
+    # every second layer of each third, counted from the network's ends (layers 0, 2, .. and 29, 27, ..)
+    assert dy.claim_sublayers(60, layer_stride=2).tolist() == [0, 1, 4, 5, 8, 9, 12, 13, 16, 17,
+                                                                42, 43, 46, 47, 50, 51, 54, 55, 58, 59]
+    assert dy.claim_sublayers(36, layer_stride=3).tolist() == [0, 1, 6, 7, 28, 29, 34, 35]
+    # what the statistic weighs, exactly: an impulse outside these sublayers moves no claim
+    y = np.zeros((1, 60))
+    y[0, 25] = 1.0
+    assert effects.depth_contrast(y)[0] == 0.0
+    with pytest.raises(ValueError, match="layer_stride"):
+        dy.claim_sublayers(60, layer_stride=0)
+    assert dy.lower_starts(60).tolist() == [0, 14] and len(dy.exponent_starts(60)) == 5
 
 
-def test_sequel_statistics_and_verdicts():
-    from transformer_dynamics.verdicts import verdict_from_interval
+def _fake_run(n, S, *, early, late, seed, bottleneck=0.3, lower=-0.05, D=64, k=3):
+    """A LocalDynamics of constructed per-text measures: rotation dominance ``early`` in the early third and
+    ``late`` in the late one (+ noise), the bottleneck, and exponents whose relative value at the lower starts is
+    ``lower`` (norms constant)."""
+    rng = np.random.default_rng(seed)
+    th = dy.depth_thirds(S)
+    per_text = {key: np.full((n, S), np.nan) for key in
+                [m + sfx for m in dy.MEASURES for sfx in ("", "_update")]}
+    for key in per_text:
+        per_text[key][:, th["early"]] = early + 0.02 * rng.standard_normal((n, len(th["early"])))
+        per_text[key][:, th["late"]] = late + 0.02 * rng.standard_normal((n, len(th["late"])))
+    starts = dy.exponent_starts(S)
+    per_text["bottleneck_fraction"] = bottleneck + 0.01 * rng.standard_normal(n)
+    per_text["exponents"] = np.broadcast_to(lower + 0.01 * rng.standard_normal((n, len(starts), 1)),
+                                            (n, len(starts), k)).copy()
+    per_text["norms"] = np.ones((n, S + 1))
+    per_text["growth_to_last"] = np.ones((n, len(starts)))
+    return dy.LocalDynamics(per_text=per_text, sublayers=dy.claim_sublayers(S), starts=starts, n_sublayers=S,
+                            d_model=D)
 
-    n, S = 12, 12
-    rng = np.random.default_rng(1)
-    trained = {"rotation_dominance": np.where(np.arange(S) < 4, 0.9, 0.5) + rng.normal(0, 0.01, (n, S)),
-               "cumulative_effective_rank": np.full((n, S), 32.0), "d_model": np.full(n, 64)}
-    random = {"rotation_dominance": np.full((n, S), 0.5) + rng.normal(0, 0.01, (n, S))}
-    est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, n_boot=200)
-    key = dy.SEQUEL_CLAIMS["rotation_early_minus_late"].registry      # the registry decides
-    assert verdict_from_interval(key, est, lo, hi)[0] == "holds"
-    assert verdict_from_interval("dyn_symmetric_late", est, lo, hi)[0] == "fails"
-    est, lo, hi = dy.sequel_statistic("rotation_early_minus_late", trained, random=random, n_boot=200)
-    assert verdict_from_interval(key, est, lo, hi)[0] == "holds"  # the "learned" reading, same test
-    assert verdict_from_interval(key, -0.1, -0.2, 0.1)[0] == "undecided"
-    assert all(k.registry in claims.REGISTRY for k in dy.SEQUEL_CLAIMS.values())
-    est, lo, hi = dy.bottleneck_statistic(trained, n_boot=50)
-    # exactly at the threshold: on neither side
-    assert est == lo == hi == 0.5 and verdict_from_interval("dyn_bottleneck", est, lo, hi)[0] == "undecided"
-    np.testing.assert_allclose(dy.bottleneck_fraction(trained), 0.5)
-    with pytest.raises(ValueError, match="unknown sequel claim"):
-        dy.sequel_statistic("nope", trained)
+
+def test_claim_curves_are_means_and_the_lower_exponent_a_median():
+    run = _fake_run(12, 24, early=0.9, late=0.5, seed=0)
+    full, reps = dy.claim_curves(run, n_boot=50, seed=4)
+    measured = run.sublayers
+    np.testing.assert_allclose(full["rotation_dominance"][0, measured], run["rotation_dominance"][:, measured].mean(0))
+    assert np.isnan(full["rotation_dominance"][0, dy.depth_thirds(24)["middle"]]).all()
+    assert reps["rotation_dominance"].shape == (50, 24) and reps["bottleneck_fraction"].shape == (50,)
+    rel = dy.relative_exponents(run["exponents"][:, :2, :1], run["norms"], dy.lower_starts(24))[:, :, 0]
+    assert full["lower_relative_exponent"][0] == pytest.approx(np.median(rel, 0).max())
+    i = bootstrap_indices(12, 50, 4)[7]                               # the same resamples as the means'
+    assert reps["lower_relative_exponent"][7] == pytest.approx(np.median(rel[i], 0).max())
+    assert {k for k, _ in dy.claim_pairs(full)} == {"dyn_rotation_early", "dyn_nonnormal_early",
+                                                    "dyn_symmetric_late", "dyn_bottleneck",
+                                                    "attractor_lower_exponents"}
+
+
+def test_verdicts_say_whether_random_init_has_it_too():
+    S, n = 24, 32
+    trained = _fake_run(n, S, early=0.9, late=0.5, seed=0)
+    flat = {f"{kind}:{s}": _fake_run(n, S, early=0.6, late=0.6, seed=10 + s, bottleneck=0.9, lower=0.05)
+            for kind in ("default", "matched") for s in range(3)}
+    table = dy.verdict_table({"trained": trained, **flat}, n_boot=200).set_index("claim")
+    assert table.loc["dyn_rotation_early", "verdict"] == "holds"
+    assert table.loc["dyn_rotation_early", "line"].startswith("holds, beyond random init")
+    assert table.loc["dyn_symmetric_late", "verdict"] == "holds"          # late - early < 0: every measure falls
+    assert table.loc["dyn_bottleneck", "verdict"] == "holds"
+    assert table.loc["attractor_lower_exponents", "line"].startswith("holds, beyond")
+    same = {f"default:{s}": _fake_run(n, S, early=0.9, late=0.5, seed=20 + s) for s in range(3)}
+    table = dy.verdict_table({"trained": trained, **same}, n_boot=200).set_index("claim")
+    assert table.loc["dyn_rotation_early", "line"] == "holds, but so does random init"
+    # the registry's readings and nothing else decide: the tables of judge itself
+    ev = dy.run_evidence({"trained": trained}, n_boot=200)
+    assert judge(ev).set_index("claim").loc["dyn_rotation_early", "verdict"] == "holds"
+    assert all(e.claim in claims.REGISTRY for e in ev)
 
 
 def test_local_dynamics_streams_consistent_summaries(tiny64, tiny_tokenizer):
     ids = tokenize(tiny_tokenizer, TEXTS)
-    r = dy.local_dynamics(tiny64, ids, batch_size=2, k=3, lyapunov_starts=[0, 5], n_iter=30,
-                          pad_token_id=tiny_tokenizer.pad_token_id)
-    assert r["rotation_dominance"].shape == (3, 8) and r["exponents"].shape == (3, 8, 3)
-    assert r["eigenvalues"].shape == (3, 8, 64) and r["norms"].shape == (3, 9)
-    assert r["map_error"].max() < 1e-12
+    r = dy.local_dynamics(tiny64, ids, sublayers=[0, 1, 6, 7], starts=[0, 2, 5], batch_size=2, k=3,
+                          pad_token_id=tiny_tokenizer.pad_token_id, keep_eigenvalues=True, precision="double")
+    assert r.n_texts == 3 and r["rotation_dominance"].shape == (3, 8) and r["exponents"].shape == (3, 3, 3)
+    assert r["eigenvalues"].shape == (3, 4, 64) and r["norms"].shape == (3, 9)
+    assert r.map_error.max() < 1e-12
     J = dy.jacobians(tiny64, _ctx(tiny64, tiny_tokenizer))
     P = dy.cumulative_products(J)
-    np.testing.assert_allclose(r["exponents"][:, 2], np.log(torch.linalg.svdvals(P[:, 2])[:, :3].numpy()) / 6,
+    np.testing.assert_allclose(r["exponents"][:, 1], np.log(torch.linalg.svdvals(P[:, 2])[:, :3].numpy()) / 6,
                                rtol=1e-9)
-    np.testing.assert_allclose(r["benettin"], r["exponents"][:, [0, 5]], atol=1e-3)  # JVPs only, no matrix
-    Q = J[:, 6] @ J[:, 5] @ J[:, 4]  # to the last recorded sublayer 7
-    np.testing.assert_allclose(r["growth_to_last"][:, 4], Q.pow(2).sum((-2, -1)).div(64).sqrt().numpy(), rtol=1e-9)
-    assert np.isnan(r["growth_to_last"][:, 7]).all()
-    st = dy.spectra(J[:, 3])
-    np.testing.assert_allclose(r["departure"][:, 3], st["departure"], rtol=1e-9)
+    np.testing.assert_allclose(r["bottleneck_fraction"], dy.effective_rank(torch.linalg.svdvals(P[:, 0]).numpy())
+                               / 64, rtol=1e-9)
+    Q = J[:, 6] @ J[:, 5] @ J[:, 4] @ J[:, 3] @ J[:, 2]  # to the last recorded sublayer 7
+    np.testing.assert_allclose(r["growth_to_last"][:, 1], Q.pow(2).sum((-2, -1)).div(64).sqrt().numpy(), rtol=1e-9)
+    st = dy.spectra(J[:, [0, 1, 6, 7]], update=True, singular=False)
+    for key in ("rotation_dominance", "departure", "departure_update", "antisymmetric_share_update"):
+        np.testing.assert_allclose(r[key][:, [0, 1, 6, 7]], st[key], rtol=1e-8, atol=1e-12)
+        assert np.isnan(r[key][:, 2:6]).all()                       # not asked for: not computed
+    np.testing.assert_allclose(dy.predicted_recovery(r)[:, 1],
+                               r["growth_to_last"][:, 1] * r["norms"][:, 2] / r["norms"][:, 7])
+    err = dy.benettin_check(tiny64, tiny_tokenizer, TEXTS[0], r, 2, k=3, n_iter=30)
+    assert err < 1e-3                                               # JVPs only, no matrix
+    with pytest.raises(ValueError, match="starts"):
+        dy.local_dynamics(tiny64, ids, starts=[8])
+
+
+def test_reference_runs_use_the_random_init_models(tiny_llama, tiny_tokenizer):
+    runs = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:2], inits=("default", "matched"), seeds=(1,),
+                             conditions=("original", "shuffled"), k=2, batch_size=2)
+    assert set(runs) == {("trained", "original"), ("trained", "shuffled"), ("default:1", "original"),
+                         ("matched:1", "original")}
+    a, b = runs["trained", "original"], runs["matched:1", "original"]
+    np.testing.assert_array_equal(a.sublayers, dy.claim_sublayers(8))
+    assert not np.allclose(a["bottleneck_fraction"], b["bottleneck_fraction"])
+    assert "eigenvalues" in a and "eigenvalues" not in b
+    table = dy.runs_table(runs)
+    assert list(table.index) == list(runs) and (table["texts"] == 2).all()
+    with pytest.raises(ValueError, match="random-init kind"):
+        dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:2], inits=("uniform",))

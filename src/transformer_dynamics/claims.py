@@ -145,6 +145,10 @@ def _rot_beats(kind: str) -> Reading:
 
 
 _THIRDS = "mean over the last third of depth minus the first third"
+_DYN_THIRDS = ("mean over texts and over the sublayers (attention and MLP) of each third of depth by layer, every "
+               "measured one (chapter 7's LAYER_STRIDE)")
+_DYN_WHY = ("the sequel's layer map spans both blocks of a layer; whether the structure is learned is the comparison "
+            "with the random-init references")
 
 _CLAIMS = [
     # --- contribution 1: correlations across layers -------------------------------------------------------
@@ -273,6 +277,16 @@ _CLAIMS = [
           "trajectory", ">", 0.0, (_read("gradient", "the portrait's gradient axis", "rot_spiral"),), "gradient",
           "the gradient axis measures the orbit's size wherever its centre is ('centered at multiple points')",
           "03_phase_space_rotations", paper="spiraled out"),
+    Claim("jpca_rotational", "beyond", "RS units displayed rotational structures, with dynamics reminiscent of unstable "
+          "periodic orbits [asked of the population trajectory with jPCA, the method behind motor cortex's "
+          "rotational dynamics]", 4, "dynamics",
+          "jPCA: share of the steps over sublayers (top PCs) that the best rotation (skew-symmetric linear fit) "
+          "explains, minus its median over layer-order shuffles (one shuffle for every text)", ">", 0.0,
+          (_read("layer_shuffled", "against the sublayer order shuffled", "jpca_skew_excess"),), "layer_shuffled",
+          "a shuffle keeps every state of every text and loses only their order: what is left is rotation in depth "
+          "(the R² ratio itself is not compared: a shuffled order has almost no linear dynamics, and its ratio is "
+          "that of two numbers near 0)",
+          "07_local_dynamics", paper="rotational", unit="R²"),
     # --- contribution 5: reduced space, attractors --------------------------------------------------------
     Claim("cae_straighten", "3B", "the trajectories in this space straightened over the layers", 5, "cae",
           f"turning angle of the mean CAE trajectory: {_THIRDS}", "<", 0.0,
@@ -367,23 +381,26 @@ _CLAIMS = [
           "relative", "the teleports judge recovery relative to the trajectory, so the exponent is taken relative "
           "to the stream's growth", "07_local_dynamics", paper="attractor-like", unit="per sublayer"),
     # --- the sequel (arXiv 2605.14258): the Jacobian of the layer map (chapter 7) ---------------------------
+    # Per-text measures of each sublayer's Jacobian, averaged over texts; "learned" is the comparison with the
+    # random-init references (runs "default:<seed>", "matched:<seed>") that verdicts.judge makes.
     Claim("dyn_rotation_early", "7", "early layers are dominated by rotations", 6, "dynamics",
           "early minus late third of depth: rotation dominance (share of eigenvalues in complex-conjugate pairs)",
-          ">", 0.0, (_read("trained", "the trained model", "rotation_dominance", fx.depth_contrast),), "trained",
-          "the sentence describes the trained model", "07_local_dynamics", paper="early > late", origin="sequel"),
+          ">", 0.0, (_read("thirds", _DYN_THIRDS, "rotation_dominance", fx.depth_contrast),), "thirds", _DYN_WHY,
+          "07_local_dynamics", paper="early > late", origin="sequel"),
     Claim("dyn_nonnormal_early", "7", "early layers are non-normal", 6, "dynamics",
           "early minus late third of depth: Henrici's departure from normality of the update J - I, normalised", ">",
-          0.0, (_read("trained", "the trained model", "departure_update", fx.depth_contrast),), "trained",
-          "the sentence describes the trained model", "07_local_dynamics", paper="early > late", origin="sequel"),
+          0.0, (_read("thirds", _DYN_THIRDS, "departure_update", fx.depth_contrast),), "thirds", _DYN_WHY,
+          "07_local_dynamics", paper="early > late", origin="sequel"),
     Claim("dyn_symmetric_late", "7", "late layers are near-symmetric", 6, "dynamics",
           "late minus early third of depth: antisymmetric share of the update J - I", "<", 0.0,
-          (_read("trained", "the trained model", "antisymmetric_share_update",
-                 lambda y: fx.depth_contrast(y, "late", "early")),), "trained",
-          "the sentence describes the trained model", "07_local_dynamics", paper="late < early", origin="sequel"),
+          (_read("thirds", _DYN_THIRDS, "antisymmetric_share_update",
+                 lambda y: fx.depth_contrast(y, "late", "early")),), "thirds", _DYN_WHY,
+          "07_local_dynamics", paper="late < early", origin="sequel"),
     Claim("dyn_bottleneck", "7", "a cumulative low-rank bottleneck that funnels perturbations", 6, "dynamics",
           "effective rank of the end-to-end last-token Jacobian from sublayer 0, over D (mean over texts)", "<", 0.5,
-          (_read("trained", "the trained model", "bottleneck_fraction"),), "trained",
-          "low rank = well below half of the dimensions", "07_local_dynamics", paper="low rank", origin="sequel"),
+          (_read("end_to_end", "the product of every sublayer's Jacobian, J_{S-1} ... J_0", "bottleneck_fraction"),),
+          "end_to_end", "low rank = well below half of the dimensions", "07_local_dynamics", paper="low rank",
+          origin="sequel"),
 ]
 
 #: key -> :class:`Claim`, in the paper's order.

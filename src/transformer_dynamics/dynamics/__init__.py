@@ -1,6 +1,7 @@
 """The residual stream's local dynamics: per-sublayer Jacobians at the last token, their spectral geometry,
 finite-time Lyapunov exponents, and jPCA (beyond the paper; the questions of the authors' sequel,
-arXiv 2605.14258). Chapter 7 calls :func:`local_dynamics`.
+arXiv 2605.14258). Chapter 7 calls :func:`reference_runs` and decides the registry's claims from
+:func:`run_evidence` and :func:`jpca_evidence`.
 
 Sublayer ``s`` of the residual stream (RS) is mapped to ``s + 1`` by one block of a decoder layer (even
 ``s = 2l``: layer ``l``'s attention block, odd: its MLP block). At a text's last token, with the keys and
@@ -12,72 +13,92 @@ last token's RS), the map is an exact function of the last token's RS alone, and
 module                 what
 =====================  ======================================================================================
 :mod:`.maps`           :func:`frozen_context` (one forward per batch: linearisation points, the prefix's
-                       keys/values), :func:`sublayer_map` ``f_s: (B, D) -> (B, D)``, :func:`check_maps`; the
-                       inputs :func:`text_token_ids`, :func:`random_init_model`
-:mod:`.derivatives`    :func:`jacobians` ``J: (B, n, D, D)``; :func:`matrix_steps`, :func:`jvp_steps` (linear
-                       steps on ``(B, k, D)`` vectors, the latter without a full matrix)
-:mod:`.spectral`       :func:`spectra` of ``(..., D, D)`` matrices (rotation dominance, Henrici departure,
-                       antisymmetric share, effective rank), :func:`cumulative_products`
+                       keys/values), :func:`sublayer_map` ``f_s: (B, D) -> (B, D)`` (or its update alone),
+                       :func:`check_maps`; the input :func:`text_token_ids`
+:mod:`.derivatives`    :func:`jacobians` ``J: (B, n, D, D)`` (or ``J - I``); :func:`matrix_steps`,
+                       :func:`jvp_steps` (linear steps on ``(B, k, D)`` vectors, the latter without a matrix)
+:mod:`.spectral`       :func:`spectra` of ``(..., D, D)`` matrices, :func:`update_spectra` of ``J = I + A`` from
+                       the updates ``A`` (rotation dominance, Henrici departure, antisymmetric share...),
+                       :func:`effective_rank`, :func:`cumulative_products`
 :mod:`.exponents`      :func:`lyapunov` (Benettin: top-k finite-time exponents from every start),
                        :func:`relative_exponents`
-:mod:`.rotational`     :func:`jpca` (Churchland et al. 2012) on trajectories over sublayers, its projection and
-                       its sublayer-shuffled control
-:mod:`.sequel`         the sequel's claims (:data:`SEQUEL_CLAIMS`) as depth contrasts with bootstrap intervals
-                       over texts, trained-minus-random-init differences, the bottleneck, the lower layers'
-                       exponent
-:mod:`.local`          :func:`local_dynamics`: all of the above for a list of texts, streamed
+:mod:`.rotational`     :func:`jpca` (Churchland et al. 2012) on trajectories over sublayers, its projection, its
+                       sublayer-shuffled control and :func:`jpca_resampled` (the control on every resample)
+:mod:`.local`          :func:`local_dynamics` (a :class:`LocalDynamics` for a list of texts, streamed) and what
+                       is read off it (:func:`predicted_recovery`, :func:`by_reference`, :func:`runs_table`...)
+:mod:`.evidence`       the registry's dynamics claims: the sublayers they read (:func:`claim_sublayers`), the
+                       runs computing them (:func:`reference_runs`: trained, token-shuffled, random init;
+                       :func:`jpca_runs`), their curves per resample, :func:`verdict_table`
 :mod:`.known`          every estimator here (and chapter 3's rotation count) on systems with a known answer:
                        the Lorenz flow, the Henon map, rotations, non-normal matrices (:func:`known_answers`;
                        the book's appendix)
 =====================  ======================================================================================
 
 ``from transformer_dynamics import dynamics as dy; dy.jacobians(...)`` and every other public name work from
-here. Nothing here imports :mod:`transformer_dynamics.claims` (the registry imports these statistics).
+here. The claims themselves (sentence, statistic, test) are declared once, in :mod:`transformer_dynamics.claims`.
 """
 
 from .derivatives import jacobians, jvp_steps, matrix_steps
+from .evidence import (claim_curves, claim_pairs, claim_sublayers, depth_thirds, exponent_starts, jpca_evidence,
+                       jpca_by_reference, jpca_planes, jpca_runs, jpca_table, lower_starts, recovery_table, reference_runs, run_evidence,
+                       thirds_table, verdict_table, verdict_tables)
 from .exponents import lyapunov, relative_exponents
 from .known import KnownAnswer, known_answers
-from .local import local_dynamics
-from .maps import (CONTEXTS, Context, _eager, check_maps, frozen_context, random_init_model,  # noqa: F401
-                   sublayer_map, text_token_ids)
-from .rotational import JPCAResult, jpca, jpca_projection, jpca_shuffled
-from .sequel import (SEQUEL_CLAIMS, SequelClaim, bottleneck_fraction, bottleneck_statistic, depth_contrast,
-                     depth_thirds, learned_difference, lower_layers_exponent, sequel_statistic)
-from .spectral import cumulative_products, effective_rank, product_measures, spectra
+from .local import (REFERENCE_LABELS, LocalDynamics, benettin_check, by_reference, local_dynamics, picked_eigenvalues,
+                    predicted_recovery, runs_table)
+from .maps import CONTEXTS, Context, check_maps, frozen_context, sublayer_map, text_token_ids
+from .rotational import JPCAResamples, JPCAResult, jpca, jpca_projection, jpca_resampled, jpca_shuffled
+from .spectral import MEASURES, cumulative_products, effective_rank, product_measures, spectra, update_spectra
 
-# ``_eager`` is private to .maps; benchmarks/bench_dynamics.py reaches it as ``dy._eager``
 __all__ = [
     "CONTEXTS",
-    "SEQUEL_CLAIMS",
+    "MEASURES",
+    "REFERENCE_LABELS",
     "Context",
-    "SequelClaim",
-    "bottleneck_fraction",
+    "JPCAResamples",
     "JPCAResult",
     "KnownAnswer",
+    "LocalDynamics",
+    "benettin_check",
+    "by_reference",
     "check_maps",
+    "claim_curves",
+    "claim_pairs",
+    "claim_sublayers",
     "cumulative_products",
-    "depth_contrast",
     "depth_thirds",
     "effective_rank",
+    "exponent_starts",
     "frozen_context",
     "jacobians",
     "jpca",
+    "jpca_evidence",
     "jpca_projection",
+    "jpca_resampled",
+    "jpca_by_reference",
+    "jpca_planes",
+    "jpca_runs",
+    "jpca_table",
     "jpca_shuffled",
     "jvp_steps",
     "known_answers",
-    "learned_difference",
     "local_dynamics",
+    "lower_starts",
     "lyapunov",
     "matrix_steps",
     "product_measures",
-    "random_init_model",
+    "picked_eigenvalues",
+    "predicted_recovery",
+    "recovery_table",
+    "reference_runs",
     "relative_exponents",
+    "run_evidence",
+    "runs_table",
     "spectra",
     "sublayer_map",
-    "sequel_statistic",
     "text_token_ids",
-    "bottleneck_statistic",
-    "lower_layers_exponent",
+    "thirds_table",
+    "update_spectra",
+    "verdict_table",
+    "verdict_tables",
 ]

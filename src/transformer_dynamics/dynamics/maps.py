@@ -11,8 +11,8 @@ not depend on the last token's RS: :func:`frozen_context` records them (one forw
 ``f_s: (B, D) -> (B, D)`` (:func:`sublayer_map`) is an exact function of the last token's RS alone.
 ``mode="single"`` is the sequel's variant: the last token's RS fed alone (no prefix).
 
-Also the inputs of chapter 7: :func:`text_token_ids` (token ids as capture makes them, original or shuffled)
-and :func:`random_init_model` (the same architecture at random init, the reference for "learned").
+Also the input of chapter 7: :func:`text_token_ids` (token ids as capture makes them, original or shuffled).
+The random-init references are :func:`transformer_dynamics.random_init.random_init_model`'s.
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from ..data import shuffle_token_ids
 from ..models import architecture, base_model, layer_modules
 from ..validation import check_seed
 
-__all__ = ["CONTEXTS", "Context", "check_maps", "frozen_context", "random_init_model", "sublayer_map",
-           "text_token_ids"]
+__all__ = ["CONTEXTS", "Context", "check_maps", "frozen_context", "sublayer_map", "text_token_ids"]
 
 CONTEXTS = ("frozen", "single")
 
@@ -48,21 +47,6 @@ def text_token_ids(tokenizer, texts: Sequence[str], *, condition: str = "origina
         bos = tokenizer.bos_token_id
         ids = shuffle_token_ids(ids, seed=seed, keep_first=[bos is not None and s[0] == bos for s in ids])
     return ids
-
-
-def random_init_model(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A model with ``model``'s config and freshly initialised random weights (``from_config`` under
-    ``torch.manual_seed(seed)``), same dtype and device, in eval mode: the reference for "learned"."""
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
-    seed = check_seed(seed)
-    param = next(model.parameters())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
-    rand.to(param.device).eval().requires_grad_(False)
-    rand.config.use_cache = False
-    return rand
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,9 +190,11 @@ def _rope(model, layer: torch.nn.Module, x: torch.Tensor, positions: torch.Tenso
     return rotary(x, pos)
 
 
-def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast: bool = True
-                 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The last token's map from sublayer ``s`` to ``s + 1`` with the context frozen: ``f(x: (B, D)) -> (B, D)``.
+def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast: bool = True,
+                 branch: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The last token's map from sublayer ``s`` to ``s + 1`` with the context frozen: ``f(x: (B, D)) -> (B, D)``;
+    ``branch=True``: the block's update alone, ``f(x) - x`` (its Jacobian is ``J_s - I`` to full relative
+    precision, where ``J_s`` itself would carry the identity's rounding).
 
     x may also be ``(B, R, D)``: R independent copies per text (the fast path and the MLP; used by
     ``jacobians(method="replicate")``).
@@ -232,21 +218,19 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
         post = getattr(layer, "post_feedforward_layernorm", None) or identity
         def f_mlp(x):
             y = x[:, None, :] if x.ndim == 2 else x
-            out = y + post(layer.mlp(norm(y)))
+            out = post(layer.mlp(norm(y)))
+            out = out if branch else y + out
             return out[:, 0] if x.ndim == 2 else out
         return f_mlp
-    norm = getattr(layer, arch.attn_norm)
-    post = (getattr(layer, "post_attention_layernorm", None) if arch.mlp_norm != "post_attention_layernorm"
-            else None) or identity
-    attn = layer.self_attn
+    attn, norm, post, pe = _attention_parts(model, ctx, s, rows)
+    post = post or identity
     name = _cache_kwarg(attn)
-    positions = ctx.positions[rows]
-    pe = _rope(model, layer, ctx.h[rows, s][:, None], positions)
     if ctx.mode == "frozen" and fast and _fast_supported(attn):
         keys, values, mask = ctx.keys[l][rows], ctx.values[l][rows], ctx.masks[l][rows][..., :-1]
         def f_attn(x):
             y = x[:, None, :] if x.ndim == 2 else x
-            out = y + post(_attend_last(attn, norm(y), pe, keys, values, mask))
+            out = post(_attend_last(attn, norm(y), pe, keys, values, mask))
+            out = out if branch else y + out
             return out[:, 0] if x.ndim == 2 else out
         return f_attn
     if ctx.mode == "frozen":
@@ -260,8 +244,21 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
             out = attn(hidden_states=norm(x[:, None, :]), position_embeddings=pe, attention_mask=mask,
                        **{name: cache})
         out = out[0] if isinstance(out, tuple) else out
-        return x + post(out)[:, 0]
+        return post(out)[:, 0] if branch else x + post(out)[:, 0]
     return f
+
+
+def _attention_parts(model, ctx: Context, s: int, rows: slice | None = None):
+    """``(attn, norm, post, pe)`` of attention sublayer ``s = 2l``: the attention module, the norm before it, the
+    norm after its output (Gemma 2/3's ``post_attention_layernorm``; None where there is none) and the RoPE
+    ``(cos, sin)`` at the last tokens of ``rows`` of the context's texts."""
+    arch = architecture(model)
+    layer = layer_modules(model)[int(s) // 2]
+    rows = rows if rows is not None else slice(None)
+    post = (getattr(layer, "post_attention_layernorm", None) if arch.mlp_norm != "post_attention_layernorm"
+            else None)
+    pe = _rope(model, layer, ctx.h[rows, s][:, None], ctx.positions[rows])
+    return layer.self_attn, getattr(layer, arch.attn_norm), post, pe
 
 
 _FAST_ATTRS = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling", "num_key_value_groups")
@@ -286,14 +283,21 @@ def _attend_last(attn, x: torch.Tensor, pe, keys: torch.Tensor, values: torch.Te
     own keys: the prefix is a constant operand of one batched matmul, never copied per copy or per vmapped
     basis vector.
     """
+    return attn.o_proj(_attend_core(attn, attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), pe, keys, values, mask))
+
+
+def _attend_core(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe, keys: torch.Tensor,
+                 values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`_attend_last` between the projections: from the last token's projected query, key and value
+    ``q: (B, R, H hd)``, ``k, v: (B, R, n_kv hd)`` to the heads' outputs ``(B, R, H hd)`` before ``o_proj``."""
     import sys  # noqa: PLC0415
 
     rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-    B, R = x.shape[:2]
+    B, R = q.shape[:2]
     hd, g = attn.head_dim, attn.num_key_value_groups
-    q = attn.q_proj(x).view(B, R, -1, hd).transpose(1, 2)  # (B, H, R, hd)
-    k = attn.k_proj(x).view(B, R, -1, hd).transpose(1, 2)  # (B, n_kv, R, hd)
-    v = attn.v_proj(x).view(B, R, -1, hd).transpose(1, 2)
+    q = q.view(B, R, -1, hd).transpose(1, 2)  # (B, H, R, hd)
+    k = k.view(B, R, -1, hd).transpose(1, 2)  # (B, n_kv, R, hd)
+    v = v.view(B, R, -1, hd).transpose(1, 2)
     if getattr(attn, "q_norm", None) is not None:
         q, k = attn.q_norm(q), attn.k_norm(k)
     cos, sin = pe
@@ -309,7 +313,7 @@ def _attend_last(attn, x: torch.Tensor, pe, keys: torch.Tensor, values: torch.Te
     scores = torch.cat([scores[..., :-1] + mask[:, :, :, None, :], scores[..., -1:]], dim=-1)
     w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
     out = (w[..., :-1].reshape(B, n_kv, g * R, T) @ values).view(B, n_kv, g, R, hd) + w[..., -1:] * v[:, :, None]
-    return attn.o_proj(out.permute(0, 3, 1, 2, 4).reshape(B, R, -1))
+    return out.permute(0, 3, 1, 2, 4).reshape(B, R, -1)
 
 
 @contextmanager

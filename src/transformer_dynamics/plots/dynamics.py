@@ -1,30 +1,36 @@
 """Figures of the local dynamics (chapter 7): measures of the per-sublayer Jacobians over depth, eigenvalues in
-the complex plane, Lyapunov exponents against perturbation recovery, jPCA planes. One function per panel;
-arrays in, figures out."""
+the complex plane, per-text values by reference, Lyapunov exponents against perturbation recovery, jPCA planes.
+One function per panel, arrays in, figures out; :func:`measure_grid` lays a measure out for several models.
+References are labelled as :data:`transformer_dynamics.dynamics.REFERENCE_LABELS` names them."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, sublayer_cmap, sublayer_ticks
+from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, grid, sublayer_cmap, sublayer_ticks
 
-__all__ = ["REFERENCE_COLORS", "plot_eigenvalues", "plot_exponents", "plot_exponents_vs_recovery",
-           "plot_jpca_plane", "plot_jpca_ratio", "plot_measure"]
+__all__ = ["REFERENCE_COLORS", "measure_grid", "plot_by_reference", "plot_eigenvalues", "plot_exponents",
+           "plot_exponents_vs_recovery", "plot_jpca_control", "plot_jpca_plane", "plot_measure"]
 
-#: One colour per reference: the trained model on its texts, on token-shuffled texts, and at random init.
-REFERENCE_COLORS = {"trained": "#1f77b4", "shuffled": "#ff7f0e", "random init": "#7f7f7f"}
+#: One colour per reference: the trained model on its texts and on token-shuffled texts, and the two random inits.
+REFERENCE_COLORS = {"trained": "#1f77b4", "trained, shuffled texts": "#ff7f0e", "random init": "#7f7f7f",
+                    "random init (matched)": "#bcbd22"}
 _KIND_STYLE = {"attn": dict(ls="-", marker="o"), "mlp": dict(ls="--", marker="s")}
 
 
 def _band(ax, x, values, color, label, style):
+    """Median over texts (line; NaN columns leave a gap) and interquartile band of ``values: (n, len(x))``."""
     values = np.asarray(values, dtype=np.float64)
-    mid = np.nanmedian(values, axis=0)
-    ax.plot(x, mid, color=color, label=label, ms=3, lw=1.2, **style)
-    if values.shape[0] > 1:
-        lo, hi = np.nanpercentile(values, [25, 75], axis=0)
-        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN columns: sublayers not measured
+        mid = np.nanmedian(values, axis=0)
+        ax.plot(x, mid, color=color, label=label, ms=3, lw=1.2, **style)
+        if values.shape[0] > 1:
+            lo, hi = np.nanpercentile(values, [25, 75], axis=0)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
 
 
 def plot_measure(values: Mapping[str, np.ndarray], *, title: str = "", ylabel: str = "", labels=None,
@@ -32,8 +38,8 @@ def plot_measure(values: Mapping[str, np.ndarray], *, title: str = "", ylabel: s
     """A per-sublayer measure over depth, attention sublayers (even, solid circles) and MLP sublayers (odd,
     dashed squares) apart, one colour per reference.
 
-    values: ``{reference: (n_texts, n_sublayers)}``; the line is the median over texts, the band the
-    interquartile range. labels: ``(n_sublayers,)`` sublayer names for the ticks.
+    values: ``{reference: (n_texts, n_sublayers)}`` (NaN at sublayers not measured: a gap); the line is the
+    median over texts, the band the interquartile range. labels: ``(n_sublayers,)`` sublayer names for the ticks.
     """
     fig, ax = fig_ax(ax, figsize=(6.0, 3.8))
     n = None
@@ -74,26 +80,58 @@ def plot_eigenvalues(eigenvalues: Mapping[str, np.ndarray], *, update: bool = Tr
     return fig
 
 
-def plot_exponents(exponents: Mapping[str, np.ndarray], *, labels=None, title: str = "", ax=None):
-    """The top finite-time Lyapunov exponent from each sublayer to the end, per reference.
+def plot_exponents(exponents: Mapping[str, np.ndarray], *, names: Sequence[str] | None = None, title: str = "",
+                   ylabel: str = "λ₁ per sublayer", ax=None):
+    """The top finite-time Lyapunov exponent from each start to the end, per reference.
 
-    exponents: ``{reference: (n_texts, n_sublayers)}`` (e.g. absolute or relative to the RS's growth).
-    Below 0: a perturbation at that sublayer shrinks by the end.
+    exponents: ``{reference: (n_texts, n_starts)}`` (absolute, or relative to the RS's growth); names:
+    ``(n_starts,)`` the starts' names (e.g. the perturbed depths). Below 0: a perturbation there shrinks by the end.
     """
-    fig, ax = fig_ax(ax, figsize=(6.0, 3.8))
+    fig, ax = fig_ax(ax, figsize=(5.0, 3.8))
     n = None
     for ref, v in exponents.items():
         v = np.asarray(v)
         n = v.shape[1]
-        _band(ax, np.arange(n), v, REFERENCE_COLORS.get(ref), ref, dict(ls="-"))
+        _band(ax, np.arange(n), v, REFERENCE_COLORS.get(ref), ref, dict(ls="-", marker="o"))
     ax.axhline(0, color="k", lw=0.6)
     if n is not None:
-        sublayer_ticks(ax, n, labels)
-    ax.set_xlabel("start sublayer s")
-    ax.set_ylabel("λ₁ per sublayer")
+        ax.set_xticks(np.arange(n), list(names) if names is not None else np.arange(n))
+    ax.set_xlabel("start (input of the perturbed layer)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
     return fig
+
+
+def plot_by_reference(values: Mapping[str, np.ndarray], *, ylabel: str = "", threshold: float | None = None,
+                      title: str = "", ax=None):
+    """One per-text value per reference: every text a point, the mean over texts a bar.
+
+    values: ``{reference: (n_texts,)}``; threshold: a claim's threshold, drawn as a dotted line.
+    """
+    fig, ax = fig_ax(ax, figsize=(4.8, 3.6))
+    rng = np.random.default_rng(0)
+    for i, (ref, v) in enumerate(values.items()):
+        v = np.asarray(v, dtype=np.float64)
+        color = REFERENCE_COLORS.get(ref, f"C{i}")
+        ax.scatter(i + rng.uniform(-0.15, 0.15, v.size), v, s=8, alpha=0.5, color=color)
+        ax.hlines(np.nanmean(v), i - 0.3, i + 0.3, color=color, lw=2)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", lw=0.6, ls=":")
+    ax.set_xticks(range(len(values)), list(values), rotation=20, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def measure_grid(by_model: Mapping[str, Mapping[str, np.ndarray]], *, labels: Mapping[str, Sequence[str]],
+                 ylabel: str = "", title: str = ""):
+    """:func:`plot_measure` for several models, one row each (:func:`~.style.grid`).
+
+    by_model: ``{model: {reference: (n_texts, n_sublayers)}}``; labels: ``{model: (n_sublayers,)}`` sublayer names.
+    """
+    return grid(plot_measure, {(m, title or ylabel): (v,) for m, v in by_model.items()},
+                row_kwargs={m: {"labels": labels[m]} for m in by_model}, ylabel=ylabel, title=title, width=6.5)
 
 
 def plot_exponents_vs_recovery(names: Sequence[str], predicted: np.ndarray, measured: np.ndarray, *,
@@ -123,11 +161,12 @@ def plot_exponents_vs_recovery(names: Sequence[str], predicted: np.ndarray, meas
     return fig
 
 
-def plot_jpca_plane(Z: np.ndarray, plane: np.ndarray, *, frequency: float | None = None, max_texts: int = 60,
+def plot_jpca_plane(Z: np.ndarray, plane: np.ndarray, frequency: float | None = None, *, max_texts: int = 60,
                     ax=None, title: str = ""):
     """Trajectories over sublayers projected on jPCA's first rotational plane, coloured by depth.
 
-    Z: ``(n_texts, n_sublayers, k)`` (:func:`dynamics.jpca_projection`); plane: ``(k, 2)``.
+    Z: ``(n_texts, n_sublayers, k)`` (:func:`dynamics.jpca_projection`); plane: ``(k, 2)``; frequency: its angular
+    frequency (radians per sublayer), for the title.
     """
     fig, ax = fig_ax(ax, figsize=(4.6, 4.2))
     P = np.asarray(Z)[:max_texts] @ np.asarray(plane)
@@ -145,21 +184,22 @@ def plot_jpca_plane(Z: np.ndarray, plane: np.ndarray, *, frequency: float | None
     return fig
 
 
-def plot_jpca_ratio(ratios: Mapping[str, float], controls: Mapping[str, np.ndarray], *, ax=None, title=""):
-    """jPCA's R² ratio (skew-symmetric / unconstrained) per condition, against its layer-shuffled control.
+def plot_jpca_control(values: Mapping[str, float], controls: Mapping[str, np.ndarray], *,
+                      ylabel: str = "R² of the rotation (skew-symmetric fit)", ax=None, title=""):
+    """A jPCA fit per run (a point) against the same fit on the layer-shuffled orders (a box).
 
-    ratios: ``{condition: ratio}``; controls: ``{condition: (n_shuffles,)}`` ratios of the shuffled orders.
+    values: ``{run: value}`` (e.g. the skew fit's R²); controls: ``{run: (n_shuffles,)}`` the shuffled orders'.
     """
     fig, ax = fig_ax(ax, figsize=(4.6, 3.6))
-    names = list(ratios)
+    names = list(values)
     for i, name in enumerate(names):
         c = np.asarray(controls.get(name, []), float)
         if c.size:
             ax.boxplot([c], positions=[i], widths=0.5, showfliers=False)
-        ax.scatter([i], [ratios[name]], color=REFERENCE_COLORS.get(name, "C3"), zorder=3, s=40,
+        ax.scatter([i], [values[name]], color=REFERENCE_COLORS.get(name.split(" (seed")[0], "C3"), zorder=3, s=40,
                    label="observed" if i == 0 else None)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("R² skew / R² unconstrained")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "jPCA: observed vs layer-shuffled (box)")
     ax.legend(fontsize=7)
     return fig
