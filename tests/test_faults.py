@@ -519,7 +519,7 @@ def test_real_conversion_with_flipped_bits_is_detected(model_cache_dir, tmp_path
 # 5. issue 25: every count and size argument checked where the package is entered (validation.py)
 # --------------------------------------------------------------------------------------------------
 from transformer_dynamics import arrays, mutual_info, perturb, reduce, validation  # noqa: E402
-from transformer_dynamics.dynamics import exponents, rotational, sequel  # noqa: E402
+from transformer_dynamics.dynamics import evidence, exponents, rotational  # noqa: E402
 
 _RNG = np.random.default_rng(0)
 _RS = _RNG.standard_normal((12, 6, 8)).astype(np.float32)
@@ -617,10 +617,10 @@ BAD_COUNTS = {
         (lambda: rotational.jpca_shuffled(_RS, 2, n_shuffles=-3),
          r"n_shuffles must be an integer >= 1; got -3"),
     "jpca k=2.0": (lambda: rotational.jpca(_RS, 2.0), r"k must be an integer >= 2; got 2.0"),
-    "depth_thirds n_sublayers=5.5": (lambda: sequel.depth_thirds(5.5), r"must be an integer >= 6; got 5.5"),
-    "depth_contrast n_boot=2.5":
-        (lambda: sequel.depth_contrast(_RNG.random((5, 6)), n_boot=2.5),
-         r"n_boot must be an integer >= 1; got 2.5"),
+    "depth_thirds n_sublayers=5.5":
+        (lambda: evidence.depth_thirds(5.5), r"n_sublayers must be even and >= 6 \(three layers\), got 5.5"),
+    "jpca_resampled n_boot=2.5":
+        (lambda: rotational.jpca_resampled(_RNG.random((5, 6, 4)), n_boot=2.5), r"n_boot must be an integer >= 1"),
     "lyapunov k=1.5": (lambda: exponents.lyapunov([], k=1.5, n_texts=1, d_model=4), r"k must be an integer >= 1"),
     "sample_rows n=-1": (lambda: data.sample_rows(["a", "b"], -1), r"n must be an integer >= 1; got -1"),
     "shuffle_token_ids seed=-1":
@@ -642,8 +642,6 @@ HUGE = {
     "shuffle_null n_shuffles=10**13": (lambda: phase.shuffle_null(_TRAJ, 10**13), "n_shuffles"),
     "reference_counts n=10**13": (lambda: phase.reference_counts(10, n=10**13), "n"),
     "make_grid n=10**8": (lambda: perturb.make_grid(0, 1, 10**8), "n"),
-    "lower_layers_exponent n_boot=10**12": (lambda: sequel.lower_layers_exponent(
-        {"exponents": np.zeros((40, 6, 1)), "norms": np.ones((40, 7))}, [0], n_boot=10**12), "n_boot"),
 }
 
 
