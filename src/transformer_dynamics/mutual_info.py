@@ -14,6 +14,9 @@ Estimators (``method``):
   in O(N log N + N m) per pair instead of O(N^2));
 - ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
   Gaussian-copula data.
+
+The compiled kernels (building, loading and binding the two C kernels, the ``torch.compile``d exact sums) are
+:mod:`transformer_dynamics.kernels`; this module holds the estimators and the grid's error control.
 """
 
 from __future__ import annotations
