@@ -202,7 +202,8 @@ for m, c in RUNS:
 # correlation; the white line is the density pooled over units.
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1D: per-unit density of the correlations between successive sublayers, units sorted by their median; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d"}, "image": {"alt": "Heatmaps of each unit's distribution of successive-sublayer correlations on 0 to 1, Fig 1D; one row per model ({models}); columns: original texts, shuffled-token control"}}
-grid(plot_metrics.plot_correlation_histogram, {(m, c): stats[m, c]["hist"] for m, c in RUNS});
+grid(plot_metrics.plot_correlation_histogram,
+     {(m, c): stats[m, c]["hist"] for m, c in RUNS});
 
 # %% mystnb={"figure": {"caption": "Fig. 1D by the methods' definition: per-unit density of the correlations over all sublayer pairs l < m; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d-pairs"}, "image": {"alt": "Heatmaps of each unit's distribution of correlations over all sublayer pairs, Fig 1D all-pairs version; one row per model ({models}); columns: original texts, shuffled-token control"}}
 fig = grid(plot_metrics.plot_correlation_histogram,
@@ -247,7 +248,8 @@ grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1G: mutual information (Gaussian KDE, the paper's estimator) of each unit between successive sublayers, units in the Fig. 1B order; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1g"}, "image": {"alt": "Heatmaps of each unit's KDE mutual information between successive sublayers, Fig 1G; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_units,
-     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS}, row_kwargs=ch.per_model);
+     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1H: mean mutual information over units between successive sublayers (Gaussian KDE); one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information over units against transition, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS},

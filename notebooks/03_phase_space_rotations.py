@@ -121,7 +121,8 @@ ch = chapter.setup("03_phase_space_rotations", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
                    reference_inits=REFERENCE_INITS, n_shuffles=N_SHUFFLES,
-                   per_sample_shuffles=PER_SAMPLE_SHUFFLES, per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
+                   per_sample_shuffles=PER_SAMPLE_SHUFFLES,
+                   per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
                    n_boot=N_BOOT, n_shuffles_resample=N_SHUFFLES_RESAMPLE)
 rs, CONDITIONS = ch.rs, ch.conditions
 Markdown(ch.summary())
