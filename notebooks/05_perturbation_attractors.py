@@ -267,7 +267,7 @@ PAIRS = claims.readings(claims.claims_of(source="teleport", chapter=ch.name))
 tables = {}
 for m in MODELS:
     evidence = [e for run, s in sweeps[m].items()
-                for e in robustness.evidence_from_curves(*boot[m, run], PAIRS, run=run,
+                for e in robustness.evidence_from_curves(boot[m, run], PAIRS, run=run,
                                                          n=s.n_prompts)]
     tables[m] = verdicts.judge(evidence, seed=SEED)
     ch.ledger.claims(tables[m], model=m)

@@ -43,11 +43,12 @@ def _curves(B, keys, rng):
     shape = {"r": T, "cos": T, "ccos": T, "vel": T, "vel_nomassive": T, "mag": L, "mag_nomassive": L, "sign": L,
              "density": L, "density_all": L, "pcs": L, "pcs_own": L, "pca_ev": L, "cae_angle": L - 2,
              "cae_dist": L - 1, "cae_ev": L, "recovery": 5, "rel_mse": 5, "end_spread": 5, "end_far": 5,
-             "rotation_dominance": L, "departure_update": L, "antisymmetric_share_update": L}
+             "rotation_dominance": L, "departure_update": L, "antisymmetric_share_update": L, "r_b": T,
+             "mag_b": L}
     out = {}
     for k in keys:
         head = k.split(":")[0]
-        n = T if head == "mi" else shape.get(head, None)
+        n = T if head in ("mi", "mi_a") else shape.get(head, None)
         out[k] = rng.normal(size=(B, n)) if n else rng.normal(size=(B,))
     return out
 

@@ -288,9 +288,9 @@ def test_teleport_runs_trained_and_random_init(tiny):
 
 # ---- the teleport claims on constructed per-prompt curves ------------------------------------------
 def _decide(per_prompt, key, reading=None, n_boot=400, seed=0):
-    full, reps = robustness.mean_curves(per_prompt, n_boot=n_boot, seed=seed)
+    curves = robustness.mean_curves(per_prompt, n_boot=n_boot, seed=seed)
     c = claims.get(key)
-    ev = robustness.evidence_from_curves(full, reps, [(key, reading or c.headline)], n=len(next(iter(
+    ev = robustness.evidence_from_curves(curves, [(key, reading or c.headline)], n=len(next(iter(
         per_prompt.values()))))
     return verdicts.judge(ev).iloc[0]
 

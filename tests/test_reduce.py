@@ -358,3 +358,13 @@ def test_pca_from_components_matches_sklearn_projection():
                                atol=1e-10)
     with pytest.raises(ValueError, match="components"):
         R.PCA.from_components(np.zeros(8), np.zeros((3, 7)))
+
+
+def test_components_for_variance_fractional():
+    from transformer_dynamics import reduce
+
+    cv = np.array([0.5, 0.8, 0.95, 1.0])
+    assert reduce.components_for_variance(cv, 0.9) == 3.0
+    assert reduce.components_for_variance(cv, 0.9, fractional=True) == pytest.approx(2 + 0.1 / 0.15)
+    assert reduce.components_for_variance(cv, 0.3, fractional=True) == pytest.approx(0.6)
+    assert np.isposinf(reduce.components_for_variance(cv * 0.5, 0.9, not_reached=np.inf, fractional=True))

@@ -53,11 +53,16 @@ def _stationary(n=100, L=18, D=16, phi=0.9, seed=0, outlier=False):
 def test_fast_replicates_equal_recomputation_on_the_resample(rs_random):
     opts = CurveOptions(massive=np.array([3]), mi_units=np.arange(4), seed=0)
     groups = ("mean", "r", "cos", "vel")
-    _, reps, half = rs_curves(rs_random, groups, opts, n_boot=5, seed=7)
-    assert half == {}                                          # no slow group: no half-samples
+    cv = rs_curves(rs_random, groups, opts, n_boot=5, seed=7)
+    reps = cv.boot
+    assert cv.half == {}                                       # no slow group: no half-samples
+    # leave-one-out: text 4 out
+    without = rs_curves(np.delete(rs_random, 4, axis=0), groups, opts).full
+    for k in ("r", "cos", "vel", "mag", "density"):
+        np.testing.assert_allclose(cv.jack[k][4], without[k][0], rtol=1e-6, atol=1e-9, err_msg=k)
     idx = bootstrap.bootstrap_indices(rs_random.shape[0], 5, seed=7)
     for b in (0, 3):
-        full_b, _, _ = rs_curves(rs_random[idx[b]], groups, opts)
+        full_b = rs_curves(rs_random[idx[b]], groups, opts).full
         for k in ("mag", "mag_nomassive", "mag_rise_share", "sign", "density", "density_all", "r", "units_high_r",
                   "cos", "vel", "vel_nomassive"):
             np.testing.assert_allclose(reps[k][b], full_b[k][0], rtol=1e-6, atol=1e-9, err_msg=k)
@@ -65,12 +70,13 @@ def test_fast_replicates_equal_recomputation_on_the_resample(rs_random):
 
 def test_slow_curves_come_from_half_samples_with_every_group(rs_random):
     opts = CurveOptions(mi_units=np.arange(4), mi_methods=("gcmi",), n_shuffles=5, pca_components=8, seed=0)
-    _, reps, half = rs_curves(rs_random, ("r", "mi", "rot", "pca"), opts, n_boot=6, n_boot_slow=3, seed=3)
+    cv = rs_curves(rs_random, ("r", "mi", "rot", "pca"), opts, n_boot=6, n_boot_slow=3, seed=3)
+    reps, half = cv.boot, cv.half
     assert reps["r"].shape[0] == 6 and "rot_abs" not in reps                 # bootstrap: the fast groups only
     assert half["rot_abs"].shape == (3,) and half["pcs"].shape == (3, rs_random.shape[1]) and "r" in half
     idx = bootstrap.half_samples(rs_random.shape[0], 3, seed=3)[1]
     assert len(idx) == len(set(idx)) == rs_random.shape[0] // 2              # without replacement
-    full_b, _, _ = rs_curves(rs_random[idx], ("r", "rot", "pca"), opts)
+    full_b = rs_curves(rs_random[idx], ("r", "rot", "pca"), opts).full
     assert half["rot_abs"][1] == pytest.approx(full_b["rot_abs"][0])
     np.testing.assert_allclose(half["pcs"][1], full_b["pcs"][0])
     np.testing.assert_allclose(half["r"][1], full_b["r"][0])

@@ -94,3 +94,20 @@ def test_seed_spread_enters_the_reference_interval():
             for s, v in enumerate((0.0, 0.3, 0.6))]
     c = verdicts.compare(ev(0.35, np.full(1000, 0.35)), refs)
     assert c["low"] < 0.1 and c["high"] > 0.5 and not c["beyond"]
+
+
+def test_a_verdict_one_text_decides_is_refused():
+    """Replicates clear the threshold, but without one text the value moves back across it: undecided."""
+    rng = np.random.default_rng(4)
+    reps = 0.3 + 0.05 * rng.normal(size=1000)
+    jack = np.full(200, 0.3)
+    jack[17] = -0.05                                           # the estimate without text 17
+    e = Evidence("r_increases_within", "median", "trained", 0.3, reps, 200, jackknife=jack)
+    d = verdicts.decide(e)
+    assert d["verdict"] == "undecided" and d["reason"].startswith("decided by one unit: without #17")
+    jack[17] = 0.28                                            # a text that moves it a little: the verdict stands
+    assert verdicts.decide(Evidence("r_increases_within", "median", "trained", 0.3, reps, 200,
+                                    jackknife=jack))["verdict"] == "holds"
+    fails = Evidence("r_increases_within", "median", "trained", -0.3, -reps, 200, jackknife=-np.where(
+        np.arange(200) == 3, -0.05, 0.3))
+    assert verdicts.decide(fails)["verdict"] == "undecided"     # the same on the other side

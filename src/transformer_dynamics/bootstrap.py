@@ -20,7 +20,8 @@ import numpy as np
 
 from .validation import check_allocation, check_int, check_positive_int, check_seed
 
-__all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples", "bootstrap_correlation", "weighted_correlation",
+__all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples",
+           "jackknife_weights", "bootstrap_correlation", "weighted_correlation",
            "batch_rows"]
 
 _VECTORISED = ("mean",)
@@ -46,6 +47,17 @@ def half_samples(n: int, n_samples: int = 200, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
     keys = rng.random((int(n_samples), n))
     return np.sort(np.argsort(keys, axis=1)[:, : n // 2], axis=1)
+
+
+def jackknife_weights(n: int) -> np.ndarray:
+    """Leave-one-out weights: (n, n) float64, row i giving every text but i the weight ``1 / (n - 1)``. A statistic
+    on row i is the statistic without text i (how far one text moves it: :func:`transformer_dynamics.verdicts.decide`
+    refuses a verdict that one text decides)."""
+    n = check_int(n, "n (texts)", low=2)
+    check_allocation((n, n), np.float64, what="the leave-one-out weights", name="n (texts)")
+    w = np.full((n, n), 1.0 / (n - 1))
+    np.fill_diagonal(w, 0.0)
+    return w
 
 
 def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 __all__ = ["within", "cross", "thirds_of", "contrast", "kind_difference", "kind_share", "first_defined",
-           "first_each_kind", "bounded_contrast", "steepest_third_margin", "cv_early_minus_late", "early_window", "early_drop",
+           "first_each_kind", "bounded_contrast", "steepest_third_margin", "last_third_margin", "cv_early_minus_late", "early_window", "early_drop",
            "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat", "depth_contrast",
            "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column", "last_minus_first",
            "lower_minus_upper"]
@@ -121,6 +121,14 @@ def steepest_third_margin(y) -> np.ndarray:
     > 0: the steepest rise is in the last third."""
     inc = _third_increase(y)
     return inc[:, 2] - np.fmax(inc[:, 0], inc[:, 1])
+
+
+def last_third_margin(y) -> np.ndarray:
+    """How much steeper ``y: (B, n)`` rises in its last third than in the other two: the mean increase per step in the
+    last third minus the mean of those in the first and middle thirds -> (B,). Unbiased when the three rise alike
+    (unlike the larger of the other two, :func:`steepest_third_margin`)."""
+    inc = _third_increase(y)
+    return inc[:, 2] - 0.5 * (inc[:, 0] + inc[:, 1])
 
 
 def cv_early_minus_late(y) -> np.ndarray:

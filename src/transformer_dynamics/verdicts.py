@@ -65,6 +65,9 @@ class Evidence:
     n: int
     recentred: bool = True
     extra: dict = field(default_factory=dict)
+    #: ``(n,)`` the statistic without each unit in turn (leave-one-out), where the source computes it: a verdict that
+    #: one text (or prompt) decides is refused (:func:`decide`)
+    jackknife: np.ndarray | None = None
 
     @property
     def centred(self) -> np.ndarray:
@@ -185,7 +188,28 @@ def decide(ev: Evidence, *, premise: str | None = None, alpha: float = _claims.A
         return {**out, "verdict": "undecided",
                 "reason": f"too few defined resamples ({int(defined.sum())} of {reps.size})"}
     v, reason = verdict_from_interval(ev.claim, ev.value, low, high)
+    if v != "undecided" and ev.jackknife is not None:
+        one = _one_text(ev, c, v, low, high)
+        if one:
+            return {**out, "verdict": "undecided", "reason": one}
     return {**out, "verdict": v, "reason": reason}
+
+
+def _one_text(ev: Evidence, c, verdict: str, low: float, high: float) -> str:
+    """Why a decided verdict is one unit's doing ("" if it is not): without the unit that pulls the statistic
+    furthest from the threshold's side it was decided on, the interval (moved by that pull) no longer clears it."""
+    jack = np.asarray(ev.jackknife, dtype=np.float64)
+    ok = np.isfinite(jack)
+    if not ok.any():
+        return ""
+    above = (verdict == "holds") == (c.test == ">")           # the interval lies above the threshold
+    i = int(np.flatnonzero(ok)[np.argmin(jack[ok]) if above else np.argmax(jack[ok])])
+    shift = float(jack[i] - ev.value)
+    still = low + shift > c.threshold if above else high + shift < c.threshold
+    if still:
+        return ""
+    return (f"decided by one unit: without #{i} the value is {jack[i]:.3g} and the interval "
+            f"[{low + shift:.3g}, {high + shift:.3g}] contains {c.threshold:g}")
 
 
 def benjamini_hochberg(p) -> np.ndarray:

@@ -119,13 +119,16 @@ def claim_curves(result: LocalDynamics, *, n_boot: int = 1000, seed: int = 0
     the lower layers, ``lower_relative_exponent``: the larger over the two lower starts of the median over texts of
     the relative top exponent."""
     per_text = {k: result[k] for k in (*_SPECTRAL_KEYS, "bottleneck_fraction") if k in result}
-    full, reps = mean_curves(per_text, n_boot=n_boot, seed=seed)
+    curves = mean_curves(per_text, n_boot=n_boot, seed=seed)
     if set(lower_starts(result.n_sublayers).tolist()) <= set(result.starts.tolist()):
         rel = _lower_relative(result)                                                   # (n, 2)
         stat = lambda x: np.nanmax(np.nanmedian(x, axis=-2), axis=-1)  # noqa: E731
-        full["lower_relative_exponent"] = stat(rel[None])
-        reps["lower_relative_exponent"] = stat(rel[bootstrap_indices(rel.shape[0], n_boot, seed)])
-    return full, reps
+        n = rel.shape[0]
+        curves.full["lower_relative_exponent"] = stat(rel[None])
+        curves.boot["lower_relative_exponent"] = stat(rel[bootstrap_indices(n, n_boot, seed)])
+        leave_out = np.array([np.delete(np.arange(n), i) for i in range(n)])
+        curves.jack["lower_relative_exponent"] = stat(rel[leave_out])
+    return curves
 
 
 def claim_pairs(curves: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -193,8 +196,8 @@ def run_evidence(results: Mapping[str, LocalDynamics], *, n_boot: int = 1000, se
     [:class:`~transformer_dynamics.verdicts.Evidence`], every claim whose curves the run has."""
     out = []
     for run, r in results.items():
-        full, reps = claim_curves(r, n_boot=n_boot, seed=seed)
-        out += evidence_from_curves(full, reps, claim_pairs(full), run=run, n=r.n_texts, null_moves=False)
+        curves = claim_curves(r, n_boot=n_boot, seed=seed)
+        out += evidence_from_curves(curves, claim_pairs(curves.full), run=run, n=r.n_texts, null_moves=False)
     return out
 
 
@@ -202,8 +205,8 @@ def jpca_evidence(results: Mapping[str, JPCAResamples]) -> list:
     """``jpca_rotational`` on each run of ``results`` (``{run: JPCAResamples}``) -> [Evidence]."""
     out = []
     for run, r in results.items():
-        full, reps = r.curves()
-        out += evidence_from_curves(full, reps, claim_pairs(full), run=run, n=r.n, null_moves=False)
+        curves = r.curves()
+        out += evidence_from_curves(curves, claim_pairs(curves.full), run=run, n=r.n, null_moves=False)
     return out
 
 

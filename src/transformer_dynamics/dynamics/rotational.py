@@ -157,9 +157,13 @@ class JPCAResamples:
     replicates: np.ndarray
     n: int
 
-    def curves(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """``(full, replicates)`` as the registry reads them: ``{"jpca_skew_excess": (1,)}``, ``(B,)``."""
-        return {"jpca_skew_excess": np.array([self.excess])}, {"jpca_skew_excess": np.asarray(self.replicates)}
+    def curves(self):
+        """The curves as the registry reads them (a :class:`transformer_dynamics.robustness.Curves`):
+        ``{"jpca_skew_excess": (1,)}`` and its ``(B,)`` replicates."""
+        from ..robustness.curves import Curves  # noqa: PLC0415
+
+        return Curves({"jpca_skew_excess": np.array([self.excess])},
+                      {"jpca_skew_excess": np.asarray(self.replicates)})
 
 
 def _moments(Z: np.ndarray, order: np.ndarray) -> np.ndarray:

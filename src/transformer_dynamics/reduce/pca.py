@@ -327,19 +327,27 @@ def explained_variance_per_sublayer(pca: PCA, rs: Any, n_components: int = 100, 
 
 
 def components_for_variance(curve: np.ndarray, threshold: float = 0.9, *,
-                            not_reached: float = np.nan) -> np.ndarray:
+                            not_reached: float = np.nan, fractional: bool = False) -> np.ndarray:
     """Smallest number of components reaching ``threshold`` explained variance.
 
     ``curve: (..., K)`` cumulative explained variance over k = 1..K (e.g. from
     :func:`explained_variance_curve_per_sublayer`, or :func:`cumulative_explained_variance`) ->
     ``(...)`` float array of counts in ``1..K`` (a numpy float for a 1-D curve); ``not_reached`` (default NaN;
     ``np.inf`` to count it as "more than K") where K components do not reach the threshold, and NaN where the
-    curve is undefined (all NaN, e.g. a sublayer without variance).
+    curve is undefined (all NaN, e.g. a sublayer without variance). ``fractional``: the count interpolated linearly
+    between the two components the threshold falls between (``j + (t - c_j) / (c_{j+1} - c_j)``, from 0 at no
+    component), a continuous quantity where integer counts would sit on a lattice.
     """
     curve = np.asarray(curve, dtype=float)
     threshold = check_number(threshold, "threshold", low=0, high=1, low_open=True)
     reached = curve >= threshold
     first = np.argmax(reached, axis=-1).astype(float) + 1
+    if fractional:
+        j = np.asarray(first, dtype=int) - 1                              # 0-based index of the first reached
+        hi = np.take_along_axis(curve, j[..., None], -1)[..., 0]
+        lo = np.where(j > 0, np.take_along_axis(curve, np.maximum(j - 1, 0)[..., None], -1)[..., 0], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            first = np.where(hi > lo, j + (threshold - lo) / (hi - lo), first)
     out = np.where(reached.any(axis=-1), first, not_reached)
     return np.where(np.isnan(curve).all(axis=-1), np.nan, out)[()]  # a numpy scalar for a 1-D curve
 

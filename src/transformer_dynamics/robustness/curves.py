@@ -43,7 +43,8 @@ from .. import bootstrap, metrics, mutual_info, phase, reduce
 from ..arrays import check_rs
 from ..effects import early_window, thirds_of
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "group_of", "rs_curves", "stream_curves", "mean_curves",
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "Curves", "CurveOptions", "group_of", "rs_curves", "stream_curves",
+           "mean_curves",
            "cae_curves", "reference_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
@@ -58,12 +59,31 @@ _MIN_RS = {"min_samples": 4, "min_sublayers": 6}
 def group_of(key: str) -> str:
     """The group a curve key belongs to (``"mi:kde"`` -> ``"mi"``, ``"rot_null_abs:points"`` -> ``"rot"``)."""
     head = key.split(":")[0]
+    if key in ("r_b", "mag_b") or head == "mi_a":
+        return "mi"                                     # computed with the MI, on the other half of the texts
     for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
                           ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("norm", "vel"), ("mi", "mi"), ("rot", "rot"),
                           ("pcs", "pca"), ("pca", "pca"), ("r", "r")):
         if head == prefix or head.startswith(prefix + "_"):
             return group
     raise KeyError(f"{key!r} is not a residual-stream curve (see transformer_dynamics.robustness.curves)")
+
+
+@dataclass
+class Curves:
+    """A source's curves: ``full[key]`` ``(1, ...)`` on all its units (texts, prompts); ``boot[key]`` ``(B, ...)`` on
+    bootstrap resamples; ``half[key]`` on half-samples (the statistics that must be recomputed; every curve there);
+    ``jack[key]`` ``(n, ...)`` without each unit in turn (leave-one-out), where it is cheap. Iterating gives
+    ``(full, boot)``."""
+
+    full: dict[str, np.ndarray]
+    boot: dict[str, np.ndarray] = field(default_factory=dict)
+    half: dict[str, np.ndarray] = field(default_factory=dict)
+    jack: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __iter__(self):
+        yield self.full
+        yield self.boot
 
 
 @dataclass
@@ -205,18 +225,34 @@ def _rot(mean_traj: np.ndarray, opts: CurveOptions) -> dict[str, float]:
     return out
 
 
+def _mi_curve(x: np.ndarray, method: str, units, T: int) -> np.ndarray:
+    """(T,) mean MI over ``units`` per transition of ``x`` (its transitions; NaN beyond them)."""
+    mi = mutual_info.mutual_information(x, method, units=units)             # (t, U)
+    curve = np.full(T, np.nan)
+    curve[:mi.shape[0]] = _nanmean(mi, 1)
+    return curve
+
+
 def _mi(x: np.ndarray, opts: CurveOptions, window: int | None) -> dict[str, np.ndarray]:
     """Mean MI over the MI units per transition, for each method; only the first ``window`` transitions (the
-    rest NaN) when given."""
+    rest NaN) when given. Also, where asked for, the curves that a correlation *with* the MI reads, on disjoint
+    halves of the texts so that the two share no sampling noise: ``mi_a:{method}`` the MI on the even-numbered
+    texts, ``r_b`` the median successive r and ``mag_b`` the mean ``|mean activation|`` on the odd-numbered ones."""
     T = x.shape[1] - 1
     sub = x if window is None else x[:, :window + 1]
-    out = {}
+    out = {f"mi:{m}": _mi_curve(sub, m, opts.mi_units, T) for m in opts.mi_methods}
+    a, b = sub[0::2], sub[1::2]
     for m in opts.mi_methods:
-        mi = mutual_info.mutual_information(sub, m, units=opts.mi_units)         # (t, U)
-        curve = np.full(T, np.nan)
-        with np.errstate(invalid="ignore"):
-            curve[:mi.shape[0]] = _nanmean(mi, 1)
-        out[f"mi:{m}"] = curve
+        if opts.wants(f"mi_a:{m}"):
+            out[f"mi_a:{m}"] = _mi_curve(a, m, opts.mi_units, T)
+    if opts.wants("r_b"):
+        r = np.full(T, np.nan)
+        r[:b.shape[1] - 1] = metrics.median_by_transition(metrics.successive_correlation(b))["all"]
+        out["r_b"] = r
+    if opts.wants("mag_b"):
+        mag = np.full(T + 1, np.nan)
+        mag[:b.shape[1]] = np.abs(b.mean(0, dtype=np.float64)).mean(1)
+        out["mag_b"] = mag
     return out
 
 
@@ -233,12 +269,13 @@ def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
     k = min(n * L, D) if opts.pca_components is None else min(int(opts.pca_components), n * L, D)
     pca = reduce.PCA(n_components=k).fit(x)
     curve = reduce.explained_variance_curve_per_sublayer(pca, x)
-    pcs = reduce.components_for_variance(curve, opts.variance, not_reached=np.inf)
+    # fractional counts (interpolated): integer counts would put the replicates on a lattice
+    pcs = reduce.components_for_variance(curve, opts.variance, not_reached=np.inf, fractional=True)
     own = (reduce.components_for_variance(np.cumsum(reduce.sublayer_explained_variance_ratio(x), axis=1),
-                                          opts.variance, not_reached=np.inf) if opts.wants("pcs_own")
-           else np.full(L, np.nan))
+                                          opts.variance, not_reached=np.inf, fractional=True)
+           if opts.wants("pcs_own") else np.full(L, np.nan))
     total = reduce.components_for_variance(np.cumsum(pca.explained_variance_ratio_), opts.variance,
-                                           not_reached=np.inf)
+                                           not_reached=np.inf, fractional=True)
     # inf: not reached with the kept components (the claims' statistics treat it as a lower bound)
     return {"pcs": np.asarray(pcs, dtype=np.float64), "pcs_own": np.asarray(own, dtype=np.float64),
             "pca_ev": np.asarray(curve[:, -1], dtype=np.float64),
@@ -263,13 +300,14 @@ def _stack(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0, n_boot_slow: int | None = None,
-              seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """The curves of ``groups`` on the full data, on ``n_boot`` bootstrap resamples and on half-samples of the texts.
+              seed: int = 0) -> Curves:
+    """The curves of ``groups`` on the full data, on ``n_boot`` bootstrap resamples, on half-samples and without each
+    text in turn.
 
-    rs: (n_samples, n_sublayers, d_model). -> ``(full, replicates, half)``: ``full[key]`` is ``(1, ...)``;
-    ``replicates[key]`` ``(n_boot, ...)`` for the fast groups only (bootstrap, ``seed``); ``half[key]``
-    ``(n_boot_slow, ...)`` for every group when a slow group is requested (None: ``n_boot`` half-samples), else
-    empty. ``n_boot=0``: neither.
+    rs: (n_samples, n_sublayers, d_model). -> :class:`Curves`: ``full[key]`` ``(1, ...)``; ``boot[key]``
+    ``(n_boot, ...)`` and ``jack[key]`` ``(n_samples, ...)`` (leave-one-out) for the fast groups only (``seed``);
+    ``half[key]`` ``(n_boot_slow, ...)`` for every group when a slow group is requested (None: ``n_boot``
+    half-samples), else empty. ``n_boot=0``: only ``full``.
     """
     rs = check_rs(rs, **_MIN_RS)
     bad = [g for g in groups if g not in GROUPS]
@@ -285,9 +323,11 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
         full.update({k: np.asarray(v)[None] for k, v in _slow(rs, slow, opts, full=True).items()})
     reps: dict[str, np.ndarray] = {}
     half: dict[str, np.ndarray] = {}
+    jack: dict[str, np.ndarray] = {}
     if n_boot:
         if fast:
             reps.update(_fast(rs, bootstrap.bootstrap_counts(n, n_boot, seed) / n, fast, per_text, keep))
+            jack.update(_fast(rs, bootstrap.jackknife_weights(n), fast, per_text, keep))
         n_slow = n_boot if n_boot_slow is None else int(n_boot_slow)
         if slow and n_slow:
             rows = []
@@ -299,7 +339,7 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
                     row.update({k: v[0] for k, v in f.items()})
                 rows.append(row)
             half = _stack(rows)
-    return full, reps, half
+    return Curves(full, reps, half, jack)
 
 
 def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = None, mi_units=None,
@@ -311,19 +351,18 @@ def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = Non
     opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
                         mi_units=mi_units, mi_methods=tuple(mi_methods), n_shuffles=n_shuffles, variance=variance,
                         pca_components=pca_components, seed=seed)
-    full, _, _ = rs_curves(rs, groups, opts)
-    return {k: v[0] for k, v in full.items()}
+    return {k: v[0] for k, v in rs_curves(rs, groups, opts).full.items()}
 
 
-def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0) -> Curves:
     """Curves that are means over the sampling unit (texts, prompts) of per-unit arrays, for the full data and for
     ``n_boot`` resamples of the units: the curves of the claims whose sources are not a residual stream (the
     teleport's per-prompt recovery, the Jacobians' per-text measures...).
 
     per_unit: {key: (n, ...)} with the units on axis 0 (NaN entries are left out of that entry's mean). ->
-    ``(full, replicates)``: ``full[key]`` ``(1, ...)``, ``replicates[key]`` ``(n_boot, ...)`` (the resamples of
-    :func:`transformer_dynamics.bootstrap.bootstrap_counts` with ``seed``).
+    :class:`Curves`: ``full[key]`` ``(1, ...)``, ``boot[key]`` ``(n_boot, ...)`` (the resamples of
+    :func:`transformer_dynamics.bootstrap.bootstrap_counts` with ``seed``), ``jack[key]`` ``(n, ...)`` without each
+    unit in turn; unpacks as ``full, boot``.
     """
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in per_unit.items()}
     if not arrays:
@@ -346,19 +385,21 @@ def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0
         return out
 
     full = weighted(np.full((1, n), 1.0 / n))
-    reps = weighted(bootstrap.bootstrap_counts(n, n_boot, seed) / n) if n_boot else {}
-    return full, reps
+    if not n_boot:
+        return Curves(full)
+    return Curves(full, weighted(bootstrap.bootstrap_counts(n, n_boot, seed) / n), {},
+                  weighted(bootstrap.jackknife_weights(n)))
 
 
-def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples: int | None = 256
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples: int | None = 256) -> Curves:
     """The autoencoder's curves (Fig 3B-D) on its test texts, for the data and ``n_boot`` resamples of the texts.
 
     result: a trained CAE (:class:`transformer_dynamics.reduce.CAEResult` or its module); rs_test: (n_test,
     n_sublayers, d_model) the texts it was not trained on. -> ``(full, replicates)`` with ``cae_angle`` (B, L - 2)
     the turning angle of the mean bottleneck trajectory, ``cae_dist`` (B, L - 1) the mean distance between
     successive sublayers in the bottleneck, and ``cae_ev`` (B, L) each sublayer's explained variance about its
-    own mean (the reconstruction's errors and the sublayer's spread summed over the resample's texts, raw units).
+    own mean (the reconstruction's errors and the sublayer's spread summed over the resample's texts, raw units); as a
+    :class:`Curves` (``full``, ``boot`` and ``jack``, leave-one-out), which unpacks as ``full, boot``.
     """
     from .. import reduce  # noqa: PLC0415
 
@@ -381,14 +422,16 @@ def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples
             ev = np.where(sst > 1e-12 * np.nanmax(np.abs(sst)), 1.0 - (w @ err) / sst, np.nan)
         return {"cae_angle": metrics.turning_angle(mean_z), "cae_dist": w @ dist, "cae_ev": ev}
 
-    full = curves(np.full((1, n), 1.0 / n))
-    reps: dict[str, np.ndarray] = {}
-    if n_boot:
-        w = bootstrap.bootstrap_counts(n, n_boot, seed) / n
+    def batched(w):
         step = bootstrap.batch_rows(L * D)
-        parts = [curves(w[s:s + step]) for s in range(0, n_boot, step)]
-        reps = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return full, reps
+        parts = [curves(w[s:s + step]) for s in range(0, w.shape[0], step)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    full = curves(np.full((1, n), 1.0 / n))
+    if not n_boot:
+        return Curves(full)
+    return Curves(full, batched(bootstrap.bootstrap_counts(n, n_boot, seed) / n), {},
+                  batched(bootstrap.jackknife_weights(n)))
 
 
 def reference_curves(streams: Mapping[str, Any], groups: Sequence[str], **kwargs: Any) -> dict[str, dict[str, np.ndarray]]:

@@ -23,7 +23,7 @@ from .. import claims as _claims
 from .. import metrics, mutual_info, nulls
 from ..arrays import check_rs, transition_kind
 from ..verdicts import Evidence, decide, judge, pool_seeds
-from .curves import CurveOptions, _MIN_RS, _nanmean, cae_curves, group_of, rs_curves
+from .curves import CurveOptions, Curves, _MIN_RS, _nanmean, cae_curves, group_of, rs_curves
 
 __all__ = ["evidence_from_curves", "claim_evidence", "claim_evidence_runs", "stream_verdicts", "cae_verdicts",
            "evidence_frame", "first_transitions_table", "rs_readings"]
@@ -40,7 +40,7 @@ def rs_readings(keys: Iterable[str] | None = None, *, mi_methods: Sequence[str] 
         if c.source != "rs":
             raise ValueError(f"claim {k!r} is decided from {c.source!r} curves, not from a residual stream")
         reading = c.reading(r)
-        if all(not key.startswith("mi:") or key[3:] in mi_methods for key in reading.keys):
+        if all(not key.startswith(("mi:", "mi_a:")) or key.split(":", 1)[1] in mi_methods for key in reading.keys):
             out.append((k, r))
     return out
 
@@ -49,31 +49,30 @@ def _null_moves(keys: Sequence[str]) -> bool:
     heads = []
     for key in keys:
         head = key.split(":")[0]
-        heads.append("rot" if head.startswith("rot") else "pca" if head.startswith(("pcs", "pca")) else head)
+        heads.append("rot" if head.startswith("rot") else "pca" if head.startswith(("pcs", "pca"))
+                     else "mi" if head in ("mi_a", "r_b", "mag_b") else head)
     return any(nulls.MOVES.get(h, True) for h in heads)
 
 
-def evidence_from_curves(full: Mapping[str, np.ndarray], reps: Mapping[str, np.ndarray],
-                         pairs: Sequence[tuple[str, str]], *, run: str = "trained", n: int,
-                         null_moves: bool | None = None, half: Mapping[str, np.ndarray] | None = None
-                         ) -> list[Evidence]:
-    """The registry's statistics of ``pairs`` ``[(claim, reading)]`` on curves: ``full[key]`` ``(1, ...)`` (all
-    units), ``reps[key]`` ``(B, ...)`` (bootstrap resamples) and, for a statistic reading any curve that ``reps``
-    lacks, ``half[key]`` (half-samples, every curve) -> one :class:`Evidence` per pair, for run ``run`` over ``n``
-    sampling units. ``null_moves``: whether the accumulation null can move the statistic (None: from its curves,
-    :data:`transformer_dynamics.nulls.MOVES`)."""
+def evidence_from_curves(curves: Curves, pairs: Sequence[tuple[str, str]], *, run: str = "trained", n: int,
+                         null_moves: bool | None = None) -> list[Evidence]:
+    """The registry's statistics of ``pairs`` ``[(claim, reading)]`` on a source's :class:`~.curves.Curves` -> one
+    :class:`Evidence` per pair, for run ``run`` over ``n`` sampling units: the value on ``full``, the replicates on
+    ``boot`` (or, for a statistic reading any curve that ``boot`` lacks, on ``half``) and the leave-one-out values on
+    ``jack`` where it has the curves. ``null_moves``: whether the accumulation null can move the statistic (None:
+    from its curves, :data:`transformer_dynamics.nulls.MOVES`)."""
     out = []
     for key, name in pairs:
-        c = _claims.get(key)
-        r = c.reading(name)
-        missing = [k for k in r.keys if k not in full]
+        r = _claims.get(key).reading(name)
+        missing = [k for k in r.keys if k not in curves.full]
         if missing:
             raise KeyError(f"claim {key!r} ({name}) needs the curves {missing}; they were not computed")
-        value = float(r(full)[0])
-        src = reps if all(k in reps for k in r.keys) else (half or {})
+        value = float(r(curves.full)[0])
+        src = curves.boot if all(k in curves.boot for k in r.keys) else curves.half
         boot = r(src) if all(k in src for k in r.keys) else np.zeros(0)
+        jack = r(curves.jack) if curves.jack and all(k in curves.jack for k in r.keys) else None
         moves = _null_moves(r.keys) if null_moves is None else null_moves
-        out.append(Evidence(key, name, run, value, boot, int(n), extra={"null_moves": moves}))
+        out.append(Evidence(key, name, run, value, boot, int(n), jackknife=jack, extra={"null_moves": moves}))
     return out
 
 
@@ -95,12 +94,12 @@ def claim_evidence(rs, keys: Iterable[str] | None = None, *, run: str = "trained
     D = rs.shape[2]
     units = (metrics.subsample_units(D, mi_units, seed=seed) if mi_units is None or np.isscalar(mi_units)
              else np.asarray(mi_units, dtype=np.int64))
-    methods = tuple(dict.fromkeys(k[3:] for k in curve_keys if k.startswith("mi:")))
+    methods = tuple(dict.fromkeys(k.split(":", 1)[1] for k in curve_keys if k.startswith(("mi:", "mi_a:"))))
     opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
                         mi_units=units, mi_methods=methods, n_shuffles=n_shuffles, variance=variance,
                         pca_components=pca_components, seed=seed, keys=frozenset(curve_keys))
-    full, reps, half = rs_curves(rs, groups, opts, n_boot=n_boot, n_boot_slow=n_boot_slow, seed=seed)
-    return evidence_from_curves(full, reps, pairs, run=run, n=rs.shape[0], half=half)
+    curves = rs_curves(rs, groups, opts, n_boot=n_boot, n_boot_slow=n_boot_slow, seed=seed)
+    return evidence_from_curves(curves, pairs, run=run, n=rs.shape[0])
 
 
 def _nbytes(rs: Any) -> int:
@@ -178,12 +177,12 @@ def cae_verdicts(trained: Mapping[Any, tuple], references: Mapping[str, tuple] |
         raise ValueError("trained is empty: give at least one {seed: (cae, rs_test)}")
     per_seed = []
     for res, x in trained.values():
-        full, reps = cae_curves(res, x, n_boot=n_boot, seed=seed)
-        per_seed.append(evidence_from_curves(full, reps, pairs, run="trained", n=len(x), null_moves=True))
+        per_seed.append(evidence_from_curves(cae_curves(res, x, n_boot=n_boot, seed=seed), pairs, run="trained",
+                                             n=len(x), null_moves=True))
     evidence = [pool_seeds([ev[i] for ev in per_seed]) for i in range(len(pairs))]
     for run, (res, x) in (references or {}).items():
-        full, reps = cae_curves(res, x, n_boot=n_boot, seed=seed)
-        evidence += evidence_from_curves(full, reps, pairs, run=run, n=len(x), null_moves=True)
+        evidence += evidence_from_curves(cae_curves(res, x, n_boot=n_boot, seed=seed), pairs, run=run, n=len(x),
+                                         null_moves=True)
     return judge(evidence, seed=seed), evidence
 
 

@@ -1,0 +1,125 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     gpuType: T4
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab,kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] tags=["remove-cell"]
+# **Running this in Google Colab?** This appendix runs no model: it reads the effect sizes the chapters recorded in
+# their ledgers (run chapters 2–4 first, in the same session or with the same `LEDGER_DIR`). The next code cells
+# install the package and, with `PROFILE = "colab"`, take the Colab profile's values; `PROFILE = None` keeps your
+# own. The chapters themselves need a Hugging Face read token for the gated Llama 3.1 8B (accept its licence, add
+# the token as a Colab secret named `HF_TOKEN`); this notebook does not.
+
+# %% [markdown]
+# # Appendix: how often is a verdict wrong?
+#
+# Every verdict in this book comes from the claim registry (`transformer_dynamics.claims`): a claim's value on all
+# texts, a bootstrap interval over texts, and the rule of `verdicts.decide` (**holds** / **fails** when the
+# interval lies wholly on one side of the claim's threshold, **undecided** otherwise). Here that rule meets
+# residual streams built so that the right answer is known (`transformer_dynamics.calibration`):
+#
+# - **nulls**: a stream with nothing over depth (an AR(1) over the sublayers with φ = 0, 0.5 or 0.9, started from
+#   its stationary distribution, a nonzero mean and a per-text scale that varies slowly over depth); the same with
+#   **one outlier text** of 200 whose effect grows with depth with a +,+,−,− sublayer pattern; one stream per claim
+#   whose value sits **at its threshold**. No effect, or a value at the threshold: any decision is false; a value on
+#   one side of the threshold (r = 0.9 κ > 0.8): the other decision is;
+# - the **random walk**: residual accumulation and nothing else. Its residual-accumulation null is the same
+#   process, so "beyond the null" is a false decision there;
+# - **planted effects**: each claim's effect as many standard errors from its threshold as the trained models'
+#   value in chapters 2–4 (read from their ledgers; at most 8), the readings of one simulation corrected together
+#   (Benjamini–Hochberg, as a chapter's verdicts are). Power: the share decided on the planted side.
+#
+# A calibrated rule decides falsely at most α = 0.05 of the time; the book asks at most 2α.
+
+# %% tags=["parameters"]
+from typing import Optional
+
+MODELS: list[str] = ["smollm2-135m", "gemma-3-270m"]  # whose recorded effect sizes are planted
+N: int = 1000                    # texts of the chapters (their effect sizes are read from the ledgers)
+SEED: int = 0                    # random seed of every constructed stream
+CACHE_DIR: Optional[str] = None  # unused: this appendix captures nothing
+LEDGER_DIR: Optional[str] = None  # None: ./ledger (the chapters' ledgers are read from here)
+N_TEXTS: int = 200               # texts per constructed stream
+N_SIMS: int = 100                # simulations per null of the claims whose curves are means over texts
+N_SIMS_SLOW: int = 40            # ... of the claims recomputed per resample (MI, rotations, PCA)
+N_SIMS_POWER: int = 40           # simulations of the planted effects
+N_BOOT: int = 200                # bootstrap resamples per verdict
+N_BOOT_SLOW: int = 50            # ... for the statistics recomputed per resample
+N_SHUFFLES: int = 16             # layer-order shuffles for the rotation surrogates
+N_PILOT: int = 16                # draws per amplitude tried when a planted effect is sized
+PROFILE: Optional[str] = "colab" # in Colab: this run profile replaces the values above (None: keep yours)
+
+# %% tags=["remove-cell"]
+# Lists given as text become lists; in Colab: install the package (pinned), apply PROFILE, HF_TOKEN, CACHE_DIR.
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules:
+    SPEC = os.environ.get("TRANSFORMER_DYNAMICS_SPEC", "transformer-dynamics[quant,hub] @ git+https://github.com/transformer-dynamics/transformer-dynamics@v0.1.0")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
+from transformer_dynamics import colab
+colab.setup(globals(), "10_calibration")
+
+# %%
+from IPython.display import Markdown
+
+from transformer_dynamics import calibration, chapter
+
+ch = chapter.setup("10_calibration", models=MODELS, n=N, seed=SEED, ledger_dir=LEDGER_DIR, capture=False,
+                   n_texts=N_TEXTS, n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
+                   n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, n_shuffles=N_SHUFFLES, n_pilot=N_PILOT)
+settings = calibration.Settings(n=N_TEXTS, n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
+                                n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, n_shuffles=N_SHUFFLES, n_pilot=N_PILOT,
+                                seed=SEED)
+
+# %% [markdown]
+# ## The trained models' effect sizes
+# Each residual-stream claim's value and interval as chapters 2–4 recorded them (original texts), and `z`, its
+# distance from the threshold in standard errors. A claim is planted at the weaker model's `z` (at most 8), on
+# the side both models show; where they disagree, or a value is undefined, nothing is planted.
+
+# %%
+sizes = calibration.effect_sizes(directory=ch.ledger.directory, models=ch.models)
+Markdown(calibration.markdown(sizes, digits=3) if len(sizes) else
+         "_No chapter ledger found: every effect is planted at 8 standard errors._")
+
+# %% [markdown]
+# ## The calibration table
+# False-decision rates on the nulls (the stationary column: the largest over φ), the worst of them with its 95 %
+# binomial (Clopper–Pearson) interval, and the power after Benjamini–Hochberg. `N_TEXTS` texts per stream, `N_BOOT`
+# resamples per verdict (`N_BOOT_SLOW` for MI, rotations and PCA): a planted effect carries the trained models'
+# size in standard errors, so the power is that of an effect as clear as the trained one.
+
+# %%
+run = calibration.calibrate(settings, sizes=sizes if len(sizes) else None)
+book = calibration.book_table(run)
+Markdown(calibration.markdown(book))
+
+# %% tags=["remove-input"]
+s = calibration.summary(run)
+worst = s["worst"]
+ch.record("", "worst_false_rate", worst["rate"], ci=(worst["low"], worst["high"]), events=worst["events"],
+          sims=worst["sims"], on=f"{worst['claim']}:{worst['reading']} ({worst['scenario']})",
+          claim="the largest false-decision rate of any claim and reading on any null")
+ch.record("", "above_2_alpha", len(s["above_2_alpha"]), of=s["readings"], readings=s["above_2_alpha"],
+          claim="claim readings whose false-decision rate exceeds 2 alpha on some null")
+ch.record("", "below_power", len(s["below_power"]), of=s["strong"], readings=s["below_power"],
+          claim=f"claim readings planted at {calibration.Z_POWER} or more standard errors with power below 0.8")
+Markdown(f"The worst false-decision rate: **{worst['rate']:.2f}** (95 % interval {worst['low']:.2f}–"
+         f"{worst['high']:.2f}, {worst['events']} of {worst['sims']} simulations), for `{worst['claim']}` "
+         f"({worst['reading']}) on *{worst['scenario']}*. {len(s['above_2_alpha'])} of {s['readings']} claim readings "
+         f"decide falsely more than 2α of the time on some null. Of the {s['strong']} readings planted at "
+         f"{calibration.Z_POWER} or more standard errors, {len(s['below_power'])} have power below 0.8.")
