@@ -462,3 +462,14 @@ def test_reference_curves_average_each_kind_over_its_seeds():
     np.testing.assert_allclose(ref["default"]["r"], (robustness.stream_curves(a, ("r",))["r"]
                                                      + robustness.stream_curves(b, ("r",))["r"]) / 2)
     assert set(ref) == {"default", "permuted"}
+
+
+def test_slow_statistics_are_left_out_for_the_outlying_texts(rs_random):
+    x = rs_random.copy()
+    x[7] *= 25.0                                               # one text far from the others
+    assert robustness.curves.outlying_texts(x, 3)[0] == 7
+    opts = CurveOptions(mi_units=np.arange(4), mi_methods=("gcmi",), n_shuffles=5, pca_components=8, seed=0)
+    cv = rs_curves(x, ("rot", "pca"), opts, n_boot=4, n_boot_slow=2)
+    assert np.isfinite(cv.jack["rot_abs"][7]) and np.isnan(cv.jack["rot_abs"]).sum() == len(x) - 5
+    without = rs_curves(np.delete(x, 7, axis=0), ("rot", "pca"), opts).full
+    assert cv.jack["rot_abs"][7] == pytest.approx(without["rot_abs"][0])

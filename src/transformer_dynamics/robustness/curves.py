@@ -20,8 +20,8 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
   exceeds their own surrogate's 95th percentile, for ``kind`` in :data:`ROTATION_NULLS`, and ``rot_spiral`` ()
   the median over units of log(mean ``|gradient|`` over the last third / over the first third);
 - ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
-  variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs for
-  ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
+  variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs (of all
+  of them) for ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
   kept components (Fig 4C), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
 
 Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all bootstrap resamples
@@ -54,6 +54,20 @@ FAST = ("mean", "r", "cos", "vel")
 #: with the unit's own steps in shuffled order ("steps").
 ROTATION_NULLS = ("sublayers", "points", "steps")
 _MIN_RS = {"min_samples": 4, "min_sublayers": 6}
+#: Texts left out one at a time for the statistics that must be recomputed (every text is left out for the fast
+#: ones): the farthest from the mean, where one text's pull on a statistic comes from.
+SLOW_LEAVE_OUT = 5
+
+
+def outlying_texts(rs: np.ndarray, m: int) -> np.ndarray:
+    """The ``m`` texts farthest from the mean: each text's squared deviation from its sublayer's mean over texts,
+    relative to that sublayer's mean squared deviation, summed over sublayers. rs: (n, L, D) -> (m,) indices,
+    farthest first."""
+    x = rs.astype(np.float64)
+    dev = ((x - x.mean(0)) ** 2).sum(2)                                    # (n, L)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.nan_to_num(dev / dev.mean(0))
+    return np.argsort(rel.sum(1))[::-1][:m]
 
 
 def group_of(key: str) -> str:
@@ -266,9 +280,10 @@ def _nanmean(x, axis):
 
 def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
     n, L, D = x.shape
-    k = min(n * L, D) if opts.pca_components is None else min(int(opts.pca_components), n * L, D)
-    pca = reduce.PCA(n_components=k).fit(x)
-    curve = reduce.explained_variance_curve_per_sublayer(pca, x)
+    k_all = min(n * L, D)
+    k = k_all if opts.pca_components is None else min(int(opts.pca_components), k_all)
+    pca = reduce.PCA(n_components=k_all).fit(x)       # every component: the total variance's count reads them all
+    curve = reduce.explained_variance_curve_per_sublayer(pca, x, k)  # Fig 4C: the first k (the kept ones)
     # fractional counts (interpolated): integer counts would put the replicates on a lattice
     pcs = reduce.components_for_variance(curve, opts.variance, not_reached=np.inf, fractional=True)
     own = (reduce.components_for_variance(np.cumsum(reduce.sublayer_explained_variance_ratio(x), axis=1),
@@ -280,7 +295,7 @@ def _pca(x: np.ndarray, opts: CurveOptions) -> dict[str, Any]:
     return {"pcs": np.asarray(pcs, dtype=np.float64), "pcs_own": np.asarray(own, dtype=np.float64),
             "pca_ev": np.asarray(curve[:, -1], dtype=np.float64),
             "pcs_total_frac": float(total) / D,
-            "ev_ratio": pca.explained_variance_ratio_}
+            "ev_ratio": pca.explained_variance_ratio_[:k]}
 
 
 def _slow(x: np.ndarray, groups: Sequence[str], opts: CurveOptions, full: bool) -> dict[str, Any]:
@@ -330,15 +345,22 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
             jack.update(_fast(rs, bootstrap.jackknife_weights(n), fast, per_text, keep))
         n_slow = n_boot if n_boot_slow is None else int(n_boot_slow)
         if slow and n_slow:
-            rows = []
-            for i in bootstrap.half_samples(n, n_slow, seed):
-                x = rs[i]
+            def recompute(idx):
+                x = rs[idx]
                 row = _slow(x, slow, opts, full=False)
                 if fast:
-                    f = _fast(x, np.full((1, len(i)), 1.0 / len(i)), fast, _per_text(x, fast, keep), keep)
+                    f = _fast(x, np.full((1, len(idx)), 1.0 / len(idx)), fast, _per_text(x, fast, keep), keep)
                     row.update({k: v[0] for k, v in f.items()})
-                rows.append(row)
-            half = _stack(rows)
+                return row
+
+            half = _stack([recompute(i) for i in bootstrap.half_samples(n, n_slow, seed)])
+            # leave-one-out of the slow statistics for the few texts that could pull them (NaN for the others)
+            out = outlying_texts(rs, min(SLOW_LEAVE_OUT, n))
+            left = _stack([recompute(np.delete(np.arange(n), i)) for i in out])
+            for k, v in left.items():
+                if k not in jack:
+                    jack[k] = np.full((n,) + v.shape[1:], np.nan)
+                    jack[k][out] = v
     return Curves(full, reps, half, jack)
 
 
