@@ -7,6 +7,9 @@ import os
 import platform
 from pathlib import Path
 
+#: The repository's tests folder (shared test cases, e.g. ``mi_cases``).
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+
 
 def machine(load_start: tuple[float, float, float], **extra) -> dict:
     """The machine a result was measured on: platform, cores, the load average at the start and now."""

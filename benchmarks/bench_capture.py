@@ -72,7 +72,9 @@ import platform
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -329,120 +331,162 @@ def op_shares(model, tok, texts, batch_size: int, pack: bool) -> dict:
     return {k: round(v / total, 4) for k, v in groups.items()} | {"seconds": round(total / 1e6, 2)}
 
 
-def roofline(args) -> dict:
-    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever and thread
-    count, all interleaved batch by batch in one run (same texts, same sorted batches)."""
-    out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_roofline.json")
-    load0 = os.getloadavg()
-    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
-    texts = pipeline.load_texts(args.n, seed=0)
-    ids = capture.tokenize(tok, texts)
-    real = sum(len(s) for s in ids)
-    batches = sorted_batches(ids, args.batch_size)
-    padded_tokens = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
-    n_params = params_touched(model)
-    flops = 2.0 * n_params * real
-    thread_list = [int(t) for t in args.threads_list.split(",")]
-    levers = [x.strip() for x in args.levers.split(",")] if args.levers else list(LEVERS)
-    unknown = sorted(set(levers) - set(LEVERS))
-    if unknown:
-        raise ValueError(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
-    median_tokens = int(np.median([sum(len(ids[i]) for i in b) for b in batches]))
+@dataclass
+class Texts:
+    """The model, the texts and their sorted batches every benchmark of this file times on."""
 
-    def peaks(tag):
-        out = {}
-        for th in thread_list:
-            torch.set_num_threads(th)
-            out[th] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16),
-                       "capture_shaped_fp32": shaped_peak(model, median_tokens)}
-            print(f"peak {tag}, {th} threads: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in out[th].items())
-                  + " GFLOP/s", flush=True)
-        return out
+    model: Any
+    tok: Any
+    texts: list[str]
+    ids: list[list[int]]
+    batches: list[np.ndarray]
+    load0: tuple[float, float, float]
 
-    peak_start = peaks("start")
+    @classmethod
+    def load(cls, args) -> "Texts":
+        load0 = os.getloadavg()
+        model, tok = models.load_model(args.model, dtype="float32", device="cpu")
+        texts = pipeline.load_texts(args.n, seed=0)
+        ids = capture.tokenize(tok, texts)
+        return cls(model, tok, texts, ids, sorted_batches(ids, args.batch_size), load0)
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(len(s) for s in self.ids)
+
+    @property
+    def padded_tokens(self) -> int:
+        return sum(len(b) * max(len(self.ids[i]) for i in b) for b in self.batches)
+
+    def texts_of(self, batch: np.ndarray) -> list[str]:
+        return [self.texts[i] for i in batch]
+
+
+def _peaks(model, thread_list: list[int], median_tokens: int, tag: str) -> dict:
+    """The matmul peaks (float32, bfloat16, the capture's shapes) at each thread count, printed."""
+    out = {}
+    for th in thread_list:
+        torch.set_num_threads(th)
+        out[th] = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16),
+                   "capture_shaped_fp32": shaped_peak(model, median_tokens)}
+        print(f"peak {tag}, {th} threads: " + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in out[th].items())
+              + " GFLOP/s", flush=True)
+    return out
+
+
+def _lever_run(t: Texts, args, lever: str, sel_texts: list[str]) -> np.ndarray:
+    cfg = LEVERS[lever]
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16") else torch.autocast("cpu", enabled=False)
+    with ctx:
+        return capture.residual_stream(t.model, t.tok, sel_texts, batch_size=args.batch_size, progress=False,
+                                       pack=cfg["pack"], compile=cfg.get("compile", False))
+
+
+def _roofline_warm_up(t: Texts, args, combos: list[tuple[int, str]]) -> dict:
+    """Each (threads, lever) once on the shortest batch; torch.compile gets a second, longer one (it specialises on
+    the first shape, then recompiles once with dynamic shapes). -> compile seconds per thread count."""
     compile_seconds = {}
-
-    def run(lever, sel_texts):
-        cfg = LEVERS[lever]
-        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16")
-               else torch.autocast("cpu", enabled=False))
-        with ctx:
-            return capture.residual_stream(model, tok, sel_texts, batch_size=args.batch_size, progress=False,
-                                           pack=cfg["pack"], compile=cfg.get("compile", False))
-
-    other = [x.strip() for x in args.levers_other_threads.split(",") if x.strip()]
-    combos = [(th, lv) for th in thread_list for lv in levers if th == thread_list[0] or lv in other]
-    # warm-up on the shortest batch; torch.compile gets a second, longer one (it specialises on the first
-    # shape, then recompiles once with dynamic shapes)
     for th, lv in combos:
         torch.set_num_threads(th)
         t0 = time.perf_counter()
-        for b in ((batches[-1], batches[-2]) if LEVERS[lv].get("compile") and len(batches) > 1 else batches[-1:]):
-            run(lv, [texts[i] for i in b])
+        for b in ((t.batches[-1], t.batches[-2]) if LEVERS[lv].get("compile") and len(t.batches) > 1
+                  else t.batches[-1:]):
+            _lever_run(t, args, lv, t.texts_of(b))
         if LEVERS[lv].get("compile"):
             compile_seconds[th] = round(time.perf_counter() - t0, 1)
     print("warm-up done" + (f"; compile + 2 warm-up batches: {compile_seconds} s" if compile_seconds else ""),
           flush=True)
+    return compile_seconds
+
+
+def _roofline_time(t: Texts, args, combos, thread_list) -> tuple[dict, dict, dict, list]:
+    """Every (threads, lever) batch by batch, the order rotating with the batch, and the matmul peak sampled
+    between batches (one 2048^2 product per thread count and dtype: under load the machine's limit moves, and the
+    fraction is reported against what the run itself could get). -> (seconds, outputs, peak samples, loads)."""
     seconds = {c: 0.0 for c in combos}
-    outs = {c: np.empty((len(ids), 2 * len(models.layer_modules(model)), model.config.hidden_size), np.float32)
-            for c in combos}
+    outs = {c: np.empty((len(t.ids), 2 * len(models.layer_modules(t.model)), t.model.config.hidden_size),
+                        np.float32) for c in combos}
     loads = []
-    # the matmul peak sampled between batches too (one 2048^2 product per thread count and dtype): under
-    # load the machine's limit moves, and the fraction is reported against what the run itself could get
     samples: dict = {(th, kind): [] for th in thread_list for kind in ("fp32", "bf16")}
-    for k, b in enumerate(batches):
+    for k, b in enumerate(t.batches):
         loads.append(os.getloadavg()[0])
         for th in thread_list:
             torch.set_num_threads(th)
             for kind, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                 samples[(th, kind)].append(matmul_peak(dtype, repeats=1, inner=2))
-        order = combos[k % len(combos):] + combos[:k % len(combos)]
-        for th, lv in order:
+        for th, lv in combos[k % len(combos):] + combos[:k % len(combos)]:
             torch.set_num_threads(th)
-            sel_texts = [texts[i] for i in b]
             t0 = time.perf_counter()
-            rs = run(lv, sel_texts)
+            rs = _lever_run(t, args, lv, t.texts_of(b))
             seconds[(th, lv)] += time.perf_counter() - t0
             outs[(th, lv)][b] = rs
-        print(f"  batch {k + 1}/{len(batches)}, load {loads[-1]:.1f}", flush=True)
-    peak_end = peaks("end")
+        print(f"  batch {k + 1}/{len(t.batches)}, load {loads[-1]:.1f}", flush=True)
+    return seconds, outs, samples, loads
+
+
+def _roofline_row(th: int, lv: str, dt: float, rs: np.ndarray, ref: np.ndarray | None, flops: float, peak: dict,
+                  during: float, base: float | None) -> dict:
+    kind = "bf16" if LEVERS[lv].get("bf16") else "fp32"
+    rate = flops / dt
+    diff = None if ref is None else np.abs(rs - ref)
+    return {
+        "threads": th, "lever": lv, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
+        "peak_gflops": round(peak[kind] / 1e9, 1), "fraction_of_peak": round(rate / peak[kind], 3),
+        "mean_peak_during_run_gflops": round(during / 1e9, 1),
+        "fraction_of_peak_during_run": round(rate / during, 3),
+        "fraction_of_capture_shaped_peak": (round(rate / peak["capture_shaped_fp32"], 3) if kind == "fp32"
+                                            else None),
+        "speedup_vs_fp32_padded_same_threads": None if base is None else round(base / dt, 3),
+        "max_abs_diff_vs_fp32": None if diff is None else float(diff.max()),
+        "max_rel_diff_vs_fp32": None if diff is None else float(diff.max() / np.abs(ref).max()),
+        "bit_identical_to_fp32": None if ref is None else bool(np.array_equal(rs, ref)),
+    }
+
+
+def _levers(args) -> list[str]:
+    levers = [x.strip() for x in args.levers.split(",")] if args.levers else list(LEVERS)
+    unknown = sorted(set(levers) - set(LEVERS))
+    if unknown:
+        raise ValueError(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    return levers
+
+
+def roofline(args) -> dict:
+    """The capture's achieved FLOP rate against this machine's measured matmul peak, per lever and thread
+    count, all interleaved batch by batch in one run (same texts, same sorted batches)."""
+    out_path = args.out if args.out != RESULTS else RESULTS.with_name("capture_roofline.json")
+    t = Texts.load(args)
+    n_params = params_touched(t.model)
+    flops = 2.0 * n_params * t.real_tokens
+    thread_list = [int(x) for x in args.threads_list.split(",")]
+    levers = _levers(args)
+    median_tokens = int(np.median([sum(len(t.ids[i]) for i in b) for b in t.batches]))
+    peak_start = _peaks(t.model, thread_list, median_tokens, "start")
+    other = [x.strip() for x in args.levers_other_threads.split(",") if x.strip()]
+    combos = [(th, lv) for th in thread_list for lv in levers if th == thread_list[0] or lv in other]
+    compile_seconds = _roofline_warm_up(t, args, combos)
+    seconds, outs, samples, loads = _roofline_time(t, args, combos, thread_list)
+    peak_end = _peaks(t.model, thread_list, median_tokens, "end")
     shares = {}
     if args.profile_shares:
-        prof_texts = [texts[i] for i in batches[len(batches) // 2]]
         for th in thread_list:
             torch.set_num_threads(th)
-            shares[th] = op_shares(model, tok, prof_texts, args.batch_size, pack=True)
+            shares[th] = op_shares(t.model, t.tok, t.texts_of(t.batches[len(t.batches) // 2]), args.batch_size,
+                                   pack=True)
             print(f"op shares, {th} threads (packed, one batch): {shares[th]}", flush=True)
-
     ref = outs[(thread_list[0], "fp32 padded")] if "fp32 padded" in levers else None
     rows = []
     for th, lv in combos:
         peak = {key: max(peak_start[th][key], peak_end[th][key], *samples.get((th, key), []))
                 for key in peak_start[th]}
         during = float(np.mean(samples[(th, "bf16" if LEVERS[lv].get("bf16") else "fp32")]))
-        base = seconds.get((th, "fp32 padded"))
-        kind = "bf16" if LEVERS[lv].get("bf16") else "fp32"
-        dt = seconds[(th, lv)]
-        rate = flops / dt
-        rs = outs[(th, lv)]
-        diff = None if ref is None else np.abs(rs - ref)
-        rows.append({
-            "threads": th, "lever": lv, "seconds": round(dt, 2), "gflops": round(rate / 1e9, 2),
-            "peak_gflops": round(peak[kind] / 1e9, 1), "fraction_of_peak": round(rate / peak[kind], 3),
-            "mean_peak_during_run_gflops": round(during / 1e9, 1),
-            "fraction_of_peak_during_run": round(rate / during, 3),
-            "fraction_of_capture_shaped_peak": (round(rate / peak["capture_shaped_fp32"], 3) if kind == "fp32"
-                                                else None),
-            "speedup_vs_fp32_padded_same_threads": None if base is None else round(base / dt, 3),
-            "max_abs_diff_vs_fp32": None if diff is None else float(diff.max()),
-            "max_rel_diff_vs_fp32": None if diff is None else float(diff.max() / np.abs(ref).max()),
-            "bit_identical_to_fp32": None if ref is None else bool(np.array_equal(rs, ref)),
-        })
+        rows.append(_roofline_row(th, lv, seconds[(th, lv)], outs[(th, lv)], ref, flops, peak, during,
+                                  seconds.get((th, "fp32 padded"))))
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "capture_roofline", "model": args.model, "n": args.n, "batch_size": args.batch_size,
               "timing": "interleaved per batch over every (threads, lever), order rotating with the batch",
-              "params_touched": n_params, "real_tokens": real, "padded_tokens": padded_tokens,
-              "padding_share": round(1 - real / padded_tokens, 4), "flops_per_run": flops,
+              "params_touched": n_params, "real_tokens": t.real_tokens, "padded_tokens": t.padded_tokens,
+              "padding_share": round(1 - t.real_tokens / t.padded_tokens, 4), "flops_per_run": flops,
               "median_batch_tokens": median_tokens,
               "peaks_gflops": {str(th): {"start": {k: round(v / 1e9, 1) for k, v in peak_start[th].items()},
                                          "end": {k: round(v / 1e9, 1) for k, v in peak_end[th].items()}}
@@ -452,7 +496,7 @@ def roofline(args) -> dict:
               "compile_seconds": {str(k): v for k, v in compile_seconds.items()},
               "op_shares": {str(k): v for k, v in shares.items()},
               "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                          "torch": torch.__version__, "load_average_start": load0,
+                          "torch": torch.__version__, "load_average_start": t.load0,
                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
                           "load_average_per_batch": [round(x, 2) for x in loads],
                           "load_average_end": os.getloadavg()},
@@ -515,8 +559,7 @@ def wait_policy(args) -> dict:
     return result
 
 
-def main(argv=None):
-    global ARGS
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=256, help="texts (1000 = the paper's N)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -544,48 +587,32 @@ def main(argv=None):
                    help="K > 0: OMP_WAIT_POLICY default vs PASSIVE, K alternations of child processes "
                         "(-> results/capture_threads.json)")
     p.add_argument("--wait-policy-child", action="store_true", help=argparse.SUPPRESS)
-    ARGS = args = p.parse_args(argv)
-    if args.wait_policy_child:
-        return wait_policy_child(args)
-    if args.wait_policy_ab:
-        return wait_policy(args)
-    if args.roofline:
-        return roofline(args)
+    return p
 
+
+def _methods(args) -> list[str]:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
-    methods = [m for m in METHODS if m in set(methods) | {"ours", "forward"}]
-    torch.set_num_threads(args.threads)
-    load0 = os.getloadavg()
+    return [m for m in METHODS if m in set(methods) | {"ours", "forward"}]
 
-    t0 = time.perf_counter()
-    model, tok = models.load_model(args.model, dtype="float32", device="cpu")
-    t_load = time.perf_counter() - t0
-    texts = pipeline.load_texts(args.n, seed=0)
-    ids = capture.tokenize(tok, texts)
-    batches = sorted_batches(ids, args.batch_size)
-    n_layers = len(models.layer_modules(model))
-    n_sub, d = 2 * n_layers, model.config.hidden_size
-    n_tokens = sum(len(s) for s in ids)
-    pad_sorted = sum(len(b) * max(len(ids[i]) for i in b) for b in batches)
-    pad_input = sum(len(ids[i:i + args.batch_size]) * max(len(s) for s in ids[i:i + args.batch_size])
-                    for i in range(0, len(ids), args.batch_size))
-    print(f"{args.model}: {n_layers} layers, d_model {d}; N = {args.n} texts, {n_tokens} tokens "
-          f"({pad_sorted} padded positions sorted, {pad_input} unsorted); threads {args.threads}, "
-          f"load {load0}; model loaded in {t_load:.1f}s", flush=True)
 
-    # Set up each method once (peers wrap a copy of the model), then warm up on one batch.
+def _error(err: Exception) -> str:
+    return f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+
+
+def _warm_up(t: Texts, methods: list[str], n_sub: int, d: int, args) -> tuple[dict, dict, dict]:
+    """Set up each method once (peers wrap a copy of the model), then warm it up on one batch.
+    -> (state per method, notes, failures)."""
     states, notes, failed = {}, {}, {}
-    warm_texts = [texts[i] for i in batches[len(batches) // 2]]
-    warm_ids = [ids[i] for i in batches[len(batches) // 2]]
+    mid = t.batches[len(t.batches) // 2]
+    warm_texts, warm_ids = t.texts_of(mid), [t.ids[i] for i in mid]
     warm_batches = sorted_batches(warm_ids, args.batch_size)
     for m in methods:
         if m in PEER_PACKAGES:
-            pkg = PEER_PACKAGES[m]
             try:
-                __import__(pkg)
+                __import__(PEER_PACKAGES[m])
             except ImportError as err:
                 failed[m] = (f"not installed in {sys.executable} ({err}); run with "
                              "benchmarks/.venv-peers/bin/python (see requirements-peers.txt)")
@@ -596,79 +623,84 @@ def main(argv=None):
             if shared != m and shared in states:  # the same wrapped model, other batches
                 states[m] = states[shared]
             else:
-                states[m] = SETUPS[m](model, tok) if m in SETUPS else model
-            t_setup = time.perf_counter() - t0
+                states[m] = SETUPS[m](t.model, t.tok) if m in SETUPS else t.model
             if m in SETUPS:
-                notes[m] = f"setup {t_setup:.1f}s (not timed)"
-            RUNNERS[m](states[m], tok, warm_texts, n_sub, d, ids=warm_ids, batches=warm_batches[:1], per_batch=True)
+                notes[m] = f"setup {time.perf_counter() - t0:.1f}s (not timed)"
+            RUNNERS[m](states[m], t.tok, warm_texts, n_sub, d, ids=warm_ids, batches=warm_batches[:1], per_batch=True)
         except Exception as err:  # noqa: BLE001 - a peer that cannot load this model is a result
             traceback.print_exc()
-            failed[m] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            failed[m] = _error(err)
             states.pop(m, None)
     print("warm-up done: " + ", ".join(states), flush=True)
+    return states, notes, failed
 
+
+def _time_interleaved(t: Texts, states: dict, failed: dict, unsorted: list, n_sub: int, d: int
+                      ) -> tuple[dict, dict]:
+    """Batch k of every method back to back (the method order rotating with k), each call timed on its own: a
+    change in the machine's load hits every method alike. "unsorted" runs its own batch k. -> (seconds, outputs)."""
+    seconds = {m: 0.0 for m in states}
+    outputs = {m: None if m == "forward" else np.full((len(t.ids), n_sub, d), np.nan, dtype=np.float32)
+               for m in states}
+    order = list(states)
+    for k in range(len(t.batches)):
+        if k % max(1, len(t.batches) // 8) == 0:
+            print(f"  batch {k + 1}/{len(t.batches)}, load {os.getloadavg()[0]:.1f}", flush=True)
+        for m in order[k % len(order):] + order[:k % len(order)]:
+            if m not in states:
+                continue
+            sel = unsorted[k] if m in INPUT_ORDER else t.batches[k]
+            t0 = time.perf_counter()
+            try:
+                out = RUNNERS[m](states[m], t.tok, t.texts, n_sub, d, ids=t.ids, batches=[sel], per_batch=True)
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+                states.pop(m)
+                seconds.pop(m, None)
+                outputs.pop(m, None)
+                continue
+            seconds[m] += time.perf_counter() - t0
+            if out is not None:
+                outputs[m][sel] = out
+    return seconds, outputs
+
+
+def _time_whole(t: Texts, states: dict, failed: dict, unsorted: list, n_sub: int, d: int, repeats: int
+                ) -> tuple[dict, dict]:
+    """Each method's whole run in turn, ``repeats`` passes round-robin, the fastest kept. -> (seconds, outputs)."""
     seconds: dict[str, float] = {}
     outputs: dict[str, np.ndarray | None] = {}
-    unsorted_batches = [np.arange(i, min(i + args.batch_size, len(ids))) for i in range(0, len(ids), args.batch_size)]
-    if args.interleave:
-        # Batch k of every method back to back (the method order rotating with k), each call timed on its
-        # own: a change in the machine's load hits every method alike. "unsorted" runs its own batch k.
-        for m in states:
-            seconds[m] = 0.0
-            outputs[m] = None if m == "forward" else np.full((len(ids), n_sub, d), np.nan, dtype=np.float32)
+    for rep in range(repeats):
         order = list(states)
-        for k in range(len(batches)):
-            if k % max(1, len(batches) // 8) == 0:
-                print(f"  batch {k + 1}/{len(batches)}, load {os.getloadavg()[0]:.1f}", flush=True)
-            for m in order[k % len(order):] + order[:k % len(order)]:
-                if m not in states:
-                    continue
-                sel = unsorted_batches[k] if m in INPUT_ORDER else batches[k]
-                t0 = time.perf_counter()
-                try:
-                    out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids, batches=[sel], per_batch=True)
-                except Exception as err:  # noqa: BLE001
-                    traceback.print_exc()
-                    failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
-                    states.pop(m)
-                    seconds.pop(m, None)
-                    outputs.pop(m, None)
-                    continue
-                seconds[m] += time.perf_counter() - t0
-                if out is not None:
-                    outputs[m][sel] = out
-    else:
-        for rep in range(args.repeats):
-            order = list(states)
-            order = order[rep % len(order):] + order[:rep % len(order)]
-            for m in order:
-                gc.collect()
-                t0 = time.perf_counter()
-                try:
-                    out = RUNNERS[m](states[m], tok, texts, n_sub, d, ids=ids,
-                                     batches=unsorted_batches if m in INPUT_ORDER else batches)
-                except Exception as err:  # noqa: BLE001
-                    traceback.print_exc()
-                    failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
-                    states.pop(m)
-                    continue
-                dt = time.perf_counter() - t0
-                seconds[m] = min(dt, seconds.get(m, np.inf))
-                outputs[m] = out
-                print(f"  pass {rep + 1}: {LABELS[m]:36s} {dt:8.2f} s", flush=True)
+        for m in order[rep % len(order):] + order[:rep % len(order)]:
+            gc.collect()
+            t0 = time.perf_counter()
+            try:
+                out = RUNNERS[m](states[m], t.tok, t.texts, n_sub, d, ids=t.ids,
+                                 batches=unsorted if m in INPUT_ORDER else t.batches)
+            except Exception as err:  # noqa: BLE001
+                traceback.print_exc()
+                failed[m] = f"failed: {type(err).__name__}: {str(err)[:300]}"
+                states.pop(m)
+                continue
+            dt = time.perf_counter() - t0
+            seconds[m] = min(dt, seconds.get(m, np.inf))
+            outputs[m] = out
+            print(f"  pass {rep + 1}: {LABELS[m]:36s} {dt:8.2f} s", flush=True)
+    return seconds, outputs
 
-    ref = outputs["ours"]
-    t_fwd = seconds.get("forward")
+
+def _rows(t: Texts, methods, seconds, outputs, failed, notes, pad_input: int, n: int) -> list[dict]:
+    ref, t_fwd, n_tokens = outputs["ours"], seconds.get("forward"), t.real_tokens
     rows = []
-    for m in METHODS:
-        if m not in methods:
-            continue
+    for m in (m for m in METHODS if m in methods):
         s = seconds.get(m)
         note = failed.get(m, notes.get(m, ""))
         if m == "hidden_states":
             note = "resid_pre only (30 of 60 points; diff over those)" + (f"; {note}" if note else "")
         if m in INPUT_ORDER and s is not None:
-            note = (note + "; " if note else "") + f"{pad_input} padded positions vs {pad_sorted} sorted"
+            note = (note + "; " if note else "") + f"{pad_input} padded positions vs {t.padded_tokens} sorted"
         if m.startswith("transformerlens") and s is not None:
             note = (note + "; " if note else "") + "bridge forces eager attention"
         if m == "forward":
@@ -676,21 +708,55 @@ def main(argv=None):
         rows.append({
             "method": LABELS[m],
             "seconds": None if s is None else round(s, 3),
-            "texts_per_s": None if s is None else round(args.n / s, 3),
+            "texts_per_s": None if s is None else round(n / s, 3),
             "ratio_vs_forward": None if (s is None or t_fwd is None) else round(t_fwd / s, 3),
             "max_abs_diff": None if m == "forward" or m not in outputs else max_abs_diff(outputs[m], ref),
             "note": note,
         })
-    speedups = {}
-    for m in ("nnsight", "transformerlens", "nnsight_input_order", "transformerlens_input_order", "hidden_states",
-              "unsorted"):
-        if m in seconds:
-            speedups[f"ours_vs_{m}"] = round(seconds[m] / seconds["ours"], 3)
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    def f(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    print(f"\n{'method':36s} {'seconds':>9s} {'texts/s':>8s} {'vs fwd':>7s} {'max|diff|':>10s}  note")
+    for r in rows:
+        print(f"{r['method']:36s} {f(r['seconds'], '9.2f')} {f(r['texts_per_s'], '8.2f')} "
+              f"{f(r['ratio_vs_forward'], '7.2f')} {f(r['max_abs_diff'], '10.2e')}  {r['note']}")
+
+
+def main(argv=None):
+    global ARGS
+    ARGS = args = _parser().parse_args(argv)
+    if args.wait_policy_child:
+        return wait_policy_child(args)
+    if args.wait_policy_ab:
+        return wait_policy(args)
+    if args.roofline:
+        return roofline(args)
+    methods = _methods(args)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    t = Texts.load(args)
+    t_load = time.perf_counter() - t0
+    n_layers = len(models.layer_modules(t.model))
+    n_sub, d = 2 * n_layers, t.model.config.hidden_size
+    unsorted = [np.arange(i, min(i + args.batch_size, len(t.ids))) for i in range(0, len(t.ids), args.batch_size)]
+    pad_input = sum(len(b) * max(len(t.ids[i]) for i in b) for b in unsorted)
+    print(f"{args.model}: {n_layers} layers, d_model {d}; N = {args.n} texts, {t.real_tokens} tokens "
+          f"({t.padded_tokens} padded positions sorted, {pad_input} unsorted); threads {args.threads}, "
+          f"load {t.load0}; model loaded in {t_load:.1f}s", flush=True)
+    states, notes, failed = _warm_up(t, methods, n_sub, d, args)
+    seconds, outputs = (_time_interleaved(t, states, failed, unsorted, n_sub, d) if args.interleave
+                        else _time_whole(t, states, failed, unsorted, n_sub, d, args.repeats))
+    rows = _rows(t, methods, seconds, outputs, failed, notes, pad_input, args.n)
+    t_fwd = seconds.get("forward")
+    speedups = {f"ours_vs_{m}": round(seconds[m] / seconds["ours"], 3)
+                for m in ("nnsight", "transformerlens", "nnsight_input_order", "transformerlens_input_order",
+                          "hidden_states", "unsorted") if m in seconds}
     result = {
-        "model": args.model,
-        "n_texts": args.n,
-        "n_tokens": n_tokens,
-        "batch_size": args.batch_size,
+        "model": args.model, "n_texts": args.n, "n_tokens": t.real_tokens, "batch_size": args.batch_size,
         "threads": args.threads,
         "timing": "interleaved per batch" if args.interleave else f"whole runs, best of {args.repeats}",
         "ours_vs_forward": round(t_fwd / seconds["ours"], 3) if t_fwd else None,
@@ -698,7 +764,7 @@ def main(argv=None):
         "goal_ours_vs_each_peer": 2.0,
         **speedups,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_start": [round(x, 2) for x in load0],
+                    "loadavg_start": [round(x, 2) for x in t.load0],
                     "loadavg_end": [round(x, 2) for x in os.getloadavg()],
                     "python": sys.executable, "torch": torch.__version__,
                     "transformers": version_of("transformers"), "nnsight": version_of("nnsight"),
@@ -707,17 +773,11 @@ def main(argv=None):
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-
-    print(f"\n{'method':36s} {'seconds':>9s} {'texts/s':>8s} {'vs fwd':>7s} {'max|diff|':>10s}  note")
-    for r in rows:
-        def f(v, fmt):
-            return format(v, fmt) if v is not None else "-"
-        print(f"{r['method']:36s} {f(r['seconds'], '9.2f')} {f(r['texts_per_s'], '8.2f')} "
-              f"{f(r['ratio_vs_forward'], '7.2f')} {f(r['max_abs_diff'], '10.2e')}  {r['note']}")
+    _print_table(rows)
     print({k: v for k, v in result.items() if k.startswith("ours_vs")})
     print(f"wrote {args.out}")
     if args.profile:
-        print(profile_ours(model, tok, texts[:min(64, len(texts))], args.batch_size))
+        print(profile_ours(t.model, t.tok, t.texts[:min(64, len(t.texts))], args.batch_size))
 
 
 ARGS: argparse.Namespace

@@ -233,6 +233,119 @@ def paper_width(tokens: int, rows: int, out: Path) -> dict:
     return write_result(out, result)
 
 
+class Rows(list):
+    """The timed steps: ``add(name, seconds, note, per_jacobian)`` appends a row and prints it."""
+
+    def add(self, name, seconds, note="", per_jacobian=None):
+        self.append({"step": name, "seconds": round(seconds, 3), "per_jacobian_ms": per_jacobian and
+                     round(1e3 * per_jacobian, 2), "note": note})
+        print(f"{name:58s} {seconds:9.2f} s  {note}")
+
+
+def time_ours(lm, ids, pad, S, args, rows: Rows) -> tuple[torch.Tensor, float, float]:
+    """Ours: the frozen context and every Jacobian, batched; then the two attention routes on 4 sublayers.
+    -> (Jacobians (n, S, D, D), seconds per Jacobian, seconds per attention Jacobian)."""
+    t_ctx = t_jac = 0.0
+    Js = []
+    for b0 in range(0, args.n, args.batch_size):
+        ctx, t = timed(dy.frozen_context, lm, ids[b0:b0 + args.batch_size], pad_token_id=pad)
+        t_ctx += t
+        J, t = timed(dy.jacobians, lm, ctx)
+        t_jac += t
+        Js.append(J)
+    J = torch.cat(Js)
+    per_ours = (t_ctx + t_jac) / (args.n * S)
+    rows.add(f"ours: contexts ({args.n} texts)", t_ctx)
+    rows.add(f"ours: all Jacobians ({args.n} x {S})", t_jac, per_jacobian=per_ours,
+             note=f"-> {per_ours * args.target * S:.0f} s for {args.target} texts")
+    attn_subs = list(range(0, S, 2))
+    ctx = dy.frozen_context(lm, ids[:args.batch_size], pad_token_id=pad)
+    _, t_fast = timed(dy.jacobians, lm, ctx, attn_subs[:4])
+    _, t_mod = timed(dy.jacobians, lm, ctx, attn_subs[:4], fast=False)
+    rows.add("attention Jacobians, grouped constant prefix (4 sublayers)", t_fast)
+    rows.add("attention Jacobians, module + prefix as cache (4 sublayers)", t_mod,
+             note=f"{t_mod / t_fast:.1f}x slower")
+    return J, per_ours, t_fast / (4 * min(args.batch_size, args.n))
+
+
+def time_slower_routes(lm, ids, J, S, D, args, rows: Rows, per_ours: float, per_fast_attn: float
+                       ) -> tuple[float, float]:
+    """The prefix recomputed inside jacrev (one text, 2 attention sublayers) and the naive loop of D backward
+    passes per Jacobian, each checked against ours. -> (seconds per naive Jacobian, per recomputed one)."""
+    t_re = 0.0
+    for s in list(range(0, S, 2))[:2]:
+        Jr, t = prefix_recomputed(lm, ids[0], s)
+        t_re += t
+        err = ((Jr - J[0, s]).norm() / J[0, s].norm()).item()
+    per_re = t_re / 2
+    rows.add("prefix recomputed in jacrev (1 text, 2 attn sublayers)", t_re, per_jacobian=per_re,
+             note=f"{per_re / per_fast_attn:.1f}x ours per attention Jacobian; rel. diff {err:.1e}")
+    Jn, t_fwd, t_naive = naive_rows(lm, ids[0], 2, args.naive_rows)
+    err = ((Jn - J[0, 2, :args.naive_rows]).norm() / J[0, 2, :args.naive_rows].norm()).item()
+    per_naive = t_fwd + t_naive / args.naive_rows * D
+    rows.add(f"naive loop: forward + {args.naive_rows} of {D} backward passes", t_fwd + t_naive,
+             per_jacobian=per_naive, note=f"forward {t_fwd:.2f} s, {1e3 * t_naive / args.naive_rows:.0f} ms per "
+                                          f"row; rel. diff of the rows {err:.1e}")
+    print(f"  -> ours {1e3 * per_ours:.1f} ms vs naive {1e3 * per_naive:.0f} ms per Jacobian: "
+          f"{per_naive / per_ours:.0f}x")
+    return per_naive, per_re
+
+
+def time_spectra_and_exponents(lm, ids, pad, J, S, D, args, rows: Rows) -> None:
+    """Spectra of 8 Jacobians; the Lyapunov exponents exactly (products + SVD), by Benettin with the matrices
+    and by Benettin with JVPs, each against the exact ones."""
+    _, t_spec = timed(dy.spectra, J[:1, :8].double(), update=True)
+    rows.add("spectra of 8 Jacobians (eigen + singular values)", t_spec,
+             note=f"-> {t_spec / 8 * args.target * S:.0f} s for {args.target} x {S}")
+    Jd = J[:min(2, args.n)].double()
+    P, t_p = timed(dy.cumulative_products, Jd)
+    sv, t_sv = timed(torch.linalg.svdvals, P)
+    exact = torch.log(sv[..., :args.k]).numpy() / (S - np.arange(S))[None, :, None]
+    rows.add(f"exact exponents: products + SVD ({Jd.shape[0]} texts)", t_p + t_sv)
+    lam, t_ben = timed(dy.lyapunov, dy.matrix_steps(Jd), args.k, n_iter=2, n_texts=Jd.shape[0], d_model=D)
+    rows.add(f"Benettin, matrices, top-{args.k} from all {S} starts ({Jd.shape[0]} texts)", t_ben,
+             note=f"|diff| to exact: max {np.abs(lam - exact).max():.1e}, median "
+                  f"{np.median(np.abs(lam - exact)):.1e} (clustered singular values of near-identity products "
+                  "converge slowly)")
+    ctx1 = dy.frozen_context(lm, ids[:1], pad_token_id=pad)
+    starts = list(range(S - args.jvp_starts, S))
+    lam_j, t_jvp = timed(dy.lyapunov, dy.jvp_steps(lm, ctx1), args.k, starts=starts, n_iter=2, n_texts=1, d_model=D)
+    steps_timed = sum(S - s for s in starts)
+    rows.add(f"Benettin by JVPs, {len(starts)} starts (1 text)", t_jvp,
+             note=f"-> {t_jvp / steps_timed * (S * (S + 1) // 2):.0f} s from all {S} starts; max |diff| "
+                  f"{np.abs(lam_j[0] - exact[0, starts]).max():.1e}")
+
+
+def smollm(args) -> None:
+    """The SmolLM2 rows (see the module docstring), written to ``args.out``."""
+    (lm, tok), t_load = timed(pipeline.load_model, args.model)
+    texts = pipeline.load_texts(args.n, seed=0)
+    ids = dy.text_token_ids(tok, texts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    S, D = 2 * len(layer_modules(lm)), lm.config.hidden_size
+    print(f"{args.model}: S = {S}, D = {D}, {args.n} texts of {min(map(len, ids))}-{max(map(len, ids))} tokens; "
+          f"cpus {os.cpu_count()}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
+    rows = Rows()
+    J, per_ours, per_fast_attn = time_ours(lm, ids, pad, S, args, rows)
+    per_naive, per_re = time_slower_routes(lm, ids, J, S, D, args, rows, per_ours, per_fast_attn)
+    time_spectra_and_exponents(lm, ids, pad, J, S, D, args, rows)
+    speedup = per_naive / per_ours
+    result = {"model": args.model, "shape": {"n_texts_timed": args.n, "n_texts_target": args.target,
+                                             "n_sublayers": S, "d_model": D},
+              "speedup_vs_naive_loop": round(speedup, 1), "goal_speedup": 10, "meets_goal": bool(speedup >= 10),
+              "speedup_vs_prefix_recomputed": round(per_re / per_fast_attn, 1),
+              "all_jacobians_target_s": round(per_ours * args.target * S, 1),
+              "naive_all_jacobians_target_s": round(per_naive * args.target * S, 1),
+              "peak_rss_mib": round(peak_mib(), 1),
+              "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                          "platform": platform.platform(), "torch": torch.__version__,
+                          "loadavg": os.getloadavg()},
+              "rows": list(rows)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"peak RSS {peak_mib():.0f} MiB; wrote {args.out}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m")
@@ -254,99 +367,7 @@ def main(argv=None):
         if args.only == "paper":
             return
 
-    (lm, tok), t_load = timed(pipeline.load_model, args.model)
-    texts = pipeline.load_texts(args.n, seed=0)
-    ids = dy.text_token_ids(tok, texts)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    S, D = 2 * len(layer_modules(lm)), lm.config.hidden_size
-    print(f"{args.model}: S = {S}, D = {D}, {args.n} texts of {min(map(len, ids))}-{max(map(len, ids))} tokens; "
-          f"cpus {os.cpu_count()}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
-    rows = []
-    scale = args.target / args.n
-
-    def add(name, seconds, note="", per_jacobian=None):
-        rows.append({"step": name, "seconds": round(seconds, 3), "per_jacobian_ms": per_jacobian and
-                     round(1e3 * per_jacobian, 2), "note": note})
-        print(f"{name:58s} {seconds:9.2f} s  {note}")
-
-    # ours: frozen context + all Jacobians, batched
-    t_ctx = t_jac = 0.0
-    Js = []
-    for b0 in range(0, args.n, args.batch_size):
-        ctx, t = timed(dy.frozen_context, lm, ids[b0:b0 + args.batch_size], pad_token_id=pad)
-        t_ctx += t
-        J, t = timed(dy.jacobians, lm, ctx)
-        t_jac += t
-        Js.append(J)
-    J = torch.cat(Js)
-    per_ours = (t_ctx + t_jac) / (args.n * S)
-    add(f"ours: contexts ({args.n} texts)", t_ctx)
-    add(f"ours: all Jacobians ({args.n} x {S})", t_jac, per_jacobian=per_ours,
-        note=f"-> {per_ours * args.target * S:.0f} s for {args.target} texts")
-    attn_subs = list(range(0, S, 2))
-    ctx = dy.frozen_context(lm, ids[:args.batch_size], pad_token_id=pad)
-    _, t_fast = timed(dy.jacobians, lm, ctx, attn_subs[:4])
-    _, t_mod = timed(dy.jacobians, lm, ctx, attn_subs[:4], fast=False)
-    add("attention Jacobians, grouped constant prefix (4 sublayers)", t_fast)
-    add("attention Jacobians, module + prefix as cache (4 sublayers)", t_mod, note=f"{t_mod / t_fast:.1f}x slower")
-    # prefix recomputed inside jacrev, one text, attention sublayers
-    t_re = 0.0
-    for s in attn_subs[:2]:
-        Jr, t = prefix_recomputed(lm, ids[0], s)
-        t_re += t
-        err = ((Jr - J[0, s]).norm() / J[0, s].norm()).item()
-    per_re = t_re / 2
-    per_fast_attn = t_fast / (4 * min(args.batch_size, args.n))
-    add("prefix recomputed in jacrev (1 text, 2 attn sublayers)", t_re, per_jacobian=per_re,
-        note=f"{per_re / per_fast_attn:.1f}x ours per attention Jacobian; rel. diff {err:.1e}")
-    # naive loop: D backward passes per Jacobian
-    Jn, t_fwd, t_naive = naive_rows(lm, ids[0], 2, args.naive_rows)
-    err = ((Jn - J[0, 2, :args.naive_rows]).norm() / J[0, 2, :args.naive_rows].norm()).item()
-    per_naive = t_fwd + t_naive / args.naive_rows * D
-    add(f"naive loop: forward + {args.naive_rows} of {D} backward passes", t_fwd + t_naive, per_jacobian=per_naive,
-        note=f"forward {t_fwd:.2f} s, {1e3 * t_naive / args.naive_rows:.0f} ms per row; "
-             f"rel. diff of the rows {err:.1e}")
-    speedup = per_naive / per_ours
-    print(f"  -> ours {1e3 * per_ours:.1f} ms vs naive {1e3 * per_naive:.0f} ms per Jacobian: {speedup:.0f}x")
-
-    # spectra
-    st, t_spec = timed(dy.spectra, J[:1, :8].double(), update=True)
-    per_spec = t_spec / 8
-    add("spectra of 8 Jacobians (eigen + singular values)", t_spec, note=f"-> {per_spec * args.target * S:.0f} s "
-        f"for {args.target} x {S}")
-    # Lyapunov: exact from products, Benettin with matrices, Benettin by JVPs
-    Jd = J[:min(2, args.n)].double()
-    P, t_p = timed(dy.cumulative_products, Jd)
-    sv, t_sv = timed(torch.linalg.svdvals, P)
-    exact = torch.log(sv[..., :args.k]).numpy() / (S - np.arange(S))[None, :, None]
-    add(f"exact exponents: products + SVD ({Jd.shape[0]} texts)", t_p + t_sv)
-    lam, t_ben = timed(dy.lyapunov, dy.matrix_steps(Jd), args.k, n_iter=2, n_texts=Jd.shape[0], d_model=D)
-    add(f"Benettin, matrices, top-{args.k} from all {S} starts ({Jd.shape[0]} texts)", t_ben,
-        note=f"|diff| to exact: max {np.abs(lam - exact).max():.1e}, median {np.median(np.abs(lam - exact)):.1e} "
-             "(clustered singular values of near-identity products converge slowly)")
-    ctx1 = dy.frozen_context(lm, ids[:1], pad_token_id=pad)
-    starts = list(range(S - args.jvp_starts, S))
-    lam_j, t_jvp = timed(dy.lyapunov, dy.jvp_steps(lm, ctx1), args.k, starts=starts, n_iter=2, n_texts=1, d_model=D)
-    steps_timed = sum(S - s for s in starts)
-    steps_all = S * (S + 1) // 2
-    add(f"Benettin by JVPs, {len(starts)} starts (1 text)", t_jvp,
-        note=f"-> {t_jvp / steps_timed * steps_all:.0f} s from all {S} starts; max |diff| "
-             f"{np.abs(lam_j[0] - exact[0, starts]).max():.1e}")
-
-    result = {"model": args.model, "shape": {"n_texts_timed": args.n, "n_texts_target": args.target,
-                                             "n_sublayers": S, "d_model": D},
-              "speedup_vs_naive_loop": round(speedup, 1), "goal_speedup": 10, "meets_goal": bool(speedup >= 10),
-              "speedup_vs_prefix_recomputed": round(per_re / per_fast_attn, 1),
-              "all_jacobians_target_s": round(per_ours * args.target * S, 1),
-              "naive_all_jacobians_target_s": round(per_naive * args.target * S, 1),
-              "peak_rss_mib": round(peak_mib(), 1),
-              "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                          "platform": platform.platform(), "torch": torch.__version__,
-                          "loadavg": os.getloadavg()},
-              "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"peak RSS {peak_mib():.0f} MiB; wrote {args.out}")
+    smollm(args)
 
 
 if __name__ == "__main__":

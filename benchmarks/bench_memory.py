@@ -12,8 +12,8 @@ Each case runs in its own subprocess (so one case's peak cannot hide another's).
 
 Predicted peak of the in-memory mode: RSS after the warm-up + ``N x 2L x D x 4`` bytes (the rows also
 show the bare model size + that array, the lower bound); of the streaming mode: RSS after the warm-up + two
-shards (the array and its serialised bytes). Streaming's peak should stay flat in N (one shard at a time), which is what makes N = 100 000 possible. Results go to
-``benchmarks/results/memory.json``::
+shards (the array and its serialised bytes). Streaming's peak should stay flat in N (one shard at a time), which
+is what makes N = 100 000 possible. Results go to ``benchmarks/results/memory.json``::
 
     .venv/bin/python benchmarks/bench_memory.py                    # N = 128, 512, 1000, full texts
     .venv/bin/python benchmarks/bench_memory.py --max-tokens 16    # same memory story, ~5x quicker
@@ -73,7 +73,7 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
     """One case, in this process: returns RSS figures in bytes and the capture time."""
     import torch  # noqa: PLC0415
 
-    from transformer_dynamics import capture, models, pipeline  # noqa: PLC0415
+    from transformer_dynamics import capture, pipeline  # noqa: PLC0415
 
     torch.set_num_threads(threads)
     if max_tokens is not None:
@@ -144,7 +144,7 @@ def link_model(cache_dir: Path, model_name: str) -> None:
         dst.symlink_to(src, target_is_directory=True)
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ns", default="128,512,1000", help="comma-separated N values")
     p.add_argument("--shard-size", type=int, default=64, help="texts per shard in the streaming mode")
@@ -158,63 +158,68 @@ def main(argv=None):
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
 
+
+def run_case(args, mode: str, n: int, cache_dir: str) -> dict:
+    """One capture of ``n`` texts in ``mode`` measured in a child process -> its row (with the predicted peak:
+    in memory, the whole array on top of the warmed-up process; streaming, one shard's array and its serialised
+    bytes at a time)."""
+    cmd = [sys.executable, __file__, "--child", mode, str(n), "--cache-dir", cache_dir,
+           "--shard-size", str(args.shard_size), "--model", args.model, "--threads", str(args.threads)]
+    if args.max_tokens:
+        cmd += ["--max-tokens", str(args.max_tokens)]
+    if args.cycle_texts:
+        cmd += ["--cycle-texts", "--batch-size", str(args.batch_size)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"case {mode} N={n} failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(line[len("RESULT "):])
+    row_bytes = r["array_bytes"] / n
+    extra = r["array_bytes"] if mode == "in_memory" else 2 * min(n, args.shard_size) * row_bytes
+    return {"mode": mode, "n": n, "rss_after_load_mib": round(r["rss_after_load"] / MiB, 1),
+            "peak_mib": round(r["peak_during_capture"] / MiB, 1),
+            "growth_mib": round((r["peak_during_capture"] - r["rss_after_load"]) / MiB, 1),
+            "predicted_peak_mib": round((r["rss_after_load"] + extra) / MiB, 1),
+            "array_mib": round(r["array_bytes"] / MiB, 1),
+            "model_mib": round(r["model_bytes"] / MiB, 1),
+            "model_plus_array_mib": round((r["model_bytes"] + r["array_bytes"]) / MiB, 1),
+            "seconds": round(r["seconds"], 2), "peak_reset": r["peak_reset"],
+            "note": f"shards of {args.shard_size}" if mode == "streaming" else "whole array in memory"}
+
+
+def slope(rows: list[dict], mode: str) -> float | None:
+    """MiB of extra peak per 1000 extra texts in ``mode``, least squares over N (None below two points)."""
+    pts = [(r["n"], r["growth_mib"]) for r in rows if r["mode"] == mode]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return round(1000 * sum((x - mx) * (y - my) for x, y in pts) / sxx, 1) if sxx else None
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     if args.child:
         res = child(args.child[0], int(args.child[1]), args.shard_size, args.cache_dir, args.model, args.threads,
                     args.max_tokens, args.cycle_texts, args.batch_size)
         print("RESULT " + json.dumps(res), flush=True)
         return
-
-    ns = [int(x) for x in args.ns.split(",")]
-    modes = [m.strip() for m in args.modes.split(",")]
     load0 = os.getloadavg()
     rows = []
     print(f"{'mode':10s} {'N':>6s} {'after load MiB':>15s} {'peak MiB':>9s} {'predicted MiB':>14s} "
           f"{'array MiB':>10s} {'seconds':>8s}", flush=True)
     with tempfile.TemporaryDirectory(prefix="td-bench-memory-") as tmp:
         link_model(Path(tmp), args.model)
-        for n in ns:
-            for mode in modes:
-                cmd = [sys.executable, __file__, "--child", mode, str(n), "--cache-dir", tmp,
-                       "--shard-size", str(args.shard_size), "--model", args.model, "--threads", str(args.threads)]
-                if args.max_tokens:
-                    cmd += ["--max-tokens", str(args.max_tokens)]
-                if args.cycle_texts:
-                    cmd += ["--cycle-texts", "--batch-size", str(args.batch_size)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-                if proc.returncode != 0 or line is None:
-                    raise RuntimeError(f"case {mode} N={n} failed:\n{proc.stderr[-3000:]}")
-                r = json.loads(line[len("RESULT "):])
-                # In memory: the whole array on top of the warmed-up process. Streaming: one shard's array
-                # and its serialised bytes (safetensors) at a time.
-                row_bytes = r["array_bytes"] / n
-                extra = r["array_bytes"] if mode == "in_memory" else 2 * min(n, args.shard_size) * row_bytes
-                predicted = r["rss_after_load"] + extra
-                row = {"mode": mode, "n": n, "rss_after_load_mib": round(r["rss_after_load"] / MiB, 1),
-                       "peak_mib": round(r["peak_during_capture"] / MiB, 1),
-                       "growth_mib": round((r["peak_during_capture"] - r["rss_after_load"]) / MiB, 1),
-                       "predicted_peak_mib": round(predicted / MiB, 1),
-                       "array_mib": round(r["array_bytes"] / MiB, 1),
-                       "model_mib": round(r["model_bytes"] / MiB, 1),
-                       "model_plus_array_mib": round((r["model_bytes"] + r["array_bytes"]) / MiB, 1),
-                       "seconds": round(r["seconds"], 2), "peak_reset": r["peak_reset"],
-                       "note": f"shards of {args.shard_size}" if mode == "streaming" else "whole array in memory"}
+        for n in (int(x) for x in args.ns.split(",")):
+            for mode in (m.strip() for m in args.modes.split(",")):
+                row = run_case(args, mode, n, tmp)
                 rows.append(row)
                 print(f"{mode:10s} {n:6d} {row['rss_after_load_mib']:15.1f} {row['peak_mib']:9.1f} "
                       f"{row['predicted_peak_mib']:14.1f} {row['array_mib']:10.1f} {row['seconds']:8.1f}",
                       flush=True)
-
-    def slope(mode):  # MiB of extra peak per 1000 extra texts, least squares over N
-        pts = [(r["n"], r["growth_mib"]) for r in rows if r["mode"] == mode]
-        if len(pts) < 2:
-            return None
-        mx = sum(x for x, _ in pts) / len(pts)
-        my = sum(y for _, y in pts) / len(pts)
-        sxx = sum((x - mx) ** 2 for x, _ in pts)
-        return round(1000 * sum((x - mx) * (y - my) for x, y in pts) / sxx, 1) if sxx else None
-
     per_text = rows[0]["array_mib"] / rows[0]["n"] * 1000 if rows else None
     result = {
         "model": args.model,
@@ -224,8 +229,8 @@ def main(argv=None):
         "threads": args.threads,
         "batch_size": args.batch_size,
         "array_mib_per_1000_texts": None if per_text is None else round(per_text, 1),
-        "in_memory_growth_mib_per_1000_texts": slope("in_memory"),
-        "streaming_growth_mib_per_1000_texts": slope("streaming"),
+        "in_memory_growth_mib_per_1000_texts": slope(rows, "in_memory"),
+        "streaming_growth_mib_per_1000_texts": slope(rows, "streaming"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "loadavg_start": [round(x, 2) for x in load0],
                     "peak_measure": "VmHWM, reset after the model is loaded" if rows and all(

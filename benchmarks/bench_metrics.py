@@ -10,7 +10,7 @@ Writes ``benchmarks/results/metrics.json`` (read by the book's benchmarks page) 
 KDE MI (the paper's estimator): the default "kde" (gridded kernel sums, ``mutual_info.gauss_sums``) against
 "kde_exact" (exact O(N^2) sums) and a loop of ``scipy.stats.gaussian_kde`` (the paper's reference
 computation), per unit pair at N = 1000: speed-ups, the largest relative error against the exact
-estimator on the constructed hard pairs (``mutual_info.constructed_pairs``) and on SmolLM2's residual
+estimator on the constructed hard pairs (``tests/mi_cases.py``) and on SmolLM2's residual
 stream (``--real``: the N = 1000 capture, cached after its first run; every transition), and the
 paper-scale time (63 transitions x 4096 units) extrapolated from the units timed. Goals (issue 17): >= 50x
 (goal 100x) the scipy loop, within 1e-3 relative of "kde_exact" on real pairs, paper scale < 60 s.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,11 +29,14 @@ import numpy as np
 import torch
 from scipy.stats import gaussian_kde
 
-from _common import machine, write_result
+from _common import TESTS, machine, write_result
 
 from transformer_dynamics import metrics as M
 from transformer_dynamics import mutual_info as MI
 from transformer_dynamics.bootstrap import bootstrap, bootstrap_correlation
+
+sys.path.insert(0, str(TESTS))
+from mi_cases import constructed_pairs  # noqa: E402  (the tests' constructed pairs)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
 
@@ -91,7 +95,7 @@ def real_pairs_check(n_units: int) -> dict:
 
 def constructed_check() -> dict:
     """"kde" vs "kde_exact" (and the scipy reference) on the constructed hard pairs at N = 1000."""
-    x, y = MI.constructed_pairs(n=1000)
+    x, y = constructed_pairs(n=1000)
     names = ["gaussian", "bimodal", "heavy_tailed", "massive_outlier", "near_constant", "near_constant_spikes",
              "nonlinear"]
     fast = MI.mutual_information_pairs(x, y, "kde")
@@ -150,7 +154,7 @@ def clocked(fn, *args, **kwargs):
     return out, wall, time.process_time() - c0
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--sublayers", type=int, default=64)
@@ -166,8 +170,105 @@ def main(argv=None):
     p.add_argument("--ksg", type=int, default=0, metavar="UNITS",
                    help="only the KSG kernel vs brute force on UNITS units of SmolLM2 (N = 1000, every transition)")
     p.add_argument("--out", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    return p
 
+
+class Rows(list):
+    """The timed statistics: ``add(name, seconds, goal, note)`` appends a row and prints it."""
+
+    def add(self, name, seconds, goal=None, note=""):
+        self.append({"metric": name, "seconds": round(seconds, 3), "goal_s": goal,
+                     "meets_goal": None if goal is None else bool(seconds < goal), "note": note})
+        print(f"{name:38s} {seconds:9.2f} s  {note}")
+
+
+def time_other_statistics(rs: np.ndarray, args, rows: Rows) -> None:
+    """Every Figure 1 statistic but the KDE MI at the paper's shape (goal: a minute each), the bootstraps, GCMI
+    on every unit and KSG on a few."""
+    for name, fn in [("mean_activations", M.mean_activations), ("unit_order", M.unit_order),
+                     ("successive_correlation", M.successive_correlation),
+                     ("pairwise_correlation", M.pairwise_correlation),
+                     ("cosine_similarity", M.cosine_similarity),
+                     ("centered_cosine_similarity", M.centered_cosine_similarity),
+                     ("velocity", M.velocity), ("massive_units", M.massive_units)]:
+        out, dt = timed(fn, rs)
+        rows.add(name, dt, 60.0)
+        if name == "pairwise_correlation":
+            _, dt = timed(M.correlation_histogram, out)
+            rows.add("correlation_histogram", dt, 60.0)
+        if name == "velocity":
+            _, dt = timed(bootstrap, "mean", out, n_boot=1000)
+            rows.add("bootstrap('mean') of velocity", dt, 60.0, "1000 resamples, all transitions")
+    _, dt = timed(bootstrap_correlation, rs[:, 0], rs[:, 1], n_boot=1000)
+    rows.add("bootstrap_correlation (median r, 1 transition)", dt, 60.0, "1000 resamples, vectorised")
+    _, dt = timed(MI.mutual_information, rs, "gcmi")
+    rows.add("mutual_information gcmi (full)", dt, 300.0)
+    ksg_units = np.arange(args.other_mi_units)
+    _, dt = timed(MI.mutual_information, rs, "ksg", units=ksg_units)
+    rows.add(f"mutual_information ksg ({ksg_units.size} units)", dt, None,
+             f"extrapolated to {rs.shape[2]} units: {dt * rs.shape[2] / ksg_units.size:.0f}s")
+
+
+def time_kde(rs: np.ndarray, args, rows: Rows) -> dict:
+    """The paper's estimator: the compiled kernels warmed up (compilation is a one-off cost), then "kde" on
+    ``--mi-units`` units extrapolated to the paper's scale (``--d-model`` units, however narrow ``rs`` is), "kde_exact"
+    on ``--exact-units`` and the scipy loop on ``--scipy-pairs`` unit pairs at the same N. -> the numbers behind
+    the result's ``kde_mi``."""
+    L, D = rs.shape[1], args.d_model
+    _, t_compile = timed(MI.mutual_information, rs[:, :2], "kde_exact", units=np.arange(64))
+    _, t_compile2 = timed(MI.mutual_information, rs[:, :2], "kde", units=np.arange(64))
+    rows.add("kde_exact + kde warm-up (compilation, one-off)", t_compile + t_compile2, None)
+    units = np.arange(min(args.mi_units, rs.shape[2]))
+    mi_fast, dt, cpu = clocked(MI.mutual_information, rs, "kde", units=units)
+    full = units.size == D
+    n_pairs = (L - 1) * units.size
+    per_pair_ours = dt / n_pairs
+    est_full = per_pair_ours * (L - 1) * D
+    rows.add(f"mutual_information kde ({units.size} units)", dt, None if not full else 60.0,
+             f"{n_pairs} unit-pairs, {per_pair_ours * 1e3:.3f} ms/pair")
+    rows.add("mutual_information kde (paper scale)", est_full, 60.0,
+             "measured" if full else f"extrapolated x{D / units.size:.0f} from {units.size} units x {L - 1} "
+                                     "transitions")
+    ex_units = units[:min(args.exact_units, units.size)]
+    mi_exact, dt_ex, cpu_ex = clocked(MI.mutual_information, rs, "kde_exact", units=ex_units)
+    per_pair_exact = dt_ex / ((L - 1) * ex_units.size)
+    rel_synth = float(np.nanmax(np.abs(mi_fast[:, :ex_units.size] / mi_exact - 1)))
+    rows.add(f"mutual_information kde_exact ({ex_units.size} units)", dt_ex, None,
+             f"{per_pair_exact * 1e3:.2f} ms/pair; kde/exact max rel diff {rel_synth:.1e}")
+    k = args.scipy_pairs
+    t_src = min(10, L - 2)
+    pairs = [(rs[:, t_src, u].astype(np.float64), rs[:, t_src + 1, u].astype(np.float64)) for u in range(k)]
+    ref, dt_scipy, cpu_scipy = clocked(lambda: [scipy_kde_mi(a, b) for a, b in pairs])
+    per_pair_scipy = dt_scipy / k
+    ours = MI.mutual_information_pairs(rs[:, t_src, :k], rs[:, t_src + 1, :k], "kde")
+    max_rel = float(np.max(np.abs(ours / np.asarray(ref) - 1)))
+    ratio = per_pair_scipy / per_pair_ours
+    rows.add("scipy gaussian_kde loop, per unit-pair", per_pair_scipy, None,
+             f"{k} pairs; kde {per_pair_ours * 1e3:.3f} ms/pair, exact {per_pair_exact * 1e3:.2f} ms/pair; "
+             f"max rel diff {max_rel:.1e}")
+    print(f"\nKDE MI per-pair speed-up over the scipy loop: {ratio:.0f}x kde, "
+          f"{per_pair_scipy / per_pair_exact:.0f}x exact (goal >= 50x, 100x); "
+          f"paper-scale estimate {est_full:.0f}s (goal < 60 s; CPU time {cpu / n_pairs * (L - 1) * D:.0f}s)")
+    return {"method": "kde (default: gridded sums, mutual_info.gauss_sums) vs kde_exact vs scipy loop",
+            "grid_h": MI.GRID_H, "grid_error_bound_2d": MI.grid_error_bound(MI.GRID_H, 2),
+            "units_timed": int(units.size), "transitions_timed": L - 1, "seconds": round(dt, 2),
+            "paper_scale_seconds": round(est_full, 1), "extrapolated": not full,
+            "paper_scale_note": "measured" if full else
+            f"extrapolated from {units.size} units x {L - 1} transitions of the synthetic stream",
+            "per_pair_ms": per_pair_ours * 1e3, "exact_per_pair_ms": per_pair_exact * 1e3,
+            "scipy_per_pair_ms": per_pair_scipy * 1e3,
+            "cpu_per_pair_ms": cpu / n_pairs * 1e3,
+            "exact_cpu_per_pair_ms": cpu_ex / ((L - 1) * ex_units.size) * 1e3,
+            "scipy_cpu_per_pair_ms": cpu_scipy / k * 1e3,
+            "paper_scale_cpu_seconds": round(cpu / n_pairs * (L - 1) * D, 1),
+            "speedup_vs_exact": per_pair_exact / per_pair_ours, "speedup_vs_scipy": ratio,
+            "cpu_speedup_vs_scipy": (cpu_scipy / k) / (cpu / n_pairs),
+            "exact_speedup_vs_scipy": per_pair_scipy / per_pair_exact,
+            "max_rel_diff_vs_scipy": max_rel, "max_rel_diff_vs_exact_synthetic": rel_synth}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     n, L, D = args.n, args.sublayers, args.d_model
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,101 +281,23 @@ def main(argv=None):
     rs, t_make = timed(synthetic_rs, n, L, min(D, max(args.mi_units, args.exact_units, 64)) if args.skip_other else D)
     print(f"synthetic rs {rs.shape} float32 ({rs.nbytes / 2**30:.2f} GiB) in {t_make:.1f}s; "
           f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {os.getloadavg()}")
-    rows = []
-
-    def add(name, seconds, goal=None, note=""):
-        rows.append({"metric": name, "seconds": round(seconds, 3), "goal_s": goal,
-                     "meets_goal": None if goal is None else bool(seconds < goal), "note": note})
-        print(f"{name:38s} {seconds:9.2f} s  {note}")
-
-    for name, fn in [] if args.skip_other else [("mean_activations", M.mean_activations), ("unit_order", M.unit_order),
-                     ("successive_correlation", M.successive_correlation),
-                     ("pairwise_correlation", M.pairwise_correlation),
-                     ("cosine_similarity", M.cosine_similarity),
-                     ("centered_cosine_similarity", M.centered_cosine_similarity),
-                     ("velocity", M.velocity), ("massive_units", M.massive_units)]:
-        out, dt = timed(fn, rs)
-        add(name, dt, 60.0)
-        if name == "pairwise_correlation":
-            _, dt = timed(M.correlation_histogram, out)
-            add("correlation_histogram", dt, 60.0)
-        if name == "velocity":
-            _, dt = timed(bootstrap, "mean", out, n_boot=1000)
-            add("bootstrap('mean') of velocity", dt, 60.0, "1000 resamples, all transitions")
+    rows = Rows()
     if not args.skip_other:
-        _, dt = timed(bootstrap_correlation, rs[:, 0], rs[:, 1], n_boot=1000)
-        add("bootstrap_correlation (median r, 1 transition)", dt, 60.0, "1000 resamples, vectorised")
-        _, dt = timed(M.mutual_information, rs, "gcmi")
-        add("mutual_information gcmi (full)", dt, 300.0)
-        ksg_units = np.arange(args.other_mi_units)
-        _, dt = timed(M.mutual_information, rs, "ksg", units=ksg_units)
-        add(f"mutual_information ksg ({ksg_units.size} units)", dt, None,
-            f"extrapolated to {D} units: {dt * D / ksg_units.size:.0f}s")
-
-    # KDE (the paper's estimator): warm up the compiled kernels first (compilation is a one-off cost)
-    _, t_compile = timed(M.mutual_information, rs[:, :2], "kde_exact", units=np.arange(64))
-    _, t_compile2 = timed(M.mutual_information, rs[:, :2], "kde", units=np.arange(64))
-    add("kde_exact + kde warm-up (compilation, one-off)", t_compile + t_compile2, None)
-    units = np.arange(min(args.mi_units, rs.shape[2]))
-    mi_fast, dt, cpu = clocked(M.mutual_information, rs, "kde", units=units)
-    full = units.size == D
-    n_pairs = (L - 1) * units.size
-    per_pair_ours = dt / n_pairs
-    est_full = per_pair_ours * (L - 1) * D
-    add(f"mutual_information kde ({units.size} units)", dt, None if not full else 60.0,
-        f"{n_pairs} unit-pairs, {per_pair_ours * 1e3:.3f} ms/pair")
-    add("mutual_information kde (paper scale)", est_full, 60.0,
-        "measured" if full else f"extrapolated x{D / units.size:.0f} from {units.size} units x {L - 1} transitions")
-    ex_units = units[:min(args.exact_units, units.size)]
-    mi_exact, dt_ex, cpu_ex = clocked(M.mutual_information, rs, "kde_exact", units=ex_units)
-    per_pair_exact = dt_ex / ((L - 1) * ex_units.size)
-    rel_synth = float(np.nanmax(np.abs(mi_fast[:, :ex_units.size] / mi_exact - 1)))
-    add(f"mutual_information kde_exact ({ex_units.size} units)", dt_ex, None,
-        f"{per_pair_exact * 1e3:.2f} ms/pair; kde/exact max rel diff {rel_synth:.1e}")
-
-    # scipy reference loop on a few unit pairs at the same N
-    k = args.scipy_pairs
-    t_src = min(10, L - 2)
-    pairs = [(rs[:, t_src, u].astype(np.float64), rs[:, t_src + 1, u].astype(np.float64)) for u in range(k)]
-    ref, dt_scipy, cpu_scipy = clocked(lambda: [scipy_kde_mi(a, b) for a, b in pairs])
-    per_pair_scipy = dt_scipy / k
-    ours = M.mutual_information_pairs(rs[:, t_src, :k], rs[:, t_src + 1, :k], "kde")
-    max_rel = float(np.max(np.abs(ours / np.asarray(ref) - 1)))
-    ratio = per_pair_scipy / per_pair_ours
-    add("scipy gaussian_kde loop, per unit-pair", per_pair_scipy, None,
-        f"{k} pairs; kde {per_pair_ours * 1e3:.3f} ms/pair, exact {per_pair_exact * 1e3:.2f} ms/pair; "
-        f"max rel diff {max_rel:.1e}")
-    print(f"\nKDE MI per-pair speed-up over the scipy loop: {ratio:.0f}x kde, "
-          f"{per_pair_scipy / per_pair_exact:.0f}x exact (goal >= 50x, 100x); "
-          f"paper-scale estimate {est_full:.0f}s (goal < 60 s; CPU time {cpu / n_pairs * (L - 1) * D:.0f}s)")
+        time_other_statistics(rs, args, rows)
+    kde = time_kde(rs, args, rows)
     constructed = constructed_check()
     real = real_pairs_check(args.real) if args.real else None
-
+    kde.update(constructed_pairs=constructed, real_pairs=real,
+               meets_goals=bool(kde["paper_scale_seconds"] < 60 and kde["speedup_vs_scipy"] >= 50
+                                and constructed["max_rel_diff"] <= 1e-3
+                                and (real is None or real["max_rel_diff"] <= 1e-3)))
     result = {
         "benchmark": "metrics",
         "shape": [n, L, D], "dtype": "float32",
         "machine": machine(load_start, torch_threads=torch.get_num_threads(), torch=torch.__version__,
                            note="a shared machine: compare the ratios measured inside this run"),
-        "rows": rows,
-        "kde_mi": {"method": "kde (default: gridded sums, mutual_info.gauss_sums) vs kde_exact vs scipy loop",
-                   "grid_h": MI.GRID_H, "grid_error_bound_2d": MI.grid_error_bound(MI.GRID_H, 2),
-                   "units_timed": int(units.size), "transitions_timed": L - 1, "seconds": round(dt, 2),
-                   "paper_scale_seconds": round(est_full, 1), "extrapolated": not full,
-                   "paper_scale_note": "measured" if full else
-                   f"extrapolated from {units.size} units x {L - 1} transitions of the synthetic stream",
-                   "per_pair_ms": per_pair_ours * 1e3, "exact_per_pair_ms": per_pair_exact * 1e3,
-                   "scipy_per_pair_ms": per_pair_scipy * 1e3,
-                   "cpu_per_pair_ms": cpu / n_pairs * 1e3,
-                   "exact_cpu_per_pair_ms": cpu_ex / ((L - 1) * ex_units.size) * 1e3,
-                   "scipy_cpu_per_pair_ms": cpu_scipy / k * 1e3,
-                   "paper_scale_cpu_seconds": round(cpu / n_pairs * (L - 1) * D, 1),
-                   "speedup_vs_exact": per_pair_exact / per_pair_ours, "speedup_vs_scipy": ratio,
-                   "cpu_speedup_vs_scipy": (cpu_scipy / k) / (cpu / n_pairs),
-                   "exact_speedup_vs_scipy": per_pair_scipy / per_pair_exact,
-                   "max_rel_diff_vs_scipy": max_rel, "max_rel_diff_vs_exact_synthetic": rel_synth,
-                   "constructed_pairs": constructed, "real_pairs": real,
-                   "meets_goals": bool(est_full < 60 and ratio >= 50 and constructed["max_rel_diff"] <= 1e-3
-                                       and (real is None or real["max_rel_diff"] <= 1e-3))},
+        "rows": list(rows),
+        "kde_mi": kde,
         "non_mi_meet_60s": None if args.skip_other else bool(all(r["meets_goal"] for r in rows
                                                                  if r["goal_s"] == 60.0)),
     }

@@ -99,7 +99,7 @@ colab.setup(globals(), "02_activation_statistics")
 import numpy as np
 from IPython.display import Markdown, display
 
-from transformer_dynamics import chapter, metrics, nulls, robustness, verdicts
+from transformer_dynamics import chapter, metrics, mutual_info, robustness, verdicts
 from transformer_dynamics.plots import robustness as plot_robustness
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import metrics as plot_metrics
@@ -116,10 +116,10 @@ Markdown(ch.summary())
 
 # %% [markdown]
 # ## Computing the statistics
-# All in `transformer_dynamics.metrics`: means per unit and sublayer, each unit's Pearson r between
+# In `transformer_dynamics.metrics`: means per unit and sublayer, each unit's Pearson r between
 # successive sublayers (and between all pairs l < m), the cosine similarity and the velocity of
-# successive RS vectors per text, and each unit's MI between successive sublayers with every estimator
-# in `MI_METHODS`.
+# successive RS vectors per text; in `transformer_dynamics.mutual_info`: each unit's MI between successive
+# sublayers with every estimator in `MI_METHODS`.
 
 # %%
 main_mi = "kde" if "kde" in MI_METHODS else MI_METHODS[0]
@@ -138,11 +138,11 @@ for m, c in RUNS:
         "cos": metrics.cosine_similarity(x),
         "ccos": metrics.centered_cosine_similarity(x),
         "vel": metrics.velocity(x),
-        "mi_main": metrics.mutual_information(x, main_mi, units=units[m]),
+        "mi_main": mutual_info.mutual_information(x, main_mi, units=units[m]),
     }
     in_compare = np.isin(units[m], compare[m])
     stats[m, c]["mi"] = {est: stats[m, c]["mi_main"][:, in_compare] if est == main_mi
-                     else metrics.mutual_information(x, est, units=compare[m])
+                     else mutual_info.mutual_information(x, est, units=compare[m])
                      for est in MI_METHODS}
     stats[m, c]["hist"] = metrics.correlation_histogram(stats[m, c]["r"])
     stats[m, c]["hist_pairs"] = metrics.correlation_histogram(stats[m, c]["r_pairs"])
@@ -202,7 +202,8 @@ for m, c in RUNS:
 # correlation; the white line is the density pooled over units.
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1D: per-unit density of the correlations between successive sublayers, units sorted by their median; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d"}, "image": {"alt": "Heatmaps of each unit's distribution of successive-sublayer correlations on 0 to 1, Fig 1D; one row per model ({models}); columns: original texts, shuffled-token control"}}
-grid(plot_metrics.plot_correlation_histogram, {(m, c): stats[m, c]["hist"] for m, c in RUNS});
+grid(plot_metrics.plot_correlation_histogram,
+     {(m, c): stats[m, c]["hist"] for m, c in RUNS});
 
 # %% mystnb={"figure": {"caption": "Fig. 1D by the methods' definition: per-unit density of the correlations over all sublayer pairs l < m; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1d-pairs"}, "image": {"alt": "Heatmaps of each unit's distribution of correlations over all sublayer pairs, Fig 1D all-pairs version; one row per model ({models}); columns: original texts, shuffled-token control"}}
 fig = grid(plot_metrics.plot_correlation_histogram,
@@ -247,7 +248,8 @@ grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1G: mutual information (Gaussian KDE, the paper's estimator) of each unit between successive sublayers, units in the Fig. 1B order; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1g"}, "image": {"alt": "Heatmaps of each unit's KDE mutual information between successive sublayers, Fig 1G; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_units,
-     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS}, row_kwargs=ch.per_model);
+     {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
+     row_kwargs=ch.per_model);
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1H: mean mutual information over units between successive sublayers (Gaussian KDE); one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information over units against transition, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS},
@@ -269,7 +271,7 @@ grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi"] for m, c in RUNS},
 # %% tags=["remove-input"]
 for m, c in RUNS:
     if {"kde", "kde_exact"} <= set(MI_METHODS):
-        ch.record(m, "mi_kde_grid_max_rel_diff", metrics.max_relative_difference(
+        ch.record(m, "mi_kde_grid_max_rel_diff", mutual_info.max_relative_difference(
             stats[m, c]["mi"]["kde"], stats[m, c]["mi"]["kde_exact"]), figure="1H", condition=c,
             claim="largest relative difference of MI, gridded vs exact kernel sums (same estimate)")
     mean_mi = metrics.mean_by_transition(stats[m, c]["mi_main"])["all"]
@@ -344,21 +346,16 @@ grid(plot_metrics.plot_velocity,
 # training adds. The claims below set each value against the same references.
 
 # %% mystnb={"figure": {"caption": "What learning adds: the trained model's median successive correlation, cosine, norm and velocity (norm and velocity divided by each curve's mean) beside the same architecture at random initialisation (transformers' and matched-scale), with its weights permuted, and the pre-LN prediction at initialisation; one row per model ({models}).", "name": "fig-02-learning"}, "image": {"alt": "Line plots of correlation, cosine, norm and velocity against relative depth for the trained model, random initialisations, permuted weights and the analytic prediction; one row per model ({models})"}}
-KINDS = {"default": "random init", "matched": "matched-scale random init", "permuted": "permuted weights"}
-learning = {}
-for m in ch.models:
-    refs = robustness.reference_curves(ch.reference_streams(m), ("r", "cos", "vel"))
-    default = [x for run, x in ch.reference_streams(m).items() if run.startswith("default:")]
-    learning[m] = {"trained": robustness.stream_curves(rs[m, "original"], ("r", "cos", "vel")),
-                   **{KINDS[k]: c for k, c in refs.items()},
-                   **({"pre-LN at init (Xiong et al.)": nulls.prelayernorm_prediction(default[0])} if default else {})}
-grid(plot_robustness.plot_learning, {(m, k): learning[m] for m in ch.models for k in ("r", "cos", "norm", "vel")},
-     col_kwargs={k: {"key": k} for k in ("r", "cos", "norm", "vel")}, width=4.2, height=3.6);
+learning = {m: robustness.learning_curves(rs[m, "original"], ch.reference_streams(m))
+            for m in ch.models}
+STATS = ("r", "cos", "norm", "vel")
+grid(plot_robustness.plot_learning, {(m, k): learning[m] for m in ch.models for k in STATS},
+     col_kwargs={k: {"key": k} for k in STATS}, width=4.2, height=3.6);
 
 # %% tags=["remove-input"]
 for m in ch.models:
-    if "pre-LN at init (Xiong et al.)" in learning[m]:
-        ch.record(m, "prelayernorm_a", learning[m]["pre-LN at init (Xiong et al.)"]["a"], figure="1E",
+    if robustness.PRELAYERNORM_LABEL in learning[m]:
+        ch.record(m, "prelayernorm_a", learning[m][robustness.PRELAYERNORM_LABEL]["a"], figure="1E",
                   claim="the embedding's energy over one update's at random init (a of the pre-LN prediction)")
 
 # %% [markdown]

@@ -111,18 +111,18 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown
 
-from transformer_dynamics import chapter, phase, verdicts
+from transformer_dynamics import chapter, paper, phase, verdicts
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import phase as plot_phase
 from transformer_dynamics.plots.style import grid
 
 NULLS = ("sublayers", "points")
-PAPER_MEAN, PAPER_SUBLAYERS = 10.74, 64
 ch = chapter.setup("03_phase_space_rotations", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
                    reference_inits=REFERENCE_INITS, n_shuffles=N_SHUFFLES,
-                   per_sample_shuffles=PER_SAMPLE_SHUFFLES, per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
+                   per_sample_shuffles=PER_SAMPLE_SHUFFLES,
+                   per_sample_max_texts=PER_SAMPLE_MAX_TEXTS,
                    n_boot=N_BOOT, n_shuffles_resample=N_SHUFFLES_RESAMPLE)
 rs, CONDITIONS = ch.rs, ch.conditions
 Markdown(ch.summary())
@@ -299,33 +299,35 @@ show_table(verdicts.summary_table(decided), index=False)
 # Our primary number is the mean-trajectory count of the original texts; every value is recorded once per model.
 
 # %% tags=["remove-input"]
+PAPER_R = str(paper.ROTATION_MEAN)  # the paper's mean count, as its ledger column shows it
 for m in ch.models:
-    ch.ledger.record("n_sublayers", ch.n_sublayers[m], claim="sublayers of this model (the paper's Llama 3.1 8B has 64)",
-                     paper=str(PAPER_SUBLAYERS), figure="2A", model=m)
+    ch.ledger.record("n_sublayers", ch.n_sublayers[m],
+                     claim=f"sublayers of this model (the paper's {paper.MODEL} has {paper.N_SUBLAYERS})",
+                     paper=str(paper.N_SUBLAYERS), figure="2A", model=m)
     o = summary[m, "original", "mean", "sublayers"]
     ch.ledger.record("rotations_mean", o["mean"],
                      claim="mean signed rotation count R per unit (mean trajectory over texts; counter-clockwise > 0)",
-                     paper=f"{PAPER_MEAN} (sign convention not stated)", figure="2B", unit="rotations", model=m)
+                     paper=f"{PAPER_R} (sign convention not stated)", figure="2B", unit="rotations", model=m)
     ch.ledger.record("rotations_mean_abs", o["mean_abs"], claim="mean |R| per unit (mean trajectory over texts)",
-                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+                     paper=PAPER_R, figure="2B", unit="rotations", model=m)
     ch.ledger.record("rotations_mean_abs_per_sublayer", o["mean_abs_per_sublayer"],
                      claim="mean |R| per unit divided by the number of sublayers",
-                     paper=f"{PAPER_MEAN / PAPER_SUBLAYERS:.3f} (10.74 / 64)", figure="2B",
-                     unit="rotations per sublayer", model=m)
-    ch.ledger.record("rotations_frac_clockwise", o["frac_negative"], claim="fraction of units turning clockwise (R < 0)",
-                     figure="2C", model=m)
+                     paper=f"{paper.ROTATION_MEAN / paper.N_SUBLAYERS:.3f} ({PAPER_R} / {paper.N_SUBLAYERS})",
+                     figure="2B", unit="rotations per sublayer", model=m)
+    ch.ledger.record("rotations_frac_clockwise", o["frac_negative"],
+                     claim="fraction of units turning clockwise (R < 0)", figure="2C", model=m)
     ps = summary[m, "original", "per_sample", "sublayers"]
     ch.ledger.record("rotations_per_sample_mean", ps["mean"],
                      claim="mean signed R per unit, each text's own trajectory, averaged over texts",
-                     paper=str(PAPER_MEAN), figure="2B", unit="rotations", model=m)
+                     paper=PAPER_R, figure="2B", unit="rotations", model=m)
     ch.ledger.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
-                     claim="mean |R| over units and texts (each text's own trajectory)", paper=str(PAPER_MEAN),
+                     claim="mean |R| over units and texts (each text's own trajectory)", paper=PAPER_R,
                      figure="2B", unit="rotations", model=m)
     for w in NULLS:
         s = summary[m, "original", "mean", w]
         ch.ledger.record(f"null_{w}_mean", s["null_mean"],
                          claim=f"mean R of the layer-shuffle null (shuffled {w}, {N_SHUFFLES} shuffles per unit)",
-                         paper="~0", figure="2B", unit="rotations", model=m)
+                         paper=f"~{paper.ROTATION_NULL_MEAN:g}", figure="2B", unit="rotations", model=m)
         ch.ledger.record(f"null_{w}_mean_abs", s["null_mean_abs"], claim=f"mean |R| of the null (shuffled {w})",
                          figure="2B", unit="rotations", model=m)
         ch.ledger.record(f"frac_units_below_null_{w}", s["frac_below"],
@@ -367,11 +369,11 @@ for m in ch.models:
     print(f"{m}, {ch.n_sublayers[m]} sublayers, N = {len(rs[m, 'original'])} texts")
     print(
         f"  mean R  (mean trajectory)        {o['mean']:+.2f}   mean |R| {o['mean_abs']:.2f}   "
-        f"paper {PAPER_MEAN} over {PAPER_SUBLAYERS} sublayers"
+        f"paper {paper.ROTATION_MEAN} over {paper.N_SUBLAYERS} sublayers"
     )
     print(f"  mean R  (per text)               {ps['mean']:+.2f}")
     print(
-        f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {PAPER_MEAN / PAPER_SUBLAYERS:.3f}"
+        f"  per sublayer: ours {o['mean_abs_per_sublayer']:.3f}, paper {paper.ROTATION_MEAN / paper.N_SUBLAYERS:.3f}"
     )
     for w in NULLS:
         s = summary[m, "original", "mean", w]

@@ -105,7 +105,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 
-from transformer_dynamics import chapter, metrics, pipeline, reduce, robustness, verdicts
+from transformer_dynamics import cae_cache, chapter, metrics, reduce, robustness, verdicts
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import reduce as plot_reduce
 from transformer_dynamics.plots.style import grid
@@ -114,7 +114,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ch = chapter.setup("04_reduced_trajectories", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    reference_n=N_REFERENCE, reference_seeds=REFERENCE_SEEDS,
-                   reference_inits=REFERENCE_INITS, cae_layers=CAE_LAYERS, cae_epochs=CAE_EPOCHS,
+                   reference_inits=REFERENCE_INITS, cae_layers=CAE_LAYERS,
+                   cae_epochs=CAE_EPOCHS,
                    cae_patience=CAE_PATIENCE, cae_scaling=CAE_SCALING, cae_seeds=CAE_SEEDS,
                    pca_components=PCA_COMPONENTS, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW)
 rs, RUNS, CONDITIONS = ch.rs, ch.runs, ch.conditions
@@ -132,7 +133,7 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 # owning the loss). Reconstructions and explained variance are in raw RS units. Each model gets its own CAE
 # (its width sets the encoder's).
 #
-# `pipeline.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
+# `cae_cache.trained_caes` trains each CAE once (those missing side by side, one per CPU core) and caches it
 # next to the activations, keyed by the capture and every training argument; a rerun (say after a prose
 # change) loads it. The training time shown is that of the run that trained it. On the original texts one CAE
 # per training seed in `CAE_SEEDS` (the figures show the first; the claims pool them and report their spread);
@@ -140,15 +141,17 @@ Markdown(ch.summary() + f"\n\nThe CAEs train on the {DEVICE}.")
 # `CAE_REFERENCE_SEEDS`, on `N_REFERENCE` texts).
 
 # %%
-SEEDED = [(m, c, s) for m, c in RUNS for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
+SEEDED = [(m, c, s) for m, c in RUNS
+          for s in (CAE_SEEDS if c == CONDITIONS[0] else CAE_SEEDS[:1])]
 CAE_REFS = [(m, CONDITIONS[0], f"{kind}:{s}") for m in ch.models for kind in REFERENCE_INITS
             for s in CAE_REFERENCE_SEEDS]
-trained = pipeline.trained_caes(  # those not cached yet train side by side, one per CPU core
-    SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION, k=CAE_LAYERS,
-    epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING, device=DEVICE, num_threads=CAE_THREADS,
+trained = cae_cache.trained_caes(  # those not cached yet train side by side, one per core
+    SEEDED + CAE_REFS, n=N, seed=SEED, cache_dir=CACHE_DIR, quantization=QUANTIZATION,
+    k=CAE_LAYERS, epochs=CAE_EPOCHS, patience=CAE_PATIENCE, scaling=CAE_SCALING,
+    device=DEVICE, num_threads=CAE_THREADS,
     per_run={**{r: {"cae_seed": r[2]} for r in SEEDED},
-             **{r: {"n": ch.reference_n, "init": r[2].split(":")[0], "init_seed": int(r[2].split(":")[1])}
-                for r in CAE_REFS}})
+             **{r: {"n": ch.reference_n, "init": r[2].split(":")[0],
+                    "init_seed": int(r[2].split(":")[1])} for r in CAE_REFS}})
 cae = {(m, c): trained[m, c, CAE_SEEDS[0]] for m, c in RUNS}
 for m, c in RUNS:
     if c == CONDITIONS[0]:

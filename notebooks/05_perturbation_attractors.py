@@ -271,8 +271,8 @@ for m in MODELS:
                                                          n=s.n_prompts)]
     tables[m] = verdicts.judge(evidence, seed=SEED)
     ch.ledger.claims(tables[m], model=m)
-show_table(verdicts.summary_table(pd.concat([t.assign(model=m) for m, t in tables.items()], ignore_index=True)),
-           index=False)
+both = pd.concat([t.assign(model=m) for m, t in tables.items()], ignore_index=True)
+show_table(verdicts.summary_table(both), index=False)
 
 # %% [markdown]
 # ## Beyond the paper: noise injection

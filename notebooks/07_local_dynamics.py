@@ -193,7 +193,7 @@ dynplots.measure_grid({m: dy.by_reference(R[m], "departure") for m in MODELS},
                       labels=labels, ylabel="departure / ‖J‖_F",
                       title="non-normality of J");
 
-# %% mystnb={"figure": {"caption": "Non-normality of the update J − I, normalised by its own norm; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-non-normal-update"}, "image": {"alt": "Line plots of the departure from normality of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
+# %% mystnb={"figure": {"caption": "Non-normality of the update J \u2212 I, normalised by its own norm; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-non-normal-update"}, "image": {"alt": "Line plots of the departure from normality of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
 dynplots.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MODELS},
                       labels=labels, ylabel="departure / ‖J − I‖_F",
                       title="non-normality of the update J − I");
@@ -202,7 +202,7 @@ dynplots.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MOD
 # **Symmetry**: the antisymmetric share $\|(A - A^T)/2\|_F / \|A\|_F$ of the update $A = J - I$. Near 0: the
 # map is near-symmetric (a gradient-like, rotation-free map).
 
-# %% mystnb={"figure": {"caption": "Antisymmetric share of the update J − I over depth; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-antisymmetric-update"}, "image": {"alt": "Line plots of the antisymmetric share of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
+# %% mystnb={"figure": {"caption": "Antisymmetric share of the update J \u2212 I over depth; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-antisymmetric-update"}, "image": {"alt": "Line plots of the antisymmetric share of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
 antisymmetric = {m: dy.by_reference(R[m], "antisymmetric_share_update") for m in MODELS}
 dynplots.measure_grid(antisymmetric, labels=labels, ylabel="‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
                       title="antisymmetric share of the update");
@@ -211,7 +211,7 @@ dynplots.measure_grid(antisymmetric, labels=labels, ylabel="‖(A − Aᵀ)/2‖
 # Eigenvalues of the update $J_s - I$ in the complex plane, pooled over texts, at an attention and an MLP
 # sublayer in the middle of the early and of the late third (trained model).
 
-# %% mystnb={"figure": {"caption": "Eigenvalues of the update J − I in the complex plane, pooled over texts, at attention and MLP sublayers early, in the middle and late in depth; one row per model ({models}).", "name": "fig-07-eigenvalues"}, "image": {"alt": "Scatter plots of update eigenvalues in the complex plane at six sublayers, attention and MLP; one row per model ({models})"}}
+# %% mystnb={"figure": {"caption": "Eigenvalues of the update J \u2212 I in the complex plane, pooled over texts, at attention and MLP sublayers early, in the middle and late in depth; one row per model ({models}).", "name": "fig-07-eigenvalues"}, "image": {"alt": "Scatter plots of update eigenvalues in the complex plane at six sublayers, attention and MLP; one row per model ({models})"}}
 eigenvalues = {m: dy.picked_eigenvalues(R[m]["trained", "original"], labels=labels[m])
                for m in MODELS}
 grid(dynplots.plot_eigenvalues,
@@ -327,7 +327,7 @@ grid(dynplots.plot_jpca_plane,
      {(m, c): args for m in MODELS for c, args in dy.jpca_planes(JP[m]).items()},
      width=4.8, height=4.4);
 
-# %% mystnb={"figure": {"caption": "jPCA's rotational fit (skew-symmetric R²) against its layer-shuffled control, for the trained model and its references; models {models}.", "name": "fig-07-jpca-control"}, "image": {"alt": "Bar or point plot of the jPCA skew-symmetric fit against its layer-shuffled control for the trained model and references; models {models}"}}
+# %% mystnb={"figure": {"caption": "jPCA's rotational fit (skew-symmetric R\u00b2) against its layer-shuffled control, for the trained model and its references; models {models}.", "name": "fig-07-jpca-control"}, "image": {"alt": "Bar or point plot of the jPCA skew-symmetric fit against its layer-shuffled control for the trained model and references; models {models}"}}
 side_by_side(dynplots.plot_jpca_control, {m: dy.jpca_by_reference(JP[m]) for m in MODELS},
              width=5.5, height=4.0);
 
@@ -381,8 +381,9 @@ for m in MODELS:
 # line, and the plain values recorded above.
 
 # %%
-show_table(dy.thirds_table({(m, *key): r for m in MODELS for key, r in R[m].items()},
-                           ["rotation_dominance", "departure_update", "antisymmetric_share_update"]))
+measures = ["rotation_dominance", "departure_update", "antisymmetric_share_update"]
+runs = {(m, *key): r for m in MODELS for key, r in R[m].items()}
+show_table(dy.thirds_table(runs, measures))
 
 # %% tags=["remove-input"]
 display(show_table(ch.ledger))

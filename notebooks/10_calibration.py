@@ -96,12 +96,11 @@ from IPython.display import Markdown
 
 from transformer_dynamics import calibration, chapter
 
-ch = chapter.setup("10_calibration", models=MODELS, n=N, seed=SEED, ledger_dir=LEDGER_DIR, capture=False,
-                   n_texts=N_TEXTS, n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
-                   n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, n_shuffles=N_SHUFFLES, n_pilot=N_PILOT)
-settings = calibration.Settings(n=N_TEXTS, n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
-                                n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, n_shuffles=N_SHUFFLES, n_pilot=N_PILOT,
-                                seed=SEED)
+cost = dict(n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
+            n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, n_shuffles=N_SHUFFLES, n_pilot=N_PILOT)
+ch = chapter.setup("10_calibration", models=MODELS, n=N, seed=SEED, ledger_dir=LEDGER_DIR,
+                   capture=False, n_texts=N_TEXTS, **cost)
+settings = calibration.Settings(n=N_TEXTS, seed=SEED, **cost)
 
 # %% [markdown]
 # ## The trained models' effect sizes
@@ -136,8 +135,4 @@ ch.record("", "above_2_alpha", len(s["above_2_alpha"]), of=s["readings"], readin
           claim="claim readings whose false-decision rate exceeds 2 alpha on some null")
 ch.record("", "below_power", len(s["below_power"]), of=s["strong"], readings=s["below_power"],
           claim=f"claim readings planted at {calibration.Z_POWER} or more standard errors with power below 0.8")
-Markdown(f"The worst false-decision rate: **{worst['rate']:.2f}** (95 % interval {worst['low']:.2f}–"
-         f"{worst['high']:.2f}, {worst['events']} of {worst['sims']} simulations), for `{worst['claim']}` "
-         f"({worst['reading']}) on *{worst['scenario']}*. {len(s['above_2_alpha'])} of {s['readings']} claim readings "
-         f"decide falsely more than 2α of the time on some null. Of the {s['strong']} readings planted at "
-         f"{calibration.Z_POWER} or more standard errors, {len(s['below_power'])} have power below 0.8.")
+Markdown(calibration.summary_sentence(s))

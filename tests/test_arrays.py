@@ -43,8 +43,10 @@ def test_rs_shape_reads_nothing():
     assert A.rs_shape(Store()) == (5, 6, 7)
     with pytest.raises(ValueError, match="empty axis"):
         A.rs_shape(np.zeros((2, 3, 0)))
-    with pytest.raises(ValueError, match="got shape None"):
+    with pytest.raises(ValueError, match=r"got shape \(3,\)"):
         A.rs_shape([1, 2, 3])
+    with pytest.raises(ValueError, match="got shape None"):
+        A.rs_shape(3.0)
 
 
 def test_transition_masks_and_split():

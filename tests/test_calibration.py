@@ -251,6 +251,8 @@ def test_table_and_worst(fast_run):
     assert s["worst"] == w and s["readings"] == len(FAST_PAIRS) and s["strong"] == len(FAST_PAIRS)
     # the book's list of claims above 2 alpha is this file's list of expected failures
     assert set(s["above_2_alpha"]) == {f"{k}:{r}" for k, r in KNOWN_FALSE if (k, r) in FAST_PAIRS}
+    line = cal.summary_sentence(s)
+    assert f"**{w['rate']:.2f}**" in line and f"of {len(FAST_PAIRS)} claim readings" in line and "nan" not in line
 
 
 # ----------------------------------------------------------------------------------------------------------

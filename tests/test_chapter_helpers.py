@@ -1,5 +1,5 @@
-"""The package helpers that chapters 2 and 4 call instead of computing in the notebook: defined
-transitions, the early window, thirds of the sublayers and their summaries (known answers)."""
+"""The package helpers that chapters 2 and 4 call instead of computing in the notebook: means by transition,
+thirds of the sublayers and their summaries (known answers)."""
 
 import numpy as np
 import pytest
@@ -18,34 +18,6 @@ def test_mean_by_transition_ignores_nan_and_splits_by_kind():
     np.testing.assert_array_equal(metrics.mean_by_transition(x.T, axis=0)["all"], out["all"])
     with pytest.raises(ValueError, match="2-D"):
         metrics.mean_by_transition(np.zeros(3))
-
-
-def test_defined_transitions_by_kind():
-    y = np.array([nan, nan, 0.5, 0.6, nan, 0.7, 0.8])  # t = 0..6; even within, odd cross
-    np.testing.assert_array_equal(metrics.defined_transitions(y), [2, 3, 5, 6])
-    np.testing.assert_array_equal(metrics.defined_transitions(y, "within"), [2, 6])
-    np.testing.assert_array_equal(metrics.defined_transitions(y, "cross"), [3, 5])
-    assert metrics.defined_transitions(np.full(4, nan), "cross").size == 0
-    with pytest.raises(ValueError, match="kind must be one of"):
-        metrics.defined_transitions(y, "attn")
-
-
-def test_first_last_defined_skips_an_undefined_first_transition():
-    y = np.array([nan, nan, 0.5, 0.6, nan, 0.7, 0.8, nan])
-    assert metrics.first_last_defined(y) == {"within_first": 2, "cross_first": 3, "within_last": 6,
-                                             "cross_last": 5}
-    assert list(metrics.first_last_defined(np.arange(5.0))) == ["within_first", "cross_first",
-                                                                "within_last", "cross_last"]
-    with pytest.raises(ValueError, match="no cross-layer transition"):
-        metrics.first_last_defined(np.array([0.1, nan, 0.2, nan]))
-
-
-def test_early_stop_is_a_third_with_a_floor():
-    assert metrics.early_stop(59) == 19
-    assert metrics.early_stop(35) == 11
-    assert metrics.early_stop(5) == 4 and metrics.early_stop(5, minimum=1) == 1
-    with pytest.raises(ValueError, match=r"n_transitions must be an integer >= 1; got 0"):
-        metrics.early_stop(0)
 
 
 def test_thirds_are_consecutive_and_near_equal():

@@ -59,7 +59,7 @@ def test_chapter_is_set_up_by_the_package(stem):
     for pattern, what in ((r"\bLedger\(", "a Ledger of its own (chapter.setup makes it)"),
                           (r"def (record|suffix)\b", "its own record/suffix helper (ch.record, ch.key)"),
                           (r"array_split", "its own thirds (metrics.thirds, metrics.first_last_third)"),
-                          (r"\[[01]::2\]", "the within/cross rule (metrics.split_transitions)")):
+                          (r"\[[01]::2\]", "the within/cross rule (arrays.split_transitions)")):
         assert not re.search(pattern, source), f"{stem} has {what}"
 
 

@@ -101,7 +101,8 @@ def test_build_html_with_damaged_ledgers_or_timings_is_one_line(capsys, tmp_path
     from transformer_dynamics.build import __main__ as cli
     from transformer_dynamics.build import site
 
-    monkeypatch.setattr(cli, "build_html", lambda profile, root, out: site.stage(profile, root, out))
+    monkeypatch.setattr(cli, "build_html", lambda profile, root, out, publish_incomplete=False:
+                        site.stage(profile, root, out, publish_incomplete))
     out = tmp_path / "out"
     led = out / "ledger" / "ci"
     led.mkdir(parents=True)

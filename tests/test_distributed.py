@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_dynamics import distributed, pipeline
+from transformer_dynamics import pipeline
 
 
-def test_rank_shards_partition_the_texts():
-    parts = [distributed.rank_shards(50, 8, r, 3) for r in range(3)]
+def test_shard_ranges_partition_the_texts():
+    parts = [pipeline.shard_ranges(50, 8, r, 3) for r in range(3)]
     covered = sorted((s, e) for part in parts for _, s, e in part)
     assert covered == [(s, min(s + 8, 50)) for s in range(0, 50, 8)]
     assert [k for k, _, _ in parts[1]] == [1, 4]
     with pytest.raises(ValueError, match="rank"):
-        distributed.rank_shards(10, 4, 2, 2)
+        pipeline.shard_ranges(10, 4, 2, 2)
 
 
 @pytest.mark.parametrize("condition", ["original", "shuffled"])
@@ -28,10 +29,12 @@ def test_two_process_capture_equals_one_process(condition):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = pipeline.residual_stream_store(n=n, seed=seed, condition=condition, shard_size=shard,
-                                                recompute=True, progress=False).to_numpy()
+        one = pipeline.residual_stream_store(n=n, seed=seed, condition=condition, shard_size=shard,
+                                             recompute=True, progress=False)
+        single = one.to_numpy()
     finally:
         torch.set_num_threads(threads)
+    shutil.rmtree(one.path)  # else the distributed run finds a complete entry in place and keeps it
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "transformer_dynamics.distributed", "--texts", str(n), "--seed", str(seed), "--condition", condition,
            "--shard-size", str(shard), "--device", "cpu", "--threads", "1", "--recompute"]

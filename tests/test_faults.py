@@ -431,7 +431,7 @@ def test_units_out_of_range_or_not_integers():
     for units, match in [([4], r"units \[4\] out of range"), ([-1], "out of range"), ([1.5], "integer"),
                          (["a"], "integer")]:
         with pytest.raises(ValueError, match=match):
-            metrics.mutual_information(rs, "gcmi", units=units)
+            mutual_info.mutual_information(rs, "gcmi", units=units)
     with pytest.raises(ValueError, match="out of range"):
         metrics.without_units(rs, [7])
 
@@ -442,7 +442,7 @@ def test_gcmi_on_inf_is_nan_like_kde_and_ksg():
     y = x + rng.standard_normal((50, 3))
     x[3, 1] = np.inf
     for method in ("gcmi", "kde", "ksg"):
-        mi = metrics.mutual_information_pairs(x, y, method)
+        mi = mutual_info.mutual_information_pairs(x, y, method)
         assert np.isnan(mi[1]) and np.isfinite(mi[[0, 2]]).all(), method
 
 
@@ -518,8 +518,8 @@ def test_real_conversion_with_flipped_bits_is_detected(model_cache_dir, tmp_path
 # --------------------------------------------------------------------------------------------------
 # 5. issue 25: every count and size argument checked where the package is entered (validation.py)
 # --------------------------------------------------------------------------------------------------
-from transformer_dynamics import mutual_info, perturb, reduce, validation  # noqa: E402
-from transformer_dynamics.dynamics import exponents, rotational, sequel  # noqa: E402
+from transformer_dynamics import arrays, mutual_info, perturb, reduce, validation  # noqa: E402
+from transformer_dynamics.dynamics import evidence, exponents, rotational  # noqa: E402
 
 _RNG = np.random.default_rng(0)
 _RS = _RNG.standard_normal((12, 6, 8)).astype(np.float32)
@@ -531,27 +531,27 @@ _TRAJ = _RNG.standard_normal((3, 10))
 # null or a raw error from deep inside before
 BAD_COUNTS = {
     # a negative chunk returned the output buffer uncomputed; zero gave "range() arg 3 must not be zero"
-    "pairwise_correlation chunk=-1":
-        (lambda: metrics.pairwise_correlation(_RS, chunk=-1),
-         r"chunk must be an integer >= 1; got -1"),
-    "pairwise_correlation chunk=0":
-        (lambda: metrics.pairwise_correlation(_RS, chunk=0),
-         r"chunk must be an integer >= 1; got 0"),
-    "successive_correlation chunk=-1":
-        (lambda: metrics.successive_correlation(_RS, chunk=-1),
-         r"chunk must be an integer >= 1"),
+    "pairwise_correlation max_samples=-1":
+        (lambda: metrics.pairwise_correlation(_RS, max_samples=-1),
+         r"max_samples must be an integer >= 1 or None; got -1"),
+    "pairwise_correlation max_samples=0":
+        (lambda: metrics.pairwise_correlation(_RS, max_samples=0),
+         r"max_samples must be an integer >= 1 or None; got 0"),
+    "successive_correlation max_samples=-1":
+        (lambda: metrics.successive_correlation(_RS, max_samples=-1),
+         r"max_samples must be an integer >= 1"),
     "velocity chunk=-1": (lambda: metrics.velocity(_RS, chunk=-1), r"chunk must be an integer >= 1"),
     "velocity chunk=2.5":
         (lambda: metrics.velocity(_RS, chunk=2.5),
          r"chunk must be an integer >= 1; got 2.5 \(float\)"),
     "mutual_information kde chunk=-1":
-        (lambda: metrics.mutual_information(_RS, "kde", chunk=-1),
+        (lambda: mutual_info.mutual_information(_RS, "kde", chunk=-1),
          r"chunk must be an integer >= 1"),
     "mutual_information ksg k=2.5":
-        (lambda: metrics.mutual_information(_RS, "ksg", k=2.5),
+        (lambda: mutual_info.mutual_information(_RS, "ksg", k=2.5),
          r"k must be an integer >= 1; got 2.5"),
     "mutual_information_pairs ksg chunk=-1":
-        (lambda: metrics.mutual_information_pairs(_X, _Y, "ksg", chunk=-1),
+        (lambda: mutual_info.mutual_information_pairs(_X, _Y, "ksg", chunk=-1),
          r"chunk must be an integer >= 1"),
     "PCA chunk_rows=-1":
         (lambda: reduce.PCA(3, chunk_rows=-1).fit(_RS),
@@ -592,16 +592,10 @@ BAD_COUNTS = {
     "correlation_histogram bins=2.5":
         (lambda: metrics.correlation_histogram(_RNG.random((5, 3)), bins=2.5),
          r"bins must be an integer >= 1"),
-    "iter_chunks max_samples=-1":
-        (lambda: list(metrics.iter_chunks(_RS, -1)),
+    "chunks max_samples=-1":
+        (lambda: list(arrays.chunks(_RS, -1)),
          r"max_samples must be an integer >= 1 or None"),
     "thirds n=4.5": (lambda: metrics.thirds(4.5), r"must be an integer >= 3; got 4.5"),
-    "steepest_segment n_segments=2.5":
-        (lambda: metrics.steepest_segment(np.arange(10.0), 2.5),
-         r"n_segments must be an integer >= 1"),
-    "largest_drop stop=0":
-        (lambda: metrics.largest_drop(np.arange(5.0), stop=0),
-         r"stop must be an integer >= 2 or None; got 0"),
     "shuffle_null n_shuffles=2.5":
         (lambda: phase.shuffle_null(_TRAJ, 2.5),
          r"n_shuffles must be an integer >= 1; got 2.5"),
@@ -623,17 +617,16 @@ BAD_COUNTS = {
         (lambda: rotational.jpca_shuffled(_RS, 2, n_shuffles=-3),
          r"n_shuffles must be an integer >= 1; got -3"),
     "jpca k=2.0": (lambda: rotational.jpca(_RS, 2.0), r"k must be an integer >= 2; got 2.0"),
-    "depth_thirds n_sublayers=5.5": (lambda: sequel.depth_thirds(5.5), r"must be an integer >= 6; got 5.5"),
-    "depth_contrast n_boot=2.5":
-        (lambda: sequel.depth_contrast(_RNG.random((5, 6)), n_boot=2.5),
-         r"n_boot must be an integer >= 1; got 2.5"),
+    "depth_thirds n_sublayers=5.5":
+        (lambda: evidence.depth_thirds(5.5), r"n_sublayers must be even and >= 6 \(three layers\), got 5.5"),
+    "jpca_resampled n_boot=2.5":
+        (lambda: rotational.jpca_resampled(_RNG.random((5, 6, 4)), n_boot=2.5), r"n_boot must be an integer >= 1"),
     "lyapunov k=1.5": (lambda: exponents.lyapunov([], k=1.5, n_texts=1, d_model=4), r"k must be an integer >= 1"),
     "sample_rows n=-1": (lambda: data.sample_rows(["a", "b"], -1), r"n must be an integer >= 1; got -1"),
     "shuffle_token_ids seed=-1":
         (lambda: data.shuffle_token_ids([[1, 2, 3]], seed=-1),
          r"seed must be an integer >= 0; got -1"),
     "load_texts l_min=2.5": (lambda: data.load_texts(3, l_min=2.5), r"l_min must be an integer >= 0; got 2.5"),
-    "constructed_pairs n=-1": (lambda: mutual_info.constructed_pairs(-1), r"n must be an integer >= 1; got -1"),
 }
 
 
@@ -649,8 +642,6 @@ HUGE = {
     "shuffle_null n_shuffles=10**13": (lambda: phase.shuffle_null(_TRAJ, 10**13), "n_shuffles"),
     "reference_counts n=10**13": (lambda: phase.reference_counts(10, n=10**13), "n"),
     "make_grid n=10**8": (lambda: perturb.make_grid(0, 1, 10**8), "n"),
-    "lower_layers_exponent n_boot=10**12": (lambda: sequel.lower_layers_exponent(
-        {"exponents": np.zeros((40, 6, 1)), "norms": np.ones((40, 7))}, [0], n_boot=10**12), "n_boot"),
 }
 
 
@@ -663,13 +654,9 @@ def test_a_huge_count_is_refused_before_allocating(case):
 
 
 EMPTY_OR_NAN = {
-    "largest_drop of one value": (lambda: metrics.largest_drop([1.0]), "need at least 2 values of y"),
-    "largest_drop all NaN": (lambda: metrics.largest_drop([np.nan] * 5), "y has no finite drop"),
-    "steepest_segment all NaN": (lambda: metrics.steepest_segment([np.nan] * 10), "y has no finite step"),
     "unit_order all NaN":
         (lambda: metrics.unit_order(np.full((3, 3, 4), np.nan)),
          "NaN or inf at the last sublayer"),
-    "sign_agreement empty": (lambda: metrics.sign_agreement(np.zeros((0, 4))), r"mean must be \(n_sublayers >= 1"),
     "null_band without shuffles": (lambda: phase.null_band(np.zeros((0, 3))), r"null must be \(n_shuffles >= 1"),
     "rotation_summary empty":
         (lambda: phase.rotation_summary(np.zeros(0), np.zeros((3, 0))),
@@ -767,7 +754,7 @@ def test_forty_writers_of_one_entry(tmp_path, broken_first):
     ident = {"n": 6}
     rs = np.random.default_rng(0).standard_normal((6, 3, 4)).astype(np.float32)
     if broken_first:  # a stale, broken entry in the way: replaced once, by one of them
-        final = cache._entry_dir(tmp_path, "activations", ident)
+        final = cache.entry_path(tmp_path, ident)
         final.mkdir(parents=True)
         (final / "meta.json").write_text("{oops")
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from transformer_dynamics import capture, models, pipeline
+from transformer_dynamics import cae_cache, capture, models, pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -121,14 +121,14 @@ def test_trained_cae_is_cached(model_cache_dir, wikitext_dir, monkeypatch):
     from transformer_dynamics import reduce
 
     kw = dict(n=6, seed=1, cache_dir=model_cache_dir, k=3, epochs=2, patience=1, batch_size=64, progress=False)
-    first = pipeline.trained_cae("smollm2-135m", **kw)
+    first = cae_cache.trained_cae("smollm2-135m", **kw)
     monkeypatch.setattr(reduce, "fit_cae", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    again = pipeline.trained_cae("smollm2-135m", **kw)
+    again = cae_cache.trained_cae("smollm2-135m", **kw)
     assert again.test_ev == first.test_ev and again.config == first.config
     for (k1, v1), (k2, v2) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
         assert k1 == k2 and np.array_equal(v1.numpy(), v2.numpy())
     with pytest.raises(AssertionError, match="retrained"):
-        pipeline.trained_cae("smollm2-135m", **{**kw, "epochs": 3})
+        cae_cache.trained_cae("smollm2-135m", **{**kw, "epochs": 3})
 
 
 def test_trained_caes_in_worker_processes_equal_in_process(model_cache_dir, wikitext_dir):
@@ -136,9 +136,9 @@ def test_trained_caes_in_worker_processes_equal_in_process(model_cache_dir, wiki
     kw = dict(n=6, seed=3, cache_dir=model_cache_dir, k=3, epochs=2, patience=1, batch_size=64, progress=False,
               num_threads=1)
     runs = [("smollm2-135m", "original"), ("smollm2-135m", "shuffled")]
-    parallel = pipeline.trained_caes(runs, workers=2, recompute=True, **kw)  # trained in the workers
+    parallel = cae_cache.trained_caes(runs, workers=2, recompute=True, **kw)  # trained in the workers
     for m, c in runs:
-        alone = pipeline.trained_cae(m, condition=c, recompute=True, **kw)
+        alone = cae_cache.trained_cae(m, condition=c, recompute=True, **kw)
         assert parallel[m, c].test_ev == alone.test_ev
         for (k1, v1), (k2, v2) in zip(parallel[m, c].model.state_dict().items(), alone.model.state_dict().items()):
             assert k1 == k2 and np.array_equal(v1.numpy(), v2.numpy()), (c, k1)

@@ -8,6 +8,9 @@ import pytest
 from scipy import special
 from scipy.stats import gaussian_kde
 
+from mi_cases import constructed_pairs
+
+from transformer_dynamics import kernels
 from transformer_dynamics import mutual_info as MI
 
 
@@ -75,7 +78,7 @@ def test_ksg_matches_sklearn():
     np.testing.assert_array_equal(MI.mutual_information_pairs(x, y, "ksg", compile=True), ours)
 
 
-@pytest.mark.skipif(MI._kernel_lib("ksg_counts") is None, reason="no C compiler: the KSG kernel is unavailable")
+@pytest.mark.skipif(kernels.library("ksg_counts") is None, reason="no C compiler: the KSG kernel is unavailable")
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_ksg_kernel_counts_equal_brute_force(k):
     """The sorted sweep (ksg_counts.c) finds the same radii and counts as the O(N^2) distance matrix: the
@@ -84,7 +87,7 @@ def test_ksg_kernel_counts_equal_brute_force(k):
     resample makes them)."""
     import torch
 
-    x, y = MI.constructed_pairs(n=300, seed=3)
+    x, y = constructed_pairs(n=300, seed=3)
     rng = np.random.default_rng(4)
     extra_x, extra_y = rng.standard_normal((300, 5)), rng.standard_normal((300, 5))
     extra_x[:, 0] = np.round(extra_x[:, 0])
@@ -134,7 +137,7 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
 
 # ------------------------------------------------------------------------------ gridded KDE vs exact
 #: The gridded sums need the C kernel, compiled at first use; without a C compiler "kde" sums exactly.
-needs_kernel = pytest.mark.skipif(MI._grid_lib() is None, reason="no C compiler: the grid kernel is unavailable")
+needs_kernel = pytest.mark.skipif(kernels.library("kde_grid") is None, reason="no C compiler: the grid kernel is unavailable")
 
 def _whitened(x, y):
     """The points the KDE sums over, as mutual_info whitens them: (1-D x, 1-D y, 2-D (x, y)) as
@@ -168,7 +171,7 @@ def test_grid_error_bound_is_the_trapezoid_rule():
 def test_gauss_sums_error_bound_holds_at_every_point():
     """The run-time check looks at each set's worst points only; here the stated bound is checked at every
     point of the constructed sets against float64 exact sums (slack: float32 accumulation, 2e-6)."""
-    x, y = MI.constructed_pairs()
+    x, y = constructed_pairs()
     for z in _whitened(x, y):
         fast, gridded = MI.gauss_sums(z)
         assert gridded[np.isfinite(z.numpy()).all((1, 2))].all()  # the grid served every finite set
@@ -181,7 +184,7 @@ def test_gauss_sums_error_bound_holds_at_every_point():
 def test_gridded_kde_matches_exact_on_constructed_pairs():
     """The stated tolerance, 1e-3 relative to the exact estimator, on every constructed pair; the grid (not
     the exact fallback) served all of them."""
-    x, y = MI.constructed_pairs()
+    x, y = constructed_pairs()
     exact = MI.mutual_information_pairs(x, y, "kde_exact")
     fast = MI.mutual_information_pairs(x, y, "kde")
     assert np.isfinite(exact).all()
@@ -199,7 +202,7 @@ def test_far_points_beyond_a_small_grid_are_summed_exactly():
     exactly, and the set stays gridded within the bound; with too many far points the set is exact."""
     import torch
 
-    x, y = MI.constructed_pairs()
+    x, y = constructed_pairs()
     z = _whitened(x, y)[2][[2, 3]]  # heavy-tailed, one massive outlier
     fast, gridded = MI.gauss_sums(z, max_nodes=60, max_far=0.05)
     assert gridded.all()
@@ -226,7 +229,7 @@ def test_gauss_sums_coarse_grid_is_caught_and_summed_exactly():
 
 
 def test_constant_and_nonfinite_sets_give_nan():
-    x, y = MI.constructed_pairs(n=200)
+    x, y = constructed_pairs(n=200)
     x[:, 0] = 3.0  # constant
     y[5, 1] = np.nan
     y[:, 2] = 2 * x[:, 2] + 1  # collinear: singular 2-D covariance
@@ -245,24 +248,24 @@ def test_every_entry_point_takes_the_fast_path(rs, monkeypatch):
     def no_exact(*args, **kwargs):
         raise AssertionError("the exact kernel sums were called")
 
-    monkeypatch.setattr(MI, "_gauss_rowsum", no_exact)
+    monkeypatch.setattr(kernels, "gauss_rowsum", no_exact)
     np.testing.assert_allclose(MI.mutual_information(rs, "kde", units=[0, 5]), exact, rtol=1e-3)
     np.testing.assert_allclose(MI.mutual_information_pairs(rs[:, 2], rs[:, 3]), pairs_exact, rtol=1e-3)
     np.testing.assert_allclose(MI.mutual_information_pairs(rs[:, 2], rs[:, 3], chunk=5), pairs_exact, rtol=1e-3)
 
 
 def test_without_the_compiled_kernel_kde_is_the_exact_estimate(rs, monkeypatch):
-    monkeypatch.setenv(MI.NO_COMPILE_ENV, "1")
+    monkeypatch.setenv(kernels.NO_COMPILE_ENV, "1")
     np.testing.assert_array_equal(MI.mutual_information(rs, "kde", units=[1, 2]),
                                   MI.mutual_information(rs, "kde_exact", units=[1, 2]))
 
 
 @needs_kernel
 def test_kernel_build_is_cached_per_source(tmp_path):
-    lib = MI._build_lib(tmp_path)
+    lib = kernels.build(tmp_path)
     assert lib.exists() and lib.parent == tmp_path
     mtime = lib.stat().st_mtime_ns
-    assert MI._build_lib(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
+    assert kernels.build(tmp_path) == lib and lib.stat().st_mtime_ns == mtime  # no rebuild
     assert [p.name for p in tmp_path.iterdir()] == [lib.name]  # no temporary files left
 
 
@@ -279,10 +282,10 @@ def test_gauss_sums_bad_grid_raises():
 
 @needs_kernel
 def test_threads_split_the_sets_without_changing_them(monkeypatch):
-    x, y = MI.constructed_pairs(n=300)
+    x, y = constructed_pairs(n=300)
     x, y = np.tile(x, 4), np.tile(y, 4)  # 28 sets: split 3 ways
     one = MI.mutual_information_pairs(x, y)
-    monkeypatch.setattr(MI.torch, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(kernels.torch, "get_num_threads", lambda: 3)
     np.testing.assert_array_equal(MI.mutual_information_pairs(x, y), one)
 
 

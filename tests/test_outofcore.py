@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transformer_dynamics import cache, metrics as M, mutual_info as MI, phase
+from transformer_dynamics import arrays, cache, metrics as M, mutual_info as MI, phase
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,35 @@ def test_mutual_information_from_store(sharded, method):
     np.testing.assert_allclose(ooc, mem, rtol=1e-6)
 
 
-def test_iter_chunks_covers_the_samples_in_order(sharded):
+def test_chunks_cover_the_samples_in_order(sharded):
     rs, store = sharded
-    got = np.concatenate([c for _, c in M.iter_chunks(store, max_samples=64)])
+    got = np.concatenate([c for _, c in arrays.chunks(store, max_samples=64)])
     np.testing.assert_array_equal(got, rs)
-    starts = [s for s, _ in M.iter_chunks(rs, max_samples=100)]
+    starts = [s for s, _ in arrays.chunks(rs, max_samples=100)]
     assert starts == [0, 100, 200, 300]
+    assert [s for s, _ in arrays.chunks(store, max_samples=64)] == [0, 64, 100, 101, 165, 229, 250]
+    (start, whole), = arrays.chunks(rs)  # an array is one chunk, itself
+    assert start == 0 and whole is rs
+
+
+def test_read_take_and_unit_blocks_of_an_entry_equal_the_array(sharded):
+    rs, store = sharded
+    np.testing.assert_array_equal(arrays.read(store, 95, 260), rs[95:260])
+    np.testing.assert_array_equal(arrays.take(store, sublayers=slice(2, 5), units=[7, 0]), rs[:, 2:5][:, :, [7, 0]])
+    blocks = list(arrays.unit_blocks(store, [1, 3, 5, 7, 9], max_bytes=301 * 8 * 4 * 2))  # 2 units per block
+    assert [b[0] for b in blocks] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    got = np.concatenate([src[:, :, cols] for _, src, cols in blocks], axis=2)
+    np.testing.assert_array_equal(got, rs[:, :, [1, 3, 5, 7, 9]])
+    (pos, src, cols), = arrays.unit_blocks(rs, [1, 3])  # an array: one block, itself
+    assert src is rs and cols.tolist() == [1, 3]
+
+
+def test_memory_map_and_tensor_read_like_the_array(sharded, tmp_path):
+    import torch
+
+    rs, _ = sharded
+    np.save(tmp_path / "rs.npy", rs)
+    mm = np.load(tmp_path / "rs.npy", mmap_mode="r")
+    for src in (mm, torch.from_numpy(rs)):
+        np.testing.assert_array_equal(M.successive_correlation(src), M.successive_correlation(rs))
+        np.testing.assert_array_equal(np.asarray(phase.rotations_per_unit(src)), phase.rotations_per_unit(rs))

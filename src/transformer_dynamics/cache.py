@@ -43,6 +43,7 @@ __all__ = [
     "ActivationStore",
     "ShardWriter",
     "cache_key",
+    "entry_path",
     "meta_problem",
     "remove_stale_partials",
     "writable",
@@ -101,7 +102,8 @@ def _shard_rows(data: bytes) -> tuple[int, int] | None:
     return int(start), int(stop)
 
 
-def _entry_dir(root: str | os.PathLike, kind: str, identity: dict[str, Any]) -> Path:
+def entry_path(root: str | os.PathLike, identity: dict[str, Any], kind: str = "activations") -> Path:
+    """The folder of the entry for ``identity``: ``<root>/<kind>/<cache_key(identity)>``."""
     return Path(root) / kind / cache_key(identity)
 
 
@@ -234,7 +236,7 @@ def open_store(root: str | os.PathLike, identity: dict[str, Any], *, kind: str =
     the shard files are checked; every later read still checks each shard's sha256 and raises
     :class:`CacheError` on a bad one, so a caller that reads the whole entry anyway reads it once, not twice.
     """
-    path = _entry_dir(root, kind, identity)
+    path = entry_path(root, identity, kind)
     if not path.exists():
         return None
     store, problem = _check_entry(path, identity, verify)
@@ -348,12 +350,20 @@ class ShardWriter:
     ...     for start, chunk in iter_residual_stream(...):
     ...         w.write(start, chunk)
     >>> store = w.store                                  # doctest: +SKIP
+
+    Several writers (processes, ranks) may write one entry together: each opens a ShardWriter on the same
+    ``folder`` (a temporary folder next to the entry, :meth:`partial_folder`) and writes its shards with their
+    ``index``; the one with ``publish=True`` then takes every writer's :attr:`shards` records and, on exit, writes
+    ``meta.json`` and moves the folder into place. The others leave the folder as it is.
     """
 
     def __init__(self, root: str | os.PathLike, identity: dict[str, Any], *, kind: str = "activations",
-                 extra_meta: dict[str, Any] | None = None):
-        self.final = _entry_dir(root, kind, identity)
-        self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.partial")
+                 extra_meta: dict[str, Any] | None = None, folder: str | os.PathLike | None = None,
+                 publish: bool = True):
+        self.final = entry_path(root, identity, kind)
+        self.tmp = Path(folder) if folder is not None else self.partial_folder(root, identity, kind)
+        self.shared = folder is not None
+        self.publish = publish
         self.identity = identity
         self.extra_meta = extra_meta or {}
         self.shards: list[dict[str, Any]] = []
@@ -361,41 +371,51 @@ class ShardWriter:
         self.next_start = 0
         self.store: ActivationStore | None = None
 
+    @staticmethod
+    def partial_folder(root: str | os.PathLike, identity: dict[str, Any], kind: str = "activations") -> Path:
+        """A new temporary folder name (not created) next to the entry for ``identity``."""
+        final = entry_path(root, identity, kind)
+        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
+
     def __enter__(self) -> ShardWriter:
         try:
-            self.tmp.mkdir(parents=True)
+            self.tmp.mkdir(parents=True, exist_ok=self.shared)
         except OSError as err:
             raise CacheError(f"cannot create {self.tmp} ({err}); pass a writable cache_dir") from err
         remove_stale_partials(self.tmp.parent)
         return self
 
-    def write(self, start: int, rs: np.ndarray) -> None:
-        """Append samples ``start … start + len(rs) - 1``; ``rs: (m, n_sublayers, d_model)``, in order."""
+    def write(self, start: int, rs: np.ndarray, index: int | None = None) -> None:
+        """Write samples ``start … start + len(rs) - 1``; ``rs: (m, n_sublayers, d_model)``. Without ``index``:
+        the next shard, in order; with it: shard ``index`` (writers sharing a folder write their own shards)."""
         rs = np.ascontiguousarray(rs, dtype=np.float32)
         if rs.ndim != 3:
             raise ValueError(f"rs must be (m, n_sublayers, d_model), got shape {rs.shape}")
-        if start != self.next_start:
+        if index is None and start != self.next_start:
             raise ValueError(f"shards must be written in order: expected start {self.next_start}, got {start}")
         if self.tail_shape is None:
             self.tail_shape = rs.shape[1:]
         elif rs.shape[1:] != self.tail_shape:
             raise ValueError(f"shard shape {rs.shape[1:]} differs from earlier {self.tail_shape}")
         data = shard_bytes(rs, start)
-        name = f"shard-{len(self.shards):05d}.safetensors"
+        name = f"shard-{len(self.shards) if index is None else int(index):05d}.safetensors"
         try:
             (self.tmp / name).write_bytes(data)
         except OSError as err:
             raise CacheError(f"cannot write {self.tmp / name} ({err}); free some space or pass another "
                              "cache_dir") from err
         self.shards.append({"file": name, "start": start, "stop": start + len(rs), "sha256": _sha256(data)})
-        self.next_start += len(rs)
+        self.next_start = start + len(rs)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.publish:
+            return
         if exc_type is not None or not self.shards:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        self.shards.sort(key=lambda sh: sh["start"])
         meta = {"format": FORMAT_VERSION, "complete": True, "identity": self.identity,
-                "shape": [self.next_start, *self.tail_shape], "dtype": "float32", "shards": self.shards,
+                "shape": [self.shards[-1]["stop"], *self.tail_shape], "dtype": "float32", "shards": self.shards,
                 **self.extra_meta}
         problem = meta_problem(meta, self.identity)
         if problem is not None:
@@ -417,7 +437,7 @@ def save_module(root: str | os.PathLike, identity: dict[str, Any], state: dict[s
     Returns the entry's folder, or None (with a :class:`CacheWarning`) when the cache is not writable."""
     from safetensors.numpy import save  # noqa: PLC0415
 
-    final = _entry_dir(root, kind, identity)
+    final = entry_path(root, identity, kind)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         tmp.mkdir(parents=True)
@@ -444,7 +464,7 @@ def save_module(root: str | os.PathLike, identity: dict[str, Any], state: dict[s
 def load_module(root: str | os.PathLike, identity: dict[str, Any], *, kind: str = "modules"
                 ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """``(state, config)`` saved under ``identity``, or None when absent, stale or corrupt (warned)."""
-    path = _entry_dir(root, kind, identity)
+    path = entry_path(root, identity, kind)
     if not path.exists():
         return None
     found, problem = _module_problem(path, identity)

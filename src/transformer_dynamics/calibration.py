@@ -44,7 +44,7 @@ from . import claims as _claims
 __all__ = ["ALPHA", "Z_MAX", "Z_POWER", "stationary", "random_walk", "with_outlier", "scale_correlation", "Null",
            "NULLS", "Mechanism", "MECHANISMS", "null_truth", "effect_sizes", "sizes_from_evidence", "Settings",
            "calibrate", "Calibration", "planted_sizes", "rates", "table", "book_table", "markdown", "worst", "summary",
-           "binomial_interval"]
+           "summary_sentence", "binomial_interval"]
 
 ALPHA = _claims.ALPHA
 #: The largest planted effect, in standard errors (a trained effect further from its threshold is planted at this
@@ -269,13 +269,17 @@ def _plant(name: str, a: float, n: int, L: int, D: int, seed: int) -> np.ndarray
         else:
             mean = mu - a * np.outer(s_ramp, drift)
         x = _base(rng, n, L, D, mu=mu, mean=mean)
-    elif name in ("factor_ramp", "factor_ramp_late", "factor_level"):  # k shared factors carry a share lam
-        k = 1 if name == "factor_level" else 2
+    elif name == "factor_ramp_late":                   # k = 2 shared factors carry a share lam, rising over depth
+        k = 2
         F = np.linalg.qr(srng.standard_normal((D, k)))[0] * np.sqrt(D / k)       # (D, k), unit variance per unit
-        sign = {"factor_ramp": -1.0, "factor_ramp_late": 1.0}.get(name)         # late layers' share falls / rises
-        lam = np.clip(0.5 + sign * a * (s_ramp - 0.5), 0.01, 0.99) if sign else np.full(L, 0.99 - a)
+        lam = np.clip(0.5 + a * (s_ramp - 0.5), 0.01, 0.99)
         f = _ar(rng, n, L, k, 0.5) @ F.T
         z = np.sqrt(lam)[:, None] * f + np.sqrt(1 - lam)[:, None] * _ar(rng, n, L, D, 0.5)
+        x = mu + _scale(rng, n, L)[..., None] * z
+    elif name == "power_spectrum":                     # variances j^-(1.9 - a) along a fixed basis: a smooth
+        Q = np.linalg.qr(srng.standard_normal((D, D)))[0]                         # spectrum (about D / 10 PCs
+        v = np.arange(1, D + 1, dtype=np.float64) ** -(1.9 - a)                   # for 90 % at a = 0)
+        z = (_ar(rng, n, L, D, 0.5) * np.sqrt(v * D / v.sum())) @ Q.T
         x = mu + _scale(rng, n, L)[..., None] * z
     else:
         raise ValueError(f"unknown mechanism {name!r}; use one of {sorted({m.name for m in MECHANISMS.values()})}")
@@ -286,12 +290,16 @@ def _plant(name: str, a: float, n: int, L: int, D: int, seed: int) -> np.ndarray
 class Mechanism:
     """How an effect on one reading is planted: the knob ``name`` of :func:`_plant` turned to amplitude ``a`` in
     ``[lo, hi]``, the reading's population value increasing with ``a``. ``at_threshold``: at ``a = 0`` the
-    population value sits exactly at the claim's threshold (the stream is then a null for that claim)."""
+    population value sits exactly at the claim's threshold (the stream is then a null for that claim). ``wide``:
+    its streams have :attr:`Settings.shape_wide` (a count of components over the width needs a spectrum: in 16
+    units, "under a tenth of the width" means one component carrying 90 % of the variance, a count that jumps
+    between 1 and 2 with the texts)."""
 
     name: str
     lo: float
     hi: float
     at_threshold: bool = False
+    wide: bool = False
 
 
 _K = scale_correlation()
@@ -322,7 +330,7 @@ MECHANISMS: dict[tuple[str, str], Mechanism] = {
     ("rotations_majority", "sublayers"): Mechanism("oscillation", -2.0, 2.0),
     ("rotations_spiral_out", "gradient"): Mechanism("spiral", -3.0, 3.0),
     **{("pcs_fewer_later", r): Mechanism("factor_ramp_late", -0.9, 0.9, True) for r in ("ev_at_k", "global", "own")},
-    ("low_dimensional", "pca"): Mechanism("factor_level", 0.0, 0.98),
+    ("low_dimensional", "pca"): Mechanism("power_spectrum", -1.5, 1.4, wide=True),
 }
 
 
@@ -490,7 +498,8 @@ class Settings:
     :func:`transformer_dynamics.robustness.claim_evidence`; shape: (sublayers, units) of the streams (each third
     of the cross-layer steps must hold two: at least 14 sublayers); shape_mi: those of the MI claims' streams
     (their early window must hold three steps of each transition kind: at least 26 sublayers); shape_rot: those
-    of the rotation claims (enough sublayers for a few turns); n_pilot: draws (without resamples) that size a
+    of the rotation claims (enough sublayers for a few turns); shape_wide: those of the claims about a count over
+    the width (:attr:`Mechanism.wide`); n_pilot: draws (without resamples) that size a
     planted effect at each amplitude tried; seed: every draw."""
 
     n: int = 200
@@ -503,6 +512,7 @@ class Settings:
     shape: tuple[int, int] = (18, 16)
     shape_mi: tuple[int, int] = (36, 8)
     shape_rot: tuple[int, int] = (30, 8)
+    shape_wide: tuple[int, int] = (18, 64)
     n_pilot: int = 24
     seed: int = 0
 
@@ -613,6 +623,9 @@ def _value_of(rs: np.ndarray, pair: tuple[str, str], st: Settings, seed: int) ->
 
 
 def _shape(pair: tuple[str, str], st: Settings) -> tuple[int, int]:
+    mech = MECHANISMS.get(pair)
+    if mech is not None and mech.wide:
+        return st.shape_wide
     return {"mi": st.shape_mi, "rot": st.shape_rot}.get(_group(pair), st.shape)
 
 
@@ -958,3 +971,14 @@ def summary(cal: Calibration) -> dict[str, Any]:
             "above_2_alpha": {f"{r.claim}:{r.reading}": float(r.worst) for r in above.itertuples()},
             "strong": len(strong), "below_power": {f"{r.claim}:{r.reading}": float(r.power)
                                                    for r in below.itertuples()}}
+
+
+def summary_sentence(s: Mapping[str, Any]) -> str:
+    """The appendix's closing sentence (Markdown) from :func:`summary`'s ``s``: the worst false-decision rate with
+    its interval, the readings above 2 alpha and those planted clearly but below power 0.8."""
+    w = s["worst"]
+    return (f"The worst false-decision rate: **{w['rate']:.2f}** (95 % interval {w['low']:.2f}–{w['high']:.2f}, "
+            f"{w['events']} of {w['sims']} simulations), for `{w['claim']}` ({w['reading']}) on *{w['scenario']}*. "
+            f"{len(s['above_2_alpha'])} of {s['readings']} claim readings decide falsely more than 2α of the time on "
+            f"some null. Of the {s['strong']} readings planted at {Z_POWER} or more standard errors, "
+            f"{len(s['below_power'])} have power below 0.8.")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paper
 from .validation import check_int, check_path, check_positive_int, check_seed
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
 
 DATA_ENV = "TRANSFORMER_DYNAMICS_DATA"
 #: The paper's length filter on characters: l_min < len(row) < l_max.
-L_MIN, L_MAX = 100, 500
+L_MIN, L_MAX = paper.TEXT_CHARS
 #: Splits used by default: those that exist offline. Together they hold 1,246 rows that pass the filter,
 #: enough for the paper's N = 1000 (the test split alone has 661).
 DEFAULT_SPLITS = ("test", "validation")

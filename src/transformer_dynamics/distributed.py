@@ -1,12 +1,13 @@
 """Data-parallel capture across processes and GPUs (``torch.distributed``, started by ``torchrun``).
 
-Every rank captures a disjoint set of the entry's shards (shard k holds texts ``k*S … (k+1)*S - 1``;
-rank r takes the shards k with ``k % world_size == r``) into one shared temporary folder; after a barrier,
-rank 0 gathers the shard records, writes ``meta.json`` last and renames the folder into place, so the cache
-entry is the same one, with the same identity, as :func:`pipeline.residual_stream_store` writes, and it
-appears only when complete. Shards are batched exactly as the single-process capture batches them (one
-shard = one length-sorted chunk), so on the same device and thread count the array is bit for bit the same.
-The cache folder must be visible to every rank (one node, or a shared file system).
+Every rank captures a disjoint set of the entry's shards (:func:`pipeline.shard_ranges`: shard k holds texts
+``k*S … (k+1)*S - 1``; rank r takes the shards k with ``k % world_size == r``) through the same flow as one process
+(:func:`pipeline.capture_request`, :func:`pipeline.load_for_capture`, :func:`pipeline.write_shards`) into one
+shared temporary folder (a :class:`cache.ShardWriter` per rank on that folder); after a barrier, rank 0 takes every
+rank's shard records, writes ``meta.json`` last and moves the folder into place. So the cache entry is the one
+:func:`pipeline.residual_stream_store` writes, with the same identity, and it appears only when complete; on the
+same device and thread count the array is bit for bit the same. The cache folder must be visible to every rank
+(one node, or a shared file system).
 
 One node with 8 GPUs (NCCL), or CPU processes (gloo)::
 
@@ -22,24 +23,18 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from . import cache, capture, data, models, pipeline
+from .validation import check_positive_int
 
-__all__ = ["rank_shards", "capture_store", "main"]
-
-
-def rank_shards(n: int, shard_size: int, rank: int, world_size: int) -> list[tuple[int, int, int]]:
-    """The shards rank ``rank`` of ``world_size`` captures: ``[(index, start, stop)]`` (round robin)."""
-    if shard_size < 1 or world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need shard_size >= 1 and 0 <= rank < world_size; got {shard_size}, {rank}, {world_size}")
-    return [(k, s, min(s + shard_size, n)) for k, s in enumerate(range(0, n, shard_size)) if k % world_size == rank]
+__all__ = ["capture_store", "main"]
 
 
 def _init(backend: str | None, device: str | None) -> tuple[int, int, bool]:
@@ -66,77 +61,56 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _hit_everywhere(req: pipeline.CaptureRequest, rank: int, world: int) -> cache.ActivationStore | None:
+    """The entry of ``req`` when every rank finds it (rank 0 verifies it), else None."""
+    hit = cache.open_store(req.root, req.identity, verify=rank == 0)
+    return hit if all(_gather(hit is not None, world)) else None
+
+
 def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
                   condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
                   data_dir=None, cache_dir=None, add_bos: bool = True, strip: bool = pipeline.STRIP,
                   batch_size: int = 16, dtype: str = "float32", quantization: str | None = None,
                   device: str | None = None, shard_size: int | None = None, backend: str | None = None,
-                  recompute: bool = False, progress: bool = False, **model_kwargs: Any) -> cache.ActivationStore:
+                  recompute: bool = False, progress: bool = False, init: str | None = None, init_seed: int = 0,
+                  **model_kwargs: Any) -> cache.ActivationStore:
     """The entry :func:`pipeline.residual_stream_store` would write, captured by every rank of the process
     group together (call it on every rank; without torchrun it runs alone). Returns the verified entry on
     every rank. Arguments as :func:`pipeline.residual_stream_store`; ``device``: None = ``cuda:LOCAL_RANK``
     when CUDA is there, else CPU; ``model_kwargs`` go to the model loader (e.g. ``device_map="auto"``).
     """
-    if condition not in pipeline.CONDITIONS:
-        raise ValueError(f"condition must be one of {pipeline.CONDITIONS}, got {condition!r}")
+    shard_size = check_positive_int(shard_size, "shard_size", none=True)
+    req = pipeline.capture_request(model, n=n, seed=seed, condition=condition, splits=splits, data_dir=data_dir,
+                                   cache_dir=cache_dir, add_bos=add_bos, strip=strip, batch_size=batch_size,
+                                   dtype=dtype, quantization=quantization, init=init, init_seed=init_seed)
     rank, world, started = _init(backend, device)
     try:
+        hit = None if recompute else _hit_everywhere(req, rank, world)
+        if hit is not None:
+            return hit
         if device is None and torch.cuda.is_available() and "device_map" not in model_kwargs:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
-        root = models.cache_root(cache_dir)
-        identity = pipeline.capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
-                                             quantization=quantization, add_bos=add_bos, strip=strip,
-                                             cache_dir=cache_dir)
-        if not recompute:
-            hit = cache.open_store(root, identity, verify=rank == 0)
-            if all(_gather(hit is not None, world)):
-                return hit
-        lm, tok = pipeline.load_model(model, dtype=dtype, quantization=quantization, device=device,
-                                      cache_dir=cache_dir, **model_kwargs)
+        lm, tok, req = pipeline.load_for_capture(req, device, **model_kwargs)
+        hit = None if recompute else _hit_everywhere(req, rank, world)
+        if hit is not None:
+            return hit
         labels = capture.sublayer_labels(len(models.layer_modules(lm)))
         if shard_size is None:
             shard_size = pipeline.shard_texts(len(labels), lm.config.hidden_size)
-        final = cache._entry_dir(root, "activations", identity)
         # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
-        tmp = Path(_gather(str(final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.distributed.partial"))
-                           if rank == 0 else None, world)[0])
-        if rank == 0:
-            tmp.mkdir(parents=True)
-        _barrier(world)
-        mine = rank_shards(len(texts), shard_size, rank, world)
-        ids = None
-        if condition == "shuffled":  # one permutation stream over all texts in order, as the single capture
-            ids = capture.tokenize(tok, texts, add_bos=add_bos, strip=strip)
-            bos = tok.bos_token_id
-            ids = data.shuffle_token_ids(ids, seed=seed, keep_first=[bos is not None and s[0] == bos for s in ids])
-        records = []
-        for k, start, stop in mine:
-            src = dict(token_ids=ids[start:stop]) if ids is not None else dict(texts=texts[start:stop])
-            (_, rs), = capture.iter_residual_stream(lm, tok, **src, batch_size=batch_size, chunk_size=stop - start,
-                                                    add_bos=add_bos, strip=strip, progress=progress)
-            blob = cache.shard_bytes(rs, start)
-            name = f"shard-{k:05d}.safetensors"
-            (tmp / name).write_bytes(blob)
-            records.append({"file": name, "start": start, "stop": stop, "sha256": cache._sha256(blob),
-                            "tail": list(rs.shape[1:])})
-        every = [r for part in _gather(records, world) for r in part]
-        _barrier(world)  # every shard is on disk
-        if rank == 0:
-            every.sort(key=lambda r: r["start"])
-            tails = {tuple(r.pop("tail")) for r in every}
-            if len(tails) != 1 or [r["start"] for r in every] != list(range(0, len(texts), shard_size)):
-                raise cache.CacheError(f"distributed capture is incomplete or inconsistent: {len(every)} shards")
-            meta = {"format": cache.FORMAT_VERSION, "complete": True, "identity": identity,
-                    "shape": [len(texts), *tails.pop()], "dtype": "float32", "shards": every,
-                    "sublayer_labels": labels, "world_size": world}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-            # another run may have finished first: its verified entry is kept and ours discarded
-            cache.publish(tmp, final, lambda p: cache.open_store(root, identity, verify=True))
+        tmp = Path(_gather(str(cache.ShardWriter.partial_folder(req.root, req.identity)) if rank == 0 else None,
+                           world)[0])
+        with cache.ShardWriter(req.root, req.identity, extra_meta={"sublayer_labels": labels, "world_size": world},
+                               folder=tmp, publish=rank == 0) as writer:
+            pipeline.write_shards(writer, lm, tok, req, pipeline.shard_ranges(n, shard_size, rank, world),
+                                  shard_size, progress=progress)
+            every = [r for part in _gather(writer.shards, world) for r in part]
+            _barrier(world)  # every shard is on disk
+            writer.shards = every  # rank 0 writes meta.json from every rank's records and publishes on exit
         _barrier(world)  # the entry is in place
-        store = cache.open_store(root, identity, verify=rank == 0)
+        store = cache.open_store(req.root, req.identity, verify=rank == 0)
         if store is None:
-            raise cache.CacheError(f"the distributed capture did not produce a valid entry at {final}")
+            raise cache.CacheError(f"the distributed capture did not produce a valid entry at {writer.final}")
         return store
     finally:
         if started:
@@ -154,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", default=models.DEFAULT_MODEL, help="short name, Hugging Face id or local folder")
     p.add_argument("--texts", type=integer(1), default=1000, help="N, the number of texts")
     p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--condition", default="original", choices=pipeline.CONDITIONS)
+    p.add_argument("--condition", default="original", choices=pipeline.ALL_CONDITIONS)
     p.add_argument("--batch-size", type=integer(1), default=16)
     p.add_argument("--shard-size", type=integer(1), default=None, help="texts per shard (default: from the model)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))

@@ -28,8 +28,9 @@ import numpy as np
 
 from . import claims as _claims
 from . import verdicts as _verdicts
+from .formats import format_value
 
-__all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "format_value", "to_table", "to_markdown",
+__all__ = ["Entry", "Ledger", "load", "load_all", "default_directory", "to_table", "to_markdown",
            "summary", "models_of", "by_claim", "claim_rows", "contributions", "contribution_counts", "md_cell",
            "Markup", "link", "html_table", "Table", "show_table", "to_csv", "other_fields", "verdict_text"]
 
@@ -284,34 +285,6 @@ def verdict_text(verdict: Any) -> str:
     if verdict in _claims.VERDICTS:
         return f"{_claims.MARKS[verdict]} {verdict}"
     return format_value(verdict)
-
-
-def format_value(value: Any, digits: int = 3, max_items: int = 6) -> str:
-    """A short human-readable form of a recorded value: numbers to ``digits`` significant digits,
-    non-finite values (stored as the strings ``"nan"``, ``"inf"``) as they are, long lists abbreviated."""
-    if value is None:
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if not math.isfinite(v):
-            return str(v)
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 10 ** -(digits)):
-            return f"{v:.{digits - 1}e}"
-        if abs(v) >= 10 ** digits:  # 1280.4 -> "1280", not "1.28e+03"
-            return f"{v:.0f}"
-        return f"{v:.{digits}g}"
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-        shown = ", ".join(format_value(v, digits, max_items) for v in items[:max_items])
-        more = f", … ({len(items)} values)" if len(items) > max_items else ""
-        return f"[{shown}{more}]"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {format_value(v, digits, max_items)}" for k, v in value.items())
-    return str(value)
 
 
 def md_cell(text: Any) -> str:

@@ -1,21 +1,19 @@
-"""Figure 1 statistics of the residual stream: means, correlations, cosine similarity, velocity and
-mutual information (paper sections 2.2–2.5, results 3.1).
+"""Figure 1 statistics of the residual stream: means, correlations, cosine similarity, velocity and massive units
+(paper sections 2.2–2.4, results 3.1); the mutual information of Fig 1G/1H is :mod:`transformer_dynamics.mutual_info`.
 
 Every function takes ``rs: (n_samples, n_sublayers, d_model)`` unless it says otherwise. Sublayer ``2l``
 is the residual stream before layer ``l``'s attention, ``2l + 1`` before its MLP. Transition ``t`` goes
 from sublayer ``t`` to ``t + 1``; even ``t`` (attn -> mlp of the same layer) is *within-layer*, odd ``t``
-(mlp -> next layer's attn) is *cross-layer* (:func:`split_transitions`, :func:`transition_kind`).
+(mlp -> next layer's attn) is *cross-layer* (:func:`transformer_dynamics.arrays.split_transitions`).
 
-Units whose activation is constant over the samples have no correlation and no density; they give NaN
-(never an exception) in the correlation and mutual-information functions. Use ``np.nan*`` reductions.
+Units whose activation is constant over the samples have no correlation; they give NaN (never an exception).
+NaN in ``rs`` gives NaN where it enters (a unit's mean, a text's cosine), never a silent number. Use ``np.nan*``
+reductions.
 
-Every statistic of Figure 1 also takes a cache entry (:class:`cache.ActivationStore`, e.g. from
-``pipeline.residual_stream_store``) in place of ``rs``: it is then computed shard by shard with float64
-streaming sums, memory flat in N (:func:`iter_chunks`); the values equal the in-memory ones.
-
-The mutual-information estimators live in :mod:`transformer_dynamics.mutual_info`; ``mutual_information``,
-``mutual_information_pairs`` and ``MI_METHODS`` are re-exported here so that existing callers keep working.
-"""
+Every statistic of ``rs`` also takes a cache entry (:class:`cache.ActivationStore`, e.g. from
+``pipeline.residual_stream_store``): each reads ``rs`` through :func:`transformer_dynamics.arrays.chunks`, one
+code path for an array (one chunk) and an entry (its shards: memory flat in N), so the values agree up to the
+order of float64 sums. """
 
 from __future__ import annotations
 
@@ -23,17 +21,13 @@ import warnings
 
 import numpy as np
 import torch
-from scipy import stats
-
-from .mutual_info import MI_METHODS, max_relative_difference, mutual_information, mutual_information_pairs
 
 from .arrays import check_rs as _check_rs
+from .arrays import check_stream, chunks, split_transitions
 from .arrays import check_units as _check_units
-from .arrays import split_transitions, transition_kind
 from .validation import check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
-    "iter_chunks",
     "mean_activations",
     "unit_order",
     "successive_correlation",
@@ -44,24 +38,10 @@ __all__ = [
     "centered_cosine_similarity",
     "velocity",
     "turning_angle",
-    "transition_kind",
-    "split_transitions",
     "median_by_transition",
     "mean_by_transition",
-    "defined_transitions",
-    "first_last_defined",
-    "early_stop",
     "thirds",
     "first_last_third",
-    "mutual_information",
-    "mutual_information_pairs",
-    "max_relative_difference",
-    "MI_METHODS",
-    "sign_agreement",
-    "depth_trend",
-    "within_above_cross",
-    "steepest_segment",
-    "largest_drop",
     "unit_magnitude",
     "massive_units",
     "without_units",
@@ -71,52 +51,32 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------
-# input checks; arrays or cache entries
-# ----------------------------------------------------------------------------------------------------
-def _is_store(rs) -> bool:
-    return hasattr(rs, "iter_chunks") and hasattr(rs, "shape") and not isinstance(rs, (np.ndarray, torch.Tensor))
-
-
-def _store_shape(store, min_sublayers: int = 1, min_samples: int = 1) -> tuple[int, int, int]:
-    shape = tuple(store.shape)
-    if len(shape) != 3:
-        raise ValueError(f"the cache entry must hold (n_samples, n_sublayers, d_model); it holds {shape}")
-    if shape[1] < min_sublayers or shape[0] < min_samples:
-        raise ValueError(f"need at least {min_sublayers} sublayers and {min_samples} samples; the entry has {shape}")
-    return shape
-
-
-def iter_chunks(rs, max_samples: int | None = None):
-    """Yield ``(start, chunk)`` over the samples of ``rs``: an array (slices of ``max_samples``; None: one
-    chunk) or a cache entry (its shards, each read and verified once). chunk: (m, n_sublayers, d_model)."""
-    max_samples = check_positive_int(max_samples, "max_samples", none=True)
-    if _is_store(rs):
-        for start, chunk in rs.iter_chunks():
-            step = len(chunk) if max_samples is None else max_samples
-            for s in range(0, len(chunk), step):
-                yield start + s, chunk[s:s + step]
-        return
-    rs = np.asarray(rs)
-    step = max(1, len(rs) if max_samples is None else max_samples)
-    for s in range(0, len(rs), step):
-        yield s, rs[s:s + step]
-
-
-
-
-# ----------------------------------------------------------------------------------------------------
 # means (Fig 1B)
 # ----------------------------------------------------------------------------------------------------
+def _float64(chunk: np.ndarray) -> torch.Tensor:
+    """A chunk as a float64 tensor (sharing the chunk's memory when it is float64 already; a read-only memory map
+    is copied first, never shared with torch)."""
+    chunk = np.ascontiguousarray(chunk)
+    return torch.from_numpy(chunk if chunk.flags.writeable else chunk.copy()).double()
+
+
+def _sample_sum(rs, f=lambda c: c) -> np.ndarray:
+    """``sum over samples of f(chunk)`` in float64, chunk by chunk: ``f`` maps ``(m, n_sublayers, d_model)`` to
+    ``(m, ...)``."""
+    total = None
+    for _, c in chunks(rs):
+        part = f(c).sum(axis=0, dtype=np.float64)
+        total = part if total is None else total + part
+    return total
+
+
 def mean_activations(rs) -> np.ndarray:
     """Mean activation of each unit at each sublayer over the samples (Fig 1B, section 2.2).
 
     rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers, d_model), float64.
     """
-    if _is_store(rs):
-        n = _store_shape(rs)[0]
-        return sum(c.sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n
-    rs = _check_rs(rs)
-    return rs.mean(axis=0, dtype=np.float64)
+    rs = check_stream(rs)
+    return _sample_sum(rs) / rs.shape[0]
 
 
 def unit_order(rs) -> np.ndarray:
@@ -124,7 +84,8 @@ def unit_order(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,) int indices, ascending.
     """
-    last = mean_activations(rs)[-1] if _is_store(rs) else _check_rs(rs)[:, -1].mean(axis=0, dtype=np.float64)
+    rs = check_stream(rs)
+    last = _sample_sum(rs, lambda c: c[:, -1]) / rs.shape[0]
     if not np.isfinite(last).all():
         raise ValueError(f"rs has NaN or inf at the last sublayer ({int((~np.isfinite(last)).sum())} of {last.size} "
                          "units): their order is undefined; drop or impute those values first")
@@ -134,33 +95,24 @@ def unit_order(rs) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------
 # correlations (Fig 1C, 1D)
 # ----------------------------------------------------------------------------------------------------
-def _standardize(rs: np.ndarray) -> np.ndarray:
-    """z-score every (sublayer, unit) over samples in float64; constant ones become NaN."""
-    x = rs.astype(np.float64)
-    x -= x.mean(axis=0)
-    sd = np.sqrt((x * x).mean(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(sd > 0, 1.0 / sd, np.nan)
-    x *= scale
-    return x
+#: Float64 work per chunk of samples in the streamed sums (bounds the temporaries; not the result).
+WORK_BYTES = 2**27
 
 
-def successive_correlation(rs, chunk: int = 512) -> np.ndarray:
+def _work_samples(rs, max_samples: int | None) -> int:
+    """Samples per chunk: ``max_samples``, else as many as fill :data:`WORK_BYTES` in float64."""
+    _, L, D = rs.shape
+    return max(1, int(WORK_BYTES // (L * D * 8))) if max_samples is None else max_samples
+
+
+def successive_correlation(rs, max_samples: int | None = None) -> np.ndarray:
     """Pearson r of every unit between sublayer ``t`` and ``t + 1`` across samples (Fig 1C, section 2.3).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, d_model). A unit that is constant over the
-    samples at either sublayer gives NaN.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers - 1, d_model). A unit that is
+    constant over the samples at either sublayer gives NaN. One pass of float64 sums over chunks of
+    ``max_samples`` samples (None: as many as fill :data:`WORK_BYTES`; see :func:`_correlation_sums`).
     """
-    chunk = check_positive_int(chunk, "chunk")
-    if _is_store(rs):
-        return _streamed_correlation(rs, successive=True)
-    rs = _check_rs(rs, min_sublayers=2, min_samples=2)
-    n, L, D = rs.shape
-    out = np.empty((L - 1, D), dtype=np.float64)
-    for start in range(0, D, chunk):
-        z = _standardize(rs[:, :, start:start + chunk])
-        out[:, start:start + chunk] = np.einsum("ntu,ntu->tu", z[:, :-1], z[:, 1:]) / n
-    return out
+    return _correlation(rs, max_samples, successive=True)
 
 
 def pair_indices(n_sublayers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,59 +123,48 @@ def pair_indices(n_sublayers: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(int(n_sublayers), k=1)
 
 
-def pairwise_correlation(rs, chunk: int = 512) -> np.ndarray:
+def pairwise_correlation(rs, max_samples: int | None = None) -> np.ndarray:
     """Pearson r of every unit between every pair of sublayers ``l < m`` (the per-unit distribution
     :math:`\\mathcal{C}^i` of section 2.3).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_pairs, d_model), pairs ordered as :func:`pair_indices`.
-    Constant units give NaN. Computed as one batched matrix product per chunk of units.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_pairs, d_model), pairs ordered as
+    :func:`pair_indices`. Constant units give NaN. One batched matrix product per chunk of ``max_samples``
+    samples (as :func:`successive_correlation`).
     """
-    chunk = check_positive_int(chunk, "chunk")
-    if _is_store(rs):
-        return _streamed_correlation(rs, successive=False)
-    rs = _check_rs(rs, min_sublayers=2, min_samples=2)
-    n, L, D = rs.shape
-    li, mi = pair_indices(L)
-    out = np.empty((li.size, D), dtype=np.float64)
-    for start in range(0, D, chunk):
-        z = torch.from_numpy(_standardize(rs[:, :, start:start + chunk]))  # (n, L, U)
-        zu = z.permute(2, 1, 0).contiguous()  # (U, L, n); bmm on a non-contiguous view is ~10x slower
-        c = torch.bmm(zu, zu.transpose(1, 2)) / n  # (U, L, L)
-        out[:, start:start + chunk] = c[:, li, mi].T.numpy()
-    return out
+    return _correlation(rs, max_samples, successive=False)
 
 
-def _streamed_correlation(store, successive: bool) -> np.ndarray:
-    """Pearson r from one pass of float64 sums over the entry's shards, each shifted by the first shard's
-    mean (no cancellation for units with a large mean): successive (n_sublayers - 1, d_model) or pairwise
+def _correlation(rs, max_samples: int | None, successive: bool) -> np.ndarray:
+    """Pearson r from one pass of float64 sums over chunks of samples, each shifted by the first chunk's mean
+    (no cancellation for units with a large mean): successive (n_sublayers - 1, d_model) or pairwise
     (n_pairs, d_model)."""
-    n, L, D = _store_shape(store, min_sublayers=2, min_samples=2)
-    shift = s1 = s2 = sxy = None
-    step = max(1, int(2**27 // (L * D * 8)))  # float64 work in blocks of ~128 MiB, not whole shards
-    for _, chunk in iter_chunks(store, max_samples=step):
-        x = torch.from_numpy(np.ascontiguousarray(chunk)).double()
+    max_samples = check_positive_int(max_samples, "max_samples", none=True)
+    rs = check_stream(rs, min_sublayers=2, min_samples=2)
+    n, L, D = rs.shape
+    shift = None
+    s1, s2 = np.zeros((L, D)), np.zeros((L, D))
+    sxy = np.zeros((L - 1, D)) if successive else torch.zeros((D, L, L), dtype=torch.float64)
+    for _, chunk in chunks(rs, _work_samples(rs, max_samples)):
+        x = np.array(chunk, dtype=np.float64)
         if shift is None:
             shift = x.mean(0)
-            s1, s2 = torch.zeros(L, D, dtype=torch.float64), torch.zeros(L, D, dtype=torch.float64)
-            sxy = torch.zeros((L - 1, D) if successive else (D, L, L), dtype=torch.float64)
         x -= shift
         s1 += x.sum(0)
-        s2 += (x * x).sum(0)
+        s2 += np.einsum("ntu,ntu->tu", x, x)
         if successive:
-            sxy += (x[:, :-1] * x[:, 1:]).sum(0)
+            sxy += np.einsum("ntu,ntu->tu", x[:, :-1], x[:, 1:])
         else:
-            xu = x.permute(2, 1, 0).contiguous()  # (D, L, m)
+            xu = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 1, 0)))  # (D, L, m): bmm wants it contiguous
             sxy += torch.bmm(xu, xu.transpose(1, 2))
     mean = s1 / n
     var = s2 / n - mean * mean
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd = torch.where(var > 0, var.clamp_min(0).sqrt(), torch.tensor(float("nan"), dtype=torch.float64))
-    if successive:
-        cov = sxy / n - mean[:-1] * mean[1:]
-        return (cov / (sd[:-1] * sd[1:])).numpy()
-    li, mi = pair_indices(L)
-    cov = sxy[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
-    return (cov / (sd[li] * sd[mi])).numpy()
+        sd = np.where(var > 0, np.sqrt(np.maximum(var, 0)), np.nan)
+        if successive:
+            return (sxy / n - mean[:-1] * mean[1:]) / (sd[:-1] * sd[1:])
+        li, mi = pair_indices(L)
+        cov = sxy.numpy()[:, li, mi].T / n - mean[li] * mean[mi]  # (n_pairs, D)
+        return cov / (sd[li] * sd[mi])
 
 
 def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 1.0)
@@ -259,46 +200,39 @@ def correlation_histogram(r, bins: int = 20, range: tuple[float, float] = (0.0, 
 # ----------------------------------------------------------------------------------------------------
 # cosine similarity and velocity (Fig 1E, 1F)
 # ----------------------------------------------------------------------------------------------------
-def _cosine(rs: np.ndarray, mean: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
-    """Cosine of successive sublayer vectors of ``rs - mean``, in float64, ``chunk`` samples at a time."""
+def _cosine(rs, mean: np.ndarray | None = None, chunk: int = 64) -> np.ndarray:
+    """Cosine of successive sublayer vectors of ``rs - mean`` (an array or a cache entry, checked), in float64,
+    ``chunk`` samples at a time: (n_samples, n_sublayers - 1)."""
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
     m = None if mean is None else torch.from_numpy(np.asarray(mean, dtype=np.float64))
-    for s in range(0, rs.shape[0], chunk):
-        a = torch.from_numpy(np.ascontiguousarray(rs[s:s + chunk])).double()
+    for s, c in chunks(rs, chunk):
+        a = _float64(c)
         if m is not None:
-            a = a - m  # not in place: for float64 input, .double() shares the caller's memory
+            a = a - m  # not in place: a float64 chunk shares the caller's memory
         dots = (a[:, :-1] * a[:, 1:]).sum(-1)
         norms = a.norm(dim=-1)
-        out[s:s + chunk] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
+        out[s:s + len(c)] = (dots / (norms[:, :-1] * norms[:, 1:])).numpy()
     return out
 
 
 def cosine_similarity(rs) -> np.ndarray:
     """Cosine similarity between successive residual-stream vectors of each sample (Fig 1E).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1). A zero vector gives NaN.
-    Note: raw cosine is dominated by the residual stream's large mean direction (and its massive units);
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_samples, n_sublayers - 1). A zero vector gives
+    NaN. Note: raw cosine is dominated by the residual stream's large mean direction (and its massive units);
     see :func:`centered_cosine_similarity`.
     """
-    if _is_store(rs):
-        _store_shape(rs, min_sublayers=2)
-        return np.concatenate([_cosine(c) for _, c in iter_chunks(rs)])
-    rs = _check_rs(rs, min_sublayers=2)
-    return _cosine(rs)
+    return _cosine(check_stream(rs, min_sublayers=2))
 
 
 def centered_cosine_similarity(rs) -> np.ndarray:
     """Cosine similarity after subtracting each sublayer's mean vector over the samples.
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1). Measures whether the
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_samples, n_sublayers - 1). Measures whether the
     sample-specific part of the representation keeps its direction from one sublayer to the next.
     """
-    if _is_store(rs):
-        _store_shape(rs, min_sublayers=2, min_samples=2)
-        mean = mean_activations(rs)  # a first pass; the cosines in a second
-        return np.concatenate([_cosine(c, mean=mean) for _, c in iter_chunks(rs)])
-    rs = _check_rs(rs, min_sublayers=2, min_samples=2)
-    return _cosine(rs, mean=rs.mean(axis=0, dtype=np.float64))
+    rs = check_stream(rs, min_sublayers=2, min_samples=2)
+    return _cosine(rs, mean=mean_activations(rs))  # two passes: the mean, then the cosines
 
 
 def paired_cosine(a, b) -> np.ndarray:
@@ -316,17 +250,15 @@ def paired_cosine(a, b) -> np.ndarray:
 def velocity(rs, chunk: int = 64) -> np.ndarray:
     """Speed of the residual stream, ``||h_{t+1} - h_t||_2`` per sample and transition (Fig 1F, 2.4).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_samples, n_sublayers - 1).
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_samples, n_sublayers - 1); float64 work on
+    ``chunk`` samples at a time.
     """
     chunk = check_positive_int(chunk, "chunk")
-    if _is_store(rs):
-        _store_shape(rs, min_sublayers=2)
-        return np.concatenate([velocity(c, chunk) for _, c in iter_chunks(rs)])
-    rs = _check_rs(rs, min_sublayers=2)
+    rs = check_stream(rs, min_sublayers=2)
     out = np.empty((rs.shape[0], rs.shape[1] - 1), dtype=np.float64)
-    for s in range(0, rs.shape[0], chunk):
-        a = torch.from_numpy(np.ascontiguousarray(rs[s:s + chunk])).double()
-        out[s:s + chunk] = (a[:, 1:] - a[:, :-1]).norm(dim=-1).numpy()
+    for s, c in chunks(rs, chunk):
+        a = _float64(c)
+        out[s:s + len(c)] = (a[:, 1:] - a[:, :-1]).norm(dim=-1).numpy()
     return out
 
 
@@ -394,47 +326,8 @@ def mean_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# where along the depth: defined transitions, early window, thirds
+# thirds of the depth
 # ----------------------------------------------------------------------------------------------------
-_KINDS = ("all", "within", "cross")
-
-
-def defined_transitions(y, kind: str = "all") -> np.ndarray:
-    """Transitions ``t`` where ``y: (n_transitions,)`` is finite, of ``kind`` ``"all"``, ``"within"``
-    (even t) or ``"cross"`` (odd t). -> (k,) int64, ascending (empty when none is defined)."""
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}; got {kind!r}")
-    y = np.asarray(y, dtype=np.float64).ravel()
-    t = np.flatnonzero(np.isfinite(y))
-    if kind == "all" or not t.size:
-        return t
-    return t[transition_kind(y.size + 1)[t] == kind]
-
-
-def first_last_defined(y) -> dict[str, int]:
-    """The first and the last defined (finite) transition of each kind in ``y: (n_transitions,)``.
-
-    -> ``{"within_first": t, "cross_first": t, "within_last": t, "cross_last": t}``. When every text ends
-    in the same token, the first sublayer is constant and transition 0 undefined; "the first layer" is then
-    the first transition of each kind whose value is defined (Fig 1C)."""
-    out = {}
-    for end, pick in (("first", 0), ("last", -1)):
-        for kind in ("within", "cross"):
-            t = defined_transitions(y, kind)
-            if not t.size:
-                raise ValueError(f"no {kind}-layer transition has a defined value (all NaN): check that the "
-                                 "texts differ at more than one sublayer")
-            out[f"{kind}_{end}"] = int(t[pick])
-    return out
-
-
-def early_stop(n_transitions: int, minimum: int = 4) -> int:
-    """End (exclusive) of the "early layers" window over ``n_transitions`` transitions: the first third,
-    at least ``minimum`` transitions (Fig 1H's "sharp drop in the early layers")."""
-    n_transitions = check_positive_int(n_transitions, "n_transitions")
-    return max(check_positive_int(minimum, "minimum"), n_transitions // 3)
-
-
 def thirds(n: int) -> list[np.ndarray]:
     """Positions ``0 .. n - 1`` in three consecutive parts of near-equal length (the first parts one longer
     when ``n`` is not a multiple of 3): ``[(n0,), (n1,), (n2,)]`` int arrays. Thirds of the sublayers, not
@@ -467,80 +360,6 @@ def first_last_third(y, stat: str = "mean", *, n: int | None = None, trim: int =
 
 
 # ----------------------------------------------------------------------------------------------------
-# summaries behind the section 3.1 statements
-# ----------------------------------------------------------------------------------------------------
-def sign_agreement(mean) -> np.ndarray:
-    """Fraction of units whose mean activation at each sublayer has the sign it has at the last sublayer.
-
-    mean: (n_sublayers, d_model) from :func:`mean_activations` -> (n_sublayers,) in [0, 1] (last = 1).
-    Units that keep their sign over the layers (Fig 1B) push this towards 1; chance is about 0.5.
-    """
-    mean = np.asarray(mean, dtype=np.float64)
-    if mean.ndim != 2 or 0 in mean.shape:
-        raise ValueError(f"mean must be (n_sublayers >= 1, d_model >= 1); got {mean.shape}")
-    return (np.sign(mean) == np.sign(mean[-1])).mean(axis=1)
-
-
-def depth_trend(y) -> float:
-    """Spearman rank correlation between ``y: (n,)`` and its index (depth); NaN entries are dropped.
-    > 0: y rises with depth, < 0: it falls."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    ok = np.isfinite(y)
-    if ok.sum() < 3:
-        return float("nan")
-    return float(stats.spearmanr(np.flatnonzero(ok), y[ok])[0])
-
-
-def within_above_cross(values) -> float:
-    """Fraction of layers whose within-layer value (transition 2l) exceeds its cross-layer value (2l+1).
-
-    values: (n_transitions,) per-transition summary (e.g. a median over units or samples).
-    """
-    within, cross = split_transitions(np.asarray(values, dtype=np.float64))
-    k = min(within.size, cross.size)
-    if k == 0:
-        raise ValueError("need at least 2 transitions to compare within- and cross-layer values")
-    return float(np.mean(within[:k] > cross[:k]))
-
-
-def steepest_segment(y, n_segments: int = 3) -> int:
-    """Which of ``n_segments`` equal stretches of ``y: (n,)`` has the largest mean increase per step
-    (0 = first, n_segments - 1 = last). Used for 'steepest acceleration in the last third' (Fig 1F)."""
-    n_segments = check_positive_int(n_segments, "n_segments")
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if y.size < 2 * n_segments:
-        raise ValueError(f"need at least {2 * n_segments} values for {n_segments} segments; got {y.size}")
-    steps = np.diff(y)
-    parts = np.array_split(np.arange(steps.size), n_segments)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.array([np.nanmean(steps[p]) for p in parts])
-    if not np.isfinite(means).any():
-        raise ValueError(f"y has no finite step in any of the {n_segments} segments (all NaN?); "
-                         "drop the undefined values first")
-    return int(np.nanargmax(means))
-
-
-def largest_drop(y, stop: int | None = None) -> int:
-    """Index t (>= 1) where ``y[t - 1] - y[t]`` is largest, among t < ``stop`` (None: all).
-
-    y: (n_transitions,) e.g. mean MI over units per transition; combine with :func:`transition_kind` to
-    ask whether the steepest MI drops land on cross-layer transitions (Fig 1H).
-    """
-    stop = check_int(stop, "stop", low=2, none=True)
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if y.size < 2:
-        raise ValueError(f"need at least 2 values of y for a drop; got {y.size}")
-    drops = y[:-1] - y[1:]
-    if stop is not None:
-        drops = drops[:stop - 1]
-    if not np.isfinite(drops).any():
-        raise ValueError(f"y has no finite drop among t < {stop if stop is not None else y.size} (all NaN?); "
-                         "drop the undefined values first")
-    return int(np.nanargmax(drops)) + 1
-
-
-# ----------------------------------------------------------------------------------------------------
 # massive activations
 # ----------------------------------------------------------------------------------------------------
 def unit_magnitude(rs) -> np.ndarray:
@@ -548,11 +367,8 @@ def unit_magnitude(rs) -> np.ndarray:
 
     rs: (n_samples, n_sublayers, d_model) -> (d_model,).
     """
-    if _is_store(rs):
-        n = _store_shape(rs)[0]
-        return (sum(np.abs(c).sum(axis=0, dtype=np.float64) for _, c in iter_chunks(rs)) / n).max(axis=0)
-    rs = _check_rs(rs)
-    return np.abs(rs).mean(axis=0, dtype=np.float64).max(axis=0)
+    rs = check_stream(rs)
+    return (_sample_sum(rs, np.abs) / rs.shape[0]).max(axis=0)
 
 
 def massive_units(rs, k: int | None = None, ratio: float = 20.0) -> np.ndarray:
@@ -564,6 +380,9 @@ def massive_units(rs, k: int | None = None, ratio: float = 20.0) -> np.ndarray:
     k = check_int(k, "k", low=0, none=True)
     ratio = check_number(ratio, "ratio", low=0, low_open=True)
     mag = unit_magnitude(rs)
+    if not np.isfinite(mag).all():
+        raise ValueError(f"rs has NaN or inf in units {np.flatnonzero(~np.isfinite(mag))[:5].tolist()}: their "
+                         "magnitude, and so the median unit's, is undefined; drop or impute those values first")
     order = np.argsort(-mag, kind="stable")
     if k is not None:
         check_int(k, "k", low=0, high=mag.size)

@@ -14,40 +14,29 @@ Estimators (``method``):
   in O(N log N + N m) per pair instead of O(N^2));
 - ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
   Gaussian-copula data.
+
+The compiled kernels (building, loading and binding the two C kernels, the exact sums compiled with
+``torch.compile``) are :mod:`transformer_dynamics.kernels`; this module holds the estimators and the grid's error control.
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import math
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from scipy import special, stats
 
-from .arrays import check_rs, check_units
-from .validation import check_positive_int, check_seed
+from . import kernels
+from .arrays import check_stream, check_units, unit_blocks
+from .validation import check_positive_int
 
 __all__ = ["MI_METHODS", "KDE_EPS", "mutual_information", "mutual_information_pairs", "gauss_sums", "grid_error_bound",
-           "constructed_pairs", "max_relative_difference"]
+           "max_relative_difference"]
 
 MI_METHODS = ("kde", "kde_exact", "ksg", "gcmi")
 #: Added to every density before its log, as in the paper (section 2.5).
 KDE_EPS = 1e-10
-#: Set this environment variable to 1 to never use ``torch.compile`` for the KDE kernel sums.
-NO_COMPILE_ENV = "TRANSFORMER_DYNAMICS_NO_COMPILE"
-#: Folder for the compiled grid kernel (default: ``kernels`` in the user cache dir, see :func:`_grid_lib`).
-KERNELS_ENV = "TRANSFORMER_DYNAMICS_KERNELS"
 #: Precision of the KSG distances (float64: identical neighbour counts to scikit-learn's float64 trees).
 KSG_DTYPE = torch.float64
 
@@ -65,78 +54,6 @@ def _check_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"need at least 4 samples to estimate mutual information; got {x.shape[0]}")
     return x, y
 
-
-
-# ----------------------------------------------------------------------------------------------------
-# mutual information: Gaussian KDE (the paper's estimator)
-# ----------------------------------------------------------------------------------------------------
-def _rowsum_eager(z: torch.Tensor) -> torch.Tensor:
-    """z: (B, N, d) float32 -> (B, N): sum_j exp(-|z_i - z_j|^2 / 2)."""
-    d = z[:, :, None, :] - z[:, None, :, :]
-    return d.square_().sum(-1).mul_(-0.5).exp_().sum(-1)
-
-
-def _rowsum_fused_1d(a: torch.Tensor) -> torch.Tensor:
-    # written so that inductor fuses difference, square, exp and the sum into one loop (no B x N x N)
-    da = a[:, :, None] - a[:, None, :]
-    return torch.exp(-0.5 * (da * da)).sum(-1)
-
-
-def _rowsum_fused_2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    da = a[:, :, None] - a[:, None, :]
-    db = b[:, :, None] - b[:, None, :]
-    return torch.exp(-0.5 * (da * da + db * db)).sum(-1)
-
-
-_COMPILED: dict[int | str, Callable | None] = {}
-
-
-def _compiled_rowsum(d: int) -> Callable | None:
-    """The fused kernel for d = 1 or 2 coordinates, or None when compilation is off or unavailable."""
-    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
-        return None
-    if d not in _COMPILED:
-        try:
-            _COMPILED[d] = torch.compile(_rowsum_fused_1d if d == 1 else _rowsum_fused_2d, dynamic=False)
-        except Exception as exc:  # pragma: no cover - depends on the platform
-            warnings.warn(f"torch.compile unavailable ({exc}); KDE mutual information runs eagerly")
-            _COMPILED[d] = None
-    return _COMPILED[d]
-
-
-def _gauss_rowsum(z: torch.Tensor, compile: bool | None = None, mem_bytes: int = 256 * 2**20
-                  ) -> torch.Tensor:
-    """Gaussian kernel row sums for a batch of point clouds.
-
-    z: (B, N, d) float32 whitened and bandwidth-scaled points, d in (1, 2) -> (B, N) float32,
-    ``S[b, i] = sum_j exp(-|z[b, i] - z[b, j]|^2 / 2)`` (self term included, as scipy's KDE).
-    compile: use the fused ``torch.compile`` kernel (None: when the work is large, > 1e8 kernel terms:
-    e.g. the default chunk of 256 unit pairs at N = 1000).
-    """
-    B, N, d = z.shape
-    fn = None
-    if d in (1, 2) and (compile or (compile is None and B * N * N > 1e8)):
-        fn = _compiled_rowsum(d)
-    out = torch.empty(B, N, dtype=torch.float32)
-    if fn is not None:
-        coords = [z[..., c].contiguous() for c in range(d)]
-        chunk = min(B, 64)
-        for s in range(0, B, chunk):
-            blk = [c[s:s + chunk] for c in coords]
-            n_blk = blk[0].shape[0]
-            if n_blk < chunk:  # pad to one fixed shape: no recompilation for the last chunk
-                blk = [torch.cat([c, c.new_zeros(chunk - n_blk, N)]) for c in blk]
-            try:
-                out[s:s + n_blk] = fn(*blk)[:n_blk]
-            except Exception as exc:  # pragma: no cover - compiler missing at run time
-                warnings.warn(f"compiled KDE kernel failed ({exc}); falling back to eager torch")
-                _COMPILED[d] = None
-                return _gauss_rowsum(z, compile=False, mem_bytes=mem_bytes)
-        return out
-    chunk = max(1, int(mem_bytes // (N * N * 4 * max(d, 1))))
-    for s in range(0, B, chunk):
-        out[s:s + chunk] = _rowsum_eager(z[s:s + chunk])
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,109 +77,12 @@ GRID_MAX_FAR = 0.05
 #: the set is recomputed exactly.
 GRID_CHECK_POINTS = 8
 GRID_CHECK_RTOL = 2e-4
-#: The C kernels (sources next to this module) and their compile flags, tried in order: the grid sums
-#: (fast math: float32 vector exps, checked against the exact sums) and the KSG counts (exact comparisons).
-_KERNELS = {
-    "kde_grid": ((["-O3", "-march=native", "-ffast-math"], ["-lmvec", "-lm"]), (["-O3"], ["-lm"])),
-    "ksg_counts": ((["-O3", "-march=native"], []), (["-O3"], [])),
-}
-
-
 def grid_error_bound(h: float = GRID_H, d: int = 1) -> float:
     """Largest relative error of the gridded kernel sums (:func:`gauss_sums`) for a grid step ``h``
     (bandwidths) in ``d`` dimensions, before float32 rounding: the trapezoid rule's
     ``2 sum_k exp(-pi^2 k^2 / (2 h^2))`` per axis, compounded over the axes."""
     e = 2.0 * sum(math.exp(-math.pi**2 * k * k / (2.0 * h * h)) for k in range(1, 20))
     return (1.0 + e) ** d - 1.0
-
-
-def _build_lib(folder: Path, name: str = "kde_grid") -> Path:
-    """Compile ``name``.c (a key of :data:`_KERNELS`) into ``folder``, once per source, compiler and CPU
-    -> the shared library's path."""
-    src = Path(__file__).with_name(f"{name}.c").read_bytes()
-    flags = _KERNELS[name]
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    cpu = platform.machine() + platform.processor()
-    if os.path.exists("/proc/cpuinfo"):  # -march=native: one build per CPU model
-        cpu += "".join(ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                       if ln.startswith(("flags", "model name")))[:4096]
-    key = hashlib.sha256(src + cc.encode() + cpu.encode() + repr(flags).encode()).hexdigest()[:16]
-    lib = folder / f"{name}_{key}.so"
-    if lib.exists():
-        return lib
-    folder.mkdir(parents=True, exist_ok=True)
-    errors = []
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        c, obj, so = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.o", Path(tmp) / f"{name}.so"
-        c.write_bytes(src)
-        for cflags, libs in flags:  # link without -ffast-math: no process-wide flush-to-zero
-            run = [[cc, *cflags, "-fPIC", "-c", str(c), "-o", str(obj)],
-                   [cc, "-shared", str(obj), "-o", str(so), *libs]]
-            res = [subprocess.run(cmd, capture_output=True, text=True) for cmd in run[:1]]
-            if res[0].returncode == 0:
-                res.append(subprocess.run(run[1], capture_output=True, text=True))
-            if all(r.returncode == 0 for r in res):
-                os.replace(so, lib)  # atomic: concurrent builds end with one complete library
-                return lib
-            errors.append(res[-1].stderr.strip()[-500:])
-    raise RuntimeError(f"compiling {name}.c failed: " + " | ".join(errors))
-
-
-def _kernel_lib(name: str):
-    """The compiled kernel ``name`` (ctypes; a key of :data:`_KERNELS`), or None when compilation is off or
-    impossible (then "kde" sums exactly and "ksg" counts by brute force, with a warning). Built in
-    ``$TRANSFORMER_DYNAMICS_KERNELS`` (default: ``kernels`` in the user cache dir, e.g.
-    ``~/.cache/transformer-dynamics/kernels``, never ``$TRANSFORMER_DYNAMICS_CACHE``, which may be a shared
-    drive); one library per source, compiler and CPU model."""
-    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
-        return None
-    if name not in _COMPILED:
-        try:
-            import platformdirs  # noqa: PLC0415
-
-            folder = Path(os.environ.get(KERNELS_ENV)
-                          or Path(platformdirs.user_cache_dir("transformer-dynamics")) / "kernels")
-            lib = ctypes.CDLL(str(_build_lib(folder, name)))
-            ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-            if name == "kde_grid":
-                lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
-                lib.kde_log_density.argtypes = [i32, i32, i32, ptr, ptr, f64, f64, i32, i32, i32, f64, ptr, ptr]
-                lib.kde_grid_sums.restype = lib.kde_log_density.restype = i32
-            else:
-                lib.ksg_counts.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr]
-                lib.ksg_counts.restype = i32
-            _COMPILED[name] = lib
-        except Exception as exc:  # no compiler, a failed build: the slower exact path
-            warnings.warn(f"the C kernel {name} is unavailable ({exc}); "
-                          + ("method 'kde' sums exactly" if name == "kde_grid" else "'ksg' counts by brute force")
-                          + " (slower)")
-            _COMPILED[name] = None
-    return _COMPILED[name]
-
-
-def _grid_lib():
-    """The grid kernel (:func:`_kernel_lib` ``"kde_grid"``)."""
-    return _kernel_lib("kde_grid")
-
-
-def _run_sets(B: int, call: Callable[[int, int], int]) -> None:
-    """Run ``call(lo, hi)`` (a C kernel on sets lo..hi, returning its code) over B sets, split across torch's
-    thread count (ctypes releases the GIL)."""
-    n_threads = max(1, min(torch.get_num_threads(), B // 8))
-    bounds = np.linspace(0, B, n_threads + 1).astype(int)
-    if n_threads == 1:
-        codes = [call(0, B)]
-    else:
-        with ThreadPoolExecutor(n_threads) as pool:
-            codes = list(pool.map(call, bounds[:-1], bounds[1:]))
-    if any(codes):
-        raise RuntimeError(f"a C kernel failed (codes {codes}: -1 bad arguments, -2 out of memory)")
-
-
-def _ptr(a: np.ndarray, lo: int) -> int:
-    return a[lo:].ctypes.data if a.size else 0
 
 
 def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = None, h: float = GRID_H,
@@ -289,22 +109,19 @@ def gauss_sums(z: torch.Tensor, *, exact: bool = False, compile: bool | None = N
         raise ValueError(f"need a grid step h > 0 and max_nodes > 17 (a point touches 16 nodes per axis); "
                          f"got h={h}, max_nodes={max_nodes}")
     z = z.double()
-    lib = None if exact or B == 0 or N < GRID_MIN_N else _grid_lib()
+    lib = None if exact or B == 0 or N < GRID_MIN_N else kernels.library("kde_grid")
     gridded = torch.zeros(B, dtype=torch.bool)
     out = torch.full((B, N), float("nan"), dtype=torch.float64)
     finite = torch.isfinite(z.sum((1, 2)))  # (B,): whitened points are small, so a finite sum means finite points
     if lib is not None and finite.any():
         idx = torch.nonzero(finite)[:, 0]
         zf = np.ascontiguousarray(z[idx].numpy())
-        s, status = np.empty(zf.shape[:2]), np.zeros(idx.numel(), dtype=np.int8)
-        _run_sets(idx.numel(), lambda lo, hi: lib.kde_grid_sums(
-            hi - lo, N, d, _ptr(zf, lo), h, gmax, int(max_far * N), int(check_points), float(check_rtol),
-            _ptr(s, lo), _ptr(status, lo)))
+        s, status = kernels.grid_sums(lib, zf, h, gmax, int(max_far * N), int(check_points), float(check_rtol))
         out[idx] = torch.from_numpy(s)
         gridded[idx] = torch.from_numpy(status.astype(bool))
     rest = torch.nonzero(~gridded & finite)[:, 0]  # non-finite sets stay NaN
     if rest.numel():
-        out[rest] = _gauss_rowsum(z[rest].float(), compile=compile).double()
+        out[rest] = kernels.gauss_rowsum(z[rest].float(), compile=compile).double()
     return out, gridded
 
 
@@ -314,16 +131,14 @@ def _grid_log_density(x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[t
     or None when the kernel is unavailable. Sets not done (constant or collinear data, or a set the grid
     could not serve) are the caller's."""
     B, N = x.shape
-    lib = None if B == 0 or N < GRID_MIN_N else _grid_lib()
+    lib = None if B == 0 or N < GRID_MIN_N else kernels.library("kde_grid")
     if lib is None:
         return None
     d = 1 if y is None else 2
     xa = np.ascontiguousarray(x.numpy(), dtype=np.float64)
-    ya = xa if y is None else np.ascontiguousarray(y.numpy(), dtype=np.float64)
-    out, status = np.empty((B, N)), np.zeros(B, dtype=np.int8)
-    _run_sets(B, lambda lo, hi: lib.kde_log_density(
-        hi - lo, N, d, _ptr(xa, lo), _ptr(ya, lo), KDE_EPS, GRID_H, GRID_MAX_NODES[d], int(GRID_MAX_FAR * N),
-        GRID_CHECK_POINTS, GRID_CHECK_RTOL, _ptr(out, lo), _ptr(status, lo)))
+    ya = None if y is None else np.ascontiguousarray(y.numpy(), dtype=np.float64)
+    out, status = kernels.grid_log_density(lib, xa, ya, KDE_EPS, GRID_H, GRID_MAX_NODES[d], int(GRID_MAX_FAR * N),
+                                           GRID_CHECK_POINTS, GRID_CHECK_RTOL)
     return torch.from_numpy(out), torch.from_numpy(status.astype(bool))
 
 
@@ -383,28 +198,6 @@ def _kde_log_density_2d(x: torch.Tensor, y: torch.Tensor, compile: bool | None =
     return torch.log(dens + KDE_EPS)
 
 
-def constructed_pairs(n: int = 1000, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Hard (x, y) pairs on which the gridded "kde" is verified against "kde_exact" (tests, benchmark):
-    Gaussian, bimodal, heavy-tailed (Student t, 1.5 degrees of freedom), one massive outlier, near constant
-    (noise 1e-6 around 5), near constant with three spikes, sharply nonlinear. -> x, y: (n, 7) float64."""
-    n = check_positive_int(n, "n")
-    rng = np.random.default_rng(check_seed(seed))
-    g = rng.standard_normal((n, 7))
-    e = rng.standard_normal((n, 7))
-    x, y = g.copy(), 0.8 * g + 0.6 * e
-    x[:, 1] = np.where(rng.random(n) < 0.5, -4.0, 4.0) + 0.5 * g[:, 1]
-    y[:, 1] = x[:, 1] ** 2 + e[:, 1]
-    x[:, 2] = rng.standard_t(1.5, n)
-    y[:, 2] = x[:, 2] + rng.standard_t(1.5, n)
-    x[0, 3], y[0, 3] = 400.0, -300.0
-    x[:, 4] = 5.0 + 1e-6 * g[:, 4]
-    y[:, 4] = 5.0 + 1e-6 * x[:, 4] * 1e6 + 1e-6 * e[:, 4]
-    x[:, 5], y[:, 5] = 0.01 * g[:, 5], 0.01 * e[:, 5] + 0.01 * g[:, 5]
-    x[:3, 5], y[:3, 5] = [30.0, -50.0, 80.0], [20.0, 60.0, -90.0]
-    y[:, 6] = np.sin(4 * x[:, 6]) + 0.05 * e[:, 6]
-    return x, y
-
-
 def _kde_mi_from_logs(lxy: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> torch.Tensor:
     return (lxy - lx - ly).mean(-1)
 
@@ -412,23 +205,6 @@ def _kde_mi_from_logs(lxy: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------------
 # mutual information: KSG and Gaussian copula
 # ----------------------------------------------------------------------------------------------------
-def _count_within(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """x: (B, N), r: (B, N) -> (B, N) int: #{j : |x_i - x_j| < r_i} (the point itself included)."""
-    return ((x[:, :, None] - x[:, None, :]).abs() < r[:, :, None]).sum(-1)
-
-
-def _compiled_count() -> Callable | None:
-    if os.environ.get(NO_COMPILE_ENV, "") not in ("", "0"):
-        return None
-    if "count" not in _COMPILED:
-        try:
-            _COMPILED["count"] = torch.compile(_count_within, dynamic=False)
-        except Exception as exc:  # pragma: no cover - depends on the platform
-            warnings.warn(f"torch.compile unavailable ({exc}); KSG runs eagerly")
-            _COMPILED["count"] = None
-    return _COMPILED["count"]
-
-
 def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = None,
          mem_bytes: int = 32 * 2**20, brute: bool = False) -> torch.Tensor:
     """KSG (Kraskov et al. 2004, algorithm 1) MI in nats. x, y: (B, N) float64 -> (B,).
@@ -450,18 +226,13 @@ def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = No
     x = torch.nan_to_num(x / torch.where(sx > 0, sx, torch.ones_like(sx))).to(KSG_DTYPE)
     y = torch.nan_to_num(y / torch.where(sy > 0, sy, torch.ones_like(sy))).to(KSG_DTYPE)
     const = special.digamma(n) + special.digamma(k)
-    lib = None if brute or KSG_DTYPE != torch.float64 or B == 0 else _kernel_lib("ksg_counts")
+    lib = None if brute or KSG_DTYPE != torch.float64 or B == 0 else kernels.library("ksg_counts")
     if lib is not None:
-        xa, ya = np.ascontiguousarray(x.numpy()), np.ascontiguousarray(y.numpy())
-        nx, ny = np.empty((B, n), dtype=np.int32), np.empty((B, n), dtype=np.int32)
-        _run_sets(B, lambda lo, hi: lib.ksg_counts(hi - lo, n, k, _ptr(xa, lo), _ptr(ya, lo), _ptr(nx, lo),
-                                                   _ptr(ny, lo)))
+        nx, ny = kernels.ksg_counts(lib, np.ascontiguousarray(x.numpy()), np.ascontiguousarray(y.numpy()), k)
         out = const - torch.special.digamma(torch.from_numpy(nx).double()).mean(-1) \
             - torch.special.digamma(torch.from_numpy(ny).double()).mean(-1)
         return out.masked_fill(bad, float("nan"))
-    count = None
-    if compile or (compile is None and B * n * n > 2e8):
-        count = _compiled_count()
+    fused = bool(compile or (compile is None and B * n * n > 2e8))
     out = torch.empty(B, dtype=torch.float64)
     chunk = max(1, int(mem_bytes // (n * n * 8 * 2)))
     for s in range(0, B, chunk):
@@ -470,15 +241,8 @@ def _ksg(x: torch.Tensor, y: torch.Tensor, k: int = 3, compile: bool | None = No
         # the point itself is at distance 0, so the k-th neighbour is the (k+1)-th smallest
         radius = torch.topk(dz, k + 1, dim=-1, largest=False).values[..., k].contiguous()
         del dz
-        fn = count
-        if fn is not None and xb.shape[0] < chunk:  # pad: one compiled shape for every chunk
-            pad = chunk - xb.shape[0]
-            nx = fn(torch.cat([xb, xb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
-            ny = fn(torch.cat([yb, yb.new_zeros(pad, n)]), torch.cat([radius, radius.new_ones(pad, n)]))
-            nx, ny = nx[:xb.shape[0]], ny[:xb.shape[0]]
-        else:
-            fn = fn or _count_within
-            nx, ny = fn(xb, radius), fn(yb, radius)  # n_x + 1 and n_y + 1
+        nx = kernels.count_within(xb, radius, fused, chunk)  # n_x + 1
+        ny = kernels.count_within(yb, radius, fused, chunk)  # n_y + 1
         out[s:s + chunk] = const - torch.special.digamma(nx.double()).mean(-1) \
             - torch.special.digamma(ny.double()).mean(-1)
     return out.masked_fill(bad, float("nan"))
@@ -573,53 +337,52 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
                        max_bytes: int = 512 * 2**20) -> np.ndarray:
     """Mutual information (nats) of each unit between successive sublayers t and t + 1 (Fig 1G, 1H).
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_sublayers - 1, n_units) float64, where the units are
-    ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "kde_exact", "ksg" or "gcmi"; see
-    :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_sublayers - 1, n_units) float64, where the units
+    are ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "kde_exact", "ksg" or "gcmi";
+    see :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
     sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
-    transitions that touch it. ``rs`` may be a cache entry (:class:`cache.ActivationStore`): the units are
-    then read in blocks of at most ``max_bytes`` (float32, all samples and sublayers), one pass over the
-    shards per block.
+    transitions that touch it. Each unit needs all its samples at once: a cache entry is read in blocks of units
+    of at most ``max_bytes`` (float32, all samples and sublayers), one pass over its shards per block
+    (:func:`transformer_dynamics.arrays.unit_blocks`); an array is used as it is.
     """
     _check_method(method)
     k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")
-    max_bytes = check_positive_int(max_bytes, "max_bytes")
-    if hasattr(rs, "iter_chunks") and not isinstance(rs, np.ndarray):  # a cache entry: read unit blocks
-        n, L, D = rs.shape
-        units = np.arange(D) if units is None else check_units(units, D)
-        block = max(1, int(max_bytes // (n * L * 4)))
-        parts = []
-        for b in range(0, units.size, block):
-            idx = units[b:b + block]
-            cols = np.concatenate([c[:, :, idx] for _, c in rs.iter_chunks()])  # one pass per block
-            parts.append(mutual_information(cols, method, k=k, chunk=chunk, compile=compile, progress=progress))
-        return np.concatenate(parts, axis=1)
-    rs = check_rs(rs, min_sublayers=2, min_samples=4)
+    rs = check_stream(rs, min_sublayers=2, min_samples=4)
     n, L, D = rs.shape
     units = np.arange(D) if units is None else check_units(units, D)
     out = np.empty((L - 1, units.size), dtype=np.float64)
-    starts = range(0, units.size, chunk)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        starts = tqdm(starts, desc=f"MI ({method})", unit="chunk")
-    for s in starts:
-        idx = units[s:s + chunk]
-        U = idx.size
-        v = torch.from_numpy(np.ascontiguousarray(rs[:, :, idx].transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
-        x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
-        if method in ("kde", "kde_exact"):
-            exact = method == "kde_exact"
-            lv = _kde_log_density_1d(v.reshape(-1, n), compile, exact).reshape(L, U, n)
-            lxy = _kde_log_density_2d(x, y, compile, exact).reshape(L - 1, U, n)
-            mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
-        elif method == "ksg":
-            mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
-        else:
-            vn = v.numpy()
-            cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
-            mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
-        out[:, s:s + chunk] = mi.numpy()
+        bar = tqdm(total=-(-units.size // chunk), desc=f"MI ({method})", unit="chunk")
+    for pos, source, columns in unit_blocks(rs, units, max_bytes):
+        for s in range(0, columns.size, chunk):
+            mi = _unit_mi(source[:, :, columns[s:s + chunk]], method, k, compile)
+            out[:, pos.start + s:pos.start + s + mi.shape[1]] = mi
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
     return out
+
+
+def _unit_mi(v: np.ndarray, method: str, k: int, compile: bool | None) -> np.ndarray:
+    """MI of each unit of ``v: (n_samples, n_sublayers, U)`` between successive sublayers -> (n_sublayers - 1, U)."""
+    n, L, U = v.shape
+    v = torch.from_numpy(np.ascontiguousarray(v.transpose(1, 2, 0), dtype=np.float64))  # (L, U, n)
+    x, y = v[:-1].reshape(-1, n), v[1:].reshape(-1, n)
+    if method in ("kde", "kde_exact"):
+        exact = method == "kde_exact"
+        lv = _kde_log_density_1d(v.reshape(-1, n), compile, exact).reshape(L, U, n)
+        lxy = _kde_log_density_2d(x, y, compile, exact).reshape(L - 1, U, n)
+        mi = _kde_mi_from_logs(lxy, lv[:-1], lv[1:])
+    elif method == "ksg":
+        mi = _ksg(x, y, k=k, compile=compile).reshape(L - 1, U)
+    else:
+        vn = v.numpy()
+        cv = _copnorm(vn)  # each sublayer ranked once, shared by its two transitions
+        mi = torch.from_numpy(_gcmi(vn[:-1], vn[1:], cv[:-1], cv[1:]))
+    return mi.numpy()
 
 
 def max_relative_difference(a, b) -> float:

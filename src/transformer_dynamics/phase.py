@@ -61,11 +61,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .arrays import check_rs
+from .arrays import check_stream, chunks, read
 from .validation import check_allocation, check_int, check_number, check_positive_int, check_seed
 
 __all__ = [
-    "activation_gradient",
     "phase_portrait",
     "count_rotations",
     "shuffle_null",
@@ -182,15 +181,6 @@ def _rotations(a: np.ndarray, atol: float = 0.0, axis: int = -1) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # portraits and counts
 # --------------------------------------------------------------------------------------------------
-def activation_gradient(traj):
-    """Gradient of trajectories over sublayers, ``numpy.gradient(traj, axis=-1)`` (unit spacing).
-
-    traj: (..., n_sublayers) -> (..., n_sublayers). Central differences inside, one-sided at the ends.
-    """
-    a, tt = _as_array(traj, min_len=2)
-    return _out(_gradient(a), tt)
-
-
 def phase_portrait(traj):
     """Activation-gradient phase portrait, centred at the initial point (paper §2.6).
 
@@ -322,15 +312,27 @@ def reference_counts(n_sublayers: int, kind: str = "random_walk", n: int = 10000
 # --------------------------------------------------------------------------------------------------
 # residual-stream helpers: (n_samples, n_sublayers, d_model)
 # --------------------------------------------------------------------------------------------------
-def _is_store(rs) -> bool:
-    """A cache entry (:class:`cache.ActivationStore`) rather than an array."""
-    return hasattr(rs, "iter_chunks") and not isinstance(rs, (np.ndarray, torch.Tensor))
+def _check_rs(rs) -> tuple[Any, bool]:
+    """``(rs as chunks reads it, was_torch)``: :func:`transformer_dynamics.arrays.check_stream` with at least
+    3 sublayers (NaN and inf are refused chunk by chunk as they are read)."""
+    return check_stream(rs, min_sublayers=3), isinstance(rs, torch.Tensor)
 
 
-def _check_rs(rs) -> tuple[np.ndarray, bool]:
-    """``(rs as float32/float64 numpy, was_torch)`` via :func:`transformer_dynamics.arrays.check_rs`."""
-    a = check_rs(rs, min_sublayers=3, finite=True)
-    return (a if a.dtype == np.float64 else a.astype(np.float32, copy=False)), isinstance(rs, torch.Tensor)
+def _float(chunk: np.ndarray) -> np.ndarray:
+    """A chunk as float32 (float64 kept): the counts' working precision."""
+    return chunk if chunk.dtype == np.float64 else chunk.astype(np.float32, copy=False)
+
+
+def _mean_trajectory(rs) -> np.ndarray:
+    """Each unit's mean trajectory over the samples, from float64 sums over chunks, in the chunks' working
+    precision: (n_sublayers, d_model). The one definition both the counts and their null permute."""
+    total, dtype = None, np.float32
+    for _, c in chunks(rs, finite=True):
+        c = _float(c)
+        dtype = c.dtype
+        part = c.sum(0, dtype=np.float64)
+        total = part if total is None else total + part
+    return (total / rs.shape[0]).astype(dtype)
 
 
 def _check_mode(mode: str) -> str:
@@ -339,43 +341,41 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
+def _sample_counts(rs, atol: float) -> np.ndarray:
+    """Every sample's count per unit, chunk by chunk: (n_samples, d_model) in the working precision."""
+    S, n, D = rs.shape
+    step = max(1, _MAX_ELEMENTS // (n * D))
+    out = None
+    for s0, c in chunks(rs, step, finite=True):
+        c = _float(c)
+        if out is None:
+            out = np.empty((S, D), dtype=c.dtype)
+        out[s0: s0 + len(c)] = _rotations(c, atol, axis=1)
+    return out
+
+
 def rotations_per_sample(rs, *, atol: float = 0.0):
     """Each sample's own rotation count per unit.
 
-    rs: (n_samples, n_sublayers, d_model) or a cache entry (read shard by shard) -> (n_samples, d_model).
-    Works in chunks of samples.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_samples, d_model), in chunks of samples.
     """
-    if _is_store(rs):
-        return np.concatenate([rotations_per_sample(c, atol=atol) for _, c in rs.iter_chunks()])
-    a, tt = _check_rs(rs)
-    S, n, D = a.shape
-    out = np.empty((S, D), dtype=a.dtype)
-    step = max(1, _MAX_ELEMENTS // (n * D))
-    for s0 in range(0, S, step):
-        out[s0: s0 + step] = _rotations(a[s0: s0 + step], atol, axis=1)
-    return _out(out, tt)
+    rs, tt = _check_rs(rs)
+    return _out(_sample_counts(rs, atol), tt)
 
 
 def rotations_per_unit(rs, mode: str = "mean", *, atol: float = 0.0):
     """Rotation count per unit.
 
-    rs: (n_samples, n_sublayers, d_model) -> (d_model,). ``mode="mean"``: count of the unit's mean
-    trajectory over samples; ``mode="per_sample"``: mean over samples of each sample's own count.
-    ``rs`` may be a cache entry: the mean trajectory (float64 sums) or the counts are then streamed shard
-    by shard.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (d_model,). ``mode="mean"``: count of the
+    unit's mean trajectory over samples (:func:`_mean_trajectory`: float64 sums); ``mode="per_sample"``: mean
+    over samples of each sample's own count (float64).
     """
     _check_mode(mode)
-    if _is_store(rs):
-        n = rs.shape[0]
-        if mode == "mean":
-            mean = sum(c.sum(0, dtype=np.float64) for _, c in rs.iter_chunks()) / n
-            return _rotations(mean.astype(np.float32), atol, axis=0)
-        return sum(rotations_per_sample(c, atol=atol).sum(0, dtype=np.float64) for _, c in rs.iter_chunks()) / n
-    a, tt = _check_rs(rs)
+    rs, tt = _check_rs(rs)
     if mode == "mean":
-        res = _rotations(a.mean(0, dtype=np.float64).astype(a.dtype), atol, axis=0)  # float64 sums, as streamed
+        res = _rotations(_mean_trajectory(rs), atol, axis=0)
     else:
-        res = rotations_per_sample(a, atol=atol).mean(0)
+        res = _sample_counts(rs, atol).mean(0, dtype=np.float64)
     return _out(res, tt)
 
 
@@ -384,22 +384,23 @@ def null_per_unit(rs, mode: str = "mean", n_shuffles: int = 1000, seed: int = 0,
                   n_jobs: int | None = None):
     """The shuffle null of :func:`rotations_per_unit`, in the same mode.
 
-    rs: (n_samples, n_sublayers, d_model) -> (n_shuffles, d_model). ``mode="mean"``: the mean trajectory
-    of each unit is permuted (same as ``shuffle_null(rs.mean(0).T)``). ``mode="per_sample"``: one
-    permutation per unit and shuffle is applied to all samples of that unit and their counts are averaged;
-    this costs ``n_samples`` times more, so ``max_samples`` (default: all) keeps the first ``max_samples``
-    samples. ``what``: see :func:`shuffle_null`.
+    rs: (n_samples, n_sublayers, d_model) or a cache entry -> (n_shuffles, d_model). ``mode="mean"``: the
+    mean trajectory of each unit (the one :func:`rotations_per_unit` counts) is permuted.
+    ``mode="per_sample"``: one permutation per unit and shuffle is applied to all samples of that unit and their
+    counts are averaged; this costs ``n_samples`` times more, so ``max_samples`` (default: all) keeps the first
+    ``max_samples`` samples. ``what``: see :func:`shuffle_null`.
     """
     _check_mode(mode)
     max_samples = check_positive_int(max_samples, "max_samples", none=True)
-    a, tt = _check_rs(rs)
-    n_shuffles = _check_null_args(n_shuffles, seed, n_jobs, a.shape[2], a.dtype)
+    rs, tt = _check_rs(rs)
+    dtype = np.float64 if getattr(rs, "dtype", None) == np.float64 else np.float32  # the counts' precision
+    n_shuffles = _check_null_args(n_shuffles, seed, n_jobs, rs.shape[2], dtype)
     if mode == "mean":
-        u = np.ascontiguousarray(a.mean(0).T)[:, None, :]  # (D, 1, n)
+        u = np.ascontiguousarray(_mean_trajectory(rs).T)[:, None, :]  # (D, 1, n)
     else:
-        if max_samples is not None:
-            a = a[:max_samples]
-        u = np.ascontiguousarray(a.transpose(2, 0, 1))  # (D, S, n)
+        stop = rs.shape[0] if max_samples is None else min(max_samples, rs.shape[0])
+        first = np.concatenate([_float(c) for _, c in chunks(read(rs, 0, stop), finite=True)])
+        u = np.ascontiguousarray(first.transpose(2, 0, 1))  # (D, S, n)
     return _out(_null_core(u, n_shuffles, seed, atol, what, n_jobs), tt)
 
 

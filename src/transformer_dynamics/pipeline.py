@@ -1,6 +1,10 @@
 """What notebooks call: texts -> model -> captured residual stream, through the on-disk cache.
 
-This module only wires the rooms together (data, models, capture, cache); it holds no analysis.
+This module only wires the rooms together (data, models, capture, cache); it holds no analysis. One capture is
+one flow: :func:`capture_request` (the arguments checked, the texts loaded, the cache identity made), a cache hit,
+or :func:`load_for_capture` and :func:`write_shards` (each shard of :func:`shard_ranges` captured as one
+length-sorted chunk into a :class:`cache.ShardWriter`). :func:`residual_stream_store` runs it in this process;
+:func:`transformer_dynamics.distributed.capture_store` runs it on several ranks, each writing its own shards.
 
 >>> rs = residual_stream("smollm2-135m", n=1000, seed=0, condition="original")   # doctest: +SKIP
 >>> rs.shape                                                                        # doctest: +SKIP
@@ -12,6 +16,8 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +25,10 @@ import numpy as np
 from . import __version__, cache, capture, data, models, random_init
 from .validation import check_positive_int, check_seed
 
-__all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "capture_identity", "load_model", "load_texts", "model_list", "SHARD_BYTES", "shard_texts",
-           "residual_stream", "residual_stream_store", "STRIP", "trained_cae", "trained_caes"]
+__all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "STRIP", "SHARD_BYTES", "CaptureRequest",
+           "capture_identity", "capture_request", "load_for_capture", "load_model", "load_texts", "model_list",
+           "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
+           "write_shards"]
 
 CONDITIONS = ("original", "shuffled")
 #: every condition a capture accepts: CONDITIONS, and the control that keeps the last token in place too
@@ -117,6 +125,107 @@ def _check_arguments(**kwargs: Any) -> None:
             check_positive_int(value, name, none=name == "shard_size")
 
 
+@dataclass
+class CaptureRequest:
+    """One capture, its arguments checked and its texts loaded: what :func:`write_shards` captures and under which
+    identity (:func:`capture_identity`) the cache keeps it. Made by :func:`capture_request`."""
+
+    model: str
+    texts: list[str]
+    identity: dict[str, Any]
+    root: Path
+    seed: int
+    condition: str
+    add_bos: bool
+    strip: bool
+    batch_size: int
+    dtype: str
+    quantization: str | None
+    cache_dir: str | os.PathLike | None
+    init: str | None
+    init_seed: int
+
+
+def capture_request(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
+                    condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
+                    data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                    add_bos: bool = True, strip: bool = STRIP, batch_size: int = 16, dtype: str = "float32",
+                    quantization: str | None = None, init: str | None = None, init_seed: int = 0) -> CaptureRequest:
+    """The arguments of :func:`residual_stream_store` checked (one-line errors before anything is loaded), its
+    ``n`` texts loaded and its cache identity made."""
+    if condition not in ALL_CONDITIONS:
+        raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
+    _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, init_seed=init_seed)
+    models.resolve(model)  # a name of the wrong type, or a folder that is not a model: said before any work
+    if init is not None:
+        random_init.check_kind(init)
+        if quantization is not None:
+            raise ValueError(f"init={init!r} draws new weights: it cannot be combined with quantization="
+                             f"{quantization!r}; capture the random-init reference unquantised")
+    texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
+    identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
+                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir,
+                                init=init, init_seed=init_seed)
+    return CaptureRequest(model, texts, identity, Path(models.cache_root(cache_dir)), seed, condition, add_bos, strip,
+                          batch_size, dtype, quantization, cache_dir, init, init_seed)
+
+
+def load_for_capture(req: CaptureRequest, device: str | None = None, **model_kwargs: Any
+                     ) -> tuple[Any, Any, CaptureRequest]:
+    """``(model, tokenizer, request)``: the model of ``req`` loaded (:func:`load_model`), at its random
+    initialisation when ``req.init`` is set; the request's identity carries the weights as loaded (a hub model
+    downloaded by this load is known by its commit only now). Files of a local model that changed while it
+    loaded are an error."""
+    lm, tokenizer = load_model(req.model, dtype=req.dtype, quantization=req.quantization, device=device,
+                               cache_dir=req.cache_dir, **model_kwargs)
+    loaded_fp = models.source_fingerprint(req.model, req.cache_dir)
+    if loaded_fp != req.identity["weights"]:
+        if models.resolve(req.model).kind != "hub":
+            raise RuntimeError(f"the files of model {req.model!r} changed while it was being loaded; rerun")
+        req = replace(req, identity={**req.identity, "weights": loaded_fp})
+    if req.init is not None:
+        lm = random_init.random_init_model(lm, req.init, req.init_seed)
+    return lm, tokenizer, req
+
+
+def shard_ranges(n: int, shard_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int, int]]:
+    """The shards of an entry of ``n`` texts that writer ``rank`` of ``world_size`` captures:
+    ``[(index, start, stop)]``, shard k holding texts ``k * shard_size .. (k + 1) * shard_size - 1``, taken round
+    robin (rank r: the shards k with ``k % world_size == r``; one writer: all of them)."""
+    if shard_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need shard_size >= 1 and 0 <= rank < world_size; got {shard_size}, {rank}, {world_size}")
+    return [(k, s, min(s + shard_size, n)) for k, s in enumerate(range(0, n, shard_size)) if k % world_size == rank]
+
+
+def write_shards(writer: cache.ShardWriter, lm: Any, tokenizer: Any, req: CaptureRequest,
+                 shards: Sequence[tuple[int, int, int]], shard_size: int, *, progress: bool = True) -> None:
+    """Capture the shards ``[(index, start, stop)]`` of ``req`` (:func:`shard_ranges`) into ``writer``, each batched
+    as one length-sorted chunk, so an entry is the same bit for bit whichever writers capture which shards.
+
+    The shuffled-token conditions draw every text's permutation from one stream in text order (seeded by
+    ``req.seed``), so each shard's texts are tokenised and shuffled in order, captured only where ``shards`` has
+    them: memory stays flat in N."""
+    mine = {start: (k, stop) for k, start, stop in shards}
+    shuffle = req.condition.startswith("shuffled")
+    rng = np.random.default_rng(req.seed)
+    bos = tokenizer.bos_token_id
+    for _, start, stop in shard_ranges(len(req.texts), shard_size):
+        if not shuffle and start not in mine:
+            continue
+        src: dict[str, Any] = {"texts": req.texts[start:stop]}
+        if shuffle:
+            ids = capture.tokenize(tokenizer, req.texts[start:stop], add_bos=req.add_bos, strip=req.strip)
+            src = {"token_ids": data.shuffle_token_ids(ids, seed=rng, keep_first=[bos is not None and s[0] == bos
+                                                                                   for s in ids],
+                                                       keep_last=req.condition == "shuffled_keep_last")}
+        if start not in mine:
+            continue
+        (_, rs), = capture.iter_residual_stream(lm, tokenizer, **src, batch_size=req.batch_size,
+                                                chunk_size=stop - start, add_bos=req.add_bos, strip=req.strip,
+                                                progress=progress)
+        writer.write(start, rs, index=mine[start][0])
+
+
 _SCRATCH: dict[str, str] = {}
 
 
@@ -135,6 +244,14 @@ def _scratch_root(root: os.PathLike) -> str:
     return _SCRATCH[str(root)]
 
 
+def _cached(req: CaptureRequest, verify: bool) -> cache.ActivationStore | None:
+    """The entry of ``req`` in the cache (or in this process's scratch folder for an unwritable cache)."""
+    store = cache.open_store(req.root, req.identity, verify=verify)
+    if store is None and str(req.root) in _SCRATCH:  # computed earlier in this process, uncached
+        store = cache.open_store(_SCRATCH[str(req.root)], req.identity, verify=verify)
+    return store
+
+
 def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0,
                           condition: str = "original", splits: Sequence[str] = data.DEFAULT_SPLITS,
                           data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
@@ -147,56 +264,33 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
 
     The capture streams shard by shard (``shard_size`` texts each; None: as many as fill
     :data:`SHARD_BYTES`, e.g. 1 942 texts of SmolLM2's 60 x 576 floats, 256 of Llama 3.1 8B's 64 x 4096) to
-    disk, so N may exceed memory;
-    read it back whole with ``.to_numpy()`` or in chunks with ``.iter_chunks()``. ``init`` (``"default"``,
-    ``"matched"``, ``"permuted"``; None: the weights as loaded) captures the model's architecture at a random
-    initialisation instead (:func:`.random_init.random_init_model` with ``init_seed``). A cache hit is verified
-    (every shard's sha256) before it is returned; ``verify=False`` leaves that to the reads, which check each
-    shard they read anyway (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`).
+    disk, so N may exceed memory; read it back whole with ``.to_numpy()`` or in chunks with
+    :func:`transformer_dynamics.arrays.chunks`. ``init`` (``"default"``, ``"matched"``, ``"permuted"``; None: the
+    weights as loaded) captures the model's architecture at a random initialisation instead
+    (:func:`.random_init.random_init_model` with ``init_seed``). A cache hit is verified (every shard's sha256)
+    before it is returned; ``verify=False`` leaves that to the reads, which check each shard they read anyway
+    (:func:`residual_stream` reads once and recomputes on a :class:`cache.CacheError`). Several processes capture
+    one entry together with :func:`transformer_dynamics.distributed.capture_store` (the same flow: a
+    :class:`CaptureRequest`, :func:`write_shards`).
     """
-    if condition not in ALL_CONDITIONS:
-        raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
-    _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, shard_size=shard_size,
-                     init_seed=init_seed)
-    models.resolve(model)  # a name of the wrong type, or a folder that is not a model: said before any work
-    if init is not None:
-        random_init.check_kind(init)
-        if quantization is not None:
-            raise ValueError(f"init={init!r} draws new weights: it cannot be combined with quantization="
-                             f"{quantization!r}; capture the random-init reference unquantised")
-    texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
-    root = models.cache_root(cache_dir)
-    identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
-                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir,
-                                init=init, init_seed=init_seed)
-    if not recompute:
-        store = cache.open_store(root, identity, verify=verify)
-        if store is None and str(root) in _SCRATCH:  # computed earlier in this process, uncached
-            store = cache.open_store(_SCRATCH[str(root)], identity, verify=verify)
-        if store is not None:
-            return store
-    lm, tokenizer = load_model(model, dtype=dtype, quantization=quantization, device=device, cache_dir=cache_dir)
-    loaded_fp = models.source_fingerprint(model, cache_dir)
-    if loaded_fp != identity["weights"]:
-        if models.resolve(model).kind != "hub":
-            raise RuntimeError(f"the files of model {model!r} changed while it was being loaded; rerun")
-        identity = {**identity, "weights": loaded_fp}  # downloaded by this load: its commit is known now
-        hit = None if recompute else cache.open_store(root, identity, verify=verify)
+    _check_arguments(shard_size=shard_size)
+    req = capture_request(model, n=n, seed=seed, condition=condition, splits=splits, data_dir=data_dir,
+                          cache_dir=cache_dir, add_bos=add_bos, strip=strip, batch_size=batch_size, dtype=dtype,
+                          quantization=quantization, init=init, init_seed=init_seed)
+    hit = None if recompute else _cached(req, verify)
+    if hit is not None:
+        return hit
+    lm, tokenizer, loaded = load_for_capture(req, device)
+    if loaded.identity != req.identity and not recompute:
+        hit = _cached(loaded, verify)
         if hit is not None:
             return hit
-    if init is not None:
-        lm = random_init.random_init_model(lm, init, init_seed)
     labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
         shard_size = shard_texts(len(labels), lm.config.hidden_size)
-    if not cache.writable(root):
-        root = _scratch_root(root)
-    with cache.ShardWriter(root, identity, extra_meta={"sublayer_labels": labels}) as writer:
-        for start, chunk in capture.iter_residual_stream(
-                lm, tokenizer, texts, batch_size=batch_size, chunk_size=shard_size,
-                shuffle_tokens=condition.startswith("shuffled"), seed=seed, add_bos=add_bos, strip=strip,
-                progress=progress, keep_last=condition == "shuffled_keep_last"):
-            writer.write(start, chunk)
+    root = loaded.root if cache.writable(loaded.root) else _scratch_root(loaded.root)
+    with cache.ShardWriter(root, loaded.identity, extra_meta={"sublayer_labels": labels}) as writer:
+        write_shards(writer, lm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)
     return writer.store
 
 
@@ -211,10 +305,10 @@ def residual_stream(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: i
     reads the file.
     """
     store = residual_stream_store(model, n=n, seed=seed, condition=condition, verify=False, **kwargs)
-    return _read_or_recompute(store, model, n=n, seed=seed, condition=condition, **kwargs)
+    return read_or_recompute(store, model, n=n, seed=seed, condition=condition, **kwargs)
 
 
-def _read_or_recompute(store: cache.ActivationStore, model: str, **kwargs: Any) -> np.ndarray:
+def read_or_recompute(store: cache.ActivationStore, model: str, **kwargs: Any) -> np.ndarray:
     """``store.to_numpy()`` (each shard's sha256 checked as it is read); a corrupt shard is reported and the
     entry recomputed with ``kwargs`` (the arguments of :func:`residual_stream_store`)."""
     try:
@@ -222,89 +316,3 @@ def _read_or_recompute(store: cache.ActivationStore, model: str, **kwargs: Any) 
     except cache.CacheError as err:
         warnings.warn(f"{err}; it will be recomputed", cache.CacheWarning, stacklevel=3)
         return residual_stream_store(model, **{**kwargs, "recompute": True}).to_numpy()
-
-
-#: Bump when CAE training semantics change: every cached CAE made before is then stale.
-CAE_VERSION = 1
-_CAE_RUNTIME_ARGS = {"device", "num_threads", "progress", "chunk_samples"}  # change speed, not the result
-
-
-def _cae_entry(model: str, *, n: int = 1000, seed: int = 0, condition: str = "original",
-               cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
-               recompute: bool = False, progress: bool = True, init: str | None = None, init_seed: int = 0,
-               cae_seed: int | None = None, **cae_kwargs: Any) -> tuple:
-    """:func:`trained_cae`'s arguments, split as it uses them -> ``(capture keywords, training keywords,
-    capture store, module identity, cache root)``: the one place a CAE's cache key is made."""
-    capture_kw = dict(n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
-                      progress=progress, **({} if init is None else {"init": init, "init_seed": init_seed}))
-    store = residual_stream_store(model, verify=False, **capture_kw)  # a cached CAE needs no read of it
-    cae_kwargs["seed"] = seed if cae_seed is None else cae_seed
-    identity = {"activations": store.identity, "cae_version": CAE_VERSION,
-                "cae": {k: v for k, v in sorted(cae_kwargs.items()) if k not in _CAE_RUNTIME_ARGS}}
-    return capture_kw, cae_kwargs, store, identity, models.cache_root(cache_dir)
-
-
-def _cae_cached(model: str, kwargs: dict[str, Any]) -> bool:
-    """Whether :func:`trained_cae` ``(model, **kwargs)`` would load its CAE from the cache."""
-    *_, identity, root = _cae_entry(model, **kwargs)
-    return cache.load_module(root, identity) is not None
-
-
-def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int = 0, condition: str = "original",
-                cache_dir: str | os.PathLike | None = None, quantization: str | None = None,
-                recompute: bool = False, progress: bool = True, init: str | None = None, init_seed: int = 0,
-                cae_seed: int | None = None, **cae_kwargs: Any):
-    """A compressing autoencoder trained on the cached capture (see :func:`reduce.fit_cae`), itself cached.
-
-    ``init``, ``init_seed``: the capture of a random-init model (:func:`residual_stream_store`); ``cae_seed``: the
-    training seed (initial weights, the split of the texts, the batches; default ``seed``). The CAE is keyed by the
-    capture's identity plus every training argument that changes the result (``k``, ``epochs``, ``patience``,
-    ``lr``, ``batch_size``, ``scaling``, the split fractions and the training seed); a rerun with the same arguments
-    loads it instead of training. Returns a :class:`reduce.CAEResult`.
-    """
-    from . import reduce  # noqa: PLC0415  (torch-heavy; only needed here)
-
-    capture_kw, cae_kwargs, store, identity, root = _cae_entry(
-        model, n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,
-        progress=progress, init=init, init_seed=init_seed, cae_seed=cae_seed, **cae_kwargs)
-    if not recompute:
-        hit = cache.load_module(root, identity)
-        if hit is not None:
-            return reduce.CAEResult.from_state(*hit)
-    result = reduce.fit_cae(_read_or_recompute(store, model, **capture_kw), progress=progress, **cae_kwargs)
-    tensors, meta = result.to_state()
-    cache.save_module(root, identity, tensors, meta)
-    return result
-
-
-def _train_in_worker(model: str, kwargs: dict[str, Any]) -> None:
-    """A worker process's job in :func:`trained_caes`: train one CAE into the module cache."""
-    trained_cae(model, **kwargs)
-
-
-def trained_caes(runs: Sequence[tuple], *, per_run: dict | None = None, workers: int | None = None,
-                 **kwargs: Any) -> dict:
-    """:func:`trained_cae` for every run of ``runs`` (keywords as there), the CAEs not yet cached trained side by
-    side in ``workers`` processes (:func:`workers.map_jobs`; None: one per CPU core when they train on the CPU with
-    ``num_threads=1``, the fastest setting for these small networks; else 1).
-
-    runs: tuples ``(model, condition, ...)`` (more entries may name the run, e.g. a training seed); per_run: {run:
-    keywords overriding ``kwargs`` for that run (``cae_seed``, ``init``, ``init_seed``, ``n``...)}. Each CAE is the
-    same as when trained alone (its own seed and generator, one thread); ``recompute=True`` retrains them all.
-    -> {run: CAEResult}.
-    """
-    from . import workers as _workers  # noqa: PLC0415
-
-    runs = list(dict.fromkeys(runs))
-    per_run = per_run or {}
-    jobs = {r: (r[0], {**kwargs, "condition": r[1], **per_run.get(r, {})}) for r in runs}
-    if workers is None:
-        on_cpu = kwargs.get("device") in (None, "cpu") and kwargs.get("num_threads") == 1
-        workers = _workers.default_workers(len(runs)) if on_cpu else 1
-    todo = [r for r in runs if kwargs.get("recompute") or not _cae_cached(*jobs[r])] \
-        if workers > 1 and len(runs) > 1 else []
-    if len(todo) > 1:
-        _workers.map_jobs(_train_in_worker, [(jobs[r][0], {**jobs[r][1], "progress": False}) for r in todo],
-                          workers)
-        jobs = {r: (m, {**kw, "recompute": False}) for r, (m, kw) in jobs.items()}  # trained just now: load them
-    return {r: trained_cae(m, **kw) for r, (m, kw) in jobs.items()}

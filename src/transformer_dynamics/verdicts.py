@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import claims as _claims
+from .formats import with_interval
 
 __all__ = ["Evidence", "decide", "bootstrap_p", "benjamini_hochberg", "corrected", "compare", "judge",
            "verdict_from_interval", "rederive", "summary_table", "pool_seeds", "REFERENCES", "MIN_DEFINED"]
@@ -345,21 +346,6 @@ def judge(evidence: Sequence[Evidence], *, alpha: float = _claims.ALPHA, seed: i
                                        "reason", "line", "refs", "seeds"])
 
 
-def _num(v) -> str:
-    if not _finite(v):
-        return "undefined"
-    v = float(v)
-    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-
-
-def _with_interval(value, low, high) -> str:
-    if not _finite(value):
-        return "undefined"
-    if not (_finite(low) and _finite(high)):
-        return _num(value)
-    return f"{_num(value)} [{_num(low)}, {_num(high)}]"
-
-
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """A verdict table for readers: one row per claim, reading, model (and condition), with the figure, the
     paper's sentence, our value with its 95 % interval, the verdict (raw and corrected for the chapter's number of
@@ -380,7 +366,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         if "model" in r:
             row["Model"] = r["model"]
         row["Paper"] = c.paper
-        row["Ours [95% CI]"] = _with_interval(r["value"], r["low"], r["high"])
+        row["Ours [95% CI]"] = with_interval(r["value"], r["low"], r["high"])
         row["Verdict"] = f"{_claims.MARKS.get(r['verdict'], '–')} {r['verdict']}"
         if "verdict_bh" in r:
             row["Corrected (BH)"] = f"{_claims.MARKS.get(r['verdict_bh'], '–')} {r['verdict_bh']}" \
@@ -388,7 +374,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         refs = r.get("refs") or {}
         for kind, name in REFERENCES.items():
             ref = refs.get(kind)
-            row[name[0].upper() + name[1:]] = "–" if not ref else _with_interval(ref["value"], ref["low"], ref["high"])
+            row[name[0].upper() + name[1:]] = "–" if not ref else with_interval(ref["value"], ref["low"], ref["high"])
         row["Line"] = r.get("line", r["verdict"])
         rows.append(row)
     return pd.DataFrame(rows)

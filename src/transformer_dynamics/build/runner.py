@@ -19,12 +19,14 @@ chapter whose last run failed, was interrupted or was killed (still ``running``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +154,8 @@ def _format_failure(stem: str, exc: BaseException) -> str:
     lines = [f"notebook {stem} FAILED"]
     src = getattr(exc, "source", None)
     if src is not None:
-        lines.append(f"  in cell {getattr(exc, 'cell_index', '?')} (execution count {getattr(exc, 'exec_count', '?')}):")
+        lines.append(f"  in cell {getattr(exc, 'cell_index', '?')} "
+                     f"(execution count {getattr(exc, 'exec_count', '?')}):")
         lines += ["    | " + s for s in str(src).splitlines()]
         tb_text = ANSI_RE.sub("", "\n".join(getattr(exc, "traceback", None) or []))
         lines.append("  traceback (last lines):")
@@ -173,20 +176,34 @@ def _progress_line(k: int, stems: list[str], previous: dict[str, float], elapsed
     return f"[{k + 1}/{len(stems)}] {stem}: {last}; {est}; {format_duration(elapsed)} so far"
 
 
-def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
-                  only: Iterable[str] | None = None, cache_dir: str | os.PathLike | None = None,
-                  timeout: float | None = None, kernel: str = "python3", verbose: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
-    """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring).
+@dataclass
+class _Run:
+    """What every chapter of one :func:`run_notebooks` call shares: where things go, the profile and the record."""
 
-    Returns the timings record ``{"profile", "notebooks": {stem: {"seconds", "ok", "error", "parameters",
-    "dropped"}}, "failures": [messages], "total_seconds"}``; it is also written to ``<out>/timings-<profile>.json``
-    (with ``only``, the other chapters keep their previous entry).
-    """
-    import nbformat
-    import papermill as pm
-    import tqdm.auto  # noqa: F401 - tqdm reads TQDM_* at import: imported before TQDM_DISABLE is set below
+    profile: str
+    pname: str
+    nb_dir: Path
+    out: Path
+    exe_dir: Path
+    led_dir: Path
+    inputs: Path
+    partial_exe: Path
+    extra: dict[str, Any]
+    tpath: Path
+    previous: dict[str, float]
+    record: dict[str, Any]
+    stems: list[str]
+    kernel: str
+    timeout: float | None
+    verbose: bool
+    progress: bool
+    failures: list[str] = field(default_factory=list)
+    t_all: float = field(default_factory=time.perf_counter)
 
+
+def _plan(profile: str, root: str | os.PathLike | None, out: str | os.PathLike, only: Iterable[str] | None,
+          cache_dir: str | os.PathLike | None, **run: Any) -> _Run:
+    """The folders made, the parameters every chapter gets, the previous timings and the chapters to run."""
     root = find_root(root)
     out = out_dir(root, out)
     nb_dir = root / "notebooks"
@@ -200,9 +217,7 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     extra: dict[str, Any] = {"LEDGER_DIR": str(led_dir)}
     if cache_dir:
         extra["CACHE_DIR"] = str(Path(cache_dir).resolve())
-
     tpath = timings_path(out, pname)
-    previous = previous_timings(tpath)
     record: dict[str, Any] = {"profile": pname, "notebooks": {}}
     if only and tpath.is_file():  # a partial run keeps the other chapters' entries
         try:
@@ -216,75 +231,116 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
         profiles.check_blocks(profile, notebook_stems(nb_dir))
     except ValueError as exc:
         log(f"WARNING: {exc}")
-    failures: list[str] = []
-    if verbose:  # papermill logs the notebooks' outputs at INFO
+    return _Run(profile, pname, nb_dir, out, exe_dir, led_dir, inputs, partial_exe, extra, tpath,
+                previous_timings(tpath), record, stems, **run)
+
+
+@contextlib.contextmanager
+def _kernel_environment(run: _Run):
+    """The environment the kernels inherit while the chapters run (restored after): the ledger folder, the
+    profile's name, no progress bars inside the kernels unless ``verbose``, the inline figure backend."""
+    if run.verbose:  # papermill logs the notebooks' outputs at INFO
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     env_backup = dict(os.environ)
-    os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(led_dir)   # for notebooks that leave LEDGER_DIR to the default
-    os.environ["TRANSFORMER_DYNAMICS_PROFILE"] = pname
-    if not verbose:  # bars inside the kernel would land in the book's outputs; papermill's own bar stays on
+    os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(run.led_dir)   # for notebooks that leave LEDGER_DIR as default
+    os.environ["TRANSFORMER_DYNAMICS_PROFILE"] = run.pname
+    if not run.verbose:  # bars inside the kernel would land in the book's outputs; papermill's own bar stays on
         os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
                                                           "ignore:IProgress not found"]))
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     os.environ.pop("MPLBACKEND", None)                         # keep the inline backend: figures must be outputs
-    t_all = time.perf_counter()
     try:
-        for k, stem in enumerate(stems):
-            entry: dict[str, Any] = {"seconds": None, "ok": False, "error": None, "state": "running",
-                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-            record["notebooks"][stem] = entry
-            partial_nb = partial_exe / f"{stem}.ipynb"
-            partial_led = partial_ledger_dir(out, pname, stem)
-            t0 = time.perf_counter()
-            try:
-                nb = read_notebook(nb_dir, stem)
-                params, dropped = notebook_parameters(profile, nb, stem, {**extra, "LEDGER_DIR": str(partial_led)})
-                shown = {**params, **({"LEDGER_DIR": str(led_dir)} if "LEDGER_DIR" in params else {})}
-                entry.update(parameters=shown, dropped=dropped)
-                if dropped:
-                    log(f"{stem}: WARNING: profile {pname} sets {dropped}, which its parameters cell does not "
-                        "declare; not passed")
-                in_path = inputs / f"{stem}.ipynb"
-                nbformat.write(nb, in_path)
-                partial_nb.unlink(missing_ok=True)
-                shutil.rmtree(partial_led, ignore_errors=True)
-                partial_led.mkdir(parents=True)
-                os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(partial_led)
-                _write_json(tpath, record)  # "running": a run killed now leaves the chapter marked incomplete
-                log(_progress_line(k, stems, previous, time.perf_counter() - t_all))
-                log(f"{stem}: running ({pname}: "
-                    f"{', '.join(f'{a}={v!r}' for a, v in params.items() if a not in extra)})")
-                t0 = time.perf_counter()
-                try:
-                    pm.execute_notebook(str(in_path), str(partial_nb), parameters=params,
-                                        kernel_name=kernel, cwd=str(nb_dir),
-                                        progress_bar={"desc": f"{stem} (cells)", "unit": "cell"} if progress else False,
-                                        log_output=verbose, execution_timeout=timeout)
-                finally:
-                    entry["seconds"] = round(time.perf_counter() - t0, 2)
-                _publish_chapter(stem, partial_nb, exe_dir / f"{stem}.ipynb", partial_led, led_dir)
-                entry.update(ok=True, state="ok")
-                log(f"{stem}: ok in {format_duration(entry['seconds'])}")
-            except Exception as exc:  # one failing notebook must not stop the others
-                msg = _format_failure(stem, exc)
-                entry.update(error=msg, state="failed")
-                failures.append(msg)
-                log(msg)
-                log(f"{stem}: its last complete notebook and ledger stay published; this run's partial notebook is "
-                    f"{partial_nb}")
-            except BaseException:  # interrupted (Ctrl-C): marked so, the last complete copies kept
-                entry.update(state="interrupted", error="interrupted", seconds=round(time.perf_counter() - t0, 2))
-                _write_json(tpath, {**record, "failures": failures + [f"notebook {stem} interrupted"]})
-                log(f"{stem}: INTERRUPTED; its last complete notebook and ledger stay published")
-                raise
-            _write_json(tpath, record)
+        yield
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
-    record["total_seconds"] = round(time.perf_counter() - t_all, 2)
-    record["failures"] = failures
-    _write_json(tpath, record)
-    log(f"{len(stems) - len(failures)}/{len(stems)} notebooks ok in {format_duration(record['total_seconds'])} "
-        f"(timings: {tpath})")
+
+
+def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Path, partial_led: Path) -> None:
+    """Execute chapter ``stem`` into its partial places and publish it when it finished (``entry`` updated)."""
+    import nbformat
+    import papermill as pm
+
+    nb = read_notebook(run.nb_dir, stem)
+    params, dropped = notebook_parameters(run.profile, nb, stem, {**run.extra, "LEDGER_DIR": str(partial_led)})
+    shown = {**params, **({"LEDGER_DIR": str(run.led_dir)} if "LEDGER_DIR" in params else {})}
+    entry.update(parameters=shown, dropped=dropped)
+    if dropped:
+        log(f"{stem}: WARNING: profile {run.pname} sets {dropped}, which its parameters cell does not declare; "
+            "not passed")
+    in_path = run.inputs / f"{stem}.ipynb"
+    nbformat.write(nb, in_path)
+    partial_nb.unlink(missing_ok=True)
+    shutil.rmtree(partial_led, ignore_errors=True)
+    partial_led.mkdir(parents=True)
+    os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(partial_led)
+    _write_json(run.tpath, run.record)  # "running": a run killed now leaves the chapter marked incomplete
+    log(_progress_line(k, run.stems, run.previous, time.perf_counter() - run.t_all))
+    log(f"{stem}: running ({run.pname}: "
+        f"{', '.join(f'{a}={v!r}' for a, v in params.items() if a not in run.extra)})")
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(in_path), str(partial_nb), parameters=params, kernel_name=run.kernel,
+                            cwd=str(run.nb_dir),
+                            progress_bar={"desc": f"{stem} (cells)", "unit": "cell"} if run.progress else False,
+                            log_output=run.verbose, execution_timeout=run.timeout)
+    finally:
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+    _publish_chapter(stem, partial_nb, run.exe_dir / f"{stem}.ipynb", partial_led, run.led_dir)
+    entry.update(ok=True, state="ok")
+    log(f"{stem}: ok in {format_duration(entry['seconds'])}")
+
+
+def _run_chapter(run: _Run, k: int, stem: str) -> None:
+    """Run chapter ``stem`` (the ``k``-th): its entry in the record marked running, then ok, failed (the message
+    kept in ``run.failures``; the other chapters go on) or interrupted (re-raised); the record written."""
+    entry: dict[str, Any] = {"seconds": None, "ok": False, "error": None, "state": "running",
+                             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    run.record["notebooks"][stem] = entry
+    partial_nb = run.partial_exe / f"{stem}.ipynb"
+    partial_led = partial_ledger_dir(run.out, run.pname, stem)
+    t0 = time.perf_counter()
+    try:
+        _execute(run, k, stem, entry, partial_nb, partial_led)
+    except Exception as exc:  # one failing notebook must not stop the others
+        msg = _format_failure(stem, exc)
+        entry.update(error=msg, state="failed")
+        run.failures.append(msg)
+        log(msg)
+        log(f"{stem}: its last complete notebook and ledger stay published; this run's partial notebook is "
+            f"{partial_nb}")
+    except BaseException:  # interrupted (Ctrl-C): marked so, the last complete copies kept
+        entry.update(state="interrupted", error="interrupted", seconds=round(time.perf_counter() - t0, 2))
+        _write_json(run.tpath, {**run.record, "failures": run.failures + [f"notebook {stem} interrupted"]})
+        log(f"{stem}: INTERRUPTED; its last complete notebook and ledger stay published")
+        raise
+    _write_json(run.tpath, run.record)
+
+
+def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
+                  only: Iterable[str] | None = None, cache_dir: str | os.PathLike | None = None,
+                  timeout: float | None = None, kernel: str = "python3", verbose: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring).
+
+    Returns the timings record ``{"profile", "notebooks": {stem: {"seconds", "ok", "error", "parameters",
+    "dropped"}}, "failures": [messages], "total_seconds"}``; it is also written to ``<out>/timings-<profile>.json``
+    (with ``only``, the other chapters keep their previous entry).
+    """
+    import nbformat  # noqa: F401 - imported before the kernels' environment is set (as tqdm)
+    import papermill  # noqa: F401
+    import tqdm.auto  # noqa: F401 - tqdm reads TQDM_* at import: imported before TQDM_DISABLE is set below
+
+    run = _plan(profile, root, out, only, cache_dir, kernel=kernel, timeout=timeout, verbose=verbose,
+                progress=progress)
+    with _kernel_environment(run):
+        for k, stem in enumerate(run.stems):
+            _run_chapter(run, k, stem)
+    record, stems = run.record, run.stems
+    record["total_seconds"] = round(time.perf_counter() - run.t_all, 2)
+    record["failures"] = run.failures
+    _write_json(run.tpath, record)
+    log(f"{len(stems) - len(run.failures)}/{len(stems)} notebooks ok in {format_duration(record['total_seconds'])} "
+        f"(timings: {run.tpath})")
     return record

@@ -199,7 +199,7 @@ def plot_velocity(vel, *, labels: Sequence[str] | None = None, ax=None, log: boo
 
 def plot_mi_units(mi, order=None, *, labels: Sequence[str] | None = None, ax=None, vmax: float | None = None,
                   title: str = "MI per unit, t vs t+1") -> Figure:
-    """Fig 1G: heat map of ``mi: (n_transitions, n_units)`` in nats (``metrics.mutual_information``),
+    """Fig 1G: heat map of ``mi: (n_transitions, n_units)`` in nats (``mutual_info.mutual_information``),
     units as rows sorted by ``order`` (None: as given), transitions along x."""
     mi = _as2d(mi, "mi")
     if order is not None:

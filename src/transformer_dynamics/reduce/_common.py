@@ -1,13 +1,16 @@
-"""What PCA and the autoencoder share: ``rs`` read as rows or in chunks of texts (so a memory map or an
-:class:`~transformer_dynamics.cache.ActivationStore` streams), and the one definition of explained variance
-per sublayer (Fig 3D, Fig 4C)."""
+"""What PCA and the autoencoder share: ``rs`` read as rows or in blocks of texts through
+:mod:`transformer_dynamics.arrays`' reader (an array, a memory map or a cache entry), and the one definition of
+explained variance per sublayer (Fig 3D, Fig 4C)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..arrays import chunks, is_entry, read
 
 __all__ = ["CENTERS", "explained_variance_from_reconstruction"]
 
@@ -33,42 +36,40 @@ def _as_rows(X: Any, name: str = "X") -> np.ndarray:
     return X
 
 
-def _read(rs: Any, start: int, stop: int) -> np.ndarray:
-    """Samples ``start … stop-1`` of ``rs`` as a writable float32 array ``(m, n_sublayers, d_model)``.
-
-    ``rs`` may be a numpy array or memory map, a torch tensor, or a store with ``read(start, stop)`` and
-    ``shape`` (e.g. :class:`transformer_dynamics.cache.ActivationStore`, which reads only the shards needed).
-    """
-    if isinstance(rs, torch.Tensor):
-        return rs[start:stop].detach().cpu().numpy().astype(np.float32)
-    if not isinstance(rs, np.ndarray) and hasattr(rs, "read"):
-        return np.array(rs.read(start, stop), dtype=np.float32)
-    return np.array(rs[start:stop], dtype=np.float32)  # a copy (memmap slices are read-only views)
+def _row_blocks(X: Any, name: str = "X") -> Iterator[np.ndarray]:
+    """``X: (n_rows, d)`` (one block), or ``rs: (n_samples, n_sublayers, d)`` as an array or a cache entry read
+    through :func:`transformer_dynamics.arrays.chunks` (an array is one block), as ``(m, d)`` row blocks."""
+    if is_entry(X) or np.ndim(X) == 3:
+        for _, c in chunks(X):
+            yield _as_rows(c, name)
+    else:
+        yield _as_rows(X, name)
 
 
 def _iter_selected(rs: Any, samples: np.ndarray | None, chunk_samples: int | None,
                    gen: torch.Generator | None = None) -> Iterable[np.ndarray]:
-    """Blocks ``(m, n_sublayers, d_model)`` of the texts in ``samples`` (all if None), read as contiguous ranges
-    of ``chunk_samples`` texts (in a random order when ``gen`` is given), each filtered to ``samples``."""
+    """Blocks ``(m, n_sublayers, d_model)`` float32 (writable copies) of the texts in ``samples`` (all if None),
+    read as contiguous ranges of ``chunk_samples`` texts (in a random order when ``gen`` is given) through
+    :func:`transformer_dynamics.arrays.read` (an array, a memory map, a tensor or a cache entry), each filtered
+    to ``samples``."""
+    if isinstance(rs, torch.Tensor):
+        rs = rs.detach().cpu().numpy()
     n = rs.shape[0]
     mask = np.ones(n, dtype=bool)
     if samples is not None:
         mask[:] = False
         mask[np.asarray(samples, dtype=np.int64)] = True
-    starts = np.arange(0, n, n if not chunk_samples else max(1, int(chunk_samples)))
+    step = n if not chunk_samples else max(1, int(chunk_samples))
+    starts = np.arange(0, n, step)
     if gen is not None:
         starts = starts[torch.randperm(len(starts), generator=gen).numpy()]
-    step = n if not chunk_samples else max(1, int(chunk_samples))
     for a in starts:
         b = min(n, int(a) + step)
         sel = np.nonzero(mask[a:b])[0]
         if len(sel) == 0:
             continue
-        if isinstance(rs, np.ndarray) and not isinstance(rs, np.memmap):
-            yield np.array(rs[a:b][sel], dtype=np.float32)
-        else:
-            block = _read(rs, int(a), b)
-            yield block if len(sel) == b - a else block[sel]
+        block = read(rs, int(a), b)
+        yield np.array(block if len(sel) == b - a else block[sel], dtype=np.float32)
 
 
 CENTERS = ("sublayer", "global")

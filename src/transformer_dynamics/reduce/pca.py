@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..arrays import rs_shape
+from ..arrays import chunks, rs_shape, take
 from ..validation import check_int, check_number, check_positive_int
-from ._common import _as_rows, _iter_selected, _sst
+from ._common import _iter_selected, _row_blocks, _sst
 
 __all__ = [
     "PCA",
@@ -127,22 +127,30 @@ class PCA:
         self._dirty = True
 
     def partial_fit(self, X: Any) -> "PCA":
-        """Add a chunk ``X: (n_rows, d_model)`` or ``(n_samples, n_sublayers, d_model)`` to the fit."""
-        self._accumulate(_as_rows(X))
+        """Add a chunk ``X: (n_rows, d_model)`` or ``(n_samples, n_sublayers, d_model)`` (or a cache entry) to
+        the fit."""
+        for rows in _row_blocks(X):
+            self._accumulate(rows)
         return self
 
     def fit(self, X: Any) -> "PCA":
-        """Fit on all of ``X: (n_rows, d_model)`` or ``rs: (n_samples, n_sublayers, d_model)``."""
-        X = _as_rows(X)
+        """Fit on all of ``X: (n_rows, d_model)`` or ``rs: (n_samples, n_sublayers, d_model)`` (an array or a
+        cache entry, read in chunks of samples with the covariance solver)."""
+        shape = X.shape if hasattr(X, "shape") else np.shape(X)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"X must be (n_rows, d_model) or (n_samples, n_sublayers, d_model); got shape {shape}")
+        n, d = int(np.prod(shape[:-1])), int(shape[-1])
         self._reset()
-        n, d = X.shape
         solver = self.svd_solver
         if solver == "auto":
             solver = "covariance" if n >= d else "full"
         if solver == "covariance":
-            self._accumulate(X)
+            self.partial_fit(X)
             self._finalize_from_gram()
             return self
+        blocks = list(_row_blocks(X))
+        X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        n = X.shape[0]
         Xt = torch.as_tensor(X, dtype=torch.float64)
         mean = Xt.mean(0)
         Xc = Xt - mean
@@ -252,9 +260,10 @@ class PCA:
 
 def pca_trajectories(pca: PCA, rs: Any, n_components: int | None = None) -> np.ndarray:
     """Trajectories in PCA space: ``rs: (n_samples, n_sublayers, d_model)`` ->
-    ``(n_samples, n_sublayers, k)`` with ``k = n_components`` (default: all the PCA keeps)."""
+    ``(n_samples, n_sublayers, k)`` with ``k = n_components`` (default: all the PCA keeps); ``rs`` may be a cache
+    entry (projected shard by shard)."""
     rs_shape(rs)
-    return pca.transform(np.asarray(rs), n_components=n_components)
+    return np.concatenate([pca.transform(c, n_components=n_components) for _, c in chunks(rs)])
 
 
 def cumulative_explained_variance(pca_or_ratio: PCA | np.ndarray) -> np.ndarray:
@@ -359,7 +368,11 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
         raise ValueError("need at least 2 samples for a per-sublayer PCA")
     out = np.empty((s, min(n, d)))
     for a in range(0, s, sublayers_per_batch):
-        x = torch.as_tensor(np.asarray(rs[:, a:a + sublayers_per_batch]), dtype=torch.float64).transpose(0, 1)
+        slab = take(rs, sublayers=slice(a, a + sublayers_per_batch))
+        if not np.isfinite(slab).all():
+            raise ValueError(f"rs has NaN or inf at sublayers {a}..{a + slab.shape[1] - 1}: their spectra are "
+                             "undefined; drop or impute those values first")
+        x = torch.as_tensor(slab, dtype=torch.float64).transpose(0, 1)
         x = x - x.mean(1, keepdim=True)                              # (b, n, d)
         g = x @ x.transpose(1, 2) if n <= d else x.transpose(1, 2) @ x
         ev = torch.linalg.eigvalsh(g).flip(-1).clamp_min(0.0)        # (b, min(n, d)), descending

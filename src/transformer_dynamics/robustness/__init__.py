@@ -12,8 +12,8 @@ null, random initialisations), nested subsamples of the texts and numerical prec
 - :mod:`.tables`: the claims' values with their intervals side by side (:func:`value_table`).
 """
 
-from .curves import (FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean_curves, reference_curves, rs_curves,
-                     stream_curves)
+from .curves import (FAST, GROUPS, PRELAYERNORM_LABEL, ROTATION_NULLS, CurveOptions, cae_curves, learning_curves, mean_curves,
+                     reference_curves, rs_curves, stream_curves)
 from .evidence import (cae_verdicts, claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
 from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_frame, counts_sentence,
@@ -22,7 +22,8 @@ from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
 from .tables import interval_text, value_table
 
-__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves", "cae_curves", "reference_curves", "cae_verdicts", "claim_evidence",
+__all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves",
+           "cae_curves", "reference_curves", "learning_curves", "PRELAYERNORM_LABEL", "cae_verdicts", "claim_evidence",
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",

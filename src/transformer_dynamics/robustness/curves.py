@@ -39,13 +39,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .. import bootstrap, metrics, phase, reduce
+from .. import bootstrap, metrics, mutual_info, phase, reduce
 from ..arrays import check_rs
+from ..validation import check_number, check_positive_int
 from ..effects import early_window, thirds_of
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "Curves", "CurveOptions", "group_of", "rs_curves", "stream_curves",
            "mean_curves",
-           "cae_curves", "reference_curves"]
+           "cae_curves", "reference_curves", "learning_curves", "LEARNING_LABELS", "PRELAYERNORM_LABEL"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -116,6 +117,11 @@ class CurveOptions:
     pca_components: int | None = None
     seed: int = 0
     keys: frozenset[str] | None = None
+
+    def __post_init__(self):
+        self.n_shuffles = check_positive_int(self.n_shuffles, "n_shuffles")
+        self.pca_components = check_positive_int(self.pca_components, "pca_components", none=True)
+        self.variance = check_number(self.variance, "variance", low=0, high=1, low_open=True)
 
     def wants(self, key: str) -> bool:
         return self.keys is None or key in self.keys
@@ -241,7 +247,7 @@ def _rot(mean_traj: np.ndarray, opts: CurveOptions) -> dict[str, float]:
 
 def _mi_curve(x: np.ndarray, method: str, units, T: int) -> np.ndarray:
     """(T,) mean MI over ``units`` per transition of ``x`` (its transitions; NaN beyond them)."""
-    mi = metrics.mutual_information(x, method, units=units)                 # (t, U)
+    mi = mutual_info.mutual_information(x, method, units=units)             # (t, U)
     curve = np.full(T, np.nan)
     curve[:mi.shape[0]] = _nanmean(mi, 1)
     return curve
@@ -468,3 +474,28 @@ def reference_curves(streams: Mapping[str, Any], groups: Sequence[str], **kwargs
     return {kind: {k: np.nanmean(np.stack([np.asarray(c[k], dtype=np.float64) for c in cs]), axis=0)
                    for k in cs[0] if np.asarray(cs[0][k]).ndim <= 1}
             for kind, cs in by_kind.items()}
+
+
+#: The references of :func:`learning_curves`, by random-init kind (:mod:`transformer_dynamics.random_init`).
+LEARNING_LABELS = {"default": "random init", "matched": "matched-scale random init", "permuted": "permuted weights"}
+#: The label of the architecture's prediction at initialisation (:func:`transformer_dynamics.nulls.
+#: prelayernorm_prediction`) among :func:`learning_curves`.
+PRELAYERNORM_LABEL = "pre-LN at init (Xiong et al.)"
+
+
+def learning_curves(rs, streams: Mapping[str, Any], groups: Sequence[str] = ("r", "cos", "vel")
+                    ) -> dict[str, dict[str, np.ndarray]]:
+    """What learning adds (chapter 2): the trained stream's full-data curves beside those of the same architecture
+    untrained. rs: the trained model's (n_samples, n_sublayers, d_model); streams: its reference streams
+    ``{"<kind>:<seed>": rs}`` (:meth:`transformer_dynamics.chapter.Chapter.reference_streams`). -> ``{label: {key:
+    curve}}``: ``"trained"`` first, then each kind's curves averaged over seeds (:data:`LEARNING_LABELS`), then
+    the pre-LN prediction measured on the first ``default`` seed (:data:`PRELAYERNORM_LABEL`; absent without one).
+    """
+    from ..nulls import prelayernorm_prediction  # noqa: PLC0415
+
+    out = {"trained": stream_curves(rs, groups)}
+    out |= {LEARNING_LABELS.get(k, k): c for k, c in reference_curves(streams, groups).items()}
+    default = [x for run, x in streams.items() if run.split(":")[0] == "default"]
+    if default:
+        out[PRELAYERNORM_LABEL] = prelayernorm_prediction(default[0])
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .. import claims as _claims
-from .. import metrics, nulls
+from .. import metrics, mutual_info, nulls
 from ..arrays import check_rs, transition_kind
 from ..verdicts import Evidence, decide, judge, pool_seeds
 from .curves import CurveOptions, Curves, _MIN_RS, _nanmean, cae_curves, group_of, rs_curves
@@ -221,7 +221,7 @@ def first_transitions_table(rs_by_variant: Mapping[Any, np.ndarray], n_first: in
         units = (metrics.subsample_units(rs.shape[2], mi_units, seed=seed) if mi_units is None
                  or np.isscalar(mi_units) else np.asarray(mi_units, dtype=np.int64))
         med = metrics.median_by_transition(metrics.successive_correlation(sub))["all"]
-        mi = _nanmean(metrics.mutual_information(sub, "kde", units=units), 1)
+        mi = _nanmean(mutual_info.mutual_information(sub, "kde", units=units), 1)
         kinds = transition_kind(rs.shape[1])[:k]
         rows += [{"variant": label, "transition": t, "kind": kinds[t], "r_median": float(med[t]),
                   "mi_mean": float(mi[t])} for t in range(k)]
