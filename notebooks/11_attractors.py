@@ -180,7 +180,7 @@ for m in MODELS:
           f"{len(refs)} random initialisations in {sum(refs):.1f} s")
 curves = {(m, r): s.curves() for m in MODELS for r, s in runs[m].items()}
 boot = {k: robustness.mean_curves(c, n_boot=N_BOOT, seed=SEED) for k, c in curves.items()}
-data = {m: {r: (curves[m, r], boot[m, r][1]) for r in runs[m]} for m in MODELS}
+data = {m: {r: (curves[m, r], boot[m, r].boot) for r in runs[m]} for m in MODELS}
 
 # %% [markdown]
 # ## The basin profile: inward flow against size
@@ -220,7 +220,7 @@ fig = plots.plot_size_profiles(data, sizes={m: sizes for m in MODELS}, names=nam
 # %% mystnb={"figure": {"caption": "Basin stability of the plane perturbations against their size, one line per perturbed layer with its 95% bootstrap band over prompts; one panel per model ({models}).", "name": "fig-11-basin"}, "image": {"alt": "Line plots of basin stability against log perturbation size, one line per layer with bootstrap bands, one panel per model: {models}"}}
 panels = {(m, "basin stability"): (plots.plot_by_layer,
                                    (curves[m, "trained"]["basin_size:plane"],
-                                    boot[m, "trained"][1]["basin_size:plane"], sizes),
+                                    boot[m, "trained"].boot["basin_size:plane"], sizes),
                                    dict(names=names[m], key="basin_size", hline=0.5))
           for m in MODELS}
 fig = plots.plot_mixed_grid(panels, width=4.6)
@@ -244,7 +244,7 @@ show_table(pd.concat({m: s["basin reach"].unstack("run", sort=False) for m, s in
 panels = {}
 for m in MODELS:
     panels[m, "error"] = (plots.plot_by_layer, (curves[m, "trained"]["error_size:random"],
-                          boot[m, "trained"][1]["error_size:random"], sizes),
+                          boot[m, "trained"].boot["error_size:random"], sizes),
                           dict(names=names[m], key="error_size", log_y=True,
                                hline=attractors.LINEAR_TOLERANCE))
     panels[m, "radius"] = (plots.plot_layer_measure,
@@ -291,7 +291,7 @@ for m in MODELS:
                           dict(key=key, names=names[m], layers=layers[m], log=True))
     panels[m, "KL against size"] = (plots.plot_by_layer,
                                     (curves[m, "trained"]["kl_size:plane"],
-                                     boot[m, "trained"][1]["kl_size:plane"], kl_sizes),
+                                     boot[m, "trained"].boot["kl_size:plane"], kl_sizes),
                                     dict(names=names[m], key="kl_size", log_y=True))
     panels[m, "recovery vs KL"] = (plots.plot_recovery_vs_kl, (data[m],),
                                    dict(names=names[m]))
