@@ -129,8 +129,9 @@ def test_mechanisms_sit_at_the_threshold_and_move_the_value():
     st = cal.Settings()
     for pair in FAST_PAIRS:
         m = cal.MECHANISMS[pair]
-        L, D = cal._shape(pair, st)
-        v = [cal._value_of(cal._plant(m.name, a, 2000, L, D, 5), pair, st, 5) for a in (m.lo / 2, 0.0, m.hi / 2)]
+        L, D = cal.run._shape(pair, st)
+        v = [cal.run._value_of(cal.streams._plant(m.name, a, 2000, L, D, 5), pair, st, 5)
+             for a in (m.lo / 2, 0.0, m.hi / 2)]
         assert v[0] < v[2], (pair, v)
         if m.at_threshold:
             assert abs(v[1] - claims.get(pair[0]).threshold) < 0.03, (pair, v)

@@ -3,6 +3,7 @@ for the data and every bootstrap resample, the evidence and verdicts against the
 null, random initialisations), nested subsamples of the texts and numerical precision.
 
 - :mod:`.curves`: the curves of one stream for the full data and for resamples of the texts;
+- :mod:`.references`: the trained stream's curves beside its random-init references (:func:`learning_curves`);
 - :mod:`.evidence`: each claim's value and replicates (:func:`claim_evidence`, :func:`claim_evidence_runs`),
   one model's verdicts against its references (:func:`stream_verdicts`), :func:`evidence_frame`;
 - :mod:`.resampling`: nested subsamples and the claims' values against N;
@@ -12,8 +13,8 @@ null, random initialisations), nested subsamples of the texts and numerical prec
 - :mod:`.tables`: the claims' values with their intervals side by side (:func:`value_table`).
 """
 
-from .curves import (FAST, GROUPS, PRELAYERNORM_LABEL, ROTATION_NULLS, CurveOptions, cae_curves, learning_curves, mean_curves,
-                     reference_curves, rs_curves, stream_curves)
+from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean_curves, rs_curves, stream_curves
+from .references import LEARNING_LABELS, PRELAYERNORM_LABEL, learning_curves, reference_curves
 from .evidence import (cae_verdicts, claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
 from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_frame, counts_sentence,
@@ -23,7 +24,8 @@ from .resampling import n_dependence, nested_subsamples
 from .tables import interval_text, value_table
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves",
-           "cae_curves", "reference_curves", "learning_curves", "PRELAYERNORM_LABEL", "cae_verdicts", "claim_evidence",
+           "cae_curves", "reference_curves", "learning_curves", "LEARNING_LABELS", "PRELAYERNORM_LABEL", "cae_verdicts",
+           "claim_evidence",
            "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",

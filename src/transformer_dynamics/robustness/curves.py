@@ -21,8 +21,8 @@ A residual stream ``rs: (n_samples, n_sublayers, d_model)`` gives, per group (wh
   the median over units of log(mean ``|gradient|`` over the last third / over the first third);
 - ``"pca"``: ``pcs`` / ``pcs_own`` (L,) how many global / own PCs each sublayer needs for ``variance`` of its
   variance (Fig 4C; ``inf``: not reached with the kept components), ``pcs_total_frac`` () the global PCs (of all
-  of them) for ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained variance with the
-  kept components (Fig 4C), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
+  of them) for ``variance`` of all the variance over D (Fig 4B), ``pca_ev`` (L,) each sublayer's explained
+  variance with the kept components (Fig 4C), ``ev_ratio`` (k,) the global PCA's explained-variance ratios.
 
 Every curve has a leading resample axis ``(B, ...)``. The groups in :data:`FAST` come for all bootstrap resamples
 at once from resampling weights (one matrix product per batch). The others (MI, rotations and their surrogates,
@@ -35,7 +35,7 @@ from the same texts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -45,8 +45,7 @@ from ..validation import check_number, check_positive_int
 from ..effects import early_window, thirds_of
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "Curves", "CurveOptions", "group_of", "rs_curves", "stream_curves",
-           "mean_curves",
-           "cae_curves", "reference_curves", "learning_curves", "LEARNING_LABELS", "PRELAYERNORM_LABEL"]
+           "mean_curves", "cae_curves"]
 
 GROUPS = ("mean", "r", "cos", "vel", "mi", "rot", "pca")
 FAST = ("mean", "r", "cos", "vel")
@@ -77,7 +76,8 @@ def group_of(key: str) -> str:
     if key in ("r_b", "mag_b") or head == "mi_a":
         return "mi"                                     # computed with the MI, on the other half of the texts
     for prefix, group in (("mag", "mean"), ("sign", "mean"), ("density", "mean"), ("units_high_r", "r"),
-                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("norm", "vel"), ("mi", "mi"), ("rot", "rot"),
+                          ("ccos", "cos"), ("cos", "cos"), ("vel", "vel"), ("norm", "vel"), ("mi", "mi"),
+                          ("rot", "rot"),
                           ("pcs", "pca"), ("pca", "pca"), ("r", "r")):
         if head == prefix or head.startswith(prefix + "_"):
             return group
@@ -460,42 +460,3 @@ def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples
         return Curves(full)
     return Curves(full, batched(bootstrap.bootstrap_counts(n, n_boot, seed) / n), {},
                   batched(bootstrap.jackknife_weights(n)))
-
-
-def reference_curves(streams: Mapping[str, Any], groups: Sequence[str], **kwargs: Any) -> dict[str, dict[str, np.ndarray]]:
-    """The full-data curves of reference streams averaged over their seeds, per kind.
-
-    streams: {run: rs} with runs named ``"<kind>:<seed>"`` (e.g. :meth:`transformer_dynamics.chapter.Chapter.
-    reference_streams`); groups and keywords as :func:`stream_curves`. -> {kind: {key: mean over seeds}}.
-    """
-    by_kind: dict[str, list[dict[str, np.ndarray]]] = {}
-    for run, rs in streams.items():
-        by_kind.setdefault(run.split(":")[0], []).append(stream_curves(rs, groups, **kwargs))
-    return {kind: {k: np.nanmean(np.stack([np.asarray(c[k], dtype=np.float64) for c in cs]), axis=0)
-                   for k in cs[0] if np.asarray(cs[0][k]).ndim <= 1}
-            for kind, cs in by_kind.items()}
-
-
-#: The references of :func:`learning_curves`, by random-init kind (:mod:`transformer_dynamics.random_init`).
-LEARNING_LABELS = {"default": "random init", "matched": "matched-scale random init", "permuted": "permuted weights"}
-#: The label of the architecture's prediction at initialisation (:func:`transformer_dynamics.nulls.
-#: prelayernorm_prediction`) among :func:`learning_curves`.
-PRELAYERNORM_LABEL = "pre-LN at init (Xiong et al.)"
-
-
-def learning_curves(rs, streams: Mapping[str, Any], groups: Sequence[str] = ("r", "cos", "vel")
-                    ) -> dict[str, dict[str, np.ndarray]]:
-    """What learning adds (chapter 2): the trained stream's full-data curves beside those of the same architecture
-    untrained. rs: the trained model's (n_samples, n_sublayers, d_model); streams: its reference streams
-    ``{"<kind>:<seed>": rs}`` (:meth:`transformer_dynamics.chapter.Chapter.reference_streams`). -> ``{label: {key:
-    curve}}``: ``"trained"`` first, then each kind's curves averaged over seeds (:data:`LEARNING_LABELS`), then
-    the pre-LN prediction measured on the first ``default`` seed (:data:`PRELAYERNORM_LABEL`; absent without one).
-    """
-    from ..nulls import prelayernorm_prediction  # noqa: PLC0415
-
-    out = {"trained": stream_curves(rs, groups)}
-    out |= {LEARNING_LABELS.get(k, k): c for k, c in reference_curves(streams, groups).items()}
-    default = [x for run, x in streams.items() if run.split(":")[0] == "default"]
-    if default:
-        out[PRELAYERNORM_LABEL] = prelayernorm_prediction(default[0])
-    return out
