@@ -58,7 +58,6 @@ def _mi(method):
     return f
 
 
-_ROBUSTNESS_ENTRY = "robustness curves read arrays only (check_rs): a cache entry is refused, not read in chunks"
 
 STATS = [
     Stat("metrics.mean_activations", metrics.mean_activations),
@@ -86,13 +85,11 @@ STATS = [
              PCA3, rs, max_components, chunk_samples=chunk_samples), ("chunk_samples", "max_components")),
     Stat("reduce.sublayer_explained_variance_ratio", reduce.sublayer_explained_variance_ratio,
          ("sublayers_per_batch",)),
-    Stat("robustness.stream_curves[fast]", lambda rs: curves.stream_curves(rs, curves.FAST),
-         gaps={"entry": _ROBUSTNESS_ENTRY}),
+    Stat("robustness.stream_curves[fast]", lambda rs: curves.stream_curves(rs, curves.FAST)),
     Stat("robustness.stream_curves[slow]",
          lambda rs, n_shuffles=3, pca_components=3: curves.stream_curves(
              rs, ("mi", "rot", "pca"), mi_units=[0, 2], mi_methods=("gcmi",), n_shuffles=n_shuffles,
-             pca_components=pca_components), ("n_shuffles", "pca_components"),
-         gaps={"entry": _ROBUSTNESS_ENTRY}),
+             pca_components=pca_components), ("n_shuffles", "pca_components")),
 ]
 
 

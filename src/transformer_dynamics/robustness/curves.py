@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import bootstrap, metrics, mutual_info, phase, reduce
-from ..arrays import check_rs
+from ..arrays import check_rs, is_entry, read
 from ..validation import check_number, check_positive_int
 from ..effects import early_window, thirds_of
 
@@ -328,9 +328,10 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
     rs: (n_samples, n_sublayers, d_model). -> :class:`Curves`: ``full[key]`` ``(1, ...)``; ``boot[key]``
     ``(n_boot, ...)`` and ``jack[key]`` ``(n_samples, ...)`` (leave-one-out) for the fast groups only (``seed``);
     ``half[key]`` ``(n_boot_slow, ...)`` for every group when a slow group is requested (None: ``n_boot``
-    half-samples), else empty. ``n_boot=0``: only ``full``.
+    half-samples), else empty. ``n_boot=0``: only ``full``. A cache entry is read whole: every resample draws from
+    all the texts.
     """
-    rs = check_rs(rs, **_MIN_RS)
+    rs = check_rs(read(rs) if is_entry(rs) else rs, **_MIN_RS)
     bad = [g for g in groups if g not in GROUPS]
     if bad:
         raise ValueError(f"unknown curve groups {bad}; use a subset of {GROUPS}")
@@ -374,8 +375,9 @@ def stream_curves(rs, groups: Sequence[str], *, massive: np.ndarray | None = Non
                   mi_methods: Sequence[str] = ("kde",), n_shuffles: int = 100, variance: float = 0.9,
                   pca_components: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """The full-data curves of ``groups`` (no resamples), each without the resample axis: the numbers the
-    figures draw. Keywords as :class:`CurveOptions`; ``massive`` None: the stream's own massive units."""
-    rs = check_rs(rs, **_MIN_RS)
+    figures draw. Keywords as :class:`CurveOptions`; ``massive`` None: the stream's own massive units. A cache entry
+    is read whole (as :func:`rs_curves`)."""
+    rs = check_rs(read(rs) if is_entry(rs) else rs, **_MIN_RS)
     opts = CurveOptions(massive=metrics.massive_units(rs) if massive is None else np.asarray(massive),
                         mi_units=mi_units, mi_methods=tuple(mi_methods), n_shuffles=n_shuffles, variance=variance,
                         pca_components=pca_components, seed=seed)
