@@ -239,7 +239,8 @@ fig = plots.plot_teleport_grid({(m, name): r for m in MODELS
 boot = {(m, run): robustness.mean_curves(s.curves, n_boot=N_BOOT, seed=SEED)
         for m in MODELS for run, s in sweeps[m].items()}
 fig = plots.plot_teleport_curves(
-    {m: {run: (s.curves, boot[m, run].boot) for run, s in sweeps[m].items()} for m in MODELS},
+    {m: {run: (s.curves, boot[m, run].boot) for run, s in sweeps[m].items()}
+     for m in MODELS},
     names=names, layers=layers)
 
 # %% tags=["remove-input"]
