@@ -59,7 +59,7 @@ def test_make_grid_and_range():
 
 
 def _unproject(pca, z):
-    """The paper's inverse map ``x = z V[:, :2]^T + mu``: ``z: (..., 2)`` -> ``(..., d_model)``, whatever the PCA keeps."""
+    """The paper's inverse map ``x = z V[:, :2]^T + mu``: ``z: (..., 2)`` -> ``(..., d_model)`` (first two PCs)."""
     return np.asarray(z, dtype=np.float64) @ np.asarray(pca.components_)[:2] + np.asarray(pca.mean_)
 
 

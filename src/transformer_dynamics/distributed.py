@@ -99,7 +99,7 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
         # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
         tmp = Path(_gather(str(cache.ShardWriter.partial_folder(req.root, req.identity)) if rank == 0 else None,
                            world)[0])
-        with cache.ShardWriter(req.root, req.identity, extra_meta={"sublayer_labels": rm.labels, "world_size": world},
+        with cache.ShardWriter(req.root, req.identity, extra_meta={**pipeline.entry_meta(rm), "world_size": world},
                                folder=tmp, publish=rank == 0) as writer:
             pipeline.write_shards(writer, rm, tok, req, pipeline.shard_ranges(n, shard_size, rank, world),
                                   shard_size, progress=progress)

@@ -28,8 +28,8 @@ from . import __version__, cache, capture, data, models, random_init, residual
 from .validation import check_positive_int, check_seed
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "STRIP", "SHARD_BYTES", "CaptureRequest",
-           "capture_identity", "capture_request", "load_for_capture", "load_model", "load_texts", "model_list",
-           "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
+           "capture_identity", "capture_request", "entry_meta", "load_for_capture", "load_model", "load_texts",
+           "model_list", "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
            "write_shards"]
 
 CONDITIONS = ("original", "shuffled")
@@ -204,6 +204,11 @@ def shard_ranges(n: int, shard_size: int, rank: int = 0, world_size: int = 1) ->
     return [(k, s, min(s + shard_size, n)) for k, s in enumerate(range(0, n, shard_size)) if k % world_size == rank]
 
 
+def entry_meta(rm: residual.ResidualModel) -> dict[str, Any]:
+    """What a capture entry records beside its arrays and identity: the sublayers' short labels (``rm.labels``)."""
+    return {"sublayer_labels": rm.labels}
+
+
 def write_shards(writer: cache.ShardWriter, rm: residual.ResidualModel, tokenizer: Any, req: CaptureRequest,
                  shards: Sequence[tuple[int, int, int]], shard_size: int, *, progress: bool = True) -> None:
     """Capture the shards ``[(index, start, stop)]`` of ``req`` (:func:`shard_ranges`) into ``writer``, each batched
@@ -295,7 +300,7 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     if shard_size is None:
         shard_size = shard_texts(rm.n_sublayers, rm.d_model)
     root = loaded.root if cache.writable(loaded.root) else _scratch_root(loaded.root)
-    with cache.ShardWriter(root, loaded.identity, extra_meta={"sublayer_labels": rm.labels}) as writer:
+    with cache.ShardWriter(root, loaded.identity, extra_meta=entry_meta(rm)) as writer:
         write_shards(writer, rm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)
     return writer.store
 

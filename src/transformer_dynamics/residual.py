@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ARCHITECTURES", "Architecture", "ResidualModel", "architecture", "check", "hook_names", "of", "pad_token",
+__all__ = ["ARCHITECTURES", "Architecture", "ResidualModel", "architecture", "hook_names", "of", "pad_token",
            "short_label", "sublayer_labels"]
 
 
@@ -135,7 +135,7 @@ class ResidualModel:
     are the sublayers, ``norms[2l]`` layer ``l``'s norm before attention, ``norms[2l + 1]`` its norm before the MLP;
     architecture: the attribute names behind them; d_model: the stream's width ``D``; device, dtype: of the input
     embedding (where a forward starts); pad_id: the token that right-pads a batch (the tokenizer's pad token, else
-    its end-of-text token, else 0: the one rule).
+    its end-of-text token, else 0: :func:`pad_token`, the one rule).
     """
 
     model: torch.nn.Module
@@ -208,10 +208,3 @@ def of(model: Any, tokenizer: Any = None, *, pad_id: int | None = None) -> Resid
         model=model, base=_get(model, arch.base) if arch.base else model, layers=layers,
         norms=tuple(getattr(layer, name) for layer in layers for name in (arch.attn_norm, arch.mlp_norm)),
         architecture=arch, d_model=int(weight.shape[1]), device=weight.device, dtype=weight.dtype, pad_id=int(pad))
-
-
-def check(rm: Any, name: str = "rm") -> ResidualModel:
-    """``rm`` if it is a :class:`ResidualModel`, else a one-line ValueError saying how to make one."""
-    if not isinstance(rm, ResidualModel):
-        raise ValueError(f"{name} must be a ResidualModel: residual.of(model, tokenizer); got {type(rm).__name__}")
-    return rm

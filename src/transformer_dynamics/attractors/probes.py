@@ -15,7 +15,9 @@ from .. import perturb, residual
 from ..claims import ATTRACTOR_SIZE
 from ..validation import check_positive_int, check_seed
 
-__all__ = ["KINDS", "INTERVENTIONS", "FD_STEP", "LINEAR_TOLERANCE", "SIZE_RANGE", "CURVES", "perturbation_sizes", "kl_grid", "plane_basis", "unit_directions", "next_token_logprobs", "kl_divergence", "next_token_kl", "swapped_layers", "intervention_outputs", "validity_radius", "window_spectra"]
+__all__ = ["KINDS", "INTERVENTIONS", "FD_STEP", "LINEAR_TOLERANCE", "SIZE_RANGE", "CURVES", "perturbation_sizes",
+           "kl_grid", "plane_basis", "unit_directions", "next_token_logprobs", "kl_divergence", "next_token_kl",
+           "swapped_layers", "intervention_outputs", "validity_radius", "window_spectra"]
 
 #: Direction kinds: the teleport's plane, the whole space (norm-matched random), towards another prompt (swap).
 KINDS = ("plane", "random", "swap")

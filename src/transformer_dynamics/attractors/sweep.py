@@ -1,5 +1,6 @@
 """The attractor sweep of one model (:func:`attractor_sweep`) and of the trained model with its random
-initialisations (:func:`attractor_runs`); :class:`AttractorSweep` holds it (see :mod:`transformer_dynamics.attractors`)."""
+initialisations (:func:`attractor_runs`); :class:`AttractorSweep` holds it (see
+:mod:`transformer_dynamics.attractors`)."""
 
 from __future__ import annotations
 

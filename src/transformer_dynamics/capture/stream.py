@@ -51,7 +51,8 @@ def iter_residual_stream(rm: ResidualModel, tokenizer, texts: Sequence[str] | No
     """Stream the residual stream in chunks: yields ``(start, rs_chunk)`` with
     ``rs_chunk: (m, 2 * n_layers, d_model)`` float32 for texts ``start … start + m - 1`` in input order.
 
-    rm: the model (as loaded, or its :func:`transformer_dynamics.residual.of`); tokenizer: its tokenizer. Within a chunk of
+    rm: the model (as loaded, or its :func:`transformer_dynamics.residual.of`); tokenizer: its tokenizer. Within a
+    chunk of
     ``chunk_size`` texts, batches are formed from length-sorted texts; pass either ``texts`` or pre-tokenised
     ``token_ids``. See :func:`residual_stream` for the other arguments and :func:`.batching.batches` for ``pack``
     and ``compile``.

@@ -148,7 +148,8 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     kind of ``inits`` and seed of ``seeds``, one model at a time) on the original texts; each computing what the
     claims read: spectra at :func:`claim_sublayers` (``layer_stride``), exponents from :func:`exponent_starts`,
     the bottleneck. keep_eigenvalues: for the trained model's runs (the figures). Keywords go to
-    :func:`~.local.local_dynamics` (``pad_token_id`` defaults to the model's :attr:`~transformer_dynamics.residual.ResidualModel.pad_id`).
+    :func:`~.local.local_dynamics` (``pad_token_id`` defaults to the model's
+    :attr:`~transformer_dynamics.residual.ResidualModel.pad_id`).
 
     -> ``{(run, condition): LocalDynamics}``, runs named as :func:`transformer_dynamics.verdicts.judge` reads them:
     ``"trained"``, ``"default:<seed>"``, ``"matched:<seed>"``.

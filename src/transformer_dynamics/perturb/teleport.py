@@ -212,7 +212,8 @@ def teleport(rm: ResidualModel, tokenizer, pca: Any, *, layer: int, grid: np.nda
     ``n_features_in_``), e.g. :class:`transformer_dynamics.reduce.PCA` fitted on this model's residual
     stream. grid: ``(n_points, 2)`` targets in (PC1, PC2) (:func:`make_grid`).
     Each point becomes ``x = z V[:, :2]^T + mu``, written over point ``2 * layer``; the next ``n_following``
-    points (the paper's :data:`~transformer_dynamics.paper.TELEPORT_FOLLOWING`) are recorded (clipped at the stack's output). The prompt runs once
+    points (the paper's :data:`~transformer_dynamics.paper.TELEPORT_FOLLOWING`) are recorded (clipped at the stack's
+    output). The prompt runs once
     (:func:`prefix_cache`); the grid points run as one-token forwards (:func:`extend`), ``batch_size`` at a time.
     vectors: optional ``(n_points, d_model)`` full vectors to write instead of the unprojected grid (the grid
     then only labels the points); with the control's own vector the control is reproduced.
