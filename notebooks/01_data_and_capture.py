@@ -159,7 +159,8 @@ n_layers, d_model, labels, default_bos = {}, {}, {}, {}
 facts, token_rows = {}, []
 example = texts[0]
 for m in MODELS:
-    rm, tok = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)  # rm: its residual-stream facts
+    # rm: the model's residual-stream facts (layers, norms, width, pad id, hook names)
+    rm, tok = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
     arch = rm.architecture
     n_layers[m], d_model[m], labels[m] = rm.n_layers, rm.d_model, rm.labels
     default_ids = tok(example)["input_ids"]

@@ -133,7 +133,8 @@ MODEL = MODELS[0]  # section 2 (precision) uses the first model
 # %%
 arch = []
 for m in MODELS:
-    rm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)  # its residual-stream facts
+    # rm: the model's residual-stream facts
+    rm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
     a, blocks = rm.architecture, rm.layers
     arch.append({"model": m, "model_type": rm.config.model_type, "layers": rm.n_layers,
                  "d_model": rm.d_model,

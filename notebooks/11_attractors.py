@@ -142,7 +142,7 @@ ch = chapter.setup("11_attractors", models=MODELS, n=N, seed=SEED, cache_dir=CAC
 MODELS = ch.models
 loaded, layers, names = {}, {}, {}
 for m in MODELS:
-    loaded[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)  # (its ResidualModel, tokenizer)
+    loaded[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)  # (ResidualModel, tokenizer)
     layers[m] = perturb.paper_layers(loaded[m][0].n_layers)
     names[m] = perturb.depth_names(layers[m])
     print(f"{m}: perturbed layers {dict(zip(names[m], layers[m]))}")
