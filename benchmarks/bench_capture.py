@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transformer_dynamics import capture, models, pipeline
+from transformer_dynamics import capture, models, pipeline, residual
 
 RESULTS = Path(__file__).resolve().parent / "results" / "capture.json"
 METHODS = ("ours", "unsorted", "forward", "hidden_states", "nnsight", "transformerlens", "nnsight_input_order",
@@ -119,10 +119,6 @@ def padded(ids: list[list[int]], sel: np.ndarray, pad_id: int):
     return input_ids, mask, torch.tensor(lengths) - 1
 
 
-def pad_id_of(tok) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-
-
 # --------------------------------------------------------------------------------------------------
 # Methods. Each: setup(model, tok) -> state; run(state, batch list) -> rs (n, 2L, D) with NaN where it
 # captures nothing. ``batches`` holds pre-padded tensors so padding is not timed twice.
@@ -144,7 +140,7 @@ def run_unsorted(model, tok, texts, n_sub, d, *, batches, per_batch=False, **_):
 
 
 def run_forward(model, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
-    pad = pad_id_of(tok)
+    pad = residual.pad_token(tok)
     sink = 0.0
     with torch.inference_mode():
         for sel in batches:
@@ -166,7 +162,7 @@ def _out(ids, batches, n_sub, d, fill=None, per_batch=False):
 
 
 def run_hidden_states(model, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
-    pad = pad_id_of(tok)
+    pad = residual.pad_token(tok)
     out, dest = _out(ids, batches, n_sub, d, fill=True, per_batch=per_batch)
     with torch.inference_mode():
         for sel, rows_out in zip(batches, dest):
@@ -185,7 +181,7 @@ def setup_nnsight(model, tok):
 
 
 def run_nnsight(lm, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
-    pad = pad_id_of(tok)
+    pad = residual.pad_token(tok)
     out, dest = _out(ids, batches, n_sub, d, per_batch=per_batch)
     layers = lm.model.layers
     for sel, rows_out in zip(batches, dest):
@@ -209,7 +205,7 @@ def setup_transformerlens(model, tok):
 
 
 def run_transformerlens(bridge, tok, texts, n_sub, d, *, ids, batches, per_batch=False, **_):
-    pad = pad_id_of(tok)
+    pad = residual.pad_token(tok)
     out, dest = _out(ids, batches, n_sub, d, per_batch=per_batch)
     names = capture.hook_names(n_sub // 2)
     wanted = set(names)
@@ -274,7 +270,7 @@ def shaped_peak(model, tokens: int, repeats: int = 3) -> float:
     """Best FLOP/s of the capture's own matmuls: ``F.linear`` of ``(tokens, in)`` activations with every
     weight of one decoder layer (fp32, current threads): the rate the capture's matmuls can reach at a
     packed batch's token count."""
-    weights = [m.weight for m in models.layer_modules(model)[0].modules() if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight for m in residual.of(model).layers[0].modules() if isinstance(m, torch.nn.Linear)]
     xs = [torch.randn(tokens, w.shape[1]) for w in weights]
     flops = sum(2 * tokens * w.numel() for w in weights)
     best = 0.0
@@ -291,7 +287,7 @@ def shaped_peak(model, tokens: int, repeats: int = 3) -> float:
 
 def params_touched(model) -> int:
     """Parameters the capture multiplies by: every layer's, but the last layer's MLP (never reached)."""
-    layers = models.layer_modules(model)
+    layers = residual.of(model).layers
     last = sum(p.numel() for name, p in layers[-1].named_parameters() if "mlp" not in name)
     return sum(p.numel() for layer in layers[:-1] for p in layer.parameters()) + last
 
@@ -404,8 +400,8 @@ def _roofline_time(t: Texts, args, combos, thread_list) -> tuple[dict, dict, dic
     between batches (one 2048^2 product per thread count and dtype: under load the machine's limit moves, and the
     fraction is reported against what the run itself could get). -> (seconds, outputs, peak samples, loads)."""
     seconds = {c: 0.0 for c in combos}
-    outs = {c: np.empty((len(t.ids), 2 * len(models.layer_modules(t.model)), t.model.config.hidden_size),
-                        np.float32) for c in combos}
+    rm = residual.of(t.model, t.tok)
+    outs = {c: np.empty((len(t.ids), rm.n_sublayers, rm.d_model), np.float32) for c in combos}
     loads = []
     samples: dict = {(th, kind): [] for th in thread_list for kind in ("fp32", "bf16")}
     for k, b in enumerate(t.batches):
@@ -740,8 +736,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     t = Texts.load(args)
     t_load = time.perf_counter() - t0
-    n_layers = len(models.layer_modules(t.model))
-    n_sub, d = 2 * n_layers, t.model.config.hidden_size
+    rm = residual.of(t.model, t.tok)
+    n_layers, n_sub, d = rm.n_layers, rm.n_sublayers, rm.d_model
     unsorted = [np.arange(i, min(i + args.batch_size, len(t.ids))) for i in range(0, len(t.ids), args.batch_size)]
     pad_input = sum(len(b) * max(len(t.ids[i]) for i in b) for b in unsorted)
     print(f"{args.model}: {n_layers} layers, d_model {d}; N = {args.n} texts, {t.real_tokens} tokens "

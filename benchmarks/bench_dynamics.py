@@ -52,7 +52,7 @@ from _common import machine, write_result
 from transformer_dynamics import dynamics as dy
 from transformer_dynamics import pipeline
 from transformer_dynamics.capture import StopForward
-from transformer_dynamics.models import architecture, base_model, layer_modules
+from transformer_dynamics import residual
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dynamics.json"
 PAPER_RESULTS = Path(__file__).resolve().parent / "results" / "dynamics_paper_width.json"
@@ -75,8 +75,8 @@ def naive_rows(model, ids, s: int, rows: int) -> tuple[torch.Tensor, float, floa
     """``rows`` rows of text ``ids``'s Jacobian at sublayer ``s`` by one backward pass each, through the graph
     of one forward of the text (stopped after sublayer ``s + 1``, retained). Returns (rows, forward seconds,
     backward seconds)."""
-    arch = architecture(model)
-    layers = layer_modules(model)
+    rm = residual.of(model)
+    arch, layers = rm.architecture, rm.layers
     l, kind = divmod(s, 2)
     nxt = getattr(layers[l], arch.mlp_norm)
     last = len(ids) - 1
@@ -102,7 +102,7 @@ def naive_rows(model, ids, s: int, rows: int) -> tuple[torch.Tensor, float, floa
     t0 = time.perf_counter()
     with torch.enable_grad():
         try:
-            base_model(model)(input_ids=torch.tensor([ids]), use_cache=False)
+            rm.base(input_ids=torch.tensor([ids]), use_cache=False)
         except StopForward:
             pass
         finally:
@@ -117,22 +117,23 @@ def naive_rows(model, ids, s: int, rows: int) -> tuple[torch.Tensor, float, floa
 
 def prefix_recomputed(model, ids, s: int) -> tuple[torch.Tensor, float]:
     """jacrev of the attention sublayer of layer ``s // 2`` run on the whole text, the last token's input free."""
-    layers = layer_modules(model)
+    rm = residual.of(model)
+    layers = rm.layers
     l = s // 2
-    rotary = base_model(model).rotary_emb
+    rotary = rm.base.rotary_emb
     ctx = dy.frozen_context(model, [ids])
     # the whole text's input to layer l, all positions: one more forward with a hook
     grab = {}
     h = layers[l].register_forward_pre_hook(lambda m, a: grab.__setitem__("x", a[0].detach()))
     with torch.no_grad():
-        base_model(model)(input_ids=torch.tensor([ids]), use_cache=False)
+        rm.base(input_ids=torch.tensor([ids]), use_cache=False)
     h.remove()
     X = grab["x"]
     T = X.shape[1]
     pos = torch.arange(T)[None]
     pe = rotary(X, pos)
     mask = torch.full((T, T), torch.finfo(X.dtype).min).triu(1)[None, None]
-    arch = architecture(model)
+    arch = rm.architecture
     layer = layers[l]
     norm = getattr(layer, arch.attn_norm)
 
@@ -321,8 +322,8 @@ def smollm(args) -> None:
     (lm, tok), t_load = timed(pipeline.load_model, args.model)
     texts = pipeline.load_texts(args.n, seed=0)
     ids = dy.text_token_ids(tok, texts)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    S, D = 2 * len(layer_modules(lm)), lm.config.hidden_size
+    pad = lm.pad_id  # lm: the ResidualModel (pipeline.load_model)
+    S, D = lm.n_sublayers, lm.d_model
     print(f"{args.model}: S = {S}, D = {D}, {args.n} texts of {min(map(len, ids))}-{max(map(len, ids))} tokens; "
           f"cpus {os.cpu_count()}, threads {torch.get_num_threads()}, load {os.getloadavg()}")
     rows = Rows()

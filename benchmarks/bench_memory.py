@@ -82,22 +82,22 @@ def child(mode: str, n: int, shard_size: int, cache_dir: str, model_name: str, t
         def truncated(*args, **kwargs):
             return [s[:max_tokens] for s in tokenize(*args, **kwargs)]
 
-        capture.tokenize = truncated
-    model, tok = pipeline.load_model(model_name, cache_dir=cache_dir)
+        capture.tokenize = capture.stream.tokenize = truncated
+    model, tok = pipeline.load_model(model_name, cache_dir=cache_dir)  # model: its ResidualModel
     if cycle_texts:  # every usable row, in order, repeated up to n (n may exceed the corpus)
         from transformer_dynamics import data  # noqa: PLC0415
         rows = data.filter_rows(data.load_rows(data.DEFAULT_SPLITS)[0])
         texts = [rows[i % len(rows)] for i in range(n)]
     else:
         texts = pipeline.load_texts(n, seed=0)
-    n_sub, d = capture.n_sublayers(model), model.config.hidden_size
-    n_params = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_sub, d = model.n_sublayers, model.d_model
+    n_params = sum(p.numel() * p.element_size() for p in model.model.parameters())
     # Warm up first. safetensors memory-maps the weights, so a page joins RSS only when first read: without
     # this, RSS would grow during the capture as new token ids read new rows of the (49152 x 576)
     # embedding matrix (up to its 108 MiB), which is loading, not capturing. So read every parameter,
     # then run one batch; the peak is reset only after that.
     with torch.inference_mode():
-        for param in model.parameters():
+        for param in model.model.parameters():
             param.sum()
     capture.residual_stream(model, tok, texts[:16], progress=False)
     rss_loaded = _status_kib("VmRSS")

@@ -95,7 +95,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from transformer_dynamics import capture, chapter, data, metrics, models, pipeline
+from transformer_dynamics import capture, chapter, data, metrics, pipeline
 from transformer_dynamics.plots import overview
 from transformer_dynamics.plots.style import grid
 
@@ -159,14 +159,14 @@ n_layers, d_model, labels, default_bos = {}, {}, {}, {}
 facts, token_rows = {}, []
 example = texts[0]
 for m in MODELS:
-    model, tok = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
-    arch = models.architecture(model)
-    n_layers[m], d_model[m] = len(models.layer_modules(model)), model.config.hidden_size
-    labels[m] = capture.sublayer_labels(n_layers[m])
+    # rm: the model's residual-stream facts (layers, norms, width, pad id, hook names)
+    rm, tok = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
+    arch = rm.architecture
+    n_layers[m], d_model[m], labels[m] = rm.n_layers, rm.d_model, rm.labels
     default_ids = tok(example)["input_ids"]
     default_bos[m] = tok.bos_token_id is not None and default_ids[0] == tok.bos_token_id
-    facts[m] = {"model type": model.config.model_type, "decoder layers": n_layers[m],
-                "d_model": d_model[m], "sublayers (2L)": 2 * n_layers[m],
+    facts[m] = {"model type": rm.config.model_type, "decoder layers": n_layers[m],
+                "d_model": d_model[m], "sublayers (2L)": rm.n_sublayers,
                 "pre-attention norm": arch.attn_norm, "pre-MLP norm": arch.mlp_norm,
                 "BOS token": tok.bos_token, "tokenizer adds BOS by itself": default_bos[m]}
     bos = tok.bos_token_id

@@ -115,7 +115,6 @@ from IPython.display import Markdown
 
 from transformer_dynamics import chapter, claims, perturb, pipeline, robustness, verdicts
 from transformer_dynamics.ledger import show_table
-from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import perturb as plots
 
 PAPER_LAYERS = perturb.PAPER_LAYERS if LAYERS is None else sorted({int(l) for l in LAYERS})
@@ -130,7 +129,7 @@ MODELS = ch.models
 loaded, layers, names = {}, {}, {}
 for m in MODELS:
     loaded[m] = pipeline.load_model(m, quantization=QUANTIZATION, cache_dir=CACHE_DIR)
-    n_layers = len(layer_modules(loaded[m][0]))  # loaded[m]: (model, tokenizer)
+    n_layers = loaded[m][0].n_layers  # loaded[m]: (its ResidualModel, tokenizer)
     layers[m] = perturb.paper_layers(n_layers, PAPER_LAYERS)
     names[m] = perturb.depth_names(layers[m])
     print(f"{m}: {n_layers} layers; teleport layers {dict(zip(names[m], layers[m]))}")
@@ -147,7 +146,7 @@ for m in MODELS:
 # ## The runs: prompts, planes, grids and an equal window
 # As in §2.8 the PCA is fitted, per model, on every sublayer vector of `N` texts (the array flattened to
 # `(N · 2L, d_model)`); a grid point $\mathbf z$ becomes $\mathbf x = \mathbf z V[:, :2]^\top + \boldsymbol\mu$
-# (`perturb.unproject`, first two components only). The paper does not give $[r_{min}, r_{max}]$; we take
+# (first two components only). The paper does not give $[r_{min}, r_{max}]$; we take
 # the `GRID_PERCENTILES` of the projected trajectories (both coordinates pooled: a square grid).
 #
 # The prompts are the paper's and `N_PROMPTS − 1` WikiText rows (stripped, as every capture of the book), each

@@ -101,7 +101,7 @@ colab.setup(globals(), "06_models_and_robustness")
 import numpy as np
 import pandas as pd
 
-from transformer_dynamics import chapter, claims, metrics, models, pipeline, robustness
+from transformer_dynamics import chapter, claims, metrics, pipeline, robustness
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import robustness as pc
 from transformer_dynamics.plots.style import side_by_side
@@ -133,10 +133,11 @@ MODEL = MODELS[0]  # section 2 (precision) uses the first model
 # %%
 arch = []
 for m in MODELS:
-    lm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
-    a, blocks = models.architecture(lm), models.layer_modules(lm)
-    arch.append({"model": m, "model_type": lm.config.model_type, "layers": len(blocks),
-                 "d_model": lm.config.hidden_size,
+    # rm: the model's residual-stream facts
+    rm, _ = pipeline.load_model(m, cache_dir=CACHE_DIR, quantization=QUANTIZATION)
+    a, blocks = rm.architecture, rm.layers
+    arch.append({"model": m, "model_type": rm.config.model_type, "layers": rm.n_layers,
+                 "d_model": rm.d_model,
                  "RS before attention": f"input of {a.attn_norm}",
                  "RS before MLP": f"input of {a.mlp_norm}",
                  "norms in a layer": ", ".join(n for n, _ in blocks[0].named_children()

@@ -130,7 +130,6 @@ from IPython.display import Markdown
 from transformer_dynamics import attractors, chapter, claims, perturb, pipeline, robustness
 from transformer_dynamics import verdicts
 from transformer_dynamics.ledger import show_table
-from transformer_dynamics.models import layer_modules
 from transformer_dynamics.plots import attractors as plots
 
 t_chapter = time.perf_counter()
@@ -143,8 +142,8 @@ ch = chapter.setup("11_attractors", models=MODELS, n=N, seed=SEED, cache_dir=CAC
 MODELS = ch.models
 loaded, layers, names = {}, {}, {}
 for m in MODELS:
-    loaded[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)  # (model, tokenizer)
-    layers[m] = perturb.paper_layers(len(layer_modules(loaded[m][0])))
+    loaded[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)  # (ResidualModel, tokenizer)
+    layers[m] = perturb.paper_layers(loaded[m][0].n_layers)
     names[m] = perturb.depth_names(layers[m])
     print(f"{m}: perturbed layers {dict(zip(names[m], layers[m]))}")
 texts = pipeline.load_texts(n=max(N, N_PROMPTS), seed=SEED)

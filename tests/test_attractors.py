@@ -12,6 +12,7 @@ import torch
 from transformer_dynamics import attractors as A
 from transformer_dynamics import claims, effects, profiles, robustness, verdicts
 from transformer_dynamics import perturb as P
+from transformer_dynamics import residual
 from transformer_dynamics.capture import residual_stream, tokenize
 from transformer_dynamics.reduce import PCA
 
@@ -134,8 +135,8 @@ def test_central_difference_is_the_jacobian(any_model):
 
     model, tok = any_model
     ids = tokenize(tok, TEXTS[:3])
-    cache = P.prefix_cache(model, ids, pad_token_id=tok.pad_token_id)
-    ctx = dy.frozen_context(model, ids, pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), ids)
+    ctx = dy.frozen_context(residual.of(model, tok), ids)
     l = 1
     J = dy.jacobians(model, ctx, [2 * l, 2 * l + 1]).double()
     JW = J[:, 1] @ J[:, 0]                                                    # (n, D, D)
@@ -153,7 +154,7 @@ def test_central_difference_is_the_jacobian(any_model):
 def test_next_token_logprobs_are_the_models(any_model):
     model, tok = any_model
     ids = tokenize(tok, TEXTS)
-    cache = P.prefix_cache(model, ids, pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), ids)
     ours = A.next_token_logprobs(model, cache.clean[:, -1], chunk=4)
     for i, seq in enumerate(ids):
         with torch.no_grad():
@@ -177,7 +178,7 @@ def test_interventions(any_model):
     it was."""
     model, tok = any_model
     ids = tokenize(tok, TEXTS)
-    cache = P.prefix_cache(model, ids, pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), ids)
     n_layers = len(model.model.layers)
     before = list(model.model.layers)
     types = list(getattr(model.config, "layer_types", None) or [])

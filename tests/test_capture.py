@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_dynamics import capture, models
+from transformer_dynamics import capture, residual
 
 ARCHS = ["tiny_llama", "tiny_gemma3"]
 
@@ -23,12 +23,68 @@ def _ids(tok, text, **kw):
 def test_labels_and_hook_names():
     assert capture.sublayer_labels(2) == ["L0.attn", "L0.mlp", "L1.attn", "L1.mlp"]
     assert capture.hook_names(1) == ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_mid"]
+    # the short labels are derived from TransformerLens's names, the one vocabulary
+    names = residual.hook_names(2, output=True)
+    assert names[-1] == "blocks.1.hook_resid_post"
+    assert [residual.short_label(h) for h in names] == capture.sublayer_labels(2) + ["L1.out"]
+    with pytest.raises(ValueError, match="not a residual-stream hook name"):
+        residual.short_label("blocks.0.attn.hook_z")
+
+
+def test_residual_model_facts(tiny, tiny_tokenizer):
+    """One object per loaded model: layers, the two norms, width, sublayers, device, pad id, hook names."""
+    rm = residual.of(tiny, tiny_tokenizer)
+    n_layers = tiny.config.num_hidden_layers
+    assert (rm.n_layers, rm.n_sublayers, rm.n_points) == (n_layers, 2 * n_layers, 2 * n_layers + 1)
+    assert rm.d_model == tiny.config.hidden_size and rm.pad_id == tiny_tokenizer.pad_token_id
+    assert rm.norms[0] is rm.layers[0].input_layernorm
+    assert rm.norms[1] is getattr(rm.layers[0], rm.architecture.mlp_norm)
+    assert len(rm.hook_names) == rm.n_points and len(rm.labels) == rm.n_sublayers
+    assert residual.of(rm) is rm and rm.config is tiny.config
+
+
+def test_the_pad_id_rule(tiny_llama, tiny_tokenizer):
+    """The tokenizer's pad token, else its end-of-text token, else 0: written once (residual.of)."""
+    class Tok:
+        pad_token_id, eos_token_id = None, 7
+    assert residual.of(tiny_llama, Tok()).pad_id == 7
+    Tok.eos_token_id = None
+    assert residual.of(tiny_llama, Tok()).pad_id == 0
+    assert residual.of(tiny_llama, pad_id=3).pad_id == 3
+    with pytest.raises(ValueError, match="pad_id must be an int >= 0"):
+        residual.of(tiny_llama, pad_id=-1)
+
+
+def test_recording_adds_and_removes_its_hooks(tiny_llama, tiny_tokenizer):
+    """The hooks live for one forward: none are left on the model afterwards, even when the forward fails."""
+    rm = residual.of(tiny_llama, tiny_tokenizer)
+    ids = _ids(tiny_tokenizer, "the game was")
+
+    def n_hooks():
+        return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in tiny_llama.modules())
+
+    before = n_hooks()
+    out = torch.empty((1, rm.n_points, rm.d_model))
+    with torch.inference_mode():
+        with capture.recording(rm, torch.zeros(1, dtype=torch.long), torch.tensor([ids.shape[1] - 1]), out,
+                               edit=(1, lambda h: h)):
+            assert n_hooks() == before + rm.n_points + 1
+            capture.forward_until_stop(rm, input_ids=ids)
+        assert n_hooks() == before
+        boom = rm.layers[1].register_forward_pre_hook(lambda *a: (_ for _ in ()).throw(KeyError("boom")))
+        try:
+            with pytest.raises(KeyError), capture.recording(rm, torch.zeros(1, dtype=torch.long),
+                                                            torch.tensor([ids.shape[1] - 1]), out):
+                capture.forward_until_stop(rm, input_ids=ids)
+        finally:
+            boom.remove()
+        assert n_hooks() == before
 
 
 def test_architecture_finds_the_right_norms(tiny_llama, tiny_gemma3):
-    assert models.architecture(tiny_llama).mlp_norm == "post_attention_layernorm"
+    assert residual.architecture(tiny_llama).mlp_norm == "post_attention_layernorm"
     # Gemma 3's post_attention_layernorm norms the attention output; its pre-MLP norm is another one.
-    assert models.architecture(tiny_gemma3).mlp_norm == "pre_feedforward_layernorm"
+    assert residual.architecture(tiny_gemma3).mlp_norm == "pre_feedforward_layernorm"
 
 
 def test_even_sublayers_equal_hidden_states(tiny, tiny_tokenizer, sample_texts):
@@ -44,8 +100,8 @@ def test_even_sublayers_equal_hidden_states(tiny, tiny_tokenizer, sample_texts):
 
 def test_odd_sublayer_is_even_plus_attention_output(tiny, tiny_tokenizer, sample_texts):
     """index 2l+1 = index 2l + the attention block's output (for Gemma: after its post-attention norm)."""
-    arch = models.architecture(tiny)
-    layers = models.layer_modules(tiny)
+    arch = residual.architecture(tiny)
+    layers = residual.of(tiny).layers
     added = {}
     # The module whose output the layer adds to the residual stream after attention.
     name = "post_attention_layernorm" if arch.mlp_norm == "pre_feedforward_layernorm" else "self_attn"
@@ -132,10 +188,10 @@ def test_batches_is_the_one_loop(tiny_llama, tiny_tokenizer, sample_texts):
     """capture.batches: every text once, longest first, recorded rows equal the one-shot capture."""
     ids = capture.tokenize(tiny_tokenizer, sample_texts)
     full = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=2, progress=False)
-    state, seen = {}, []
-    with capture.record_last_token(tiny_llama, state), torch.inference_mode():
-        for sel, rec in capture.batches(tiny_llama, ids, state, batch_size=2):
-            assert len(sel) <= 2 and np.array_equal(state["idx"], sel)
+    seen = []
+    with torch.inference_mode():
+        for sel, rec in capture.batches(residual.of(tiny_llama, tiny_tokenizer), ids, batch_size=2):
+            assert len(sel) <= 2 and rec.shape == (len(sel), *full.shape[1:])
             np.testing.assert_allclose(rec, full[sel], atol=1e-6, rtol=0)
             seen.extend(sel.tolist())
     assert sorted(seen) == list(range(len(ids)))
@@ -166,7 +222,7 @@ def test_packed_equals_padded(tiny, tiny_tokenizer, sample_texts, batch_size):
     """Packing changes only which rows the linear layers see; attention runs on the padded batch with its
     own mask (Gemma 3's sliding window of 8 included: several texts are longer), so values agree to float32
     round-off (matmuls of other shapes may sum in another order with 2+ threads)."""
-    assert capture.can_pack(tiny)
+    assert capture.can_pack(residual.of(tiny))
     assert max(len(s) for s in capture.tokenize(tiny_tokenizer, sample_texts)) > 8
     padded = capture.residual_stream(tiny, tiny_tokenizer, sample_texts, batch_size=batch_size, progress=False,
                                      pack=False)
@@ -191,7 +247,7 @@ def test_pack_needs_sdpa_and_default_falls_back(tiny_llama, tiny_tokenizer, samp
                                      pack=False)
     cfg._attn_implementation = "eager"
     try:
-        assert not capture.can_pack(tiny_llama)
+        assert not capture.can_pack(residual.of(tiny_llama))
         with pytest.raises(ValueError, match="sdpa"):
             capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
         eager = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False)
@@ -202,7 +258,7 @@ def test_pack_needs_sdpa_and_default_falls_back(tiny_llama, tiny_tokenizer, samp
 
 def test_packed_attention_outside_a_capture_is_an_error(tiny_llama, tiny_tokenizer):
     cfg = tiny_llama.config
-    capture._register_packed_attention()
+    capture.packing._register_packed_attention()
     cfg._attn_implementation = capture.PACKED_ATTENTION
     try:
         with pytest.raises(RuntimeError, match="pack=True"), torch.inference_mode():
@@ -215,14 +271,14 @@ def test_attention_restored_when_a_hook_fails(tiny_llama, tiny_tokenizer, sample
     def boom(module, args):
         raise KeyError("boom")
 
-    handle = models.layer_modules(tiny_llama)[1].register_forward_pre_hook(boom)
+    handle = residual.of(tiny_llama).layers[1].register_forward_pre_hook(boom)
     try:
         with pytest.raises(KeyError):
             capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, progress=False, pack=True)
     finally:
         handle.remove()
     assert tiny_llama.config._attn_implementation == "sdpa"
-    assert capture._PACKING.get() is None
+    assert capture.packing._PACKING.get() is None
 
 
 def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_tokenizer, sample_texts):
@@ -232,7 +288,7 @@ def test_compiled_capture_matches_eager_and_restores_forwards(tiny_llama, tiny_t
     compiled = capture.residual_stream(tiny_llama, tiny_tokenizer, sample_texts, batch_size=3, progress=False,
                                        compile=True)
     np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=1e-5)
-    layer = models.layer_modules(tiny_llama)[0]
+    layer = residual.of(tiny_llama).layers[0]
     assert "forward" not in layer.mlp.__dict__ and "forward" not in layer.input_layernorm.__dict__
 
 
@@ -252,7 +308,7 @@ def test_packed_equals_padded_on_other_architectures(kind, tiny_tokenizer, sampl
             num_attention_heads=4, num_key_value_heads=2, sliding_window=6,
             bos_token_id=tiny_tokenizer.bos_token_id, pad_token_id=tiny_tokenizer.pad_token_id))
     model.eval()
-    assert capture.can_pack(model)
+    assert capture.can_pack(residual.of(model))
     padded = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=False)
     packed = capture.residual_stream(model, tiny_tokenizer, sample_texts, batch_size=4, progress=False, pack=True)
     assert_roundoff_equal(packed, padded)

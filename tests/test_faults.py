@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from transformer_dynamics import cache, data, ledger, metrics, models, phase, pipeline, profiles
+from transformer_dynamics import cache, data, ledger, metrics, models, phase, pipeline, profiles, residual
 
 KW = dict(n=4, seed=0, batch_size=4, progress=False)
 
@@ -67,9 +67,9 @@ def packaged(tmp_path, monkeypatch, tiny_llama, tiny_tokenizer):
         _save(tiny_llama, tiny_tokenizer, folder)
 
     monkeypatch.setitem(models.SHORT_NAMES, "tiny-packaged",
-                        models._Packaged(package="tiny", install="(test)", description="tiny Llama"))
-    monkeypatch.setattr(models, "_gguf_path", lambda name, cache_dir: gguf)
-    monkeypatch.setattr(models, "_dequantise", dequantise)
+                        models.names._Packaged(package="tiny", install="(test)", description="tiny Llama"))
+    monkeypatch.setattr(models.files, "_gguf_path", lambda name, cache_dir: gguf)
+    monkeypatch.setattr(models.files, "_dequantise", dequantise)
     return calls
 
 
@@ -114,8 +114,8 @@ def test_fingerprint_hashes_whole_files_and_remembers_them(tmp_path, tiny_llama,
     fp2 = models.source_fingerprint(str(folder), tmp_path / "cache")
     assert fp2 != fp
     # an unchanged folder is not hashed again: in this process, nor in a new one (the memo on disk)
-    models._DIGESTS.clear()
-    monkeypatch.setattr(models, "_file_digest", lambda p: (_ for _ in ()).throw(AssertionError(f"hashed {p}")))
+    models.files._DIGESTS.clear()
+    monkeypatch.setattr(models.files, "_file_digest", lambda p: (_ for _ in ()).throw(AssertionError(f"hashed {p}")))
     assert models.source_fingerprint(str(folder), tmp_path / "cache") == fp2
 
 
@@ -484,7 +484,7 @@ def test_read_only_cache_with_a_damaged_conversion_converts_aside(env, packaged,
     monkeypatch.setattr(cache, "writable", lambda root, kind="activations": False)
     with pytest.warns(UserWarning, match="not writable: converting 'tiny-packaged' into"):
         aside = models.convert_gguf("tiny-packaged", env["cache_dir"])
-    assert aside != folder and models._converted_ok(aside, json.loads((aside / "source.json").read_text()),
+    assert aside != folder and models.files._converted_ok(aside, json.loads((aside / "source.json").read_text()),
                                                     env["cache_dir"]) is None
     assert (folder / "model.safetensors").read_bytes() == damaged  # the read-only cache is left as it was
 
@@ -508,10 +508,10 @@ def test_real_conversion_with_flipped_bits_is_detected(model_cache_dir, tmp_path
     folder = models.convert_gguf("smollm2-135m", model_cache_dir)
     damaged = tmp_path / "models" / "smollm2-135m"
     shutil.copytree(folder, damaged)
-    gguf = models._gguf_path("smollm2-135m", model_cache_dir)
-    assert models._usable_conversion(damaged, gguf, tmp_path) is None
+    gguf = models.files._gguf_path("smollm2-135m", model_cache_dir)
+    assert models.files._usable_conversion(damaged, gguf, tmp_path) is None
     _flip_low_bits(damaged / "model.safetensors")
-    assert models._usable_conversion(damaged, gguf, tmp_path) == \
+    assert models.files._usable_conversion(damaged, gguf, tmp_path) == \
         "differs from what was converted in ['model.safetensors'] (sha256)"
 
 
@@ -850,7 +850,7 @@ def test_a_deliberate_partial_load_warns(tmp_path, llama3, tiny_tokenizer):
     (folder / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 2}))
     with pytest.warns(UserWarning, match=r"9 unexpected \(dropped\).*strict=False: loaded anyway"):
         model, _ = models.load_model(str(folder), device="cpu", strict=False)
-    assert len(models.layer_modules(model)) == 2
+    assert residual.of(model).n_layers == 2
 
 
 @pytest.mark.parametrize("cut", ["header", "data"])
@@ -894,7 +894,7 @@ def test_a_truncated_gguf_is_named(tmp_path, monkeypatch):
     gguf = tmp_path / "smollm2.gguf"
     with open(real, "rb") as src:
         gguf.write_bytes(src.read(3_000_000))  # the header whole, the tensors cut short
-    monkeypatch.setattr(models, "_gguf_path", lambda name, cache_dir: gguf)
+    monkeypatch.setattr(models.files, "_gguf_path", lambda name, cache_dir: gguf)
     with pytest.raises(models.ModelError, match=rf"could not convert the GGUF {gguf} of model 'smollm2-135m': "
                                                 r"cannot reshape array.*truncated or damaged; reinstall it"):
         models.convert_gguf("smollm2-135m", tmp_path / "cache")

@@ -38,7 +38,7 @@ def test_default_model_loads_offline_and_speaks(smollm):
     # SmolLM2's tokenizer adds no BOS by itself: capture adds it explicitly.
     assert tok("Paris")["input_ids"][0] != tok.bos_token_id
     ids = tok("The capital of France is", return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    out = model.model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
 
 

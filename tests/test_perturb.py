@@ -6,6 +6,7 @@ import torch
 
 from transformer_dynamics import claims, effects, robustness, verdicts
 from transformer_dynamics import perturb as P
+from transformer_dynamics import residual
 from transformer_dynamics.capture import residual_stream, tokenize
 from transformer_dynamics.reduce import PCA
 
@@ -57,20 +58,21 @@ def test_make_grid_and_range():
     np.testing.assert_allclose(hi, [99, 990])
 
 
-def test_unproject_uses_first_two_components_only():
+def _unproject(pca, z):
+    """The paper's inverse map ``x = z V[:, :2]^T + mu``: ``z: (..., 2)`` -> ``(..., d_model)`` (first two PCs)."""
+    return np.asarray(z, dtype=np.float64) @ np.asarray(pca.components_)[:2] + np.asarray(pca.mean_)
+
+
+def test_project_inverts_the_papers_map_on_the_first_two_components():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 6)) * np.arange(6, 0, -1)
     pca = PCA(n_components=5).fit(X)
     z = rng.normal(size=(7, 2))
-    x = P.unproject(pca, z)
-    np.testing.assert_allclose(x, z @ pca.components_[:2] + pca.mean_)
-    np.testing.assert_allclose(P.project(pca, x), z, atol=1e-10)
+    np.testing.assert_allclose(P.project(pca, _unproject(pca, z)), z, atol=1e-10)
     from sklearn.decomposition import PCA as SkPCA
 
     sk = SkPCA(n_components=4).fit(X)
-    np.testing.assert_allclose(P.unproject(sk, z), z @ sk.components_[:2] + sk.mean_)
-    with pytest.raises(ValueError, match="2 coordinates"):
-        P.unproject(pca, np.zeros((3, 3)))
+    np.testing.assert_allclose(P.project(sk, _unproject(sk, z)), z, atol=1e-10)
 
 
 # ---- keys and values reused: equal to the full rerun -----------------------------------------------
@@ -89,8 +91,8 @@ def test_prefix_cache_clean_run_is_the_full_run(any_model):
     model, tok = any_model
     ids = tokenize(tok, TEXTS)
     assert max(map(len, ids)) > 8  # longer than the Gemma's sliding window
-    cache = P.prefix_cache(model, ids, batch_size=2, pad_token_id=tok.pad_token_id)
-    full = P.run_with_edit(model, ids, pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), ids, batch_size=2)
+    full = P.run_with_edit(residual.of(model, tok), ids)
     assert full.shape == cache.clean.shape == (len(TEXTS), 2 * N_LAYERS + 1, D)
     _close(cache.clean, full)
     _close(full[:, :-1], residual_stream(model, tok, TEXTS, progress=False))
@@ -101,24 +103,23 @@ def test_prefix_cache_clean_run_is_the_full_run(any_model):
 def test_extend_equals_full_rerun(any_model, layer):
     model, tok = any_model
     ids = tokenize(tok, TEXTS)
-    cache = P.prefix_cache(model, ids, pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), ids)
     v = np.random.default_rng(layer).normal(size=(len(TEXTS), D)).astype(np.float32)
     vt = torch.as_tensor(v)
-    full = P.run_with_edit(model, ids, layer=layer, edit=lambda h, idx: vt[torch.as_tensor(idx)],
-                           pad_token_id=tok.pad_token_id)
+    full = P.run_with_edit(model, ids, layer=layer, edit=lambda h, idx: vt[torch.as_tensor(idx)])
     kv = P.extend(model, cache, np.arange(len(TEXTS)), layer=layer, vectors=v, batch_size=2)
     _close(kv, full)
     np.testing.assert_array_equal(kv[:, 2 * layer], v)                 # the written vector itself
     # an edit of the clean vector, rows in another order and repeated
     rows = np.array([4, 0, 2, 2])
     edit = lambda h, idx: 1.5 * h + torch.as_tensor(idx, dtype=torch.float32)[:, None]  # noqa: E731
-    full = P.run_with_edit(model, ids, layer=layer, edit=edit, pad_token_id=tok.pad_token_id)
+    full = P.run_with_edit(residual.of(model, tok), ids, layer=layer, edit=edit)
     _close(P.extend(model, cache, rows, layer=layer, edit=edit), full[rows])
 
 
 def test_extend_stops_and_skips(tiny_llama, tiny_tokenizer):
     model, tok = tiny_llama, tiny_tokenizer
-    cache = P.prefix_cache(model, tokenize(tok, TEXTS), pad_token_id=tok.pad_token_id)
+    cache = P.prefix_cache(residual.of(model, tok), tokenize(tok, TEXTS))
     v = np.ones((2, D), dtype=np.float32)
     out = P.extend(model, cache, [1, 3], layer=2, vectors=v, stop_after=5)
     np.testing.assert_array_equal(out[:, :4], cache.clean[[1, 3], :4])    # before the edit: the clean run
@@ -165,7 +166,7 @@ def test_teleport_matches_full_rerun(tiny, pca):
     ids = tokenize(tok, [P.DEFAULT_PROMPT])
     grid = P.make_grid(-2, 2, 3)
     layer = 2
-    x = P.unproject(pca, grid)
+    x = _unproject(pca, grid)
     edit = lambda h, idx: torch.as_tensor(x, dtype=torch.float32)[torch.as_tensor(idx)]  # noqa: E731
     out = P.run_with_edit(model, ids * len(grid), layer=layer, edit=edit)
     clean = P.run_with_edit(model, ids)[0]
@@ -179,7 +180,6 @@ def test_teleport_matches_full_rerun(tiny, pca):
     np.testing.assert_allclose(res.distance_pc, np.linalg.norm(res.perturbed - res.control_following, axis=-1))
     np.testing.assert_allclose(res.recovery, res.distance[:, -1] / res.distance[:, 0])
     np.testing.assert_allclose(res.recovery_pc, res.distance_pc[:, -1] / res.distance_pc[:, 0])
-    np.testing.assert_allclose(res.displacement, res.perturbed[:, -1] - res.perturbed[:, 0])
 
 
 def test_teleport_batching_equals_one_by_one(tiny, pca):
@@ -242,7 +242,7 @@ def test_teleport_sweep_curves_by_hand(tiny, pca):
     W = sweep.window
     assert W == 2 and sweep.n_prompts == 3
     assert all(v.shape == (3, 3) for v in sweep.curves.values()) and set(sweep.curves) == set(P.CURVES)
-    x = torch.as_tensor(P.unproject(pca, grid), dtype=torch.float32)
+    x = torch.as_tensor(_unproject(pca, grid), dtype=torch.float32)
     clean = P.run_with_edit(model, tokenize(tok, prompts)).astype(np.float64)
     spread = np.sqrt(((clean - clean.mean(0)) ** 2).sum(-1).mean(0))
     np.testing.assert_allclose(sweep.spread, spread, rtol=1e-4)

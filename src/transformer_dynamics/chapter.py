@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import pipeline, random_init
-from .capture import sublayer_labels
+from .residual import sublayer_labels
 from .ledger import Ledger
 
 __all__ = ["Chapter", "setup"]

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import cache, capture, data, models, pipeline
+from . import cache, data, models, pipeline
 from .validation import check_positive_int
 
 __all__ = ["capture_store", "main"]
@@ -90,19 +90,18 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
             return hit
         if device is None and torch.cuda.is_available() and "device_map" not in model_kwargs:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        lm, tok, req = pipeline.load_for_capture(req, device, **model_kwargs)
+        rm, tok, req = pipeline.load_for_capture(req, device, **model_kwargs)
         hit = None if recompute else _hit_everywhere(req, rank, world)
         if hit is not None:
             return hit
-        labels = capture.sublayer_labels(len(models.layer_modules(lm)))
         if shard_size is None:
-            shard_size = pipeline.shard_texts(len(labels), lm.config.hidden_size)
+            shard_size = pipeline.shard_texts(rm.n_sublayers, rm.d_model)
         # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
         tmp = Path(_gather(str(cache.ShardWriter.partial_folder(req.root, req.identity)) if rank == 0 else None,
                            world)[0])
-        with cache.ShardWriter(req.root, req.identity, extra_meta={"sublayer_labels": labels, "world_size": world},
+        with cache.ShardWriter(req.root, req.identity, extra_meta={**pipeline.entry_meta(rm), "world_size": world},
                                folder=tmp, publish=rank == 0) as writer:
-            pipeline.write_shards(writer, lm, tok, req, pipeline.shard_ranges(n, shard_size, rank, world),
+            pipeline.write_shards(writer, rm, tok, req, pipeline.shard_ranges(n, shard_size, rank, world),
                                   shard_size, progress=progress)
             every = [r for part in _gather(writer.shards, world) for r in part]
             _barrier(world)  # every shard is on disk

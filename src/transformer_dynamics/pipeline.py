@@ -1,10 +1,12 @@
 """What notebooks call: texts -> model -> captured residual stream, through the on-disk cache.
 
-This module only wires the rooms together (data, models, capture, cache); it holds no analysis. One capture is
-one flow: :func:`capture_request` (the arguments checked, the texts loaded, the cache identity made), a cache hit,
-or :func:`load_for_capture` and :func:`write_shards` (each shard of :func:`shard_ranges` captured as one
-length-sorted chunk into a :class:`cache.ShardWriter`). :func:`residual_stream_store` runs it in this process;
-:func:`transformer_dynamics.distributed.capture_store` runs it on several ranks, each writing its own shards.
+This module only wires the rooms together (data, models, residual, capture, cache); it holds no analysis. One
+capture is one flow: :func:`capture_request` (the arguments checked, the model's files fingerprinted, the texts
+loaded, the cache identity made), a cache hit, or :func:`load_for_capture` (the model loaded, its
+:class:`~transformer_dynamics.residual.ResidualModel` resolved once) and :func:`write_shards` (each shard of
+:func:`shard_ranges` captured as one length-sorted chunk into a :class:`cache.ShardWriter`).
+:func:`residual_stream_store` runs it in this process; :func:`transformer_dynamics.distributed.capture_store` runs it
+on several ranks, each writing its own shards.
 
 >>> rs = residual_stream("smollm2-135m", n=1000, seed=0, condition="original")   # doctest: +SKIP
 >>> rs.shape                                                                        # doctest: +SKIP
@@ -22,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, cache, capture, data, models, random_init
+from . import __version__, cache, capture, data, models, random_init, residual
 from .validation import check_positive_int, check_seed
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "STRIP", "SHARD_BYTES", "CaptureRequest",
-           "capture_identity", "capture_request", "load_for_capture", "load_model", "load_texts", "model_list",
-           "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
+           "capture_identity", "capture_request", "entry_meta", "load_for_capture", "load_model", "load_texts",
+           "model_list", "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
            "write_shards"]
 
 CONDITIONS = ("original", "shuffled")
@@ -41,7 +43,7 @@ STRIP = True
 #: Bump when capture semantics change: every cached array made before is then stale.
 CAPTURE_VERSION = 1
 
-_MODELS: dict[tuple, tuple[str, Any, Any]] = {}  # load arguments -> (fingerprint, model, tokenizer)
+_MODELS: dict[tuple, tuple[str, residual.ResidualModel, Any]] = {}  # load arguments -> (fingerprint, rm, tokenizer)
 
 
 #: Target size of one activation shard (float32). Capture holds about three shards' worth at a time (the
@@ -73,31 +75,34 @@ def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SP
 
 
 def load_model(name: str = models.DEFAULT_MODEL, *, dtype: str = "float32", quantization: str | None = None,
-               device: str | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any):
-    """``(model, tokenizer)``, loaded once per process for the same arguments (see :func:`models.load_model`)
-    and the same files: a folder edited in place is loaded again (the outdated model is dropped first)."""
+               device: str | None = None, cache_dir: str | os.PathLike | None = None, **kwargs: Any
+               ) -> tuple[residual.ResidualModel, Any]:
+    """``(rm, tokenizer)``: the model loaded (see :func:`models.load_model`) as its
+    :class:`~transformer_dynamics.residual.ResidualModel` (layers, norms, width, sublayers, pad id... resolved here,
+    once), once per process for the same arguments and the same files: a folder edited in place is loaded again
+    (the outdated model is dropped first). ``rm.model`` is the transformers model."""
     key = (name, dtype, quantization, device, str(cache_dir), tuple(sorted(kwargs.items())))
     held = _MODELS.get(key)
     if held is None or held[0] != models.source_fingerprint(name, cache_dir):
         _MODELS.pop(key, None)
-        loaded = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
-                                   cache_dir=cache_dir, **kwargs)
+        lm, tokenizer = models.load_model(name, dtype=dtype, quantization=quantization, device=device,
+                                          cache_dir=cache_dir, **kwargs)
         # fingerprinted after loading: a hub model's snapshot (its commit) exists only once downloaded
-        _MODELS[key] = (models.source_fingerprint(name, cache_dir), *loaded)
+        _MODELS[key] = (models.source_fingerprint(name, cache_dir), residual.of(lm, tokenizer), tokenizer)
     return _MODELS[key][1], _MODELS[key][2]
 
 
-def capture_identity(model: str, texts: Sequence[str], source: data.TextSource, *, seed: int, condition: str,
-                     dtype: str, quantization: str | None, add_bos: bool, strip: bool,
-                     cache_dir: str | os.PathLike | None = None, init: str | None = None,
-                     init_seed: int = 0) -> dict[str, Any]:
-    """Everything a cached capture depends on; a cache hit needs all of it to match. ``init``: a random
-    initialisation of the model's architecture (:mod:`.random_init`) with ``init_seed``, None for the weights
-    as loaded (the key is left out then, so that entries made before it existed still match)."""
+def capture_identity(model: str, weights: str, texts: Sequence[str], source: data.TextSource, *, seed: int,
+                     condition: str, dtype: str, quantization: str | None, add_bos: bool, strip: bool,
+                     init: str | None = None, init_seed: int = 0) -> dict[str, Any]:
+    """Everything a cached capture depends on; a cache hit needs all of it to match. ``weights``: the fingerprint of
+    the model's files (:func:`models.source_fingerprint`). ``init``: a random initialisation of the model's
+    architecture (:mod:`.random_init`) with ``init_seed``, None for the weights as loaded (the key is left out then,
+    so that entries made before it existed still match)."""
     extra = {} if init is None else {"init": f"{init}:{int(init_seed)}"}
     return {
         "model": model,
-        "weights": models.source_fingerprint(model, cache_dir),
+        "weights": weights,
         "data": f"wikitext-2-raw-v1:{'+'.join(source.splits)}",
         "rows_sha256": data.rows_hash(texts),
         "n": len(texts),
@@ -151,41 +156,43 @@ def capture_request(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: i
                     data_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
                     add_bos: bool = True, strip: bool = STRIP, batch_size: int = 16, dtype: str = "float32",
                     quantization: str | None = None, init: str | None = None, init_seed: int = 0) -> CaptureRequest:
-    """The arguments of :func:`residual_stream_store` checked (one-line errors before anything is loaded), its
+    """The arguments of :func:`residual_stream_store` checked (one-line errors before anything is loaded), the
+    model's files fingerprinted (a model name of the wrong type, or a folder that is not a model, said first), its
     ``n`` texts loaded and its cache identity made."""
     if condition not in ALL_CONDITIONS:
         raise ValueError(f"condition must be one of {ALL_CONDITIONS}, got {condition!r}")
     _check_arguments(n=n, seed=seed, add_bos=add_bos, strip=strip, batch_size=batch_size, init_seed=init_seed)
-    models.resolve(model)  # a name of the wrong type, or a folder that is not a model: said before any work
+    weights = models.source_fingerprint(model, cache_dir)
     if init is not None:
         random_init.check_kind(init)
         if quantization is not None:
             raise ValueError(f"init={init!r} draws new weights: it cannot be combined with quantization="
                              f"{quantization!r}; capture the random-init reference unquantised")
     texts, source = data.load_texts(n, seed, splits=splits, data_dir=data_dir)
-    identity = capture_identity(model, texts, source, seed=seed, condition=condition, dtype=dtype,
-                                quantization=quantization, add_bos=add_bos, strip=strip, cache_dir=cache_dir,
-                                init=init, init_seed=init_seed)
+    identity = capture_identity(model, weights, texts, source, seed=seed, condition=condition, dtype=dtype,
+                                quantization=quantization, add_bos=add_bos, strip=strip, init=init,
+                                init_seed=init_seed)
     return CaptureRequest(model, texts, identity, Path(models.cache_root(cache_dir)), seed, condition, add_bos, strip,
                           batch_size, dtype, quantization, cache_dir, init, init_seed)
 
 
 def load_for_capture(req: CaptureRequest, device: str | None = None, **model_kwargs: Any
-                     ) -> tuple[Any, Any, CaptureRequest]:
-    """``(model, tokenizer, request)``: the model of ``req`` loaded (:func:`load_model`), at its random
-    initialisation when ``req.init`` is set; the request's identity carries the weights as loaded (a hub model
-    downloaded by this load is known by its commit only now). Files of a local model that changed while it
-    loaded are an error."""
-    lm, tokenizer = load_model(req.model, dtype=req.dtype, quantization=req.quantization, device=device,
+                     ) -> tuple[residual.ResidualModel, Any, CaptureRequest]:
+    """``(rm, tokenizer, request)``: the model of ``req`` loaded (:func:`load_model`; at its random initialisation
+    when ``req.init`` is set) as its :class:`~transformer_dynamics.residual.ResidualModel`; the request's identity
+    carries the weights as loaded (a hub model downloaded by this load is known by its commit only now). Files of a
+    local model that changed while it loaded are an error."""
+    rm, tokenizer = load_model(req.model, dtype=req.dtype, quantization=req.quantization, device=device,
                                cache_dir=req.cache_dir, **model_kwargs)
+    rm = residual.of(rm, tokenizer)
     loaded_fp = models.source_fingerprint(req.model, req.cache_dir)
     if loaded_fp != req.identity["weights"]:
-        if models.resolve(req.model).kind != "hub":
+        if not loaded_fp.startswith("hub:"):
             raise RuntimeError(f"the files of model {req.model!r} changed while it was being loaded; rerun")
         req = replace(req, identity={**req.identity, "weights": loaded_fp})
     if req.init is not None:
-        lm = random_init.random_init_model(lm, req.init, req.init_seed)
-    return lm, tokenizer, req
+        rm = residual.of(random_init.random_init_model(rm.model, req.init, req.init_seed), tokenizer)
+    return rm, tokenizer, req
 
 
 def shard_ranges(n: int, shard_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, int, int]]:
@@ -197,7 +204,12 @@ def shard_ranges(n: int, shard_size: int, rank: int = 0, world_size: int = 1) ->
     return [(k, s, min(s + shard_size, n)) for k, s in enumerate(range(0, n, shard_size)) if k % world_size == rank]
 
 
-def write_shards(writer: cache.ShardWriter, lm: Any, tokenizer: Any, req: CaptureRequest,
+def entry_meta(rm: residual.ResidualModel) -> dict[str, Any]:
+    """What a capture entry records beside its arrays and identity: the sublayers' short labels (``rm.labels``)."""
+    return {"sublayer_labels": rm.labels}
+
+
+def write_shards(writer: cache.ShardWriter, rm: residual.ResidualModel, tokenizer: Any, req: CaptureRequest,
                  shards: Sequence[tuple[int, int, int]], shard_size: int, *, progress: bool = True) -> None:
     """Capture the shards ``[(index, start, stop)]`` of ``req`` (:func:`shard_ranges`) into ``writer``, each batched
     as one length-sorted chunk, so an entry is the same bit for bit whichever writers capture which shards.
@@ -220,7 +232,7 @@ def write_shards(writer: cache.ShardWriter, lm: Any, tokenizer: Any, req: Captur
                                                        keep_last=req.condition == "shuffled_keep_last")}
         if start not in mine:
             continue
-        (_, rs), = capture.iter_residual_stream(lm, tokenizer, **src, batch_size=req.batch_size,
+        (_, rs), = capture.iter_residual_stream(rm, tokenizer, **src, batch_size=req.batch_size,
                                                 chunk_size=stop - start, add_bos=req.add_bos, strip=req.strip,
                                                 progress=progress)
         writer.write(start, rs, index=mine[start][0])
@@ -280,17 +292,16 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
     hit = None if recompute else _cached(req, verify)
     if hit is not None:
         return hit
-    lm, tokenizer, loaded = load_for_capture(req, device)
+    rm, tokenizer, loaded = load_for_capture(req, device)
     if loaded.identity != req.identity and not recompute:
         hit = _cached(loaded, verify)
         if hit is not None:
             return hit
-    labels = capture.sublayer_labels(len(models.layer_modules(lm)))
     if shard_size is None:
-        shard_size = shard_texts(len(labels), lm.config.hidden_size)
+        shard_size = shard_texts(rm.n_sublayers, rm.d_model)
     root = loaded.root if cache.writable(loaded.root) else _scratch_root(loaded.root)
-    with cache.ShardWriter(root, loaded.identity, extra_meta={"sublayer_labels": labels}) as writer:
-        write_shards(writer, lm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)
+    with cache.ShardWriter(root, loaded.identity, extra_meta=entry_meta(rm)) as writer:
+        write_shards(writer, rm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)
     return writer.store
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["KINDS", "SEEDS", "DESCRIPTIONS", "random_init_model", "check_kind"]
+__all__ = ["KINDS", "SEEDS", "DESCRIPTIONS", "random_init_model", "check_kind", "run_model"]
 
 KINDS = ("default", "matched", "permuted")
 #: The reference seeds every chapter uses unless told otherwise (>= 3, so that a seed's luck shows).
@@ -78,3 +78,14 @@ def random_init_model(model: torch.nn.Module, kind: str = "default", seed: int =
     rand.eval().requires_grad_(False)
     rand.config.use_cache = False
     return rand
+
+
+def run_model(model: torch.nn.Module, run: str) -> torch.nn.Module:
+    """The model of a named run: ``"trained"`` is ``model`` itself, ``"<kind>:<seed>"`` (e.g. ``"default:0"``) its
+    :func:`random_init_model` of that kind and seed."""
+    if run == "trained":
+        return model
+    kind, _, seed = run.partition(":")
+    if not seed.isdigit():
+        raise ValueError(f"run {run!r} is neither 'trained' nor a random init '<kind>:<seed>' (e.g. 'default:0')")
+    return random_init_model(model, kind, int(seed))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..models import architecture, layer_modules
+from .. import residual
 from ..validation import check_positive_int
 from .maps import Context, _attend_core, _attention_parts, _fast_supported, sublayer_map
 
@@ -69,7 +69,7 @@ def jacobians(model, ctx: Context, sublayers: Sequence[int] | None = None, *, me
                                  "neither: use method='auto'")
         if method == "auto":
             attn_fast = s % 2 == 0 and fast and ctx.mode == "frozen" and _fast_supported(
-                layer_modules(model)[s // 2].self_attn)
+                residual.of(model).layers[s // 2].self_attn)
             how = "replicate" if attn_fast else "rev"
         if how == "replicate":
             if s % 2 == 0 and not (fast and ctx.mode == "frozen"):
@@ -142,11 +142,11 @@ def _structured_attention(model, ctx: Context, s: int) -> torch.Tensor | None:
 def _structured_mlp(model, ctx: Context, s: int) -> torch.Tensor | None:
     """``(B, D, D)`` the Jacobian of MLP sublayer ``s``'s update by its structure (see :func:`jacobians`), or None
     when the module is not ``down(act(gate(y)) * up(y))`` at these points (checked against its own output)."""
-    layer = layer_modules(model)[s // 2]
+    layer = residual.of(model).layers[s // 2]
     mlp = layer.mlp
     if not all(hasattr(mlp, a) for a in _MLP_ATTRS):
         return None
-    norm = getattr(layer, architecture(model).mlp_norm)
+    norm = getattr(layer, residual.of(model).architecture.mlp_norm)
     post = getattr(layer, "post_feedforward_layernorm", None)
     x = ctx.h[:, s]
     with torch.no_grad():

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .. import claims as _claims
+from .. import residual
 from .. import effects as fx
 from ..bootstrap import bootstrap_indices
 from ..perturb import depth_names, paper_layers
@@ -147,27 +148,27 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     kind of ``inits`` and seed of ``seeds``, one model at a time) on the original texts; each computing what the
     claims read: spectra at :func:`claim_sublayers` (``layer_stride``), exponents from :func:`exponent_starts`,
     the bottleneck. keep_eigenvalues: for the trained model's runs (the figures). Keywords go to
-    :func:`~.local.local_dynamics` (``pad_token_id`` defaults to the tokenizer's pad, else its end-of-text id).
+    :func:`~.local.local_dynamics` (``pad_token_id`` defaults to the model's
+    :attr:`~transformer_dynamics.residual.ResidualModel.pad_id`).
 
     -> ``{(run, condition): LocalDynamics}``, runs named as :func:`transformer_dynamics.verdicts.judge` reads them:
     ``"trained"``, ``"default:<seed>"``, ``"matched:<seed>"``.
     """
     from .. import random_init  # noqa: PLC0415
-    from ..models import layer_modules  # noqa: PLC0415
-    from ..perturb import _pad_id  # noqa: PLC0415
 
     for kind in inits:
         random_init.check_kind(kind)
-    S = 2 * len(layer_modules(model))
-    kwargs = {"pad_token_id": _pad_id(tokenizer), "sublayers": claim_sublayers(S, layer_stride=layer_stride),
+    rm = residual.of(model, tokenizer)
+    S = rm.n_sublayers
+    kwargs = {"pad_token_id": rm.pad_id, "sublayers": claim_sublayers(S, layer_stride=layer_stride),
               "starts": exponent_starts(S), "bottleneck": True, **kwargs}
     ids = {c: text_token_ids(tokenizer, texts, condition=c, seed=seed, add_bos=add_bos, strip=strip)
            for c in dict.fromkeys(["original", *conditions])}
-    out = {("trained", c): local_dynamics(model, ids[c], keep_eigenvalues=keep_eigenvalues, **kwargs)
+    out = {("trained", c): local_dynamics(rm, ids[c], keep_eigenvalues=keep_eigenvalues, **kwargs)
            for c in conditions}
     for kind in inits:
         for s in seeds:
-            rand = random_init.random_init_model(model, kind, int(s))
+            rand = random_init.random_init_model(rm.model, kind, int(s))
             try:
                 out[f"{kind}:{int(s)}", "original"] = local_dynamics(rand, ids["original"], **kwargs)
             finally:

@@ -21,6 +21,7 @@ from .derivatives import jacobians
 from .exponents import relative_exponents
 from .maps import check_maps, frozen_context
 from .spectral import MEASURES, _decompose, effective_rank, update_spectra
+from .. import residual
 from ..validation import check_int, check_positive_int, check_seed
 
 __all__ = ["LocalDynamics", "REFERENCE_LABELS", "benettin_check", "by_reference", "local_dynamics", "picked_eigenvalues",
@@ -85,7 +86,7 @@ def _sorted_unique(values: Iterable[int] | None, S: int, name: str) -> np.ndarra
 
 def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, sublayers: Iterable[int] | None = None,
                    starts: Iterable[int] = (), bottleneck: bool = True, k: int = 10, batch_size: int = 8,
-                   context: str = "frozen", pad_token_id: int = 0, keep_eigenvalues: bool = False,
+                   context: str = "frozen", pad_token_id: int | None = None, keep_eigenvalues: bool = False,
                    precision: str = "double", method: str = "auto", progress: bool = False) -> LocalDynamics:
     """Chapter 7's measures for ``B = len(token_ids)`` texts, streamed: per batch of ``batch_size`` texts the update
     Jacobians ``A_s = J_s - I`` (all texts of the batch at once, :func:`~.derivatives.jacobians`) are computed from
@@ -98,7 +99,8 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, sublayers: Iter
     precision: of the eigenvalues (:func:`~.spectral.update_spectra`; ``"single"`` halves their time but moves the
     rotation dominance: a close pair of real eigenvalues of a float32 Jacobian may split into a complex pair under
     float32 rounding, and the book's measures are float64's); method: :func:`~.derivatives.jacobians`'s.
-    Returns a :class:`LocalDynamics`.
+    model: its :class:`~transformer_dynamics.residual.ResidualModel`, or the model as loaded with ``pad_token_id``
+    (default 0). Returns a :class:`LocalDynamics`.
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -108,11 +110,12 @@ def local_dynamics(model, token_ids: Sequence[Sequence[int]], *, sublayers: Iter
     if n < 1:
         raise ValueError("need at least one text")
     batch_size, k = check_positive_int(batch_size, "batch_size"), check_positive_int(k, "k")
+    model = residual.of(model, pad_id=pad_token_id)  # resolved once for every batch
     chunks, errors = [], []
     bar = tqdm(total=n, desc="jacobians", unit="text", disable=not progress)
     spectral = starts_ = None
     for b0 in range(0, n, batch_size):
-        ctx = frozen_context(model, token_ids[b0:b0 + batch_size], mode=context, pad_token_id=pad_token_id)
+        ctx = frozen_context(model, token_ids[b0:b0 + batch_size], mode=context)
         S, D, B = ctx.n_sublayers, ctx.h.shape[-1], ctx.n_texts
         spectral = _sorted_unique(range(S) if sublayers is None else sublayers, S, "sublayers")
         starts_ = _sorted_unique(starts, S, "starts")
@@ -231,7 +234,6 @@ def benettin_check(model, tokenizer, text: str, result: LocalDynamics, start: in
     Jacobian-vector products only (:func:`~.exponents.lyapunov` with :func:`~.derivatives.jvp_steps`, ``n_iter``
     rounds of subspace iteration: what works at any width) and the exact ones of ``result`` for its first text,
     ``text`` (tokenised as ``result``'s, ``add_bos`` / ``strip``); ``start``: one of ``result.starts``."""
-    from ..perturb import _pad_id  # noqa: PLC0415
     from .derivatives import jvp_steps  # noqa: PLC0415
     from .exponents import lyapunov  # noqa: PLC0415
     from .maps import text_token_ids  # noqa: PLC0415
@@ -239,7 +241,8 @@ def benettin_check(model, tokenizer, text: str, result: LocalDynamics, start: in
     if start not in result.starts:
         raise ValueError(f"start {start} is not one of the exponents' starts {result.starts.tolist()}")
     ids = text_token_ids(tokenizer, [text], add_bos=add_bos, strip=strip)
-    ctx = frozen_context(model, ids, mode=context, pad_token_id=_pad_id(tokenizer))
+    model = residual.of(model, tokenizer)
+    ctx = frozen_context(model, ids, mode=context)
     kk = min(k, result["exponents"].shape[2])
     lam = lyapunov(jvp_steps(model, ctx), k=kk, starts=[int(start)], n_iter=n_iter, seed=seed, n_texts=1,
                    d_model=ctx.h.shape[-1])[0, 0]

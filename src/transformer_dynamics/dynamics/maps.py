@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..capture import pad_right, record_last_token, tokenize
+from .. import residual
+from ..capture import forward_until_stop, pad_right, recording, tokenize
 from ..data import shuffle_token_ids
-from ..models import architecture, base_model, layer_modules
 from ..validation import check_seed
 
 __all__ = ["CONTEXTS", "Context", "check_maps", "frozen_context", "sublayer_map", "text_token_ids"]
@@ -112,25 +112,26 @@ def _cache_kwarg(attn: torch.nn.Module) -> str:
 
 
 def frozen_context(model, token_ids: Sequence[Sequence[int]], *, mode: str = "frozen",
-                   pad_token_id: int = 0) -> Context:
+                   pad_token_id: int | None = None) -> Context:
     """One forward of the texts ``token_ids`` (right-padded batch) recording, at each text's last token, the
-    RS entering every sublayer and leaving the last layer, and every layer's keys/values.
+    RS entering every sublayer and leaving the last layer (capture's hooks: :func:`~..capture.recording`), and
+    every layer's keys/values.
 
-    Returns a :class:`Context` for ``B = len(token_ids)`` texts. ``mode="single"`` keeps only the RS.
+    model: its :class:`~transformer_dynamics.residual.ResidualModel` (whose pad id pads the batch), or the model as
+    loaded with ``pad_token_id`` (default 0). Returns a :class:`Context` for ``B = len(token_ids)`` texts.
+    ``mode="single"`` keeps only the RS.
     """
     if mode not in CONTEXTS:
         raise ValueError(f"mode must be one of {CONTEXTS}, got {mode!r}")
     if not token_ids or any(len(s) == 0 for s in token_ids):
         raise ValueError("need at least one text, each with at least one token")
-    layers = layer_modules(model)
-    n_layers = len(layers)
-    param = next(model.parameters())
-    input_ids, mask, last = pad_right(token_ids, pad_token_id)
-    B, d = len(token_ids), model.config.hidden_size
-    state = {"rows": torch.arange(B), "last": last,
-             "out": torch.empty((B, 2 * n_layers, d), dtype=param.dtype)}
+    rm = residual.of(model, pad_id=pad_token_id)
+    layers, n_layers = rm.layers, rm.n_layers
+    param = next(rm.model.parameters())
+    input_ids, mask, last = pad_right(token_ids, rm.pad_id)
+    B = len(token_ids)
+    out = torch.empty((B, rm.n_points, rm.d_model), dtype=param.dtype)
     kv: dict[int, tuple] = {}
-    final: dict = {}
     handles = []
     for l, layer in enumerate(layers):
         attn = layer.self_attn
@@ -142,20 +143,16 @@ def frozen_context(model, token_ids: Sequence[Sequence[int]], *, mode: str = "fr
             kwargs[name] = _Recorder(kv, l)
             return args, kwargs
         handles.append(attn.register_forward_pre_hook(pre, with_kwargs=True))
-    handles.append(layers[-1].register_forward_hook(
-        lambda mod, args, out: final.__setitem__("h", (out[0] if isinstance(out, tuple) else out)[
-            torch.arange(B), last].detach())))
     try:
-        with record_last_token(model, state, stop=False), torch.no_grad():
-            base_model(model)(input_ids=input_ids.to(param.device), attention_mask=mask.to(param.device),
-                              use_cache=False)
+        with recording(rm, torch.arange(B), last, out), torch.no_grad():
+            forward_until_stop(rm, input_ids=input_ids.to(param.device), attention_mask=mask.to(param.device))
     finally:
         for h in handles:
             h.remove()
     if len(kv) != n_layers:
         raise RuntimeError("the attention modules did not call cache.update: this architecture's attention "
                            "is not supported by dynamics.frozen_context")
-    h = torch.cat([state["out"], final["h"][:, None].to(state["out"].dtype)], dim=1).to(param.device)
+    h = out.to(param.device)
     positions = last.to(param.device)
     keys, values, masks = [], [], []
     if mode == "frozen":
@@ -179,7 +176,7 @@ def frozen_context(model, token_ids: Sequence[Sequence[int]], *, mode: str = "fr
 
 def _rope(model, layer: torch.nn.Module, x: torch.Tensor, positions: torch.Tensor):
     """``(cos, sin)`` for the last tokens at ``positions: (B,)`` as this layer's attention expects them."""
-    rotary = base_model(model).rotary_emb
+    rotary = residual.of(model).base.rotary_emb
     pos = positions[:, None]
     layer_type = getattr(layer.self_attn, "layer_type", None)
     if layer_type is not None:
@@ -208,9 +205,9 @@ def sublayer_map(model, ctx: Context, s: int, rows: slice | None = None, *, fast
     n_sub = ctx.n_sublayers
     if not 0 <= int(s) < n_sub:
         raise ValueError(f"sublayer must be in [0, {n_sub - 1}], got {s}")
-    arch = architecture(model)
+    arch = residual.of(model).architecture
     l, kind = divmod(int(s), 2)
-    layer = layer_modules(model)[l]
+    layer = residual.of(model).layers[l]
     rows = rows if rows is not None else slice(None)
     identity = lambda y: y  # noqa: E731
     if kind == 1:
@@ -252,8 +249,8 @@ def _attention_parts(model, ctx: Context, s: int, rows: slice | None = None):
     """``(attn, norm, post, pe)`` of attention sublayer ``s = 2l``: the attention module, the norm before it, the
     norm after its output (Gemma 2/3's ``post_attention_layernorm``; None where there is none) and the RoPE
     ``(cos, sin)`` at the last tokens of ``rows`` of the context's texts."""
-    arch = architecture(model)
-    layer = layer_modules(model)[int(s) // 2]
+    rm = residual.of(model)
+    arch, layer = rm.architecture, rm.layers[int(s) // 2]
     rows = rows if rows is not None else slice(None)
     post = (getattr(layer, "post_attention_layernorm", None) if arch.mlp_norm != "post_attention_layernorm"
             else None)
