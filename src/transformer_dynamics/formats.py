@@ -3,7 +3,7 @@
 :func:`number` writes one value to 3 significant digits (whole from 1000 on, scientific below 1e-3 and from 1e6 on);
 :func:`with_interval` a value with its interval, ``"0.512 [0.48, 0.55]"``; :func:`format_value` any recorded
 value (numbers, booleans, lists, dicts, the strings ``"nan"``/``"inf"`` a ledger stores for non-finite values);
-:func:`p_value` a test's p- or q-value; :func:`finite` whether a value is a number to write at all.
+:func:`numbers` several values in a sentence (``"0.512, 0.48"``); :func:`p_value` a test's p- or q-value; :func:`finite` whether a value is a number to write at all.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["number", "with_interval", "format_value", "p_value", "finite"]
+__all__ = ["number", "numbers", "with_interval", "format_value", "p_value", "finite"]
 
 
 def finite(x: Any) -> bool:
@@ -37,6 +37,12 @@ def number(value: Any, digits: int = 3, undefined: str | None = None) -> str:
     if abs(v) >= 10 ** digits:
         return f"{v:.0f}"
     return f"{v:.{digits}g}"
+
+
+def numbers(values: Any, digits: int = 3) -> str:
+    """Several values for a sentence, each by :func:`number`, joined by commas: ``[0.5123, 0.48]`` ->
+    ``"0.512, 0.48"``. values: any iterable of numbers (a list, an array, a pandas Series)."""
+    return ", ".join(number(v, digits) for v in values)
 
 
 def with_interval(value: Any, low: Any, high: Any, digits: int = 3, undefined: str = "undefined") -> str:
