@@ -1,5 +1,6 @@
 """Notebooks 06 and 08: the residual stream's curves of models side by side, the precision's error, and the first
-transitions under the token variants (the claims' values and verdicts: :mod:`.verdicts`).
+transitions under the token variants (the claims' values and verdicts:
+:mod:`transformer_dynamics.plots.verdicts`).
 
 Arrays and tables in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of
 different depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`relative_depth`). In the
