@@ -137,8 +137,9 @@ for _, r in table.iterrows():
 # `dynamics.lyapunov` on the Jacobians so far), as its deviation from the literature value; thin lines:
 # single trajectories, thick: their mean (the table's estimate at the full length), band: ±2 %.
 
-# %% tags=["hide-input"]
-side_by_side(plot_dynamics.plot_benettin_convergence, systems.benettin_convergence(seed=SEED),
+# %% mystnb={"figure": {"caption": "Benettin's largest exponent over growing lengths of the run as its deviation from the literature value (%), Lorenz flow (left) and H\u00e9non map (right): thin lines single trajectories, thick their mean, grey band the tolerance.", "name": "fig-09-benettin"}, "image": {"alt": "Two line plots of the deviation of the largest Lyapunov exponent from its literature value against the length of the run, Lorenz and H\u00e9non, converging into a band of plus or minus 2 percent"}}
+convergence = systems.benettin_convergence(seed=SEED)   # per system: lengths, estimates
+side_by_side(plot_dynamics.plot_benettin_convergence, convergence,
              tolerance=known.RELATIVE_TOLERANCE, width=5.0, height=3.6);
 
 # %% tags=["remove-input"]
