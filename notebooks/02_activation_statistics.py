@@ -159,7 +159,7 @@ mi_order = {m: np.argsort(np.argsort(stats[m, "original"]["order"])[units[m]])
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1B: mean activation of every unit (rows, sorted by the last sublayer) per sublayer; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1b"}, "image": {"alt": "Heatmaps of the mean activation of each unit (rows) over sublayers (columns), Fig 1B; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mean_activations,
      {(m, c): (stats[m, c]["mean"], stats[m, c]["order"]) for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% tags=["remove-input"]
 for m in ch.models:
@@ -179,7 +179,7 @@ for m in ch.models:
 grid(
     plot_metrics.plot_successive_correlation,
     {(m, c): stats[m, c]["r"] for m, c in RUNS},
-    row_kwargs=ch.per_model,
+    row_kwargs=ch.row_labels,
 );
 
 # %% [markdown]
@@ -226,7 +226,7 @@ for m, c in RUNS:
 grid(
     plot_metrics.plot_cosine_similarity,
     {(m, c): {"raw": stats[m, c]["cos"], "centred": stats[m, c]["ccos"]} for m, c in RUNS},
-    row_kwargs=ch.per_model,
+    row_kwargs=ch.row_labels,
 );
 
 # %% [markdown]
@@ -236,7 +236,7 @@ grid(
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1F: velocity, the distance between successive residual-stream vectors per text, median over texts with the interquartile band; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1f"}, "image": {"alt": "Line plots of the velocity between successive sublayers against transition, median and interquartile band, Fig 1F; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% [markdown]
 # ## Figure 1G, 1H: mutual information between successive sublayers
@@ -249,11 +249,11 @@ grid(plot_metrics.plot_velocity, {(m, c): stats[m, c]["vel"] for m, c in RUNS},
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1G: mutual information (Gaussian KDE, the paper's estimator) of each unit between successive sublayers, units in the Fig. 1B order; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1g"}, "image": {"alt": "Heatmaps of each unit's KDE mutual information between successive sublayers, Fig 1G; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_units,
      {(m, c): (stats[m, c]["mi_main"], mi_order[m]) for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% mystnb={"figure": {"caption": "Paper's Fig. 1H: mean mutual information over units between successive sublayers (Gaussian KDE); one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information over units against transition, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% [markdown]
 # ### The estimators side by side
@@ -266,7 +266,7 @@ grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi_main"] for m, c in RUNS
 
 # %% mystnb={"figure": {"caption": "Fig. 1H with every estimator: mean mutual information over the compared units per transition, one line per estimator; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1h-estimators"}, "image": {"alt": "Line plots of the mean mutual information against transition for the KDE, KSG and Gaussian-copula estimators, Fig 1H; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_mi_mean, {(m, c): stats[m, c]["mi"] for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
@@ -311,7 +311,7 @@ display(
 grid(
     plot_metrics.plot_mean_activations,
     {(m, c): (no_massive[m, c]["mean"], no_massive[m, c]["order"]) for m, c in RUNS},
-    row_kwargs=ch.per_model,
+    row_kwargs=ch.row_labels,
     title="Mean activation, no massive units",
 );
 
@@ -324,13 +324,13 @@ for m in ch.models:
 grid(plot_metrics.plot_cosine_similarity,
      {(m, c): {"all units": stats[m, c]["cos"], "without massive": no_massive[m, c]["cos"]}
       for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% mystnb={"figure": {"caption": "Fig. 1F with and without the massive units; one row per model ({models}); columns: original texts, shuffled-token control.", "name": "fig-02-1f-no-massive"}, "image": {"alt": "Line plots of the velocity between successive sublayers with all units and without the massive units, Fig 1F; one row per model ({models}); columns: original texts, shuffled-token control"}}
 grid(plot_metrics.plot_velocity,
      {(m, c): {"all units": stats[m, c]["vel"], "without massive": no_massive[m, c]["vel"]}
       for m, c in RUNS},
-     row_kwargs=ch.per_model);
+     row_kwargs=ch.row_labels);
 
 # %% [markdown]
 # ## What learning adds

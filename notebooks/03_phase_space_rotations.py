@@ -136,10 +136,10 @@ Markdown(ch.summary())
 # texts). The structureless references have as many sublayers as each model.
 
 # %%
-R, reference = {}, {}
+counts, reference = {}, {}
 for m, c in ch.runs:
     x = rs[m, c]
-    R[m, c] = {
+    counts[m, c] = {
         "traj": x.mean(0),  # (n_sublayers, d_model)
         "mean": phase.rotations_per_unit(x, "mean"),  # (d_model,)
         "samples": phase.rotations_per_sample(x),  # (n_samples, d_model)
@@ -149,7 +149,7 @@ for m, c in ch.runs:
                                            what=w, max_samples=PER_SAMPLE_MAX_TEXTS)
                     for w in NULLS},
     }
-    R[m, c]["per_sample"] = R[m, c]["samples"].mean(0)
+    counts[m, c]["per_sample"] = counts[m, c]["samples"].mean(0)
 for m in ch.models:
     reference[m] = {k: phase.reference_counts(ch.n_sublayers[m], k, seed=SEED)
                     for k in ("random_walk", "iid")}
@@ -172,9 +172,9 @@ shown = {
 }
 for c in CONDITIONS:
     plot_phase.plot_phase_portraits_by_model(
-        {m: R[m, c]["traj"] for m in ch.models},
+        {m: counts[m, c]["traj"] for m in ch.models},
         shown,
-        rotations={m: R[m, c]["mean"] for m in ch.models},
+        rotations={m: counts[m, c]["mean"] for m in ch.models},
         labels=ch.labels,
         suptitle=f"Mean trajectories over {N} texts — {c}",
     );
@@ -200,7 +200,7 @@ plot_phase.plot_phase_portraits_by_model(
 null_cols = {w: f"null: shuffled {w}" for w in NULLS}
 for c in CONDITIONS:
     grid(plot_phase.plot_rotation_histogram,
-         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w])
+         {(m, null_cols[w]): (counts[m, c]["mean"], counts[m, c]["null"][w])
           for m in ch.models for w in NULLS},
          col_kwargs={null_cols[w]: {"null_label": f"null (shuffled {w})"} for w in NULLS},
          title=f"{c} texts", height=4.0);
@@ -213,7 +213,7 @@ for c in CONDITIONS:
 # %% mystnb={"figure": {"caption": "Paper's Fig. 2C: every unit's rotation count, units sorted by count, with its own 2.5\u201397.5 percentile band over its shuffles (grey); one figure per condition (original, then shuffled-token), one row per model ({models})."}, "image": {"alt": "Sorted rotation counts per unit with each unit's shuffle-null band, Fig 2C; columns: the two nulls; one figure per condition, original then shuffled-token; one row per model: {models}"}}
 for c in CONDITIONS:
     grid(plot_phase.plot_rotations_sorted,
-         {(m, null_cols[w]): (R[m, c]["mean"], R[m, c]["null"][w])
+         {(m, null_cols[w]): (counts[m, c]["mean"], counts[m, c]["null"][w])
           for m in ch.models for w in NULLS},
          title=f"{c} texts", width=6.0, height=4.0);
 
@@ -230,8 +230,8 @@ rows, summary = [], {}
 for m in ch.models:
     for c in CONDITIONS:
         for mode, obs, nulls in (
-            ("mean", R[m, c]["mean"], R[m, c]["null"]),
-            ("per_sample", R[m, c]["per_sample"], R[m, c]["null_ps"]),
+            ("mean", counts[m, c]["mean"], counts[m, c]["null"]),
+            ("per_sample", counts[m, c]["per_sample"], counts[m, c]["null_ps"]),
         ):
             for w in NULLS:
                 s = phase.rotation_summary(obs, nulls[w], n_sublayers=ch.n_sublayers[m])
@@ -320,7 +320,7 @@ for m in ch.models:
     ch.ledger.record("rotations_per_sample_mean", ps["mean"],
                      claim="mean signed R per unit, each text's own trajectory, averaged over texts",
                      paper=PAPER_R, figure="2B", unit="rotations", model=m)
-    ch.ledger.record("rotations_per_sample_mean_abs", float(np.abs(R[m, "original"]["samples"]).mean()),
+    ch.ledger.record("rotations_per_sample_mean_abs", float(np.abs(counts[m, "original"]["samples"]).mean()),
                      claim="mean |R| over units and texts (each text's own trajectory)", paper=PAPER_R,
                      figure="2B", unit="rotations", model=m)
     for w in NULLS:

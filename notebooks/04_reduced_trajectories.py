@@ -222,7 +222,7 @@ ev_cae = {(m, c, k): reduce.explained_variance_per_sublayer_cae(
 grid(plot_reduce.plot_cae_explained_variance,
      {(m, name): {c: ev_cae[m, c, k] for c in CONDITIONS}
       for m in ch.models for k, name in CENTERS.items()},
-     row_kwargs=ch.per_model, ylim=(-1, 1.02), title="CAE: test-set EV", height=3.8);
+     row_kwargs=ch.row_labels, ylim=(-1, 1.02), title="CAE: test-set EV", height=3.8);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:
@@ -313,7 +313,7 @@ grid(plot_reduce.plot_components_for_variance,
                    for c in CONDITIONS for th in thresholds},
                   k_use[m] if kind == "global" else None)
       for m in ch.models for kind, name in PCA_KINDS.items()},
-     row_kwargs=ch.per_model, threshold=None, title="PCs per sublayer", height=3.8);
+     row_kwargs=ch.row_labels, threshold=None, title="PCs per sublayer", height=3.8);
 
 # %% tags=["remove-input"]
 for m, c in RUNS:

@@ -101,17 +101,18 @@ colab.setup(globals(), "06_models_and_robustness")
 import numpy as np
 import pandas as pd
 
-from transformer_dynamics import chapter, claims, metrics, pipeline, robustness
+from transformer_dynamics import chapter, claims, formats, metrics, pipeline, robustness
 from transformer_dynamics.ledger import show_table
-from transformer_dynamics.plots import robustness as pc
+from transformer_dynamics.plots import robustness as plot_robustness
+from transformer_dynamics.plots import verdicts as plot_verdicts
 from transformer_dynamics.plots.style import side_by_side
 
 pd.set_option("display.max_colwidth", 90)
 N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
-# the statistics' keywords; KW adds the bootstrap
-CURVE_KW = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD,
-                pca_components=PCA_COMPONENTS)
-KW = dict(CURVE_KW, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED)
+# the statistics' keywords; the evidence's add the bootstrap
+curve_kwargs = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD,
+                    pca_components=PCA_COMPONENTS)
+evidence_kwargs = dict(curve_kwargs, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED)
 ch = chapter.setup("06_models_and_robustness", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    context_quantization=True, n_precision=N_PRECISION,
@@ -152,31 +153,32 @@ show_table(pd.DataFrame(arch).set_index("model"))
 
 # %% mystnb={"figure": {"caption": "Fig. 1C across models: median correlation between successive sublayers on relative depth, within-layer solid, cross-layer dashed; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1c"}, "image": {"alt": "Line plots of the median successive-sublayer correlation against relative depth, one line per model ({models}) and transition type, Fig 1C; panels: original texts, shuffled-token control"}}
 units = {m: metrics.subsample_units(ch.d_model[m], MI_UNITS, seed=SEED) for m in MODELS}
-C = {(m, c): robustness.stream_curves(
-        rs[m, c], robustness.GROUPS, mi_units=units[m], seed=SEED, n_shuffles=N_SHUFFLES,
-        variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
-     for m, c in ch.runs}
-cur = {c: {m: C[m, c] for m in MODELS} for c in CONDITIONS}
-side_by_side(pc.plot_successive_r, cur);
+curves = {(m, c): robustness.stream_curves(
+              rs[m, c], robustness.GROUPS, mi_units=units[m], seed=SEED,
+              n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD,
+              pca_components=PCA_COMPONENTS)
+          for m, c in ch.runs}
+by_condition = {c: {m: curves[m, c] for m in MODELS} for c in CONDITIONS}
+side_by_side(plot_robustness.plot_successive_r, by_condition);
 
 # %% mystnb={"figure": {"caption": "Fig. 1E across models: cosine similarity of successive vectors on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1e"}, "image": {"alt": "Line plots of the cosine similarity between successive sublayers against relative depth, one line per model ({models}), Fig 1E; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_cosine, cur);
+side_by_side(plot_robustness.plot_cosine, by_condition);
 
 # %% [markdown]
 # Velocity and magnitude: each model's curve divided by its own mean (their activation scales differ by orders
 # of magnitude).
 
 # %% mystnb={"figure": {"caption": "Fig. 1F across models: velocity divided by each model's mean, on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1f"}, "image": {"alt": "Line plots of the normalised velocity against relative depth, one line per model ({models}), Fig 1F; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_velocity, cur);
+side_by_side(plot_robustness.plot_velocity, by_condition);
 
 # %% mystnb={"figure": {"caption": "Fig. 1B across models: mean |activation| over units on relative depth, each model divided by its own mean; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1b"}, "image": {"alt": "Line plots of the mean absolute activation against relative depth, one line per model ({models}), Fig 1B; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_magnitude, cur);
+side_by_side(plot_robustness.plot_magnitude, by_condition);
 
 # %% [markdown]
 # Mean mutual information over `MI_UNITS` random units (the paper's Gaussian-KDE estimator).
 
 # %% mystnb={"figure": {"caption": "Fig. 1H across models: mean KDE mutual information over units on relative depth; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-1h"}, "image": {"alt": "Line plots of the mean KDE mutual information against relative depth, one line per model ({models}), Fig 1H; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_mutual_information, cur);
+side_by_side(plot_robustness.plot_mutual_information, by_condition);
 
 # %% [markdown]
 # Rotations of each unit's mean trajectory (Fig 2): the mean |R| per unit, divided by the number of sublayers,
@@ -185,20 +187,21 @@ side_by_side(pc.plot_mutual_information, cur);
 # share of units whose |R| exceeds their own surrogate's 95th percentile.
 
 # %% mystnb={"figure": {"caption": "Fig. 2B across models: mean |R| per unit divided by the number of sublayers against three surrogates (shuffled sublayers, shuffled points, a random walk of the unit's own steps); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2b"}, "image": {"alt": "Bar charts of the mean rotation count per unit per sublayer against three surrogates, one group per model ({models}), Fig 2B; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_rotations, cur);
+side_by_side(plot_robustness.plot_rotations, by_condition);
 
 # %% mystnb={"figure": {"caption": "Fig. 2C across models: share of units whose |R| exceeds their own surrogate's 95th percentile, per surrogate; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-2c"}, "image": {"alt": "Bar charts of the share of units beyond their surrogate's 95th percentile, one group per model ({models}), Fig 2C; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_rotation_exceed, cur);
+side_by_side(plot_robustness.plot_rotation_exceed, by_condition);
 
 # %% [markdown]
 # One PCA of all sublayer vectors (Fig 4B), and the components of that PCA each sublayer needs for
 # `VARIANCE_THRESHOLD` of its variance (Fig 4C; a triangle at the top: not reached with `PCA_COMPONENTS`).
 
 # %% mystnb={"figure": {"caption": "Fig. 4B across models: cumulative explained variance over principal components; models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4b"}, "image": {"alt": "Line plots of cumulative explained variance against principal components, one line per model ({models}), Fig 4B; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_cumulative_ev, cur, threshold=VARIANCE_THRESHOLD);
+side_by_side(plot_robustness.plot_cumulative_ev, by_condition,
+             threshold=VARIANCE_THRESHOLD);
 
 # %% mystnb={"figure": {"caption": "Fig. 4C across models: the global principal components each sublayer needs for the variance threshold, on relative depth (a triangle at the top: not reached with the kept components); models {models}; left: original texts, right: shuffled-token control.", "name": "fig-06-4c"}, "image": {"alt": "Line plots of the principal components needed per sublayer against relative depth, one line per model ({models}), Fig 4C; panels: original texts, shuffled-token control"}}
-side_by_side(pc.plot_pcs, cur, variance=VARIANCE_THRESHOLD);
+side_by_side(plot_robustness.plot_pcs, by_condition, variance=VARIANCE_THRESHOLD);
 
 # %% [markdown]
 # ### The claims' values per model
@@ -210,14 +213,14 @@ side_by_side(pc.plot_pcs, cur, variance=VARIANCE_THRESHOLD);
 
 # %%
 evidence = robustness.claim_evidence_runs({(m, c): rs[m, c] for m, c in ch.runs},
-                                          headline_only=True, **KW)
+                                          headline_only=True, **evidence_kwargs)
 values = pd.concat([robustness.evidence_frame(ev, model=m, condition=c)
                     for (m, c), ev in evidence.items()], ignore_index=True)
 show_table(robustness.value_table(values, ["model", "condition"]))
 
 # %% mystnb={"figure": {"caption": "Every residual-stream claim's value with its 95% interval over texts and its threshold, per model ({models}) and condition.", "name": "fig-06-intervals"}, "image": {"alt": "Dot-and-whisker plots of each claim's value with its 95 percent interval and threshold, one row per model and condition: {models}"}}
 of = {(m, c): g for (m, c), g in values.groupby(["model", "condition"], sort=False)}
-pc.plot_claim_intervals({f"{m}, {c}": of[m, c] for m, c in ch.runs});
+plot_verdicts.plot_claim_intervals({f"{m}, {c}": of[m, c] for m, c in ch.runs});
 
 # %% tags=["remove-input"]
 for _, r in values[np.isfinite(values["value"])].iterrows():   # undefined values: shown, not recorded
@@ -241,8 +244,8 @@ rs_p = {p: pipeline.residual_stream(MODEL, n=min(N_PRECISION, N), seed=SEED,
         for p in PRECISIONS}
 ref = PRECISIONS[0]
 diff = {p: robustness.precision_difference(rs_p[ref], rs_p[p]) for p in PRECISIONS[1:]}
-pc.plot_relative_error({p: diff[p]["rel_error"] for p in diff},
-                       title=f"Relative error of the RS against {ref}");
+plot_robustness.plot_relative_error({p: diff[p]["rel_error"] for p in diff},
+                                    title=f"Relative error of the RS against {ref}");
 
 # %% [markdown]
 # Agreement of the underlying statistics (Pearson correlation between their values at the two precisions:
@@ -257,14 +260,15 @@ show_table(pd.DataFrame({p: diff[p]["corr"] for p in diff}))
 # section 1's N-text ones; the comparison is between precisions at equal N):
 
 # %%
-ev_p = robustness.claim_evidence_runs(rs_p, headline_only=True, **KW)
+ev_p = robustness.claim_evidence_runs(rs_p, headline_only=True, **evidence_kwargs)
 by_precision = pd.concat([robustness.evidence_frame(ev_p[p], precision=p)
                           for p in PRECISIONS], ignore_index=True)
 show_table(robustness.value_table(by_precision, "precision"))
 
 # %% mystnb={"figure": {"caption": "The first model's claims at each numeric precision on the same texts, with their 95% intervals and thresholds.", "name": "fig-06-precision-claims"}, "image": {"alt": "Dot-and-whisker plots of each claim's value at each numeric precision with 95 percent intervals, first model of {models}"}}
-pc.plot_claim_intervals(dict(tuple(by_precision.groupby("precision", sort=False))),
-                        title=f"{MODEL}, {min(N_PRECISION, N)} texts, per precision");
+plot_verdicts.plot_claim_intervals(
+    dict(tuple(by_precision.groupby("precision", sort=False))),
+    title=f"{MODEL}, {min(N_PRECISION, N)} texts, per precision");
 
 # %% tags=["remove-input"]
 ref_rows = by_precision[by_precision["precision"] == ref].set_index("claim")
@@ -287,7 +291,7 @@ for p in diff:
         ci = (r["low"], r["high"]) if np.isfinite([r["low"], r["high"]]).all() else None
         ch.record(MODEL, f"precision_{p}:{k}", r["value"], ci=ci, figure=c.figure,
                   unit=c.unit, claim=f"{c.quote}: the value of its statistic at {p} ({N_PRECISION} texts; "
-                  f"{ref}: {ref_rows.loc[k, 'value']:.4g})")
+                  f"{ref}: {formats.number(ref_rows.loc[k, 'value'], 4)})")
 
 # %% [markdown]
 # ## 3. Statistics: the claims' values against N
@@ -297,10 +301,10 @@ for p in diff:
 # straddles the threshold is undecided there.
 
 # %% mystnb={"figure": {"caption": "Each claim's value on nested subsamples of n texts, per model ({models}), with the N-text interval as a band and the claim's threshold dashed.", "name": "fig-06-n-dependence"}, "image": {"alt": "Grid of line plots of each claim's value against the number of texts, one line per model ({models}), with the full-N interval as a band"}}
-nd = {m: robustness.n_dependence(rs[m, "original"], N_VALUES, seed=SEED, **CURVE_KW)
+nd = {m: robustness.n_dependence(rs[m, "original"], N_VALUES, seed=SEED, **curve_kwargs)
       for m in MODELS}
 at_n = {m: of[m, "original"] for m in MODELS}
-pc.plot_n_dependence(nd, intervals=at_n);
+plot_verdicts.plot_n_dependence(nd, intervals=at_n);
 
 # %%
 show_table(pd.concat(nd, names=["model"]).T)

@@ -154,21 +154,22 @@ texts = pipeline.load_texts(n=N, seed=SEED)
 # be off by order 1), and the time taken.
 
 # %%
-R, LM = {}, {}
+jacobians, loaded = {}, {}
 for m in MODELS:
-    LM[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)
-    R[m] = dy.reference_runs(*LM[m], texts[:N_JACOBIAN], inits=REFERENCE_INITS,
+    loaded[m] = pipeline.load_model(m, cache_dir=CACHE_DIR)
+    jacobians[m] = dy.reference_runs(*loaded[m], texts[:N_JACOBIAN], inits=REFERENCE_INITS,
                              seeds=REFERENCE_SEEDS, conditions=CONDITIONS,
                              layer_stride=LAYER_STRIDE, seed=SEED, strip=pipeline.STRIP,
                              k=LYAPUNOV_K, batch_size=BATCH_SIZE, context=CONTEXT)
-labels = {m: sublayer_labels(R[m]["trained", "original"].n_sublayers // 2) for m in MODELS}
-map_table = dy.runs_table({(m, *key): r for m in MODELS for key, r in R[m].items()})
+labels = {m: sublayer_labels(jacobians[m]["trained", "original"].n_sublayers // 2)
+          for m in MODELS}
+map_table = dy.runs_table({(m, *key): r for m in MODELS for key, r in jacobians[m].items()})
 show_table(map_table)
 
 # %% tags=["remove-input"]
 if CONTEXT == "frozen":  # the single-token map is a different function: nothing to check it against
     for m in MODELS:
-        ch.record(m, "dyn_max_map_error", float(dy.runs_table(R[m])["max map error"].max()), figure="beyond",
+        ch.record(m, "dyn_max_map_error", float(dy.runs_table(jacobians[m])["max map error"].max()), figure="beyond",
                   claim="largest relative error of the last-token sublayer maps against the captured RS (all runs)")
 
 # %% [markdown]
@@ -179,7 +180,8 @@ if CONTEXT == "frozen":  # the single-token map is a different function: nothing
 # middle third is not computed: no claim reads it.
 
 # %% mystnb={"figure": {"caption": "Rotation dominance: the fraction of each sublayer Jacobian's eigenvalues in complex-conjugate pairs over depth, median over texts with the interquartile band; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-rotation"}, "image": {"alt": "Line plots of the share of complex-conjugate eigenvalues per sublayer against depth for the trained model and its references; one row per model ({models})"}}
-dynplots.measure_grid({m: dy.by_reference(R[m], "rotation_dominance") for m in MODELS},
+dynplots.measure_grid({m: dy.by_reference(jacobians[m], "rotation_dominance")
+                       for m in MODELS},
                       labels=labels, ylabel="fraction of eigenvalues in complex pairs",
                       title="rotation dominance");
 
@@ -189,12 +191,13 @@ dynplots.measure_grid({m: dy.by_reference(R[m], "rotation_dominance") for m in M
 # the update $J - I$, normalised by its own norm.
 
 # %% mystnb={"figure": {"caption": "Non-normality of the sublayer Jacobians J (Henrici's departure over the norm); trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-non-normal"}, "image": {"alt": "Line plots of the departure from normality of each sublayer Jacobian against depth for the trained model and its references; one row per model ({models})"}}
-dynplots.measure_grid({m: dy.by_reference(R[m], "departure") for m in MODELS},
+dynplots.measure_grid({m: dy.by_reference(jacobians[m], "departure") for m in MODELS},
                       labels=labels, ylabel="departure / ‖J‖_F",
                       title="non-normality of J");
 
 # %% mystnb={"figure": {"caption": "Non-normality of the update J \u2212 I, normalised by its own norm; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-non-normal-update"}, "image": {"alt": "Line plots of the departure from normality of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
-dynplots.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MODELS},
+dynplots.measure_grid({m: dy.by_reference(jacobians[m], "departure_update")
+                       for m in MODELS},
                       labels=labels, ylabel="departure / ‖J − I‖_F",
                       title="non-normality of the update J − I");
 
@@ -203,7 +206,8 @@ dynplots.measure_grid({m: dy.by_reference(R[m], "departure_update") for m in MOD
 # map is near-symmetric (a gradient-like, rotation-free map).
 
 # %% mystnb={"figure": {"caption": "Antisymmetric share of the update J \u2212 I over depth; trained model, token-shuffled texts and random initialisations; one row per model ({models}).", "name": "fig-07-antisymmetric-update"}, "image": {"alt": "Line plots of the antisymmetric share of each sublayer's update against depth for the trained model and its references; one row per model ({models})"}}
-antisymmetric = {m: dy.by_reference(R[m], "antisymmetric_share_update") for m in MODELS}
+antisymmetric = {m: dy.by_reference(jacobians[m], "antisymmetric_share_update")
+                 for m in MODELS}
 dynplots.measure_grid(antisymmetric, labels=labels, ylabel="‖(A − Aᵀ)/2‖ / ‖A‖, A = J − I",
                       title="antisymmetric share of the update");
 
@@ -212,7 +216,8 @@ dynplots.measure_grid(antisymmetric, labels=labels, ylabel="‖(A − Aᵀ)/2‖
 # sublayer in the middle of the early and of the late third (trained model).
 
 # %% mystnb={"figure": {"caption": "Eigenvalues of the update J \u2212 I in the complex plane, pooled over texts, at attention and MLP sublayers early, in the middle and late in depth; one row per model ({models}).", "name": "fig-07-eigenvalues"}, "image": {"alt": "Scatter plots of update eigenvalues in the complex plane at six sublayers, attention and MLP; one row per model ({models})"}}
-eigenvalues = {m: dy.picked_eigenvalues(R[m]["trained", "original"], labels=labels[m])
+eigenvalues = {m: dy.picked_eigenvalues(jacobians[m]["trained", "original"],
+                                        labels=labels[m])
                for m in MODELS}
 grid(dynplots.plot_eigenvalues,
      {(m, kind): (ev,) for m in MODELS for kind, ev in eigenvalues[m].items()},
@@ -227,7 +232,7 @@ grid(dynplots.plot_eigenvalues,
 
 # %% mystnb={"figure": {"caption": "The cumulative bottleneck: effective rank of the end-to-end last-token Jacobian from sublayer 0 over D, per text, for the trained model and its references; models {models}.", "name": "fig-07-bottleneck"}, "image": {"alt": "Dot plots of the end-to-end Jacobian's effective rank over the width per text for the trained model and its references; models {models}"}}
 side_by_side(dynplots.plot_by_reference,
-             {m: dy.by_reference(R[m], "bottleneck_fraction") for m in MODELS},
+             {m: dy.by_reference(jacobians[m], "bottleneck_fraction") for m in MODELS},
              ylabel="effective rank of J_{S-1} ⋯ J_0 / D", threshold=0.5, width=4.8,
              height=3.8);
 
@@ -246,11 +251,11 @@ side_by_side(dynplots.plot_by_reference,
 # %%
 recovery = {}
 for m in MODELS:
-    lm, tok = LM[m]
+    lm, tok = loaded[m]
     layers = perturb.paper_layers(len(labels[m]) // 2)
     noise = perturb.noise_sweep(lm, tok, texts[:N_NOISE], layers=layers,
                                 scales=[NOISE_SCALE], seed=SEED, strip=pipeline.STRIP)
-    recovery[m] = dy.recovery_table(R[m]["trained", "original"],
+    recovery[m] = dy.recovery_table(jacobians[m]["trained", "original"],
                                     [res.recovery for res in noise])
 show_table(pd.concat(recovery, names=["model"]))
 
@@ -258,7 +263,7 @@ show_table(pd.concat(recovery, names=["model"]))
 exponents = {"absolute": "top_exponent",
              "relative to the RS's growth": "top_relative_exponent"}
 grid(dynplots.plot_exponents,
-     {(m, which): (dy.by_reference(R[m], key),) for m in MODELS
+     {(m, which): (dy.by_reference(jacobians[m], key),) for m in MODELS
       for which, key in exponents.items()},
      row_kwargs={m: {"names": list(recovery[m].index)} for m in MODELS}, width=5.5);
 
@@ -278,7 +283,7 @@ side_by_side(dynplots.plot_exponents_vs_recovery,
 # %% tags=["remove-input"]
 for m in MODELS:
     start = int(recovery[m]["sublayer"].iloc[1])
-    err = dy.benettin_check(*LM[m], texts[0], R[m]["trained", "original"], start, k=LYAPUNOV_K,
+    err = dy.benettin_check(*loaded[m], texts[0], jacobians[m]["trained", "original"], start, k=LYAPUNOV_K,
                             n_iter=LYAPUNOV_ITER, seed=SEED, context=CONTEXT, strip=pipeline.STRIP)
     ch.record(m, "dyn_benettin_max_abs_error", err, figure="beyond", start=start,
               claim=f"top-{LYAPUNOV_K} exponents by JVPs + QR (Benettin, {LYAPUNOV_ITER} subspace rounds) against "
@@ -311,24 +316,25 @@ Markdown("\n".join(f"- **{m}**: largest difference {ch.ledger.entries[m, 'dyn_be
 # references' captures (`N_REFERENCE` texts each).
 
 # %%
-JP = {}
+jpca = {}
 for m in MODELS:
     streams = {("trained", c): pipeline.residual_stream(m, n=N, seed=SEED, condition=c,
                                                         cache_dir=CACHE_DIR)
                for c in CONDITIONS}
     streams |= {(run, "original"): rs for run, rs in ch.reference_streams(m).items()}
-    JP[m] = dy.jpca_runs(streams, k=JPCA_K, n_boot=N_BOOT, n_shuffles=N_SHUFFLES, seed=SEED)
+    jpca[m] = dy.jpca_runs(streams, k=JPCA_K, n_boot=N_BOOT, n_shuffles=N_SHUFFLES,
+                           seed=SEED)
     del streams
-jpca_table = dy.jpca_table({(m, *key): v for m in MODELS for key, v in JP[m].items()})
+jpca_table = dy.jpca_table({(m, *key): v for m in MODELS for key, v in jpca[m].items()})
 show_table(jpca_table)
 
 # %% mystnb={"figure": {"caption": "jPCA: the texts' trajectories in each model's fastest rotational plane, original and token-shuffled texts; one row per model ({models}).", "name": "fig-07-jpca-plane"}, "image": {"alt": "Trajectories of the texts in the fastest jPCA plane, original and shuffled texts; one row per model ({models})"}}
 grid(dynplots.plot_jpca_plane,
-     {(m, c): args for m in MODELS for c, args in dy.jpca_planes(JP[m]).items()},
+     {(m, c): args for m in MODELS for c, args in dy.jpca_planes(jpca[m]).items()},
      width=4.8, height=4.4);
 
 # %% mystnb={"figure": {"caption": "jPCA's rotational fit (skew-symmetric R\u00b2) against its layer-shuffled control, for the trained model and its references; models {models}.", "name": "fig-07-jpca-control"}, "image": {"alt": "Bar or point plot of the jPCA skew-symmetric fit against its layer-shuffled control for the trained model and references; models {models}"}}
-side_by_side(dynplots.plot_jpca_control, {m: dy.jpca_by_reference(JP[m]) for m in MODELS},
+side_by_side(dynplots.plot_jpca_control, {m: dy.jpca_by_reference(jpca[m]) for m in MODELS},
              width=5.5, height=4.0);
 
 # %% tags=["remove-input"]
@@ -363,7 +369,8 @@ for m in MODELS:
 # %%
 decided = []
 for m in MODELS:
-    for c, table in dy.verdict_tables(R[m], JP[m], n_boot=N_BOOT, seed=SEED).items():
+    tables = dy.verdict_tables(jacobians[m], jpca[m], n_boot=N_BOOT, seed=SEED)
+    for c, table in tables.items():
         ch.ledger.claims(table, model=m, condition=c)
         decided.append(table.assign(model=m, condition=c))
 show_table(verdicts.summary_table(pd.concat(decided, ignore_index=True)), index=False)
@@ -382,7 +389,7 @@ for m in MODELS:
 
 # %%
 measures = ["rotation_dominance", "departure_update", "antisymmetric_share_update"]
-runs = {(m, *key): r for m in MODELS for key, r in R[m].items()}
+runs = {(m, *key): r for m in MODELS for key, r in jacobians[m].items()}
 show_table(dy.thirds_table(runs, measures))
 
 # %% tags=["remove-input"]

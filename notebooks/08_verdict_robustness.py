@@ -117,7 +117,8 @@ from IPython.display import Markdown, display
 
 from transformer_dynamics import chapter, claims, pipeline, robustness
 from transformer_dynamics.ledger import show_table
-from transformer_dynamics.plots import robustness as pr
+from transformer_dynamics.plots import robustness as plot_robustness
+from transformer_dynamics.plots import verdicts as plot_verdicts
 
 pd.set_option("display.max_colwidth", None)
 N_VALUES = sorted(int(v) for v in N_VALUES if int(v) < N)
@@ -128,27 +129,15 @@ ch = chapter.setup("08_verdict_robustness", models=MODELS, n=N, seed=SEED,
                    n_values=N_VALUES, precisions=list(PRECISIONS), n_precision=N_PRECISION)
 MODELS = ch.models
 # the evidence's keywords: chapters 2-4's (their headline numbers are these headline rows)
-KW = dict(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, mi_units=MI_UNITS,
-          n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
+evidence_kwargs = dict(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, mi_units=MI_UNITS,
+                       mi_methods=MI_METHODS, n_shuffles=N_SHUFFLES,
+                       variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
 # the four last-token captures: setting -> keywords; the headline: pipeline.STRIP with BOS
 TOKENS = {f"strip={s}, add_bos={b}": dict(strip=s, add_bos=b)
           for s in (True, False) for b in (True, False)}
 HEADLINE = f"strip={pipeline.STRIP}, add_bos=True"
-
-
-def capture(model, n=N, condition="original", **kw):
-    """One capture through the cache (a second identical call is a read)."""
-    return pipeline.residual_stream(
-        model, n=n, seed=SEED, condition=condition, cache_dir=CACHE_DIR, **kw
-    )
-
-
-def evidence(runs):
-    """Every rs claim's value and bootstrap replicates for each run {(model, choice,
-    setting): rs}, side by side (one process per core); headline runs: every MI method."""
-    every_mi = {k: {"mi_methods": MI_METHODS} for k in runs if k[1] == robustness.HEADLINE}
-    return robustness.claim_evidence_runs(runs, mi_methods=MI_METHODS[:1], per_run=every_mi,
-                                          **KW)
+# every capture goes through the cache (a second identical call is a read)
+CAPTURE = dict(seed=SEED, cache_dir=CACHE_DIR)
 
 
 # %% [markdown]
@@ -164,17 +153,19 @@ def evidence(runs):
 runs, rs_tokens = {}, {}
 for m in MODELS:
     for setting, kw in TOKENS.items():
-        rs_tokens[m, setting] = capture(m, **kw)
+        rs_tokens[m, setting] = pipeline.residual_stream(m, n=N, **CAPTURE, **kw)
         choice = robustness.HEADLINE if setting == HEADLINE else "last token"
         runs[m, choice, setting] = rs_tokens[m, setting]
     head = rs_tokens[m, HEADLINE]
     for n, idx in zip(N_VALUES, robustness.nested_subsamples(N, N_VALUES, seed=SEED)):
         runs[m, robustness.N_CHOICE, str(n)] = head[idx]
     for p in PRECISIONS:
-        rs_p = capture(m, n=min(N_PRECISION, N), **robustness.precision_kwargs(p))
+        rs_p = pipeline.residual_stream(m, n=min(N_PRECISION, N), **CAPTURE,
+                                        **robustness.precision_kwargs(p))
         runs[m, "precision", f"{p} (N={rs_p.shape[0]})"] = rs_p
 references = [("precision", f"{PRECISIONS[0]} (N={min(N_PRECISION, N)})")]
-frame = robustness.choice_frame(evidence(runs), references=references)
+frame = robustness.choice_frame(robustness.choice_evidence(runs, **evidence_kwargs),
+                                references=references)
 changes = robustness.setting_changes(frame)
 lines = robustness.robustness_lines(frame)
 counts = robustness.robustness_counts(lines)
@@ -209,7 +200,7 @@ for _, r in heads.iterrows():
                      status=r["status"], hinges_on=r["hinges_on"], compared=r["compared"],
                      losses=r["losses"], undefined=r["undefined"], line=r["line"], figure=c.figure,
                      claim=f"{c.quote}: settings that flip the verdict, of {r['compared']} ({r['line']})")
-heads.assign(figure=heads["claim"].map(lambda k: claims.get(k).figure))[
+heads.assign(figure=heads["claim"].map({k: c.figure for k, c in claims.REGISTRY.items()}))[
     ["figure", "claim", "model", "status", "line"]].set_index(["claim", "model"])
 
 # %% [markdown]
@@ -220,7 +211,7 @@ heads.assign(figure=heads["claim"].map(lambda k: claims.get(k).figure))[
 
 # %% mystnb={"figure": {"caption": "Every claim's verdict under each open choice (headline first): green holds, red fails, grey undecided, white undefined; F a flip, \u2193 lost significance, \u2191 decided where the reference is not, \u2013 undefined; outlined: the reference; one figure per model ({models}).", "name": "fig-08-grid"}, "image": {"alt": "Grid of coloured cells, one row per claim and one column per open choice, marked F for a flip and arrows for lost or gained significance, one grid per model: {models}"}}
 for m in MODELS:
-    pr.plot_verdict_grid(changes, model=m)
+    plot_verdicts.plot_verdict_grid(changes, model=m)
 
 # %% [markdown]
 # The claims' other readings, each over the settings it was computed under (the MI estimators other than the
@@ -244,9 +235,10 @@ others[["claim", "reading", "model", "status", "line"]].set_index(["claim", "rea
 # %%
 CONTROLS = {"shuffled": (robustness.HEADLINE, "paper: all but BOS"),
             "shuffled_keep_last": ("control", "all but BOS and the last")}
-control = {(m, *choice): capture(m, condition=cond)
+control = {(m, *choice): pipeline.residual_stream(m, n=N, condition=cond, **CAPTURE)
            for m in MODELS for cond, choice in CONTROLS.items()}
-control_lines = robustness.robustness_lines(robustness.choice_frame(evidence(control)))
+control_lines = robustness.robustness_lines(
+    robustness.choice_frame(robustness.choice_evidence(control, **evidence_kwargs)))
 control_heads = control_lines[control_lines["headline_reading"]]
 
 # %% tags=["remove-input"]
@@ -269,7 +261,7 @@ first = {m: robustness.first_transitions_table(
                 {s: rs_tokens[m, s] for s in TOKENS}, n_first=N_FIRST, mi_units=MI_UNITS,
                 seed=SEED)
          for m in MODELS}
-pr.plot_first_transitions(first);
+plot_robustness.plot_first_transitions(first);
 
 # %% tags=["remove-input"]
 ft = pd.concat(first, names=["model"]).reset_index(level=0)
@@ -281,8 +273,8 @@ for m in MODELS:
                          r_median=d["r_median"].to_numpy(), mi_mean=d["mi_mean"].to_numpy())
 for col, title in (("r_median", "Median r over units"), ("mi_mean", "Mean KDE MI over units (nats)")):
     display(Markdown(f"**{title}**"))
-    display(ft.set_index(["model", "transition", "kind", "variant"])[col].unstack("variant")
-            .round(3))
+    display(show_table(ft.set_index(["model", "transition", "kind", "variant"])[col]
+                       .unstack("variant")))
 
 # %% [markdown]
 # ## Closing note

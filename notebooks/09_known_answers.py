@@ -100,11 +100,12 @@ colab.setup(globals(), "09_known_answers")
 # %%
 import time
 
-import matplotlib.pyplot as plt
 from IPython.display import Markdown
 
 from transformer_dynamics import chapter
-from transformer_dynamics.dynamics import known
+from transformer_dynamics.dynamics import known, systems
+from transformer_dynamics.plots import dynamics as plot_dynamics
+from transformer_dynamics.plots.style import side_by_side
 
 T0 = time.perf_counter()
 # the ledger only: no model and no text in this appendix
@@ -136,18 +137,10 @@ for _, r in table.iterrows():
 # `dynamics.lyapunov` on the Jacobians so far), as its deviation from the literature value; thin lines:
 # single trajectories, thick: their mean (the table's estimate at the full length), band: ±2 %.
 
-# %% tags=["hide-input"]
-conv = known.benettin_convergence(seed=SEED)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-for ax, (name, c) in zip(axes, conv.items()):
-    dev = 100 * (c["estimates"] / c["known"] - 1)
-    ax.semilogx(c["lengths"], dev, color="#1f77b4", lw=0.6, alpha=0.35)
-    ax.semilogx(c["lengths"], dev.mean(1), color="#1f77b4", lw=2, label="mean")
-    ax.axhspan(-2, 2, color="k", alpha=0.1, lw=0, label="±2 %")
-    ax.axhline(0, color="k", ls="--", lw=1)
-    ax.set(xlabel=f"length ({c['unit']})", title=f"{name}: literature {c['known']}", ylim=(-25, 25))
-axes[0].set_ylabel("largest exponent − literature (%)")
-axes[0].legend(frameon=False);
+# %% mystnb={"figure": {"caption": "Benettin's largest exponent over growing lengths of the run as its deviation from the literature value (%), Lorenz flow (left) and H\u00e9non map (right): thin lines single trajectories, thick their mean, grey band the tolerance.", "name": "fig-09-benettin"}, "image": {"alt": "Two line plots of the deviation of the largest Lyapunov exponent from its literature value against the length of the run, Lorenz and H\u00e9non, converging into a band of plus or minus 2 percent"}}
+convergence = systems.benettin_convergence(seed=SEED)   # per system: lengths, estimates
+side_by_side(plot_dynamics.plot_benettin_convergence, convergence,
+             tolerance=known.RELATIVE_TOLERANCE, width=5.0, height=3.6);
 
 # %% tags=["remove-input"]
 seconds = time.perf_counter() - T0

@@ -128,7 +128,7 @@ import pandas as pd
 from IPython.display import Markdown
 
 from transformer_dynamics import attractors, chapter, claims, perturb, pipeline, robustness
-from transformer_dynamics import verdicts
+from transformer_dynamics import formats, verdicts
 from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import attractors as plots
 
@@ -150,8 +150,8 @@ texts = pipeline.load_texts(n=max(N, N_PROMPTS), seed=SEED)
 prompts = [PROMPT, *texts[: N_PROMPTS - 1]]
 sizes = attractors.perturbation_sizes(SIZES_PER_DECADE)
 kl_sizes = attractors.kl_grid(sizes, KL_EVERY)
-print("sizes (× the stream's norm):", np.round(sizes, 3).tolist())
-print("next-token KL at:", np.round(kl_sizes, 3).tolist())
+print("sizes (× the stream's norm):", formats.numbers(sizes))
+print("next-token KL at:", formats.numbers(kl_sizes))
 
 # %% [markdown]
 # ## The runs
@@ -227,7 +227,7 @@ fig = plots.plot_mixed_grid(panels, width=4.6)
 # %% tags=["hide-input"]
 summary = {m: attractors.layer_summary(runs[m], names[m]) for m in MODELS}
 show_table(pd.concat({m: s["basin reach"].unstack("run", sort=False) for m, s in summary.items()},
-                     names=["model"]).round(3),
+                     names=["model"]),
            caption="The basin's reach: the size (× the stream's norm) at which basin stability falls "
                    "below one half, from the mean over prompts (seeds averaged).")
 
@@ -267,7 +267,7 @@ fig = plots.plot_spectra_grid(spectra, names=names)
 # %% tags=["hide-input"]
 spectra_cols = ["spectrum top", "spectrum rms", "spectrum share_below_1", "spectrum rms_update"]
 show_table(pd.concat({m: s[spectra_cols].dropna() for m, s in summary.items()},
-                     names=["model"]).round(3),
+                     names=["model"]),
            caption="Scaled singular values per layer, mean over texts (and seeds): the largest and the "
                    "RMS of the window map's, the share below 1, and the RMS of its update's.")
 
@@ -298,7 +298,7 @@ fig = plots.plot_mixed_grid(panels)
 
 # %% tags=["hide-input"]
 show_table(pd.concat({m: s[list(attractors.SUMMARY_CURVES)] for m, s in summary.items()},
-                     names=["model"]).round(3),
+                     names=["model"]),
            caption=f"Per layer at the claims' size {claims.ATTRACTOR_SIZE:g}: means over prompts (and "
                    "seeds). validity: log10 radius; top1: share of prompts whose most likely next token "
                    "survives the intervention.")
@@ -361,7 +361,6 @@ for m in MODELS:
 
 # %% tags=["remove-input"]
 ch7 = attractors.chapter_ledger("07_local_dynamics", ch.ledger.directory)
-nums = lambda v, f="{:.2f}": ", ".join(f.format(x) for x in v)  # noqa: E731
 lines = []
 for m in MODELS:
     tab = tables[m].set_index(["claim", "reading"])
@@ -373,8 +372,8 @@ for m in MODELS:
     lines.append(
         f"**{m}.** *Attractor-like dynamics in the lower layers*, by the inward-flow fraction at size "
         f"{claims.ATTRACTOR_SIZE:g} of the plane perturbations: lower minus upper layers "
-        f"{head['value']:.2f} [{head['low']:.2f}, {head['high']:.2f}], **{head['line']}** (per layer, "
-        f"{', '.join(names[m])}: {nums(t['flow:plane'])}; other readings: {readings}).")
+        f"{formats.with_interval(head['value'], head['low'], head['high'])}, **{head['line']}** (per "
+        f"layer, {', '.join(names[m])}: {formats.numbers(t['flow:plane'])}; other readings: {readings}).")
     rel = attractors.ledger_entry(ch7, "dyn_relative_exponent_at_depths", m)
     exp7 = attractors.ledger_entry(ch7, "attractor_lower_exponents", m)
     if rel is None:
@@ -384,13 +383,13 @@ for m in MODELS:
         grows = bool((low["spectrum top"] > 1).all())
         lines.append(
             f"- Chapter 7's top exponents relative to the stream's growth at the five depths: "
-            f"{nums(rel['value'], '{:.3f}')}"
+            f"{formats.numbers(rel['value'])}"
             + (f" (its claim *attractor_lower_exponents*: {exp7['verdict']})" if exp7 else "")
             + f". Their one-layer counterpart, the largest scaled singular value of the window map at "
-            f"the first and early layers, is {nums(low['spectrum top'])} ("
+            f"the first and early layers, is {formats.numbers(low['spectrum top'])} ("
             + ("above 1: some direction outgrows the stream there, as positive exponents say" if grows
                else "not above 1 at both, unlike positive exponents")
-            + f"), while {nums(low['spectrum share_below_1'])} of the directions shrink relative to the "
+            + f"), while {formats.numbers(low['spectrum share_below_1'])} of the directions shrink relative to the "
             "stream. The two read different directions of the same maps: the exponents the most "
             "expanding one, followed to the end of the stack; the inward-flow fraction typical plane "
             f"directions over one layer. By the latter the sentence is **{head['line']}**"
@@ -400,8 +399,8 @@ for m in MODELS:
     top1 = t[["top1_delete", "top1_swap"]]
     lines.append(
         f"- *Recovery predicts next-token robustness*: rank correlation over the layers "
-        f"{rp.loc['perturbation', 'value']:.2f} [{rp.loc['perturbation', 'low']:.2f}, "
-        f"{rp.loc['perturbation', 'high']:.2f}], **{rp.loc['perturbation', 'line']}**; with the deletion "
+        f"{formats.with_interval(*rp.loc['perturbation', ['value', 'low', 'high']])}, "
+        f"**{rp.loc['perturbation', 'line']}**; with the deletion "
         f"KL {rp.loc['delete', 'line']}, with the swap KL {rp.loc['swap', 'line']}. Deleting a layer at "
         f"the last token keeps the most likely next token in {top1['top1_delete'].mean():.0%} of prompts, "
         f"swapping it with its neighbour in {top1['top1_swap'].mean():.0%} (mean over the five layers; "

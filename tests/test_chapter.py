@@ -22,7 +22,7 @@ def test_labels_rows_summary_and_control_keys(tmp_path):
     ch.rs = {("a", "original"): np.zeros((4, 4, 3), np.float32), ("b", "original"): np.zeros((4, 6, 5), np.float32)}
     ch.n_sublayers, ch.d_model = {"a": 4, "b": 6}, {"a": 3, "b": 5}
     assert ch.labels["a"] == ["L0.attn", "L0.mlp", "L1.attn", "L1.mlp"] and len(ch.labels["b"]) == 6
-    assert ch.per_model["b"] == {"labels": ch.labels["b"]}
+    assert ch.row_labels["b"] == {"labels": ch.labels["b"]}
     assert "**b**: residual stream (4, 6, 5)" in ch.summary() and "3 layers, 5 units" in ch.summary()
     ch.record("a", "r_first", 0.5, claim="r is high")
     ch.record("a", "r_first", 0.1, condition="shuffled", claim="r is high")

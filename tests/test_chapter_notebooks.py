@@ -46,7 +46,30 @@ def _only_records(stmts) -> bool:
     return recorded
 
 
+#: calls that build a figure's grid of axes by hand (plots.style.grid / side_by_side do it)
+HAND_GRID = re.compile(r"(^|\.)(subplots|subplot|add_subplot|subplot_mosaic|add_gridspec|GridSpec|add_axes)$")
+
+
+def _arranging_failures(source: str) -> list[str]:
+    """What a chapter cell does beyond arranging: a function defined (``def``, ``lambda``, a class) or a grid of
+    axes built by hand (``plt.subplots``, ``fig.add_subplot``...)."""
+    out = []
+    for node in ast.walk(ast.parse(source.replace(";\n", "\n").rstrip(";"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.append(f"defines {node.name!r}")
+        elif isinstance(node, ast.Lambda):
+            out.append(f"defines a lambda: {ast.unparse(node)[:60]}")
+        elif isinstance(node, ast.Call) and HAND_GRID.search(ast.unparse(node.func)):
+            out.append(f"builds a grid by hand: {ast.unparse(node.func)}(...)")
+    return out
+
+
 def test_the_rules_see_what_they_are_meant_to():
+    assert _arranging_failures("def f(x):\n    return x") == ["defines 'f'"]
+    assert _arranging_failures("fmt = lambda v: f'{v:.2f}'")[0].startswith("defines a lambda")
+    assert _arranging_failures("fig, axes = plt.subplots(1, 2)\nfor ax in axes:\n    ax.plot([1])")
+    assert _arranging_failures("ax = fig.add_subplot(121);")
+    assert not _arranging_failures("grid(plot_metrics.plot_velocity, data, row_kwargs=ch.row_kwargs)")
     assert _only_records(ast.parse("for m in M:\n    x = f(m)\n    ch.ledger.record('k', x, model=m)").body)
     assert not _only_records(ast.parse("for m in M:\n    ch.record(m, 'k', 1)\ngrid(plot, data)").body)
     assert not _only_records(ast.parse("x = 1").body)
@@ -77,3 +100,12 @@ def test_visible_code_fits_the_page(stem):
     wide = [line for cell in _code_cells(stem) if _visible(cell) for line in cell.source.splitlines()
             if len(line) > WIDTH]
     assert not wide, f"{stem}: {len(wide)} visible code line(s) over {WIDTH} characters, e.g. {wide[0]!r}"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_chapter_only_arranges(stem):
+    """No chapter defines a function or builds a figure's grid by hand, in a visible cell or a hidden one: the
+    package holds the logic and the panels, ``plots.style.grid`` and ``side_by_side`` lay them out."""
+    found = [f"{f}\n    in: {c.source.splitlines()[0][:80]}" for c in _code_cells(stem)
+             for f in _arranging_failures(c.source)]
+    assert not found, f"{stem}: " + "\n".join(found)

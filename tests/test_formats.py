@@ -27,3 +27,22 @@ def test_number_undefined_and_intervals():
 def test_one_formatter_behind_ledger_and_verdicts():
     assert ledger.format_value is formats.format_value
     assert verdicts.with_interval is formats.with_interval
+
+
+def test_numbers_in_a_sentence():
+    assert formats.numbers([0.51234, 0.48, 1280.4]) == "0.512, 0.48, 1280"
+    assert formats.numbers(np.array([1e-5])) == "1.00e-05"
+
+
+def test_robustness_tables_and_lines_write_numbers_by_formats():
+    import pandas as pd
+
+    from transformer_dynamics import claims, robustness
+    from transformer_dynamics.robustness import lines
+
+    key = next(iter(claims.REGISTRY))
+    frame = pd.DataFrame({"claim": [key], "reading": [claims.get(key).headline], "value": [1280.4],
+                          "low": [1000.2], "high": [1500.7], "model": ["m"]})
+    # "%.3g" would write 1.28e+03 [1e+03, 1.5e+03]
+    assert robustness.value_table(frame, "model").iloc[0]["m"] == "1280 [1000, 1501]"
+    assert lines._numbers(frame.iloc[0]) == "1280 [1000, 1501]"

@@ -13,7 +13,7 @@ import torch
 
 from transformer_dynamics import dynamics as dy
 from transformer_dynamics import phase
-from transformer_dynamics.dynamics import known
+from transformer_dynamics.dynamics import known, systems
 
 RELATIVE = 0.02   # issue 28: the Lorenz and Henon exponents within 2 % (relative)
 EXACT = 1e-6      # issue 28: linear maps and closed forms exact to 1e-6
@@ -33,46 +33,46 @@ def _rel(estimate, value):
 # ------------------------------------------------------------------------------------------------------------
 def test_rk4_jacobians_are_the_derivative_of_the_rk4_step():
     rng = np.random.default_rng(0)
-    x = known.lorenz_trajectory(rng.standard_normal((3, 3)), 0.01, 500, 4).reshape(-1, 3)  # on the attractor
-    h, eps, p = 0.01, 1e-6, known.LORENZ
-    J = known.rk4_jacobians(x, h)
-    fd = np.stack([(known._rk4(x + eps * e, h, p) - known._rk4(x - eps * e, h, p)) / (2 * eps)
+    x = systems.lorenz_trajectory(rng.standard_normal((3, 3)), 0.01, 500, 4).reshape(-1, 3)  # on the attractor
+    h, eps, p = 0.01, 1e-6, systems.LORENZ
+    J = systems.rk4_jacobians(x, h)
+    fd = np.stack([(systems._rk4(x + eps * e, h, p) - systems._rk4(x - eps * e, h, p)) / (2 * eps)
                    for e in np.eye(3)], axis=-1)                    # columns: d step / d x_j
     np.testing.assert_allclose(J, fd, atol=1e-7)
     # broken: the Euler step's Jacobian I + h Df is not the RK4 step's
-    euler = np.eye(3) + h * known._lorenz_jacobian(x, **p)
+    euler = np.eye(3) + h * systems._lorenz_jacobian(x, **p)
     assert np.abs(euler - fd).max() > 1e-3
 
 
 def test_lorenz_largest_exponent_within_2_percent(table):
     row = table.loc["lorenz_largest_exponent"]
-    assert row["known"] == known.LORENZ_LARGEST.value == 0.9056
+    assert row["known"] == systems.LORENZ_LARGEST.value == 0.9056
     assert _rel(row["estimate"], row["known"]) < RELATIVE, row["estimate"]
     assert row["within"]
 
 
 def test_lorenz_check_fails_on_jacobians_out_of_order():
-    J, s = known.lorenz_jacobians(0, length=40.0, n_trajectories=4)
-    ok = known._benettin(J, 1, 0, 0)[:, 0].mean() / s["h"]
+    J, s = systems.lorenz_jacobians(0, length=40.0, n_trajectories=4)
+    ok = systems.benettin_exponents(J, 1, 0, 0)[:, 0].mean() / s["h"]
     shuffled = J[:, np.random.default_rng(0).permutation(J.shape[1])]
-    broken = known._benettin(shuffled, 1, 0, 0)[:, 0].mean() / s["h"]
-    assert _rel(ok, known.LORENZ_LARGEST.value) < 0.05            # a short run, but the right sequence
-    assert _rel(broken, known.LORENZ_LARGEST.value) > RELATIVE    # the same matrices, not the flow's order
+    broken = systems.benettin_exponents(shuffled, 1, 0, 0)[:, 0].mean() / s["h"]
+    assert _rel(ok, systems.LORENZ_LARGEST.value) < 0.05            # a short run, but the right sequence
+    assert _rel(broken, systems.LORENZ_LARGEST.value) > RELATIVE    # the same matrices, not the flow's order
 
 
 def test_henon_largest_exponent_within_2_percent(table):
     for key in ("henon_largest_exponent", "henon_largest_exponent_one_vector"):
         row = table.loc[key]
-        assert row["known"] == known.HENON_LARGEST.value == 0.41922
+        assert row["known"] == systems.HENON_LARGEST.value == 0.41922
         assert _rel(row["estimate"], row["known"]) < RELATIVE, (key, row["estimate"])
 
 
 def test_henon_check_fails_on_jacobians_out_of_order():
-    J, _ = known.henon_jacobians_along(0, length=3000)
-    broken = known._benettin(J[:, np.random.default_rng(0).permutation(J.shape[1])], 1, 0, 0)[:, 0].mean()
-    assert _rel(broken, known.HENON_LARGEST.value) > RELATIVE
+    J, _ = systems.henon_jacobians_along(0, length=3000)
+    broken = systems.benettin_exponents(J[:, np.random.default_rng(0).permutation(J.shape[1])], 1, 0, 0)[:, 0].mean()
+    assert _rel(broken, systems.HENON_LARGEST.value) > RELATIVE
     # the reversed order is a product of the same length with the same exponents in the limit
-    assert _rel(known._benettin(J[:, ::-1], 1, 0, 0)[:, 0].mean(), known.HENON_LARGEST.value) < RELATIVE
+    assert _rel(systems.benettin_exponents(J[:, ::-1], 1, 0, 0)[:, 0].mean(), systems.HENON_LARGEST.value) < RELATIVE
 
 
 def test_exponent_sums_are_the_log_determinant(table):
@@ -80,8 +80,8 @@ def test_exponent_sums_are_the_log_determinant(table):
     assert table.loc["henon_exponent_sum", "known"] == math.log(0.3)
     # Lorenz: the sum over k = D equals the mean log|det J_t| to rounding (the triangular factor keeps the
     # small singular values), and the flow's divergence -(sigma + 1 + beta) to the RK4 error at h = 0.01
-    J, s = known.lorenz_jacobians(0, length=30.0, n_trajectories=2)
-    lam = known._benettin(J, 3, 0, 0).sum(-1)
+    J, s = systems.lorenz_jacobians(0, length=30.0, n_trajectories=2)
+    lam = systems.benettin_exponents(J, 3, 0, 0).sum(-1)
     np.testing.assert_allclose(lam, np.log(np.abs(np.linalg.det(J))).mean(1), atol=1e-12)
     assert _rel(table.loc["lorenz_exponent_sum", "estimate"], -(10 + 1 + 8 / 3)) < 1e-4
     # broken: the singular values of the explicit product (P = J_n ... J_1, one float64 matrix) lose the
@@ -94,17 +94,17 @@ def test_exponent_sums_are_the_log_determinant(table):
 
 
 def test_benettin_running_converges_and_checks_lengths():
-    J, _ = known.henon_jacobians_along(0, length=400, n_trajectories=4)
-    run = known.benettin_running(J, [50, 400])
+    J, _ = systems.henon_jacobians_along(0, length=400, n_trajectories=4)
+    run = systems.benettin_running(J, [50, 400])
     assert run.shape == (2, 4)
-    np.testing.assert_allclose(run[-1], known._benettin(J, 1, 0, 0)[:, 0])   # the last is the full run
+    np.testing.assert_allclose(run[-1], systems.benettin_exponents(J, 1, 0, 0)[:, 0])   # the last is the full run
     with pytest.raises(ValueError, match="lengths must be in"):
-        known.benettin_running(J, [0, 401])
+        systems.benettin_running(J, [0, 401])
 
 
 def test_henon_escape_is_an_error():
     with pytest.raises(ValueError, match="escaped to infinity"):
-        known.henon_trajectory(np.array([[5.0, 5.0]]), 10, 10)
+        systems.henon_trajectory(np.array([[5.0, 5.0]]), 10, 10)
 
 
 # ------------------------------------------------------------------------------------------------------------

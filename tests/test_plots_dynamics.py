@@ -60,3 +60,16 @@ def test_eigenvalue_and_jpca_panels():
                             {"trained": rng.uniform(0, 0.3, 10), "random init (seed 0)": rng.uniform(0, 0.3, 10)})
     assert len(fig.axes[0].get_xticklabels()) == 2
     plt.close(fig)
+
+
+def test_benettin_convergence_panel_draws_deviation_from_the_literature():
+    lengths = np.array([10.0, 100.0, 1000.0])
+    estimates = np.array([[1.1, 0.9], [1.02, 0.98], [1.0, 1.0]])    # (n, n_trajectories) around known = 1
+    fig = P.plot_benettin_convergence({"lengths": lengths, "estimates": estimates, "known": 1.0, "unit": "steps"},
+                                      tolerance=0.02)
+    ax = fig.axes[0]
+    mean = [line for line in ax.get_lines() if line.get_label() == "mean"][0]
+    np.testing.assert_allclose(mean.get_ydata(), [0.0, 0.0, 0.0], atol=1e-12)   # percent off the literature
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [10.0, 2.0, 0.0])
+    assert ax.get_xlabel() == "length (steps)"
+    plt.close(fig)

@@ -61,17 +61,6 @@ def test_quiver_arrows_are_displacements(arrow):
         P.plot_teleport_quiver(res, arrow="start")
 
 
-def test_teleport_panels_and_mse():
-    results = [_teleport(l) for l in (0, 3, 6, 9)]
-    fig = P.plot_teleport_panels(results, color_by=None, show_paths=True)
-    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
-    assert len(visible) == 4
-    fig = P.plot_teleport_panels(results, ncols=3)
-    assert isinstance(fig, Figure)
-    with pytest.raises(ValueError):
-        P.plot_teleport_panels([])
-
-
 def test_noise_and_swap_plots():
     noise = [_distance(l, scale=s) for l in (0, 4, 8) for s in (0.1, 1.0)]
     fig = P.plot_noise_grid({"m": noise})
@@ -91,7 +80,8 @@ def test_noise_and_swap_plots():
 def test_panels_share_one_colour_scale():
     results = [_teleport(l) for l in (0, 3, 6)]
     results[1].recovery_pc = results[1].recovery_pc * 10  # one panel with a much wider range
-    fig = P.plot_teleport_panels(results)
+    data = {("m", pos): r for pos, r in zip(("first", "middle", "last"), results)}
+    fig = P.plot_teleport_grid(data)
     quivers = [c for ax in fig.axes for c in ax.collections if isinstance(c, Quiver)]
     assert len(quivers) == 3
     norms = {(q.norm.vmin, q.norm.vmax) for q in quivers}
@@ -99,7 +89,7 @@ def test_panels_share_one_colour_scale():
     lo, hi = norms.pop()
     allv = np.concatenate([r.recovery_pc for r in results])
     assert lo <= allv.min() and hi >= allv.max()
-    fig = P.plot_teleport_panels(results, color_by="end_distance")
+    fig = P.plot_teleport_grid(data, color_by="end_distance")
     assert len({(q.norm.vmin, q.norm.vmax) for ax in fig.axes for q in ax.collections
                 if isinstance(q, Quiver)}) == 1
 

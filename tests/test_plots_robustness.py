@@ -1,5 +1,5 @@
-"""Smoke and content tests of chapters 6 and 8's panels (transformer_dynamics.plots.robustness) on small streams
-and constructed verdict rows."""
+"""Smoke and content tests of chapters 6 and 8's panels (transformer_dynamics.plots.robustness and
+transformer_dynamics.plots.verdicts) on small streams and constructed verdict rows."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from transformer_dynamics import robustness, verdicts  # noqa: E402
 from transformer_dynamics.plots import robustness as P  # noqa: E402
+from transformer_dynamics.plots import verdicts as V  # noqa: E402
 from transformer_dynamics.plots.style import side_by_side  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def frame():
 
 def test_verdict_grid_marks_flips_lost_power_and_references(frame):
     changes = robustness.setting_changes(frame)
-    fig = P.plot_verdict_grid(changes, model="m")
+    fig = V.plot_verdict_grid(changes, model="m")
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels[0] == "headline" and labels[-1] == "other reading 1"
@@ -100,50 +101,46 @@ def test_verdict_grid_marks_flips_lost_power_and_references(frame):
     assert marks[row["r_early"], col["N: 50"]] == "↓"
     assert (row["units_high_r"], col["N: 50"]) not in marks
     with pytest.raises(ValueError, match="no rows for model"):
-        P.plot_verdict_grid(changes, model="other")
+        V.plot_verdict_grid(changes, model="other")
 
 
 def test_claim_intervals_and_n_dependence(frame):
     head = frame[frame["choice"] == "headline"]
-    fig = P.plot_claim_intervals({"x": head, "y": head})
+    fig = V.plot_claim_intervals({"x": head, "y": head})
     assert [a.get_title() for a in fig.axes[:2]] == ["r_early", "units_high_r"]
     # the threshold drawn in each panel is the registry's
     assert any(np.allclose(ln.get_ydata(), 0.8) for ln in fig.axes[0].lines)
     nd = pd.DataFrame({"r_early": [0.7, 0.85, 0.9]}, index=pd.Index([10, 50, 100], name="n"))
-    fig = P.plot_n_dependence(nd, intervals=head)
+    fig = V.plot_n_dependence(nd, intervals=head)
     assert len(fig.axes[0].patches) == 1                 # the interval band
     with pytest.raises(ValueError, match="empty"):
-        P.plot_n_dependence(nd.iloc[:0])
+        V.plot_n_dependence(nd.iloc[:0])
 
 
 def test_n_dependence_per_model(frame):
     head = frame[frame["choice"] == "headline"]
     nd = pd.DataFrame({"r_early": [0.7, 0.85, 0.9]}, index=pd.Index([10, 50, 100], name="n"))
-    fig = P.plot_n_dependence({"m1": nd, "m2": nd + 0.01}, intervals={"m1": head, "m2": head})
+    fig = V.plot_n_dependence({"m1": nd, "m2": nd + 0.01}, intervals={"m1": head, "m2": head})
     ax = fig.axes[0]
     assert len([ln for ln in ax.lines if len(ln.get_xdata()) == 3]) == 2 and len(ax.patches) == 2
 
 
 def test_panels_with_no_defined_value_say_so(frame):
     nd = pd.DataFrame({"r_early": [np.nan, np.nan]}, index=pd.Index([10, 50], name="n"))
-    ax = P.plot_n_dependence(nd).axes[0]
+    ax = V.plot_n_dependence(nd).axes[0]
     assert [t.get_text() for t in ax.texts] == ["undefined"]
     head = frame[frame["choice"] == "headline"].assign(value=np.nan)
-    assert [t.get_text() for t in P.plot_claim_intervals({"x": head}).axes[0].texts] == ["undefined"]
+    assert [t.get_text() for t in V.plot_claim_intervals({"x": head}).axes[0].texts] == ["undefined"]
 
 
 def test_plot_learning_draws_every_reference():
-    import matplotlib.pyplot as plt
-
-    from transformer_dynamics.plots import robustness as pr
-
     rng = np.random.default_rng(0)
     curves = {k: {"r": rng.random(11), "cos": rng.random(11), "vel": rng.random(11), "norm": rng.random(12)}
               for k in ("trained", "random init", "permuted weights")}
     for key in ("r", "cos", "norm", "vel"):
-        fig = pr.plot_learning(curves, key=key)
+        fig = P.plot_learning(curves, key=key)
         labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         assert sorted(labels) == sorted(curves), key
         plt.close(fig)
     with pytest.raises(ValueError, match="key must be one of"):
-        pr.plot_learning(curves, key="mi")
+        P.plot_learning(curves, key="mi")

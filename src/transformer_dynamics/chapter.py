@@ -11,7 +11,7 @@ they are once:
 >>> ch.rs["smollm2-135m", "original"].shape                                          # doctest: +SKIP
 (1000, 60, 576)
 >>> grid(plots.metrics.plot_velocity, {k: metrics.velocity(ch.rs[k]) for k in ch.runs},
-...      row_kwargs=ch.per_model)                                                    # doctest: +SKIP
+...      row_kwargs=ch.row_labels)                                                   # doctest: +SKIP
 >>> ch.record("smollm2-135m", "r_first", 0.83, condition="shuffled", claim="...")   # doctest: +SKIP
 >>> show_table(ch.ledger, paper=True)    # the paper's statements next to ours       # doctest: +SKIP
 
@@ -41,7 +41,7 @@ class Chapter:
     models: model names in figure-row order; conditions: e.g. ``("original", "shuffled")``;
     runs: ``[(model, condition), ...]`` in figure order; rs: ``{(model, condition): (n, n_sublayers,
     d_model)}`` float32 (empty when ``capture=False``); n_sublayers, d_model: ``{model: int}``;
-    labels: ``{model: ["L0.attn", "L0.mlp", ...]}``; per_model: ``{model: {"labels": ...}}``, the
+    labels: ``{model: ["L0.attn", "L0.mlp", ...]}``; row_labels: ``{model: {"labels": ...}}``, the
     ``row_kwargs`` of :func:`transformer_dynamics.plots.style.grid`; ledger: the chapter's
     :class:`~transformer_dynamics.ledger.Ledger`.
     """
@@ -69,7 +69,9 @@ class Chapter:
         return {m: sublayer_labels(s // 2) for m, s in self.n_sublayers.items()}
 
     @property
-    def per_model(self) -> dict[str, dict[str, Any]]:
+    def row_labels(self) -> dict[str, dict[str, Any]]:
+        """Each model's sublayer labels as a figure row's keywords: ``{model: {"labels": [...]}}``, the
+        ``row_kwargs`` of :func:`transformer_dynamics.plots.style.grid` (one row per model)."""
         return {m: {"labels": lab} for m, lab in self.labels.items()}
 
     def record(self, model: str, key: str, value: Any, *, condition: str = "original", claim: str = "",

@@ -347,33 +347,10 @@ def check_html(root: str | os.PathLike | None = None, out: str | os.PathLike = "
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(timeout_s * 1000)
             for doc in toc_files(toc):
-                is_chapter = doc.startswith("notebooks/")
-                if is_chapter and not selected(Path(doc).name, sel):
+                if doc.startswith("notebooks/") and not selected(Path(doc).name, sel):
                     continue
-                if not (html_dir / f"{doc}.html").is_file():
-                    report["failures"].append(f"{doc}: page {doc}.html was not built")
-                    continue
-                try:
-                    resp = page.goto(f"{base}/{doc}.html", wait_until="load")
-                    found = page.evaluate(PAGE_PROBE) or {}
-                    status = resp.status if resp is not None else None
-                except PlaywrightError as exc:
-                    found, status = {"errors": []}, None
-                    report["failures"].append(f"{doc}: page did not load: {str(exc).splitlines()[0]}")
-                fails = _page_failures(doc, found, status, org_repo, chapters_need_figures, paths)
-                shot = shots / f"{Path(doc).name}.png"
-                try:
-                    page.screenshot(path=str(shot), full_page=True)
-                    report["screenshots"].append(str(shot))
-                except PlaywrightError as exc:
-                    fails.append(f"no screenshot: {str(exc).splitlines()[0]}")
-                found["failures"] = fails
-                for big in ("html", "text"):
-                    found.pop(big, None)
-                report["pages"][doc] = found
-                report["failures"] += [f"{doc}: {f}" for f in fails]
-                log(f"check {doc}: {found.get('images', 0)} images, {found.get('figures', 0)} figures"
-                    + (" - " + "; ".join(fails) if fails else " - ok"))
+                _check_page(page, base, doc, html_dir, shots, report,
+                            org_repo=org_repo, chapters_need_figures=chapters_need_figures, paths=paths)
             browser.close()
     finally:
         server.shutdown()
@@ -391,3 +368,35 @@ def check_html(root: str | os.PathLike | None = None, out: str | os.PathLike = "
     n_ok = sum(not p["failures"] for p in report["pages"].values())
     log(f"browser check: {n_ok}/{len(report['pages'])} pages ok; screenshots in {shots}")
     return report
+
+
+def _check_page(page: Any, base: str, doc: str, html_dir: Path, shots: Path, report: dict[str, Any], *,
+                org_repo: str, chapters_need_figures: bool, paths: list[str]) -> None:
+    """Load one page of the book (``doc``, e.g. ``"notebooks/02_x"``) in the browser ``page``, probe it, take its
+    full-page screenshot and add what was found, and its failures, to ``report`` (see :func:`check_html`)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    if not (html_dir / f"{doc}.html").is_file():
+        report["failures"].append(f"{doc}: page {doc}.html was not built")
+        return
+    try:
+        resp = page.goto(f"{base}/{doc}.html", wait_until="load")
+        found = page.evaluate(PAGE_PROBE) or {}
+        status = resp.status if resp is not None else None
+    except PlaywrightError as exc:
+        found, status = {"errors": []}, None
+        report["failures"].append(f"{doc}: page did not load: {str(exc).splitlines()[0]}")
+    fails = _page_failures(doc, found, status, org_repo, chapters_need_figures, paths)
+    shot = shots / f"{Path(doc).name}.png"
+    try:
+        page.screenshot(path=str(shot), full_page=True)
+        report["screenshots"].append(str(shot))
+    except PlaywrightError as exc:
+        fails.append(f"no screenshot: {str(exc).splitlines()[0]}")
+    found["failures"] = fails
+    for big in ("html", "text"):
+        found.pop(big, None)
+    report["pages"][doc] = found
+    report["failures"] += [f"{doc}: {f}" for f in fails]
+    log(f"check {doc}: {found.get('images', 0)} images, {found.get('figures', 0)} figures"
+        + (" - " + "; ".join(fails) if fails else " - ok"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import ledger as ledger_mod
+from ..formats import format_value
 from ..profiles import read_profile
 
 __all__ = ["LEDGER_MARKER", "BENCHMARKS_MARKER", "render_ledger_page", "json_to_markdown",
@@ -130,10 +131,10 @@ def _goal_for(key: str, flat: dict[str, Any]) -> str:
     leaf = key.rsplit(".", 1)[-1]
     sign = "≤" if leaf.startswith("ours_vs_") else "≥"
     if f"goal_{leaf}" in flat:
-        return f"{sign} {ledger_mod.format_value(flat[f'goal_{leaf}'])}"
+        return f"{sign} {format_value(flat[f'goal_{leaf}'])}"
     generic = "goal_ours_vs_each_peer" if leaf.startswith("ours_vs_") else "goal_speedup"
     if generic in flat:
-        return f"{sign} {ledger_mod.format_value(flat[generic])}" + (" (each peer)" if sign == "≤" else "")
+        return f"{sign} {format_value(flat[generic])}" + (" (each peer)" if sign == "≤" else "")
     return ""
 
 
@@ -184,73 +185,15 @@ def render_benchmarks_page(template: str, results_dir: str | os.PathLike,
     the goals and floors (keys naming a goal, a floor, a peak or a share), then every result file folded, as it
     is. ``figures_dir``: where the charts are written (PNG; the page refers to them by that folder's name);
     without it, tables only."""
-    d = Path(results_dir)
-    data, broken = _load_results(d)
-    titles = titles or {}
+    data, broken = _load_results(Path(results_dir))
     fig_dir = Path(figures_dir) if figures_dir is not None else None
     parts: list[str] = []
     if not data:
         parts.append(":::{note}\nNo benchmark results yet: run `make benchmarks` (writes "
                      "`benchmarks/results/*.json`).\n:::\n")
-    # --- time per chapter ---------------------------------------------------------------------------------
-    series: dict[str, dict[str, Any]] = {}
-    if timings and timings.get("notebooks"):
-        series[f"this build ({timings.get('profile', '')})"] = {
-            k: v.get("seconds") if v.get("ok") else None for k, v in timings["notebooks"].items()}
-    for name, res in data.items():
-        rows = res.get("rows") if isinstance(res, dict) else None
-        if _is_records(rows) and all("step" in r and "wall_s" in r for r in rows):
-            series[name] = {r["step"]: r["wall_s"] for r in rows}
-    if series:
-        steps = list(dict.fromkeys(s for v in series.values() for s in v))
-        parts += ["## Time per chapter", "",
-                  "Wall-clock seconds each chapter took to execute: in this build, and in each recorded run of "
-                  "the book from an empty cache (`benchmarks/bench_book.py`).", ""]
-        header = ["chapter"] + [f"{n} (s)" for n in series]
-        rows_ = [[titles.get(s, s)] + [series[n].get(s) for n in series] for s in steps]
-        totals = [sum(v for v in series[n].values() if isinstance(v, (int, float))) for n in series]
-        parts.append(ledger_mod.html_table(header, rows_ + [["total"] + totals]))
-        if fig_dir is not None:
-            _bar_chart(fig_dir / "chapter-times.png", [_short(s) for s in steps],
-                       {n: [series[n].get(s) for s in steps] for n in series}, "wall-clock seconds")
-            parts.append(_figure(f"{fig_dir.name}/chapter-times.png",
-                                 "Horizontal bar chart: wall-clock seconds per chapter, one bar per run ("
-                                 + ", ".join(series) + ")", "Time per chapter, per run.", "fig-bench-chapters"))
-    # --- ratios against peers -----------------------------------------------------------------------------
-    ratios = []
-    for name, res in data.items():
-        flat = _scalars(res)
-        for key, v in flat.items():
-            if RATIO_KEY.search(key) and isinstance(v, (int, float)) and not isinstance(v, bool):
-                leaf = key.rsplit(".", 1)[-1]
-                ratios.append([name, leaf.replace("_", " "), v, _goal_for(key, flat)])
-    if ratios:
-        parts += ["## Against peers and references", "",
-                  "Each ratio a result records: `ours vs X` is our time over X's (below 1: faster than X), "
-                  "`speedup vs X` is X's time over ours (above 1: faster), with the goal the benchmark set.", "",
-                  ledger_mod.html_table(["result", "comparison", "ratio", "goal"], ratios)]
-        if fig_dir is not None:
-            ours = [r for r in ratios if r[1].startswith("ours vs")]
-            if ours:
-                _bar_chart(fig_dir / "ratios.png", [_short(f"{r[0]}: {r[1][len('ours vs '):]}", 40) for r in ours],
-                           {"ours / peer time": [r[2] for r in ours]}, "our time / their time (1 = as fast)",
-                           line=1.0)
-                parts.append(_figure(f"{fig_dir.name}/ratios.png",
-                                     "Horizontal bar chart: our capture time divided by each peer's, per result, "
-                                     "with a dotted line at 1 (as fast)",
-                                     "Our time over each peer's (below the dotted line: faster).", "fig-bench-ratios"))
-    # --- goals and floors ---------------------------------------------------------------------------------
-    limits = []
-    for name, res in data.items():
-        for key, v in _scalars(res).items():
-            if LIMIT_KEY.search(key) and not RATIO_KEY.search(key) and v is not None and not isinstance(v, str):
-                limits.append([name, key.replace("_", " "), v])
-    if limits:
-        parts += ["## Goals and floors", "",
-                  "Every goal a result was measured against (and whether it was met), and every floor, peak or "
-                  "share it records: what no change of the code can go below, and how close the code comes.", "",
-                  ledger_mod.html_table(["result", "measure", "value"], limits)]
-    # --- every result, folded -----------------------------------------------------------------------------
+    parts += _chapter_times(data, timings, titles or {}, fig_dir)
+    parts += _ratios(data, fig_dir)
+    parts += _limits(data)
     if data or broken:
         parts += ["## Every result, as recorded", ""]
         for name, res in data.items():
@@ -262,6 +205,79 @@ def render_benchmarks_page(template: str, results_dir: str | os.PathLike,
     if BENCHMARKS_MARKER in template:
         return template.replace(BENCHMARKS_MARKER, body)
     return template.rstrip() + "\n\n" + body
+
+
+def _chapter_times(data: dict[str, Any], timings: dict[str, Any] | None, titles: dict[str, str],
+                   fig_dir: Path | None) -> list[str]:
+    """The page's time per chapter: this build's (``timings``) and each recorded cold run's (results with
+    ``rows`` of ``step`` and ``wall_s``), as a table and, with ``fig_dir``, a bar chart."""
+    series: dict[str, dict[str, Any]] = {}
+    if timings and timings.get("notebooks"):
+        series[f"this build ({timings.get('profile', '')})"] = {
+            k: v.get("seconds") if v.get("ok") else None for k, v in timings["notebooks"].items()}
+    for name, res in data.items():
+        rows = res.get("rows") if isinstance(res, dict) else None
+        if _is_records(rows) and all("step" in r and "wall_s" in r for r in rows):
+            series[name] = {r["step"]: r["wall_s"] for r in rows}
+    if not series:
+        return []
+    steps = list(dict.fromkeys(s for v in series.values() for s in v))
+    parts = ["## Time per chapter", "",
+             "Wall-clock seconds each chapter took to execute: in this build, and in each recorded run of "
+             "the book from an empty cache (`benchmarks/bench_book.py`).", ""]
+    header = ["chapter"] + [f"{n} (s)" for n in series]
+    rows_ = [[titles.get(s, s)] + [series[n].get(s) for n in series] for s in steps]
+    totals = [sum(v for v in series[n].values() if isinstance(v, (int, float))) for n in series]
+    parts.append(ledger_mod.html_table(header, rows_ + [["total"] + totals]))
+    if fig_dir is not None:
+        _bar_chart(fig_dir / "chapter-times.png", [_short(s) for s in steps],
+                   {n: [series[n].get(s) for s in steps] for n in series}, "wall-clock seconds")
+        parts.append(_figure(f"{fig_dir.name}/chapter-times.png",
+                             "Horizontal bar chart: wall-clock seconds per chapter, one bar per run ("
+                             + ", ".join(series) + ")", "Time per chapter, per run.", "fig-bench-chapters"))
+    return parts
+
+
+def _ratios(data: dict[str, Any], fig_dir: Path | None) -> list[str]:
+    """The page's ratios against peers and references (keys ``ours_vs_*``, ``speedup_vs_*``) with their goals,
+    as a table and, with ``fig_dir``, a bar chart of ours over each peer's time."""
+    ratios = []
+    for name, res in data.items():
+        flat = _scalars(res)
+        for key, v in flat.items():
+            if RATIO_KEY.search(key) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                leaf = key.rsplit(".", 1)[-1]
+                ratios.append([name, leaf.replace("_", " "), v, _goal_for(key, flat)])
+    if not ratios:
+        return []
+    parts = ["## Against peers and references", "",
+             "Each ratio a result records: `ours vs X` is our time over X's (below 1: faster than X), "
+             "`speedup vs X` is X's time over ours (above 1: faster), with the goal the benchmark set.", "",
+             ledger_mod.html_table(["result", "comparison", "ratio", "goal"], ratios)]
+    ours = [r for r in ratios if r[1].startswith("ours vs")]
+    if fig_dir is not None and ours:
+        _bar_chart(fig_dir / "ratios.png", [_short(f"{r[0]}: {r[1][len('ours vs '):]}", 40) for r in ours],
+                   {"ours / peer time": [r[2] for r in ours]}, "our time / their time (1 = as fast)", line=1.0)
+        parts.append(_figure(f"{fig_dir.name}/ratios.png",
+                             "Horizontal bar chart: our capture time divided by each peer's, per result, "
+                             "with a dotted line at 1 (as fast)",
+                             "Our time over each peer's (below the dotted line: faster).", "fig-bench-ratios"))
+    return parts
+
+
+def _limits(data: dict[str, Any]) -> list[str]:
+    """The page's goals and floors: every goal, floor, peak or share a result records."""
+    limits = []
+    for name, res in data.items():
+        for key, v in _scalars(res).items():
+            if LIMIT_KEY.search(key) and not RATIO_KEY.search(key) and v is not None and not isinstance(v, str):
+                limits.append([name, key.replace("_", " "), v])
+    if not limits:
+        return []
+    return ["## Goals and floors", "",
+            "Every goal a result was measured against (and whether it was met), and every floor, peak or "
+            "share it records: what no change of the code can go below, and how close the code comes.", "",
+            ledger_mod.html_table(["result", "measure", "value"], limits)]
 
 
 def build_context(profile: str | os.PathLike, ledger_dir: str | os.PathLike | None = None) -> dict[str, Any]:

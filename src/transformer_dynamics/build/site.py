@@ -216,7 +216,6 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
     A chapter whose last run did not finish is refused (:func:`.runner.check_complete`) unless
     ``publish_incomplete``."""
     from .. import ledger as ledger_mod
-    from .browser import machine_paths
 
     root = find_root(root)
     out = out_dir(root, out)
@@ -229,6 +228,17 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
     src.mkdir(parents=True)
     led_dir = ledger_dir(out, pname)
     context = build_context(profile, led_dir)
+    modules = api_modules() if (root / "book" / "api.md").is_file() else []
+    _stage_config(root, src, context, modules)
+    ledgers = {led.get("notebook"): led for led in (ledger_mod.load_all(led_dir) if led_dir.is_dir() else [])}
+    titles, figures = _stage_notebooks(root, out, src, pname, ledgers, context["models"], publish_incomplete)
+    _stage_pages(root, out, src, pname, ledgers, titles, figures, modules)
+    return src
+
+
+def _stage_config(root: Path, src: Path, context: dict[str, Any], modules: list[str]) -> None:
+    """The staged ``_config.yml`` (the build's banner, the footer, this module as a Sphinx extension), the
+    ``_toc.yml`` (with the API pages of ``modules``) and the ``book/`` folder with its static files."""
     cfg = yaml.safe_load((root / "_config.yml").read_text()) or {}
     cfg.setdefault("html", {})["announcement"] = banner(context)
     try:
@@ -242,17 +252,24 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
     if __name__ not in exts:
         exts.append(__name__)
     (src / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
-    modules = api_modules() if (root / "book" / "api.md").is_file() else []
     toc = _api_toc(yaml.safe_load((root / "_toc.yml").read_text()), modules)
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True))
     if (root / "book").is_dir():
         shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("_static"))
     if (root / "book" / "_static").is_dir():  # Jupyter Book loads the CSS of <source>/_static on every page
         shutil.copytree(root / "book" / "_static", src / "_static")
-    exe = executed_dir(out, pname)
+
+
+def _stage_notebooks(root: Path, out: Path, src: Path, pname: str, ledgers: dict[str, Any],
+                     default_models: list[str], publish_incomplete: bool,
+                     ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Every chapter of the table of contents staged in ``src/notebooks``: its executed copy, else the committed
+    notebook (warned about), prepared by :func:`_stage_notebook` for the models its ledger ran (else
+    ``default_models``). -> ``(titles, figures)``: each chapter's title and its figure panels' ids."""
+    from .browser import machine_paths
+
     (src / "notebooks").mkdir()
     paths = machine_paths(root, out)
-    ledgers = {led.get("notebook"): led for led in (ledger_mod.load_all(led_dir) if led_dir.is_dir() else [])}
     titles: dict[str, str] = {}
     figures: dict[str, dict[str, str]] = {}
     missing = []
@@ -271,12 +288,21 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
             missing.append(stem)
             continue
         ctx = (ledgers.get(stem) or {}).get("context", {})
-        ctx_models = ctx.get("models") or ([ctx["model"]] if ctx.get("model") else context["models"])
+        ctx_models = ctx.get("models") or ([ctx["model"]] if ctx.get("model") else default_models)
         figures[stem] = figure_panels(_stage_notebook(staged, src, paths, ctx_models))
         titles[stem] = notebook_title(staged) or stem
     if missing:
-        log(f"WARNING: no executed copy under {exe} for {missing}; run `python -m transformer_dynamics.build run "
-            f"--profile {pname}` first (staged without outputs)")
+        log(f"WARNING: no executed copy under {executed_dir(out, pname)} for {missing}; run `python -m "
+            f"transformer_dynamics.build run --profile {pname}` first (staged without outputs)")
+    return titles, figures
+
+
+def _stage_pages(root: Path, out: Path, src: Path, pname: str, ledgers: dict[str, Any], titles: dict[str, str],
+                 figures: dict[str, dict[str, str]], modules: list[str]) -> None:
+    """The generated pages in ``src/book``: the ledger page (and each chapter's ledger as CSV), the benchmarks
+    page and the API pages of ``modules``."""
+    from .. import ledger as ledger_mod
+
     book_dir = src / "book"
     book_dir.mkdir(exist_ok=True)
     downloads = {}
@@ -285,7 +311,7 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
         downloads[stem] = f"{Path(LEDGER_DATA).name}/{stem}.csv"
     template = (root / "book" / "ledger.md").read_text() if (root / "book" / "ledger.md").is_file() \
         else "# Reproduction ledger\n"
-    page = render_ledger_page(template, led_dir, profile=pname, titles=titles,
+    page = render_ledger_page(template, ledger_dir(out, pname), profile=pname, titles=titles,
                               hrefs={s: f"../notebooks/{s}.html" for s in titles},
                               docs={s: f"../notebooks/{s}" for s in titles}, figures=figures, downloads=downloads)
     _write_if_changed(book_dir / "ledger.md", page)
@@ -300,7 +326,6 @@ def stage(profile: str = "full", root: str | os.PathLike | None = None, out: str
         _write_if_changed(book_dir / "api.md", render_api_page((root / "book" / "api.md").read_text(), modules))
         for name in modules:
             _write_if_changed(book_dir / "api" / f"{name}.md", render_api_module(name))
-    return src
 
 
 def _add_py_download(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:

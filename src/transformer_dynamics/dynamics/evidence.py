@@ -71,12 +71,13 @@ def claim_sublayers(n_sublayers: int, *, layer_stride: int = 1) -> np.ndarray:
     where their contrast lives, are always measured."""
     if isinstance(layer_stride, bool) or int(layer_stride) != layer_stride or layer_stride < 1:
         raise ValueError(f"layer_stride must be an integer >= 1, got {layer_stride!r}")
-    S = int(n_sublayers)
-    impulses = np.eye(S)
-    moved = np.zeros(S, dtype=bool)
+    n_sublayers = int(n_sublayers)
+    impulses = np.eye(n_sublayers)
+    moved = np.zeros(n_sublayers, dtype=bool)
     for key, name in _per_sublayer_readings():
         r = _claims.get(key).reading(name)
-        moved |= np.abs(r({k: impulses for k in r.keys}) - r({k: np.zeros((1, S)) for k in r.keys})[0]) > 0
+        still = r({k: np.zeros((1, n_sublayers)) for k in r.keys})[0]
+        moved |= np.abs(r({k: impulses for k in r.keys}) - still) > 0
     layers = np.unique(np.flatnonzero(moved) // 2)
     keep = []
     for block in np.split(layers, np.flatnonzero(np.diff(layers) > 1) + 1):
@@ -159,9 +160,10 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     for kind in inits:
         random_init.check_kind(kind)
     rm = residual.of(model, tokenizer)
-    S = rm.n_sublayers
-    kwargs = {"pad_token_id": rm.pad_id, "sublayers": claim_sublayers(S, layer_stride=layer_stride),
-              "starts": exponent_starts(S), "bottleneck": True, **kwargs}
+    n_sublayers = rm.n_sublayers
+    kwargs = {"pad_token_id": rm.pad_id, "bottleneck": True,
+              "sublayers": claim_sublayers(n_sublayers, layer_stride=layer_stride),
+              "starts": exponent_starts(n_sublayers), **kwargs}
     ids = {c: text_token_ids(tokenizer, texts, condition=c, seed=seed, add_bos=add_bos, strip=strip)
            for c in dict.fromkeys(["original", *conditions])}
     out = {("trained", c): local_dynamics(rm, ids[c], keep_eigenvalues=keep_eigenvalues, **kwargs)

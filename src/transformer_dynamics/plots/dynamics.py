@@ -12,8 +12,8 @@ import numpy as np
 
 from .style import CROSS_COLOR, WITHIN_COLOR, fig_ax, grid, sublayer_cmap, sublayer_ticks
 
-__all__ = ["REFERENCE_COLORS", "measure_grid", "plot_by_reference", "plot_eigenvalues", "plot_exponents",
-           "plot_exponents_vs_recovery", "plot_jpca_control", "plot_jpca_plane", "plot_measure"]
+__all__ = ["REFERENCE_COLORS", "measure_grid", "plot_benettin_convergence", "plot_by_reference", "plot_eigenvalues",
+           "plot_exponents", "plot_exponents_vs_recovery", "plot_jpca_control", "plot_jpca_plane", "plot_measure"]
 
 #: One colour per reference: the trained model on its texts and on token-shuffled texts, and the two random inits.
 REFERENCE_COLORS = {"trained": "#1f77b4", "trained, shuffled texts": "#ff7f0e", "random init": "#7f7f7f",
@@ -202,4 +202,24 @@ def plot_jpca_control(values: Mapping[str, float], controls: Mapping[str, np.nda
     ax.set_ylabel(ylabel)
     ax.set_title(title or "jPCA: observed vs layer-shuffled (box)")
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_benettin_convergence(convergence: Mapping[str, object], *, tolerance: float, ax=None, title: str = ""):
+    """Benettin's largest exponent over growing lengths of the run as its deviation from the literature value
+    (%): thin lines single trajectories, thick their mean, a grey band the ``tolerance`` (relative).
+
+    convergence: one system of :func:`transformer_dynamics.dynamics.systems.benettin_convergence`: ``lengths:
+    (n,)``, ``estimates: (n, n_trajectories)``, ``known`` (the literature value), ``unit`` (of the lengths).
+    """
+    fig, ax = fig_ax(ax, figsize=(5.0, 3.6))
+    lengths, known = np.asarray(convergence["lengths"], float), float(convergence["known"])
+    deviation = 100 * (np.asarray(convergence["estimates"], float) / known - 1)
+    ax.semilogx(lengths, deviation, color=CROSS_COLOR, lw=0.6, alpha=0.35)
+    ax.semilogx(lengths, deviation.mean(1), color=CROSS_COLOR, lw=2, label="mean")
+    ax.axhspan(-100 * tolerance, 100 * tolerance, color="k", alpha=0.1, lw=0, label=f"±{tolerance:.0%}")
+    ax.axhline(0, color="k", ls="--", lw=1)
+    ax.set(xlabel=f"length ({convergence['unit']})", ylabel="largest exponent − literature (%)", ylim=(-25, 25),
+           title=title or f"literature {known:g}")
+    ax.legend(frameon=False)
     return fig

@@ -33,11 +33,10 @@ from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import fig_ax, grid, sublayer_cmap, subplots
+from .style import fig_ax, grid, sublayer_cmap
 
 __all__ = [
     "plot_teleport_quiver",
-    "plot_teleport_panels",
     "plot_teleport_grid",
     "plot_teleport_curve",
     "plot_teleport_curves",
@@ -104,7 +103,7 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
     the control at the end over that at the start, in the plane / the full stream, diverging around 1; any other
     attribute on a sequential map), or
     ``None`` for black arrows. show_paths: also draw each perturbed trajectory as a faint line.
-    norm: a matplotlib colour norm (default: from this panel's values; :func:`plot_teleport_panels` shares one).
+    norm: a matplotlib colour norm (default: from this panel's values; :func:`plot_teleport_grid` shares one).
     """
     _check_teleport(res)
     fig, ax = fig_ax(ax, (4.5, 4.0))
@@ -146,29 +145,6 @@ def plot_teleport_quiver(res: Any, *, ax=None, arrow: str = "end", color_by: str
 
 def _color_label(color_by: str) -> str:
     return {"recovery_pc": RECOVERY_LABEL, "recovery": CURVE_LABELS["recovery"]}.get(color_by, color_by)
-
-
-def plot_teleport_panels(results: Sequence[Any], *, arrow: str = "end", color_by: str | None = "recovery_pc",
-                         show_paths: bool = False, ncols: int | None = None, panel_size: float = 3.6) -> Figure:
-    """Figure 4 D: one :func:`plot_teleport_quiver` panel per teleport layer (titled by layer), arrows on one
-    shared colour scale (colour bar beside the last panel), plus a shared legend (grey control trajectory, control point at the teleport layer, control after the following
-    sublayers, arrows)."""
-    results = list(results)
-    if not results:
-        raise ValueError("need at least one teleport result")
-    n = len(results)
-    ncols = min(n, 5) if ncols is None else int(ncols)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = subplots(nrows, ncols, figsize=(panel_size * ncols + 0.6, panel_size * nrows + 0.6),
-                             layout="constrained", squeeze=False)
-    norm = _color_norm(results, color_by)
-    for ax, res in zip(axes.ravel(), results):
-        plot_teleport_quiver(res, ax=ax, arrow=arrow, color_by=color_by, show_paths=show_paths,
-                             colorbar=ax is axes.ravel()[n - 1], norm=norm)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    _teleport_legend(fig, arrow)
-    return fig
 
 
 def _teleport_legend(fig: Figure, arrow: str, ncols: int = 4) -> None:

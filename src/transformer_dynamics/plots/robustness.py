@@ -1,5 +1,6 @@
-"""Notebooks 06 and 08: models side by side, precision, the claims' values against N and precision, and the
-verdicts under the open choices.
+"""Notebooks 06 and 08: the residual stream's curves of models side by side, the precision's error, and the first
+transitions under the token variants (the claims' values and verdicts:
+:mod:`transformer_dynamics.plots.verdicts`).
 
 Arrays and tables in (the outputs of :mod:`transformer_dynamics.robustness`), a matplotlib figure out. Models of
 different depth line up on a *relative depth* axis (sublayer / n_sublayers, :func:`relative_depth`). In the
@@ -11,16 +12,14 @@ per-transition panels within-layer transitions (attn -> mlp) are solid lines wit
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import claims as _claims
 from ..robustness.curves import ROTATION_NULLS
-from .style import fig_ax, subplots
+from .style import category_colors, fig_ax, subplots
 
 __all__ = [
     "relative_depth",
@@ -36,11 +35,8 @@ __all__ = [
     "plot_rotation_exceed",
     "plot_cumulative_ev",
     "plot_pcs",
-    "plot_claim_intervals",
-    "plot_n_dependence",
     "plot_relative_error",
     "plot_first_transitions",
-    "plot_verdict_grid",
 ]
 
 _KINDS = {"within": ("-", "o", "within (attn→mlp)"), "cross": ("--", "s", "cross (mlp→attn)")}
@@ -62,11 +58,6 @@ def relative_depth(n: int, *, transitions: bool = False) -> np.ndarray:
     return np.arange(n) / n
 
 
-def _colors(n: int):
-    cmap = plt.get_cmap("tab10")
-    return [cmap(i % 10) for i in range(n)]
-
-
 def _check_curves(curves_by_label: Mapping[str, Mapping[str, Any]], key: str) -> None:
     if not curves_by_label:
         raise ValueError("curves_by_label is empty: pass {label: robustness.stream_curves(rs, groups)}")
@@ -86,7 +77,7 @@ def plot_depth_profile(curves_by_label: Mapping[str, Mapping[str, Any]], key: st
     """
     _check_curves(curves_by_label, key)
     fig, ax = fig_ax(ax)
-    for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
+    for color, (label, c) in zip(category_colors(len(curves_by_label)), curves_by_label.items()):
         y = np.asarray(c[key], dtype=float)
         if y.ndim != 1:
             raise ValueError(f"{key} must be (n_transitions,); got {y.shape} for {label!r}")
@@ -138,7 +129,7 @@ def _sublayer_profile(curves_by_label, key: str, *, ax=None, ylabel: str = "", t
                       log: bool = False, normalise: bool = False) -> Figure:
     _check_curves(curves_by_label, key)
     fig, ax = fig_ax(ax)
-    for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
+    for color, (label, c) in zip(category_colors(len(curves_by_label)), curves_by_label.items()):
         y = np.asarray(c[key], dtype=float)
         if y.ndim != 1:
             raise ValueError(f"{key} must be (n_sublayers,); got {y.shape} for {label!r}")
@@ -187,7 +178,7 @@ def plot_learning(curves_by_label, *, ax=None, key: str = "r") -> Figure:
     _check_curves(curves_by_label, key)
     fig, ax = fig_ax(ax)
     items = list(curves_by_label.items())
-    colors = _colors(len(items))
+    colors = category_colors(len(items))
     for i in list(range(1, len(items))) + [0]:
         label, c = items[i]
         y = np.asarray(c[key], dtype=float)
@@ -235,7 +226,7 @@ def plot_rotations(curves_by_label, *, ax=None, per_sublayer: bool = True,
     kinds = [k for k in ROTATION_NULLS if any(f"rot_null_abs:{k}" in c for c in curves_by_label.values())]
     groups = ["data"] + [_ROT_NAMES[k] for k in kinds]
     width = 0.8 / len(curves_by_label)
-    for i, (color, (label, c)) in enumerate(zip(_colors(len(curves_by_label)), curves_by_label.items())):
+    for i, (color, (label, c)) in enumerate(zip(category_colors(len(curves_by_label)), curves_by_label.items())):
         scale = _n_sublayers(c) if per_sublayer else 1
         y = [float(np.asarray(c["rot_abs"])) / scale] + [
             float(np.asarray(c.get(f"rot_null_abs:{k}", np.nan))) / scale for k in kinds]
@@ -258,7 +249,7 @@ def plot_rotation_exceed(curves_by_label, *, ax=None,
         raise ValueError("no 'rot_exceed:<kind>' curves; compute robustness.stream_curves with the 'rot' group")
     fig, ax = fig_ax(ax)
     width = 0.8 / len(curves_by_label)
-    for i, (color, (label, c)) in enumerate(zip(_colors(len(curves_by_label)), curves_by_label.items())):
+    for i, (color, (label, c)) in enumerate(zip(category_colors(len(curves_by_label)), curves_by_label.items())):
         y = [float(np.asarray(c.get(f"rot_exceed:{k}", np.nan))) for k in kinds]
         ax.bar(np.arange(len(kinds)) + (i - (len(curves_by_label) - 1) / 2) * width, y, width=width, color=color,
                label=label)
@@ -275,7 +266,7 @@ def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.
     components (log axis). curves_by_label: {label: :func:`robustness.stream_curves` output with ``"ev_ratio"``}."""
     _check_curves(curves_by_label, "ev_ratio")
     fig, ax = fig_ax(ax)
-    for color, (label, c) in zip(_colors(len(curves_by_label)), curves_by_label.items()):
+    for color, (label, c) in zip(category_colors(len(curves_by_label)), curves_by_label.items()):
         r = np.asarray(c["ev_ratio"], dtype=float)
         ax.plot(np.arange(1, r.size + 1), np.cumsum(r), color=color, lw=1.6, label=label)
     if threshold is not None:
@@ -286,128 +277,6 @@ def plot_cumulative_ev(curves_by_label, *, ax=None, threshold: float | None = 0.
     return fig
 
 
-def _grid(n: int, ncols: int, size=(2.6, 2.2)):
-    ncols = max(1, min(ncols, n))
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), layout="constrained",
-                             squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.set_visible(False)
-    return fig, axes.ravel()[:n]
-
-
-def _by_claim(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of an evidence frame indexed by claim: the headline reading of each claim, one row per claim."""
-    if "claim" not in frame.columns:
-        if frame.index.name == "claim":
-            return frame
-        raise ValueError("expected robustness.evidence_frame rows (a 'claim' column)")
-    f = frame
-    if "reading" in f.columns:
-        f = f[f["reading"] == f["claim"].map(lambda k: _claims.get(k).headline)]
-    return f.drop_duplicates("claim").set_index("claim")
-
-
-def _threshold(ax, key: str) -> None:
-    if key in _claims.REGISTRY:
-        ax.axhline(_claims.get(key).threshold, color="0.45", ls="--", lw=0.9)
-
-
-def _say_undefined(ax, drawn: bool) -> None:
-    """A panel with no defined value says so (instead of an empty frame)."""
-    if not drawn:
-        ax.text(0.5, 0.5, "undefined", transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
-
-
-def plot_claim_intervals(frames: Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
-                         ncols: int = 5, title: str = "The claims' values with 95% bootstrap intervals") -> Figure:
-    """One small panel per claim: the value of each label (model, precision...) with its interval over texts, and
-    the claim's threshold (dashed).
-
-    frames: {label: :func:`robustness.evidence_frame` rows (``claim``, ``reading``, ``value``, ``low``,
-    ``high``); the headline reading of each claim is drawn}. keys: which claims (default: those of the first frame).
-    """
-    if not frames:
-        raise ValueError("frames is empty: pass {label: robustness.evidence_frame(evidence)}")
-    tables = {lab: _by_claim(f) for lab, f in frames.items()}
-    keys = list(keys) if keys is not None else list(next(iter(tables.values())).index)
-    if not keys:
-        raise ValueError("no claims to draw")
-    fig, axes = _grid(len(keys), ncols)
-    colors = _colors(len(tables))
-    for ax, key in zip(axes, keys):
-        drawn = False
-        for i, (color, (label, df)) in enumerate(zip(colors, tables.items())):
-            if key not in df.index:
-                continue
-            est, lo, hi = (float(df.loc[key, c]) for c in ("value", "low", "high"))
-            ok = np.isfinite(lo) and np.isfinite(hi) and np.isfinite(est)
-            err = [[max(est - lo, 0.0)], [max(hi - est, 0.0)]] if ok else None
-            ax.errorbar([i], [est], yerr=err, fmt="o", color=color, capsize=3, ms=4, label=label)
-            drawn |= bool(np.isfinite(est))
-        _threshold(ax, key)
-        _say_undefined(ax, drawn)
-        ax.set_title(key, fontsize=7)
-        ax.set_xticks([])
-        ax.tick_params(labelsize=7)
-        ax.set_xlim(-0.7, len(tables) - 0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(max(len(labels), 1), 4), fontsize=8)
-    fig.suptitle(title + " (dashed: the claim's threshold)", fontsize=10)
-    return fig
-
-
-def plot_n_dependence(table: pd.DataFrame | Mapping[str, pd.DataFrame], keys: Sequence[str] | None = None, *,
-                      intervals: pd.DataFrame | Mapping[str, pd.DataFrame] | None = None, ncols: int = 5,
-                      title: str = "The claims' values against the number of texts N") -> Figure:
-    """Each claim's headline value against N (log axis), one small panel per claim, with its threshold (dashed).
-
-    table: :func:`robustness.n_dependence` output (index N, one column per claim), or {label (model):
-    such a table}, one colour each. ``intervals``: :func:`robustness.evidence_frame` rows at the largest N
-    (``claim``, ``low``, ``high``), or {label: such rows}, drawn as a band of the label's colour.
-    """
-    tables = dict(table) if isinstance(table, Mapping) else {"": table}
-    bands = (None if intervals is None else
-             {k: _by_claim(v) for k, v in (intervals.items() if isinstance(intervals, Mapping)
-                                          else [(next(iter(tables)), intervals)])})
-    if not tables or any(t.empty for t in tables.values()):
-        raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
-    keys = list(keys) if keys is not None else list(dict.fromkeys(k for t in tables.values() for k in t.columns))
-    if not keys:
-        raise ValueError("table is empty: pass robustness.n_dependence(rs, ns)")
-    fig, axes = _grid(len(keys), ncols)
-    colors = ["k"] if len(tables) == 1 else _colors(len(tables))
-    ns = sorted({float(v) for t in tables.values() for v in t.index})
-    for ax, key in zip(axes, keys):
-        drawn = False
-        for color, (label, t) in zip(colors, tables.items()):
-            if key in t.columns:
-                y = t[key].to_numpy(dtype=float)
-                ax.plot(np.asarray(t.index, dtype=float), y, "o-", ms=3, lw=1.2, color=color, label=label or None)
-                drawn |= bool(np.isfinite(y).any())
-            band = bands.get(label) if bands else None
-            if band is not None and key in band.index:
-                lo, hi = float(band.loc[key, "low"]), float(band.loc[key, "high"])
-                if np.isfinite(lo) and np.isfinite(hi):
-                    ax.axhspan(lo, hi, color=color if len(tables) > 1 else "0.8", alpha=0.25 if len(tables) > 1
-                               else 0.6, lw=0)
-        _threshold(ax, key)
-        _say_undefined(ax, drawn)
-        ax.set_xscale("log")
-        ax.set_xlim(ns[0] / 1.15, ns[-1] * 1.15)
-        ax.set_xticks(ns, [f"{v:g}" for v in ns])
-        ax.minorticks_off()
-        ax.set_title(key, fontsize=7)
-        ax.tick_params(labelsize=7)
-    for ax in axes[-ncols:]:
-        ax.set_xlabel("N texts", fontsize=7)
-    handles, labels = axes[0].get_legend_handles_labels()
-    if labels:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8)
-    fig.suptitle(title + " (band: the interval at the largest N; dashed: the threshold)", fontsize=10)
-    return fig
-
-
 def plot_relative_error(errors: Mapping[str, np.ndarray], *, ax=None, log: bool = True,
                         title: str = "Relative error of the RS against float32") -> Figure:
     """Per-sublayer relative error ``||b - a|| / ||a||`` of each precision against the reference, on the
@@ -415,7 +284,7 @@ def plot_relative_error(errors: Mapping[str, np.ndarray], *, ax=None, log: bool 
     if not errors:
         raise ValueError("errors is empty: pass {label: precision_difference(a, b)['rel_error']}")
     fig, ax = fig_ax(ax)
-    for color, (label, e) in zip(_colors(len(errors)), errors.items()):
+    for color, (label, e) in zip(category_colors(len(errors)), errors.items()):
         e = np.asarray(e, dtype=float)
         if e.ndim != 1:
             raise ValueError(f"errors must be (n_sublayers,); got {e.shape} for {label!r}")
@@ -442,7 +311,7 @@ def plot_first_transitions(tables: Mapping[str, pd.DataFrame], *, title: str = "
         variants = list(dict.fromkeys(df["variant"]))
         for i, (col, ylabel) in enumerate((("r_median", "median r"), ("mi_mean", "mean MI (nats)"))):
             ax = axes[i, j]
-            for color, v in zip(_colors(len(variants)), variants):
+            for color, v in zip(category_colors(len(variants)), variants):
                 d = df[df["variant"] == v]
                 y = d[col].to_numpy(dtype=float)
                 ax.plot(d["transition"], y, "-o", color=color, ms=4, label=v)
@@ -459,71 +328,4 @@ def plot_first_transitions(tables: Mapping[str, pd.DataFrame], *, title: str = "
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle(title + " (x on the axis: undefined)", fontsize=10)
-    return fig
-
-
-_VERDICT_CODE = {"holds": 1.0, "undecided": 0.0, "fails": -1.0}
-#: the mark each change draws in its cell (robustness.setting_changes' "change")
-CHANGE_MARKS = {"flip": "F", "loses power": "↓", "gains": "↑", "undefined": "–"}
-
-
-def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = None) -> Figure:
-    """The verdict of every claim (rows; its headline reading) under every setting (columns: the headline, the
-    other settings, then the claim's other readings on the headline run, named after the claim in brackets) for
-    one model: green holds, red fails, grey undecided, white undefined; the cell's mark says what happened against
-    the setting's reference (:data:`CHANGE_MARKS`: F a flip, ↓ lost significance, ↑ decided where the reference is
-    not, – undefined); an outlined cell is a reference (the headline, or the row a choice is compared with at
-    equal N).
-
-    changes: :func:`robustness.setting_changes` output (``model``, ``claim``, ``reading``, ``choice``,
-    ``setting``, ``verdict``, ``reason``, ``change``).
-    """
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
-
-    from ..robustness.lines import HEADLINE, READING_CHOICE, _undefined
-
-    v = changes[changes["model"] == model]
-    if v.empty:
-        raise ValueError(f"no rows for model {model!r}; models: {sorted(set(changes['model']))}")
-    v = v[v["reading"] == v["claim"].map(lambda k: _claims.get(k).headline)].copy()
-    v["setting"] = v["setting"].astype(str)
-    keys = [k for k in _claims.REGISTRY if k in set(v["claim"])]
-    # the other readings go into numbered slots, so that the grid stays narrow
-    other = v["choice"] == READING_CHOICE
-    shown = {k: [r for r in _claims.get(k).reading_names if r in set(v.loc[other & (v["claim"] == k), "setting"])]
-             for k in keys}
-    v.loc[other, "setting"] = [f"other reading {shown[k].index(r) + 1}" for k, r in
-                               zip(v.loc[other, "claim"], v.loc[other, "setting"])]
-    cols = list(dict.fromkeys(zip(v["choice"], v["setting"])))
-    cols.sort(key=lambda cs: (cs[0] != HEADLINE, cs[0] == READING_CHOICE, cs[1] if cs[0] == READING_CHOICE else ""))
-    grid = np.full((len(keys), len(cols)), np.nan)
-    fig, ax = subplots(figsize=(3.6 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)), layout="constrained")
-    for _, r in v.iterrows():
-        i, j = keys.index(r["claim"]), cols.index((r["choice"], r["setting"]))
-        undefined = r["change"] == "undefined" or _undefined(r["verdict"], r["reason"])
-        if not undefined:
-            grid[i, j] = _VERDICT_CODE[r["verdict"]]
-        mark = CHANGE_MARKS.get(r["change"], CHANGE_MARKS["undefined"] if undefined else "")
-        if mark:
-            ax.text(j, i, mark, ha="center", va="center", fontsize=7, fontweight="bold",
-                    color="white" if r["change"] == "flip" else "k")
-        if r["change"] in ("headline", "reference"):
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.0, ec="k"))
-    cmap = ListedColormap(["#d62728", "#c7c7c7", "#2ca02c"])
-    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-1.5, vmax=1.5, aspect="auto", interpolation="none")
-    ax.set_facecolor("white")
-    ax.set_yticks(range(len(keys)), [f"{k} [{', '.join(shown[k])}]" if shown[k] else k for k in keys], fontsize=7)
-    ax.set_xticks(range(len(cols)), [c if c in (HEADLINE,) else s if c == READING_CHOICE else f"{c}: {s}"
-                                     for c, s in cols], rotation=60, ha="right", fontsize=7)
-    ax.set_xticks(np.arange(len(cols) + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(len(keys) + 1) - 0.5, minor=True)
-    ax.grid(which="minor", color="white", lw=0.8)
-    ax.tick_params(which="minor", length=0)
-    handles = [Patch(color=c, label=lab) for c, lab in (("#2ca02c", "holds"), ("#d62728", "fails"),
-                                                        ("#c7c7c7", "undecided"))]
-    handles.append(Patch(facecolor="white", edgecolor="0.5", label="undefined"))
-    handles += [Patch(color="none", label=f"{m}: {ch}") for ch, m in CHANGE_MARKS.items()]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
-    ax.set_title(title or f"{model}: the verdicts under every setting (other readings: in brackets)", fontsize=9)
     return fig

@@ -46,6 +46,12 @@ def figure(**kwargs):
     return plt.figure(**kwargs)
 
 
+def category_colors(n: int) -> list:
+    """``n`` colours of the tab10 cycle, one per model (or condition, precision), repeating after ten."""
+    cmap = plt.get_cmap("tab10")
+    return [cmap(i % 10) for i in range(n)]
+
+
 def fig_ax(ax=None, figsize=(5.0, 3.8)):
     """``(figure, axes)``: the given ``ax`` and its figure, or a new constrained-layout figure of ``figsize``."""
     _ensure_theme()

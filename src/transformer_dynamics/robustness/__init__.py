@@ -17,17 +17,17 @@ from .curves import FAST, GROUPS, ROTATION_NULLS, CurveOptions, cae_curves, mean
 from .references import LEARNING_LABELS, PRELAYERNORM_LABEL, learning_curves, reference_curves
 from .evidence import (cae_verdicts, claim_evidence, claim_evidence_runs, evidence_frame, evidence_from_curves,
                        first_transitions_table, rs_readings, stream_verdicts)
-from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_frame, counts_sentence,
-                    hinge_counts, robustness_counts, robustness_lines, setting_changes)
+from .lines import (CHANGES, HEADLINE, N_CHOICE, READING_CHOICE, STATUSES, choice_evidence, choice_frame,
+                    counts_sentence, hinge_counts, robustness_counts, robustness_lines, setting_changes)
 from .precision import headline_change, precision_difference, precision_kwargs
 from .resampling import n_dependence, nested_subsamples
-from .tables import interval_text, value_table
+from .tables import value_table
 
 __all__ = ["GROUPS", "FAST", "ROTATION_NULLS", "CurveOptions", "rs_curves", "stream_curves", "mean_curves",
            "cae_curves", "reference_curves", "learning_curves", "LEARNING_LABELS", "PRELAYERNORM_LABEL", "cae_verdicts",
-           "claim_evidence",
-           "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
+           "claim_evidence", "claim_evidence_runs", "evidence_frame", "evidence_from_curves", "first_transitions_table",
            "rs_readings", "stream_verdicts", "precision_kwargs", "precision_difference", "headline_change",
            "n_dependence", "nested_subsamples", "HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES",
+           "choice_evidence",
            "choice_frame", "setting_changes", "robustness_lines", "robustness_counts", "hinge_counts",
-           "counts_sentence", "value_table", "interval_text"]
+           "counts_sentence", "value_table"]

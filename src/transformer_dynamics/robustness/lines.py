@@ -29,14 +29,15 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import claims as _claims
+from ..formats import with_interval
 from ..verdicts import Evidence
-from .evidence import evidence_frame
+from .evidence import claim_evidence_runs, evidence_frame
 
-__all__ = ["HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES", "choice_frame", "setting_changes",
+__all__ = ["HEADLINE", "N_CHOICE", "READING_CHOICE", "CHANGES", "STATUSES", "choice_evidence", "choice_frame",
+           "setting_changes",
            "robustness_lines", "robustness_counts", "hinge_counts", "counts_sentence"]
 
 #: the choice of the book's headline run
@@ -49,6 +50,17 @@ CHANGES = ("headline", "reference", "same", "flip", "loses power", "gains", "und
 STATUSES = ("robust", "hinges", "loses power", "undecided", "undefined")
 _UNDEFINED = ("value undefined", "too few defined", "no interval", "premise")
 _REQUIRED = ("model", "claim", "reading", "choice", "setting", "verdict", "value", "low", "high", "n", "reason")
+
+
+def choice_evidence(runs: Mapping[tuple[str, str, str], Any], *, mi_methods: Sequence[str],
+                    **kwargs: Any) -> dict[tuple[str, str, str], list[Evidence]]:
+    """Every residual-stream claim's value and bootstrap replicates for each run ``{(model, choice, setting): rs}``
+    (:func:`~.evidence.claim_evidence_runs`, side by side): the headline runs (``choice == "headline"``) with every
+    MI estimator of ``mi_methods`` (each a reading of the MI claims), the other runs with the first only.
+    ``kwargs``: :func:`~.evidence.claim_evidence`'s (``n_boot``, ``seed``, ``mi_units``...)."""
+    mi_methods = list(mi_methods)
+    every_mi = {k: {"mi_methods": mi_methods} for k in runs if k[1] == HEADLINE}
+    return claim_evidence_runs(runs, mi_methods=mi_methods[:1], per_run=every_mi, **kwargs)
 
 
 def choice_frame(evidence: Mapping[tuple[str, str, str], Sequence[Evidence]],
@@ -143,17 +155,9 @@ def setting_changes(frame: pd.DataFrame) -> pd.DataFrame:
                                       "ref_verdict", "change"])
 
 
-def _num(x) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "–"
-    return f"{v:.3g}" if np.isfinite(v) else "undefined"
-
-
 def _numbers(r) -> str:
-    interval = f" [{_num(r['low'])}, {_num(r['high'])}]" if np.isfinite(float(r["low"])) else ""
-    return f"{_num(r['value'])}{interval}"
+    """The row's value with its interval (:func:`transformer_dynamics.formats.with_interval`)."""
+    return with_interval(r["value"], r["low"], r["high"])
 
 
 def _state(r) -> str:
