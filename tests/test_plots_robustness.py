@@ -144,3 +144,15 @@ def test_plot_learning_draws_every_reference():
         plt.close(fig)
     with pytest.raises(ValueError, match="key must be one of"):
         P.plot_learning(curves, key="mi")
+
+
+def test_verdict_grids_one_figure_one_grid_per_model(frame):
+    """One figure for every model (the book numbers one figure per cell): each model's grid as its own."""
+    changes = robustness.setting_changes(frame)
+    two = pd.concat([changes, changes.assign(model="m2")], ignore_index=True)
+    fig = V.plot_verdict_grids(two, ["m", "m2"])
+    assert len(fig.axes) == 2
+    one = V.plot_verdict_grid(changes, model="m").axes[0]
+    for ax, m in zip(fig.axes, ["m", "m2"]):
+        assert ax.get_title().startswith(f"{m}:")
+        assert [t.get_text() for t in ax.texts] == [t.get_text() for t in one.texts]

@@ -3,7 +3,7 @@
 Every claim of the registry (:mod:`.claims`) is decided from one of these. A statistic takes a dict of curves,
 each with a leading resample axis ``(B, ...)`` (``B = 1`` for the full data), and returns ``(B,)``: the value
 on the full data and its bootstrap replicates come from one function, so a figure's number and its verdict's
-interval are the same computation. Curves come from :mod:`.robustness` (a residual stream), the teleport, the
+interval are the same computation. Curves come from :mod:`transformer_dynamics.robustness` (a residual stream), the teleport, the
 autoencoder or the Jacobians; their keys are named in each statistic's docstring.
 
 Effect sizes, never rank tests over layers: a trend is the mean over the last third of depth minus the mean over

@@ -17,8 +17,8 @@ ALPHA = _claims.ALPHA
 #: size: power there is the power at a smaller effect than the trained one, so a lower bound).
 Z_MAX = 8.0
 #: The smallest planted effect (standard errors) of which power >= 0.8 is asked: a calibrated interval decides an
-#: effect of z standard errors with probability Phi(|z| - 1.96), 0.8 at |z| = 2.8; the correction over a family of
-#: verdicts and the bootstrap's own noise need a margin.
+#: effect of z standard errors with probability ``Phi(|z| - 1.96)``, 0.8 at ``|z| = 2.8``; the correction over a
+#: family of verdicts and the bootstrap's own noise need a margin.
 Z_POWER = 3.5
 #: The per-text scale of the nulls: exp(SCALE_SD u - SCALE_SD^2) with u an AR(1) over depth (coefficient SCALE_PHI).
 SCALE_SD, SCALE_PHI = 0.3, 0.9

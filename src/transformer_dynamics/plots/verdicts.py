@@ -159,10 +159,30 @@ def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = 
     changes: :func:`robustness.setting_changes` output (``model``, ``claim``, ``reading``, ``choice``,
     ``setting``, ``verdict``, ``reason``, ``change``).
     """
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch, Rectangle
+    fig, ax = subplots(figsize=_grid_size(*_grid_cells(changes, model)[1:3]), layout="constrained")
+    _draw_verdict_grid(ax, changes, model, title)
+    return fig
 
-    from ..robustness.lines import HEADLINE, READING_CHOICE, _undefined
+
+def plot_verdict_grids(changes: pd.DataFrame, models: Sequence[str]) -> Figure:
+    """:func:`plot_verdict_grid` of each of ``models``, one above the other in one figure (one figure, one
+    number in the book)."""
+    cells = [_grid_cells(changes, m) for m in models]
+    sizes = [_grid_size(keys, cols) for _, keys, cols, _ in cells]
+    fig, axes = subplots(len(models), 1, figsize=(max(w for w, _ in sizes), sum(h for _, h in sizes)),
+                         height_ratios=[h for _, h in sizes], layout="constrained", squeeze=False)
+    for ax, m in zip(axes[:, 0], models):
+        _draw_verdict_grid(ax, changes, m, None)
+    return fig
+
+
+def _grid_size(keys, cols) -> tuple[float, float]:
+    return 3.6 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)
+
+
+def _grid_cells(changes: pd.DataFrame, model: str):
+    """(rows of ``model``'s headline readings, claims, columns, each claim's other readings shown)."""
+    from ..robustness.lines import HEADLINE, READING_CHOICE  # noqa: PLC0415
 
     v = changes[changes["model"] == model]
     if v.empty:
@@ -178,8 +198,17 @@ def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = 
                                zip(v.loc[other, "claim"], v.loc[other, "setting"])]
     cols = list(dict.fromkeys(zip(v["choice"], v["setting"])))
     cols.sort(key=lambda cs: (cs[0] != HEADLINE, cs[0] == READING_CHOICE, cs[1] if cs[0] == READING_CHOICE else ""))
+    return v, keys, cols, shown
+
+
+def _draw_verdict_grid(ax, changes: pd.DataFrame, model: str, title: str | None) -> None:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch, Rectangle
+
+    from ..robustness.lines import HEADLINE, READING_CHOICE, _undefined
+
+    v, keys, cols, shown = _grid_cells(changes, model)
     grid = np.full((len(keys), len(cols)), np.nan)
-    fig, ax = subplots(figsize=(3.6 + 0.42 * len(cols), 1.2 + 0.26 * len(keys)), layout="constrained")
     for _, r in v.iterrows():
         i, j = keys.index(r["claim"]), cols.index((r["choice"], r["setting"]))
         undefined = r["change"] == "undefined" or _undefined(r["verdict"], r["reason"])
@@ -207,4 +236,3 @@ def plot_verdict_grid(changes: pd.DataFrame, *, model: str, title: str | None = 
     handles += [Patch(color="none", label=f"{m}: {ch}") for ch, m in CHANGE_MARKS.items()]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     ax.set_title(title or f"{model}: the verdicts under every setting (other readings: in brackets)", fontsize=9)
-    return fig
