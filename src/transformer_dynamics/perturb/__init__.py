@@ -6,17 +6,17 @@ sublayer ``2l``, the paper's "input to the attention layer") at each text's last
 then read at every later point (:mod:`transformer_dynamics.residual`'s ``2L + 1`` points: the sublayers and the
 decoder stack's output).
 
-=================  ==================================================================================
-module             what
-=================  ==================================================================================
-:mod:`.layers`     which layers (:func:`paper_layers`, :func:`depth_names`) and which points after them
-                   (:func:`equal_window`)
-:mod:`.rerun`      the edited runs: :func:`run_with_edit` (the full rerun, the reference),
-                   :func:`prefix_cache` and :func:`extend` (one token from the clean run's keys and values)
-:mod:`.teleport`   the paper's teleport: :func:`teleport`, :func:`teleport_sweep`, :func:`teleport_runs`, the
-                   PCA plane and its grid
-:mod:`.sweeps`     noise injection and activation swap: :func:`noise_sweep`, :func:`swap_sweep`
-=================  ==================================================================================
+=====================  ==============================================================================
+module                 what
+=====================  ==============================================================================
+:mod:`.layers`         which layers (:func:`paper_layers`, :func:`depth_names`) and which points after them
+                       (:func:`equal_window`)
+:mod:`.rerun`          the edited runs: :func:`run_with_edit` (the full rerun, the reference),
+                       :func:`prefix_cache` and :func:`extend` (one token from the clean run's keys and values)
+:mod:`.teleportation`  the paper's teleport: :func:`teleport`, :func:`teleport_sweep`, :func:`teleport_runs`,
+                       the PCA plane and its grid
+:mod:`.sweeps`         noise injection and activation swap: :func:`noise_sweep`, :func:`swap_sweep`
+=====================  ==============================================================================
 
 Functions that take a model and its tokenizer accept the model as loaded or its
 :class:`~transformer_dynamics.residual.ResidualModel` (resolved once: ``residual.of(model, tokenizer)``); the runs
@@ -31,7 +31,7 @@ from ..paper import TELEPORT_LAYERS as PAPER_LAYERS
 from .layers import check_layer, depth_names, equal_window, following, paper_layers
 from .rerun import Edit, PrefixCache, check_ids, extend, prefix_cache, run_with_edit
 from .sweeps import PerturbationResult, inject_noise, noise_sweep, swap, swap_sweep
-from .teleport import (CURVES, DEFAULT_PROMPT, TeleportResult, TeleportSweep, controls_spread, grid_range, make_grid,
+from .teleportation import (CURVES, DEFAULT_PROMPT, TeleportResult, TeleportSweep, controls_spread, grid_range, make_grid,
                        plane_and_grid, project, teleport, teleport_runs, teleport_sweep)
 
 __all__ = ["CURVES", "DEFAULT_PROMPT", "DEPTH_NAMES", "PAPER_LAYERS", "PAPER_N_LAYERS", "Edit", "PerturbationResult",
