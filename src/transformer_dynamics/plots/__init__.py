@@ -8,6 +8,7 @@
 - :mod:`.attractors` chapter 11 (basins, spectra and next-token effects of perturbations)
 - :mod:`.robustness` chapters 6 and 8 (the curves of several models on relative depth, precision, first transitions)
 - :mod:`.verdicts` chapters 6 and 8 (the claims' values with their intervals, against N, verdicts under each choice)
+- :mod:`.calibration` chapter 10 (false-decision rates on the nulls and power on planted effects, per claim)
 - :mod:`.overview` chapter 1's first look at a capture
 - :mod:`.style`    colours (within-layer vs cross-layer transitions), ticks, grids and the book's seaborn theme
 """
