@@ -201,6 +201,8 @@ def render_benchmarks_page(template: str, results_dir: str | os.PathLike,
         rows = res.get("rows") if isinstance(res, dict) else None
         if _is_records(rows) and all("step" in r and "wall_s" in r for r in rows):
             series[name] = {r["step"]: r["wall_s"] for r in rows}
+            if any("warm_wall_s" in r for r in rows):  # the same steps again, nothing changed (bench_book)
+                series[f"{name}, warm"] = {r["step"]: r.get("warm_wall_s") for r in rows}
     if series:
         steps = list(dict.fromkeys(s for v in series.values() for s in v))
         parts += ["## Time per chapter", "",
