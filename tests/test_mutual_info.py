@@ -270,7 +270,7 @@ def test_stream_kernel_equals_the_per_set_path(rs):
     v[:, 3, 4] = 1.5  # one constant sublayer: the kernel hands the unit back, the per-set path gives NaN there
     v[7, 0, 9] = np.nan
     units = np.array([11, 4, 0, 9, 3])
-    for src in (v, v.astype(np.float64), v[:, ::-1, ::2], np.asfortranarray(v), v[::2]):
+    for src in (v, v.astype(np.float64), v[:, ::-1, ::2], np.asfortranarray(v), v[::2], v.astype(np.float16)):
         us = units[units < src.shape[2]]
         old = MI._unit_mi(src[:, :, us], "kde", 3, None)
         new = MI.mutual_information(src, "kde", units=us)

@@ -190,11 +190,12 @@ def grid_log_density(lib: ctypes.CDLL, x: np.ndarray, y: np.ndarray | None, eps:
 def grid_mi_units(lib: ctypes.CDLL, src: np.ndarray, columns: np.ndarray, eps: float, h: float, max_nodes_1d: int,
                   max_nodes_2d: int, max_far: int, check_points: int, check_rtol: float) -> tuple[np.ndarray, np.ndarray]:
     """``kde_mi_units`` of ``lib``: the KDE mutual information of the units ``columns`` of ``src: (n_samples,
-    n_sublayers, D)`` (float32 or float64, any strides; read in place, no copy) between successive sublayers, each
+    n_sublayers, D)`` (float32 or float64, any strides: read in place, no copy; other dtypes: the units' columns
+    copied as float64) between successive sublayers, each
     density as :func:`grid_log_density` computes it -> (mi (n_sublayers - 1, U) float64, done (U,) bool: False
     where some set of the unit could not be gridded (the caller computes that unit))."""
     if src.dtype not in (np.float32, np.float64) or any(st % src.itemsize for st in src.strides):
-        src = np.ascontiguousarray(src, dtype=np.float64)
+        src, columns = np.ascontiguousarray(src[:, :, columns], dtype=np.float64), np.arange(len(columns))
     n, L, _ = src.shape
     si, sl, su = (st // src.itemsize for st in src.strides)
     cols = np.ascontiguousarray(np.asarray(columns, dtype=np.int64) * su)
