@@ -89,7 +89,8 @@ def _entry(tmp_path: Path) -> tuple[dict, dict, Path, Path]:
     led.mkdir()
     nbformat.write(nb, executed)
     (led / "01_a.json").write_text('{"entries": []}')
-    outputs = {"notebook": runner._file_sha256(executed), "ledger": {"01_a.json": runner._file_sha256(led / "01_a.json")}}
+    outputs = {"notebook": runner._file_sha256(executed),
+               "ledger": {"01_a.json": runner._file_sha256(led / "01_a.json")}}
     entry = {"seconds": 2.0, "ok": True, "state": "ok", "inputs": inputs, "outputs": outputs}
     return entry, inputs, executed, led
 

@@ -188,7 +188,8 @@ def grid_log_density(lib: ctypes.CDLL, x: np.ndarray, y: np.ndarray | None, eps:
 
 
 def grid_mi_units(lib: ctypes.CDLL, src: np.ndarray, columns: np.ndarray, eps: float, h: float, max_nodes_1d: int,
-                  max_nodes_2d: int, max_far: int, check_points: int, check_rtol: float) -> tuple[np.ndarray, np.ndarray]:
+                  max_nodes_2d: int, max_far: int, check_points: int, check_rtol: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """``kde_mi_units`` of ``lib``: the KDE mutual information of the units ``columns`` of ``src: (n_samples,
     n_sublayers, D)`` (float32 or float64, any strides: read in place, no copy; other dtypes: the units' columns
     copied as float64) between successive sublayers, each

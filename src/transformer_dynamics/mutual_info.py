@@ -342,9 +342,10 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     see :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
     sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
     transitions that touch it, every density of a chunk in one C call that reads the stream in place
-    (:func:`_grid_mi`; the per-set path where the kernel is unavailable or hands a unit back). Each unit needs all its samples at once: a cache entry is read in blocks of units
-    of at most ``max_bytes`` (float32, all samples and sublayers), one pass over its shards per block
-    (:func:`transformer_dynamics.arrays.unit_blocks`); an array is used as it is.
+    (:func:`_grid_mi`; the per-set path where the kernel is unavailable or hands a unit back). Each unit needs
+    all its samples at once: a cache entry is read in blocks of units of at most ``max_bytes`` (float32, all
+    samples and sublayers), one pass over its shards per block (:func:`transformer_dynamics.arrays.unit_blocks`);
+    an array is used as it is.
     """
     _check_method(method)
     k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")

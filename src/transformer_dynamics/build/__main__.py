@@ -1,6 +1,7 @@
 """Command line of the book build (run in a checkout of the repository; ``make book`` calls ``all``)::
 
-    python -m transformer_dynamics.build run     --profile ci [--only 02] [--set N=200] [--out _build] [--verbose] [--force]
+    python -m transformer_dynamics.build run     --profile ci [--only 02] [--set N=200] [--out _build] [--verbose]
+    python -m transformer_dynamics.build run     --profile ci --force   # every chapter, also the unchanged ones
     python -m transformer_dynamics.build html    --profile ci [--set N=200]
     python -m transformer_dynamics.build check   [--only 02]
     python -m transformer_dynamics.build all     --profile full
