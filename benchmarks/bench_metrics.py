@@ -13,7 +13,8 @@ computation), per unit pair at N = 1000: speed-ups, the largest relative error a
 estimator on the constructed hard pairs (``tests/mi_cases.py``) and on SmolLM2's residual
 stream (``--real``: the N = 1000 capture, cached after its first run; every transition), and the
 paper-scale time (63 transitions x 4096 units) extrapolated from the units timed. Goals (issue 17): >= 50x
-(goal 100x) the scipy loop, within 1e-3 relative of "kde_exact" on real pairs, paper scale < 60 s.
+(goal 100x) the scipy loop, within 1e-3 relative of "kde_exact" on real pairs; paper scale <= 10 s on 2 cores
+(issue 27; it was < 60 s).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ sys.path.insert(0, str(TESTS))
 from mi_cases import constructed_pairs  # noqa: E402  (the tests' constructed pairs)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.json"
+#: The paper-scale KDE MI's goal, seconds of wall time on 2 cores (issue 27; issue 17's was 60 s).
+KDE_PAPER_SCALE_GOAL_S = 10.0
 
 
 def synthetic_rs(n=1000, n_sublayers=64, d_model=4096, seed=0) -> np.ndarray:
@@ -224,9 +227,9 @@ def time_kde(rs: np.ndarray, args, rows: Rows) -> dict:
     n_pairs = (L - 1) * units.size
     per_pair_ours = dt / n_pairs
     est_full = per_pair_ours * (L - 1) * D
-    rows.add(f"mutual_information kde ({units.size} units)", dt, None if not full else 60.0,
+    rows.add(f"mutual_information kde ({units.size} units)", dt, None if not full else KDE_PAPER_SCALE_GOAL_S,
              f"{n_pairs} unit-pairs, {per_pair_ours * 1e3:.3f} ms/pair")
-    rows.add("mutual_information kde (paper scale)", est_full, 60.0,
+    rows.add("mutual_information kde (paper scale)", est_full, KDE_PAPER_SCALE_GOAL_S,
              "measured" if full else f"extrapolated x{D / units.size:.0f} from {units.size} units x {L - 1} "
                                      "transitions")
     ex_units = units[:min(args.exact_units, units.size)]
@@ -248,11 +251,13 @@ def time_kde(rs: np.ndarray, args, rows: Rows) -> dict:
              f"max rel diff {max_rel:.1e}")
     print(f"\nKDE MI per-pair speed-up over the scipy loop: {ratio:.0f}x kde, "
           f"{per_pair_scipy / per_pair_exact:.0f}x exact (goal >= 50x, 100x); "
-          f"paper-scale estimate {est_full:.0f}s (goal < 60 s; CPU time {cpu / n_pairs * (L - 1) * D:.0f}s)")
+          f"paper-scale estimate {est_full:.0f}s (goal <= {KDE_PAPER_SCALE_GOAL_S:.0f} s; "
+          f"CPU time {cpu / n_pairs * (L - 1) * D:.0f}s)")
     return {"method": "kde (default: gridded sums, mutual_info.gauss_sums) vs kde_exact vs scipy loop",
             "grid_h": MI.GRID_H, "grid_error_bound_2d": MI.grid_error_bound(MI.GRID_H, 2),
             "units_timed": int(units.size), "transitions_timed": L - 1, "seconds": round(dt, 2),
-            "paper_scale_seconds": round(est_full, 1), "extrapolated": not full,
+            "paper_scale_seconds": round(est_full, 1), "paper_scale_goal_s": KDE_PAPER_SCALE_GOAL_S,
+            "extrapolated": not full,
             "paper_scale_note": "measured" if full else
             f"extrapolated from {units.size} units x {L - 1} transitions of the synthetic stream",
             "per_pair_ms": per_pair_ours * 1e3, "exact_per_pair_ms": per_pair_exact * 1e3,
@@ -261,6 +266,9 @@ def time_kde(rs: np.ndarray, args, rows: Rows) -> dict:
             "exact_cpu_per_pair_ms": cpu_ex / ((L - 1) * ex_units.size) * 1e3,
             "scipy_cpu_per_pair_ms": cpu_scipy / k * 1e3,
             "paper_scale_cpu_seconds": round(cpu / n_pairs * (L - 1) * D, 1),
+            # on idle cores the threads split the units evenly: about the CPU time over the threads (a loaded
+            # machine's wall time mostly measures the other work)
+            "paper_scale_idle_wall_estimate_s": round(cpu / n_pairs * (L - 1) * D / torch.get_num_threads(), 1),
             "speedup_vs_exact": per_pair_exact / per_pair_ours, "speedup_vs_scipy": ratio,
             "cpu_speedup_vs_scipy": (cpu_scipy / k) / (cpu / n_pairs),
             "exact_speedup_vs_scipy": per_pair_scipy / per_pair_exact,
@@ -288,7 +296,7 @@ def main(argv=None):
     constructed = constructed_check()
     real = real_pairs_check(args.real) if args.real else None
     kde.update(constructed_pairs=constructed, real_pairs=real,
-               meets_goals=bool(kde["paper_scale_seconds"] < 60 and kde["speedup_vs_scipy"] >= 50
+               meets_goals=bool(kde["paper_scale_seconds"] <= KDE_PAPER_SCALE_GOAL_S and kde["speedup_vs_scipy"] >= 50
                                 and constructed["max_rel_diff"] <= 1e-3
                                 and (real is None or real["max_rel_diff"] <= 1e-3)))
     result = {

@@ -261,6 +261,58 @@ def test_without_the_compiled_kernel_kde_is_the_exact_estimate(rs, monkeypatch):
 
 
 @needs_kernel
+def test_stream_kernel_equals_the_per_set_path(rs):
+    """The one C call per block of units (kde_mi_units, reading the stream in place) gives the per-set path's
+    values (the implementation before it: a transposed float64 copy, one C call per batch of sets) on float32
+    and float64 streams, strided views, units in any order, and units the kernel hands back (a constant
+    sublayer, a NaN)."""
+    v = rs.copy()
+    v[:, 3, 4] = 1.5  # one constant sublayer: the kernel hands the unit back, the per-set path gives NaN there
+    v[7, 0, 9] = np.nan
+    units = np.array([11, 4, 0, 9, 3])
+    for src in (v, v.astype(np.float64), v[:, ::-1, ::2], np.asfortranarray(v), v[::2], v.astype(np.float16)):
+        us = units[units < src.shape[2]]
+        old = MI._unit_mi(src[:, :, us], "kde", 3, None)
+        new = MI.mutual_information(src, "kde", units=us)
+        np.testing.assert_array_equal(np.isnan(new), np.isnan(old))
+        np.testing.assert_allclose(new, old, rtol=0, atol=1e-9)
+    mi, done = kernels.grid_mi_units(kernels.library("kde_grid"), v, units, MI.KDE_EPS, MI.GRID_H,
+                                     MI.GRID_MAX_NODES[1], MI.GRID_MAX_NODES[2], 10, MI.GRID_CHECK_POINTS,
+                                     MI.GRID_CHECK_RTOL)
+    assert done.tolist() == [True, False, True, False, True]  # the constant and the NaN unit handed back
+
+
+def test_no_c_compiler_falls_back_to_the_exact_sums(rs, monkeypatch, tmp_path):
+    """A machine without a C compiler (none on PATH, no $CC): the kernel is unavailable with a warning, and
+    "kde" is the exact estimate."""
+    monkeypatch.setattr(kernels, "_LIBS", {})
+    monkeypatch.setenv(kernels.KERNELS_ENV, str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        kernels.build(tmp_path)
+    with pytest.warns(UserWarning, match="kde_grid is unavailable"):
+        assert kernels.library("kde_grid") is None
+    monkeypatch.setenv("PATH", "/nonexistent")
+    np.testing.assert_array_equal(MI.mutual_information(rs, "kde", units=[1, 2]),
+                                  MI.mutual_information(rs, "kde_exact", units=[1, 2]))
+
+
+def test_a_failing_compiler_falls_back_too(monkeypatch, tmp_path):
+    """$CC names a compiler that fails: the build raises with its message, the kernel is unavailable."""
+    cc = tmp_path / "cc"
+    cc.write_text("#!/bin/sh\necho broken compiler >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setattr(kernels, "_LIBS", {})
+    monkeypatch.setenv(kernels.KERNELS_ENV, str(tmp_path / "k"))
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.raises(RuntimeError, match="broken compiler"):
+        kernels.build(tmp_path / "k")
+    with pytest.warns(UserWarning, match="unavailable"):
+        assert kernels.library("kde_grid") is None
+
+
+@needs_kernel
 def test_kernel_build_is_cached_per_source(tmp_path):
     lib = kernels.build(tmp_path)
     assert lib.exists() and lib.parent == tmp_path

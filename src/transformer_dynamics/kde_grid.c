@@ -21,7 +21,8 @@
 
 #define K 16 /* grid nodes per axis a point spreads to: floor(u) - KL ... floor(u) + K - 1 - KL */
 #define KL 7
-#define NP 4 /* partial grids in 1-D */
+#define NP 4  /* partial grids in 1-D */
+#define NP2 2 /* partial grids in 2-D */
 
 typedef float v16 __attribute__((vector_size(64)));
 static inline v16 loadu(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
@@ -85,7 +86,7 @@ static double exact_at(int N, int d, const double *restrict z, int i, float *res
 
 /* One point set. z: (N, d) whitened, bandwidth-scaled points; box, all_in: from set_box; out: (N,) kernel
    sums. Returns 1 when gridded and checked, 0 when the caller must sum the set exactly. Work buffers:
-   grid (gmax^d, NP times in 1-D), w (N d K), delta (3 N), start (N d), core (N), list (N), tmp (N). */
+   grid (gmax^d, NP times in 1-D, NP2 in 2-D), w (N d K), delta (3 N), start (N d), core (N), list (N), tmp (N). */
 static int one_set(int N, int d, const double *z, const double *box, int all_in, double h, int gmax, int max_far,
                    int check_k, double rtol, double *out, float *grid, float *w, double *delta, int *start,
                    uint8_t *core, int *list, float *tmp) {
@@ -126,11 +127,11 @@ static int one_set(int N, int d, const double *z, const double *box, int all_in,
     const double cst = pow(h * sqrt(2.0 / M_PI), d);
     const float *wx = w, *wy = w + (size_t)N * K;
     const int *sx = start, *sy = start + N;
-    /* In 1-D, spreading writes NP partial grids in turn (point m to grid m % NP), summed afterwards: a point's
+    /* Spreading writes np partial grids in turn (point m to grid m % np), summed afterwards: a point's
        read-modify-write then rarely overlaps the previous points' stores still in flight (an unaligned
-       overlap cannot be forwarded and stalls; measured 1.2x faster). In 2-D a point's 16 rows rarely overlap
-       the previous point's, and one grid is as fast. */
-    const int np = d == 1 ? NP : 1;
+       overlap cannot be forwarded and stalls): NP grids in 1-D (measured 1.2x faster), NP2 in 2-D (a 2-D
+       grid is larger; 2 measured 5% faster than 1 over a whole MI, 4 no faster than 1). */
+    const int np = d == 1 ? NP : NP2;
     const size_t size = (size_t)G[0] * (d == 1 ? 1 : G[1]) + K, Gy = d == 1 ? 0 : G[1];
     memset(grid, 0, sizeof(float) * size * np);
     if (d == 1) {
@@ -142,7 +143,7 @@ static int one_set(int N, int d, const double *z, const double *box, int all_in,
         for (int m = 0; m < M; m++) {
             const v16 b = loadu(wy + m * K);
             const float *a = wx + m * K;
-            float *g = grid + sx[m] * Gy + sy[m];
+            float *g = grid + (m % np) * size + sx[m] * Gy + sy[m];
             for (int p = 0; p < K; p++, g += Gy) storeu(g, loadu(g) + a[p] * b);
         }
     }
@@ -207,7 +208,7 @@ typedef struct {
 
 static int work_alloc(work_t *W, int N, int d, int gmax) {
     size_t gsize = d == 1 ? (size_t)gmax : (size_t)gmax * gmax;
-    W->grid = malloc(sizeof(float) * (gsize + K) * (d == 1 ? NP : 1));
+    W->grid = malloc(sizeof(float) * (gsize + K) * (d == 1 ? NP : NP2));
     W->w = malloc(sizeof(float) * (size_t)N * d * K);
     W->tmp = malloc(sizeof(float) * N);
     W->delta = malloc(sizeof(double) * 3 * N);
@@ -268,49 +269,106 @@ int kde_grid_sums(int B, int N, int d, const double *z, double h, int gmax, int 
     return ok ? 0 : -2;
 }
 
-/* log of scipy's gaussian_kde density (+ eps) at its own points, for B sets of N samples: d = 1 (x: (B, N)) or
-   d = 2 (x, y: (B, N) each; the full 2x2 covariance). The same whitening as mutual_info._kde_log_density_1d
-   and _2d (Scott's factor N^(-1/(d + 4)), unbiased covariance, Cholesky), then the gridded sums. out: (B, N);
-   status: (B,) 1 done, 0 not (constant or collinear data, or a set the grid could not serve: the caller
-   computes it). Returns as kde_grid_sums. */
+/* log of scipy's gaussian_kde density (+ eps) at its own points of one set of N samples: d = 1 (x) or d = 2 (x, y;
+   the full 2x2 covariance). The same whitening as mutual_info._kde_log_density_1d and _2d (Scott's factor
+   N^(-1/(d + 4)), unbiased covariance, Cholesky), then the gridded sums. out: (N,). Returns 1 done, 0 not
+   (constant or collinear data, or a set the grid could not serve: the caller computes it). */
+static int log_density_set(int N, int d, const double *xb, const double *yb, double f, double eps, double h,
+                           int gmax, int max_far, int check_k, double rtol, double *o, work_t *W) {
+    double mx = 0, my = 0, vx = 0, vy = 0, cxy = 0, norm;
+    if (d == 1) yb = xb;
+    for (int i = 0; i < N; i++) { mx += xb[i]; my += yb[i]; }
+    mx /= N; my /= N;
+    for (int i = 0; i < N; i++) {
+        double dx = xb[i] - mx, dy = yb[i] - my;
+        vx += dx * dx; vy += dy * dy; cxy += dx * dy;
+    }
+    vx /= N - 1; vy /= N - 1; cxy /= N - 1;
+    if (!finite_bits(vx) || !finite_bits(vy) || !finite_bits(cxy) || !(vx > 0))
+        return 0; /* NaN/inf input or constant */
+    const double l11 = sqrt(vx);
+    if (d == 1) {
+        for (int i = 0; i < N; i++) W->z[i] = (xb[i] - mx) / (l11 * f);
+        norm = 1.0 / (N * sqrt(2 * M_PI) * f * l11);
+    } else {
+        const double l21 = cxy / l11, r22 = vy - l21 * l21;
+        if (!(r22 > 1e-12 * vy)) return 0;
+        const double l22 = sqrt(r22);
+        for (int i = 0; i < N; i++) {
+            double a = (xb[i] - mx) / l11;
+            W->z[2 * i] = a / f;
+            W->z[2 * i + 1] = (yb[i] - my - l21 * a) / l22 / f;
+        }
+        norm = 1.0 / (N * 2 * M_PI * f * f * l11 * l22);
+    }
+    if (!grid_set(N, d, W->z, h, gmax, max_far, check_k, rtol, o, W)) return 0;
+    for (int i = 0; i < N; i++) o[i] = log(o[i] * norm + eps);
+    return 1;
+}
+
+/* log_density_set for B sets: x: (B, N) (d = 1) or x, y: (B, N) each (d = 2); out: (B, N); status: (B,) 1 done,
+   0 not. Returns as kde_grid_sums. */
 int kde_log_density(int B, int N, int d, const double *x, const double *y, double eps, double h, int gmax,
                     int max_far, int check_k, double rtol, double *out, int8_t *status) {
     if (d < 1 || d > 2 || gmax <= K + 1 || N < 2 || (d == 2 && !y)) return -1;
     work_t W;
     int ok = work_alloc(&W, N, d, gmax);
     const double f = pow((double)N, -1.0 / (d + 4));
-    for (int b = 0; b < B && ok; b++) {
-        const double *xb = x + (size_t)b * N, *yb = d == 2 ? y + (size_t)b * N : xb;
-        double *o = out + (size_t)b * N, mx = 0, my = 0, vx = 0, vy = 0, cxy = 0, norm;
-        for (int i = 0; i < N; i++) { mx += xb[i]; my += yb[i]; }
-        mx /= N; my /= N;
-        for (int i = 0; i < N; i++) {
-            double dx = xb[i] - mx, dy = yb[i] - my;
-            vx += dx * dx; vy += dy * dy; cxy += dx * dy;
-        }
-        vx /= N - 1; vy /= N - 1; cxy /= N - 1;
-        status[b] = 0;
-        if (!finite_bits(vx) || !finite_bits(vy) || !finite_bits(cxy) || !(vx > 0))
-            continue; /* NaN/inf input or constant */
-        const double l11 = sqrt(vx);
-        if (d == 1) {
-            for (int i = 0; i < N; i++) W.z[i] = (xb[i] - mx) / (l11 * f);
-            norm = 1.0 / (N * sqrt(2 * M_PI) * f * l11);
-        } else {
-            const double l21 = cxy / l11, r22 = vy - l21 * l21;
-            if (!(r22 > 1e-12 * vy)) continue;
-            const double l22 = sqrt(r22);
-            for (int i = 0; i < N; i++) {
-                double a = (xb[i] - mx) / l11;
-                W.z[2 * i] = a / f;
-                W.z[2 * i + 1] = (yb[i] - my - l21 * a) / l22 / f;
-            }
-            norm = 1.0 / (N * 2 * M_PI * f * f * l11 * l22);
-        }
-        if (!grid_set(N, d, W.z, h, gmax, max_far, check_k, rtol, o, &W)) continue;
-        for (int i = 0; i < N; i++) o[i] = log(o[i] * norm + eps);
-        status[b] = 1;
-    }
+    for (int b = 0; b < B && ok; b++)
+        status[b] = (int8_t)log_density_set(N, d, x + (size_t)b * N, d == 2 ? y + (size_t)b * N : NULL, f, eps, h,
+                                            gmax, max_far, check_k, rtol, out + (size_t)b * N, &W);
     work_free(&W);
+    return ok ? 0 : -2;
+}
+
+/* The KDE mutual information of U units between successive sublayers, straight from a stream: for each unit its
+   L sublayers' 1-D log densities (each shared by the two transitions that touch it) and the L - 1 2-D ones, as
+   kde_log_density computes them, and mi[t] = mean_i(lxy_i - lx_i - ly_i). The stream: element (i, l) of unit u at
+   src[i * si + l * sl + cols[u]] (elements of float32, or float64 when f64), for N samples and L sublayers; units
+   are read in groups of up to 16 (neighbouring columns share cache lines). mi: (U, L - 1); status: (U,) 1 done,
+   0 not (some set was not: the caller computes that unit). gmax1, gmax2: the grid's nodes per axis in 1-D and
+   2-D. Returns as kde_grid_sums. */
+int kde_mi_units(int U, int N, int L, const void *src, int f64, int64_t si, int64_t sl, const int64_t *cols,
+                 double eps, double h, int gmax1, int gmax2, int max_far, int check_k, double rtol, double *mi,
+                 int8_t *status) {
+    if (U < 0 || N < 2 || L < 2 || gmax1 <= K + 1 || gmax2 <= K + 1) return -1;
+    int G = 16;
+    const size_t per_unit = (size_t)L * N * sizeof(double);
+    while (G > 1 && G * per_unit > ((size_t)64 << 20)) G /= 2;
+    work_t W1 = {0}, W2 = {0};
+    double *buf = malloc(per_unit * G), *lv = malloc(per_unit), *lxy = malloc(sizeof(double) * N);
+    int ok = work_alloc(&W1, N, 1, gmax1) & work_alloc(&W2, N, 2, gmax2) & (buf && lv && lxy);
+    const double f1 = pow((double)N, -1.0 / 5.0), f2 = pow((double)N, -1.0 / 6.0);
+    const float *s32 = src;
+    const double *s64 = src;
+    for (int u0 = 0; u0 < U && ok; u0 += G) {
+        const int g = U - u0 < G ? U - u0 : G;
+        for (int l = 0; l < L; l++) /* gather: buf[k] (L, N) for the g units u0 .. u0 + g - 1 */
+            for (int i = 0; i < N; i++) {
+                const int64_t at = i * si + l * sl;
+                for (int k = 0; k < g; k++)
+                    buf[((size_t)k * L + l) * N + i] = f64 ? s64[at + cols[u0 + k]] : (double)s32[at + cols[u0 + k]];
+            }
+        for (int k = 0; k < g; k++) {
+            const double *v = buf + (size_t)k * L * N;
+            double *m = mi + (size_t)(u0 + k) * (L - 1);
+            int done = 1;
+            for (int l = 0; l < L && done; l++)
+                done = log_density_set(N, 1, v + (size_t)l * N, NULL, f1, eps, h, gmax1, max_far, check_k, rtol,
+                                       lv + (size_t)l * N, &W1);
+            for (int t = 0; t < L - 1 && done; t++) {
+                done = log_density_set(N, 2, v + (size_t)t * N, v + (size_t)(t + 1) * N, f2, eps, h, gmax2, max_far,
+                                       check_k, rtol, lxy, &W2);
+                double s = 0.0;
+                const double *a = lv + (size_t)t * N, *b = lv + (size_t)(t + 1) * N;
+                for (int i = 0; i < N; i++) s += lxy[i] - a[i] - b[i];
+                m[t] = s / N;
+            }
+            status[u0 + k] = (int8_t)done;
+        }
+    }
+    work_free(&W1);
+    work_free(&W2);
+    free(buf); free(lv); free(lxy);
     return ok ? 0 : -2;
 }

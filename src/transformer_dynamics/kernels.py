@@ -3,8 +3,9 @@ use and two kernel sums that ``torch.compile`` fuses.
 
 C kernels (sources next to this module):
 
-- ``kde_grid.c``: Gaussian kernel sums of whitened point sets on a grid, and the KDE log densities built on them
-  (:func:`grid_sums`, :func:`grid_log_density`);
+- ``kde_grid.c``: Gaussian kernel sums of whitened point sets on a grid, the KDE log densities built on them
+  (:func:`grid_sums`, :func:`grid_log_density`) and the KDE mutual information of a stream's units between
+  successive sublayers read straight from the stream (:func:`grid_mi_units`);
 - ``ksg_counts.c``: the KSG estimator's k-th-neighbour radii and marginal counts by a sorted sweep
   (:func:`ksg_counts`).
 
@@ -36,7 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["NO_COMPILE_ENV", "KERNELS_ENV", "build", "library", "grid_sums", "grid_log_density",
+__all__ = ["NO_COMPILE_ENV", "KERNELS_ENV", "build", "library", "grid_sums", "grid_log_density", "grid_mi_units",
            "ksg_counts", "gauss_rowsum", "count_within"]
 
 #: Set this environment variable to 1 to use neither compiler (no C kernel, no ``torch.compile``).
@@ -108,11 +109,13 @@ def build(folder: Path, name: str = "kde_grid") -> Path:
 
 
 def _bind(lib: ctypes.CDLL, name: str) -> None:
-    ptr, i32, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+    ptr, i32, i64, f64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_double
     if name == "kde_grid":
         lib.kde_grid_sums.argtypes = [i32, i32, i32, ptr, f64, i32, i32, i32, f64, ptr, ptr]
         lib.kde_log_density.argtypes = [i32, i32, i32, ptr, ptr, f64, f64, i32, i32, i32, f64, ptr, ptr]
-        lib.kde_grid_sums.restype = lib.kde_log_density.restype = i32
+        lib.kde_mi_units.argtypes = [i32, i32, i32, ptr, i32, i64, i64, ptr, f64, f64, i32, i32, i32, i32, f64, ptr,
+                                     ptr]
+        lib.kde_grid_sums.restype = lib.kde_log_density.restype = lib.kde_mi_units.restype = i32
     else:
         lib.ksg_counts.argtypes = [i32, i32, i32, ptr, ptr, ptr, ptr]
         lib.ksg_counts.restype = i32
@@ -140,10 +143,10 @@ def library(name: str) -> ctypes.CDLL | None:
     return _LIBS[name]
 
 
-def _run_sets(B: int, call: Callable[[int, int], int]) -> None:
+def _run_sets(B: int, call: Callable[[int, int], int], per_thread: int = 8) -> None:
     """Run ``call(lo, hi)`` (a C kernel on sets lo..hi, returning its code) over B sets, split across torch's
-    thread count (ctypes releases the GIL)."""
-    n_threads = max(1, min(torch.get_num_threads(), B // 8))
+    thread count (ctypes releases the GIL), at least ``per_thread`` sets a thread."""
+    n_threads = max(1, min(torch.get_num_threads(), B // per_thread))
     bounds = np.linspace(0, B, n_threads + 1).astype(int)
     if n_threads == 1:
         codes = [call(0, B)]
@@ -182,6 +185,28 @@ def grid_log_density(lib: ctypes.CDLL, x: np.ndarray, y: np.ndarray | None, eps:
         hi - lo, N, d, _ptr(x, lo), _ptr(ya, lo), eps, h, max_nodes, max_far, check_points, check_rtol,
         _ptr(out, lo), _ptr(status, lo)))
     return out, status
+
+
+def grid_mi_units(lib: ctypes.CDLL, src: np.ndarray, columns: np.ndarray, eps: float, h: float, max_nodes_1d: int,
+                  max_nodes_2d: int, max_far: int, check_points: int, check_rtol: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``kde_mi_units`` of ``lib``: the KDE mutual information of the units ``columns`` of ``src: (n_samples,
+    n_sublayers, D)`` (float32 or float64, any strides: read in place, no copy; other dtypes: the units' columns
+    copied as float64) between successive sublayers, each
+    density as :func:`grid_log_density` computes it -> (mi (n_sublayers - 1, U) float64, done (U,) bool: False
+    where some set of the unit could not be gridded (the caller computes that unit))."""
+    if src.dtype not in (np.float32, np.float64) or any(st % src.itemsize for st in src.strides):
+        src, columns = np.ascontiguousarray(src[:, :, columns], dtype=np.float64), np.arange(len(columns))
+    n, L, _ = src.shape
+    si, sl, su = (st // src.itemsize for st in src.strides)
+    cols = np.ascontiguousarray(np.asarray(columns, dtype=np.int64) * su)
+    U = cols.size
+    mi, status = np.empty((U, L - 1)), np.zeros(U, dtype=np.int8)
+    f64 = int(src.dtype == np.float64)
+    _run_sets(U, lambda lo, hi: lib.kde_mi_units(
+        hi - lo, n, L, src.ctypes.data, f64, si, sl, _ptr(cols, lo), eps, h, max_nodes_1d, max_nodes_2d, max_far,
+        check_points, check_rtol, _ptr(mi, lo), _ptr(status, lo)), per_thread=1)
+    return mi.T, status.astype(bool)
 
 
 def ksg_counts(lib: ctypes.CDLL, x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

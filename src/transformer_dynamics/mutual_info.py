@@ -341,9 +341,11 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
     are ``units`` (indices; None = all d_model). ``method``: "kde" (the paper's), "kde_exact", "ksg" or "gcmi";
     see :func:`mutual_information_pairs` for each estimator. Work runs over chunks of ``chunk`` units, all
     sublayer pairs at once; for "kde" each sublayer's 1-D density is computed once and shared by the two
-    transitions that touch it. Each unit needs all its samples at once: a cache entry is read in blocks of units
-    of at most ``max_bytes`` (float32, all samples and sublayers), one pass over its shards per block
-    (:func:`transformer_dynamics.arrays.unit_blocks`); an array is used as it is.
+    transitions that touch it, every density of a chunk in one C call that reads the stream in place
+    (:func:`_grid_mi`; the per-set path where the kernel is unavailable or hands a unit back). Each unit needs
+    all its samples at once: a cache entry is read in blocks of units of at most ``max_bytes`` (float32, all
+    samples and sublayers), one pass over its shards per block (:func:`transformer_dynamics.arrays.unit_blocks`);
+    an array is used as it is.
     """
     _check_method(method)
     k, chunk = check_positive_int(k, "k"), check_positive_int(chunk, "chunk")
@@ -357,13 +359,31 @@ def mutual_information(rs, method: str = "kde", *, units=None, k: int = 3, chunk
         bar = tqdm(total=-(-units.size // chunk), desc=f"MI ({method})", unit="chunk")
     for pos, source, columns in unit_blocks(rs, units, max_bytes):
         for s in range(0, columns.size, chunk):
-            mi = _unit_mi(source[:, :, columns[s:s + chunk]], method, k, compile)
+            mi = _grid_mi(source, columns[s:s + chunk], k, compile) if method == "kde" else None
+            if mi is None:
+                mi = _unit_mi(source[:, :, columns[s:s + chunk]], method, k, compile)
             out[:, pos.start + s:pos.start + s + mi.shape[1]] = mi
             if bar is not None:
                 bar.update()
     if bar is not None:
         bar.close()
     return out
+
+
+def _grid_mi(source: np.ndarray, columns: np.ndarray, k: int, compile: bool | None) -> np.ndarray | None:
+    """The "kde" MI of the units ``columns`` of ``source: (n_samples, n_sublayers, D)`` read in place by the C kernel
+    (:func:`transformer_dynamics.kernels.grid_mi_units`: no transposed float64 copy, every density as
+    :func:`_grid_log_density` computes it) -> (n_sublayers - 1, U), the units it could not grid computed by
+    :func:`_unit_mi`; None when the kernel is unavailable or the sets are too small for the grid."""
+    n = source.shape[0]
+    lib = None if n < GRID_MIN_N or not len(columns) else kernels.library("kde_grid")
+    if lib is None:
+        return None
+    mi, done = kernels.grid_mi_units(lib, source, columns, KDE_EPS, GRID_H, GRID_MAX_NODES[1], GRID_MAX_NODES[2],
+                                     int(GRID_MAX_FAR * n), GRID_CHECK_POINTS, GRID_CHECK_RTOL)
+    if not done.all():
+        mi[:, ~done] = _unit_mi(source[:, :, columns[~done]], "kde", k, compile)
+    return mi
 
 
 def _unit_mi(v: np.ndarray, method: str, k: int, compile: bool | None) -> np.ndarray:

@@ -1,11 +1,14 @@
 """Command line of the book build (run in a checkout of the repository; ``make book`` calls ``all``)::
 
     python -m transformer_dynamics.build run     --profile ci [--only 02] [--set N=200] [--out _build] [--verbose]
+    python -m transformer_dynamics.build run     --profile ci --force   # every chapter, also the unchanged ones
     python -m transformer_dynamics.build html    --profile ci [--set N=200]
     python -m transformer_dynamics.build check   [--only 02]
     python -m transformer_dynamics.build all     --profile full
     python -m transformer_dynamics.build browser   # setup: find or install Chromium for the check
 
+``run`` (and ``all``) executes only the chapters whose notebook, parameters, package source or environment changed
+since their last complete run, or whose published outputs are missing or damaged; ``--force`` executes them all.
 Each subcommand has its own ``--help``. ``--set NAME=VALUE`` (repeatable; VALUE in YAML: ``N=200``,
 ``MODELS=[smollm2-135m]``) overrides a parameter in every chapter that declares it: the build runs under a profile
 written to ``<out>/profiles/<profile>+NAME=VALUE.yml``, named for what it changes (its executed notebooks,
@@ -115,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     execute.add_argument("--verbose", action="store_true",
                          help="stream the notebooks' outputs (the package's progress bars included) to the terminal")
     execute.add_argument("--no-progress", action="store_true", help="no progress bar over each chapter's cells")
+    execute.add_argument("--force", action="store_true",
+                         help="execute every chapter, also those whose notebook, parameters, package source and "
+                              "environment are unchanged since their last complete run (default: reuse those)")
     helps = {"run": "execute the chapter notebooks with papermill under a profile",
              "html": "stage the executed notebooks and build the HTML book with Jupyter Book",
              "check": "check the built HTML in headless Chromium (every page, image, error output)",
@@ -213,7 +219,7 @@ def _build(args: argparse.Namespace) -> int:
     root, out = _prepare(args)
     if args.command in ("run", "all"):
         rec = run_notebooks(args.profile, root, out, args.only, args.cache_dir, args.timeout,
-                            verbose=args.verbose, progress=not args.no_progress)
+                            verbose=args.verbose, progress=not args.no_progress, force=args.force)
         if rec["failures"]:
             status = 1
             print("\n" + "=" * 100 + f"\n{len(rec['failures'])} notebook(s) failed:\n", file=sys.stderr)

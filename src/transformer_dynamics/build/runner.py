@@ -15,15 +15,28 @@ then. The timings file marks the chapter ``running`` before it starts, and ``ok`
 chapter whose last run failed, was interrupted or was killed (still ``running``) is *incomplete*
 (:func:`incomplete_chapters`), and ``build html`` refuses to stage it unless asked to publish anyway
 (:func:`check_complete`).
+
+A warm rebuild re-executes only what changed: a chapter is *reused* (not executed) when its inputs are those of its
+last complete run and its outputs are still what that run published. The inputs (:func:`chapter_inputs`, one hash
+each, kept in the chapter's timings entry) are the notebook's source (every cell, prose included, and its
+metadata), the parameters it is given, the package's source (:func:`package_source_hash`: every file of
+``transformer_dynamics``, so a changed package never reuses an output it did not make) and the environment the
+kernel runs in (``$TRANSFORMER_DYNAMICS_*``, the kernel, the versions of the main dependencies). The outputs are
+the executed notebook and the ledger files the run published, each with its sha256, checked on disk: a missing,
+truncated or edited output, or a last run that failed, was interrupted or killed (its entry not ``ok``),
+re-executes the chapter. A chapter reads no other chapter's outputs (each records into its own ledger folder), so
+its own inputs are the whole key. ``force`` re-executes every chapter.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +49,16 @@ from .. import profiles
 from .notebooks import notebook_parameters, notebook_stems, read_notebook
 
 __all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration", "incomplete_chapters",
-           "check_complete", "executed_copy", "partial_executed_dir", "partial_ledger_dir"]
+           "check_complete", "executed_copy", "partial_executed_dir", "partial_ledger_dir", "package_source_hash",
+           "chapter_inputs", "reuse_blocker"]
+
+#: The dependencies whose versions are part of every chapter's inputs (a new version re-executes the book).
+KEY_PACKAGES = ("numpy", "scipy", "torch", "transformers", "safetensors", "pandas", "matplotlib", "papermill",
+                "nbformat", "ipykernel", "jupytext")
+#: Environment variables that are part of every chapter's inputs: ``$TRANSFORMER_DYNAMICS_*`` but those the runner
+#: itself sets per chapter.
+KEY_ENV_PREFIX = "TRANSFORMER_DYNAMICS_"
+_KEY_ENV_OWN = ("TRANSFORMER_DYNAMICS_LEDGER", "TRANSFORMER_DYNAMICS_PROFILE")
 
 
 def partial_executed_dir(out: Path, profile: str) -> Path:
@@ -55,6 +77,81 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def _sha256(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes, None when it is missing or unreadable."""
+    try:
+        return _sha256(path.read_bytes())
+    except OSError:
+        return None
+
+
+def package_source_hash(package_dir: str | os.PathLike | None = None) -> str:
+    """sha256 over every file of the package (default: the ``transformer_dynamics`` this process imports, as the
+    kernels do): each file's path relative to the package and its bytes, in path order; ``__pycache__`` and
+    compiled files left out. -> 64 hex digits."""
+    d = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted(p for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and p.suffix not in (".pyc", ".so", ".o")):
+        h.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _environment(kernel: str, verbose: bool) -> dict[str, Any]:
+    """What the kernels run with beyond their notebook and parameters: ``$TRANSFORMER_DYNAMICS_*`` (but the
+    runner's own), the kernel, Python's and :data:`KEY_PACKAGES`' versions, whether outputs stream (``verbose``)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith(KEY_ENV_PREFIX) and k not in _KEY_ENV_OWN}
+    return {"env": env, "kernel": kernel, "python": sys.version, "verbose": bool(verbose),
+            "packages": {p: version(p) for p in KEY_PACKAGES}}
+
+
+def chapter_inputs(nb, parameters: dict[str, Any], package_hash: str, environment: dict[str, Any]) -> dict[str, str]:
+    """The hashes a chapter's reuse is keyed on: ``{"notebook", "parameters", "package", "environment"}`` (sha256
+    hex each) of the notebook node (every cell's type, source and metadata, and the notebook's metadata), the
+    parameters it is given, the package source hash (:func:`package_source_hash`) and the environment."""
+    def dump(x: Any) -> str:
+        return json.dumps(x, sort_keys=True, default=str)
+
+    cells = [[c.cell_type, c.source, c.get("metadata", {})] for c in nb.cells]
+    return {"notebook": _sha256(dump([cells, nb.metadata])), "parameters": _sha256(dump(parameters)),
+            "package": package_hash, "environment": _sha256(dump(environment))}
+
+
+def reuse_blocker(previous: Any, inputs: dict[str, str], executed: Path, led_dir: Path) -> str | None:
+    """Why the chapter whose last timings entry is ``previous`` must execute again for ``inputs``, or None when its
+    published outputs can be reused: no complete last run, an input changed (named), or an output that run
+    published (the executed notebook ``executed``, its ledger files in ``led_dir``) missing or not what it wrote."""
+    if not isinstance(previous, dict) or not (previous.get("ok") is True and previous.get("state", "ok") == "ok"):
+        return "no complete last run"
+    before, outputs = previous.get("inputs"), previous.get("outputs")
+    if not isinstance(before, dict) or not isinstance(outputs, dict):
+        return "its last run recorded no inputs"
+    changed = [k for k in inputs if before.get(k) != inputs[k]]
+    if changed:
+        return f"changed: {', '.join(changed)}"
+    if _file_sha256(executed) != outputs.get("notebook"):
+        return f"its executed notebook {executed.name} is missing or not the one its last run wrote"
+    ledgers = outputs.get("ledger")
+    if not isinstance(ledgers, dict):
+        return "its last run recorded no ledger files"
+    for name, digest in ledgers.items():
+        if _file_sha256(led_dir / name) != digest:
+            return f"its ledger {name} is missing or not the one its last run wrote"
+    return None
 
 
 def incomplete_chapters(out: str | os.PathLike, profile: str, stems: Iterable[str] | None = None) -> dict[str, str]:
@@ -107,9 +204,10 @@ def executed_copy(out: str | os.PathLike, profile: str, stem: str, publish_incom
     return partial if publish_incomplete and not final.is_file() and partial.is_file() else final
 
 
-def _publish_chapter(stem: str, partial_nb: Path, final_nb: Path, partial_led: Path, led_dir: Path) -> None:
+def _publish_chapter(stem: str, partial_nb: Path, final_nb: Path, partial_led: Path, led_dir: Path) -> list[str]:
     """Move a finished chapter's executed notebook and ledger from their partial places into the book's (the
-    notebook's injected LEDGER_DIR and papermill's output path name where they are now)."""
+    notebook's injected LEDGER_DIR and papermill's output path name where they are now) -> the ledger files'
+    names."""
     final_nb.parent.mkdir(parents=True, exist_ok=True)
     text = partial_nb.read_text(encoding="utf-8")
     for a, b in ((partial_led, led_dir), (partial_nb, final_nb)):  # papermill records its output path too
@@ -117,10 +215,13 @@ def _publish_chapter(stem: str, partial_nb: Path, final_nb: Path, partial_led: P
     partial_nb.write_text(text, encoding="utf-8")
     os.replace(partial_nb, final_nb)
     (led_dir / f"{stem}.json").unlink(missing_ok=True)  # a chapter that no longer records leaves no old ledger
+    names = []
     for f in sorted(partial_led.glob("*.json")):
         if not f.name.startswith("."):
             os.replace(f, led_dir / f.name)
+            names.append(f.name)
     shutil.rmtree(partial_led, ignore_errors=True)
+    return names
 
 
 def format_duration(seconds: float | None) -> str:
@@ -197,6 +298,10 @@ class _Run:
     timeout: float | None
     verbose: bool
     progress: bool
+    force: bool
+    entries: dict[str, Any] = field(default_factory=dict)  # every chapter's last timings entry
+    package_hash: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     t_all: float = field(default_factory=time.perf_counter)
 
@@ -219,11 +324,13 @@ def _plan(profile: str, root: str | os.PathLike | None, out: str | os.PathLike, 
         extra["CACHE_DIR"] = str(Path(cache_dir).resolve())
     tpath = timings_path(out, pname)
     record: dict[str, Any] = {"profile": pname, "notebooks": {}}
-    if only and tpath.is_file():  # a partial run keeps the other chapters' entries
-        try:
-            record["notebooks"] = json.loads(tpath.read_text()).get("notebooks", {})
-        except (OSError, ValueError):
-            pass
+    entries: dict[str, Any] = {}
+    try:
+        entries = dict(json.loads(tpath.read_text()).get("notebooks", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    if only:  # a partial run keeps the other chapters' entries
+        record["notebooks"] = dict(entries)
     stems = notebook_stems(nb_dir, only)
     if not stems:
         raise BuildError(f"no notebooks NN_*.py / NN_*.ipynb in {nb_dir}")
@@ -232,7 +339,8 @@ def _plan(profile: str, root: str | os.PathLike | None, out: str | os.PathLike, 
     except ValueError as exc:
         log(f"WARNING: {exc}")
     return _Run(profile, pname, nb_dir, out, exe_dir, led_dir, inputs, partial_exe, extra, tpath,
-                previous_timings(tpath), record, stems, **run)
+                previous_timings(tpath), record, stems, entries=entries, package_hash=package_source_hash(),
+                environment=_environment(run["kernel"], run["verbose"]), **run)
 
 
 @contextlib.contextmanager
@@ -266,6 +374,18 @@ def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Pa
     params, dropped = notebook_parameters(run.profile, nb, stem, {**run.extra, "LEDGER_DIR": str(partial_led)})
     shown = {**params, **({"LEDGER_DIR": str(run.led_dir)} if "LEDGER_DIR" in params else {})}
     entry.update(parameters=shown, dropped=dropped)
+    inputs = chapter_inputs(nb, {"parameters": params, "dropped": dropped}, run.package_hash, run.environment)
+    final_nb = run.exe_dir / f"{stem}.ipynb"
+    why = "--force" if run.force else reuse_blocker(run.entries.get(stem), inputs, final_nb, run.led_dir)
+    if why is None:
+        entry.clear()
+        entry.update({**run.entries[stem], "reused": True, "checked": time.strftime("%Y-%m-%d %H:%M:%S")})
+        log(f"[{k + 1}/{len(run.stems)}] {stem}: unchanged since its last complete run (notebook, parameters, "
+            "package, environment): its executed notebook and ledger are reused (--force executes it)")
+        return
+    entry.update(inputs=inputs, reused=False)
+    if isinstance(run.entries.get(stem), dict):  # say why a chapter run before runs again
+        log(f"{stem}: executing again ({why})")
     if dropped:
         log(f"{stem}: WARNING: profile {run.pname} sets {dropped}, which its parameters cell does not declare; "
             "not passed")
@@ -287,8 +407,9 @@ def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Pa
                             log_output=run.verbose, execution_timeout=run.timeout)
     finally:
         entry["seconds"] = round(time.perf_counter() - t0, 2)
-    _publish_chapter(stem, partial_nb, run.exe_dir / f"{stem}.ipynb", partial_led, run.led_dir)
-    entry.update(ok=True, state="ok")
+    names = _publish_chapter(stem, partial_nb, final_nb, partial_led, run.led_dir)
+    entry.update(ok=True, state="ok", outputs={"notebook": _file_sha256(final_nb),
+                                               "ledger": {n: _file_sha256(run.led_dir / n) for n in names}})
     log(f"{stem}: ok in {format_duration(entry['seconds'])}")
 
 
@@ -321,11 +442,15 @@ def _run_chapter(run: _Run, k: int, stem: str) -> None:
 def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, out: str | os.PathLike = "_build",
                   only: Iterable[str] | None = None, cache_dir: str | os.PathLike | None = None,
                   timeout: float | None = None, kernel: str = "python3", verbose: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
-    """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring).
+                  progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Execute the chapter notebooks with papermill under ``profile`` (see the module docstring): a chapter whose
+    inputs and published outputs are those of its last complete run is reused, not executed (``force``: every
+    chapter executes).
 
     Returns the timings record ``{"profile", "notebooks": {stem: {"seconds", "ok", "error", "parameters",
-    "dropped"}}, "failures": [messages], "total_seconds"}``; it is also written to ``<out>/timings-<profile>.json``
+    "dropped", "state", "inputs", "outputs", "reused"}}, "failures": [messages], "total_seconds"}`` (a reused
+    chapter's entry is that of the run that made its outputs, its ``seconds`` included, with ``reused`` true); it
+    is also written to ``<out>/timings-<profile>.json``
     (with ``only``, the other chapters keep their previous entry).
     """
     import nbformat  # noqa: F401 - imported before the kernels' environment is set (as tqdm)
@@ -333,7 +458,7 @@ def run_notebooks(profile: str = "full", root: str | os.PathLike | None = None, 
     import tqdm.auto  # noqa: F401 - tqdm reads TQDM_* at import: imported before TQDM_DISABLE is set below
 
     run = _plan(profile, root, out, only, cache_dir, kernel=kernel, timeout=timeout, verbose=verbose,
-                progress=progress)
+                progress=progress, force=force)
     with _kernel_environment(run):
         for k, stem in enumerate(run.stems):
             _run_chapter(run, k, stem)
