@@ -203,3 +203,38 @@ def test_bench_book_reads_which_chapters_were_reused(tmp_path):
     t.write_text(json.dumps({"notebooks": {"01_a": {"ok": True, "reused": True}, "02_b": {"ok": True}}}))
     assert bb.reused_chapters(t) == {"01_a": True, "02_b": False}
     assert bb.reused_chapters(tmp_path / "none.json") == {}
+
+
+READER = '''# %% [markdown]
+# # R
+
+# %% tags=["parameters"]
+LEDGER_DIR = None
+
+# %%
+import json, pathlib
+from transformer_dynamics import ledger
+a = ledger.load(ledger.book_directory(LEDGER_DIR) / "01_a.json")
+pathlib.Path(LEDGER_DIR, "02_r.json").write_text(json.dumps({"notebook": "02_r", "entries": a["entries"]}))
+with open("../executions.txt", "a") as fh:
+    fh.write("02_r\\n")
+'''
+
+
+def test_a_chapter_that_read_another_s_ledger_runs_again_when_it_changed(tmp_path):
+    """Chapter 10 reads the effect sizes chapters 2-4 recorded, chapter 11 chapter 7's exponents: when the ledger
+    a chapter read has changed, reusing the reader would publish numbers made from the old one."""
+    root = _stub_book(tmp_path)
+    (root / "notebooks" / "02_b.py").unlink()
+    (root / "notebooks" / "02_r.py").write_text(READER)
+    led = root / "_build" / "ledger" / "p"
+    assert _run(root) == ["01_a", "02_r"]
+    assert json.loads((led / "02_r.json").read_text())["entries"] == [3]   # read from the finished chapter's ledger
+    assert _run(root) == []
+    (root / "p.yml").write_text("defaults:\n  N: 4\n")
+    assert _run(root, only=["01"]) == ["01_a"]
+    assert _run(root) == ["02_r"]                                        # what it read has changed: runs again
+    assert json.loads((led / "02_r.json").read_text())["entries"] == [4]
+    assert _run(root) == []
+    timings = json.loads((root / "_build" / "timings-p.json").read_text())["notebooks"]
+    assert list(timings["02_r"]["outputs"]["reads"]) == [str((led / "01_a.json").resolve())]

@@ -168,6 +168,18 @@ def test_effect_sizes_read_the_chapter_ledgers(tmp_path):
                        ("r_early", "first_transition"): pytest.approx(-0.1 / se)}
 
 
+def test_effect_sizes_inside_a_book_build_read_the_finished_chapters(tmp_path):
+    """While chapter 10 runs in a book build it records into <out>/ledger/.partial/<profile>/<stem>; the sizes are
+    the finished chapters' in <out>/ledger/<profile> (read from its own folder, every effect was planted at Z_MAX)."""
+    book = tmp_path / "ledger" / "ci"
+    record_claim(ledger.Ledger("02_activation_statistics", directory=book), "r_increases_cross", 0.5,
+                 ci=(0.45, 0.55), model="m")
+    running = tmp_path / "ledger" / ".partial" / "ci" / "10_calibration"
+    running.mkdir(parents=True)
+    assert ledger.book_directory(running) == book and ledger.book_directory(book) == book
+    assert list(cal.effect_sizes(directory=running)["claim"]) == ["r_increases_cross"]
+
+
 def test_planted_sizes_take_the_weaker_model_and_skip_disagreement():
     sizes = pd.DataFrame({"model": ["a", "b", "a", "b"], "claim": ["r_increases_cross"] * 2 + ["cos_increases"] * 2,
                           "reading": ["median", "median", "raw", "raw"], "z": [3.0, 5.0, 4.0, -4.0]})

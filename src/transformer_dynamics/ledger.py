@@ -249,13 +249,30 @@ class Ledger:
         return self.path
 
 
+#: Set by the book's runner while a chapter runs: the file where every ledger that chapter reads is noted (path
+#: and sha256, one JSON line each), so that a warm rebuild runs the chapter again when what it read has changed.
+READS_ENV = "TRANSFORMER_DYNAMICS_READS"
+
+
+def _note_read(path: str | os.PathLike, raw: bytes) -> None:
+    target = os.environ.get(READS_ENV)
+    if not target:
+        return
+    import hashlib  # noqa: PLC0415
+
+    line = json.dumps({"path": str(Path(path).resolve()), "sha256": hashlib.sha256(raw).hexdigest()})
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """Read one notebook's ledger JSON: ``{"notebook", "context", "entries": [...]}``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        raw = Path(path).read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not readable JSON ({err}); delete it and rerun its notebook") from None
+    _note_read(path, raw)
     if not isinstance(data, dict) or "entries" not in data:
         raise ValueError(f"{path} is not a ledger file (no 'entries'); delete it and rerun its notebook")
     return data
@@ -265,6 +282,17 @@ def load_all(directory: str | os.PathLike | None = None) -> list[dict[str, Any]]
     """Every ledger in ``directory`` (sorted by notebook name)."""
     directory = Path(directory) if directory is not None else default_directory()
     return [load(p) for p in sorted(directory.glob("*.json")) if not p.name.startswith(".")]
+
+
+def book_directory(directory: str | os.PathLike) -> Path:
+    """Where the finished chapters' ledgers are, for a chapter recording into ``directory``: inside a book build a
+    running chapter records into ``<out>/ledger/.partial/<profile>/<stem>`` and the finished ones are in
+    ``<out>/ledger/<profile>``; anywhere else, ``directory`` itself. What a chapter reads of another chapter's
+    numbers is read from here."""
+    d = Path(directory)
+    if d.parent.parent.name == ".partial":
+        return d.parents[2] / d.parent.name
+    return d
 
 
 # The book's side of the ledger (imported last: those modules read ledgers, this one records them).

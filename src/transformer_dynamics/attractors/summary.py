@@ -24,12 +24,10 @@ def chapter_ledger(notebook: str, directory: str | os.PathLike) -> dict[str, Any
     ``directory``, or None when that chapter has not run. Inside a book build a chapter records into
     ``<out>/ledger/.partial/<profile>/<stem>`` while the finished chapters' ledgers are in
     ``<out>/ledger/<profile>``: both places are looked at."""
-    from ..ledger import load  # noqa: PLC0415
+    from ..ledger import book_directory, load  # noqa: PLC0415
 
     d = Path(directory)
-    places = [d / f"{notebook}.json"]
-    if d.parent.parent.name == ".partial":
-        places.append(d.parents[2] / d.parent.name / f"{notebook}.json")
+    places = list(dict.fromkeys([d / f"{notebook}.json", book_directory(d) / f"{notebook}.json"]))
     for path in places:
         if path.is_file():
             try:

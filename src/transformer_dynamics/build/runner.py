@@ -24,8 +24,10 @@ metadata), the parameters it is given, the package's source (:func:`package_sour
 kernel runs in (``$TRANSFORMER_DYNAMICS_*``, the kernel, the versions of the main dependencies). The outputs are
 the executed notebook and the ledger files the run published, each with its sha256, checked on disk: a missing,
 truncated or edited output, or a last run that failed, was interrupted or killed (its entry not ``ok``),
-re-executes the chapter. A chapter reads no other chapter's outputs (each records into its own ledger folder), so
-its own inputs are the whole key. ``force`` re-executes every chapter.
+re-executes the chapter. A chapter that reads another chapter's ledger (chapter 10 the effect sizes, chapter 11
+chapter 7's exponents) has what it read noted while it runs (``$TRANSFORMER_DYNAMICS_READS``, by
+:func:`transformer_dynamics.ledger.load`) and runs again when one of those files has changed since. ``force``
+re-executes every chapter.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ KEY_PACKAGES = ("numpy", "scipy", "torch", "transformers", "safetensors", "panda
 #: Environment variables that are part of every chapter's inputs: ``$TRANSFORMER_DYNAMICS_*`` but those the runner
 #: itself sets per chapter.
 KEY_ENV_PREFIX = "TRANSFORMER_DYNAMICS_"
-_KEY_ENV_OWN = ("TRANSFORMER_DYNAMICS_LEDGER", "TRANSFORMER_DYNAMICS_PROFILE")
+_KEY_ENV_OWN = ("TRANSFORMER_DYNAMICS_LEDGER", "TRANSFORMER_DYNAMICS_PROFILE", "TRANSFORMER_DYNAMICS_READS")
 
 
 def partial_executed_dir(out: Path, profile: str) -> Path:
@@ -81,6 +83,12 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 
 def _sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _ledger_reads_env() -> str:
+    from ..ledger import READS_ENV  # noqa: PLC0415
+
+    return READS_ENV
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -151,7 +159,28 @@ def reuse_blocker(previous: Any, inputs: dict[str, str], executed: Path, led_dir
     for name, digest in ledgers.items():
         if _file_sha256(led_dir / name) != digest:
             return f"its ledger {name} is missing or not the one its last run wrote"
+    for path, digest in (outputs.get("reads") or {}).items():  # other chapters' ledgers it read
+        if _file_sha256(Path(path)) != digest:
+            return f"it read {Path(path).name}, which has changed since"
     return None
+
+
+def _reads(path: Path, stem: str) -> dict[str, str]:
+    """The other chapters' ledgers a chapter read while it ran (:data:`transformer_dynamics.ledger.READS_ENV`):
+    ``{path: sha256 as read}``; its own ledger left out."""
+    out: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(r, dict) and Path(str(r.get("path"))).name != f"{stem}.json":
+            out[str(r["path"])] = str(r.get("sha256"))
+    return out
 
 
 def incomplete_chapters(out: str | os.PathLike, profile: str, stems: Iterable[str] | None = None) -> dict[str, str]:
@@ -395,6 +424,9 @@ def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Pa
     shutil.rmtree(partial_led, ignore_errors=True)
     partial_led.mkdir(parents=True)
     os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(partial_led)
+    reads = run.inputs / f"{stem}.reads.jsonl"
+    reads.unlink(missing_ok=True)
+    os.environ[_ledger_reads_env()] = str(reads)
     _write_json(run.tpath, run.record)  # "running": a run killed now leaves the chapter marked incomplete
     log(_progress_line(k, run.stems, run.previous, time.perf_counter() - run.t_all))
     log(f"{stem}: running ({run.pname}: "
@@ -409,7 +441,8 @@ def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Pa
         entry["seconds"] = round(time.perf_counter() - t0, 2)
     names = _publish_chapter(stem, partial_nb, final_nb, partial_led, run.led_dir)
     entry.update(ok=True, state="ok", outputs={"notebook": _file_sha256(final_nb),
-                                               "ledger": {n: _file_sha256(run.led_dir / n) for n in names}})
+                                               "ledger": {n: _file_sha256(run.led_dir / n) for n in names},
+                                               "reads": _reads(reads, stem)})
     log(f"{stem}: ok in {format_duration(entry['seconds'])}")
 
 

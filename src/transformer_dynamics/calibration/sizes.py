@@ -43,12 +43,14 @@ def _z(key: str, value, low, high) -> float:
 def effect_sizes(ledgers: Sequence[Mapping[str, Any]] | None = None, *, directory=None,
                  models: Sequence[str] | None = None) -> pd.DataFrame:
     """The residual-stream claims' values on the trained models as the book recorded them: the claim rows of the
-    original texts in the ledgers (:func:`transformer_dynamics.ledger.load_all` of ``directory`` when ``ledgers``
-    is None). -> DataFrame ``model, claim, reading, value, low, high, n, z`` (``z``: :func:`_z`, the size a
-    planted effect is given), one row per model, claim and reading."""
+    original texts in the ledgers (when ``ledgers`` is None, those of ``directory``, or of the finished chapters
+    when it is a running chapter's folder: :func:`transformer_dynamics.ledger.book_directory`). -> DataFrame
+    ``model, claim, reading, value, low, high, n, z`` (``z``: :func:`_z`, the size a planted effect is given), one
+    row per model, claim and reading."""
     from .. import ledger as _ledger  # noqa: PLC0415
 
-    ledgers = _ledger.load_all(directory) if ledgers is None else ledgers
+    if ledgers is None:  # a chapter's own folder inside a book build: the finished chapters' folder
+        ledgers = _ledger.load_all(None if directory is None else _ledger.book_directory(directory))
     rs_claims = set(_claims.claims_of(source="rs"))
     rows = []
     for led in ledgers:
