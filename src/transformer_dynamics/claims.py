@@ -322,7 +322,7 @@ _CLAIMS = [
     Claim("pcs_fewer_later", "4C", "later layers requiring fewer principal components to explain the same amount "
           "of variance", 5, "rs", "how much more of its variance a later sublayer keeps in the global principal "
           "components than an early one: the explained variance with the kept components (Fig 4C), or the first "
-          f"third's minus the last third's components needed for the variance threshold", ">", 0.0,
+          "third's minus the last third's components needed for the variance threshold", ">", 0.0,
           (_read("ev_at_k", "explained variance per sublayer with the kept components (Fig 4C): " + _THIRDS,
                  "pca_ev", fx.contrast),
            _read("global", "global PCs needed for the threshold: first third minus last third", "pcs",

@@ -22,7 +22,7 @@ from .exponents import relative_exponents
 from .maps import check_maps, frozen_context
 from .spectral import MEASURES, _decompose, effective_rank, update_spectra
 from .. import residual
-from ..validation import check_int, check_positive_int, check_seed
+from ..validation import check_positive_int
 
 __all__ = ["LocalDynamics", "REFERENCE_LABELS", "benettin_check", "by_reference", "local_dynamics", "picked_eigenvalues",
            "predicted_recovery", "runs_table"]
