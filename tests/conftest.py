@@ -127,3 +127,27 @@ def record_claim(led, key, value, *, ci=None, reading=None, model=None, conditio
             d["verdict"], d["reason"] = verdicts.verdict_from_interval(key, value, *ci)
     row = {"claim": key, "reading": reading, **d, "line": d["verdict"], "refs": {}}
     led.claims(pd.DataFrame([row]), model=model, condition=condition)
+
+
+_WATCHED_ENV = ("TRANSFORMER_DYNAMICS_", "HF_", "TRANSFORMERS_")
+
+
+def _watched_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_WATCHED_ENV)}
+
+
+@pytest.fixture(autouse=True)
+def _environment_left_as_found():
+    """No test leaves the package's or the hub's environment changed: a Colab test's Drive cache folder, left in
+    os.environ, sent the later ci book build's captures there (and its path into every downloadable notebook)."""
+    before = _watched_env()
+    yield
+    after = _watched_env()
+    if after != before:
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        for k in changed:
+            if k in before:
+                os.environ[k] = before[k]
+            else:
+                os.environ.pop(k, None)
+        pytest.fail(f"the test left environment variables changed: {changed} (use monkeypatch)")

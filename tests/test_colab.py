@@ -202,12 +202,15 @@ def fake_colab(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "drive"))
     monkeypatch.setattr(colab, "notebook_url", lambda timeout=10: None)
+    saved = dict(os.environ)  # colab.setup writes the token, the cache folder and the download switch into it
     for var in ("HF_TOKEN", "TRANSFORMER_DYNAMICS_CACHE", "HF_HOME"):
         monkeypatch.delenv(var, raising=False)
     installs: list[list[str]] = []
     monkeypatch.setattr(colab.subprocess, "run", lambda cmd, **kw: installs.append(cmd))
     monkeypatch.setattr(colab, "_installed_clean", lambda req: True)  # the data wheel: installed before
-    return types.SimpleNamespace(secrets=secrets, installs=installs, mount=tmp_path / "drive")
+    yield types.SimpleNamespace(secrets=secrets, installs=installs, mount=tmp_path / "drive")
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def _ns(**values):

@@ -51,8 +51,15 @@ def test_all_notebooks_run(ci_build):
     print({k: v["seconds"] for k, v in timings["notebooks"].items()}, "total", timings["total_seconds"])
 
 
+#: How the ledger writes a non-finite number (ledger._plain: str(float)).
+_NON_FINITE = {"nan", "inf", "-inf"}
+
+
 def _finite_rectangular(value) -> bool:
-    """A finite number, a (nested) list of finite numbers with a rectangular shape, or a dict of those."""
+    """A finite number, a (nested) list of finite numbers with a rectangular shape, or a dict of those; or a word
+    recorded as a plain value (chapter 1's "BOS first"), never the ledger's spelling of NaN or inf."""
+    if isinstance(value, str):
+        return bool(value.strip()) and value.strip().lower() not in _NON_FINITE
     if isinstance(value, dict):
         return bool(value) and all(_finite_rectangular(v) for v in value.values())
     if isinstance(value, bool):

@@ -111,3 +111,16 @@ def test_a_verdict_one_text_decides_is_refused():
     fails = Evidence("r_increases_within", "median", "trained", -0.3, -reps, 200, jackknife=-np.where(
         np.arange(200) == 3, -0.05, 0.3))
     assert verdicts.decide(fails)["verdict"] == "undecided"     # the same on the other side
+
+
+def test_rederive_keeps_what_the_interval_alone_cannot_tell():
+    """A stored row is re-derived from its value and interval when rendered, but a verdict refused because one text
+    decides it stays undecided (its interval alone would decide it: the ledger page showed "fails" where the
+    chapter said "undecided")."""
+    row = {"registry": "mi_early_drop", "value": 0.0566, "ci": [-0.0656, 0.285], "verdict": "undecided",
+           "reason": "decided by one unit: without #2 the value is 0.134 and the interval [0.0119, 0.362] contains "
+                     "0.333333"}
+    assert verdicts.rederive(row)[0] == "undecided"
+    edited = {**row, "reason": "interval [-0.0656, 0.285] contains 0.333333"}      # a hand-edited row
+    assert verdicts.rederive(edited)[0] == "fails"
+    assert verdicts.rederive({**row, "reason": "value undefined", "value": "nan"})[0] == "undecided"
