@@ -210,7 +210,7 @@ heads.assign(figure=heads["claim"].map({k: c.figure for k, c in claims.REGISTRY.
 # flip, **↓** lost significance, **↑** decided where the reference is not, **–** undefined.
 
 # %% mystnb={"figure": {"caption": "Every claim's verdict under each open choice (headline first): green holds, red fails, grey undecided, white undefined; F a flip, \u2193 lost significance, \u2191 decided where the reference is not, \u2013 undefined; outlined: the reference; one figure per model ({models}).", "name": "fig-08-grid"}, "image": {"alt": "Grid of coloured cells, one row per claim and one column per open choice, marked F for a flip and arrows for lost or gained significance, one grid per model: {models}"}}
-plot_verdicts.plot_verdict_grids(changes, MODELS)
+plot_verdicts.plot_verdict_grids(changes, MODELS);
 
 # %% [markdown]
 # The claims' other readings, each over the settings it was computed under (the MI estimators other than the

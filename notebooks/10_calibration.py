@@ -95,6 +95,7 @@ colab.setup(globals(), "10_calibration")
 from IPython.display import Markdown
 
 from transformer_dynamics import calibration, chapter
+from transformer_dynamics.ledger import show_table
 from transformer_dynamics.plots import calibration as plot_calibration
 
 cost = dict(n_sims=N_SIMS, n_sims_slow=N_SIMS_SLOW, n_sims_power=N_SIMS_POWER,
@@ -111,8 +112,8 @@ settings = calibration.Settings(n=N_TEXTS, seed=SEED, **cost)
 
 # %%
 sizes = calibration.effect_sizes(directory=ch.ledger.directory, models=ch.models)
-Markdown(calibration.markdown(sizes, digits=3) if len(sizes) else
-         "_No chapter ledger found: every effect is planted at 8 standard errors._")
+(show_table(sizes, index=False) if len(sizes) else
+ Markdown("_No chapter ledger found: every effect is planted at 8 standard errors._"))
 
 # %% [markdown]
 # ## The calibration table
@@ -124,10 +125,10 @@ Markdown(calibration.markdown(sizes, digits=3) if len(sizes) else
 # %%
 run = calibration.calibrate(settings, sizes=sizes if len(sizes) else None)
 book = calibration.book_table(run)
-Markdown(calibration.markdown(book))
+show_table(book, index=False)
 
 # %% mystnb={"figure": {"caption": "Per claim and reading: the worst false-decision rate over the nulls with its 95 % binomial interval, against \u03b1 and 2\u03b1 (left), and the power after Benjamini\u2013Hochberg on effects planted at the trained models' size, against 0.8 (right).", "name": "fig-10-calibration"}, "image": {"alt": "Two dot plots with interval bars sharing one row per claim reading: false-decision rates near zero against dashed lines at alpha and two alpha, and power near one against a dashed line at 0.8"}}
-plot_calibration.plot_calibration(calibration.table(run))
+plot_calibration.plot_calibration(calibration.table(run));
 
 # %% tags=["remove-input"]
 s = calibration.summary(run)

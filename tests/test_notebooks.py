@@ -51,6 +51,17 @@ def test_all_notebooks_run(ci_build):
     print({k: v["seconds"] for k, v in timings["notebooks"].items()}, "total", timings["total_seconds"])
 
 
+def _figures_shown_twice(nb) -> list[str]:
+    """The code cells whose figure is both the cell's result and drawn by the inline backend (a plotting call
+    left as the last line without ``;`` or an assignment): the book shows it twice."""
+    out = []
+    for c in nb.cells:
+        kinds = [o.get("output_type") for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        if "execute_result" in kinds and "display_data" in kinds:
+            out.append(c.source.strip().splitlines()[-1][:80])
+    return out
+
+
 #: How the ledger writes a non-finite number (ledger._plain: str(float)).
 _NON_FINITE = {"nan", "inf", "-inf"}
 
@@ -85,6 +96,8 @@ def test_notebook_executed_and_ledger_values_finite(ci_build, stem):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})]
     assert images, f"{stem} drew no figure"
+    twice = _figures_shown_twice(nb)
+    assert not twice, f"{stem}: a figure shown twice (returned by the cell's last line and drawn inline): {twice}"
 
     path = out / "ledger" / PROFILE / f"{stem}.json"
     assert path.is_file(), f"{stem} recorded nothing in the ledger"
