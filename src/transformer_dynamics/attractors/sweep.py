@@ -268,11 +268,7 @@ def attractor_runs(model, tokenizer, streams: Mapping[str, np.ndarray], *, promp
     from ..reduce.pca import PCA  # noqa: PLC0415
 
     prompts = list(prompts)
-    n_trained = len(prompts) if n_prompts is None else int(n_prompts)
-    n_ref = n_trained if n_reference_prompts is None else int(n_reference_prompts)
-    if not 2 <= n_trained <= len(prompts) or not 2 <= n_ref <= len(prompts):
-        raise ValueError(f"n_prompts and n_reference_prompts must be in [2, {len(prompts)}] (the prompts given); "
-                         f"got {n_prompts} and {n_reference_prompts}")
+    n_trained, n_ref = perturb.prompt_counts(len(prompts), n_prompts, n_reference_prompts)
     model = residual.of(model, tokenizer)
     out = {}
     for run, rs in streams.items():

@@ -48,6 +48,7 @@ from typing import Any
 from .layout import (ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, log, out_dir, profile_name,
                      timings_path)
 from .. import profiles
+from ..ledger import READS_ENV
 from .notebooks import notebook_parameters, notebook_stems, read_notebook
 
 __all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration", "incomplete_chapters",
@@ -60,7 +61,7 @@ KEY_PACKAGES = ("numpy", "scipy", "torch", "transformers", "safetensors", "panda
 #: Environment variables that are part of every chapter's inputs: ``$TRANSFORMER_DYNAMICS_*`` but those the runner
 #: itself sets per chapter.
 KEY_ENV_PREFIX = "TRANSFORMER_DYNAMICS_"
-_KEY_ENV_OWN = ("TRANSFORMER_DYNAMICS_LEDGER", "TRANSFORMER_DYNAMICS_PROFILE", "TRANSFORMER_DYNAMICS_READS")
+_KEY_ENV_OWN = ("TRANSFORMER_DYNAMICS_LEDGER", "TRANSFORMER_DYNAMICS_PROFILE", READS_ENV)
 
 
 def partial_executed_dir(out: Path, profile: str) -> Path:
@@ -83,12 +84,6 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 
 def _sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def _ledger_reads_env() -> str:
-    from ..ledger import READS_ENV  # noqa: PLC0415
-
-    return READS_ENV
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -426,7 +421,7 @@ def _execute(run: _Run, k: int, stem: str, entry: dict[str, Any], partial_nb: Pa
     os.environ["TRANSFORMER_DYNAMICS_LEDGER"] = str(partial_led)
     reads = run.inputs / f"{stem}.reads.jsonl"
     reads.unlink(missing_ok=True)
-    os.environ[_ledger_reads_env()] = str(reads)
+    os.environ[READS_ENV] = str(reads)
     _write_json(run.tpath, run.record)  # "running": a run killed now leaves the chapter marked incomplete
     log(_progress_line(k, run.stems, run.previous, time.perf_counter() - run.t_all))
     log(f"{stem}: running ({run.pname}: "

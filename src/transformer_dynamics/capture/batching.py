@@ -12,7 +12,7 @@ import torch
 
 from ..residual import ResidualModel
 from ..validation import check_positive_int
-from .hooks import forward_until_stop, recording
+from .hooks import forward_until_stop, forwards_replaced, recording
 from .packing import can_pack, pack_ids, packed
 
 __all__ = ["batches", "pad_right"]
@@ -96,14 +96,5 @@ def _compiled(rm: ResidualModel) -> Iterator[None]:
     hooks) still run eagerly around them."""
     mods = [m for l, layer in enumerate(rm.layers)
             for m in (getattr(layer, "mlp", None), rm.norms[2 * l], rm.norms[2 * l + 1]) if m is not None]
-    saved = [m.__dict__.get("forward") for m in mods]
-    try:
-        for m in mods:
-            m.forward = _compiled_forward(m)
+    with forwards_replaced(mods, _compiled_forward):
         yield
-    finally:
-        for m, before in zip(mods, saved):
-            if before is None:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = before

@@ -19,7 +19,7 @@ import torch
 
 from ..residual import ResidualModel
 
-__all__ = ["Edit", "StopForward", "forward_until_stop", "recording"]
+__all__ = ["Edit", "StopForward", "forward_until_stop", "forwards_replaced", "recording"]
 
 #: An edit of the vectors entering a decoder layer at the recorded positions: ``h: (B, d_model)`` -> ``(B, d_model)``.
 Edit = Callable[[torch.Tensor], torch.Tensor]
@@ -90,3 +90,21 @@ def forward_until_stop(rm: ResidualModel, **inputs: torch.Tensor) -> None:
     except StopForward:
         return
     raise RuntimeError("the recording hooks did not reach the last point asked for")  # pragma: no cover
+
+
+@contextmanager
+def forwards_replaced(modules, forward_of: Callable[[torch.nn.Module], Callable]) -> Iterator[None]:
+    """For the duration, each of ``modules`` runs ``forward_of(module)`` as its ``forward`` (an instance attribute,
+    so hooks still run around it); after, each gets back the instance ``forward`` it had, or none (its class's)."""
+    modules = list(modules)
+    saved = [m.__dict__.get("forward") for m in modules]
+    try:
+        for m in modules:
+            m.forward = forward_of(m)
+        yield
+    finally:
+        for m, before in zip(modules, saved):
+            if before is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = before

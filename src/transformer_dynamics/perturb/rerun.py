@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..capture import batches, can_pack, forward_until_stop, recording, use_attention
+from ..capture import batches, can_pack, forward_until_stop, forwards_replaced, recording, use_attention
 from .. import residual
 from ..residual import ResidualModel
 from ..validation import check_int, check_positive_int
@@ -180,17 +180,8 @@ def _pass_through(hidden_states, *args, **kwargs):
 def _skipped(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
     """For the duration the decoder layers ``modules`` return their input unchanged (their work is not needed:
     the input of the first edited layer is written by a hook)."""
-    saved = [m.__dict__.get("forward") for m in modules]
-    try:
-        for m in modules:
-            m.forward = _pass_through
+    with forwards_replaced(modules, lambda m: _pass_through):
         yield
-    finally:
-        for m, before in zip(modules, saved):
-            if before is None:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = before
 
 
 def _check_attention(rm: ResidualModel) -> None:

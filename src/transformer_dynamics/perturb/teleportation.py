@@ -353,6 +353,18 @@ def teleport_sweep(rm: ResidualModel, tokenizer, pca: Any, *, grid: np.ndarray, 
                          curves=curves, results=results, seconds=time.perf_counter() - t0)
 
 
+def prompt_counts(n_given: int, n_prompts: int | None, n_reference_prompts: int | None) -> tuple[int, int]:
+    """How many of ``n_given`` prompts (the first ones) the trained run and each random-init run use: ``n_prompts``
+    (None: all) and ``n_reference_prompts`` (None: as many as the trained run), each at least 2 (the prompt is
+    the sampling unit) -> ``(n_trained, n_reference)``."""
+    n_trained = n_given if n_prompts is None else int(n_prompts)
+    n_ref = n_trained if n_reference_prompts is None else int(n_reference_prompts)
+    if not 2 <= n_trained <= n_given or not 2 <= n_ref <= n_given:
+        raise ValueError(f"n_prompts and n_reference_prompts must be in [2, {n_given}] (the prompts given); "
+                         f"got {n_prompts} and {n_reference_prompts}")
+    return n_trained, n_ref
+
+
 def teleport_runs(rm: ResidualModel, tokenizer, streams: Mapping[str, np.ndarray], *, prompts: Sequence[str],
                   layers: Sequence[int], grid_n: int, percentiles: Sequence[float] = (1.0, 99.0),
                   n_prompts: int | None = None, n_reference_prompts: int | None = None, window: int | None = None,
@@ -368,11 +380,7 @@ def teleport_runs(rm: ResidualModel, tokenizer, streams: Mapping[str, np.ndarray
     :func:`teleport_sweep`). -> ``{run: TeleportSweep}``.
     """
     prompts = list(prompts)
-    n_trained = len(prompts) if n_prompts is None else int(n_prompts)
-    n_ref = n_trained if n_reference_prompts is None else int(n_reference_prompts)
-    if not 2 <= n_trained <= len(prompts) or not 2 <= n_ref <= len(prompts):
-        raise ValueError(f"n_prompts and n_reference_prompts must be in [2, {len(prompts)}] (the prompts given); "
-                         f"got {n_prompts} and {n_reference_prompts}")
+    n_trained, n_ref = prompt_counts(len(prompts), n_prompts, n_reference_prompts)
     rm = residual.of(rm, tokenizer)
     out = {}
     for run, rs in streams.items():

@@ -50,6 +50,16 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
+def _size_axes(ax, key: str, title: str, log_y: bool) -> None:
+    """A panel against perturbation size: log size axis (and log ``key`` axis with ``log_y``), labels, title."""
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("perturbation size / stream norm")
+    ax.set_ylabel(_label(key))
+    ax.set_title(title)
+
+
 def _label(key: str) -> str:
     head = key.split(":")[0].removesuffix("_size")
     return LABELS.get(head, head)
@@ -101,12 +111,7 @@ def plot_size_profile(runs: Mapping[str, tuple[Mapping[str, np.ndarray], Any]], 
     head = key.removesuffix("_size")
     if head in LINES:
         ax.axhline(LINES[head], color="0.3", lw=0.7, ls="-", alpha=0.5)
-    ax.set_xscale("log")
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("perturbation size / stream norm")
-    ax.set_ylabel(_label(key))
-    ax.set_title(title)
+    _size_axes(ax, key, title, log_y)
     return fig
 
 
@@ -156,12 +161,7 @@ def plot_by_layer(per: np.ndarray, reps: np.ndarray | None, sizes: np.ndarray, *
               names[i])
     if hline is not None:
         ax.axhline(hline, color="0.3", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("perturbation size / stream norm")
-    ax.set_ylabel(_label(key))
-    ax.set_title(title)
+    _size_axes(ax, key, title, log_y)
     ax.legend(fontsize=7, frameon=False, title="layer", title_fontsize=7)
     return fig
 
