@@ -151,3 +151,63 @@ def _environment_left_as_found():
             else:
                 os.environ.pop(k, None)
         pytest.fail(f"the test left environment variables changed: {changed} (use monkeypatch)")
+
+
+# --- the ci book, built in the background ------------------------------------------------------------------------
+# The ci book (every chapter executed by papermill, then the HTML) keeps about one of the two cores busy for
+# ~8 minutes. When a selected test needs it, it starts as a subprocess as soon as collection ends, the tests that
+# need it move to the end of the session, and every other test runs beside it; ``tests/test_notebooks.py``'s
+# ``ci_build`` fixture waits for it. Its output goes to files in its folder (a pipe left unread would stall it).
+
+CI_BOOK_PROFILE = "ci"
+CI_BOOK_FIXTURE = "ci_build"
+_CI_BOOK = pytest.StashKey[tuple]()
+
+
+def ci_book_command(out: Path) -> list[str]:
+    """The background job: ``build run`` into ``out`` (log ``run.log``, exit status ``run.rc``), then, when every
+    chapter ran, ``build html`` (``html.log``, ``html.rc``)."""
+    import shlex
+    import sys
+
+    def cmd(sub: str, name: str) -> str:
+        args = [sys.executable, "-m", "transformer_dynamics.build", sub, "--profile", CI_BOOK_PROFILE, "--out",
+                str(out)] + (["--no-progress"] if sub == "run" else [])
+        log, rc = shlex.quote(str(out / f"{name}.log")), shlex.quote(str(out / f"{name}.rc"))
+        return f"{shlex.join(args)} > {log} 2>&1; echo $? > {rc}"
+    run_rc = shlex.quote(str(out / "run.rc"))
+    return ["/bin/sh", "-c", f'{cmd("run", "run")}; if [ "$(cat {run_rc})" = 0 ]; then {cmd("html", "html")}; fi']
+
+
+@pytest.hookimpl(trylast=True)  # after ``-k``/``-m`` deselected what they deselect
+def pytest_collection_modifyitems(session, config, items):
+    """Move the tests that need the ci book to the end and start building it (see the section's comment)."""
+    import subprocess
+
+    needs = [it for it in items if CI_BOOK_FIXTURE in getattr(it, "fixturenames", ())]
+    if not needs or config.getoption("collectonly"):
+        return
+    items[:] = [it for it in items if it not in needs] + needs
+    out = config._tmp_path_factory.mktemp("book_build")  # noqa: SLF001 (pytest's own tmp_path_factory)
+    proc = subprocess.Popen(ci_book_command(out), cwd=Path(__file__).resolve().parents[1],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    config.stash[_CI_BOOK] = (out, proc)
+
+
+def ci_book(config):
+    """The background ci book's ``(out folder, subprocess.Popen)``, or None when no selected test needed it."""
+    return config.stash.get(_CI_BOOK, None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop a background ci book that is still running (the session ended early: ``-x``, Ctrl-C)."""
+    import signal
+    import subprocess
+
+    started = ci_book(session.config)
+    if started and started[1].poll() is None:
+        try:
+            os.killpg(started[1].pid, signal.SIGTERM)
+            started[1].wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass

@@ -69,3 +69,15 @@ def test_correlation_bootstrap_matches_generic():
     np.testing.assert_allclose(fast, slow, rtol=1e-9)
     with pytest.raises(ValueError, match="reduce"):
         bootstrap_correlation(x, y, reduce="max")
+
+
+def test_intervals_are_named_and_replicates_come_beside_them():
+    from transformer_dynamics.bootstrap import Interval, bootstrap, bootstrap_correlation
+
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    iv = bootstrap("mean", x, n_boot=100, seed=1)
+    assert isinstance(iv, Interval) and np.all(iv.low <= iv.estimate) and np.all(iv.estimate <= iv.high)
+    again, reps = bootstrap("mean", x, n_boot=100, seed=1, return_samples=True)
+    assert reps.shape == (100, 3) and np.array_equal(again.low, iv.low)
+    r = bootstrap_correlation(x[:, :2], x[:, 1:], n_boot=100, seed=1)
+    assert isinstance(r, Interval) and isinstance(r.estimate, float)

@@ -19,6 +19,8 @@ import pytest
 
 from transformer_dynamics import build, claims, ledger, profiles
 
+from conftest import ci_book
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +30,29 @@ RUN_TIMEOUT = int(os.environ.get("TRANSFORMER_DYNAMICS_NOTEBOOK_TIMEOUT", "1800"
 
 
 @pytest.fixture(scope="module")
-def ci_build(tmp_path_factory):
-    """Run ``book run --profile ci`` once into a fresh build folder; returns (out_dir, completed process)."""
+def ci_build(request):
+    """The ci book, ``book run --profile ci`` into a fresh build folder then ``book html``, started in the
+    background when collection ended (``conftest.pytest_collection_modifyitems``); waits for it and returns
+    (out_dir, completed ``run``: its return code and log)."""
     if not STEMS:
         pytest.skip("no notebooks in notebooks/ yet")
-    out = tmp_path_factory.mktemp("book_build")
-    cmd = [sys.executable, "-m", "transformer_dynamics.build", "run", "--profile", PROFILE, "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    return out, proc
+    started = ci_book(request.config)
+    assert started, "the ci book was not started (conftest.pytest_collection_modifyitems)"
+    out, proc = started
+    try:
+        proc.wait(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the ci book did not finish in {RUN_TIMEOUT} s "
+                    "($TRANSFORMER_DYNAMICS_NOTEBOOK_TIMEOUT sets the limit)")
+    return out, _finished(out, "run")
+
+
+def _finished(out: Path, name: str) -> subprocess.CompletedProcess:
+    """The background step ``name``'s exit status and log (a step that never ran has return code None)."""
+    rc, log = out / f"{name}.rc", out / f"{name}.log"
+    code = int(rc.read_text()) if rc.is_file() else None
+    return subprocess.CompletedProcess(name, code, stdout=log.read_text() if log.is_file() else "", stderr="")
 
 
 def _fail_log(proc) -> str:
@@ -144,7 +161,9 @@ def ci_html(ci_build):
     out, proc = ci_build
     if proc.returncode != 0:
         pytest.fail("notebooks failed; no book to build:\n" + _fail_log(proc))
-    return build.build_html(PROFILE, ROOT, out)
+    html = _finished(out, "html")
+    assert html.returncode == 0, "the HTML did not build:\n" + _fail_log(html)
+    return out / "html"
 
 
 def test_book_builds_and_passes_the_browser_check(ci_build, ci_html):

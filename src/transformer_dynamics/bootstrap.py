@@ -12,7 +12,7 @@ turns replicates into a verdict.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import warnings
 
@@ -20,11 +20,20 @@ import numpy as np
 
 from .validation import check_allocation, check_int, check_positive_int, check_seed
 
-__all__ = ["bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples",
+__all__ = ["Interval", "bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples",
            "jackknife_weights", "bootstrap_correlation", "weighted_correlation",
            "batch_rows"]
 
 _VECTORISED = ("mean",)
+
+
+class Interval(NamedTuple):
+    """A statistic on the full data with its percentile interval: ``estimate``, ``low``, ``high`` (floats, or
+    arrays of the statistic's shape; NaN where undefined); a tuple, so ``est, lo, hi = interval`` works too."""
+
+    estimate: Any
+    low: Any
+    high: Any
 
 
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -70,15 +79,15 @@ def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
 
 def percentile_interval(estimate, reps, ci: float = 0.95):
     """Percentile interval of bootstrap replicates. estimate: scalar or (...,); reps: (n_boot, ...) ->
-    (estimate, low, high), NaN where every replicate is NaN."""
+    :class:`Interval` (estimate, low, high), NaN where every replicate is NaN."""
     alpha = (1.0 - ci) / 2.0
     with warnings.catch_warnings():  # all-NaN replicates (e.g. a constant unit) give NaN quietly
         warnings.simplefilter("ignore", RuntimeWarning)
         low, high = np.nanquantile(reps, [alpha, 1.0 - alpha], axis=0)
     estimate = np.asarray(estimate, dtype=np.float64)
     if estimate.ndim == 0:
-        return float(estimate), float(low), float(high)
-    return estimate, low, high
+        return Interval(float(estimate), float(low), float(high))
+    return Interval(estimate, low, high)
 
 
 def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 1000, seed: int = 0,
@@ -89,9 +98,9 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
     e.g. pass only the sublayers it needs), or ``"mean"`` for the mean over axis 0, which is computed
     for all resamples at once from the resampling counts (vectorised).
     rs: (n_samples, ...) array; axis 0 (texts) is resampled with replacement.
-    -> (estimate, low, high): the statistic on the full data and the ``ci`` percentile interval, each a
-    float or an array of the statistic's shape. NaN resamples are ignored in the percentiles. With
-    ``return_samples=True`` a fourth item holds the (n_boot, ...) bootstrap replicates.
+    -> :class:`Interval` (estimate, low, high): the statistic on the full data and the ``ci`` percentile
+    interval, each a float or an array of the statistic's shape. NaN resamples are ignored in the percentiles.
+    ``return_samples=True``: ``(interval, reps)``, with the (n_boot, ...) bootstrap replicates.
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {ci}")
@@ -115,8 +124,8 @@ def bootstrap(statistic: Callable[[np.ndarray], Any] | str, rs, n_boot: int = 10
         estimate = np.asarray(statistic(rs), dtype=np.float64)
         idx = bootstrap_indices(n, n_boot, seed)
         reps = np.stack([np.asarray(statistic(rs[i]), dtype=np.float64) for i in idx])
-    estimate, low, high = percentile_interval(estimate, reps, ci)
-    return (estimate, low, high, reps) if return_samples else (estimate, low, high)
+    interval = percentile_interval(estimate, reps, ci)
+    return (interval, reps) if return_samples else interval
 
 
 def batch_rows(cols: int, max_bytes: int = 2**27, lo: int = 50, hi: int = 500) -> int:
@@ -132,7 +141,7 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
     x, y: (n_samples, n_units), e.g. ``rs[:, t]`` and ``rs[:, t + 1]``. For each resample of the texts the
     r of every unit comes from resample-weighted moments (one matrix product for ``batch`` resamples, None:
     :func:`batch_rows`), then ``reduce`` ("median" or "mean", NaN-ignoring) over units. Same resamples as
-    :func:`bootstrap` with the same seed. -> (estimate, low, high) floats; constant units are ignored (NaN r).
+    :func:`bootstrap` with the same seed. -> :class:`Interval` of floats; constant units are ignored (NaN r).
     """
     if reduce not in ("median", "mean"):
         raise ValueError(f"reduce must be 'median' or 'mean'; got {reduce!r}")

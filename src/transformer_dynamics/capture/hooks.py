@@ -19,10 +19,10 @@ import torch
 
 from ..residual import ResidualModel
 
-__all__ = ["Edit", "StopForward", "forward_until_stop", "forwards_replaced", "recording"]
+__all__ = ["LayerInputEdit", "StopForward", "forward_until_stop", "forwards_replaced", "recording"]
 
 #: An edit of the vectors entering a decoder layer at the recorded positions: ``h: (B, d_model)`` -> ``(B, d_model)``.
-Edit = Callable[[torch.Tensor], torch.Tensor]
+LayerInputEdit = Callable[[torch.Tensor], torch.Tensor]
 
 
 class StopForward(Exception):
@@ -31,7 +31,7 @@ class StopForward(Exception):
 
 @contextmanager
 def recording(rm: ResidualModel, rows: torch.Tensor, positions: torch.Tensor, out: torch.Tensor, *,
-              edit: tuple[int, Edit] | None = None) -> Iterator[torch.Tensor]:
+              edit: tuple[int, LayerInputEdit] | None = None) -> Iterator[torch.Tensor]:
     """For the duration (one forward of ``rm.base``), record the residual stream at ``(rows, positions)``:
     ``out[:, p] = x_p[rows, positions]`` for every point ``p < P``, then raise :class:`StopForward` (run the forward
     with :func:`forward_until_stop`). Yields ``out``.
