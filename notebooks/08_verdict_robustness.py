@@ -130,7 +130,7 @@ ch = chapter.setup("08_verdict_robustness", models=MODELS, n=N, seed=SEED,
 MODELS = ch.models
 # the evidence's keywords: chapters 2-4's (their headline numbers are these headline rows)
 evidence_kwargs = dict(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, mi_units=MI_UNITS,
-                       mi_methods=MI_METHODS, n_shuffles=N_SHUFFLES,
+                       mi_methods=MI_METHODS, n_shuffles=N_SHUFFLES, cache_dir=CACHE_DIR,
                        variance=VARIANCE_THRESHOLD, pca_components=PCA_COMPONENTS)
 # the four last-token captures: setting -> keywords; the headline: pipeline.STRIP with BOS
 TOKENS = {f"strip={s}, add_bos={b}": dict(strip=s, add_bos=b)

@@ -154,9 +154,9 @@ def _environment_left_as_found():
 
 
 # --- the ci book, built in the background ------------------------------------------------------------------------
-# The ci book (every chapter executed by papermill, then the HTML) keeps about one of the two cores busy for
-# ~8 minutes. When a selected test needs it, it starts as a subprocess as soon as collection ends, the tests that
-# need it move to the end of the session, and every other test runs beside it; ``tests/test_notebooks.py``'s
+# The ci book (every chapter executed by papermill, the HTML, the browser check) keeps about one of the two cores
+# busy for ~8 minutes. When a selected test needs it, it starts as a subprocess as soon as collection ends, the tests
+# that need it move to the end of the session, and every other test runs beside it; ``tests/test_notebooks.py``'s
 # ``ci_build`` fixture waits for it. Its output goes to files in its folder (a pipe left unread would stall it).
 
 CI_BOOK_PROFILE = "ci"
@@ -166,17 +166,26 @@ _CI_BOOK = pytest.StashKey[tuple]()
 
 def ci_book_command(out: Path) -> list[str]:
     """The background job: ``build run`` into ``out`` (log ``run.log``, exit status ``run.rc``), then, when every
-    chapter ran, ``build html`` (``html.log``, ``html.rc``)."""
+    chapter ran, ``build html`` (``html.log``, ``html.rc``) and, when that built, the browser check (``check.log``,
+    ``check.rc``, its report ``check-report.json``; not when the user opted out of it)."""
     import shlex
     import sys
 
-    def cmd(sub: str, name: str) -> str:
-        args = [sys.executable, "-m", "transformer_dynamics.build", sub, "--profile", CI_BOOK_PROFILE, "--out",
-                str(out)] + (["--no-progress"] if sub == "run" else [])
-        log, rc = shlex.quote(str(out / f"{name}.log")), shlex.quote(str(out / f"{name}.rc"))
+    from transformer_dynamics import build
+
+    def step(sub: str) -> str:
+        args = [sys.executable, "-m", "transformer_dynamics.build", sub, "--out", str(out)]
+        args += [] if sub == "check" else ["--profile", CI_BOOK_PROFILE]
+        args += ["--no-progress"] if sub == "run" else []
+        log, rc = shlex.quote(str(out / f"{sub}.log")), shlex.quote(str(out / f"{sub}.rc"))
         return f"{shlex.join(args)} > {log} 2>&1; echo $? > {rc}"
-    run_rc = shlex.quote(str(out / "run.rc"))
-    return ["/bin/sh", "-c", f'{cmd("run", "run")}; if [ "$(cat {run_rc})" = 0 ]; then {cmd("html", "html")}; fi']
+
+    def ok(sub: str) -> str:
+        return f'[ "$(cat {shlex.quote(str(out / f"{sub}.rc"))})" = 0 ]'
+    line = f"{step('run')}; if {ok('run')}; then {step('html')}; fi"
+    if not build.opted_out():
+        line += f"; if [ -f {shlex.quote(str(out / 'html.rc'))} ] && {ok('html')}; then {step('check')}; fi"
+    return ["/bin/sh", "-c", line]
 
 
 @pytest.hookimpl(trylast=True)  # after ``-k``/``-m`` deselected what they deselect

@@ -182,12 +182,66 @@ def test_random_walk_holds_but_so_does_the_null():
 def test_claim_evidence_runs_side_by_side_equal_one_by_one():
     runs = {"a": _stream(seed=1), "b": _stream(seed=2)}
     kw = dict(keys=["r_early", "vel_increases"], n_boot=50)
-    side = robustness.claim_evidence_runs(runs, workers=2, **kw)
-    alone = robustness.claim_evidence_runs(runs, workers=1, **kw)
+    side = robustness.claim_evidence_runs(runs, workers=2, cache_dir=False, **kw)
+    alone = robustness.claim_evidence_runs(runs, workers=1, cache_dir=False, **kw)
     for k in runs:
         for x, y in zip(side[k], alone[k]):
             assert (x.claim, x.reading) == (y.claim, y.reading) and x.value == y.value
             np.testing.assert_array_equal(x.replicates, y.replicates)
+
+
+def _same_evidence(a, b):
+    assert [(e.claim, e.reading, e.run, e.n, e.recentred, e.extra) for e in a] == \
+        [(e.claim, e.reading, e.run, e.n, e.recentred, e.extra) for e in b]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal([x.value], [y.value])
+        np.testing.assert_array_equal(x.replicates, y.replicates)
+        assert (x.jackknife is None) == (y.jackknife is None)
+        if x.jackknife is not None:
+            np.testing.assert_array_equal(x.jackknife, y.jackknife)
+
+
+def test_evidence_is_stored_and_read_back_unless_its_inputs_change(tmp_path, monkeypatch):
+    from transformer_dynamics.robustness import evidence as ev_mod
+
+    runs = {"a": _stream(seed=1), "null": _stream(seed=2)}
+    kw = dict(keys=["r_early", "vel_increases", "mi_early_drop"], n_boot=40, n_boot_slow=8, workers=1,
+              cache_dir=tmp_path)
+    first = robustness.claim_evidence_runs(runs, **kw)
+    assert any(e.jackknife is not None for e in first["a"])
+    computed = []
+    real = ev_mod._evidence_job
+    monkeypatch.setattr(ev_mod, "_evidence_job", lambda rs, kwargs: computed.append(kwargs) or real(rs, kwargs))
+    again = robustness.claim_evidence_runs(runs, **kw)
+    assert computed == []                                      # read back, nothing computed
+    for k in runs:
+        _same_evidence(first[k], again[k])
+    robustness.claim_evidence_runs(runs, **{**kw, "seed": 1})  # another keyword: computed afresh
+    assert len(computed) == 2
+    changed = {"a": runs["a"].copy()}
+    changed["a"][3, 2, 1] += 1e-3                              # one value of the stream
+    robustness.claim_evidence_runs(changed, **kw)
+    assert len(computed) == 3
+    monkeypatch.setattr("transformer_dynamics.robustness.stored.package_source_hash", lambda: "f" * 64)
+    robustness.claim_evidence_runs({"a": runs["a"]}, **kw)     # another package source
+    assert len(computed) == 4
+    robustness.claim_evidence_runs({"a": runs["a"]}, **{**kw, "cache_dir": False})
+    assert len(computed) == 5
+
+
+def test_a_damaged_evidence_entry_is_reported_and_computed_again(tmp_path):
+    from transformer_dynamics import cache
+
+    runs = {"a": _stream(seed=3)}
+    kw = dict(keys=["r_early"], n_boot=30, workers=1, cache_dir=tmp_path)
+    first = robustness.claim_evidence_runs(runs, **kw)
+    (state,) = list(tmp_path.glob("evidence/*/state.safetensors"))
+    data = bytearray(state.read_bytes())
+    data[-5] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.warns(cache.CacheWarning, match="corrupt"):
+        again = robustness.claim_evidence_runs(runs, **kw)
+    _same_evidence(first["a"], again["a"])
 
 
 def test_n_dependence_shape_and_full(rs_random):

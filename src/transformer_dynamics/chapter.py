@@ -112,7 +112,8 @@ class Chapter:
                 ref = references and c == self.conditions[0]
                 table, _ = robustness.stream_verdicts(
                     self.rs[m, c], self.reference_streams(m) if ref else {}, keys, null=ref, seed=self.seed,
-                    readings="all" if c == self.conditions[0] else control_readings, **evidence)
+                    readings="all" if c == self.conditions[0] else control_readings,
+                    **{"cache_dir": self.cache_dir, **evidence})
                 self.ledger.claims(table, model=m, condition=c)
                 tables.append(table.assign(model=m, condition=c))
         import pandas as pd  # noqa: PLC0415

@@ -49,6 +49,7 @@ from .layout import (ANSI_RE, BuildError, executed_dir, find_root, ledger_dir, l
                      timings_path)
 from .. import profiles
 from ..ledger import READS_ENV
+from ..provenance import package_source_hash
 from .notebooks import notebook_parameters, notebook_stems, read_notebook
 
 __all__ = ["run_notebooks", "previous_timings", "estimate_left", "format_duration", "incomplete_chapters",
@@ -92,18 +93,6 @@ def _file_sha256(path: Path) -> str | None:
         return _sha256(path.read_bytes())
     except OSError:
         return None
-
-
-def package_source_hash(package_dir: str | os.PathLike | None = None) -> str:
-    """sha256 over every file of the package (default: the ``transformer_dynamics`` this process imports, as the
-    kernels do): each file's path relative to the package and its bytes, in path order; ``__pycache__`` and
-    compiled files left out. -> 64 hex digits."""
-    d = Path(package_dir) if package_dir is not None else Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for f in sorted(p for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                    and p.suffix not in (".pyc", ".so", ".o")):
-        h.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 def _environment(kernel: str, verbose: bool) -> dict[str, Any]:

@@ -14,6 +14,7 @@ on the data and on the reference runs, and the verdicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import os
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from .. import claims as _claims
 from .. import metrics, mutual_info, nulls
 from ..arrays import check_rs, transition_kind
 from ..verdicts import Evidence, decide, judge, pool_seeds
+from .stored import cached_evidence
 from .curves import CurveOptions, Curves, _MIN_RS, _nanmean, cae_curves, group_of, rs_curves
 
 __all__ = ["evidence_from_curves", "claim_evidence", "claim_evidence_runs", "stream_verdicts", "cae_verdicts",
@@ -116,24 +118,33 @@ def _evidence_job(rs: Any, kwargs: dict[str, Any]) -> list[Evidence]:
 
 
 def claim_evidence_runs(runs: Mapping[Any, Any], *, per_run: Mapping[Any, dict] | None = None,
-                        workers: int | None = None, **kwargs: Any) -> dict[Any, list[Evidence]]:
+                        workers: int | None = None, cache_dir: str | os.PathLike | None | bool = None,
+                        **kwargs: Any) -> dict[Any, list[Evidence]]:
     """:func:`claim_evidence` of every stream of ``runs`` ({key: rs}), side by side in worker processes with one
     thread each (:func:`transformer_dynamics.workers.map_jobs`; None: one per core while the available memory holds
     ~8x the largest stream per worker, and here when the streams are small, :data:`IN_PROCESS_BYTES`; 1: one after
-    another here). Keywords as :func:`claim_evidence`,
-    ``per_run[key]`` overriding them for one run. -> {key: [Evidence]} in the order of ``runs``."""
+    another here). Keywords as :func:`claim_evidence`, ``per_run[key]`` overriding them for one run. Each run's
+    evidence is stored in the cache and read back when the same stream is asked with the same keywords again
+    (:mod:`.stored`; cache_dir: None the default cache, a folder, or False: compute, store nothing).
+    -> {key: [Evidence]} in the order of ``runs``."""
     from .. import workers as _workers  # noqa: PLC0415
 
     per_run = per_run or {}
-    keys = list(runs)
-    if not keys:
+    kwargs_of = {k: {**kwargs, **per_run.get(k, {})} for k in runs}
+
+    def compute(todo: Mapping[Any, Any]) -> dict[Any, list[Evidence]]:
+        keys = list(todo)
+        n_workers = workers
+        if n_workers is None:
+            total = sum(_nbytes(todo[k]) for k in keys)
+            n_workers = 1 if total < IN_PROCESS_BYTES else _workers.default_workers(
+                len(keys), 8 * max(_nbytes(todo[k]) for k in keys))
+        out = _workers.map_jobs(_evidence_job, [(todo[k], kwargs_of[k]) for k in keys], n_workers)
+        return dict(zip(keys, out))
+
+    if not runs:
         return {}
-    if workers is None:
-        total = sum(_nbytes(runs[k]) for k in keys)
-        workers = 1 if total < IN_PROCESS_BYTES else _workers.default_workers(
-            len(keys), 8 * max(_nbytes(runs[k]) for k in keys))
-    out = _workers.map_jobs(_evidence_job, [(runs[k], {**kwargs, **per_run.get(k, {})}) for k in keys], workers)
-    return dict(zip(keys, out))
+    return cached_evidence(runs, kwargs_of, compute, cache_dir)
 
 
 def stream_verdicts(rs, references: Mapping[str, Any] | None = None, keys: Iterable[str] | None = None, *,
