@@ -216,17 +216,46 @@ def test_evidence_is_stored_and_read_back_unless_its_inputs_change(tmp_path, mon
     assert computed == []                                      # read back, nothing computed
     for k in runs:
         _same_evidence(first[k], again[k])
-    robustness.claim_evidence_runs(runs, **{**kw, "seed": 1})  # another keyword: computed afresh
-    assert len(computed) == 2
+    fewer = robustness.claim_evidence_runs(runs, **{**kw, "keys": ["vel_increases"], "n_shuffles": 7})
+    assert computed == []                                      # a subset, and an option its curves do not read
+    _same_evidence([e for e in first["a"] if e.claim == "vel_increases"], fewer["a"])
+    robustness.claim_evidence_runs({"a": runs["a"]}, **{**kw, "keys": ["r_early", "cos_within_above_cross"]})
+    assert [c["keys"] for c in computed] == [["cos_within_above_cross"]]   # only the claim not stored
+    robustness.claim_evidence_runs(runs, **{**kw, "seed": 1})  # another seed: computed afresh
+    assert len(computed) == 3
     changed = {"a": runs["a"].copy()}
     changed["a"][3, 2, 1] += 1e-3                              # one value of the stream
     robustness.claim_evidence_runs(changed, **kw)
-    assert len(computed) == 3
+    assert len(computed) == 4
     monkeypatch.setattr("transformer_dynamics.robustness.stored.package_source_hash", lambda: "f" * 64)
     robustness.claim_evidence_runs({"a": runs["a"]}, **kw)     # another package source
-    assert len(computed) == 4
-    robustness.claim_evidence_runs({"a": runs["a"]}, **{**kw, "cache_dir": False})
     assert len(computed) == 5
+    robustness.claim_evidence_runs({"a": runs["a"]}, **{**kw, "cache_dir": False})
+    assert len(computed) == 6
+
+
+def test_a_reading_s_evidence_depends_only_on_what_its_key_holds():
+    """What lets a reading be stored alone: its evidence is the same whichever claims are computed beside it, and
+    whatever the options its key leaves out (those of curves it does not read)."""
+    from transformer_dynamics.robustness import stored
+
+    rs = np.cumsum(np.random.default_rng(4).normal(size=(40, 14, 16)), axis=1).astype(np.float32)
+    base = dict(n_boot=20, n_boot_slow=4, mi_methods=("kde", "gcmi"), n_shuffles=4, mi_units=8)
+    ref = {(e.claim, e.reading): e for e in robustness.claim_evidence(rs, None, **base)}
+    for claim in sorted({c for c, _ in ref}):                  # alone
+        for e in robustness.claim_evidence(rs, [claim], **base):
+            _same_evidence([ref[e.claim, e.reading]], [e])
+    digest = stored.stream_digest(rs)
+    for change in (dict(n_shuffles=5), dict(variance=0.8), dict(pca_components=5), dict(mi_units=6),
+                   dict(massive=[0]), dict(n_boot_slow=5)):
+        kw = {**base, **change}
+        kept = 0
+        for e in robustness.claim_evidence(rs, None, **kw):
+            if stored.pair_identity(digest, e.claim, e.reading, kw, "s") == \
+                    stored.pair_identity(digest, e.claim, e.reading, base, "s"):
+                _same_evidence([ref[e.claim, e.reading]], [e])
+                kept += 1
+        assert 0 < kept < len(ref), change
 
 
 def test_a_damaged_evidence_entry_is_reported_and_computed_again(tmp_path):
@@ -235,7 +264,7 @@ def test_a_damaged_evidence_entry_is_reported_and_computed_again(tmp_path):
     runs = {"a": _stream(seed=3)}
     kw = dict(keys=["r_early"], n_boot=30, workers=1, cache_dir=tmp_path)
     first = robustness.claim_evidence_runs(runs, **kw)
-    (state,) = list(tmp_path.glob("evidence/*/state.safetensors"))
+    state = sorted(tmp_path.glob("evidence/*/state.safetensors"))[0]
     data = bytearray(state.read_bytes())
     data[-5] ^= 0xFF
     state.write_bytes(bytes(data))

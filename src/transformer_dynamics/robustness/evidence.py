@@ -124,22 +124,23 @@ def claim_evidence_runs(runs: Mapping[Any, Any], *, per_run: Mapping[Any, dict] 
     thread each (:func:`transformer_dynamics.workers.map_jobs`; None: one per core while the available memory holds
     ~8x the largest stream per worker, and here when the streams are small, :data:`IN_PROCESS_BYTES`; 1: one after
     another here). Keywords as :func:`claim_evidence`, ``per_run[key]`` overriding them for one run. Each run's
-    evidence is stored in the cache and read back when the same stream is asked with the same keywords again
-    (:mod:`.stored`; cache_dir: None the default cache, a folder, or False: compute, store nothing).
+    evidence is stored in the cache, reading by reading, and read back when the same stream is asked for it with the
+    same settings again (:mod:`.stored`; cache_dir: None the default cache, a folder, or False: compute, store
+    nothing).
     -> {key: [Evidence]} in the order of ``runs``."""
     from .. import workers as _workers  # noqa: PLC0415
 
     per_run = per_run or {}
     kwargs_of = {k: {**kwargs, **per_run.get(k, {})} for k in runs}
 
-    def compute(todo: Mapping[Any, Any]) -> dict[Any, list[Evidence]]:
+    def compute(todo: Mapping[Any, Any], kw_of: Mapping[Any, dict[str, Any]]) -> dict[Any, list[Evidence]]:
         keys = list(todo)
         n_workers = workers
         if n_workers is None:
             total = sum(_nbytes(todo[k]) for k in keys)
             n_workers = 1 if total < IN_PROCESS_BYTES else _workers.default_workers(
                 len(keys), 8 * max(_nbytes(todo[k]) for k in keys))
-        out = _workers.map_jobs(_evidence_job, [(todo[k], kwargs_of[k]) for k in keys], n_workers)
+        out = _workers.map_jobs(_evidence_job, [(todo[k], kw_of[k]) for k in keys], n_workers)
         return dict(zip(keys, out))
 
     if not runs:

@@ -1,17 +1,21 @@
-"""The claims' evidence on one stream, stored in the cache and read back: computed once for the same stream, claims
-and options, and read by every later chapter or rebuild that asks for it again (:func:`cached_evidence`, used by
-:func:`~.evidence.claim_evidence_runs`).
+"""The claims' evidence, stored in the cache and read back: each claim reading's evidence on a stream is computed
+once and read by every later chapter or rebuild that asks for it again (:func:`cached_evidence`, used by
+:func:`~.evidence.claim_evidence_runs`): chapter 8's headline run reads what chapter 2 computed on the same stream
+with the same settings.
 
-An entry is keyed by what the evidence depends on: the stream's bytes (sha256 of the float array, its shape and
-dtype), the keywords of :func:`~.evidence.claim_evidence` (claims, run, resamples, seed, MI units and estimators,
-massive units...) and the package's source (:func:`transformer_dynamics.provenance.package_source_hash`), so a
-change of any of them computes afresh. Entries are written through :func:`transformer_dynamics.cache.save_module`
-(kind ``"evidence"``: checked by sha256 when read; a damaged entry is reported and computed again).
+One entry per (stream, claim, reading), keyed by what that evidence depends on (:func:`pair_identity`): the stream's
+bytes (sha256 of the float array, its shape and dtype), the claim and reading, the seed and resample counts, the
+options of the curves the reading reads (massive units for the fast curves; MI units; rotation surrogates; the PCA
+threshold and components) and the package's source (:func:`transformer_dynamics.provenance.package_source_hash`). A
+reading's evidence does not depend on which other claims are computed beside it, nor on the options of curves it
+does not read (tested), so the key leaves them out. Entries go through :func:`transformer_dynamics.cache.save_module`
+(kind ``"evidence"``: sha256-checked when read; a damaged entry is reported and computed again).
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from .. import cache
+from .. import claims as _claims
 from ..models.names import cache_root
 from ..provenance import package_source_hash
 from ..verdicts import Evidence
+from .curves import FAST, group_of
 
-__all__ = ["KIND", "stream_digest", "evidence_identity", "load_evidence", "save_evidence", "cached_evidence"]
+__all__ = ["KIND", "stream_digest", "pair_identity", "load_evidence", "save_evidence", "cached_evidence"]
 
 #: The cache kind (folder) of stored evidence.
 KIND = "evidence"
@@ -57,61 +63,84 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def evidence_identity(rs: Any, kwargs: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
-    """The cache identity of :func:`~.evidence.claim_evidence` ``(rs, **kwargs)``: the stream's digest, the keywords
-    and the package's source hash (``source``; None: this package's)."""
-    return {"what": "claim_evidence", "stream": stream_digest(rs), "kwargs": _plain(dict(kwargs)),
-            "source": source or package_source_hash()}
+def _defaults() -> dict[str, Any]:
+    from .evidence import claim_evidence  # noqa: PLC0415
+
+    sig = inspect.signature(claim_evidence)
+    return {n: p.default for n, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
 
 
-def save_evidence(root: str | os.PathLike, identity: dict[str, Any], evidence: list[Evidence]) -> None:
-    """Store ``evidence`` under ``identity`` (a cache that cannot be written only warns: the evidence is kept)."""
-    state: dict[str, np.ndarray] = {
-        "value": np.array([e.value for e in evidence], dtype=np.float64),
-        "n": np.array([e.n for e in evidence], dtype=np.int64),
-        "recentred": np.array([e.recentred for e in evidence], dtype=np.int8)}
-    for i, e in enumerate(evidence):
-        state[f"replicates.{i}"] = np.asarray(e.replicates, dtype=np.float64)
-        if e.jackknife is not None:
-            state[f"jackknife.{i}"] = np.asarray(e.jackknife, dtype=np.float64)
-    rows = [{"claim": e.claim, "reading": e.reading, "run": e.run, "extra": _plain(e.extra)} for e in evidence]
-    cache.save_module(root, identity, state, {"rows": rows}, kind=KIND)
+def pair_identity(stream: str, claim: str, reading: str, kwargs: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The cache identity of one reading's evidence on the stream with digest ``stream`` (:func:`stream_digest`),
+    computed by :func:`~.evidence.claim_evidence` with ``kwargs`` (its defaults filled in), package source ``source``:
+    only the keywords the reading's curves depend on."""
+    kw = {**_defaults(), **kwargs}
+    groups = {group_of(k) for k in _claims.get(claim).reading(reading).keys}
+    n_boot = int(kw["n_boot"])
+    params: dict[str, Any] = {"seed": kw["seed"], "n_boot": n_boot}
+    if groups & set(FAST):
+        params["massive"] = kw["massive"]
+    if groups - set(FAST):
+        params["n_slow"] = n_boot if kw["n_boot_slow"] is None else int(kw["n_boot_slow"])
+    if "mi" in groups:
+        params["mi_units"] = kw["mi_units"]
+    if "rot" in groups:
+        params["n_shuffles"] = kw["n_shuffles"]
+    if "pca" in groups:
+        params.update(variance=kw["variance"], pca_components=kw["pca_components"])
+    return {"what": "claim_evidence", "stream": stream, "claim": claim, "reading": reading,
+            "params": _plain(params), "source": source}
 
 
-def load_evidence(root: str | os.PathLike, identity: dict[str, Any]) -> list[Evidence] | None:
-    """The evidence stored under ``identity``, or None (absent, or damaged: reported by the cache)."""
+def save_evidence(root: str | os.PathLike, identity: dict[str, Any], evidence: Evidence) -> None:
+    """Store one reading's ``evidence`` under ``identity`` (a cache that cannot be written only warns)."""
+    state = {"value": np.array([evidence.value], dtype=np.float64),
+             "replicates": np.asarray(evidence.replicates, dtype=np.float64)}
+    if evidence.jackknife is not None:
+        state["jackknife"] = np.asarray(evidence.jackknife, dtype=np.float64)
+    config = {"n": int(evidence.n), "recentred": bool(evidence.recentred), "extra": _plain(evidence.extra)}
+    cache.save_module(root, identity, state, config, kind=KIND)
+
+
+def load_evidence(root: str | os.PathLike, identity: dict[str, Any], run: str) -> Evidence | None:
+    """The evidence stored under ``identity`` as run ``run``, or None (absent, or damaged: reported by the cache)."""
     found = cache.load_module(root, identity, kind=KIND)
     if found is None:
         return None
     state, config = found
-    rows = config.get("rows")
-    if not isinstance(rows, list) or len(rows) != len(state.get("value", ())):
-        return None
-    return [Evidence(r["claim"], r["reading"], r["run"], float(state["value"][i]), state[f"replicates.{i}"],
-                     int(state["n"][i]), recentred=bool(state["recentred"][i]), extra=dict(r["extra"]),
-                     jackknife=state.get(f"jackknife.{i}")) for i, r in enumerate(rows)]
+    return Evidence(identity["claim"], identity["reading"], run, float(state["value"][0]), state["replicates"],
+                    int(config["n"]), recentred=bool(config["recentred"]), extra=dict(config["extra"]),
+                    jackknife=state.get("jackknife"))
 
 
 def cached_evidence(runs: Mapping[Any, Any], kwargs_of: Mapping[Any, dict[str, Any]], compute,
                     cache_dir: str | os.PathLike | None | bool = None) -> dict[Any, list[Evidence]]:
-    """``{key: [Evidence]}`` for the streams ``runs`` ({key: rs}) with keywords ``kwargs_of[key]``: read from the cache
-    where stored, the others computed by ``compute({key: rs}) -> {key: [Evidence]}`` (all together, so they still run
-    side by side) and stored. cache_dir: the cache (None: the default, :func:`transformer_dynamics.models.cache_root`);
-    False: compute everything, store nothing."""
+    """``{key: [Evidence]}`` for the streams ``runs`` ({key: rs}) with :func:`~.evidence.claim_evidence`'s keywords
+    ``kwargs_of[key]``: each reading read from the cache where stored; the claims with a reading missing computed by
+    ``compute({key: rs}, {key: kwargs}) -> {key: [Evidence]}`` (every run at once, so they still run side by side)
+    and stored. cache_dir: the cache (None: the default, :func:`transformer_dynamics.models.cache_root`); False:
+    compute everything, store nothing. The lists are in :func:`~.evidence.rs_readings` order, as computed."""
+    from .evidence import rs_readings  # noqa: PLC0415
+
     if cache_dir is False:
-        return compute(dict(runs))
-    root = cache_root(cache_dir)
-    source = package_source_hash()
-    ids = {k: evidence_identity(rs, kwargs_of[k], source) for k, rs in runs.items()}
-    out: dict[Any, list[Evidence]] = {}
-    for k in runs:
-        found = load_evidence(root, ids[k])
-        if found is not None:
-            out[k] = found
-    missing = {k: rs for k, rs in runs.items() if k not in out}
-    if missing:
-        computed = compute(missing)
-        for k, ev in computed.items():
-            save_evidence(root, ids[k], ev)
-        out.update(computed)
-    return {k: out[k] for k in runs}
+        return compute(dict(runs), dict(kwargs_of))
+    root, source, defaults = cache_root(cache_dir), package_source_hash(), _defaults()
+    pairs, ids, found = {}, {}, {}
+    for k, rs in runs.items():
+        kw = {**defaults, **kwargs_of[k]}
+        pairs[k] = rs_readings(kw["keys"], mi_methods=kw["mi_methods"], headline_only=kw["headline_only"])
+        digest = stream_digest(rs)
+        ids[k] = {p: pair_identity(digest, *p, kw, source) for p in pairs[k]}
+        found[k] = {p: e for p in pairs[k] if (e := load_evidence(root, ids[k][p], kw["run"])) is not None}
+    todo = {k: sorted({c for c, _ in pairs[k] if not all((c, r) in found[k] for cc, r in pairs[k] if cc == c)})
+            for k in runs}
+    todo = {k: claims for k, claims in todo.items() if claims}
+    if todo:
+        computed = compute({k: runs[k] for k in todo}, {k: {**kwargs_of[k], "keys": todo[k]} for k in todo})
+        for k, evidence in computed.items():
+            for e in evidence:
+                p = (e.claim, e.reading)
+                if p in ids[k] and p not in found[k]:
+                    save_evidence(root, ids[k][p], e)
+                    found[k][p] = e
+    return {k: [found[k][p] for p in pairs[k]] for k in runs}
