@@ -112,7 +112,8 @@ N_VALUES = sorted({int(v) for v in N_VALUES if int(v) <= N} | {N})
 # the statistics' keywords; the evidence's add the bootstrap
 curve_kwargs = dict(mi_units=MI_UNITS, n_shuffles=N_SHUFFLES, variance=VARIANCE_THRESHOLD,
                     pca_components=PCA_COMPONENTS)
-evidence_kwargs = dict(curve_kwargs, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED, cache_dir=CACHE_DIR)
+evidence_kwargs = dict(curve_kwargs, n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, seed=SEED,
+                       cache_dir=CACHE_DIR)
 ch = chapter.setup("06_models_and_robustness", models=MODELS, n=N, seed=SEED,
                    cache_dir=CACHE_DIR, ledger_dir=LEDGER_DIR, quantization=QUANTIZATION,
                    context_quantization=True, n_precision=N_PRECISION,
