@@ -98,10 +98,11 @@ class Chapter:
 
         On the reference condition (the first) each claim is set against the residual-accumulation null of the same
         texts and the random-init references (:meth:`reference_streams`), unless ``references=False``; controls
-        are decided on their own, on the headline readings (``control_readings="all"``: every reading). Keywords go to :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot,
-        n_boot_slow, mi_units, mi_methods, n_shuffles, variance, pca_components...). -> DataFrame: the
-        :func:`transformer_dynamics.verdicts.judge` rows with ``model``, ``condition``, and the chapter's
-        Benjamini-Hochberg ``q`` and ``verdict_bh`` (over every claim row recorded so far).
+        are decided on their own, on the headline readings (``control_readings="all"``: every reading). Keywords go to
+        :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot, n_boot_slow, mi_units, mi_methods, n_shuffles,
+        variance, pca_components...). -> DataFrame: the :func:`transformer_dynamics.verdicts.judge` rows with ``model``,
+        ``condition``, and the chapter's Benjamini-Hochberg ``q`` and ``verdict_bh`` (over every claim row recorded so
+        far).
         """
         from . import claims as _claims, robustness  # noqa: PLC0415
 
