@@ -1,15 +1,6 @@
-"""pipeline.model_list: the MODELS parameter of every chapter."""
+"""pipeline.shard_texts: how many texts one activation shard holds."""
 
-import pytest
-
-from transformer_dynamics.pipeline import SHARD_BYTES, model_list, shard_texts
-
-
-def test_model_list_accepts_one_name_or_several():
-    assert model_list("smollm2-135m") == ["smollm2-135m"]
-    assert model_list(["smollm2-135m", "gemma-3-270m", "smollm2-135m"]) == ["smollm2-135m", "gemma-3-270m"]
-    with pytest.raises(ValueError, match="MODELS is empty"):
-        model_list([])
+from transformer_dynamics.pipeline import SHARD_BYTES, shard_texts
 
 
 def test_shards_are_sized_by_bytes_not_texts():
