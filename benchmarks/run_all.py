@@ -62,6 +62,11 @@ def python_for(name: str, override: str | None) -> str:
     return sys.executable
 
 
+def _in_repo(path: str) -> str:
+    """``path`` relative to the repository root when it lies under it, else unchanged."""
+    return os.path.relpath(path, ROOT) if path.startswith(str(ROOT)) else path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="paper-scale settings (FULL) instead of QUICK")
@@ -91,10 +96,9 @@ def main(argv=None) -> int:
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         dt = time.perf_counter() - t0
         print(f"=== {name}: exit {rc} after {dt:.0f} s", flush=True)
-        summary.append({"benchmark": f"bench_{name}.py", "flags": " ".join(os.path.relpath(f, ROOT) if f.startswith(str(ROOT)) else f
-                                                     for f in flags.get(name, [])) or "(defaults)",
-                        "seconds": round(dt, 1), "ok": rc == 0,
-                        "interpreter": os.path.relpath(cmd[0], ROOT) if cmd[0].startswith(str(ROOT)) else cmd[0]})
+        summary.append({"benchmark": f"bench_{name}.py",
+                        "flags": " ".join(_in_repo(f) for f in flags.get(name, [])) or "(defaults)",
+                        "seconds": round(dt, 1), "ok": rc == 0, "interpreter": _in_repo(cmd[0])})
     if args.dry_run:
         return 0
     total = time.perf_counter() - t_all

@@ -43,6 +43,17 @@ def test_residual_model_facts(tiny, tiny_tokenizer):
     assert residual.of(rm) is rm and rm.config is tiny.config
 
 
+def test_a_model_without_layers_is_refused(tiny_tokenizer):
+    """A residual stream needs at least one decoder layer: said in one line when the model is resolved, not as a
+    division by zero where its shards are sized."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    empty = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=0, num_attention_heads=2, num_key_value_heads=1))
+    with pytest.raises(ValueError, match="has no decoder layers"):
+        residual.of(empty, tiny_tokenizer)
+
+
 def test_the_pad_id_rule(tiny_llama, tiny_tokenizer):
     """The tokenizer's pad token, else its end-of-text token, else 0: written once (residual.of)."""
     class Tok:

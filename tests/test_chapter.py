@@ -6,6 +6,13 @@ import pytest
 from transformer_dynamics import chapter
 
 
+def test_model_list_accepts_one_name_or_several():
+    assert chapter.model_list("smollm2-135m") == ["smollm2-135m"]
+    assert chapter.model_list(["smollm2-135m", "gemma-3-270m", "smollm2-135m"]) == ["smollm2-135m", "gemma-3-270m"]
+    with pytest.raises(ValueError, match="MODELS is empty"):
+        chapter.model_list([])
+
+
 def test_setup_without_capture_makes_the_ledger(tmp_path):
     ch = chapter.setup("99_test", models="a", n=10, seed=3, ledger_dir=tmp_path, capture=False, extra_param=7)
     assert ch.models == ["a"] and ch.conditions == ("original", "shuffled") and ch.rs == {}

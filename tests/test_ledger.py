@@ -80,7 +80,8 @@ def test_default_directory_env(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    (0.123456, "0.123"), (12345.678, "12346"), (1280.4, "1280"), (2.5e6, "2.50e+06"), (1e-7, "1.00e-07"), (0.0, "0"), (3, "3"), (True, "yes"),
+    (0.123456, "0.123"), (12345.678, "12346"), (1280.4, "1280"), (2.5e6, "2.50e+06"), (1e-7, "1.00e-07"), (0.0, "0"),
+    (3, "3"), (True, "yes"),
     (None, "–"), ("nan", "nan"), (float("-inf"), "-inf"), (list(range(8)), "[0, 1, 2, 3, 4, 5, … (8 values)]"),
 ])
 def test_format_value(value, expected):
@@ -100,7 +101,8 @@ def test_to_table_markdown(tmp_path):
     lines = md.strip().splitlines()
     assert lines[0] == "*model = smollm2-135m, N = 96, profile = ci*"
     header = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI / p", "Verdict", "Corrected", "Against the references"]
+    assert header == ["Figure", "Claim", "Paper", "Ours", "95% CI / p", "Verdict", "Corrected",
+                      "Against the references"]
     rows = lines[4:]
     assert len(rows) == 3
     # a pipe inside a claim is escaped, so every row keeps 8 cells

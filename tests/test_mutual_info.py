@@ -137,7 +137,8 @@ def test_mi_bivariate_gaussian_closed_form(method, tol):
 
 # ------------------------------------------------------------------------------ gridded KDE vs exact
 #: The gridded sums need the C kernel, compiled at first use; without a C compiler "kde" sums exactly.
-needs_kernel = pytest.mark.skipif(kernels.library("kde_grid") is None, reason="no C compiler: the grid kernel is unavailable")
+needs_kernel = pytest.mark.skipif(kernels.library("kde_grid") is None,
+                                  reason="no C compiler: the grid kernel is unavailable")
 
 def _whitened(x, y):
     """The points the KDE sums over, as mutual_info whitens them: (1-D x, 1-D y, 2-D (x, y)) as

@@ -1,4 +1,5 @@
-"""Tests for transformer_dynamics.reduce (reduce.pca, reduce.cae): PCA against scikit-learn, the CAE on synthetic 2-D manifolds."""
+"""Tests for transformer_dynamics.reduce (reduce.pca, reduce.cae): PCA against scikit-learn, the CAE on synthetic 2-D
+manifolds."""
 
 import numpy as np
 import pytest

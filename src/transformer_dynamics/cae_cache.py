@@ -51,11 +51,11 @@ def trained_cae(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int =
                 cae_seed: int | None = None, **cae_kwargs: Any):
     """A compressing autoencoder trained on the cached capture (see :func:`reduce.fit_cae`), itself cached.
 
-    ``init``, ``init_seed``: the capture of a random-init model (:func:`pipeline.residual_stream_store`); ``cae_seed``: the
-    training seed (initial weights, the split of the texts, the batches; default ``seed``). The CAE is keyed by the
-    capture's identity plus every training argument that changes the result (``k``, ``epochs``, ``patience``,
-    ``lr``, ``batch_size``, ``scaling``, the split fractions and the training seed); a rerun with the same arguments
-    loads it instead of training. Returns a :class:`reduce.CAEResult`.
+    ``init``, ``init_seed``: the capture of a random-init model (:func:`pipeline.residual_stream_store`); ``cae_seed``:
+    the training seed (initial weights, the split of the texts, the batches; default ``seed``). The CAE is keyed by the
+    capture's identity plus every training argument that changes the result (``k``, ``epochs``, ``patience``, ``lr``,
+    ``batch_size``, ``scaling``, the split fractions and the training seed); a rerun with the same arguments loads it
+    instead of training. Returns a :class:`reduce.CAEResult`.
     """
     capture_kw, cae_kwargs, store, identity, root = _entry(
         model, n=n, seed=seed, condition=condition, cache_dir=cache_dir, quantization=quantization,

@@ -31,7 +31,7 @@ from . import pipeline, random_init
 from .residual import sublayer_labels
 from .ledger import Ledger
 
-__all__ = ["Chapter", "setup"]
+__all__ = ["Chapter", "model_list", "setup"]
 
 
 @dataclass
@@ -98,10 +98,11 @@ class Chapter:
 
         On the reference condition (the first) each claim is set against the residual-accumulation null of the same
         texts and the random-init references (:meth:`reference_streams`), unless ``references=False``; controls
-        are decided on their own, on the headline readings (``control_readings="all"``: every reading). Keywords go to :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot,
-        n_boot_slow, mi_units, mi_methods, n_shuffles, variance, pca_components...). -> DataFrame: the
-        :func:`transformer_dynamics.verdicts.judge` rows with ``model``, ``condition``, and the chapter's
-        Benjamini-Hochberg ``q`` and ``verdict_bh`` (over every claim row recorded so far).
+        are decided on their own, on the headline readings (``control_readings="all"``: every reading). Keywords go to
+        :func:`transformer_dynamics.robustness.stream_verdicts` (n_boot, n_boot_slow, mi_units, mi_methods, n_shuffles,
+        variance, pca_components...). -> DataFrame: the :func:`transformer_dynamics.verdicts.judge` rows with ``model``,
+        ``condition``, and the chapter's Benjamini-Hochberg ``q`` and ``verdict_bh`` (over every claim row recorded so
+        far).
         """
         from . import claims as _claims, robustness  # noqa: PLC0415
 
@@ -132,6 +133,16 @@ class Chapter:
                          for m in self.models if (m, self.conditions[0]) in self.rs)
 
 
+def model_list(models: str | Sequence[str]) -> list[str]:
+    """A chapter's ``MODELS`` parameter as a list: one name (short name, hub id or folder) or several,
+    duplicates dropped, order kept. An empty list is an error (a chapter needs a model)."""
+    names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    names = [str(m) for m in dict.fromkeys(names)]
+    if not names:
+        raise ValueError("MODELS is empty: give at least one model, e.g. MODELS = ['smollm2-135m']")
+    return names
+
+
 def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
           conditions: Sequence[str] = pipeline.CONDITIONS, cache_dir: str | os.PathLike | None = None,
           ledger_dir: str | os.PathLike | None = None, quantization: str | None = None, capture: bool = True,
@@ -141,7 +152,7 @@ def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
     """Set a chapter up from its parameters cell.
 
     name: the notebook's name (``"02_activation_statistics"``), the ledger's file; models: the ``MODELS``
-    parameter (one name or several, :func:`pipeline.model_list`); n, seed: texts and sampling seed;
+    parameter (one name or several, :func:`model_list`); n, seed: texts and sampling seed;
     conditions: the capture conditions, the first is the reference (``pipeline.CONDITIONS``); cache_dir,
     quantization: as :func:`pipeline.residual_stream`; ledger_dir: the ledger's folder; capture: False to
     skip the captures (chapters that run the model themselves); context_quantization: also write
@@ -150,7 +161,7 @@ def setup(name: str, *, models: str | Sequence[str], n: int, seed: int = 0,
     seeds, kinds of :mod:`transformer_dynamics.random_init`); context: more run context for the ledger (its
     notebook-specific parameters). Returns a :class:`Chapter`.
     """
-    models = pipeline.model_list(models)
+    models = model_list(models)
     conditions = tuple(conditions)
     if not conditions:
         raise ValueError(f"conditions is empty: give at least one, e.g. {pipeline.CONDITIONS}")

@@ -291,8 +291,8 @@ _CLAIMS = [
           "trajectory", ">", 0.0, (_read("gradient", "the portrait's gradient axis", "rot_spiral"),), "gradient",
           "the gradient axis measures the orbit's size wherever its centre is ('centered at multiple points')",
           "03_phase_space_rotations", paper="spiraled out"),
-    Claim("jpca_rotational", "beyond", "RS units displayed rotational structures, with dynamics reminiscent of unstable "
-          "periodic orbits [asked of the population trajectory with jPCA, the method behind motor cortex's "
+    Claim("jpca_rotational", "beyond", "RS units displayed rotational structures, with dynamics reminiscent of "
+          "unstable periodic orbits [asked of the population trajectory with jPCA, the method behind motor cortex's "
           "rotational dynamics]", 4, "dynamics",
           "jPCA: share of the steps over sublayers (top PCs) that the best rotation (skew-symmetric linear fit) "
           "explains, minus its median over layer-order shuffles (one shuffle for every text)", ">", 0.0,

@@ -95,7 +95,7 @@ def capture_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, seed: int
         if hit is not None:
             return hit
         if shard_size is None:
-            shard_size = pipeline.shard_texts(rm.n_sublayers, rm.d_model)
+            shard_size = pipeline.shard_texts(rm)
         # one folder of a unique name for this run's ranks (rank 0 names it): two runs never share one
         tmp = Path(_gather(str(cache.ShardWriter.partial_folder(req.root, req.identity)) if rank == 0 else None,
                            world)[0])

@@ -3,8 +3,8 @@
 Every claim of the registry (:mod:`.claims`) is decided from one of these. A statistic takes a dict of curves,
 each with a leading resample axis ``(B, ...)`` (``B = 1`` for the full data), and returns ``(B,)``: the value
 on the full data and its bootstrap replicates come from one function, so a figure's number and its verdict's
-interval are the same computation. Curves come from :mod:`transformer_dynamics.robustness` (a residual stream), the teleport, the
-autoencoder or the Jacobians; their keys are named in each statistic's docstring.
+interval are the same computation. Curves come from :mod:`transformer_dynamics.robustness` (a residual stream), the
+teleport, the autoencoder or the Jacobians; their keys are named in each statistic's docstring.
 
 Effect sizes, never rank tests over layers: a trend is the mean over the last third of depth minus the mean over
 the first third (:func:`contrast`); an ordering is the mean over layers of the within-minus-cross difference
@@ -19,11 +19,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 __all__ = ["within", "cross", "thirds_of", "contrast", "kind_difference", "kind_share", "first_defined",
-           "first_each_kind", "bounded_contrast", "steepest_third_margin", "last_third_margin", "cv_early_minus_late", "early_window", "early_drop",
-           "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat", "depth_contrast",
-           "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column", "last_minus_first",
-           "lower_minus_upper", "rank_correlation"]
-
+           "first_each_kind", "bounded_contrast", "steepest_third_margin", "last_third_margin", "cv_early_minus_late",
+           "early_window", "early_drop", "drop_at_cross_margin", "early_difference_correlation", "curve", "Stat",
+           "depth_contrast", "early_rate_minus_later", "middle_minus_ends", "second_half_mean", "first_column",
+           "last_minus_first", "lower_minus_upper", "rank_correlation"]
 #: A statistic: curves -> (B,).
 Stat = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 

@@ -3,7 +3,8 @@
 :func:`number` writes one value to 3 significant digits (whole from 1000 on, scientific below 1e-3 and from 1e6 on);
 :func:`with_interval` a value with its interval, ``"0.512 [0.48, 0.55]"``; :func:`format_value` any recorded
 value (numbers, booleans, lists, dicts, the strings ``"nan"``/``"inf"`` a ledger stores for non-finite values);
-:func:`numbers` several values in a sentence (``"0.512, 0.48"``); :func:`p_value` a test's p- or q-value; :func:`finite` whether a value is a number to write at all.
+:func:`numbers` several values in a sentence (``"0.512, 0.48"``); :func:`p_value` a test's p- or q-value; :func:`finite`
+whether a value is a number to write at all.
 """
 
 from __future__ import annotations

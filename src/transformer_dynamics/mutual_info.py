@@ -15,8 +15,8 @@ Estimators (``method``):
 - ``"gcmi"``: Gaussian-copula MI (Ince et al. 2017), bias-corrected: a lower bound that is exact for
   Gaussian-copula data.
 
-The compiled kernels (building, loading and binding the two C kernels, the exact sums compiled with
-``torch.compile``) are :mod:`transformer_dynamics.kernels`; this module holds the estimators and the grid's error control.
+The compiled kernels (building, loading and binding the two C kernels, the exact sums compiled with ``torch.compile``)
+are :mod:`transformer_dynamics.kernels`; this module holds the estimators and the grid's error control.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ from .arrays import check_rs
 
 __all__ = ["accumulation_null", "prelayernorm_prediction", "MOVES"]
 
-#: Whether the accumulation null can move a curve of :mod:`transformer_dynamics.robustness` (False: the null gives the data's own
-#: number, so the random-init reference answers instead).
+#: Whether the accumulation null can move a curve of :mod:`transformer_dynamics.robustness` (False: the null gives the
+#: data's own number, so the random-init reference answers instead).
 MOVES = {
     "mag": False, "mag_nomassive": False, "mag_rise_share": False, "sign": False,
     "density": True, "density_all": True, "r": True, "units_high_r": True, "cos": True, "ccos": True,

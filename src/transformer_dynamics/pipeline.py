@@ -29,7 +29,7 @@ from .validation import check_positive_int, check_seed
 
 __all__ = ["CONDITIONS", "ALL_CONDITIONS", "CAPTURE_VERSION", "STRIP", "SHARD_BYTES", "CaptureRequest",
            "capture_identity", "capture_request", "entry_meta", "load_for_capture", "load_model", "load_texts",
-           "model_list", "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
+           "read_or_recompute", "residual_stream", "residual_stream_store", "shard_ranges", "shard_texts",
            "write_shards"]
 
 CONDITIONS = ("original", "shuffled")
@@ -51,21 +51,11 @@ _MODELS: dict[tuple, tuple[str, residual.ResidualModel, Any]] = {}  # load argum
 SHARD_BYTES = 256 * 2**20
 
 
-def shard_texts(n_sublayers: int, d_model: int, shard_bytes: int = SHARD_BYTES) -> int:
-    """Texts per shard so that a shard of ``(texts, n_sublayers, d_model)`` float32 fills ``shard_bytes``."""
-    n_sublayers, d_model = check_positive_int(n_sublayers, "n_sublayers"), check_positive_int(d_model, "d_model")
+def shard_texts(rm: residual.ResidualModel, shard_bytes: int = SHARD_BYTES) -> int:
+    """Texts per shard so that a shard of ``rm``'s residual stream, ``(texts, rm.n_sublayers, rm.d_model)`` float32,
+    fills ``shard_bytes`` (at least one text)."""
     shard_bytes = check_positive_int(shard_bytes, "shard_bytes")
-    return max(1, shard_bytes // (n_sublayers * d_model * 4))
-
-
-def model_list(models: str | Sequence[str]) -> list[str]:
-    """A notebook's ``MODELS`` parameter as a list: one name (short name, hub id or folder) or several,
-    duplicates dropped, order kept. An empty list is an error (a chapter needs a model)."""
-    names = [models] if isinstance(models, (str, os.PathLike)) else list(models)
-    names = [str(m) for m in dict.fromkeys(names)]
-    if not names:
-        raise ValueError("MODELS is empty: give at least one model, e.g. MODELS = ['smollm2-135m']")
-    return names
+    return max(1, shard_bytes // (rm.n_sublayers * rm.d_model * 4))
 
 
 def load_texts(n: int, seed: int = 0, *, splits: Sequence[str] = data.DEFAULT_SPLITS,
@@ -298,7 +288,7 @@ def residual_stream_store(model: str = models.DEFAULT_MODEL, *, n: int = 1000, s
         if hit is not None:
             return hit
     if shard_size is None:
-        shard_size = shard_texts(rm.n_sublayers, rm.d_model)
+        shard_size = shard_texts(rm)
     root = loaded.root if cache.writable(loaded.root) else _scratch_root(loaded.root)
     with cache.ShardWriter(root, loaded.identity, extra_meta=entry_meta(rm)) as writer:
         write_shards(writer, rm, tokenizer, loaded, shard_ranges(n, shard_size), shard_size, progress=progress)

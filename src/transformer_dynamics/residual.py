@@ -191,7 +191,8 @@ def of(model: Any, tokenizer: Any = None, *, pad_id: int | None = None) -> Resid
     """``model``'s :class:`ResidualModel`, its pad id that of ``tokenizer`` (both from
     :func:`transformer_dynamics.models.load_model`): the tokenizer's pad token, else its end-of-text token, else 0
     (the one rule). Without a tokenizer, ``pad_id`` (default 0). Resolve it once per loaded model (a random
-    initialisation is another model) and pass it on; a ``ResidualModel`` given is returned as it is."""
+    initialisation is another model) and pass it on; a ``ResidualModel`` given is returned as it is. A model without
+    decoder layers is refused."""
     if isinstance(model, ResidualModel):
         return model
     arch = architecture(model)
@@ -202,6 +203,9 @@ def of(model: Any, tokenizer: Any = None, *, pad_id: int | None = None) -> Resid
     if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or int(pad) < 0:
         raise ValueError(f"pad_id must be an int >= 0, got {pad!r}")
     layers = _get(model, arch.layers)
+    if len(layers) == 0:
+        raise ValueError(f"{type(model).__name__} has no decoder layers: a residual stream needs at least one "
+                         "(check the model's num_hidden_layers)")
     emb = model.get_input_embeddings()
     weight = emb.weight if emb is not None else next(model.parameters())
     return ResidualModel(

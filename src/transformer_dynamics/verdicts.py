@@ -153,8 +153,9 @@ _NOT_FROM_INTERVAL = ("value undefined", "premise ", "too few defined", "decided
 def rederive(entry: Mapping) -> tuple[str | None, str]:
     """The verdict of a stored claim row (a ledger entry: ``registry``, ``value``, ``ci``, ``verdict``, ``reason``)
     re-derived from its value and interval, so that a row edited by hand is never shown with a stale verdict:
-    ``(verdict, reason)``. An undecided row whose reason is not its interval (an undefined value, a premise, too
-    few resamples, a verdict refused because one text decides it) stays undecided; a row that is not a claim gives ``(None, "")``."""
+    ``(verdict, reason)``. An undecided row whose reason is not its interval (an undefined value, a premise, too few
+    resamples, a verdict refused because one text decides it) stays undecided; a row that is not a claim gives
+    ``(None, "")``."""
     key = entry.get("registry")
     if not key or key not in _claims.REGISTRY:
         return None, ""

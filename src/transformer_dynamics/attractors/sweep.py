@@ -33,9 +33,9 @@ class AttractorSweep:
     swap_size: ``(n, n_layers, R)`` the full activation swap's relative size per donor.
     Per perturbation, ``(n, n_layers, n_kinds, S, R)``: ``recovery`` (relative), ``recovery_raw``, ``end``
     (``rho_{p+W}``), ``error`` (the linearisation's relative error); ``kl``: ``(n, n_layers, n_kinds, S_kl)`` of the
-    first direction of the kinds ``kl_kinds`` (NaN for the others); ``kl_delete``, ``kl_swap``: ``(n, n_layers)``, and ``top1_delete``, ``top1_swap``: 1 where the most
-    likely next token stayed the same, else 0; ``spectra``: :func:`window_spectra` on the first
-    texts (empty when not asked for); seconds: wall time.
+    first direction of the kinds ``kl_kinds`` (NaN for the others); ``kl_delete``, ``kl_swap``: ``(n, n_layers)``, and
+    ``top1_delete``, ``top1_swap``: 1 where the most likely next token stayed the same, else 0; ``spectra``:
+    :func:`window_spectra` on the first texts (empty when not asked for); seconds: wall time.
     """
 
     layers: list[int]
@@ -150,10 +150,11 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
     first two components give the ``"plane"`` directions); n_directions: directions per prompt, layer, kind and
     size (the same directions at every size, so a curve over sizes is paired); window: points followed (None:
     :func:`~transformer_dynamics.perturb.equal_window`); kl_sizes: sizes (of ``sizes``) whose first direction is run
-    to the output for the next-token KL (None: all), for the kinds ``kl_kinds`` (of ``kinds``); n_spectra: texts (the first prompts) whose window Jacobians'
-    spectra are computed (:func:`window_spectra`; 0: none); seed: the random directions. Each prompt runs once
-    (:func:`~transformer_dynamics.perturb.prefix_cache`, ``batch_size`` texts at a time); every perturbation is one
-    token from its layer on (:func:`~transformer_dynamics.perturb.extend`, ``chunk`` rows at a time).
+    to the output for the next-token KL (None: all), for the kinds ``kl_kinds`` (of ``kinds``); n_spectra: texts (the
+    first prompts) whose window Jacobians' spectra are computed (:func:`window_spectra`; 0: none); seed: the random
+    directions. Each prompt runs once (:func:`~transformer_dynamics.perturb.prefix_cache`, ``batch_size`` texts at a
+    time); every perturbation is one token from its layer on (:func:`~transformer_dynamics.perturb.extend`, ``chunk``
+    rows at a time).
     """
     t0 = time.perf_counter()
     prompts = list(prompts)

@@ -26,7 +26,6 @@ from .hooks import LayerInputEdit, StopForward, forward_until_stop, forwards_rep
 from .packing import PACKED_ATTENTION, can_pack, pack_ids, packed, use_attention
 from .stream import iter_residual_stream, residual_stream, tokenize
 
-__all__ = ["PACKED_ATTENTION", "LayerInputEdit", "StopForward", "batches", "can_pack", "forward_until_stop", "forwards_replaced",
-           "hook_names",
-           "iter_residual_stream", "pack_ids", "packed", "pad_right", "recording", "residual_stream", "short_label",
-           "sublayer_labels", "tokenize", "use_attention"]
+__all__ = ["PACKED_ATTENTION", "LayerInputEdit", "StopForward", "batches", "can_pack", "forward_until_stop",
+           "forwards_replaced", "hook_names", "iter_residual_stream", "pack_ids", "packed", "pad_right", "recording",
+           "residual_stream", "short_label", "sublayer_labels", "tokenize", "use_attention"]

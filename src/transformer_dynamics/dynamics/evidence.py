@@ -40,8 +40,8 @@ from .maps import text_token_ids
 from .rotational import JPCAResamples, JPCAResult, jpca, jpca_projection, jpca_resampled
 
 __all__ = ["CHAPTER", "depth_thirds", "claim_sublayers", "exponent_starts", "lower_starts", "claim_curves",
-           "claim_pairs", "reference_runs", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes", "run_evidence", "jpca_evidence",
-           "verdict_table", "verdict_tables", "recovery_table", "thirds_table"]
+           "claim_pairs", "reference_runs", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes",
+           "run_evidence", "jpca_evidence", "verdict_table", "verdict_tables", "recovery_table", "thirds_table"]
 
 CHAPTER = "07_local_dynamics"
 

@@ -3,8 +3,8 @@ closed form (the book's appendix 9 and ``tests/test_known_answers.py``).
 
 - :func:`~.exponents.lyapunov` (Benettin, through :func:`~.derivatives.matrix_steps`): the Lorenz flow (sigma =
   10, rho = 28, beta = 8/3), largest exponent 0.9056 per unit time, and the Henon map (a = 1.4, b = 0.3),
-  0.41922 per iteration (:data:`~.systems.LORENZ_LARGEST`, :data:`~.systems.HENON_LARGEST`: Sprott 2003); the exponents' sums
-  (the flow's divergence ``-(sigma + 1 + beta)``; ``ln b`` for the map, ``det J = -b`` at every step); the
+  0.41922 per iteration (:data:`~.systems.LORENZ_LARGEST`, :data:`~.systems.HENON_LARGEST`: Sprott 2003); the exponents'
+  sums (the flow's divergence ``-(sigma + 1 + beta)``; ``ln b`` for the map, ``det J = -b`` at every step); the
   finite-time exponents of ``exp(nhA)`` for a non-normal ``A`` (closed-form singular values).
 - :func:`transformer_dynamics.phase.count_rotations` and :func:`transformer_dynamics.phase.rotations_per_unit`:
   a cosine ``cos(theta t + phi)`` (one coordinate of a planar rotation by ``theta`` per step) and a

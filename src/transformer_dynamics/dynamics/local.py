@@ -24,8 +24,8 @@ from .spectral import MEASURES, _decompose, effective_rank, update_spectra
 from .. import residual
 from ..validation import check_positive_int
 
-__all__ = ["LocalDynamics", "REFERENCE_LABELS", "benettin_check", "by_reference", "local_dynamics", "picked_eigenvalues",
-           "predicted_recovery", "runs_table"]
+__all__ = ["LocalDynamics", "REFERENCE_LABELS", "benettin_check", "by_reference", "local_dynamics",
+           "picked_eigenvalues", "predicted_recovery", "runs_table"]
 
 #: How the figures name a run ``(run, condition)``: by the run's kind (seeds pooled) and the texts' condition.
 REFERENCE_LABELS = {("trained", "original"): "trained", ("trained", "shuffled"): "trained, shuffled texts",

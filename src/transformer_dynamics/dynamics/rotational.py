@@ -180,10 +180,10 @@ def _moments(Z: np.ndarray, order: np.ndarray) -> np.ndarray:
 def _fits(moments: np.ndarray, order: np.ndarray, weights: np.ndarray, mean: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray]:
     """R^2 of the skew-symmetric and the unconstrained fit of :func:`jpca` for trajectories in sublayer
-    ``order: (S,)`` with per-text ``moments: (n, 3 k^2)`` (:func:`_moments`), under resample weights ``weights: (B, n)`` (counts), each sublayer re-centred by its
-    weighted cross-text mean ``mean: (B, S, k)``. Everything is a weighted sum of per-text moments of the midpoints
-    ``m`` and steps ``d``: ``S_xx = sum_t sum_i w_i (m - mu_t)(m - mu_t)^T`` (and ``S_xd``, ``S_dd``), with the
-    transition means ``mu_t`` read off the sublayer means -> ``(B,)``, ``(B,)``."""
+    ``order: (S,)`` with per-text ``moments: (n, 3 k^2)`` (:func:`_moments`), under resample weights ``weights: (B, n)``
+    (counts), each sublayer re-centred by its weighted cross-text mean ``mean: (B, S, k)``. Everything is a weighted sum
+    of per-text moments of the midpoints ``m`` and steps ``d``: ``S_xx = sum_t sum_i w_i (m - mu_t)(m - mu_t)^T`` (and
+    ``S_xd``, ``S_dd``), with the transition means ``mu_t`` read off the sublayer means -> ``(B,)``, ``(B,)``."""
     k = mean.shape[2]
     W = weights.sum(1)[:, None, None]
     raw = (weights @ moments).reshape(-1, 3, k, k)
@@ -209,11 +209,12 @@ def _fits(moments: np.ndarray, order: np.ndarray, weights: np.ndarray, mean: np.
 def jpca_resampled(Z: np.ndarray, *, n_boot: int = 1000, n_shuffles: int = 100, seed: int = 0,
                    batch: int = 1024) -> JPCAResamples:
     """The skew-symmetric fit's R^2 of :func:`jpca` minus its median over ``n_shuffles`` sublayer orders (the
-    permutations of :func:`jpca_shuffled` with ``seed``), on ``Z: (n_samples, n_sublayers, k)`` (:func:`jpca_projection`'s PCs,
-    held fixed) and on ``n_boot`` resamples of the texts (:func:`transformer_dynamics.bootstrap.bootstrap_counts`
-    with ``seed``), each recomputed from per-text moments (the fits' least squares need only sums over texts of
-    ``m m^T``, ``m d^T``, ``d d^T`` and the per-sublayer means), ``batch`` resamples at a time. Equal to
-    :func:`jpca` and :func:`jpca_shuffled` on the texts themselves to round-off. -> :class:`JPCAResamples`."""
+    permutations of :func:`jpca_shuffled` with ``seed``), on ``Z: (n_samples, n_sublayers, k)``
+    (:func:`jpca_projection`'s PCs, held fixed) and on ``n_boot`` resamples of the texts
+    (:func:`transformer_dynamics.bootstrap.bootstrap_counts` with ``seed``), each recomputed from per-text moments (the
+    fits' least squares need only sums over texts of ``m m^T``, ``m d^T``, ``d d^T`` and the per-sublayer means),
+    ``batch`` resamples at a time. Equal to :func:`jpca` and :func:`jpca_shuffled` on the texts themselves to round-off.
+    -> :class:`JPCAResamples`."""
     from ..bootstrap import bootstrap_counts  # noqa: PLC0415
 
     Z = np.asarray(Z, dtype=np.float64)

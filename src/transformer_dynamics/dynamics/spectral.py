@@ -4,8 +4,8 @@
 antisymmetric share and the effective rank, each ``(...)``, of ``J`` and (``update=True``) of ``J - I``;
 :func:`update_spectra`: the same measures from the update ``A = J - I`` itself (one eigenvalue problem, of ``A``,
 for both; norms in float64 without the identity's rounding). :func:`effective_rank` of singular values;
-:func:`cumulative_products` ``P[:, s] = J[:, S-1] ... J[:, s]``; :func:`product_measures`: growth, finite-time exponents and effective rank of such
-products.
+:func:`cumulative_products` ``P[:, s] = J[:, S-1] ... J[:, s]``; :func:`product_measures`: growth, finite-time exponents
+and effective rank of such products.
 """
 
 from __future__ import annotations

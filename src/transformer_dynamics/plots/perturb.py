@@ -151,7 +151,8 @@ def _teleport_legend(fig: Figure, arrow: str, ncols: int = 4) -> None:
     """The shared legend of the Fig 4 D panels, below them."""
     handles = [Line2D([], [], color=CONTROL_COLOR, lw=2, label="control trajectory (all sublayers)"),
                Line2D([], [], marker="*", color="k", ls="", ms=10, label="control at teleport sublayer"),
-               Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7, label="control after following sublayers"),
+               Line2D([], [], marker="o", mfc="none", color="k", ls="", ms=7,
+                      label="control after following sublayers"),
                Line2D([], [], marker=r"$\rightarrow$", color="k", ls="", ms=12,
                       label="teleport point → " + ("trajectory end" if arrow == "end" else "mean following position"))]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(ncols, len(handles)), fontsize=9, frameon=False)

@@ -104,8 +104,8 @@ def grid(plot, data, *, row_kwargs=None, col_kwargs=None, sharey: bool = False, 
     plot: a panel function taking ``ax=``; data: ``{(row, column): args}``, args the panel's first argument or
     a tuple of its positional arguments; row_kwargs: ``{row: {...}}`` keyword arguments for that row's panels
     only (e.g. each model's sublayer ``labels``), col_kwargs: the same per column, on top of ``kwargs`` for all;
-    sharey: after drawing, give every panel the union of their y ranges (one scale to compare models on). Rows and columns keep the
-    order of first appearance; a missing pair leaves its panel empty. Each panel's title gets
+    sharey: after drawing, give every panel the union of their y ranges (one scale to compare models on). Rows and
+    columns keep the order of first appearance; a missing pair leaves its panel empty. Each panel's title gets
     " — row, column" (just the column when there is one row). Returns the figure.
     """
     _ensure_theme()

@@ -1,6 +1,6 @@
 """Dimensionality reduction of the residual stream: :mod:`.pca` (Figure 4 A–C) and :mod:`.cae`, the
-compressing autoencoder (Figure 3; its network in :mod:`.autoencoder`). Both treat every sublayer vector as one sample; explained variance per
-sublayer has one definition for both (:func:`explained_variance_from_reconstruction`).
+compressing autoencoder (Figure 3; its network in :mod:`.autoencoder`). Both treat every sublayer vector as one sample;
+explained variance per sublayer has one definition for both (:func:`explained_variance_from_reconstruction`).
 
 ``from transformer_dynamics import reduce; reduce.PCA(...)`` and every other public name work from here.
 """
