@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the warm pass, over the finished cold run in --cache-dir and its results file")
     p.add_argument("--profile", default="full")
     p.add_argument("--only", default=None, help="comma-separated chapter prefixes (default: every chapter)")
-    p.add_argument("--cache-dir", default=None, help="the (empty) cache to fill (default: a fresh temp dir, removed after)")
+    p.add_argument("--cache-dir", default=None,
+                   help="the (empty) cache to fill (default: a fresh temp dir, removed after)")
     p.add_argument("--nice", type=int, default=0, help="run each step under nice -n NICE (CPU times stay comparable)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML build and the browser check")
     p.add_argument("--resume", action="store_true",
