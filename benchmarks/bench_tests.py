@@ -9,12 +9,13 @@ The clone runs ``CI=true make test`` with this machine's caches (``$TRANSFORMER_
 the converted models, and whatever captures they hold); ``--empty-cache`` gives it an empty one instead (every
 conversion and capture again). Recorded: pytest's own wall time and counts, the whole command's wall time
 (virtual environment included), the CPU seconds of its process tree, the load average before and after, and
-pytest's 25 slowest steps.
+pytest's 25 slowest steps, and the ci book's seconds and slowest cells per chapter.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -39,6 +40,21 @@ def _counts(text: str) -> dict[str, int]:
     return {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", text)}
 
 
+def ci_book(basetemp: Path) -> dict:
+    """The ci book that the tests built (in the background, ``tests/conftest.py``): seconds per chapter and each
+    chapter's three slowest cells (papermill's durations), the ci profile's slowest cells."""
+    from bench_book import slowest_cells
+
+    found = sorted(basetemp.glob("book_build*/timings-ci.json"))
+    if not found:
+        return {}
+    out = found[0].parent
+    timings = json.loads(found[0].read_text())
+    return {"total_s": timings.get("total_seconds"),
+            "chapters": {stem: {"s": t.get("seconds"), "slowest_cells": slowest_cells(
+                out / "executed" / "ci" / f"{stem}.ipynb")} for stem, t in timings.get("notebooks", {}).items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", action="store_true", help="keep the clone")
@@ -55,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         env["TRANSFORMER_DYNAMICS_CACHE"] = str(clone.parent / "cache")
     load = os.getloadavg()
     t0 = time.perf_counter()
-    proc = subprocess.run(["make", "test"], cwd=clone, env=env, capture_output=True, text=True)
+    basetemp = clone.parent / "pytest"
+    proc = subprocess.run(["make", "test", f"PYTEST_ARGS=--basetemp={basetemp}"], cwd=clone, env=env,
+                          capture_output=True, text=True)
     wall = time.perf_counter() - t0
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = proc.stdout + proc.stderr
@@ -71,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "meets_goal": pytest_s is not None and pytest_s <= GOAL_S,
         "under_limit": pytest_s is not None and pytest_s <= LIMIT_S,
         "slowest": [{"s": float(s), "when": w, "test": t} for s, w, t in _DURATION.findall(out)][:25],
+        "ci_book": ci_book(basetemp),
         "machine": machine(load),
     }
     write_result(Path(a.out), result)
