@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def ci_build(request):
     try:
         proc.wait(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the shell and the build under it (its own session)
         pytest.fail(f"the ci book did not finish in {RUN_TIMEOUT} s "
                     "($TRANSFORMER_DYNAMICS_NOTEBOOK_TIMEOUT sets the limit)")
     return out, _finished(out, "run")
