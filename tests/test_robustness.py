@@ -258,13 +258,33 @@ def test_a_reading_s_evidence_depends_only_on_what_its_key_holds():
         assert 0 < kept < len(ref), change
 
 
+def test_evidence_of_old_package_sources_is_removed(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from transformer_dynamics.robustness import stored
+
+    runs = {"a": _stream(seed=5)}
+    kw = dict(keys=["vel_increases"], n_boot=20, workers=1, cache_dir=tmp_path)
+    for i, src in enumerate("abcde"):
+        monkeypatch.setattr(stored, "package_source_hash", lambda src=src: src * 64)
+        robustness.claim_evidence_runs(runs, **kw)
+        os.utime(tmp_path / "evidence" / (src * 16), (time.time() + i, time.time() + i))
+    assert sorted(d.name for d in (tmp_path / "evidence").iterdir()) == [c * 16 for c in "cde"]
+    computed = []
+    monkeypatch.setattr("transformer_dynamics.robustness.evidence._evidence_job",
+                        lambda rs, kwargs: computed.append(1) or [])
+    robustness.claim_evidence_runs(runs, **kw)                 # the current source's evidence is kept
+    assert computed == []
+
+
 def test_a_damaged_evidence_entry_is_reported_and_computed_again(tmp_path):
     from transformer_dynamics import cache
 
     runs = {"a": _stream(seed=3)}
     kw = dict(keys=["r_early"], n_boot=30, workers=1, cache_dir=tmp_path)
     first = robustness.claim_evidence_runs(runs, **kw)
-    state = sorted(tmp_path.glob("evidence/*/state.safetensors"))[0]
+    state = sorted(tmp_path.glob("evidence/*/*/state.safetensors"))[0]
     data = bytearray(state.read_bytes())
     data[-5] ^= 0xFF
     state.write_bytes(bytes(data))

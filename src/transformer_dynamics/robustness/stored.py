@@ -9,7 +9,8 @@ options of the curves the reading reads (massive units for the fast curves; MI u
 threshold and components) and the package's source (:func:`transformer_dynamics.provenance.package_source_hash`). A
 reading's evidence does not depend on which other claims are computed beside it, nor on the options of curves it
 does not read (tested), so the key leaves them out. Entries go through :func:`transformer_dynamics.cache.save_module`
-(kind ``"evidence"``: sha256-checked when read; a damaged entry is reported and computed again).
+(under ``evidence/<package source>/``: sha256-checked when read, a damaged entry reported and computed again; the
+evidence of all but the :data:`KEEP_SOURCES` most recent package sources is removed, :func:`prune_sources`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +32,33 @@ from ..provenance import package_source_hash
 from ..verdicts import Evidence
 from .curves import FAST, group_of
 
-__all__ = ["KIND", "stream_digest", "pair_identity", "load_evidence", "save_evidence", "cached_evidence"]
+__all__ = ["KIND", "KEEP_SOURCES", "prune_sources", "stream_digest", "pair_identity", "load_evidence",
+           "save_evidence", "cached_evidence"]
 
-#: The cache kind (folder) of stored evidence.
+#: The cache kind (folder) of stored evidence: ``<cache>/evidence/<package source>/<entry>``.
 KIND = "evidence"
+#: Package sources whose evidence is kept: a new one removes the folders of all but the most recent (each
+#: change of the package's source makes the older evidence unreachable; a few recent ones serve a switch back).
+KEEP_SOURCES = 3
+
+
+def _kind(source: str) -> str:
+    return f"{KIND}/{source[:16]}"
+
+
+def prune_sources(root: str | os.PathLike, source: str, keep: int = KEEP_SOURCES) -> list[Path]:
+    """Remove the evidence of package sources other than ``source`` and the ``keep - 1`` most recently written
+    ones (by folder time); returns the folders removed. A folder removed while another process writes into it
+    only costs that process its storing (the cache warns) and a later reader a recomputation."""
+    base = Path(root) / KIND
+    if not base.is_dir():
+        return []
+    others = sorted((d for d in base.iterdir() if d.is_dir() and d.name != source[:16]),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    removed = others[max(keep - 1, 0):]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
 
 
 def stream_digest(rs: Any) -> str:
@@ -99,12 +125,12 @@ def save_evidence(root: str | os.PathLike, identity: dict[str, Any], evidence: E
     if evidence.jackknife is not None:
         state["jackknife"] = np.asarray(evidence.jackknife, dtype=np.float64)
     config = {"n": int(evidence.n), "recentred": bool(evidence.recentred), "extra": _plain(evidence.extra)}
-    cache.save_module(root, identity, state, config, kind=KIND)
+    cache.save_module(root, identity, state, config, kind=_kind(identity["source"]))
 
 
 def load_evidence(root: str | os.PathLike, identity: dict[str, Any], run: str) -> Evidence | None:
     """The evidence stored under ``identity`` as run ``run``, or None (absent, or damaged: reported by the cache)."""
-    found = cache.load_module(root, identity, kind=KIND)
+    found = cache.load_module(root, identity, kind=_kind(identity["source"]))
     if found is None:
         return None
     state, config = found
@@ -136,6 +162,8 @@ def cached_evidence(runs: Mapping[Any, Any], kwargs_of: Mapping[Any, dict[str, A
             for k in runs}
     todo = {k: claims for k, claims in todo.items() if claims}
     if todo:
+        if not (Path(root) / _kind(source)).is_dir():  # the first evidence of this source: drop the old ones
+            prune_sources(root, source)
         computed = compute({k: runs[k] for k in todo}, {k: {**kwargs_of[k], "keys": todo[k]} for k in todo})
         for k, evidence in computed.items():
             for e in evidence:
