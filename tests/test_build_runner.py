@@ -195,6 +195,9 @@ def test_bench_book_floor_per_step_and_warm_column(tmp_path):
     (res / "book_cold_full.json").write_text(json.dumps(rec))
     page = pages.render_benchmarks_page("# B\n", res)
     assert "book_cold_full, warm (s)" in page and "book_cold_full (s)" in page
+    (res / "book_cold_full.json").write_text(json.dumps({**rec, "complete": False}))
+    page = pages.render_benchmarks_page("# B\n", res)   # a run that stopped early is named so
+    assert "book_cold_full, incomplete (s)" in page and "book_cold_full (s)" not in page
 
 
 def test_bench_book_reads_which_chapters_were_reused(tmp_path):

@@ -218,9 +218,11 @@ def _chapter_times(data: dict[str, Any], timings: dict[str, Any] | None, titles:
     for name, res in data.items():
         rows = res.get("rows") if isinstance(res, dict) else None
         if _is_records(rows) and all("step" in r and "wall_s" in r for r in rows):
-            series[name] = {r["step"]: r["wall_s"] for r in rows}
+            # a run that stopped early says so in its column, so its total is not read as the whole book's
+            label = f"{name}, incomplete" if res.get("complete") is False else name
+            series[label] = {r["step"]: r["wall_s"] for r in rows}
             if any("warm_wall_s" in r for r in rows):  # the same steps again, nothing changed (bench_book)
-                series[f"{name}, warm"] = {r["step"]: r.get("warm_wall_s") for r in rows}
+                series[f"{label}, warm"] = {r["step"]: r.get("warm_wall_s") for r in rows}
     if not series:
         return []
     steps = list(dict.fromkeys(s for v in series.values() for s in v))
