@@ -153,6 +153,16 @@ def test_profile_is_applied_outside_colab(monkeypatch):
         colab.setup(_nb_ns(CACHE_DIR="drive"), "01_data_and_capture")
 
 
+def test_the_setup_line_never_prints_a_folder_of_the_machine(monkeypatch, capsys, tmp_path):
+    """A build with $TRANSFORMER_DYNAMICS_CACHE passes CACHE_DIR: the setup line says it was kept, not where (the
+    path in the executed notebook reached the book's download, which the browser check refused)."""
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    report = colab.setup(_nb_ns(PROFILE="ci", CACHE_DIR=str(tmp_path / "cache")), "01_data_and_capture")
+    out = capsys.readouterr().out
+    assert report["kept"]["CACHE_DIR"] == str(tmp_path / "cache")
+    assert "CACHE_DIR=<a folder of this machine>" in out and str(tmp_path) not in out
+
+
 def test_values_the_user_changed_win_over_the_profile(monkeypatch, capsys):
     """papermill -p PROFILE ci -p N 200: ci's values, but N = 200 (and so for an edit in the cell)."""
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)

@@ -350,6 +350,15 @@ def check_model_access(models: list[str], token: str | None) -> None:
 # the setup
 
 
+def _shown(value: Any) -> str:
+    """A parameter's value as the setup line prints it: a folder of this machine (an absolute or ``~`` path, such as
+    the cache a build passes as CACHE_DIR) only as "a folder", so that the executed notebook, and the book's
+    download of it, never carries the path."""
+    if isinstance(value, (str, os.PathLike)) and (os.path.isabs(str(value)) or str(value).startswith("~")):
+        return "<a folder of this machine>"
+    return repr(value)
+
+
 def setup(namespace: MutableMapping[str, Any], notebook: str) -> dict[str, Any]:
     """The chapter's setup cell (see the module docstring): ``setup(globals(), "01_data_and_capture")``.
     Returns ``{"coerced", "profile", "kept", "cache_dir", "wheels", "installed"}``."""
@@ -362,9 +371,10 @@ def setup(namespace: MutableMapping[str, Any], notebook: str) -> dict[str, Any]:
     report["coerced"].update(coerce_namespace(namespace))
     if report["profile"] or report["kept"]:
         name = f"{chosen!r} -> {profile!r}" if chosen != profile else repr(profile)
-        parts = [f"{name}: " + (", ".join(f"{k}={v!r}" for k, v in report["profile"].items()) or "nothing to change")]
+        parts = [f"{name}: " + (", ".join(f"{k}={_shown(v)}" for k, v in report["profile"].items())
+                                or "nothing to change")]
         if report["kept"]:
-            parts.append("kept yours: " + ", ".join(f"{k}={v!r}" for k, v in report["kept"].items()))
+            parts.append("kept yours: " + ", ".join(f"{k}={_shown(v)}" for k, v in report["kept"].items()))
         _say("; ".join(parts) + "  (PROFILE = None keeps every value of the parameters cell)", "profile")
     check_namespace(namespace, where=f"{notebook}: parameter ")
     if namespace.get("CACHE_DIR") == "drive" and not colab:
