@@ -161,6 +161,10 @@ def test_the_setup_line_never_prints_a_folder_of_the_machine(monkeypatch, capsys
     out = capsys.readouterr().out
     assert report["kept"]["CACHE_DIR"] == str(tmp_path / "cache")
     assert "CACHE_DIR=<a folder of this machine>" in out and str(tmp_path) not in out
+    assert str(tmp_path) not in repr(report)                  # the cell's result, shown by the notebook
+    from IPython.lib.pretty import pretty
+
+    assert str(tmp_path) not in pretty(report)
 
 
 def test_values_the_user_changed_win_over_the_profile(monkeypatch, capsys):

@@ -359,11 +359,23 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
+class SetupReport(dict):
+    """What :func:`setup` did (a dict); shown as a cell's result in one line of parameter names, never a folder of
+    this machine (the executed notebook is the book's download)."""
+
+    def __repr__(self) -> str:
+        return (f"colab.setup: profile changed {sorted(self.get('profile') or {})}, "
+                f"kept {sorted(self.get('kept') or {})}")
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython's display of a cell's result
+        p.text(repr(self))
+
+
 def setup(namespace: MutableMapping[str, Any], notebook: str) -> dict[str, Any]:
     """The chapter's setup cell (see the module docstring): ``setup(globals(), "01_data_and_capture")``.
     Returns ``{"coerced", "profile", "kept", "cache_dir", "wheels", "installed"}``."""
-    report: dict[str, Any] = {"coerced": coerce_namespace(namespace), "profile": {}, "kept": {}, "cache_dir": None,
-                              "wheels": [], "installed": None}
+    report = SetupReport(coerced=coerce_namespace(namespace), profile={}, kept={}, cache_dir=None, wheels=[],
+                         installed=None)
     colab = in_colab()
     chosen = namespace.get("PROFILE")
     profile = resolve_profile(chosen)
