@@ -15,6 +15,7 @@ evidence of all but the :data:`KEEP_SOURCES` most recent package sources is remo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -89,6 +90,7 @@ def _plain(x: Any) -> Any:
     return x
 
 
+@functools.lru_cache(maxsize=1)
 def _defaults() -> dict[str, Any]:
     from .evidence import claim_evidence  # noqa: PLC0415
 
@@ -158,8 +160,7 @@ def cached_evidence(runs: Mapping[Any, Any], kwargs_of: Mapping[Any, dict[str, A
         digest = stream_digest(rs)
         ids[k] = {p: pair_identity(digest, *p, kw, source) for p in pairs[k]}
         found[k] = {p: e for p in pairs[k] if (e := load_evidence(root, ids[k][p], kw["run"])) is not None}
-    todo = {k: sorted({c for c, _ in pairs[k] if not all((c, r) in found[k] for cc, r in pairs[k] if cc == c)})
-            for k in runs}
+    todo = {k: sorted({c for c, r in pairs[k] if (c, r) not in found[k]}) for k in runs}  # a reading missing
     todo = {k: claims for k, claims in todo.items() if claims}
     if todo:
         if not (Path(root) / _kind(source)).is_dir():  # the first evidence of this source: drop the old ones
