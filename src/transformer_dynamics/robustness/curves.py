@@ -328,8 +328,9 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
     rs: (n_samples, n_sublayers, d_model). -> :class:`Curves`: ``full[key]`` ``(1, ...)``; ``boot[key]``
     ``(n_boot, ...)`` and ``jack[key]`` ``(n_samples, ...)`` (leave-one-out) for the fast groups only (``seed``);
     ``half[key]`` ``(n_boot_slow, ...)`` for every group when a slow group is requested (None: ``n_boot``
-    half-samples), else empty. ``n_boot=0``: only ``full``. A cache entry is read whole: every resample draws from
-    all the texts.
+    half-samples), else empty: the slow groups recomputed on each half-sample, the fast ones weighted over the texts
+    as the bootstrap's are (so ``ccos`` keeps the centring of all the texts). ``n_boot=0``: only ``full``. A cache
+    entry is read whole: every resample draws from all the texts.
     """
     rs = check_rs(read(rs) if is_entry(rs) else rs, **_MIN_RS)
     bad = [g for g in groups if g not in GROUPS]
@@ -352,18 +353,15 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
             jack.update(_fast(rs, bootstrap.jackknife_weights(n), fast, per_text, keep))
         n_slow = n_boot if n_boot_slow is None else int(n_boot_slow)
         if slow and n_slow:
-            def recompute(idx):
-                x = rs[idx]
-                row = _slow(x, slow, opts, full=False)
-                if fast:
-                    f = _fast(x, np.full((1, len(idx)), 1.0 / len(idx)), fast, _per_text(x, fast, keep), keep)
-                    row.update({k: v[0] for k, v in f.items()})
-                return row
-
-            half = _stack([recompute(i) for i in bootstrap.half_samples(n, n_slow, seed)])
+            halves = bootstrap.half_samples(n, n_slow, seed)
+            half = _stack([_slow(rs[i], slow, opts, full=False) for i in halves])
+            if fast:  # the fast curves of the same half-samples, as weights over the texts (as the bootstrap's)
+                w = np.zeros((n_slow, n))
+                np.put_along_axis(w, halves, 1.0 / halves.shape[1], axis=1)
+                half.update(_fast(rs, w, fast, per_text, keep))
             # leave-one-out of the slow statistics for the few texts that could pull them (NaN for the others)
             out = outlying_texts(rs, min(SLOW_LEAVE_OUT, n))
-            left = _stack([recompute(np.delete(np.arange(n), i)) for i in out])
+            left = _stack([_slow(np.delete(rs, i, axis=0), slow, opts, full=False) for i in out])
             for k, v in left.items():
                 if k not in jack:
                     jack[k] = np.full((n,) + v.shape[1:], np.nan)
