@@ -1,5 +1,7 @@
 """Tests for transformer_dynamics.arrays: the one input check and the within/cross transition rule."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,22 @@ def test_transition_masks_and_split():
     np.testing.assert_array_equal(w0, x.T[0::2])
     with pytest.raises(ValueError, match="at least 2 sublayers"):
         A.transition_kind(1)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(9,), (50, 7), (51, 6, 5)])
+def test_nanmedian_equals_numpys_slice_by_slice(dtype, shape):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.2] = np.nan          # some slices with NaN, most without
+    if x.ndim > 1:
+        x[0] = np.nan                            # and all-NaN slices
+    for axis in range(-1, x.ndim):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = np.nanmedian(x, axis=axis)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")       # quiet
+            got = A.nanmedian(x, axis)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

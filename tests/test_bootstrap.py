@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import transformer_dynamics.bootstrap as bs
 from transformer_dynamics.bootstrap import bootstrap, bootstrap_indices
 
 
@@ -81,3 +82,20 @@ def test_intervals_are_named_and_replicates_come_beside_them():
     assert reps.shape == (100, 3) and np.array_equal(again.low, iv.low)
     r = bootstrap_correlation(x[:, :2], x[:, 1:], n_boot=100, seed=1)
     assert isinstance(r, Interval) and isinstance(r.estimate, float)
+
+
+def test_leave_one_out_products_equal_the_weight_matrix():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((40, 3, 5)).astype(np.float32)
+    W, loo = bs.jackknife_weights(40), bs.LeaveOneOut(40)
+    for x in (v, v > 0, v.astype(np.float64)):
+        want = (W @ x.reshape(40, -1)).reshape((40,) + x.shape[1:])
+        np.testing.assert_allclose(loo @ x, want, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(loo[7:19] @ x, want[7:19], rtol=1e-12, atol=1e-14)   # row blocks
+    assert loo.shape == (40, 40) and loo[7:19].shape == (12, 40)
+    np.testing.assert_array_equal(np.asarray(loo[3:5]), W[3:5])
+    m = np.concatenate([v[:, 0], v[:, 1], v[:, 0] ** 2, v[:, 1] ** 2, v[:, 0] * v[:, 1]], axis=1)
+    np.testing.assert_allclose(bs.weighted_correlation(m, loo), bs.weighted_correlation(m, W),
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="texts on axis 0"):
+        loo @ v[:39]

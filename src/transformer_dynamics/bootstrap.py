@@ -18,10 +18,11 @@ import warnings
 
 import numpy as np
 
+from .arrays import nanmedian
 from .validation import check_allocation, check_int, check_positive_int, check_seed
 
 __all__ = ["Interval", "bootstrap", "percentile_interval", "bootstrap_indices", "bootstrap_counts", "half_samples",
-           "jackknife_weights", "bootstrap_correlation", "weighted_correlation",
+           "jackknife_weights", "LeaveOneOut", "bootstrap_correlation", "weighted_correlation",
            "batch_rows"]
 
 _VECTORISED = ("mean",)
@@ -67,6 +68,42 @@ def jackknife_weights(n: int) -> np.ndarray:
     w = np.full((n, n), 1.0 / (n - 1))
     np.fill_diagonal(w, 0.0)
     return w
+
+
+class LeaveOneOut:
+    """The leave-one-out weights of :func:`jackknife_weights` without their (n, n) matrix: ``w @ v`` is
+    ``(v.sum(0) - v) / (n - 1)``, O(n) per column instead of O(n^2) (equal to the product to round-off), for ``v:
+    (n, ...)`` -> ``(rows, ...)`` float64. ``w[lo:hi]``: rows lo..hi (texts left out), sharing the column sums
+    already taken (so a product taken in row blocks sums ``v`` once); ``shape``: (rows, n); ``np.asarray(w)``: the
+    matrix itself."""
+
+    def __init__(self, n: int, rows: range | None = None, _sums: dict | None = None):
+        self.n = check_int(n, "n (texts)", low=2)
+        self.rows = range(self.n) if rows is None else rows
+        self._sums = {} if _sums is None else _sums  # id(v) -> (v, its column sums): v kept, so its id stays its own
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.n)
+
+    def __getitem__(self, key: slice) -> "LeaveOneOut":
+        if not isinstance(key, slice):
+            raise TypeError("LeaveOneOut takes row slices only (w[lo:hi])")
+        return LeaveOneOut(self.n, self.rows[key], self._sums)
+
+    def __matmul__(self, v) -> np.ndarray:
+        v = np.asarray(v)
+        if v.ndim < 1 or v.shape[0] != self.n:
+            raise ValueError(f"v must have the {self.n} texts on axis 0, got {v.shape}")
+        flat = v.reshape(self.n, -1)
+        if id(v) not in self._sums:
+            self._sums[id(v)] = (v, flat.sum(0, dtype=np.float64))
+        total = self._sums[id(v)][1]
+        out = (total - flat[self.rows.start:self.rows.stop:self.rows.step]) / (self.n - 1)
+        return out.reshape((len(self.rows),) + v.shape[1:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return jackknife_weights(self.n)[self.rows.start:self.rows.stop:self.rows.step].astype(dtype or np.float64)
 
 
 def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -157,7 +194,7 @@ def bootstrap_correlation(x, y, reduce: str = "median", n_boot: int = 1000, seed
     y = y - y.mean(0)
     moments = np.concatenate([x, y, x * x, y * y, x * y], axis=1)  # (n, 5 d)
     batch = batch or batch_rows(moments.shape[1])
-    red = np.nanmedian if reduce == "median" else np.nanmean
+    red = nanmedian if reduce == "median" else np.nanmean
 
     def summary(w):  # w: (b, n) weights summing to 1 per row -> (b,)
         with warnings.catch_warnings():
@@ -174,14 +211,14 @@ def weighted_correlation(moments, weights) -> np.ndarray:
     """Per-unit Pearson r under resample weights: the one resample-weighted correlation of the package.
 
     moments: (n_samples, 5 d), the columns ``[x, y, x*x, y*y, x*y]`` of centred x, y: (n_samples, d);
-    weights: (b, n_samples), rows summing to 1 (``bootstrap_counts / n``). -> (b, d) float64; NaN where x or y
-    is constant in that resample (variance below 1e-12 of its second moment).
+    weights: (b, n_samples), rows summing to 1 (``bootstrap_counts / n``, or a :class:`LeaveOneOut`). -> (b, d)
+    float64; NaN where x or y is constant in that resample (variance below 1e-12 of its second moment).
     """
     moments = np.asarray(moments, dtype=np.float64)
     if moments.ndim != 2 or moments.shape[1] % 5:
         raise ValueError(f"moments must be (n_samples, 5 d) = [x, y, x*x, y*y, x*y]; got {moments.shape}")
     d = moments.shape[1] // 5
-    m = np.atleast_2d(weights) @ moments
+    m = weights @ moments if isinstance(weights, LeaveOneOut) else np.atleast_2d(weights) @ moments
     mx, my, sxx, syy, sxy = (m[:, i * d:(i + 1) * d] for i in range(5))
     with np.errstate(invalid="ignore", divide="ignore"):
         vx, vy = sxx - mx * mx, syy - my * my

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .arrays import check_rs as _check_rs
-from .arrays import check_stream, chunks, split_transitions
+from .arrays import check_stream, chunks, nanmedian, split_transitions
 from .arrays import check_units as _check_units
 from .validation import check_int, check_number, check_positive_int, check_seed
 
@@ -298,9 +298,7 @@ def median_by_transition(x, axis: int = -1) -> dict[str, np.ndarray]:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"x must be 2-D (transitions x units or samples x transitions); got {x.shape}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(x, axis=axis)
+    med = nanmedian(x, axis=axis)
     within, cross = split_transitions(med)
     return {"all": med, "within": within, "cross": cross}
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import perturb, random_init, residual
+from ..arrays import nanmedian
 from ..capture import tokenize
 from ..claims import ATTRACTOR_SIZE, BASIN_TOLERANCE
 from ..validation import check_int, check_positive_int, check_seed
@@ -79,8 +80,8 @@ class AttractorSweep:
             flow = share(self.recovery < 1)
             flow_raw = share(self.recovery_raw < 1)
             basin = share(self.end <= BASIN_TOLERANCE)
-            rec = _nanmedian(self.recovery, -1)
-            err = _nanmedian(self.error, -1)
+            rec = nanmedian(self.recovery, -1)
+            err = nanmedian(self.error, -1)
         radius = validity_radius(self.sizes, err)                      # (n, L, K)
         out = {"kl_delete": self.kl_delete, "kl_swap": self.kl_swap, "top1_delete": self.top1_delete,
                "top1_swap": self.top1_swap}
@@ -112,12 +113,6 @@ def disjoint_halves(curves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
-    import warnings  # noqa: PLC0415
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(x, axis=axis)
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import bootstrap, metrics, mutual_info, phase, reduce
-from ..arrays import check_rs, is_entry, read
+from ..arrays import check_rs, is_entry, nanmedian, read
 from ..validation import check_number, check_positive_int
 from ..effects import early_window, thirds_of
 
@@ -196,19 +196,11 @@ def _fast(rs: np.ndarray, w: np.ndarray, groups: Sequence[str], per_text: dict[s
                 r = bootstrap.weighted_correlation(moments, w[s:s + narrow])
                 r_all[s:s + narrow, t] = r
                 with np.errstate(invalid="ignore"):
-                    med[s:s + narrow, t] = _nanmedian(r, 1)
+                    med[s:s + narrow, t] = nanmedian(r, 1)
         with np.errstate(invalid="ignore"):
-            out["units_high_r"] = (_nanmedian(r_all, 1) > 0.8).mean(1)
+            out["units_high_r"] = (nanmedian(r_all, 1) > 0.8).mean(1)
         out["r"] = med
     return out
-
-
-def _nanmedian(x, axis):
-    import warnings  # noqa: PLC0415
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(x, axis=axis)
 
 
 def _steps_null(traj: np.ndarray, n_shuffles: int, seed: int) -> np.ndarray:
@@ -241,7 +233,7 @@ def _rot(mean_traj: np.ndarray, opts: CurveOptions) -> dict[str, float]:
     first, _, last = thirds_of(traj.shape[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.log(grad[:, last].mean(1) / grad[:, first].mean(1))
-    out["rot_spiral"] = float(_nanmedian(ratio[np.isfinite(ratio)], 0)) if np.isfinite(ratio).any() else np.nan
+    out["rot_spiral"] = float(nanmedian(ratio[np.isfinite(ratio)], 0)) if np.isfinite(ratio).any() else np.nan
     return out
 
 
@@ -350,7 +342,7 @@ def rs_curves(rs, groups: Sequence[str], opts: CurveOptions, *, n_boot: int = 0,
     if n_boot:
         if fast:
             reps.update(_fast(rs, bootstrap.bootstrap_counts(n, n_boot, seed) / n, fast, per_text, keep))
-            jack.update(_fast(rs, bootstrap.jackknife_weights(n), fast, per_text, keep))
+            jack.update(_fast(rs, bootstrap.LeaveOneOut(n), fast, per_text, keep))
         n_slow = n_boot if n_boot_slow is None else int(n_boot_slow)
         if slow and n_slow:
             halves = bootstrap.half_samples(n, n_slow, seed)
@@ -416,7 +408,7 @@ def mean_curves(per_unit: dict[str, Any], *, n_boot: int = 0, seed: int = 0) -> 
     if not n_boot:
         return Curves(full)
     return Curves(full, weighted(bootstrap.bootstrap_counts(n, n_boot, seed) / n), {},
-                  weighted(bootstrap.jackknife_weights(n)))
+                  weighted(bootstrap.LeaveOneOut(n)))
 
 
 def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples: int | None = 256) -> Curves:
@@ -459,4 +451,4 @@ def cae_curves(result, rs_test, *, n_boot: int = 0, seed: int = 0, chunk_samples
     if not n_boot:
         return Curves(full)
     return Curves(full, batched(bootstrap.bootstrap_counts(n, n_boot, seed) / n), {},
-                  batched(bootstrap.jackknife_weights(n)))
+                  batched(bootstrap.LeaveOneOut(n)))

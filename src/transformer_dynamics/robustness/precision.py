@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, phase
-from .curves import _nanmedian
+from ..arrays import nanmedian
 
 __all__ = ["precision_kwargs", "precision_difference", "headline_change"]
 
@@ -68,7 +68,7 @@ def precision_difference(rs_a, rs_b) -> dict[str, Any]:
         corr["vel"] = _corr(metrics.velocity(a), metrics.velocity(b))
     if a.shape[1] >= 3:
         corr["rot"] = _corr(phase.rotations_per_unit(a, "mean"), phase.rotations_per_unit(b, "mean"))
-    return {"rel_error": rel, "rel_error_per_text": _nanmedian(per_text, 0), "max_rel_error": float(np.nanmax(rel)),
+    return {"rel_error": rel, "rel_error_per_text": nanmedian(per_text, 0), "max_rel_error": float(np.nanmax(rel)),
             "corr": corr}
 
 
