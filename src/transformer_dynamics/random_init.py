@@ -56,7 +56,12 @@ def random_init_model(model: torch.nn.Module, kind: str = "default", seed: int =
                          "(a quantised model): load it unquantised")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
+        if kind == "default":
+            rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
+        else:  # every weight is drawn below: transformers' own init would be thrown away (a third of the time)
+            with _no_init_weights():
+                rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
+            rand.tie_weights()
     rand.to(param.device)
     if kind != "default":
         trained = dict(model.named_parameters())
@@ -78,6 +83,15 @@ def random_init_model(model: torch.nn.Module, kind: str = "default", seed: int =
     rand.eval().requires_grad_(False)
     rand.config.use_cache = False
     return rand
+
+
+def _no_init_weights():
+    """transformers' context that builds a model without initialising its weights (its home moved in 5.0)."""
+    try:
+        from transformers.initialization import no_init_weights  # noqa: PLC0415
+    except ImportError:  # transformers 4
+        from transformers.modeling_utils import no_init_weights  # noqa: PLC0415
+    return no_init_weights()
 
 
 def run_model(model: torch.nn.Module, run: str) -> torch.nn.Module:
