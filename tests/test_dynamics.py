@@ -318,6 +318,23 @@ def test_jpca_resampled_equals_refits():
         dy.jpca_resampled(Z[..., :3])
 
 
+def test_jpca_runs_give_one_result_each_that_the_tables_read():
+    rot, _ = _rotation_data(noise=0.3, n=40, S=12)
+    walk = np.cumsum(np.random.default_rng(5).standard_normal(rot.shape), axis=1)
+    runs = dy.jpca_runs({"trained": rot, "default:0": walk}, k=4, n_boot=20, n_shuffles=5, seed=1)
+    one = runs["trained"]
+    assert isinstance(one, dy.JPCARun) and one.Z.shape == (40, 12, 4) and one.resamples.replicates.shape == (20,)
+    fit, resamples, Z = one                                                  # unpacks in field order
+    assert fit is one.fit and resamples is one.resamples and Z is one.Z
+    assert one.fit.r2_skew > runs["default:0"].fit.r2_skew
+    keyed = {(run, "original"): r for run, r in runs.items()}
+    table = dy.jpca_table(keyed)
+    assert table.loc[("trained", "original"), "texts"] == 40
+    assert set(dy.jpca_planes(keyed)) == {"original"}
+    values, controls = dy.jpca_by_reference(keyed)
+    assert len(values) == len(controls) == 2
+
+
 def test_jpca_random_walk_is_not_rotational():
     rng = np.random.default_rng(3)
     walk = np.cumsum(rng.standard_normal((200, 40, 30)), axis=1)

@@ -22,7 +22,7 @@ read, their curves on the texts and on every bootstrap resample of them, and the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,7 +40,7 @@ from .maps import text_token_ids
 from .rotational import JPCAResamples, JPCAResult, jpca, jpca_projection, jpca_resampled
 
 __all__ = ["CHAPTER", "depth_thirds", "claim_sublayers", "exponent_starts", "lower_starts", "claim_curves",
-           "claim_pairs", "reference_runs", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes",
+           "claim_pairs", "reference_runs", "JPCARun", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes",
            "run_evidence", "jpca_evidence", "verdict_table", "verdict_tables", "recovery_table", "thirds_table"]
 
 CHAPTER = "07_local_dynamics"
@@ -178,18 +178,29 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     return out
 
 
+class JPCARun(NamedTuple):
+    """One stream's jPCA (:func:`jpca_runs`): ``fit`` the :class:`~.rotational.JPCAResult` on its texts (with its PCs'
+    ``components`` and ``explained``), ``resamples`` the :class:`~.rotational.JPCAResamples` (the layer-shuffled
+    control, every bootstrap resample), ``Z`` the trajectories projected on the PCs ``(n, S, k)``; unpacks as
+    ``fit, resamples, Z``."""
+
+    fit: JPCAResult
+    resamples: JPCAResamples
+    Z: np.ndarray
+
+
 def jpca_runs(streams: Mapping[str, np.ndarray], *, k: int = 6, n_boot: int = 1000, n_shuffles: int = 100,
-              seed: int = 0) -> dict[str, tuple[JPCAResult, JPCAResamples, np.ndarray]]:
+              seed: int = 0) -> dict[str, JPCARun]:
     """jPCA of each residual stream of ``streams`` (``{run: rs (n, S, D)}``, e.g. the trained model's capture and
     the random-init references): its own projection on ``k`` PCs (:func:`~.rotational.jpca_projection`), the fit
     (:func:`~.rotational.jpca`) and the layer-shuffled control on the texts and every resample
-    (:func:`~.rotational.jpca_resampled`). -> ``{run: (JPCAResult, JPCAResamples, Z (n, S, k))}``."""
+    (:func:`~.rotational.jpca_resampled`). -> ``{run: JPCARun}``."""
     out = {}
     for run, rs in streams.items():
         Z, comps, explained = jpca_projection(np.asarray(rs), k)
         fit = jpca(Z, projected=True)
         fit.components, fit.explained = comps, explained
-        out[run] = (fit, jpca_resampled(Z, n_boot=n_boot, n_shuffles=n_shuffles, seed=seed), Z)
+        out[run] = JPCARun(fit, jpca_resampled(Z, n_boot=n_boot, n_shuffles=n_shuffles, seed=seed), Z)
     return out
 
 
@@ -214,21 +225,21 @@ def jpca_evidence(results: Mapping[str, JPCAResamples]) -> list:
 
 
 def verdict_tables(results: Mapping[tuple[str, str], LocalDynamics],
-                   jpca_results: Mapping[tuple[str, str], tuple] | None = None, *, n_boot: int = 1000, seed: int = 0
+                   jpca_results: Mapping[tuple[str, str], JPCARun] | None = None, *, n_boot: int = 1000, seed: int = 0
                    ) -> dict[str, pd.DataFrame]:
     """:func:`verdict_table` of one model per condition: ``results`` ``{(run, condition): LocalDynamics}``
-    (:func:`reference_runs`), ``jpca_results`` ``{(run, condition): (JPCAResult, JPCAResamples, Z)}``
+    (:func:`reference_runs`), ``jpca_results`` ``{(run, condition): JPCARun}``
     (:func:`jpca_runs`) -> ``{condition: table}``; a condition's table sets its trained run against the references
     measured on that condition (the random inits: on the original texts)."""
     jpca_results = jpca_results or {}
     conditions = dict.fromkeys(c for (run, c) in results if run == "trained")
     return {c: verdict_table({run: r for (run, cc), r in results.items() if cc == c},
-                             {run: j[1] for (run, cc), j in jpca_results.items() if cc == c},
+                             {run: j.resamples for (run, cc), j in jpca_results.items() if cc == c},
                              n_boot=n_boot, seed=seed) for c in conditions}
 
 
-def jpca_table(jpca_results: Mapping[tuple, tuple]) -> pd.DataFrame:
-    """One row per jPCA run (``{key: (JPCAResult, JPCAResamples, Z)}``, :func:`jpca_runs`; the keys become the
+def jpca_table(jpca_results: Mapping[tuple, JPCARun]) -> pd.DataFrame:
+    """One row per jPCA run (``{key: JPCARun}``, :func:`jpca_runs`; the keys become the
     index): variance in the PCs, both R^2, their ratio and its layer-shuffled median, the skew fit's R^2 over its
     layer-shuffled median with the bootstrap interval of the difference, the fastest plane's frequency and
     period."""
@@ -246,9 +257,10 @@ def jpca_table(jpca_results: Mapping[tuple, tuple]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def jpca_by_reference(jpca_results: Mapping[tuple[str, str], tuple]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def jpca_by_reference(jpca_results: Mapping[tuple[str, str], JPCARun]
+                      ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``({label: R^2 skew}, {label: (n_shuffles,) the shuffled orders' R^2 skew})`` of one model's jPCA runs
-    (``{(run, condition): (JPCAResult, JPCAResamples, Z)}``), labelled as :data:`~.local.REFERENCE_LABELS` with the
+    (``{(run, condition): JPCARun}``), labelled as :data:`~.local.REFERENCE_LABELS` with the
     seed of a random init: the panels of :func:`transformer_dynamics.plots.dynamics.plot_jpca_control`."""
     values, controls = {}, {}
     for (run, condition), (fit, res, _) in jpca_results.items():
@@ -258,9 +270,9 @@ def jpca_by_reference(jpca_results: Mapping[tuple[str, str], tuple]) -> tuple[di
     return values, controls
 
 
-def jpca_planes(jpca_results: Mapping[tuple[str, str], tuple]) -> dict[str, tuple]:
+def jpca_planes(jpca_results: Mapping[tuple[str, str], JPCARun]) -> dict[str, tuple]:
     """``{condition: (Z, plane, frequency)}`` the trained model's trajectories and its fastest rotational plane per
-    condition (``{(run, condition): (JPCAResult, JPCAResamples, Z)}``; conditions without a plane left out): the
+    condition (``{(run, condition): JPCARun}``; conditions without a plane left out): the
     panels of :func:`transformer_dynamics.plots.dynamics.plot_jpca_plane`."""
     return {c: (Z, fit.planes[0], float(fit.frequencies[0])) for (run, c), (fit, _, Z) in jpca_results.items()
             if run == "trained" and len(fit.planes)}
