@@ -58,6 +58,17 @@ def test_make_grid_and_range():
     np.testing.assert_allclose(hi, [99, 990])
 
 
+def test_plane_and_grid_is_one_named_result():
+    rs = np.random.default_rng(0).standard_normal((20, 6, 8)).astype(np.float32)
+    plane = P.plane_and_grid(rs, 3, (0, 100))
+    assert isinstance(plane, P.TeleportPlane) and plane.grid.shape == (9, 2)
+    z = P.project(plane.pca, rs)
+    assert plane.extent == pytest.approx((float(z[..., :2].min()), float(z[..., :2].max())))
+    np.testing.assert_allclose(plane.grid, P.make_grid(*plane.extent, 3))
+    pca, grid, extent = plane                                                # unpacks in field order
+    assert pca is plane.pca and grid is plane.grid and extent == plane.extent
+
+
 def _unproject(pca, z):
     """The paper's inverse map ``x = z V[:, :2]^T + mu``: ``z: (..., 2)`` -> ``(..., d_model)`` (first two PCs)."""
     return np.asarray(z, dtype=np.float64) @ np.asarray(pca.components_)[:2] + np.asarray(pca.mean_)

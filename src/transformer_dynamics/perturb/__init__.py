@@ -31,11 +31,12 @@ from ..paper import TELEPORT_LAYERS as PAPER_LAYERS
 from .layers import check_layer, depth_names, equal_window, following, paper_layers
 from .rerun import Edit, PrefixCache, check_ids, extend, prefix_cache, run_with_edit
 from .sweeps import PerturbationResult, inject_noise, noise_sweep, swap, swap_sweep
-from .teleportation import (CURVES, DEFAULT_PROMPT, TeleportResult, TeleportSweep, controls_spread, grid_range,
-                            make_grid, plane_and_grid, project, prompt_counts, teleport, teleport_runs, teleport_sweep)
+from .teleportation import (CURVES, DEFAULT_PROMPT, TeleportPlane, TeleportResult, TeleportSweep, controls_spread,
+                            grid_range, make_grid, plane_and_grid, project, prompt_counts, teleport, teleport_runs,
+                            teleport_sweep)
 
 __all__ = ["CURVES", "DEFAULT_PROMPT", "DEPTH_NAMES", "PAPER_LAYERS", "PAPER_N_LAYERS", "Edit", "PerturbationResult",
            "PrefixCache", "TeleportResult", "TeleportSweep", "check_ids", "check_layer", "controls_spread",
            "depth_names", "equal_window", "extend", "following", "grid_range", "inject_noise", "make_grid",
-           "noise_sweep", "paper_layers", "plane_and_grid", "prefix_cache", "project", "prompt_counts",
+           "noise_sweep", "paper_layers", "TeleportPlane", "plane_and_grid", "prefix_cache", "project", "prompt_counts",
            "run_with_edit", "swap", "swap_sweep", "teleport", "teleport_runs", "teleport_sweep"]

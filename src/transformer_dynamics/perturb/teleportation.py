@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from .layers import check_layer, equal_window, following
 from .rerun import extend, prefix_cache
 
 __all__ = ["CURVES", "DEFAULT_PROMPT", "TeleportResult", "TeleportSweep", "controls_spread", "grid_range",
-           "make_grid", "plane_and_grid", "project", "teleport", "teleport_runs", "teleport_sweep"]
+           "make_grid", "TeleportPlane", "plane_and_grid", "project", "teleport", "teleport_runs", "teleport_sweep"]
 
 DEFAULT_PROMPT = "I'm sorry, Dave. I'm afraid I can't do that."
 
@@ -100,19 +100,28 @@ def project(pca: Any, x: np.ndarray) -> np.ndarray:
 
 
 
+class TeleportPlane(NamedTuple):
+    """A stream's teleport plane (:func:`plane_and_grid`): ``pca`` the 2-component PCA, ``grid`` the points
+    ``(grid_n ** 2, 2)`` in its coordinates, ``extent`` the grid's ``(r_min, r_max)``; unpacks in that order."""
+
+    pca: PCA
+    grid: np.ndarray
+    extent: tuple[float, float]
+
+
 def plane_and_grid(rs: np.ndarray, grid_n: int, q: Sequence[float] = (1.0, 99.0), *, chunk: int = 256
-                   ) -> tuple[PCA, np.ndarray, tuple[float, float]]:
+                   ) -> TeleportPlane:
     """The paper's PCA plane and teleport grid for one residual stream ``rs: (n_samples, n_sublayers, d_model)``:
     a 2-component PCA fitted on every sublayer vector of every text (section 2.8), and a ``grid_n x grid_n`` grid
     over the ``q`` percentiles of the projected trajectories (both coordinates pooled: a square grid).
-    -> ``(pca, grid (grid_n ** 2, 2), (r_min, r_max))``. The projection runs ``chunk`` texts at a time."""
+    -> :class:`TeleportPlane`. The projection runs ``chunk`` texts at a time."""
     rs = np.asarray(rs)
     if rs.ndim != 3 or rs.shape[0] < 2:
         raise ValueError(f"rs must be (n_samples >= 2, n_sublayers, d_model), got shape {rs.shape}")
     pca = PCA(n_components=2).fit(rs)
     z = np.concatenate([project(pca, rs[i:i + chunk]) for i in range(0, rs.shape[0], int(chunk))])
     r_min, r_max = grid_range(z, tuple(q))
-    return pca, make_grid(r_min, r_max, grid_n), (r_min, r_max)
+    return TeleportPlane(pca, make_grid(r_min, r_max, grid_n), (r_min, r_max))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,11 +395,11 @@ def teleport_runs(rm: ResidualModel, tokenizer, streams: Mapping[str, np.ndarray
     for run, rs in streams.items():
         k = n_trained if run == "trained" else n_ref
         lm = rm if run == "trained" else residual.of(random_init.run_model(rm.model, run), tokenizer)
-        pca, grid, rng = plane_and_grid(rs, grid_n, percentiles)
-        out[run] = teleport_sweep(lm, tokenizer, pca, grid=grid, prompts=prompts[:k], layers=layers,
+        plane = plane_and_grid(rs, grid_n, percentiles)
+        out[run] = teleport_sweep(lm, tokenizer, plane.pca, grid=plane.grid, prompts=prompts[:k], layers=layers,
                                   window=window, n_following=n_following if run == "trained" else None,
                                   add_bos=add_bos, strip=strip, batch_size=batch_size)
-        out[run].grid_range = rng
+        out[run].grid_range = plane.extent
         del lm
     return out
 
