@@ -228,7 +228,8 @@ def _chapter_times(data: dict[str, Any], timings: dict[str, Any] | None, titles:
     steps = list(dict.fromkeys(s for v in series.values() for s in v))
     parts = ["## Time per chapter", "",
              "Wall-clock seconds each chapter took to execute: in this build, and in each recorded run of "
-             "the book from an empty cache (`benchmarks/bench_book.py`).", ""]
+             "the book (`benchmarks/bench_book.py`), from an empty cache unless the run's name says what it "
+             "found cached; a run that did not do every chapter is marked incomplete.", ""]
     header = ["chapter"] + [f"{n} (s)" for n in series]
     rows_ = [[titles.get(s, s)] + [series[n].get(s) for n in series] for s in steps]
     totals = [sum(v for v in series[n].values() if isinstance(v, (int, float))) for n in series]
