@@ -137,6 +137,17 @@ def test_mechanisms_sit_at_the_threshold_and_move_the_value():
             assert abs(v[1] - claims.get(pair[0]).threshold) < 0.03, (pair, v)
 
 
+def test_simulated_streams_leave_nothing_in_the_evidence_store(tmp_path, monkeypatch):
+    """A calibration's streams are drawn and thrown away: their evidence is not stored (it had been, thousands of
+    entries a run, pruned again at the next package source)."""
+    monkeypatch.setenv("TRANSFORMER_DYNAMICS_CACHE", str(tmp_path))
+    walk = [n for n in cal.NULLS if n.kind == "walk"]
+    st = dataclasses.replace(SETTINGS, n=40, n_sims=2, n_sims_slow=2, n_boot=20, n_boot_slow=4)
+    run = cal.calibrate(st, keys=["r_early"], nulls=walk, power=False, workers=1)
+    assert isinstance(run, cal.Calibration)
+    assert not (tmp_path / "evidence").exists(), sorted(p.name for p in tmp_path.iterdir())
+
+
 def test_null_truth():
     pairs = [("r_early", "first_each_kind"), ("magnitude_increases", "mean_abs"), ("mi_early_drop", "kde"),
              ("rotations_beat_null", "points")]

@@ -158,7 +158,8 @@ def test_constant_first_sublayer_gives_undefined_not_fails():
 def test_stream_verdicts_against_the_null_and_random_init():
     rs = _stream()
     refs = {f"default:{s}": _stationary(n=40, L=14, D=12, phi=0.5, seed=s) for s in range(3)}
-    table, ev = robustness.stream_verdicts(rs, refs, ["r_early", "magnitude_increases"], n_boot=200, workers=1)
+    table, ev = robustness.stream_verdicts(rs, refs, ["r_early", "magnitude_increases"], n_boot=200, workers=1,
+                                           cache_dir=False)
     row = table.set_index(["claim", "reading"])
     assert set(e.run for e in ev) == {"trained", "null", "default:0", "default:1", "default:2"}
     assert row.loc[("r_early", "first_each_kind"), "line"] == "holds, beyond the null and random init"
@@ -174,7 +175,7 @@ def test_random_walk_holds_but_so_does_the_null():
     rng = np.random.default_rng(0)
     rs = np.cumsum(rng.normal(size=(150, 16, 24)) * np.r_[1, np.full(15, 0.55)][None, :, None], axis=1)
     table, _ = robustness.stream_verdicts(rs.astype(np.float32), {}, ["r_early", "r_increases_cross"], n_boot=300,
-                                          workers=1)
+                                          workers=1, cache_dir=False)
     assert set(table.loc[table["reading"].isin(["first_each_kind", "median"]), "line"]) == {
         "holds, but so does the null"}
 

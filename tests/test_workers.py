@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 
@@ -32,3 +33,13 @@ def test_default_workers_respects_memory(monkeypatch):
     assert workers.default_workers(16, job_bytes=64 * 2**30) == 1
     monkeypatch.setattr(workers, "available_memory", lambda: None)
     assert workers.default_workers(16, job_bytes=64 * 2**30) == 8  # unknown memory: no cap
+
+
+def test_thread_pool_is_kept_for_the_process():
+    from transformer_dynamics.workers import thread_pool
+
+    pool = thread_pool(2)
+    assert thread_pool(2) is pool and thread_pool(3) is not pool          # kept, one per size
+    names = set(pool.map(lambda _: threading.current_thread().name, range(8)))
+    assert names and all(n.startswith("td-2") for n in names)
+    assert len(set(pool.map(lambda _: threading.current_thread().name, range(8))) | names) <= 2   # no new threads

@@ -30,12 +30,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from .workers import thread_pool
 
 __all__ = ["NO_COMPILE_ENV", "KERNELS_ENV", "build", "library", "grid_sums", "grid_log_density", "grid_mi_units",
            "ksg_counts", "gauss_rowsum", "count_within"]
@@ -151,8 +152,7 @@ def _run_sets(B: int, call: Callable[[int, int], int], per_thread: int = 8) -> N
     if n_threads == 1:
         codes = [call(0, B)]
     else:
-        with ThreadPoolExecutor(n_threads) as pool:
-            codes = list(pool.map(call, bounds[:-1], bounds[1:]))
+        codes = list(thread_pool(n_threads).map(call, bounds[:-1], bounds[1:]))
     if any(codes):
         raise RuntimeError(f"a C kernel failed (codes {codes}: -1 bad arguments, -2 out of memory)")
 

@@ -1,4 +1,5 @@
-"""Independent jobs side by side: one spawned worker process per CPU core, one thread each.
+"""Independent jobs side by side: one spawned worker process per CPU core, one thread each (:func:`map_jobs`); and
+the threads of this process kept for the work that releases the GIL (:func:`thread_pool`).
 
 Much of the book's CPU work is a list of independent jobs whose single job does not keep two cores busy: a
 small CAE trains fastest on one thread, and a claim's evidence (bootstrap, permutation tests, PCA refits)
@@ -15,10 +16,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["available_memory", "default_workers", "map_jobs"]
+__all__ = ["available_memory", "default_workers", "map_jobs", "thread_pool"]
+
+_THREAD_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def available_memory() -> int | None:
@@ -48,6 +51,16 @@ def _one_thread() -> None:
 
     torch.set_num_threads(1)
     threadpoolctl.threadpool_limits(1)
+
+
+def thread_pool(n: int) -> ThreadPoolExecutor:
+    """A pool of ``n`` threads kept for this process (one per ``n``; a forked child makes its own), for calls that
+    release the GIL (C kernels through ctypes, LAPACK): a pool made per call starts its threads every time, which
+    on busy cores costs as much as a small call's work."""
+    key = (os.getpid(), int(n))
+    if key not in _THREAD_POOLS:
+        _THREAD_POOLS[key] = ThreadPoolExecutor(int(n), thread_name_prefix=f"td-{int(n)}")
+    return _THREAD_POOLS[key]
 
 
 def map_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int | None = None) -> list:

@@ -119,7 +119,7 @@ def _null_job(null: Null, sims: Sequence[int], pairs: Sequence[tuple[str, str]],
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     tab, _ = stream_verdicts(rs, {}, keys, null=True, null_seed=_seed(st.seed, "perm", sim),
-                                             reference_readings="all", workers=1, **kw)
+                                             reference_readings="all", workers=1, cache_dir=False, **kw)
                 for r in tab.itertuples():
                     beyond = r.refs.get("null", {}).get("beyond")
                     if (r.claim, r.reading) in want and beyond is not None:

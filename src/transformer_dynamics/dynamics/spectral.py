@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ..workers import thread_pool
+
 __all__ = ["cumulative_products", "effective_rank", "product_measures", "spectra", "update_spectra", "MEASURES"]
 
 #: The measures :func:`spectra` and :func:`update_spectra` return per matrix (and with the suffix ``_update``).
@@ -123,25 +125,12 @@ def _decompose(A: torch.Tensor, singular: bool, eig: bool = True) -> tuple[torch
     workers = max(1, min(torch.get_num_threads(), len(flat)))
     # one BLAS thread per matrix, the matrices in parallel: a multi-threaded OpenBLAS eig on busy cores spins
     # (measured 10x slower with 2 threads on 2 loaded cores)
-    pool = _pool(workers)
+    pool = thread_pool(workers)  # kept: new threads for every sublayer cost a tenth of the eigenvalues' time
     with _blas_threads(1):
         lam = np.stack(list(pool.map(eigvals, flat))) if eig else None
         sv = np.stack(list(pool.map(svd, flat))) if singular else None
     lam = None if lam is None else torch.as_tensor(lam).reshape(*A.shape[:-1])
     return lam, (None if sv is None else torch.as_tensor(sv).reshape(*A.shape[:-1]))
-
-
-_POOLS: dict = {}
-
-
-def _pool(workers: int):
-    """A thread pool of ``workers`` threads kept for the process: starting threads anew for every sublayer's
-    matrices cost a tenth of the eigenvalues' time on busy cores (a new thread waits for a core to start)."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="spectra")
-    return _POOLS[workers]
 
 
 @contextmanager
