@@ -204,7 +204,7 @@ def judge(record: dict) -> None:
             record["capture_floor_share_of_goal"] = round(floor["floor_s"] / record["goal_s"], 3)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--no-warm", action="store_true", help="only the cold pass (no second, warm pass)")
     p.add_argument("--warm-only", action="store_true",
@@ -223,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="only set the goal fields of --out to this version's GOALS and judge it again "
                         "(its measurements untouched)")
     p.add_argument("--out", default=None)
-    a = p.parse_args(argv)
-    only = a.only.split(",") if a.only else None
-    out = Path(a.out or HERE / "results" / f"book_cold_{a.profile}.json")
-    cache = Path(a.cache_dir) if a.cache_dir else Path(tempfile.mkdtemp(prefix="td-cold-"))
+    return p.parse_args(argv)
+
+
+def _amend(a: argparse.Namespace, out: Path) -> int:
+    """--goals / --floor: amend a finished run's results file, measuring nothing new."""
     if a.goals:
         record = json.loads(out.read_text())
         set_goals(record, record.get("profile", a.profile))
@@ -244,7 +245,16 @@ def main(argv: list[str] | None = None) -> int:
         judge(record)
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(f"[bench_book] capture floor {record['capture_floor']['floor_s']} s; wrote {out}")
-        return 0
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _arguments(argv)
+    only = a.only.split(",") if a.only else None
+    out = Path(a.out or HERE / "results" / f"book_cold_{a.profile}.json")
+    if a.goals or a.floor:
+        return _amend(a, out)
+    cache = Path(a.cache_dir) if a.cache_dir else Path(tempfile.mkdtemp(prefix="td-cold-"))
     if (a.resume or a.warm_only) and not (a.cache_dir and out.exists()):
         sys.exit(f"--resume and --warm-only need the earlier run's --cache-dir and its results file ({out})")
     if not (a.resume or a.warm_only) and cache.exists() and any(cache.iterdir()):

@@ -160,19 +160,11 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
     layers = [perturb.check_layer(l, n_layers) for l in layers]
     if not layers or any(b <= a for a, b in zip(layers, layers[1:])):
         raise ValueError(f"layers must be distinct and increasing, got {layers}")
-    sizes = np.asarray(sizes, dtype=np.float64)
-    if sizes.ndim != 1 or sizes.size < 2 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
-        raise ValueError(f"sizes must be >= 2 increasing positive numbers (perturbation_sizes), got {sizes}")
-    kl_sizes = sizes if kl_sizes is None else np.asarray(kl_sizes, dtype=np.float64).reshape(-1)
-    match = np.isclose(kl_sizes[:, None], sizes[None], rtol=1e-9)             # (S_kl, S)
-    if not kl_sizes.size or not match.any(1).all():
-        raise ValueError(f"kl_sizes must be some of sizes {np.round(sizes, 4).tolist()}, got {kl_sizes.tolist()}")
-    kl_at = match.argmax(1)
+    sizes, kl_at = _check_sizes(sizes, kl_sizes)
     kinds = tuple(kinds)
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"kinds must be some of {KINDS}, got {kinds}")
     kl_kinds = tuple(k for k in kinds if k in kl_kinds)
-    kk = [kinds.index(k) for k in kl_kinds]
     R = check_positive_int(n_directions, "n_directions")
     w_max = perturb.equal_window(layers, n_layers)
     W = w_max if window is None else check_int(window, "window", low=1, high=w_max)
@@ -181,66 +173,95 @@ def attractor_sweep(model, tokenizer, prompts: Sequence[str], *, layers: Sequenc
     cache = perturb.prefix_cache(model, ids, batch_size=batch_size)
     clean = cache.clean.astype(np.float64)                              # (n, 2L + 1, D)
     n, _, D = clean.shape
-    norm = np.linalg.norm(clean, axis=-1)                               # (n, 2L + 1)
-    plane = plane_basis(pca, D) if "plane" in kinds else None
-    last = 2 * n_layers
-    logp_clean = next_token_logprobs(model, cache.clean[:, last])       # (n, V)
-    K, S, Sk, L = len(kinds), sizes.size, len(kl_at), len(layers)
-    shape = (n, L, K, S, R)
-    recovery, recovery_raw, end, error = (np.full(shape, np.nan) for _ in range(4))
-    kl = np.full((n, L, K, Sk), np.nan)
-    kl_delete, kl_swap, top1_delete, top1_swap = (np.empty((n, L)) for _ in range(4))
-    swap_size = np.full((n, L, R), np.nan)
-    rng = np.random.SeedSequence(check_seed(seed))
-    for j, (l, ss) in enumerate(zip(layers, rng.spawn(L))):
-        p, q = 2 * l, 2 * l + W
-        x = clean[:, p]
-        U = np.stack([unit_directions(x, kind, R, plane=plane, seed=int(s.generate_state(1)[0]))
-                      for kind, s in zip(kinds, ss.spawn(K))], 1)       # (n, K, R, D)
-        undefined = ~np.isfinite(U).all(-1)                             # (n, K, R)
-        U = np.where(undefined[..., None], 0.0, U)
-        if "swap" in kinds:
-            donors = (np.arange(n)[:, None] + 1 + np.arange(R)[None]) % n
-            swap_size[:, j] = _rel(x[donors], x[:, None]) / norm[:, p, None]
-        # window rows: every size, plus the central differences (+h, -h) and the clean vector through the extension
-        steps = np.r_[sizes, FD_STEP, -FD_STEP]                         # (S + 2,)
-        vec = x[:, None, None, None] + (steps[None, None, :, None, None] * norm[:, p, None, None, None, None]
-                                        * U[:, :, None])                # (n, K, S + 2, R, D)
-        rows = np.r_[np.repeat(np.arange(n), K * (S + 2) * R), np.arange(n)]
-        out = _run(model, cache, rows, np.concatenate([vec.reshape(-1, D), x]), layer=l, points=[p, q], chunk=chunk)
-        ref = out[-n:, 1].astype(np.float64)                            # (n, D): the clean window end, extended
-        out = out[:-n].reshape(n, K, S + 2, R, 2, D).astype(np.float64)
-        disp0 = out[:, :, :S, :, 0] - x[:, None, None, None]            # (n, K, S, R, D)
-        dispW = out[:, :, :S, :, 1] - ref[:, None, None, None]
-        d0, dW = np.linalg.norm(disp0, axis=-1), np.linalg.norm(dispW, axis=-1)
-        jvp = (out[:, :, S, :, 1] - out[:, :, S + 1, :, 1]) / (2 * FD_STEP * norm[:, p, None, None, None])  # J u
-        pred = sizes[None, None, :, None, None] * norm[:, p, None, None, None, None] * jvp[:, :, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho0, rhoW = d0 / norm[:, p, None, None, None], dW / norm[:, q, None, None, None]
-            bad = undefined[:, :, None, :] | (d0 == 0)
-            recovery[:, j] = np.where(bad, np.nan, rhoW / rho0)
-            recovery_raw[:, j] = np.where(bad, np.nan, dW / d0)
-            end[:, j] = np.where(bad, np.nan, rhoW)
-            error[:, j] = np.where(bad, np.nan, _rel(dispW, pred) / np.linalg.norm(pred, axis=-1))
-        # the next token: the first direction at the KL sizes, run to the output; the layer interventions
-        if kk:
-            kv = vec[:, kk][:, :, kl_at, 0].reshape(-1, D)               # (n * K_kl * S_kl, D)
-            rows = np.repeat(np.arange(n), len(kk) * Sk)
-            h = _run(model, cache, rows, kv, layer=l, points=[last], chunk=chunk)[:, 0]
-            kj = next_token_kl(model, h, logp_clean, rows)[0].reshape(n, len(kk), Sk)
-            kl[:, j, kk] = np.where(undefined[:, kk][:, :, :1], np.nan, kj)
-        for name, target, same in (("delete", kl_delete, top1_delete), ("swap", kl_swap, top1_swap)):
-            target[:, j], same[:, j] = next_token_kl(
-                model, intervention_outputs(model, cache, l, name, batch_size=chunk), logp_clean, np.arange(n))
+    run = _Clean(cache, clean, np.linalg.norm(clean, axis=-1),          # norms (n, 2L + 1)
+                 next_token_logprobs(model, cache.clean[:, 2 * n_layers]),  # (n, V)
+                 plane_basis(pca, D) if "plane" in kinds else None)
+    per_layer = [_one_layer(model, run, l, ss, kinds=kinds, sizes=sizes, kl_at=kl_at,
+                            kk=[kinds.index(k) for k in kl_kinds], R=R, W=W, chunk=chunk)
+                 for l, ss in zip(layers, np.random.SeedSequence(check_seed(seed)).spawn(len(layers)))]
+    out = {k: np.stack([r[k] for r in per_layer], axis=1).astype(np.float64)  # each (n, L, ...); top-1 as 0/1
+           for k in per_layer[0]}
     spread = np.array([np.sqrt(((clean[:, 2 * l] - clean[:, 2 * l].mean(0)) ** 2).sum(-1).mean())
-                       / norm[:, 2 * l].mean() for l in layers])
+                       / run.norm[:, 2 * l].mean() for l in layers])
     spectra = window_spectra(model, ids[:n_spectra], layers, W) if n_spectra else {}
     return AttractorSweep(layers=layers, sizes=sizes, kl_sizes=sizes[kl_at], kinds=kinds, kl_kinds=kl_kinds,
-                          window=W, prompts=prompts,
-                          spread=spread, swap_size=swap_size, recovery=recovery, recovery_raw=recovery_raw, end=end,
-                          error=error, kl=kl, kl_delete=kl_delete, kl_swap=kl_swap, top1_delete=top1_delete,
-                          top1_swap=top1_swap, spectra=spectra,
+                          window=W, prompts=prompts, spread=spread, spectra=spectra, **out,
                           seconds=time.perf_counter() - t0)
+
+
+def _check_sizes(sizes, kl_sizes) -> tuple[np.ndarray, np.ndarray]:
+    """``sizes`` as an array (checked) and the index in it of each of ``kl_sizes`` (None: all)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if sizes.ndim != 1 or sizes.size < 2 or np.any(sizes <= 0) or np.any(np.diff(sizes) <= 0):
+        raise ValueError(f"sizes must be >= 2 increasing positive numbers (perturbation_sizes), got {sizes}")
+    kl_sizes = sizes if kl_sizes is None else np.asarray(kl_sizes, dtype=np.float64).reshape(-1)
+    match = np.isclose(kl_sizes[:, None], sizes[None], rtol=1e-9)             # (S_kl, S)
+    if not kl_sizes.size or not match.any(1).all():
+        raise ValueError(f"kl_sizes must be some of sizes {np.round(sizes, 4).tolist()}, got {kl_sizes.tolist()}")
+    return sizes, match.argmax(1)
+
+
+@dataclass
+class _Clean:
+    """What every layer's perturbations start from: the prompts' prefix cache, their clean stream ``(n, 2L + 1, D)``
+    in float64 and its norms ``(n, 2L + 1)``, the clean next-token log-probabilities ``(n, V)``, the PCA plane's basis
+    (None without the ``"plane"`` kind)."""
+
+    cache: Any
+    clean: np.ndarray
+    norm: np.ndarray
+    logp: np.ndarray
+    plane: np.ndarray | None
+
+
+def _one_layer(model, run: _Clean, l: int, ss: np.random.SeedSequence, *, kinds, sizes, kl_at, kk, R, W, chunk
+               ) -> dict[str, np.ndarray]:
+    """Every perturbation at decoder layer ``l`` (its directions drawn from ``ss``) -> {field of
+    :class:`AttractorSweep`: (n, ...) without the layer axis}."""
+    cache, clean, norm, n, D = run.cache, run.clean, run.norm, run.clean.shape[0], run.clean.shape[2]
+    K, S, Sk, last = len(kinds), sizes.size, len(kl_at), clean.shape[1] - 1
+    p, q = 2 * l, 2 * l + W
+    x = clean[:, p]
+    U = np.stack([unit_directions(x, kind, R, plane=run.plane, seed=int(s.generate_state(1)[0]))
+                  for kind, s in zip(kinds, ss.spawn(K))], 1)           # (n, K, R, D)
+    undefined = ~np.isfinite(U).all(-1)                                 # (n, K, R)
+    U = np.where(undefined[..., None], 0.0, U)
+    res = {"swap_size": np.full((n, R), np.nan)}
+    if "swap" in kinds:
+        donors = (np.arange(n)[:, None] + 1 + np.arange(R)[None]) % n
+        res["swap_size"] = _rel(x[donors], x[:, None]) / norm[:, p, None]
+    # window rows: every size, plus the central differences (+h, -h) and the clean vector through the extension
+    steps = np.r_[sizes, FD_STEP, -FD_STEP]                             # (S + 2,)
+    vec = x[:, None, None, None] + (steps[None, None, :, None, None] * norm[:, p, None, None, None, None]
+                                    * U[:, :, None])                    # (n, K, S + 2, R, D)
+    rows = np.r_[np.repeat(np.arange(n), K * (S + 2) * R), np.arange(n)]
+    out = _run(model, cache, rows, np.concatenate([vec.reshape(-1, D), x]), layer=l, points=[p, q], chunk=chunk)
+    ref = out[-n:, 1].astype(np.float64)                                # (n, D): the clean window end, extended
+    out = out[:-n].reshape(n, K, S + 2, R, 2, D).astype(np.float64)
+    disp0 = out[:, :, :S, :, 0] - x[:, None, None, None]                # (n, K, S, R, D)
+    dispW = out[:, :, :S, :, 1] - ref[:, None, None, None]
+    d0, dW = np.linalg.norm(disp0, axis=-1), np.linalg.norm(dispW, axis=-1)
+    jvp = (out[:, :, S, :, 1] - out[:, :, S + 1, :, 1]) / (2 * FD_STEP * norm[:, p, None, None, None])  # J u
+    pred = sizes[None, None, :, None, None] * norm[:, p, None, None, None, None] * jvp[:, :, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho0, rhoW = d0 / norm[:, p, None, None, None], dW / norm[:, q, None, None, None]
+        bad = undefined[:, :, None, :] | (d0 == 0)
+        res["recovery"] = np.where(bad, np.nan, rhoW / rho0)
+        res["recovery_raw"] = np.where(bad, np.nan, dW / d0)
+        res["end"] = np.where(bad, np.nan, rhoW)
+        res["error"] = np.where(bad, np.nan, _rel(dispW, pred) / np.linalg.norm(pred, axis=-1))
+    # the next token: the first direction at the KL sizes, run to the output; the layer interventions
+    res["kl"] = np.full((n, K, Sk), np.nan)
+    if kk:
+        kv = vec[:, kk][:, :, kl_at, 0].reshape(-1, D)                   # (n * K_kl * S_kl, D)
+        rows = np.repeat(np.arange(n), len(kk) * Sk)
+        h = _run(model, cache, rows, kv, layer=l, points=[last], chunk=chunk)[:, 0]
+        kj = next_token_kl(model, h, run.logp, rows)[0].reshape(n, len(kk), Sk)
+        res["kl"][:, kk] = np.where(undefined[:, kk][:, :, :1], np.nan, kj)
+    for name in ("delete", "swap"):
+        res[f"kl_{name}"], res[f"top1_{name}"] = next_token_kl(
+            model, intervention_outputs(model, cache, l, name, batch_size=chunk), run.logp, np.arange(n))
+    return res
 
 
 def attractor_runs(model, tokenizer, streams: Mapping[str, np.ndarray], *, prompts: Sequence[str],

@@ -166,72 +166,117 @@ def _plant(name: str, a: float, n: int, L: int, D: int, seed: int) -> np.ndarray
     ``seed`` from a population whose structure (unit means, signs, frequencies, loadings) is fixed by the mechanism
     and the shape alone, so that simulations differ only in their texts. -> (n, L, D) float32."""
     srng = np.random.default_rng(_seed("structure", name, L, D))     # the population
-    rng = np.random.default_rng(seed)                                 # the texts
-    T = L - 1
-    kappa = scale_correlation()
-    within, cross = _kinds(T)
-    q = np.linspace(-1.0, 1.0, D)                      # unit offsets, symmetric, none at 0 for even D
-    s_ramp = _ramp(L)
-    mu = _unit_means(srng, D)
-    sign = np.sign(mu)
+    d = _Draw(np.random.default_rng(seed), srng, n, L, D, _unit_means(srng, D))
+    for family in (_plant_phi, _plant_mean, _plant_sd, _plant_mi, _plant_geometry):
+        x = family(name, a, d)
+        if x is not None:
+            return np.asarray(x, dtype=np.float32)
+    raise ValueError(f"unknown mechanism {name!r}; use one of {sorted({m.name for m in MECHANISMS.values()})}")
+
+
+@dataclass
+class _Draw:
+    """What every mechanism draws from: ``rng`` the texts, ``srng`` the population (after its unit means ``mu``),
+    the shape ``(n, L, D)``."""
+
+    rng: np.random.Generator
+    srng: np.random.Generator
+    n: int
+    L: int
+    D: int
+    mu: np.ndarray
+
+    def base(self, **kw) -> np.ndarray:
+        return _base(self.rng, self.n, self.L, self.D, **{"mu": self.mu, **kw})
+
+
+def _plant_phi(name: str, a: float, d: _Draw) -> np.ndarray | None:
+    """The mechanisms of the successive correlation (AR coefficients over depth)."""
+    T, kappa, (within, cross) = d.L - 1, scale_correlation(), _kinds(d.L - 1)
     if name == "phi_level":                            # r = (0.8 + a kappa) at every transition
-        x = _base(rng, n, L, D, mu=mu, phi=0.8 / kappa + a)
-    elif name in ("phi_ramp_within", "phi_ramp_cross", "phi_ramp_all"):
+        return d.base(phi=0.8 / kappa + a)
+    if name in ("phi_ramp_within", "phi_ramp_cross", "phi_ramp_all"):
         mask = {"phi_ramp_within": within, "phi_ramp_cross": cross, "phi_ramp_all": np.ones(T, bool)}[name]
-        x = _base(rng, n, L, D, mu=mu, phi=0.5 + a * _kind_ramp(T, mask))
-    elif name == "phi_kind":                           # within-layer steps more correlated than cross-layer ones
-        x = _base(rng, n, L, D, mu=mu, phi=np.where(within, 0.5 + a / 2, 0.5 - a / 2))
-    elif name == "phi_units":                          # each unit its own r, half above 0.8 at a = 0
-        x = _base(rng, n, L, D, mu=mu, phi=np.broadcast_to(np.clip((0.8 + 0.1 * q) / kappa + a, -0.95, 0.98), (T, D)))
-    elif name == "mean_growth":
-        x = _base(rng, n, L, D, mu=mu, mean=mu * (1.0 + a * s_ramp)[:, None])
-    elif name == "unit_growth":                        # each unit its own growth, half rising at a = 0
-        x = _base(rng, n, L, D, mu=sign, mean=sign * (1.0 + np.outer(s_ramp, a + 0.5 * q)))
-    elif name == "sign_flip":                          # units whose mean flips sign at the last sublayer
+        return d.base(phi=0.5 + a * _kind_ramp(T, mask))
+    if name == "phi_kind":                             # within-layer steps more correlated than cross-layer ones
+        return d.base(phi=np.where(within, 0.5 + a / 2, 0.5 - a / 2))
+    if name == "phi_units":                            # each unit its own r, half above 0.8 at a = 0
+        q = np.linspace(-1.0, 1.0, d.D)
+        return d.base(phi=np.broadcast_to(np.clip((0.8 + 0.1 * q) / kappa + a, -0.95, 0.98), (T, d.D)))
+    return None
+
+
+def _plant_mean(name: str, a: float, d: _Draw) -> np.ndarray | None:
+    """The mechanisms of the mean activations (magnitude, per-unit growth, sign)."""
+    L, D, mu, sign, s_ramp = d.L, d.D, d.mu, np.sign(d.mu), _ramp(d.L)
+    if name == "mean_growth":
+        return d.base(mean=mu * (1.0 + a * s_ramp)[:, None])
+    if name == "unit_growth":                          # each unit its own growth, half rising at a = 0
+        q = np.linspace(-1.0, 1.0, D)                  # unit offsets, symmetric, none at 0 for even D
+        return d.base(mu=sign, mean=sign * (1.0 + np.outer(s_ramp, a + 0.5 * q)))
+    if name == "sign_flip":                            # units whose mean flips sign at the last sublayer
         keep = np.arange(D) < round((0.5 + a) * D)
         mean = np.broadcast_to(0.15 * sign, (L, D)).copy()
         mean[-1] = np.where(keep, 1, -1) * 0.15 * sign
-        x = _base(rng, n, L, D, mu=sign, mean=mean)
-    elif name == "unit_spread":                        # units' scales even out over depth: a denser vector
+        return d.base(mu=sign, mean=mean)
+    return None
+
+
+def _plant_sd(name: str, a: float, d: _Draw) -> np.ndarray | None:
+    """The mechanisms of the spread over depth (density, velocity)."""
+    L, D, s_ramp = d.L, d.D, _ramp(d.L)
+    if name == "unit_spread":                          # units' scales even out over depth: a denser vector
         from scipy.stats import norm  # noqa: PLC0415
 
         v = norm.ppf((np.arange(D) + 0.5) / D)
         h = 1.0 - a * (s_ramp - 0.5)
-        x = _base(rng, n, L, D, mu=mu) * np.exp(np.outer(h, v))
-    elif name == "sd_ramp":
-        x = _base(rng, n, L, D, mu=mu, sd=1.0 + a * s_ramp)
-    elif name == "sd_wiggle":                          # an irregular speed early (a > 0) or late (a < 0)
+        return d.base() * np.exp(np.outer(h, v))
+    if name == "sd_ramp":
+        return d.base(sd=1.0 + a * s_ramp)
+    if name == "sd_wiggle":                            # an irregular speed early (a > 0) or late (a < 0)
         third = np.array_split(np.arange(L), 3)[0 if a > 0 else 2]
         sd = np.ones(L)
         sd[third] += abs(a) * np.cos(0.9 * np.arange(third.size) + 0.3)
-        x = _base(rng, n, L, D, mu=mu, sd=sd)
-    elif name == "sd_late_rise":                       # the speed rises in the last third (a > 0) or the first
+        return d.base(sd=sd)
+    if name == "sd_late_rise":                         # the speed rises in the last third (a > 0) or the first
         s = np.arange(L, dtype=np.float64)
         s1, s2 = (L - 1) / 3, 2 * (L - 1) / 3
         sd = 1.0 + (a * np.clip(s - s2, 0, None) / (L - 1 - s2) if a > 0 else -a * np.clip(s, None, s1) / s1)
-        x = _base(rng, n, L, D, mu=mu, sd=sd)
-    elif name == "mi_drop":                            # Gaussian: MI drops by 1/3 + a after the first transition
+        return d.base(sd=sd)
+    return None
+
+
+def _plant_mi(name: str, a: float, d: _Draw) -> np.ndarray | None:
+    """The mechanisms of the mutual information (Gaussian streams: MI a function of r)."""
+    L, T, mu = d.L, d.L - 1, d.mu
+    if name == "mi_drop":                              # Gaussian: MI drops by 1/3 + a after the first transition
         hi = 0.9
         lo = _phi_of_mi((2.0 / 3.0 - a) * _gaussian_mi(hi))
-        x = _base(rng, n, L, D, mu=mu, phi=np.r_[hi, np.full(T - 1, lo)], scale_sd=0.0)
-    elif name == "mi_alternate":                       # MI declines by 60 % over the early window; a > 0: in steps
+        return d.base(phi=np.r_[hi, np.full(T - 1, lo)], scale_sd=0.0)
+    if name == "mi_alternate":                         # MI declines by 60 % over the early window; a > 0: in steps
         e = _early(L)                                  # into the cross-layer transitions, a < 0 the within-layer
         m0 = _gaussian_mi(0.9)
         t = np.minimum(np.arange(T), e - 1)
         m = m0 * (1.0 - 0.6 * t / (e - 1)) - a * 0.3 * m0 * ((np.arange(T) % 2 == 1) & (np.arange(T) < e))
-        x = _base(rng, n, L, D, mu=mu, phi=_phi_of_mi(m), scale_sd=0.0)
-    elif name == "mi_r_comove":                        # r and (Gaussian) MI move together over the early window
+        return d.base(phi=_phi_of_mi(m), scale_sd=0.0)
+    if name == "mi_r_comove":                          # r and (Gaussian) MI move together over the early window
         e = _early(L)
         phi = np.full(T, 0.6)
         phi[:e] += a * 0.3 * _wiggle(e)
-        x = _base(rng, n, L, D, mu=mu, phi=phi, scale_sd=0.0)
-    elif name == "mi_mag_comove":                      # magnitude grows in irregular steps; MI follows (a > 0)
+        return d.base(phi=phi, scale_sd=0.0)
+    if name == "mi_mag_comove":                        # magnitude grows in irregular steps; MI follows (a > 0)
         steps = 1.0 + 0.8 * _wiggle(L)                 # or goes against them (a < 0)
         S = np.cumsum(steps) - steps[0]
         S = S / S[-1]
         phi = 0.55 + a * 0.8 * (S[1:] - 0.5)
-        x = _base(rng, n, L, D, mu=mu, mean=mu * (1.0 + 2.0 * S)[:, None], phi=phi, scale_sd=0.0)
-    elif name in ("oscillation", "spiral"):            # the mean trajectory of each unit turns in phase space
+        return d.base(mean=mu * (1.0 + 2.0 * S)[:, None], phi=phi, scale_sd=0.0)
+    return None
+
+
+def _plant_geometry(name: str, a: float, d: _Draw) -> np.ndarray | None:
+    """The mechanisms of the trajectories' shape: rotations in phase space, shared factors, the PCA spectrum."""
+    rng, srng, n, L, D, mu, s_ramp = d.rng, d.srng, d.n, d.L, d.D, d.mu, _ramp(d.L)
+    if name in ("oscillation", "spiral"):              # the mean trajectory of each unit turns in phase space
         omega = srng.uniform(0.9, 1.6, size=D)
         theta = srng.uniform(0, 2 * np.pi, size=D)
         drift = srng.choice([-1.0, 1.0], size=D)
@@ -242,22 +287,20 @@ def _plant(name: str, a: float, n: int, L: int, D: int, seed: int) -> np.ndarray
             mean = mu + a * wave
         else:
             mean = mu - a * np.outer(s_ramp, drift)
-        x = _base(rng, n, L, D, mu=mu, mean=mean)
-    elif name == "factor_ramp_late":                   # k = 2 shared factors carry a share lam, rising over depth
+        return d.base(mean=mean)
+    if name == "factor_ramp_late":                     # k = 2 shared factors carry a share lam, rising over depth
         k = 2
         F = np.linalg.qr(srng.standard_normal((D, k)))[0] * np.sqrt(D / k)       # (D, k), unit variance per unit
         lam = np.clip(0.5 + a * (s_ramp - 0.5), 0.01, 0.99)
         f = _ar(rng, n, L, k, 0.5) @ F.T
         z = np.sqrt(lam)[:, None] * f + np.sqrt(1 - lam)[:, None] * _ar(rng, n, L, D, 0.5)
-        x = mu + _scale(rng, n, L)[..., None] * z
-    elif name == "power_spectrum":                     # variances j^-(1.9 - a) along a fixed basis: a smooth
+        return mu + _scale(rng, n, L)[..., None] * z
+    if name == "power_spectrum":                       # variances j^-(1.9 - a) along a fixed basis: a smooth
         Q = np.linalg.qr(srng.standard_normal((D, D)))[0]                         # spectrum (about D / 10 PCs
         v = np.arange(1, D + 1, dtype=np.float64) ** -(1.9 - a)                   # for 90 % at a = 0)
         z = (_ar(rng, n, L, D, 0.5) * np.sqrt(v * D / v.sum())) @ Q.T
-        x = mu + _scale(rng, n, L)[..., None] * z
-    else:
-        raise ValueError(f"unknown mechanism {name!r}; use one of {sorted({m.name for m in MECHANISMS.values()})}")
-    return np.asarray(x, dtype=np.float32)
+        return mu + _scale(rng, n, L)[..., None] * z
+    return None
 
 
 @dataclass(frozen=True)
