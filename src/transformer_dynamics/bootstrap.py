@@ -73,14 +73,14 @@ def jackknife_weights(n: int) -> np.ndarray:
 class LeaveOneOut:
     """The leave-one-out weights of :func:`jackknife_weights` without their (n, n) matrix: ``w @ v`` is
     ``(v.sum(0) - v) / (n - 1)``, O(n) per column instead of O(n^2) (equal to the product to round-off), for ``v:
-    (n, ...)`` -> ``(rows, ...)`` float64. ``w[lo:hi]``: rows lo..hi (texts left out), sharing the column sums
-    already taken (so a product taken in row blocks sums ``v`` once); ``shape``: (rows, n); ``np.asarray(w)``: the
-    matrix itself."""
+    (n, ...)`` -> ``(rows, ...)`` float64. ``w[lo:hi]``: rows lo..hi (texts left out), sharing the column sums of
+    the last ``v`` multiplied (so a product taken in row blocks sums ``v`` once; only that one ``v`` is held);
+    ``shape``: (rows, n); ``np.asarray(w)``: the matrix itself."""
 
-    def __init__(self, n: int, rows: range | None = None, _sums: dict | None = None):
+    def __init__(self, n: int, rows: range | None = None, _last: list | None = None):
         self.n = check_int(n, "n (texts)", low=2)
         self.rows = range(self.n) if rows is None else rows
-        self._sums = {} if _sums is None else _sums  # id(v) -> (v, its column sums): v kept, so its id stays its own
+        self._last = [None, None] if _last is None else _last  # [v, its column sums], shared with the slices
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -89,17 +89,16 @@ class LeaveOneOut:
     def __getitem__(self, key: slice) -> "LeaveOneOut":
         if not isinstance(key, slice):
             raise TypeError("LeaveOneOut takes row slices only (w[lo:hi])")
-        return LeaveOneOut(self.n, self.rows[key], self._sums)
+        return LeaveOneOut(self.n, self.rows[key], self._last)
 
     def __matmul__(self, v) -> np.ndarray:
         v = np.asarray(v)
         if v.ndim < 1 or v.shape[0] != self.n:
             raise ValueError(f"v must have the {self.n} texts on axis 0, got {v.shape}")
         flat = v.reshape(self.n, -1)
-        if id(v) not in self._sums:
-            self._sums[id(v)] = (v, flat.sum(0, dtype=np.float64))
-        total = self._sums[id(v)][1]
-        out = (total - flat[self.rows.start:self.rows.stop:self.rows.step]) / (self.n - 1)
+        if self._last[0] is not v:
+            self._last[:] = [v, flat.sum(0, dtype=np.float64)]
+        out = (self._last[1] - flat[self.rows.start:self.rows.stop:self.rows.step]) / (self.n - 1)
         return out.reshape((len(self.rows),) + v.shape[1:])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
