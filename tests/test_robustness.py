@@ -248,7 +248,7 @@ def test_a_reading_s_evidence_depends_only_on_what_its_key_holds():
             _same_evidence([ref[e.claim, e.reading]], [e])
     digest = stored.stream_digest(rs)
     for change in (dict(n_shuffles=5), dict(variance=0.8), dict(pca_components=5), dict(mi_units=6),
-                   dict(massive=[0]), dict(n_boot_slow=5)):
+                   dict(massive=[0]), dict(n_boot_slow=5), dict(n_boot=30)):
         kw = {**base, **change}
         kept = 0
         for e in robustness.claim_evidence(rs, None, **kw):

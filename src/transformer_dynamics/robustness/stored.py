@@ -4,8 +4,9 @@ once and read by every later chapter or rebuild that asks for it again (:func:`c
 with the same settings.
 
 One entry per (stream, claim, reading), keyed by what that evidence depends on (:func:`pair_identity`): the stream's
-bytes (sha256 of the float array, its shape and dtype), the claim and reading, the seed and resample counts, the
-options of the curves the reading reads (massive units for the fast curves; MI units; rotation surrogates; the PCA
+bytes (sha256 of the float array, its shape and dtype), the claim and reading, the seed and the resample counts it
+uses (the bootstrap's for the fast curves, the half-samples' for MI, rotations and PCA), the options of the curves
+the reading reads (massive units for the fast curves; MI units; rotation surrogates; the PCA
 threshold and components) and the package's source (:func:`transformer_dynamics.provenance.package_source_hash`). A
 reading's evidence does not depend on which other claims are computed beside it, nor on the options of curves it
 does not read (tested), so the key leaves them out. Entries go through :func:`transformer_dynamics.cache.save_module`
@@ -105,9 +106,12 @@ def pair_identity(stream: str, claim: str, reading: str, kwargs: Mapping[str, An
     kw = {**_defaults(), **kwargs}
     groups = {group_of(k) for k in _claims.get(claim).reading(reading).keys}
     n_boot = int(kw["n_boot"])
-    params: dict[str, Any] = {"seed": kw["seed"], "n_boot": n_boot}
+    # the bootstrap's count reaches only the fast curves: a reading of slow curves alone (MI, rotations, PCA) takes
+    # its replicates from the half-samples, the same for every n_boot > 0 (chapter 8 reads what chapters 3-4
+    # decided with another n_boot)
+    params: dict[str, Any] = {"seed": kw["seed"], "resampled": n_boot > 0}
     if groups & set(FAST):
-        params["massive"] = kw["massive"]
+        params.update(n_boot=n_boot, massive=kw["massive"])
     if groups - set(FAST):
         params["n_slow"] = n_boot if kw["n_boot_slow"] is None else int(kw["n_boot_slow"])
     if "mi" in groups:
