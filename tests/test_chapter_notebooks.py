@@ -109,3 +109,54 @@ def test_chapter_only_arranges(stem):
     found = [f"{f}\n    in: {c.source.splitlines()[0][:80]}" for c in _code_cells(stem)
              for f in _arranging_failures(c.source)]
     assert not found, f"{stem}: " + "\n".join(found)
+
+
+# --------------------------------------------------------------------------------------------------
+# one claim, one computation: chapters 6 and 8 read the evidence the deciding chapter stored
+# --------------------------------------------------------------------------------------------------
+#: The keywords each chapter computes the claims' evidence with, from its parameters, as its cells pass them
+#: (chapter 2: ``ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, mi_units=MI_COMPARE_UNITS)``; chapter 3:
+#: ``ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT, n_shuffles=N_SHUFFLES_RESAMPLE)``; chapter 4:
+#: ``ch.decide(n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, variance=..., pca_components=...)``; chapters 6 and 8:
+#: their ``evidence_kwargs``).
+EVIDENCE_KEYWORDS = {
+    "02_activation_statistics": dict(n_boot="N_BOOT", n_boot_slow="N_BOOT_SLOW", mi_units="MI_COMPARE_UNITS"),
+    "03_phase_space_rotations": dict(n_boot="N_BOOT", n_boot_slow="N_BOOT", n_shuffles="N_SHUFFLES_RESAMPLE"),
+    "04_reduced_trajectories": dict(n_boot="N_BOOT_SLOW", n_boot_slow="N_BOOT_SLOW", variance="VARIANCE_THRESHOLD",
+                                    pca_components="PCA_COMPONENTS"),
+    **{stem: dict(n_boot="N_BOOT", n_boot_slow="N_BOOT_SLOW", mi_units="MI_UNITS", n_shuffles="N_SHUFFLES",
+                  variance="VARIANCE_THRESHOLD", pca_components="PCA_COMPONENTS", seed="SEED")
+       for stem in ("06_models_and_robustness", "08_verdict_robustness")},
+}
+
+
+def _evidence_keywords(stem: str, profile: str) -> dict:
+    """The keywords ``stem`` computes evidence with under ``profile``: its parameters cell's defaults updated with the
+    profile's values, mapped by :data:`EVIDENCE_KEYWORDS`."""
+    from transformer_dynamics import profiles
+
+    nb = jupytext.read(NOTEBOOKS / f"{stem}.py")
+    params = {k: ast.literal_eval(v) for k, v in build.notebooks.declared_parameters(nb).items()
+              if k in EVIDENCE_KEYWORDS[stem].values()}
+    params.update({k: v for k, v in profiles.load_profile(profile, stem).items() if k in params})
+    return {kw: params[name] for kw, name in EVIDENCE_KEYWORDS[stem].items()}
+
+
+def test_chapters_6_and_8_compute_each_claim_as_the_chapter_that_decides_it():
+    """The published book (full profile): the evidence chapters 6 and 8 compute for a claim's headline reading on a
+    stream has the same stored identity as the evidence the claim's own chapter decided it with, so they read it
+    (one computation, one value per claim) instead of computing it again with other settings."""
+    from transformer_dynamics import claims
+    from transformer_dynamics.robustness import stored
+
+    deciding = {stem: _evidence_keywords(stem, "full") for stem in list(EVIDENCE_KEYWORDS)[:3]}
+    differ = []
+    for stem in ("06_models_and_robustness", "08_verdict_robustness"):
+        kw = _evidence_keywords(stem, "full")
+        for chapter, own in deciding.items():
+            for key in claims.claims_of(source="rs", chapter=chapter):
+                reading = claims.get(key).headline
+                ids = [stored.pair_identity("s", key, reading, k, "p") for k in (kw, own)]
+                if ids[0] != ids[1]:
+                    differ.append(f"{stem} {key} ({reading}): {kw} vs {chapter}'s {own}")
+    assert not differ, "\n".join(differ)
