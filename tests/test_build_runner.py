@@ -176,6 +176,22 @@ def test_bench_book_goals_are_issue_27s_and_judged():
     assert ci["goal_s"] is None and ci["goal_warm_s"] is None and ci["goal_make_test_s"] == 600
 
 
+def test_bench_book_is_complete_only_with_every_step_of_the_book():
+    """A run of some chapters (--only, --no-html) measures part of the book: never complete, its missing steps named."""
+    bb = _bench_book()
+    whole = ["01_a", "02_b", "html", "browser check"]
+    part = [{"step": "01_a", "ok": True, "warm_ok": True}, {"step": "02_b", "ok": True, "warm_ok": True}]
+    assert bb.completeness(part, whole) == {"complete": False, "missing": ["html", "browser check"]}
+    rows = part + [{"step": "html", "ok": True, "warm_ok": True}, {"step": "browser check", "ok": True}]
+    assert bb.completeness(rows, whole) == {"complete": True, "missing": []}
+    assert bb.completeness(rows, whole, "warm_ok") == {"complete": False, "missing": ["browser check"]}
+    rec = {"goal_warm_s": 180, "warm_total_wall_s": 9.0, "warm_complete": False}
+    bb.judge(rec)
+    assert rec["meets_goal_warm"] is None       # a warm pass over part of the book meets no goal and misses none
+    rows[1]["ok"] = False
+    assert bb.completeness(rows, whole) == {"complete": False, "missing": ["02_b"]}
+
+
 def test_bench_book_floor_per_step_and_warm_column(tmp_path):
     bb = _bench_book()
     rec = {"rows": [{"step": "01_a", "wall_s": 100.0, "cpu_s": 150.0, "captures": ["e1", "e2"],
