@@ -156,9 +156,8 @@ def _environment_left_as_found():
 # --- the ci book, built in the background ------------------------------------------------------------------------
 # The ci book (every chapter executed by papermill, the HTML, the browser check) keeps about one of the two cores
 # busy for ~8 minutes. When a selected test needs it, it starts as a subprocess as soon as collection ends, the tests
-# that need it move to the end of the session, and every other test runs beside it at a lower priority
-# (:data:`FOREGROUND_NICE`); ``tests/test_notebooks.py``'s ``ci_build`` fixture waits for it. Its output goes to
-# files in its folder (a pipe left unread would stall it).
+# that need it move to the end of the session, and every other test runs beside it; ``tests/test_notebooks.py``'s
+# ``ci_build`` fixture waits for it. Its output goes to files in its folder (a pipe left unread would stall it).
 
 CI_BOOK_PROFILE = "ci"
 CI_BOOK_FIXTURE = "ci_build"
@@ -202,22 +201,6 @@ def pytest_collection_modifyitems(session, config, items):
     proc = subprocess.Popen(ci_book_command(out), cwd=Path(__file__).resolve().parents[1],
                             stdin=subprocess.DEVNULL, start_new_session=True)
     config.stash[_CI_BOOK] = (out, proc)
-    _yield_to_the_book()
-
-
-#: How far the tests beside the ci book lower their own priority (``os.nice``): the book, its HTML and the browser
-#: check are one chain that is the session's critical path on 2 cores; at equal priority the tests beside it
-#: stretch it and then wait for it (the CPU the session needs is the same either way).
-FOREGROUND_NICE = 10
-
-
-def _yield_to_the_book() -> None:
-    """Lower this process's priority (and so that of every process it starts from now on) by
-    :data:`FOREGROUND_NICE`, below the ci book's, which started at the session's own priority."""
-    try:
-        os.nice(FOREGROUND_NICE)
-    except (AttributeError, OSError):  # no nice on this platform: the same tests, scheduled as before
-        pass
 
 
 def ci_book(config):
