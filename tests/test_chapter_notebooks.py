@@ -114,32 +114,51 @@ def test_chapter_only_arranges(stem):
 # --------------------------------------------------------------------------------------------------
 # one claim, one computation: chapters 6 and 8 read the evidence the deciding chapter stored
 # --------------------------------------------------------------------------------------------------
-#: The keywords each chapter computes the claims' evidence with, from its parameters, as its cells pass them
-#: (chapter 2: ``ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT_SLOW, mi_units=MI_COMPARE_UNITS)``; chapter 3:
-#: ``ch.decide(n_boot=N_BOOT, n_boot_slow=N_BOOT, n_shuffles=N_SHUFFLES_RESAMPLE)``; chapter 4:
-#: ``ch.decide(n_boot=N_BOOT_SLOW, n_boot_slow=N_BOOT_SLOW, variance=..., pca_components=...)``; chapters 6 and 8:
-#: their ``evidence_kwargs``).
-EVIDENCE_KEYWORDS = {
-    "02_activation_statistics": dict(n_boot="N_BOOT", n_boot_slow="N_BOOT_SLOW", mi_units="MI_COMPARE_UNITS"),
-    "03_phase_space_rotations": dict(n_boot="N_BOOT", n_boot_slow="N_BOOT", n_shuffles="N_SHUFFLES_RESAMPLE"),
-    "04_reduced_trajectories": dict(n_boot="N_BOOT_SLOW", n_boot_slow="N_BOOT_SLOW", variance="VARIANCE_THRESHOLD",
-                                    pca_components="PCA_COMPONENTS"),
-    **{stem: dict(n_boot="N_BOOT", n_boot_slow="N_BOOT_SLOW", mi_units="MI_UNITS", n_shuffles="N_SHUFFLES",
-                  variance="VARIANCE_THRESHOLD", pca_components="PCA_COMPONENTS", seed="SEED")
-       for stem in ("06_models_and_robustness", "08_verdict_robustness")},
-}
+#: The keywords of the claims' evidence that its stored identity can hold (:func:`.robustness.stored.pair_identity`).
+IDENTITY_KEYWORDS = {"n_boot", "n_boot_slow", "seed", "massive", "mi_units", "n_shuffles", "variance", "pca_components"}
+DECIDING = ("02_activation_statistics", "03_phase_space_rotations", "04_reduced_trajectories")
+
+
+def _passed_keywords(stem: str) -> dict[str, str]:
+    """``{keyword: parameter name}`` the chapter computes the claims' evidence with, read from its code: the keywords
+    of its one ``ch.decide(...)`` call (which adds the chapter's ``seed``, SEED), else of its ``evidence_kwargs =
+    dict(...)`` and the dicts that unpacks."""
+    nb = jupytext.read(NOTEBOOKS / f"{stem}.py")
+    tree = ast.parse("\n".join(line for c in nb.cells if c.cell_type == "code" for line in c.source.splitlines()
+                                if not line.lstrip().startswith(("%", "!"))))
+    dicts = {t.id: node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+             and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", None) == "dict"
+             for t in node.targets if isinstance(t, ast.Name)}
+
+    def keywords(call: ast.Call) -> dict[str, str]:
+        out = {}
+        for arg in call.args:                                   # dict(other_kwargs, ...)
+            if isinstance(arg, ast.Name) and arg.id in dicts:
+                out.update(keywords(dicts[arg.id]))
+        for k in call.keywords:
+            if k.arg in IDENTITY_KEYWORDS:
+                assert isinstance(k.value, ast.Name), f"{stem}: {k.arg}= is not a parameter ({ast.unparse(k.value)})"
+                out[k.arg] = k.value.id
+        return out
+    decide = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+              and n.func.attr == "decide"]
+    if decide:
+        assert len(decide) == 1, f"{stem} decides its claims in {len(decide)} calls"
+        return {"seed": "SEED", **keywords(decide[0])}
+    return keywords(dicts["evidence_kwargs"])
 
 
 def _evidence_keywords(stem: str, profile: str) -> dict:
-    """The keywords ``stem`` computes evidence with under ``profile``: its parameters cell's defaults updated with the
-    profile's values, mapped by :data:`EVIDENCE_KEYWORDS`."""
+    """The keywords ``stem`` computes evidence with under ``profile``: the parameters :func:`_passed_keywords` names,
+    their values the parameters cell's defaults updated with the profile's."""
     from transformer_dynamics import profiles
 
+    passed = _passed_keywords(stem)
     nb = jupytext.read(NOTEBOOKS / f"{stem}.py")
     params = {k: ast.literal_eval(v) for k, v in build.notebooks.declared_parameters(nb).items()
-              if k in EVIDENCE_KEYWORDS[stem].values()}
+              if k in passed.values()}
     params.update({k: v for k, v in profiles.load_profile(profile, stem).items() if k in params})
-    return {kw: params[name] for kw, name in EVIDENCE_KEYWORDS[stem].items()}
+    return {kw: params[name] for kw, name in passed.items()}
 
 
 def test_chapters_6_and_8_compute_each_claim_as_the_chapter_that_decides_it():
@@ -149,7 +168,7 @@ def test_chapters_6_and_8_compute_each_claim_as_the_chapter_that_decides_it():
     from transformer_dynamics import claims
     from transformer_dynamics.robustness import stored
 
-    deciding = {stem: _evidence_keywords(stem, "full") for stem in list(EVIDENCE_KEYWORDS)[:3]}
+    deciding = {stem: _evidence_keywords(stem, "full") for stem in DECIDING}
     differ = []
     for stem in ("06_models_and_robustness", "08_verdict_robustness"):
         kw = _evidence_keywords(stem, "full")
