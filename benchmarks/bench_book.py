@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         if "capture_floor" in previous:
             record["capture_floor"] = previous["capture_floor"]
 
+    whole = stems(a.profile, None) + ["html", "browser check"]  # every step of the book, whatever --only picks
+
     def save() -> None:
         record["total_wall_s"] = round(sum(r["wall_s"] for r in record["rows"]), 1)
         record["total_cpu_s"] = round(sum(r["cpu_s"] for r in record["rows"]), 1)
@@ -300,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1) + "\n")
 
-    whole = stems(a.profile, None) + ["html", "browser check"]
     steps = [(s, py + ["run", "--profile", a.profile, "--only", s[:2], "--cache-dir", str(cache),
                        "--out", str(build_out), "--no-progress"]) for s in stems(a.profile, only)]
     if not a.no_html:
