@@ -6,6 +6,7 @@ dynamics claims decided from constructed per-text measures."""
 from __future__ import annotations
 
 import copy
+import os
 import types
 
 import numpy as np
@@ -460,3 +461,23 @@ def test_reference_runs_use_the_random_init_models(tiny_llama, tiny_tokenizer):
     assert list(table.index) == list(runs) and (table["texts"] == 2).all()
     with pytest.raises(ValueError, match="random-init kind"):
         dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:2], inits=("uniform",))
+
+
+def test_reference_runs_side_by_side_give_each_run_s_own_numbers(tiny_llama, tiny_tokenizer):
+    kw = dict(inits=("default", "matched"), seeds=(0, 1), conditions=("original", "shuffled"), k=2, batch_size=2)
+    with torch.no_grad():
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)        # the workers' one thread: the same float32 round-off
+        try:
+            alone = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:3], workers=1, **kw)
+        finally:
+            torch.set_num_threads(torch_threads)
+    apart = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:3], workers=2, **kw)
+    assert list(apart) == list(alone)                               # every run, in the same order
+    for key, r in alone.items():
+        assert set(apart[key].per_text) == set(r.per_text)
+        for name, v in r.per_text.items():
+            np.testing.assert_array_equal(apart[key][name], v, err_msg=f"{key} {name}")
+    # the small runs of the tests and the ci profile stay in this process; the book's runs go side by side
+    assert dy.run_workers(tiny_llama, 3, 4, 6) == 1
+    assert dy.run_workers(tiny_llama, 10 ** 6, 4, 6) == min(os.cpu_count() or 1, 6)

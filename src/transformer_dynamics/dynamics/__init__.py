@@ -41,7 +41,8 @@ here. The claims themselves (sentence, statistic, test) are declared once, in :m
 from .derivatives import jacobians, jvp_steps, matrix_steps
 from .evidence import (JPCARun, claim_curves, claim_pairs, claim_sublayers, depth_thirds, exponent_starts,
                        jpca_evidence, jpca_by_reference, jpca_planes, jpca_runs, jpca_table, lower_starts,
-                       recovery_table, reference_runs, run_evidence, thirds_table, verdict_table, verdict_tables)
+                       recovery_table, reference_runs, run_evidence, run_workers, thirds_table, verdict_table,
+                       verdict_tables)
 from .exponents import lyapunov, relative_exponents
 from .known import KnownAnswer, known_answers
 from .local import (REFERENCE_LABELS, LocalDynamics, benettin_check, by_reference, local_dynamics, picked_eigenvalues,
@@ -94,6 +95,7 @@ __all__ = [
     "reference_runs",
     "relative_exponents",
     "run_evidence",
+    "run_workers",
     "runs_table",
     "spectra",
     "sublayer_map",

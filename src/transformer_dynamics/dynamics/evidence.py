@@ -40,7 +40,8 @@ from .maps import text_token_ids
 from .rotational import JPCAResamples, JPCAResult, jpca, jpca_projection, jpca_resampled
 
 __all__ = ["CHAPTER", "depth_thirds", "claim_sublayers", "exponent_starts", "lower_starts", "claim_curves",
-           "claim_pairs", "reference_runs", "JPCARun", "jpca_runs", "jpca_table", "jpca_by_reference", "jpca_planes",
+           "claim_pairs", "reference_runs", "run_workers", "JPCARun", "jpca_runs", "jpca_table", "jpca_by_reference",
+           "jpca_planes",
            "run_evidence", "jpca_evidence", "verdict_table", "verdict_tables", "recovery_table", "thirds_table"]
 
 CHAPTER = "07_local_dynamics"
@@ -142,20 +143,28 @@ def claim_pairs(curves: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
 def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[str] = ("default", "matched"),
                    seeds: Sequence[int] = (0, 1, 2), conditions: Sequence[str] = ("original", "shuffled"),
                    layer_stride: int = 1, seed: int = 0, add_bos: bool = True, strip: bool = False,
-                   keep_eigenvalues: bool = True, **kwargs: Any) -> dict[tuple[str, str], LocalDynamics]:
+                   keep_eigenvalues: bool = True, workers: int | None = None,
+                   **kwargs: Any) -> dict[tuple[str, str], LocalDynamics]:
     """:func:`~.local.local_dynamics` of the trained ``model`` on ``texts`` under each of ``conditions``
     (``"shuffled"``: the paper's token-shuffled control, :func:`~.maps.text_token_ids` with ``seed``), and of the
     same architecture at random initialisation (:func:`transformer_dynamics.random_init.random_init_model`, every
-    kind of ``inits`` and seed of ``seeds``, one model at a time) on the original texts; each computing what the
+    kind of ``inits`` and seed of ``seeds``, one model per run) on the original texts; each computing what the
     claims read: spectra at :func:`claim_sublayers` (``layer_stride``), exponents from :func:`exponent_starts`,
     the bottleneck. keep_eigenvalues: for the trained model's runs (the figures). Keywords go to
     :func:`~.local.local_dynamics` (``pad_token_id`` defaults to the model's
     :attr:`~transformer_dynamics.residual.ResidualModel.pad_id`).
 
+    workers: the runs side by side in that many processes with one thread each
+    (:func:`transformer_dynamics.workers.map_jobs`: a run's float64 eigenvalues keep two cores busy, its
+    Jacobians and forward passes do not); 1: one after another in this process; None: :func:`run_workers`.
+    A run's numbers do not depend on where it ran, up to the float32 round-off of its Jacobians (a matrix
+    product's threads change its last bits).
+
     -> ``{(run, condition): LocalDynamics}``, runs named as :func:`transformer_dynamics.verdicts.judge` reads them:
     ``"trained"``, ``"default:<seed>"``, ``"matched:<seed>"``.
     """
     from .. import random_init  # noqa: PLC0415
+    from .. import workers as _workers  # noqa: PLC0415
 
     for kind in inits:
         random_init.check_kind(kind)
@@ -166,16 +175,51 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
               "starts": exponent_starts(n_sublayers), **kwargs}
     ids = {c: text_token_ids(tokenizer, texts, condition=c, seed=seed, add_bos=add_bos, strip=strip)
            for c in dict.fromkeys(["original", *conditions])}
-    out = {("trained", c): local_dynamics(rm, ids[c], keep_eigenvalues=keep_eigenvalues, **kwargs)
-           for c in conditions}
-    for kind in inits:
-        for s in seeds:
-            rand = random_init.random_init_model(rm.model, kind, int(s))
-            try:
-                out[f"{kind}:{int(s)}", "original"] = local_dynamics(rand, ids["original"], **kwargs)
-            finally:
-                del rand
-    return out
+    runs = [(("trained", c), "trained", 0, c, keep_eigenvalues) for c in conditions]
+    runs += [((f"{kind}:{int(s)}", "original"), kind, int(s), "original", False) for kind in inits for s in seeds]
+    if workers is None:
+        workers = run_workers(rm.model, len(ids["original"]), len(kwargs["sublayers"]), len(runs))
+    jobs = [(rm.model, ids[c], kind, s, {**kwargs, "keep_eigenvalues": keep}) for _, kind, s, c, keep in runs]
+    results = _workers.map_jobs(_reference_run, jobs, workers)
+    return {key: r for (key, *_), r in zip(runs, results)}
+
+
+#: Seconds of one float64 eigenvalue problem of a D x D update per D**3 (0.17 s at D = 576 on one core of the
+#: 2-core machine the book is measured on): :func:`run_workers`' estimate of a run's work.
+_EIG_SECONDS_PER_D3 = 9e-10
+#: Below this many seconds of estimated work per run, starting worker processes (each importing torch and
+#: transformers, the model passed through shared memory) costs more than running the runs side by side saves.
+_MIN_RUN_SECONDS = 20.0
+
+
+def run_workers(model, n_texts: int, n_spectra: int, n_runs: int) -> int:
+    """How many processes :func:`reference_runs` runs its ``n_runs`` runs in: one per CPU core
+    (:func:`transformer_dynamics.workers.default_workers`, two model copies' memory per worker) for a model on
+    the CPU with floating-point weights whose runs are long enough (``n_texts`` texts' eigenvalues at
+    ``n_spectra`` sublayers estimated at >= 20 s a run); 1 otherwise (a GPU's or a quantised model, small runs)."""
+    from .. import workers as _workers  # noqa: PLC0415
+
+    param = next(model.parameters())
+    if param.device.type != "cpu" or not param.dtype.is_floating_point or n_runs < 2:
+        return 1
+    D = int(model.get_input_embeddings().weight.shape[-1])
+    if n_texts * n_spectra * D ** 3 * _EIG_SECONDS_PER_D3 < _MIN_RUN_SECONDS:
+        return 1
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return _workers.default_workers(n_runs, job_bytes=2 * size)
+
+
+def _reference_run(model, token_ids, kind: str, seed: int, kwargs: dict[str, Any]) -> LocalDynamics:
+    """One run of :func:`reference_runs`: the trained ``model`` (``kind == "trained"``) or its random init."""
+    if kind == "trained":
+        return local_dynamics(model, token_ids, **kwargs)
+    from .. import random_init  # noqa: PLC0415
+
+    rand = random_init.random_init_model(model, kind, seed)
+    try:
+        return local_dynamics(rand, token_ids, **kwargs)
+    finally:
+        del rand
 
 
 class JPCARun(NamedTuple):
