@@ -60,7 +60,7 @@ LEDGER_DIR: Optional[str] = None  # None: ./ledger
 QUANTIZATION: Optional[str] = None  # None, "4bit" or "8bit" (bitsandbytes)
 BATCH_SIZE: int = 16             # texts per forward pass
 ADD_BOS: bool = True             # put BOS first (the paper's t_0)
-STRIP: bool = True               # strip the rows' trailing " \n" (the book's headline; False: rows as given)
+STRIP: bool = True               # strip the rows' leading " " and trailing " \n" (the headline; False: as given)
 N_VARIANTS: int = 64             # texts used to show the effect of ADD_BOS / STRIP
 PROFILE: Optional[str] = "auto"  # run profile: "auto" (colab in Colab, full elsewhere), a name or a .yml path, or None
 
@@ -149,7 +149,8 @@ for m in MODELS:
 # * **The trailing `" \n"`.** Every WikiText row ends in a space and a newline, so without stripping "the
 #   last token" is a newline token, the same for every text. The paper does not say it stripped, but its
 #   figures imply a last token that varies from text to text (the methods page), so the book strips the rows
-#   (`STRIP = True`) and shows below what changes when they are kept as the dataset gives them.
+#   (`STRIP = True`) and shows below what changes when they are kept as the dataset gives them. Every row also
+#   begins with a space, which stripping removes too: the first word's token differs as well (the second table).
 #
 # The second table tokenises the first sampled row with each model's tokenizer in the four combinations of
 # the two choices.

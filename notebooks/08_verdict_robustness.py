@@ -44,7 +44,8 @@
 #
 # - the **last token**: the book's headline uses stripped rows with a BOS token (`strip=True`, `add_bos=True`,
 #   `pipeline.STRIP`); the other settings are the rows as given (`strip=False`: every WikiText row ends in a
-#   newline) and the captures without BOS;
+#   newline, and begins with a space that stripping removes too, so the first word's token differs as well)
+#   and the captures without BOS;
 # - the claim's **readings** (which transition "the earliest layers" means; which MI estimator: kde, ksg,
 #   gcmi; ...), each on the headline capture;
 # - the number of texts **N** (nested subsamples of the headline capture);
