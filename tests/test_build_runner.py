@@ -176,6 +176,24 @@ def test_bench_book_goals_are_issue_27s_and_judged():
     assert ci["goal_s"] is None and ci["goal_warm_s"] is None and ci["goal_make_test_s"] == 600
 
 
+def test_bench_book_eigen_floor_counts_chapter_7_s_problems_and_joins_the_capture_floor():
+    bb = _bench_book()
+    from transformer_dynamics import dynamics, profiles
+
+    p = profiles.load_profile("full", "07_local_dynamics")
+    shapes = {m: (60, 576) for m in p["MODELS"]}
+    floor = bb.eigen_floor("full", shapes, seconds=lambda d: 0.5)
+    runs = len(p["CONDITIONS"]) + len(p["REFERENCE_INITS"]) * len(p["REFERENCE_SEEDS"])
+    per_model = runs * p["N_JACOBIAN"] * len(dynamics.claim_sublayers(60, layer_stride=p["LAYER_STRIDE"]))
+    assert [r["problems"] for r in floor["models"]] == [per_model] * len(p["MODELS"])
+    assert floor["floor_s"] == round(len(p["MODELS"]) * per_model * 0.5 / floor["cores"], 1)
+    rec = {"goal_s": 1800, "goal_capture_floor_s": 524, "capture_floor": {"floor_s": 1000.0},
+           "eigen_floor": {"floor_s": 900.0}}
+    bb.judge(rec)
+    assert rec["book_floor_s"] == 1900.0 and rec["book_floor_share_of_goal"] == 1.056
+    assert 0 < bb.eig_seconds(32, repeats=1) < 1
+
+
 def test_bench_book_is_complete_only_with_every_step_of_the_book():
     """A run of some chapters (--only, --no-html) measures part of the book: never complete, its missing steps named."""
     bb = _bench_book()
