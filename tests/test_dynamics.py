@@ -465,13 +465,12 @@ def test_reference_runs_use_the_random_init_models(tiny_llama, tiny_tokenizer):
 
 def test_reference_runs_side_by_side_give_each_run_s_own_numbers(tiny_llama, tiny_tokenizer):
     kw = dict(inits=("default", "matched"), seeds=(0,), conditions=("original", "shuffled"), k=2, batch_size=2)
-    with torch.no_grad():
-        torch_threads = torch.get_num_threads()
-        torch.set_num_threads(1)        # the workers' one thread: the same float32 round-off
-        try:
-            alone = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:3], workers=1, **kw)
-        finally:
-            torch.set_num_threads(torch_threads)
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # the workers' one thread: the same float32 round-off
+    try:
+        alone = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:3], workers=1, **kw)
+    finally:
+        torch.set_num_threads(torch_threads)
     apart = dy.reference_runs(tiny_llama, tiny_tokenizer, TEXTS[:3], workers=2, **kw)
     assert list(apart) == list(alone)                               # every run, in the same order
     for key, r in alone.items():

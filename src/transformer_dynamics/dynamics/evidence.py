@@ -178,7 +178,7 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     runs = [(("trained", c), "trained", 0, c, keep_eigenvalues) for c in conditions]
     runs += [((f"{kind}:{int(s)}", "original"), kind, int(s), "original", False) for kind in inits for s in seeds]
     if workers is None:
-        workers = run_workers(rm.model, len(ids["original"]), len(kwargs["sublayers"]), len(runs))
+        workers = run_workers(rm, len(ids["original"]), len(kwargs["sublayers"]), len(runs))
     jobs = [(rm.model, ids[c], kind, s, {**kwargs, "keep_eigenvalues": keep}) for _, kind, s, c, keep in runs]
     results = _workers.map_jobs(_reference_run, jobs, workers)
     return {key: r for (key, *_), r in zip(runs, results)}
@@ -196,16 +196,16 @@ def run_workers(model, n_texts: int, n_spectra: int, n_runs: int) -> int:
     """How many processes :func:`reference_runs` runs its ``n_runs`` runs in: one per CPU core
     (:func:`transformer_dynamics.workers.default_workers`, two model copies' memory per worker) for a model on
     the CPU with floating-point weights whose runs are long enough (``n_texts`` texts' eigenvalues at
-    ``n_spectra`` sublayers estimated at >= 20 s a run); 1 otherwise (a GPU's or a quantised model, small runs)."""
+    ``n_spectra`` sublayers estimated at >= 20 s a run); 1 otherwise (a GPU's or a quantised model, small runs).
+    model: its :class:`~transformer_dynamics.residual.ResidualModel`, or the model as loaded."""
     from .. import workers as _workers  # noqa: PLC0415
 
-    param = next(model.parameters())
-    if param.device.type != "cpu" or not param.dtype.is_floating_point or n_runs < 2:
+    rm = residual.of(model)
+    if rm.device.type != "cpu" or not rm.dtype.is_floating_point or n_runs < 2:
         return 1
-    D = int(model.get_input_embeddings().weight.shape[-1])
-    if n_texts * n_spectra * D ** 3 * _EIG_SECONDS_PER_D3 < _MIN_RUN_SECONDS:
+    if n_texts * n_spectra * rm.d_model ** 3 * _EIG_SECONDS_PER_D3 < _MIN_RUN_SECONDS:
         return 1
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    size = sum(p.numel() * p.element_size() for p in rm.model.parameters())
     return _workers.default_workers(n_runs, job_bytes=2 * size)
 
 
@@ -215,11 +215,7 @@ def _reference_run(model, token_ids, kind: str, seed: int, kwargs: dict[str, Any
         return local_dynamics(model, token_ids, **kwargs)
     from .. import random_init  # noqa: PLC0415
 
-    rand = random_init.random_init_model(model, kind, seed)
-    try:
-        return local_dynamics(rand, token_ids, **kwargs)
-    finally:
-        del rand
+    return local_dynamics(random_init.random_init_model(model, kind, seed), token_ids, **kwargs)
 
 
 class JPCARun(NamedTuple):

@@ -382,6 +382,5 @@ def sublayer_explained_variance_ratio(rs: Any, *, sublayers_per_batch: int = 4) 
         ev = np.stack([scipy.linalg.eigvalsh(gi, driver="evd", check_finite=False) for gi in g])[:, ::-1]
         ev = np.maximum(ev, 0.0)                                     # (b, min(n, d)), descending
         tot = ev.sum(1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[a:a + len(g)] = np.where(tot > 0, ev / np.where(tot > 0, tot, 1.0), np.nan)
+        out[a:a + len(g)] = np.where(tot > 0, ev / np.where(tot > 0, tot, 1.0), np.nan)
     return out
