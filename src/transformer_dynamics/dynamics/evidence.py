@@ -179,7 +179,8 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     runs += [((f"{kind}:{int(s)}", "original"), kind, int(s), "original", False) for kind in inits for s in seeds]
     if workers is None:
         workers = run_workers(rm, len(ids["original"]), len(kwargs["sublayers"]), len(runs))
-    jobs = [(rm.model, ids[c], kind, s, {**kwargs, "keep_eigenvalues": keep}) for _, kind, s, c, keep in runs]
+    sent = _Weights.of(rm.model) if workers > 1 else rm.model
+    jobs = [(sent, ids[c], kind, s, {**kwargs, "keep_eigenvalues": keep}) for _, kind, s, c, keep in runs]
     results = _workers.map_jobs(_reference_run, jobs, workers)
     return {key: r for (key, *_), r in zip(runs, results)}
 
@@ -209,8 +210,39 @@ def run_workers(model, n_texts: int, n_spectra: int, n_runs: int) -> int:
     return _workers.default_workers(n_runs, job_bytes=2 * size)
 
 
+class _Weights(NamedTuple):
+    """A model as its config, weights and dtype: what a worker of :func:`reference_runs` is sent and rebuilds
+    (:meth:`build`). The module itself may not pickle: a model once asked for its hidden states holds transformers'
+    output-capturing hooks, local functions. The weights travel through shared memory (torch's pickling)."""
+
+    config: Any
+    state: dict[str, Any]
+    dtype: Any
+
+    @classmethod
+    def of(cls, model) -> "_Weights":
+        return cls(model.config, model.state_dict(), next(model.parameters()).dtype)
+
+    def build(self):
+        """The model again: its architecture from the config, built without initialising it, then these weights
+        (tied ones stay tied), in eval mode with gradients off as :func:`transformer_dynamics.models.load_model`
+        leaves it."""
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+        from ..random_init import _no_init_weights  # noqa: PLC0415
+
+        with _no_init_weights():
+            model = AutoModelForCausalLM.from_config(self.config, dtype=self.dtype)
+        model.tie_weights()
+        model.load_state_dict(self.state)
+        return model.eval().requires_grad_(False)
+
+
 def _reference_run(model, token_ids, kind: str, seed: int, kwargs: dict[str, Any]) -> LocalDynamics:
-    """One run of :func:`reference_runs`: the trained ``model`` (``kind == "trained"``) or its random init."""
+    """One run of :func:`reference_runs`: the trained ``model`` (``kind == "trained"``; a :class:`_Weights` is built
+    first) or its random init."""
+    if isinstance(model, _Weights):
+        model = model.build()
     if kind == "trained":
         return local_dynamics(model, token_ids, **kwargs)
     from .. import random_init  # noqa: PLC0415
