@@ -36,6 +36,7 @@ QUICK: dict[str, list[str]] = {
     "phase": [],                          # already at the paper's shape
     "reduce": ["--quick"],                # PCA on 1/8 of the texts
     "dynamics": [],                       # Jacobians of 8 SmolLM2 texts timed, extrapolated to 64
+    "evidence": ["--n", "200", "--out", str(HERE / "results" / "evidence_n200.json")],  # one run's evidence
     "book": ["--profile", "ci"],          # the cold make book on the ci profile (~15 min)
 }
 FULL: dict[str, list[str]] = {
@@ -45,6 +46,7 @@ FULL: dict[str, list[str]] = {
     "phase": [],
     "reduce": ["--sklearn"],
     "dynamics": ["--n", "64"],            # all Jacobians of 64 texts timed
+    "evidence": [],                       # one run's evidence, SmolLM2, N = 1000 (results/evidence.json)
     "book": ["--profile", "full"],        # the cold make book, full profile (hours on 2 cores: run it idle)
 }
 
