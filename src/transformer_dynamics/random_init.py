@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["KINDS", "SEEDS", "DESCRIPTIONS", "random_init_model", "check_kind", "run_model"]
+__all__ = ["KINDS", "SEEDS", "DESCRIPTIONS", "random_init_model", "uninitialised_model", "check_kind", "run_model"]
 
 KINDS = ("default", "matched", "permuted")
 #: The reference seeds every chapter uses unless told otherwise (>= 3, so that a seed's luck shows).
@@ -59,9 +59,7 @@ def random_init_model(model: torch.nn.Module, kind: str = "default", seed: int =
         if kind == "default":
             rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
         else:  # every weight is drawn below: transformers' own init would be thrown away (a third of the time)
-            with _no_init_weights():
-                rand = AutoModelForCausalLM.from_config(model.config, dtype=param.dtype)
-            rand.tie_weights()
+            rand = uninitialised_model(model.config, param.dtype)
     rand.to(param.device)
     if kind != "default":
         trained = dict(model.named_parameters())
@@ -83,6 +81,17 @@ def random_init_model(model: torch.nn.Module, kind: str = "default", seed: int =
     rand.eval().requires_grad_(False)
     rand.config.use_cache = False
     return rand
+
+
+def uninitialised_model(config, dtype: torch.dtype) -> torch.nn.Module:
+    """A causal LM of ``config`` in ``dtype`` on the CPU, its weights allocated but not initialised (every one is
+    about to be overwritten) and its tied weights tied."""
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    with _no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()
+    return model
 
 
 def _no_init_weights():

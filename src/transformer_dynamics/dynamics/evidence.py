@@ -179,7 +179,7 @@ def reference_runs(model, tokenizer, texts: Sequence[str], *, inits: Sequence[st
     runs += [((f"{kind}:{int(s)}", "original"), kind, int(s), "original", False) for kind in inits for s in seeds]
     if workers is None:
         workers = run_workers(rm, len(ids["original"]), len(kwargs["sublayers"]), len(runs))
-    sent = _Weights.of(rm.model) if workers > 1 else rm.model
+    sent = _Weights.of(rm) if workers > 1 else rm.model
     jobs = [(sent, ids[c], kind, s, {**kwargs, "keep_eigenvalues": keep}) for _, kind, s, c, keep in runs]
     results = _workers.map_jobs(_reference_run, jobs, workers)
     return {key: r for (key, *_), r in zip(runs, results)}
@@ -220,20 +220,16 @@ class _Weights(NamedTuple):
     dtype: Any
 
     @classmethod
-    def of(cls, model) -> "_Weights":
-        return cls(model.config, model.state_dict(), next(model.parameters()).dtype)
+    def of(cls, rm: residual.ResidualModel) -> "_Weights":
+        return cls(rm.model.config, rm.model.state_dict(), rm.dtype)
 
     def build(self):
-        """The model again: its architecture from the config, built without initialising it, then these weights
-        (tied ones stay tied), in eval mode with gradients off as :func:`transformer_dynamics.models.load_model`
-        leaves it."""
-        from transformers import AutoModelForCausalLM  # noqa: PLC0415
+        """The model again: its architecture from the config, built without initialising it
+        (:func:`transformer_dynamics.random_init.uninitialised_model`), then these weights (tied ones stay tied), in
+        eval mode with gradients off as :func:`transformer_dynamics.models.load_model` leaves it."""
+        from ..random_init import uninitialised_model  # noqa: PLC0415
 
-        from ..random_init import _no_init_weights  # noqa: PLC0415
-
-        with _no_init_weights():
-            model = AutoModelForCausalLM.from_config(self.config, dtype=self.dtype)
-        model.tie_weights()
+        model = uninitialised_model(self.config, self.dtype)
         model.load_state_dict(self.state)
         return model.eval().requires_grad_(False)
 
